@@ -1,0 +1,74 @@
+import http from 'node:http';
+import net from 'node:net';
+import test from 'ava';
+import { ProbeRunner, runProbeOnce } from '../../node-runtime/probes/runner.ts';
+
+async function server(t: import('ava').ExecutionContext, status: () => number): Promise<number> {
+  const srv = http.createServer((_req, res) => {
+    res.statusCode = status();
+    res.end();
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => srv.close(() => r())));
+  return (srv.address() as net.AddressInfo).port;
+}
+
+test('http probe: 200-399 succeed, 500 and refused connections fail, named ports resolve', async (t) => {
+  let status = 200;
+  const port = await server(t, () => status);
+  const ctx = { ports: { http: port }, env: {} };
+  t.true((await runProbeOnce({ http: { port: 'http', path: '/healthz' } }, ctx)).ok);
+  status = 302;
+  t.true((await runProbeOnce({ http: { port } }, ctx)).ok);
+  status = 503;
+  const bad = await runProbeOnce({ http: { port } }, ctx);
+  t.false(bad.ok);
+  t.regex(bad.message ?? '', /HTTP 503/);
+  t.false((await runProbeOnce({ http: { port: 'nope' } }, ctx)).ok);
+});
+
+test('tcp probe succeeds on a listening port and fails on a closed one', async (t) => {
+  const port = await server(t, () => 200);
+  t.true((await runProbeOnce({ tcp: { port } }, { ports: {}, env: {} })).ok);
+  const closed = net.createServer();
+  await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+  const closedPort = (closed.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => closed.close(() => r()));
+  t.false((await runProbeOnce({ tcp: { port: closedPort } }, { ports: {}, env: {} })).ok);
+});
+
+test('exec probe: exit 0 succeeds, non-zero and timeouts fail', async (t) => {
+  const ctx = { ports: {}, env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } };
+  t.true((await runProbeOnce({ exec: { command: ['true'] } }, ctx)).ok);
+  t.false((await runProbeOnce({ exec: { command: ['false'] } }, ctx)).ok);
+  const slow = await runProbeOnce({ exec: { command: ['sleep', '5'] }, timeoutSeconds: 0.2 }, ctx);
+  t.false(slow.ok);
+  t.regex(slow.message ?? '', /timed out/);
+});
+
+test('the runner reports ready once the server answers, then not ready when it fails', async (t) => {
+  let status = 503;
+  const port = await server(t, () => status);
+  const verdicts: boolean[] = [];
+  const runner = new ProbeRunner(
+    { http: { port }, periodSeconds: 0.02, failureThreshold: 1, successThreshold: 1 },
+    { ports: {}, env: {} },
+    (healthy) => verdicts.push(healthy),
+  );
+  t.teardown(() => runner.stop());
+  runner.start();
+  await waitFor(() => verdicts.length === 1);
+  status = 200;
+  await waitFor(() => verdicts.length === 2);
+  status = 500;
+  await waitFor(() => verdicts.length === 3);
+  t.deepEqual(verdicts, [false, true, false]);
+});
+
+async function waitFor(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
