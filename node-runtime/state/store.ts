@@ -1,0 +1,124 @@
+/**
+ * Runtime state on disk: one JSON file per replica under `<stateDir>/replicas/`, written
+ * atomically (temp file + fsync + rename + fsync of the directory, the sequence of
+ * https://lwn.net/Articles/457667/), so a runtime killed at any instant leaves either the old or
+ * the new file. Together with the cgroup tree it is the truth a restarted runtime re-adopts from.
+ *
+ * Writes for one replica are serialized and coalesced: while one write is in flight, later
+ * saves only mark the replica dirty and the newest record is written once it finishes. Callers
+ * never wait on the disk on the restart path.
+ */
+import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import path from 'node:path';
+
+export interface StoredReplica<Spec = unknown, Proc = unknown> {
+  version: 1;
+  spec: Spec;
+  createdAt: string;
+  ports: Record<string, Record<string, number>>;
+  processes: Proc[];
+}
+
+interface Pending {
+  inFlight: Promise<void>;
+  next: (() => StoredReplica) | undefined;
+  removed: boolean;
+}
+
+export class StateStore {
+  readonly dir: string;
+  readonly #pending = new Map<string, Pending>();
+
+  constructor(stateDir: string) {
+    this.dir = path.join(stateDir, 'replicas');
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.dir, { recursive: true });
+  }
+
+  fileOf(id: string): string {
+    return path.join(this.dir, `${id}.json`);
+  }
+
+  /**
+   * Schedule a write of the record produced by `snapshot` (called when the write actually starts,
+   * so coalesced saves write the newest facts). Resolves when a write covering this call is durable.
+   */
+  save(id: string, snapshot: () => StoredReplica): Promise<void> {
+    const p = this.#pending.get(id);
+    if (p) {
+      p.removed = false;
+      p.next = snapshot;
+      return p.inFlight.then(() => this.#pending.get(id)?.inFlight);
+    }
+    const entry: Pending = { inFlight: Promise.resolve(), next: undefined, removed: false };
+    this.#pending.set(id, entry);
+    entry.inFlight = this.#drain(id, entry, snapshot);
+    return entry.inFlight;
+  }
+
+  async #drain(id: string, entry: Pending, first: () => StoredReplica): Promise<void> {
+    let snapshot: (() => StoredReplica) | undefined = first;
+    try {
+      while (snapshot && !entry.removed) {
+        entry.next = undefined;
+        await writeAtomic(this.fileOf(id), `${JSON.stringify(snapshot())}\n`);
+        snapshot = entry.next;
+      }
+    } finally {
+      this.#pending.delete(id);
+    }
+  }
+
+  /** Remove a replica's record, after any in-flight write (so the write cannot resurrect it). */
+  async remove(id: string): Promise<void> {
+    const p = this.#pending.get(id);
+    if (p) {
+      p.removed = true;
+      await p.inFlight.catch(() => {});
+    }
+    await rm(this.fileOf(id), { force: true });
+  }
+
+  /** Wait for every queued write (used by close()). */
+  async flush(): Promise<void> {
+    await Promise.all([...this.#pending.values()].map((p) => p.inFlight.catch(() => {})));
+  }
+
+  async load(id: string): Promise<StoredReplica | undefined> {
+    try {
+      return JSON.parse(await readFile(this.fileOf(id), 'utf8')) as StoredReplica;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw new Error(`reading replica state ${this.fileOf(id)}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /** Ids of every replica with a record; leftover temp files of an interrupted write are ignored. */
+  async ids(): Promise<string[]> {
+    const names = await readdir(this.dir).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return [] as string[];
+      throw err;
+    });
+    return names.filter((n) => n.endsWith('.json')).map((n) => n.slice(0, -'.json'.length));
+  }
+}
+
+export async function writeAtomic(file: string, content: string): Promise<void> {
+  const tmp = `${file}.${process.pid}.tmp`;
+  const fh = await open(tmp, 'w', 0o600);
+  try {
+    await fh.writeFile(content);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, file);
+  const dir = await open(path.dirname(file), 'r');
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
+}
