@@ -1,0 +1,119 @@
+import { readFileSync } from 'node:fs';
+import { release } from 'node:os';
+import { join } from 'node:path';
+
+/** v1 controllers Orrery knows how to use (limits, stats, freezing). */
+export const V1_CONTROLLERS = ['cpu', 'cpuacct', 'memory', 'pids', 'freezer', 'cpuset'] as const;
+export type V1Controller = (typeof V1_CONTROLLERS)[number];
+
+export interface CgroupLayout {
+  /** v2: unified only; v1: legacy only; hybrid: both mounted (v2 usually without controllers). */
+  mode: 'v2' | 'v1' | 'hybrid';
+  /** Mount point of the cgroup2 hierarchy, when one is mounted. */
+  v2Root?: string;
+  /** Controllers listed in `<v2Root>/cgroup.controllers` (empty in the usual hybrid setup). */
+  v2Controllers: string[];
+  /** Mount point of each v1 controller; co-mounted controllers (`cpu,cpuacct`) share one path. */
+  v1: Partial<Record<V1Controller, string>>;
+  /** `cgroup.kill` exists in non-root v2 cgroups (Linux 5.14+). */
+  cgroupKill: boolean;
+}
+
+interface MountEntry {
+  mountPoint: string;
+  fsType: string;
+  superOptions: string[];
+}
+
+/** mountinfo escapes space, tab, newline and backslash as `\ooo` octal (proc(5), show_mountinfo). */
+function unescapeMountField(field: string): string {
+  return field.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(Number.parseInt(oct, 8)));
+}
+
+/**
+ * Parses /proc/<pid>/mountinfo lines (proc(5)): `id parent major:minor root mountPoint opts
+ * [optional fields...] - fsType source superOptions`. The optional fields end at the lone `-`.
+ */
+export function parseMountinfo(text: string): MountEntry[] {
+  const entries: MountEntry[] = [];
+  for (const line of text.split('\n')) {
+    if (line.trim() === '') continue;
+    const fields = line.split(' ');
+    const dash = fields.indexOf('-', 6);
+    const mountPoint = fields[4];
+    const fsType = fields[dash + 1];
+    if (dash < 0 || mountPoint === undefined || fsType === undefined) continue;
+    entries.push({
+      mountPoint: unescapeMountField(mountPoint),
+      fsType,
+      superOptions: (fields[dash + 3] ?? '').split(','),
+    });
+  }
+  return entries;
+}
+
+/** True when `release` (uname -r, e.g. `6.18.44-fc`) is at least major.minor. */
+export function kernelAtLeast(kernelRelease: string, major: number, minor: number): boolean {
+  const match = /^(\d+)\.(\d+)/.exec(kernelRelease);
+  if (!match) return false;
+  const [maj, min] = [Number(match[1]), Number(match[2])];
+  return maj > major || (maj === major && min >= minor);
+}
+
+export interface LayoutFacts {
+  /** Text of /proc/self/mountinfo. */
+  mountinfo: string;
+  /** Text of `<v2Root>/cgroup.controllers`, if a cgroup2 mount exists and is readable. */
+  v2ControllersText?: string;
+  /** `uname -r`. */
+  kernelRelease: string;
+}
+
+/** Pure: decides the layout from the mount table and a few kernel facts. */
+export function layoutFromFacts(facts: LayoutFacts): CgroupLayout {
+  const mounts = parseMountinfo(facts.mountinfo);
+  let v2Root: string | undefined;
+  const v1: Partial<Record<V1Controller, string>> = {};
+  for (const mount of mounts) {
+    if (mount.fsType === 'cgroup2') {
+      // The first cgroup2 mount wins; later ones are bind mounts of the same hierarchy.
+      v2Root ??= mount.mountPoint;
+    } else if (mount.fsType === 'cgroup') {
+      for (const option of mount.superOptions) {
+        if ((V1_CONTROLLERS as readonly string[]).includes(option)) {
+          v1[option as V1Controller] ??= mount.mountPoint;
+        }
+      }
+    }
+  }
+  const hasV1 = Object.keys(v1).length > 0;
+  if (v2Root === undefined && !hasV1) {
+    throw new Error('no cgroup hierarchy is mounted: expected a cgroup2 or cgroup v1 mount in mountinfo');
+  }
+  const mode = v2Root === undefined ? 'v1' : hasV1 ? 'hybrid' : 'v2';
+  const v2Controllers =
+    v2Root === undefined ? [] : (facts.v2ControllersText ?? '').split(/\s+/).filter((c) => c !== '');
+  const layout: CgroupLayout = {
+    mode,
+    v2Controllers,
+    v1,
+    cgroupKill: v2Root !== undefined && kernelAtLeast(facts.kernelRelease, 5, 14),
+  };
+  if (v2Root !== undefined) layout.v2Root = v2Root;
+  return layout;
+}
+
+/** Reads the mount table and kernel facts of this machine and returns its cgroup layout. */
+export function detectCgroupLayout(procMounts = '/proc/self/mountinfo'): CgroupLayout {
+  const mountinfo = readFileSync(procMounts, 'utf8');
+  const facts: LayoutFacts = { mountinfo, kernelRelease: release() };
+  const probe = layoutFromFacts(facts);
+  if (probe.v2Root !== undefined) {
+    try {
+      facts.v2ControllersText = readFileSync(join(probe.v2Root, 'cgroup.controllers'), 'utf8');
+    } catch {
+      // An unreadable cgroup.controllers means no usable v2 controllers; membership still works.
+    }
+  }
+  return layoutFromFacts(facts);
+}

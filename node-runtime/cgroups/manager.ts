@@ -1,0 +1,223 @@
+import { existsSync } from 'node:fs';
+import { mkdir, readdir, readFile, rmdir } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import type { CgroupLayout } from './detect.ts';
+import { readProcs, writeControl } from './io.ts';
+import { killCgroup } from './kill.ts';
+import { type CgroupLimits, limitWrites, validateLimits } from './limits.ts';
+import { assertSafeName, assertSafeParent } from './names.ts';
+import { parentDirsOf, planReplicaCgroup, type ReplicaCgroupPlan } from './paths.ts';
+import { type CgroupStats, readOomKills, readStats } from './stats.ts';
+
+export interface CgroupManagerOptions {
+  layout: CgroupLayout;
+  /** Per-host parent below each hierarchy root, e.g. `orrery/host-a`. */
+  parent: string;
+  log?: Logger;
+}
+
+/** What the native spawn needs to place a child: CLONE_INTO_CGROUP target plus v1 procs files. */
+export interface SpawnTarget {
+  v2Dir?: string;
+  procsFiles: string[];
+}
+
+/** rmdir on a cgroup that just emptied can briefly return EBUSY while the kernel finishes exits. */
+const REMOVE_RETRY_MS = 2_000;
+
+async function removeDir(dir: string): Promise<void> {
+  const deadline = Date.now() + REMOVE_RETRY_MS;
+  for (;;) {
+    try {
+      await rmdir(dir);
+      return;
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return;
+      if (code !== 'EBUSY' || Date.now() >= deadline) {
+        throw new Error(`removing cgroup ${dir} failed: ${code}`, { cause: error });
+      }
+      await sleep(10);
+    }
+  }
+}
+
+async function writeLimits(plan: ReplicaCgroupPlan, limits: CgroupLimits, log?: Logger): Promise<void> {
+  for (const write of limitWrites(plan, limits)) {
+    try {
+      await writeControl(write.file, write.value);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (write.optional && code === 'ENOENT') {
+        log?.debug({ file: write.file }, 'optional cgroup knob absent on this kernel');
+        continue;
+      }
+      if (write.tolerateEinval && code === 'EINVAL') continue;
+      throw error;
+    }
+  }
+}
+
+export class ReplicaCgroup {
+  readonly id: string;
+  readonly plan: ReplicaCgroupPlan;
+  readonly #log: Logger | undefined;
+
+  constructor(id: string, plan: ReplicaCgroupPlan, log?: Logger) {
+    this.id = id;
+    this.plan = plan;
+    this.#log = log;
+  }
+
+  /** Hand this to the native spawn: v2 membership by CLONE_INTO_CGROUP, v1 by the child's own pid writes. */
+  get spawnTarget(): SpawnTarget {
+    const target: SpawnTarget = { procsFiles: [...this.plan.procsFiles] };
+    if (this.plan.v2Dir !== undefined) target.v2Dir = this.plan.v2Dir;
+    return target;
+  }
+
+  /** Moves an already running process into the cgroup in every hierarchy (fallback when clone3 is refused; tests). */
+  async attach(pid: number): Promise<void> {
+    const files = this.plan.v2Dir === undefined ? [] : [`${this.plan.v2Dir}/cgroup.procs`];
+    for (const file of [...files, ...this.plan.procsFiles]) await writeControl(file, String(pid));
+  }
+
+  setLimits(limits: CgroupLimits): Promise<void> {
+    return writeLimits(this.plan, validateLimits(limits), this.#log);
+  }
+
+  stats(): Promise<CgroupStats> {
+    return readStats(this.plan.files, async () => (await this.pids()).length);
+  }
+
+  /** Current OOM-kill counter; record it when a process starts. */
+  oomKills(): Promise<number> {
+    return readOomKills(this.plan.files);
+  }
+
+  /**
+   * True when the OOM killer struck since the counter read `sinceCount`. A process that died of
+   * SIGKILL while this is true is reported as OOMKilled (as the kubelet does from memory.events).
+   */
+  async oomKilled(sinceCount: number): Promise<boolean> {
+    return (await this.oomKills()) > sinceCount;
+  }
+
+  /** Every process in the cgroup, across all hierarchies, deduplicated and sorted. */
+  async pids(): Promise<number[]> {
+    const files = this.plan.dirs.map((dir) => `${dir}/cgroup.procs`);
+    const lists = await Promise.all(files.map(readProcs));
+    return [...new Set(lists.flat())].sort((a, b) => a - b);
+  }
+
+  /** v2 `cgroup.events` populated flag, or whether any hierarchy lists a pid. */
+  async populated(): Promise<boolean> {
+    if (this.plan.files.events !== undefined) {
+      try {
+        if (/^populated 1$/m.test(await readFile(this.plan.files.events, 'utf8'))) return true;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      }
+    }
+    return (await this.pids()).length > 0;
+  }
+
+  kill(): Promise<void> {
+    const options: Parameters<typeof killCgroup>[0] = { files: this.plan.files, pids: () => this.pids() };
+    if (this.#log !== undefined) options.log = this.#log;
+    return killCgroup(options);
+  }
+
+  /** Removes the replica directory from every hierarchy; the cgroup must be empty (kill() first). */
+  async remove(): Promise<void> {
+    for (const dir of this.plan.dirs) await removeDir(dir);
+  }
+}
+
+export class CgroupManager {
+  readonly layout: CgroupLayout;
+  readonly parent: string;
+  readonly #log: Logger | undefined;
+  #subtreeEnabled = false;
+
+  constructor(options: CgroupManagerOptions) {
+    assertSafeParent(options.parent, 'options.parent');
+    this.layout = options.layout;
+    this.parent = options.parent;
+    this.#log = options.log;
+  }
+
+  #plan(replicaId: string): ReplicaCgroupPlan {
+    assertSafeName(replicaId, 'replicaId');
+    return planReplicaCgroup(this.layout, this.parent, replicaId);
+  }
+
+  /** cgroup v2 only hands a controller to children whose parent enables it in cgroup.subtree_control. */
+  async #enableSubtree(plan: ReplicaCgroupPlan): Promise<void> {
+    if (this.#subtreeEnabled || plan.v2Enable.length === 0) return;
+    const value = plan.v2Enable.map((c) => `+${c}`).join(' ');
+    for (const dir of plan.v2SubtreeDirs) await writeControl(`${dir}/cgroup.subtree_control`, value);
+    this.#subtreeEnabled = true;
+  }
+
+  /** Creates (or reuses) the replica's cgroup in every hierarchy and applies `limits`. */
+  async create(replicaId: string, limits: CgroupLimits = {}): Promise<ReplicaCgroup> {
+    const plan = this.#plan(replicaId);
+    const checked = validateLimits(limits);
+    const cgroup = new ReplicaCgroup(replicaId, plan, this.#log);
+    try {
+      for (const dir of plan.parentDirs) await mkdir(dir, { recursive: true });
+      await this.#enableSubtree(plan);
+      for (const dir of plan.dirs) await mkdir(dir, { recursive: true });
+      await writeLimits(plan, checked, this.#log);
+    } catch (error) {
+      // Leave nothing half-made behind; an rmdir failure here must not hide the first error.
+      await cgroup.remove().catch(() => {});
+      throw new Error(`creating cgroup for replica ${replicaId} failed: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+    this.#log?.debug({ replicaId, dirs: plan.dirs, limits: checked }, 'replica cgroup created');
+    return cgroup;
+  }
+
+  /** The existing cgroup of a replica (re-adoption after a runtime restart), or null. */
+  open(replicaId: string): ReplicaCgroup | null {
+    const plan = this.#plan(replicaId);
+    if (!plan.dirs.some((dir) => existsSync(dir))) return null;
+    return new ReplicaCgroup(replicaId, plan, this.#log);
+  }
+
+  /** Replica ids with a cgroup under the parent in any hierarchy. */
+  async list(): Promise<string[]> {
+    const ids = new Set<string>();
+    for (const dir of parentDirsOf(this.layout, this.parent)) {
+      let entries: import('node:fs').Dirent[];
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw error;
+      }
+      for (const entry of entries) if (entry.isDirectory()) ids.add(entry.name);
+    }
+    return [...ids].sort();
+  }
+
+  /** Removes the per-host parent from every hierarchy when no replica is left; true when gone. */
+  async removeParentIfEmpty(): Promise<boolean> {
+    if ((await this.list()).length > 0) return false;
+    for (const dir of parentDirsOf(this.layout, this.parent)) {
+      try {
+        await rmdir(dir);
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') continue;
+        if (code === 'EBUSY' || code === 'ENOTEMPTY') return false;
+        throw error;
+      }
+    }
+    return true;
+  }
+}
