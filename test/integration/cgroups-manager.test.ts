@@ -1,0 +1,181 @@
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import test, { type ExecutionContext } from 'ava';
+import { type CgroupLayout, detectCgroupLayout } from '../../node-runtime/cgroups/detect.ts';
+import type { CgroupLimits } from '../../node-runtime/cgroups/limits.ts';
+import { CgroupManager, type ReplicaCgroup } from '../../node-runtime/cgroups/manager.ts';
+
+// Real cgroups on this machine (hybrid: v2 at /sys/fs/cgroup/unified without controllers, v1
+// controllers beside it). Every test owns a parent `orrery-test-<random>` and removes it in a
+// teardown that runs even when the test fails.
+
+const detected = detectCgroupLayout();
+
+function manager(t: ExecutionContext, layout: CgroupLayout = detected): CgroupManager {
+  const cgroups = new CgroupManager({ layout, parent: `orrery-test-${randomBytes(4).toString('hex')}` });
+  t.teardown(async () => {
+    for (const id of await cgroups.list()) {
+      const cgroup = cgroups.open(id);
+      await cgroup?.kill();
+      await cgroup?.remove();
+    }
+    await cgroups.removeParentIfEmpty();
+  });
+  return cgroups;
+}
+
+/**
+ * Starts `sh -c script` held on a read from stdin, moves it into the cgroup, then lets it go, so
+ * nothing it forks can start outside the cgroup (what the native spawn does with clone3 + procs writes).
+ */
+async function runIn(t: ExecutionContext, cgroup: ReplicaCgroup, script: string): Promise<ChildProcess> {
+  const child = spawn('sh', ['-c', `read _; ${script}`], { stdio: ['pipe', 'ignore', 'ignore'] });
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  await new Promise((resolve, reject) => child.once('spawn', resolve).once('error', reject));
+  await cgroup.attach(child.pid as number);
+  child.stdin?.end('\n');
+  return child;
+}
+
+const exited = (child: ChildProcess) =>
+  new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null)
+      resolve({ code: child.exitCode, signal: child.signalCode });
+    else child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+
+const read = async (file: string | undefined) => (await readFile(file as string, 'utf8')).trim();
+
+/** Alive means present and not a zombie (proc(5) state Z). */
+function alive(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+test('detects the hybrid layout of this machine', (t) => {
+  t.is(detected.mode, 'hybrid');
+  t.is(detected.v2Root, '/sys/fs/cgroup/unified');
+  t.truthy(detected.v1.memory);
+  t.true(detected.cgroupKill);
+});
+
+test('create applies limits that read back, setLimits changes them, remove leaves no directory', async (t) => {
+  const cgroups = manager(t);
+  const limits: CgroupLimits = { cpuMillis: 500, memoryBytes: 64 << 20, pids: 20 };
+  const cgroup = await cgroups.create('web-0', limits);
+  const f = cgroup.plan.files;
+  t.true(cgroup.plan.dirs.every((dir) => existsSync(dir)));
+  t.deepEqual(await cgroups.list(), ['web-0']);
+  t.is(cgroups.open('web-0')?.spawnTarget.v2Dir, cgroup.spawnTarget.v2Dir);
+  t.deepEqual(cgroup.spawnTarget.procsFiles, cgroup.plan.procsFiles);
+
+  t.is(await read(f.cpuCfsQuota), '50000');
+  t.is(await read(f.cpuCfsPeriod), '100000');
+  t.is(await read(f.memoryLimit), String(64 << 20));
+  t.is(
+    await read(f.memswLimit),
+    String(64 << 20),
+    'swap accounting on: memory+swap capped at the same value',
+  );
+  t.is(await read(f.pidsMax), '20');
+
+  await cgroup.setLimits({ memoryBytes: 256 << 20 }); // growing past memsw exercises the v1 write order
+  t.is(await read(f.memoryLimit), String(256 << 20));
+  t.is(await read(f.memswLimit), String(256 << 20));
+  t.is(await read(f.cpuCfsQuota), '-1');
+  t.is(await read(f.pidsMax), 'max');
+  await cgroup.setLimits({ memoryBytes: 32 << 20 });
+  t.is(await read(f.memoryLimit), String(32 << 20));
+
+  await cgroup.remove();
+  t.false(cgroup.plan.dirs.some((dir) => existsSync(dir)));
+  t.deepEqual(await cgroups.list(), []);
+  t.true(await cgroups.removeParentIfEmpty());
+  t.false(cgroup.plan.parentDirs.some((dir) => existsSync(dir)));
+});
+
+test('a process allocating past the memory limit is OOM-killed and counted, swap cannot save it', async (t) => {
+  const cgroups = manager(t);
+  const cgroup = await cgroups.create('hog-0', { memoryBytes: 64 << 20 });
+  const before = await cgroup.oomKills();
+  // b'x' * n fills every page (a bare bytearray(n) would stay lazily zero-mapped).
+  const child = await runIn(t, cgroup, `exec python3 -c "x = b'x' * (512 << 20); print(len(x))"`);
+  const exit = await exited(child);
+  t.is(exit.signal, 'SIGKILL');
+  t.true(await cgroup.oomKilled(before));
+  const stats = await cgroup.stats();
+  t.true(stats.oomKills >= 1);
+  t.true(stats.memoryPeak <= 64 << 20, `peak ${stats.memoryPeak} stays within the limit`);
+  t.true(stats.memoryPeak > 32 << 20, `peak ${stats.memoryPeak} shows the allocation reached the limit`);
+});
+
+test('pids.max contains a fork bomb and the test process keeps working', async (t) => {
+  const cgroups = manager(t);
+  const cgroup = await cgroups.create('bomb-0', { pids: 20 });
+  await runIn(t, cgroup, 'b() { b & b & wait; }; b');
+  let most = 0;
+  for (let i = 0; i < 50; i++) {
+    most = Math.max(most, (await cgroup.stats()).pids);
+    await sleep(10);
+  }
+  t.true(most <= 20, `at most 20 tasks, saw ${most}`);
+  t.true(most >= 10, `the bomb did run, saw ${most}`);
+  t.regex(await read(`${cgroup.plan.v1Dirs.pids}/pids.events`), /max [1-9]/, 'forks were refused');
+  t.is(spawnSync('true').status, 0, 'outside the cgroup, forking still works');
+  await cgroup.kill();
+  t.deepEqual(await cgroup.pids(), []);
+});
+
+async function killLeavesNoDaemon(t: ExecutionContext, layout: CgroupLayout): Promise<void> {
+  const cgroups = manager(t, layout);
+  const cgroup = await cgroups.create('daemon-0', {});
+  const pidFile = `/tmp/orrery-test-daemon-${randomBytes(4).toString('hex')}`;
+  t.teardown(() => spawnSync('rm', ['-f', pidFile]));
+  // Double fork + setsid: the grandchild is reparented away and leads its own session.
+  await runIn(t, cgroup, `setsid sh -c 'sleep 1000 & echo $! > ${pidFile}; exit' & wait; exec sleep 1000`);
+  let daemon = 0;
+  for (let i = 0; i < 500 && !daemon; i++) {
+    daemon = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim()) || 0;
+    if (!daemon) await sleep(5);
+  }
+  t.true(daemon > 0, 'the daemon wrote its pid');
+  t.true((await cgroup.pids()).includes(daemon), 'the daemon is still in the cgroup');
+  t.true((await cgroup.pids()).length >= 2);
+  await cgroup.kill();
+  t.deepEqual(await cgroup.pids(), []);
+  t.false(alive(daemon), 'the daemonized grandchild is dead');
+  t.false(await cgroup.populated());
+  await cgroup.remove();
+  t.false(cgroup.plan.dirs.some((dir) => existsSync(dir)));
+}
+
+test('kill() via cgroup.kill leaves no daemonized grandchild alive', (t) => killLeavesNoDaemon(t, detected));
+
+test('kill() via freeze + SIGKILL (no cgroup.kill) leaves no daemonized grandchild alive', (t) =>
+  killLeavesNoDaemon(t, { ...detected, cgroupKill: false }));
+
+test('cpu usage grows under a busy loop; memory and pids are reported', async (t) => {
+  const cgroups = manager(t);
+  const cgroup = await cgroups.create('busy-0', { cpuMillis: 500 });
+  // exec after joining, as the real spawn does, so the new image's pages are charged here
+  // (v1 does not move existing charges: memory.move_charge_at_immigrate is 0).
+  await runIn(t, cgroup, "exec sh -c 'while :; do :; done'");
+  await sleep(100);
+  const first = await cgroup.stats();
+  await sleep(400);
+  const second = await cgroup.stats();
+  t.true(second.cpuUsageNanos > first.cpuUsageNanos, `${first.cpuUsageNanos} -> ${second.cpuUsageNanos}`);
+  // 400 ms at a 500m quota is at most ~200 ms of CPU (plus one period of slack); generous bound.
+  t.true(second.cpuUsageNanos - first.cpuUsageNanos < 350_000_000n, 'the cpu quota throttles the loop');
+  t.true(second.memoryCurrent > 0);
+  t.is(second.pids, 1);
+  t.is(second.oomKills, 0);
+});
