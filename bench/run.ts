@@ -1,0 +1,62 @@
+// `npm run bench [-- name ...]`: runs every bench/<name>.bench.ts (or the named ones) one after
+// another and writes their sections to docs/BENCHMARKS.md. Each benchmark measures its baseline in
+// the same run and reports the ratio against the DESIGN §9 target.
+import { readdirSync, writeFileSync } from 'node:fs';
+import { cpus, release } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+interface BenchResult {
+  title: string;
+  markdown: string;
+}
+
+const benchDir = dirname(fileURLToPath(import.meta.url));
+const wanted = new Set(process.argv.slice(2));
+const files = readdirSync(benchDir)
+  .filter((name) => name.endsWith('.bench.ts'))
+  .filter((name) => wanted.size === 0 || wanted.has(name.replace(/\.bench\.ts$/, '')))
+  .sort();
+if (files.length === 0) {
+  console.error(`no benchmark matches ${[...wanted].join(', ')}; have: ${readdirSync(benchDir).join(', ')}`);
+  process.exit(2);
+}
+
+const sections: string[] = [];
+let failed = 0;
+for (const file of files) {
+  const started = performance.now();
+  console.log(`\n== ${file}`);
+  try {
+    const module = (await import(pathToFileURL(join(benchDir, file)).href)) as {
+      default: () => Promise<BenchResult>;
+    };
+    const result = await module.default();
+    console.log(result.markdown);
+    sections.push(
+      `## ${result.title}\n\n${result.markdown.trim()}\n\n_${file}, ${((performance.now() - started) / 1000).toFixed(1)} s_\n`,
+    );
+  } catch (error) {
+    failed++;
+    console.error(`${file} failed:`, error);
+    sections.push(`## ${file}\n\nFailed in this run: ${String(error)}\n`);
+  }
+}
+
+const cpu = cpus()[0]?.model ?? 'unknown CPU';
+const header = [
+  '# Benchmarks',
+  '',
+  'Written by `npm run bench` (bench/run.ts); every ratio compares against a baseline measured in',
+  'the same run on the same machine. Targets are those of DESIGN §9.',
+  '',
+  `Machine: ${cpus().length} × ${cpu}, Linux ${release()}, Node ${process.version}. Run: ${new Date().toISOString()}.`,
+  '',
+].join('\n');
+if (wanted.size === 0) {
+  writeFileSync(join(benchDir, '..', 'docs', 'BENCHMARKS.md'), `${header}\n${sections.join('\n')}`);
+  console.log('\nwrote docs/BENCHMARKS.md');
+} else {
+  console.log('\n(subset run: docs/BENCHMARKS.md left as it is)');
+}
+process.exit(failed > 0 ? 1 : 0);

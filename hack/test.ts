@@ -1,0 +1,80 @@
+// `npm test [-- ava args]`: the whole test suite against one real control plane per run.
+//
+// Builds (or reuses the cached) control-plane binary, starts kube-apiserver with embedded etcd
+// in a throwaway directory, installs the CRDs, runs ava with ORRERY_TEST_KUBECONFIG pointing at
+// it, then stops the control plane and removes the directory, whatever the tests did. Prints one
+// closing line "ava: N passed, N failed, N skipped" after ava's own summary.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { KubeConfig } from '@kubernetes/client-node';
+import { installCrds } from '../crds/install.ts';
+import { ensureControlPlaneBinary, startControlPlane } from './controlplane/controlplane.ts';
+
+const log = (message: string) => console.log(`[test] ${message}`);
+
+const dataDir = mkdtempSync(join(tmpdir(), 'orrery-test-cp-'));
+let exitCode = 1;
+let controlPlane: Awaited<ReturnType<typeof startControlPlane>> | undefined;
+
+async function cleanUp() {
+  await controlPlane
+    ?.stop()
+    .catch((error: unknown) => log(`stopping the control plane failed: ${String(error)}`));
+  controlPlane = undefined;
+  rmSync(dataDir, { recursive: true, force: true });
+}
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    log(`${signal}: stopping`);
+    void cleanUp().then(() => process.exit(130));
+  });
+}
+
+try {
+  const binary = await ensureControlPlaneBinary({ log });
+  log(
+    binary.built
+      ? `built the control plane in ${(binary.buildMs / 1000).toFixed(1)} s: ${binary.path}`
+      : `control plane binary cached: ${binary.path}`,
+  );
+  controlPlane = await startControlPlane({ dataDir, log });
+  log(`control plane up in ${controlPlane.bringUpMs} ms at ${controlPlane.server}`);
+  const kubeConfig = new KubeConfig();
+  kubeConfig.loadFromFile(controlPlane.kubeconfig);
+  const crds = await installCrds(kubeConfig);
+  log(`installed ${crds.length} CRDs`);
+
+  const avaCli = join(
+    dirname(fileURLToPath(import.meta.url)),
+    '..',
+    'node_modules',
+    'ava',
+    'entrypoints',
+    'cli.mjs',
+  );
+  const ava = spawn(process.execPath, [avaCli, ...process.argv.slice(2)], {
+    stdio: ['inherit', 'pipe', 'inherit'],
+    env: { ...process.env, ORRERY_TEST_KUBECONFIG: controlPlane.kubeconfig },
+  });
+  let output = '';
+  ava.stdout.on('data', (chunk: Buffer) => {
+    process.stdout.write(chunk);
+    output += chunk.toString();
+  });
+  exitCode = await new Promise<number>((resolve) => ava.on('close', (code) => resolve(code ?? 1)));
+  const count = (pattern: RegExp) => Number(pattern.exec(output)?.[1] ?? 0);
+  const passed = count(/(\d+) tests? passed/);
+  const failed = count(/(\d+) tests? failed/) + count(/(\d+) uncaught exceptions?/);
+  const skipped = count(/(\d+) tests? skipped/);
+  console.log(`ava: ${passed} passed, ${failed} failed, ${skipped} skipped`);
+} catch (error) {
+  console.error(error);
+  exitCode = 1;
+} finally {
+  await cleanUp();
+}
+process.exit(exitCode);

@@ -1,0 +1,367 @@
+// The Orrery API as the real kube-apiserver serves it: CRD schemas, CEL rules, printer columns,
+// kubectl explain and the scale subresource. Runs against the run-wide control plane.
+import { spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { KubeConfig } from '@kubernetes/client-node';
+import test from 'ava';
+import { stringify } from 'yaml';
+import { installCrds } from '../../crds/install.ts';
+import { freshNamespace, testCluster } from '../helpers/cluster.ts';
+
+const examplesDir = join(import.meta.dirname, '..', '..', 'examples');
+let kubeconfig = '';
+
+test.before(async () => {
+  ({ kubeconfig } = await testCluster());
+  const kubeConfig = new KubeConfig();
+  kubeConfig.loadFromFile(kubeconfig);
+  await installCrds(kubeConfig); // idempotent: a run-wide control plane already has them
+});
+
+function kubectl(args: string[], input?: string) {
+  const result = spawnSync('kubectl', ['--kubeconfig', kubeconfig, ...args], { input, encoding: 'utf8' });
+  return { code: result.status ?? -1, stdout: result.stdout, stderr: result.stderr };
+}
+
+function ok(args: string[], input?: string): string {
+  const result = kubectl(args, input);
+  if (result.code !== 0) throw new Error(`kubectl ${args.join(' ')} failed: ${result.stderr}`);
+  return result.stdout;
+}
+
+test('every example applies as written and kubectl get shows the printer columns', async (t) => {
+  const ns = await freshNamespace(t);
+  for (const file of readdirSync(examplesDir).filter((f) => f.endsWith('.yaml'))) {
+    ok(['apply', '--validate=strict', '-n', ns, '-f', join(examplesDir, file)]);
+  }
+  const instances = ok(['get', 'inst', '-n', ns]);
+  t.regex(instances, /^NAME\s+DESIRED\s+READY\s+UP-TO-DATE\s+AVAILABLE\s+STATUS\s+AGE/m);
+  t.regex(instances, /^web\s+3\s/m);
+  t.regex(instances, /^hello\s+1\s/m);
+  t.regex(
+    ok(['get', 'osvc', '-n', ns]),
+    /^NAME\s+VIRTUAL-IP\s+READY\s+ENDPOINTS\s+POLICY\s+AGE\n(.*\n)*web\s+.*least-request/m,
+  );
+
+  // Replicas and Hosts are written by the operator and the runtimes; create one of each by hand
+  // to see their columns.
+  ok(
+    ['apply', '-f', '-'],
+    stringify({
+      apiVersion: 'orrery.dev/v1alpha1',
+      kind: 'Host',
+      metadata: { name: `${ns}-host` },
+      spec: { unschedulable: false },
+    }),
+  );
+  t.teardown(() => kubectl(['delete', 'host', `${ns}-host`, '--wait=false']));
+  ok(
+    ['apply', '-n', ns, '-f', '-'],
+    stringify({
+      apiVersion: 'orrery.dev/v1alpha1',
+      kind: 'Replica',
+      metadata: { name: 'hello-0' },
+      spec: {
+        instance: 'hello',
+        ordinal: 0,
+        host: `${ns}-host`,
+        template: { processes: [{ name: 'a', command: ['true'] }] },
+      },
+    }),
+  );
+  t.regex(
+    ok(['get', 'rep', '-n', ns]),
+    /^NAME\s+PHASE\s+READY\s+RESTARTS\s+HOST\s+AGE\nhello-0\s+.*\s+\S+-host\s/m,
+  );
+  t.regex(ok(['get', 'hosts']), /^NAME\s+READY\s+UNSCHEDULABLE\s+ADDRESS\s+CGROUP\s+REPLICAS\s+AGE/m);
+  const all = ok(['get', 'inst,rep,osvc,hosts', '-n', ns]);
+  for (const kind of [
+    'instance.orrery.dev/web',
+    'replica.orrery.dev/hello-0',
+    'service.orrery.dev/web',
+    'host.orrery.dev/',
+  ]) {
+    t.true(all.includes(kind), `kubectl get inst,rep,osvc,hosts lists ${kind}`);
+  }
+});
+
+test('kubectl explain teaches the API from the schema descriptions', (t) => {
+  const explained = ok(['explain', 'instance.spec.template.processes']);
+  t.regex(explained, /GROUP:\s+orrery\.dev/);
+  t.regex(explained, /started in this order and stopped in reverse order/);
+  for (const field of ['command', 'restart', 'readinessProbe', 'stopSignal'])
+    t.regex(explained, new RegExp(`^\\s+${field}\\s`, 'm'));
+  t.regex(ok(['explain', 'osvc.spec.outlierDetection']), /Envoy semantics/);
+});
+
+test('kubectl scale changes spec.replicas through the scale subresource', async (t) => {
+  const ns = await freshNamespace(t);
+  ok(['apply', '-n', ns, '-f', join(examplesDir, 'web.yaml')]);
+  ok(['scale', '-n', ns, 'inst', 'web', '--replicas=5']);
+  t.is(ok(['get', '-n', ns, 'inst', 'web', '-o', 'jsonpath={.spec.replicas}']), '5');
+  const scale = JSON.parse(
+    ok(['get', '--raw', `/apis/orrery.dev/v1alpha1/namespaces/${ns}/instances/web/scale`]),
+  );
+  t.is(scale.kind, 'Scale');
+  t.is(scale.spec.replicas, 5);
+});
+
+test('defaults from the schema are filled in by the API server', async (t) => {
+  const ns = await freshNamespace(t);
+  ok(['apply', '-n', ns, '-f', join(examplesDir, 'hello.yaml')]);
+  const hello = JSON.parse(ok(['get', '-n', ns, 'inst', 'hello', '-o', 'json']));
+  const template = hello.spec.template;
+  t.is(template.processes[0].restart, 'permanent');
+  t.is(template.processes[0].stopSignal, 'SIGTERM');
+  t.deepEqual(template.supervision, {
+    strategy: 'one-for-one',
+    maxRestarts: 3,
+    periodSeconds: 10,
+    backoff: { initialSeconds: 1, maxSeconds: 60 },
+  });
+  t.deepEqual(template.isolation.namespaces, ['pid', 'mount', 'uts', 'ipc']);
+  t.is(template.terminationGracePeriodSeconds, 10);
+  t.deepEqual(hello.spec.updateStrategy, { maxUnavailable: 1, maxSurge: 0 });
+});
+
+// ---- invalid input is rejected with a message that names the field ----
+
+type Manifest = Record<string, any>;
+
+function instance(mutate: (spec: Manifest) => void): Manifest {
+  const spec: Manifest = {
+    replicas: 2,
+    template: {
+      processes: [
+        { name: 'server', command: ['sleep', 'infinity'], ports: [{ name: 'http', protocol: 'http' }] },
+        { name: 'worker', command: ['sleep', 'infinity'] },
+      ],
+      resources: { cpu: '100m', memory: '32Mi', pids: 16 },
+    },
+  };
+  mutate(spec);
+  return { apiVersion: 'orrery.dev/v1alpha1', kind: 'Instance', metadata: { name: 'bad' }, spec };
+}
+
+function service(mutate: (spec: Manifest) => void): Manifest {
+  const spec: Manifest = {
+    selector: { app: 'web' },
+    ports: [{ name: 'http', port: 80, targetPort: 'http', protocol: 'http' }],
+  };
+  mutate(spec);
+  return { apiVersion: 'orrery.dev/v1alpha1', kind: 'Service', metadata: { name: 'bad' }, spec };
+}
+
+const processes = (spec: Manifest) => spec.template.processes as Manifest[];
+const first = (spec: Manifest) => processes(spec)[0] as Manifest;
+
+const invalid: Array<{ what: string; manifest: Manifest; field: string; says?: RegExp }> = [
+  {
+    what: 'missing command',
+    manifest: instance((s) => delete first(s).command),
+    field: 'spec.template.processes[0].command',
+    says: /Required value/,
+  },
+  {
+    what: 'empty command',
+    manifest: instance((s) => (first(s).command = [])),
+    field: 'spec.template.processes[0].command',
+    says: /at least 1 item/,
+  },
+  {
+    what: 'empty program name',
+    manifest: instance((s) => (first(s).command = [''])),
+    field: 'spec.template.processes[0].command',
+    says: /must not be empty/,
+  },
+  {
+    what: 'no processes',
+    manifest: instance((s) => (s.template.processes = [])),
+    field: 'spec.template.processes',
+    says: /at least 1 item/,
+  },
+  {
+    what: 'duplicate process names',
+    manifest: instance((s) => ((processes(s)[1] as Manifest).name = 'server')),
+    field: 'spec.template.processes',
+    says: /process names must be unique/,
+  },
+  {
+    what: 'process name unusable as a file name',
+    manifest: instance((s) => (first(s).name = '../etc')),
+    field: 'spec.template.processes[0].name',
+    says: /usable as a file name/,
+  },
+  {
+    what: 'bad memory quantity',
+    manifest: instance((s) => (s.template.resources.memory = '12 Mi')),
+    field: 'spec.template.resources.memory',
+    says: /quantity/,
+  },
+  {
+    what: 'bad cpu quantity',
+    manifest: instance((s) => (s.template.resources.cpu = 'lots')),
+    field: 'spec.template.resources.cpu',
+    says: /positive quantity/,
+  },
+  {
+    what: 'negative replicas',
+    manifest: instance((s) => (s.replicas = -1)),
+    field: 'spec.replicas',
+    says: /greater than or equal to 0/,
+  },
+  {
+    what: 'unknown restart type',
+    manifest: instance((s) => (first(s).restart = 'always')),
+    field: 'spec.template.processes[0].restart',
+    says: /Unsupported value: "always"/,
+  },
+  {
+    what: 'unknown strategy',
+    manifest: instance((s) => (s.template.supervision = { strategy: 'all-for-one' })),
+    field: 'spec.template.supervision.strategy',
+    says: /Unsupported value/,
+  },
+  {
+    what: 'port out of range',
+    manifest: instance((s) => (first(s).ports[0].port = 70000)),
+    field: 'spec.template.processes[0].ports[0].port',
+    says: /less than or equal to 65535/,
+  },
+  {
+    what: 'duplicate port names',
+    manifest: instance((s) => first(s).ports.push({ name: 'http' })),
+    field: 'spec.template.processes[0].ports',
+    says: /port names must be unique/,
+  },
+  {
+    what: 'unknown field under strict validation',
+    manifest: instance((s) => (first(s).comand = ['x'])),
+    field: 'spec.template.processes[0].comand',
+    says: /unknown field/,
+  },
+  {
+    what: 'maxUnavailable and maxSurge both 0',
+    manifest: instance((s) => (s.updateStrategy = { maxUnavailable: 0, maxSurge: 0 })),
+    field: 'spec.updateStrategy',
+    says: /must not both be 0/,
+  },
+  {
+    what: 'minReplicas above maxReplicas',
+    manifest: instance((s) => (s.autoscale = { minReplicas: 5, maxReplicas: 2 })),
+    field: 'spec.autoscale',
+    says: /minReplicas must not exceed maxReplicas/,
+  },
+  {
+    what: 'cpu utilisation over 100 percent',
+    manifest: instance((s) => (s.autoscale = { minReplicas: 1, maxReplicas: 2, cpuUtilization: 150 })),
+    field: 'spec.autoscale.cpuUtilization',
+    says: /less than or equal to 100/,
+  },
+  {
+    what: 'probe with two handlers',
+    manifest: instance((s) => (first(s).readinessProbe = { http: { port: 'http' }, tcp: { port: 'http' } })),
+    field: 'spec.template.processes[0].readinessProbe',
+    says: /exactly one of http, tcp or exec/,
+  },
+  {
+    what: 'relative working directory',
+    manifest: instance((s) => (first(s).workingDir = 'srv')),
+    field: 'spec.template.processes[0].workingDir',
+    says: /absolute path/,
+  },
+  {
+    what: 'backoff initial above max',
+    manifest: instance(
+      (s) => (s.template.supervision = { backoff: { initialSeconds: 120, maxSeconds: 60 } }),
+    ),
+    field: 'spec.template.supervision',
+    says: /must not exceed backoff.maxSeconds/,
+  },
+  {
+    what: 'unknown namespace kind',
+    manifest: instance((s) => (s.template.isolation = { namespaces: ['pid', 'time'] })),
+    field: 'spec.template.isolation.namespaces[1]',
+    says: /Unsupported value: "time"/,
+  },
+  {
+    what: 'service without ports',
+    manifest: service((s) => (s.ports = [])),
+    field: 'spec.ports',
+    says: /at least 1 item/,
+  },
+  {
+    what: 'service ejection percent over 100',
+    manifest: service((s) => (s.outlierDetection = { maxEjectionPercent: 101 })),
+    field: 'spec.outlierDetection.maxEjectionPercent',
+    says: /less than or equal to 100/,
+  },
+  {
+    what: 'service with an unknown balancing policy',
+    manifest: service((s) => (s.loadBalancer = { policy: 'fastest' })),
+    field: 'spec.loadBalancer.policy',
+    says: /Unsupported value/,
+  },
+];
+
+test(`${invalid.length} invalid manifests are each rejected naming the field, and none is stored`, async (t) => {
+  t.true(invalid.length >= 12);
+  const ns = await freshNamespace(t);
+  for (const { what, manifest, field, says } of invalid) {
+    const result = kubectl(['apply', '--validate=strict', '-n', ns, '-f', '-'], stringify(manifest));
+    t.not(result.code, 0, `${what}: accepted`);
+    t.true(result.stderr.includes(field), `${what}: message does not name ${field}: ${result.stderr}`);
+    if (says) t.regex(result.stderr, says, `${what}: ${result.stderr}`);
+    const kind = manifest.kind === 'Service' ? 'osvc' : 'inst';
+    t.regex(kubectl(['get', '-n', ns, kind, 'bad']).stderr, /NotFound/, `${what}: an object was stored`);
+  }
+});
+
+test('a bound Replica cannot be moved to another host', async (t) => {
+  const ns = await freshNamespace(t);
+  const replica = (host: string) =>
+    stringify({
+      apiVersion: 'orrery.dev/v1alpha1',
+      kind: 'Replica',
+      metadata: { name: 'web-0' },
+      spec: {
+        instance: 'web',
+        ordinal: 0,
+        host,
+        template: { processes: [{ name: 'a', command: ['true'] }] },
+      },
+    });
+  ok(['apply', '-n', ns, '-f', '-'], replica('host-a'));
+  const moved = kubectl(['apply', '-n', ns, '-f', '-'], replica('host-b'));
+  t.not(moved.code, 0);
+  t.regex(moved.stderr, /spec\.host: Invalid value.*immutable once the replica is bound/);
+  t.is(ok(['get', '-n', ns, 'rep', 'web-0', '-o', 'jsonpath={.spec.host}']), 'host-a');
+});
+
+test('replicas can be listed by host with a field selector', async (t) => {
+  const ns = await freshNamespace(t);
+  for (const [name, host] of [
+    ['web-0', 'host-a'],
+    ['web-1', 'host-b'],
+  ] as const) {
+    ok(
+      ['apply', '-n', ns, '-f', '-'],
+      stringify({
+        apiVersion: 'orrery.dev/v1alpha1',
+        kind: 'Replica',
+        metadata: { name },
+        spec: {
+          instance: 'web',
+          ordinal: Number(name.slice(-1)),
+          host,
+          template: { processes: [{ name: 'a', command: ['true'] }] },
+        },
+      }),
+    );
+  }
+  t.is(
+    ok(['get', '-n', ns, 'rep', '--field-selector', 'spec.host=host-b', '-o', 'name']).trim(),
+    'replica.orrery.dev/web-1',
+  );
+});
