@@ -1,0 +1,297 @@
+import http from 'node:http';
+import https from 'node:https';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { KubeApiError, type KubeStatus } from './errors.ts';
+
+/**
+ * Raw JSON transport to the API server: one keep-alive agent per connection target, TLS
+ * material and credentials taken from the KubeConfig (client certificates, bearer tokens,
+ * exec/auth-provider plugins through client-node). Everything in kube/ goes through here so
+ * there is exactly one HTTP stack, and watches share it with ordinary requests.
+ */
+
+export type Query = Record<string, string | number | boolean | undefined>;
+
+export interface RequestOptions {
+  method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+  path: string;
+  query?: Query | undefined;
+  body?: unknown;
+  /** Content type for the body; JSON by default. Patches set theirs. */
+  contentType?: string | undefined;
+  /** Per-request timeout; default 30 s (client-go's default for non-watch requests is none, kubectl's 0; we prefer bounded). */
+  timeoutMs?: number | undefined;
+  signal?: AbortSignal | undefined;
+}
+
+export interface WatchStreamOptions {
+  path: string;
+  query?: Query | undefined;
+  signal?: AbortSignal | undefined;
+  /**
+   * Abort the stream if no bytes (events or bookmarks) arrive for this long: a silently dead
+   * connection (a NAT dropped it, the server froze) otherwise hangs forever.
+   */
+  idleTimeoutMs?: number | undefined;
+  /** Called once the server answered 200 and the stream is open. */
+  onOpen?: () => void;
+  onEvent: (event: { type: string; object: unknown }) => void;
+}
+
+export class WatchIdleError extends Error {
+  override readonly name = 'WatchIdleError';
+}
+
+interface AuthSnapshot {
+  headers: Record<string, string>;
+  at: number;
+}
+
+/** How long a resolved bearer token is reused before asking client-node again (exec plugins cache on their side too). */
+const AUTH_REFRESH_MS = 10_000;
+
+export class KubeApi {
+  readonly server: URL;
+  readonly kubeConfig: KubeConfig;
+  readonly #agent: http.Agent;
+  readonly #isHttps: boolean;
+  readonly #dynamicAuth: boolean;
+  #auth: AuthSnapshot | undefined;
+
+  private constructor(
+    kc: KubeConfig,
+    server: URL,
+    agent: http.Agent,
+    dynamicAuth: boolean,
+    auth: AuthSnapshot,
+  ) {
+    this.kubeConfig = kc;
+    this.server = server;
+    this.#agent = agent;
+    this.#isHttps = server.protocol === 'https:';
+    this.#dynamicAuth = dynamicAuth;
+    this.#auth = auth;
+  }
+
+  static async fromKubeConfig(kc: KubeConfig): Promise<KubeApi> {
+    const cluster = kc.getCurrentCluster();
+    if (!cluster) throw new Error('kubeconfig has no current cluster (check current-context)');
+    const server = new URL(cluster.server);
+    const opts: https.RequestOptions = {};
+    await kc.applyToHTTPSOptions(opts);
+    const tls = {
+      ca: opts.ca,
+      cert: opts.cert,
+      key: opts.key,
+      pfx: opts.pfx,
+      passphrase: opts.passphrase,
+      servername: opts.servername,
+      ...(opts.rejectUnauthorized !== undefined ? { rejectUnauthorized: opts.rejectUnauthorized } : {}),
+    };
+    // Many watches share the agent: no socket cap, keep idle sockets for reuse.
+    const agentOptions = { keepAlive: true, keepAliveMsecs: 15_000, maxFreeSockets: 64 };
+    const agent =
+      server.protocol === 'https:'
+        ? new https.Agent({ ...agentOptions, ...tls })
+        : new http.Agent(agentOptions);
+    const user = kc.getCurrentUser();
+    const dynamicAuth = Boolean(user && (user.exec || user.authProvider || user.token));
+    return new KubeApi(kc, server, agent, dynamicAuth, { headers: headersOf(opts), at: Date.now() });
+  }
+
+  /** Close idle keep-alive sockets (open watches are aborted by their own signals). */
+  close(): void {
+    this.#agent.destroy();
+  }
+
+  async #headers(): Promise<Record<string, string>> {
+    const auth = this.#auth;
+    if (auth && (!this.#dynamicAuth || Date.now() - auth.at < AUTH_REFRESH_MS)) return auth.headers;
+    const opts: https.RequestOptions = {};
+    await this.kubeConfig.applyToHTTPSOptions(opts);
+    (opts.agent as http.Agent | undefined)?.destroy();
+    this.#auth = { headers: headersOf(opts), at: Date.now() };
+    return this.#auth.headers;
+  }
+
+  url(path: string, query?: Query): URL {
+    const base = this.server.pathname.replace(/\/$/, '');
+    const url = new URL(this.server.origin + base + path);
+    for (const [k, v] of Object.entries(query ?? {})) {
+      if (v !== undefined) url.searchParams.set(k, String(v));
+    }
+    return url;
+  }
+
+  async #open(
+    method: string,
+    url: URL,
+    extraHeaders: Record<string, string>,
+    signal: AbortSignal | undefined,
+  ): Promise<http.ClientRequest> {
+    const headers = { ...(await this.#headers()), Accept: 'application/json', ...extraHeaders };
+    const mod = this.#isHttps ? https : http;
+    return mod.request(url, { method, headers, agent: this.#agent, signal });
+  }
+
+  /** One request; resolves with the decoded JSON body, rejects with KubeApiError for non-2xx. */
+  async request<T = unknown>(opts: RequestOptions): Promise<T> {
+    const url = this.url(opts.path, opts.query);
+    const payload =
+      opts.body === undefined
+        ? undefined
+        : typeof opts.body === 'string'
+          ? opts.body
+          : JSON.stringify(opts.body);
+    const timeout = AbortSignal.timeout(opts.timeoutMs ?? 30_000);
+    const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
+    const extra: Record<string, string> = {};
+    if (payload !== undefined) {
+      extra['Content-Type'] = opts.contentType ?? 'application/json';
+      extra['Content-Length'] = String(Buffer.byteLength(payload));
+    }
+    const req = await this.#open(opts.method, url, extra, signal);
+    const pathForErrors = url.pathname + url.search;
+    return new Promise<T>((resolve, reject) => {
+      req.on('error', (err) =>
+        reject(new Error(`${opts.method} ${pathForErrors}: ${err.message}`, { cause: err })),
+      );
+      req.on('response', (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', (err) =>
+          reject(new Error(`${opts.method} ${pathForErrors}: ${err.message}`, { cause: err })),
+        );
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          const status = res.statusCode ?? 0;
+          let body: unknown = text;
+          if (text.length > 0 && (res.headers['content-type'] ?? '').includes('json')) {
+            try {
+              body = JSON.parse(text);
+            } catch {
+              // keep the text: the error below carries it
+            }
+          }
+          if (status >= 200 && status < 300) resolve(body as T);
+          else
+            reject(
+              new KubeApiError({
+                status,
+                method: opts.method,
+                path: pathForErrors,
+                body: body as KubeStatus | string,
+              }),
+            );
+        });
+      });
+      req.end(payload);
+    });
+  }
+
+  /**
+   * A watch stream (`?watch=true`), newline-delimited JSON events. Resolves when the server
+   * closes the stream (timeoutSeconds elapsed, apiserver shutdown); rejects on a non-200
+   * answer (KubeApiError), a network error, or idleness (WatchIdleError). Aborting through
+   * `signal` resolves.
+   */
+  async watchStream(opts: WatchStreamOptions): Promise<void> {
+    const url = this.url(opts.path, { ...opts.query, watch: true });
+    const inner = new AbortController();
+    const signal = opts.signal ? AbortSignal.any([opts.signal, inner.signal]) : inner.signal;
+    if (signal.aborted) return;
+    const req = await this.#open('GET', url, {}, signal);
+    const pathForErrors = url.pathname + url.search;
+    return new Promise<void>((resolve, reject) => {
+      let idle: NodeJS.Timeout | undefined;
+      let settled = false;
+      const finish = (err?: unknown) => {
+        if (settled) return;
+        settled = true;
+        if (idle) clearTimeout(idle);
+        inner.abort();
+        if (err === undefined || opts.signal?.aborted) resolve();
+        else reject(err);
+      };
+      const touch = () => {
+        if (opts.idleTimeoutMs === undefined) return;
+        if (idle) clearTimeout(idle);
+        idle = setTimeout(
+          () => finish(new WatchIdleError(`watch ${pathForErrors}: no data for ${opts.idleTimeoutMs} ms`)),
+          opts.idleTimeoutMs,
+        );
+      };
+      touch();
+      req.on('socket', (s) => s.setKeepAlive(true, 15_000));
+      req.on('error', (err) =>
+        finish(
+          opts.signal?.aborted
+            ? undefined
+            : new Error(`watch ${pathForErrors}: ${err.message}`, { cause: err }),
+        ),
+      );
+      req.on('response', (res) => {
+        const status = res.statusCode ?? 0;
+        if (status !== 200) {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            let body: KubeStatus | string = text;
+            try {
+              body = JSON.parse(text) as KubeStatus;
+            } catch {}
+            finish(new KubeApiError({ status, method: 'GET', path: pathForErrors, body }));
+          });
+          res.on('error', finish);
+          return;
+        }
+        opts.onOpen?.();
+        res.setEncoding('utf8');
+        let buf = '';
+        res.on('data', (chunk: string) => {
+          touch();
+          buf += chunk;
+          let nl = buf.indexOf('\n');
+          while (nl >= 0 && !settled) {
+            const line = buf.slice(0, nl).trim();
+            buf = buf.slice(nl + 1);
+            nl = buf.indexOf('\n');
+            if (line.length === 0) continue;
+            let event: { type: string; object: unknown };
+            try {
+              event = JSON.parse(line) as { type: string; object: unknown };
+            } catch (err) {
+              finish(
+                new Error(`watch ${pathForErrors}: undecodable event line: ${line.slice(0, 200)}`, {
+                  cause: err,
+                }),
+              );
+              return;
+            }
+            try {
+              opts.onEvent(event);
+            } catch (err) {
+              finish(err);
+              return;
+            }
+          }
+        });
+        res.on('end', () => finish());
+        res.on('close', () => finish());
+        res.on('error', (err) => finish(new Error(`watch ${pathForErrors}: ${err.message}`, { cause: err })));
+      });
+      req.end();
+    });
+  }
+}
+
+function headersOf(opts: https.RequestOptions): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(opts.headers ?? {})) {
+    if (typeof v === 'string' || typeof v === 'number') out[k] = String(v);
+    else if (Array.isArray(v)) out[k] = v.join(', ');
+  }
+  if (opts.auth) out.Authorization = `Basic ${Buffer.from(opts.auth).toString('base64')}`;
+  return out;
+}

@@ -1,0 +1,214 @@
+import type { KubeApi } from './api.ts';
+import { Backoff, sleep } from './backoff.ts';
+import { isAlreadyExists, isConflict, isNotFound } from './errors.ts';
+import { type Logger, silentLogger } from './log.ts';
+import { LEASES, ResourceClient, typed } from './resources.ts';
+import type { KubeObject } from './types.ts';
+
+/**
+ * coordination.k8s.io/v1 Lease helpers, shared by leader election (operator) and the host
+ * heartbeat (`host-<name>` in `orrery-system`, renewed by each runtime the way the kubelet
+ * renews its node Lease in kube-node-lease).
+ */
+
+export interface LeaseSpec {
+  holderIdentity?: string | null;
+  leaseDurationSeconds?: number | null;
+  acquireTime?: string | null;
+  renewTime?: string | null;
+  leaseTransitions?: number | null;
+}
+
+export interface Lease extends KubeObject {
+  spec?: LeaseSpec;
+}
+
+export function leaseClient(api: KubeApi, fieldManager: string): ResourceClient<Lease> {
+  return new ResourceClient(api, typed<Lease>(LEASES), { fieldManager });
+}
+
+/** metav1.MicroTime wire format: RFC 3339 with exactly six fractional digits. */
+export function microTime(d: Date = new Date()): string {
+  return d.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
+}
+
+/** When the lease stops being valid, by its own renewTime + duration (ms since epoch); undefined if never renewed. */
+export function leaseExpiresAt(lease: Lease): number | undefined {
+  const renew = lease.spec?.renewTime;
+  const dur = lease.spec?.leaseDurationSeconds;
+  if (!renew || dur === undefined || dur === null) return undefined;
+  const t = Date.parse(renew);
+  return Number.isNaN(t) ? undefined : t + dur * 1000;
+}
+
+/**
+ * Whether a lease is expired judged by the wall clock. Readers on other machines should prefer
+ * "not renewed since I last saw it change, for a duration" (what LeaderElector does) to be
+ * immune to clock skew; on one host or with synced clocks this is fine.
+ */
+export function leaseExpired(lease: Lease, now: number = Date.now()): boolean {
+  if (!lease.spec?.holderIdentity) return true;
+  const exp = leaseExpiresAt(lease);
+  return exp === undefined || exp <= now;
+}
+
+export interface RenewLeaseOptions {
+  namespace: string;
+  name: string;
+  holderIdentity: string;
+  leaseDurationSeconds: number;
+  /** Labels to set when the Lease is created (e.g. orrery.dev/host). */
+  labels?: Record<string, string>;
+  ownerReferences?: NonNullable<Lease['metadata']>['ownerReferences'];
+}
+
+/**
+ * Create the lease if missing, else move renewTime to now, keeping holderIdentity. One
+ * optimistic-concurrency write (PUT with the resourceVersion read); the caller retries on
+ * conflict. For a lease that only one writer renews (a host heartbeat) this never conflicts.
+ */
+export async function renewLease(client: ResourceClient<Lease>, opts: RenewLeaseOptions): Promise<Lease> {
+  const now = microTime();
+  let current: Lease | undefined;
+  try {
+    current = await client.get(opts.name, { namespace: opts.namespace });
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+  }
+  if (!current) {
+    return client.create({
+      metadata: {
+        name: opts.name,
+        namespace: opts.namespace,
+        ...(opts.labels ? { labels: opts.labels } : {}),
+        ...(opts.ownerReferences ? { ownerReferences: opts.ownerReferences } : {}),
+      },
+      spec: {
+        holderIdentity: opts.holderIdentity,
+        leaseDurationSeconds: opts.leaseDurationSeconds,
+        acquireTime: now,
+        renewTime: now,
+        leaseTransitions: 0,
+      },
+    });
+  }
+  const changedHolder = current.spec?.holderIdentity !== opts.holderIdentity;
+  return client.replace({
+    ...current,
+    spec: {
+      ...current.spec,
+      holderIdentity: opts.holderIdentity,
+      leaseDurationSeconds: opts.leaseDurationSeconds,
+      renewTime: now,
+      ...(changedHolder
+        ? { acquireTime: now, leaseTransitions: (current.spec?.leaseTransitions ?? 0) + 1 }
+        : {}),
+    },
+  });
+}
+
+export interface LeaseHeartbeatOptions extends RenewLeaseOptions {
+  client: ResourceClient<Lease>;
+  /** How often to renew; default a quarter of the duration (the kubelet renews at 1/4 of 40 s). */
+  renewIntervalMs?: number;
+  /**
+   * Called once when renewals have failed for a whole lease duration: others now consider us
+   * gone, so whatever the lease protects must stop (self-fencing). Heartbeats continue and
+   * `onRecovered` fires when a renewal succeeds again.
+   */
+  onLost?: () => void;
+  onRecovered?: () => void;
+  log?: Logger;
+}
+
+/** Periodic renewal of one Lease, with loss detection. */
+export class LeaseHeartbeat {
+  readonly #opts: LeaseHeartbeatOptions;
+  readonly #log: Logger;
+  readonly #stop = new AbortController();
+  #loop: Promise<void> | undefined;
+  #lastRenew = 0;
+  #lost = false;
+  #renewals = 0;
+  #watchdog: NodeJS.Timeout | undefined;
+
+  constructor(opts: LeaseHeartbeatOptions) {
+    if (!(opts.leaseDurationSeconds > 0)) {
+      throw new TypeError(`leaseDurationSeconds must be > 0, got ${opts.leaseDurationSeconds}`);
+    }
+    this.#opts = opts;
+    this.#log = (opts.log ?? silentLogger).child({ lease: `${opts.namespace}/${opts.name}` });
+  }
+
+  /** Renew once now (awaited, errors thrown) and then keep renewing in the background. */
+  async start(): Promise<void> {
+    await this.#renewOnce();
+    this.#loop = this.#run();
+  }
+
+  /** Milliseconds since epoch of the last successful renewal. */
+  lastRenewTime(): number {
+    return this.#lastRenew;
+  }
+
+  renewals(): number {
+    return this.#renewals;
+  }
+
+  isLost(): boolean {
+    return this.#lost;
+  }
+
+  async stop(): Promise<void> {
+    this.#stop.abort();
+    if (this.#watchdog) clearTimeout(this.#watchdog);
+    await this.#loop;
+  }
+
+  async #renewOnce(): Promise<void> {
+    await renewLease(this.#opts.client, this.#opts);
+    this.#lastRenew = Date.now();
+    this.#renewals++;
+    // A timer, not a check after each attempt: a renewal can hang (partition) longer than the lease.
+    if (this.#watchdog) clearTimeout(this.#watchdog);
+    if (!this.#stop.signal.aborted) {
+      this.#watchdog = setTimeout(() => this.#declareLost(), this.#opts.leaseDurationSeconds * 1000);
+    }
+    if (this.#lost) {
+      this.#lost = false;
+      this.#log.info('lease renewed again');
+      this.#opts.onRecovered?.();
+    }
+  }
+
+  async #run(): Promise<void> {
+    const durationMs = this.#opts.leaseDurationSeconds * 1000;
+    const interval = this.#opts.renewIntervalMs ?? durationMs / 4;
+    const retry = new Backoff(Math.min(100, interval), interval);
+    let delay = interval;
+    while (!this.#stop.signal.aborted) {
+      await sleep(delay, this.#stop.signal);
+      if (this.#stop.signal.aborted) break;
+      try {
+        await this.#renewOnce();
+        retry.reset();
+        delay = interval;
+      } catch (err) {
+        // Conflict: someone else wrote the lease between our get and put; just retry soon.
+        const level = isConflict(err) || isAlreadyExists(err) ? 'debug' : 'warn';
+        this.#log[level]({ err: (err as Error).message }, 'lease renewal failed');
+        delay = retry.next();
+      }
+    }
+  }
+
+  #declareLost(): void {
+    if (this.#lost || this.#stop.signal.aborted) return;
+    this.#lost = true;
+    this.#log.error(
+      { sinceLastRenewMs: Date.now() - this.#lastRenew },
+      'lease not renewed for its whole duration',
+    );
+    this.#opts.onLost?.();
+  }
+}
