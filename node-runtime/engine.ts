@@ -1,0 +1,284 @@
+/**
+ * The runtime engine: the typed API the host agent drives (run, stop, status, events), over the
+ * native spawn/pidfd addon, the cgroup manager, the log files and the state store. The state
+ * directory plus the cgroup tree are the truth; a new Runtime on the same stateDir re-adopts
+ * every replica without restarting it (README "Re-adoption").
+ */
+import { EventEmitter } from 'node:events';
+import { mkdirSync, renameSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
+import { type Logger, pino } from 'pino';
+import { type CgroupLayout, CgroupManager, type CgroupStats, detectCgroupLayout } from './cgroups/index.ts';
+import { StateStore } from './state/store.ts';
+import type { ProcessPorts } from './supervisor/command.ts';
+import { loadProcessApi, type ProcessApi } from './supervisor/process-api.ts';
+import { type ReplicaRecord, ReplicaSupervisor } from './supervisor/replica.ts';
+import {
+  type ReplicaSpec,
+  type ReplicaStatus,
+  type RuntimeEvent,
+  validateReplicaSpec,
+} from './supervisor/spec.ts';
+
+export interface RuntimeOptions {
+  /** Directory for replica state records (created if missing). */
+  stateDir: string;
+  /** Root of the per-process log files: `<logDir>/<replica id>/<process>.log`. */
+  logDir: string;
+  /** Per-host cgroup parent below each hierarchy root, e.g. `orrery/<host>`. */
+  cgroupParent: string;
+  log?: Logger;
+  /** Override the kernel operations (defaults to node-runtime/native). */
+  processApi?: ProcessApi;
+  /** PATH to resolve commands with when a process's env sets none; default: the runtime's PATH. */
+  defaultPath?: string;
+}
+
+export interface StopOptions {
+  /** Overrides the replica's terminationGracePeriodSeconds. */
+  graceSeconds?: number;
+}
+
+export interface RuntimeEvents {
+  event: [RuntimeEvent];
+}
+
+export class Runtime extends EventEmitter<RuntimeEvents> {
+  readonly options: RuntimeOptions;
+  readonly log: Logger;
+  readonly #replicas = new Map<string, ReplicaSupervisor>();
+  readonly #starting = new Map<string, Promise<ReplicaStatus>>();
+  readonly #store: StateStore;
+  readonly #logDirsMade = new Set<string>();
+  #api: ProcessApi | undefined;
+  #cgroups: CgroupManager | undefined;
+  #layout: CgroupLayout | undefined;
+  #closed = false;
+
+  constructor(options: RuntimeOptions) {
+    super();
+    for (const key of ['stateDir', 'logDir', 'cgroupParent'] as const) {
+      if (typeof options?.[key] !== 'string' || options[key] === '') {
+        throw new TypeError(
+          `options.${key} must be a non-empty string, got ${JSON.stringify(options?.[key])}`,
+        );
+      }
+    }
+    this.options = options;
+    this.log = options.log ?? pino({ name: 'orrery-runtime', level: process.env.ORRERY_LOG_LEVEL ?? 'info' });
+    this.#store = new StateStore(options.stateDir);
+  }
+
+  get cgroupLayout(): CgroupLayout | undefined {
+    return this.#layout;
+  }
+
+  /** Detect cgroups, load the addon, and re-adopt every replica recorded in stateDir. */
+  async start(): Promise<void> {
+    this.#api = this.options.processApi ?? (await loadProcessApi());
+    this.#layout = detectCgroupLayout();
+    this.#cgroups = new CgroupManager({
+      layout: this.#layout,
+      parent: this.options.cgroupParent,
+      log: this.log,
+    });
+    await this.#store.init();
+    const started = Date.now();
+    const ids = await this.#store.ids();
+    await Promise.all(ids.map((id) => this.#readopt(id)));
+    await this.#removeOrphanCgroups();
+    if (ids.length > 0)
+      this.log.info({ replicas: ids.length, ms: Date.now() - started }, 're-adopted replicas');
+  }
+
+  async #readopt(id: string): Promise<void> {
+    const cgroups = this.#cgroups as CgroupManager;
+    const record = (await this.#store.load(id)) as ReplicaRecord | undefined;
+    if (record === undefined) return;
+    if (record.phase === 'Terminating') {
+      // The runtime died in the middle of a stop: finish it.
+      const cgroup = cgroups.open(id);
+      if (cgroup) {
+        await cgroup.kill();
+        await cgroup.remove();
+      }
+      await this.#store.remove(id);
+      this.#emit({ type: 'stopped', replica: id, at: new Date().toISOString() });
+      return;
+    }
+    const cgroup = cgroups.open(id) ?? (await cgroups.create(id, record.spec.resources));
+    const sup = new ReplicaSupervisor(record.spec, record.ports, this.#deps(cgroup), record.createdAt);
+    this.#replicas.set(id, sup);
+    await sup.adopt(record);
+  }
+
+  /** A cgroup with no state record belongs to no replica we know: kill it and remove it. */
+  async #removeOrphanCgroups(): Promise<void> {
+    const cgroups = this.#cgroups as CgroupManager;
+    for (const id of await cgroups.list()) {
+      if (this.#replicas.has(id)) continue;
+      const cgroup = cgroups.open(id);
+      if (!cgroup) continue;
+      this.log.warn({ replica: id }, 'removing a cgroup with no state record');
+      await cgroup.kill();
+      await cgroup
+        .remove()
+        .catch((err: Error) =>
+          this.log.error({ replica: id, err: err.message }, 'orphan cgroup not removed'),
+        );
+    }
+  }
+
+  /**
+   * Run a replica. Idempotent by spec.id: running the same spec again returns its status; a
+   * different spec under a running id is refused (stop it first).
+   */
+  async run(spec: ReplicaSpec): Promise<ReplicaStatus> {
+    this.#assertStarted('run');
+    validateReplicaSpec(spec);
+    const existing = this.#replicas.get(spec.id);
+    if (existing) {
+      if (!isDeepStrictEqual(existing.spec, spec)) {
+        throw new Error(
+          `replica ${spec.id} is already running with a different spec; stop it before running the new one`,
+        );
+      }
+      return (await this.#starting.get(spec.id)) ?? existing.status();
+    }
+    const cgroups = this.#cgroups as CgroupManager;
+    const starting = (async () => {
+      const ports = await allocatePorts(spec);
+      const cgroup = await cgroups.create(spec.id, spec.resources);
+      const sup = new ReplicaSupervisor(structuredClone(spec), ports, this.#deps(cgroup));
+      this.#replicas.set(spec.id, sup);
+      await sup.start();
+      return sup.status();
+    })();
+    this.#starting.set(spec.id, starting);
+    try {
+      return await starting;
+    } finally {
+      this.#starting.delete(spec.id);
+    }
+  }
+
+  /** Stop a replica: stop signals in reverse order, grace, cgroup kill, cgroup and state removed. */
+  async stop(id: string, options: StopOptions = {}): Promise<void> {
+    this.#assertStarted('stop');
+    await this.#starting.get(id)?.catch(() => {});
+    const sup = this.#replicas.get(id);
+    if (!sup) throw new Error(`no replica ${id} on this runtime`);
+    if (options.graceSeconds !== undefined && !(options.graceSeconds >= 0)) {
+      throw new TypeError(`options.graceSeconds must be a non-negative number, got ${options.graceSeconds}`);
+    }
+    try {
+      await sup.stop(options.graceSeconds);
+    } finally {
+      this.#replicas.delete(id);
+    }
+  }
+
+  /** Stop every replica (in parallel). */
+  async stopAll(options: StopOptions = {}): Promise<void> {
+    await Promise.all([...this.#replicas.keys()].map((id) => this.stop(id, options)));
+  }
+
+  status(id: string): ReplicaStatus {
+    const sup = this.#replicas.get(id);
+    if (!sup) throw new Error(`no replica ${id} on this runtime`);
+    return sup.status();
+  }
+
+  has(id: string): boolean {
+    return this.#replicas.has(id);
+  }
+
+  list(): ReplicaStatus[] {
+    return [...this.#replicas.values()].map((s) => s.status());
+  }
+
+  /** cgroup usage of a replica (cpu, memory, OOM kills, pids). */
+  async stats(id: string): Promise<CgroupStats> {
+    this.#assertStarted('stats');
+    const cgroup = (this.#cgroups as CgroupManager).open(id);
+    if (!this.#replicas.has(id) || !cgroup) throw new Error(`no replica ${id} on this runtime`);
+    return cgroup.stats();
+  }
+
+  /** Stop watching and leave every workload running, state flushed, for a later re-adoption. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await Promise.all([...this.#starting.values()].map((p) => p.catch(() => {})));
+    await Promise.all([...this.#replicas.values()].map((s) => s.detach()));
+    this.#replicas.clear();
+    await this.#store.flush();
+  }
+
+  #deps(cgroup: import('./cgroups/index.ts').ReplicaCgroup) {
+    return {
+      api: this.#api as ProcessApi,
+      cgroup,
+      store: this.#store,
+      log: this.log,
+      logFile: (replica: string, proc: string) => this.#logFile(replica, proc),
+      emit: (e: RuntimeEvent) => this.#emit(e),
+      defaultPath: this.options.defaultPath ?? process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
+    };
+  }
+
+  /**
+   * `<logDir>/<replica>/<process>.log`, the current run; the run before is kept as
+   * `<process>.previous.log` (the naming of node-runtime/logs, read by `orrery logs --previous`).
+   * Synchronous: it sits on the restart path, and a rename is one syscall.
+   */
+  #logFile(replica: string, proc: string): string {
+    const dir = path.join(this.options.logDir, replica);
+    if (!this.#logDirsMade.has(dir)) {
+      mkdirSync(dir, { recursive: true });
+      this.#logDirsMade.add(dir);
+    }
+    const file = path.join(dir, `${proc}.log`);
+    try {
+      renameSync(file, path.join(dir, `${proc}.previous.log`));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    return file;
+  }
+
+  #emit(e: RuntimeEvent): void {
+    this.log.debug(e, `replica event ${e.type}`);
+    this.emit('event', e);
+  }
+
+  #assertStarted(what: string): void {
+    if (this.#closed) throw new Error(`runtime is closed; cannot ${what}`);
+    if (!this.#cgroups) throw new Error(`runtime not started: call start() before ${what}()`);
+  }
+}
+
+/** Ports without a number get a free loopback port, chosen once and kept in the state record. */
+async function allocatePorts(spec: ReplicaSpec): Promise<Record<string, ProcessPorts>> {
+  const out: Record<string, ProcessPorts> = {};
+  for (const p of spec.processes) {
+    const ports: ProcessPorts = {};
+    for (const port of p.ports ?? []) ports[port.name] = port.port ?? (await freePort());
+    out[p.name] = ports;
+  }
+  return out;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}

@@ -1,0 +1,735 @@
+/**
+ * One supervised replica: an ordered group of processes in one cgroup. Exits arrive from pidfd
+ * watches (event-driven, never polled); every decision comes from ./policy.ts; every action that
+ * follows a decision runs through a per-replica queue so decisions see a consistent group.
+ */
+import type { Logger } from 'pino';
+import type { ReplicaCgroup } from '../cgroups/index.ts';
+import { ProbeRunner } from '../probes/runner.ts';
+import type { StateStore, StoredReplica } from '../state/store.ts';
+import { buildEnv, type ProcessPorts, resolveCommand } from './command.ts';
+import {
+  afterBackoff,
+  decideOnExit,
+  exitReason,
+  finishedPhase,
+  type IntensityState,
+  initialIntensity,
+} from './policy.ts';
+import type { ExitStatus, ProcessApi, SpawnFailure, SpawnRequest } from './process-api.ts';
+import type {
+  LastExit,
+  ProcessSpec,
+  ProcessState,
+  ProcessStatus,
+  ReplicaPhase,
+  ReplicaSpec,
+  ReplicaStatus,
+  RuntimeEvent,
+} from './spec.ts';
+import type { ExitFacts } from './types.ts';
+
+export interface ReplicaDeps {
+  api: ProcessApi;
+  cgroup: ReplicaCgroup;
+  store: StateStore;
+  log: Logger;
+  /** Log file for the next run of a process (directories made, rotation done). */
+  logFile: (replica: string, process: string) => string;
+  emit: (event: RuntimeEvent) => void;
+  /** PATH used to resolve commands when the process's env has none (the runtime's own). */
+  defaultPath: string;
+}
+
+/** What the state file keeps per process: enough to re-adopt it without a pidfd. */
+export interface StoredProcess {
+  name: string;
+  pid: number | null;
+  /** /proc/<pid>/stat starttime (clock ticks since boot), decimal; rules out PID reuse. */
+  startTime: string | null;
+  startedAt: string | null;
+  state: ProcessState;
+  finished: boolean;
+  restarts: number;
+  lastExit: LastExit | null;
+}
+
+export interface ReplicaRecord extends StoredReplica<ReplicaSpec, StoredProcess> {
+  phase: ReplicaPhase;
+  startedAt: string | null;
+  backoffUntil?: string;
+  crashLoops: number;
+}
+
+interface Slot {
+  index: number;
+  spec: ProcessSpec;
+  env: string[];
+  envObject: Record<string, string>;
+  pid: number | null;
+  pidfd: number | null;
+  startTime: bigint | null;
+  startedAt: string | null;
+  state: ProcessState;
+  /** Exited and, by policy, staying down (not waiting for a restart). */
+  finished: boolean;
+  /** Incremented on every start attempt; exits of older runs are ignored. */
+  run: number;
+  hasRun: boolean;
+  restarts: number;
+  lastExit: LastExit | null;
+  stopRequested: boolean;
+  livenessFailed: string | undefined;
+  ready: boolean;
+  cancelWatch: (() => void) | null;
+  exitWaiters: (() => void)[];
+  probes: ProbeRunner[];
+}
+
+/** How long to wait for an exit after SIGKILL before giving up on a process (it is in D state). */
+const KILL_WAIT_MS = 5_000;
+
+export class ReplicaSupervisor {
+  readonly spec: ReplicaSpec;
+  readonly #deps: ReplicaDeps;
+  readonly #slots: Slot[];
+  readonly #ports: Record<string, ProcessPorts>;
+  readonly #createdAt: string;
+  #phase: ReplicaPhase = 'Pending';
+  #startedAt: string | null = null;
+  #intensity: IntensityState = initialIntensity(Date.now());
+  #backoffTimer: NodeJS.Timeout | undefined;
+  #backoffUntil: number | undefined;
+  #queue: Promise<void> = Promise.resolve();
+  #terminating = false;
+  #detached = false;
+  #oomSeen = 0;
+  #replicaReady = false;
+
+  constructor(spec: ReplicaSpec, ports: Record<string, ProcessPorts>, deps: ReplicaDeps, createdAt?: string) {
+    this.spec = spec;
+    this.#deps = deps;
+    this.#ports = ports;
+    this.#createdAt = createdAt ?? new Date().toISOString();
+    this.#slots = spec.processes.map((p, index) => {
+      const env = buildEnv(spec, p, ports[p.name] ?? {});
+      return {
+        index,
+        spec: p,
+        env: [...env].map(([k, v]) => `${k}=${v}`),
+        envObject: Object.fromEntries(env),
+        pid: null,
+        pidfd: null,
+        startTime: null,
+        startedAt: null,
+        state: 'Waiting',
+        finished: false,
+        run: 0,
+        hasRun: false,
+        restarts: 0,
+        lastExit: null,
+        stopRequested: false,
+        livenessFailed: undefined,
+        ready: false,
+        cancelWatch: null,
+        exitWaiters: [],
+        probes: [],
+      };
+    });
+  }
+
+  get phase(): ReplicaPhase {
+    return this.#phase;
+  }
+
+  /** First start of a new replica: every process in order. */
+  async start(): Promise<void> {
+    this.#phase = 'Starting';
+    this.#startedAt = new Date().toISOString();
+    this.#oomSeen = await this.#deps.cgroup.oomKills().catch(() => 0);
+    await this.#persistNow();
+    await this.#enqueue(async () => {
+      this.#intensity = initialIntensity(Date.now());
+      for (const slot of this.#slots) this.#spawn(slot);
+      if (this.#phase === 'Starting') this.#phase = 'Running';
+      this.#updateFinished();
+    });
+  }
+
+  // ---- re-adoption ----------------------------------------------------------------------------
+
+  /**
+   * Resume supervision from a state record written by an earlier runtime: reopen every recorded
+   * pid with pidfd_open, check its start time against the record (a different start time means
+   * the pid was reused by an unrelated process), and watch it again. A process that is gone is
+   * handled as an exit with unknown status.
+   */
+  async adopt(record: ReplicaRecord): Promise<void> {
+    this.#phase = record.phase;
+    this.#startedAt = record.startedAt;
+    this.#oomSeen = await this.#deps.cgroup.oomKills().catch(() => 0);
+    this.#intensity = { ...initialIntensity(Date.now()), crashLoops: record.crashLoops };
+    const lost: Slot[] = [];
+    for (const slot of this.#slots) {
+      const stored = record.processes.find((p) => p.name === slot.spec.name);
+      if (!stored) {
+        lost.push(slot);
+        continue;
+      }
+      slot.restarts = stored.restarts;
+      slot.lastExit = stored.lastExit;
+      slot.hasRun = stored.startedAt !== null || stored.lastExit !== null;
+      slot.finished = stored.finished;
+      slot.state = stored.state === 'Running' || stored.state === 'Stopping' ? 'Waiting' : stored.state;
+      if (stored.pid === null || stored.startTime === null) {
+        if (!stored.finished && record.phase !== 'CrashLoopBackOff') lost.push(slot);
+        continue;
+      }
+      if (this.#reopen(slot, stored.pid, BigInt(stored.startTime), stored.startedAt)) continue;
+      slot.lastExit = {
+        code: null,
+        signal: null,
+        reason: 'Error',
+        message: 'exited while no runtime was watching; exit status unknown',
+        at: new Date().toISOString(),
+      };
+      this.#deps.emit({
+        type: 'exited',
+        replica: this.spec.id,
+        process: slot.spec.name,
+        pid: stored.pid,
+        code: null,
+        signal: null,
+        reason: 'Error',
+        message: slot.lastExit.message,
+        at: slot.lastExit.at,
+      });
+      lost.push(slot);
+    }
+    if (record.phase === 'CrashLoopBackOff') {
+      const until = record.backoffUntil ? Date.parse(record.backoffUntil) : Date.now();
+      this.#scheduleBackoffEnd(Math.max(0, until - Date.now()));
+    }
+    for (const slot of lost) {
+      const run = slot.run;
+      const facts: ExitFacts = { code: null, signal: null, stopRequested: false };
+      if (slot.hasRun) void this.#enqueue(() => this.#handleExit(slot.index, run, facts));
+      else
+        void this.#enqueue(async () => {
+          this.#spawn(slot);
+        });
+    }
+    this.#persist();
+  }
+
+  #reopen(slot: Slot, pid: number, startTime: bigint, startedAt: string | null): boolean {
+    const { api } = this.#deps;
+    let pidfd: number;
+    try {
+      pidfd = api.pidfdOpen(pid);
+    } catch {
+      return false;
+    }
+    // Open first, then compare: once we hold the pidfd the pid cannot be recycled under us.
+    if (api.processStartTime(pid) !== startTime) {
+      api.closeFd(pidfd);
+      return false;
+    }
+    slot.run++;
+    slot.pid = pid;
+    slot.pidfd = pidfd;
+    slot.startTime = startTime;
+    slot.startedAt = startedAt;
+    slot.state = 'Running';
+    slot.finished = false;
+    slot.stopRequested = false;
+    slot.ready = slot.spec.readinessProbe === undefined;
+    const run = slot.run;
+    slot.cancelWatch = api.watchExit(pidfd, (status) => this.#onExit(slot, run, status));
+    this.#deps.emit({ type: 'adopted', replica: this.spec.id, process: slot.spec.name, pid, at: now() });
+    this.#startProbes(slot);
+    return true;
+  }
+
+  // ---- spawning and exits ---------------------------------------------------------------------
+
+  /** Start one process now (synchronously). False when it could not be exec'd or we are stopping. */
+  #spawn(slot: Slot): boolean {
+    if (this.#terminating || this.#detached) return false;
+    const { api, cgroup } = this.#deps;
+    const p = slot.spec;
+    slot.run++;
+    const run = slot.run;
+    if (slot.hasRun) slot.restarts++;
+    slot.hasRun = true;
+    slot.finished = false;
+    slot.stopRequested = false;
+    slot.livenessFailed = undefined;
+    let spawned: { pid: number; pidfd: number; startTime: bigint };
+    try {
+      const file = resolveCommand(
+        p.command[0] as string,
+        slot.envObject.PATH ?? this.#deps.defaultPath,
+        p.workingDir,
+      );
+      const req: SpawnRequest = {
+        file,
+        argv: [...p.command, ...(p.args ?? [])],
+        env: slot.env,
+        namespaces: this.spec.isolation.namespaces,
+        cgroup: cgroup.spawnTarget,
+        logFile: this.#deps.logFile(this.spec.id, p.name),
+      };
+      if (p.workingDir !== undefined) req.cwd = p.workingDir;
+      if (this.spec.isolation.namespaces.includes('uts')) req.hostname = this.spec.name;
+      const user = this.spec.isolation.user;
+      if (user !== undefined) {
+        req.uid = user.uid;
+        req.gid = user.gid;
+        req.noNewPrivs = true;
+      }
+      spawned = api.spawn(req);
+    } catch (err) {
+      this.#execFailed(slot, run, err as SpawnFailure);
+      return false;
+    }
+    slot.pid = spawned.pid;
+    slot.pidfd = spawned.pidfd;
+    slot.startTime = spawned.startTime;
+    slot.startedAt = now();
+    slot.state = 'Running';
+    slot.ready = p.readinessProbe === undefined;
+    slot.cancelWatch = api.watchExit(spawned.pidfd, (status) => this.#onExit(slot, run, status));
+    this.#deps.emit({
+      type: 'started',
+      replica: this.spec.id,
+      process: p.name,
+      pid: spawned.pid,
+      at: slot.startedAt,
+    });
+    this.#startProbes(slot);
+    this.#updateReady(p.name);
+    this.#persist();
+    return true;
+  }
+
+  #execFailed(slot: Slot, run: number, err: SpawnFailure): void {
+    const at = now();
+    slot.state = 'Exited';
+    slot.lastExit = { code: null, signal: null, reason: 'ExecFailed', message: err.message, at };
+    this.#deps.log.warn({ replica: this.spec.id, process: slot.spec.name, err: err.message }, 'exec failed');
+    this.#deps.emit({
+      type: 'exited',
+      replica: this.spec.id,
+      process: slot.spec.name,
+      pid: null,
+      code: null,
+      signal: null,
+      reason: 'ExecFailed',
+      message: err.message,
+      at,
+    });
+    const facts: ExitFacts = { code: null, signal: null, stopRequested: false, execFailed: true };
+    void this.#enqueue(() => this.#handleExit(slot.index, run, facts));
+  }
+
+  /** pidfd readable: the run `run` of `slot` exited with `status`. */
+  #onExit(slot: Slot, run: number, status: ExitStatus): void {
+    if (slot.run !== run || slot.pid === null) return;
+    const pid = slot.pid;
+    slot.cancelWatch = null;
+    if (slot.pidfd !== null) this.#deps.api.closeFd(slot.pidfd);
+    slot.pid = null;
+    slot.pidfd = null;
+    slot.startTime = null;
+    slot.state = 'Exited';
+    slot.ready = false;
+    this.#stopProbes(slot);
+    const stopRequested = slot.stopRequested;
+    const livenessFailed = slot.livenessFailed;
+    void this.#classify(status).then((oomKilled) => {
+      const facts: ExitFacts = { code: status.code, signal: status.signal, stopRequested, oomKilled };
+      if (livenessFailed !== undefined) facts.livenessFailed = true;
+      const reason = exitReason(facts);
+      const at = now();
+      slot.lastExit = { code: status.code, signal: status.signal, reason, at };
+      if (livenessFailed !== undefined) slot.lastExit.message = `LivenessProbeFailed: ${livenessFailed}`;
+      else if (oomKilled) slot.lastExit.message = 'killed by the OOM killer (cgroup memory limit)';
+      this.#deps.emit({
+        type: 'exited',
+        replica: this.spec.id,
+        process: slot.spec.name,
+        pid,
+        code: status.code,
+        signal: status.signal,
+        reason,
+        ...(slot.lastExit.message === undefined ? {} : { message: slot.lastExit.message }),
+        at,
+      });
+      this.#updateReady(slot.spec.name);
+      const waiters = slot.exitWaiters;
+      slot.exitWaiters = [];
+      for (const w of waiters) w();
+      if (!stopRequested) void this.#enqueue(() => this.#handleExit(slot.index, run, facts));
+      this.#persist();
+    });
+  }
+
+  /**
+   * OOMKilled when the process died of SIGKILL (or its init reported 128+9) and the cgroup's
+   * oom_kill counter moved since we last looked, as the kubelet reads memory.events.
+   */
+  async #classify(status: ExitStatus): Promise<boolean> {
+    if (status.signal !== 'SIGKILL' && status.code !== 137) return false;
+    const count = await this.#deps.cgroup.oomKills().catch(() => this.#oomSeen);
+    const oom = count > this.#oomSeen;
+    this.#oomSeen = count;
+    return oom;
+  }
+
+  async #handleExit(index: number, run: number, facts: ExitFacts): Promise<void> {
+    const slot = this.#slots[index] as Slot;
+    if (this.#terminating || this.#detached || this.#phase === 'CrashLoopBackOff') return;
+    if (slot.run !== run || slot.pid !== null) return; // restarted since, by a group restart
+    const views = this.#slots.map((s) => ({ restart: s.spec.restart, alive: s.pid !== null }));
+    const { decision, state } = decideOnExit(
+      this.spec.supervision,
+      views,
+      this.#intensity,
+      index,
+      facts,
+      Date.now(),
+    );
+    this.#intensity = state;
+    const at = now();
+    switch (decision.action) {
+      case 'none':
+        slot.finished = true;
+        this.#updateFinished();
+        this.#updateReady(slot.spec.name);
+        this.#persist();
+        return;
+      case 'restart': {
+        const cause = facts.livenessFailed ? 'LivenessProbeFailed' : 'Exited';
+        this.#deps.emit({ type: 'restarting', replica: this.spec.id, process: slot.spec.name, cause, at });
+        for (const i of decision.stop) {
+          const sibling = this.#slots[i] as Slot;
+          this.#deps.emit({
+            type: 'restarting',
+            replica: this.spec.id,
+            process: sibling.spec.name,
+            cause: 'Sibling',
+            at,
+          });
+          await this.#stopSlot(sibling, this.spec.terminationGracePeriodSeconds * 1000);
+        }
+        for (const i of decision.start) this.#spawn(this.#slots[i] as Slot);
+        return;
+      }
+      case 'backoff': {
+        for (const i of decision.stop)
+          await this.#stopSlot(this.#slots[i] as Slot, this.spec.terminationGracePeriodSeconds * 1000);
+        if (this.#terminating || this.#detached) return;
+        for (const s of this.#slots) {
+          s.state = 'Waiting';
+          s.finished = false;
+        }
+        this.#phase = 'CrashLoopBackOff';
+        this.#deps.emit({
+          type: 'backoff',
+          replica: this.spec.id,
+          delayMs: decision.delayMs,
+          crashLoops: this.#intensity.crashLoops,
+          at: now(),
+        });
+        this.#deps.log.warn(
+          { replica: this.spec.id, delayMs: decision.delayMs },
+          'restart intensity exceeded: CrashLoopBackOff',
+        );
+        this.#scheduleBackoffEnd(decision.delayMs);
+        this.#updateReady(slot.spec.name);
+        this.#persist();
+        return;
+      }
+    }
+  }
+
+  #scheduleBackoffEnd(delayMs: number): void {
+    this.#backoffUntil = Date.now() + delayMs;
+    this.#backoffTimer = setTimeout(() => {
+      this.#backoffTimer = undefined;
+      this.#backoffUntil = undefined;
+      void this.#enqueue(async () => {
+        if (this.#terminating || this.#detached || this.#phase !== 'CrashLoopBackOff') return;
+        this.#intensity = afterBackoff(this.#intensity, Date.now());
+        this.#phase = 'Running';
+        for (const s of this.#slots) {
+          if (s.pid !== null) continue;
+          this.#deps.emit({
+            type: 'restarting',
+            replica: this.spec.id,
+            process: s.spec.name,
+            cause: 'BackoffEnded',
+            at: now(),
+          });
+          this.#spawn(s);
+        }
+      });
+    }, delayMs);
+  }
+
+  /** Stop signal, then SIGKILL after `graceMs`; resolves once the exit was recorded. */
+  async #stopSlot(slot: Slot, graceMs: number): Promise<void> {
+    if (slot.pid === null || slot.pidfd === null) return;
+    slot.stopRequested = true;
+    slot.state = 'Stopping';
+    this.#stopProbes(slot);
+    const exited = new Promise<void>((resolve) => slot.exitWaiters.push(resolve));
+    this.#signal(slot, slot.spec.stopSignal ?? 'SIGTERM');
+    if (await settlesWithin(exited, graceMs)) return;
+    this.#signal(slot, 'SIGKILL');
+    await settlesWithin(exited, KILL_WAIT_MS);
+  }
+
+  #signal(slot: Slot, signal: string): void {
+    if (slot.pidfd === null) return;
+    try {
+      this.#deps.api.sendSignal(slot.pidfd, signal);
+    } catch (err) {
+      // ESRCH: it exited between our check and the signal; the pidfd watch reports it.
+      this.#deps.log.debug(
+        { replica: this.spec.id, process: slot.spec.name, err: (err as Error).message },
+        'signal not delivered',
+      );
+    }
+  }
+
+  // ---- probes and readiness -------------------------------------------------------------------
+
+  #startProbes(slot: Slot): void {
+    const ctx = { ports: this.#ports[slot.spec.name] ?? {}, env: slot.envObject };
+    if (slot.spec.workingDir !== undefined) Object.assign(ctx, { cwd: slot.spec.workingDir });
+    const run = slot.run;
+    if (slot.spec.readinessProbe) {
+      const probe = new ProbeRunner(slot.spec.readinessProbe, ctx, (healthy, message) => {
+        if (slot.run !== run || slot.pid === null) return;
+        slot.ready = healthy;
+        this.#updateReady(slot.spec.name, message);
+      });
+      slot.probes.push(probe);
+      probe.start();
+    }
+    if (slot.spec.livenessProbe) {
+      const probe = new ProbeRunner(slot.spec.livenessProbe, ctx, (healthy, message) => {
+        if (healthy || slot.run !== run || slot.pid === null) return;
+        void this.#enqueue(async () => {
+          if (slot.run !== run || slot.pid === null || this.#terminating) return;
+          this.#deps.log.warn(
+            { replica: this.spec.id, process: slot.spec.name, message },
+            'liveness probe failed',
+          );
+          slot.livenessFailed = message ?? 'probe failed';
+          await this.#stopSlot(slot, this.spec.terminationGracePeriodSeconds * 1000);
+          const facts: ExitFacts = {
+            code: slot.lastExit?.code ?? null,
+            signal: slot.lastExit?.signal ?? null,
+            stopRequested: true,
+            livenessFailed: true,
+          };
+          await this.#handleExit(slot.index, run, facts);
+        });
+      });
+      slot.probes.push(probe);
+      probe.start();
+    }
+  }
+
+  #stopProbes(slot: Slot): void {
+    for (const p of slot.probes) p.stop();
+    slot.probes = [];
+  }
+
+  #computeReady(): boolean {
+    if (this.#phase !== 'Running') return false;
+    let alive = 0;
+    for (const s of this.#slots) {
+      if (s.pid !== null && s.state === 'Running') {
+        alive++;
+        if (!s.ready) return false;
+      } else if (!s.finished) return false;
+    }
+    return alive > 0;
+  }
+
+  #updateReady(process: string, message?: string): void {
+    const ready = this.#computeReady();
+    if (ready === this.#replicaReady) return;
+    this.#replicaReady = ready;
+    const event: RuntimeEvent = {
+      type: ready ? 'ready' : 'notReady',
+      replica: this.spec.id,
+      process,
+      replicaReady: ready,
+      at: now(),
+    };
+    if (message !== undefined) event.message = message;
+    this.#deps.emit(event);
+  }
+
+  /** When nothing is alive and nothing will be restarted the replica has finished (pod phases). */
+  #updateFinished(): void {
+    if (this.#phase !== 'Running' && this.#phase !== 'Starting') return;
+    if (!this.#slots.every((s) => s.finished)) return;
+    this.#phase = finishedPhase(this.#slots.map((s) => s.lastExit?.reason ?? null));
+  }
+
+  // ---- stop, detach, status -------------------------------------------------------------------
+
+  /**
+   * Stop signals in reverse start order (each waited for, all within one grace period), then kill
+   * the whole cgroup so no grandchild survives, then remove the cgroup and the state record.
+   */
+  async stop(graceSeconds = this.spec.terminationGracePeriodSeconds): Promise<void> {
+    this.#terminating = true;
+    this.#phase = 'Terminating';
+    if (this.#backoffTimer) clearTimeout(this.#backoffTimer);
+    for (const s of this.#slots) this.#stopProbes(s);
+    await this.#persistNow();
+    const deadline = Date.now() + graceSeconds * 1000;
+    for (const slot of [...this.#slots].reverse()) {
+      if (slot.pid === null) continue;
+      slot.stopRequested = true;
+      slot.state = 'Stopping';
+      const exited = new Promise<void>((resolve) => slot.exitWaiters.push(resolve));
+      this.#signal(slot, slot.spec.stopSignal ?? 'SIGTERM');
+      await settlesWithin(exited, Math.max(0, deadline - Date.now()));
+    }
+    await this.#deps.cgroup.kill();
+    await Promise.all(
+      this.#slots
+        .filter((s) => s.pid !== null)
+        .map((s) => settlesWithin(new Promise<void>((resolve) => s.exitWaiters.push(resolve)), KILL_WAIT_MS)),
+    );
+    await this.#deps.cgroup.remove();
+    await this.#deps.store.remove(this.spec.id);
+    this.#detach();
+    this.#deps.emit({ type: 'stopped', replica: this.spec.id, at: now() });
+  }
+
+  /** Stop watching (runtime shutdown for a later re-adoption); the workload keeps running. */
+  async detach(): Promise<void> {
+    await this.#persistNow();
+    this.#detach();
+  }
+
+  #detach(): void {
+    this.#detached = true;
+    if (this.#backoffTimer) clearTimeout(this.#backoffTimer);
+    for (const s of this.#slots) {
+      this.#stopProbes(s);
+      s.cancelWatch?.();
+      s.cancelWatch = null;
+      if (s.pidfd !== null) this.#deps.api.closeFd(s.pidfd);
+      s.pidfd = null;
+    }
+  }
+
+  status(): ReplicaStatus {
+    const status: ReplicaStatus = {
+      id: this.spec.id,
+      name: this.spec.name,
+      phase: this.#phase,
+      ready: this.#computeReady(),
+      ports: Object.entries(this.#ports).flatMap(([process, ports]) =>
+        Object.entries(ports).map(([name, port]) => ({ process, name, port })),
+      ),
+      startedAt: this.#startedAt,
+      processes: this.#slots.map(
+        (s): ProcessStatus => ({
+          name: s.spec.name,
+          pid: s.pid,
+          state: s.state,
+          ready: s.pid !== null && s.ready,
+          restarts: s.restarts,
+          startedAt: s.startedAt,
+          lastExit: s.lastExit,
+        }),
+      ),
+    };
+    if (this.#backoffUntil !== undefined) status.backoffUntil = new Date(this.#backoffUntil).toISOString();
+    return status;
+  }
+
+  /** Pids of live processes (what a test or the agent may signal). */
+  pids(): number[] {
+    return this.#slots.flatMap((s) => (s.pid === null ? [] : [s.pid]));
+  }
+
+  record(): ReplicaRecord {
+    const record: ReplicaRecord = {
+      version: 1,
+      spec: this.spec,
+      createdAt: this.#createdAt,
+      ports: this.#ports,
+      phase: this.#phase,
+      startedAt: this.#startedAt,
+      crashLoops: this.#intensity.crashLoops,
+      processes: this.#slots.map((s) => ({
+        name: s.spec.name,
+        pid: s.pid,
+        startTime: s.startTime === null ? null : s.startTime.toString(),
+        startedAt: s.startedAt,
+        state: s.state,
+        finished: s.finished,
+        restarts: s.restarts,
+        lastExit: s.lastExit,
+      })),
+    };
+    if (this.#backoffUntil !== undefined) record.backoffUntil = new Date(this.#backoffUntil).toISOString();
+    return record;
+  }
+
+  /** Queue a durable write; never awaited on the restart path. */
+  #persist(): void {
+    if (this.#detached) return;
+    this.#deps.store
+      .save(this.spec.id, () => this.record())
+      .catch((err: Error) => {
+        this.#deps.log.error({ replica: this.spec.id, err: err.message }, 'writing replica state failed');
+      });
+  }
+
+  #persistNow(): Promise<void> {
+    return this.#deps.store.save(this.spec.id, () => this.record());
+  }
+
+  /** Wait for queued supervision work (tests, shutdown). */
+  idle(): Promise<void> {
+    return this.#queue;
+  }
+
+  #enqueue(task: () => Promise<void>): Promise<void> {
+    const next = this.#queue.then(task).catch((err: Error) => {
+      this.#deps.log.error({ replica: this.spec.id, err: err.message }, 'supervision step failed');
+    });
+    this.#queue = next;
+    return next;
+  }
+}
+
+function now(): string {
+  return new Date().toISOString();
+}
+
+/** True when `p` settled within `ms`. */
+async function settlesWithin(p: Promise<void>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([p.then(() => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,209 @@
+/**
+ * The replica as the runtime receives it from the host agent (DESIGN §3, Replica.spec after the
+ * agent has turned quantities into numbers), and the status and events it reports back.
+ * Validated once, here, at the edge; the supervisor trusts it afterwards.
+ */
+import type { ProbeSpec } from '../probes/types.ts';
+import type { ExitReason, RestartType, SupervisionSpec } from './types.ts';
+
+export interface EnvVar {
+  name: string;
+  value: string;
+}
+
+export interface PortSpec {
+  name: string;
+  protocol?: 'http' | 'tcp';
+  /** Omitted: the runtime allocates a free loopback port when the replica is first run. */
+  port?: number;
+}
+
+export type Namespace = 'pid' | 'mount' | 'uts' | 'ipc' | 'net';
+
+export interface ProcessSpec {
+  name: string;
+  /** argv, never a shell string; command[0] is resolved against PATH when it has no slash. */
+  command: string[];
+  args?: string[];
+  env?: EnvVar[];
+  workingDir?: string;
+  restart: RestartType;
+  stopSignal?: string;
+  readinessProbe?: ProbeSpec;
+  livenessProbe?: ProbeSpec;
+  ports?: PortSpec[];
+}
+
+export interface ReplicaSpec {
+  /** Unique on the host, e.g. `ns.web-0`; names the cgroup, the state file and the log directory. */
+  id: string;
+  /** Short name, e.g. `web-0`; the hostname with a uts namespace. */
+  name: string;
+  processes: ProcessSpec[];
+  supervision: SupervisionSpec;
+  terminationGracePeriodSeconds: number;
+  resources: { cpuMillis?: number; memoryBytes?: number; pids?: number };
+  isolation: { namespaces: Namespace[]; user?: { uid: number; gid: number } };
+  extraEnv?: EnvVar[];
+}
+
+export type ReplicaPhase =
+  | 'Pending'
+  | 'Starting'
+  | 'Running'
+  | 'Succeeded'
+  | 'Failed'
+  | 'CrashLoopBackOff'
+  | 'Terminating';
+
+export type ProcessState = 'Waiting' | 'Running' | 'Stopping' | 'Exited';
+
+export interface LastExit {
+  code: number | null;
+  signal: string | null;
+  reason: ExitReason;
+  message?: string;
+  at: string;
+}
+
+export interface ProcessStatus {
+  name: string;
+  pid: number | null;
+  state: ProcessState;
+  ready: boolean;
+  restarts: number;
+  startedAt: string | null;
+  lastExit: LastExit | null;
+}
+
+export interface ReplicaStatus {
+  id: string;
+  name: string;
+  phase: ReplicaPhase;
+  ready: boolean;
+  ports: { process: string; name: string; port: number }[];
+  startedAt: string | null;
+  /** Set in CrashLoopBackOff: when the replica will be started again. */
+  backoffUntil?: string;
+  processes: ProcessStatus[];
+}
+
+interface EventBase {
+  replica: string;
+  at: string;
+}
+
+export type RuntimeEvent =
+  | (EventBase & { type: 'started'; process: string; pid: number })
+  | (EventBase & { type: 'adopted'; process: string; pid: number })
+  | (EventBase & {
+      type: 'exited';
+      process: string;
+      pid: number | null;
+      code: number | null;
+      signal: string | null;
+      reason: ExitReason;
+      message?: string;
+    })
+  | (EventBase & {
+      type: 'restarting';
+      process: string;
+      cause: 'Exited' | 'LivenessProbeFailed' | 'Sibling' | 'BackoffEnded';
+    })
+  | (EventBase & { type: 'backoff'; delayMs: number; crashLoops: number })
+  | (EventBase & { type: 'ready' | 'notReady'; process: string; replicaReady: boolean; message?: string })
+  | (EventBase & { type: 'stopped' });
+
+const NAMESPACES: readonly Namespace[] = ['pid', 'mount', 'uts', 'ipc', 'net'];
+const RESTARTS: readonly RestartType[] = ['permanent', 'transient', 'temporary'];
+const STRATEGIES: readonly SupervisionSpec['strategy'][] = ['one-for-one', 'one-for-all', 'rest-for-one'];
+/** A DNS-1123 subdomain: safe as a file and cgroup name. */
+const ID = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+const NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+function fail(field: string, expected: string, got: unknown): never {
+  throw new TypeError(`spec.${field} must be ${expected}, got ${JSON.stringify(got) ?? typeof got}`);
+}
+
+function nonNegative(field: string, v: unknown): void {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) fail(field, 'a non-negative number', v);
+}
+
+/** Throws a TypeError naming the first field that is not as expected. */
+export function validateReplicaSpec(spec: ReplicaSpec): void {
+  if (typeof spec !== 'object' || spec === null) fail('', 'an object', spec);
+  if (typeof spec.id !== 'string' || !ID.test(spec.id) || spec.id.includes('..')) {
+    fail('id', 'a DNS-1123 subdomain such as "ns.web-0"', spec.id);
+  }
+  if (typeof spec.name !== 'string' || !NAME.test(spec.name))
+    fail('name', 'a DNS-1123 label such as "web-0"', spec.name);
+  if (!Array.isArray(spec.processes) || spec.processes.length === 0)
+    fail('processes', 'a non-empty array', spec.processes);
+  const names = new Set<string>();
+  spec.processes.forEach((p, i) => {
+    const f = `processes[${i}]`;
+    if (typeof p.name !== 'string' || !NAME.test(p.name)) fail(`${f}.name`, 'a DNS-1123 label', p.name);
+    if (names.has(p.name)) fail(`${f}.name`, 'unique within the replica', p.name);
+    names.add(p.name);
+    if (
+      !Array.isArray(p.command) ||
+      p.command.length === 0 ||
+      !p.command.every((s) => typeof s === 'string' && s !== '')
+    ) {
+      fail(`${f}.command`, 'a non-empty array of non-empty strings', p.command);
+    }
+    if (p.args !== undefined && (!Array.isArray(p.args) || !p.args.every((s) => typeof s === 'string'))) {
+      fail(`${f}.args`, 'an array of strings', p.args);
+    }
+    for (const [j, e] of (p.env ?? []).entries()) {
+      if (
+        typeof e?.name !== 'string' ||
+        e.name === '' ||
+        e.name.includes('=') ||
+        typeof e.value !== 'string'
+      ) {
+        fail(`${f}.env[${j}]`, 'a {name, value} pair of strings without "=" in the name', e);
+      }
+    }
+    if (!RESTARTS.includes(p.restart)) fail(`${f}.restart`, `one of ${RESTARTS.join(', ')}`, p.restart);
+    if (p.stopSignal !== undefined && !/^SIG[A-Z0-9]+$/.test(p.stopSignal))
+      fail(`${f}.stopSignal`, 'a signal name such as "SIGTERM"', p.stopSignal);
+    for (const [j, port] of (p.ports ?? []).entries()) {
+      if (typeof port?.name !== 'string' || port.name === '')
+        fail(`${f}.ports[${j}].name`, 'a non-empty string', port?.name);
+      if (port.port !== undefined && (!Number.isInteger(port.port) || port.port < 1 || port.port > 65535)) {
+        fail(`${f}.ports[${j}].port`, 'an integer in 1..65535', port.port);
+      }
+    }
+  });
+  const s = spec.supervision;
+  if (typeof s !== 'object' || s === null) fail('supervision', 'an object', s);
+  if (!STRATEGIES.includes(s.strategy))
+    fail('supervision.strategy', `one of ${STRATEGIES.join(', ')}`, s.strategy);
+  if (!Number.isInteger(s.maxRestarts) || s.maxRestarts < 0)
+    fail('supervision.maxRestarts', 'a non-negative integer', s.maxRestarts);
+  if (typeof s.periodSeconds !== 'number' || !(s.periodSeconds > 0))
+    fail('supervision.periodSeconds', 'a positive number', s.periodSeconds);
+  if (typeof s.backoff?.initialSeconds !== 'number' || !(s.backoff.initialSeconds > 0)) {
+    fail('supervision.backoff.initialSeconds', 'a positive number', s.backoff?.initialSeconds);
+  }
+  if (typeof s.backoff.maxSeconds !== 'number' || s.backoff.maxSeconds < s.backoff.initialSeconds) {
+    fail('supervision.backoff.maxSeconds', 'a number >= initialSeconds', s.backoff.maxSeconds);
+  }
+  nonNegative('terminationGracePeriodSeconds', spec.terminationGracePeriodSeconds);
+  if (typeof spec.resources !== 'object' || spec.resources === null)
+    fail('resources', 'an object', spec.resources);
+  if (typeof spec.isolation !== 'object' || !Array.isArray(spec.isolation?.namespaces)) {
+    fail('isolation.namespaces', 'an array', spec.isolation?.namespaces);
+  }
+  for (const ns of spec.isolation.namespaces) {
+    if (!NAMESPACES.includes(ns)) fail('isolation.namespaces', `a list of ${NAMESPACES.join(', ')}`, ns);
+  }
+  const user = spec.isolation.user;
+  if (
+    user !== undefined &&
+    (!Number.isInteger(user.uid) || !Number.isInteger(user.gid) || user.uid < 0 || user.gid < 0)
+  ) {
+    fail('isolation.user', 'non-negative integer uid and gid', user);
+  }
+}
