@@ -1,0 +1,1 @@
+export { type FollowLogOptions, LogStore, type LogStoreOptions, type TailOptions } from './store.ts';
