@@ -1,0 +1,140 @@
+// Choosing a Host for a Replica, as a pure function (kube-scheduler's filter + score, reduced to
+// what Orrery needs). Filters: Ready, not cordoned, labels match hostSelector, allocatable fits.
+// Score: fewest replicas of the same Instance (spread), then the most free room, then the name
+// (deterministic). When nothing fits, the reasons are counted the way kube-scheduler reports
+// "0/3 hosts are available: 2 Insufficient memory, 1 host(s) were unschedulable".
+
+import { cpuMillis, memoryBytes } from '../../crds/quantity.ts';
+import type { Host, Replica } from '../../crds/types.ts';
+
+/** What a replica asks for, in numbers. */
+export interface Requests {
+  cpuMillis: number;
+  memoryBytes: number;
+  pids: number;
+}
+
+/** What is already bound to a host. */
+export interface HostUsage extends Requests {
+  replicas: number;
+  /** replicas per Instance key (namespace/name), for spreading */
+  byInstance: Map<string, number>;
+}
+
+export function emptyUsage(): HostUsage {
+  return { cpuMillis: 0, memoryBytes: 0, pids: 0, replicas: 0, byInstance: new Map() };
+}
+
+export function requestsOf(replica: Replica): Requests {
+  const resources = replica.spec.template.resources ?? {};
+  return {
+    cpuMillis: resources.cpu ? cpuMillis(resources.cpu) : 0,
+    memoryBytes: resources.memory ? memoryBytes(resources.memory) : 0,
+    pids: resources.pids ?? 0,
+  };
+}
+
+export function instanceKey(replica: Replica): string {
+  return `${replica.metadata.namespace}/${replica.spec.instance}`;
+}
+
+/** Adds a bound replica to its host's usage (the scheduler's cache, also used after binding). */
+export function addUsage(usage: HostUsage, replica: Replica): void {
+  const requests = requestsOf(replica);
+  usage.cpuMillis += requests.cpuMillis;
+  usage.memoryBytes += requests.memoryBytes;
+  usage.pids += requests.pids;
+  usage.replicas += 1;
+  const key = instanceKey(replica);
+  usage.byInstance.set(key, (usage.byInstance.get(key) ?? 0) + 1);
+}
+
+export function isHostReady(host: Host): boolean {
+  return host.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
+}
+
+interface Allocatable {
+  cpuMillis: number;
+  memoryBytes: number;
+  pids: number;
+  replicas: number;
+}
+
+function allocatableOf(host: Host): Allocatable {
+  const a = host.status?.allocatable ?? {};
+  return {
+    cpuMillis: a.cpu ? cpuMillis(a.cpu) : Number.POSITIVE_INFINITY,
+    memoryBytes: a.memory ? memoryBytes(a.memory) : Number.POSITIVE_INFINITY,
+    pids: a.pids ?? Number.POSITIVE_INFINITY,
+    replicas: a.replicas ?? Number.POSITIVE_INFINITY,
+  };
+}
+
+export type ScheduleResult = { host: string } | { host?: undefined; message: string };
+
+/** Why a host was filtered out, or undefined when it fits. */
+function unfitReason(host: Host, replica: Replica, requests: Requests, usage: HostUsage): string | undefined {
+  if (!isHostReady(host)) return 'host(s) were not ready';
+  if (host.spec?.unschedulable) return 'host(s) were unschedulable';
+  const selector = replica.spec.template.hostSelector?.matchLabels ?? {};
+  const labels = host.metadata.labels ?? {};
+  if (Object.entries(selector).some(([k, v]) => labels[k] !== v))
+    return "host(s) didn't match the hostSelector";
+  const free = allocatableOf(host);
+  if (usage.replicas + 1 > free.replicas) return 'Too many replicas';
+  if (usage.cpuMillis + requests.cpuMillis > free.cpuMillis) return 'Insufficient cpu';
+  if (usage.memoryBytes + requests.memoryBytes > free.memoryBytes) return 'Insufficient memory';
+  if (usage.pids + requests.pids > free.pids) return 'Insufficient pids';
+  return undefined;
+}
+
+export function pickHost(
+  replica: Replica,
+  hosts: readonly Host[],
+  usageOf: (host: string) => HostUsage,
+): ScheduleResult {
+  const requests = requestsOf(replica);
+  const key = instanceKey(replica);
+  const reasons = new Map<string, number>();
+  let best: { name: string; score: number[] } | undefined;
+  for (const host of hosts) {
+    const name = host.metadata.name as string;
+    const usage = usageOf(name);
+    const reason = unfitReason(host, replica, requests, usage);
+    if (reason) {
+      reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
+      continue;
+    }
+    const free = allocatableOf(host);
+    const room = (used: number, total: number) =>
+      Number.isFinite(total) && total > 0 ? 1 - used / total : 1;
+    // Lower is better, compared element by element.
+    const score = [
+      usage.byInstance.get(key) ?? 0,
+      -Math.min(
+        room(usage.cpuMillis + requests.cpuMillis, free.cpuMillis),
+        room(usage.memoryBytes + requests.memoryBytes, free.memoryBytes),
+      ),
+      usage.replicas,
+    ];
+    if (!best || lexicographicLess(score, best.score) || (equal(score, best.score) && name < best.name))
+      best = { name, score };
+  }
+  if (best) return { host: best.name };
+  const detail = [...reasons.entries()]
+    .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))
+    .map(([reason, count]) => `${count} ${reason}`)
+    .join(', ');
+  return { message: `0/${hosts.length} hosts are available${detail ? `: ${detail}` : ''}` };
+}
+
+function lexicographicLess(a: number[], b: number[]): boolean {
+  for (let i = 0; i < a.length; i++) {
+    if ((a[i] as number) !== (b[i] as number)) return (a[i] as number) < (b[i] as number);
+  }
+  return false;
+}
+
+function equal(a: number[], b: number[]): boolean {
+  return a.every((v, i) => v === b[i]);
+}

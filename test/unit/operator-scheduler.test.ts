@@ -1,0 +1,117 @@
+import test from 'ava';
+import type { Host, Replica } from '../../crds/types.ts';
+import { addUsage, emptyUsage, type HostUsage, pickHost } from '../../operator/scheduler/fit.ts';
+
+function host(
+  name: string,
+  opts: {
+    ready?: boolean;
+    unschedulable?: boolean;
+    labels?: Record<string, string>;
+    memory?: string;
+    replicas?: number;
+  } = {},
+): Host {
+  return {
+    apiVersion: 'orrery.dev/v1alpha1',
+    kind: 'Host',
+    metadata: { name, labels: opts.labels ?? {} },
+    spec: { unschedulable: opts.unschedulable ?? false },
+    status: {
+      allocatable: { cpu: '2', memory: opts.memory ?? '1Gi', pids: 1000, replicas: opts.replicas ?? 100 },
+      conditions: [{ type: 'Ready', status: opts.ready === false ? 'False' : 'True' }],
+    },
+  };
+}
+
+function replica(
+  instance: string,
+  ordinal: number,
+  resources: { cpu?: string; memory?: string } = {},
+  hostSelector?: Record<string, string>,
+): Replica {
+  return {
+    apiVersion: 'orrery.dev/v1alpha1',
+    kind: 'Replica',
+    metadata: { name: `${instance}-${ordinal}`, namespace: 'ns' },
+    spec: {
+      instance,
+      ordinal,
+      template: {
+        processes: [],
+        resources,
+        ...(hostSelector ? { hostSelector: { matchLabels: hostSelector } } : {}),
+      } as unknown as Replica['spec']['template'],
+    },
+  };
+}
+
+function usageTable() {
+  const table = new Map<string, HostUsage>();
+  const of = (name: string) => {
+    let usage = table.get(name);
+    if (!usage) table.set(name, (usage = emptyUsage()));
+    return usage;
+  };
+  return { of, bind: (r: Replica, h: string) => addUsage(of(h), r) };
+}
+
+test('replicas of one instance spread over the hosts', (t) => {
+  const hosts = [host('a'), host('b'), host('c')];
+  const usage = usageTable();
+  const placed: string[] = [];
+  for (let i = 0; i < 6; i++) {
+    const r = replica('web', i);
+    const result = pickHost(r, hosts, usage.of);
+    if (result.host === undefined) return t.fail(result.message);
+    usage.bind(r, result.host);
+    placed.push(result.host);
+  }
+  t.deepEqual(placed.sort(), ['a', 'a', 'b', 'b', 'c', 'c']);
+});
+
+test('hosts that are not ready, cordoned or do not match the selector are skipped', (t) => {
+  const hosts = [
+    host('down', { ready: false }),
+    host('cordoned', { unschedulable: true }),
+    host('gpu', { labels: { gpu: 'yes' } }),
+    host('plain'),
+  ];
+  const usage = usageTable();
+  t.deepEqual(pickHost(replica('web', 0), hosts.slice(0, 2).concat(hosts[3] as Host), usage.of), {
+    host: 'plain',
+  });
+  t.deepEqual(pickHost(replica('ml', 0, {}, { gpu: 'yes' }), hosts, usage.of), { host: 'gpu' });
+});
+
+test('when nothing fits the message counts the reasons', (t) => {
+  const hosts = [host('a', { memory: '64Mi' }), host('b', { memory: '64Mi' }), host('c', { ready: false })];
+  const result = pickHost(replica('big', 0, { memory: '1Gi' }), hosts, usageTable().of);
+  t.is(result.host, undefined);
+  t.is(
+    (result as { message: string }).message,
+    '0/3 hosts are available: 2 Insufficient memory, 1 host(s) were not ready',
+  );
+});
+
+test('allocatable is consumed by bound replicas', (t) => {
+  const hosts = [host('a', { memory: '256Mi' })];
+  const usage = usageTable();
+  for (let i = 0; i < 2; i++) {
+    const r = replica('web', i, { memory: '128Mi' });
+    const result = pickHost(r, hosts, usage.of);
+    t.is(result.host, 'a');
+    usage.bind(r, 'a');
+  }
+  t.regex(
+    (pickHost(replica('web', 2, { memory: '128Mi' }), hosts, usage.of) as { message: string }).message,
+    /Insufficient memory/,
+  );
+});
+
+test('the host with more free room wins between equally spread hosts', (t) => {
+  const hosts = [host('a'), host('b')];
+  const usage = usageTable();
+  usage.bind(replica('other', 0, { memory: '512Mi' }), 'a');
+  t.deepEqual(pickHost(replica('web', 0, { memory: '64Mi' }), hosts, usage.of), { host: 'b' });
+});
