@@ -1,0 +1,28 @@
+{
+  "target_defaults": {
+    "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2", "-fno-strict-aliasing"],
+    "cflags!": ["-fno-exceptions"],
+    "defines": ["_GNU_SOURCE"]
+  },
+  "targets": [
+    {
+      "target_name": "orrery_native",
+      "sources": [
+        "src/addon.c",
+        "src/spawn.c",
+        "src/clone.c",
+        "src/child.c",
+        "src/net.c",
+        "src/pidfd.c",
+        "src/kernel_features.c"
+      ]
+    },
+    {
+      "target_name": "orrery-init",
+      "type": "executable",
+      "sources": ["src/init.c"],
+      "include_dirs": ["src"],
+      "ldflags": ["-static"]
+    }
+  ]
+}

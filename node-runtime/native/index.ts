@@ -1,0 +1,300 @@
+// TypeScript face of the native spawn/supervision addon (see README.md). Requests are validated
+// and normalized here, once, at the edge (execa's habit); the C side trusts what it gets.
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { constants } from 'node:os';
+import { isAbsolute } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export type Namespace = 'pid' | 'mount' | 'uts' | 'ipc' | 'net';
+
+export interface SpawnRequest {
+  file: string; // absolute path of the executable (the caller resolves PATH)
+  argv: string[]; // argv[0] included
+  env: string[]; // 'K=V' exactly as given, nothing added by the addon
+  cwd?: string;
+  namespaces: Namespace[]; // [] = none; 'net' gives a new net ns with only loopback (brought up)
+  hostname?: string; // with 'uts'
+  init?: boolean; // default: true when namespaces includes 'pid'
+  cgroup?: { v2Dir?: string; procsFiles?: string[] };
+  logFile: string; // stdout and stderr both go here: opened by the child O_WRONLY|O_CREAT|O_APPEND, 0640
+  uid?: number;
+  gid?: number; // setgroups(0), setgid, setuid in the child; implies no_new_privs
+  noNewPrivs?: boolean;
+  exitStatusFile?: string; // where orrery-init records the workload's real exit (README.md)
+}
+
+export interface Spawned {
+  pid: number;
+  pidfd: number;
+  startTime: bigint; // /proc/<pid>/stat field 22
+}
+
+export interface ExitStatus {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export class SpawnError extends Error {
+  code: string;
+  errno: number;
+  step: string;
+  path?: string;
+
+  constructor(errno: number, step: string, path?: string, options?: ErrorOptions) {
+    const code = errnoName(errno);
+    const kind = step === 'execve' ? 'ExecFailed' : 'SpawnFailed';
+    const where = step === 'execve' ? '' : ` at ${step}`;
+    super(`${kind}: ${code}${where}${path ? ` ${path}` : ''}`, options);
+    this.name = 'SpawnError';
+    this.code = code;
+    this.errno = errno;
+    this.step = step;
+    if (path !== undefined) this.path = path;
+  }
+}
+
+interface NativeSpawnResult {
+  pid?: number;
+  pidfd?: number;
+  errno?: number;
+  step?: string | null;
+  path?: string | null;
+}
+
+interface NativeBinding {
+  spawn(req: Record<string, unknown>): NativeSpawnResult;
+  watchExit(pidfd: number, cb: (code: number | null, signo: number | null, source: string) => void): number;
+  cancelWatch(id: number): void;
+  sendSignal(pidfd: number, signo: number): number;
+  pidfdOpen(pid: number): number;
+  closeFd(fd: number): number;
+  kernelFeatures(): {
+    clone3: boolean;
+    cloneIntoCgroup: boolean;
+    pidfdInfoExit: boolean;
+    cgroupKill: boolean;
+  };
+}
+
+const buildDir = fileURLToPath(new URL('./build/Release/', import.meta.url));
+const native = createRequire(import.meta.url)(`${buildDir}orrery_native.node`) as NativeBinding;
+
+/** Absolute path of the orrery-init helper built next to the addon. */
+export const initPath = `${buildDir}orrery-init`;
+
+const errnoNames = new Map<number, string>(Object.entries(constants.errno).map(([name, n]) => [n, name]));
+const signalNames = new Map<number, NodeJS.Signals>(
+  Object.entries(constants.signals).map(([name, n]) => [n, name as NodeJS.Signals]),
+);
+const namespaceNames: ReadonlySet<string> = new Set<Namespace>(['pid', 'mount', 'uts', 'ipc', 'net']);
+
+function errnoName(errno: number): string {
+  return errnoNames.get(errno) ?? `E${errno}`;
+}
+
+function describe(value: unknown): string {
+  return `${JSON.stringify(value) ?? String(value)} (${value === null ? 'null' : typeof value})`;
+}
+
+function expectAbsolute(field: string, value: unknown): string {
+  if (typeof value !== 'string' || !isAbsolute(value) || value.includes('\0')) {
+    throw new TypeError(
+      `SpawnRequest.${field} must be an absolute path without NUL bytes, got ${describe(value)}`,
+    );
+  }
+  return value;
+}
+
+function expectStrings(
+  field: string,
+  value: unknown,
+  check?: (s: string) => boolean,
+  expected = 'strings',
+): string[] {
+  if (!Array.isArray(value))
+    throw new TypeError(`SpawnRequest.${field} must be an array, got ${describe(value)}`);
+  value.forEach((s, i) => {
+    if (typeof s !== 'string' || s.includes('\0') || (check && !check(s))) {
+      throw new TypeError(`SpawnRequest.${field}[${i}] must be one of ${expected}, got ${describe(s)}`);
+    }
+  });
+  return value as string[];
+}
+
+function expectId(field: string, value: unknown): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 0xfffffffe) {
+    throw new TypeError(`SpawnRequest.${field} must be an integer in 0..4294967294, got ${describe(value)}`);
+  }
+  return value;
+}
+
+function normalize(req: SpawnRequest): Record<string, unknown> {
+  if (typeof req !== 'object' || req === null)
+    throw new TypeError(`spawn() expects a SpawnRequest, got ${describe(req)}`);
+  const file = expectAbsolute('file', req.file);
+  const argv = expectStrings('argv', req.argv);
+  if (argv.length === 0) throw new TypeError('SpawnRequest.argv must hold at least argv[0], got []');
+  const env = expectStrings('env', req.env, (s) => s.includes('='), "'KEY=VALUE' strings");
+  const namespaces = expectStrings(
+    'namespaces',
+    req.namespaces,
+    (s) => namespaceNames.has(s),
+    [...namespaceNames].join('|'),
+  );
+  if (req.hostname !== undefined) {
+    if (typeof req.hostname !== 'string' || req.hostname.length === 0 || req.hostname.length > 64) {
+      throw new TypeError(
+        `SpawnRequest.hostname must be a string of 1..64 bytes, got ${describe(req.hostname)}`,
+      );
+    }
+    if (!namespaces.includes('uts')) {
+      throw new TypeError(
+        "SpawnRequest.hostname needs 'uts' in namespaces (it would rename the host otherwise)",
+      );
+    }
+  }
+  const init = req.init ?? namespaces.includes('pid');
+  const procsFiles = req.cgroup?.procsFiles ?? [];
+  expectStrings('cgroup.procsFiles', procsFiles, isAbsolute, 'absolute paths');
+  return {
+    file,
+    argv,
+    env,
+    cwd: req.cwd === undefined ? undefined : expectAbsolute('cwd', req.cwd),
+    namespaces,
+    hostname: req.hostname,
+    init,
+    initPath: init ? initPath : undefined,
+    v2Dir: req.cgroup?.v2Dir === undefined ? undefined : expectAbsolute('cgroup.v2Dir', req.cgroup.v2Dir),
+    procsFiles,
+    logFile: expectAbsolute('logFile', req.logFile),
+    uid: expectId('uid', req.uid),
+    gid: expectId('gid', req.gid),
+    noNewPrivs: req.noNewPrivs === true,
+    exitStatusFile:
+      req.exitStatusFile === undefined ? undefined : expectAbsolute('exitStatusFile', req.exitStatusFile),
+  };
+}
+
+// pidfd -> orrery-init status file, so watchExit can report the workload's own exit.
+const statusFiles = new Map<number, string>();
+
+/** Start a process; returns once it has exec'd (or throws SpawnError saying which step failed). */
+export function spawn(req: SpawnRequest): Spawned {
+  const normalized = normalize(req);
+  const res = native.spawn(normalized);
+  if (res.pid === undefined || res.pidfd === undefined) {
+    throw new SpawnError(res.errno ?? 0, res.step ?? 'unknown', res.path ?? undefined);
+  }
+  if (normalized.init && typeof normalized.exitStatusFile === 'string') {
+    statusFiles.set(res.pidfd, normalized.exitStatusFile);
+  }
+  // The process exists until we reap it (we hold the only waiter), so its stat line is there.
+  const startTime = processStartTime(res.pid) ?? 0n;
+  return { pid: res.pid, pidfd: res.pidfd, startTime };
+}
+
+/**
+ * Parse an orrery-init exit record ("exited CODE" / "killed SIGNAME"); null when the file is
+ * missing or empty (init itself was killed before it could write, e.g. by cgroup.kill).
+ */
+export function readExitStatusFile(path: string): ExitStatus | null {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8').trim();
+  } catch {
+    return null;
+  }
+  const m = /^(exited|killed) (\S+)$/.exec(text);
+  if (!m || m[2] === undefined) return null;
+  if (m[1] === 'exited') {
+    const code = Number(m[2]);
+    return Number.isInteger(code) ? { code, signal: null } : null;
+  }
+  const n = Number(m[2]);
+  const signal = Number.isInteger(n) ? (signalNames.get(n) ?? null) : (m[2] as NodeJS.Signals);
+  return { code: null, signal };
+}
+
+export interface WatchExitOptions {
+  /** orrery-init's record for this process (defaults to the one given to spawn for this pidfd). */
+  exitStatusFile?: string;
+}
+
+/**
+ * Call onExit once when the process behind pidfd exits, then close the pidfd. Ref policy: an
+ * active watch keeps Node's event loop alive (as a child_process handle does). The returned
+ * function cancels the watch and leaves the pidfd open.
+ */
+export function watchExit(
+  pidfd: number,
+  onExit: (status: ExitStatus) => void,
+  options: WatchExitOptions = {},
+): () => void {
+  const statusFile = options.exitStatusFile ?? statusFiles.get(pidfd);
+  let active = true;
+  const id = native.watchExit(pidfd, (code, signo) => {
+    active = false;
+    statusFiles.delete(pidfd);
+    let status: ExitStatus = { code, signal: signo === null ? null : (signalNames.get(signo) ?? null) };
+    // orrery-init exits 128+N after "killed SIG"; when init itself died by a signal (SIGKILL from
+    // the runtime or cgroup.kill) its own status is the truth.
+    if (statusFile !== undefined && code !== null) status = readExitStatusFile(statusFile) ?? status;
+    onExit(status);
+  });
+  return () => {
+    if (!active) return;
+    active = false;
+    native.cancelWatch(id);
+  };
+}
+
+/** pidfd_send_signal(2); a process that already exited (ESRCH) is not an error. */
+export function sendSignal(pidfd: number, signal: NodeJS.Signals | number): void {
+  const signo = typeof signal === 'number' ? signal : constants.signals[signal];
+  if (signo === undefined || !Number.isInteger(signo) || signo < 0) {
+    throw new TypeError(`sendSignal: signal must be a signal name or number, got ${describe(signal)}`);
+  }
+  const rc = native.sendSignal(pidfd, signo);
+  if (rc < 0) throw new SpawnError(-rc, 'pidfd_send_signal');
+}
+
+/** pidfd_open(2) for re-adoption; throws SpawnError with code ESRCH when the pid is gone. */
+export function pidfdOpen(pid: number): number {
+  if (!Number.isInteger(pid) || pid <= 0)
+    throw new TypeError(`pidfdOpen: pid must be a positive integer, got ${describe(pid)}`);
+  const rc = native.pidfdOpen(pid);
+  if (rc < 0) throw new SpawnError(-rc, 'pidfd_open');
+  return rc;
+}
+
+export function closeFd(fd: number): void {
+  statusFiles.delete(fd);
+  const rc = native.closeFd(fd);
+  if (rc < 0) throw new SpawnError(-rc, 'close');
+}
+
+/** /proc/<pid>/stat field 22 (starttime, clock ticks since boot); null when the pid does not exist. */
+export function processStartTime(pid: number): bigint | null {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return null;
+  }
+  // comm (field 2) may hold spaces and parentheses: fields resume after the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const start = fields[22 - 3];
+  return start === undefined ? null : BigInt(start);
+}
+
+export function kernelFeatures(): {
+  clone3: boolean;
+  cloneIntoCgroup: boolean;
+  pidfdInfoExit: boolean;
+  cgroupKill: boolean;
+} {
+  return native.kernelFeatures();
+}

@@ -1,0 +1,145 @@
+/* The clone child, from clone to execve. With CLONE_VM|CLONE_VFORK it shares the Node process's
+ * memory while the parent thread is suspended, so (as in glibc's posix_spawn) it must not touch
+ * malloc, locks or anything that is not async-signal-safe (signal-safety(7)). Identity changes go
+ * through raw syscalls: glibc's setuid() would broadcast to the parent's threads (nptl setxid). */
+#include "syscalls.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+
+#include "net.h"
+#include "spawn.h"
+
+static void fail(const struct orrery_spawn_plan *plan, int step, int err, int index) {
+  struct orrery_exec_error rec = {.step = step, .err = err, .index = index};
+  /* A short write cannot be retried meaningfully here; the parent treats a partial record as
+   * unknown failure. EINTR cannot happen: every signal is blocked or defaulted by now. */
+  (void)!write(plan->err_fd, &rec, sizeof rec);
+  _exit(127);
+}
+
+/* Reset every handler to SIG_DFL (handlers belong to Node, which is not there after exec and
+ * whose handler code must not run in this child), then unblock everything: the parent blocked
+ * all signals around clone so none could run a Node handler on the shared memory. */
+static void reset_signals(const struct orrery_spawn_plan *plan) {
+  struct sigaction dfl;
+  memset(&dfl, 0, sizeof dfl);
+  dfl.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < _NSIG; sig++) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    /* EINVAL for the two glibc-reserved real-time signals (32, 33) is expected. */
+    if (sigaction(sig, &dfl, NULL) < 0 && errno != EINVAL) fail(plan, STEP_SIGNALS, errno, sig);
+  }
+  sigset_t none;
+  sigemptyset(&none);
+  if (sigprocmask(SIG_SETMASK, &none, NULL) < 0) fail(plan, STEP_SIGNALS, errno, 0);
+}
+
+static void join_cgroups(const struct orrery_spawn_plan *plan) {
+  for (int i = 0; i < plan->n_procs_fds; i++) {
+    if (write(plan->procs_fds[i], "0", 1) != 1) fail(plan, STEP_CGROUP_PROCS, errno, i);
+  }
+}
+
+static void setup_mounts(const struct orrery_spawn_plan *plan) {
+  /* mount --make-rprivate /: the new mount namespace starts with shared propagation on
+   * systemd hosts; without this our /proc would propagate back to the host (mount_namespaces(7)). */
+  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail(plan, STEP_MOUNT_PRIVATE, errno, 0);
+  if (plan->mount_proc &&
+      mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+    fail(plan, STEP_MOUNT_PROC, errno, 0);
+}
+
+/* dup2(fd, fd) is a no-op that would leave FD_CLOEXEC set (dup2(2)), so clear it by hand then. */
+static int move_fd(int from, int to) {
+  if (from == to) return fcntl(to, F_SETFD, 0);
+  return dup2(from, to);
+}
+
+static void setup_stdio(const struct orrery_spawn_plan *plan) {
+  int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (null_fd < 0) fail(plan, STEP_OPEN_DEVNULL, errno, 0);
+  int log_fd = open(plan->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  if (log_fd < 0) fail(plan, STEP_OPEN_LOG, errno, 0);
+  /* dup2 clears FD_CLOEXEC on the target, so 0..2 survive execve and the sources do not. */
+  if (move_fd(null_fd, 0) < 0 || move_fd(log_fd, 1) < 0 || move_fd(log_fd, 2) < 0) fail(plan, STEP_DUP2, errno, 0);
+}
+
+static void drop_privileges(const struct orrery_spawn_plan *plan) {
+  if (plan->has_uid || plan->has_gid) {
+    if (syscall(SYS_setgroups, 0, NULL) < 0) fail(plan, STEP_SETGROUPS, errno, 0);
+  }
+  if (plan->has_gid && syscall(SYS_setgid, plan->gid) < 0) fail(plan, STEP_SETGID, errno, 0);
+  if (plan->has_uid && syscall(SYS_setuid, plan->uid) < 0) fail(plan, STEP_SETUID, errno, 0);
+  if (plan->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) fail(plan, STEP_NO_NEW_PRIVS, errno, 0);
+}
+
+/* Fallback for kernels without close_range(CLOSE_RANGE_CLOEXEC) (< 5.11): walk /proc/self/fd
+ * with getdents64 into a stack buffer (opendir would malloc). */
+static int cloexec_by_proc(void) {
+  int dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) return -1;
+  char buf[1024];
+  for (;;) {
+    long n = syscall(SYS_getdents64, dir, buf, sizeof buf);
+    if (n < 0) return -1;
+    if (n == 0) break;
+    for (long off = 0; off < n;) {
+      struct {
+        uint64_t ino;
+        int64_t off;
+        unsigned short reclen;
+        unsigned char type;
+        char name[];
+      } *d = (void *)(buf + off);
+      int fd = 0;
+      const char *p = d->name;
+      if (*p >= '0' && *p <= '9') {
+        while (*p >= '0' && *p <= '9') fd = fd * 10 + (*p++ - '0');
+        if (fd > 2 && fd != dir && fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) return -1;
+      }
+      off += d->reclen;
+    }
+  }
+  return 0;
+}
+
+/* Every fd above 2 is marked close-on-exec rather than closed, so the error pipe stays usable if
+ * execve fails; the ones orrery-init needs are then made inheritable again. */
+static void close_other_fds(const struct orrery_spawn_plan *plan) {
+  if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
+    if (errno != ENOSYS && errno != EINVAL) fail(plan, STEP_CLOSE_FDS, errno, 0);
+    if (cloexec_by_proc() < 0) fail(plan, STEP_CLOSE_FDS, errno, 0);
+  }
+  for (int i = 0; i < 2; i++) {
+    if (plan->keep_fds[i] >= 0 && fcntl(plan->keep_fds[i], F_SETFD, 0) < 0) fail(plan, STEP_CLOSE_FDS, errno, 0);
+  }
+}
+
+int orrery_child_main(void *arg) {
+  const struct orrery_spawn_plan *plan = arg;
+  reset_signals(plan);
+  /* Own session and process group: a stop signal to -pgid reaches the whole replica, and the
+   * runtime's terminal (if any) never sends it SIGINT/SIGHUP. */
+  if (setsid() < 0) fail(plan, STEP_SETSID, errno, 0);
+  join_cgroups(plan);
+  if (plan->hostname && sethostname(plan->hostname, strlen(plan->hostname)) < 0)
+    fail(plan, STEP_SETHOSTNAME, errno, 0);
+  if (plan->ns_flags & CLONE_NEWNS) setup_mounts(plan);
+  if (plan->loopback) {
+    int err = orrery_loopback_up();
+    if (err) fail(plan, STEP_LOOPBACK, err, 0);
+  }
+  setup_stdio(plan);
+  drop_privileges(plan);
+  if (plan->cwd && chdir(plan->cwd) < 0) fail(plan, STEP_CHDIR, errno, 0);
+  close_other_fds(plan);
+  execve(plan->exec_path, plan->exec_argv, plan->envp);
+  fail(plan, plan->keep_fds[0] >= 0 ? STEP_EXECVE_INIT : STEP_EXECVE, errno, 0);
+  return 127;
+}

@@ -1,0 +1,192 @@
+/* Starting the child: clone3 (Linux 5.3) with CLONE_PIDFD and CLONE_VM|CLONE_VFORK on a
+ * separate stack, the way glibc's posix_spawn does, so the kernel does not copy Node's page
+ * tables and the parent thread resumes as soon as the child has called execve (or died).
+ * Fallbacks, each remembered so it is tried once per process (crun does the same):
+ *   clone3 + CLONE_INTO_CGROUP (5.7) -- E2BIG/EINVAL --> clone3, child writes v2 cgroup.procs
+ *   clone3 -- ENOSYS (kernel < 5.3) / EPERM (seccomp, e.g. older Docker profiles) --> clone(2)
+ *     with CLONE_PIDFD (5.2) via glibc's clone(), which also supports CLONE_VM on a new stack
+ *   clone -- EINVAL/ENOSYS/EPERM --> raw clone without CLONE_VM (fork semantics) + pidfd_open (5.3)
+ */
+#include "syscalls.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+#include "spawn.h"
+
+int orrery_clone3_unavailable = 0;
+int orrery_into_cgroup_unavailable = 0;
+static int clone_pidfd_unavailable = 0;
+
+#define CHILD_STACK_SIZE (128 * 1024)
+
+/* clone3 has no glibc wrapper (2.36 keeps __clone3 private), and a child on a new stack cannot
+ * return through a C frame, so this trampoline mirrors glibc's sysdeps/.../x86_64/clone3.S:
+ *   long orrery_clone3_run(struct clone_args *args, size_t size, int (*fn)(void *), void *arg)
+ * In the child it calls fn(arg) and exits with its result; in the parent it returns the pid or
+ * -errno. r8/r9 survive the syscall instruction (only rcx, r11, rax are clobbered). */
+#if defined(__x86_64__)
+__asm__(".text\n"
+        ".globl orrery_clone3_run\n"
+        ".hidden orrery_clone3_run\n"
+        ".type orrery_clone3_run,@function\n"
+        "orrery_clone3_run:\n"
+        "  mov %rcx, %r8\n"
+        "  mov %rdx, %r9\n"
+        "  mov $435, %eax\n"
+        "  syscall\n"
+        "  test %rax, %rax\n"
+        "  jz 1f\n"
+        "  ret\n"
+        "1:\n"
+        "  xor %ebp, %ebp\n"
+        "  and $-16, %rsp\n"
+        "  mov %r8, %rdi\n"
+        "  call *%r9\n"
+        "  mov %eax, %edi\n"
+        "  mov $60, %eax\n"
+        "  syscall\n"
+        "  hlt\n"
+        ".size orrery_clone3_run, .-orrery_clone3_run\n");
+#define HAVE_CLONE3_TRAMPOLINE 1
+#elif defined(__aarch64__)
+__asm__(".text\n"
+        ".globl orrery_clone3_run\n"
+        ".hidden orrery_clone3_run\n"
+        ".type orrery_clone3_run,%function\n"
+        "orrery_clone3_run:\n"
+        "  mov x10, x2\n"
+        "  mov x11, x3\n"
+        "  mov x8, #435\n"
+        "  svc #0\n"
+        "  cbz x0, 1f\n"
+        "  ret\n"
+        "1:\n"
+        "  mov x29, xzr\n"
+        "  mov x0, x11\n"
+        "  blr x10\n"
+        "  mov x8, #93\n"
+        "  svc #0\n"
+        ".size orrery_clone3_run, .-orrery_clone3_run\n");
+#define HAVE_CLONE3_TRAMPOLINE 1
+#endif
+
+#ifdef HAVE_CLONE3_TRAMPOLINE
+__attribute__((visibility("hidden"))) long orrery_clone3_run(struct orrery_clone_args *args, size_t size,
+                                                             int (*fn)(void *), void *arg);
+
+static pid_t try_clone3(struct orrery_spawn_plan *plan, void *stack, int *pidfd, int into_cgroup) {
+  struct orrery_clone_args args;
+  memset(&args, 0, sizeof args);
+  args.flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD | plan->ns_flags;
+  args.pidfd = (uint64_t)(uintptr_t)pidfd;
+  /* SIGCHLD as exit signal, as for fork: waitid(P_PIDFD) then needs no __WCLONE/__WALL. */
+  args.exit_signal = SIGCHLD;
+  args.stack = (uint64_t)(uintptr_t)stack;
+  args.stack_size = CHILD_STACK_SIZE;
+  size_t size = ORRERY_CLONE_ARGS_SIZE_VER0;
+  if (into_cgroup) {
+    args.flags |= CLONE_INTO_CGROUP;
+    args.cgroup = (uint64_t)plan->cgroup_dir_fd;
+    size = ORRERY_CLONE_ARGS_SIZE_VER2;
+  }
+  long ret = orrery_clone3_run(&args, size, orrery_child_main, plan);
+  if (ret < 0) {
+    errno = (int)-ret;
+    return -1;
+  }
+  return (pid_t)ret;
+}
+#endif
+
+/* The child writes itself into v2Dir/cgroup.procs when CLONE_INTO_CGROUP is not used. */
+static int add_v2_procs_fd(struct orrery_spawn_plan *plan) {
+  if (plan->cgroup_dir_fd < 0 || plan->v2_procs_index >= 0) return 0;
+  if (plan->n_procs_fds >= ORRERY_MAX_PROCS_FDS) {
+    errno = E2BIG;
+    return -1;
+  }
+  int fd = openat(plan->cgroup_dir_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  plan->v2_procs_index = plan->n_procs_fds;
+  plan->procs_fds[plan->n_procs_fds++] = fd;
+  return 0;
+}
+
+static pid_t clone_with_stack(struct orrery_spawn_plan *plan, void *stack_base, int *pidfd, const char **step) {
+  void *stack_top = (char *)stack_base + CHILD_STACK_SIZE;
+#ifdef HAVE_CLONE3_TRAMPOLINE
+  if (!orrery_clone3_unavailable) {
+    int into = plan->cgroup_dir_fd >= 0 && !orrery_into_cgroup_unavailable;
+    if (!into && add_v2_procs_fd(plan) < 0) {
+      *step = "cgroup.procs";
+      return -1;
+    }
+    *step = "clone3";
+    pid_t pid = try_clone3(plan, stack_base, pidfd, into);
+    if (pid >= 0) return pid;
+    if (into && (errno == E2BIG || errno == EINVAL)) {
+      /* E2BIG: kernel 5.3..5.6 does not know clone_args.cgroup; EINVAL: CLONE_INTO_CGROUP unknown. */
+      orrery_into_cgroup_unavailable = 1;
+      return clone_with_stack(plan, stack_base, pidfd, step);
+    }
+    if (errno != ENOSYS && errno != EPERM) return -1;
+    orrery_clone3_unavailable = 1;
+  }
+#endif
+  if (add_v2_procs_fd(plan) < 0) {
+    *step = "cgroup.procs";
+    return -1;
+  }
+  if (!clone_pidfd_unavailable) {
+    *step = "clone";
+    pid_t pid = clone(orrery_child_main, stack_top,
+                      (int)(CLONE_VM | CLONE_VFORK | CLONE_PIDFD | plan->ns_flags) | SIGCHLD, plan, pidfd);
+    if (pid >= 0) return pid;
+    if (errno != EINVAL && errno != ENOSYS && errno != EPERM) return -1;
+    clone_pidfd_unavailable = 1;
+  }
+  /* Last resort: fork semantics (copies the address space; slow for a big Node heap, but safe:
+   * the child code is async-signal-safe), then pidfd_open (5.3) on the pid, which stays valid
+   * because nobody reaps it before we hold the pidfd. */
+  *step = "clone";
+  long pid = syscall(SYS_clone, (unsigned long)(plan->ns_flags | SIGCHLD), NULL, NULL, NULL, NULL);
+  if (pid < 0) return -1;
+  if (pid == 0) orrery_child_main(plan);
+  *step = "pidfd_open";
+  int fd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
+  if (fd < 0) {
+    int err = errno;
+    /* Only this pid, which is ours and not yet known to anyone: never waitpid(-1). */
+    kill((pid_t)pid, SIGKILL);
+    while (waitpid((pid_t)pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    errno = err;
+    return -1;
+  }
+  *pidfd = fd;
+  return (pid_t)pid;
+}
+
+pid_t orrery_clone(struct orrery_spawn_plan *plan, int *pidfd, const char **step) {
+  *step = "mmap";
+  void *stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED) return -1;
+
+  /* Block every signal while the child shares our memory: a Node/libuv handler running in the
+   * child would corrupt the parent's state. The child unblocks after resetting handlers. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  pid_t pid = clone_with_stack(plan, stack, pidfd, step);
+  int err = errno;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  munmap(stack, CHILD_STACK_SIZE);
+  errno = err;
+  return pid;
+}

@@ -1,0 +1,209 @@
+/* The parent side of a spawn: open everything the child needs (so the child resolves no path it
+ * does not have to), build the plan, clone, then read the exec-error pipe (protocol.h). */
+#include "syscalls.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "spawn_request.h"
+
+static const char *const step_names[STEP__COUNT] = {
+    [STEP_NONE] = "unknown",
+    [STEP_SIGNALS] = "signals",
+    [STEP_SETSID] = "setsid",
+    [STEP_CGROUP_PROCS] = "cgroup.procs",
+    [STEP_SETHOSTNAME] = "sethostname",
+    [STEP_MOUNT_PRIVATE] = "mount-private",
+    [STEP_MOUNT_PROC] = "mount-proc",
+    [STEP_LOOPBACK] = "loopback",
+    [STEP_OPEN_LOG] = "open-log",
+    [STEP_OPEN_DEVNULL] = "open-devnull",
+    [STEP_DUP2] = "dup2",
+    [STEP_SETGROUPS] = "setgroups",
+    [STEP_SETGID] = "setgid",
+    [STEP_SETUID] = "setuid",
+    [STEP_NO_NEW_PRIVS] = "no_new_privs",
+    [STEP_CHDIR] = "chdir",
+    [STEP_CLOSE_FDS] = "close_range",
+    [STEP_EXECVE] = "execve",
+    [STEP_EXECVE_INIT] = "execve-init",
+    [STEP_INIT_FORK] = "init-fork",
+    [STEP_INIT_SETUP] = "init-setup",
+};
+
+static int fail(struct orrery_spawn_result *res, const char *step, int err, const char *path) {
+  res->step = step;
+  res->err = err;
+  res->path = path;
+  return -1;
+}
+
+/* argv for orrery-init: init -e <errfd> [-s <statusfd>] -- <file> <argv...> (init.c). */
+static char **init_argv(const struct orrery_spawn_request *req, int err_fd, int status_fd, char *fd_strs) {
+  size_t n = 0;
+  while (req->argv[n]) n++;
+  char **argv = calloc(n + 8, sizeof *argv);
+  if (!argv) return NULL;
+  size_t i = 0;
+  argv[i++] = (char *)"orrery-init";
+  snprintf(fd_strs, 16, "%d", err_fd);
+  argv[i++] = (char *)"-e";
+  argv[i++] = fd_strs;
+  if (status_fd >= 0) {
+    snprintf(fd_strs + 16, 16, "%d", status_fd);
+    argv[i++] = (char *)"-s";
+    argv[i++] = fd_strs + 16;
+  }
+  argv[i++] = (char *)"--";
+  argv[i++] = (char *)req->file;
+  for (size_t j = 0; j < n; j++) argv[i++] = req->argv[j];
+  argv[i] = NULL;
+  return argv;
+}
+
+static void close_plan_fds(struct orrery_spawn_plan *plan, int status_fd, int pipe_fds[2]) {
+  for (int i = 0; i < plan->n_procs_fds; i++) close(plan->procs_fds[i]);
+  plan->n_procs_fds = 0;
+  if (plan->cgroup_dir_fd >= 0) close(plan->cgroup_dir_fd);
+  plan->cgroup_dir_fd = -1;
+  if (status_fd >= 0) close(status_fd);
+  for (int i = 0; i < 2; i++) {
+    if (pipe_fds[i] >= 0) close(pipe_fds[i]);
+    pipe_fds[i] = -1;
+  }
+}
+
+/* Reap a child we just started and that failed before (or at) execve: it has exited or is about
+ * to, so a blocking waitid on exactly its pidfd is short and steals nobody else's exit. */
+static void reap(int pidfd) {
+  siginfo_t info;
+  while (waitid((idtype_t)ORRERY_P_PIDFD, (id_t)pidfd, &info, WEXITED) < 0 && errno == EINTR) {
+  }
+  close(pidfd);
+}
+
+int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_result *res) {
+  struct orrery_spawn_plan plan;
+  memset(&plan, 0, sizeof plan);
+  plan.cgroup_dir_fd = -1;
+  plan.v2_procs_index = -1;
+  plan.keep_fds[0] = plan.keep_fds[1] = -1;
+  int pipe_fds[2] = {-1, -1};
+  int status_fd = -1;
+  char **argv_init = NULL;
+  char fd_strs[32];
+
+  if (req->n_procs_files > ORRERY_MAX_PROCS_FDS - 1)
+    return fail(res, "cgroup.procs", E2BIG, NULL);
+  if (pipe2(pipe_fds, O_CLOEXEC) < 0) return fail(res, "pipe2", errno, NULL);
+  if (req->exit_status_file) {
+    /* Truncated now, so a stale record from a previous run can never be mistaken for this one. */
+    status_fd = open(req->exit_status_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (status_fd < 0) {
+      int err = errno;
+      close_plan_fds(&plan, -1, pipe_fds);
+      return fail(res, "exit-status-file", err, req->exit_status_file);
+    }
+  }
+  for (int i = 0; i < req->n_procs_files; i++) {
+    int fd = open(req->procs_files[i], O_WRONLY | O_CLOEXEC);
+    if (fd < 0) {
+      int err = errno;
+      close_plan_fds(&plan, status_fd, pipe_fds);
+      return fail(res, "cgroup.procs", err, req->procs_files[i]);
+    }
+    plan.procs_fds[plan.n_procs_fds++] = fd;
+  }
+  if (req->v2_dir) {
+    plan.cgroup_dir_fd = open(req->v2_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (plan.cgroup_dir_fd < 0) {
+      int err = errno;
+      close_plan_fds(&plan, status_fd, pipe_fds);
+      return fail(res, "cgroup.v2Dir", err, req->v2_dir);
+    }
+  }
+
+  plan.envp = req->env;
+  plan.cwd = req->cwd;
+  plan.hostname = req->hostname;
+  plan.log_path = req->log_path;
+  plan.ns_flags = req->ns_flags;
+  plan.mount_proc = (req->ns_flags & CLONE_NEWNS) && (req->ns_flags & CLONE_NEWPID);
+  plan.loopback = (req->ns_flags & CLONE_NEWNET) != 0;
+  plan.has_uid = req->has_uid;
+  plan.has_gid = req->has_gid;
+  plan.uid = req->uid;
+  plan.gid = req->gid;
+  plan.no_new_privs = req->no_new_privs || req->has_uid || req->has_gid;
+  plan.err_fd = pipe_fds[1];
+  if (req->init) {
+    argv_init = init_argv(req, pipe_fds[1], status_fd, fd_strs);
+    if (!argv_init) {
+      close_plan_fds(&plan, status_fd, pipe_fds);
+      return fail(res, "malloc", ENOMEM, NULL);
+    }
+    plan.exec_path = req->init_path;
+    plan.exec_argv = argv_init;
+    plan.keep_fds[0] = pipe_fds[1];
+    plan.keep_fds[1] = status_fd;
+  } else {
+    plan.exec_path = req->file;
+    plan.exec_argv = req->argv;
+  }
+
+  int pidfd = -1;
+  const char *step = NULL;
+  pid_t pid = orrery_clone(&plan, &pidfd, &step);
+  int clone_err = errno;
+  free(argv_init);
+  /* Our copies only: the child has its own (CLONE_VM does not share the fd table). */
+  close(pipe_fds[1]);
+  pipe_fds[1] = -1;
+  int v2_index = plan.v2_procs_index;
+  const char *v2_path = req->v2_dir;
+  int read_fd = pipe_fds[0];
+  pipe_fds[0] = -1;
+  close_plan_fds(&plan, status_fd, pipe_fds);
+  if (pid < 0) {
+    close(read_fd);
+    return fail(res, step, clone_err, NULL);
+  }
+
+  struct orrery_exec_error rec;
+  ssize_t n;
+  do {
+    n = read(read_fd, &rec, sizeof rec);
+  } while (n < 0 && errno == EINTR);
+  int read_err = errno;
+  close(read_fd);
+  if (n == 0) {
+    res->pid = pid;
+    res->pidfd = pidfd;
+    return 0;
+  }
+  /* The child (or init) failed: it exits 127 right after writing; reap it before reporting. */
+  reap(pidfd);
+  if (n < 0) return fail(res, "read-exec-pipe", read_err, NULL);
+  if (n != (ssize_t)sizeof rec || rec.step <= STEP_NONE || rec.step >= STEP__COUNT)
+    return fail(res, "unknown", EPROTO, NULL);
+  const char *path = NULL;
+  switch (rec.step) {
+  case STEP_EXECVE: path = req->file; break;
+  case STEP_EXECVE_INIT: path = req->init_path; break;
+  case STEP_OPEN_LOG: path = req->log_path; break;
+  case STEP_CHDIR: path = req->cwd; break;
+  case STEP_CGROUP_PROCS:
+    path = rec.index == v2_index ? v2_path
+           : (rec.index >= 0 && rec.index < req->n_procs_files) ? req->procs_files[rec.index]
+                                                                : NULL;
+    break;
+  default: break;
+  }
+  return fail(res, step_names[rec.step], rec.err, path);
+}

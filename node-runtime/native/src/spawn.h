@@ -1,0 +1,53 @@
+/* One spawn: the plan the parent prepares (every string, array and fd is ready before clone, so
+ * the child only runs async-signal-safe syscalls), and the entry points of spawn.c / child.c. */
+#ifndef ORRERY_SPAWN_H
+#define ORRERY_SPAWN_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "protocol.h"
+
+#define ORRERY_MAX_PROCS_FDS 16
+
+struct orrery_spawn_plan {
+  /* What the child execs: the workload itself, or orrery-init with the workload after "--". */
+  const char *exec_path;
+  char *const *exec_argv;
+  char *const *envp;
+  const char *cwd;      /* NULL: keep the runtime's cwd */
+  const char *hostname; /* NULL: keep */
+  const char *log_path;
+  uint64_t ns_flags; /* CLONE_NEW* */
+  int mount_proc;    /* mount + pid namespace: fresh /proc for the new pid namespace */
+  int loopback;      /* net namespace: bring lo up */
+
+  /* cgroup.procs files (v1, and v2 when CLONE_INTO_CGROUP is not used) opened by the parent; the
+   * child writes "0" to each, which the kernel reads as "the writing task" (cgroup-v2.rst,
+   * cgroup.procs), so it is right even inside a new pid namespace where getpid() is 1. */
+  int procs_fds[ORRERY_MAX_PROCS_FDS];
+  int n_procs_fds;
+  int cgroup_dir_fd;  /* v2 directory (O_PATH|O_DIRECTORY) for CLONE_INTO_CGROUP, or -1 */
+  int v2_procs_index; /* index in procs_fds of v2Dir/cgroup.procs once we fall back, or -1 */
+
+  int has_uid, has_gid;
+  uid_t uid;
+  gid_t gid;
+  int no_new_privs;
+
+  int err_fd;         /* write end of the exec-error pipe (protocol.h) */
+  int keep_fds[2];    /* fds orrery-init needs across execve (-1 = unused) */
+};
+
+/* child.c: runs in the clone child; never returns. */
+int orrery_child_main(void *plan);
+
+/* clone.c: start the child; on success *pidfd is set and the child pid returned.
+ * On failure returns -1 with errno set and *step naming the call that failed. */
+pid_t orrery_clone(struct orrery_spawn_plan *plan, int *pidfd, const char **step);
+
+/* Which mechanisms the last orrery_clone used (for kernelFeatures / diagnostics). */
+extern int orrery_clone3_unavailable;      /* clone3 returned ENOSYS/EPERM once */
+extern int orrery_into_cgroup_unavailable; /* CLONE_INTO_CGROUP rejected once */
+
+#endif

@@ -1,0 +1,42 @@
+/* What addon.c hands to spawn.c: the validated request, strings already copied out of V8. */
+#ifndef ORRERY_SPAWN_REQUEST_H
+#define ORRERY_SPAWN_REQUEST_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "spawn.h"
+
+struct orrery_spawn_request {
+  const char *file;
+  char **argv; /* NULL-terminated */
+  char **env;  /* NULL-terminated, passed through untouched */
+  const char *cwd;
+  const char *hostname;
+  const char *log_path;
+  uint64_t ns_flags;
+  int init;
+  const char *init_path;
+  const char *v2_dir;
+  char **procs_files;
+  int n_procs_files;
+  int has_uid, has_gid;
+  uid_t uid;
+  gid_t gid;
+  int no_new_privs;
+  const char *exit_status_file;
+};
+
+struct orrery_spawn_result {
+  pid_t pid;
+  int pidfd;
+  /* on failure */
+  const char *step;
+  int err;
+  const char *path;
+};
+
+/* 0 on success (res->pid, res->pidfd set), -1 with res->step/err/path set. */
+int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_result *res);
+
+#endif
