@@ -5,12 +5,13 @@
  * every replica without restarting it (README "Re-adoption").
  */
 import { EventEmitter } from 'node:events';
-import { mkdirSync, renameSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { type Logger, pino } from 'pino';
 import { type CgroupLayout, CgroupManager, type CgroupStats, detectCgroupLayout } from './cgroups/index.ts';
+import { LogStore } from './logs/index.ts';
 import { StateStore } from './state/store.ts';
 import type { ProcessPorts } from './supervisor/command.ts';
 import { loadProcessApi, type ProcessApi } from './supervisor/process-api.ts';
@@ -21,6 +22,9 @@ import {
   type RuntimeEvent,
   validateReplicaSpec,
 } from './supervisor/spec.ts';
+
+/** How often live log files are checked against the LogStore's size limit. */
+const LOG_ROTATE_INTERVAL_MS = 30_000;
 
 export interface RuntimeOptions {
   /** Directory for replica state records (created if missing). */
@@ -51,7 +55,9 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
   readonly #replicas = new Map<string, ReplicaSupervisor>();
   readonly #starting = new Map<string, Promise<ReplicaStatus>>();
   readonly #store: StateStore;
-  readonly #logDirsMade = new Set<string>();
+  readonly #exitDirsMade = new Set<string>();
+  readonly logs: LogStore;
+  #rotateTimer: NodeJS.Timeout | undefined;
   #api: ProcessApi | undefined;
   #cgroups: CgroupManager | undefined;
   #layout: CgroupLayout | undefined;
@@ -69,6 +75,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
     this.options = options;
     this.log = options.log ?? pino({ name: 'orrery-runtime', level: process.env.ORRERY_LOG_LEVEL ?? 'info' });
     this.#store = new StateStore(options.stateDir);
+    this.logs = new LogStore({ root: options.logDir });
   }
 
   get cgroupLayout(): CgroupLayout | undefined {
@@ -89,6 +96,8 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
     const ids = await this.#store.ids();
     await Promise.all(ids.map((id) => this.#readopt(id)));
     await this.#removeOrphanCgroups();
+    this.#rotateTimer = setInterval(() => void this.rotateLogs(), LOG_ROTATE_INTERVAL_MS);
+    this.#rotateTimer.unref();
     if (ids.length > 0)
       this.log.info({ replicas: ids.length, ms: Date.now() - started }, 're-adopted replicas');
   }
@@ -211,6 +220,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    clearInterval(this.#rotateTimer);
     await Promise.all([...this.#starting.values()].map((p) => p.catch(() => {})));
     await Promise.all([...this.#replicas.values()].map((s) => s.detach()));
     this.#replicas.clear();
@@ -223,30 +233,32 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
       cgroup,
       store: this.#store,
       log: this.log,
-      logFile: (replica: string, proc: string) => this.#logFile(replica, proc),
+      logFile: (replica: string, proc: string) => this.logs.prepareRun(replica, proc),
+      exitStatusFile: (replica: string, proc: string) => this.#exitStatusFile(replica, proc),
       emit: (e: RuntimeEvent) => this.#emit(e),
       defaultPath: this.options.defaultPath ?? process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
     };
   }
 
-  /**
-   * `<logDir>/<replica>/<process>.log`, the current run; the run before is kept as
-   * `<process>.previous.log` (the naming of node-runtime/logs, read by `orrery logs --previous`).
-   * Synchronous: it sits on the restart path, and a rename is one syscall.
-   */
-  #logFile(replica: string, proc: string): string {
-    const dir = path.join(this.options.logDir, replica);
-    if (!this.#logDirsMade.has(dir)) {
+  /** `<stateDir>/exit/<replica>/<process>.status`, truncated by the addon at every spawn. */
+  #exitStatusFile(replica: string, proc: string): string {
+    const dir = path.join(this.options.stateDir, 'exit', replica);
+    if (!this.#exitDirsMade.has(dir)) {
       mkdirSync(dir, { recursive: true });
-      this.#logDirsMade.add(dir);
+      this.#exitDirsMade.add(dir);
     }
-    const file = path.join(dir, `${proc}.log`);
-    try {
-      renameSync(file, path.join(dir, `${proc}.previous.log`));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    return path.join(dir, `${proc}.status`);
+  }
+
+  /** Size-rotate every live log file (copytruncate: the child keeps its O_APPEND fd). */
+  async rotateLogs(): Promise<void> {
+    for (const sup of this.#replicas.values()) {
+      for (const p of sup.spec.processes) {
+        await this.logs.rotateIfNeeded(sup.spec.id, p.name).catch((err: Error) => {
+          this.log.warn({ replica: sup.spec.id, process: p.name, err: err.message }, 'log rotation failed');
+        });
+      }
     }
-    return file;
   }
 
   #emit(e: RuntimeEvent): void {

@@ -1,46 +1,28 @@
 /**
- * The few kernel operations the supervisor needs, as an interface, so the supervision code does
- * not depend on the addon's loading details. `loadProcessApi()` binds it to node-runtime/native.
+ * The few kernel operations the supervisor needs, as an interface over node-runtime/native, so
+ * tests of the engine and other embedders can see exactly what it relies on.
  */
-export type NamespaceName = 'pid' | 'mount' | 'uts' | 'ipc' | 'net';
+import * as native from '../native/index.ts';
 
-export interface SpawnRequest {
-  file: string;
-  argv: string[];
-  env: string[];
-  cwd?: string;
-  namespaces: NamespaceName[];
-  hostname?: string;
-  init?: boolean;
-  cgroup?: { v2Dir?: string; procsFiles?: string[] };
-  logFile: string;
-  uid?: number;
-  gid?: number;
-  noNewPrivs?: boolean;
-  exitStatusFile?: string;
-}
-
-export interface Spawned {
-  pid: number;
-  pidfd: number;
-  startTime: bigint;
-}
-
-export interface ExitStatus {
-  code: number | null;
-  signal: string | null;
-}
+export type { ExitStatus, Spawned, SpawnRequest } from '../native/index.ts';
 
 export interface ProcessApi {
-  spawn(req: SpawnRequest): Spawned;
-  watchExit(pidfd: number, cb: (status: ExitStatus) => void): () => void;
+  spawn(req: native.SpawnRequest): native.Spawned;
+  /** Calls back once on exit and then closes the pidfd itself; the canceller leaves it open. */
+  watchExit(
+    pidfd: number,
+    cb: (status: native.ExitStatus) => void,
+    options?: { exitStatusFile?: string },
+  ): () => void;
   sendSignal(pidfd: number, signal: string): void;
   pidfdOpen(pid: number): number;
   closeFd(fd: number): void;
   processStartTime(pid: number): bigint | null;
+  /** orrery-init's record of the workload's exit, if it wrote one. */
+  readExitStatusFile(path: string): native.ExitStatus | null;
 }
 
-/** Error thrown by spawn when the workload could not be exec'd (mirrors the addon's SpawnError). */
+/** Shape of the addon's SpawnError (and of CommandNotFoundError). */
 export interface SpawnFailure {
   code?: string;
   errno?: number;
@@ -50,15 +32,13 @@ export interface SpawnFailure {
 }
 
 export async function loadProcessApi(): Promise<ProcessApi> {
-  // A variable specifier: the addon's TypeScript entry may be absent while it is being built.
-  const entry = '../native/index.ts';
-  const native = (await import(entry)) as ProcessApi;
   return {
-    spawn: (req) => native.spawn(req),
-    watchExit: (pidfd, cb) => native.watchExit(pidfd, cb),
-    sendSignal: (pidfd, sig) => native.sendSignal(pidfd, sig),
-    pidfdOpen: (pid) => native.pidfdOpen(pid),
-    closeFd: (fd) => native.closeFd(fd),
-    processStartTime: (pid) => native.processStartTime(pid),
+    spawn: native.spawn,
+    watchExit: native.watchExit,
+    sendSignal: (pidfd, signal) => native.sendSignal(pidfd, signal as NodeJS.Signals),
+    pidfdOpen: native.pidfdOpen,
+    closeFd: native.closeFd,
+    processStartTime: native.processStartTime,
+    readExitStatusFile: native.readExitStatusFile,
   };
 }

@@ -34,8 +34,10 @@ export interface ReplicaDeps {
   cgroup: ReplicaCgroup;
   store: StateStore;
   log: Logger;
-  /** Log file for the next run of a process (directories made, rotation done). */
-  logFile: (replica: string, process: string) => string;
+  /** Log file for the next run of a process (the previous run kept, directories made). */
+  logFile: (replica: string, process: string) => Promise<string>;
+  /** Where orrery-init records the workload's own exit (pid namespace replicas). */
+  exitStatusFile: (replica: string, process: string) => string;
   emit: (event: RuntimeEvent) => void;
   /** PATH used to resolve commands when the process's env has none (the runtime's own). */
   defaultPath: string;
@@ -138,6 +140,11 @@ export class ReplicaSupervisor {
     });
   }
 
+  /** With a pid namespace the addon runs orrery-init as PID 1, which records the workload's exit. */
+  get #usesInit(): boolean {
+    return this.spec.isolation.namespaces.includes('pid');
+  }
+
   get phase(): ReplicaPhase {
     return this.#phase;
   }
@@ -150,9 +157,10 @@ export class ReplicaSupervisor {
     await this.#persistNow();
     await this.#enqueue(async () => {
       this.#intensity = initialIntensity(Date.now());
-      for (const slot of this.#slots) this.#spawn(slot);
+      for (const slot of this.#slots) await this.#spawn(slot);
       if (this.#phase === 'Starting') this.#phase = 'Running';
       this.#updateFinished();
+      this.#updateReady(this.#slots[0]?.spec.name ?? '');
     });
   }
 
@@ -186,24 +194,7 @@ export class ReplicaSupervisor {
         continue;
       }
       if (this.#reopen(slot, stored.pid, BigInt(stored.startTime), stored.startedAt)) continue;
-      slot.lastExit = {
-        code: null,
-        signal: null,
-        reason: 'Error',
-        message: 'exited while no runtime was watching; exit status unknown',
-        at: new Date().toISOString(),
-      };
-      this.#deps.emit({
-        type: 'exited',
-        replica: this.spec.id,
-        process: slot.spec.name,
-        pid: stored.pid,
-        code: null,
-        signal: null,
-        reason: 'Error',
-        message: slot.lastExit.message,
-        at: slot.lastExit.at,
-      });
+      this.#recordUnwatchedExit(slot, stored.pid);
       lost.push(slot);
     }
     if (record.phase === 'CrashLoopBackOff') {
@@ -212,14 +203,48 @@ export class ReplicaSupervisor {
     }
     for (const slot of lost) {
       const run = slot.run;
-      const facts: ExitFacts = { code: null, signal: null, stopRequested: false };
+      const facts: ExitFacts = {
+        code: slot.lastExit?.code ?? null,
+        signal: slot.lastExit?.signal ?? null,
+        stopRequested: false,
+      };
       if (slot.hasRun) void this.#enqueue(() => this.#handleExit(slot.index, run, facts));
       else
         void this.#enqueue(async () => {
-          this.#spawn(slot);
+          await this.#spawn(slot);
         });
     }
     this.#persist();
+  }
+
+  /**
+   * The process died while no runtime watched it. Its status can still be had from orrery-init's
+   * record (pid namespace replicas); otherwise it is unknown, and counted as an abnormal exit.
+   */
+  #recordUnwatchedExit(slot: Slot, pid: number): void {
+    const file = this.#usesInit ? this.#deps.exitStatusFile(this.spec.id, slot.spec.name) : undefined;
+    const status = file === undefined ? null : this.#deps.api.readExitStatusFile(file);
+    const at = now();
+    if (status) {
+      const reason = exitReason({ ...status, stopRequested: false });
+      const message = 'exited while no runtime was watching';
+      slot.lastExit = { code: status.code, signal: status.signal, reason, message, at };
+    } else {
+      const message = 'exited while no runtime was watching; exit status unknown';
+      slot.lastExit = { code: null, signal: null, reason: 'Error', message, at };
+    }
+    const { code, signal, reason, message } = slot.lastExit;
+    this.#deps.emit({
+      type: 'exited',
+      replica: this.spec.id,
+      process: slot.spec.name,
+      pid,
+      code,
+      signal,
+      reason,
+      at,
+      ...(message ? { message } : {}),
+    });
   }
 
   #reopen(slot: Slot, pid: number, startTime: bigint, startedAt: string | null): boolean {
@@ -245,7 +270,10 @@ export class ReplicaSupervisor {
     slot.stopRequested = false;
     slot.ready = slot.spec.readinessProbe === undefined;
     const run = slot.run;
-    slot.cancelWatch = api.watchExit(pidfd, (status) => this.#onExit(slot, run, status));
+    const options = this.#usesInit
+      ? { exitStatusFile: this.#deps.exitStatusFile(this.spec.id, slot.spec.name) }
+      : {};
+    slot.cancelWatch = api.watchExit(pidfd, (status) => this.#onExit(slot, run, status), options);
     this.#deps.emit({ type: 'adopted', replica: this.spec.id, process: slot.spec.name, pid, at: now() });
     this.#startProbes(slot);
     return true;
@@ -253,8 +281,19 @@ export class ReplicaSupervisor {
 
   // ---- spawning and exits ---------------------------------------------------------------------
 
-  /** Start one process now (synchronously). False when it could not be exec'd or we are stopping. */
-  #spawn(slot: Slot): boolean {
+  /** Start one process now. False when it could not be exec'd or we are stopping. */
+  async #spawn(slot: Slot): Promise<boolean> {
+    if (this.#terminating || this.#detached) return false;
+    let logFile: string;
+    try {
+      logFile = await this.#deps.logFile(this.spec.id, slot.spec.name);
+    } catch (err) {
+      this.#deps.log.error(
+        { replica: this.spec.id, process: slot.spec.name, err: (err as Error).message },
+        'preparing log file failed',
+      );
+      logFile = '/dev/null';
+    }
     if (this.#terminating || this.#detached) return false;
     const { api, cgroup } = this.#deps;
     const p = slot.spec;
@@ -278,8 +317,9 @@ export class ReplicaSupervisor {
         env: slot.env,
         namespaces: this.spec.isolation.namespaces,
         cgroup: cgroup.spawnTarget,
-        logFile: this.#deps.logFile(this.spec.id, p.name),
+        logFile,
       };
+      if (this.#usesInit) req.exitStatusFile = this.#deps.exitStatusFile(this.spec.id, p.name);
       if (p.workingDir !== undefined) req.cwd = p.workingDir;
       if (this.spec.isolation.namespaces.includes('uts')) req.hostname = this.spec.name;
       const user = this.spec.isolation.user;
@@ -337,8 +377,7 @@ export class ReplicaSupervisor {
   #onExit(slot: Slot, run: number, status: ExitStatus): void {
     if (slot.run !== run || slot.pid === null) return;
     const pid = slot.pid;
-    slot.cancelWatch = null;
-    if (slot.pidfd !== null) this.#deps.api.closeFd(slot.pidfd);
+    slot.cancelWatch = null; // the addon closes the pidfd after this callback
     slot.pid = null;
     slot.pidfd = null;
     slot.startTime = null;
@@ -423,7 +462,7 @@ export class ReplicaSupervisor {
           });
           await this.#stopSlot(sibling, this.spec.terminationGracePeriodSeconds * 1000);
         }
-        for (const i of decision.start) this.#spawn(this.#slots[i] as Slot);
+        for (const i of decision.start) await this.#spawn(this.#slots[i] as Slot);
         return;
       }
       case 'backoff': {
@@ -472,7 +511,7 @@ export class ReplicaSupervisor {
             cause: 'BackoffEnded',
             at: now(),
           });
-          this.#spawn(s);
+          await this.#spawn(s);
         }
       });
     }, delayMs);
