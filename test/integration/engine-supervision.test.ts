@@ -1,0 +1,151 @@
+import test from 'ava';
+import { harness, nextEvent, recordEvents, replica, sleep, waitFor } from './fixtures/engine-harness.ts';
+
+test('a missing binary is reported as ExecFailed ENOENT and backoff prevents a restart storm', async (t) => {
+  const { rt } = await harness(t);
+  const events = recordEvents(rt);
+  const spec = replica([{ command: ['/no/such/bin'] }], {
+    supervision: {
+      strategy: 'one-for-one',
+      maxRestarts: 2,
+      periodSeconds: 10,
+      backoff: { initialSeconds: 0.2, maxSeconds: 1 },
+    },
+  });
+  await rt.run(spec);
+  const window = 2500;
+  await sleep(window);
+  const failures = events.filter((e) => e.type === 'exited' && e.reason === 'ExecFailed');
+  t.true(failures.length >= 3, 'it was tried');
+  // Without backoff this would be thousands; with it: 3 tries per crash loop, loops at 0, .2, .6, 1.4, 2.4 s.
+  t.true(failures.length <= 20, `${failures.length} exec attempts in ${window} ms`);
+  const first = failures[0];
+  t.regex(first?.type === 'exited' ? (first.message ?? '') : '', /ExecFailed: ENOENT/);
+  const backoffs = events.filter((e) => e.type === 'backoff');
+  t.true(backoffs.length >= 2);
+  const status = rt.status(spec.id);
+  t.is(status.processes[0]?.lastExit?.reason, 'ExecFailed');
+  t.regex(status.processes[0]?.lastExit?.message ?? '', /ENOENT/);
+});
+
+test('a permanent process killed with SIGKILL runs again with a new pid', async (t) => {
+  const { rt } = await harness(t);
+  const spec = replica([{ restart: 'permanent' }]);
+  const first = await rt.run(spec);
+  const pid = first.processes[0]?.pid as number;
+  t.true(pid > 0);
+  const started = nextEvent<'started'>(rt, (e) => e.type === 'started' && e.replica === spec.id);
+  process.kill(pid, 'SIGKILL');
+  const again = await started;
+  t.not(again.pid, pid);
+  const p = rt.status(spec.id).processes[0];
+  t.is(p?.restarts, 1);
+  t.is(p?.lastExit?.signal, 'SIGKILL');
+  t.is(p?.lastExit?.reason, 'Killed');
+  t.is(rt.status(spec.id).phase, 'Running');
+});
+
+test('a transient process exiting 0 is not restarted and the replica Succeeds', async (t) => {
+  const { rt } = await harness(t);
+  const events = recordEvents(rt);
+  const spec = replica([{ restart: 'transient', command: ['sh', '-c', 'exit 0'] }]);
+  await rt.run(spec);
+  await waitFor(() => rt.status(spec.id).phase === 'Succeeded', 5000, 'phase Succeeded');
+  await sleep(300);
+  t.is(events.filter((e) => e.type === 'started').length, 1);
+  t.is(rt.status(spec.id).processes[0]?.lastExit?.reason, 'Completed');
+});
+
+test('a transient process exiting 1 is restarted', async (t) => {
+  const { rt } = await harness(t);
+  const spec = replica([{ restart: 'transient', command: ['sh', '-c', 'sleep 0.1; exit 1'] }]);
+  await rt.run(spec);
+  await waitFor(() => (rt.status(spec.id).processes[0]?.restarts ?? 0) >= 1, 5000, 'a restart');
+  t.is(rt.status(spec.id).processes[0]?.lastExit?.reason, 'Error');
+});
+
+test('a temporary process is never restarted, even after a failure', async (t) => {
+  const { rt } = await harness(t);
+  const events = recordEvents(rt);
+  const spec = replica([{ restart: 'temporary', command: ['sh', '-c', 'exit 3'] }]);
+  await rt.run(spec);
+  await waitFor(() => rt.status(spec.id).phase === 'Failed', 5000, 'phase Failed');
+  await sleep(300);
+  t.is(events.filter((e) => e.type === 'started').length, 1);
+  t.is(rt.status(spec.id).processes[0]?.lastExit?.code, 3);
+  t.is(rt.status(spec.id).processes[0]?.restarts, 0);
+});
+
+test('one-for-all: killing one process restarts its siblings too', async (t) => {
+  const { rt } = await harness(t);
+  const spec = replica([{}, {}, {}], {
+    supervision: {
+      strategy: 'one-for-all',
+      maxRestarts: 5,
+      periodSeconds: 10,
+      backoff: { initialSeconds: 1, maxSeconds: 10 },
+    },
+  });
+  const before = (await rt.run(spec)).processes.map((p) => p.pid);
+  process.kill(before[1] as number, 'SIGKILL');
+  await waitFor(
+    () => rt.status(spec.id).processes.every((p) => p.restarts === 1 && p.pid !== null),
+    10_000,
+    'all restarted',
+  );
+  const after = rt.status(spec.id).processes.map((p) => p.pid);
+  for (let i = 0; i < 3; i++) t.not(after[i], before[i], `process ${i} has a new pid`);
+  t.is(
+    rt.status(spec.id).processes[0]?.lastExit?.signal,
+    'SIGTERM',
+    'siblings were stopped with their stop signal',
+  );
+});
+
+test('rest-for-one: only the processes started after the dead one are restarted', async (t) => {
+  const { rt } = await harness(t);
+  const spec = replica([{}, {}, {}], {
+    supervision: {
+      strategy: 'rest-for-one',
+      maxRestarts: 5,
+      periodSeconds: 10,
+      backoff: { initialSeconds: 1, maxSeconds: 10 },
+    },
+  });
+  const before = (await rt.run(spec)).processes.map((p) => p.pid);
+  process.kill(before[1] as number, 'SIGKILL');
+  await waitFor(
+    () =>
+      rt
+        .status(spec.id)
+        .processes.slice(1)
+        .every((p) => p.restarts === 1 && p.pid !== null),
+    10_000,
+    'later ones restarted',
+  );
+  const after = rt.status(spec.id).processes;
+  t.is(after[0]?.pid, before[0]);
+  t.is(after[0]?.restarts, 0);
+  t.not(after[1]?.pid, before[1]);
+  t.not(after[2]?.pid, before[2]);
+});
+
+test('exceeding the restart intensity enters CrashLoopBackOff with growing delays', async (t) => {
+  const { rt } = await harness(t);
+  const events = recordEvents(rt);
+  const spec = replica([{ command: ['sh', '-c', 'exit 1'] }, {}], {
+    supervision: {
+      strategy: 'one-for-one',
+      maxRestarts: 1,
+      periodSeconds: 10,
+      backoff: { initialSeconds: 0.1, maxSeconds: 0.4 },
+    },
+  });
+  await rt.run(spec);
+  await waitFor(() => events.filter((e) => e.type === 'backoff').length >= 4, 10_000, 'four crash loops');
+  const delays = events.flatMap((e) => (e.type === 'backoff' ? [e.delayMs] : []));
+  t.deepEqual(delays.slice(0, 4), [100, 200, 400, 400]);
+  // In CrashLoopBackOff everything is stopped, the healthy sibling included, and it comes back after.
+  const sibling = rt.status(spec.id).processes[1];
+  t.true((sibling?.restarts ?? 0) >= 3, 'the sibling was stopped and started with each loop');
+});
