@@ -1,0 +1,89 @@
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import test from 'ava';
+import { CgroupManager, detectCgroupLayout } from '../../node-runtime/cgroups/index.ts';
+import { harness, isAlive, nextEvent, readLog, replica, sleep, waitFor } from './fixtures/engine-harness.ts';
+
+test('a daemonized grandchild does not survive stop: nothing of the cgroup is left alive', async (t) => {
+  const h = await harness(t);
+  const pidFile = path.join(h.root, 'grandchild.pid');
+  // The grandchild double-forks into its own session, away from the process we supervise.
+  const script = `setsid sh -c 'echo $$ > ${pidFile}; exec sleep 1000' </dev/null >/dev/null 2>&1 & exec sleep 1000`;
+  const spec = replica([{ command: ['sh', '-c', script] }]);
+  const status = await h.rt.run(spec);
+  await waitFor(
+    async () => (await readFile(pidFile, 'utf8').catch(() => '')).trim() !== '',
+    5000,
+    'grandchild pid',
+  );
+  const grandchild = Number((await readFile(pidFile, 'utf8')).trim());
+  const cgroup = new CgroupManager({ layout: detectCgroupLayout(), parent: h.parent }).open(spec.id);
+  const members = (await cgroup?.pids()) ?? [];
+  t.true(members.includes(grandchild), 'the grandchild is in the replica cgroup');
+  t.true(members.includes(status.processes[0]?.pid as number));
+  t.true(await isAlive(grandchild));
+
+  await h.rt.stop(spec.id, { graceSeconds: 1 });
+  for (const pid of members) t.false(await isAlive(pid), `pid ${pid} of the cgroup is dead`);
+  t.is(
+    new CgroupManager({ layout: detectCgroupLayout(), parent: h.parent }).open(spec.id),
+    null,
+    'cgroup removed',
+  );
+  t.false(h.rt.has(spec.id));
+});
+
+test('a process allocating past its memory limit is OOM-killed and reported OOMKilled', async (t) => {
+  const { rt } = await harness(t);
+  const hog = 'b=[]\nwhile True: b.append(bytearray(1 << 20))';
+  const spec = replica([{ restart: 'temporary', command: ['python3', '-c', hog] }], {
+    resources: { memoryBytes: 48 * 1024 * 1024 },
+    isolation: { namespaces: ['pid', 'mount'] },
+  });
+  const exited = nextEvent<'exited'>(rt, (e) => e.type === 'exited' && e.replica === spec.id, 30_000);
+  await rt.run(spec);
+  const e = await exited;
+  t.is(e.reason, 'OOMKilled');
+  t.is(rt.status(spec.id).processes[0]?.lastExit?.reason, 'OOMKilled');
+  t.true((await rt.stats(spec.id)).oomKills >= 1);
+});
+
+test('a pids limit contains a fork bomb and the runtime keeps responding', async (t) => {
+  const { rt } = await harness(t);
+  const bomb = 'f() { f | f & }; f; sleep 1000';
+  const spec = replica([{ restart: 'temporary', command: ['sh', '-c', bomb] }], { resources: { pids: 64 } });
+  await rt.run(spec);
+  await sleep(1000);
+  const stats = await rt.stats(spec.id);
+  t.true(stats.pids <= 64, `${stats.pids} tasks in the cgroup`);
+  // The event loop still turns promptly while the bomb runs.
+  const started = Date.now();
+  await sleep(10);
+  t.true(Date.now() - started < 1000, 'timers still fire');
+  t.is(typeof rt.status(spec.id).phase, 'string');
+  await rt.stop(spec.id, { graceSeconds: 0 });
+  t.false(rt.has(spec.id));
+});
+
+test('with a pid namespace the workload sees itself as pid 2, gets our SIGTERM, and its hostname is the replica name', async (t) => {
+  const h = await harness(t);
+  const script = [
+    'echo "pid=$$ host=$(cat /proc/sys/kernel/hostname)"',
+    'trap \'echo "got TERM"; exit 0\' TERM',
+    'while :; do sleep 0.05; done',
+  ].join('\n');
+  const spec = replica([{ command: ['sh', '-c', script], stopSignal: 'SIGTERM' }], {
+    name: 'web-0',
+    isolation: { namespaces: ['pid', 'mount', 'uts', 'ipc'] },
+  });
+  await h.rt.run(spec);
+  await waitFor(async () => (await readLog(h, spec.id, 'p0')).includes('pid='), 5000, 'first log line');
+  const m = /pid=(\d+) host=(\S+)/.exec(await readLog(h, spec.id, 'p0'));
+  t.true(Number(m?.[1]) <= 2, `workload pid inside the namespace is ${m?.[1]}`);
+  t.is(m?.[2], 'web-0');
+  const exited = nextEvent<'exited'>(h.rt, (e) => e.type === 'exited' && e.replica === spec.id);
+  await h.rt.stop(spec.id, { graceSeconds: 5 });
+  const e = await exited;
+  t.regex(await readLog(h, spec.id, 'p0'), /got TERM/, 'SIGTERM reached the workload through orrery-init');
+  t.is(e.code, 0, 'the trap ran and the workload exited 0 (its own status, through orrery-init)');
+});
