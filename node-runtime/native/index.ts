@@ -69,6 +69,7 @@ interface NativeBinding {
   sendSignal(pidfd: number, signo: number): number;
   pidfdOpen(pid: number): number;
   closeFd(fd: number): number;
+  forceCloneFallback(level: number): void;
   kernelFeatures(): {
     clone3: boolean;
     cloneIntoCgroup: boolean;
@@ -297,4 +298,12 @@ export function kernelFeatures(): {
   cgroupKill: boolean;
 } {
   return native.kernelFeatures();
+}
+
+/** Which clone path spawn may use; tests exercise each fallback with it on a kernel that has all. */
+export type CloneFallback = 'none' | 'no-into-cgroup' | 'no-clone3' | 'fork';
+
+/** For tests and diagnostics: behave as if the kernel refused the faster paths (README.md). */
+export function forceCloneFallback(level: CloneFallback): void {
+  native.forceCloneFallback(['none', 'no-into-cgroup', 'no-clone3', 'fork'].indexOf(level));
 }

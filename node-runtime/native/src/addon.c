@@ -455,6 +455,17 @@ fail:
   return o;
 }
 
+static napi_value js_force_fallback(napi_env env, napi_callback_info cbinfo) {
+  size_t argc = 1;
+  napi_value arg;
+  int32_t level;
+  CHECK(napi_get_cb_info(env, cbinfo, &argc, &arg, NULL, NULL));
+  CHECK(napi_get_value_int32(env, arg, &level));
+  orrery_clone_force_fallback(level);
+fail:
+  return NULL;
+}
+
 static void free_state(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
@@ -471,6 +482,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"sendSignal", NULL, js_send_signal, NULL, NULL, NULL, napi_default, NULL},
       {"pidfdOpen", NULL, js_pidfd_open, NULL, NULL, NULL, napi_default, NULL},
       {"closeFd", NULL, js_close_fd, NULL, NULL, NULL, napi_default, NULL},
+      {"forceCloneFallback", NULL, js_force_fallback, NULL, NULL, NULL, napi_default, NULL},
       {"kernelFeatures", NULL, js_kernel_features, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof *props, props) != napi_ok) return NULL;

@@ -23,6 +23,12 @@ int orrery_clone3_unavailable = 0;
 int orrery_into_cgroup_unavailable = 0;
 static int clone_pidfd_unavailable = 0;
 
+void orrery_clone_force_fallback(int level) {
+  orrery_into_cgroup_unavailable = level >= 1;
+  orrery_clone3_unavailable = level >= 2;
+  clone_pidfd_unavailable = level >= 3;
+}
+
 #define CHILD_STACK_SIZE (128 * 1024)
 
 /* clone3 has no glibc wrapper (2.36 keeps __clone3 private), and a child on a new stack cannot

@@ -50,4 +50,8 @@ pid_t orrery_clone(struct orrery_spawn_plan *plan, int *pidfd, const char **step
 extern int orrery_clone3_unavailable;      /* clone3 returned ENOSYS/EPERM once */
 extern int orrery_into_cgroup_unavailable; /* CLONE_INTO_CGROUP rejected once */
 
+/* Tests only: behave as if the kernel refused the faster paths. 0 = none, 1 = no
+ * CLONE_INTO_CGROUP, 2 = no clone3 (clone + CLONE_PIDFD), 3 = no CLONE_PIDFD (fork + pidfd_open). */
+void orrery_clone_force_fallback(int level);
+
 #endif

@@ -1,0 +1,212 @@
+// The native addon starts real processes: exit codes and signals come back through the pidfd,
+// exec errors come back as SpawnError naming the step, and the child gets exactly the
+// environment, identity and stdio it was asked for.
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { release, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test, { type ExecutionContext } from 'ava';
+import {
+  type ExitStatus,
+  kernelFeatures,
+  processStartTime,
+  SpawnError,
+  type Spawned,
+  type SpawnRequest,
+  sendSignal,
+  spawn,
+  watchExit,
+} from '../../node-runtime/native/index.ts';
+
+function tempDir(t: ExecutionContext): string {
+  const dir = mkdtempSync(join(tmpdir(), 'orrery-native-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Spawn and watch; teardown SIGKILLs the process if the test did not see it exit. */
+function run(t: ExecutionContext, req: Partial<SpawnRequest> & Pick<SpawnRequest, 'file' | 'argv'>) {
+  const dir = tempDir(t);
+  const logFile = join(dir, 'out.log');
+  const child: Spawned = spawn({ env: [], namespaces: [], logFile, ...req });
+  let done = false;
+  const exited = new Promise<ExitStatus>((resolve) =>
+    watchExit(child.pidfd, (status) => {
+      done = true;
+      resolve(status);
+    }),
+  );
+  t.teardown(async () => {
+    if (!done) {
+      sendSignal(child.pidfd, 'SIGKILL');
+      await exited;
+    }
+  });
+  return { child, exited, log: () => readFileSync(logFile, 'utf8'), dir };
+}
+
+test('a process that exits with a code reports that code', async (t) => {
+  const { child, exited } = run(t, { file: '/bin/sh', argv: ['sh', '-c', 'exit 42'] });
+  t.true(child.pid > 0);
+  t.true(child.pidfd > 2);
+  t.deepEqual(await exited, { code: 42, signal: null });
+});
+
+test('a process killed by a signal reports the signal and no code', async (t) => {
+  const { exited } = run(t, { file: '/bin/sh', argv: ['sh', '-c', 'kill -TERM $$; sleep 5'] });
+  t.deepEqual(await exited, { code: null, signal: 'SIGTERM' });
+});
+
+test('sendSignal reaches the process and SIGKILL is reported as such', async (t) => {
+  const { child, exited } = run(t, { file: '/bin/sleep', argv: ['sleep', '30'] });
+  sendSignal(child.pidfd, 'SIGKILL');
+  t.deepEqual(await exited, { code: null, signal: 'SIGKILL' });
+});
+
+test('a missing executable is an ExecFailed SpawnError with ENOENT at execve', (t) => {
+  const err = t.throws(
+    () =>
+      spawn({ file: '/no/such/bin', argv: ['x'], env: [], namespaces: [], logFile: join(tempDir(t), 'l') }),
+    { instanceOf: SpawnError },
+  );
+  t.is(err?.message, 'ExecFailed: ENOENT /no/such/bin');
+  t.is(err?.code, 'ENOENT');
+  t.is(err?.errno, 2);
+  t.is(err?.step, 'execve');
+  t.is(err?.path, '/no/such/bin');
+});
+
+test('a file without the execute bit is an ExecFailed SpawnError with EACCES', (t) => {
+  const dir = tempDir(t);
+  const script = join(dir, 'not-executable.sh');
+  writeFileSync(script, '#!/bin/sh\nexit 0\n');
+  chmodSync(script, 0o644);
+  const err = t.throws(
+    () => spawn({ file: script, argv: [script], env: [], namespaces: [], logFile: join(dir, 'l') }),
+    {
+      instanceOf: SpawnError,
+    },
+  );
+  t.is(err?.code, 'EACCES');
+  t.is(err?.step, 'execve');
+  t.is(err?.message, `ExecFailed: EACCES ${script}`);
+});
+
+test('a failing step before exec names the step and the path', (t) => {
+  const err = t.throws(
+    () =>
+      spawn({
+        file: '/bin/true',
+        argv: ['true'],
+        env: [],
+        namespaces: [],
+        cwd: '/no/such/dir',
+        logFile: join(tempDir(t), 'l'),
+      }),
+    { instanceOf: SpawnError },
+  );
+  t.is(err?.step, 'chdir');
+  t.is(err?.code, 'ENOENT');
+  t.is(err?.path, '/no/such/dir');
+});
+
+test('the environment is exactly the one given, and stdout+stderr both reach the log file', async (t) => {
+  const { exited, log } = run(t, {
+    file: '/usr/bin/env',
+    argv: ['env'],
+    env: ['A=1', 'B=two words', 'EMPTY='],
+  });
+  t.deepEqual(await exited, { code: 0, signal: null });
+  t.is(log(), 'A=1\nB=two words\nEMPTY=\n');
+
+  const second = run(t, {
+    file: '/bin/sh',
+    argv: ['sh', '-c', 'echo out; echo err >&2; cat; pwd'],
+    cwd: '/tmp',
+  });
+  t.deepEqual(await second.exited, { code: 0, signal: null });
+  t.is(second.log(), 'out\nerr\n/tmp\n', 'stdin is /dev/null (cat sees EOF), cwd applied');
+});
+
+test('the log file is appended to, not truncated', async (t) => {
+  const dir = tempDir(t);
+  const logFile = join(dir, 'app.log');
+  writeFileSync(logFile, 'before\n');
+  const { exited } = run(t, { file: '/bin/echo', argv: ['echo', 'after'], logFile });
+  await exited;
+  t.is(readFileSync(logFile, 'utf8'), 'before\nafter\n');
+});
+
+test('only stdio survives exec: no fd of the runtime leaks into the workload', async (t) => {
+  const { exited, log } = run(t, { file: '/bin/ls', argv: ['ls', '/proc/self/fd'] });
+  t.deepEqual(await exited, { code: 0, signal: null });
+  // 0, 1, 2 and the fd ls opens to read the directory itself.
+  t.deepEqual(log().trim().split('\n').map(Number).sort(), [0, 1, 2, 3]);
+});
+
+test('the child runs in its own session with default signal dispositions', async (t) => {
+  const { child, exited } = run(t, { file: '/bin/sleep', argv: ['sleep', '30'] });
+  const stat = readFileSync(`/proc/${child.pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  t.is(Number(fields[5 - 3]), child.pid, 'session id is its own pid (setsid)');
+  t.is(Number(fields[4 - 3]), process.pid, 'parent is the runtime');
+  const status = readFileSync(`/proc/${child.pid}/status`, 'utf8');
+  t.regex(status, /SigBlk:\s+0+\n/);
+  t.regex(status, /SigIgn:\s+0+\n/);
+  sendSignal(child.pidfd, 'SIGKILL');
+  await exited;
+});
+
+test('uid/gid are dropped with no supplementary groups and no_new_privs', async (t) => {
+  const { child, exited } = run(t, { file: '/bin/sleep', argv: ['sleep', '30'], uid: 65534, gid: 65534 });
+  const status = readFileSync(`/proc/${child.pid}/status`, 'utf8');
+  t.regex(status, /\nUid:\s+65534\s+65534\s+65534\s+65534\n/);
+  t.regex(status, /\nGid:\s+65534\s+65534\s+65534\s+65534\n/);
+  t.regex(status, /\nGroups:\s*\n/);
+  t.regex(status, /\nNoNewPrivs:\s+1\n/);
+  sendSignal(child.pidfd, 'SIGKILL');
+  t.deepEqual(await exited, { code: null, signal: 'SIGKILL' });
+});
+
+test('startTime is field 22 of /proc/<pid>/stat and processStartTime is null for a gone pid', async (t) => {
+  const { child, exited } = run(t, { file: '/bin/sleep', argv: ['sleep', '30'] });
+  t.is(child.startTime, processStartTime(child.pid));
+  t.true(child.startTime > 0n);
+  sendSignal(child.pidfd, 'SIGKILL');
+  await exited;
+  t.is(processStartTime(child.pid), null);
+});
+
+test('invalid requests are rejected with a message naming the field', (t) => {
+  const base = {
+    file: '/bin/true',
+    argv: ['true'],
+    env: [],
+    namespaces: [],
+    logFile: '/tmp/x.log',
+  } as SpawnRequest;
+  t.throws(() => spawn({ ...base, file: 'true' }), {
+    instanceOf: TypeError,
+    message: /SpawnRequest\.file must be an absolute path/,
+  });
+  t.throws(() => spawn({ ...base, env: ['NOEQUALS'] }), {
+    instanceOf: TypeError,
+    message: /SpawnRequest\.env\[0\]/,
+  });
+  t.throws(() => spawn({ ...base, namespaces: ['user' as 'pid'] }), {
+    message: /SpawnRequest\.namespaces\[0\]/,
+  });
+  t.throws(() => spawn({ ...base, hostname: 'h' }), { message: /hostname needs 'uts'/ });
+  t.throws(() => spawn({ ...base, argv: [] }), { message: /argv must hold at least argv\[0\]/ });
+});
+
+test('kernelFeatures reports everything on a kernel >= 6.15 (this machine runs 6.18)', (t) => {
+  const [major = 0, minor = 0] = release().split('.').map(Number);
+  const modern = major > 6 || (major === 6 && minor >= 15);
+  t.true(modern, `this suite expects a kernel >= 6.15, got ${release()}`);
+  t.deepEqual(kernelFeatures(), {
+    clone3: true,
+    cloneIntoCgroup: true,
+    pidfdInfoExit: true,
+    cgroupKill: true,
+  });
+});
