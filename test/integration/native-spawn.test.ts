@@ -169,7 +169,7 @@ test('uid/gid are dropped with no supplementary groups and no_new_privs', async 
 
 test('startTime is field 22 of /proc/<pid>/stat and processStartTime is null for a gone pid', async (t) => {
   const { child, exited } = run(t, { file: '/bin/sleep', argv: ['sleep', '30'] });
-  t.is(child.startTime, processStartTime(child.pid));
+  t.is(processStartTime(child.pid), child.startTime);
   t.true(child.startTime > 0n);
   sendSignal(child.pidfd, 'SIGKILL');
   await exited;
