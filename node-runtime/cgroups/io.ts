@@ -1,10 +1,16 @@
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+/*
+ * cgroupfs files live in kernel memory: a read or write is a few microseconds, while a libuv
+ * thread-pool round trip per call (fs/promises) costs far more and sits on the spawn and exit
+ * paths. So these helpers use the synchronous calls.
+ */
+
 /** Writes one value to a cgroup control file; the error names the file and the value. */
-export async function writeControl(file: string, value: string): Promise<void> {
+export function writeControl(file: string, value: string): void {
   try {
-    await writeFile(file, value);
+    writeFileSync(file, value);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code ?? 'error';
     const wrapped = new Error(`writing ${JSON.stringify(value)} to ${file} failed: ${code}`, {
@@ -16,10 +22,10 @@ export async function writeControl(file: string, value: string): Promise<void> {
 }
 
 /** Pids listed in a `cgroup.procs` file; a missing cgroup holds none. */
-export async function readProcs(file: string): Promise<number[]> {
+export function readProcs(file: string): number[] {
   let text: string;
   try {
-    text = await readFile(file, 'utf8');
+    text = readFileSync(file, 'utf8');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw error;
@@ -30,15 +36,22 @@ export async function readProcs(file: string): Promise<number[]> {
     .map(Number);
 }
 
+/** A control file's content, or undefined when the kernel does not have it. */
+export function readControl(file: string | undefined): string | undefined {
+  if (file === undefined) return undefined;
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
+}
+
 /** Polls `check` every `intervalMs` until it returns true or `timeoutMs` passes; returns the last result. */
-export async function waitFor(
-  check: () => Promise<boolean>,
-  timeoutMs: number,
-  intervalMs = 2,
-): Promise<boolean> {
+export async function waitFor(check: () => boolean, timeoutMs: number, intervalMs = 1): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (await check()) return true;
+    if (check()) return true;
     if (Date.now() >= deadline) return false;
     await sleep(intervalMs);
   }

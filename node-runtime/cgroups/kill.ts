@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { waitFor, writeControl } from './io.ts';
 import type { ReplicaCgroupFiles } from './paths.ts';
@@ -6,7 +6,7 @@ import type { ReplicaCgroupFiles } from './paths.ts';
 export interface KillOptions {
   files: ReplicaCgroupFiles;
   /** Every pid in the cgroup, all hierarchies. */
-  pids: () => Promise<number[]>;
+  pids: () => number[];
   log?: Logger;
   /** Give up (and throw) after this long; a task stuck in uninterruptible sleep can hold it. */
   timeoutMs?: number;
@@ -25,16 +25,16 @@ function signalAll(pids: number[]): void {
 
 async function setFrozen(freeze: NonNullable<ReplicaCgroupFiles['freeze']>, frozen: boolean): Promise<void> {
   if (freeze.kind === 'v1') {
-    await writeControl(freeze.file, frozen ? 'FROZEN' : 'THAWED');
+    writeControl(freeze.file, frozen ? 'FROZEN' : 'THAWED');
     if (!frozen) return;
     // FREEZING is transitional (cgroup-v1/freezer-subsystem.rst); a task in D state can keep it
     // there, in which case we kill what we listed anyway and go round again.
-    await waitFor(async () => (await readFile(freeze.file, 'utf8')).trim() === 'FROZEN', 200);
+    await waitFor(() => readFileSync(freeze.file, 'utf8').trim() === 'FROZEN', 200);
   } else {
-    await writeControl(freeze.file, frozen ? '1' : '0');
+    writeControl(freeze.file, frozen ? '1' : '0');
     if (!frozen) return;
     const events = freeze.file.replace(/cgroup\.freeze$/, 'cgroup.events');
-    await waitFor(async () => /^frozen 1$/m.test(await readFile(events, 'utf8')), 200);
+    await waitFor(() => /^frozen 1$/m.test(readFileSync(events, 'utf8')), 200);
   }
 }
 
@@ -48,15 +48,16 @@ async function setFrozen(freeze: NonNullable<ReplicaCgroupFiles['freeze']>, froz
  */
 export async function killCgroup({ files, pids, log, timeoutMs = 10_000 }: KillOptions): Promise<void> {
   const deadline = Date.now() + timeoutMs;
+  if (pids().length === 0) return;
   if (files.kill !== undefined) {
-    await writeControl(files.kill, '1');
+    writeControl(files.kill, '1');
     // Membership in the v1 hierarchies is written by the child itself, so in a hybrid layout a
     // process can be in v1 only (its pid write raced with the kill); the loop below catches it.
-    if (await waitFor(async () => (await pids()).length === 0, Math.min(1_000, timeoutMs))) return;
+    if (await waitFor(() => pids().length === 0, Math.min(1_000, timeoutMs))) return;
   }
   let rounds = 0;
   for (;;) {
-    const before = await pids();
+    const before = pids();
     if (before.length === 0) return;
     if (Date.now() >= deadline) {
       throw new Error(`cgroup still holds pids ${before.join(',')} after ${timeoutMs} ms of SIGKILL rounds`);
@@ -64,11 +65,11 @@ export async function killCgroup({ files, pids, log, timeoutMs = 10_000 }: KillO
     rounds++;
     if (files.freeze !== undefined) await setFrozen(files.freeze, true);
     try {
-      signalAll(await pids());
+      signalAll(pids());
     } finally {
       if (files.freeze !== undefined) await setFrozen(files.freeze, false);
     }
-    await waitFor(async () => (await pids()).length === 0, 100);
+    await waitFor(() => pids().length === 0, 100);
     if (rounds > 1) log?.debug({ rounds, left: before.length }, 'cgroup kill needed another round');
   }
 }

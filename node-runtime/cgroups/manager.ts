@@ -1,5 +1,4 @@
-import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rmdir } from 'node:fs/promises';
+import { type Dirent, existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { CgroupLayout } from './detect.ts';
@@ -30,7 +29,7 @@ async function removeDir(dir: string): Promise<void> {
   const deadline = Date.now() + REMOVE_RETRY_MS;
   for (;;) {
     try {
-      await rmdir(dir);
+      rmdirSync(dir);
       return;
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
@@ -43,10 +42,10 @@ async function removeDir(dir: string): Promise<void> {
   }
 }
 
-async function writeLimits(plan: ReplicaCgroupPlan, limits: CgroupLimits, log?: Logger): Promise<void> {
+function writeLimits(plan: ReplicaCgroupPlan, limits: CgroupLimits, log?: Logger): void {
   for (const write of limitWrites(plan, limits)) {
     try {
-      await writeControl(write.file, write.value);
+      writeControl(write.file, write.value);
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       if (write.optional && code === 'ENOENT') {
@@ -80,19 +79,19 @@ export class ReplicaCgroup {
   /** Moves an already running process into the cgroup in every hierarchy (fallback when clone3 is refused; tests). */
   async attach(pid: number): Promise<void> {
     const files = this.plan.v2Dir === undefined ? [] : [`${this.plan.v2Dir}/cgroup.procs`];
-    for (const file of [...files, ...this.plan.procsFiles]) await writeControl(file, String(pid));
+    for (const file of [...files, ...this.plan.procsFiles]) writeControl(file, String(pid));
   }
 
-  setLimits(limits: CgroupLimits): Promise<void> {
-    return writeLimits(this.plan, validateLimits(limits), this.#log);
+  async setLimits(limits: CgroupLimits): Promise<void> {
+    writeLimits(this.plan, validateLimits(limits), this.#log);
   }
 
-  stats(): Promise<CgroupStats> {
-    return readStats(this.plan.files, async () => (await this.pids()).length);
+  async stats(): Promise<CgroupStats> {
+    return readStats(this.plan.files, () => this.#pids().length);
   }
 
   /** Current OOM-kill counter; record it when a process starts. */
-  oomKills(): Promise<number> {
+  async oomKills(): Promise<number> {
     return readOomKills(this.plan.files);
   }
 
@@ -106,8 +105,11 @@ export class ReplicaCgroup {
 
   /** Every process in the cgroup, across all hierarchies, deduplicated and sorted. */
   async pids(): Promise<number[]> {
-    const files = this.plan.dirs.map((dir) => `${dir}/cgroup.procs`);
-    const lists = await Promise.all(files.map(readProcs));
+    return this.#pids();
+  }
+
+  #pids(): number[] {
+    const lists = this.plan.dirs.map((dir) => readProcs(`${dir}/cgroup.procs`));
     return [...new Set(lists.flat())].sort((a, b) => a - b);
   }
 
@@ -115,16 +117,16 @@ export class ReplicaCgroup {
   async populated(): Promise<boolean> {
     if (this.plan.files.events !== undefined) {
       try {
-        if (/^populated 1$/m.test(await readFile(this.plan.files.events, 'utf8'))) return true;
+        if (/^populated 1$/m.test(readFileSync(this.plan.files.events, 'utf8'))) return true;
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
       }
     }
-    return (await this.pids()).length > 0;
+    return this.#pids().length > 0;
   }
 
   kill(): Promise<void> {
-    const options: Parameters<typeof killCgroup>[0] = { files: this.plan.files, pids: () => this.pids() };
+    const options: Parameters<typeof killCgroup>[0] = { files: this.plan.files, pids: () => this.#pids() };
     if (this.#log !== undefined) options.log = this.#log;
     return killCgroup(options);
   }
@@ -140,6 +142,7 @@ export class CgroupManager {
   readonly parent: string;
   readonly #log: Logger | undefined;
   #subtreeEnabled = false;
+  #parentsMade = false;
 
   constructor(options: CgroupManagerOptions) {
     assertSafeParent(options.parent, 'options.parent');
@@ -153,11 +156,18 @@ export class CgroupManager {
     return planReplicaCgroup(this.layout, this.parent, replicaId);
   }
 
+  /** mkdir -p of the per-host parents, once per manager (again after removeParentIfEmpty). */
+  #makeParents(plan: ReplicaCgroupPlan): void {
+    if (this.#parentsMade) return;
+    for (const dir of plan.parentDirs) mkdirSync(dir, { recursive: true });
+    this.#parentsMade = true;
+  }
+
   /** cgroup v2 only hands a controller to children whose parent enables it in cgroup.subtree_control. */
   async #enableSubtree(plan: ReplicaCgroupPlan): Promise<void> {
     if (this.#subtreeEnabled || plan.v2Enable.length === 0) return;
     const value = plan.v2Enable.map((c) => `+${c}`).join(' ');
-    for (const dir of plan.v2SubtreeDirs) await writeControl(`${dir}/cgroup.subtree_control`, value);
+    for (const dir of plan.v2SubtreeDirs) writeControl(`${dir}/cgroup.subtree_control`, value);
     this.#subtreeEnabled = true;
   }
 
@@ -167,10 +177,10 @@ export class CgroupManager {
     const checked = validateLimits(limits);
     const cgroup = new ReplicaCgroup(replicaId, plan, this.#log);
     try {
-      for (const dir of plan.parentDirs) await mkdir(dir, { recursive: true });
+      this.#makeParents(plan);
       await this.#enableSubtree(plan);
-      for (const dir of plan.dirs) await mkdir(dir, { recursive: true });
-      await writeLimits(plan, checked, this.#log);
+      for (const dir of plan.dirs) mkdirSync(dir, { recursive: true });
+      writeLimits(plan, checked, this.#log);
     } catch (error) {
       // Leave nothing half-made behind; an rmdir failure here must not hide the first error.
       await cgroup.remove().catch(() => {});
@@ -193,9 +203,9 @@ export class CgroupManager {
   async list(): Promise<string[]> {
     const ids = new Set<string>();
     for (const dir of parentDirsOf(this.layout, this.parent)) {
-      let entries: import('node:fs').Dirent[];
+      let entries: Dirent[];
       try {
-        entries = await readdir(dir, { withFileTypes: true });
+        entries = readdirSync(dir, { withFileTypes: true });
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue;
         throw error;
@@ -208,9 +218,11 @@ export class CgroupManager {
   /** Removes the per-host parent from every hierarchy when no replica is left; true when gone. */
   async removeParentIfEmpty(): Promise<boolean> {
     if ((await this.list()).length > 0) return false;
+    this.#parentsMade = false;
+    this.#subtreeEnabled = false;
     for (const dir of parentDirsOf(this.layout, this.parent)) {
       try {
-        await rmdir(dir);
+        rmdirSync(dir);
       } catch (error) {
         const code = (error as NodeJS.ErrnoException).code;
         if (code === 'ENOENT') continue;

@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readControl } from './io.ts';
 import type { ReplicaCgroupFiles } from './paths.ts';
 
 export interface CgroupStats {
@@ -32,20 +32,10 @@ export function parseOomKills(text: string): number {
   return Number(parseFlatKeyed(text).get('oom_kill') ?? '0');
 }
 
-async function readOptional(file: string | undefined): Promise<string | undefined> {
-  if (file === undefined) return undefined;
-  try {
-    return await readFile(file, 'utf8');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw error;
-  }
-}
-
 const toNumber = (text: string | undefined): number => (text === undefined ? 0 : Number(text.trim()) || 0);
 
-export async function readOomKills(files: ReplicaCgroupFiles): Promise<number> {
-  const text = await readOptional(files.oomEvents);
+export function readOomKills(files: ReplicaCgroupFiles): number {
+  const text = readControl(files.oomEvents);
   return text === undefined ? 0 : parseOomKills(text);
 }
 
@@ -53,23 +43,18 @@ export async function readOomKills(files: ReplicaCgroupFiles): Promise<number> {
  * Reads usage from the files chosen by the plan. `countPids` supplies the task count where no
  * pids controller is available.
  */
-export async function readStats(
-  files: ReplicaCgroupFiles,
-  countPids: () => Promise<number>,
-): Promise<CgroupStats> {
-  const [cpu, current, peak, oom, pidsCurrent] = await Promise.all([
-    readOptional(files.cpuUsage?.file),
-    readOptional(files.memoryCurrent),
-    readOptional(files.memoryPeak),
-    readOptional(files.oomEvents),
-    readOptional(files.pidsCurrent),
-  ]);
+export function readStats(files: ReplicaCgroupFiles, countPids: () => number): CgroupStats {
+  const cpu = readControl(files.cpuUsage?.file);
+  const current = readControl(files.memoryCurrent);
+  const peak = readControl(files.memoryPeak);
+  const oom = readControl(files.oomEvents);
+  const pidsCurrent = readControl(files.pidsCurrent);
   return {
     cpuUsageNanos:
       cpu === undefined || files.cpuUsage === undefined ? 0n : parseCpuUsage(cpu, files.cpuUsage.format),
     memoryCurrent: toNumber(current),
     memoryPeak: toNumber(peak),
     oomKills: oom === undefined ? 0 : parseOomKills(oom),
-    pids: pidsCurrent === undefined ? await countPids() : toNumber(pidsCurrent),
+    pids: pidsCurrent === undefined ? countPids() : toNumber(pidsCurrent),
   };
 }
