@@ -3,6 +3,7 @@
  * watches (event-driven, never polled); every decision comes from ./policy.ts; every action that
  * follows a decision runs through a per-replica queue so decisions see a consistent group.
  */
+import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { ReplicaCgroup } from '../cgroups/index.ts';
 import { ProbeRunner } from '../probes/runner.ts';
@@ -162,6 +163,8 @@ export class ReplicaSupervisor {
       this.#updateFinished();
       this.#updateReady(this.#slots[0]?.spec.name ?? '');
     });
+    // run() reports success only once the pids are durable: a crash now must not lose them.
+    await this.#persistNow();
   }
 
   // ---- re-adoption ----------------------------------------------------------------------------
@@ -197,6 +200,22 @@ export class ReplicaSupervisor {
       this.#recordUnwatchedExit(slot, stored.pid);
       lost.push(slot);
     }
+    // A runtime killed between a spawn and the state write that records it leaves a process the
+    // record does not name. Find it in the cgroup rather than start a second copy.
+    if (lost.length > 0) {
+      const unrecorded = await this.#unrecordedProcesses();
+      for (const slot of [...lost]) {
+        const pid = unrecorded.get(slot.spec.name);
+        const startTime = pid === undefined ? null : this.#deps.api.processStartTime(pid);
+        if (pid === undefined || startTime === null) continue;
+        if (!this.#reopen(slot, pid, startTime, null)) continue;
+        this.#deps.log.info(
+          { replica: this.spec.id, process: slot.spec.name, pid },
+          'adopted a process missing from the state record',
+        );
+        lost.splice(lost.indexOf(slot), 1);
+      }
+    }
     if (record.phase === 'CrashLoopBackOff') {
       const until = record.backoffUntil ? Date.parse(record.backoffUntil) : Date.now();
       this.#scheduleBackoffEnd(Math.max(0, until - Date.now()));
@@ -215,6 +234,30 @@ export class ReplicaSupervisor {
         });
     }
     this.#persist();
+  }
+
+  /**
+   * Top-level processes of this replica's cgroup (parent outside the cgroup), by the
+   * ORRERY_PROCESS variable the runtime put in their environment (orrery-init inherits it too).
+   */
+  async #unrecordedProcesses(): Promise<Map<string, number>> {
+    const found = new Map<string, number>();
+    const pids = await this.#deps.cgroup.pids().catch(() => [] as number[]);
+    const members = new Set(pids);
+    for (const pid of pids) {
+      try {
+        const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+        const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+        if (members.has(ppid)) continue;
+        const env = (await readFile(`/proc/${pid}/environ`, 'utf8')).split('\0');
+        if (!env.includes(`ORRERY_REPLICA=${this.spec.id}`)) continue;
+        const name = env.find((v) => v.startsWith('ORRERY_PROCESS='))?.slice('ORRERY_PROCESS='.length);
+        if (name !== undefined && !found.has(name)) found.set(name, pid);
+      } catch {
+        // exited while we looked
+      }
+    }
+    return found;
   }
 
   /**

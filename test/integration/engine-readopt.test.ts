@@ -1,0 +1,146 @@
+import { spawn } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import test from 'ava';
+import {
+  newRuntime,
+  nextEvent,
+  readLog,
+  recordEvents,
+  removeCgroupTree,
+  replica,
+  sleep,
+  tempRoot,
+  uniqueParent,
+  waitFor,
+} from './fixtures/engine-harness.ts';
+
+const hostScript = fileURLToPath(new URL('./fixtures/engine-host.ts', import.meta.url));
+
+test('runtime killed with SIGKILL while 20 replicas run: a new one adopts all 20, same pids, no restart', async (t) => {
+  const root = await tempRoot(t);
+  const dirs = {
+    root,
+    stateDir: path.join(root, 'state'),
+    logDir: path.join(root, 'logs'),
+    parent: uniqueParent(),
+  };
+  t.teardown(() => removeCgroupTree(dirs.parent));
+  const host = spawn(
+    process.execPath,
+    ['--import', 'tsx', hostScript, dirs.stateDir, dirs.logDir, dirs.parent, '20', 'pid,mount'],
+    { stdio: ['pipe', 'pipe', 'inherit'] },
+  );
+  t.teardown(() => {
+    if (host.exitCode === null && host.signalCode === null) host.kill('SIGKILL');
+  });
+  const first = await new Promise<{ pids: Record<string, number> }>((resolve, reject) => {
+    createInterface({ input: host.stdout }).once('line', (line) => resolve(JSON.parse(line)));
+    host.once('exit', (code) => reject(new Error(`engine-host exited early with ${code}`)));
+  });
+  t.is(Object.keys(first.pids).length, 20);
+
+  const gone = new Promise((r) => host.once('exit', r));
+  host.kill('SIGKILL');
+  await gone;
+
+  const rt = newRuntime(dirs);
+  t.teardown(async () => {
+    await rt.stopAll({ graceSeconds: 0 }).catch(() => {});
+    await rt.close();
+  });
+  const events = recordEvents(rt);
+  const began = performance.now();
+  await rt.start();
+  t.log(`re-adopted 20 replicas in ${(performance.now() - began).toFixed(1)} ms`);
+
+  t.is(events.filter((e) => e.type === 'adopted').length, 20);
+  t.is(events.filter((e) => e.type === 'started').length, 0, 'nothing was restarted');
+  for (const [id, pid] of Object.entries(first.pids)) {
+    const s = rt.status(id);
+    t.is(s.processes[0]?.pid, pid, `${id} kept its pid`);
+    t.is(s.processes[0]?.restarts, 0);
+    t.is(s.phase, 'Running');
+  }
+
+  // Supervision works on adopted processes: a later SIGKILL is seen and the process restarted.
+  const [victimId, victimPid] = Object.entries(first.pids)[0] as [string, number];
+  const restarted = nextEvent<'started'>(rt, (e) => e.type === 'started' && e.replica === victimId);
+  process.kill(victimPid, 'SIGKILL');
+  const e = await restarted;
+  t.not(e.pid, victimPid);
+  t.is(rt.status(victimId).processes[0]?.restarts, 1);
+  const exit = events.find((x) => x.type === 'exited' && x.replica === victimId);
+  t.truthy(exit, 'the exit of the adopted process was reported');
+});
+
+test('logs survive a runtime restart: the adopted process keeps appending to the same file', async (t) => {
+  const root = await tempRoot(t);
+  const dirs = {
+    root,
+    stateDir: path.join(root, 'state'),
+    logDir: path.join(root, 'logs'),
+    parent: uniqueParent(),
+  };
+  t.teardown(() => removeCgroupTree(dirs.parent));
+  const spec = replica([
+    { command: ['sh', '-c', 'i=0; while :; do echo "line $i"; i=$((i+1)); sleep 0.05; done'] },
+  ]);
+
+  const rt1 = newRuntime(dirs);
+  t.teardown(() => rt1.close());
+  await rt1.start();
+  const pid = (await rt1.run(spec)).processes[0]?.pid;
+  await waitFor(async () => (await readLog(dirs, spec.id, 'p0')).includes('line 2'), 5000, 'first lines');
+  await rt1.close();
+  const linesBefore = (await readLog(dirs, spec.id, 'p0')).trim().split('\n').length;
+
+  const rt2 = newRuntime(dirs);
+  t.teardown(async () => {
+    await rt2.stopAll({ graceSeconds: 0 }).catch(() => {});
+    await rt2.close();
+  });
+  await rt2.start();
+  t.is(rt2.status(spec.id).processes[0]?.pid, pid, 'adopted, not restarted');
+  await sleep(300);
+  const log = await readLog(dirs, spec.id, 'p0');
+  t.true(log.startsWith('line 0\n'), 'history from before the restart is there');
+  t.true(log.trim().split('\n').length > linesBefore, 'and new lines were appended after it');
+  t.is(await rt2.logs.tail(spec.id, 'p0', { lines: 1 }).then((s) => /^line \d+\n?$/.test(s)), true);
+});
+
+test('a process the state record missed (crash between spawn and write) is found in the cgroup, not started twice', async (t) => {
+  const root = await tempRoot(t);
+  const dirs = {
+    root,
+    stateDir: path.join(root, 'state'),
+    logDir: path.join(root, 'logs'),
+    parent: uniqueParent(),
+  };
+  t.teardown(() => removeCgroupTree(dirs.parent));
+  const spec = replica([{}], { isolation: { namespaces: ['pid', 'mount'] } });
+  const rt1 = newRuntime(dirs);
+  t.teardown(() => rt1.close());
+  await rt1.start();
+  const pid = (await rt1.run(spec)).processes[0]?.pid;
+  await rt1.close();
+  // Rewrite the record as the runtime would have left it had it died right after the spawn.
+  const file = path.join(dirs.stateDir, 'replicas', `${spec.id}.json`);
+  const record = JSON.parse(await readFile(file, 'utf8'));
+  Object.assign(record.processes[0], { pid: null, startTime: null, state: 'Waiting' });
+  await writeFile(file, JSON.stringify(record));
+
+  const rt2 = newRuntime(dirs);
+  t.teardown(async () => {
+    await rt2.stopAll({ graceSeconds: 0 }).catch(() => {});
+    await rt2.close();
+  });
+  const events = recordEvents(rt2);
+  await rt2.start();
+  await sleep(200);
+  t.is(rt2.status(spec.id).processes[0]?.pid, pid);
+  t.is(events.filter((e) => e.type === 'started').length, 0);
+  t.is(events.filter((e) => e.type === 'adopted').length, 1);
+});
