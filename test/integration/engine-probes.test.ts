@@ -2,6 +2,7 @@ import http from 'node:http';
 import net from 'node:net';
 import test from 'ava';
 import { ProbeRunner, runProbeOnce } from '../../node-runtime/probes/runner.ts';
+import { harness, nextEvent, replica } from './fixtures/engine-harness.ts';
 
 async function server(t: import('ava').ExecutionContext, status: () => number): Promise<number> {
   const srv = http.createServer((_req, res) => {
@@ -72,3 +73,50 @@ async function waitFor(cond: () => boolean, ms = 5000): Promise<void> {
     await new Promise((r) => setTimeout(r, 5));
   }
 }
+
+const lateServer = [
+  "const http = require('node:http');",
+  // Listen only after a while, so the replica is first running but not ready.
+  'setTimeout(() => http.createServer((q, s) => s.end("ok")).listen(Number(process.env.PORT), "127.0.0.1"), 400);',
+].join('\n');
+
+test('a readiness probe flips the replica ready once the server answers', async (t) => {
+  const { rt } = await harness(t);
+  const spec = replica([
+    {
+      command: [process.execPath, '-e', lateServer],
+      ports: [{ name: 'http', protocol: 'http' }],
+      readinessProbe: { http: { port: 'http', path: '/' }, periodSeconds: 0.05, failureThreshold: 1 },
+    },
+  ]);
+  const first = await rt.run(spec);
+  t.false(first.ready, 'not ready before the probe passed');
+  t.is(first.phase, 'Running');
+  const port = first.ports.find((p) => p.name === 'http')?.port;
+  t.true(typeof port === 'number' && port > 0, 'a port was allocated');
+  await nextEvent(rt, (e) => e.type === 'ready' && e.replica === spec.id);
+  t.true(rt.status(spec.id).ready);
+  t.true(rt.status(spec.id).processes[0]?.ready);
+});
+
+test('a failing liveness probe restarts the process as if it had died (LivenessProbeFailed)', async (t) => {
+  const { rt } = await harness(t);
+  const spec = replica([
+    {
+      restart: 'transient',
+      ports: [{ name: 'nothing' }],
+      livenessProbe: { tcp: { port: 'nothing' }, periodSeconds: 0.05, failureThreshold: 2 },
+    },
+  ]);
+  const first = await rt.run(spec);
+  const restarting = await nextEvent<'restarting'>(
+    rt,
+    (e) => e.type === 'restarting' && e.replica === spec.id,
+  );
+  t.is(restarting.cause, 'LivenessProbeFailed');
+  await nextEvent(rt, (e) => e.type === 'started' && e.replica === spec.id);
+  const p = rt.status(spec.id).processes[0];
+  t.not(p?.pid, first.processes[0]?.pid);
+  t.regex(p?.lastExit?.message ?? '', /LivenessProbeFailed/);
+  t.is(p?.restarts, 1);
+});
