@@ -1,5 +1,6 @@
 // The `orrery` command (also `kubectl orrery`, as a kubectl plugin).
 import { Command, InvalidArgumentError } from 'commander';
+import { operatorCommand } from './operator.ts';
 import { version } from './version.ts';
 
 const program = new Command()
@@ -22,6 +23,8 @@ program
     const { up } = await import('./up.ts');
     await up(options);
   });
+
+program.addCommand(operatorCommand());
 
 program
   .command('version')

@@ -84,13 +84,13 @@ export interface ReplicaTemplate {
      * Labels for the Replicas; Services select Replicas by these.
      */
     labels?: {
-      [k: string]: string | undefined;
+      [k: string]: string;
     };
     /**
      * Annotations copied to every Replica.
      */
     annotations?: {
-      [k: string]: string | undefined;
+      [k: string]: string;
     };
   };
   /**
@@ -328,7 +328,7 @@ export interface ReplicaTemplate {
      * Every label here must be present on the Host with the same value.
      */
     matchLabels?: {
-      [k: string]: string | undefined;
+      [k: string]: string;
     };
   };
 }
@@ -700,7 +700,7 @@ export interface ServiceSpec {
    * Replicas whose labels contain all of these are the endpoints.
    */
   selector: {
-    [k: string]: string | undefined;
+    [k: string]: string;
   };
   /**
    * Ports the virtual IP serves.

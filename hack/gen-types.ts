@@ -157,7 +157,7 @@ export async function generate(): Promise<Generated> {
     ].join('\n'),
     unreachableDefinitions: true,
     additionalProperties: false,
-    strictIndexSignatures: true,
+    strictIndexSignatures: false,
     format: true,
     style: { singleQuote: true, printWidth: 110 },
   });

@@ -1,0 +1,65 @@
+// `orrery operator`: runs the operator (leader-elected) against the cluster of --kubeconfig.
+import { Command, Option } from 'commander';
+import { pino } from 'pino';
+import { loadKubeConfig } from '../kube/index.ts';
+import { OperatorMetrics, serveMetrics } from '../operator/metrics.ts';
+import { startOperator } from '../operator/operator.ts';
+import { durationFlag, integerFlag, listenFlag } from './flags.ts';
+
+interface OperatorFlags {
+  kubeconfig?: string;
+  hostGrace: number;
+  serviceCidr: string;
+  metricsListen: { host: string; port: number };
+  leaderLeaseDuration: number;
+  workers: number;
+  identity?: string;
+}
+
+export function operatorCommand(): Command {
+  return new Command('operator')
+    .description(
+      'run the Orrery operator: Instance, scheduler, host-lifecycle and Service controllers (leader-elected)',
+    )
+    .option('--kubeconfig <path>', 'kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)')
+    .addOption(
+      new Option(
+        '--host-grace <duration>',
+        'how long a Host may go without renewing its Lease before its replicas are recreated elsewhere',
+      )
+        .argParser(durationFlag)
+        .default(1000, '1s'),
+    )
+    .option('--service-cidr <cidr>', 'loopback range for Service virtual IPs', '127.77.0.0/16')
+    .addOption(
+      new Option('--metrics-listen <host:port>', 'address of /metrics and /healthz')
+        .argParser(listenFlag)
+        .default({ host: '127.0.0.1', port: 0 }, '127.0.0.1:0'),
+    )
+    .option('--leader-lease-duration <seconds>', 'leader election Lease duration', integerFlag(1, 3600), 15)
+    .option('--workers <n>', 'concurrent Instance reconciles', integerFlag(1, 64), 4)
+    .option('--identity <id>', 'leader election identity (default: <hostname>_<random>)')
+    .action(async (flags: OperatorFlags) => {
+      const log = pino({ name: 'orrery-operator', level: process.env.ORRERY_LOG_LEVEL ?? 'info' });
+      const metrics = new OperatorMetrics();
+      const { server, url } = await serveMetrics(metrics, flags.metricsListen);
+      log.info({ url }, 'serving /metrics and /healthz');
+      const operator = await startOperator({
+        kubeConfig: loadKubeConfig(flags.kubeconfig !== undefined ? { kubeconfig: flags.kubeconfig } : {}),
+        hostGraceMs: flags.hostGrace,
+        serviceCidr: flags.serviceCidr,
+        leaseDurationSeconds: flags.leaderLeaseDuration,
+        workers: flags.workers,
+        metrics,
+        log,
+        ...(flags.identity ? { identity: flags.identity } : {}),
+      });
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', resolve);
+        process.once('SIGTERM', resolve);
+      });
+      log.info('stopping');
+      await operator.stop();
+      server.close();
+    });
+}

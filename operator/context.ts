@@ -1,0 +1,76 @@
+// What every controller of the operator shares: one API transport, typed clients with the
+// operator's field manager, the informers (the only way controllers see the cluster), the event
+// recorder and the logger. Built once per leadership term.
+
+import type { Host, Instance, Replica, Service } from '../crds/types.ts';
+import {
+  EventRecorder,
+  HOSTS,
+  INSTANCES,
+  Informer,
+  type KubeApi,
+  LEASES,
+  type Lease,
+  type Logger,
+  REPLICAS,
+  type ResourceClient,
+  resourceClient,
+  SERVICES,
+  typed,
+} from '../kube/index.ts';
+import { SYSTEM_NAMESPACE } from './labels.ts';
+
+export const FIELD_MANAGER = 'orrery-operator';
+
+export interface OperatorContext {
+  api: KubeApi;
+  log: Logger;
+  recorder: EventRecorder;
+  clients: {
+    instances: ResourceClient<Instance>;
+    replicas: ResourceClient<Replica>;
+    services: ResourceClient<Service>;
+    hosts: ResourceClient<Host>;
+    leases: ResourceClient<Lease>;
+  };
+  informers: {
+    instances: Informer<Instance>;
+    replicas: Informer<Replica>;
+    services: Informer<Service>;
+    hosts: Informer<Host>;
+    /** Host heartbeat Leases in orrery-system. */
+    leases: Informer<Lease>;
+  };
+}
+
+export function createContext(
+  api: KubeApi,
+  log: Logger,
+  opts: { resyncPeriodMs?: number } = {},
+): OperatorContext {
+  const clients = {
+    instances: resourceClient(api, typed<Instance>(INSTANCES), FIELD_MANAGER),
+    replicas: resourceClient(api, typed<Replica>(REPLICAS), FIELD_MANAGER),
+    services: resourceClient(api, typed<Service>(SERVICES), FIELD_MANAGER),
+    hosts: resourceClient(api, typed<Host>(HOSTS), FIELD_MANAGER),
+    leases: resourceClient(api, typed<Lease>(LEASES), FIELD_MANAGER),
+  };
+  const informerOptions = { log, resyncPeriodMs: opts.resyncPeriodMs ?? 60_000 };
+  return {
+    api,
+    log,
+    recorder: new EventRecorder(api, { reportingController: FIELD_MANAGER, log }),
+    clients,
+    informers: {
+      instances: new Informer(clients.instances, informerOptions),
+      replicas: new Informer(clients.replicas, informerOptions),
+      services: new Informer(clients.services, informerOptions),
+      hosts: new Informer(clients.hosts, informerOptions),
+      leases: new Informer(clients.leases, { ...informerOptions, namespace: SYSTEM_NAMESPACE }),
+    },
+  };
+}
+
+export function allInformers(ctx: OperatorContext): Informer<never>[] {
+  return Object.values(ctx.informers) as unknown as Informer<never>[];
+}

@@ -1,0 +1,137 @@
+// Host lifecycle (Kubernetes' node-lifecycle controller, for Hosts): reconcile(hostName) reads
+// the Host's heartbeat Lease `host-<name>` in orrery-system.
+// - Lease expired (renewTime + leaseDurationSeconds passed): the Host's Ready condition becomes
+//   Unknown (reason HostLeaseExpired), so the scheduler stops choosing it.
+// - Silent for longer than the grace (default 1 s, never less than the lease duration, counted
+//   from the last renewal): its Replicas are deleted, their runtime finalizer removed on the dead
+//   host's behalf, and the Instance controller recreates each ordinal, which the scheduler binds
+//   elsewhere. The runtime of a partitioned host stops its own replicas once it cannot renew for
+//   a lease duration (self-fencing), so two copies do not run for long.
+// - Terminating Replicas on a host that is gone or silent, or bound to no host, get their
+//   finalizer removed here, since no runtime will.
+import type { Host, Replica } from '../../crds/types.ts';
+import { isConflict, isNotFound, type Lease, type ReconcileResult } from '../../kube/index.ts';
+import { setConditions } from '../conditions.ts';
+import type { OperatorContext } from '../context.ts';
+import { RUNTIME_FINALIZER, SYSTEM_NAMESPACE } from '../labels.ts';
+
+export interface HostLifecycleOptions {
+  /** How long a Host may go without renewing its Lease before its replicas move. Default 1000 ms. */
+  graceMs: number;
+}
+
+export function hostLeaseName(host: string): string {
+  return `host-${host}`;
+}
+
+/** Milliseconds since the Lease was last renewed, and its duration; undefined when there is none. */
+export function leaseSilence(
+  lease: Lease | undefined,
+  now: number,
+): { silentMs: number; durationMs: number } | undefined {
+  const renewed = lease?.spec?.renewTime ?? lease?.spec?.acquireTime;
+  if (!lease || !renewed) return undefined;
+  return { silentMs: now - Date.parse(renewed), durationMs: (lease.spec?.leaseDurationSeconds ?? 40) * 1000 };
+}
+
+export function replicasOn(ctx: OperatorContext, host: string): Replica[] {
+  return ctx.informers.replicas.list((r) => r.spec.host === host);
+}
+
+export async function removeRuntimeFinalizer(ctx: OperatorContext, replica: Replica): Promise<void> {
+  const index = replica.metadata.finalizers?.indexOf(RUNTIME_FINALIZER) ?? -1;
+  if (index < 0) return;
+  try {
+    await ctx.clients.replicas.patch(
+      replica.metadata.name as string,
+      [
+        { op: 'test', path: `/metadata/finalizers/${index}`, value: RUNTIME_FINALIZER },
+        { op: 'remove', path: `/metadata/finalizers/${index}` },
+      ],
+      { namespace: replica.metadata.namespace, type: 'json' },
+    );
+  } catch (error) {
+    // A failed test op is a 422 (the list changed); the informer brings the new state and requeues.
+    if (!isNotFound(error) && !isConflict(error)) throw error;
+  }
+}
+
+export async function reconcileHost(
+  ctx: OperatorContext,
+  opts: HostLifecycleOptions,
+  hostName: string,
+): Promise<ReconcileResult> {
+  const host = ctx.informers.hosts.get(hostName);
+  const replicas = replicasOn(ctx, hostName);
+  if (!host) {
+    // A deleted Host: its replicas can never be stopped by it; move them.
+    await evict(ctx, undefined, hostName, replicas, 'HostDeleted');
+    return undefined;
+  }
+  const now = Date.now();
+  const silence = leaseSilence(
+    ctx.informers.leases.get(`${SYSTEM_NAMESPACE}/${hostLeaseName(hostName)}`),
+    now,
+  );
+  if (!silence) return { requeueAfterMs: opts.graceMs }; // not registered yet (or lease not seen yet)
+
+  const expired = silence.silentMs >= silence.durationMs;
+  const graceMs = Math.max(opts.graceMs, silence.durationMs);
+  if (!expired) return { requeueAfterMs: silence.durationMs - silence.silentMs + 5 };
+
+  await markNotReady(ctx, host, silence.silentMs);
+  if (silence.silentMs < graceMs) return { requeueAfterMs: graceMs - silence.silentMs + 5 };
+  await evict(ctx, host, hostName, replicas, 'HostLost');
+  return undefined;
+}
+
+async function markNotReady(ctx: OperatorContext, host: Host, silentMs: number): Promise<void> {
+  const ready = host.status?.conditions?.find((c) => c.type === 'Ready');
+  if (ready?.status === 'Unknown') return;
+  const message = `Lease not renewed for ${(silentMs / 1000).toFixed(1)} s`;
+  try {
+    await ctx.clients.hosts.patchStatus(host.metadata.name as string, {
+      conditions: setConditions(
+        host.status?.conditions,
+        [{ type: 'Ready', status: 'Unknown', reason: 'HostLeaseExpired', message }],
+        undefined,
+      ),
+    });
+  } catch (error) {
+    if (!isNotFound(error)) throw error;
+  }
+  void ctx.recorder.warning(host, 'HostNotReady', message);
+}
+
+async function evict(
+  ctx: OperatorContext,
+  host: Host | undefined,
+  hostName: string,
+  replicas: Replica[],
+  reason: string,
+): Promise<void> {
+  if (replicas.length === 0) return;
+  for (const replica of replicas) {
+    await removeRuntimeFinalizer(ctx, replica);
+    if (replica.metadata.deletionTimestamp) continue;
+    try {
+      await ctx.clients.replicas.delete(replica.metadata.name as string, {
+        namespace: replica.metadata.namespace,
+        preconditions: { uid: replica.metadata.uid as string },
+      });
+    } catch (error) {
+      if (!isNotFound(error) && !isConflict(error)) throw error;
+    }
+  }
+  const message = `Host ${hostName} lost: moved ${replicas.length} replicas (${replicas
+    .slice(0, 5)
+    .map((r) => `${r.metadata.namespace}/${r.metadata.name}`)
+    .join(', ')}${replicas.length > 5 ? ', ...' : ''})`;
+  ctx.log.warn({ host: hostName, replicas: replicas.length, reason }, 'evicting replicas of a lost host');
+  if (host) void ctx.recorder.warning(host, reason, message);
+}
+
+/** Terminating replicas that no runtime will finalize: unbound ones. */
+export async function reconcileOrphanedTermination(ctx: OperatorContext, replica: Replica): Promise<void> {
+  if (replica.metadata.deletionTimestamp && !replica.spec.host) await removeRuntimeFinalizer(ctx, replica);
+}

@@ -1,0 +1,242 @@
+// The Instance controller: reconcile(namespace/name) keeps the Instance's Replicas as
+// planInstance says (create, scale, roll) and writes the aggregated status. It reads only the
+// informer caches; its writes come back through them, so it converges however events arrive.
+import type { Instance, InstanceStatus, Replica } from '../../crds/types.ts';
+import { isAlreadyExists, isConflict, isNotFound, type ReconcileResult, splitKey } from '../../kube/index.ts';
+import { type ConditionInput, sameConditions, setConditions } from '../conditions.ts';
+import type { OperatorContext } from '../context.ts';
+import { templateHash } from '../hash.ts';
+import {
+  INSTANCE_FINALIZER,
+  INSTANCE_LABEL,
+  ORDINAL_LABEL,
+  RUNTIME_FINALIZER,
+  TEMPLATE_HASH_LABEL,
+} from '../labels.ts';
+import { type InstancePlan, planInstance, replicaName } from './plan.ts';
+
+/** Replicas owned by the Instance (by label, then confirmed by ownerReference uid). */
+export function ownedReplicas(ctx: OperatorContext, instance: Instance): Replica[] {
+  const ns = instance.metadata.namespace;
+  const name = instance.metadata.name;
+  return ctx.informers.replicas.list(
+    (r) =>
+      r.metadata.namespace === ns &&
+      r.metadata.labels?.[INSTANCE_LABEL] === name &&
+      (r.metadata.ownerReferences ?? []).some((o) => o.uid === instance.metadata.uid),
+  );
+}
+
+export function newReplica(instance: Instance, ordinal: number, hash: string): Replica {
+  const name = instance.metadata.name as string;
+  const { metadata: templateMetadata } = instance.spec.template;
+  return {
+    apiVersion: 'orrery.dev/v1alpha1',
+    kind: 'Replica',
+    metadata: {
+      name: replicaName(name, ordinal),
+      namespace: instance.metadata.namespace,
+      labels: {
+        ...templateMetadata?.labels,
+        [INSTANCE_LABEL]: name,
+        [TEMPLATE_HASH_LABEL]: hash,
+        [ORDINAL_LABEL]: String(ordinal),
+      },
+      ...(templateMetadata?.annotations ? { annotations: { ...templateMetadata.annotations } } : {}),
+      ownerReferences: [
+        {
+          apiVersion: 'orrery.dev/v1alpha1',
+          kind: 'Instance',
+          name,
+          uid: instance.metadata.uid as string,
+          controller: true,
+          blockOwnerDeletion: true,
+        },
+      ],
+      // Held by the runtime of spec.host until it has stopped the processes.
+      finalizers: [RUNTIME_FINALIZER],
+    },
+    spec: { instance: name, ordinal, templateHash: hash, template: instance.spec.template },
+  };
+}
+
+export async function reconcileInstance(ctx: OperatorContext, key: string): Promise<ReconcileResult> {
+  const instance = ctx.informers.instances.get(key);
+  if (!instance) return undefined;
+  const { namespace } = splitKey(key);
+  const replicas = ownedReplicas(ctx, instance);
+
+  if (instance.metadata.deletionTimestamp) return finalizeInstance(ctx, instance, replicas);
+  if (!instance.metadata.finalizers?.includes(INSTANCE_FINALIZER)) {
+    await ctx.clients.instances.patch(
+      instance.metadata.name as string,
+      [
+        { op: 'test', path: '/metadata/resourceVersion', value: instance.metadata.resourceVersion },
+        instance.metadata.finalizers
+          ? { op: 'add', path: '/metadata/finalizers/-', value: INSTANCE_FINALIZER }
+          : { op: 'add', path: '/metadata/finalizers', value: [INSTANCE_FINALIZER] },
+      ],
+      { namespace, type: 'json' },
+    );
+    return undefined; // the update comes back through the informer
+  }
+
+  const hash = templateHash(instance.spec.template);
+  const plan = planInstance(instance, replicas, hash);
+
+  for (const ordinal of plan.create) {
+    try {
+      await ctx.clients.replicas.create(newReplica(instance, ordinal, hash), { namespace });
+    } catch (error) {
+      // The cache had not seen it yet (or the old one is still terminating): the watch event requeues us.
+      if (!isAlreadyExists(error)) throw error;
+    }
+  }
+  for (const name of plan.delete) {
+    const replica = replicas.find((r) => r.metadata.name === name);
+    try {
+      await ctx.clients.replicas.delete(name, {
+        namespace,
+        preconditions: { uid: replica?.metadata.uid as string },
+      });
+    } catch (error) {
+      if (!isNotFound(error) && !isConflict(error)) throw error;
+    }
+  }
+  if (plan.create.length > 0) {
+    void ctx.recorder.normal(
+      instance,
+      'Created',
+      `Created replicas ${plan.create.map((o) => replicaName(instance.metadata.name as string, o)).join(', ')}`,
+    );
+  }
+  if (plan.delete.length > 0) {
+    void ctx.recorder.normal(instance, 'Deleted', `Deleted replicas ${plan.delete.join(', ')}`);
+  }
+
+  await writeStatus(ctx, instance, replicas, plan, hash);
+  return undefined;
+}
+
+async function finalizeInstance(
+  ctx: OperatorContext,
+  instance: Instance,
+  replicas: Replica[],
+): Promise<ReconcileResult> {
+  const namespace = instance.metadata.namespace;
+  for (const replica of replicas) {
+    if (replica.metadata.deletionTimestamp) continue;
+    try {
+      await ctx.clients.replicas.delete(replica.metadata.name as string, { namespace });
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+    }
+  }
+  if (replicas.length > 0) return undefined; // their deletions requeue us
+  const finalizers = instance.metadata.finalizers ?? [];
+  const index = finalizers.indexOf(INSTANCE_FINALIZER);
+  if (index < 0) return undefined;
+  try {
+    await ctx.clients.instances.patch(
+      instance.metadata.name as string,
+      [
+        { op: 'test', path: `/metadata/finalizers/${index}`, value: INSTANCE_FINALIZER },
+        { op: 'remove', path: `/metadata/finalizers/${index}` },
+      ],
+      { namespace, type: 'json' },
+    );
+  } catch (error) {
+    if (!isNotFound(error)) throw error;
+  }
+  return undefined;
+}
+
+function conditionsFor(instance: Instance, replicas: Replica[], plan: InstancePlan): ConditionInput[] {
+  const desired = instance.spec.replicas;
+  const minAvailable = Math.max(0, desired - instance.spec.updateStrategy.maxUnavailable);
+  const available = plan.counts.availableReplicas >= minAvailable;
+  const unschedulable = replicas.filter((r) => r.status?.reason === 'Unschedulable');
+  const crashing = replicas.filter(
+    (r) => r.status?.phase === 'CrashLoopBackOff' || r.status?.phase === 'Failed',
+  );
+  const degraded = unschedulable[0] ?? crashing[0];
+  return [
+    {
+      type: 'Available',
+      status: available ? 'True' : 'False',
+      reason: available ? 'MinimumReplicasAvailable' : 'MinimumReplicasUnavailable',
+      message: `${plan.counts.availableReplicas} of ${desired} replicas available (at least ${minAvailable} required)`,
+    },
+    plan.complete
+      ? {
+          type: 'Progressing',
+          status: 'False',
+          reason: 'RolloutComplete',
+          message: `${desired} replicas run the current template`,
+        }
+      : {
+          type: 'Progressing',
+          status: 'True',
+          reason: plan.outdated > 0 ? 'RollingUpdate' : 'ReplicasUpdating',
+          message: `${plan.counts.updatedReplicas} of ${desired} replicas updated, ${plan.counts.readyReplicas} ready`,
+        },
+    degraded
+      ? {
+          type: 'Degraded',
+          status: 'True',
+          reason: unschedulable.length > 0 ? 'Unschedulable' : (degraded.status?.phase as string),
+          message: `${degraded.metadata.name}: ${degraded.status?.message ?? degraded.status?.phase}`,
+        }
+      : { type: 'Degraded', status: 'False', reason: 'AsExpected', message: '' },
+  ];
+}
+
+async function writeStatus(
+  ctx: OperatorContext,
+  instance: Instance,
+  replicas: Replica[],
+  plan: InstancePlan,
+  hash: string,
+) {
+  const previous = instance.status;
+  const generation = instance.metadata.generation;
+  const next: InstanceStatus = {
+    ...plan.counts,
+    selector: `${INSTANCE_LABEL}=${instance.metadata.name}`,
+    templateHash: hash,
+    ...(generation !== undefined ? { observedGeneration: generation } : {}),
+    conditions: setConditions(previous?.conditions, conditionsFor(instance, replicas, plan), generation),
+  };
+  const unchanged =
+    previous !== undefined &&
+    sameConditions(previous.conditions, next.conditions) &&
+    (
+      [
+        'replicas',
+        'readyReplicas',
+        'updatedReplicas',
+        'availableReplicas',
+        'selector',
+        'templateHash',
+        'observedGeneration',
+      ] as const
+    ).every((field) => previous[field] === next[field]);
+  if (unchanged) return;
+  if (
+    plan.complete &&
+    previous?.conditions?.find((c) => c.type === 'Progressing')?.reason !== 'RolloutComplete'
+  ) {
+    void ctx.recorder.normal(
+      instance,
+      'RolloutComplete',
+      `All ${instance.spec.replicas} replicas run template ${hash} and are ready`,
+    );
+  }
+  try {
+    await ctx.clients.instances.patchStatus(instance.metadata.name as string, next, {
+      namespace: instance.metadata.namespace,
+    });
+  } catch (error) {
+    if (!isNotFound(error)) throw error;
+  }
+}

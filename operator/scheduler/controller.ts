@@ -1,0 +1,154 @@
+// The scheduler: reconcile(namespace/name) binds an unbound Replica to a Host (spec.host), or,
+// when nothing fits, records why on the Replica (status reason Unschedulable, condition
+// Scheduled=False — the scheduler owns a Replica's status until it is bound, as kube-scheduler
+// writes PodScheduled) and as a Warning Event, and retries when Hosts change.
+//
+// Host usage is kept incrementally from the Replica informer plus the bindings made but not yet
+// seen back ("assumed", as kube-scheduler's cache does), so one decision costs O(hosts).
+import type { Replica } from '../../crds/types.ts';
+import {
+  isConflict,
+  isInvalid,
+  isNotFound,
+  objectKey,
+  type ReconcileResult,
+  splitKey,
+} from '../../kube/index.ts';
+import { setConditions } from '../conditions.ts';
+import type { OperatorContext } from '../context.ts';
+import { HOST_LABEL } from '../labels.ts';
+import { addUsage, emptyUsage, type HostUsage, pickHost } from './fit.ts';
+
+/** Bound replicas per host, maintained from informer events and our own bindings. */
+export class SchedulerCache {
+  readonly #boundTo = new Map<string, { host: string; replica: Replica }>();
+  #usage: Map<string, HostUsage> | undefined;
+
+  /** Record what the API says about a replica (undefined: it is gone). */
+  observe(key: string, replica: Replica | undefined): void {
+    const host = replica?.spec.host;
+    const previous = this.#boundTo.get(key);
+    if (replica && host) {
+      if (previous?.host === host) return;
+      this.#boundTo.set(key, { host, replica });
+    } else if (previous && !replica) {
+      this.#boundTo.delete(key);
+    } else {
+      return;
+    }
+    this.#usage = undefined;
+  }
+
+  assume(key: string, replica: Replica, host: string): void {
+    this.#boundTo.set(key, { host, replica });
+    if (this.#usage) {
+      let usage = this.#usage.get(host);
+      if (!usage) this.#usage.set(host, (usage = emptyUsage()));
+      addUsage(usage, replica);
+    }
+  }
+
+  usageOf = (host: string): HostUsage => {
+    if (!this.#usage) {
+      this.#usage = new Map();
+      for (const { host: h, replica } of this.#boundTo.values()) {
+        let usage = this.#usage.get(h);
+        if (!usage) this.#usage.set(h, (usage = emptyUsage()));
+        addUsage(usage, replica);
+      }
+    }
+    return this.#usage.get(host) ?? emptyUsage();
+  };
+
+  replicasOn(host: string): number {
+    return this.usageOf(host).replicas;
+  }
+}
+
+export function watchForScheduler(
+  ctx: OperatorContext,
+  cache: SchedulerCache,
+  enqueue: (key: string) => void,
+) {
+  ctx.informers.replicas.addHandlers({
+    add: (r) => {
+      cache.observe(objectKey(r), r);
+      if (!r.spec.host) enqueue(objectKey(r));
+    },
+    update: (_, r) => {
+      cache.observe(objectKey(r), r);
+      if (!r.spec.host) enqueue(objectKey(r));
+    },
+    delete: (r) => {
+      cache.observe(objectKey(r), undefined);
+      // Room was freed: pending replicas may fit now.
+      for (const pending of ctx.informers.replicas.list((p) => !p.spec.host)) enqueue(objectKey(pending));
+    },
+  });
+  const requeuePending = () => {
+    for (const pending of ctx.informers.replicas.list((p) => !p.spec.host)) enqueue(objectKey(pending));
+  };
+  ctx.informers.hosts.addHandlers({ add: requeuePending, update: requeuePending, delete: requeuePending });
+}
+
+export async function reconcileScheduling(
+  ctx: OperatorContext,
+  cache: SchedulerCache,
+  key: string,
+): Promise<ReconcileResult> {
+  const replica = ctx.informers.replicas.get(key);
+  if (!replica || replica.spec.host || replica.metadata.deletionTimestamp) return undefined;
+  const { namespace, name } = splitKey(key);
+  const result = pickHost(replica, ctx.informers.hosts.list(), cache.usageOf);
+  if (result.host === undefined) {
+    await markUnschedulable(ctx, replica, result.message);
+    return { requeueAfterMs: 5_000 };
+  }
+  try {
+    await ctx.clients.replicas.mergePatch(
+      name,
+      {
+        metadata: {
+          resourceVersion: replica.metadata.resourceVersion,
+          labels: { [HOST_LABEL]: result.host },
+        },
+        spec: { host: result.host },
+      },
+      { namespace },
+    );
+  } catch (error) {
+    // Changed or bound meanwhile (spec.host is immutable once set): the informer brings the new state.
+    if (isConflict(error) || isNotFound(error) || isInvalid(error)) return undefined;
+    throw error;
+  }
+  cache.assume(key, replica, result.host);
+  if (replica.status?.reason === 'Unschedulable') {
+    void ctx.recorder.normal(replica, 'Scheduled', `Bound to host ${result.host}`);
+  }
+  return undefined;
+}
+
+async function markUnschedulable(ctx: OperatorContext, replica: Replica, message: string): Promise<void> {
+  const previous = replica.status;
+  if (previous?.reason === 'Unschedulable' && previous.message === message) return;
+  void ctx.recorder.warning(replica, 'FailedScheduling', message);
+  try {
+    await ctx.clients.replicas.patchStatus(
+      replica.metadata.name as string,
+      {
+        phase: 'Pending',
+        ready: false,
+        reason: 'Unschedulable',
+        message,
+        conditions: setConditions(
+          previous?.conditions,
+          [{ type: 'Scheduled', status: 'False', reason: 'Unschedulable', message }],
+          replica.metadata.generation,
+        ),
+      },
+      { namespace: replica.metadata.namespace },
+    );
+  } catch (error) {
+    if (!isNotFound(error)) throw error;
+  }
+}

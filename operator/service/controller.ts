@@ -1,0 +1,99 @@
+// The Service controller: reconcile(namespace/name) gives the Service a stable virtual IP from
+// the loopback range and keeps its endpoint counts and conditions current. The mesh proxies
+// watch Services and Replicas themselves; this status is for people and tools.
+import type { Replica, Service, ServiceStatus } from '../../crds/types.ts';
+import { isNotFound, objectKey, type ReconcileResult } from '../../kube/index.ts';
+import { sameConditions, setConditions } from '../conditions.ts';
+import type { OperatorContext } from '../context.ts';
+import { isReady } from '../instance/plan.ts';
+import { allocateVip, type Cidr, inRange } from './vip.ts';
+
+export function selects(service: Service, replica: Replica): boolean {
+  if (replica.metadata.namespace !== service.metadata.namespace) return false;
+  const labels = replica.metadata.labels ?? {};
+  return Object.entries(service.spec.selector).every(([k, v]) => labels[k] === v);
+}
+
+/** Keys of the Services that select a replica (for mapping Replica events). */
+export function servicesSelecting(ctx: OperatorContext, replica: Replica): string[] {
+  return ctx.informers.services.list((s) => selects(s, replica)).map(objectKey);
+}
+
+export async function reconcileService(
+  ctx: OperatorContext,
+  range: Cidr,
+  key: string,
+): Promise<ReconcileResult> {
+  const service = ctx.informers.services.get(key);
+  if (!service) return undefined;
+  let virtualIP = service.status?.virtualIP;
+  if (!virtualIP || !inRange(range, virtualIP)) {
+    const inUse = new Set(
+      ctx.informers.services
+        .list((s) => objectKey(s) !== key)
+        .map((s) => s.status?.virtualIP)
+        .filter((ip): ip is string => Boolean(ip)),
+    );
+    virtualIP = allocateVip(range, key, inUse);
+    if (!virtualIP) {
+      void ctx.recorder.warning(
+        service,
+        'VirtualIPExhausted',
+        'No free virtual IP left in the service range',
+      );
+      return { requeueAfterMs: 10_000 };
+    }
+  }
+  const endpoints = ctx.informers.replicas.list((r) => selects(service, r) && !r.metadata.deletionTimestamp);
+  const ready = endpoints.filter(isReady).length;
+  const generation = service.metadata.generation;
+  const next: ServiceStatus = {
+    virtualIP,
+    readyEndpoints: ready,
+    totalEndpoints: endpoints.length,
+    ...(generation !== undefined ? { observedGeneration: generation } : {}),
+    conditions: setConditions(
+      service.status?.conditions,
+      [
+        ready > 0
+          ? {
+              type: 'Ready',
+              status: 'True',
+              reason: 'EndpointsReady',
+              message: `${ready} of ${endpoints.length} endpoints ready`,
+            }
+          : {
+              type: 'Ready',
+              status: 'False',
+              reason: endpoints.length > 0 ? 'NoReadyEndpoints' : 'NoEndpoints',
+              message:
+                endpoints.length > 0
+                  ? `none of ${endpoints.length} endpoints is ready`
+                  : 'the selector matches no replica',
+            },
+      ],
+      generation,
+    ),
+  };
+  const previous = service.status;
+  if (
+    previous &&
+    previous.virtualIP === next.virtualIP &&
+    previous.readyEndpoints === next.readyEndpoints &&
+    previous.totalEndpoints === next.totalEndpoints &&
+    previous.observedGeneration === next.observedGeneration &&
+    sameConditions(previous.conditions, next.conditions)
+  ) {
+    return undefined;
+  }
+  if (!previous?.virtualIP)
+    void ctx.recorder.normal(service, 'VirtualIPAllocated', `Allocated virtual IP ${virtualIP}`);
+  try {
+    await ctx.clients.services.patchStatus(service.metadata.name as string, next, {
+      namespace: service.metadata.namespace,
+    });
+  } catch (error) {
+    if (!isNotFound(error)) throw error;
+  }
+  return undefined;
+}
