@@ -88,7 +88,11 @@ test('kill() leaves nothing of a workload that daemonized inside a pid namespace
   t.true(members.includes(pid));
   t.true(members.length >= 3, `init, the workload and the daemon: ${members.join(',')}`);
   for (const file of cgroup.spawnTarget.procsFiles) {
-    const listed = (await readFile(file, 'utf8')).trim().split('\n').map(Number).sort((a, b) => a - b);
+    const listed = (await readFile(file, 'utf8'))
+      .trim()
+      .split('\n')
+      .map(Number)
+      .sort((a, b) => a - b);
     t.deepEqual(listed, members, `${file} lists the same processes as the v2 cgroup`);
   }
   await cgroup.kill();
