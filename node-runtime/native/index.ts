@@ -219,6 +219,16 @@ export function readExitStatusFile(path: string): ExitStatus | null {
   return { code: null, signal };
 }
 
+/**
+ * Where an exit status came from: waitid(P_PIDFD) on our own child; for a process that is not our
+ * child, the zombie's /proc/<pid>/stat exit_code (before its parent reaps it) or PIDFD_INFO_EXIT
+ * (after); 'unknown' when neither is available (kernel < 6.15 and already reaped).
+ */
+export type ExitSource = 'waitid' | 'zombie-stat' | 'pidfd-info' | 'unknown';
+export interface ExitDetail {
+  source: ExitSource;
+}
+
 export interface WatchExitOptions {
   /** orrery-init's record for this process (defaults to the one given to spawn for this pidfd). */
   exitStatusFile?: string;
@@ -231,19 +241,19 @@ export interface WatchExitOptions {
  */
 export function watchExit(
   pidfd: number,
-  onExit: (status: ExitStatus) => void,
+  onExit: (status: ExitStatus, detail: ExitDetail) => void,
   options: WatchExitOptions = {},
 ): () => void {
   const statusFile = options.exitStatusFile ?? statusFiles.get(pidfd);
   let active = true;
-  const id = native.watchExit(pidfd, (code, signo) => {
+  const id = native.watchExit(pidfd, (code, signo, source) => {
     active = false;
     statusFiles.delete(pidfd);
     let status: ExitStatus = { code, signal: signo === null ? null : (signalNames.get(signo) ?? null) };
     // orrery-init exits 128+N after "killed SIG"; when init itself died by a signal (SIGKILL from
     // the runtime or cgroup.kill) its own status is the truth.
     if (statusFile !== undefined && code !== null) status = readExitStatusFile(statusFile) ?? status;
-    onExit(status);
+    onExit(status, { source: source as ExitSource });
   });
   return () => {
     if (!active) return;

@@ -223,8 +223,9 @@ fail:
 /* ---------- exit watches ---------- */
 
 /* One uv_poll per pidfd, ref'd: Node stays alive while a watch is active (like a child_process
- * handle). When a non-child exits before its parent reaped it, PIDFD_INFO_EXIT is not there yet;
- * we then retry on a timer (1 ms doubling, ~2 s in all) instead of spinning on the readable fd. */
+ * handle). If neither PIDFD_INFO_EXIT nor the zombie's stat line has the status (a race with the
+ * reaper), we retry on a timer (1 ms doubling to 50 ms, 30 s in all) instead of spinning on the
+ * readable fd, then report the exit with an unknown status. */
 struct watch {
   uv_poll_t poll;
   uv_timer_t timer;
@@ -276,12 +277,14 @@ static void deliver(struct watch *w, enum orrery_exit_source src, const struct o
   napi_value cb, recv, argv[3];
   napi_get_reference_value(env, w->callback, &cb);
   napi_get_global(env, &recv); /* napi_make_callback wants an object receiver */
-  int known = src == EXIT_WAITID || src == EXIT_PIDFD_INFO;
+  int known = src == EXIT_WAITID || src == EXIT_PIDFD_INFO || src == EXIT_ZOMBIE_STAT;
   if (known && ex->code >= 0) argv[0] = make_int(env, ex->code);
   else napi_get_null(env, &argv[0]);
   if (known && ex->signal > 0) argv[1] = make_int(env, ex->signal);
   else napi_get_null(env, &argv[1]);
-  argv[2] = make_string_or_null(env, src == EXIT_WAITID ? "waitid" : src == EXIT_PIDFD_INFO ? "pidfd-info" : "unknown");
+  argv[2] = make_string_or_null(env, src == EXIT_WAITID ? "waitid" : src == EXIT_PIDFD_INFO ? "pidfd-info"
+                                         : src == EXIT_ZOMBIE_STAT ? "zombie-stat"
+                                                                   : "unknown");
   napi_async_context async = w->async;
   w->async = NULL;
   napi_ref ref = w->callback;
@@ -311,9 +314,9 @@ static void check_exit(struct watch *w) {
   if (src == EXIT_NOT_YET) return;
   if (src == EXIT_PENDING_REAP) {
     uv_poll_stop(&w->poll);
-    if (w->waited_ms < 2000) {
+    if (w->waited_ms < 30000) {
       w->retry_ms = w->retry_ms ? w->retry_ms * 2 : 1;
-      if (w->retry_ms > 200) w->retry_ms = 200;
+      if (w->retry_ms > 50) w->retry_ms = 50;
       w->waited_ms += w->retry_ms;
       uv_timer_start(&w->timer, on_retry, w->retry_ms, 0);
       return;

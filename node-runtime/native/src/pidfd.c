@@ -3,7 +3,10 @@
 #include "syscalls.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 
@@ -19,6 +22,53 @@ static void decode_wstatus(int wstatus, struct orrery_exit *out) {
   }
 }
 
+static ssize_t read_small_file(const char *path, char *buf, size_t size) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n;
+  do {
+    n = read(fd, buf, size - 1);
+  } while (n < 0 && errno == EINTR);
+  close(fd);
+  if (n >= 0) buf[n] = 0;
+  return n;
+}
+
+/* The pid behind a pidfd from /proc/self/fdinfo (Linux 5.3; "Pid: -1" once reaped, 5.14+). */
+static pid_t pidfd_pid(int pidfd) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/self/fdinfo/%d", pidfd);
+  if (read_small_file(path, buf, sizeof buf) <= 0) return -1;
+  const char *p = strstr(buf, "\nPid:");
+  return p ? (pid_t)strtol(p + 5, NULL, 10) : -1;
+}
+
+/* Exited, not reaped yet by its parent: the zombie still shows its wait status in
+ * /proc/<pid>/stat field 52 (exit_code, Linux 3.5; proc(5)). While it is a zombie the pid cannot
+ * be reused, and we check the pidfd still names it after reading, so the status is its own. This
+ * saves waiting for a slow reaper (the host's init may reap orphans only every second or so). */
+static int zombie_wstatus(int pidfd, int *wstatus) {
+  pid_t pid = pidfd_pid(pidfd);
+  if (pid <= 0) return -1;
+  char path[64], buf[2048];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  if (read_small_file(path, buf, sizeof buf) <= 0) return -1;
+  char *p = strrchr(buf, ')');
+  if (!p || p[1] != ' ' || p[2] != 'Z') return -1;
+  /* tok points at the space before field `field`: 3 is the state; exit_code is field 52. */
+  int field = 3;
+  char *tok = p + 1;
+  while (tok && field < 52) {
+    tok = strchr(tok + 1, ' ');
+    field++;
+  }
+  if (!tok) return -1;
+  int status = (int)strtol(tok + 1, NULL, 10);
+  if (pidfd_pid(pidfd) != pid) return -1; /* reaped meanwhile: the stat line may be another's */
+  *wstatus = status;
+  return 0;
+}
+
 /* A pidfd we did not get from clone (re-adoption after a runtime restart) names a process whose
  * parent is someone else, so waitid says ECHILD. Since 6.15 pidfs keeps the wait status once the
  * task is reaped by its parent and returns it through PIDFD_GET_INFO with PIDFD_INFO_EXIT. */
@@ -28,11 +78,23 @@ static enum orrery_exit_source exit_from_pidfd_info(int pidfd, struct orrery_exi
   info.mask = ORRERY_PIDFD_INFO_EXIT;
   if (ioctl(pidfd, ORRERY_PIDFD_GET_INFO, &info) < 0) {
     *err = errno;
-    /* ENOTTY/EINVAL: no PIDFD_GET_INFO (< 6.13). ESRCH: exited, and either the kernel keeps no
-     * exit info (< 6.15) or it is not reaped yet; the caller retries a few times for the latter. */
-    return errno == ESRCH ? EXIT_PENDING_REAP : EXIT_UNKNOWN;
+    /* ENOTTY/EINVAL: no PIDFD_GET_INFO (< 6.13); ESRCH: reaped, and the kernel keeps no exit
+     * info (< 6.15). Either way a zombie that is not reaped yet still has its stat line. */
+    int wstatus;
+    if (zombie_wstatus(pidfd, &wstatus) == 0) {
+      decode_wstatus(wstatus, out);
+      return EXIT_ZOMBIE_STAT;
+    }
+    return *err == ESRCH ? EXIT_UNKNOWN : EXIT_PENDING_REAP;
   }
-  if (!(info.mask & ORRERY_PIDFD_INFO_EXIT)) return EXIT_PENDING_REAP;
+  if (!(info.mask & ORRERY_PIDFD_INFO_EXIT)) {
+    int wstatus;
+    if (zombie_wstatus(pidfd, &wstatus) == 0) {
+      decode_wstatus(wstatus, out);
+      return EXIT_ZOMBIE_STAT;
+    }
+    return EXIT_PENDING_REAP;
+  }
   decode_wstatus(info.exit_code, out);
   return EXIT_PIDFD_INFO;
 }

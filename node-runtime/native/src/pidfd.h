@@ -7,7 +7,8 @@ enum orrery_exit_source {
   EXIT_NOT_YET = 0,   /* still running (spurious wakeup) */
   EXIT_WAITID,        /* our child, reaped with waitid(P_PIDFD) */
   EXIT_PIDFD_INFO,    /* not our child: PIDFD_INFO_EXIT (6.15+) */
-  EXIT_PENDING_REAP,  /* not our child, exited, but its parent has not reaped it yet */
+  EXIT_ZOMBIE_STAT,   /* not our child, exited, not reaped yet: /proc/<pid>/stat exit_code */
+  EXIT_PENDING_REAP,  /* not our child, exited, status not readable yet: retry */
   EXIT_UNKNOWN,       /* exited, status unavailable (kernel < 6.15, or error) */
 };
 
