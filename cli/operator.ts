@@ -5,6 +5,7 @@ import { loadKubeConfig } from '../kube/index.ts';
 import { OperatorMetrics, serveMetrics } from '../operator/metrics.ts';
 import { startOperator } from '../operator/operator.ts';
 import { durationFlag, integerFlag, listenFlag } from './flags.ts';
+import { untilSignal } from './signals.ts';
 
 interface OperatorFlags {
   kubeconfig?: string;
@@ -54,10 +55,7 @@ export function operatorCommand(): Command {
         log,
         ...(flags.identity ? { identity: flags.identity } : {}),
       });
-      await new Promise<void>((resolve) => {
-        process.once('SIGINT', resolve);
-        process.once('SIGTERM', resolve);
-      });
+      await untilSignal();
       log.info('stopping');
       await operator.stop();
       server.close();

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { installCrds } from '../crds/install.ts';
 import { ensureControlPlaneBinary, startControlPlane } from '../hack/controlplane/controlplane.ts';
+import { untilSignal } from './signals.ts';
 
 export interface UpOptions {
   dataDir?: string;
@@ -29,11 +30,7 @@ export async function up(options: UpOptions): Promise<void> {
   log(`installed CRDs: ${crds.join(', ')}`);
   console.log(`export KUBECONFIG=${controlPlane.kubeconfig}`);
   log('running; press Ctrl-C to stop');
-  await new Promise<void>((resolve) => {
-    const stop = () => resolve();
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-  });
+  await untilSignal();
   log('stopping');
   await controlPlane.stop();
 }

@@ -24,13 +24,15 @@ const decimalSuffixes: Record<string, number> = {
   E: 1e18,
 };
 
-const quantityPattern = /^([+-]?(?:\d+(?:\.\d*)?|\.\d+))(?:(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)|[eE]([+-]?\d+))?$/;
+const quantityPattern =
+  /^([+-]?(?:\d+(?:\.\d*)?|\.\d+))(?:(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)|[eE]([+-]?\d+))?$/;
 
 /** The value of a quantity as a plain number (may be fractional: "500m" -> 0.5). */
 export function parseQuantity(quantity: string | number): number {
   if (typeof quantity === 'number') return quantity;
   const match = quantityPattern.exec(quantity.trim());
-  if (!match) throw new TypeError(`expected a Kubernetes quantity such as 500m, 2 or 128Mi, got '${quantity}'`);
+  if (!match)
+    throw new TypeError(`expected a Kubernetes quantity such as 500m, 2 or 128Mi, got '${quantity}'`);
   const [, digits, suffix = '', exponent] = match;
   const base = Number(digits);
   if (exponent !== undefined) return base * 10 ** Number(exponent);

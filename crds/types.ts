@@ -479,7 +479,7 @@ export interface InstanceStatus {
    */
   availableReplicas?: number;
   /**
-   * Label selector of the Replicas
+   * Label selector of the Replicas, for the scale subresource.
    */
   selector?: string;
   /**
@@ -494,7 +494,7 @@ export interface InstanceStatus {
 }
 export interface Condition {
   /**
-   * Condition type
+   * Condition type, e.g. Ready or Available.
    */
   type: string;
   /**
@@ -609,7 +609,7 @@ export interface ReplicaStatus {
    */
   message?: string;
   /**
-   * CamelCase reason of the phase
+   * CamelCase reason of the phase, e.g. Unschedulable or ExecFailed.
    */
   reason?: string;
   /**
@@ -652,11 +652,11 @@ export interface ProcessStatus {
    */
   lastExit?: {
     /**
-     * Exit code
+     * Exit code, when it exited.
      */
     code?: number;
     /**
-     * Signal that killed it
+     * Signal that killed it, when it was killed.
      */
     signal?: string;
     /**
@@ -664,7 +664,7 @@ export interface ProcessStatus {
      */
     reason?: 'Completed' | 'Error' | 'OOMKilled' | 'ExecFailed' | 'Killed' | 'LivenessProbeFailed';
     /**
-     * Detail
+     * Detail, e.g. "ExecFailed - ENOENT /no/such/bin".
      */
     message?: string;
     /**
@@ -789,11 +789,11 @@ export interface ServiceSpec {
      */
     intervalSeconds: number;
     /**
-     * Ejection time
+     * Ejection time, multiplied by the number of times the endpoint was ejected.
      */
     baseEjectionSeconds: number;
     /**
-     * Most endpoints ejected at once
+     * Most endpoints ejected at once, in percent.
      */
     maxEjectionPercent: number;
   };
@@ -882,7 +882,7 @@ export interface HostStatus {
    */
   address?: string;
   /**
-   * URL of the runtime's HTTP API (logs
+   * URL of the runtime's HTTP API (logs, stats, events).
    */
   apiEndpoint?: string;
   /**
@@ -908,7 +908,7 @@ export interface HostStatus {
      */
     clone3?: boolean;
     /**
-     * CLONE_INTO_CGROUP is available (5.7+
+     * CLONE_INTO_CGROUP is available (5.7+, cgroup v2).
      */
     cloneIntoCgroup?: boolean;
     /**
@@ -920,7 +920,7 @@ export interface HostStatus {
      */
     pidfdInfoExit?: boolean;
     /**
-     * cgroup.kill is available (5.14+
+     * cgroup.kill is available (5.14+, cgroup v2).
      */
     cgroupKill?: boolean;
   };
@@ -945,11 +945,11 @@ export interface HostStatus {
  */
 export interface ResourceList {
   /**
-   * CPU as a quantity
+   * CPU as a quantity, e.g. "2".
    */
   cpu?: string;
   /**
-   * Memory as a quantity
+   * Memory as a quantity, e.g. "16Gi".
    */
   memory?: string;
   /**

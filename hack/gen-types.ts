@@ -48,6 +48,53 @@ function inline(node: Json): Json {
   return out;
 }
 
+const schemaKeys = new Set([
+  'type',
+  'description',
+  'properties',
+  'items',
+  'required',
+  'enum',
+  'default',
+  'format',
+  'pattern',
+  'minimum',
+  'maximum',
+  'minLength',
+  'maxLength',
+  'minItems',
+  'maxItems',
+  'minProperties',
+  'maxProperties',
+  'additionalProperties',
+  'nullable',
+  'anyOf',
+  'oneOf',
+  'allOf',
+  'not',
+  'title',
+]);
+
+/**
+ * Rejects keys a structural schema does not have: a YAML slip such as an unquoted comma in a flow
+ * mapping (`{description: a, b}`) otherwise becomes a silent stray key.
+ */
+function checkSchema(node: Json, path: string): void {
+  if (!isObject(node)) throw new Error(`gen-types: ${path} must be a schema object`);
+  for (const [key, value] of Object.entries(node)) {
+    if (!schemaKeys.has(key) && !key.startsWith('x-kubernetes-')) {
+      throw new Error(
+        `gen-types: unknown schema key '${key}' at ${path} (an unquoted comma or colon in YAML?)`,
+      );
+    }
+    if (key === 'properties' && isObject(value)) {
+      for (const [name, child] of Object.entries(value)) checkSchema(child, `${path}.${name}`);
+    }
+    if (key === 'items' || (key === 'additionalProperties' && isObject(value)))
+      checkSchema(value, `${path}.${key}`);
+  }
+}
+
 export interface Generated {
   /** file name under crds/ -> YAML text */
   crds: Map<string, string>;
@@ -124,7 +171,9 @@ export async function generate(): Promise<Generated> {
   const definitions: JsonObject = {};
   for (const source of crdSources) {
     const crd = readYaml(`${source}.yaml`);
-    crds.set(crdFileName(crd), crdHeader + stringify(inline(crd), { lineWidth: 0 }));
+    const installable = inline(crd) as JsonObject;
+    checkSchema(schemaOf(installable), `crds/src/${source}.yaml`);
+    crds.set(crdFileName(crd), crdHeader + stringify(installable, { lineWidth: 0 }));
     const kind = kindOf(crd);
     const schema = toJsonSchema(schemaOf(crd), []);
     schema.required = ['apiVersion', 'kind', 'metadata', 'spec'];

@@ -89,7 +89,7 @@ test('every example applies as written and kubectl get shows the printer columns
 test('kubectl explain teaches the API from the schema descriptions', (t) => {
   const explained = ok(['explain', 'instance.spec.template.processes']);
   t.regex(explained, /GROUP:\s+orrery\.dev/);
-  t.regex(explained, /started in this order and stopped in reverse order/);
+  t.regex(explained, /started in this order and stopped in reverse\s+order/);
   for (const field of ['command', 'restart', 'readinessProbe', 'stopSignal'])
     t.regex(explained, new RegExp(`^\\s+${field}\\s`, 'm'));
   t.regex(ok(['explain', 'osvc.spec.outlierDetection']), /Envoy semantics/);

@@ -1,0 +1,159 @@
+// `orrery runtime`: the host agent. Flags are validated here, at the edge; every error names the
+// flag and the expected value. SIGINT/SIGTERM stop the agent and leave the workloads running (a
+// runtime restart must not restart workloads: the next agent re-adopts them), unless
+// --stop-workloads-on-exit is given (what `orrery up` wants for its Ctrl-C).
+import { Command, InvalidArgumentError, Option } from 'commander';
+import type { AgentOptions } from '../node-runtime/agent/index.ts';
+import { defaultHostName, parseListen, parsePortRange } from '../node-runtime/agent/options.ts';
+
+function wholeNumber(flag: string, min: number) {
+  return (value: string): number => {
+    if (!/^\d+$/.test(value) || Number(value) < min) {
+      throw new InvalidArgumentError(`${flag} expects a whole number >= ${min}, got '${value}'`);
+    }
+    return Number(value);
+  };
+}
+
+function listenFlag(value: string): string {
+  try {
+    parseListen(value, '--listen');
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+  return value;
+}
+
+function portRangeFlag(value: string): { min: number; max: number } {
+  try {
+    return parsePortRange(value, '--port-range');
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
+
+function labelFlag(value: string, previous: Record<string, string> = {}): Record<string, string> {
+  const eq = value.indexOf('=');
+  if (eq <= 0) throw new InvalidArgumentError(`--label expects key=value, got '${value}'`);
+  return { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) };
+}
+
+function hostNameFlag(value: string): string {
+  if (!/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(value)) {
+    throw new InvalidArgumentError(
+      `--host-name expects a DNS-1123 subdomain (lower-case letters, digits, '-' and '.'), got '${value}'`,
+    );
+  }
+  return value;
+}
+
+function quantityFlag(flag: string) {
+  return (value: string): string => {
+    if (!/^(\d+(\.\d+)?|\.\d+)(m|k|Ki|Mi|Gi|Ti|M|G|T)?$/.test(value)) {
+      throw new InvalidArgumentError(`${flag} expects a quantity such as 2, 1500m or 8Gi, got '${value}'`);
+    }
+    return value;
+  };
+}
+
+interface RuntimeFlags {
+  kubeconfig?: string;
+  hostName: string;
+  stateDir?: string;
+  logDir?: string;
+  cgroupParent?: string;
+  listen: string;
+  token?: string;
+  leaseDuration: number;
+  leaseRenewInterval?: number;
+  label?: Record<string, string>;
+  portRange?: { min: number; max: number };
+  capacityCpu?: string;
+  capacityMemory?: string;
+  capacityPids?: number;
+  maxReplicas?: number;
+  stopWorkloadsOnExit?: boolean;
+}
+
+export function runtimeCommand(): Command {
+  return new Command('runtime')
+    .description(
+      'run the host agent: register this Host, renew its Lease, run the Replicas bound to it as supervised processes, and serve logs, stats, events and metrics over HTTP',
+    )
+    .option('--kubeconfig <path>', 'kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)')
+    .option('--host-name <name>', 'Host object name and Lease holder', hostNameFlag, defaultHostName())
+    .option('--state-dir <dir>', 'runtime state, agent records and the API token (default: $XDG_STATE_HOME/orrery/runtime/<host>)')
+    .option('--log-dir <dir>', 'per-process log files (default: <state-dir>/logs)')
+    .option('--cgroup-parent <path>', 'parent cgroup of all replicas, below each hierarchy root (default: orrery/<host>)')
+    .option('--listen <host:port>', 'HTTP API address (port 0 picks a free one)', listenFlag, '127.0.0.1:0')
+    .addOption(
+      new Option('--token <token>', 'HTTP API bearer token (default: kept in <state-dir>/api-token, generated once)').env(
+        'ORRERY_RUNTIME_TOKEN',
+      ),
+    )
+    .option(
+      '--lease-duration <seconds>',
+      'Lease duration; after this long without a renewal the runtime kills its replicas (self-fencing). 1 s makes a 1.5 s failover possible on a local control plane; use 10-40 on a real cluster',
+      wholeNumber('--lease-duration', 1),
+      1,
+    )
+    .option('--lease-renew-interval <ms>', 'how often the Lease is renewed (default: a quarter of the duration)', wholeNumber('--lease-renew-interval', 10))
+    .option('--label <key=value>', 'label for the Host (repeatable)', labelFlag)
+    .option('--port-range <min-max>', 'range ports without a number are allocated from', portRangeFlag)
+    .option('--capacity-cpu <quantity>', 'override the CPU capacity (default: the number of cores)', quantityFlag('--capacity-cpu'))
+    .option('--capacity-memory <quantity>', 'override the memory capacity (default: MemTotal)', quantityFlag('--capacity-memory'))
+    .option('--capacity-pids <n>', 'override the pids capacity (default: kernel.pid_max)', wholeNumber('--capacity-pids', 1))
+    .option('--max-replicas <n>', 'replicas this host accepts (capacity.replicas)', wholeNumber('--max-replicas', 0))
+    .option('--stop-workloads-on-exit', 'stop every replica when the agent exits (default: leave them running for re-adoption)')
+    .action(async (flags: RuntimeFlags) => {
+      const { startAgent } = await import('../node-runtime/agent/index.ts');
+      const opts: AgentOptions = {
+        hostName: flags.hostName,
+        listen: flags.listen,
+        leaseDurationSeconds: flags.leaseDuration,
+      };
+      if (flags.leaseRenewInterval !== undefined) {
+        if (flags.leaseRenewInterval >= flags.leaseDuration * 1000) {
+          throw new InvalidArgumentError(
+            `--lease-renew-interval must be below --lease-duration (${flags.leaseDuration * 1000} ms), got ${flags.leaseRenewInterval}`,
+          );
+        }
+        opts.leaseRenewIntervalMs = flags.leaseRenewInterval;
+      }
+      if (flags.kubeconfig !== undefined) opts.kubeconfig = flags.kubeconfig;
+      if (flags.stateDir !== undefined) opts.stateDir = flags.stateDir;
+      if (flags.logDir !== undefined) opts.logDir = flags.logDir;
+      if (flags.cgroupParent !== undefined) opts.cgroupParent = flags.cgroupParent;
+      if (flags.token !== undefined) opts.token = flags.token;
+      if (flags.label !== undefined) opts.labels = flags.label;
+      if (flags.portRange !== undefined) opts.portRange = flags.portRange;
+      const capacity: NonNullable<AgentOptions['capacity']> = {};
+      if (flags.capacityCpu !== undefined) capacity.cpu = flags.capacityCpu;
+      if (flags.capacityMemory !== undefined) capacity.memory = flags.capacityMemory;
+      if (flags.capacityPids !== undefined) capacity.pids = flags.capacityPids;
+      if (flags.maxReplicas !== undefined) capacity.replicas = flags.maxReplicas;
+      opts.capacity = capacity;
+
+      const agent = await startAgent(opts);
+      // One line on stdout for scripts (`orrery up`, tests): where the API is and where the token lives.
+      console.log(JSON.stringify({ host: agent.hostName, apiEndpoint: agent.apiEndpoint, tokenFile: agent.tokenFile }));
+      await new Promise<void>((resolve) => {
+        let stopping = false;
+        const onSignal = (signal: NodeJS.Signals) => {
+          if (stopping) return;
+          stopping = true;
+          agent.runtime.log.info({ signal }, 'stopping the runtime agent');
+          void agent
+            .stop({ stopWorkloads: flags.stopWorkloadsOnExit === true })
+            .catch((err: Error) => agent.runtime.log.error({ err: err.message }, 'agent stop failed'))
+            .finally(() => {
+              process.off('SIGINT', onSignal);
+              process.off('SIGTERM', onSignal);
+              resolve();
+            });
+        };
+        process.on('SIGINT', onSignal);
+        process.on('SIGTERM', onSignal);
+      });
+    });
+}
