@@ -82,14 +82,21 @@ export function runtimeCommand(): Command {
     )
     .option('--kubeconfig <path>', 'kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)')
     .option('--host-name <name>', 'Host object name and Lease holder', hostNameFlag, defaultHostName())
-    .option('--state-dir <dir>', 'runtime state, agent records and the API token (default: $XDG_STATE_HOME/orrery/runtime/<host>)')
+    .option(
+      '--state-dir <dir>',
+      'runtime state, agent records and the API token (default: $XDG_STATE_HOME/orrery/runtime/<host>)',
+    )
     .option('--log-dir <dir>', 'per-process log files (default: <state-dir>/logs)')
-    .option('--cgroup-parent <path>', 'parent cgroup of all replicas, below each hierarchy root (default: orrery/<host>)')
+    .option(
+      '--cgroup-parent <path>',
+      'parent cgroup of all replicas, below each hierarchy root (default: orrery/<host>)',
+    )
     .option('--listen <host:port>', 'HTTP API address (port 0 picks a free one)', listenFlag, '127.0.0.1:0')
     .addOption(
-      new Option('--token <token>', 'HTTP API bearer token (default: kept in <state-dir>/api-token, generated once)').env(
-        'ORRERY_RUNTIME_TOKEN',
-      ),
+      new Option(
+        '--token <token>',
+        'HTTP API bearer token (default: kept in <state-dir>/api-token, generated once)',
+      ).env('ORRERY_RUNTIME_TOKEN'),
     )
     .option(
       '--lease-duration <seconds>',
@@ -97,14 +104,37 @@ export function runtimeCommand(): Command {
       wholeNumber('--lease-duration', 1),
       1,
     )
-    .option('--lease-renew-interval <ms>', 'how often the Lease is renewed (default: a quarter of the duration)', wholeNumber('--lease-renew-interval', 10))
+    .option(
+      '--lease-renew-interval <ms>',
+      'how often the Lease is renewed (default: a quarter of the duration)',
+      wholeNumber('--lease-renew-interval', 10),
+    )
     .option('--label <key=value>', 'label for the Host (repeatable)', labelFlag)
     .option('--port-range <min-max>', 'range ports without a number are allocated from', portRangeFlag)
-    .option('--capacity-cpu <quantity>', 'override the CPU capacity (default: the number of cores)', quantityFlag('--capacity-cpu'))
-    .option('--capacity-memory <quantity>', 'override the memory capacity (default: MemTotal)', quantityFlag('--capacity-memory'))
-    .option('--capacity-pids <n>', 'override the pids capacity (default: kernel.pid_max)', wholeNumber('--capacity-pids', 1))
-    .option('--max-replicas <n>', 'replicas this host accepts (capacity.replicas)', wholeNumber('--max-replicas', 0))
-    .option('--stop-workloads-on-exit', 'stop every replica when the agent exits (default: leave them running for re-adoption)')
+    .option(
+      '--capacity-cpu <quantity>',
+      'override the CPU capacity (default: the number of cores)',
+      quantityFlag('--capacity-cpu'),
+    )
+    .option(
+      '--capacity-memory <quantity>',
+      'override the memory capacity (default: MemTotal)',
+      quantityFlag('--capacity-memory'),
+    )
+    .option(
+      '--capacity-pids <n>',
+      'override the pids capacity (default: kernel.pid_max)',
+      wholeNumber('--capacity-pids', 1),
+    )
+    .option(
+      '--max-replicas <n>',
+      'replicas this host accepts (capacity.replicas)',
+      wholeNumber('--max-replicas', 0),
+    )
+    .option(
+      '--stop-workloads-on-exit',
+      'stop every replica when the agent exits (default: leave them running for re-adoption)',
+    )
     .action(async (flags: RuntimeFlags) => {
       const { startAgent } = await import('../node-runtime/agent/index.ts');
       const opts: AgentOptions = {
@@ -136,7 +166,9 @@ export function runtimeCommand(): Command {
 
       const agent = await startAgent(opts);
       // One line on stdout for scripts (`orrery up`, tests): where the API is and where the token lives.
-      console.log(JSON.stringify({ host: agent.hostName, apiEndpoint: agent.apiEndpoint, tokenFile: agent.tokenFile }));
+      console.log(
+        JSON.stringify({ host: agent.hostName, apiEndpoint: agent.apiEndpoint, tokenFile: agent.tokenFile }),
+      );
       await new Promise<void>((resolve) => {
         let stopping = false;
         const onSignal = (signal: NodeJS.Signals) => {

@@ -1,0 +1,636 @@
+/**
+ * The host agent (`orrery runtime`): joins the Kubernetes API and the local Runtime.
+ *
+ *  1. registers the Host (create if missing, status through the status subresource);
+ *  2. renews the Lease `host-<name>` in orrery-system, and fences itself when it cannot;
+ *  3. watches the Replicas bound here (field selector spec.host=<me>) and reconciles each one
+ *     through a work queue: run, stop on deletion and remove the finalizer, stop what no longer
+ *     belongs here;
+ *  4. writes each Replica's status from runtime events, coalesced per replica;
+ *  5. serves the HTTP API (logs, stats, events, metrics).
+ * See node-runtime/agent/README.md for the exact behaviour.
+ */
+
+import { mkdir } from 'node:fs/promises';
+import type { Server } from 'node:http';
+import { KubeConfig } from '@kubernetes/client-node';
+import { type Logger, pino } from 'pino';
+import { version } from '../../cli/version.ts';
+import type { ReplicaStatus as ApiReplicaStatus, Host, Replica } from '../../crds/types.ts';
+import {
+  EventRecorder,
+  HOSTS,
+  Informer,
+  isAlreadyExists,
+  isConflict,
+  isForbidden,
+  isNotFound,
+  KubeApi,
+  type Lease,
+  LeaseHeartbeat,
+  leaseClient,
+  loadKubeConfig,
+  REPLICAS,
+  type ResourceClient,
+  type RunningController,
+  resourceClient,
+  runController,
+  splitKey,
+  typed,
+  WorkQueue,
+} from '../../kube/index.ts';
+import { RUNTIME_FINALIZER, SYSTEM_NAMESPACE } from '../../operator/labels.ts';
+import { Runtime } from '../engine.ts';
+import type { ReplicaPhase, RuntimeEvent } from '../supervisor/spec.ts';
+import { applyHostStatus, ensureHost, type HostFacts, hostFacts, hostStatus } from './host.ts';
+import { createHttpApi, listen } from './http.ts';
+import { AgentMetrics } from './metrics.ts';
+import { type AgentOptions, type NormalizedAgentOptions, normalizeAgentOptions } from './options.ts';
+import { PortAllocator } from './ports.ts';
+import { AppliedRecords } from './records.ts';
+import {
+  buildReplicaSpec,
+  keyOfReplicaId,
+  portsToAllocate,
+  replicaDigest,
+  replicaId,
+} from './replica-spec.ts';
+import { apiStatusOf, type RunFailure, StatusWriter } from './status.ts';
+import { ensureToken, tokenPath } from './token.ts';
+
+export interface AgentStopOptions {
+  /** Stop every replica too (`orrery up`'s Ctrl-C); default false: workloads keep running for re-adoption. */
+  stopWorkloads?: boolean;
+}
+
+export interface Agent {
+  readonly hostName: string;
+  /** `http://<listen host>:<port>`, as written to Host.status.apiEndpoint. */
+  readonly apiEndpoint: string;
+  readonly token: string;
+  readonly tokenFile: string;
+  readonly runtime: Runtime;
+  readonly metrics: AgentMetrics;
+  readonly options: NormalizedAgentOptions;
+  /** True while the Lease could not be renewed for its whole duration and every replica was stopped. */
+  isFenced(): boolean;
+  stop(opts?: AgentStopOptions): Promise<void>;
+}
+
+/** Reconcile workers: replicas start in parallel, a key is never reconciled twice at once. */
+const WORKERS = 8;
+
+function kubeConfigOf(k: string | KubeConfig | undefined): KubeConfig {
+  if (k instanceof KubeConfig) return k;
+  return loadKubeConfig(k === undefined ? {} : { kubeconfig: k });
+}
+
+/** Counts failed Lease API calls for /metrics; the heartbeat itself only logs them. */
+function countingLeaseClient(client: ResourceClient<Lease>, onFailure: () => void): ResourceClient<Lease> {
+  const wrap =
+    <A extends unknown[], R>(fn: (...a: A) => Promise<R>) =>
+    async (...a: A): Promise<R> => {
+      try {
+        return await fn(...a);
+      } catch (err) {
+        if (!isNotFound(err)) onFailure();
+        throw err;
+      }
+    };
+  return Object.assign(Object.create(client) as ResourceClient<Lease>, {
+    get: wrap(client.get.bind(client)),
+    create: wrap(client.create.bind(client)),
+    replace: wrap(client.replace.bind(client)),
+  });
+}
+
+export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
+  const o = normalizeAgentOptions(options);
+  const log: Logger = (
+    options.log ?? pino({ name: 'orrery-runtime', level: process.env.ORRERY_LOG_LEVEL ?? 'info' })
+  ).child({ host: o.hostName });
+  const me = o.hostName;
+  const fieldManager = `orrery-runtime/${me}`;
+  const api = await KubeApi.fromKubeConfig(kubeConfigOf(o.kubeconfig));
+  const cleanups: (() => Promise<void> | void)[] = [() => api.close()];
+  const unwind = async () => {
+    for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => {});
+  };
+
+  try {
+    await mkdir(o.stateDir, { recursive: true, mode: 0o700 });
+    const token = await ensureToken(o.stateDir, o.token);
+    const facts: HostFacts = await hostFacts(o.capacity);
+
+    const runtime = new Runtime({
+      stateDir: o.stateDir,
+      logDir: o.logDir,
+      cgroupParent: o.cgroupParent,
+      log,
+    });
+    await runtime.start();
+    cleanups.push(() => runtime.close());
+    const layout = runtime.cgroupLayout;
+    if (!layout) throw new Error('runtime started without a cgroup layout');
+
+    const records = new AppliedRecords(o.stateDir);
+    await records.load();
+    const ports = new PortAllocator(o.portRange, o.address);
+    for (const s of runtime.list()) for (const p of s.ports) ports.reserve(p.port);
+
+    const replicas = resourceClient(api, typed<Replica>(REPLICAS), fieldManager);
+    const hosts = resourceClient(api, typed<Host>(HOSTS), fieldManager);
+    const recorder = new EventRecorder(api, { reportingController: 'orrery-runtime', reportingInstance: me });
+
+    const phaseCounts = () => {
+      const m = new Map<ReplicaPhase, number>();
+      for (const s of runtime.list()) m.set(s.phase, (m.get(s.phase) ?? 0) + 1);
+      return m;
+    };
+    const metrics = new AgentMetrics(me, phaseCounts);
+
+    // ---- state shared by the pieces below ----------------------------------------------------
+    let fenced = false;
+    let stopping = false;
+    /** Keys whose replica the fence stopped: re-checked against a fresh read before running again. */
+    const fencedKeys = new Set<string>();
+    /** Replicas being started by a reconcile: their events wait for the one status write after run(). */
+    const starting = new Set<string>();
+    const failures = new Map<string, RunFailure>();
+
+    const informer = new Informer<Replica>(replicas, {
+      fieldSelector: `spec.host=${me}`,
+      log,
+      name: 'replicas-bound-here',
+      resyncPeriodMs: 5 * 60_000,
+    });
+
+    const statusWriter = new StatusWriter({
+      log,
+      compute: (key) => {
+        const replica = informer.get(key);
+        if (!replica || replica.spec.host !== me) return undefined;
+        const id = replicaId(replica.metadata.namespace as string, replica.metadata.name as string);
+        const rs = runtime.has(id) ? runtime.status(id) : undefined;
+        if (!rs && replica.metadata.deletionTimestamp) return undefined;
+        return { replica, status: apiStatusOf(replica, rs, failures.get(id), o.address) };
+      },
+      write: async (replica, status: ApiReplicaStatus) => {
+        log.debug(
+          { replica: `${replica.metadata.namespace}/${replica.metadata.name}`, phase: status.phase },
+          'writing status',
+        );
+        await replicas.applyStatus({
+          apiVersion: 'orrery.dev/v1alpha1',
+          kind: 'Replica',
+          metadata: { name: replica.metadata.name, namespace: replica.metadata.namespace },
+          status,
+        } as Replica);
+      },
+      onWrite: (outcome) => metrics.statusWrites.inc({ outcome }),
+    });
+
+    // ---- HTTP API --------------------------------------------------------------------------
+    let heartbeat: LeaseHeartbeat | undefined;
+    const app = createHttpApi({
+      runtime,
+      metrics,
+      token,
+      hostName: me,
+      log,
+      health: () => ({
+        fenced,
+        leaseLastRenew: heartbeat ? new Date(heartbeat.lastRenewTime()).toISOString() : null,
+        replicas: runtime.list().length,
+      }),
+    });
+    const server: Server = await listen(app, o.listenHost, o.listenPort);
+    cleanups.push(
+      () =>
+        new Promise<void>((resolve) => {
+          server.closeAllConnections();
+          server.close(() => resolve());
+        }),
+    );
+    const addr = server.address();
+    const port = typeof addr === 'object' && addr ? addr.port : o.listenPort;
+    const endpointHost = o.listenHost.includes(':')
+      ? `[${o.listenHost}]`
+      : o.listenHost === '0.0.0.0'
+        ? o.address
+        : o.listenHost;
+    const apiEndpoint = `http://${endpointHost}:${port}`;
+
+    // ---- Host registration -----------------------------------------------------------------
+    const readySince = new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
+    const boundCount = () => informer.list((r) => !r.metadata.deletionTimestamp).length;
+    const currentHostStatus = () =>
+      hostStatus({
+        facts,
+        address: o.address,
+        apiEndpoint,
+        runtimeVersion: version,
+        layout,
+        cgroupParent: o.cgroupParent,
+        replicas: informer.hasSynced() ? boundCount() : runtime.list().length,
+        ready: {
+          status: 'True',
+          reason: 'RuntimeReady',
+          message: `runtime ${version} is renewing its lease`,
+        },
+        readySince,
+      });
+    const register = async () => {
+      await ensureHost(hosts, me, o.labels);
+      await applyHostStatus(hosts, me, currentHostStatus());
+    };
+    // The namespace of the Leases; creating it is racy between hosts and harmless.
+    try {
+      await api.request({
+        method: 'POST',
+        path: '/api/v1/namespaces',
+        body: { apiVersion: 'v1', kind: 'Namespace', metadata: { name: SYSTEM_NAMESPACE } },
+      });
+    } catch (err) {
+      if (!isAlreadyExists(err) && !isForbidden(err)) throw err;
+    }
+    await register();
+
+    // Host.status.replicas follows the informer, coalesced: one write in flight, the latest wins.
+    let hostWriteInFlight = false;
+    let hostWriteDirty = false;
+    let lastHostReplicas = -1;
+    const requestHostWrite = () => {
+      hostWriteDirty = true;
+      if (hostWriteInFlight || fenced || stopping) return;
+      hostWriteInFlight = true;
+      void (async () => {
+        while (hostWriteDirty && !stopping) {
+          hostWriteDirty = false;
+          const n = boundCount();
+          if (n === lastHostReplicas) continue;
+          try {
+            await hosts.patchStatus(me, { replicas: n });
+            lastHostReplicas = n;
+          } catch (err) {
+            log.warn({ err: (err as Error).message }, 'could not update Host.status.replicas');
+            break;
+          }
+        }
+        hostWriteInFlight = false;
+      })();
+    };
+
+    // ---- Heartbeat and self-fencing ----------------------------------------------------------
+    const onLost = () => {
+      if (fenced || stopping) return;
+      fenced = true;
+      metrics.selfFences.inc();
+      const ids = runtime.list().map((s) => s.id);
+      for (const id of ids) {
+        const key = keyOfReplicaId(id);
+        if (key) fencedKeys.add(key);
+      }
+      log.error(
+        { replicas: ids.length, leaseDurationSeconds: o.leaseDurationSeconds },
+        'self-fencing: the host Lease could not be renewed for its whole duration; killing every replica so the operator can run them elsewhere',
+      );
+      void Promise.all(
+        ids.map(async (id) => {
+          try {
+            await stopReplica(id, false);
+          } catch (err) {
+            log.error(
+              { replica: id, err: (err as Error).message },
+              'self-fencing: stopping a replica failed',
+            );
+          }
+        }),
+      ).then(() => log.warn({ replicas: ids.length }, 'self-fencing: every replica stopped'));
+    };
+    const onRecovered = () => {
+      if (!fenced || stopping) return;
+      log.warn({ replicas: fencedKeys.size }, 'host Lease renewed again: re-registering and resyncing');
+      void (async () => {
+        for (let attempt = 0; !stopping; attempt++) {
+          try {
+            await register();
+            break;
+          } catch (err) {
+            log.warn({ err: (err as Error).message, attempt }, 're-registration failed; retrying');
+            await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** attempt)));
+          }
+        }
+        fenced = false;
+        const host = await hosts.get(me).catch(() => undefined);
+        if (host) {
+          void recorder.warning(
+            host,
+            'SelfFenced',
+            `the runtime could not renew its Lease for ${o.leaseDurationSeconds}s and stopped ${fencedKeys.size} replica(s); it is back and resyncing`,
+          );
+        }
+        for (const key of informer.keys()) queue.add(key);
+        for (const key of fencedKeys) queue.add(key);
+        requestHostWrite();
+      })();
+    };
+    heartbeat = new LeaseHeartbeat({
+      client: countingLeaseClient(leaseClient(api, fieldManager), () => metrics.leaseRenewFailures.inc()),
+      namespace: SYSTEM_NAMESPACE,
+      name: `host-${me}`,
+      holderIdentity: me,
+      leaseDurationSeconds: o.leaseDurationSeconds,
+      renewIntervalMs: o.leaseRenewIntervalMs,
+      labels: { 'orrery.dev/host': me },
+      onLost,
+      onRecovered,
+      log,
+    });
+    await heartbeat.start();
+    metrics.leaseRenewals.set(heartbeat.lastRenewTime() / 1000);
+    const hb = heartbeat;
+    const renewGauge = setInterval(() => metrics.leaseRenewals.set(hb.lastRenewTime() / 1000), 1000);
+    renewGauge.unref();
+    cleanups.push(async () => {
+      clearInterval(renewGauge);
+      await hb.stop();
+    });
+
+    // ---- Replica reconcile -------------------------------------------------------------------
+    async function stopReplica(id: string, removeLogs: boolean): Promise<void> {
+      if (!runtime.has(id)) return;
+      const held = runtime.status(id).ports.map((p) => p.port);
+      try {
+        await runtime.stop(id);
+      } finally {
+        for (const p of held) ports.release(p);
+        await records.delete(id);
+      }
+      if (removeLogs) await runtime.logs.removeReplica(id).catch(() => {});
+    }
+
+    async function removeFinalizer(start: Replica): Promise<void> {
+      let obj: Replica | undefined = start;
+      for (let attempt = 0; obj && attempt < 8; attempt++) {
+        const fins = obj.metadata.finalizers ?? [];
+        if (!fins.includes(RUNTIME_FINALIZER)) return;
+        try {
+          // The resourceVersion makes the patch conditional: someone else's finalizer added
+          // meanwhile is not dropped by our stale list (409 instead, then a fresh read).
+          await replicas.mergePatch(
+            obj.metadata.name as string,
+            {
+              metadata: {
+                resourceVersion: obj.metadata.resourceVersion,
+                finalizers: fins.filter((f) => f !== RUNTIME_FINALIZER),
+              },
+            },
+            { namespace: obj.metadata.namespace },
+          );
+          return;
+        } catch (err) {
+          if (isNotFound(err)) return;
+          if (!isConflict(err)) throw err;
+          obj = await replicas
+            .get(obj.metadata.name as string, { namespace: obj.metadata.namespace })
+            .catch((e: unknown) => {
+              if (isNotFound(e)) return undefined;
+              throw e;
+            });
+        }
+      }
+      if (obj) throw new Error(`could not remove finalizer ${RUNTIME_FINALIZER}: kept conflicting`);
+    }
+
+    async function startReplica(key: string, replica: Replica, id: string): Promise<void> {
+      const wanted = portsToAllocate(replica);
+      const allocated = new Map<string, number>();
+      const releaseAll = () => {
+        for (const p of allocated.values()) ports.release(p);
+      };
+      let spec: ReturnType<typeof buildReplicaSpec>;
+      try {
+        for (const w of wanted) allocated.set(`${w.process}/${w.name}`, await ports.allocate());
+        for (const p of replica.spec.template.processes) {
+          for (const port of p.ports ?? []) if (port.port !== undefined) ports.reserve(port.port);
+        }
+        spec = buildReplicaSpec(replica, me, (proc, name) => allocated.get(`${proc}/${name}`) as number);
+      } catch (err) {
+        releaseAll();
+        failures.set(id, { reason: 'InvalidSpec', message: (err as Error).message });
+        statusWriter.request(key);
+        if (err instanceof TypeError) return;
+        throw err;
+      }
+      failures.delete(id);
+      // Not awaited before the spawn (writes per id are ordered): a record lost in a crash only
+      // means the running replica is adopted as it runs.
+      const recorded = records.set(id, {
+        uid: replica.metadata.uid ?? '',
+        digest: replicaDigest(replica, me),
+      });
+      starting.add(id);
+      const t0 = performance.now();
+      try {
+        await runtime.run(spec);
+        const ms = performance.now() - t0;
+        metrics.spawnLatency.observe(ms / 1000);
+        log.debug({ replica: key, ms: Math.round(ms * 100) / 100 }, 'replica started');
+        await recorded;
+      } catch (err) {
+        releaseAll();
+        await records.delete(id);
+        const e = err as Error & { code?: string };
+        failures.set(id, {
+          reason:
+            e.code === 'ENOENT' || e.code === 'EACCES'
+              ? 'ExecFailed'
+              : e instanceof TypeError
+                ? 'InvalidSpec'
+                : 'RunFailed',
+          message: e.message,
+        });
+        if (runtime.has(id)) await runtime.stop(id, { graceSeconds: 0 }).catch(() => {});
+        if (!(err instanceof TypeError)) throw err;
+      } finally {
+        starting.delete(id);
+        statusWriter.request(key);
+      }
+    }
+
+    async function reconcile(key: string): Promise<undefined> {
+      if (fenced || stopping) return undefined;
+      log.debug({ replica: key }, 'reconciling');
+      const { namespace, name } = splitKey(key);
+      if (!namespace) return undefined;
+      const id = replicaId(namespace, name);
+      let replica = informer.get(key);
+
+      if (replica && fencedKeys.has(key)) {
+        // After a fence the cache may still hold what was true before the partition: ask the API.
+        replica = await replicas.get(name, { namespace }).catch((err: unknown) => {
+          if (isNotFound(err)) return undefined;
+          throw err;
+        });
+        fencedKeys.delete(key);
+      }
+
+      if (!replica || replica.spec.host !== me) {
+        // Gone, or bound elsewhere: "when an agent comes back it kills what no longer belongs to it".
+        if (runtime.has(id)) {
+          log.info({ replica: key }, 'stopping a replica that is no longer bound to this host');
+          await stopReplica(id, true);
+        }
+        await records.delete(id);
+        failures.delete(id);
+        statusWriter.forget(key);
+        return undefined;
+      }
+
+      if (replica.metadata.deletionTimestamp) {
+        if (runtime.has(id)) {
+          statusWriter.request(key);
+          await stopReplica(id, true);
+        }
+        failures.delete(id);
+        await removeFinalizer(replica);
+        statusWriter.forget(key);
+        return undefined;
+      }
+
+      if (runtime.has(id)) {
+        const digest = replicaDigest(replica, me);
+        const rec = records.get(id);
+        if (!rec) {
+          // Running without a record (the agent died between run and record): adopt it as it runs.
+          await records.set(id, { uid: replica.metadata.uid ?? '', digest });
+        } else if (rec.digest !== digest) {
+          log.info(
+            { replica: key },
+            'replica object changed (new uid or template): stopping and running it again',
+          );
+          await stopReplica(id, false);
+        }
+      }
+      if (!runtime.has(id)) await startReplica(key, replica, id);
+      else statusWriter.request(key);
+      return undefined;
+    }
+
+    const queue = new WorkQueue<string>({ name: 'replicas' });
+    informer.addHandlers({
+      add: (r) => queue.add(`${r.metadata.namespace}/${r.metadata.name}`),
+      update: (_old, r) => queue.add(`${r.metadata.namespace}/${r.metadata.name}`),
+      delete: (r) => queue.add(`${r.metadata.namespace}/${r.metadata.name}`),
+    });
+    informer.addHandlers({
+      add: requestHostWrite,
+      delete: requestHostWrite,
+      update: (a, b) => {
+        if (Boolean(a.metadata.deletionTimestamp) !== Boolean(b.metadata.deletionTimestamp))
+          requestHostWrite();
+      },
+    });
+
+    const onRuntimeEvent = (e: RuntimeEvent) => {
+      metrics.runtimeEvents.inc({ type: e.type });
+      const key = keyOfReplicaId(e.replica);
+      if (e.type === 'restarting' && key) {
+        const { namespace, name } = splitKey(key);
+        metrics.processRestarts.inc({ namespace: namespace ?? '', replica: name, process: e.process });
+      }
+      if (!key || starting.has(e.replica) || e.type === 'stopped') return;
+      metrics.statusWriteRequests.inc();
+      statusWriter.request(key);
+    };
+    runtime.on('event', onRuntimeEvent);
+    cleanups.push(() => {
+      runtime.off('event', onRuntimeEvent);
+    });
+
+    informer.start();
+    cleanups.push(() => informer.stop());
+    const controller: RunningController = runController({
+      name: 'replicas',
+      queue,
+      reconcile,
+      workers: WORKERS,
+      log,
+      waitFor: [informer],
+      onReconciled: (_key, outcome) => metrics.reconciles.inc({ outcome: outcome.error ? 'error' : 'ok' }),
+    });
+    cleanups.push(() => controller.stop());
+    cleanups.push(() => statusWriter.close());
+
+    // Once the cache is complete, every replica the runtime re-adopted is checked against it:
+    // those whose object is gone or bound elsewhere are stopped by their reconcile.
+    void informer.waitForSync().then(() => {
+      for (const s of runtime.list()) {
+        const key = keyOfReplicaId(s.id);
+        if (key) queue.add(key);
+        else {
+          log.warn({ replica: s.id }, 'stopping a runtime replica with an id this agent never makes');
+          void stopReplica(s.id, true).catch(() => {});
+        }
+      }
+      requestHostWrite();
+    });
+
+    log.info(
+      {
+        apiEndpoint,
+        stateDir: o.stateDir,
+        cgroupParent: o.cgroupParent,
+        cgroupMode: layout.mode,
+        readopted: runtime.list().length,
+      },
+      'runtime agent started',
+    );
+
+    return {
+      hostName: me,
+      apiEndpoint,
+      token,
+      tokenFile: tokenPath(o.stateDir),
+      runtime,
+      metrics,
+      options: o,
+      isFenced: () => fenced,
+      async stop(stopOpts: AgentStopOptions = {}) {
+        if (stopping) return;
+        stopping = true;
+        // Order: no new work (controller, informer, heartbeat), then the HTTP API, then the
+        // workloads are either stopped or left running and detached for re-adoption.
+        await controller.stop();
+        await informer.stop();
+        await statusWriter.close();
+        clearInterval(renewGauge);
+        await hb.stop();
+        runtime.off('event', onRuntimeEvent);
+        await new Promise<void>((resolve) => {
+          server.closeAllConnections();
+          server.close(() => resolve());
+        });
+        if (stopOpts.stopWorkloads) {
+          await Promise.all(
+            runtime
+              .list()
+              .map((s) =>
+                stopReplica(s.id, false).catch((err: Error) =>
+                  log.error({ replica: s.id, err: err.message }, 'stopping a workload failed'),
+                ),
+              ),
+          );
+        }
+        await runtime.close();
+        await records.flush();
+        api.close();
+        log.info({ stoppedWorkloads: Boolean(stopOpts.stopWorkloads) }, 'runtime agent stopped');
+      },
+    };
+  } catch (err) {
+    await unwind();
+    throw err;
+  }
+}

@@ -1,0 +1,141 @@
+/**
+ * The Host object: what this machine is (capacity, kernel and cgroup facts) and its
+ * registration (create if missing, then status through the status subresource with server-side
+ * apply). `spec.unschedulable` belongs to users (cordon) and is never written here.
+ */
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+import { cpuMillis, formatBytes, formatCpuMillis, memoryBytes } from '../../crds/quantity.ts';
+import type { Host, HostStatus } from '../../crds/types.ts';
+import { isAlreadyExists, type ResourceClient } from '../../kube/index.ts';
+import type { CgroupLayout } from '../cgroups/index.ts';
+import type { CapacityOverrides } from './options.ts';
+
+/**
+ * What the agent keeps back from allocatable for itself and the system, like the kubelet's
+ * system-reserved: 100m of CPU, 256 MiB (at most a quarter of the machine) of memory, 1,024 pids
+ * (at most a tenth). Replicas are not reserved: capacity and allocatable replicas are equal.
+ */
+export const RESERVED = { cpuMillis: 100, memoryBytes: 256 * 2 ** 20, pids: 1024 } as const;
+export const DEFAULT_MAX_REPLICAS = 1000;
+
+export interface HostFacts {
+  capacity: { cpuMillis: number; memoryBytes: number; pids: number; replicas: number };
+  kernel: NonNullable<HostStatus['kernel']>;
+}
+
+function memTotalBytes(): number {
+  try {
+    const m = /^MemTotal:\s+(\d+) kB$/m.exec(readFileSync('/proc/meminfo', 'utf8'));
+    if (m) return Number(m[1]) * 1024;
+  } catch {
+    // not Linux /proc: fall back to what libuv says
+  }
+  return os.totalmem();
+}
+
+function pidMax(): number {
+  try {
+    return Number(readFileSync('/proc/sys/kernel/pid_max', 'utf8').trim());
+  } catch {
+    return 32768;
+  }
+}
+
+export async function hostFacts(overrides: CapacityOverrides): Promise<HostFacts> {
+  // Loaded lazily: importing the addon binds the .node file, which only the runtime needs.
+  const { kernelFeatures } = await import('../native/index.ts');
+  const f = kernelFeatures();
+  return {
+    capacity: {
+      cpuMillis: overrides.cpu !== undefined ? cpuMillis(overrides.cpu) : os.availableParallelism() * 1000,
+      memoryBytes: overrides.memory !== undefined ? memoryBytes(overrides.memory) : memTotalBytes(),
+      pids: overrides.pids ?? pidMax(),
+      replicas: overrides.replicas ?? DEFAULT_MAX_REPLICAS,
+    },
+    kernel: {
+      release: os.release(),
+      clone3: f.clone3,
+      cloneIntoCgroup: f.cloneIntoCgroup,
+      // The runtime refuses to start without pidfd_open and waitid(P_PIDFD): if we are here, it has them.
+      pidfd: true,
+      pidfdInfoExit: f.pidfdInfoExit,
+      cgroupKill: f.cgroupKill,
+    },
+  };
+}
+
+export interface HostStatusInput {
+  facts: HostFacts;
+  address: string;
+  apiEndpoint: string;
+  runtimeVersion: string;
+  layout: CgroupLayout;
+  cgroupParent: string;
+  replicas: number;
+  ready: { status: 'True' | 'False'; reason: string; message: string };
+  readySince: string;
+}
+
+export function hostStatus(i: HostStatusInput): HostStatus {
+  const c = i.facts.capacity;
+  return {
+    address: i.address,
+    apiEndpoint: i.apiEndpoint,
+    runtimeVersion: i.runtimeVersion,
+    replicas: i.replicas,
+    capacity: {
+      cpu: formatCpuMillis(c.cpuMillis),
+      memory: formatBytes(c.memoryBytes),
+      pids: c.pids,
+      replicas: c.replicas,
+    },
+    allocatable: {
+      cpu: formatCpuMillis(Math.max(0, c.cpuMillis - RESERVED.cpuMillis)),
+      memory: formatBytes(
+        Math.max(0, c.memoryBytes - Math.min(RESERVED.memoryBytes, Math.floor(c.memoryBytes / 4))),
+      ),
+      pids: Math.max(0, c.pids - Math.min(RESERVED.pids, Math.floor(c.pids / 10))),
+      replicas: c.replicas,
+    },
+    kernel: i.facts.kernel,
+    cgroup: { mode: i.layout.mode, parent: i.cgroupParent },
+    conditions: [
+      {
+        type: 'Ready',
+        status: i.ready.status,
+        reason: i.ready.reason,
+        message: i.ready.message,
+        lastTransitionTime: i.readySince,
+      },
+    ],
+  };
+}
+
+/** Create the Host if it is missing (with the given labels); merge the labels into an existing one. */
+export async function ensureHost(
+  hosts: ResourceClient<Host>,
+  name: string,
+  labels: Record<string, string>,
+): Promise<Host> {
+  try {
+    return await hosts.create({
+      apiVersion: 'orrery.dev/v1alpha1',
+      kind: 'Host',
+      metadata: { name, labels },
+      spec: { unschedulable: false },
+    });
+  } catch (err) {
+    if (!isAlreadyExists(err)) throw err;
+  }
+  if (Object.keys(labels).length > 0) return hosts.mergePatch(name, { metadata: { labels } });
+  return hosts.get(name);
+}
+
+export async function applyHostStatus(
+  hosts: ResourceClient<Host>,
+  name: string,
+  status: HostStatus,
+): Promise<void> {
+  await hosts.applyStatus({ apiVersion: 'orrery.dev/v1alpha1', kind: 'Host', metadata: { name }, status });
+}

@@ -1,0 +1,243 @@
+/**
+ * The runtime's HTTP API (DESIGN §5), read by the TUI and `orrery logs`: loopback by default,
+ * `Authorization: Bearer <token>` on everything but /healthz. Query parameters are validated
+ * here, at the edge; a bad one is a 400 whose message names the parameter and the expected form.
+ */
+import type { Server } from 'node:http';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import type { Logger } from 'pino';
+import type { Runtime } from '../engine.ts';
+import type { RuntimeEvent } from '../supervisor/spec.ts';
+import type { AgentMetrics } from './metrics.ts';
+import { keyOfReplicaId, replicaId } from './replica-spec.ts';
+import { bearerMatches } from './token.ts';
+
+export interface HttpApiDeps {
+  runtime: Runtime;
+  metrics: AgentMetrics;
+  token: string;
+  hostName: string;
+  log: Logger;
+  /** Health facts for /healthz (lease state, fencing). */
+  health: () => Record<string, unknown>;
+}
+
+/** A 400 naming the parameter, the expected form and what was given. */
+class BadParameter extends Error {
+  readonly status = 400;
+  constructor(parameter: string, expected: string, got: unknown) {
+    super(`query parameter "${parameter}" must be ${expected}, got ${JSON.stringify(got)}`);
+  }
+}
+
+class NotFound extends Error {
+  readonly status = 404;
+}
+
+function single(req: Request, name: string): string | undefined {
+  const v = req.query[name];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string') throw new BadParameter(name, 'given once, as a plain value', v);
+  return v;
+}
+
+function boolParam(req: Request, name: string): boolean {
+  const v = single(req, name);
+  if (v === undefined || v === 'false' || v === '0') return false;
+  if (v === '' || v === 'true' || v === '1') return true;
+  throw new BadParameter(name, 'true, false, 1 or 0', v);
+}
+
+function countParam(req: Request, name: string): number | undefined {
+  const v = single(req, name);
+  if (v === undefined) return undefined;
+  if (!/^\d{1,9}$/.test(v)) throw new BadParameter(name, 'a non-negative integer (number of lines)', v);
+  return Number(v);
+}
+
+/** Runtime events carry the replica id; clients think in namespace/name. */
+function withNames(e: RuntimeEvent): RuntimeEvent & { namespace?: string; name?: string } {
+  const key = keyOfReplicaId(e.replica);
+  if (!key) return e;
+  const slash = key.indexOf('/');
+  return { ...e, namespace: key.slice(0, slash), name: key.slice(slash + 1) };
+}
+
+export function createHttpApi(deps: HttpApiDeps): express.Express {
+  const { runtime, metrics } = deps;
+  const app = express();
+  app.disable('x-powered-by');
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ ok: true, host: deps.hostName, ...deps.health() });
+  });
+
+  app.use((req: Request, res: Response, next: NextFunction) => {
+    if (bearerMatches(req.get('authorization'), deps.token)) return next();
+    res.set('WWW-Authenticate', 'Bearer realm="orrery-runtime"');
+    res.status(401).json({ error: 'missing or wrong bearer token: send "Authorization: Bearer <token>"' });
+  });
+
+  app.get('/metrics', async (_req, res) => {
+    res.set('Content-Type', metrics.registry.contentType);
+    res.send(await metrics.registry.metrics());
+  });
+
+  const replicaIdOf = (req: Request): string => {
+    const { namespace, name } = req.params as { namespace: string; name: string };
+    const id = replicaId(namespace, name);
+    if (!runtime.has(id))
+      throw new NotFound(`replica ${namespace}/${name} does not run on host ${deps.hostName}`);
+    return id;
+  };
+
+  app.get('/v1/replicas', (_req, res) => {
+    res.json({
+      host: deps.hostName,
+      items: runtime.list().map((s) => {
+        const key = keyOfReplicaId(s.id);
+        const slash = key?.indexOf('/') ?? -1;
+        return key
+          ? { namespace: key.slice(0, slash), name: key.slice(slash + 1), status: s }
+          : { status: s };
+      }),
+    });
+  });
+
+  app.get('/v1/replicas/:namespace/:name', async (req, res) => {
+    const id = replicaIdOf(req);
+    const status = runtime.status(id);
+    const stats = await runtime.stats(id).catch(() => undefined);
+    res.json({
+      namespace: req.params.namespace,
+      name: req.params.name,
+      id,
+      status,
+      stats: stats ? statsJson(stats) : null,
+    });
+  });
+
+  app.get('/v1/replicas/:namespace/:name/stats', async (req, res) => {
+    const id = replicaIdOf(req);
+    res.json(statsJson(await runtime.stats(id)));
+  });
+
+  app.get('/v1/replicas/:namespace/:name/logs', async (req, res) => {
+    const id = replicaIdOf(req);
+    const processes = runtime.status(id).processes.map((p) => p.name);
+    const process = single(req, 'process') ?? processes[0];
+    if (process === undefined || !processes.includes(process)) {
+      throw new BadParameter('process', `one of the replica's processes (${processes.join(', ')})`, process);
+    }
+    const tail = countParam(req, 'tail');
+    const follow = boolParam(req, 'follow');
+    const previous = boolParam(req, 'previous');
+    if (follow && previous) {
+      throw new BadParameter(
+        'previous',
+        'false when follow is true (a previous run no longer grows)',
+        'true',
+      );
+    }
+    res.set('Content-Type', 'text/plain; charset=utf-8');
+    res.set('Cache-Control', 'no-store');
+    if (!follow) {
+      const opts: { lines?: number; previous?: boolean } = { previous };
+      if (tail !== undefined) opts.lines = tail;
+      res.send(await runtime.logs.tail(id, process, opts));
+      return;
+    }
+    const abort = new AbortController();
+    const onEvent = (e: RuntimeEvent) => {
+      if (e.replica === id && e.type === 'stopped') abort.abort();
+    };
+    runtime.on('event', onEvent);
+    res.on('close', () => abort.abort());
+    res.flushHeaders();
+    try {
+      const opts: { lines?: number; signal: AbortSignal } = { signal: abort.signal };
+      if (tail !== undefined) opts.lines = tail;
+      for await (const chunk of runtime.logs.follow(id, process, opts)) {
+        if (!res.write(chunk)) await new Promise((r) => res.once('drain', r));
+        if (abort.signal.aborted) break;
+      }
+    } catch (err) {
+      if (!abort.signal.aborted)
+        deps.log.warn({ replica: id, process, err: (err as Error).message }, 'log follow ended');
+    } finally {
+      runtime.off('event', onEvent);
+      res.end();
+    }
+  });
+
+  app.get('/v1/events', (req, res) => {
+    const only = single(req, 'replica');
+    let filterId: string | undefined;
+    if (only !== undefined) {
+      const m = /^([a-z0-9-]+)\/([a-z0-9.-]+)$/.exec(only);
+      if (!m) throw new BadParameter('replica', 'namespace/name', only);
+      filterId = replicaId(m[1] as string, m[2] as string);
+    }
+    res.writeHead(200, {
+      'Content-Type': 'text/event-stream; charset=utf-8',
+      'Cache-Control': 'no-store',
+      Connection: 'keep-alive',
+      'X-Accel-Buffering': 'no',
+    });
+    // https://html.spec.whatwg.org/multipage/server-sent-events.html: retry, event, data, blank line.
+    res.write('retry: 1000\n\n');
+    const snapshot = runtime.list().filter((s) => filterId === undefined || s.id === filterId);
+    res.write(`event: snapshot\ndata: ${JSON.stringify({ host: deps.hostName, replicas: snapshot })}\n\n`);
+    const onEvent = (e: RuntimeEvent) => {
+      if (filterId !== undefined && e.replica !== filterId) return;
+      res.write(`event: ${e.type}\ndata: ${JSON.stringify(withNames(e))}\n\n`);
+    };
+    runtime.on('event', onEvent);
+    // A comment line every 15 s keeps idle proxies and clients from timing the stream out.
+    const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
+    ping.unref();
+    res.on('close', () => {
+      clearInterval(ping);
+      runtime.off('event', onEvent);
+    });
+  });
+
+  app.use((_req: Request, res: Response) => {
+    res.status(404).json({ error: 'no such endpoint; see /v1/replicas, /v1/events, /metrics, /healthz' });
+  });
+
+  // Express 5 routes rejected promises here too.
+  app.use((err: Error & { status?: number }, req: Request, res: Response, _next: NextFunction) => {
+    const status = err.status ?? 500;
+    if (status >= 500) deps.log.error({ err, path: req.path }, 'HTTP API request failed');
+    if (res.headersSent) {
+      res.end();
+      return;
+    }
+    res.status(status).json({ error: err.message });
+  });
+
+  return app;
+}
+
+function statsJson(s: Awaited<ReturnType<Runtime['stats']>>) {
+  return {
+    cpuUsageNanos: Number(s.cpuUsageNanos),
+    cpuUsageSeconds: Number(s.cpuUsageNanos) / 1e9,
+    memoryCurrentBytes: s.memoryCurrent,
+    memoryPeakBytes: s.memoryPeak,
+    oomKills: s.oomKills,
+    pids: s.pids,
+  };
+}
+
+/** Listen and resolve with the bound port; SSE and follow streams are cut on close. */
+export function listen(app: express.Express, host: string, port: number): Promise<Server> {
+  return new Promise((resolve, reject) => {
+    const server = app.listen(port, host, (err?: Error) => {
+      if (err) reject(err);
+      else resolve(server);
+    });
+    server.once('error', reject);
+  });
+}

@@ -1,0 +1,96 @@
+/**
+ * Prometheus metrics of one agent, in a registry of its own (two agents in one process, as in
+ * tests, do not collide). Names follow the Prometheus naming guide: `orrery_runtime_` prefix,
+ * `_total` for counters, base units (seconds).
+ */
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { ReplicaPhase } from '../supervisor/spec.ts';
+
+const PHASES: ReplicaPhase[] = [
+  'Pending',
+  'Starting',
+  'Running',
+  'Succeeded',
+  'Failed',
+  'CrashLoopBackOff',
+  'Terminating',
+];
+
+export class AgentMetrics {
+  readonly registry = new Registry();
+  readonly processRestarts: Counter<'namespace' | 'replica' | 'process'>;
+  readonly runtimeEvents: Counter<'type'>;
+  readonly spawnLatency: Histogram;
+  readonly statusWriteRequests: Counter;
+  readonly statusWrites: Counter<'outcome'>;
+  readonly leaseRenewFailures: Counter;
+  readonly leaseRenewals: Gauge;
+  readonly selfFences: Counter;
+  readonly reconciles: Counter<'outcome'>;
+
+  constructor(host: string, phaseCounts: () => Map<ReplicaPhase, number>) {
+    this.registry.setDefaultLabels({ host });
+    collectDefaultMetrics({ register: this.registry, prefix: 'orrery_runtime_' });
+    const registers = [this.registry];
+    new Gauge({
+      name: 'orrery_runtime_replicas',
+      help: 'Replicas run by this runtime, by phase',
+      labelNames: ['phase'],
+      registers,
+      collect() {
+        const counts = phaseCounts();
+        for (const phase of PHASES) this.set({ phase }, counts.get(phase) ?? 0);
+      },
+    });
+    this.processRestarts = new Counter({
+      name: 'orrery_runtime_process_restarts_total',
+      help: 'Process restarts done by the supervisor',
+      labelNames: ['namespace', 'replica', 'process'],
+      registers,
+    });
+    this.runtimeEvents = new Counter({
+      name: 'orrery_runtime_events_total',
+      help: 'Runtime events (started, exited, restarting, ready, ...), by type',
+      labelNames: ['type'],
+      registers,
+    });
+    this.spawnLatency = new Histogram({
+      name: 'orrery_runtime_replica_start_seconds',
+      help: 'Time to start a replica: runtime.run() from call to all processes spawned',
+      buckets: [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    });
+    this.statusWriteRequests = new Counter({
+      name: 'orrery_runtime_status_write_requests_total',
+      help: 'Times a Replica status was asked to be written (one per runtime event); coalesced into fewer writes',
+      registers,
+    });
+    this.statusWrites = new Counter({
+      name: 'orrery_runtime_status_writes_total',
+      help: 'Replica status writes by outcome: written, skipped (nothing changed), failed, gone (object deleted)',
+      labelNames: ['outcome'],
+      registers,
+    });
+    this.leaseRenewFailures = new Counter({
+      name: 'orrery_runtime_lease_renew_failures_total',
+      help: 'Failed API calls while renewing the host Lease',
+      registers,
+    });
+    this.leaseRenewals = new Gauge({
+      name: 'orrery_runtime_lease_last_renew_timestamp_seconds',
+      help: 'When the host Lease was last renewed (Unix time)',
+      registers,
+    });
+    this.selfFences = new Counter({
+      name: 'orrery_runtime_self_fences_total',
+      help: 'Times the runtime stopped every replica because it could not renew its Lease',
+      registers,
+    });
+    this.reconciles = new Counter({
+      name: 'orrery_runtime_reconciles_total',
+      help: 'Replica reconciles by outcome',
+      labelNames: ['outcome'],
+      registers,
+    });
+  }
+}

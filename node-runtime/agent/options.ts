@@ -1,0 +1,175 @@
+/**
+ * The host agent's options, normalized and validated once, here at the edge (execa's habit):
+ * every error names the option, the expected form and the value it got. The rest of the agent
+ * trusts the normalized form.
+ */
+import os from 'node:os';
+import path from 'node:path';
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+
+export interface PortRange {
+  min: number;
+  max: number;
+}
+
+export interface CapacityOverrides {
+  /** CPU as a quantity ("2", "1500m"). */
+  cpu?: string;
+  /** Memory as a quantity ("8Gi"). */
+  memory?: string;
+  pids?: number;
+  replicas?: number;
+}
+
+export interface AgentOptions {
+  /** A kubeconfig path or a loaded KubeConfig; unset: $KUBECONFIG, in-cluster, ~/.kube/config. */
+  kubeconfig?: string | KubeConfig;
+  /** Host object name and Lease identity; default os.hostname() (lower-cased). */
+  hostName?: string;
+  /** Runtime state, agent records and the API token; default `defaultStateDir(hostName)`. */
+  stateDir?: string;
+  /** Per-process log files; default `<stateDir>/logs`. */
+  logDir?: string;
+  /** cgroup parent below each hierarchy root; default `orrery/<hostName>`. */
+  cgroupParent?: string;
+  /** `host:port` for the HTTP API; default 127.0.0.1:0 (a free port). */
+  listen?: string;
+  /** Bearer token of the HTTP API; default: generated and written to `<stateDir>/api-token` (0600). */
+  token?: string;
+  /** Lease duration in whole seconds (the Lease API has second precision); default 1. */
+  leaseDurationSeconds?: number;
+  /** How often the Lease is renewed; default a quarter of the duration. */
+  leaseRenewIntervalMs?: number;
+  /** Labels put on the Host when it is created (and merged into it at every registration). */
+  labels?: Record<string, string>;
+  capacity?: CapacityOverrides;
+  /** Range allocated ports are taken from; default 20000-32767. */
+  portRange?: PortRange;
+  /** Address the replicas' ports listen on and that Host.status.address reports; default 127.0.0.1. */
+  address?: string;
+  log?: Logger;
+}
+
+export interface NormalizedAgentOptions {
+  kubeconfig: string | KubeConfig | undefined;
+  hostName: string;
+  stateDir: string;
+  logDir: string;
+  cgroupParent: string;
+  listenHost: string;
+  listenPort: number;
+  token: string | undefined;
+  leaseDurationSeconds: number;
+  leaseRenewIntervalMs: number;
+  labels: Record<string, string>;
+  capacity: CapacityOverrides;
+  portRange: PortRange;
+  address: string;
+}
+
+/** A DNS-1123 subdomain, as Kubernetes requires of object names. */
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+const LABEL_KEY = /^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+const LABEL_VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
+
+function fail(option: string, expected: string, got: unknown): never {
+  throw new TypeError(`${option} must be ${expected}, got ${JSON.stringify(got) ?? typeof got}`);
+}
+
+/** `${XDG_STATE_HOME:-~/.local/state}/orrery/runtime/<host>`: per host, so two agents on one machine never share state. */
+export function defaultStateDir(hostName: string, env: NodeJS.ProcessEnv = process.env): string {
+  const xdg = env.XDG_STATE_HOME;
+  const base = xdg?.startsWith('/') ? xdg : path.join(os.homedir(), '.local', 'state');
+  return path.join(base, 'orrery', 'runtime', hostName);
+}
+
+export function defaultHostName(): string {
+  return os.hostname().toLowerCase();
+}
+
+/** `host:port`, `[v6]:port` or `:port`; port 0 picks a free one. */
+export function parseListen(value: string, option = 'listen'): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(value);
+  const port = Number(m?.[3]);
+  if (!m || port > 65535) fail(option, 'host:port such as 127.0.0.1:0 (port 0..65535)', value);
+  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}
+
+/** `20000-32767`. */
+export function parsePortRange(value: string, option = 'portRange'): PortRange {
+  const m = /^(\d{1,5})-(\d{1,5})$/.exec(value);
+  const min = Number(m?.[1]);
+  const max = Number(m?.[2]);
+  if (!m || min < 1 || max > 65535 || min > max) fail(option, 'a range MIN-MAX within 1-65535', value);
+  return { min, max };
+}
+
+export function normalizeAgentOptions(opts: AgentOptions = {}): NormalizedAgentOptions {
+  const hostName = opts.hostName ?? defaultHostName();
+  if (typeof hostName !== 'string' || !DNS_SUBDOMAIN.test(hostName)) {
+    fail('hostName', 'a DNS-1123 subdomain (lower-case letters, digits, "-" and ".")', hostName);
+  }
+  const stateDir = opts.stateDir ?? defaultStateDir(hostName);
+  if (typeof stateDir !== 'string' || stateDir === '') fail('stateDir', 'a directory path', stateDir);
+  const logDir = opts.logDir ?? path.join(stateDir, 'logs');
+  if (typeof logDir !== 'string' || logDir === '') fail('logDir', 'a directory path', logDir);
+  const cgroupParent = opts.cgroupParent ?? `orrery/${hostName}`;
+  if (typeof cgroupParent !== 'string' || !/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/.test(cgroupParent)) {
+    fail('cgroupParent', 'a relative cgroup path such as "orrery/host-a"', cgroupParent);
+  }
+  const { host: listenHost, port: listenPort } = parseListen(opts.listen ?? '127.0.0.1:0');
+  if (opts.token !== undefined && (typeof opts.token !== 'string' || opts.token.length < 16)) {
+    fail('token', 'a string of at least 16 characters', opts.token === undefined ? opts.token : '<hidden>');
+  }
+  const leaseDurationSeconds = opts.leaseDurationSeconds ?? 1;
+  if (!Number.isInteger(leaseDurationSeconds) || leaseDurationSeconds < 1) {
+    fail('leaseDurationSeconds', 'a whole number of seconds >= 1', leaseDurationSeconds);
+  }
+  const leaseRenewIntervalMs = opts.leaseRenewIntervalMs ?? (leaseDurationSeconds * 1000) / 4;
+  if (
+    typeof leaseRenewIntervalMs !== 'number' ||
+    !(leaseRenewIntervalMs >= 10) ||
+    leaseRenewIntervalMs >= leaseDurationSeconds * 1000
+  ) {
+    fail('leaseRenewIntervalMs', 'a number of ms >= 10 and below the lease duration', leaseRenewIntervalMs);
+  }
+  const labels = opts.labels ?? {};
+  for (const [k, v] of Object.entries(labels)) {
+    if (!LABEL_KEY.test(k)) fail(`labels key ${JSON.stringify(k)}`, 'a Kubernetes label key', k);
+    if (typeof v !== 'string' || !LABEL_VALUE.test(v)) fail(`labels[${k}]`, 'a Kubernetes label value', v);
+  }
+  const capacity = opts.capacity ?? {};
+  for (const k of ['pids', 'replicas'] as const) {
+    const v = capacity[k];
+    if (v !== undefined && (!Number.isInteger(v) || v < 0))
+      fail(`capacity.${k}`, 'a non-negative integer', v);
+  }
+  const portRange = opts.portRange ?? { min: 20000, max: 32767 };
+  if (
+    !Number.isInteger(portRange.min) ||
+    !Number.isInteger(portRange.max) ||
+    portRange.min < 1 ||
+    portRange.max > 65535 ||
+    portRange.min > portRange.max
+  ) {
+    fail('portRange', '{min, max} within 1..65535 with min <= max', portRange);
+  }
+  const address = opts.address ?? '127.0.0.1';
+  return {
+    kubeconfig: opts.kubeconfig,
+    hostName,
+    stateDir: path.resolve(stateDir),
+    logDir: path.resolve(logDir),
+    cgroupParent,
+    listenHost,
+    listenPort,
+    token: opts.token,
+    leaseDurationSeconds,
+    leaseRenewIntervalMs,
+    labels,
+    capacity,
+    portRange,
+    address,
+  };
+}

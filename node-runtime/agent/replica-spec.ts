@@ -1,0 +1,149 @@
+/**
+ * Replica (the API object) -> the runtime's ReplicaSpec: quantities become numbers, named probe
+ * ports become numbers, ports without a number get the one the agent allocated, and the
+ * ORRERY_* facts about where the replica runs are added to its environment.
+ */
+import { createHash } from 'node:crypto';
+import { cpuMillis, memoryBytes } from '../../crds/quantity.ts';
+import type { Replica, ProcessSpec as TemplateProcess } from '../../crds/types.ts';
+import type { ProbeSpec } from '../probes/types.ts';
+import type { EnvVar, Namespace, ProcessSpec, ReplicaSpec } from '../supervisor/spec.ts';
+
+/** `<namespace>.<name>`: unique on the host, a valid file and cgroup name; reversible because namespaces hold no dot. */
+export function replicaId(namespace: string, name: string): string {
+  return `${namespace}.${name}`;
+}
+
+/** The `namespace/name` key of a runtime replica id, or undefined for an id this agent did not make. */
+export function keyOfReplicaId(id: string): string | undefined {
+  const dot = id.indexOf('.');
+  if (dot <= 0 || dot === id.length - 1) return undefined;
+  return `${id.slice(0, dot)}/${id.slice(dot + 1)}`;
+}
+
+/** Gives the number of a port that has none in the template: (process, port name) -> port. */
+export type PortLookup = (process: string, port: string) => number;
+
+/** Ports in the template that need a number from the agent. */
+export function portsToAllocate(replica: Replica): { process: string; name: string }[] {
+  return replica.spec.template.processes.flatMap((p) =>
+    (p.ports ?? [])
+      .filter((port) => port.port === undefined)
+      .map((port) => ({ process: p.name, name: port.name })),
+  );
+}
+
+/**
+ * What decides whether a running replica still matches its object: the uid (a Replica deleted
+ * and created again under the same name is a new replica) and everything the spec is built from.
+ */
+export function replicaDigest(replica: Replica, hostName: string): string {
+  const h = createHash('sha256');
+  h.update(
+    JSON.stringify([
+      replica.metadata.uid ?? '',
+      replica.metadata.namespace,
+      replica.metadata.name,
+      hostName,
+      replica.spec.instance,
+      replica.spec.template,
+    ]),
+  );
+  return h.digest('hex').slice(0, 32);
+}
+
+function resolveProbePort(port: number | string, ports: Record<string, number>, where: string): number {
+  if (typeof port === 'number') return port;
+  if (/^\d+$/.test(port)) return Number(port);
+  const n = ports[port];
+  if (n === undefined) {
+    throw new TypeError(
+      `${where}.port names "${port}", which is not a port of this process (ports: ${Object.keys(ports).join(', ') || 'none'})`,
+    );
+  }
+  return n;
+}
+
+function probe(
+  p: TemplateProcess['readinessProbe'],
+  ports: Record<string, number>,
+  where: string,
+): ProbeSpec | undefined {
+  if (!p) return undefined;
+  const out: ProbeSpec = {
+    initialDelaySeconds: p.initialDelaySeconds,
+    periodSeconds: p.periodSeconds,
+    timeoutSeconds: p.timeoutSeconds,
+    successThreshold: p.successThreshold,
+    failureThreshold: p.failureThreshold,
+  };
+  if (p.http) out.http = { path: p.http.path, port: resolveProbePort(p.http.port, ports, `${where}.http`) };
+  if (p.tcp) out.tcp = { port: resolveProbePort(p.tcp.port, ports, `${where}.tcp`) };
+  if (p.exec) out.exec = { command: [...p.exec.command] };
+  return out;
+}
+
+/** Throws a TypeError naming the field when the object cannot be run (e.g. a probe names a port that does not exist). */
+export function buildReplicaSpec(replica: Replica, hostName: string, portOf: PortLookup): ReplicaSpec {
+  const ns = replica.metadata.namespace as string;
+  const name = replica.metadata.name as string;
+  const t = replica.spec.template;
+  const processes = t.processes.map((p, i): ProcessSpec => {
+    const ports: Record<string, number> = {};
+    for (const port of p.ports ?? []) ports[port.name] = port.port ?? portOf(p.name, port.name);
+    const where = `spec.template.processes[${i}]`;
+    const out: ProcessSpec = {
+      name: p.name,
+      command: [...p.command],
+      restart: p.restart,
+      stopSignal: p.stopSignal,
+    };
+    if (p.args) out.args = [...p.args];
+    if (p.env) out.env = p.env.map((e) => ({ name: e.name, value: e.value }));
+    if (p.workingDir) out.workingDir = p.workingDir;
+    if (p.ports) {
+      out.ports = p.ports.map((port) => ({
+        name: port.name,
+        protocol: port.protocol,
+        port: ports[port.name] as number,
+      }));
+    }
+    const readiness = probe(p.readinessProbe, ports, `${where}.readinessProbe`);
+    if (readiness) out.readinessProbe = readiness;
+    const liveness = probe(p.livenessProbe, ports, `${where}.livenessProbe`);
+    if (liveness) out.livenessProbe = liveness;
+    return out;
+  });
+  const resources: ReplicaSpec['resources'] = {};
+  if (t.resources?.cpu !== undefined) resources.cpuMillis = cpuMillis(t.resources.cpu);
+  if (t.resources?.memory !== undefined) resources.memoryBytes = memoryBytes(t.resources.memory);
+  if (t.resources?.pids !== undefined) resources.pids = t.resources.pids;
+  const isolation: ReplicaSpec['isolation'] = { namespaces: [...t.isolation.namespaces] as Namespace[] };
+  if (t.isolation.user) {
+    // The CRD lets gid default to the uid, as a user's primary group usually is.
+    isolation.user = { uid: t.isolation.user.uid, gid: t.isolation.user.gid ?? t.isolation.user.uid };
+  }
+  const extraEnv: EnvVar[] = [
+    { name: 'ORRERY_INSTANCE', value: replica.spec.instance },
+    { name: 'ORRERY_NAMESPACE', value: ns },
+    { name: 'ORRERY_HOST', value: hostName },
+  ];
+  return {
+    id: replicaId(ns, name),
+    name,
+    processes,
+    supervision: {
+      strategy: t.supervision.strategy,
+      maxRestarts: t.supervision.maxRestarts,
+      periodSeconds: t.supervision.periodSeconds,
+      backoff: {
+        initialSeconds: t.supervision.backoff.initialSeconds,
+        maxSeconds: t.supervision.backoff.maxSeconds,
+      },
+    },
+    terminationGracePeriodSeconds: t.terminationGracePeriodSeconds,
+    resources,
+    isolation,
+    extraEnv,
+  };
+}

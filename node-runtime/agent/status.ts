@@ -1,0 +1,227 @@
+/**
+ * Replica.status from what the runtime reports, and the writer that puts it in the API.
+ *
+ * The writer coalesces per replica, the way the kubelet's status manager does for pods: at most
+ * one write in flight per replica; events arriving meanwhile only mark it dirty, and when the
+ * write returns the *latest* state is written once. The first write starts on the next
+ * microtask (no batching delay: apply -> Running must stay in milliseconds), and a status equal
+ * to the last one written is not written again. A restart storm thus costs about one write per
+ * API round trip, not one per event.
+ */
+import { isDeepStrictEqual } from 'node:util';
+import type { Logger } from 'pino';
+import type {
+  ProcessStatus as ApiProcessStatus,
+  ReplicaStatus as ApiReplicaStatus,
+  Replica,
+} from '../../crds/types.ts';
+import { isNotFound } from '../../kube/index.ts';
+import type { ReplicaStatus as RuntimeReplicaStatus } from '../supervisor/spec.ts';
+
+/** Why the agent could not run a replica at all (validation, port allocation): shown as phase Failed. */
+export interface RunFailure {
+  reason: string;
+  message: string;
+}
+
+function processStatus(p: RuntimeReplicaStatus['processes'][number]): ApiProcessStatus {
+  const out: ApiProcessStatus = { name: p.name, state: p.state, ready: p.ready, restarts: p.restarts };
+  if (p.pid !== null) out.pid = p.pid;
+  if (p.startedAt !== null) out.startedAt = p.startedAt;
+  if (p.lastExit) {
+    const e: NonNullable<ApiProcessStatus['lastExit']> = { reason: p.lastExit.reason, at: p.lastExit.at };
+    if (p.lastExit.code !== null) e.code = p.lastExit.code;
+    if (p.lastExit.signal !== null) e.signal = p.lastExit.signal;
+    if (p.lastExit.message) e.message = p.lastExit.message;
+    out.lastExit = e;
+  }
+  return out;
+}
+
+/** The process whose last exit explains a CrashLoopBackOff or Failed phase: the most recent abnormal exit. */
+function culprit(rs: RuntimeReplicaStatus) {
+  let best: RuntimeReplicaStatus['processes'][number] | undefined;
+  for (const p of rs.processes) {
+    if (!p.lastExit || p.lastExit.reason === 'Completed') continue;
+    if (!best?.lastExit || p.lastExit.at > best.lastExit.at) best = p;
+  }
+  return best;
+}
+
+function describeExit(p: RuntimeReplicaStatus['processes'][number]): string {
+  const e = p.lastExit;
+  if (!e) return `process ${p.name} failed`;
+  if (e.message) return `process ${p.name}: ${e.message}`;
+  if (e.signal) return `process ${p.name} was killed by ${e.signal} (${e.reason})`;
+  return `process ${p.name} exited with code ${e.code} (${e.reason})`;
+}
+
+/** Replica.status as the API wants it (no nulls: the schema has integers and strings, not nullables). */
+export function apiStatusOf(
+  replica: Replica,
+  rs: RuntimeReplicaStatus | undefined,
+  failure: RunFailure | undefined,
+  address: string,
+): ApiReplicaStatus {
+  const status: ApiReplicaStatus = {};
+  if (replica.metadata.generation !== undefined) status.observedGeneration = replica.metadata.generation;
+  if (!rs) {
+    if (failure) {
+      status.phase = 'Failed';
+      status.ready = false;
+      status.reason = failure.reason;
+      status.message = failure.message;
+    } else {
+      status.phase = 'Pending';
+      status.ready = false;
+    }
+    return status;
+  }
+  status.phase = rs.phase;
+  status.ready = rs.ready;
+  status.address = address;
+  const protocols = new Map<string, 'http' | 'tcp'>();
+  for (const p of replica.spec.template.processes) {
+    for (const port of p.ports ?? []) protocols.set(`${p.name}/${port.name}`, port.protocol);
+  }
+  status.ports = rs.ports.map((p) => {
+    const out: NonNullable<ApiReplicaStatus['ports']>[number] = {
+      name: p.name,
+      process: p.process,
+      port: p.port,
+    };
+    const protocol = protocols.get(`${p.process}/${p.name}`);
+    if (protocol) out.protocol = protocol;
+    return out;
+  });
+  if (rs.startedAt) status.startedAt = rs.startedAt;
+  status.restarts = rs.processes.reduce((sum, p) => sum + p.restarts, 0);
+  status.processes = rs.processes.map(processStatus);
+  const c = culprit(rs);
+  if (rs.phase === 'CrashLoopBackOff') {
+    status.reason = c?.lastExit?.reason === 'ExecFailed' ? 'ExecFailed' : 'CrashLoopBackOff';
+    const until = rs.backoffUntil ? `; restarting at ${rs.backoffUntil}` : '';
+    status.message = `${c ? describeExit(c) : 'restart intensity exceeded'}${until}`;
+  } else if (rs.phase === 'Failed' && c) {
+    status.reason = c.lastExit?.reason ?? 'Error';
+    status.message = describeExit(c);
+  } else if (rs.phase === 'Running' && c?.lastExit?.reason === 'ExecFailed' && c.pid === null) {
+    status.reason = 'ExecFailed';
+    status.message = describeExit(c);
+  }
+  return status;
+}
+
+export interface StatusWriterOptions {
+  /** The status to write now for a key, or undefined when there is nothing to write (object gone). */
+  compute: (key: string) => { replica: Replica; status: ApiReplicaStatus } | undefined;
+  write: (replica: Replica, status: ApiReplicaStatus) => Promise<void>;
+  log: Logger;
+  onWrite?: (outcome: 'written' | 'skipped' | 'failed' | 'gone') => void;
+}
+
+interface Entry {
+  inFlight: Promise<void> | undefined;
+  dirty: boolean;
+  /** uid + status last written successfully, to skip writes that change nothing. */
+  lastUid: string | undefined;
+  last: ApiReplicaStatus | undefined;
+  /** Set when the last write failed: retried after a delay even without a new event. */
+  retry: NodeJS.Timeout | undefined;
+}
+
+const RETRY_MS = 500;
+
+export class StatusWriter {
+  readonly #o: StatusWriterOptions;
+  readonly #entries = new Map<string, Entry>();
+  #closed = false;
+
+  constructor(opts: StatusWriterOptions) {
+    this.#o = opts;
+  }
+
+  /** Ask for the current status of `key` to reach the API; cheap, call it on every event. */
+  request(key: string): void {
+    if (this.#closed) return;
+    let e = this.#entries.get(key);
+    if (!e) {
+      e = { inFlight: undefined, dirty: false, lastUid: undefined, last: undefined, retry: undefined };
+      this.#entries.set(key, e);
+    }
+    if (e.retry) {
+      clearTimeout(e.retry);
+      e.retry = undefined;
+    }
+    e.dirty = true;
+    if (e.inFlight) return;
+    const entry = e;
+    entry.inFlight = Promise.resolve().then(() => this.#drain(key, entry));
+  }
+
+  /** Forget a key (the object is gone); an in-flight write still finishes. */
+  forget(key: string): void {
+    const e = this.#entries.get(key);
+    if (e?.retry) clearTimeout(e.retry);
+    if (e && !e.inFlight) this.#entries.delete(key);
+  }
+
+  /** Resolves when no write is in flight for `key`. */
+  async settled(key: string): Promise<void> {
+    for (;;) {
+      const p = this.#entries.get(key)?.inFlight;
+      if (!p) return;
+      await p;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const e of this.#entries.values()) if (e.retry) clearTimeout(e.retry);
+    await Promise.all([...this.#entries.values()].map((e) => e.inFlight));
+  }
+
+  async #drain(key: string, e: Entry): Promise<void> {
+    try {
+      while (e.dirty && !this.#closed) {
+        e.dirty = false;
+        const next = this.#o.compute(key);
+        if (!next) break;
+        const uid = next.replica.metadata.uid;
+        const current = e.lastUid === uid && e.last ? e.last : next.replica.status;
+        if (current && isDeepStrictEqual(stripUndefined(current), stripUndefined(next.status))) {
+          this.#o.onWrite?.('skipped');
+          continue;
+        }
+        try {
+          await this.#o.write(next.replica, next.status);
+          e.lastUid = uid;
+          e.last = next.status;
+          this.#o.onWrite?.('written');
+        } catch (err) {
+          if (isNotFound(err)) {
+            this.#o.onWrite?.('gone');
+            break;
+          }
+          this.#o.onWrite?.('failed');
+          this.#o.log.warn({ replica: key, err: (err as Error).message }, 'status write failed; retrying');
+          if (!this.#closed) {
+            e.retry = setTimeout(() => {
+              e.retry = undefined;
+              this.request(key);
+            }, RETRY_MS);
+            e.retry.unref();
+          }
+          break;
+        }
+      }
+    } finally {
+      e.inFlight = undefined;
+    }
+  }
+}
+
+/** JSON round trip: drops undefined members so two statuses compare by what would be sent. */
+function stripUndefined<T>(v: T): T {
+  return JSON.parse(JSON.stringify(v)) as T;
+}

@@ -1,0 +1,184 @@
+// The host agent against the real API server, real processes and real cgroups: registration,
+// heartbeat, running a bound Replica, and deleting it.
+import { readFileSync } from 'node:fs';
+import test from 'ava';
+import { replicaId } from '../../node-runtime/agent/index.ts';
+import { RUNTIME_FINALIZER, SYSTEM_NAMESPACE } from '../../operator/labels.ts';
+import { freshNamespace } from '../helpers/cluster.ts';
+import {
+  agentDirs,
+  authed,
+  cgroupExists,
+  getOrUndefined,
+  inProcessAgent,
+  kubeForTests,
+  pidAlive,
+  replicaObject,
+  waitFor,
+} from './fixtures/agent-harness.ts';
+
+test.before(async () => {
+  await kubeForTests();
+});
+
+test('the agent registers its Host with capacity and Ready, and keeps renewing its Lease', async (t) => {
+  const k = await kubeForTests();
+  const dirs = await agentDirs(t);
+  const agent = await inProcessAgent(t, dirs, { labels: { zone: 'test-a' } });
+
+  const host = await k.hosts.get(dirs.hostName);
+  t.is(host.metadata.labels?.zone, 'test-a');
+  t.false(host.spec?.unschedulable);
+  const s = host.status;
+  t.truthy(s);
+  t.is(s?.address, '127.0.0.1');
+  t.is(s?.apiEndpoint, agent.apiEndpoint);
+  t.regex(s?.apiEndpoint ?? '', /^http:\/\/127\.0\.0\.1:\d+$/);
+  t.regex(s?.capacity?.cpu ?? '', /^\d+$/);
+  t.regex(s?.capacity?.memory ?? '', /^\d+(Ki|Mi|Gi)?$/);
+  t.true((s?.capacity?.pids ?? 0) > 0);
+  t.is(s?.capacity?.replicas, 1000);
+  t.truthy(s?.allocatable?.cpu);
+  t.is(s?.cgroup?.parent, dirs.cgroupParent);
+  t.true(['v1', 'v2', 'hybrid'].includes(s?.cgroup?.mode ?? ''));
+  t.is(s?.kernel?.release, readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim());
+  t.true(s?.kernel?.pidfd);
+  const ready = s?.conditions?.find((c) => c.type === 'Ready');
+  t.is(ready?.status, 'True');
+  t.is(ready?.reason, 'RuntimeReady');
+  const managers = (host.metadata.managedFields ?? []) as { manager?: string; subresource?: string }[];
+  t.true(managers.some((m) => m.manager === `orrery-runtime/${dirs.hostName}` && m.subresource === 'status'));
+
+  // A user's cordon survives the agent's next registration.
+  await k.hosts.mergePatch(dirs.hostName, { spec: { unschedulable: true } });
+
+  const first = await k.leases.get(`host-${dirs.hostName}`, { namespace: SYSTEM_NAMESPACE });
+  t.is(first.spec?.holderIdentity, dirs.hostName);
+  t.is(first.spec?.leaseDurationSeconds, 1);
+  const renewed = await waitFor('a later renewTime', async () => {
+    const l = await k.leases.get(`host-${dirs.hostName}`, { namespace: SYSTEM_NAMESPACE });
+    return l.spec?.renewTime !== first.spec?.renewTime ? l : undefined;
+  });
+  t.true(Date.parse(renewed.spec?.renewTime ?? '') > Date.parse(first.spec?.renewTime ?? ''));
+  const after = await k.hosts.get(dirs.hostName);
+  t.true(after.spec?.unschedulable);
+});
+
+test('a bound Replica runs with a real pid and allocated ports; deleting it stops it, removes the cgroup and the finalizer', async (t) => {
+  const k = await kubeForTests();
+  const ns = await freshNamespace(t);
+  const dirs = await agentDirs(t);
+  const agent = await inProcessAgent(t, dirs, { portRange: { min: 24100, max: 24199 } });
+
+  const created = Date.now();
+  await k.replicas.create(
+    replicaObject(ns, 'web-0', dirs.hostName, [
+      {
+        name: 'server',
+        command: [
+          'sh',
+          '-c',
+          'echo "port=$ORRERY_PORT_HTTP admin=$ORRERY_PORT_ADMIN_API ns=$ORRERY_NAMESPACE host=$ORRERY_HOST inst=$ORRERY_INSTANCE"; exec sleep 600',
+        ],
+        ports: [{ name: 'http', protocol: 'http' }, { name: 'admin-api' }, { name: 'fixed', port: 24555 }],
+      },
+      { name: 'helper', command: ['sleep', '600'] },
+    ]),
+  );
+  const running = await waitFor('Replica Running', async () => {
+    const r = await k.replicas.get('web-0', { namespace: ns });
+    return r.status?.phase === 'Running' ? r : undefined;
+  });
+  t.log(`Replica created -> status Running seen by a polling client: ${Date.now() - created} ms`);
+  const st = running.status;
+  t.is(st?.address, '127.0.0.1');
+  t.is(st?.observedGeneration, running.metadata.generation);
+  t.is(st?.restarts, 0);
+  t.is(st?.processes?.length, 2);
+  const pids = (st?.processes ?? []).map((p) => p.pid as number);
+  for (const pid of pids) t.true(pidAlive(pid), `pid ${pid} is alive`);
+  const ports = new Map((st?.ports ?? []).map((p) => [p.name, p]));
+  const http = ports.get('http');
+  const admin = ports.get('admin-api');
+  t.is(http?.process, 'server');
+  t.is(http?.protocol, 'http');
+  t.is(admin?.protocol, 'tcp');
+  t.is(ports.get('fixed')?.port, 24555);
+  t.true((http?.port ?? 0) >= 24100 && (http?.port ?? 0) <= 24199);
+  t.true((admin?.port ?? 0) >= 24100 && (admin?.port ?? 0) <= 24199);
+  t.not(http?.port, admin?.port);
+
+  // ORRERY_PORT_* and the placement facts are what the process sees.
+  const id = replicaId(ns, 'web-0');
+  const logs = await waitFor('the first log line', async () => {
+    const res = await fetch(
+      `${agent.apiEndpoint}/v1/replicas/${ns}/web-0/logs?process=server`,
+      authed(agent.token),
+    );
+    const text = await res.text();
+    return text.includes('port=') ? text : undefined;
+  });
+  t.is(logs.trim(), `port=${http?.port} admin=${admin?.port} ns=${ns} host=${dirs.hostName} inst=demo`);
+  t.true(cgroupExists(dirs.cgroupParent, id));
+
+  const h = await waitFor('Host.status.replicas = 1', async () => {
+    const host = await k.hosts.get(dirs.hostName);
+    return host.status?.replicas === 1 ? host : undefined;
+  });
+  t.is(h.status?.replicas, 1);
+
+  const deleted = Date.now();
+  await k.replicas.delete('web-0', { namespace: ns });
+  await waitFor('the Replica object gone', async () =>
+    (await getOrUndefined(k.replicas, ns, 'web-0')) === undefined ? true : undefined,
+  );
+  t.log(`delete -> object gone (processes stopped, finalizer removed): ${Date.now() - deleted} ms`);
+  for (const pid of pids) t.false(pidAlive(pid), `pid ${pid} is gone`);
+  t.false(cgroupExists(dirs.cgroupParent, id));
+  t.false(agent.runtime.has(id));
+});
+
+test('a Replica with a missing command reports ExecFailed, and deleting it still removes the finalizer', async (t) => {
+  const k = await kubeForTests();
+  const ns = await freshNamespace(t);
+  const dirs = await agentDirs(t);
+  await inProcessAgent(t, dirs);
+  await k.replicas.create(
+    replicaObject(ns, 'broken-0', dirs.hostName, [{ name: 'main', command: ['/no/such/binary'] }], {
+      supervision: { maxRestarts: 1, periodSeconds: 10, backoff: { initialSeconds: 30, maxSeconds: 60 } },
+    }),
+  );
+  const failed = await waitFor('an ExecFailed status', async () => {
+    const r = await k.replicas.get('broken-0', { namespace: ns });
+    return r.status?.processes?.[0]?.lastExit?.reason === 'ExecFailed' ? r : undefined;
+  });
+  t.regex(failed.status?.processes?.[0]?.lastExit?.message ?? '', /ENOENT/);
+  t.log(`phase ${failed.status?.phase}, reason ${failed.status?.reason}: ${failed.status?.message}`);
+  await k.replicas.delete('broken-0', { namespace: ns });
+  await waitFor('the Replica object gone', async () =>
+    (await getOrUndefined(k.replicas, ns, 'broken-0')) === undefined ? true : undefined,
+  );
+  t.pass();
+});
+
+test('a Replica bound to another host is left alone', async (t) => {
+  const k = await kubeForTests();
+  const ns = await freshNamespace(t);
+  const dirs = await agentDirs(t);
+  const agent = await inProcessAgent(t, dirs);
+  await k.replicas.create(
+    replicaObject(ns, 'other-0', 'some-other-host', [{ name: 'main', command: ['sleep', '600'] }]),
+  );
+  await k.replicas.create(
+    replicaObject(ns, 'mine-0', dirs.hostName, [{ name: 'main', command: ['sleep', '600'] }]),
+  );
+  await waitFor('mine-0 Running', async () =>
+    (await k.replicas.get('mine-0', { namespace: ns })).status?.phase === 'Running' ? true : undefined,
+  );
+  const other = await k.replicas.get('other-0', { namespace: ns });
+  t.is(other.status, undefined);
+  t.false(agent.runtime.has(replicaId(ns, 'other-0')));
+  // The test plays the operator: drop the finalizer of the replica no runtime will handle.
+  await k.replicas.mergePatch('other-0', { metadata: { finalizers: null } }, { namespace: ns });
+  t.true((other.metadata.finalizers ?? []).includes(RUNTIME_FINALIZER));
+});
