@@ -1,8 +1,7 @@
 /**
  * Runtime state on disk: one JSON file per replica under `<stateDir>/replicas/`, written
- * atomically (temp file + fsync + rename + fsync of the directory, the sequence of
- * https://lwn.net/Articles/457667/), so a runtime killed at any instant leaves either the old or
- * the new file. Together with the cgroup tree it is the truth a restarted runtime re-adopts from.
+ * atomically (temp file + fsync + rename, https://lwn.net/Articles/457667/), so a runtime killed
+ * at any instant leaves either the old or the new file. Together with the cgroup tree it is the truth a restarted runtime re-adopts from.
  *
  * Writes for one replica are serialized and coalesced: while one write is in flight, later
  * saves only mark the replica dirty and the newest record is written once it finishes. Callers
@@ -114,11 +113,9 @@ export async function writeAtomic(file: string, content: string): Promise<void> 
   } finally {
     await fh.close();
   }
+  // No fsync of the directory: the rename is atomic as it is, and only a machine crash could lose
+  // it, after which every recorded process is gone anyway (and the start-time check rejects stale
+  // pids). Syncing the data before the rename is what matters: it keeps a crash from exposing an
+  // empty file under the final name (the ext4 rename/delalloc problem).
   await rename(tmp, file);
-  const dir = await open(path.dirname(file), 'r');
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
 }

@@ -181,6 +181,7 @@ export class ReplicaSupervisor {
     this.#oomSeen = await this.#deps.cgroup.oomKills().catch(() => 0);
     this.#intensity = { ...initialIntensity(Date.now()), crashLoops: record.crashLoops };
     const lost: Slot[] = [];
+    let changed = false;
     for (const slot of this.#slots) {
       const stored = record.processes.find((p) => p.name === slot.spec.name);
       if (!stored) {
@@ -214,6 +215,7 @@ export class ReplicaSupervisor {
           'adopted a process missing from the state record',
         );
         lost.splice(lost.indexOf(slot), 1);
+        changed = true;
       }
     }
     if (record.phase === 'CrashLoopBackOff') {
@@ -233,7 +235,8 @@ export class ReplicaSupervisor {
           await this.#spawn(slot);
         });
     }
-    this.#persist();
+    // Adopting as recorded changes nothing on disk; exits and restarts persist themselves.
+    if (changed) this.#persist();
   }
 
   /**
@@ -773,7 +776,7 @@ export class ReplicaSupervisor {
 
   /** Queue a durable write; never awaited on the restart path. */
   #persist(): void {
-    if (this.#detached) return;
+    if (this.#detached || this.#phase === 'Starting') return; // start() writes once at its end
     this.#deps.store
       .save(this.spec.id, () => this.record())
       .catch((err: Error) => {

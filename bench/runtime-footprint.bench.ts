@@ -1,0 +1,139 @@
+/**
+ * DESIGN §9 "runtime memory per supervised process ≤ 30 KB": a runtime in a child process of its
+ * own (test/integration/fixtures/engine-host.ts) runs 1,000 replicas of one sleeping process each
+ * (no namespaces, an empty cgroup each); RSS after minus RSS before, over 1,000. Then its CPU over
+ * 30 s idle (utime+stime from /proc/self/stat). Then the runtime is SIGKILLed and a new one
+ * re-adopts all 1,000 (DESIGN §9 "runtime killed -9 and restarted"), and stops them.
+ * Baseline in the same run: a Node process holding 1,000 `child_process.spawn` children.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { createInterface, type Interface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { pino } from 'pino';
+import { CgroupManager, detectCgroupLayout } from '../node-runtime/cgroups/index.ts';
+import { Runtime } from '../node-runtime/index.ts';
+
+const PROCESSES = 1000;
+const IDLE_SECONDS = 30;
+const TARGET_BYTES = 30 * 1024;
+/** USER_HZ: /proc/<pid>/stat reports times in these ticks (proc(5)); 100 on Linux. */
+const CLK_TCK = 100;
+
+const hostScript = fileURLToPath(new URL('../test/integration/fixtures/engine-host.ts', import.meta.url));
+
+function lines(child: ChildProcess): Interface {
+  return createInterface({ input: child.stdout as NodeJS.ReadableStream });
+}
+
+function nextLine<T>(rl: Interface, child: ChildProcess, ms: number): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no answer from child within ${ms} ms`)), ms);
+    child.once('exit', (code) => reject(new Error(`child exited (${code}) before answering`)));
+    rl.once('line', (line) => {
+      clearTimeout(timer);
+      resolve(JSON.parse(line) as T);
+    });
+  });
+}
+
+const naiveScript = `
+const { spawn } = require('node:child_process');
+const { readFileSync } = require('node:fs');
+const rss = () => Number(/VmRSS:\\s+(\\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))[1]) * 1024;
+global.gc(); const before = rss();
+const kids = [];
+for (let i = 0; i < ${PROCESSES}; i++) {
+  const c = spawn('/bin/sleep', ['100000'], { stdio: 'ignore' });
+  c.on('exit', () => {});
+  kids.push(c);
+}
+setTimeout(() => {
+  global.gc(); const after = rss();
+  for (const c of kids) c.kill('SIGKILL');
+  console.log(JSON.stringify({ before, after }));
+  setTimeout(() => process.exit(0), 500);
+}, 2000);
+`;
+
+async function naiveBaseline(): Promise<number> {
+  const child = spawn(process.execPath, ['--expose-gc', '-e', naiveScript], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const r = await nextLine<{ before: number; after: number }>(lines(child), child, 60_000);
+  return (r.after - r.before) / PROCESSES;
+}
+
+export default async function footprintBench(): Promise<{ title: string; markdown: string }> {
+  const root = await mkdtemp(path.join(os.tmpdir(), 'orrery-bench-footprint-'));
+  const dirs = { stateDir: path.join(root, 'state'), logDir: path.join(root, 'logs') };
+  const parent = `orrery-bench-fp-${process.pid}`;
+  const host = spawn(
+    process.execPath,
+    ['--expose-gc', '--import', 'tsx', hostScript, dirs.stateDir, dirs.logDir, parent, String(PROCESSES), ''],
+    { stdio: ['pipe', 'pipe', 'inherit'] },
+  );
+  const rl = lines(host);
+  let adopter: Runtime | undefined;
+  try {
+    const ready = await nextLine<{ ms: number; baseline: { rss: number; cpuTicks: number } }>(
+      rl,
+      host,
+      180_000,
+    );
+    await new Promise((r) => setTimeout(r, 2000));
+    host.stdin?.write('rss\n');
+    const loaded = await nextLine<{ rss: number; cpuTicks: number }>(rl, host, 10_000);
+    await new Promise((r) => setTimeout(r, IDLE_SECONDS * 1000));
+    host.stdin?.write('rss\n');
+    const idle = await nextLine<{ rss: number; cpuTicks: number }>(rl, host, 10_000);
+
+    const exited = new Promise((r) => host.once('exit', r));
+    host.kill('SIGKILL');
+    await exited;
+    adopter = new Runtime({ ...dirs, cgroupParent: parent, log: pino({ level: 'warn' }) });
+    let adopted = 0;
+    let restarted = 0;
+    adopter.on('event', (e) => {
+      if (e.type === 'adopted') adopted++;
+      if (e.type === 'started') restarted++;
+    });
+    const t0 = performance.now();
+    await adopter.start();
+    const adoptMs = performance.now() - t0;
+
+    const naivePerProcess = await naiveBaseline();
+    const perProcess = (loaded.rss - ready.baseline.rss) / PROCESSES;
+    const cpuPercent = ((idle.cpuTicks - loaded.cpuTicks) / CLK_TCK / IDLE_SECONDS) * 100;
+    const kb = (b: number) => (b / 1024).toFixed(1);
+    const markdown = [
+      `${PROCESSES} replicas × 1 sleeping process, no namespaces, one cgroup each; runtime alone in its process.`,
+      '',
+      '| measure | orrery runtime | naive baseline (child_process) | target | ratio to target |',
+      '|---|---|---|---|---|',
+      `| RSS per supervised process | ${kb(perProcess)} KB | ${kb(naivePerProcess)} KB | ≤ 30 KB | ${(perProcess / TARGET_BYTES).toFixed(2)} |`,
+      `| runtime RSS before → with ${PROCESSES} | ${kb(ready.baseline.rss)} KB → ${kb(loaded.rss)} KB | | | |`,
+      `| CPU over ${IDLE_SECONDS} s idle | ${cpuPercent.toFixed(3)} % of one core | | | |`,
+      `| time to run ${PROCESSES} replicas (batches of 50) | ${(ready.ms / 1000).toFixed(2)} s | | | |`,
+      `| re-adoption after kill -9 | ${adopted} adopted, ${restarted} restarted, ${adoptMs.toFixed(0)} ms | | 0 restarts, ≤ 500 ms | ${(adoptMs / 500).toFixed(2)} |`,
+    ].join('\n');
+    return { title: 'Runtime footprint (1,000 supervised processes)', markdown };
+  } finally {
+    if (host.exitCode === null && host.signalCode === null) host.kill('SIGKILL');
+    if (!adopter) {
+      adopter = new Runtime({ ...dirs, cgroupParent: parent, log: pino({ level: 'warn' }) });
+      await adopter.start().catch(() => {});
+    }
+    await adopter.stopAll({ graceSeconds: 0 }).catch(() => {});
+    await adopter.close().catch(() => {});
+    await new CgroupManager({ layout: detectCgroupLayout(), parent }).removeParentIfEmpty().catch(() => {});
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const r = await footprintBench();
+  console.log(`# ${r.title}\n\n${r.markdown}`);
+}
