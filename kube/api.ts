@@ -1,6 +1,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
+import { linkedAbort } from './backoff.ts';
 import { KubeApiError, type KubeStatus } from './errors.ts';
 
 /**
@@ -143,8 +144,16 @@ export class KubeApi {
         : typeof opts.body === 'string'
           ? opts.body
           : JSON.stringify(opts.body);
-    const timeout = AbortSignal.timeout(opts.timeoutMs ?? 30_000);
-    const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
+    const link = linkedAbort(opts.signal);
+    const timer = setTimeout(
+      () => link.controller.abort(new Error(`timed out after ${opts.timeoutMs ?? 30_000} ms`)),
+      opts.timeoutMs ?? 30_000,
+    );
+    const signal = link.controller.signal;
+    const cleanup = () => {
+      clearTimeout(timer);
+      link.dispose();
+    };
     const extra: Record<string, string> = {};
     if (payload !== undefined) {
       extra['Content-Type'] = opts.contentType ?? 'application/json';
@@ -153,6 +162,7 @@ export class KubeApi {
     const req = await this.#open(opts.method, url, extra, signal);
     const pathForErrors = url.pathname + url.search;
     return new Promise<T>((resolve, reject) => {
+      signal.addEventListener('abort', () => req.destroy(signal.reason), { once: true });
       req.on('error', (err) =>
         reject(new Error(`${opts.method} ${pathForErrors}: ${err.message}`, { cause: err })),
       );
@@ -186,7 +196,7 @@ export class KubeApi {
         });
       });
       req.end(payload);
-    });
+    }).finally(cleanup);
   }
 
   /**
@@ -197,8 +207,9 @@ export class KubeApi {
    */
   async watchStream(opts: WatchStreamOptions): Promise<void> {
     const url = this.url(opts.path, { ...opts.query, watch: true });
-    const inner = new AbortController();
-    const signal = opts.signal ? AbortSignal.any([opts.signal, inner.signal]) : inner.signal;
+    const link = linkedAbort(opts.signal);
+    const inner = link.controller;
+    const signal = inner.signal;
     if (signal.aborted) return;
     const req = await this.#open('GET', url, {}, signal);
     const pathForErrors = url.pathname + url.search;
@@ -210,6 +221,8 @@ export class KubeApi {
         settled = true;
         if (idle) clearTimeout(idle);
         inner.abort();
+        link.dispose();
+        req.destroy();
         if (err === undefined || opts.signal?.aborted) resolve();
         else reject(err);
       };
@@ -222,6 +235,7 @@ export class KubeApi {
         );
       };
       touch();
+      signal.addEventListener('abort', () => finish(), { once: true });
       req.on('socket', (s) => s.setKeepAlive(true, 15_000));
       req.on('error', (err) =>
         finish(

@@ -40,3 +40,34 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     signal?.addEventListener('abort', done, { once: true });
   });
 }
+
+/**
+ * An AbortController that aborts when any of the given signals does. Used instead of
+ * AbortSignal.any(), whose combined signal Node 20 holds only weakly from its sources: a
+ * combined signal referenced by nothing but a socket listener can be garbage-collected and
+ * then never fires (nodejs/node#48951 and follow-ups). Call dispose() when done.
+ */
+export function linkedAbort(...signals: (AbortSignal | undefined)[]): {
+  controller: AbortController;
+  dispose(): void;
+} {
+  const controller = new AbortController();
+  const cleanups: (() => void)[] = [];
+  for (const s of signals) {
+    if (!s) continue;
+    if (s.aborted) {
+      controller.abort(s.reason);
+      break;
+    }
+    const onAbort = () => controller.abort(s.reason);
+    s.addEventListener('abort', onAbort, { once: true });
+    cleanups.push(() => s.removeEventListener('abort', onAbort));
+  }
+  return {
+    controller,
+    dispose() {
+      for (const c of cleanups) c();
+      cleanups.length = 0;
+    },
+  };
+}

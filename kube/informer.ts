@@ -1,5 +1,5 @@
 import { WatchIdleError } from './api.ts';
-import { Backoff, sleep } from './backoff.ts';
+import { Backoff, linkedAbort, sleep } from './backoff.ts';
 import { errorFromWatchStatus, isGone, type KubeStatus } from './errors.ts';
 import { type Logger, silentLogger } from './log.ts';
 import { diffRelist } from './relist.ts';
@@ -293,28 +293,32 @@ export class Informer<T extends KubeObject = KubeObject> {
       try {
         if (this.#rv === undefined) await this.#relist();
         if (stop.aborted) break;
+        if (this.#restart) continue; // asked for during the relist
         const timeoutSeconds = Math.max(1, Math.floor(minTimeout * (1 + Math.random())));
-        this.#watchAbort = new AbortController();
+        const link = linkedAbort(stop);
+        this.#watchAbort = link.controller;
         this.#stats.watches++;
-        await this.client.watch(
-          {
-            namespace: this.#opts.namespace,
-            labelSelector: this.#opts.labelSelector,
-            fieldSelector: this.#opts.fieldSelector,
-            resourceVersion: this.#rv,
-            allowWatchBookmarks: true,
-            timeoutSeconds,
-            idleTimeoutMs: this.#opts.idleTimeoutMs ?? (timeoutSeconds + 30) * 1000,
-            signal: AbortSignal.any([stop, this.#watchAbort.signal]),
-            onOpen: () => {
-              opened = Date.now();
+        await this.client
+          .watch(
+            {
+              namespace: this.#opts.namespace,
+              labelSelector: this.#opts.labelSelector,
+              fieldSelector: this.#opts.fieldSelector,
+              resourceVersion: this.#rv,
+              allowWatchBookmarks: true,
+              timeoutSeconds,
+              idleTimeoutMs: this.#opts.idleTimeoutMs ?? (timeoutSeconds + 30) * 1000,
+              signal: link.controller.signal,
+              onOpen: () => {
+                opened = Date.now();
+              },
             },
-          },
-          (type, obj) => {
-            delivered = true;
-            this.#onEvent(type, obj);
-          },
-        );
+            (type, obj) => {
+              delivered = true;
+              this.#onEvent(type, obj);
+            },
+          )
+          .finally(() => link.dispose());
         // Server closed the stream (timeoutSeconds, shutdown) or we restarted it: resume from #rv.
         if (delivered || (opened > 0 && Date.now() - opened > 1000)) backoff.reset();
         else if (!this.#restart && !stop.aborted) await sleep(backoff.next(), stop);

@@ -13,6 +13,9 @@ test('crds/*.yaml and crds/types.ts are what `npm run gen` makes from crds/src',
     } catch {
       // a missing file is reported by the assertion below
     }
-    t.true(actual === expected, `${relative(process.cwd(), file)} is stale: run \`npm run gen\` and commit the result`);
+    t.true(
+      actual === expected,
+      `${relative(process.cwd(), file)} is stale: run \`npm run gen\` and commit the result`,
+    );
   }
 });
