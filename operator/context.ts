@@ -43,11 +43,15 @@ export interface OperatorContext {
   };
 }
 
-export function createContext(
-  api: KubeApi,
-  log: Logger,
-  opts: { resyncPeriodMs?: number } = {},
-): OperatorContext {
+export interface ContextOptions {
+  resyncPeriodMs?: number;
+  /** Watch only this namespace's Instances, Replicas and Services (default: all). */
+  namespace?: string;
+  /** Consider only Hosts with these labels (label selector syntax; default: all). */
+  hostSelector?: string;
+}
+
+export function createContext(api: KubeApi, log: Logger, opts: ContextOptions = {}): OperatorContext {
   const clients = {
     instances: resourceClient(api, typed<Instance>(INSTANCES), FIELD_MANAGER),
     replicas: resourceClient(api, typed<Replica>(REPLICAS), FIELD_MANAGER),
@@ -56,16 +60,17 @@ export function createContext(
     leases: resourceClient(api, typed<Lease>(LEASES), FIELD_MANAGER),
   };
   const informerOptions = { log, resyncPeriodMs: opts.resyncPeriodMs ?? 60_000 };
+  const scoped = { ...informerOptions, namespace: opts.namespace };
   return {
     api,
     log,
     recorder: new EventRecorder(api, { reportingController: FIELD_MANAGER, log }),
     clients,
     informers: {
-      instances: new Informer(clients.instances, informerOptions),
-      replicas: new Informer(clients.replicas, informerOptions),
-      services: new Informer(clients.services, informerOptions),
-      hosts: new Informer(clients.hosts, informerOptions),
+      instances: new Informer(clients.instances, scoped),
+      replicas: new Informer(clients.replicas, scoped),
+      services: new Informer(clients.services, scoped),
+      hosts: new Informer(clients.hosts, { ...informerOptions, labelSelector: opts.hostSelector }),
       leases: new Informer(clients.leases, { ...informerOptions, namespace: SYSTEM_NAMESPACE }),
     },
   };

@@ -12,6 +12,7 @@ import {
   isAlreadyExists,
   KubeApi,
   LeaderElector,
+  leaseClient,
   NAMESPACES,
   type RunningController,
   resourceClient,
@@ -43,6 +44,12 @@ export interface OperatorOptions {
   /** Workers of the Instance controller. Default 4. */
   workers?: number;
   metrics?: OperatorMetrics;
+  /** Manage only this namespace (default: all). */
+  namespace?: string;
+  /** Schedule only onto Hosts matching this label selector (default: all). */
+  hostSelector?: string;
+  /** Name of the leader election Lease in orrery-system. Default `orrery-operator`. */
+  leaderLeaseName?: string;
 }
 
 export interface Operator {
@@ -62,13 +69,9 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
   let term: { ctx: OperatorContext; controllers: RunningController[] } | undefined;
   const leaseDurationSeconds = opts.leaseDurationSeconds ?? 15;
   const elector = new LeaderElector({
-    client: resourceClient(
-      api,
-      { group: 'coordination.k8s.io', version: 'v1', plural: 'leases', kind: 'Lease', namespaced: true },
-      FIELD_MANAGER,
-    ),
+    client: leaseClient(api, FIELD_MANAGER),
     namespace: SYSTEM_NAMESPACE,
-    name: 'orrery-operator',
+    name: opts.leaderLeaseName ?? 'orrery-operator',
     identity,
     leaseDurationSeconds,
     renewDeadlineMs: opts.renewDeadlineMs ?? Math.floor(leaseDurationSeconds * 1000 * (2 / 3)),
@@ -77,7 +80,10 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
     onStartedLeading: (signal) => {
       log.info({ identity }, 'leading: starting controllers');
       metrics.leader.set(1);
-      const ctx = createContext(api, log);
+      const ctx = createContext(api, log, {
+        ...(opts.namespace ? { namespace: opts.namespace } : {}),
+        ...(opts.hostSelector ? { hostSelector: opts.hostSelector } : {}),
+      });
       term = { ctx, controllers: startControllers(ctx, { ...opts, range, metrics }) };
       for (const informer of allInformers(ctx)) informer.start();
       signal.addEventListener('abort', () => void stopTerm());

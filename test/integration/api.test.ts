@@ -3,20 +3,16 @@
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { KubeConfig } from '@kubernetes/client-node';
 import test from 'ava';
 import { stringify } from 'yaml';
-import { installCrds } from '../../crds/install.ts';
-import { freshNamespace, testCluster } from '../helpers/cluster.ts';
+import { freshNamespace } from '../helpers/cluster.ts';
+import { orreryCluster } from '../helpers/orrery.ts';
 
 const examplesDir = join(import.meta.dirname, '..', '..', 'examples');
 let kubeconfig = '';
 
 test.before(async () => {
-  ({ kubeconfig } = await testCluster());
-  const kubeConfig = new KubeConfig();
-  kubeConfig.loadFromFile(kubeconfig);
-  await installCrds(kubeConfig); // idempotent: a run-wide control plane already has them
+  ({ kubeconfig } = await orreryCluster());
 });
 
 function kubectl(args: string[], input?: string) {
