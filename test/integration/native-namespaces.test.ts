@@ -202,3 +202,22 @@ test('a net namespace has only lo, and lo is up (a TCP connection to 127.0.0.1 w
   t.deepEqual(await exited, { code: 0, signal: null }, log());
   t.deepEqual(JSON.parse(log()), { ifaces: ['lo'], reply: 'pong' });
 });
+
+test('a workload that exits before orrery-init is ready is still reported (no lost SIGCHLD)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'orrery-native-ns-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const exits: Promise<ExitStatus>[] = [];
+  for (let i = 0; i < 50; i++) {
+    const child = spawn({
+      file: '/bin/true',
+      argv: ['true'],
+      env: [],
+      namespaces: [...isolated],
+      logFile: join(dir, 'log'),
+      exitStatusFile: join(dir, `status-${i}`),
+    });
+    exits.push(new Promise((resolve) => watchExit(child.pidfd, resolve)));
+  }
+  const all = await Promise.all(exits);
+  t.true(all.every((s) => s.code === 0 && s.signal === null));
+});

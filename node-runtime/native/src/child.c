@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 
 #include "net.h"
 #include "spawn.h"
@@ -116,13 +117,70 @@ static void close_other_fds(const struct orrery_spawn_plan *plan) {
     if (errno != ENOSYS && errno != EINVAL) fail(plan, STEP_CLOSE_FDS, errno, 0);
     if (cloexec_by_proc() < 0) fail(plan, STEP_CLOSE_FDS, errno, 0);
   }
+  if (plan->workload_path) return; /* init's fds are made inheritable after the workload's exec */
   for (int i = 0; i < 2; i++) {
     if (plan->keep_fds[i] >= 0 && fcntl(plan->keep_fds[i], F_SETFD, 0) < 0) fail(plan, STEP_CLOSE_FDS, errno, 0);
   }
 }
 
+/* The workload under init: everything is set up already (same fds, ids, namespaces, signal
+ * defaults); only the exec is left. Its stdio are the child's; the status fd is still CLOEXEC. */
+static int workload_main(void *arg) {
+  struct orrery_spawn_plan *plan = arg;
+  execve(plan->workload_path, plan->workload_argv, plan->envp);
+  int err = errno;
+  plan->workload_failed = 1;
+  fail(plan, STEP_EXECVE, err, 0);
+  return 127;
+}
+
+static void format_pid(char *out, pid_t pid) {
+  char tmp[16];
+  int n = 0;
+  do {
+    tmp[n++] = (char)('0' + pid % 10);
+    pid /= 10;
+  } while (pid > 0 && n < 15);
+  for (int i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+  out[n] = 0;
+}
+
+/* Init mode: start the workload first, then become orrery-init. Two execs in a row from one
+ * suspended parent, instead of init exec -> init startup -> fork -> exec: one scheduling hop less. */
+static void exec_workload_then_init(struct orrery_spawn_plan *plan) {
+  /* Orphans must come to us even without a pid namespace (prctl(2): PR_SET_CHILD_SUBREAPER,
+   * Linux 3.4, preserved across execve). In a pid namespace we are PID 1 and get them anyway. */
+  if (!(plan->ns_flags & CLONE_NEWPID) && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
+    fail(plan, STEP_INIT_SETUP, errno, 0);
+  pid_t pid = clone(workload_main, plan->gc_stack_top, CLONE_VM | CLONE_VFORK | SIGCHLD, plan);
+  if (pid < 0) fail(plan, STEP_INIT_FORK, errno, 0);
+  if (plan->workload_failed) {
+    /* Its record is in the pipe already; reap it so no zombie outlives us. */
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    _exit(127);
+  }
+  /* Block everything before init runs: signals sent between now and init's sigwaitinfo loop stay
+   * pending (the mask survives execve) instead of being dropped, as a pid-namespace init drops
+   * SIG_DFL signals. */
+  sigset_t all;
+  sigfillset(&all);
+  int err = 0;
+  if (sigprocmask(SIG_BLOCK, &all, NULL) < 0) err = errno;
+  if (!err && plan->keep_fds[0] >= 0 && fcntl(plan->keep_fds[0], F_SETFD, 0) < 0) err = errno;
+  if (!err) {
+    format_pid(plan->pid_slot, pid);
+    execve(plan->exec_path, plan->exec_argv, plan->envp);
+    err = errno;
+  }
+  kill(pid, SIGKILL);
+  while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+  }
+  fail(plan, STEP_EXECVE_INIT, err, 0);
+}
+
 int orrery_child_main(void *arg) {
-  const struct orrery_spawn_plan *plan = arg;
+  struct orrery_spawn_plan *plan = arg;
   reset_signals(plan);
   /* Own session and process group: a stop signal to -pgid reaches the whole replica, and the
    * runtime's terminal (if any) never sends it SIGINT/SIGHUP. */
@@ -139,7 +197,8 @@ int orrery_child_main(void *arg) {
   drop_privileges(plan);
   if (plan->cwd && chdir(plan->cwd) < 0) fail(plan, STEP_CHDIR, errno, 0);
   close_other_fds(plan);
+  if (plan->workload_path) exec_workload_then_init(plan);
   execve(plan->exec_path, plan->exec_argv, plan->envp);
-  fail(plan, plan->keep_fds[0] >= 0 ? STEP_EXECVE_INIT : STEP_EXECVE, errno, 0);
+  fail(plan, STEP_EXECVE, errno, 0);
   return 127;
 }

@@ -181,18 +181,20 @@ static pid_t clone_with_stack(struct orrery_spawn_plan *plan, void *stack_base, 
 
 pid_t orrery_clone(struct orrery_spawn_plan *plan, int *pidfd, const char **step) {
   *step = "mmap";
-  void *stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  /* Two stacks: the child's, and above it the one the child lends the workload in init mode. */
+  void *stack = mmap(NULL, 2 * CHILD_STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
   if (stack == MAP_FAILED) return -1;
 
   /* Block every signal while the child shares our memory: a Node/libuv handler running in the
    * child would corrupt the parent's state. The child unblocks after resetting handlers. */
+  plan->gc_stack_top = (char *)stack + 2 * CHILD_STACK_SIZE;
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old);
   pid_t pid = clone_with_stack(plan, stack, pidfd, step);
   int err = errno;
   pthread_sigmask(SIG_SETMASK, &old, NULL);
-  munmap(stack, CHILD_STACK_SIZE);
+  munmap(stack, 2 * CHILD_STACK_SIZE);
   errno = err;
   return pid;
 }

@@ -1,9 +1,12 @@
 /* orrery-init: the PID 1 of a replica's pid namespace (like tini or docker-init).
  *
- *   orrery-init -e ERRFD [-s STATUSFD] -- FILE ARGV0 [ARGS...]
+ *   orrery-init -p PID [-s STATUSFD]                          (adopt mode, used by the runtime)
+ *   orrery-init [-e ERRFD] [-s STATUSFD] -- FILE ARGV0 [ARGS...]   (fork mode, standalone)
  *
- * It forks and execs the workload (FILE with argv ARGV0 ARGS..., the environment untouched),
- * forwards every asynchronous signal it receives to the workload, reaps every zombie of the
+ * In adopt mode the process that execs us has already started the workload as its child PID (see
+ * child.c: one scheduling hop less than forking here) and blocked every signal. In fork mode it
+ * forks and execs the workload (FILE with argv ARGV0 ARGS..., the environment untouched). Either
+ * way it forwards every asynchronous signal it receives to the workload, reaps every zombie of the
  * namespace, and when the workload exits, exits the same way. The init of a pid namespace cannot
  * be killed by a signal it sends itself (pid_namespaces(7): only SIGKILL/SIGSTOP from an ancestor
  * namespace reach it without a handler), so a workload killed by SIGNAL makes init write
@@ -55,11 +58,11 @@ static void report_setup_failure(int step, int err) {
   _exit(127);
 }
 
-static int parse_fd(const char *s) {
+static int parse_number(const char *s) {
   char *end;
   errno = 0;
   long v = strtol(s, &end, 10);
-  if (errno || *end || v < 0 || v > 1 << 20) return -1;
+  if (errno || *end || v < 0 || v > 1 << 30) return -1;
   return (int)v;
 }
 
@@ -93,7 +96,45 @@ static void write_status(int wstatus) {
   close(status_fd);
 }
 
+/* Reap every zombie: orphans of the namespace are re-parented to us. This is the only
+ * waitpid(-1) in Orrery, and it runs in orrery-init, never in the Node process. When the
+ * workload is among them, record its status and exit the same way. */
+static void reap_all(pid_t child) {
+  for (;;) {
+    int wstatus;
+    pid_t pid = waitpid(-1, &wstatus, WNOHANG);
+    if (pid <= 0) return;
+    if (pid != child) continue;
+    write_status(wstatus);
+    if (WIFSIGNALED(wstatus)) _exit(128 + WTERMSIG(wstatus));
+    _exit(WEXITSTATUS(wstatus));
+  }
+}
+
+static pid_t fork_workload(const char *file, char **child_argv, const sigset_t *orig) {
+  pid_t child = fork();
+  if (child < 0) report_setup_failure(STEP_INIT_FORK, errno);
+  if (child == 0) {
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < 32; sig++) /* the standard signals; 32 and 33 belong to glibc */ {
+      if (forwardable(sig)) sigaction(sig, &dfl, NULL);
+    }
+    sigprocmask(SIG_SETMASK, orig, NULL);
+    execve(file, child_argv, environ);
+    struct orrery_exec_error rec = {.step = STEP_EXECVE, .err = errno, .index = 0};
+    if (err_fd >= 0) (void)!write(err_fd, &rec, sizeof rec);
+    else fprintf(stderr, "orrery-init: execve %s: %s\n", file, strerror(errno));
+    _exit(127);
+  }
+  if (err_fd >= 0) close(err_fd);
+  return child;
+}
+
+
 int main(int argc, char **argv) {
+  pid_t child = -1;
   int i = 1;
   for (; i < argc; i++) {
     if (strcmp(argv[i], "--") == 0) {
@@ -101,19 +142,18 @@ int main(int argc, char **argv) {
       break;
     }
     if (i + 1 >= argc) break;
-    if (strcmp(argv[i], "-e") == 0) err_fd = parse_fd(argv[++i]);
-    else if (strcmp(argv[i], "-s") == 0) status_fd = parse_fd(argv[++i]);
+    if (strcmp(argv[i], "-p") == 0) child = parse_number(argv[++i]);
+    else if (strcmp(argv[i], "-e") == 0) err_fd = parse_number(argv[++i]);
+    else if (strcmp(argv[i], "-s") == 0) status_fd = parse_number(argv[++i]);
     else {
       fprintf(stderr, "orrery-init: unknown option %s\n", argv[i]);
       return 127;
     }
   }
-  if (i + 1 >= argc) {
-    fprintf(stderr, "usage: orrery-init -e ERRFD [-s STATUSFD] -- FILE ARGV0 [ARGS...]\n");
+  if (child <= 0 && i + 1 >= argc) {
+    fprintf(stderr, "usage: orrery-init -p PID [-s STATUSFD] | [-e ERRFD] [-s STATUSFD] -- FILE ARGV0 [ARGS...]\n");
     return 127;
   }
-  const char *file = argv[i];
-  char **child_argv = argv + i + 1;
 
   if (err_fd >= 0 && fcntl(err_fd, F_SETFD, FD_CLOEXEC) < 0) report_setup_failure(STEP_INIT_SETUP, errno);
   if (status_fd >= 0 && fcntl(status_fd, F_SETFD, FD_CLOEXEC) < 0) report_setup_failure(STEP_INIT_SETUP, errno);
@@ -133,24 +173,11 @@ int main(int argc, char **argv) {
     if (forwardable(sig) && sigaction(sig, &sa, NULL) < 0) report_setup_failure(STEP_INIT_SETUP, errno);
   }
 
-  pid_t child = fork();
-  if (child < 0) report_setup_failure(STEP_INIT_FORK, errno);
-  if (child == 0) {
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
-    for (int sig = 1; sig < 32; sig++) /* the standard signals; 32 and 33 belong to glibc */ {
-      if (forwardable(sig)) sigaction(sig, &dfl, NULL);
-    }
-    sigprocmask(SIG_SETMASK, &orig, NULL);
-    execve(file, child_argv, environ);
-    struct orrery_exec_error rec = {.step = STEP_EXECVE, .err = errno, .index = 0};
-    if (err_fd >= 0) (void)!write(err_fd, &rec, sizeof rec);
-    else fprintf(stderr, "orrery-init: execve %s: %s\n", file, strerror(errno));
-    _exit(127);
-  }
-  if (err_fd >= 0) close(err_fd);
+  if (child <= 0) child = fork_workload(argv[i], argv + i + 1, &orig);
 
+  /* In adopt mode the workload may have exited before we blocked SIGCHLD (its SIGCHLD was then
+   * discarded: SIG_DFL for SIGCHLD means ignore), so look once before waiting for signals. */
+  reap_all(child);
   for (;;) {
     siginfo_t info;
     int sig = sigwaitinfo(&all, &info);
@@ -159,20 +186,7 @@ int main(int argc, char **argv) {
       perror("orrery-init: sigwaitinfo");
       continue;
     }
-    if (sig != SIGCHLD) {
-      if (forwardable(sig) && kill(child, sig) < 0 && errno != ESRCH) perror("orrery-init: kill");
-      continue;
-    }
-    /* Reap every zombie: orphans of the namespace are re-parented to us. This is the only
-     * waitpid(-1) in Orrery, and it runs in orrery-init, never in the Node process. */
-    for (;;) {
-      int wstatus;
-      pid_t pid = waitpid(-1, &wstatus, WNOHANG);
-      if (pid <= 0) break;
-      if (pid != child) continue;
-      write_status(wstatus);
-      if (WIFSIGNALED(wstatus)) _exit(128 + WTERMSIG(wstatus));
-      _exit(WEXITSTATUS(wstatus));
-    }
+    if (sig == SIGCHLD) reap_all(child);
+    else if (forwardable(sig) && kill(child, sig) < 0 && errno != ESRCH) perror("orrery-init: kill");
   }
 }

@@ -44,27 +44,19 @@ static int fail(struct orrery_spawn_result *res, const char *step, int err, cons
   return -1;
 }
 
-/* argv for orrery-init: init -e <errfd> [-s <statusfd>] -- <file> <argv...> (init.c). */
-static char **init_argv(const struct orrery_spawn_request *req, int err_fd, int status_fd, char *fd_strs) {
-  size_t n = 0;
-  while (req->argv[n]) n++;
-  char **argv = calloc(n + 8, sizeof *argv);
-  if (!argv) return NULL;
+/* argv for orrery-init in adopt mode: init -p <workload pid> [-s <statusfd>] (init.c); the child
+ * writes the pid into pid_slot once it knows it. */
+static void init_argv(char **argv, int status_fd, char *pid_slot, char *fd_str) {
   size_t i = 0;
   argv[i++] = (char *)"orrery-init";
-  snprintf(fd_strs, 16, "%d", err_fd);
-  argv[i++] = (char *)"-e";
-  argv[i++] = fd_strs;
+  argv[i++] = (char *)"-p";
+  argv[i++] = pid_slot;
   if (status_fd >= 0) {
-    snprintf(fd_strs + 16, 16, "%d", status_fd);
+    snprintf(fd_str, 16, "%d", status_fd);
     argv[i++] = (char *)"-s";
-    argv[i++] = fd_strs + 16;
+    argv[i++] = fd_str;
   }
-  argv[i++] = (char *)"--";
-  argv[i++] = (char *)req->file;
-  for (size_t j = 0; j < n; j++) argv[i++] = req->argv[j];
   argv[i] = NULL;
-  return argv;
 }
 
 static void close_plan_fds(struct orrery_spawn_plan *plan, int status_fd, int pipe_fds[2]) {
@@ -96,8 +88,9 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
   plan.keep_fds[0] = plan.keep_fds[1] = -1;
   int pipe_fds[2] = {-1, -1};
   int status_fd = -1;
-  char **argv_init = NULL;
-  char fd_strs[32];
+  char *argv_init[8];
+  char pid_slot[16] = "";
+  char fd_str[16];
 
   if (req->n_procs_files > ORRERY_MAX_PROCS_FDS - 1)
     return fail(res, "cgroup.procs", E2BIG, NULL);
@@ -143,15 +136,13 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
   plan.no_new_privs = req->no_new_privs || req->has_uid || req->has_gid;
   plan.err_fd = pipe_fds[1];
   if (req->init) {
-    argv_init = init_argv(req, pipe_fds[1], status_fd, fd_strs);
-    if (!argv_init) {
-      close_plan_fds(&plan, status_fd, pipe_fds);
-      return fail(res, "malloc", ENOMEM, NULL);
-    }
+    init_argv(argv_init, status_fd, pid_slot, fd_str);
     plan.exec_path = req->init_path;
     plan.exec_argv = argv_init;
-    plan.keep_fds[0] = pipe_fds[1];
-    plan.keep_fds[1] = status_fd;
+    plan.keep_fds[0] = status_fd;
+    plan.workload_path = req->file;
+    plan.workload_argv = req->argv;
+    plan.pid_slot = pid_slot;
   } else {
     plan.exec_path = req->file;
     plan.exec_argv = req->argv;
@@ -161,7 +152,6 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
   const char *step = NULL;
   pid_t pid = orrery_clone(&plan, &pidfd, &step);
   int clone_err = errno;
-  free(argv_init);
   /* Our copies only: the child has its own (CLONE_VM does not share the fd table). */
   close(pipe_fds[1]);
   pipe_fds[1] = -1;

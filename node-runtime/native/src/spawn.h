@@ -36,7 +36,15 @@ struct orrery_spawn_plan {
   int no_new_privs;
 
   int err_fd;         /* write end of the exec-error pipe (protocol.h) */
-  int keep_fds[2];    /* fds orrery-init needs across execve (-1 = unused) */
+  int keep_fds[2];    /* fds the exec'd program needs (-1 = unused); in init mode: init's only */
+
+  /* Init mode (workload_path set): the child clones the workload (CLONE_VM|CLONE_VFORK on
+   * gc_stack_top), and once that has exec'd, execs orrery-init -p <pid> itself (README.md). */
+  const char *workload_path;
+  char *const *workload_argv;
+  void *gc_stack_top;
+  char *pid_slot;             /* 16 bytes the child fills with the workload's pid for init's argv */
+  volatile int workload_failed; /* set by the workload child before it exits 127 */
 };
 
 /* child.c: runs in the clone child; never returns. */
