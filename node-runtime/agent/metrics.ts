@@ -71,6 +71,8 @@ export class AgentMetrics {
       labelNames: ['outcome'],
       registers,
     });
+    // Zero series exist from the start, so rate() and absent() behave before the first write.
+    for (const outcome of ['written', 'skipped', 'failed', 'gone']) this.statusWrites.inc({ outcome }, 0);
     this.leaseRenewFailures = new Counter({
       name: 'orrery_runtime_lease_renew_failures_total',
       help: 'Failed API calls while renewing the host Lease',

@@ -5,8 +5,10 @@
  * one write in flight per replica; events arriving meanwhile only mark it dirty, and when the
  * write returns the *latest* state is written once. The first write starts on the next
  * microtask (no batching delay: apply -> Running must stay in milliseconds), and a status equal
- * to the last one written is not written again. A restart storm thus costs about one write per
- * API round trip, not one per event.
+ * to the last one written is not written again. On top, a token bucket per replica (a burst of
+ * BURST writes, then RATE per second) keeps a restart storm from costing one write per API round
+ * trip: Starting -> Running -> Ready go out at once, a crash loop settles at RATE writes/s, and
+ * the last state is always written.
  */
 import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
@@ -128,9 +130,15 @@ interface Entry {
   last: ApiReplicaStatus | undefined;
   /** Set when the last write failed: retried after a delay even without a new event. */
   retry: NodeJS.Timeout | undefined;
+  tokens: number;
+  refilledAt: number;
 }
 
 const RETRY_MS = 500;
+/** Writes a replica may do back to back. */
+export const BURST = 3;
+/** Sustained writes per second per replica once the burst is spent. */
+export const RATE = 5;
 
 export class StatusWriter {
   readonly #o: StatusWriterOptions;
@@ -146,7 +154,15 @@ export class StatusWriter {
     if (this.#closed) return;
     let e = this.#entries.get(key);
     if (!e) {
-      e = { inFlight: undefined, dirty: false, lastUid: undefined, last: undefined, retry: undefined };
+      e = {
+        inFlight: undefined,
+        dirty: false,
+        lastUid: undefined,
+        last: undefined,
+        retry: undefined,
+        tokens: BURST,
+        refilledAt: performance.now(),
+      };
       this.#entries.set(key, e);
     }
     if (e.retry) {
@@ -193,6 +209,16 @@ export class StatusWriter {
           this.#o.onWrite?.('skipped');
           continue;
         }
+        const now = performance.now();
+        e.tokens = Math.min(BURST, e.tokens + ((now - e.refilledAt) * RATE) / 1000);
+        e.refilledAt = now;
+        if (e.tokens < 1) {
+          // Out of tokens: wait for one, then write whatever is latest by then.
+          await new Promise((r) => setTimeout(r, ((1 - e.tokens) * 1000) / RATE));
+          e.dirty = true;
+          continue;
+        }
+        e.tokens -= 1;
         try {
           await this.#o.write(next.replica, next.status);
           e.lastUid = uid;
