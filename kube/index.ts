@@ -54,9 +54,11 @@ export {
 } from './ratelimit.ts';
 export { diffRelist, type RelistDiff } from './relist.ts';
 export {
+  type Applied,
   type ApplyOptions,
   apiVersionOf,
   CONFIGMAPS,
+  type DeepPartial,
   type DeleteOptions,
   EVENTS,
   HOSTS,

@@ -1,3 +1,4 @@
+import type { Host, Instance, Replica, Service } from '../crds/types.ts';
 import type { KubeApi, Query } from './api.ts';
 import type { KubeList, KubeObject, ObjectMeta } from './types.ts';
 
@@ -26,28 +27,28 @@ export function apiVersionOf(d: ResourceDescriptor<KubeObject>): string {
 export const ORRERY_GROUP = 'orrery.dev';
 export const ORRERY_VERSION = 'v1alpha1';
 
-export const INSTANCES: ResourceDescriptor = {
+export const INSTANCES: ResourceDescriptor<Instance> = {
   group: ORRERY_GROUP,
   version: ORRERY_VERSION,
   plural: 'instances',
   kind: 'Instance',
   namespaced: true,
 };
-export const REPLICAS: ResourceDescriptor = {
+export const REPLICAS: ResourceDescriptor<Replica> = {
   group: ORRERY_GROUP,
   version: ORRERY_VERSION,
   plural: 'replicas',
   kind: 'Replica',
   namespaced: true,
 };
-export const SERVICES: ResourceDescriptor = {
+export const SERVICES: ResourceDescriptor<Service> = {
   group: ORRERY_GROUP,
   version: ORRERY_VERSION,
   plural: 'services',
   kind: 'Service',
   namespaced: true,
 };
-export const HOSTS: ResourceDescriptor = {
+export const HOSTS: ResourceDescriptor<Host> = {
   group: ORRERY_GROUP,
   version: ORRERY_VERSION,
   plural: 'hosts',
@@ -81,6 +82,21 @@ export const NAMESPACES: ResourceDescriptor = {
   plural: 'namespaces',
   kind: 'Namespace',
   namespaced: false,
+};
+
+/**
+ * What create and server-side apply accept: any subset of the object (schema defaults are
+ * required in the generated types, but the API server fills them in), with a name.
+ */
+export type DeepPartial<T> = T extends (infer U)[]
+  ? DeepPartial<U>[]
+  : T extends object
+    ? { [K in keyof T]?: DeepPartial<T[K]> }
+    : T;
+export type Applied<T> = DeepPartial<T> & {
+  apiVersion?: string | undefined;
+  kind?: string | undefined;
+  metadata?: ObjectMeta | undefined;
 };
 
 /** Retype a descriptor for a concrete object type: `typed<Instance>(INSTANCES)`. */
@@ -198,13 +214,16 @@ export class ResourceClient<T extends KubeObject = KubeObject> {
     return subresource ? `${base}/${subresource}` : base;
   }
 
-  #nameNs(obj: KubeObject, namespace?: string): { name: string; namespace: string | undefined } {
+  #nameNs(
+    obj: { metadata?: ObjectMeta | undefined },
+    namespace?: string,
+  ): { name: string; namespace: string | undefined } {
     const name = obj.metadata?.name;
     if (!name) throw new TypeError(`${this.descriptor.kind}: metadata.name is required`);
     return { name, namespace: namespace ?? obj.metadata?.namespace };
   }
 
-  #withTypeMeta<O extends KubeObject>(obj: O): O {
+  #withTypeMeta<O extends { apiVersion?: string | undefined; kind?: string | undefined }>(obj: O): O {
     return { ...obj, apiVersion: obj.apiVersion ?? this.apiVersion, kind: obj.kind ?? this.descriptor.kind };
   }
 
@@ -251,7 +270,7 @@ export class ResourceClient<T extends KubeObject = KubeObject> {
     return { items, resourceVersion: rv };
   }
 
-  async create(obj: T, opts: MutateOptions = {}): Promise<T> {
+  async create(obj: Applied<T>, opts: MutateOptions = {}): Promise<T> {
     const ns = opts.namespace ?? obj.metadata?.namespace;
     return this.api.request<T>({
       method: 'POST',
@@ -337,13 +356,13 @@ export class ResourceClient<T extends KubeObject = KubeObject> {
    * send the fields this manager wants to own; fields it stops sending are removed if it
    * was their only manager. `obj` needs metadata.name (and namespace for namespaced kinds).
    */
-  async apply(obj: T, opts: ApplyOptions = {}): Promise<T> {
+  async apply(obj: Applied<T>, opts: ApplyOptions = {}): Promise<T> {
     const { name, namespace } = this.#nameNs(obj, opts.namespace);
     return this.patch(name, this.#withTypeMeta(obj), { ...opts, namespace, type: 'apply' });
   }
 
   /** Server-side apply to the status subresource: `{metadata: {name, namespace}, status: {...}}`. */
-  async applyStatus(obj: T, opts: ApplyOptions = {}): Promise<T> {
+  async applyStatus(obj: Applied<T>, opts: ApplyOptions = {}): Promise<T> {
     const { name, namespace } = this.#nameNs(obj, opts.namespace);
     return this.patch(name, this.#withTypeMeta(obj), {
       ...opts,
