@@ -124,13 +124,13 @@ static void close_other_fds(const struct orrery_spawn_plan *plan) {
 }
 
 /* The workload under init: everything is set up already (same fds, ids, namespaces, signal
- * defaults); only the exec is left. Its stdio are the child's; the status fd is still CLOEXEC. */
+ * defaults); only the exec is left. It runs on its own stack in the Node process's memory, like
+ * the child, while the Node thread that spawned it stays blocked reading the exec-error pipe, to
+ * which this task holds a write end until its execve (so the memory it uses stays valid). */
 static int workload_main(void *arg) {
   struct orrery_spawn_plan *plan = arg;
   execve(plan->workload_path, plan->workload_argv, plan->envp);
-  int err = errno;
-  plan->workload_failed = 1;
-  fail(plan, STEP_EXECVE, err, 0);
+  fail(plan, STEP_EXECVE, errno, 0);
   return 127;
 }
 
@@ -145,24 +145,20 @@ static void format_pid(char *out, pid_t pid) {
   out[n] = 0;
 }
 
-/* Init mode: start the workload first, then become orrery-init. Two execs in a row from one
- * suspended parent, instead of init exec -> init startup -> fork -> exec: one scheduling hop less. */
+/* Init mode: start the workload, then become orrery-init. The workload is cloned with CLONE_VM
+ * but without CLONE_VFORK, so its execve and ours run side by side: the spawn costs one exec
+ * latency, not two in a row, and no fork of init. If the workload's exec fails it reports through
+ * the pipe and exits 127, and init, its parent, reaps it and exits 127 (the runtime reaps init). */
 static void exec_workload_then_init(struct orrery_spawn_plan *plan) {
   /* Orphans must come to us even without a pid namespace (prctl(2): PR_SET_CHILD_SUBREAPER,
    * Linux 3.4, preserved across execve). In a pid namespace we are PID 1 and get them anyway. */
   if (!(plan->ns_flags & CLONE_NEWPID) && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
     fail(plan, STEP_INIT_SETUP, errno, 0);
-  pid_t pid = clone(workload_main, plan->gc_stack_top, CLONE_VM | CLONE_VFORK | SIGCHLD, plan);
+  pid_t pid = clone(workload_main, plan->gc_stack_top, CLONE_VM | SIGCHLD, plan);
   if (pid < 0) fail(plan, STEP_INIT_FORK, errno, 0);
-  if (plan->workload_failed) {
-    /* Its record is in the pipe already; reap it so no zombie outlives us. */
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
-    }
-    _exit(127);
-  }
   /* Block everything before init runs: signals sent between now and init's sigwaitinfo loop stay
    * pending (the mask survives execve) instead of being dropped, as a pid-namespace init drops
-   * SIG_DFL signals. */
+   * SIG_DFL signals. The workload was cloned with the empty mask. */
   sigset_t all;
   sigfillset(&all);
   int err = 0;
@@ -174,7 +170,7 @@ static void exec_workload_then_init(struct orrery_spawn_plan *plan) {
     err = errno;
   }
   kill(pid, SIGKILL);
-  while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+  while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR) {
   }
   fail(plan, STEP_EXECVE_INIT, err, 0);
 }

@@ -179,7 +179,12 @@ static pid_t clone_with_stack(struct orrery_spawn_plan *plan, void *stack_base, 
   return (pid_t)pid;
 }
 
-pid_t orrery_clone(struct orrery_spawn_plan *plan, int *pidfd, const char **step) {
+void orrery_clone_release_stack(void *stack) {
+  if (stack) munmap(stack, 2 * CHILD_STACK_SIZE);
+}
+
+pid_t orrery_clone(struct orrery_spawn_plan *plan, int *pidfd, const char **step, void **stack_out) {
+  *stack_out = NULL;
   *step = "mmap";
   /* Two stacks: the child's, and above it the one the child lends the workload in init mode. */
   void *stack = mmap(NULL, 2 * CHILD_STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
@@ -194,7 +199,8 @@ pid_t orrery_clone(struct orrery_spawn_plan *plan, int *pidfd, const char **step
   pid_t pid = clone_with_stack(plan, stack, pidfd, step);
   int err = errno;
   pthread_sigmask(SIG_SETMASK, &old, NULL);
-  munmap(stack, 2 * CHILD_STACK_SIZE);
+  if (pid < 0) munmap(stack, 2 * CHILD_STACK_SIZE);
+  else *stack_out = stack;
   errno = err;
   return pid;
 }

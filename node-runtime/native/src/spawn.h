@@ -43,16 +43,18 @@ struct orrery_spawn_plan {
   const char *workload_path;
   char *const *workload_argv;
   void *gc_stack_top;
-  char *pid_slot;             /* 16 bytes the child fills with the workload's pid for init's argv */
-  volatile int workload_failed; /* set by the workload child before it exits 127 */
+  char *pid_slot; /* 16 bytes the child fills with the workload's pid for init's argv */
 };
 
 /* child.c: runs in the clone child; never returns. */
 int orrery_child_main(void *plan);
 
 /* clone.c: start the child; on success *pidfd is set and the child pid returned.
- * On failure returns -1 with errno set and *step naming the call that failed. */
-pid_t orrery_clone(struct orrery_spawn_plan *plan, int *pidfd, const char **step);
+ * On failure returns -1 with errno set and *step naming the call that failed.
+ * *stack is the child stacks' mapping: the caller releases it with orrery_clone_release_stack
+ * only after the exec-error pipe reached EOF or a record (the workload may still run on it). */
+pid_t orrery_clone(struct orrery_spawn_plan *plan, int *pidfd, const char **step, void **stack);
+void orrery_clone_release_stack(void *stack);
 
 /* Which mechanisms the last orrery_clone used (for kernelFeatures / diagnostics). */
 extern int orrery_clone3_unavailable;      /* clone3 returned ENOSYS/EPERM once */
