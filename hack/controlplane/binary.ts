@@ -1,0 +1,197 @@
+// Builds hack/controlplane once and caches the binary, keyed by what decides its content:
+// go.mod, go.sum, the Go sources of this directory and the Go toolchain's version. A second
+// call (another test file, another `npm test`) finds it and does not rebuild.
+import { execFile, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { constants } from 'node:fs';
+import { access, mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+const execFileAsync = promisify(execFile);
+
+/** The Go module of the control plane (this file's directory). */
+export const sourceDir = dirname(fileURLToPath(import.meta.url));
+export const binaryName = 'orrery-controlplane';
+
+export interface EnsureBinaryOptions {
+  /** Receives progress lines while a build runs (it takes minutes when cold). */
+  log?: (msg: string) => void;
+}
+
+export interface ControlPlaneBinary {
+  path: string;
+  /** Whether this call compiled it (false: found in the cache, or built by a concurrent caller). */
+  built: boolean;
+  /** Time this call spent building or waiting for a concurrent build; 0 on a cache hit. */
+  buildMs: number;
+}
+
+/** `${XDG_CACHE_HOME:-$HOME/.cache}/orrery/controlplane`, as the XDG base directory spec says. */
+export function cacheRoot(env: NodeJS.ProcessEnv = process.env): string {
+  const xdg = env.XDG_CACHE_HOME;
+  const base = xdg && xdg.startsWith('/') ? xdg : join(homedir(), '.cache');
+  return join(base, 'orrery', 'controlplane');
+}
+
+/** Environment for every `go` invocation: never download a toolchain (go.mod says 1.23, we have newer). */
+function goEnv(): NodeJS.ProcessEnv {
+  return { ...process.env, GOTOOLCHAIN: 'local' };
+}
+
+/** Hex sha256 over go.mod, go.sum, every *.go file here (sorted by name) and `go env GOVERSION`. */
+export async function sourceHash(): Promise<string> {
+  const hash = createHash('sha256');
+  const goFiles = (await readdir(sourceDir)).filter((f) => f.endsWith('.go')).sort();
+  for (const file of ['go.mod', 'go.sum', ...goFiles]) {
+    hash.update(`${file}\0`);
+    hash.update(await readFile(join(sourceDir, file)));
+    hash.update('\0');
+  }
+  let goVersion: string;
+  try {
+    goVersion = (await execFileAsync('go', ['env', 'GOVERSION'], { env: goEnv() })).stdout.trim();
+  } catch (err) {
+    throw new Error('the Go toolchain (`go` on PATH) is needed to build the local control plane', {
+      cause: err,
+    });
+  }
+  hash.update(goVersion);
+  return hash.digest('hex').slice(0, 16);
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Takes DIR/build.lock with O_EXCL so parallel test workers build once; the others wait for the
+ * binary. A lock whose owner pid is gone (a killed build) is broken.
+ */
+async function acquireLock(lockPath: string, binPath: string): Promise<'locked' | 'built-by-other'> {
+  for (;;) {
+    try {
+      const fh = await open(lockPath, 'wx');
+      await fh.writeFile(String(process.pid));
+      await fh.close();
+      return 'locked';
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    if (await exists(binPath)) return 'built-by-other';
+    const owner = Number.parseInt(await readFile(lockPath, 'utf8').catch(() => ''), 10);
+    if (Number.isInteger(owner) && owner > 0 && !pidAlive(owner)) {
+      await rm(lockPath, { force: true });
+      continue;
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+export async function ensureControlPlaneBinary(opts: EnsureBinaryOptions = {}): Promise<ControlPlaneBinary> {
+  const log = opts.log ?? (() => {});
+  const dir = join(cacheRoot(), await sourceHash());
+  const path = join(dir, binaryName);
+  if (await exists(path)) return { path, built: false, buildMs: 0 };
+
+  await mkdir(dir, { recursive: true });
+  const started = performance.now();
+  const lockPath = join(dir, 'build.lock');
+  if ((await acquireLock(lockPath, path)) === 'built-by-other') {
+    return { path, built: false, buildMs: Math.round(performance.now() - started) };
+  }
+  try {
+    if (await exists(path)) return { path, built: false, buildMs: Math.round(performance.now() - started) };
+    log(`building ${binaryName} (kube-apiserver + etcd) into ${dir}; a cold build takes several minutes`);
+    const tmp = join(dir, `.${binaryName}.${process.pid}.tmp`);
+    try {
+      await goBuild(tmp, log);
+      await rename(tmp, path);
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw err;
+    }
+    const buildMs = Math.round(performance.now() - started);
+    log(`built ${binaryName} in ${(buildMs / 1000).toFixed(1)} s`);
+    return { path, built: true, buildMs };
+  } finally {
+    await rm(lockPath, { force: true });
+  }
+}
+
+/** The k8s.io/kubernetes release go.mod requires, e.g. `v1.32.13`. */
+export async function kubernetesVersion(): Promise<string> {
+  const goMod = await readFile(join(sourceDir, 'go.mod'), 'utf8');
+  const match = /^\s*k8s\.io\/kubernetes (v1\.\d+\.\d+)\s*$/m.exec(goMod);
+  if (!match?.[1]) throw new Error(`${join(sourceDir, 'go.mod')} does not require k8s.io/kubernetes v1.x.y`);
+  return match[1];
+}
+
+/**
+ * The version the apiserver reports (`kubectl version`, /version) comes from variables that the
+ * Kubernetes release build sets with -X (hack/lib/version.sh); without them it says v0.0.0-master.
+ */
+async function versionLdflags(): Promise<string> {
+  const v = await kubernetesVersion();
+  const [major, minor] = v.slice(1).split('.');
+  const pkg = 'k8s.io/component-base/version';
+  return [
+    `-X ${pkg}.gitVersion=${v}`,
+    `-X ${pkg}.gitMajor=${major}`,
+    `-X ${pkg}.gitMinor=${minor}`,
+    `-X ${pkg}.gitTreeState=clean`,
+  ].join(' ');
+}
+
+/** `go build -trimpath -v`: -v lists each package as it is compiled, which is the progress we report. */
+async function goBuild(output: string, log: (msg: string) => void): Promise<void> {
+  const ldflags = await versionLdflags();
+  return new Promise((resolve, reject) => {
+    const child = spawn('go', ['build', '-trimpath', '-v', '-ldflags', ldflags, '-o', output, '.'], {
+      cwd: sourceDir,
+      env: goEnv(),
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let packages = 0;
+    let tail = '';
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (chunk: string) => {
+      packages += chunk.split('\n').filter((l) => l.length > 0 && !l.includes(' ')).length;
+      tail = (tail + chunk).slice(-4000);
+    });
+    const started = Date.now();
+    const progress = setInterval(() => {
+      log(`still building: ${packages} packages compiled, ${Math.round((Date.now() - started) / 1000)} s`);
+    }, 15_000);
+    child.on('error', (err) => {
+      clearInterval(progress);
+      reject(new Error(`cannot run \`go build\` in ${sourceDir}`, { cause: err }));
+    });
+    child.on('close', (code, signal) => {
+      clearInterval(progress);
+      if (code === 0) resolve();
+      else
+        reject(
+          new Error(
+            `go build in ${sourceDir} failed (${signal ? `signal ${signal}` : `exit code ${code}`}):\n${tail}`,
+          ),
+        );
+    });
+  });
+}
