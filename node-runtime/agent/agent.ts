@@ -163,6 +163,8 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
       log,
       name: 'replicas-bound-here',
       resyncPeriodMs: 5 * 60_000,
+      // Back quickly after an API outage: the replicas bound here wait on this watch.
+      backoffMaxMs: 2000,
     });
 
     const statusWriter = new StatusWriter({

@@ -1,4 +1,6 @@
 // The runtime's HTTP API over real sockets, and status write coalescing under a restart storm.
+import { execFile } from 'node:child_process';
+import path from 'node:path';
 import test from 'ava';
 import { freshNamespace } from '../helpers/cluster.ts';
 import {
@@ -13,6 +15,19 @@ import {
 test.before(async () => {
   await kubeForTests();
 });
+
+const main = path.join(import.meta.dirname, 'fixtures', 'agent-main.ts');
+
+function orreryCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', main, ...args],
+      { encoding: 'utf8', timeout: 60_000, env: { ...process.env, ORRERY_RUNTIME_TOKEN: '' } },
+      (err, stdout, stderr) => resolve({ code: err ? ((err.code as number) ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
 
 function metricValue(text: string, name: string, labels = ''): number {
   let sum = 0;
@@ -120,6 +135,38 @@ test('the HTTP API wants the token, serves replicas, stats, logs (tail and follo
     await fetch(`${base}/v1/replicas/${ns}/talker-0/logs?process=talker&tail=2`, authed(agent.token))
   ).text();
   t.is(tail2, 'line 3\nline 4\n');
+
+  // `orrery logs`: Replica -> spec.host -> Host.status.apiEndpoint, token from the state dir.
+  const cli = await orreryCli([
+    'logs',
+    'talker-0',
+    '-n',
+    ns,
+    '-p',
+    'talker',
+    '--tail',
+    '3',
+    '--kubeconfig',
+    k.kubeconfig,
+    '--state-dir',
+    dirs.stateDir,
+  ]);
+  t.is(cli.stderr, '');
+  t.is(cli.stdout, 'line 2\nline 3\nline 4\n');
+  const wrongToken = await orreryCli([
+    'logs',
+    'talker-0',
+    '-n',
+    ns,
+    '--kubeconfig',
+    k.kubeconfig,
+    '--token',
+    'x'.repeat(32),
+  ]);
+  t.is(wrongToken.code, 1);
+  t.regex(wrongToken.stderr, /answered 401/);
+  const missing = await orreryCli(['logs', 'nope-0', '-n', ns, '--kubeconfig', k.kubeconfig]);
+  t.regex(missing.stderr, /replica nope-0 not found in namespace/);
 
   // Bad parameters: 400 naming the parameter and the expected form.
   const bad = async (query: string) => {

@@ -1,0 +1,130 @@
+// `orrery logs <replica>`: finds the Replica's host through the API (spec.host ->
+// Host.status.apiEndpoint) and streams the process's log from that runtime's HTTP API, like
+// `kubectl logs` does through the kubelet.
+//
+// The runtime's bearer token comes from, in order: --token, $ORRERY_RUNTIME_TOKEN, --state-dir
+// (`<dir>/api-token`), the default state dir of that host on this machine
+// ($XDG_STATE_HOME/orrery/runtime/<host>/api-token, what a local `orrery runtime` writes).
+import { readFile } from 'node:fs/promises';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import type { Host, Replica } from '../crds/types.ts';
+
+interface LogsFlags {
+  namespace: string;
+  process?: string;
+  follow?: boolean;
+  tail?: number;
+  previous?: boolean;
+  kubeconfig?: string;
+  token?: string;
+  stateDir?: string;
+}
+
+function tailFlag(value: string): number {
+  if (!/^\d+$/.test(value))
+    throw new InvalidArgumentError(`--tail expects a non-negative whole number of lines, got '${value}'`);
+  return Number(value);
+}
+
+export async function readRuntimeToken(
+  hostName: string,
+  flags: { token?: string; stateDir?: string },
+): Promise<string> {
+  if (flags.token) return flags.token;
+  const { defaultStateDir } = await import('../node-runtime/agent/options.ts');
+  const { tokenPath } = await import('../node-runtime/agent/token.ts');
+  const file = tokenPath(flags.stateDir ?? defaultStateDir(hostName));
+  try {
+    return (await readFile(file, 'utf8')).trim();
+  } catch (err) {
+    throw new Error(
+      `no token for the runtime of host ${hostName}: pass --token or set ORRERY_RUNTIME_TOKEN (could not read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+    );
+  }
+}
+
+/** Stream a replica's log to `out`; resolves when the stream ends (immediately without --follow). */
+export async function streamLogs(
+  replicaName: string,
+  flags: LogsFlags,
+  out: NodeJS.WritableStream,
+): Promise<void> {
+  const { HOSTS, KubeApi, REPLICAS, isNotFound, loadKubeConfig, resourceClient, typed } = await import(
+    '../kube/index.ts'
+  );
+  const api = await KubeApi.fromKubeConfig(
+    loadKubeConfig(flags.kubeconfig ? { kubeconfig: flags.kubeconfig } : {}),
+  );
+  try {
+    let replica: Replica;
+    try {
+      replica = await resourceClient(api, typed<Replica>(REPLICAS), 'orrery-logs').get(replicaName, {
+        namespace: flags.namespace,
+      });
+    } catch (err) {
+      if (isNotFound(err))
+        throw new Error(`replica ${replicaName} not found in namespace ${flags.namespace}`);
+      throw err;
+    }
+    const hostName = replica.spec.host;
+    if (!hostName)
+      throw new Error(`replica ${flags.namespace}/${replicaName} is not bound to a host yet (Pending)`);
+    const host = await resourceClient(api, typed<Host>(HOSTS), 'orrery-logs').get(hostName);
+    const endpoint = host.status?.apiEndpoint;
+    if (!endpoint) throw new Error(`host ${hostName} has no status.apiEndpoint: is its runtime running?`);
+    const token = await readRuntimeToken(hostName, flags);
+    const url = new URL(
+      `/v1/replicas/${encodeURIComponent(flags.namespace)}/${encodeURIComponent(replicaName)}/logs`,
+      endpoint,
+    );
+    if (flags.process) url.searchParams.set('process', flags.process);
+    if (flags.tail !== undefined) url.searchParams.set('tail', String(flags.tail));
+    if (flags.follow) url.searchParams.set('follow', 'true');
+    if (flags.previous) url.searchParams.set('previous', 'true');
+    const res = await fetch(url, { headers: { authorization: `Bearer ${token}` } });
+    if (!res.ok) {
+      const body = await res.text();
+      let message = body;
+      try {
+        message = (JSON.parse(body) as { error?: string }).error ?? body;
+      } catch {
+        // not JSON: show as is
+      }
+      throw new Error(`runtime of host ${hostName} answered ${res.status}: ${message}`);
+    }
+    if (!res.body) return;
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      if (!out.write(chunk)) await new Promise((r) => out.once('drain', r));
+    }
+  } finally {
+    api.close();
+  }
+}
+
+export function logsCommand(): Command {
+  return new Command('logs')
+    .description("print (or follow) a replica's process log, read from the runtime of the host it runs on")
+    .argument('<replica>', 'Replica name, e.g. web-0')
+    .option('-n, --namespace <namespace>', 'namespace of the replica', 'default')
+    .option('-p, --process <name>', 'process of the replica (default: its first process)')
+    .option('-f, --follow', 'keep streaming as the process writes')
+    .option('--tail <lines>', 'only the last N lines', tailFlag)
+    .option('--previous', 'the run before the current one (after a restart)')
+    .option('--kubeconfig <path>', 'kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)')
+    .addOption(new Option('--token <token>', "the runtime's API bearer token").env('ORRERY_RUNTIME_TOKEN'))
+    .option('--state-dir <dir>', "the runtime's state dir, to read its api-token from (same machine)")
+    .action(async (replica: string, flags: LogsFlags) => {
+      if (flags.follow && flags.previous) {
+        throw new InvalidArgumentError(
+          '--previous cannot be combined with --follow (a previous run no longer grows)',
+        );
+      }
+      // Ctrl-C during --follow keeps Node's default: the process exits.
+      try {
+        await streamLogs(replica, flags, process.stdout);
+      } catch (err) {
+        console.error(`orrery logs: ${(err as Error).message}`);
+        process.exitCode = 1;
+      }
+    });
+}

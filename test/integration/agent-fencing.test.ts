@@ -1,0 +1,106 @@
+// Self-fencing against a private control plane that the test stops and starts again: an agent
+// that cannot renew its Lease for the lease duration kills every replica; when the API is back
+// it re-registers and runs what is still bound to it.
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { KubeConfig } from '@kubernetes/client-node';
+import test from 'ava';
+import { pino } from 'pino';
+import type { Host, Replica } from '../../crds/types.ts';
+import { type ControlPlane, startControlPlane } from '../../hack/controlplane/controlplane.ts';
+import { HOSTS, KubeApi, REPLICAS, resourceClient, typed } from '../../kube/index.ts';
+import { startAgent } from '../../node-runtime/agent/index.ts';
+import {
+  agentDirs,
+  authed,
+  installCrdsForAgent,
+  pidAlive,
+  removeCgroupTree,
+  replicaObject,
+  waitFor,
+} from './fixtures/agent-harness.ts';
+
+test('an agent that cannot renew its Lease kills its replicas, and runs them again when the API is back', async (t) => {
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'orrery-fence-cp-'));
+  let plane: ControlPlane | undefined = await startControlPlane({ dataDir });
+  t.teardown(async () => {
+    await plane?.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+  const port = Number(new URL(plane.server).port);
+  const kc = new KubeConfig();
+  kc.loadFromFile(plane.kubeconfig);
+  const api = await KubeApi.fromKubeConfig(kc);
+  t.teardown(() => api.close());
+  await installCrdsForAgent(kc, api);
+  const replicas = resourceClient(api, typed<Replica>(REPLICAS), 'orrery-test');
+  const hosts = resourceClient(api, typed<Host>(HOSTS), 'orrery-test');
+  await api.request({ method: 'POST', path: '/api/v1/namespaces', body: { metadata: { name: 'fence' } } });
+
+  const dirs = await agentDirs(t);
+  t.teardown(() => removeCgroupTree(dirs.cgroupParent));
+  const agent = await startAgent({
+    kubeconfig: plane.kubeconfig,
+    hostName: dirs.hostName,
+    stateDir: dirs.stateDir,
+    logDir: dirs.logDir,
+    cgroupParent: dirs.cgroupParent,
+    leaseDurationSeconds: 1,
+    leaseRenewIntervalMs: 250,
+    log: pino({ level: process.env.ORRERY_TEST_LOG ?? 'silent' }),
+  });
+  t.teardown(() => agent.stop({ stopWorkloads: true }));
+
+  await replicas.create(
+    replicaObject('fence', 'w-0', dirs.hostName, [{ name: 'main', command: ['sleep', '600'] }]),
+  );
+  const running = await waitFor('w-0 Running', async () => {
+    const r = await replicas.get('w-0', { namespace: 'fence' });
+    return r.status?.phase === 'Running' ? r : undefined;
+  });
+  const pid = running.status?.processes?.[0]?.pid as number;
+  t.true(pidAlive(pid));
+
+  // Partition: the API server vanishes at once (SIGKILL: no graceful drain that keeps answering).
+  const cut = Date.now();
+  process.kill(plane.pid, 'SIGKILL');
+  await waitFor('the workload killed by the fence', () => (pidAlive(pid) ? undefined : true), 15_000);
+  const fencedAfter = Date.now() - cut;
+  t.log(`API stopped -> replica killed by self-fencing: ${fencedAfter} ms (lease 1 s)`);
+  t.true(agent.isFenced());
+  await waitFor('the fenced replica removed from the runtime', () =>
+    agent.runtime.has('fence.w-0') ? undefined : true,
+  );
+
+  // The API is back (same data, same port): the agent re-registers and runs the replica again.
+  await plane.stop();
+  plane = await startControlPlane({ dataDir, port });
+  const back = Date.now();
+  const again = await waitFor(
+    'w-0 Running again with a new pid',
+    async () => {
+      const r = await replicas.get('w-0', { namespace: 'fence' });
+      const p = r.status?.processes?.[0]?.pid;
+      return r.status?.phase === 'Running' && p !== pid && p !== undefined && pidAlive(p) ? r : undefined;
+    },
+    30_000,
+  );
+  t.log(`API back -> replica Running again: ${Date.now() - back} ms`);
+  t.false(agent.isFenced());
+  t.true(pidAlive(again.status?.processes?.[0]?.pid as number));
+  const host = await hosts.get(dirs.hostName);
+  t.is(host.status?.conditions?.find((c) => c.type === 'Ready')?.status, 'True');
+  const metrics = await (await fetch(`${agent.apiEndpoint}/metrics`, authed(agent.token))).text();
+  t.regex(metrics, /^orrery_runtime_self_fences_total\{[^}]*\} 1$/m);
+
+  await replicas.delete('w-0', { namespace: 'fence' });
+  await waitFor('w-0 gone', async () => {
+    try {
+      await replicas.get('w-0', { namespace: 'fence' });
+      return undefined;
+    } catch {
+      return true;
+    }
+  });
+});
