@@ -154,7 +154,7 @@ export function runtimeCommand(): Command {
       if (flags.stateDir !== undefined) opts.stateDir = flags.stateDir;
       if (flags.logDir !== undefined) opts.logDir = flags.logDir;
       if (flags.cgroupParent !== undefined) opts.cgroupParent = flags.cgroupParent;
-      if (flags.token !== undefined) opts.token = flags.token;
+      if (flags.token) opts.token = flags.token;
       if (flags.label !== undefined) opts.labels = flags.label;
       if (flags.portRange !== undefined) opts.portRange = flags.portRange;
       const capacity: NonNullable<AgentOptions['capacity']> = {};
