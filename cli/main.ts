@@ -1,6 +1,9 @@
 // The `orrery` command (also `kubectl orrery`, as a kubectl plugin).
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
+import { integerFlag } from './flags.ts';
+import { logsCommand } from './logs.ts';
 import { operatorCommand } from './operator.ts';
+import { runtimeCommand } from './runtime.ts';
 import { version } from './version.ts';
 
 const program = new Command()
@@ -12,31 +15,27 @@ const program = new Command()
 program
   .command('up')
   .description(
-    'start a local control plane (kube-apiserver + etcd), install the Orrery CRDs and print the KUBECONFIG to use; Ctrl-C stops everything',
+    'bring Orrery up on this machine: a local control plane (kube-apiserver + etcd), the CRDs, the operator and host runtimes; prints the KUBECONFIG to use; Ctrl-C stops everything',
   )
   .option(
     '--data-dir <dir>',
-    'where the control plane keeps etcd data, certificates and the kubeconfig (kept across restarts)',
+    'where the control plane and the hosts keep their state (kept across restarts; default: $XDG_STATE_HOME/orrery/up)',
   )
-  .option('--port <port>', 'API server port on 127.0.0.1 (0 picks a free one)', parsePort, 0)
-  .action(async (options: { dataDir?: string; port: number }) => {
+  .option('--port <port>', 'API server port on 127.0.0.1 (0 picks a free one)', integerFlag(0, 65535), 0)
+  .option('--hosts <n>', 'number of host runtimes to start', integerFlag(1, 16), 1)
+  .option('--api-only', 'start only the control plane and the CRDs')
+  .action(async (options: { dataDir?: string; port: number; hosts: number; apiOnly?: boolean }) => {
     const { up } = await import('./up.ts');
     await up(options);
   });
 
 program.addCommand(operatorCommand());
+program.addCommand(runtimeCommand());
+program.addCommand(logsCommand());
 
 program
   .command('version')
   .description('print the version')
   .action(() => console.log(version));
-
-function parsePort(value: string): number {
-  const port = Number(value);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new InvalidArgumentError(`expected an integer from 0 to 65535, got '${value}'`);
-  }
-  return port;
-}
 
 await program.parseAsync(process.argv);

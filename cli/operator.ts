@@ -15,6 +15,9 @@ interface OperatorFlags {
   leaderLeaseDuration: number;
   workers: number;
   identity?: string;
+  namespace?: string;
+  hostSelector?: string;
+  leaderLeaseName: string;
 }
 
 export function operatorCommand(): Command {
@@ -40,6 +43,12 @@ export function operatorCommand(): Command {
     .option('--leader-lease-duration <seconds>', 'leader election Lease duration', integerFlag(1, 3600), 15)
     .option('--workers <n>', 'concurrent Instance reconciles', integerFlag(1, 64), 4)
     .option('--identity <id>', 'leader election identity (default: <hostname>_<random>)')
+    .option('--namespace <ns>', 'manage only this namespace (default: all)')
+    .option(
+      '--host-selector <selector>',
+      'schedule only onto Hosts matching this label selector (default: all)',
+    )
+    .option('--leader-lease-name <name>', 'leader election Lease in orrery-system', 'orrery-operator')
     .action(async (flags: OperatorFlags) => {
       const log = pino({ name: 'orrery-operator', level: process.env.ORRERY_LOG_LEVEL ?? 'info' });
       const metrics = new OperatorMetrics();
@@ -53,7 +62,10 @@ export function operatorCommand(): Command {
         workers: flags.workers,
         metrics,
         log,
+        leaderLeaseName: flags.leaderLeaseName,
         ...(flags.identity ? { identity: flags.identity } : {}),
+        ...(flags.namespace ? { namespace: flags.namespace } : {}),
+        ...(flags.hostSelector ? { hostSelector: flags.hostSelector } : {}),
       });
       await untilSignal();
       log.info('stopping');

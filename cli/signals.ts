@@ -1,17 +1,21 @@
+const stopSignals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
 /**
- * Resolves on the first SIGINT or SIGTERM, keeping the process alive until then (pending signal
- * listeners alone do not hold Node's event loop open).
+ * Resolves on the first SIGINT, SIGTERM or SIGHUP, keeping the process alive until then (pending
+ * signal listeners alone do not hold Node's event loop open). Later signals do not kill the
+ * process mid-cleanup — a terminal's Ctrl-C reaches a whole process group, and wrappers such as
+ * npm relay it again — they call `onRepeat` instead (e.g. to force a faster stop).
  */
-export function untilSignal(): Promise<NodeJS.Signals> {
+export function untilSignal(onRepeat: (signal: NodeJS.Signals) => void = () => {}): Promise<NodeJS.Signals> {
   const keepAlive = setInterval(() => {}, 1 << 30);
   return new Promise((resolve) => {
-    const done = (signal: NodeJS.Signals) => {
+    let received = false;
+    const handler = (signal: NodeJS.Signals) => {
+      if (received) return onRepeat(signal);
+      received = true;
       clearInterval(keepAlive);
-      process.off('SIGINT', done);
-      process.off('SIGTERM', done);
       resolve(signal);
     };
-    process.once('SIGINT', done);
-    process.once('SIGTERM', done);
+    for (const signal of stopSignals) process.on(signal, handler);
   });
 }

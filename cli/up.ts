@@ -1,36 +1,157 @@
 // `orrery up`: the one-machine quick start. Starts the local control plane on a persistent data
-// directory, installs the CRDs and prints the KUBECONFIG line; stops cleanly on Ctrl-C.
-import { homedir } from 'node:os';
-import { join } from 'node:path';
-import { KubeConfig } from '@kubernetes/client-node';
+// directory, installs the CRDs, starts the operator and N host agents as child processes with
+// prefixed logs, prints the KUBECONFIG line, and on Ctrl-C stops the agents (which stop their
+// workloads and remove their cgroups), the operator and the control plane, in that order.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { homedir, hostname } from 'node:os';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { installCrds } from '../crds/install.ts';
 import { ensureControlPlaneBinary, startControlPlane } from '../hack/controlplane/controlplane.ts';
+import { loadKubeConfig } from '../kube/index.ts';
 import { untilSignal } from './signals.ts';
 
 export interface UpOptions {
   dataDir?: string;
   port: number;
+  hosts: number;
+  /** Start only the control plane and the CRDs. */
+  apiOnly?: boolean;
 }
 
 export function defaultDataDir(): string {
   const stateHome = process.env.XDG_STATE_HOME || join(homedir(), '.local', 'state');
-  return join(stateHome, 'orrery', 'controlplane');
+  return join(stateHome, 'orrery', 'up');
+}
+
+const binary = join(dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'orrery.js');
+
+/** Splits the dynamic port range so agents on one machine never allocate the same port. */
+export function portRangeFor(index: number, count: number, min = 20000, max = 32767): string {
+  const size = Math.floor((max - min + 1) / count);
+  const start = min + index * size;
+  return `${start}-${start + size - 1}`;
+}
+
+/** One readable line from a pino JSON line: `level msg key=value ...`; other text as it is. */
+export function formatLogLine(line: string): string {
+  if (!line.startsWith('{')) return line;
+  try {
+    const {
+      level,
+      msg,
+      time: _t,
+      pid: _p,
+      hostname: _h,
+      name: _n,
+      ...rest
+    } = JSON.parse(line) as Record<string, unknown>;
+    const levelName =
+      { 10: 'trace', 20: 'debug', 30: 'info', 40: 'warn', 50: 'error', 60: 'fatal' }[Number(level)] ??
+      String(level);
+    const fields = Object.entries(rest)
+      .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+      .join(' ');
+    return `${levelName.padEnd(5)} ${String(msg ?? '')}${fields ? ` ${fields}` : ''}`;
+  } catch {
+    return line;
+  }
+}
+
+function startChild(name: string, args: string[], onLine: (line: string) => void = () => {}): ChildProcess {
+  const child = spawn(process.execPath, [binary, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  for (const stream of [child.stdout, child.stderr]) {
+    createInterface({ input: stream }).on('line', (line) => {
+      onLine(line);
+      console.error(`[${name}] ${formatLogLine(line)}`);
+    });
+  }
+  child.on('exit', (code, signal) => console.error(`[${name}] exited (${signal ?? `code ${code}`})`));
+  return child;
+}
+
+async function stopChild(child: ChildProcess, graceMs: number): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(timer);
 }
 
 export async function up(options: UpOptions): Promise<void> {
   const log = (message: string) => console.error(`[up] ${message}`);
   const dataDir = options.dataDir ?? defaultDataDir();
-  const binary = await ensureControlPlaneBinary({ log });
-  if (binary.built) log(`built the control plane in ${(binary.buildMs / 1000).toFixed(1)} s`);
-  const controlPlane = await startControlPlane({ dataDir, port: options.port, log });
+  const built = await ensureControlPlaneBinary({ log });
+  if (built.built) log(`built the control plane in ${(built.buildMs / 1000).toFixed(1)} s`);
+  const controlPlane = await startControlPlane({
+    dataDir: join(dataDir, 'controlplane'),
+    port: options.port,
+    log,
+  });
   log(`control plane up in ${controlPlane.bringUpMs} ms at ${controlPlane.server} (data in ${dataDir})`);
-  const kubeConfig = new KubeConfig();
-  kubeConfig.loadFromFile(controlPlane.kubeconfig);
-  const crds = await installCrds(kubeConfig);
+  const crds = await installCrds(loadKubeConfig({ kubeconfig: controlPlane.kubeconfig }));
   log(`installed CRDs: ${crds.join(', ')}`);
+
+  const children: { name: string; child: ChildProcess }[] = [];
+  // If `up` itself dies (an exception), take the children with it rather than orphaning them.
+  process.once('exit', () => {
+    for (const { child } of children) if (child.exitCode === null) child.kill('SIGTERM');
+  });
+  if (!options.apiOnly) {
+    children.push({
+      name: 'operator',
+      child: startChild('operator', ['operator', '--kubeconfig', controlPlane.kubeconfig]),
+    });
+    const base = hostname();
+    const ready: Promise<void>[] = [];
+    for (let i = 0; i < options.hosts; i++) {
+      const name = options.hosts === 1 ? base : `${base}-${i}`;
+      const stateDir = join(dataDir, 'hosts', name);
+      mkdirSync(stateDir, { recursive: true });
+      let announced: () => void = () => {};
+      ready.push(new Promise((resolve) => (announced = resolve)));
+      const child = startChild(
+        name,
+        [
+          'runtime',
+          '--kubeconfig',
+          controlPlane.kubeconfig,
+          '--host-name',
+          name,
+          '--state-dir',
+          stateDir,
+          '--port-range',
+          portRangeFor(i, options.hosts),
+          '--stop-workloads-on-exit',
+        ],
+        (line) => {
+          if (line.includes('"apiEndpoint"')) announced();
+        },
+      );
+      child.once('exit', () => announced());
+      children.push({ name, child });
+    }
+    await Promise.all(ready);
+  }
+
   console.log(`export KUBECONFIG=${controlPlane.kubeconfig}`);
-  log('running; press Ctrl-C to stop');
-  await untilSignal();
-  log('stopping');
+  log(
+    `running ${options.apiOnly ? 'the API only' : `the operator and ${options.hosts} host(s)`}; press Ctrl-C to stop`,
+  );
+  let forced = false;
+  await untilSignal(() => {
+    if (forced) return;
+    forced = true;
+    log('second signal: killing everything now');
+    for (const { child } of children) child.kill('SIGKILL');
+  });
+  log('stopping (Ctrl-C again to force)');
+  // Agents first: they stop their workloads and need the API server to remove finalizers.
+  await Promise.all(children.filter((c) => c.name !== 'operator').map((c) => stopChild(c.child, 30_000)));
+  await Promise.all(children.filter((c) => c.name === 'operator').map((c) => stopChild(c.child, 10_000)));
   await controlPlane.stop();
+  log('stopped');
 }
