@@ -104,7 +104,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
 
   async #readopt(id: string): Promise<void> {
     const cgroups = this.#cgroups as CgroupManager;
-    const record = (await this.#store.load(id)) as ReplicaRecord | undefined;
+    const record = this.#store.load(id) as ReplicaRecord | undefined;
     if (record === undefined) return;
     if (record.phase === 'Terminating') {
       // The runtime died in the middle of a stop: finish it.

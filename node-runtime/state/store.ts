@@ -7,7 +7,8 @@
  * saves only mark the replica dirty and the newest record is written once it finishes. Callers
  * never wait on the disk on the restart path.
  */
-import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { mkdir, open, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 
 export interface StoredReplica<Spec = unknown, Proc = unknown> {
@@ -85,9 +86,13 @@ export class StateStore {
     await Promise.all([...this.#pending.values()].map((p) => p.inFlight.catch(() => {})));
   }
 
-  async load(id: string): Promise<StoredReplica | undefined> {
+  /**
+   * Synchronous on purpose: it runs only while a runtime starts, where a thousand small reads
+   * through the libuv threadpool (open, fstat, read, close each) cost ten times more than direct ones.
+   */
+  load(id: string): StoredReplica | undefined {
     try {
-      return JSON.parse(await readFile(this.fileOf(id), 'utf8')) as StoredReplica;
+      return JSON.parse(readFileSync(this.fileOf(id), 'utf8')) as StoredReplica;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw new Error(`reading replica state ${this.fileOf(id)}: ${(err as Error).message}`, { cause: err });
