@@ -20,7 +20,7 @@ import {
   WorkQueue,
 } from '../kube/index.ts';
 import { allInformers, createContext, FIELD_MANAGER, type OperatorContext } from './context.ts';
-import { reconcileHost, reconcileOrphanedTermination } from './hosts/controller.ts';
+import { LeaseObserver, reconcileHost, reconcileOrphanedTermination } from './hosts/controller.ts';
 import { reconcileInstance } from './instance/controller.ts';
 import { SYSTEM_NAMESPACE } from './labels.ts';
 import { OperatorMetrics } from './metrics.ts';
@@ -170,6 +170,11 @@ function startControllers(
   enqueueFromInformer(informers.replicas, serviceQueue, (r) => servicesSelecting(ctx, r));
 
   const hostOptions = { graceMs: opts.hostGraceMs ?? 1000 };
+  const leaseObserver = new LeaseObserver();
+  informers.leases.addHandlers({
+    add: (l) => leaseObserver.observe(l),
+    update: (_, l) => leaseObserver.observe(l),
+  });
   return [
     runController({
       name: 'instances',
@@ -194,7 +199,7 @@ function startControllers(
       workers: 2,
       waitFor,
       log: ctx.log,
-      reconcile: (key) => reconcileHost(ctx, hostOptions, key),
+      reconcile: (key) => reconcileHost(ctx, hostOptions, leaseObserver, key),
       onReconciled: observe('hosts'),
     }),
     runController({

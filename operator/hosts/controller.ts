@@ -24,14 +24,34 @@ export function hostLeaseName(host: string): string {
   return `host-${host}`;
 }
 
-/** Milliseconds since the Lease was last renewed, and its duration; undefined when there is none. */
-export function leaseSilence(
-  lease: Lease | undefined,
-  now: number,
-): { silentMs: number; durationMs: number } | undefined {
-  const renewed = lease?.spec?.renewTime ?? lease?.spec?.acquireTime;
-  if (!lease || !renewed) return undefined;
-  return { silentMs: now - Date.parse(renewed), durationMs: (lease.spec?.leaseDurationSeconds ?? 40) * 1000 };
+/**
+ * When each host's Lease was last seen renewed, by this operator's clock (as the node-lifecycle
+ * controller keeps a local probeTimestamp): immune to clock skew between machines, and a freshly
+ * started operator gives every host a full grace before judging it.
+ */
+export class LeaseObserver {
+  readonly #seen = new Map<string, { renewTime: string; at: number }>();
+
+  observe(lease: Lease, now = Date.now()): void {
+    const name = lease.metadata?.name ?? '';
+    const renewTime = lease.spec?.renewTime ?? lease.spec?.acquireTime;
+    if (!name.startsWith('host-') || !renewTime) return;
+    const host = name.slice('host-'.length);
+    if (this.#seen.get(host)?.renewTime !== renewTime) this.#seen.set(host, { renewTime, at: now });
+  }
+
+  /** Milliseconds since the host's Lease was seen renewed, and its duration; undefined when never seen. */
+  silence(
+    lease: Lease | undefined,
+    host: string,
+    now = Date.now(),
+  ): { silentMs: number; durationMs: number } | undefined {
+    if (!lease) return undefined;
+    this.observe(lease, now);
+    const seen = this.#seen.get(host);
+    if (!seen) return undefined;
+    return { silentMs: now - seen.at, durationMs: (lease.spec?.leaseDurationSeconds ?? 40) * 1000 };
+  }
 }
 
 export function replicasOn(ctx: OperatorContext, host: string): Replica[] {
@@ -59,6 +79,7 @@ export async function removeRuntimeFinalizer(ctx: OperatorContext, replica: Repl
 export async function reconcileHost(
   ctx: OperatorContext,
   opts: HostLifecycleOptions,
+  leases: LeaseObserver,
   hostName: string,
 ): Promise<ReconcileResult> {
   const host = ctx.informers.hosts.get(hostName);
@@ -69,10 +90,9 @@ export async function reconcileHost(
     return undefined;
   }
   const now = Date.now();
-  const silence = leaseSilence(
-    ctx.informers.leases.get(`${SYSTEM_NAMESPACE}/${hostLeaseName(hostName)}`),
-    now,
-  );
+  const silenceOf = (name: string) =>
+    leases.silence(ctx.informers.leases.get(`${SYSTEM_NAMESPACE}/${hostLeaseName(name)}`), name, now);
+  const silence = silenceOf(hostName);
   if (!silence) return { requeueAfterMs: opts.graceMs }; // not registered yet (or lease not seen yet)
 
   const expired = silence.silentMs >= silence.durationMs;
@@ -81,6 +101,17 @@ export async function reconcileHost(
 
   await markNotReady(ctx, host, silence.silentMs);
   if (silence.silentMs < graceMs) return { requeueAfterMs: graceMs - silence.silentMs + 5 };
+  // Full disruption (Kubernetes stops evictions when a whole zone is NotReady): when no host
+  // renews, the fault is more likely the API server's or ours than every host's, and there is
+  // nowhere to move the replicas anyway.
+  const anyAlive = ctx.informers.hosts.list().some((h) => {
+    const other = silenceOf(h.metadata.name as string);
+    return other !== undefined && other.silentMs < other.durationMs;
+  });
+  if (!anyAlive) {
+    ctx.log.warn({ host: hostName }, 'no host renews its Lease: not evicting (full disruption)');
+    return { requeueAfterMs: graceMs };
+  }
   await evict(ctx, host, hostName, replicas, 'HostLost');
   return undefined;
 }

@@ -1,0 +1,240 @@
+// kubectl apply -> scheduled -> running processes, end to end: the real operator and real host
+// agents (child processes running real workloads in cgroups) against the real API server.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import test from 'ava';
+import { stringify } from 'yaml';
+import type { Instance, Replica } from '../../crds/types.ts';
+import { CgroupManager, detectCgroupLayout } from '../../node-runtime/cgroups/index.ts';
+import { alive, e2e } from '../helpers/e2e.ts';
+import { eventually } from '../helpers/wait.ts';
+
+const examples = join(import.meta.dirname, '..', '..', 'examples');
+
+function runningPids(replicas: Replica[]): number[] {
+  return replicas.flatMap((r) =>
+    (r.status?.processes ?? []).map((p) => p.pid).filter((pid): pid is number => typeof pid === 'number'),
+  );
+}
+
+function cgroupIds(parent: string): Promise<string[]> {
+  return new CgroupManager({ layout: detectCgroupLayout(), parent }).list();
+}
+
+function sleeper(
+  name: string,
+  replicas: number,
+  extra: Partial<Instance['spec']> = {},
+  env: { name: string; value: string }[] = [],
+) {
+  return stringify({
+    apiVersion: 'orrery.dev/v1alpha1',
+    kind: 'Instance',
+    metadata: { name },
+    spec: {
+      replicas,
+      template: {
+        metadata: { labels: { app: name } },
+        processes: [{ name: 'main', command: ['sleep', 'infinity'], env }],
+        isolation: { namespaces: [] },
+      },
+      ...extra,
+    },
+  });
+}
+
+const allRunning = (n: number) => (items: Replica[]) =>
+  items.length === n &&
+  items.every((r) => r.status?.phase === 'Running' && r.status.ready && !r.metadata.deletionTimestamp) &&
+  items;
+
+test('kubectl apply hello -> Replica Running with a real pid; kubectl delete -> processes, cgroups and Replicas gone', async (t) => {
+  const env = await e2e(t, { hosts: 1 });
+  const host = env.hosts[0];
+  if (!host) return t.fail('no host');
+  env.kubectl(['apply', '-f', join(examples, 'hello.yaml')]);
+  const [replica] = await eventually('hello-0 Running', async () =>
+    allRunning(1)(await env.replicasOf('hello')),
+  );
+  t.is(replica?.spec.host, host.name);
+  const pid = replica?.status?.processes?.[0]?.pid as number;
+  t.true(alive(pid), `pid ${pid} runs`);
+  t.regex(readFileSync(`/proc/${pid}/cgroup`, 'utf8'), new RegExp(host.cgroupParent));
+  t.deepEqual(await cgroupIds(host.cgroupParent), [`${env.ns}.hello-0`]);
+
+  env.kubectl(['wait', '--for=condition=Available', 'inst/hello', '--timeout=20s']);
+  const described = env.kubectl(['describe', 'inst', 'hello']);
+  t.regex(described, /Events:[\s\S]*Created\s+.*Created replicas hello-0/);
+  t.regex(env.kubectl(['get', 'inst', 'hello']), /^hello\s+1\s+1\s+1\s+1\s+MinimumReplicasAvailable/m);
+
+  env.kubectl(['delete', '-f', join(examples, 'hello.yaml'), '--wait=true', '--timeout=30s']);
+  await eventually('replicas gone', async () => (await env.replicasOf('hello')).length === 0);
+  await eventually(`pid ${pid} gone`, () => !alive(pid));
+  t.deepEqual(await cgroupIds(host.cgroupParent), []);
+});
+
+test('scale to 5 and back to 2; a template change rolls replicas one by one within maxUnavailable', async (t) => {
+  const env = await e2e(t, { hosts: 1 });
+  env.kubectl(
+    ['apply', '-f', '-'],
+    sleeper('web', 3, { updateStrategy: { maxUnavailable: 1, maxSurge: 0 } }),
+  );
+  await eventually('3 running', async () => allRunning(3)(await env.replicasOf('web')));
+  env.kubectl(['scale', 'inst', 'web', '--replicas=5']);
+  await eventually('5 running', async () => allRunning(5)(await env.replicasOf('web')));
+  env.kubectl(['scale', 'inst', 'web', '--replicas=2']);
+  const two = await eventually('2 running', async () => allRunning(2)(await env.replicasOf('web')), {
+    timeoutMs: 30_000,
+  });
+  t.deepEqual(
+    two.map((r) => r.metadata.name),
+    ['web-0', 'web-1'],
+  );
+  env.kubectl(['scale', 'inst', 'web', '--replicas=3']);
+  const before = await eventually('3 running', async () => allRunning(3)(await env.replicasOf('web')));
+
+  // Roll: watch readiness all along; never fewer than replicas - maxUnavailable = 2 ready.
+  env.kubectl(
+    ['apply', '-f', '-'],
+    sleeper('web', 3, { updateStrategy: { maxUnavailable: 1, maxSurge: 0 } }, [
+      { name: 'VERSION', value: '2' },
+    ]),
+  );
+  let minReady = Number.POSITIVE_INFINITY;
+  let maxExisting = 0;
+  const after = await eventually(
+    'rollout complete',
+    async () => {
+      const items = await env.replicasOf('web');
+      minReady = Math.min(
+        minReady,
+        items.filter((r) => r.status?.ready && !r.metadata.deletionTimestamp).length,
+      );
+      maxExisting = Math.max(maxExisting, items.length);
+      return (
+        allRunning(3)(items) &&
+        items.every((r) => r.spec.template.processes[0]?.env?.[0]?.value === '2') &&
+        items
+      );
+    },
+    { timeoutMs: 60_000, intervalMs: 10 },
+  );
+  t.log(`during the rollout: at least ${minReady} ready, at most ${maxExisting} replicas`);
+  t.true(minReady >= 2, `ready dropped to ${minReady}`);
+  t.true(maxExisting <= 3, `maxSurge 0 but ${maxExisting} replicas existed`);
+  t.notDeepEqual(runningPids(after), runningPids(before), 'the processes were replaced');
+  const inst = JSON.parse(env.kubectl(['get', 'inst', 'web', '-o', 'json'])) as Instance;
+  t.is(inst.status?.updatedReplicas, 3);
+  t.is(inst.status?.conditions?.find((c) => c.type === 'Progressing')?.reason, 'RolloutComplete');
+});
+
+test('three hosts: replicas spread; a host agent killed -9 -> its replicas Running on the others; back, it kills what no longer belongs to it', async (t) => {
+  const env = await e2e(t, { hosts: 3 });
+  env.kubectl(['apply', '-f', '-'], sleeper('web', 6));
+  const placed = await eventually('6 running', async () => allRunning(6)(await env.replicasOf('web')));
+  for (const host of env.hosts) {
+    t.is(placed.filter((r) => r.spec.host === host.name).length, 2, `two replicas on ${host.name}`);
+  }
+  const victim = env.hosts[0];
+  if (!victim) return t.fail('no host');
+  const lostPids = runningPids(placed.filter((r) => r.spec.host === victim.name));
+  const killedAt = Date.now();
+  victim.child.kill('SIGKILL');
+  await victim.exited;
+  const moved = await eventually(
+    'replicas Running on the other hosts',
+    async () => {
+      const items = allRunning(6)(await env.replicasOf('web'));
+      return items && items.every((r) => r.spec.host !== victim.name) && items;
+    },
+    { timeoutMs: 20_000, intervalMs: 10 },
+  );
+  const failoverMs = Date.now() - killedAt;
+  t.log(`failover: all 6 Running again ${failoverMs} ms after kill -9 of ${victim.name}`);
+  t.true(failoverMs < 10_000);
+  t.is(new Set(moved.map((r) => r.metadata.name)).size, 6, 'no duplicate replicas');
+
+  // The old processes live on (their runtime is gone) until the agent comes back: it must kill
+  // them, since their Replicas now belong to other hosts. (Self-fencing covers a live but
+  // partitioned agent; a dead one cannot fence.)
+  await victim.restart();
+  await eventually(
+    'old workloads killed by the returning agent',
+    () => lostPids.every((pid) => !alive(pid)),
+    { timeoutMs: 20_000 },
+  );
+  await eventually('its cgroups removed', async () => (await cgroupIds(victim.cgroupParent)).length === 0);
+  t.pass();
+});
+
+test('the operator killed -9 in the middle of a rollout converges after restart with no duplicate replicas', async (t) => {
+  const env = await e2e(t, { hosts: 2, operator: 'none' });
+  let operator = env.operatorProcess();
+  env.kubectl(
+    ['apply', '-f', '-'],
+    sleeper('web', 4, { updateStrategy: { maxUnavailable: 1, maxSurge: 1 } }),
+  );
+  await eventually('4 running', async () => allRunning(4)(await env.replicasOf('web')), {
+    timeoutMs: 30_000,
+  });
+  env.kubectl(
+    ['apply', '-f', '-'],
+    sleeper('web', 4, { updateStrategy: { maxUnavailable: 1, maxSurge: 1 } }, [
+      { name: 'VERSION', value: '2' },
+    ]),
+  );
+  await eventually(
+    'rollout under way',
+    async () =>
+      (await env.replicasOf('web')).some((r) => r.spec.template.processes[0]?.env?.[0]?.value === '2'),
+    {
+      intervalMs: 5,
+    },
+  );
+  operator.kill('SIGKILL');
+  await new Promise((resolve) => operator.once('exit', resolve));
+  let maxExisting = 0;
+  const sample = setInterval(async () => {
+    maxExisting = Math.max(maxExisting, (await env.replicasOf('web').catch(() => [])).length);
+  }, 20);
+  t.teardown(() => clearInterval(sample));
+  operator = env.operatorProcess();
+  const done = await eventually(
+    'rollout complete after the restart',
+    async () => {
+      const items = await env.replicasOf('web');
+      return (
+        allRunning(4)(items) &&
+        items.every((r) => r.spec.template.processes[0]?.env?.[0]?.value === '2') &&
+        items
+      );
+    },
+    { timeoutMs: 60_000 },
+  );
+  clearInterval(sample);
+  t.deepEqual(
+    done.map((r) => r.metadata.name),
+    ['web-0', 'web-1', 'web-2', 'web-3'],
+  );
+  t.true(maxExisting <= 5, `at most replicas + maxSurge = 5 replicas, saw ${maxExisting}`);
+});
+
+test('a Service gets a loopback virtual IP and endpoint counts', async (t) => {
+  const env = await e2e(t, { hosts: 1 });
+  env.kubectl(['apply', '-f', join(examples, 'web.yaml')]);
+  await eventually('3 running', async () => allRunning(3)(await env.replicasOf('web')), {
+    timeoutMs: 30_000,
+  });
+  const status = await eventually('service status', () => {
+    const svc = JSON.parse(env.kubectl(['get', 'osvc', 'web', '-o', 'json']));
+    return svc.status?.readyEndpoints === 3 && svc.status;
+  });
+  t.regex(status.virtualIP, /^127\.77\.\d+\.\d+$/);
+  t.is(status.totalEndpoints, 3);
+  // The replicas really serve HTTP on their allocated ports.
+  for (const replica of await env.replicasOf('web')) {
+    const port = replica.status?.ports?.find((p) => p.name === 'http')?.port;
+    const body = await (await fetch(`http://127.0.0.1:${port}/`)).text();
+    t.is(body, `hello from ${replica.metadata.name}\n`);
+  }
+});
