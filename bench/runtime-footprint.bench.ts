@@ -66,29 +66,60 @@ async function naiveBaseline(): Promise<number> {
   return (r.after - r.before) / PROCESSES;
 }
 
-export default async function footprintBench(): Promise<{ title: string; markdown: string }> {
+interface HostSample {
+  rss: number;
+  cpuTicks: number;
+  heapUsed: number;
+}
+
+interface HostRun {
+  flags: string[];
+  runMs: number;
+  baseline: HostSample;
+  loaded: HostSample;
+  idle?: HostSample;
+  adopted: number;
+  restarted: number;
+  adoptMs: number;
+}
+
+/**
+ * One runtime host with PROCESSES replicas: RSS before/after, optionally CPU over an idle period,
+ * then SIGKILL and re-adoption by a Runtime in this process, which finally stops everything.
+ */
+async function measureHost(flags: string[], idleSeconds: number): Promise<HostRun> {
   const root = await mkdtemp(path.join(os.tmpdir(), 'orrery-bench-footprint-'));
   const dirs = { stateDir: path.join(root, 'state'), logDir: path.join(root, 'logs') };
-  const parent = `orrery-bench-fp-${process.pid}`;
+  const parent = `orrery-bench-fp-${process.pid}-${Date.now().toString(36)}`;
   const host = spawn(
     process.execPath,
-    ['--expose-gc', '--import', 'tsx', hostScript, dirs.stateDir, dirs.logDir, parent, String(PROCESSES), ''],
+    [
+      ...flags,
+      '--expose-gc',
+      '--import',
+      'tsx',
+      hostScript,
+      dirs.stateDir,
+      dirs.logDir,
+      parent,
+      String(PROCESSES),
+      '',
+    ],
     { stdio: ['pipe', 'pipe', 'inherit'] },
   );
   const rl = lines(host);
   let adopter: Runtime | undefined;
   try {
-    const ready = await nextLine<{ ms: number; baseline: { rss: number; cpuTicks: number } }>(
-      rl,
-      host,
-      180_000,
-    );
+    const ready = await nextLine<{ ms: number; baseline: HostSample }>(rl, host, 300_000);
     await new Promise((r) => setTimeout(r, 2000));
     host.stdin?.write('rss\n');
-    const loaded = await nextLine<{ rss: number; cpuTicks: number }>(rl, host, 10_000);
-    await new Promise((r) => setTimeout(r, IDLE_SECONDS * 1000));
-    host.stdin?.write('rss\n');
-    const idle = await nextLine<{ rss: number; cpuTicks: number }>(rl, host, 10_000);
+    const loaded = await nextLine<HostSample>(rl, host, 10_000);
+    let idle: HostSample | undefined;
+    if (idleSeconds > 0) {
+      await new Promise((r) => setTimeout(r, idleSeconds * 1000));
+      host.stdin?.write('rss\n');
+      idle = await nextLine<HostSample>(rl, host, 10_000);
+    }
 
     const exited = new Promise((r) => host.once('exit', r));
     host.kill('SIGKILL');
@@ -103,23 +134,17 @@ export default async function footprintBench(): Promise<{ title: string; markdow
     const t0 = performance.now();
     await adopter.start();
     const adoptMs = performance.now() - t0;
-
-    const naivePerProcess = await naiveBaseline();
-    const perProcess = (loaded.rss - ready.baseline.rss) / PROCESSES;
-    const cpuPercent = ((idle.cpuTicks - loaded.cpuTicks) / CLK_TCK / IDLE_SECONDS) * 100;
-    const kb = (b: number) => (b / 1024).toFixed(1);
-    const markdown = [
-      `${PROCESSES} replicas × 1 sleeping process, no namespaces, one cgroup each; runtime alone in its process.`,
-      '',
-      '| measure | orrery runtime | naive baseline (child_process) | target | ratio to target |',
-      '|---|---|---|---|---|',
-      `| RSS per supervised process | ${kb(perProcess)} KB | ${kb(naivePerProcess)} KB | ≤ 30 KB | ${(perProcess / TARGET_BYTES).toFixed(2)} |`,
-      `| runtime RSS before → with ${PROCESSES} | ${kb(ready.baseline.rss)} KB → ${kb(loaded.rss)} KB | | | |`,
-      `| CPU over ${IDLE_SECONDS} s idle | ${cpuPercent.toFixed(3)} % of one core | | | |`,
-      `| time to run ${PROCESSES} replicas (batches of 50) | ${(ready.ms / 1000).toFixed(2)} s | | | |`,
-      `| re-adoption after kill -9 | ${adopted} adopted, ${restarted} restarted, ${adoptMs.toFixed(0)} ms | | 0 restarts, ≤ 500 ms | ${(adoptMs / 500).toFixed(2)} |`,
-    ].join('\n');
-    return { title: 'Runtime footprint (1,000 supervised processes)', markdown };
+    const run: HostRun = {
+      flags,
+      runMs: ready.ms,
+      baseline: ready.baseline,
+      loaded,
+      adopted,
+      restarted,
+      adoptMs,
+    };
+    if (idle) run.idle = idle;
+    return run;
   } finally {
     if (host.exitCode === null && host.signalCode === null) host.kill('SIGKILL');
     if (!adopter) {
@@ -131,6 +156,41 @@ export default async function footprintBench(): Promise<{ title: string; markdow
     await new CgroupManager({ layout: detectCgroupLayout(), parent }).removeParentIfEmpty().catch(() => {});
     await rm(root, { recursive: true, force: true });
   }
+}
+
+export default async function footprintBench(): Promise<{ title: string; markdown: string }> {
+  const plain = await measureHost([], IDLE_SECONDS);
+  // The same with V8's young generation capped: what the runtime retains, without the slack of
+  // semi-spaces grown during the burst of 1,000 starts (V8 keeps them after a full GC).
+  const capped = await measureHost(['--max-semi-space-size=1'], 0);
+  const naivePerProcess = await naiveBaseline();
+
+  const kb = (b: number) => (b / 1024).toFixed(1);
+  const perProcess = (r: HostRun) => (r.loaded.rss - r.baseline.rss) / PROCESSES;
+  const heapPerProcess = (r: HostRun) => (r.loaded.heapUsed - r.baseline.heapUsed) / PROCESSES;
+  const idle = plain.idle as HostSample;
+  const cpuPercent = ((idle.cpuTicks - plain.loaded.cpuTicks) / CLK_TCK / IDLE_SECONDS) * 100;
+  const row = (name: string, r: HostRun) =>
+    `| ${name} | ${kb(perProcess(r))} KB | ${kb(heapPerProcess(r))} KB | ${kb(naivePerProcess)} KB | ${(perProcess(r) / TARGET_BYTES).toFixed(2)} |`;
+  const markdown = [
+    `${PROCESSES} replicas × 1 sleeping process, no namespaces, one cgroup each; the runtime alone in a child`,
+    'process (test/integration/fixtures/engine-host.ts). RSS and V8 heap after a full GC, 2 s after the last start.',
+    '',
+    '| runtime process | RSS per supervised process | of which JS heap | naive baseline (child_process, RSS) | RSS / target (30 KB) |',
+    '|---|---|---|---|---|',
+    row('node defaults', plain),
+    row('node --max-semi-space-size=1', capped),
+    '',
+    '| measure | value | target |',
+    '|---|---|---|',
+    `| RSS before → with ${PROCESSES} (defaults) | ${kb(plain.baseline.rss)} KB → ${kb(plain.loaded.rss)} KB | |`,
+    `| RSS after ${IDLE_SECONDS} s idle (defaults) | ${kb(idle.rss)} KB (${kb((idle.rss - plain.baseline.rss) / PROCESSES)} KB per process) | ≤ 30 KB per process |`,
+    `| runtime CPU over ${IDLE_SECONDS} s idle, ${PROCESSES} processes | ${cpuPercent.toFixed(3)} % of one core | |`,
+    `| time to run ${PROCESSES} replicas (batches of 50) | ${(plain.runMs / 1000).toFixed(2)} s, ${(capped.runMs / 1000).toFixed(2)} s | |`,
+    `| re-adoption after kill -9 (defaults) | ${plain.adopted} adopted, ${plain.restarted} restarted, ${plain.adoptMs.toFixed(0)} ms | 0 restarts, ≤ 500 ms (${(plain.adoptMs / 500).toFixed(2)}×) |`,
+    `| re-adoption after kill -9 (capped) | ${capped.adopted} adopted, ${capped.restarted} restarted, ${capped.adoptMs.toFixed(0)} ms | |`,
+  ].join('\n');
+  return { title: 'Runtime footprint (1,000 supervised processes)', markdown };
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
