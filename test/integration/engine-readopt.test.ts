@@ -5,6 +5,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import {
+  isAlive,
   newRuntime,
   nextEvent,
   readLog,
@@ -144,3 +145,57 @@ test('a process the state record missed (crash between spawn and write) is found
   t.is(events.filter((e) => e.type === 'started').length, 0);
   t.is(events.filter((e) => e.type === 'adopted').length, 1);
 });
+
+test('a process that died while no runtime watched is reported with its real status and restarted by policy', async (t) => {
+  const root = await tempRoot(t);
+  const dirs = {
+    root,
+    stateDir: path.join(root, 'state'),
+    logDir: path.join(root, 'logs'),
+    parent: uniqueParent(),
+  };
+  t.teardown(() => removeCgroupTree(dirs.parent));
+  // With a pid namespace: orrery-init is the process we watch; we kill the workload under it.
+  const spec = replica([{ command: ['sleep', '1000'] }], { isolation: { namespaces: ['pid', 'mount'] } });
+  const rt1 = newRuntime(dirs);
+  t.teardown(() => rt1.close());
+  await rt1.start();
+  const initPid = (await rt1.run(spec)).processes[0]?.pid as number;
+  await rt1.close();
+
+  const children = await waitForChildren(initPid);
+  process.kill(children[0] as number, 'SIGKILL');
+  await waitFor(async () => !(await isAlive(initPid)), 5000, 'init to exit');
+
+  const rt2 = newRuntime(dirs);
+  t.teardown(async () => {
+    await rt2.stopAll({ graceSeconds: 0 }).catch(() => {});
+    await rt2.close();
+  });
+  const events = recordEvents(rt2);
+  const restarted = nextEvent<'started'>(rt2, (e) => e.type === 'started' && e.replica === spec.id);
+  await rt2.start();
+  const e = await restarted;
+  t.not(e.pid, initPid);
+  const exit = events.find((x) => x.type === 'exited');
+  t.is(
+    exit?.type === 'exited' ? exit.signal : undefined,
+    'SIGKILL',
+    "the workload's own death, through orrery-init's record",
+  );
+  t.is(rt2.status(spec.id).processes[0]?.restarts, 1);
+});
+
+async function waitForChildren(pid: number): Promise<number[]> {
+  let kids: number[] = [];
+  await waitFor(
+    async () => {
+      const text = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '');
+      kids = text.trim().split(/\s+/).filter(Boolean).map(Number);
+      return kids.length > 0;
+    },
+    5000,
+    'the workload under orrery-init',
+  );
+  return kids;
+}
