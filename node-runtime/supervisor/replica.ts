@@ -671,8 +671,9 @@ export class ReplicaSupervisor {
   // ---- stop, detach, status -------------------------------------------------------------------
 
   /**
-   * Stop signals in reverse start order (each waited for, all within one grace period), then kill
-   * the whole cgroup so no grandchild survives, then remove the cgroup and the state record.
+   * Stop signals in reverse start order (each waited for up to its share of the grace period, all
+   * within it), then kill the whole cgroup so no grandchild survives, then remove the cgroup and
+   * the state record.
    */
   async stop(graceSeconds = this.spec.terminationGracePeriodSeconds): Promise<void> {
     this.#terminating = true;
@@ -681,14 +682,23 @@ export class ReplicaSupervisor {
     for (const s of this.#slots) this.#stopProbes(s);
     await this.#persistNow();
     const deadline = Date.now() + graceSeconds * 1000;
-    for (const slot of [...this.#slots].reverse()) {
-      if (slot.pid === null) continue;
+    const live = [...this.#slots].reverse().filter((s) => s.pid !== null);
+    const exits: Promise<void>[] = [];
+    for (const [k, slot] of live.entries()) {
       slot.stopRequested = true;
       slot.state = 'Stopping';
       const exited = new Promise<void>((resolve) => slot.exitWaiters.push(resolve));
+      exits.push(exited);
       this.#signal(slot, slot.spec.stopSignal ?? 'SIGTERM');
-      await settlesWithin(exited, Math.max(0, deadline - Date.now()));
+      // Wait for it before signalling the one started before it (OTP's ordered shutdown), but
+      // only for its share of what is left of the grace, so one process ignoring its stop signal
+      // cannot leave the others no time to shut down.
+      await settlesWithin(exited, Math.max(0, (deadline - Date.now()) / (live.length - k)));
     }
+    await settlesWithin(
+      Promise.all(exits).then(() => {}),
+      Math.max(0, deadline - Date.now()),
+    );
     await this.#deps.cgroup.kill();
     await Promise.all(
       this.#slots

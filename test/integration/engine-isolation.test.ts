@@ -87,3 +87,39 @@ test('with a pid namespace the workload sees itself as pid 2, gets our SIGTERM, 
   t.regex(await readLog(h, spec.id, 'p0'), /got TERM/, 'SIGTERM reached the workload through orrery-init');
   t.is(e.code, 0, 'the trap ran and the workload exited 0 (its own status, through orrery-init)');
 });
+
+test('stop signals the processes in reverse start order and kills the ones that ignore it after the grace', async (t) => {
+  const h = await harness(t);
+  const order = path.join(h.root, 'order');
+  const polite = (name: string) =>
+    `trap 'echo ${name} >> ${order}; exit 0' TERM; while :; do sleep 0.02; done`;
+  const spec = replica([
+    { command: ['sh', '-c', polite('first')] },
+    { command: ['sh', '-c', polite('second')] },
+    // Ignores SIGTERM: only the cgroup kill after the grace ends it.
+    { command: ['sh', '-c', "trap '' TERM; while :; do sleep 0.02; done"] },
+  ]);
+  const pids = (await h.rt.run(spec)).processes.map((p) => p.pid as number);
+  await sleep(100);
+  await h.rt.stop(spec.id, { graceSeconds: 0.5 });
+  t.deepEqual((await readFile(order, 'utf8')).trim().split('\n'), ['second', 'first']);
+  for (const pid of pids) t.false(await isAlive(pid));
+});
+
+test('isolation.user drops privileges to the given uid and gid', async (t) => {
+  const h = await harness(t);
+  const spec = replica(
+    [{ restart: 'temporary', command: ['sh', '-c', 'echo "uid=$(id -u) gid=$(id -g)"'] }],
+    {
+      isolation: { namespaces: ['pid', 'mount'], user: { uid: 65534, gid: 65534 } },
+    },
+  );
+  await h.rt.run(spec);
+  await waitFor(
+    () => ['Succeeded', 'Failed'].includes(h.rt.status(spec.id).phase),
+    5000,
+    'the process to finish',
+  );
+  t.is(h.rt.status(spec.id).phase, 'Succeeded');
+  t.regex(await readLog(h, spec.id, 'p0'), /uid=65534 gid=65534/);
+});
