@@ -22,6 +22,8 @@ export interface StoredReplica<Spec = unknown, Proc = unknown> {
 interface Pending {
   inFlight: Promise<void>;
   next: (() => StoredReplica) | undefined;
+  /** Some coalesced save asked for fsync. */
+  nextDurable: boolean;
   removed: boolean;
 }
 
@@ -43,28 +45,40 @@ export class StateStore {
 
   /**
    * Schedule a write of the record produced by `snapshot` (called when the write actually starts,
-   * so coalesced saves write the newest facts). Resolves when a write covering this call is durable.
+   * so coalesced saves write the newest facts). Resolves when a write covering this call is done.
+   * `durable: false` skips the fsync: the record then survives a crash of the runtime (the page
+   * cache does) but not of the machine; used for the record written just before a first spawn.
    */
-  save(id: string, snapshot: () => StoredReplica): Promise<void> {
+  save(id: string, snapshot: () => StoredReplica, options: { durable?: boolean } = {}): Promise<void> {
+    const durable = options.durable !== false;
     const p = this.#pending.get(id);
     if (p) {
       p.removed = false;
       p.next = snapshot;
+      p.nextDurable ||= durable;
       return p.inFlight.then(() => this.#pending.get(id)?.inFlight);
     }
-    const entry: Pending = { inFlight: Promise.resolve(), next: undefined, removed: false };
+    const entry: Pending = {
+      inFlight: Promise.resolve(),
+      next: undefined,
+      nextDurable: false,
+      removed: false,
+    };
     this.#pending.set(id, entry);
-    entry.inFlight = this.#drain(id, entry, snapshot);
+    entry.inFlight = this.#drain(id, entry, snapshot, durable);
     return entry.inFlight;
   }
 
-  async #drain(id: string, entry: Pending, first: () => StoredReplica): Promise<void> {
+  async #drain(id: string, entry: Pending, first: () => StoredReplica, firstDurable: boolean): Promise<void> {
     let snapshot: (() => StoredReplica) | undefined = first;
+    let durable = firstDurable;
     try {
       while (snapshot && !entry.removed) {
         entry.next = undefined;
-        await writeAtomic(this.fileOf(id), `${JSON.stringify(snapshot())}\n`);
+        entry.nextDurable = false;
+        await writeAtomic(this.fileOf(id), `${JSON.stringify(snapshot())}\n`, durable);
         snapshot = entry.next;
+        durable = entry.nextDurable;
       }
     } finally {
       this.#pending.delete(id);
@@ -109,12 +123,12 @@ export class StateStore {
   }
 }
 
-export async function writeAtomic(file: string, content: string): Promise<void> {
+export async function writeAtomic(file: string, content: string, durable = true): Promise<void> {
   const tmp = `${file}.${process.pid}.tmp`;
   const fh = await open(tmp, 'w', 0o600);
   try {
     await fh.writeFile(content);
-    await fh.sync();
+    if (durable) await fh.sync();
   } finally {
     await fh.close();
   }

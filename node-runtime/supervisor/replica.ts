@@ -155,7 +155,9 @@ export class ReplicaSupervisor {
     this.#phase = 'Starting';
     this.#startedAt = new Date().toISOString();
     this.#oomSeen = await this.#deps.cgroup.oomKills().catch(() => 0);
-    await this.#persistNow();
+    // The spec on disk before any process exists lets a runtime that dies during the spawns find
+    // them (see #unrecordedProcesses). It only has to outlive the runtime, not the machine.
+    await this.#deps.store.save(this.spec.id, () => this.record(), { durable: false });
     await this.#enqueue(async () => {
       this.#intensity = initialIntensity(Date.now());
       for (const slot of this.#slots) await this.#spawn(slot);
