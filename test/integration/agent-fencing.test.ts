@@ -23,8 +23,12 @@ import {
 
 test('an agent that cannot renew its Lease kills its replicas, and runs them again when the API is back', async (t) => {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'orrery-fence-cp-'));
+  const t0 = Date.now();
   let plane: ControlPlane | undefined = await startControlPlane({ dataDir });
+  t.log(`private control plane up in ${Date.now() - t0} ms`);
   t.teardown(async () => {
+    // Its data is thrown away: no graceful drain needed.
+    if (plane) process.kill(plane.pid, 'SIGKILL');
     await plane?.stop();
     await rm(dataDir, { recursive: true, force: true });
   });
@@ -75,8 +79,10 @@ test('an agent that cannot renew its Lease kills its replicas, and runs them aga
 
   // The API is back (same data, same port): the agent re-registers and runs the replica again.
   await plane.stop();
+  const restart = Date.now();
   plane = await startControlPlane({ dataDir, port });
   const back = Date.now();
+  t.log(`control plane restarted in ${back - restart} ms`);
   const again = await waitFor(
     'w-0 Running again with a new pid',
     async () => {

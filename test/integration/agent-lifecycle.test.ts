@@ -182,3 +182,45 @@ test('a Replica bound to another host is left alone', async (t) => {
   await k.replicas.mergePatch('other-0', { metadata: { finalizers: null } }, { namespace: ns });
   t.true((other.metadata.finalizers ?? []).includes(RUNTIME_FINALIZER));
 });
+
+test('a readiness probe on a named, allocated port makes the Replica ready; a template change runs it again', async (t) => {
+  const k = await kubeForTests();
+  const ns = await freshNamespace(t);
+  const dirs = await agentDirs(t);
+  await inProcessAgent(t, dirs, { portRange: { min: 24300, max: 24399 } });
+  // http.server takes the port as its last argument: the shell passes the allocated one on.
+  const proc = {
+    name: 'server',
+    command: ['sh', '-c', 'exec python3 -m http.server --bind 127.0.0.1 "$ORRERY_PORT_HTTP"'],
+    ports: [{ name: 'http', protocol: 'http' as const }],
+    env: [{ name: 'GREETING', value: 'one' }],
+    readinessProbe: { http: { path: '/', port: 'http' }, periodSeconds: 1, initialDelaySeconds: 0 },
+  };
+  await k.replicas.create(replicaObject(ns, 'probe-0', dirs.hostName, [proc]));
+  const ready = await waitFor('probe-0 ready', async () => {
+    const r = await k.replicas.get('probe-0', { namespace: ns });
+    return r.status?.ready === true ? r : undefined;
+  });
+  t.is(ready.status?.phase, 'Running');
+  t.true(ready.status?.processes?.[0]?.ready);
+  const port = ready.status?.ports?.[0]?.port as number;
+  t.is((await fetch(`http://127.0.0.1:${port}/`)).status, 200);
+  const pid = ready.status?.processes?.[0]?.pid as number;
+
+  // The operator replaces replicas on template changes, but the agent copes with an edit too.
+  await k.replicas.patch(
+    'probe-0',
+    [{ op: 'replace', path: '/spec/template/processes/0/env/0/value', value: 'two' }],
+    { namespace: ns, type: 'json' },
+  );
+  const rerun = await waitFor('probe-0 running again with a new pid', async () => {
+    const r = await k.replicas.get('probe-0', { namespace: ns });
+    const p = r.status?.processes?.[0]?.pid;
+    return r.status?.ready === true && p !== undefined && p !== pid ? r : undefined;
+  });
+  t.false(pidAlive(pid));
+  t.true(pidAlive(rerun.status?.processes?.[0]?.pid as number));
+  t.is(rerun.status?.observedGeneration, rerun.metadata.generation);
+  const environ = readFileSync(`/proc/${rerun.status?.processes?.[0]?.pid}/environ`, 'utf8').split('\0');
+  t.true(environ.includes('GREETING=two'));
+});
