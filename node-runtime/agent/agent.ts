@@ -170,6 +170,8 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     const statusWriter = new StatusWriter({
       log,
       compute: (key) => {
+        // While fenced the API is unreachable and the replicas are being killed: nothing to say.
+        if (fenced) return undefined;
         const replica = informer.get(key);
         if (!replica || replica.spec.host !== me) return undefined;
         const id = replicaId(replica.metadata.namespace as string, replica.metadata.name as string);
@@ -300,7 +302,9 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
       void Promise.all(
         ids.map(async (id) => {
           try {
-            await stopReplica(id, false);
+            // Grace 0: the stop signal, then the cgroup kill at once. The operator may already be
+            // starting the replacement elsewhere.
+            await stopReplica(id, false, 0);
           } catch (err) {
             log.error(
               { replica: id, err: (err as Error).message },
@@ -360,11 +364,11 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     });
 
     // ---- Replica reconcile -------------------------------------------------------------------
-    async function stopReplica(id: string, removeLogs: boolean): Promise<void> {
+    async function stopReplica(id: string, removeLogs: boolean, graceSeconds?: number): Promise<void> {
       if (!runtime.has(id)) return;
       const held = runtime.status(id).ports.map((p) => p.port);
       try {
-        await runtime.stop(id);
+        await runtime.stop(id, graceSeconds === undefined ? {} : { graceSeconds });
       } finally {
         for (const p of held) ports.release(p);
         await records.delete(id);
@@ -440,6 +444,11 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
         metrics.spawnLatency.observe(ms / 1000);
         log.debug({ replica: key, ms: Math.round(ms * 100) / 100 }, 'replica started');
         await recorded;
+        if (fenced) {
+          // The fence fell while this replica was starting: it must not run either.
+          fencedKeys.add(key);
+          await stopReplica(id, false, 0);
+        }
       } catch (err) {
         releaseAll();
         await records.delete(id);
@@ -543,6 +552,17 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
         metrics.processRestarts.inc({ namespace: namespace ?? '', replica: name, process: e.process });
       }
       if (!key || starting.has(e.replica) || e.type === 'stopped') return;
+      if (e.type === 'backoff') {
+        // Rare by construction (once per back-off period), so worth an Event for kubectl describe.
+        const obj = informer.get(key);
+        if (obj) {
+          void recorder.warning(
+            obj,
+            'BackOff',
+            `restart intensity exceeded (crash loop ${e.crashLoops}); restarting in ${Math.round(e.delayMs / 1000)}s`,
+          );
+        }
+      }
       metrics.statusWriteRequests.inc();
       statusWriter.request(key);
     };
