@@ -11,11 +11,17 @@ export class CommandNotFoundError extends Error {
   readonly code = 'ENOENT';
   readonly step = 'resolve';
   readonly path: string;
-  constructor(command: string, searched: string) {
-    super(`ExecFailed: ENOENT ${command} (searched PATH=${searched})`);
+  constructor(command: string, searched?: string) {
+    // A path is reported as the addon reports a failed execve; a bare name says where it looked.
+    const where = searched === undefined ? '' : ` (not in PATH: ${shorten(searched)})`;
+    super(`ExecFailed: ENOENT ${command}${where}`);
     this.name = 'CommandNotFoundError';
     this.path = command;
   }
+}
+
+function shorten(pathVar: string): string {
+  return pathVar.length <= 120 ? pathVar : `${pathVar.slice(0, 117)}...`;
 }
 
 function isExecutableFile(file: string): boolean {
@@ -35,7 +41,7 @@ function isExecutableFile(file: string): boolean {
 export function resolveCommand(command: string, pathVar: string, cwd: string | undefined): string {
   if (command.includes('/')) {
     const file = path.resolve(cwd ?? process.cwd(), command);
-    if (!isExecutableFile(file)) throw new CommandNotFoundError(command, pathVar);
+    if (!isExecutableFile(file)) throw new CommandNotFoundError(command);
     return file;
   }
   for (const dir of pathVar.split(':')) {
