@@ -1,17 +1,20 @@
 module orrery.dev/controlplane
 
-// Kubernetes 1.32 was built with Go 1.23; the language version stays there so
-// that no newer toolchain is asked for (run with GOTOOLCHAIN=local).
-go 1.23.0
+// Kubernetes 1.32 was built with Go 1.23; 1.24 is the floor that
+// k8s.io/kube-controller-manager v0.33 (see below) declares. Any newer local
+// toolchain builds it; run with GOTOOLCHAIN=local so none is downloaded.
+go 1.24.0
 
 godebug default=go1.23
 
 require (
 	github.com/spf13/cobra v1.8.1
 	go.etcd.io/etcd/server/v3 v3.5.16
-	golang.org/x/sys v0.26.0
+	golang.org/x/sys v0.31.0
+	k8s.io/api v0.32.13
 	k8s.io/client-go v0.32.13
-	k8s.io/component-base v0.32.13
+	k8s.io/component-base v0.33.13
+	k8s.io/controller-manager v0.33.13
 	k8s.io/kubernetes v1.32.13
 )
 
@@ -35,7 +38,7 @@ require (
 	github.com/felixge/httpsnoop v1.0.4 // indirect
 	github.com/fsnotify/fsnotify v1.7.0 // indirect
 	github.com/fxamacker/cbor/v2 v2.7.0 // indirect
-	github.com/go-logr/logr v1.4.2 // indirect
+	github.com/go-logr/logr v1.4.3 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect
 	github.com/go-openapi/jsonpointer v0.21.0 // indirect
 	github.com/go-openapi/jsonreference v0.20.2 // indirect
@@ -101,13 +104,13 @@ require (
 	go.opentelemetry.io/proto/otlp v1.3.1 // indirect
 	go.uber.org/multierr v1.11.0 // indirect
 	go.uber.org/zap v1.27.0 // indirect
-	golang.org/x/crypto v0.28.0 // indirect
+	golang.org/x/crypto v0.36.0 // indirect
 	golang.org/x/exp v0.0.0-20240719175910-8a7402abbf56 // indirect
-	golang.org/x/net v0.30.0 // indirect
+	golang.org/x/net v0.38.0 // indirect
 	golang.org/x/oauth2 v0.23.0 // indirect
-	golang.org/x/sync v0.8.0 // indirect
-	golang.org/x/term v0.25.0 // indirect
-	golang.org/x/text v0.19.0 // indirect
+	golang.org/x/sync v0.12.0 // indirect
+	golang.org/x/term v0.30.0 // indirect
+	golang.org/x/text v0.23.0 // indirect
 	golang.org/x/time v0.7.0 // indirect
 	golang.org/x/tools v0.26.0 // indirect
 	google.golang.org/genproto v0.0.0-20240123012728-ef4313101c80 // indirect
@@ -120,19 +123,18 @@ require (
 	gopkg.in/natefinch/lumberjack.v2 v2.2.1 // indirect
 	gopkg.in/square/go-jose.v2 v2.6.0 // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
-	k8s.io/api v0.32.13 // indirect
 	k8s.io/apiextensions-apiserver v0.0.0 // indirect
-	k8s.io/apimachinery v0.32.13 // indirect
+	k8s.io/apimachinery v0.33.13 // indirect
 	k8s.io/apiserver v0.32.13 // indirect
-	k8s.io/cloud-provider v0.0.0 // indirect
+	k8s.io/cloud-provider v0.33.13 // indirect
 	k8s.io/cluster-bootstrap v0.0.0 // indirect
 	k8s.io/component-helpers v0.32.13 // indirect
-	k8s.io/controller-manager v0.32.13 // indirect
 	k8s.io/dynamic-resource-allocation v0.0.0 // indirect
 	k8s.io/externaljwt v0.0.0 // indirect
 	k8s.io/klog/v2 v2.130.1 // indirect
 	k8s.io/kms v0.32.13 // indirect
 	k8s.io/kube-aggregator v0.0.0 // indirect
+	k8s.io/kube-controller-manager v0.0.0 // indirect
 	k8s.io/kube-openapi v0.0.0-20241105132330-32ad38e42d3f // indirect
 	k8s.io/kubelet v0.32.13 // indirect
 	k8s.io/mount-utils v0.0.0 // indirect
@@ -140,7 +142,7 @@ require (
 	k8s.io/utils v0.0.0-20241104100929-3ea5e8cea738 // indirect
 	sigs.k8s.io/apiserver-network-proxy/konnectivity-client v0.31.0 // indirect
 	sigs.k8s.io/json v0.0.0-20241010143419-9aa6b5e7a4b3 // indirect
-	sigs.k8s.io/structured-merge-diff/v4 v4.4.2 // indirect
+	sigs.k8s.io/structured-merge-diff/v4 v4.6.0 // indirect
 	sigs.k8s.io/yaml v1.4.0 // indirect
 )
 
@@ -168,7 +170,7 @@ replace (
 	k8s.io/externaljwt => k8s.io/externaljwt v0.32.13
 	k8s.io/kms => k8s.io/kms v0.32.13
 	k8s.io/kube-aggregator => k8s.io/kube-aggregator v0.32.13
-	k8s.io/kube-controller-manager => k8s.io/kube-controller-manager v0.32.13
+	k8s.io/kube-controller-manager => k8s.io/kube-controller-manager v0.33.13 // no v0.32.x on the proxy; see below
 	k8s.io/kube-proxy => k8s.io/kube-proxy v0.32.13
 	k8s.io/kube-scheduler => k8s.io/kube-scheduler v0.32.13
 	k8s.io/kubectl => k8s.io/kubectl v0.32.13
@@ -179,4 +181,21 @@ replace (
 	k8s.io/sample-apiserver => k8s.io/sample-apiserver v0.32.13
 	k8s.io/sample-cli-plugin => k8s.io/sample-cli-plugin v0.32.13
 	k8s.io/sample-controller => k8s.io/sample-controller v0.32.13
+)
+
+// The proxy has no v0.32.x of k8s.io/kube-controller-manager (only
+// v0.33.3+); the garbage collector's config scheme imports its config types,
+// so it comes from v0.33.13 (replace above). Its go.mod would raise these
+// shared dependencies past what Kubernetes 1.32 ships with — among them
+// structured-merge-diff, the server-side-apply engine — so they are held at
+// k8s.io/kubernetes v1.32.13's own versions.
+replace (
+	github.com/go-logr/logr => github.com/go-logr/logr v1.4.2
+	golang.org/x/crypto => golang.org/x/crypto v0.28.0
+	golang.org/x/net => golang.org/x/net v0.30.0
+	golang.org/x/sync => golang.org/x/sync v0.8.0
+	golang.org/x/sys => golang.org/x/sys v0.26.0
+	golang.org/x/term => golang.org/x/term v0.25.0
+	golang.org/x/text => golang.org/x/text v0.19.0
+	sigs.k8s.io/structured-merge-diff/v4 => sigs.k8s.io/structured-merge-diff/v4 v4.4.2
 )

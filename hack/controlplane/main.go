@@ -29,6 +29,7 @@ type options struct {
 	etcdFsync      bool
 	verbosity      int
 	exitWithParent bool
+	controllers    bool
 	apiserverFlags stringList
 }
 
@@ -58,6 +59,7 @@ func parseOptions(args []string) (options, error) {
 	fs.BoolVar(&o.etcdFsync, "etcd-fsync", false, "fsync etcd writes (off by default, like envtest's --unsafe-no-fsync)")
 	fs.IntVar(&o.verbosity, "v", 0, "klog verbosity of kube-apiserver (logs go to stderr)")
 	fs.BoolVar(&o.exitWithParent, "exit-with-parent", true, "shut down when the parent process dies")
+	fs.BoolVar(&o.controllers, "controllers", true, "run the namespace and garbage-collector controllers in-process (namespace deletion, ownerReference cascading)")
 	fs.Var(&o.apiserverFlags, "apiserver-flag", "extra kube-apiserver flag, e.g. --apiserver-flag=--audit-log-path=/tmp/a (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -168,11 +170,16 @@ func run(args []string) int {
 
 	readyCtx, cancelReady := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancelReady()
+	controllersCtx, stopControllers := context.WithCancel(context.Background())
+	defer stopControllers()
 	readyDone := make(chan error, 1)
 	go func() {
 		client, err := adminHTTPClient(certs)
 		if err == nil {
 			err = waitReady(readyCtx, client, server)
+		}
+		if err == nil && o.controllers {
+			err = startControllers(controllersCtx, adminRESTConfig(server, certs))
 		}
 		if err == nil {
 			err = writeKubeconfig(o.kubeconfig, server, certs)
@@ -215,6 +222,7 @@ func run(args []string) int {
 			return fail("kube-apiserver", err)
 		case <-stop:
 			cancelReady()
+			stopControllers()
 			err := waitAPIServer(apiserverDone)
 			closeEtcd()
 			if err != nil {

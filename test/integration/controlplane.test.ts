@@ -379,6 +379,48 @@ test('a CRD with CEL validation and status/scale subresources works', async (t) 
   t.is(got.status.replicas, 3);
 });
 
+test('deleting a namespace empties and removes it (in-process namespace controller)', async (t) => {
+  const { kubeconfig } = await testCluster();
+  const ns = await freshNamespace(t);
+  const cm = await kubectl(kubeconfig, ['create', 'configmap', 'inside', '-n', ns]);
+  t.is(cm.code, 0, cm.stderr);
+  // kubectl waits until the namespace is gone, which needs the namespace controller to delete
+  // its contents and drop the "kubernetes" finalizer.
+  const deleted = await kubectl(kubeconfig, ['delete', 'namespace', ns, '--timeout=60s']);
+  t.is(deleted.code, 0, deleted.stderr);
+  const got = await kubectl(kubeconfig, ['get', 'namespace', ns]);
+  t.regex(got.stderr, /NotFound/);
+});
+
+test('deleting an owner deletes its dependents (in-process garbage collector)', async (t) => {
+  const { kubeconfig } = await testCluster();
+  const ns = await freshNamespace(t);
+  const api = coreApi(kubeconfig);
+  for (const policy of ['Background', 'Foreground'] as const) {
+    const owner = await api.createNamespacedConfigMap({
+      namespace: ns,
+      body: { metadata: { name: `owner-${policy.toLowerCase()}` } },
+    });
+    const ownerRef = {
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      name: owner.metadata?.name as string,
+      uid: owner.metadata?.uid as string,
+      blockOwnerDeletion: true,
+    };
+    await api.createNamespacedConfigMap({
+      namespace: ns,
+      body: { metadata: { name: `dependent-${policy.toLowerCase()}`, ownerReferences: [ownerRef] } },
+    });
+    await api.deleteNamespacedConfigMap({ name: ownerRef.name, namespace: ns, propagationPolicy: policy });
+    await eventually(`${policy} deletion of the dependent`, async () => {
+      const list = await api.listNamespacedConfigMap({ namespace: ns });
+      return !list.items.some((c) => c.metadata?.name?.endsWith(policy.toLowerCase()));
+    });
+  }
+  t.pass();
+});
+
 test.serial(
   'a control plane restarted on the same data dir keeps its objects and certificates',
   async (t) => {
