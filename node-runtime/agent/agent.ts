@@ -55,7 +55,7 @@ import {
   replicaDigest,
   replicaId,
 } from './replica-spec.ts';
-import { apiStatusOf, type RunFailure, StatusWriter } from './status.ts';
+import { apiStatusOf, type RunFailure, StatusWriter, statusMergePatch } from './status.ts';
 import { ensureToken, tokenPath } from './token.ts';
 
 export interface AgentStopOptions {
@@ -179,17 +179,17 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
         if (!rs && replica.metadata.deletionTimestamp) return undefined;
         return { replica, status: apiStatusOf(replica, rs, failures.get(id), o.address) };
       },
+      // A merge patch, not server-side apply: the scheduler's fields from before the binding
+      // (reason Unschedulable, its message) must go, and only a patch naming them null removes
+      // fields another manager set. One writer after binding, so no precondition is needed.
       write: async (replica, status: ApiReplicaStatus) => {
         log.debug(
           { replica: `${replica.metadata.namespace}/${replica.metadata.name}`, phase: status.phase },
           'writing status',
         );
-        await replicas.applyStatus({
-          apiVersion: 'orrery.dev/v1alpha1',
-          kind: 'Replica',
-          metadata: { name: replica.metadata.name, namespace: replica.metadata.namespace },
-          status,
-        } as Replica);
+        await replicas.patchStatus(replica.metadata.name as string, statusMergePatch(status), {
+          namespace: replica.metadata.namespace,
+        });
       },
       onWrite: (outcome) => metrics.statusWrites.inc({ outcome }),
     });

@@ -18,6 +18,7 @@ import type {
   Replica,
 } from '../../crds/types.ts';
 import { isNotFound } from '../../kube/index.ts';
+import { setConditions } from '../../operator/conditions.ts';
 import type { ReplicaStatus as RuntimeReplicaStatus } from '../supervisor/spec.ts';
 
 /** Why the agent could not run a replica at all (validation, port allocation): shown as phase Failed. */
@@ -60,6 +61,53 @@ function describeExit(p: RuntimeReplicaStatus['processes'][number]): string {
 
 /** Replica.status as the API wants it (no nulls: the schema has integers and strings, not nullables). */
 export function apiStatusOf(
+  replica: Replica,
+  rs: RuntimeReplicaStatus | undefined,
+  failure: RunFailure | undefined,
+  address: string,
+): ApiReplicaStatus {
+  const status = runtimeFacts(replica, rs, failure, address);
+  // The scheduler wrote Scheduled=False (and reason Unschedulable) while the replica was
+  // unbound; from binding on this host owns the status, as the kubelet does after kube-scheduler.
+  status.conditions = setConditions(
+    replica.status?.conditions,
+    [
+      { type: 'Scheduled', status: 'True', reason: 'Bound', message: `bound to host ${replica.spec.host}` },
+      {
+        type: 'Ready',
+        status: status.ready ? 'True' : 'False',
+        reason: status.ready ? 'ProcessesReady' : (status.reason ?? status.phase ?? 'Pending'),
+        message: status.ready ? 'every process runs and passes its readiness probe' : (status.message ?? ''),
+      },
+    ],
+    replica.metadata.generation,
+  );
+  return status;
+}
+
+/** Every field of Replica.status the runtime writes: absent ones are sent as null, so a merge patch clears them. */
+const STATUS_FIELDS = [
+  'phase',
+  'ready',
+  'address',
+  'ports',
+  'startedAt',
+  'restarts',
+  'message',
+  'reason',
+  'observedGeneration',
+  'processes',
+  'conditions',
+] as const;
+
+/** A JSON merge patch (RFC 7386) of status that leaves exactly `status`. */
+export function statusMergePatch(status: ApiReplicaStatus): Record<string, unknown> {
+  const patch: Record<string, unknown> = {};
+  for (const f of STATUS_FIELDS) patch[f] = status[f] ?? null;
+  return patch;
+}
+
+function runtimeFacts(
   replica: Replica,
   rs: RuntimeReplicaStatus | undefined,
   failure: RunFailure | undefined,

@@ -224,3 +224,44 @@ test('a readiness probe on a named, allocated port makes the Replica ready; a te
   const environ = readFileSync(`/proc/${rerun.status?.processes?.[0]?.pid}/environ`, 'utf8').split('\0');
   t.true(environ.includes('GREETING=two'));
 });
+
+test('binding takes over the status the scheduler wrote: Unschedulable is cleared, Scheduled and Ready are True', async (t) => {
+  const k = await kubeForTests();
+  const ns = await freshNamespace(t);
+  const dirs = await agentDirs(t);
+  await inProcessAgent(t, dirs);
+  const unbound = replicaObject(ns, 'late-0', dirs.hostName, [{ name: 'main', command: ['sleep', '600'] }]);
+  delete (unbound.spec as { host?: string }).host;
+  await k.replicas.create(unbound);
+  // What the scheduler writes when nothing fits (operator/scheduler).
+  await k.replicas.patchStatus(
+    'late-0',
+    {
+      phase: 'Pending',
+      ready: false,
+      reason: 'Unschedulable',
+      message: 'no host fits',
+      conditions: [
+        {
+          type: 'Scheduled',
+          status: 'False',
+          reason: 'Unschedulable',
+          message: 'no host fits',
+          lastTransitionTime: '2026-01-01T00:00:00Z',
+        },
+      ],
+    },
+    { namespace: ns },
+  );
+  await k.replicas.mergePatch('late-0', { spec: { host: dirs.hostName } }, { namespace: ns });
+  const r = await waitFor('late-0 Running', async () => {
+    const x = await k.replicas.get('late-0', { namespace: ns });
+    return x.status?.phase === 'Running' ? x : undefined;
+  });
+  t.is(r.status?.reason, undefined);
+  t.is(r.status?.message, undefined);
+  const cond = new Map((r.status?.conditions ?? []).map((c) => [c.type, c]));
+  t.is(cond.get('Scheduled')?.status, 'True');
+  t.is(cond.get('Scheduled')?.reason, 'Bound');
+  t.is(cond.get('Ready')?.status, 'True');
+});
