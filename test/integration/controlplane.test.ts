@@ -430,7 +430,9 @@ test.serial(
       for (const p of planes) await p.stop();
     });
 
-    const first = await startControlPlane({ dataDir });
+    const messages: string[] = [];
+    const log = (msg: string) => messages.push(msg);
+    const first = await startControlPlane({ dataDir, log });
     planes.push(first);
     t.log(`bring-up (fresh data dir): ${first.bringUpMs} ms`);
     const ca = readFileSync(join(dataDir, 'pki', 'ca.crt'), 'utf8');
@@ -439,11 +441,18 @@ test.serial(
       namespace: 'default',
       body: { metadata: { name: 'survivor' }, data: { kept: 'yes' } },
     });
+    const stopStart = performance.now();
     await first.stop();
+    t.log(`graceful stop: ${Math.round(performance.now() - stopStart)} ms`);
     t.false(alive(first.pid), 'the first process is gone after stop()');
+    // stop() logs only when the process needed SIGKILL or exited non-zero.
+    t.deepEqual(
+      messages.filter((m) => /SIGKILL|exited with/.test(m)),
+      [],
+    );
     t.true(existsSync(join(dataDir, 'etcd', 'member')), 'etcd data stays on disk');
 
-    const second = await startControlPlane({ dataDir });
+    const second = await startControlPlane({ dataDir, log });
     planes.push(second);
     t.log(`bring-up (existing data dir): ${second.bringUpMs} ms`);
     t.is(readFileSync(join(dataDir, 'pki', 'ca.crt'), 'utf8'), ca, 'the CA is reused');
