@@ -195,3 +195,15 @@ async function goBuild(output: string, log: (msg: string) => void): Promise<void
     });
   });
 }
+
+// `npx tsx hack/controlplane/binary.ts` builds (or finds) the binary and prints its path, e.g.
+// before a single-file `npx ava` run, whose 3-minute timeout a cold build would exceed.
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  ensureControlPlaneBinary({ log: (msg) => console.error(msg) }).then(
+    (result) => console.log(result.path),
+    (err: Error) => {
+      console.error(err.message);
+      process.exitCode = 1;
+    },
+  );
+}

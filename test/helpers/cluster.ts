@@ -8,7 +8,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { parse } from 'yaml';
-import { type ControlPlane, startControlPlane } from '../../hack/controlplane/controlplane.ts';
+import {
+  type ControlPlane,
+  ensureControlPlaneBinary,
+  startControlPlane,
+} from '../../hack/controlplane/controlplane.ts';
 
 export interface TestCluster {
   kubeconfig: string;
@@ -38,6 +42,9 @@ async function resolveCluster(): Promise<TestCluster> {
   const fromEnv = process.env.ORRERY_TEST_KUBECONFIG;
   if (fromEnv) return { kubeconfig: fromEnv, server: serverOf(fromEnv) };
 
+  // Build (or find) the binary before making the temp dir: a worker killed during a long build
+  // (ava's timeout) then leaves nothing behind.
+  await ensureControlPlaneBinary({ log: (msg) => console.error(`[controlplane] ${msg}`) });
   const dataDir = mkdtempSync(join(tmpdir(), 'orrery-cp-'));
   let plane: ControlPlane | undefined;
   // Registered before the start so a crash mid-start still removes the dir. Synchronous on
