@@ -226,7 +226,8 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     const apiEndpoint = `http://${endpointHost}:${port}`;
 
     // ---- Host registration -----------------------------------------------------------------
-    const readySince = new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
+    const nowSeconds = () => new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
+    let readySince = nowSeconds();
     const boundCount = () => informer.list((r) => !r.metadata.deletionTimestamp).length;
     const currentHostStatus = () =>
       hostStatus({
@@ -245,7 +246,11 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
         readySince,
       });
     const register = async () => {
-      await ensureHost(hosts, me, o.labels);
+      const host = await ensureHost(hosts, me, o.labels);
+      // Ready's lastTransitionTime moves when it was not True (e.g. the operator's
+      // HostLeaseExpired), as apimachinery's SetStatusCondition does.
+      if (host.status?.conditions?.find((c) => c.type === 'Ready')?.status !== 'True')
+        readySince = nowSeconds();
       await applyHostStatus(hosts, me, currentHostStatus());
     };
     // The namespace of the Leases; creating it is racy between hosts and harmless.
@@ -260,30 +265,59 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     }
     await register();
 
-    // Host.status.replicas follows the informer, coalesced: one write in flight, the latest wins.
+    // Host.status.replicas follows the informer, and the whole registration is written again
+    // when the Host is gone or not Ready (the operator marks it Unknown when it judged the Lease
+    // expired, and never back: like the kubelet, the runtime reports itself Ready). Coalesced:
+    // one write in flight, the latest wins.
     let hostWriteInFlight = false;
     let hostWriteDirty = false;
+    let needRegister = false;
     let lastHostReplicas = -1;
     const requestHostWrite = () => {
       hostWriteDirty = true;
       if (hostWriteInFlight || fenced || stopping) return;
       hostWriteInFlight = true;
       void (async () => {
-        while (hostWriteDirty && !stopping) {
+        while (hostWriteDirty && !stopping && !fenced) {
           hostWriteDirty = false;
           const n = boundCount();
-          if (n === lastHostReplicas) continue;
           try {
+            if (needRegister) {
+              needRegister = false;
+              log.info('Host missing or not Ready while the runtime is healthy: registering again');
+              await register();
+              lastHostReplicas = n;
+              continue;
+            }
+            if (n === lastHostReplicas) continue;
             await hosts.patchStatus(me, { replicas: n });
             lastHostReplicas = n;
           } catch (err) {
-            log.warn({ err: (err as Error).message }, 'could not update Host.status.replicas');
+            log.warn({ err: (err as Error).message }, 'could not update the Host');
             break;
           }
         }
         hostWriteInFlight = false;
       })();
     };
+    const hostInformer = new Informer<Host>(hosts, {
+      fieldSelector: `metadata.name=${me}`,
+      log,
+      name: 'own-host',
+      backoffMaxMs: 2000,
+    });
+    const checkHost = (h: Host | undefined) => {
+      const ready = h?.status?.conditions?.find((c) => c.type === 'Ready');
+      if (!h || ready?.status !== 'True' || h.status?.apiEndpoint !== apiEndpoint) {
+        needRegister = true;
+        requestHostWrite();
+      }
+    };
+    hostInformer.addHandlers({
+      add: checkHost,
+      update: (_old, h) => checkHost(h),
+      delete: () => checkHost(undefined),
+    });
 
     // ---- Heartbeat and self-fencing ----------------------------------------------------------
     const onLost = () => {
@@ -573,6 +607,8 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
 
     informer.start();
     cleanups.push(() => informer.stop());
+    hostInformer.start();
+    cleanups.push(() => hostInformer.stop());
     const controller: RunningController = runController({
       name: 'replicas',
       queue,
@@ -626,6 +662,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
         // workloads are either stopped or left running and detached for re-adoption.
         await controller.stop();
         await informer.stop();
+        await hostInformer.stop();
         await statusWriter.close();
         clearInterval(renewGauge);
         await hb.stop();

@@ -62,6 +62,33 @@ test('the agent registers its Host with capacity and Ready, and keeps renewing i
   t.true(Date.parse(renewed.spec?.renewTime ?? '') > Date.parse(first.spec?.renewTime ?? ''));
   const after = await k.hosts.get(dirs.hostName);
   t.true(after.spec?.unschedulable);
+
+  // The operator marks a Host Unknown when it judged the Lease expired; a healthy runtime puts Ready back.
+  await k.hosts.patchStatus(dirs.hostName, {
+    conditions: [
+      {
+        type: 'Ready',
+        status: 'Unknown',
+        reason: 'HostLeaseExpired',
+        message: 'test',
+        lastTransitionTime: '2026-01-01T00:00:00Z',
+      },
+    ],
+  });
+  const back = await waitFor('Ready True again', async () => {
+    const h = await k.hosts.get(dirs.hostName);
+    return h.status?.conditions?.find((c) => c.type === 'Ready')?.status === 'True' ? h : undefined;
+  });
+  t.not(back.status?.conditions?.[0]?.lastTransitionTime, '2026-01-01T00:00:00Z');
+  // A deleted Host is registered again.
+  await k.hosts.delete(dirs.hostName);
+  const recreated = await waitFor('the Host registered again', async () => {
+    const h = await k.hosts.get(dirs.hostName).catch(() => undefined);
+    return h && h.metadata.uid !== after.metadata.uid && h.status?.apiEndpoint === agent.apiEndpoint
+      ? h
+      : undefined;
+  });
+  t.is(recreated.metadata.labels?.zone, 'test-a');
 });
 
 test('a bound Replica runs with a real pid and allocated ports; deleting it stops it, removes the cgroup and the finalizer', async (t) => {
