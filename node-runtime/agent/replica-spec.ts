@@ -21,6 +21,14 @@ export function keyOfReplicaId(id: string): string | undefined {
   return `${id.slice(0, dot)}/${id.slice(dot + 1)}`;
 }
 
+/**
+ * The runtime's short name (the hostname in a uts namespace) must be a DNS-1123 label, while a
+ * Replica name may be a subdomain (an Instance named `api.v2`): dots become dashes, cut to 63.
+ */
+export function hostnameOf(name: string): string {
+  return name.replaceAll('.', '-').slice(0, 63).replace(/-+$/, '');
+}
+
 /** Gives the number of a port that has none in the template: (process, port name) -> port. */
 export type PortLookup = (process: string, port: string) => number;
 
@@ -130,7 +138,7 @@ export function buildReplicaSpec(replica: Replica, hostName: string, portOf: Por
   ];
   return {
     id: replicaId(ns, name),
-    name,
+    name: hostnameOf(name),
     processes,
     supervision: {
       strategy: t.supervision.strategy,

@@ -197,10 +197,10 @@ test('a Replica bound to another host is left alone', async (t) => {
     replicaObject(ns, 'other-0', 'some-other-host', [{ name: 'main', command: ['sleep', '600'] }]),
   );
   await k.replicas.create(
-    replicaObject(ns, 'mine-0', dirs.hostName, [{ name: 'main', command: ['sleep', '600'] }]),
+    replicaObject(ns, 'api.v2-0', dirs.hostName, [{ name: 'main', command: ['sleep', '600'] }]),
   );
-  await waitFor('mine-0 Running', async () =>
-    (await k.replicas.get('mine-0', { namespace: ns })).status?.phase === 'Running' ? true : undefined,
+  await waitFor('api.v2-0 Running (a dotted name)', async () =>
+    (await k.replicas.get('api.v2-0', { namespace: ns })).status?.phase === 'Running' ? true : undefined,
   );
   const other = await k.replicas.get('other-0', { namespace: ns });
   t.is(other.status, undefined);
