@@ -118,6 +118,11 @@ func run(args []string) int {
 	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
 		return fail("create data dir", err)
 	}
+	lock, err := lockDataDir(o.dataDir)
+	if err != nil {
+		return fail("data dir", err)
+	}
+	defer lock.Close() // keeps the lock (and the *os.File) alive until run returns
 	// A kubeconfig left by an earlier run names a port that may be gone;
 	// whoever waits for the file must only see the one for this run.
 	if err := os.Remove(o.kubeconfig); err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -461,6 +461,14 @@ test.serial(
       namespace: 'default',
     });
     t.is(kept.data?.kept, 'yes');
+
+    // A second process on a data dir in use is refused at once, naming the holder.
+    const refused = await t.throwsAsync(startControlPlane({ dataDir }));
+    t.regex(
+      refused?.message ?? '',
+      new RegExp(`in use by another orrery-controlplane \\(pid ${second.pid}\\)`),
+    );
+    t.true(alive(second.pid));
   },
 );
 
