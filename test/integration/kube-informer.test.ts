@@ -231,3 +231,55 @@ test('the informer reconnects after the control plane restarts and sees changes 
   t.true(seen.some((s) => s.type === 'add' && s.key === 'default/two'));
   t.true(seen.some((s) => s.type === 'update' && s.key === 'default/one' && s.data === 'updated'));
 });
+
+test('a watch silent past the idle timeout is replaced without losing events; bookmarks count as activity', async (t) => {
+  const { kubeconfig } = await testCluster();
+  const ns = await freshNamespace(t);
+  const client = await clientFor(kubeconfig);
+  t.teardown(() => client.api.close());
+
+  // Idle timer far below anything the server sends on a quiet namespace: every watch is cut.
+  const idle = new Informer(client, { namespace: ns, idleTimeoutMs: 200 });
+  idle.start();
+  t.teardown(() => idle.stop());
+  await idle.waitForSync({ timeoutMs: 20_000 });
+  await until('idle timeouts', () => idle.stats().idleTimeouts >= 3);
+  await client.create(cm(ns, 'after-idle', '1'));
+  await until('event after idle reconnects', () => idle.get(`${ns}/after-idle`) !== undefined);
+  t.is(idle.stats().lists, 1, 'idle reconnects resume from the last resourceVersion, no relist');
+
+  // Short server-side timeouts: the API server ends each watch, and before that sends a bookmark
+  // when the store's revision moved on (here: writes to objects outside the label selector). The
+  // informer counts them and resumes from the bookmarked resourceVersion without any event.
+  const short = new Informer(client, {
+    namespace: ns,
+    labelSelector: 'app=kube-test',
+    minWatchTimeoutSeconds: 5,
+  });
+  short.start();
+  t.teardown(() => short.stop());
+  await short.waitForSync({ timeoutMs: 20_000 });
+  const listedRv = Number(short.lastSyncResourceVersion());
+  await client.create({ metadata: { name: 'noise', namespace: ns }, data: { n: '0' } });
+  let n = 0;
+  const noise = setInterval(() => {
+    client.mergePatch('noise', { data: { n: String(++n) } }, { namespace: ns }).catch(() => {});
+  }, 250);
+  t.teardown(() => clearInterval(noise));
+  await until(
+    'bookmarks and server-side watch ends',
+    () => short.stats().bookmarks >= 1 && short.stats().watches >= 2,
+    30_000,
+  ).catch((err) => {
+    t.log(JSON.stringify(short.stats()));
+    throw err;
+  });
+  clearInterval(noise);
+  t.is(short.stats().events, 0, 'nothing matched the selector');
+  t.true(Number(short.lastSyncResourceVersion()) > listedRv, 'bookmarks advanced the resourceVersion');
+  t.is(short.stats().errors, 0);
+  t.is(short.stats().lists, 1);
+  t.log(
+    `idle informer ${JSON.stringify(idle.stats())}; short-timeout informer ${JSON.stringify(short.stats())}`,
+  );
+});
