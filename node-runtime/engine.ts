@@ -53,7 +53,8 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
   readonly options: RuntimeOptions;
   readonly log: Logger;
   readonly #replicas = new Map<string, ReplicaSupervisor>();
-  readonly #starting = new Map<string, Promise<ReplicaStatus>>();
+  readonly #starting = new Map<string, { spec: ReplicaSpec; done: Promise<ReplicaStatus> }>();
+  readonly #stopping = new Map<string, Promise<void>>();
   readonly #store: StateStore;
   readonly #exitDirsMade = new Set<string>();
   readonly logs: LogStore;
@@ -141,57 +142,74 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
   }
 
   /**
-   * Run a replica. Idempotent by spec.id: running the same spec again returns its status; a
-   * different spec under a running id is refused (stop it first).
+   * Run a replica. Idempotent by spec.id: running the same spec again (even while the first run
+   * is still starting) returns its status; a different spec under a running id is refused (stop
+   * it first). A run issued while the replica is being stopped starts it afresh after the stop.
    */
   async run(spec: ReplicaSpec): Promise<ReplicaStatus> {
     this.#assertStarted('run');
     validateReplicaSpec(spec);
+    for (let stopping = this.#stopping.get(spec.id); stopping; stopping = this.#stopping.get(spec.id)) {
+      await stopping.catch(() => {});
+    }
+    const inFlight = this.#starting.get(spec.id);
     const existing = this.#replicas.get(spec.id);
-    if (existing) {
-      if (!isDeepStrictEqual(existing.spec, spec)) {
+    if (inFlight || existing) {
+      const current = inFlight?.spec ?? (existing as ReplicaSupervisor).spec;
+      if (!isDeepStrictEqual(current, spec)) {
         throw new Error(
           `replica ${spec.id} is already running with a different spec; stop it before running the new one`,
         );
       }
-      return (await this.#starting.get(spec.id)) ?? existing.status();
+      return inFlight ? await inFlight.done : (existing as ReplicaSupervisor).status();
     }
+    // From here to the map insertion nothing awaits, so a concurrent run() sees this one.
     const cgroups = this.#cgroups as CgroupManager;
-    const starting = (async () => {
-      const ports = await allocatePorts(spec);
-      const cgroup = await cgroups.create(spec.id, spec.resources);
-      const sup = new ReplicaSupervisor(structuredClone(spec), ports, this.#deps(cgroup));
-      this.#replicas.set(spec.id, sup);
+    const copy = structuredClone(spec);
+    const done = (async () => {
+      const ports = await allocatePorts(copy);
+      const cgroup = await cgroups.create(copy.id, copy.resources);
+      const sup = new ReplicaSupervisor(copy, ports, this.#deps(cgroup));
+      this.#replicas.set(copy.id, sup);
       await sup.start();
       return sup.status();
-    })();
-    this.#starting.set(spec.id, starting);
-    try {
-      return await starting;
-    } finally {
-      this.#starting.delete(spec.id);
-    }
+    })().finally(() => this.#starting.delete(copy.id));
+    this.#starting.set(copy.id, { spec: copy, done });
+    return done;
   }
 
-  /** Stop a replica: stop signals in reverse order, grace, cgroup kill, cgroup and state removed. */
+  /**
+   * Stop a replica: stop signals in reverse order, grace, cgroup kill, cgroup and state removed.
+   * A second stop of the same replica waits for the first.
+   */
   async stop(id: string, options: StopOptions = {}): Promise<void> {
     this.#assertStarted('stop');
-    await this.#starting.get(id)?.catch(() => {});
-    const sup = this.#replicas.get(id);
-    if (!sup) throw new Error(`no replica ${id} on this runtime`);
     if (options.graceSeconds !== undefined && !(options.graceSeconds >= 0)) {
       throw new TypeError(`options.graceSeconds must be a non-negative number, got ${options.graceSeconds}`);
     }
-    try {
-      await sup.stop(options.graceSeconds);
-    } finally {
-      this.#replicas.delete(id);
-    }
+    const running = this.#stopping.get(id);
+    if (running) return running;
+    if (!this.#replicas.has(id) && !this.#starting.has(id))
+      throw new Error(`no replica ${id} on this runtime`);
+    // Registered before the first await, so a run() issued right after this call waits for it.
+    const stopping = (async () => {
+      await this.#starting.get(id)?.done.catch(() => {});
+      const sup = this.#replicas.get(id);
+      if (!sup) throw new Error(`no replica ${id} on this runtime`);
+      try {
+        await sup.stop(options.graceSeconds);
+      } finally {
+        if (this.#replicas.get(id) === sup) this.#replicas.delete(id);
+      }
+    })().finally(() => this.#stopping.delete(id));
+    this.#stopping.set(id, stopping);
+    return stopping;
   }
 
   /** Stop every replica (in parallel). */
   async stopAll(options: StopOptions = {}): Promise<void> {
-    await Promise.all([...this.#replicas.keys()].map((id) => this.stop(id, options)));
+    const ids = new Set([...this.#replicas.keys(), ...this.#starting.keys()]);
+    await Promise.all([...ids].map((id) => this.stop(id, options)));
   }
 
   status(id: string): ReplicaStatus {
@@ -221,7 +239,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#rotateTimer);
-    await Promise.all([...this.#starting.values()].map((p) => p.catch(() => {})));
+    await Promise.all([...this.#starting.values()].map((p) => p.done.catch(() => {})));
     await Promise.all([...this.#replicas.values()].map((s) => s.detach()));
     this.#replicas.clear();
     await this.#store.flush();

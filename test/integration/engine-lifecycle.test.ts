@@ -1,0 +1,39 @@
+import test from 'ava';
+import { harness, recordEvents, replica } from './fixtures/engine-harness.ts';
+
+test('run is idempotent by id; a different spec under a running id is refused', async (t) => {
+  const { rt } = await harness(t);
+  const spec = replica([{}]);
+  const [a, b] = await Promise.all([rt.run(spec), rt.run(structuredClone(spec))]);
+  t.is(a.processes[0]?.pid, b.processes[0]?.pid);
+  t.is(rt.list().length, 1);
+  const changed = structuredClone(spec);
+  changed.processes[0]?.command.push('extra');
+  await t.throwsAsync(rt.run(changed), { message: /already running with a different spec/ });
+});
+
+test('concurrent stops share one stop; a run during a stop starts afresh after it', async (t) => {
+  const { rt } = await harness(t);
+  const events = recordEvents(rt);
+  const spec = replica([{}]);
+  const first = (await rt.run(spec)).processes[0]?.pid;
+  const stop1 = rt.stop(spec.id, { graceSeconds: 1 });
+  const stop2 = rt.stop(spec.id, { graceSeconds: 1 });
+  const again = rt.run(spec);
+  await Promise.all([stop1, stop2]);
+  const status = await again;
+  t.is(events.filter((e) => e.type === 'stopped').length, 1);
+  t.is(status.phase, 'Running');
+  t.not(status.processes[0]?.pid, first);
+  t.is(status.processes[0]?.restarts, 0, 'a fresh replica, not a restart');
+});
+
+test('runtime API errors name what is wrong', async (t) => {
+  const { rt } = await harness(t);
+  t.throws(() => rt.status('test.nope'), { message: /no replica test\.nope/ });
+  await t.throwsAsync(rt.stop('test.nope'), { message: /no replica test\.nope/ });
+  await t.throwsAsync(rt.run({ ...replica([{}]), id: 'Not Valid' }), {
+    instanceOf: TypeError,
+    message: /spec\.id/,
+  });
+});
