@@ -55,6 +55,7 @@ export class KubeApi {
   readonly server: URL;
   readonly kubeConfig: KubeConfig;
   readonly #agent: http.Agent;
+  readonly #watchAgent: http.Agent;
   readonly #isHttps: boolean;
   readonly #dynamicAuth: boolean;
   #auth: AuthSnapshot | undefined;
@@ -62,19 +63,25 @@ export class KubeApi {
   private constructor(
     kc: KubeConfig,
     server: URL,
-    agent: http.Agent,
+    agents: { request: http.Agent; watch: http.Agent },
     dynamicAuth: boolean,
     auth: AuthSnapshot,
   ) {
     this.kubeConfig = kc;
     this.server = server;
-    this.#agent = agent;
+    this.#agent = agents.request;
+    this.#watchAgent = agents.watch;
     this.#isHttps = server.protocol === 'https:';
     this.#dynamicAuth = dynamicAuth;
     this.#auth = auth;
   }
 
-  static async fromKubeConfig(kc: KubeConfig): Promise<KubeApi> {
+  /**
+   * `maxSockets` bounds concurrent ordinary requests (default 64): a burst of thousands of writes
+   * queues in the agent instead of opening thousands of TLS connections. Watches use their own
+   * unbounded agent, so long-lived streams never starve requests or the other way round.
+   */
+  static async fromKubeConfig(kc: KubeConfig, options: { maxSockets?: number } = {}): Promise<KubeApi> {
     const cluster = kc.getCurrentCluster();
     if (!cluster) throw new Error('kubeconfig has no current cluster (check current-context)');
     const server = new URL(cluster.server);
@@ -89,20 +96,30 @@ export class KubeApi {
       servername: opts.servername,
       ...(opts.rejectUnauthorized !== undefined ? { rejectUnauthorized: opts.rejectUnauthorized } : {}),
     };
-    // Many watches share the agent: no socket cap, keep idle sockets for reuse.
-    const agentOptions = { keepAlive: true, keepAliveMsecs: 15_000, maxFreeSockets: 64 };
-    const agent =
-      server.protocol === 'https:'
+    (opts.agent as http.Agent | undefined)?.destroy?.();
+    const maxSockets = options.maxSockets ?? 64;
+    if (!(Number.isInteger(maxSockets) && maxSockets > 0)) {
+      throw new TypeError(`maxSockets must be a positive integer, got ${options.maxSockets}`);
+    }
+    const make = (extra: http.AgentOptions) => {
+      const agentOptions = { keepAlive: true, keepAliveMsecs: 15_000, ...extra };
+      return server.protocol === 'https:'
         ? new https.Agent({ ...agentOptions, ...tls })
         : new http.Agent(agentOptions);
+    };
+    const agents = {
+      request: make({ maxSockets, maxFreeSockets: maxSockets }),
+      watch: make({ maxFreeSockets: 16 }),
+    };
     const user = kc.getCurrentUser();
     const dynamicAuth = Boolean(user && (user.exec || user.authProvider || user.token));
-    return new KubeApi(kc, server, agent, dynamicAuth, { headers: headersOf(opts), at: Date.now() });
+    return new KubeApi(kc, server, agents, dynamicAuth, { headers: headersOf(opts), at: Date.now() });
   }
 
   /** Close idle keep-alive sockets (open watches are aborted by their own signals). */
   close(): void {
     this.#agent.destroy();
+    this.#watchAgent.destroy();
   }
 
   async #headers(): Promise<Record<string, string>> {
@@ -129,10 +146,11 @@ export class KubeApi {
     url: URL,
     extraHeaders: Record<string, string>,
     signal: AbortSignal | undefined,
+    agent: http.Agent = this.#agent,
   ): Promise<http.ClientRequest> {
     const headers = { ...(await this.#headers()), Accept: 'application/json', ...extraHeaders };
     const mod = this.#isHttps ? https : http;
-    return mod.request(url, { method, headers, agent: this.#agent, signal });
+    return mod.request(url, { method, headers, agent, signal });
   }
 
   /** One request; resolves with the decoded JSON body, rejects with KubeApiError for non-2xx. */
@@ -211,7 +229,7 @@ export class KubeApi {
     const inner = link.controller;
     const signal = inner.signal;
     if (signal.aborted) return;
-    const req = await this.#open('GET', url, {}, signal);
+    const req = await this.#open('GET', url, {}, signal, this.#watchAgent);
     const pathForErrors = url.pathname + url.search;
     return new Promise<void>((resolve, reject) => {
       let idle: NodeJS.Timeout | undefined;

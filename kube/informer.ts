@@ -32,7 +32,7 @@ export interface InformerHandlers<T> {
   delete?(obj: T, info: DeleteInfo): void;
 }
 
-export interface InformerOptions {
+export interface InformerOptions<T extends KubeObject = KubeObject> {
   /** Restrict to one namespace; all namespaces (or a cluster-scoped kind) when unset. */
   namespace?: string | undefined;
   labelSelector?: string | undefined;
@@ -55,6 +55,13 @@ export interface InformerOptions {
   backoffMaxMs?: number | undefined;
   /** Page size for relists. */
   pageSize?: number | undefined;
+  /**
+   * Applied to every object before it enters the cache (client-go's TransformFunc). By default
+   * metadata.managedFields is dropped: it is often the bulk of an object and no controller
+   * reads it from the cache. Set `keepManagedFields` to keep it.
+   */
+  transform?: ((obj: T) => T) | undefined;
+  keepManagedFields?: boolean | undefined;
   log?: Logger | undefined;
   /** Name in log lines; defaults to the kind's plural. */
   name?: string | undefined;
@@ -76,7 +83,9 @@ export interface InformerStats {
 export class Informer<T extends KubeObject = KubeObject> {
   readonly client: ResourceClient<T>;
   readonly name: string;
-  readonly #opts: InformerOptions;
+  readonly #opts: InformerOptions<T>;
+  readonly #transform: (obj: T) => T;
+  readonly #indexes = new Map<string, Index<T>>();
   readonly #log: Logger;
   readonly #handlers = new Set<InformerHandlers<T>>();
   #store = new Map<string, T>();
@@ -99,7 +108,7 @@ export class Informer<T extends KubeObject = KubeObject> {
     resyncs: 0,
   };
 
-  constructor(client: ResourceClient<T>, opts: InformerOptions = {}) {
+  constructor(client: ResourceClient<T>, opts: InformerOptions<T> = {}) {
     for (const k of ['resyncPeriodMs', 'minWatchTimeoutSeconds', 'idleTimeoutMs', 'pageSize'] as const) {
       const v = opts[k];
       if (v !== undefined && !(typeof v === 'number' && v >= 0 && Number.isFinite(v))) {
@@ -108,6 +117,12 @@ export class Informer<T extends KubeObject = KubeObject> {
     }
     this.client = client;
     this.#opts = opts;
+    const user = opts.transform;
+    const strip = !opts.keepManagedFields;
+    this.#transform = (obj) => {
+      if (strip && obj.metadata?.managedFields) delete obj.metadata.managedFields;
+      return user ? user(obj) : obj;
+    };
     this.name = opts.name ?? client.descriptor.plural;
     this.#log = (opts.log ?? silentLogger).child({ informer: this.name });
   }
@@ -179,6 +194,46 @@ export class Informer<T extends KubeObject = KubeObject> {
     return [...this.#store.keys()];
   }
 
+  /**
+   * Add a secondary index (client-go Indexers, controller-runtime field indexes): `fn` returns the
+   * index values of an object; `byIndex(name, value)` returns the cached objects with that value.
+   * E.g. Replicas by `spec.host`, or by owner uid.
+   */
+  addIndex(name: string, fn: (obj: T) => string | string[] | undefined): void {
+    if (this.#indexes.has(name))
+      throw new Error(`informer ${this.name}: index ${JSON.stringify(name)} already exists`);
+    const index: Index<T> = { fn, values: new Map(), byKey: new Map() };
+    this.#indexes.set(name, index);
+    for (const [key, obj] of this.#store) indexAdd(index, key, obj);
+  }
+
+  byIndex(name: string, value: string): T[] {
+    const index = this.#indexes.get(name);
+    if (!index)
+      throw new Error(
+        `informer ${this.name}: no index named ${JSON.stringify(name)}; add it with addIndex()`,
+      );
+    const out: T[] = [];
+    for (const key of index.values.get(value) ?? []) {
+      const obj = this.#store.get(key);
+      if (obj) out.push(obj);
+    }
+    return out;
+  }
+
+  #set(key: string, obj: T): void {
+    this.#store.set(key, obj);
+    for (const index of this.#indexes.values()) {
+      indexRemove(index, key);
+      indexAdd(index, key, obj);
+    }
+  }
+
+  #remove(key: string): void {
+    this.#store.delete(key);
+    for (const index of this.#indexes.values()) indexRemove(index, key);
+  }
+
   /** The resourceVersion the next watch would resume from. */
   lastSyncResourceVersion(): string | undefined {
     return this.#rv;
@@ -226,8 +281,13 @@ export class Informer<T extends KubeObject = KubeObject> {
       limit: this.#opts.pageSize ?? 500,
       signal: this.#stop.signal,
     });
-    const diff = diffRelist(this.#store, items);
+    const diff = diffRelist(this.#store, items.map(this.#transform));
     this.#store = diff.next;
+    for (const index of this.#indexes.values()) {
+      index.values.clear();
+      index.byKey.clear();
+      for (const [key, obj] of this.#store) indexAdd(index, key, obj);
+    }
     this.#rv = resourceVersion;
     for (const obj of diff.deleted) this.#emit('delete', (h) => h.delete?.(obj, { finalStateUnknown: true }));
     for (const obj of diff.added) this.#emit('add', (h) => h.add?.(obj));
@@ -263,15 +323,16 @@ export class Informer<T extends KubeObject = KubeObject> {
       return;
     }
     this.#stats.events++;
+    obj = this.#transform(obj);
     const key = objectKey(obj);
     if (type === 'DELETED') {
-      this.#store.delete(key);
+      this.#remove(key);
       if (rv) this.#rv = rv;
       this.#emit('delete', (h) => h.delete?.(obj, { finalStateUnknown: false }));
       return;
     }
     const old = this.#store.get(key);
-    this.#store.set(key, obj);
+    this.#set(key, obj);
     if (rv) this.#rv = rv;
     if (old === undefined) this.#emit('add', (h) => h.add?.(obj));
     else this.#emit('update', (h) => h.update?.(old, obj));
@@ -351,5 +412,36 @@ export class Informer<T extends KubeObject = KubeObject> {
         this.#watchAbort = undefined;
       }
     }
+  }
+}
+
+interface Index<T> {
+  fn: (obj: T) => string | string[] | undefined;
+  /** index value → object keys */
+  values: Map<string, Set<string>>;
+  /** object key → its index values, to remove them when it changes */
+  byKey: Map<string, string[]>;
+}
+
+function indexAdd<T>(index: Index<T>, key: string, obj: T): void {
+  const raw = index.fn(obj);
+  const vals = raw === undefined ? [] : typeof raw === 'string' ? [raw] : raw;
+  if (vals.length === 0) return;
+  index.byKey.set(key, vals);
+  for (const v of vals) {
+    let set = index.values.get(v);
+    if (!set) index.values.set(v, (set = new Set()));
+    set.add(key);
+  }
+}
+
+function indexRemove<T>(index: Index<T>, key: string): void {
+  const vals = index.byKey.get(key);
+  if (!vals) return;
+  index.byKey.delete(key);
+  for (const v of vals) {
+    const set = index.values.get(v);
+    set?.delete(key);
+    if (set?.size === 0) index.values.delete(v);
   }
 }

@@ -89,11 +89,17 @@ test('the informer caches ConfigMaps and reports add, update and delete', async 
 
   const informer = new Informer(client, { namespace: ns, labelSelector: 'app=kube-test' });
   const seen = record(informer);
+  informer.addIndex('v', (o) => o.data?.v);
   informer.start();
   t.teardown(() => informer.stop());
   await informer.waitForSync({ timeoutMs: 20_000 });
   t.true(informer.hasSynced());
   t.deepEqual(informer.keys(), [`${ns}/before`]);
+  t.is(informer.get(`${ns}/before`)?.metadata?.managedFields, undefined, 'managedFields are not cached');
+  t.deepEqual(
+    informer.byIndex('v', '0').map((o) => o.metadata?.name),
+    ['before'],
+  );
 
   await client.create(cm(ns, 'a', '1'));
   await client.mergePatch('a', { data: { v: '2' } }, { namespace: ns });
@@ -108,6 +114,12 @@ test('the informer caches ConfigMaps and reports add, update and delete', async 
     { type: 'delete', key: `${ns}/before`, unknown: false },
   ]);
   t.is(informer.get(`${ns}/a`)?.data?.v, '2');
+  t.deepEqual(informer.byIndex('v', '1'), [], 'the index follows updates');
+  t.deepEqual(
+    informer.byIndex('v', '2').map((o) => o.metadata?.name),
+    ['a'],
+  );
+  t.deepEqual(informer.byIndex('v', '0'), [], 'and deletes');
   t.is(informer.get(`${ns}/unlabelled`), undefined, 'the label selector filters server-side');
   t.deepEqual(
     informer.list().map((o) => o.metadata?.name),
