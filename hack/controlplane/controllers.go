@@ -64,8 +64,10 @@ func startControllers(ctx context.Context, cfg *rest.Config) error {
 	if err != nil {
 		return fmt.Errorf("metadata client: %w", err)
 	}
-	sharedInformers := informers.NewSharedInformerFactory(client, 0)
-	metadataInformers := metadatainformer.NewSharedInformerFactory(metadataClient, 0)
+	// A non-zero resync, like the controller-manager's (12-24h), lets the
+	// namespace controller's 5-minute resync handler be honoured.
+	sharedInformers := informers.NewSharedInformerFactory(client, 12*time.Hour)
+	metadataInformers := metadatainformer.NewSharedInformerFactory(metadataClient, 12*time.Hour)
 	informersStarted := make(chan struct{})
 
 	nsClient, err := kubernetes.NewForConfig(withAgent("namespace-controller"))

@@ -17,6 +17,8 @@ export interface ControlPlane {
   pid: number;
   /** Process start → /readyz answered and the default namespace exists, as measured by the process. */
   bringUpMs: number;
+  /** The process's stderr (klog, etcd): `dataDir/controlplane.log`, appended to across restarts. */
+  logFile: string;
   /** Graceful shutdown (SIGTERM: apiserver, then etcd); SIGKILL after a grace period. Idempotent. */
   stop(): Promise<void>;
 }
@@ -151,6 +153,7 @@ export async function startControlPlane(opts: StartControlPlaneOptions): Promise
     dataDir,
     pid: child.pid as number,
     bringUpMs: ready.bringUpMs,
+    logFile: logPath,
     stop,
   };
 }
