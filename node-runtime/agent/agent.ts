@@ -128,7 +128,14 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
       cgroupParent: o.cgroupParent,
       log,
     });
+    const startT0 = performance.now();
     await runtime.start();
+    // Re-adoption (pidfd_open + start-time check of every recorded process) is the whole of
+    // runtime.start() after a restart: reported on /healthz for the DESIGN §9 target.
+    const readopt = {
+      replicas: runtime.list().length,
+      ms: Math.round((performance.now() - startT0) * 10) / 10,
+    };
     cleanups.push(() => runtime.close());
     const layout = runtime.cgroupLayout;
     if (!layout) throw new Error('runtime started without a cgroup layout');
@@ -206,6 +213,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
         fenced,
         leaseLastRenew: heartbeat ? new Date(heartbeat.lastRenewTime()).toISOString() : null,
         replicas: runtime.list().length,
+        readopted: readopt,
       }),
     });
     const server: Server = await listen(app, o.listenHost, o.listenPort);

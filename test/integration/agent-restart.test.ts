@@ -73,6 +73,14 @@ test('an agent killed with SIGKILL and started again re-adopts its replicas with
   t.false(cgroupExists(dirs.cgroupParent, replicaId(ns, 'deleted-0')));
   t.false(cgroupExists(dirs.cgroupParent, replicaId(ns, 'gone-0')));
 
+  const health = (await (await fetch(`${agent.apiEndpoint}/healthz`)).json()) as {
+    readopted: { replicas: number; ms: number };
+  };
+  t.log(
+    `re-adopted ${health.readopted.replicas} replicas in ${health.readopted.ms} ms (runtime.start after SIGKILL)`,
+  );
+  t.is(health.readopted.replicas, 3);
+
   // The kept replica: same pid, same port, no restart, status unchanged.
   const keep = before.get('keep-0');
   t.true(pidAlive(keep?.pid as number));
