@@ -14,6 +14,7 @@ import { type CgroupLayout, CgroupManager, type CgroupStats, detectCgroupLayout 
 import { LogStore } from './logs/index.ts';
 import { StateStore } from './state/store.ts';
 import type { ProcessPorts } from './supervisor/command.ts';
+import { LogRunPreparer } from './supervisor/log-run.ts';
 import { loadProcessApi, type ProcessApi } from './supervisor/process-api.ts';
 import { type ReplicaRecord, ReplicaSupervisor } from './supervisor/replica.ts';
 import {
@@ -58,6 +59,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
   readonly #store: StateStore;
   readonly #exitDirsMade = new Set<string>();
   readonly logs: LogStore;
+  readonly #logRuns: LogRunPreparer;
   #rotateTimer: NodeJS.Timeout | undefined;
   #api: ProcessApi | undefined;
   #cgroups: CgroupManager | undefined;
@@ -77,6 +79,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
     this.log = options.log ?? pino({ name: 'orrery-runtime', level: process.env.ORRERY_LOG_LEVEL ?? 'info' });
     this.#store = new StateStore(options.stateDir);
     this.logs = new LogStore({ root: options.logDir });
+    this.#logRuns = new LogRunPreparer(this.logs.root, this.logs.maxFiles);
   }
 
   get cgroupLayout(): CgroupLayout | undefined {
@@ -95,7 +98,16 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
     await this.#store.init();
     const started = Date.now();
     const ids = await this.#store.ids();
-    await Promise.all(ids.map((id) => this.#readopt(id)));
+    await Promise.all(
+      ids.map((id) =>
+        this.#readopt(id).catch((err: Error) => {
+          // One unreadable record must not keep the others from being supervised. Without a
+          // record there is no spec to supervise by: its cgroup is treated as an orphan below.
+          this.log.error({ replica: id, err: err.message }, 're-adoption failed; the replica is dropped');
+          this.#replicas.delete(id);
+        }),
+      ),
+    );
     await this.#removeOrphanCgroups();
     this.#rotateTimer = setInterval(() => void this.rotateLogs(), LOG_ROTATE_INTERVAL_MS);
     this.#rotateTimer.unref();
@@ -251,7 +263,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
       cgroup,
       store: this.#store,
       log: this.log,
-      logFile: (replica: string, proc: string) => this.logs.prepareRun(replica, proc),
+      logFile: (replica: string, proc: string) => this.#logRuns.prepareRun(replica, proc),
       exitStatusFile: (replica: string, proc: string) => this.#exitStatusFile(replica, proc),
       emit: (e: RuntimeEvent) => this.#emit(e),
       defaultPath: this.options.defaultPath ?? process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',

@@ -36,7 +36,7 @@ export interface ReplicaDeps {
   store: StateStore;
   log: Logger;
   /** Log file for the next run of a process (the previous run kept, directories made). */
-  logFile: (replica: string, process: string) => Promise<string>;
+  logFile: (replica: string, process: string) => string;
   /** Where orrery-init records the workload's own exit (pid namespace replicas). */
   exitStatusFile: (replica: string, process: string) => string;
   emit: (event: RuntimeEvent) => void;
@@ -334,7 +334,7 @@ export class ReplicaSupervisor {
     if (this.#terminating || this.#detached) return false;
     let logFile: string;
     try {
-      logFile = await this.#deps.logFile(this.spec.id, slot.spec.name);
+      logFile = this.#deps.logFile(this.spec.id, slot.spec.name);
     } catch (err) {
       this.#deps.log.error(
         { replica: this.spec.id, process: slot.spec.name, err: (err as Error).message },
@@ -786,11 +786,16 @@ export class ReplicaSupervisor {
     return record;
   }
 
-  /** Queue a durable write; never awaited on the restart path. */
+  /**
+   * Queue a write of new process facts (pids, exits, restarts); never awaited on the restart
+   * path. Without fsync: these facts matter only while the machine is up (a pid means nothing
+   * after a reboot), and the page cache outlives a runtime crash. Writes that must survive the
+   * machine (first full record, stop marker, detach) go through #persistNow.
+   */
   #persist(): void {
     if (this.#detached || this.#phase === 'Starting') return; // start() writes once at its end
     this.#deps.store
-      .save(this.spec.id, () => this.record())
+      .save(this.spec.id, () => this.record(), { durable: false })
       .catch((err: Error) => {
         this.#deps.log.error({ replica: this.spec.id, err: err.message }, 'writing replica state failed');
       });

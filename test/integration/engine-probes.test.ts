@@ -118,5 +118,6 @@ test('a failing liveness probe restarts the process as if it had died (LivenessP
   const p = rt.status(spec.id).processes[0];
   t.not(p?.pid, first.processes[0]?.pid);
   t.regex(p?.lastExit?.message ?? '', /LivenessProbeFailed/);
-  t.is(p?.restarts, 1);
+  // The new run's probe keeps failing too, so more restarts may follow by now.
+  t.true((p?.restarts ?? 0) >= 1);
 });
