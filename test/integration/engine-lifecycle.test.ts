@@ -1,5 +1,5 @@
 import test from 'ava';
-import { harness, recordEvents, replica } from './fixtures/engine-harness.ts';
+import { harness, nextEvent, readLog, recordEvents, replica, waitFor } from './fixtures/engine-harness.ts';
 
 test('run is idempotent by id; a different spec under a running id is refused', async (t) => {
   const { rt } = await harness(t);
@@ -36,4 +36,17 @@ test('runtime API errors name what is wrong', async (t) => {
     instanceOf: TypeError,
     message: /spec\.id/,
   });
+});
+
+test('a restart keeps the previous run log (kubectl logs --previous) and starts a fresh one', async (t) => {
+  const h = await harness(t);
+  const spec = replica([{ command: ['sh', '-c', 'echo "run of $$"; exec sleep 1000'] }]);
+  const first = (await h.rt.run(spec)).processes[0]?.pid as number;
+  await waitFor(async () => (await readLog(h, spec.id, 'p0')).includes('run of'), 5000, 'first output');
+  const restarted = nextEvent<'started'>(h.rt, (e) => e.type === 'started' && e.replica === spec.id);
+  process.kill(first, 'SIGKILL');
+  const second = (await restarted).pid;
+  await waitFor(async () => (await readLog(h, spec.id, 'p0')).includes('run of'), 5000, 'second output');
+  t.is((await h.rt.logs.tail(spec.id, 'p0', { previous: true })).trim(), `run of ${first}`);
+  t.is((await h.rt.logs.tail(spec.id, 'p0')).trim(), `run of ${second}`);
 });
