@@ -328,6 +328,8 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     });
 
     // ---- Heartbeat and self-fencing ----------------------------------------------------------
+    /** The fence's stops: recovery waits for them, so a replica half-stopped is not taken as running. */
+    let fenceStops: Promise<void> = Promise.resolve();
     const onLost = () => {
       if (fenced || stopping) return;
       fenced = true;
@@ -341,7 +343,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
         { replicas: ids.length, leaseDurationSeconds: o.leaseDurationSeconds },
         'self-fencing: the host Lease could not be renewed for its whole duration; killing every replica so the operator can run them elsewhere',
       );
-      void Promise.all(
+      fenceStops = Promise.all(
         ids.map(async (id) => {
           try {
             // Grace 0: the stop signal, then the cgroup kill at once. The operator may already be
@@ -354,12 +356,15 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
             );
           }
         }),
-      ).then(() => log.warn({ replicas: ids.length }, 'self-fencing: every replica stopped'));
+      ).then(() => {
+        log.warn({ replicas: ids.length }, 'self-fencing: every replica stopped');
+      });
     };
     const onRecovered = () => {
       if (!fenced || stopping) return;
       log.warn({ replicas: fencedKeys.size }, 'host Lease renewed again: re-registering and resyncing');
       void (async () => {
+        await fenceStops;
         for (let attempt = 0; !stopping; attempt++) {
           try {
             await register();
