@@ -129,7 +129,7 @@ export default async function restartBench(): Promise<{ title: string; markdown:
     `Target p50 ≤ ${TARGET_P50_MS} ms: ${isolated.p50 <= TARGET_P50_MS && bare.p50 <= TARGET_P50_MS ? 'met' : 'NOT met'}. ` +
       'The runtime path includes the pidfd wake-up, the OOM check of the cgroup, the policy decision, ' +
       'log-file preparation (previous-run rename) and the clone3 spawn; the state write is queued, not awaited. ' +
-      `Load average during the run: ${os.loadavg()[0].toFixed(1)} on ${os.cpus().length} CPUs.`,
+      `Load average during the run: ${(os.loadavg()[0] ?? 0).toFixed(1)} on ${os.cpus().length} CPUs.`,
   ].join('\n');
   return { title: 'Restart latency (permanent process killed → running again)', markdown };
 }

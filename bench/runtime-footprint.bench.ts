@@ -190,7 +190,7 @@ export default async function footprintBench(): Promise<{ title: string; markdow
     `| re-adoption after kill -9 (defaults) | ${plain.adopted} adopted, ${plain.restarted} restarted, ${plain.adoptMs.toFixed(0)} ms | 0 restarts, ≤ 500 ms (${(plain.adoptMs / 500).toFixed(2)}×) |`,
     `| re-adoption after kill -9 (capped) | ${capped.adopted} adopted, ${capped.restarted} restarted, ${capped.adoptMs.toFixed(0)} ms | |`,
     '',
-    `Load average at the end: ${os.loadavg()[0].toFixed(1)} on ${os.cpus().length} CPUs (wall times above stretch with it).`,
+    `Load average at the end: ${(os.loadavg()[0] ?? 0).toFixed(1)} on ${os.cpus().length} CPUs (wall times above stretch with it).`,
   ].join('\n');
   return { title: 'Runtime footprint (1,000 supervised processes)', markdown };
 }
