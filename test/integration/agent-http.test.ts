@@ -206,12 +206,24 @@ test('the HTTP API wants the token, serves replicas, stats, logs (tail and follo
   follow.abort();
   await followReader;
 
+  // previous: after a restart, the run before it (the only one with the appended line).
+  const talkerPid = agent.runtime.status(`${ns}.talker-0`).processes[0]?.pid as number;
+  process.kill(talkerPid, 'SIGKILL');
+  await waitFor('talker restarted', () =>
+    (agent.runtime.status(`${ns}.talker-0`).processes[0]?.restarts ?? 0) >= 1 ? true : undefined,
+  );
+  const previous = await (
+    await fetch(`${base}/v1/replicas/${ns}/talker-0/logs?process=talker&previous=true`, authed(agent.token))
+  ).text();
+  t.is(previous, 'line 0\nline 1\nline 2\nline 3\nline 4\nappended later\n');
+
   // Metrics: Prometheus text with the agent's series.
   const m = await (await fetch(`${base}/metrics`, authed(agent.token))).text();
   t.is(metricValue(m, 'orrery_runtime_replicas', 'phase="Running"'), 1);
   t.true(metricValue(m, 'orrery_runtime_replica_start_seconds_count') >= 1);
   t.true(metricValue(m, 'orrery_runtime_status_writes_total', 'outcome="written"') >= 1);
   t.true(metricValue(m, 'orrery_runtime_process_resident_memory_bytes') > 0);
+  t.is(metricValue(m, 'orrery_runtime_process_restarts_total', 'process="talker"'), 1);
   t.is(metricValue(m, 'orrery_runtime_lease_renew_failures_total'), 0);
 
   events.abort();
