@@ -1,4 +1,4 @@
-import { sleep } from './backoff.ts';
+import { linkedAbort, sleep } from './backoff.ts';
 import { isAlreadyExists, isConflict, isNotFound } from './errors.ts';
 import { type Lease, type LeaseSpec, microTime } from './lease.ts';
 import { type Logger, silentLogger } from './log.ts';
@@ -131,10 +131,16 @@ export class LeaderElector {
       await sleep(this.#o.retryPeriodMs, stop);
       if (stop.aborted) return;
       const remaining = this.#o.renewDeadlineMs - (performance.now() - lastRenew);
+      // Bound the attempt by the deadline; cancel the timer either way so it cannot keep the
+      // process alive after stop().
+      const deadline = linkedAbort(stop);
       const ok = await Promise.race([
         this.#tryAcquireOrRenew(),
-        sleep(Math.max(0, remaining)).then(() => false),
-      ]);
+        sleep(Math.max(0, remaining), deadline.controller.signal).then(() => false),
+      ]).finally(() => {
+        deadline.controller.abort();
+        deadline.dispose();
+      });
       if (ok) lastRenew = performance.now();
       else if (performance.now() - lastRenew >= this.#o.renewDeadlineMs) return;
     }

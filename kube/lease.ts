@@ -67,8 +67,27 @@ export interface RenewLeaseOptions {
  * optimistic-concurrency write (PUT with the resourceVersion read); the caller retries on
  * conflict. For a lease that only one writer renews (a host heartbeat) this never conflicts.
  */
-export async function renewLease(client: ResourceClient<Lease>, opts: RenewLeaseOptions): Promise<Lease> {
+export async function renewLease(
+  client: ResourceClient<Lease>,
+  opts: RenewLeaseOptions,
+  /**
+   * The Lease as this writer last wrote it. When given, the renewal is a single PUT carrying its
+   * resourceVersion (the kubelet's node-lease optimisation); on a conflict or 404 it falls back
+   * to read-then-write.
+   */
+  last?: Lease,
+): Promise<Lease> {
   const now = microTime();
+  if (last?.metadata?.resourceVersion && last.spec?.holderIdentity === opts.holderIdentity) {
+    try {
+      return await client.replace({
+        ...last,
+        spec: { ...last.spec, leaseDurationSeconds: opts.leaseDurationSeconds, renewTime: now },
+      });
+    } catch (err) {
+      if (!isConflict(err) && !isNotFound(err)) throw err;
+    }
+  }
   let current: Lease | undefined;
   try {
     current = await client.get(opts.name, { namespace: opts.namespace });
@@ -130,6 +149,7 @@ export class LeaseHeartbeat {
   #lastRenew = 0;
   #lost = false;
   #renewals = 0;
+  #last: Lease | undefined;
   #watchdog: NodeJS.Timeout | undefined;
 
   constructor(opts: LeaseHeartbeatOptions) {
@@ -166,7 +186,7 @@ export class LeaseHeartbeat {
   }
 
   async #renewOnce(): Promise<void> {
-    await renewLease(this.#opts.client, this.#opts);
+    this.#last = await renewLease(this.#opts.client, this.#opts, this.#last);
     this.#lastRenew = Date.now();
     this.#renewals++;
     // A timer, not a check after each attempt: a renewal can hang (partition) longer than the lease.
