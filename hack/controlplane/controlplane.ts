@@ -99,7 +99,11 @@ export async function startControlPlane(opts: StartControlPlaneOptions): Promise
   const args = ['--data-dir', dataDir, '--port', String(opts.port ?? 0)];
   let child: ChildProcess;
   try {
-    child = spawn(binary, args, { stdio: ['ignore', 'pipe', logFd] });
+    // Own session and process group (setsid): a Ctrl-C in the terminal must not reach the control
+    // plane directly, or the parent's stop() would deliver a second signal, which kube-apiserver
+    // answers with an immediate exit(1) (genericapiserver.SetupSignalContext). The parent owns the
+    // lifecycle; if it dies, the child's parent-death signal stops it.
+    child = spawn(binary, args, { stdio: ['ignore', 'pipe', logFd], detached: true });
   } finally {
     closeSync(logFd);
   }

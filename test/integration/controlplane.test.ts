@@ -1,9 +1,10 @@
 // The local control plane (hack/controlplane, DESIGN §8) is the real kube-apiserver: these tests
 // talk to it with the real kubectl and @kubernetes/client-node, and start, stop and restart
 // private instances of it on their own data dirs.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApiException, CoreV1Api, KubeConfig, type V1ConfigMap, Watch } from '@kubernetes/client-node';
@@ -34,6 +35,17 @@ function alive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
 }
 
 async function eventually(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 30_000) {
@@ -452,7 +464,9 @@ test.serial(
     );
     t.true(existsSync(join(dataDir, 'etcd', 'member')), 'etcd data stays on disk');
 
-    const second = await startControlPlane({ dataDir, log });
+    const port = await freePort();
+    const second = await startControlPlane({ dataDir, log, port });
+    t.is(second.server, `https://127.0.0.1:${port}`);
     planes.push(second);
     t.log(`bring-up (existing data dir): ${second.bringUpMs} ms`);
     t.is(readFileSync(join(dataDir, 'pki', 'ca.crt'), 'utf8'), ca, 'the CA is reused');
@@ -496,6 +510,21 @@ test.serial('the control plane exits when its parent process dies', async (t) =>
   parent.kill('SIGKILL');
   await eventually('the control plane to exit after its parent died', () => !alive(pid), 30_000);
   t.pass();
+});
+
+test('bad options are refused with the option named', async (t) => {
+  const empty = await t.throwsAsync(startControlPlane({ dataDir: '' }), { instanceOf: TypeError });
+  t.regex(empty?.message ?? '', /dataDir must be a non-empty directory path/);
+  const port = await t.throwsAsync(startControlPlane({ dataDir: '/tmp/x', port: 70000 }), {
+    instanceOf: TypeError,
+  });
+  t.regex(port?.message ?? '', /port must be an integer 0-65535.*70000/);
+
+  const { path: binary } = await ensureControlPlaneBinary();
+  const noDir = spawnSync(binary, [], { encoding: 'utf8' });
+  t.is(noDir.status, 2);
+  t.regex(noDir.stderr, /--data-dir is required/);
+  t.is(noDir.stdout, '');
 });
 
 test.serial('the binary is cached: a second ensureControlPlaneBinary() does not build', async (t) => {
