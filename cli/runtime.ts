@@ -67,6 +67,7 @@ interface RuntimeFlags {
   leaseDuration: number;
   leaseRenewInterval?: number;
   label?: Record<string, string>;
+  registerUnschedulable?: boolean;
   portRange?: { min: number; max: number };
   capacityCpu?: string;
   capacityMemory?: string;
@@ -110,6 +111,10 @@ export function runtimeCommand(): Command {
       wholeNumber('--lease-renew-interval', 10),
     )
     .option('--label <key=value>', 'label for the Host (repeatable)', labelFlag)
+    .option(
+      '--register-unschedulable',
+      'create the Host cordoned (spec.unschedulable: true); no effect on an existing Host',
+    )
     .option('--port-range <min-max>', 'range ports without a number are allocated from', portRangeFlag)
     .option(
       '--capacity-cpu <quantity>',
@@ -156,6 +161,7 @@ export function runtimeCommand(): Command {
       if (flags.cgroupParent !== undefined) opts.cgroupParent = flags.cgroupParent;
       if (flags.token) opts.token = flags.token;
       if (flags.label !== undefined) opts.labels = flags.label;
+      if (flags.registerUnschedulable) opts.registerUnschedulable = true;
       if (flags.portRange !== undefined) opts.portRange = flags.portRange;
       const capacity: NonNullable<AgentOptions['capacity']> = {};
       if (flags.capacityCpu !== undefined) capacity.cpu = flags.capacityCpu;

@@ -254,7 +254,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
         readySince,
       });
     const register = async () => {
-      const host = await ensureHost(hosts, me, o.labels);
+      const host = await ensureHost(hosts, me, o.labels, o.registerUnschedulable);
       // Ready's lastTransitionTime moves when it was not True (e.g. the operator's
       // HostLeaseExpired), as apimachinery's SetStatusCondition does.
       if (host.status?.conditions?.find((c) => c.type === 'Ready')?.status !== 'True')

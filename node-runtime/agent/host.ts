@@ -117,13 +117,14 @@ export async function ensureHost(
   hosts: ResourceClient<Host>,
   name: string,
   labels: Record<string, string>,
+  unschedulable = false,
 ): Promise<Host> {
   try {
     return await hosts.create({
       apiVersion: 'orrery.dev/v1alpha1',
       kind: 'Host',
       metadata: { name, labels },
-      spec: { unschedulable: false },
+      spec: { unschedulable },
     });
   } catch (err) {
     if (!isAlreadyExists(err)) throw err;

@@ -43,6 +43,8 @@ export interface AgentOptions {
   leaseRenewIntervalMs?: number;
   /** Labels put on the Host when it is created (and merged into it at every registration). */
   labels?: Record<string, string>;
+  /** Create the Host cordoned (spec.unschedulable true), like the kubelet's --register-schedulable=false. Only at creation. */
+  registerUnschedulable?: boolean;
   capacity?: CapacityOverrides;
   /** Range allocated ports are taken from; default 20000-32767. */
   portRange?: PortRange;
@@ -63,6 +65,7 @@ export interface NormalizedAgentOptions {
   leaseDurationSeconds: number;
   leaseRenewIntervalMs: number;
   labels: Record<string, string>;
+  registerUnschedulable: boolean;
   capacity: CapacityOverrides;
   portRange: PortRange;
   address: string;
@@ -168,6 +171,7 @@ export function normalizeAgentOptions(opts: AgentOptions = {}): NormalizedAgentO
     leaseDurationSeconds,
     leaseRenewIntervalMs,
     labels,
+    registerUnschedulable: opts.registerUnschedulable === true,
     capacity,
     portRange,
     address,
