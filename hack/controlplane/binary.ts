@@ -4,7 +4,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
-import { access, mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { access, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -62,9 +62,9 @@ export async function sourceHash(): Promise<string> {
   return hash.digest('hex').slice(0, 16);
 }
 
-async function exists(path: string): Promise<boolean> {
+async function exists(path: string, mode = constants.X_OK): Promise<boolean> {
   try {
-    await access(path, constants.X_OK);
+    await access(path, mode);
     return true;
   } catch {
     return false;
@@ -129,6 +129,7 @@ export async function ensureControlPlaneBinary(opts: EnsureBinaryOptions = {}): 
     }
     const buildMs = Math.round(performance.now() - started);
     log(`built ${binaryName} in ${(buildMs / 1000).toFixed(1)} s`);
+    await pruneOldBuilds(dir, log);
     return { path, built: true, buildMs };
   } finally {
     await rm(lockPath, { force: true });
@@ -157,6 +158,30 @@ async function versionLdflags(): Promise<string> {
     `-X ${pkg}.gitMinor=${minor}`,
     `-X ${pkg}.gitTreeState=clean`,
   ].join(' ');
+}
+
+/** Older builds kept besides the current one (each is ~140 MB). */
+const keepOldBuilds = 3;
+
+/**
+ * Removes all but the `keepOldBuilds` most recent other builds. A process still running a removed
+ * binary is unaffected (the inode lives until it exits); a dir with a build in progress is skipped.
+ */
+async function pruneOldBuilds(current: string, log: (msg: string) => void): Promise<void> {
+  const root = dirname(current);
+  const others: { dir: string; mtimeMs: number }[] = [];
+  for (const entry of await readdir(root, { withFileTypes: true })) {
+    const dir = join(root, entry.name);
+    if (!entry.isDirectory() || dir === current) continue;
+    if (await exists(join(dir, 'build.lock'), constants.F_OK)) continue;
+    const info = await stat(dir).catch(() => undefined);
+    if (info) others.push({ dir, mtimeMs: info.mtimeMs });
+  }
+  others.sort((a, b) => b.mtimeMs - a.mtimeMs);
+  for (const { dir } of others.slice(keepOldBuilds)) {
+    await rm(dir, { recursive: true, force: true });
+    log(`removed old build ${dir}`);
+  }
 }
 
 /** `go build -trimpath -v`: -v lists each package as it is compiled, which is the progress we report. */
