@@ -63,8 +63,11 @@ export class EventRecorder {
   readonly #o: Required<Omit<EventRecorderOptions, 'log'>>;
   readonly #log: Logger;
   readonly #seen = new Map<string, Seen>();
-  // One in-flight write per aggregation key keeps count increments ordered.
-  readonly #chains = new Map<string, Promise<unknown>>();
+  // Per aggregation key: the write in flight, and the batch waiting behind it. Repeats that
+  // arrive while a write is in flight join one batch, so an event storm costs one PATCH per
+  // round trip, not one per occurrence, and count increments stay ordered.
+  readonly #inflight = new Map<string, Promise<CoreEvent | undefined>>();
+  readonly #batches = new Map<string, { occurrences: number; done: Promise<CoreEvent | undefined> }>();
 
   constructor(api: KubeApi, opts: EventRecorderOptions) {
     if (!opts.reportingController) throw new TypeError('EventRecorder needs a reportingController name');
@@ -98,17 +101,29 @@ export class EventRecorder {
       msg,
       this.#o.reportingController,
     ].join('\u0000');
-    const prev = this.#chains.get(key) ?? Promise.resolve();
-    const next = prev.then(() => this.#write(key, involved, type, reason, msg));
-    const settled = next.catch(() => undefined);
-    this.#chains.set(key, settled);
-    settled.then(() => {
-      if (this.#chains.get(key) === settled) this.#chains.delete(key);
+    const waiting = this.#batches.get(key);
+    if (waiting) {
+      waiting.occurrences++;
+      return waiting.done;
+    }
+    const batch = { occurrences: 1, done: undefined as unknown as Promise<CoreEvent | undefined> };
+    this.#batches.set(key, batch);
+    const prev = this.#inflight.get(key) ?? Promise.resolve(undefined);
+    batch.done = prev
+      .then(() => {
+        // From here on, new occurrences form the next batch.
+        this.#batches.delete(key);
+        return this.#write(key, involved, type, reason, msg, batch.occurrences);
+      })
+      .catch((err: unknown) => {
+        this.#log.warn({ err: (err as Error).message, reason, object: meta.name }, 'could not record event');
+        return undefined;
+      });
+    this.#inflight.set(key, batch.done);
+    void batch.done.then(() => {
+      if (this.#inflight.get(key) === batch.done) this.#inflight.delete(key);
     });
-    return next.catch((err) => {
-      this.#log.warn({ err: (err as Error).message, reason, object: meta.name }, 'could not record event');
-      return undefined;
-    });
+    return batch.done;
   }
 
   normal(involved: KubeObject, reason: string, message: string): Promise<CoreEvent | undefined> {
@@ -125,6 +140,7 @@ export class EventRecorder {
     type: EventType,
     reason: string,
     message: string,
+    occurrences: number,
   ): Promise<CoreEvent> {
     const now = new Date();
     const ts = now.toISOString().replace(/\.\d{3}Z$/, 'Z'); // metav1.Time: second precision
@@ -133,10 +149,10 @@ export class EventRecorder {
       try {
         const patched = await this.client.mergePatch(
           seen.name,
-          { count: seen.count + 1, lastTimestamp: ts },
+          { count: seen.count + occurrences, lastTimestamp: ts },
           { namespace: seen.namespace },
         );
-        seen.count = patched.count ?? seen.count + 1;
+        seen.count = patched.count ?? seen.count + occurrences;
         this.#touch(key, seen);
         return patched;
       } catch (err) {
@@ -163,14 +179,14 @@ export class EventRecorder {
       reason,
       message,
       type,
-      count: 1,
+      count: occurrences,
       firstTimestamp: ts,
       lastTimestamp: ts,
       source: { component: this.#o.reportingController, host: this.#o.reportingInstance },
       reportingComponent: this.#o.reportingController,
       reportingInstance: this.#o.reportingInstance,
     });
-    this.#touch(key, { name, namespace, count: 1, firstTimestamp: ts });
+    this.#touch(key, { name, namespace, count: occurrences, firstTimestamp: ts });
     return created;
   }
 

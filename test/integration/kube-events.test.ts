@@ -56,6 +56,22 @@ test('repeated identical events are aggregated into one Event whose count grows'
   t.regex(described.stdout, /Normal\s+Scheduled\s+.*orrery-operator\s+bound web-0 to host-a/);
 });
 
+test('a storm of identical events costs one write per round trip and loses no occurrence', async (t) => {
+  const ns = await freshNamespace(t);
+  const cms = new ResourceClient(api, CONFIGMAPS, { fieldManager: 'kube-test' });
+  const cm = await cms.create({ metadata: { name: 'flappy', namespace: ns } });
+  const recorder = new EventRecorder(api, { reportingController: 'orrery-runtime' });
+  await recorder.warning(cm, 'BackOff', 'back-off restarting failed process');
+  const storm = await Promise.all(
+    Array.from({ length: 20 }, () => recorder.warning(cm, 'BackOff', 'back-off restarting failed process')),
+  );
+  t.is(new Set(storm.map((e) => e?.metadata?.resourceVersion)).size, 1, 'one PATCH for the whole storm');
+  t.is(storm[0]?.count, 21);
+  const stored = (await recorder.client.list({ namespace: ns })).items;
+  t.is(stored.length, 1);
+  t.is(stored[0]?.count, 21);
+});
+
 test('an aggregated Event that was deleted starts a new series instead of failing', async (t) => {
   const ns = await freshNamespace(t);
   const cms = new ResourceClient(api, CONFIGMAPS, { fieldManager: 'kube-test' });
