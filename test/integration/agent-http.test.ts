@@ -2,13 +2,13 @@
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import test from 'ava';
-import { freshNamespace } from '../helpers/cluster.ts';
 import {
   agentDirs,
   authed,
   inProcessAgent,
   kubeForTests,
   replicaObject,
+  testNamespace,
   waitFor,
 } from './fixtures/agent-harness.ts';
 
@@ -44,7 +44,7 @@ function metricValue(text: string, name: string, labels = ''): number {
 
 test('the HTTP API wants the token, serves replicas, stats, logs (tail and follow), events and metrics', async (t) => {
   const k = await kubeForTests();
-  const ns = await freshNamespace(t);
+  const ns = await testNamespace(t);
   const dirs = await agentDirs(t);
   const agent = await inProcessAgent(t, dirs);
   const base = agent.apiEndpoint;
@@ -232,7 +232,7 @@ test('the HTTP API wants the token, serves replicas, stats, logs (tail and follo
 
 test('a restart storm is coalesced: far fewer status writes than runtime events, and the last status is right', async (t) => {
   const k = await kubeForTests();
-  const ns = await freshNamespace(t);
+  const ns = await testNamespace(t);
   const dirs = await agentDirs(t);
   const agent = await inProcessAgent(t, dirs);
   const base = agent.apiEndpoint;

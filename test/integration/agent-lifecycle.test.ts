@@ -4,7 +4,6 @@ import { readFileSync } from 'node:fs';
 import test from 'ava';
 import { replicaId } from '../../node-runtime/agent/index.ts';
 import { RUNTIME_FINALIZER, SYSTEM_NAMESPACE } from '../../operator/labels.ts';
-import { freshNamespace } from '../helpers/cluster.ts';
 import {
   agentDirs,
   authed,
@@ -14,6 +13,7 @@ import {
   kubeForTests,
   pidAlive,
   replicaObject,
+  testNamespace,
   waitFor,
 } from './fixtures/agent-harness.ts';
 
@@ -93,7 +93,7 @@ test('the agent registers its Host with capacity and Ready, and keeps renewing i
 
 test('a bound Replica runs with a real pid and allocated ports; deleting it stops it, removes the cgroup and the finalizer', async (t) => {
   const k = await kubeForTests();
-  const ns = await freshNamespace(t);
+  const ns = await testNamespace(t);
   const dirs = await agentDirs(t);
   const agent = await inProcessAgent(t, dirs, { portRange: { min: 24100, max: 24199 } });
 
@@ -167,7 +167,7 @@ test('a bound Replica runs with a real pid and allocated ports; deleting it stop
 
 test('a Replica with a missing command reports ExecFailed, and deleting it still removes the finalizer', async (t) => {
   const k = await kubeForTests();
-  const ns = await freshNamespace(t);
+  const ns = await testNamespace(t);
   const dirs = await agentDirs(t);
   await inProcessAgent(t, dirs);
   await k.replicas.create(
@@ -190,7 +190,7 @@ test('a Replica with a missing command reports ExecFailed, and deleting it still
 
 test('a Replica bound to another host is left alone', async (t) => {
   const k = await kubeForTests();
-  const ns = await freshNamespace(t);
+  const ns = await testNamespace(t);
   const dirs = await agentDirs(t);
   const agent = await inProcessAgent(t, dirs);
   await k.replicas.create(
@@ -212,7 +212,7 @@ test('a Replica bound to another host is left alone', async (t) => {
 
 test('a readiness probe on a named, allocated port makes the Replica ready; a template change runs it again', async (t) => {
   const k = await kubeForTests();
-  const ns = await freshNamespace(t);
+  const ns = await testNamespace(t);
   const dirs = await agentDirs(t);
   await inProcessAgent(t, dirs, { portRange: { min: 24300, max: 24399 } });
   // http.server takes the port as its last argument: the shell passes the allocated one on.
@@ -254,7 +254,7 @@ test('a readiness probe on a named, allocated port makes the Replica ready; a te
 
 test('binding takes over the status the scheduler wrote: Unschedulable is cleared, Scheduled and Ready are True', async (t) => {
   const k = await kubeForTests();
-  const ns = await freshNamespace(t);
+  const ns = await testNamespace(t);
   const dirs = await agentDirs(t);
   await inProcessAgent(t, dirs);
   const unbound = replicaObject(ns, 'late-0', dirs.hostName, [{ name: 'main', command: ['sleep', '600'] }]);

@@ -2,7 +2,6 @@
 // re-adopted without a restart, and what changed while it was down is converged when it is back.
 import test from 'ava';
 import { replicaId } from '../../node-runtime/agent/index.ts';
-import { freshNamespace } from '../helpers/cluster.ts';
 import {
   agentDirs,
   authed,
@@ -13,6 +12,7 @@ import {
   pidAlive,
   removeCgroupTree,
   replicaObject,
+  testNamespace,
   waitFor,
 } from './fixtures/agent-harness.ts';
 
@@ -22,7 +22,7 @@ test.before(async () => {
 
 test('an agent killed with SIGKILL and started again re-adopts its replicas without restarting them, and stops the ones deleted meanwhile', async (t) => {
   const k = await kubeForTests();
-  const ns = await freshNamespace(t);
+  const ns = await testNamespace(t);
   const dirs = await agentDirs(t);
   // Registered after agentDirs' teardown so it runs first: nothing of ours may outlive the test.
   t.teardown(() => removeCgroupTree(dirs.cgroupParent));
@@ -120,7 +120,7 @@ test('an agent killed with SIGKILL and started again re-adopts its replicas with
 
 test('--stop-workloads-on-exit stops every replica on SIGTERM', async (t) => {
   const k = await kubeForTests();
-  const ns = await freshNamespace(t);
+  const ns = await testNamespace(t);
   const dirs = await agentDirs(t);
   t.teardown(() => removeCgroupTree(dirs.cgroupParent));
   const agent = await childAgent(t, dirs, ['--stop-workloads-on-exit']);
@@ -137,7 +137,6 @@ test('--stop-workloads-on-exit stops every replica on SIGTERM', async (t) => {
   t.is(await agent.exited, 0);
   t.false(pidAlive(pid));
   t.false(cgroupExists(dirs.cgroupParent, replicaId(ns, 'w-0')));
-  await k.replicas.mergePatch('w-0', { metadata: { finalizers: null } }, { namespace: ns }).catch(() => {});
 });
 
 test('bad flags are refused with the flag and the expected value named', async (t) => {
