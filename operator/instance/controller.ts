@@ -153,7 +153,9 @@ async function finalizeInstance(
 
 function conditionsFor(instance: Instance, replicas: Replica[], plan: InstancePlan): ConditionInput[] {
   const desired = instance.spec.replicas;
-  const minAvailable = Math.max(0, desired - instance.spec.updateStrategy.maxUnavailable);
+  // Unlike a Deployment's percentage default, maxUnavailable is a count (default 1), so a
+  // 1-replica Instance would be "available" with nothing running; require one when any is wanted.
+  const minAvailable = desired > 0 ? Math.max(1, desired - instance.spec.updateStrategy.maxUnavailable) : 0;
   const available = plan.counts.availableReplicas >= minAvailable;
   const unschedulable = replicas.filter((r) => r.status?.reason === 'Unschedulable');
   const crashing = replicas.filter(

@@ -1,14 +1,15 @@
 // End-to-end fixtures: the real operator (in-process or as `orrery operator`) and real host
 // agents (`orrery runtime` child processes) against the test control plane, isolated per test by
 // a namespace, a host label and a leader Lease of their own, all torn down even when a test fails.
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { pino } from 'pino';
-import type { Instance, Replica } from '../../crds/types.ts';
+import type { Host, Instance, Replica } from '../../crds/types.ts';
 import {
+  HOSTS,
   INSTANCES,
   KubeApi,
   loadKubeConfig,
@@ -20,11 +21,11 @@ import {
 import { INSTANCE_LABEL } from '../../operator/labels.ts';
 import { type Operator, startOperator } from '../../operator/operator.ts';
 import { agentDirs, type ChildAgent, childAgent } from '../integration/fixtures/agent-harness.ts';
-import { freshNamespace } from './cluster.ts';
+import { freshNamespace, kubectl } from './cluster.ts';
 import { orreryCluster } from './orrery.ts';
 
 const repoRoot = join(import.meta.dirname, '..', '..');
-const log = pino({ level: process.env.ORRERY_TEST_LOG ?? 'silent' });
+const log = pino({ level: process.env.ORRERY_E2E_LOG ?? 'silent' });
 
 export interface E2eHost extends ChildAgent {
   name: string;
@@ -43,8 +44,11 @@ export interface E2e {
   instances: ResourceClient<Instance>;
   replicas: ResourceClient<Replica>;
   hosts: E2eHost[];
-  /** `kubectl -n <ns> ...`, throwing with stderr on failure. */
-  kubectl(args: string[], input?: string): string;
+  /**
+   * `kubectl -n <ns> ...`, throwing with stderr on failure. Asynchronous on purpose: the operator
+   * may run in this process, and a synchronous spawn would stall it for as long as kubectl waits.
+   */
+  kubectl(args: string[], input?: string): Promise<string>;
   replicasOf(instance: string): Promise<Replica[]>;
   startOperator(): Promise<Operator>;
   /** `orrery operator` as a child process (killable with SIGKILL). */
@@ -63,6 +67,7 @@ export async function e2e(
   const api = await KubeApi.fromKubeConfig(kubeConfig);
   t.teardown(() => api.close());
 
+  const hostsClient = resourceClient(api, typed<Host>(HOSTS), 'orrery-test');
   const startHost = async (dirs: Awaited<ReturnType<typeof agentDirs>>): Promise<E2eHost> => {
     const agent = await childAgent(t, dirs, [
       '--label',
@@ -72,6 +77,9 @@ export async function e2e(
       '--lease-renew-interval',
       '200',
     ]);
+    // The agent harness registers test hosts cordoned (so no other test's operator uses them);
+    // these belong to this test's operator, which selects them by label: uncordon them.
+    await hostsClient.mergePatch(dirs.hostName, { spec: { unschedulable: false } });
     return {
       ...agent,
       name: dirs.hostName,
@@ -106,12 +114,9 @@ export async function e2e(
     instances: resourceClient(api, typed<Instance>(INSTANCES), 'orrery-test'),
     replicas: resourceClient(api, typed<Replica>(REPLICAS), 'orrery-test'),
     hosts,
-    kubectl(args, input) {
-      const result = spawnSync('kubectl', ['--kubeconfig', kubeconfig, '-n', ns, ...args], {
-        input,
-        encoding: 'utf8',
-      });
-      if (result.status !== 0) throw new Error(`kubectl ${args.join(' ')}: ${result.stderr}`);
+    async kubectl(args, input) {
+      const result = await kubectl(kubeconfig, ['-n', ns, ...args], input === undefined ? {} : { input });
+      if (result.code !== 0) throw new Error(`kubectl ${args.join(' ')}: ${result.stderr}`);
       return result.stdout;
     },
     async replicasOf(instance) {
@@ -146,9 +151,7 @@ export async function e2e(
   };
   // Delete what the test created while the agents still run, so they stop the processes.
   t.teardown(async () => {
-    spawnSync('kubectl', ['--kubeconfig', kubeconfig, '-n', ns, 'delete', 'inst', '--all', '--wait=false'], {
-      encoding: 'utf8',
-    });
+    await kubectl(kubeconfig, ['-n', ns, 'delete', 'inst', '--all', '--wait=false']);
   });
   if (opts.operator !== 'none') await env.startOperator();
   return env;

@@ -52,7 +52,7 @@ test('kubectl apply hello -> Replica Running with a real pid; kubectl delete -> 
   const env = await e2e(t, { hosts: 1 });
   const host = env.hosts[0];
   if (!host) return t.fail('no host');
-  env.kubectl(['apply', '-f', join(examples, 'hello.yaml')]);
+  await env.kubectl(['apply', '-f', join(examples, 'hello.yaml')]);
   const [replica] = await eventually('hello-0 Running', async () =>
     allRunning(1)(await env.replicasOf('hello')),
   );
@@ -62,12 +62,14 @@ test('kubectl apply hello -> Replica Running with a real pid; kubectl delete -> 
   t.regex(readFileSync(`/proc/${pid}/cgroup`, 'utf8'), new RegExp(host.cgroupParent));
   t.deepEqual(await cgroupIds(host.cgroupParent), [`${env.ns}.hello-0`]);
 
-  env.kubectl(['wait', '--for=condition=Available', 'inst/hello', '--timeout=20s']);
-  const described = env.kubectl(['describe', 'inst', 'hello']);
+  await env.kubectl(['wait', '--for=condition=Available', 'inst/hello', '--timeout=20s']);
+  const described = await env.kubectl(['describe', 'inst', 'hello']);
   t.regex(described, /Events:[\s\S]*Created\s+.*Created replicas hello-0/);
-  t.regex(env.kubectl(['get', 'inst', 'hello']), /^hello\s+1\s+1\s+1\s+1\s+MinimumReplicasAvailable/m);
+  await eventually('the printer columns to show the ready replica', async () =>
+    /^hello\s+1\s+1\s+1\s+1\s+MinimumReplicasAvailable/m.test(await env.kubectl(['get', 'inst', 'hello'])),
+  );
 
-  env.kubectl(['delete', '-f', join(examples, 'hello.yaml'), '--wait=true', '--timeout=30s']);
+  await env.kubectl(['delete', '-f', join(examples, 'hello.yaml'), '--wait=true', '--timeout=30s']);
   await eventually('replicas gone', async () => (await env.replicasOf('hello')).length === 0);
   await eventually(`pid ${pid} gone`, () => !alive(pid));
   t.deepEqual(await cgroupIds(host.cgroupParent), []);
@@ -75,14 +77,14 @@ test('kubectl apply hello -> Replica Running with a real pid; kubectl delete -> 
 
 test('scale to 5 and back to 2; a template change rolls replicas one by one within maxUnavailable', async (t) => {
   const env = await e2e(t, { hosts: 1 });
-  env.kubectl(
+  await env.kubectl(
     ['apply', '-f', '-'],
     sleeper('web', 3, { updateStrategy: { maxUnavailable: 1, maxSurge: 0 } }),
   );
   await eventually('3 running', async () => allRunning(3)(await env.replicasOf('web')));
-  env.kubectl(['scale', 'inst', 'web', '--replicas=5']);
+  await env.kubectl(['scale', 'inst', 'web', '--replicas=5']);
   await eventually('5 running', async () => allRunning(5)(await env.replicasOf('web')));
-  env.kubectl(['scale', 'inst', 'web', '--replicas=2']);
+  await env.kubectl(['scale', 'inst', 'web', '--replicas=2']);
   const two = await eventually('2 running', async () => allRunning(2)(await env.replicasOf('web')), {
     timeoutMs: 30_000,
   });
@@ -90,11 +92,11 @@ test('scale to 5 and back to 2; a template change rolls replicas one by one with
     two.map((r) => r.metadata.name),
     ['web-0', 'web-1'],
   );
-  env.kubectl(['scale', 'inst', 'web', '--replicas=3']);
+  await env.kubectl(['scale', 'inst', 'web', '--replicas=3']);
   const before = await eventually('3 running', async () => allRunning(3)(await env.replicasOf('web')));
 
   // Roll: watch readiness all along; never fewer than replicas - maxUnavailable = 2 ready.
-  env.kubectl(
+  await env.kubectl(
     ['apply', '-f', '-'],
     sleeper('web', 3, { updateStrategy: { maxUnavailable: 1, maxSurge: 0 } }, [
       { name: 'VERSION', value: '2' },
@@ -123,14 +125,14 @@ test('scale to 5 and back to 2; a template change rolls replicas one by one with
   t.true(minReady >= 2, `ready dropped to ${minReady}`);
   t.true(maxExisting <= 3, `maxSurge 0 but ${maxExisting} replicas existed`);
   t.notDeepEqual(runningPids(after), runningPids(before), 'the processes were replaced');
-  const inst = JSON.parse(env.kubectl(['get', 'inst', 'web', '-o', 'json'])) as Instance;
+  const inst = JSON.parse(await env.kubectl(['get', 'inst', 'web', '-o', 'json'])) as Instance;
   t.is(inst.status?.updatedReplicas, 3);
   t.is(inst.status?.conditions?.find((c) => c.type === 'Progressing')?.reason, 'RolloutComplete');
 });
 
 test('three hosts: replicas spread; a host agent killed -9 -> its replicas Running on the others; back, it kills what no longer belongs to it', async (t) => {
   const env = await e2e(t, { hosts: 3 });
-  env.kubectl(['apply', '-f', '-'], sleeper('web', 6));
+  await env.kubectl(['apply', '-f', '-'], sleeper('web', 6));
   const placed = await eventually('6 running', async () => allRunning(6)(await env.replicasOf('web')));
   for (const host of env.hosts) {
     t.is(placed.filter((r) => r.spec.host === host.name).length, 2, `two replicas on ${host.name}`);
@@ -170,14 +172,14 @@ test('three hosts: replicas spread; a host agent killed -9 -> its replicas Runni
 test('the operator killed -9 in the middle of a rollout converges after restart with no duplicate replicas', async (t) => {
   const env = await e2e(t, { hosts: 2, operator: 'none' });
   let operator = env.operatorProcess();
-  env.kubectl(
+  await env.kubectl(
     ['apply', '-f', '-'],
     sleeper('web', 4, { updateStrategy: { maxUnavailable: 1, maxSurge: 1 } }),
   );
   await eventually('4 running', async () => allRunning(4)(await env.replicasOf('web')), {
     timeoutMs: 30_000,
   });
-  env.kubectl(
+  await env.kubectl(
     ['apply', '-f', '-'],
     sleeper('web', 4, { updateStrategy: { maxUnavailable: 1, maxSurge: 1 } }, [
       { name: 'VERSION', value: '2' },
@@ -221,12 +223,12 @@ test('the operator killed -9 in the middle of a rollout converges after restart 
 
 test('a Service gets a loopback virtual IP and endpoint counts', async (t) => {
   const env = await e2e(t, { hosts: 1 });
-  env.kubectl(['apply', '-f', join(examples, 'web.yaml')]);
+  await env.kubectl(['apply', '-f', join(examples, 'web.yaml')]);
   await eventually('3 running', async () => allRunning(3)(await env.replicasOf('web')), {
     timeoutMs: 30_000,
   });
-  const status = await eventually('service status', () => {
-    const svc = JSON.parse(env.kubectl(['get', 'osvc', 'web', '-o', 'json']));
+  const status = await eventually('service status', async () => {
+    const svc = JSON.parse(await env.kubectl(['get', 'osvc', 'web', '-o', 'json']));
     return svc.status?.readyEndpoints === 3 && svc.status;
   });
   t.regex(status.virtualIP, /^127\.77\.\d+\.\d+$/);
