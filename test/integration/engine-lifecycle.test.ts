@@ -1,5 +1,20 @@
+import { statSync } from 'node:fs';
+import path from 'node:path';
 import test from 'ava';
-import { harness, nextEvent, readLog, recordEvents, replica, waitFor } from './fixtures/engine-harness.ts';
+import { pino } from 'pino';
+import { Runtime } from '../../node-runtime/index.ts';
+import {
+  harness,
+  nextEvent,
+  readLog,
+  recordEvents,
+  removeCgroupTree,
+  replica,
+  sleep,
+  tempRoot,
+  uniqueParent,
+  waitFor,
+} from './fixtures/engine-harness.ts';
 
 test('run is idempotent by id; a different spec under a running id is refused', async (t) => {
   const { rt } = await harness(t);
@@ -49,4 +64,37 @@ test('a restart keeps the previous run log (kubectl logs --previous) and starts 
   await waitFor(async () => (await readLog(h, spec.id, 'p0')).includes('run of'), 5000, 'second output');
   t.is((await h.rt.logs.tail(spec.id, 'p0', { previous: true })).trim(), `run of ${first}`);
   t.is((await h.rt.logs.tail(spec.id, 'p0')).trim(), `run of ${second}`);
+});
+
+test('live logs past the size limit are rotated by copytruncate while the process keeps writing', async (t) => {
+  const root = await tempRoot(t);
+  const parent = uniqueParent();
+  t.teardown(() => removeCgroupTree(parent));
+  const logDir = path.join(root, 'logs');
+  const rt = new Runtime({
+    stateDir: path.join(root, 'state'),
+    logDir,
+    cgroupParent: parent,
+    log: pino({ level: 'silent' }),
+    logRotation: { maxBytes: 16 * 1024, maxFiles: 2 },
+  });
+  t.teardown(async () => {
+    await rt.stopAll({ graceSeconds: 0 }).catch(() => {});
+    await rt.close();
+  });
+  await rt.start();
+  const spec = replica([
+    { command: ['sh', '-c', 'while :; do echo 0123456789abcdef0123456789abcdef; sleep 0.001; done'] },
+  ]);
+  await rt.run(spec);
+  const live = path.join(logDir, spec.id, 'p0.log');
+  await waitFor(
+    () => (statSync(live, { throwIfNoEntry: false })?.size ?? 0) > 16 * 1024,
+    10_000,
+    'the log to grow',
+  );
+  await rt.rotateLogs();
+  t.true(statSync(`${live}.1`).size >= 16 * 1024, 'the full file was copied to .1');
+  await sleep(50);
+  t.true(statSync(live).size < 16 * 1024, 'the live file was truncated and is being appended to again');
 });
