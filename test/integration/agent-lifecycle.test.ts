@@ -292,3 +292,46 @@ test('binding takes over the status the scheduler wrote: Unschedulable is cleare
   t.is(cond.get('Scheduled')?.reason, 'Bound');
   t.is(cond.get('Ready')?.status, 'True');
 });
+
+test('a Replica with the default isolation (pid, mount, uts, ipc namespaces) runs with its name as hostname', async (t) => {
+  const k = await kubeForTests();
+  const ns = await testNamespace(t);
+  const dirs = await agentDirs(t);
+  const agent = await inProcessAgent(t, dirs);
+  await k.replicas.create(
+    replicaObject(
+      ns,
+      'iso-0',
+      dirs.hostName,
+      [
+        {
+          name: 'main',
+          command: ['sh', '-c', 'echo "host=$(hostname) pid=$$ port=$ORRERY_PORT_HTTP"; exec sleep 600'],
+          ports: [{ name: 'http' }],
+        },
+      ],
+      {
+        isolation: { namespaces: ['pid', 'mount', 'uts', 'ipc'] },
+        resources: { cpu: '250m', memory: '64Mi', pids: 32 },
+      },
+    ),
+  );
+  const r = await waitFor('iso-0 Running', async () => {
+    const x = await k.replicas.get('iso-0', { namespace: ns });
+    return x.status?.phase === 'Running' ? x : undefined;
+  });
+  t.true(pidAlive(r.status?.processes?.[0]?.pid as number));
+  const line = await waitFor('the first log line', async () => {
+    const res = await fetch(`${agent.apiEndpoint}/v1/replicas/${ns}/iso-0/logs`, authed(agent.token));
+    const text = await res.text();
+    return text.includes('host=') ? text.trim() : undefined;
+  });
+  // In its own pid namespace the shell is not PID 1 (orrery-init is) but a low pid; the hostname is the replica's.
+  t.regex(line, new RegExp(`^host=iso-0 pid=\\d+ port=${r.status?.ports?.[0]?.port}$`));
+  t.true(Number(/pid=(\d+)/.exec(line)?.[1]) < 10);
+  await k.replicas.delete('iso-0', { namespace: ns });
+  await waitFor('iso-0 gone', async () =>
+    (await getOrUndefined(k.replicas, ns, 'iso-0')) === undefined ? true : undefined,
+  );
+  t.false(pidAlive(r.status?.processes?.[0]?.pid as number));
+});
