@@ -75,6 +75,8 @@ test('runtime killed with SIGKILL while 20 replicas run: a new one adopts all 20
   t.is(rt.status(victimId).processes[0]?.restarts, 1);
   const exit = events.find((x) => x.type === 'exited' && x.replica === victimId);
   t.truthy(exit, 'the exit of the adopted process was reported');
+  // Not our child any more: the status comes from PIDFD_INFO_EXIT (Linux 6.15+) via the addon.
+  t.is(exit?.type === 'exited' ? exit.signal : undefined, 'SIGKILL');
 });
 
 test('logs survive a runtime restart: the adopted process keeps appending to the same file', async (t) => {
