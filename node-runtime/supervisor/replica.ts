@@ -239,6 +239,7 @@ export class ReplicaSupervisor {
     }
     // Adopting as recorded changes nothing on disk; exits and restarts persist themselves.
     if (changed) this.#persist();
+    this.#updateReady(this.#slots[0]?.spec.name ?? '');
   }
 
   /**
