@@ -177,7 +177,18 @@ export class KubeApi {
       extra['Content-Type'] = opts.contentType ?? 'application/json';
       extra['Content-Length'] = String(Buffer.byteLength(payload));
     }
-    const req = await this.#open(opts.method, url, extra, signal);
+    let req: http.ClientRequest;
+    try {
+      req = await this.#open(opts.method, url, extra, signal);
+    } catch (err) {
+      cleanup();
+      throw new Error(
+        `${opts.method} ${url.pathname}: could not resolve credentials: ${(err as Error).message}`,
+        {
+          cause: err,
+        },
+      );
+    }
     const pathForErrors = url.pathname + url.search;
     return new Promise<T>((resolve, reject) => {
       signal.addEventListener('abort', () => req.destroy(signal.reason), { once: true });

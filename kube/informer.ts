@@ -342,6 +342,7 @@ export class Informer<T extends KubeObject = KubeObject> {
     const backoff = new Backoff(this.#opts.backoffInitialMs ?? 100, this.#opts.backoffMaxMs ?? 30_000);
     const stop = this.#stop.signal;
     const minTimeout = this.#opts.minWatchTimeoutSeconds ?? 300;
+    let goneInARow = 0;
     while (!stop.aborted) {
       const restart = this.#restart;
       if (restart) {
@@ -381,13 +382,18 @@ export class Informer<T extends KubeObject = KubeObject> {
           )
           .finally(() => link.dispose());
         // Server closed the stream (timeoutSeconds, shutdown) or we restarted it: resume from #rv.
+        goneInARow = 0;
         if (delivered || (opened > 0 && Date.now() - opened > 1000)) backoff.reset();
         else if (!this.#restart && !stop.aborted) await sleep(backoff.next(), stop);
       } catch (err) {
         if (stop.aborted) break;
         if (isGone(err)) {
           // The resourceVersion we hold is compacted away: only a fresh list can resync us.
+          // Twice in a row without progress (a lagging watch cache refusing the list's own
+          // resourceVersion) and we back off instead of spinning list → 410 → list.
           this.#stats.gone++;
+          goneInARow = delivered ? 1 : goneInARow + 1;
+          if (goneInARow > 1) await sleep(backoff.next(), stop);
           this.#log.info(
             { resourceVersion: this.#rv, err: (err as Error).message },
             'resource version expired; relisting',
