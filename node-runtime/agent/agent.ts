@@ -671,15 +671,20 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
       async stop(stopOpts: AgentStopOptions = {}) {
         if (stopping) return;
         stopping = true;
-        // Order: no new work (controller, informer, heartbeat), then the HTTP API, then the
-        // workloads are either stopped or left running and detached for re-adoption.
-        await controller.stop();
-        await informer.stop();
-        await hostInformer.stop();
-        await statusWriter.close();
-        clearInterval(renewGauge);
-        await hb.stop();
+        // No new work (events, reconciles, watches, renewals), and in-flight API calls cut short
+        // (destroying the sockets: a write to an unreachable API would otherwise wait out its
+        // 30 s timeout); then the HTTP API; then the workloads are either stopped or left
+        // running, detached for re-adoption.
         runtime.off('event', onRuntimeEvent);
+        clearInterval(renewGauge);
+        api.close();
+        await Promise.all([
+          controller.stop(),
+          informer.stop(),
+          hostInformer.stop(),
+          statusWriter.close(),
+          hb.stop(),
+        ]);
         await new Promise<void>((resolve) => {
           server.closeAllConnections();
           server.close(() => resolve());
