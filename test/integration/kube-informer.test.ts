@@ -295,3 +295,45 @@ test('a watch silent past the idle timeout is replaced without losing events; bo
     `idle informer ${JSON.stringify(idle.stats())}; short-timeout informer ${JSON.stringify(short.stats())}`,
   );
 });
+
+test('a dropped watch connection is resumed from the last resourceVersion: no relist, no lost event', async (t) => {
+  const { kubeconfig, server } = await testCluster();
+  const ns = await freshNamespace(t);
+  const client = await clientFor(kubeconfig);
+  t.teardown(() => client.api.close());
+  const informer = new Informer(client, { namespace: ns, backoffInitialMs: 50, backoffMaxMs: 500 });
+  const seen = record(informer);
+  informer.start();
+  t.teardown(() => informer.stop());
+  await informer.waitForSync({ timeoutMs: 20_000 });
+  await client.create(cm(ns, 'first', '1'));
+  await until('first event', () => seen.length === 1);
+
+  // Abort this process's TCP connections to the API server (ss -K: SOCK_DESTROY, the way a
+  // NAT timeout or a middlebox reset looks to the client).
+  const port = new URL(server).port;
+  const ours = execFileSync('ss', ['-tnpH', 'state', 'established', `dport = :${port}`], { encoding: 'utf8' })
+    .split('\n')
+    .filter((l) => l.includes(`pid=${process.pid},`))
+    .map((l) => /127\.0\.0\.1:(\d+)\s+127\.0\.0\.1:\d+/.exec(l)?.[1])
+    .filter((p): p is string => p !== undefined);
+  t.true(ours.length >= 1, 'found our watch connection');
+  for (const sport of ours) {
+    execFileSync('ss', ['-K', '-tn', `sport = :${sport}`, `dport = :${port}`]);
+  }
+  await new Promise((r) => setTimeout(r, 20));
+  // Changes right after the drop, while the informer is backing off and reconnecting.
+  await client.create(cm(ns, 'during', '2'));
+  await client.mergePatch('first', { data: { v: '1b' } }, { namespace: ns });
+  await client.delete('during', { namespace: ns });
+  await until('all changes after the drop', () => seen.length === 4);
+  t.deepEqual(seen.slice(1), [
+    { type: 'add', key: `${ns}/during`, data: '2' },
+    { type: 'update', key: `${ns}/first`, data: '1b' },
+    { type: 'delete', key: `${ns}/during`, unknown: false },
+  ]);
+  const stats = informer.stats();
+  t.log(`after dropping ${ours.length} connection(s): ${JSON.stringify(stats)}`);
+  t.true(stats.errors >= 1, 'the drop was noticed');
+  t.is(stats.lists, 1, 'resumed from the resourceVersion, no relist');
+});
