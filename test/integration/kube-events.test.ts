@@ -88,7 +88,8 @@ test('an aggregated Event that was deleted starts a new series instead of failin
 test('events about cluster-scoped objects go to the default namespace and show in describe', async (t) => {
   const hosts = new ResourceClient(api, HOSTS, { fieldManager: 'kube-test' });
   const name = `kube-events-host-${Date.now().toString(36)}`;
-  const host = await hosts.apply({ metadata: { name }, spec: { unschedulable: false } });
+  // Unschedulable, so operators other tests run against the same API server never bind to it.
+  const host = await hosts.apply({ metadata: { name }, spec: { unschedulable: true } });
   t.teardown(() => hosts.delete(name).catch(() => {}));
   const recorder = new EventRecorder(api, { reportingController: 'orrery-operator' });
   const ev = await recorder.warning(host, 'NodeNotReady', 'lease host-x expired');
