@@ -91,17 +91,25 @@ export function createHttpApi(deps: HttpApiDeps): express.Express {
     return id;
   };
 
-  app.get('/v1/replicas', (_req, res) => {
-    res.json({
-      host: deps.hostName,
-      items: runtime.list().map((s) => {
+  // `?stats=true` adds each replica's cgroup stats: one request for a TUI or an autoscaler
+  // instead of one per replica.
+  app.get('/v1/replicas', async (req, res) => {
+    const withStats = boolParam(req, 'stats');
+    const items = await Promise.all(
+      runtime.list().map(async (s) => {
         const key = keyOfReplicaId(s.id);
         const slash = key?.indexOf('/') ?? -1;
-        return key
+        const item: Record<string, unknown> = key
           ? { namespace: key.slice(0, slash), name: key.slice(slash + 1), status: s }
           : { status: s };
+        if (withStats) {
+          const stats = await runtime.stats(s.id).catch(() => undefined);
+          item.stats = stats ? statsJson(stats) : null;
+        }
+        return item;
       }),
-    });
+    );
+    res.json({ host: deps.hostName, items });
   });
 
   app.get('/v1/replicas/:namespace/:name', async (req, res) => {

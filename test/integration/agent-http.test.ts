@@ -112,6 +112,10 @@ test('the HTTP API wants the token, serves replicas, stats, logs (tail and follo
     list.items.map((i) => [i.namespace, i.name, i.status.phase]),
     [[ns, 'talker-0', 'Running']],
   );
+  const withStats = (await (await fetch(`${base}/v1/replicas?stats=true`, authed(agent.token))).json()) as {
+    items: { stats: { pids: number } }[];
+  };
+  t.true((withStats.items[0]?.stats.pids ?? 0) >= 2);
   const one = await fetch(`${base}/v1/replicas/${ns}/talker-0`, authed(agent.token));
   const oneBody = (await one.json()) as { stats: { memoryCurrentBytes: number; pids: number } };
   t.true(oneBody.stats.pids >= 2);
