@@ -1,0 +1,297 @@
+/**
+ * DESIGN §9, end to end on a private local control plane, with the real operator (child process)
+ * and real host agents (child processes):
+ * - Instance created -> its Replica Running (1 replica), p50/p99; baseline in the same run: the
+ *   API server's own create -> watch-event latency for a ConfigMap (the floor any controller pays).
+ * - 1,000 replicas applied -> all Running.
+ * - API writes per replica start (from kube-apiserver's apiserver_request_total).
+ * - operator and agent memory (RSS) with 1,000 replicas.
+ * - host lost (agent SIGKILLed) -> its replicas Running elsewhere; floor: lease duration.
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { installCrds } from '../crds/install.ts';
+import type { Instance, Replica } from '../crds/types.ts';
+import { type ControlPlane, startControlPlane } from '../hack/controlplane/controlplane.ts';
+import {
+  type Applied,
+  CONFIGMAPS,
+  INSTANCES,
+  Informer,
+  KubeApi,
+  loadKubeConfig,
+  REPLICAS,
+  resourceClient,
+  typed,
+} from '../kube/index.ts';
+import { CgroupManager, detectCgroupLayout } from '../node-runtime/cgroups/index.ts';
+
+const repoRoot = join(import.meta.dirname, '..');
+const SINGLE_ROUNDS = 40;
+const MANY = 1000;
+
+function quantile(samples: number[], q: number): number {
+  const sorted = [...samples].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN;
+}
+
+function rssKiB(pid: number): number {
+  const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(match?.[1] ?? Number.NaN);
+}
+
+interface Daemon {
+  child: ChildProcess;
+  stop(): Promise<void>;
+}
+
+function daemon(args: string[], waitForLine: boolean): Promise<Daemon> {
+  const child = spawn(process.execPath, [join(repoRoot, 'bin', 'orrery.js'), ...args], {
+    cwd: repoRoot,
+    stdio: ['ignore', 'pipe', 'ignore'],
+    env: { ...process.env, ORRERY_LOG_LEVEL: 'warn' },
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    await exited;
+  };
+  if (!waitForLine) return Promise.resolve({ child, stop });
+  return new Promise((resolve, reject) => {
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).once('line', () =>
+      resolve({ child, stop }),
+    );
+    child.once('exit', (code) =>
+      reject(new Error(`orrery ${args[0]} exited with ${code} before it was ready`)),
+    );
+  });
+}
+
+function instance(name: string, replicas: number): Applied<Instance> {
+  return {
+    apiVersion: 'orrery.dev/v1alpha1',
+    kind: 'Instance',
+    metadata: { name, namespace: 'default' },
+    spec: {
+      replicas,
+      template: {
+        metadata: { labels: { bench: name } },
+        processes: [{ name: 'main', command: ['/bin/sleep', '100000'] }],
+      },
+    },
+  };
+}
+
+/** Writes the API server has served for Orrery's objects, Leases and Events (its own counter). */
+function writeCount(kubeconfig: string): number {
+  const text = execFileSync('kubectl', ['--kubeconfig', kubeconfig, 'get', '--raw', '/metrics'], {
+    encoding: 'utf8',
+    maxBuffer: 256 << 20,
+  });
+  let total = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('apiserver_request_total{')) continue;
+    if (!/verb="(POST|PUT|PATCH|DELETE|APPLY)"/.test(line)) continue;
+    if (!/group="orrery\.dev"|resource="leases"|resource="events"/.test(line)) continue;
+    total += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return total;
+}
+
+export default async function bench(): Promise<{ title: string; markdown: string }> {
+  const root = mkdtempSync(join(tmpdir(), 'orrery-bench-e2e-'));
+  const parents: string[] = [];
+  const daemons: Daemon[] = [];
+  let plane: ControlPlane | undefined;
+  try {
+    plane = await startControlPlane({ dataDir: join(root, 'cp') });
+    const kubeConfig = loadKubeConfig({ kubeconfig: plane.kubeconfig });
+    await installCrds(kubeConfig);
+    const api = await KubeApi.fromKubeConfig(kubeConfig);
+    const instances = resourceClient(api, typed<Instance>(INSTANCES), 'bench');
+    const replicas = resourceClient(api, typed<Replica>(REPLICAS), 'bench');
+
+    const startHost = async (name: string) => {
+      const parent = `orrery-bench-${randomBytes(3).toString('hex')}`;
+      parents.push(parent);
+      const d = await daemon(
+        [
+          'runtime',
+          '--kubeconfig',
+          plane!.kubeconfig,
+          '--host-name',
+          name,
+          '--state-dir',
+          join(root, name),
+          '--cgroup-parent',
+          parent,
+          '--stop-workloads-on-exit',
+        ],
+        true,
+      );
+      daemons.push(d);
+      return d;
+    };
+    const hostA = await startHost('bench-a');
+    const operator = await daemon(['operator', '--kubeconfig', plane.kubeconfig], false);
+    daemons.push(operator);
+
+    // Watch Replicas and remember when each first reports Running.
+    const runningAt = new Map<string, number>();
+    const informer = new Informer(replicas, { resyncPeriodMs: 0 });
+    const note = (r: Replica) => {
+      if (r.status?.phase === 'Running' && !runningAt.has(r.metadata.name as string))
+        runningAt.set(r.metadata.name as string, performance.now());
+    };
+    informer.addHandlers({
+      add: note,
+      update: (_, r) => note(r),
+      delete: (r) => runningAt.delete(r.metadata.name as string),
+    });
+    informer.start();
+    await informer.waitForSync();
+    const waitFor = async (what: string, done: () => boolean, timeoutMs: number) => {
+      const deadline = performance.now() + timeoutMs;
+      while (!done()) {
+        if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+    };
+
+    // Baseline: create -> watch event of a plain object, through the same API server.
+    const configMaps = resourceClient(api, CONFIGMAPS, 'bench');
+    const seen = new Map<string, number>();
+    const cmInformer = new Informer(configMaps, { namespace: 'default', resyncPeriodMs: 0 });
+    cmInformer.addHandlers({ add: (o) => seen.set(o.metadata?.name as string, performance.now()) });
+    cmInformer.start();
+    await cmInformer.waitForSync();
+    const baseline: number[] = [];
+    for (let i = 0; i < SINGLE_ROUNDS; i++) {
+      const name = `bench-cm-${i}`;
+      const t0 = performance.now();
+      await configMaps.create({ metadata: { name, namespace: 'default' } } as never, {
+        namespace: 'default',
+      });
+      await waitFor(name, () => seen.has(name), 10_000);
+      baseline.push((seen.get(name) as number) - t0);
+    }
+    await cmInformer.stop();
+
+    // Wait until the operator leads and the host is schedulable: one warm-up Instance.
+    await instances.create(instance('warmup', 1), { namespace: 'default' });
+    await waitFor('warm-up replica', () => runningAt.has('warmup-0'), 60_000);
+
+    const single: number[] = [];
+    const writesBefore = writeCount(plane.kubeconfig);
+    for (let i = 0; i < SINGLE_ROUNDS; i++) {
+      const name = `one-${i}`;
+      const t0 = performance.now();
+      await instances.create(instance(name, 1), { namespace: 'default' });
+      await waitFor(`${name}-0 Running`, () => runningAt.has(`${name}-0`), 30_000);
+      single.push((runningAt.get(`${name}-0`) as number) - t0);
+    }
+    const writesPerStart = (writeCount(plane.kubeconfig) - writesBefore) / SINGLE_ROUNDS;
+
+    // 1,000 replicas in one Instance.
+    const t0 = performance.now();
+    await instances.create(instance('many', MANY), { namespace: 'default' });
+    await waitFor(
+      `${MANY} replicas Running`,
+      () => [...runningAt.keys()].filter((k) => k.startsWith('many-')).length >= MANY,
+      300_000,
+    );
+    const manyMs = performance.now() - t0;
+    await new Promise((resolve) => setTimeout(resolve, 2000)); // let status writes settle
+    const agentRss = rssKiB(hostA.child.pid as number);
+    const operatorRss = rssKiB(operator.child.pid as number);
+    await instances.delete('many', { namespace: 'default' });
+    await waitFor(
+      '1,000 replicas gone',
+      () => ![...runningAt.keys()].some((k) => k.startsWith('many-')),
+      300_000,
+    );
+
+    // Failover: a second host, 10 replicas on the first, SIGKILL the first agent.
+    const hostB = await startHost('bench-b');
+    await api.request({
+      method: 'PATCH',
+      path: '/apis/orrery.dev/v1alpha1/hosts/bench-b',
+      contentType: 'application/merge-patch+json',
+      body: { spec: { unschedulable: true } },
+    });
+    await instances.create(instance('fail', 10), { namespace: 'default' });
+    await waitFor(
+      '10 replicas Running on host a',
+      () => [...runningAt.keys()].filter((k) => k.startsWith('fail-')).length >= 10,
+      60_000,
+    );
+    await api.request({
+      method: 'PATCH',
+      path: '/apis/orrery.dev/v1alpha1/hosts/bench-b',
+      contentType: 'application/merge-patch+json',
+      body: { spec: { unschedulable: false } },
+    });
+    const killedAt = performance.now();
+    for (const key of [...runningAt.keys()].filter((k) => k.startsWith('fail-'))) runningAt.delete(key);
+    hostA.child.kill('SIGKILL');
+    await waitFor(
+      '10 replicas Running on host b',
+      () =>
+        informer.list(
+          (r) => r.spec.instance === 'fail' && r.spec.host === 'bench-b' && r.status?.phase === 'Running',
+        ).length >= 10,
+      60_000,
+    );
+    const failoverMs = performance.now() - killedAt;
+    void hostB;
+    await informer.stop();
+    api.close();
+
+    const ms = (v: number) => `${v.toFixed(1)} ms`;
+    const p50 = quantile(single, 0.5);
+    const p99 = quantile(single, 0.99);
+    const rows = [
+      '| what | measured | baseline (same run) | target | verdict |',
+      '|---|---:|---:|---:|---|',
+      `| Instance created -> Replica Running, p50 (${SINGLE_ROUNDS} runs) | ${ms(p50)} | ${ms(quantile(baseline, 0.5))} API create -> watch event (${(p50 / quantile(baseline, 0.5)).toFixed(1)}×) | ≤ 50 ms | ${p50 <= 50 ? 'met' : 'not met'} |`,
+      `| Instance created -> Replica Running, p99 | ${ms(p99)} | ${ms(quantile(baseline, 0.99))} | ≤ 150 ms | ${p99 <= 150 ? 'met' : 'not met'} |`,
+      `| ${MANY} replicas applied -> all Running | ${(manyMs / 1000).toFixed(2)} s | | ≤ 5 s | ${manyMs <= 5000 ? 'met' : 'not met'} |`,
+      `| API writes per replica start (orrery.dev objects, Leases, Events) | ${writesPerStart.toFixed(1)} | | | |`,
+      `| host agent RSS with ${MANY} replicas | ${(agentRss / 1024).toFixed(0)} MiB (${(agentRss / MANY).toFixed(1)} KiB per replica) | | | |`,
+      `| operator RSS with ${MANY} replicas | ${(operatorRss / 1024).toFixed(0)} MiB | | | |`,
+      `| host lost (agent SIGKILLed) -> its 10 replicas Running elsewhere | ${ms(failoverMs)} | 1000 ms lease duration + 1000 ms grace, counted from the last renewal | ≤ 1.5 s | ${failoverMs <= 1500 ? 'met' : 'not met'} |`,
+    ];
+    const markdown = [
+      'Private local control plane, `orrery operator` and `orrery runtime` as child processes,',
+      'default isolation (pid, mount, uts, ipc namespaces: each replica is orrery-init + the workload).',
+      'Latencies are measured from the create call to the watch event that shows phase Running.',
+      '',
+      ...rows,
+    ].join('\n');
+    return { title: 'End to end: apply -> Running, 1,000 replicas, failover', markdown };
+  } finally {
+    for (const d of daemons.reverse()) await d.stop().catch(() => {});
+    await plane?.stop();
+    for (const parent of parents) {
+      const cgroups = new CgroupManager({ layout: detectCgroupLayout(), parent });
+      for (const id of await cgroups.list()) {
+        const cg = cgroups.open(id);
+        await cg?.kill().catch(() => {});
+        await cg?.remove().catch(() => {});
+      }
+      await cgroups.removeParentIfEmpty().catch(() => {});
+    }
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const result = await bench();
+  console.log(`## ${result.title}\n\n${result.markdown}`);
+  process.exit(0);
+}

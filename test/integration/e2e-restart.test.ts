@@ -1,0 +1,128 @@
+// The control plane stopped and started again on the same data directory: the operator and the
+// host agent reconnect by themselves and no workload is restarted. Uses a private control plane
+// (the run-wide one must not go down under other tests).
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import test from 'ava';
+import { pino } from 'pino';
+import { installCrds } from '../../crds/install.ts';
+import type { Instance, Replica } from '../../crds/types.ts';
+import { startControlPlane } from '../../hack/controlplane/controlplane.ts';
+import { INSTANCES, KubeApi, loadKubeConfig, REPLICAS, resourceClient, typed } from '../../kube/index.ts';
+import { startOperator } from '../../operator/operator.ts';
+import { alive } from '../helpers/e2e.ts';
+import { eventually } from '../helpers/wait.ts';
+import { removeCgroupTree } from './fixtures/agent-harness.ts';
+
+const repoRoot = join(import.meta.dirname, '..', '..');
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+test('control plane stopped and started on the same data dir: operator and agent resume, no workload restarted', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'orrery-restart-'));
+  const dataDir = join(root, 'controlplane');
+  const cgroupParent = `orrery-test-${randomBytes(4).toString('hex')}`;
+  const port = await freePort(); // the same port after the restart, so the kubeconfigs stay right
+  let plane = await startControlPlane({ dataDir, port });
+  t.teardown(async () => {
+    await plane.stop();
+    await removeCgroupTree(cgroupParent);
+    rmSync(root, { recursive: true, force: true });
+  });
+  const kubeConfig = loadKubeConfig({ kubeconfig: plane.kubeconfig });
+  await installCrds(kubeConfig);
+
+  const agent = spawn(
+    process.execPath,
+    [
+      join(repoRoot, 'bin', 'orrery.js'),
+      'runtime',
+      '--kubeconfig',
+      plane.kubeconfig,
+      '--host-name',
+      'restart-host',
+      '--state-dir',
+      join(root, 'host'),
+      '--cgroup-parent',
+      cgroupParent,
+      '--stop-workloads-on-exit',
+    ],
+    { cwd: repoRoot, stdio: ['ignore', 'pipe', 'ignore'] },
+  );
+  const agentExited = new Promise((resolve) => agent.once('exit', resolve));
+  t.teardown(async () => {
+    if (agent.exitCode === null) {
+      agent.kill('SIGTERM');
+      await agentExited;
+    }
+  });
+  await new Promise((resolve) => createInterface({ input: agent.stdout }).once('line', resolve));
+  const operator = await startOperator({ kubeConfig, log: pino({ level: 'silent' }) });
+  t.teardown(() => operator.stop());
+
+  const api = await KubeApi.fromKubeConfig(kubeConfig);
+  t.teardown(() => api.close());
+  const instances = resourceClient(api, typed<Instance>(INSTANCES), 'orrery-test');
+  const replicas = resourceClient(api, typed<Replica>(REPLICAS), 'orrery-test');
+  await instances.create(
+    {
+      metadata: { name: 'web', namespace: 'default' },
+      spec: { replicas: 2, template: { processes: [{ name: 'main', command: ['sleep', 'infinity'] }] } },
+    },
+    { namespace: 'default' },
+  );
+  const running = async () => {
+    const items = (await replicas.list({ namespace: 'default' })).items;
+    return items.length === 2 && items.every((r) => r.status?.phase === 'Running') && items;
+  };
+  const before = await eventually('2 replicas Running', running, { timeoutMs: 30_000 });
+  const pids = before.map((r) => r.status?.processes?.[0]?.pid as number);
+
+  await plane.stop();
+  await new Promise((resolve) => setTimeout(resolve, 2000)); // longer than the 1 s host lease
+  t.true(
+    pids.every((pid) => alive(pid)),
+    'an API server outage alone does not stop workloads',
+  );
+  plane = await startControlPlane({ dataDir, port });
+  t.log(`control plane back in ${plane.bringUpMs} ms`);
+
+  // Both reconnect on their own; the replicas keep their processes.
+  const after = await eventually(
+    'replicas Running with the same pids',
+    async () => {
+      const items = await running();
+      return items && items.every((r) => pids.includes(r.status?.processes?.[0]?.pid as number)) && items;
+    },
+    { timeoutMs: 30_000 },
+  );
+  t.deepEqual(
+    after.map((r) => r.status?.processes?.[0]?.restarts ?? 0),
+    [0, 0],
+  );
+  t.true(pids.every((pid) => alive(pid)));
+  // And the operator still acts: a scale-up is carried out.
+  await instances.scale('web', 3, { namespace: 'default' });
+  await eventually(
+    'a third replica Running',
+    async () => {
+      const items = (await replicas.list({ namespace: 'default' })).items;
+      return items.filter((r) => r.status?.phase === 'Running').length === 3;
+    },
+    { timeoutMs: 30_000 },
+  );
+});
