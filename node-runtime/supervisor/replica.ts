@@ -178,11 +178,14 @@ export class ReplicaSupervisor {
    * handled as an exit with unknown status.
    */
   async adopt(record: ReplicaRecord): Promise<void> {
-    this.#phase = record.phase;
+    // A runtime that died inside start() left 'Starting'; whatever was spawned is found below.
+    this.#phase = record.phase === 'Starting' || record.phase === 'Pending' ? 'Running' : record.phase;
     this.#startedAt = record.startedAt;
     this.#oomSeen = await this.#deps.cgroup.oomKills().catch(() => 0);
     this.#intensity = { ...initialIntensity(Date.now()), crashLoops: record.crashLoops };
     const lost: Slot[] = [];
+    /** Down, not finished, no pid recorded: between runs (restart or backoff) when the runtime died. */
+    const waiting: Slot[] = [];
     let changed = false;
     for (const slot of this.#slots) {
       const stored = record.processes.find((p) => p.name === slot.spec.name);
@@ -196,7 +199,7 @@ export class ReplicaSupervisor {
       slot.finished = stored.finished;
       slot.state = stored.state === 'Running' || stored.state === 'Stopping' ? 'Waiting' : stored.state;
       if (stored.pid === null || stored.startTime === null) {
-        if (!stored.finished && record.phase !== 'CrashLoopBackOff') lost.push(slot);
+        if (!stored.finished) waiting.push(slot);
         continue;
       }
       if (this.#reopen(slot, stored.pid, BigInt(stored.startTime), stored.startedAt)) continue;
@@ -205,6 +208,7 @@ export class ReplicaSupervisor {
     }
     // A runtime killed between a spawn and the state write that records it leaves a process the
     // record does not name. Find it in the cgroup rather than start a second copy.
+    lost.push(...waiting);
     if (lost.length > 0) {
       const unrecorded = await this.#unrecordedProcesses();
       for (const slot of [...lost]) {
@@ -220,9 +224,17 @@ export class ReplicaSupervisor {
         changed = true;
       }
     }
-    if (record.phase === 'CrashLoopBackOff') {
-      const until = record.backoffUntil ? Date.parse(record.backoffUntil) : Date.now();
-      this.#scheduleBackoffEnd(Math.max(0, until - Date.now()));
+    if (this.#phase === 'CrashLoopBackOff') {
+      if (this.#slots.every((s) => s.pid === null)) {
+        // Still backing off: everything starts when the recorded delay ends.
+        const until = record.backoffUntil ? Date.parse(record.backoffUntil) : Date.now();
+        this.#scheduleBackoffEnd(Math.max(0, until - Date.now()));
+        lost.length = 0;
+      } else {
+        // The backoff had ended and processes were spawned before the record said so.
+        this.#phase = 'Running';
+        changed = true;
+      }
     }
     for (const slot of lost) {
       const run = slot.run;
@@ -231,7 +243,10 @@ export class ReplicaSupervisor {
         signal: slot.lastExit?.signal ?? null,
         stopRequested: false,
       };
-      if (slot.hasRun) void this.#enqueue(() => this.#handleExit(slot.index, run, facts));
+      // A process seen dead goes through the policy; one that was between runs (its restart
+      // already decided, or never started) is simply started.
+      if (slot.hasRun && !waiting.includes(slot))
+        void this.#enqueue(() => this.#handleExit(slot.index, run, facts));
       else
         void this.#enqueue(async () => {
           await this.#spawn(slot);

@@ -201,3 +201,41 @@ async function waitForChildren(pid: number): Promise<number[]> {
   );
   return kids;
 }
+
+test('a replica in CrashLoopBackOff when the runtime restarts keeps backing off, then starts again', async (t) => {
+  const root = await tempRoot(t);
+  const dirs = {
+    root,
+    stateDir: path.join(root, 'state'),
+    logDir: path.join(root, 'logs'),
+    parent: uniqueParent(),
+  };
+  t.teardown(() => removeCgroupTree(dirs.parent));
+  const spec = replica([{ command: ['sh', '-c', 'sleep 0.05; exit 1'] }], {
+    supervision: {
+      strategy: 'one-for-one',
+      maxRestarts: 0,
+      periodSeconds: 10,
+      backoff: { initialSeconds: 1, maxSeconds: 1 },
+    },
+  });
+  const rt1 = newRuntime(dirs);
+  t.teardown(() => rt1.close());
+  await rt1.start();
+  const backoff = nextEvent(rt1, (e) => e.type === 'backoff' && e.replica === spec.id);
+  await rt1.run(spec);
+  await backoff;
+  await rt1.close();
+
+  const rt2 = newRuntime(dirs);
+  t.teardown(async () => {
+    await rt2.stopAll({ graceSeconds: 0 }).catch(() => {});
+    await rt2.close();
+  });
+  const started = nextEvent(rt2, (e) => e.type === 'started' && e.replica === spec.id, 5000);
+  await rt2.start();
+  t.is(rt2.status(spec.id).phase, 'CrashLoopBackOff');
+  t.truthy(rt2.status(spec.id).backoffUntil);
+  await started;
+  t.is(rt2.status(spec.id).processes[0]?.restarts, 1);
+});
