@@ -296,7 +296,9 @@ test('a watch silent past the idle timeout is replaced without losing events; bo
   );
 });
 
-test('a dropped watch connection is resumed from the last resourceVersion: no relist, no lost event', async (t) => {
+// Serial: ava runs serial tests before the concurrent ones, so the connections reset below are
+// only this test's (the pid filter excludes other test files' processes).
+test.serial('a dropped watch connection is resumed from the last resourceVersion: no relist, no lost event', async (t) => {
   const { kubeconfig, server } = await testCluster();
   const ns = await freshNamespace(t);
   const client = await clientFor(kubeconfig);
