@@ -74,6 +74,7 @@ interface RuntimeFlags {
   capacityPids?: number;
   maxReplicas?: number;
   stopWorkloadsOnExit?: boolean;
+  workers: number;
 }
 
 export function runtimeCommand(): Command {
@@ -136,6 +137,7 @@ export function runtimeCommand(): Command {
       'replicas this host accepts (capacity.replicas)',
       wholeNumber('--max-replicas', 0),
     )
+    .option('--workers <n>', 'replicas started or stopped in parallel', wholeNumber('--workers', 1), 8)
     .option(
       '--stop-workloads-on-exit',
       'stop every replica when the agent exits (default: leave them running for re-adoption)',
@@ -146,6 +148,7 @@ export function runtimeCommand(): Command {
         hostName: flags.hostName,
         listen: flags.listen,
         leaseDurationSeconds: flags.leaseDuration,
+        workers: flags.workers,
       };
       if (flags.leaseRenewInterval !== undefined) {
         if (flags.leaseRenewInterval >= flags.leaseDuration * 1000) {

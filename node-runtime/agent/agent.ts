@@ -77,9 +77,6 @@ export interface Agent {
   stop(opts?: AgentStopOptions): Promise<void>;
 }
 
-/** Reconcile workers: replicas start in parallel, a key is never reconciled twice at once. */
-const WORKERS = 8;
-
 function kubeConfigOf(k: string | KubeConfig | undefined): KubeConfig {
   if (k instanceof KubeConfig) return k;
   return loadKubeConfig(k === undefined ? {} : { kubeconfig: k });
@@ -626,7 +623,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
       name: 'replicas',
       queue,
       reconcile,
-      workers: WORKERS,
+      workers: o.workers,
       log,
       waitFor: [informer],
       onReconciled: (_key, outcome) => metrics.reconciles.inc({ outcome: outcome.error ? 'error' : 'ok' }),

@@ -48,6 +48,8 @@ export interface AgentOptions {
   capacity?: CapacityOverrides;
   /** Range allocated ports are taken from; default 20000-32767. */
   portRange?: PortRange;
+  /** Replicas reconciled (started, stopped) in parallel; default 8. A key is never reconciled twice at once. */
+  workers?: number;
   /** Address the replicas' ports listen on and that Host.status.address reports; default 127.0.0.1. */
   address?: string;
   log?: Logger;
@@ -69,6 +71,7 @@ export interface NormalizedAgentOptions {
   capacity: CapacityOverrides;
   portRange: PortRange;
   address: string;
+  workers: number;
 }
 
 /** A DNS-1123 subdomain, as Kubernetes requires of object names. */
@@ -159,6 +162,9 @@ export function normalizeAgentOptions(opts: AgentOptions = {}): NormalizedAgentO
     fail('portRange', '{min, max} within 1..65535 with min <= max', portRange);
   }
   const address = opts.address ?? '127.0.0.1';
+  const workers = opts.workers ?? 8;
+  if (!Number.isInteger(workers) || workers < 1 || workers > 256)
+    fail('workers', 'an integer in 1..256', workers);
   return {
     kubeconfig: opts.kubeconfig,
     hostName,
@@ -175,5 +181,6 @@ export function normalizeAgentOptions(opts: AgentOptions = {}): NormalizedAgentO
     capacity,
     portRange,
     address,
+    workers,
   };
 }
