@@ -254,6 +254,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
     this.#closed = true;
     clearInterval(this.#rotateTimer);
     await Promise.all([...this.#starting.values()].map((p) => p.done.catch(() => {})));
+    await Promise.all([...this.#stopping.values()].map((p) => p.catch(() => {})));
     await Promise.all([...this.#replicas.values()].map((s) => s.detach()));
     this.#replicas.clear();
     await this.#store.flush();
