@@ -24,6 +24,7 @@ import {
   isAlreadyExists,
   isConflict,
   isForbidden,
+  isInvalid,
   isNotFound,
   KubeApi,
   type Lease,
@@ -426,22 +427,26 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
         const fins = obj.metadata.finalizers ?? [];
         if (!fins.includes(RUNTIME_FINALIZER)) return;
         try {
-          // The resourceVersion makes the patch conditional: someone else's finalizer added
-          // meanwhile is not dropped by our stale list (409 instead, then a fresh read).
-          await replicas.mergePatch(
+          // JSON patch whose `test` makes it conditional on the finalizer list only (RFC 6902):
+          // a finalizer someone added meanwhile is not dropped by our stale list, while our own
+          // status writes (which change the resourceVersion) do not make it fail.
+          await replicas.patch(
             obj.metadata.name as string,
-            {
-              metadata: {
-                resourceVersion: obj.metadata.resourceVersion,
-                finalizers: fins.filter((f) => f !== RUNTIME_FINALIZER),
+            [
+              { op: 'test', path: '/metadata/finalizers', value: fins },
+              {
+                op: 'replace',
+                path: '/metadata/finalizers',
+                value: fins.filter((f) => f !== RUNTIME_FINALIZER),
               },
-            },
-            { namespace: obj.metadata.namespace },
+            ],
+            { namespace: obj.metadata.namespace, type: 'json' },
           );
           return;
         } catch (err) {
           if (isNotFound(err)) return;
-          if (!isConflict(err)) throw err;
+          // A failed test is 422 Invalid; a conflict may still come from the storage layer.
+          if (!isConflict(err) && !isInvalid(err)) throw err;
           obj = await replicas
             .get(obj.metadata.name as string, { namespace: obj.metadata.namespace })
             .catch((e: unknown) => {
