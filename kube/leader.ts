@@ -46,7 +46,6 @@ export class LeaderElector {
   readonly #log: Logger;
   readonly #stop = new AbortController();
   #observed: LeaseSpec | undefined;
-  #observedRv: string | undefined;
   #observedAt = 0;
   #leading: AbortController | undefined;
   #lastLeader: string | undefined;
@@ -159,7 +158,6 @@ export class LeaderElector {
       this.#observed = spec;
       this.#observedAt = now;
     }
-    this.#observedRv = lease.metadata?.resourceVersion;
     const holder = spec.holderIdentity ?? '';
     if (holder && holder !== this.#lastLeader) {
       this.#lastLeader = holder;
