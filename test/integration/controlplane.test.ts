@@ -490,26 +490,40 @@ test.serial(
   },
 );
 
-test.serial('the control plane exits when its parent process dies', async (t) => {
-  const { path: binary } = await ensureControlPlaneBinary();
+test.serial('the control plane exits when the process that started it is killed', async (t) => {
+  await ensureControlPlaneBinary();
   const dataDir = tempDir(t, 'orrery-cp-orphan-');
-  // A shell parent that we can SIGKILL, standing in for a crashed test run.
-  const parent = spawn('bash', ['-c', '"$0" --data-dir "$1" & echo $!; wait', binary, dataDir], {
-    stdio: ['ignore', 'pipe', 'ignore'],
+  // A Node parent that starts a control plane through startControlPlane() and is then SIGKILLed,
+  // standing in for a crashed test run: no exit handler of its runs.
+  const script = `
+    const [moduleUrl, dataDir] = process.argv.slice(1);
+    const { startControlPlane } = await import(moduleUrl);
+    const plane = await startControlPlane({ dataDir });
+    console.log(JSON.stringify({ pid: plane.pid }));
+    setInterval(() => {}, 1000);
+  `;
+  const moduleUrl = new URL('../../hack/controlplane/controlplane.ts', import.meta.url).href;
+  const parent = spawn(
+    process.execPath,
+    ['--import', 'tsx', '--input-type=module', '-e', script, moduleUrl, dataDir],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let stderr = '';
+  parent.stderr.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  t.teardown(() => {
+    if (parent.exitCode === null) parent.kill('SIGKILL');
   });
   const pid = await new Promise<number>((resolve, reject) => {
-    parent.stdout.once('data', (chunk: Buffer) => resolve(Number.parseInt(chunk.toString(), 10)));
-    parent.once('exit', () => reject(new Error('the shell exited before starting the control plane')));
+    parent.stdout.once('data', (chunk: Buffer) =>
+      resolve((JSON.parse(chunk.toString()) as { pid: number }).pid),
+    );
+    parent.once('exit', (code) => reject(new Error(`the parent exited (${code}) first: ${stderr}`)));
   });
   t.teardown(() => {
     if (alive(pid)) process.kill(pid, 'SIGKILL');
-    if (parent.exitCode === null) parent.kill('SIGKILL');
   });
-  await eventually(
-    'the kubeconfig of the orphan-to-be',
-    () => existsSync(join(dataDir, 'kubeconfig')),
-    120_000,
-  );
   t.true(alive(pid));
   parent.kill('SIGKILL');
   await eventually('the control plane to exit after its parent died', () => !alive(pid), 30_000);
