@@ -3,7 +3,7 @@
 // (`npx ava test/integration/x.test.ts`), a private one per test file.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
@@ -40,7 +40,14 @@ function serverOf(kubeconfig: string): string {
 
 async function resolveCluster(): Promise<TestCluster> {
   const fromEnv = process.env.ORRERY_TEST_KUBECONFIG;
-  if (fromEnv) return { kubeconfig: fromEnv, server: serverOf(fromEnv) };
+  if (fromEnv) {
+    if (!existsSync(fromEnv)) {
+      throw new Error(
+        `ORRERY_TEST_KUBECONFIG=${fromEnv} names no file; unset it to start a private control plane`,
+      );
+    }
+    return { kubeconfig: fromEnv, server: serverOf(fromEnv) };
+  }
 
   // Build (or find) the binary before making the temp dir: a worker killed during a long build
   // (ava's timeout) then leaves nothing behind.
