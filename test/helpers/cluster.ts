@@ -91,14 +91,16 @@ export function kubectl(
   args: string[],
   opts: KubectlOptions = {},
 ): Promise<KubectlResult> {
+  const timeoutMs = opts.timeoutMs ?? 60_000;
   return new Promise((resolve, reject) => {
     const child = execFile(
       'kubectl',
       ['--kubeconfig', kubeconfig, ...args],
-      { timeout: opts.timeoutMs ?? 60_000, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' },
+      { timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' },
       (err, stdout, stderr) => {
         if (err && typeof err.code !== 'number') {
-          reject(new Error(`kubectl ${args.join(' ')} did not run: ${err.message}`, { cause: err }));
+          const why = err.killed ? `was killed after ${timeoutMs} ms` : `did not run: ${err.message}`;
+          reject(new Error(`kubectl ${args.join(' ')} ${why}\n${stderr}`, { cause: err }));
           return;
         }
         resolve({ stdout, stderr, code: err ? (err.code as unknown as number) : 0 });
