@@ -28,6 +28,7 @@ export {
   type DeleteInfo,
   Informer,
   type InformerHandlers,
+  type InformerHealth,
   type InformerOptions,
   type InformerStats,
 } from './informer.ts';

@@ -80,6 +80,16 @@ export interface InformerStats {
   resyncs: number;
 }
 
+export interface InformerHealth {
+  synced: boolean;
+  /** A watch stream is open right now. */
+  watching: boolean;
+  /** The last list/watch failure (network, 5xx, 403...), cleared when a watch opens again. */
+  lastError: string | undefined;
+  /** When the current outage began (ms since epoch), if there is one. */
+  failingSince: number | undefined;
+}
+
 export class Informer<T extends KubeObject = KubeObject> {
   readonly client: ResourceClient<T>;
   readonly name: string;
@@ -97,6 +107,9 @@ export class Informer<T extends KubeObject = KubeObject> {
   #restart: { resourceVersion?: string | undefined; after?: Promise<unknown> | undefined } | undefined;
   #loop: Promise<void> | undefined;
   #resyncTimer: NodeJS.Timeout | undefined;
+  #watching = false;
+  #lastError: string | undefined;
+  #failingSince: number | undefined;
   readonly #stats: InformerStats = {
     lists: 0,
     watches: 0,
@@ -239,6 +252,16 @@ export class Informer<T extends KubeObject = KubeObject> {
     return this.#rv;
   }
 
+  /** For UIs and health endpoints: is this informer connected, and if not, why (k9s-style "API unreachable"). */
+  health(): InformerHealth {
+    return {
+      synced: this.#synced,
+      watching: this.#watching,
+      lastError: this.#lastError,
+      failingSince: this.#failingSince,
+    };
+  }
+
   stats(): Readonly<InformerStats> {
     return { ...this.#stats };
   }
@@ -373,6 +396,9 @@ export class Informer<T extends KubeObject = KubeObject> {
               signal: link.controller.signal,
               onOpen: () => {
                 opened = Date.now();
+                this.#watching = true;
+                this.#lastError = undefined;
+                this.#failingSince = undefined;
               },
             },
             (type, obj) => {
@@ -407,6 +433,8 @@ export class Informer<T extends KubeObject = KubeObject> {
           continue;
         }
         this.#stats.errors++;
+        this.#lastError = (err as Error).message;
+        this.#failingSince ??= Date.now();
         if (delivered || (opened > 0 && Date.now() - opened > 1000)) backoff.reset();
         const delay = backoff.next();
         this.#log.warn(
@@ -416,6 +444,7 @@ export class Informer<T extends KubeObject = KubeObject> {
         await sleep(delay, stop);
       } finally {
         this.#watchAbort = undefined;
+        this.#watching = false;
       }
     }
   }

@@ -223,9 +223,17 @@ test('the informer reconnects after the control plane restarts and sees changes 
   await informer.waitForSync({ timeoutMs: 20_000 });
   t.deepEqual(informer.keys(), ['default/one']);
 
+  const stopT0 = performance.now();
   await plane.stop();
+  t.log(
+    `control plane stop took ${(performance.now() - stopT0).toFixed(0)} ms; informer ${JSON.stringify(informer.stats())}`,
+  );
   await new Promise((r) => setTimeout(r, 300));
   const errorsWhileDown = informer.stats().errors;
+  const down = informer.health();
+  t.false(down.watching);
+  t.truthy(down.lastError, 'health() says why it is not watching');
+  t.truthy(down.failingSince);
   plane = await startControlPlane({ dataDir, port });
   const upAt = performance.now();
 
@@ -240,6 +248,12 @@ test('the informer reconnects after the control plane restarts and sees changes 
     `changes after restart seen ${seenMs.toFixed(0)} ms after the API server was ready; stats ${JSON.stringify(informer.stats())}`,
   );
   t.true(errorsWhileDown >= 1, 'the informer noticed the outage');
+  t.deepEqual(informer.health(), {
+    synced: true,
+    watching: true,
+    lastError: undefined,
+    failingSince: undefined,
+  });
   t.true(seen.some((s) => s.type === 'add' && s.key === 'default/two'));
   t.true(seen.some((s) => s.type === 'update' && s.key === 'default/one' && s.data === 'updated'));
 });
@@ -298,44 +312,49 @@ test('a watch silent past the idle timeout is replaced without losing events; bo
 
 // Serial: ava runs serial tests before the concurrent ones, so the connections reset below are
 // only this test's (the pid filter excludes other test files' processes).
-test.serial('a dropped watch connection is resumed from the last resourceVersion: no relist, no lost event', async (t) => {
-  const { kubeconfig, server } = await testCluster();
-  const ns = await freshNamespace(t);
-  const client = await clientFor(kubeconfig);
-  t.teardown(() => client.api.close());
-  const informer = new Informer(client, { namespace: ns, backoffInitialMs: 50, backoffMaxMs: 500 });
-  const seen = record(informer);
-  informer.start();
-  t.teardown(() => informer.stop());
-  await informer.waitForSync({ timeoutMs: 20_000 });
-  await client.create(cm(ns, 'first', '1'));
-  await until('first event', () => seen.length === 1);
+test.serial(
+  'a dropped watch connection is resumed from the last resourceVersion: no relist, no lost event',
+  async (t) => {
+    const { kubeconfig, server } = await testCluster();
+    const ns = await freshNamespace(t);
+    const client = await clientFor(kubeconfig);
+    t.teardown(() => client.api.close());
+    const informer = new Informer(client, { namespace: ns, backoffInitialMs: 50, backoffMaxMs: 500 });
+    const seen = record(informer);
+    informer.start();
+    t.teardown(() => informer.stop());
+    await informer.waitForSync({ timeoutMs: 20_000 });
+    await client.create(cm(ns, 'first', '1'));
+    await until('first event', () => seen.length === 1);
 
-  // Abort this process's TCP connections to the API server (ss -K: SOCK_DESTROY, the way a
-  // NAT timeout or a middlebox reset looks to the client).
-  const port = new URL(server).port;
-  const ours = execFileSync('ss', ['-tnpH', 'state', 'established', `dport = :${port}`], { encoding: 'utf8' })
-    .split('\n')
-    .filter((l) => l.includes(`pid=${process.pid},`))
-    .map((l) => /127\.0\.0\.1:(\d+)\s+127\.0\.0\.1:\d+/.exec(l)?.[1])
-    .filter((p): p is string => p !== undefined);
-  t.true(ours.length >= 1, 'found our watch connection');
-  for (const sport of ours) {
-    execFileSync('ss', ['-K', '-tn', `sport = :${sport}`, `dport = :${port}`]);
-  }
-  await new Promise((r) => setTimeout(r, 20));
-  // Changes right after the drop, while the informer is backing off and reconnecting.
-  await client.create(cm(ns, 'during', '2'));
-  await client.mergePatch('first', { data: { v: '1b' } }, { namespace: ns });
-  await client.delete('during', { namespace: ns });
-  await until('all changes after the drop', () => seen.length === 4);
-  t.deepEqual(seen.slice(1), [
-    { type: 'add', key: `${ns}/during`, data: '2' },
-    { type: 'update', key: `${ns}/first`, data: '1b' },
-    { type: 'delete', key: `${ns}/during`, unknown: false },
-  ]);
-  const stats = informer.stats();
-  t.log(`after dropping ${ours.length} connection(s): ${JSON.stringify(stats)}`);
-  t.true(stats.errors >= 1, 'the drop was noticed');
-  t.is(stats.lists, 1, 'resumed from the resourceVersion, no relist');
-});
+    // Abort this process's TCP connections to the API server (ss -K: SOCK_DESTROY, the way a
+    // NAT timeout or a middlebox reset looks to the client).
+    const port = new URL(server).port;
+    const ours = execFileSync('ss', ['-tnpH', 'state', 'established', `dport = :${port}`], {
+      encoding: 'utf8',
+    })
+      .split('\n')
+      .filter((l) => l.includes(`pid=${process.pid},`))
+      .map((l) => /127\.0\.0\.1:(\d+)\s+127\.0\.0\.1:\d+/.exec(l)?.[1])
+      .filter((p): p is string => p !== undefined);
+    t.true(ours.length >= 1, 'found our watch connection');
+    for (const sport of ours) {
+      execFileSync('ss', ['-K', '-tn', `sport = :${sport}`, `dport = :${port}`]);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+    // Changes right after the drop, while the informer is backing off and reconnecting.
+    await client.create(cm(ns, 'during', '2'));
+    await client.mergePatch('first', { data: { v: '1b' } }, { namespace: ns });
+    await client.delete('during', { namespace: ns });
+    await until('all changes after the drop', () => seen.length === 4);
+    t.deepEqual(seen.slice(1), [
+      { type: 'add', key: `${ns}/during`, data: '2' },
+      { type: 'update', key: `${ns}/first`, data: '1b' },
+      { type: 'delete', key: `${ns}/during`, unknown: false },
+    ]);
+    const stats = informer.stats();
+    t.log(`after dropping ${ours.length} connection(s): ${JSON.stringify(stats)}`);
+    t.true(stats.errors >= 1, 'the drop was noticed');
+    t.is(stats.lists, 1, 'resumed from the resourceVersion, no relist');
+  },
+);
