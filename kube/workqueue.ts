@@ -77,12 +77,20 @@ export interface WorkQueueOptions<K> {
   rateLimiter?: RateLimiter<K>;
   /** Clock in ms; injectable so tests of ordering do not depend on wall time. */
   now?: () => number;
+  /**
+   * Called when a worker takes a key, with how long it waited in the queue since it became ready
+   * (controller-runtime's workqueue_queue_duration_seconds): the part of reconcile latency that
+   * is queueing, not work.
+   */
+  onDequeue?: (key: K, queuedMs: number) => void;
 }
 
 export class WorkQueue<K = string> {
   readonly name: string;
   readonly rateLimiter: RateLimiter<K>;
   readonly #now: () => number;
+  readonly #onDequeue: ((key: K, queuedMs: number) => void) | undefined;
+  readonly #readySince = new Map<K, number>();
   #queue: K[] = [];
   #head = 0;
   readonly #dirty = new Set<K>();
@@ -100,6 +108,7 @@ export class WorkQueue<K = string> {
     this.name = opts.name ?? 'queue';
     this.rateLimiter = opts.rateLimiter ?? defaultControllerRateLimiter<K>();
     this.#now = opts.now ?? (() => performance.now());
+    this.#onDequeue = opts.onDequeue;
   }
 
   /** Queue a key now (no-op if already queued, deferred if being processed, ignored after shutdown). */
@@ -194,9 +203,11 @@ export class WorkQueue<K = string> {
     if (getter) {
       this.#dirty.delete(key);
       this.#processing.add(key);
+      this.#onDequeue?.(key, 0);
       getter(key);
       return;
     }
+    if (this.#onDequeue) this.#readySince.set(key, this.#now());
     this.#queue.push(key);
   }
 
@@ -210,6 +221,11 @@ export class WorkQueue<K = string> {
     }
     this.#dirty.delete(key);
     this.#processing.add(key);
+    if (this.#onDequeue) {
+      const since = this.#readySince.get(key);
+      this.#readySince.delete(key);
+      this.#onDequeue(key, since === undefined ? 0 : this.#now() - since);
+    }
     return key;
   }
 

@@ -143,3 +143,28 @@ test('shutdown drains queued keys, then releases waiting getters with undefined 
   q2.shutdown();
   t.deepEqual(await Promise.all(waiting), [undefined, undefined]);
 });
+
+test('onDequeue reports how long a key waited while ready', async (t) => {
+  const waited: [string, number][] = [];
+  let now = 0;
+  const q = new WorkQueue<string>({
+    rateLimiter: noLimit(),
+    now: () => now,
+    onDequeue: (k, ms) => waited.push([k, ms]),
+  });
+  q.add('a');
+  now = 7;
+  q.add('b');
+  now = 10;
+  t.is(await q.get(), 'a');
+  t.is(await q.get(), 'b');
+  const pending = q.get();
+  q.add('c'); // a worker was already waiting: no queueing at all
+  t.is(await pending, 'c');
+  t.deepEqual(waited, [
+    ['a', 10],
+    ['b', 3],
+    ['c', 0],
+  ]);
+  q.shutdown();
+});
