@@ -121,6 +121,12 @@ export async function startControlPlane(opts: StartControlPlaneOptions): Promise
       running.delete(child);
       res({ code, signal });
     });
+    // spawn(2) itself failed (EACCES, ENOENT after a cache wipe): 'exit' never comes.
+    child.once('error', (err) => {
+      running.delete(child);
+      log(`cannot run ${binary}: ${err.message}`);
+      res({ code: null, signal: null });
+    });
   });
   // Nothing keeps this process alive on the control plane's account; the exit hook and the
   // child's own parent-death signal take care of it.
