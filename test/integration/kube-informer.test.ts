@@ -358,3 +358,29 @@ test.serial(
     t.is(stats.lists, 1, 'resumed from the resourceVersion, no relist');
   },
 );
+
+test('periodic resync re-delivers every cached object as an update with old === new', async (t) => {
+  const { kubeconfig } = await testCluster();
+  const ns = await freshNamespace(t);
+  const client = await clientFor(kubeconfig);
+  t.teardown(() => client.api.close());
+  await client.create(cm(ns, 'x', '1'));
+  await client.create(cm(ns, 'y', '1'));
+  const informer = new Informer(client, { namespace: ns, resyncPeriodMs: 100 });
+  const resynced = new Map<string, number>();
+  informer.addHandlers({
+    update: (o, n) => {
+      if (o === n)
+        resynced.set(n.metadata?.name as string, (resynced.get(n.metadata?.name as string) ?? 0) + 1);
+    },
+  });
+  informer.start();
+  t.teardown(() => informer.stop());
+  await informer.waitForSync({ timeoutMs: 20_000 });
+  await until(
+    'two resyncs of both objects',
+    () => (resynced.get('x') ?? 0) >= 2 && (resynced.get('y') ?? 0) >= 2,
+  );
+  t.true(informer.stats().resyncs >= 2);
+  t.is(informer.stats().lists, 1, 'a resync re-delivers the cache; it does not relist');
+});
