@@ -32,10 +32,9 @@ export function loadKubeConfig(opts: LoadKubeConfigOptions = {}): KubeConfig {
     }
     kc.loadFromFile(opts.kubeconfig);
   } else if (env.KUBECONFIG) {
-    // client-node's loadFromDefault reads process.env; honour an injected env too.
     const files = env.KUBECONFIG.split(':').filter((f) => f.length > 0 && existsSync(f));
     if (files.length === 0) throw new Error(`KUBECONFIG=${env.KUBECONFIG} names no existing file`);
-    kc.loadFromFile(files[0] as string);
+    mergeKubeConfigFiles(kc, files);
   } else if (env.KUBERNETES_SERVICE_HOST && existsSync(SERVICE_ACCOUNT_TOKEN)) {
     kc.loadFromCluster();
   } else {
@@ -48,6 +47,33 @@ export function loadKubeConfig(opts: LoadKubeConfigOptions = {}): KubeConfig {
     );
   }
   return kc;
+}
+
+/**
+ * kubectl's merge of a KUBECONFIG list: the first file to define a cluster, user or context name
+ * wins, and current-context comes from the first file that sets one
+ * (https://kubernetes.io/docs/concepts/configuration/organize-cluster-access-kubeconfig/#merging-kubeconfig-files).
+ * client-node's own merge throws on duplicate names instead.
+ */
+function mergeKubeConfigFiles(kc: KubeConfig, files: string[]): void {
+  const clusters = new Map<string, KubeConfig['clusters'][number]>();
+  const users = new Map<string, KubeConfig['users'][number]>();
+  const contexts = new Map<string, KubeConfig['contexts'][number]>();
+  let currentContext = '';
+  for (const file of files) {
+    const one = new KubeConfig();
+    one.loadFromFile(file);
+    for (const c of one.clusters) if (!clusters.has(c.name)) clusters.set(c.name, c);
+    for (const u of one.users) if (!users.has(u.name)) users.set(u.name, u);
+    for (const c of one.contexts) if (!contexts.has(c.name)) contexts.set(c.name, c);
+    if (!currentContext && one.currentContext) currentContext = one.currentContext;
+  }
+  kc.loadFromOptions({
+    clusters: [...clusters.values()],
+    users: [...users.values()],
+    contexts: [...contexts.values()],
+    currentContext,
+  });
 }
 
 /** Load from a kubeconfig given as text (the local control plane hands one over as a string or a path). */

@@ -32,6 +32,30 @@ test('an explicit kubeconfig wins over KUBECONFIG; the context can be chosen', (
   t.is(loadKubeConfig({ kubeconfig: explicit, context: 'y', env }).getCurrentContext(), 'y');
 });
 
+test('a KUBECONFIG list is merged the way kubectl merges it: first definition wins', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'kube-config-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const first = join(dir, 'first');
+  const second = join(dir, 'second');
+  writeFileSync(first, kubeconfigFor('https://127.0.0.1:1111'));
+  writeFileSync(
+    second,
+    `${kubeconfigFor('https://127.0.0.1:2222')}`
+      .replace('contexts: [', 'contexts: [{name: z, context: {cluster: c, user: u}}, ')
+      .replace('current-context: x', 'current-context: z'),
+  );
+  const kc = loadKubeConfig({ env: { KUBECONFIG: `${first}:${second}` } });
+  t.is(kc.getCurrentContext(), 'x', 'current-context of the first file that sets one');
+  t.is(kc.getCurrentCluster()?.server, 'https://127.0.0.1:1111', 'cluster c from the first file');
+  t.deepEqual(
+    kc
+      .getContexts()
+      .map((c) => c.name)
+      .sort(),
+    ['x', 'y', 'z'],
+  );
+});
+
 test('kubeconfig errors name what was expected', (t) => {
   t.throws(() => loadKubeConfig({ kubeconfig: '/nonexistent/kubeconfig' }), {
     message: 'kubeconfig file /nonexistent/kubeconfig does not exist',
