@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { startControlPlane } from '../../hack/controlplane/controlplane.ts';
+import { type ControlPlane, startControlPlane } from '../../hack/controlplane/controlplane.ts';
 import { KubeApi } from '../../kube/api.ts';
 import { loadKubeConfig } from '../../kube/config.ts';
 import { Informer } from '../../kube/informer.ts';
@@ -139,11 +139,13 @@ test('after its resourceVersion expires (410 Gone) the informer relists and repo
   // old resourceVersion is then answered "too old resource version" (410), and the changes made
   // while the informer was away must come out of the relist as adds, updates and deletes.
   const dataDir = mkdtempSync(join(tmpdir(), 'orrery-kube-410-'));
-  let plane = await startControlPlane({ dataDir });
+  // Teardown first, so a failed start still removes the data directory.
+  let plane: ControlPlane | undefined;
   t.teardown(async () => {
-    await plane.stop();
+    await plane?.stop();
     rmSync(dataDir, { recursive: true, force: true });
   });
+  plane = await startControlPlane({ dataDir });
   const port = Number(new URL(plane.server).port);
   const client = await clientFor(plane.kubeconfig);
   t.teardown(() => client.api.close());
@@ -201,11 +203,13 @@ test('after its resourceVersion expires (410 Gone) the informer relists and repo
 
 test('the informer reconnects after the control plane restarts and sees changes made after it', async (t) => {
   const dataDir = mkdtempSync(join(tmpdir(), 'orrery-kube-restart-'));
-  let plane = await startControlPlane({ dataDir });
+  // Teardown first, so a failed start still removes the data directory.
+  let plane: ControlPlane | undefined;
   t.teardown(async () => {
-    await plane.stop();
+    await plane?.stop();
     rmSync(dataDir, { recursive: true, force: true });
   });
+  plane = await startControlPlane({ dataDir });
   const port = Number(new URL(plane.server).port);
   const client = await clientFor(plane.kubeconfig);
   t.teardown(() => client.api.close());

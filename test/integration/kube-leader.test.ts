@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { startControlPlane } from '../../hack/controlplane/controlplane.ts';
+import { type ControlPlane, startControlPlane } from '../../hack/controlplane/controlplane.ts';
 import { KubeApi } from '../../kube/api.ts';
 import { loadKubeConfig } from '../../kube/config.ts';
 import { LeaderElector } from '../../kube/leader.ts';
@@ -93,11 +93,13 @@ for (const [mode, release] of [
 test('a lease heartbeat renews, reports loss when the API server is gone, and recovery when it is back', async (t) => {
   // A private control plane, so the partition can be real: stop it, restart it on the same data.
   const dataDir = mkdtempSync(join(tmpdir(), 'orrery-kube-lease-'));
-  let plane = await startControlPlane({ dataDir });
+  // Teardown first, so a failed start still removes the data directory.
+  let plane: ControlPlane | undefined;
   t.teardown(async () => {
-    await plane.stop();
+    await plane?.stop();
     rmSync(dataDir, { recursive: true, force: true });
   });
+  plane = await startControlPlane({ dataDir });
   const port = Number(new URL(plane.server).port);
   const privateApi = await KubeApi.fromKubeConfig(loadKubeConfig({ kubeconfig: plane.kubeconfig }));
   t.teardown(() => privateApi.close());
