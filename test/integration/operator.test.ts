@@ -29,7 +29,8 @@ interface Harness {
   api: KubeApi;
   ns: string;
   testLabel: string;
-  operator: Operator;
+  /** The first operator; undefined with `deferOperator` (the test starts one itself). */
+  operator: Operator | undefined;
   instances: ReturnType<typeof resourceClient<Instance>>;
   replicas: ReturnType<typeof resourceClient<Replica>>;
   hosts: ReturnType<typeof resourceClient<Host>>;
@@ -41,7 +42,10 @@ interface Harness {
   startOperator(identity?: string): Promise<Operator>;
 }
 
-async function harness(t: ExecutionContext, opts: { hostGraceMs?: number } = {}): Promise<Harness> {
+async function harness(
+  t: ExecutionContext,
+  opts: { hostGraceMs?: number; deferOperator?: boolean } = {},
+): Promise<Harness> {
   const { kubeconfig } = await orreryCluster();
   const kubeConfig = loadKubeConfig({ kubeconfig });
   const api = await KubeApi.fromKubeConfig(kubeConfig);
@@ -84,7 +88,7 @@ async function harness(t: ExecutionContext, opts: { hostGraceMs?: number } = {})
     api,
     ns,
     testLabel,
-    operator: await start(),
+    operator: opts.deferOperator ? undefined : await start(),
     startOperator: start,
     instances: resourceClient(api, typed<Instance>(INSTANCES), 'orrery-test'),
     replicas: resourceClient(api, typed<Replica>(REPLICAS), 'orrery-test'),
@@ -151,8 +155,11 @@ async function replicasOf(h: Harness, name: string): Promise<Replica[]> {
 }
 
 test('an Instance gets Replicas with stable ordinals, owner references and finalizers, spread over the hosts', async (t) => {
-  const h = await harness(t);
+  // Hosts first, then the operator: its caches start with both, so spreading is deterministic
+  // (with hosts added while it runs, a loaded machine may bind before it has seen the second).
+  const h = await harness(t, { deferOperator: true });
   const [a, b] = [await h.addHost('a'), await h.addHost('b')];
+  await h.startOperator();
   await h.instances.create(instance('web', 4), { namespace: h.ns });
   const replicas = await eventually('4 bound replicas', async () => {
     const items = await replicasOf(h, 'web');
@@ -293,12 +300,13 @@ test('deleting an Instance removes its Replicas without a garbage collector', as
 
 test('two operators: exactly one leads, and the other takes over when it stops', async (t) => {
   const h = await harness(t);
+  const first = h.operator ?? (await h.startOperator('first'));
   const second = await h.startOperator('second');
-  await eventually('a leader', () => h.operator.isLeader() || second.isLeader());
+  await eventually('a leader', () => first.isLeader() || second.isLeader());
   await new Promise((resolve) => setTimeout(resolve, 500));
-  t.not(h.operator.isLeader(), second.isLeader(), 'exactly one leads');
-  const leader = h.operator.isLeader() ? h.operator : second;
-  const follower = leader === h.operator ? second : h.operator;
+  t.not(first.isLeader(), second.isLeader(), 'exactly one leads');
+  const leader = first.isLeader() ? first : second;
+  const follower = leader === first ? second : first;
   await leader.stop();
   await eventually('the other operator leads', () => follower.isLeader(), { timeoutMs: 10_000 });
   // And it works: a new Instance gets its replicas.
