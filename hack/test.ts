@@ -66,10 +66,12 @@ try {
     output += chunk.toString();
   });
   exitCode = await new Promise<number>((resolve) => ava.on('close', (code) => resolve(code ?? 1)));
-  const count = (pattern: RegExp) => Number(pattern.exec(output)?.[1] ?? 0);
-  const passed = count(/(\d+) tests? passed/);
-  const failed = count(/(\d+) tests? failed/) + count(/(\d+) uncaught exceptions?/);
-  const skipped = count(/(\d+) tests? skipped/);
+  // ava prints a line per test (✔ passed, ✘ [fail]) but its summary omits the passed count
+  // when something failed, so count the lines.
+  const lines = (pattern: RegExp) => output.match(pattern)?.length ?? 0;
+  const passed = lines(/^\s*✔ /gm);
+  const failed = lines(/^\s*✘ \[fail\]/gm) + Number(/(\d+) uncaught exceptions?/.exec(output)?.[1] ?? 0);
+  const skipped = Number(/(\d+) tests? skipped/.exec(output)?.[1] ?? 0);
   console.log(`ava: ${passed} passed, ${failed} failed, ${skipped} skipped`);
 } catch (error) {
   console.error(error);
