@@ -59,6 +59,9 @@ import {
 import { apiStatusOf, type RunFailure, StatusWriter, statusMergePatch } from './status.ts';
 import { ensureToken, tokenPath } from './token.ts';
 
+/** Minimum time between two writes of Host.status.replicas. */
+const HOST_COUNT_INTERVAL_MS = 1000;
+
 export interface AgentStopOptions {
   /** Stop every replica too (`orrery up`'s Ctrl-C); default false: workloads keep running for re-adoption. */
   stopWorkloads?: boolean;
@@ -279,6 +282,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     let hostWriteDirty = false;
     let needRegister = false;
     let lastHostReplicas = -1;
+    let lastHostCountWrite = 0;
     const requestHostWrite = () => {
       hostWriteDirty = true;
       if (hostWriteInFlight || fenced || stopping) return;
@@ -296,6 +300,16 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
               continue;
             }
             if (n === lastHostReplicas) continue;
+            // The count is informational (the scheduler keeps its own usage): at most one write
+            // per HOST_COUNT_INTERVAL_MS, so a ramp of 1,000 replicas is a handful of Host
+            // updates, not one per replica for every Host watcher to process.
+            const wait = lastHostCountWrite + HOST_COUNT_INTERVAL_MS - Date.now();
+            if (wait > 0) {
+              await new Promise((r) => setTimeout(r, wait).unref());
+              hostWriteDirty = true;
+              continue;
+            }
+            lastHostCountWrite = Date.now();
             await hosts.patchStatus(me, { replicas: n });
             lastHostReplicas = n;
           } catch (err) {
