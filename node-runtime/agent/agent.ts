@@ -87,14 +87,29 @@ function kubeConfigOf(k: string | KubeConfig | undefined): KubeConfig {
 }
 
 /** Counts failed Lease API calls for /metrics; the heartbeat itself only logs them. */
-function countingLeaseClient(client: ResourceClient<Lease>, onFailure: () => void): ResourceClient<Lease> {
+/**
+ * Whether an error means the API server process is not running (connection refused) rather than
+ * unreachable (timeouts, resets: what a network partition looks like).
+ */
+export function apiServerDown(err: unknown): boolean {
+  for (let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; depth++) {
+    if (e.code === 'ECONNREFUSED') return true;
+    e = e.cause as typeof e;
+  }
+  return false;
+}
+
+function countingLeaseClient(
+  client: ResourceClient<Lease>,
+  onFailure: (err: unknown) => void,
+): ResourceClient<Lease> {
   const wrap =
     <A extends unknown[], R>(fn: (...a: A) => Promise<R>) =>
     async (...a: A): Promise<R> => {
       try {
         return await fn(...a);
       } catch (err) {
-        if (!isNotFound(err)) onFailure();
+        if (!isNotFound(err)) onFailure(err);
         throw err;
       }
     };
@@ -342,7 +357,34 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     // ---- Heartbeat and self-fencing ----------------------------------------------------------
     /** The fence's stops: recovery waits for them, so a replica half-stopped is not taken as running. */
     let fenceStops: Promise<void> = Promise.resolve();
+    // Self-fencing protects against a partition, in which the operator (reaching the API server)
+    // moves our replicas while we cannot hear about it. When the API server refuses connections it
+    // is down for everyone: nobody can move anything, and killing workloads would turn a control
+    // plane restart into an outage. So a refused connection defers the fence; any other failure
+    // while deferred (the server answers again but not to us, or the network goes) fences.
+    let lastRenewError: unknown;
+    let fenceDeferred = false;
+    const onRenewFailure = (err: unknown) => {
+      metrics.leaseRenewFailures.inc();
+      lastRenewError = err;
+      if (fenceDeferred && !apiServerDown(err)) {
+        fenceDeferred = false;
+        fence();
+      }
+    };
     const onLost = () => {
+      if (fenced || stopping) return;
+      if (apiServerDown(lastRenewError)) {
+        fenceDeferred = true;
+        log.warn(
+          { leaseDurationSeconds: o.leaseDurationSeconds },
+          'host Lease not renewed for its whole duration, but the API server refuses connections (it is down, not partitioned from us): keeping replicas running',
+        );
+        return;
+      }
+      fence();
+    };
+    const fence = () => {
       if (fenced || stopping) return;
       fenced = true;
       metrics.selfFences.inc();
@@ -373,6 +415,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
       });
     };
     const onRecovered = () => {
+      fenceDeferred = false;
       if (!fenced || stopping) return;
       log.warn({ replicas: fencedKeys.size }, 'host Lease renewed again: re-registering and resyncing');
       void (async () => {
@@ -401,7 +444,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
       })();
     };
     heartbeat = new LeaseHeartbeat({
-      client: countingLeaseClient(leaseClient(api, fieldManager), () => metrics.leaseRenewFailures.inc()),
+      client: countingLeaseClient(leaseClient(api, fieldManager), onRenewFailure),
       namespace: SYSTEM_NAMESPACE,
       name: `host-${me}`,
       holderIdentity: me,
