@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { RUNTIME_NODE_FLAGS } from '../cli/up.ts';
 import { installCrds } from '../crds/install.ts';
 import type { Instance, Replica } from '../crds/types.ts';
 import { type ControlPlane, startControlPlane } from '../hack/controlplane/controlplane.ts';
@@ -51,7 +52,8 @@ interface Daemon {
 }
 
 function daemon(args: string[], waitForLine: boolean): Promise<Daemon> {
-  const child = spawn(process.execPath, [join(repoRoot, 'bin', 'orrery.js'), ...args], {
+  const nodeFlags = args[0] === 'runtime' ? RUNTIME_NODE_FLAGS : []; // as `orrery up` runs it
+  const child = spawn(process.execPath, [...nodeFlags, join(repoRoot, 'bin', 'orrery.js'), ...args], {
     cwd: repoRoot,
     stdio: ['ignore', 'pipe', 'ignore'],
     env: { ...process.env, ORRERY_LOG_LEVEL: 'warn' },
