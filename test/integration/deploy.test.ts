@@ -8,7 +8,9 @@ test('kubectl apply -k deploy/ passes server-side validation', async (t) => {
   const { kubeconfig } = await orreryCluster();
   // A server-side dry run creates nothing, so the namespaced objects need their namespace to exist
   // already (the operator and runtime create it on a live cluster too).
-  spawnSync('kubectl', ['--kubeconfig', kubeconfig, 'create', 'namespace', 'orrery-system'], { encoding: 'utf8' });
+  spawnSync('kubectl', ['--kubeconfig', kubeconfig, 'create', 'namespace', 'orrery-system'], {
+    encoding: 'utf8',
+  });
   const result = spawnSync(
     'kubectl',
     ['--kubeconfig', kubeconfig, 'apply', '-k', 'deploy/', '--dry-run=server'],
