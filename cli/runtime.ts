@@ -2,6 +2,7 @@
 // flag and the expected value. SIGINT/SIGTERM stop the agent and leave the workloads running (a
 // runtime restart must not restart workloads: the next agent re-adopts them), unless
 // --stop-workloads-on-exit is given (what `orrery up` wants for its Ctrl-C).
+import { isIP } from 'node:net';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { AgentOptions } from '../node-runtime/agent/index.ts';
 import { defaultHostName, parseListen, parsePortRange } from '../node-runtime/agent/options.ts';
@@ -30,6 +31,12 @@ function portRangeFlag(value: string): { min: number; max: number } {
   } catch (err) {
     throw new InvalidArgumentError((err as Error).message);
   }
+}
+
+function addressFlag(value: string): string {
+  if (isIP(value) === 0)
+    throw new InvalidArgumentError(`--address expects an IPv4 or IPv6 address, got '${value}'`);
+  return value;
 }
 
 function labelFlag(value: string, previous: Record<string, string> = {}): Record<string, string> {
@@ -63,6 +70,7 @@ interface RuntimeFlags {
   logDir?: string;
   cgroupParent?: string;
   listen: string;
+  address?: string;
   token?: string;
   leaseDuration: number;
   leaseRenewInterval?: number;
@@ -94,6 +102,11 @@ export function runtimeCommand(): Command {
       'parent cgroup of all replicas, below each hierarchy root (default: orrery/<host>)',
     )
     .option('--listen <host:port>', 'HTTP API address (port 0 picks a free one)', listenFlag, '127.0.0.1:0')
+    .option(
+      '--address <ip>',
+      "this host's address for Host.status.address and, when listening on 0.0.0.0, apiEndpoint (a DaemonSet passes status.hostIP)",
+      addressFlag,
+    )
     .addOption(
       new Option(
         '--token <token>',
@@ -159,6 +172,7 @@ export function runtimeCommand(): Command {
         opts.leaseRenewIntervalMs = flags.leaseRenewInterval;
       }
       if (flags.kubeconfig !== undefined) opts.kubeconfig = flags.kubeconfig;
+      if (flags.address !== undefined) opts.address = flags.address;
       if (flags.stateDir !== undefined) opts.stateDir = flags.stateDir;
       if (flags.logDir !== undefined) opts.logDir = flags.logDir;
       if (flags.cgroupParent !== undefined) opts.cgroupParent = flags.cgroupParent;

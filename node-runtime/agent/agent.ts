@@ -242,11 +242,9 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     );
     const addr = server.address();
     const port = typeof addr === 'object' && addr ? addr.port : o.listenPort;
-    const endpointHost = o.listenHost.includes(':')
-      ? `[${o.listenHost}]`
-      : o.listenHost === '0.0.0.0'
-        ? o.address
-        : o.listenHost;
+    // A wildcard listen address is no address to reach: the host's own address stands in.
+    const reachable = o.listenHost === '0.0.0.0' || o.listenHost === '::' ? o.address : o.listenHost;
+    const endpointHost = reachable.includes(':') ? `[${reachable}]` : reachable;
     const apiEndpoint = `http://${endpointHost}:${port}`;
 
     // ---- Host registration -----------------------------------------------------------------

@@ -3,6 +3,7 @@
  * every error names the option, the expected form and the value it got. The rest of the agent
  * trusts the normalized form.
  */
+import { isIP } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
@@ -162,6 +163,7 @@ export function normalizeAgentOptions(opts: AgentOptions = {}): NormalizedAgentO
     fail('portRange', '{min, max} within 1..65535 with min <= max', portRange);
   }
   const address = opts.address ?? '127.0.0.1';
+  if (typeof address !== 'string' || isIP(address) === 0) fail('address', 'an IPv4 or IPv6 address', address);
   const workers = opts.workers ?? 8;
   if (!Number.isInteger(workers) || workers < 1 || workers > 256)
     fail('workers', 'an integer in 1..256', workers);

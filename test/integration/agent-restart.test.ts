@@ -151,6 +151,8 @@ test('bad flags are refused with the flag and the expected value named', async (
   const listen = run(['--listen', 'nowhere']);
   t.not(listen.status, 0);
   t.regex(listen.stderr, /--listen must be host:port/);
+  const address = run(['--address', 'host.example']);
+  t.regex(address.stderr, /--address expects an IPv4 or IPv6 address, got 'host\.example'/);
   const host = run(['--host-name', 'Bad_Name']);
   t.regex(host.stderr, /--host-name expects a DNS-1123 subdomain/);
   const help = run(['--help']);
