@@ -27,6 +27,7 @@ import {
   isInvalid,
   isNotFound,
   KubeApi,
+  KubeApiError,
   type Lease,
   LeaseHeartbeat,
   leaseClient,
@@ -88,12 +89,19 @@ function kubeConfigOf(k: string | KubeConfig | undefined): KubeConfig {
 
 /** Counts failed Lease API calls for /metrics; the heartbeat itself only logs them. */
 /**
- * Whether an error means the API server process is not running (connection refused) rather than
- * unreachable (timeouts, resets: what a network partition looks like).
+ * Whether a failed renewal shows the API server itself in trouble (down, restarting, overloaded)
+ * rather than unreachable from here: the connection was refused or reset, or the server answered
+ * with a 5xx or 429. A partition looks different: requests get no answer at all (they hang, time
+ * out, or the network is unreachable).
  */
-export function apiServerDown(err: unknown): boolean {
-  for (let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; depth++) {
-    if (e.code === 'ECONNREFUSED') return true;
+export function apiServerTrouble(err: unknown): boolean {
+  for (
+    let e = err as { code?: unknown; status?: unknown; cause?: unknown } | undefined, depth = 0;
+    e && depth < 5;
+    depth++
+  ) {
+    if (e.code === 'ECONNREFUSED' || e.code === 'ECONNRESET' || e.code === 'EPIPE') return true;
+    if (e instanceof KubeApiError && (e.status >= 500 || e.status === 429)) return true;
     e = e.cause as typeof e;
   }
   return false;
@@ -356,27 +364,28 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     /** The fence's stops: recovery waits for them, so a replica half-stopped is not taken as running. */
     let fenceStops: Promise<void> = Promise.resolve();
     // Self-fencing protects against a partition, in which the operator (reaching the API server)
-    // moves our replicas while we cannot hear about it. When the API server refuses connections it
-    // is down for everyone: nobody can move anything, and killing workloads would turn a control
-    // plane restart into an outage. So a refused connection defers the fence; any other failure
-    // while deferred (the server answers again but not to us, or the network goes) fences.
+    // moves our replicas while we cannot hear about it. When the API server itself is in trouble
+    // (refusing or resetting connections, answering 5xx/429) it is so for everyone: nobody can move
+    // anything, and killing workloads would turn a control plane restart into an outage. So such a
+    // failure defers the fence; a renewal that gets no answer at all (a partition) fences, also
+    // while deferred.
     let lastRenewError: unknown;
     let fenceDeferred = false;
     const onRenewFailure = (err: unknown) => {
       metrics.leaseRenewFailures.inc();
       lastRenewError = err;
-      if (fenceDeferred && !apiServerDown(err)) {
+      if (fenceDeferred && !apiServerTrouble(err)) {
         fenceDeferred = false;
         fence();
       }
     };
     const onLost = () => {
       if (fenced || stopping) return;
-      if (apiServerDown(lastRenewError)) {
+      if (apiServerTrouble(lastRenewError)) {
         fenceDeferred = true;
         log.warn(
           { leaseDurationSeconds: o.leaseDurationSeconds },
-          'host Lease not renewed for its whole duration, but the API server refuses connections (it is down, not partitioned from us): keeping replicas running',
+          'host Lease not renewed for its whole duration, but the API server is down or failing (not partitioned from us): keeping replicas running',
         );
         return;
       }
