@@ -133,6 +133,8 @@ export default async function bench(): Promise<{ title: string; markdown: string
           '--cgroup-parent',
           parent,
           '--stop-workloads-on-exit',
+          '--max-replicas', // room for the 1,000 plus the single-replica rounds
+          '2000',
         ],
         true,
       );
