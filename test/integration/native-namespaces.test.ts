@@ -62,7 +62,13 @@ async function until(t: ExecutionContext, what: string, check: () => boolean): P
 test('in a pid namespace the workload sees itself as pid 2 under orrery-init, with its own hostname and /proc', async (t) => {
   const { child, exited, log } = run(t, {
     file: '/bin/sh',
-    argv: ['sh', '-c', 'echo pid=$$; hostname; cat /proc/1/comm; ls /proc | grep -c "^[0-9]"'],
+    // PID 1 execs orrery-init while the workload execs (both right after the clone), so a fast
+    // workload can still see it as the runtime's image for a moment: wait for the exec (bounded).
+    argv: [
+      'sh',
+      '-c',
+      'echo pid=$$; hostname; for i in $(seq 200); do [ "$(cat /proc/1/comm)" = orrery-init ] && break; sleep 0.01; done; cat /proc/1/comm; ls /proc | grep -c "^[0-9]"',
+    ],
     hostname: 'replica-0',
   });
   t.deepEqual(await exited, { code: 0, signal: null });
