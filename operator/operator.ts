@@ -190,7 +190,7 @@ function startControllers(
       queue: schedulerQueue,
       waitFor,
       log: ctx.log,
-      reconcile: (key) => reconcileScheduling(ctx, cache, key),
+      reconcile: (key) => reconcileScheduling(ctx, cache, key, (host) => leaseObserver.isLive(ctx, host)),
       onReconciled: observe('scheduler'),
     }),
     runController({

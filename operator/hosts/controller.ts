@@ -11,6 +11,7 @@
 //   finalizer removed here, since no runtime will.
 import type { Host, Replica } from '../../crds/types.ts';
 import { isConflict, isNotFound, type Lease, type ReconcileResult } from '../../kube/index.ts';
+import { forEachLimited } from '../concurrency.ts';
 import { setConditions } from '../conditions.ts';
 import type { OperatorContext } from '../context.ts';
 import { RUNTIME_FINALIZER, SYSTEM_NAMESPACE } from '../labels.ts';
@@ -38,6 +39,16 @@ export class LeaseObserver {
     if (!name.startsWith('host-') || !renewTime) return;
     const host = name.slice('host-'.length);
     if (this.#seen.get(host)?.renewTime !== renewTime) this.#seen.set(host, { renewTime, at: now });
+  }
+
+  /** False only when the host's Lease is known and expired (no Lease seen: no opinion). */
+  isLive(ctx: OperatorContext, host: string, now = Date.now()): boolean {
+    const silence = this.silence(
+      ctx.informers.leases.get(`${SYSTEM_NAMESPACE}/${hostLeaseName(host)}`),
+      host,
+      now,
+    );
+    return silence === undefined || silence.silentMs < silence.durationMs;
   }
 
   /** Milliseconds since the host's Lease was seen renewed, and its duration; undefined when never seen. */
@@ -142,9 +153,9 @@ async function evict(
   reason: string,
 ): Promise<void> {
   if (replicas.length === 0) return;
-  for (const replica of replicas) {
+  await forEachLimited(replicas, 16, async (replica) => {
     await removeRuntimeFinalizer(ctx, replica);
-    if (replica.metadata.deletionTimestamp) continue;
+    if (replica.metadata.deletionTimestamp) return;
     try {
       await ctx.clients.replicas.delete(replica.metadata.name as string, {
         namespace: replica.metadata.namespace,
@@ -153,7 +164,7 @@ async function evict(
     } catch (error) {
       if (!isNotFound(error) && !isConflict(error)) throw error;
     }
-  }
+  });
   const message = `Host ${hostName} lost: moved ${replicas.length} replicas (${replicas
     .slice(0, 5)
     .map((r) => `${r.metadata.namespace}/${r.metadata.name}`)

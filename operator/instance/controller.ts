@@ -3,6 +3,7 @@
 // informer caches; its writes come back through them, so it converges however events arrive.
 import type { Instance, InstanceStatus, Replica } from '../../crds/types.ts';
 import { isAlreadyExists, isConflict, isNotFound, type ReconcileResult, splitKey } from '../../kube/index.ts';
+import { forEachLimited } from '../concurrency.ts';
 import { type ConditionInput, sameConditions, setConditions } from '../conditions.ts';
 import type { OperatorContext } from '../context.ts';
 import { templateHash } from '../hash.ts';
@@ -14,6 +15,9 @@ import {
   TEMPLATE_HASH_LABEL,
 } from '../labels.ts';
 import { type InstancePlan, planInstance, replicaName } from './plan.ts';
+
+/** API writes in flight at once within one reconcile. */
+const API_CONCURRENCY = 16;
 
 /** Replicas owned by the Instance (by label, then confirmed by ownerReference uid). */
 export function ownedReplicas(ctx: OperatorContext, instance: Instance): Replica[] {
@@ -84,15 +88,15 @@ export async function reconcileInstance(ctx: OperatorContext, key: string): Prom
   const hash = templateHash(instance.spec.template);
   const plan = planInstance(instance, replicas, hash);
 
-  for (const ordinal of plan.create) {
+  await forEachLimited(plan.create, API_CONCURRENCY, async (ordinal) => {
     try {
       await ctx.clients.replicas.create(newReplica(instance, ordinal, hash), { namespace });
     } catch (error) {
       // The cache had not seen it yet (or the old one is still terminating): the watch event requeues us.
       if (!isAlreadyExists(error)) throw error;
     }
-  }
-  for (const name of plan.delete) {
+  });
+  await forEachLimited(plan.delete, API_CONCURRENCY, async (name) => {
     const replica = replicas.find((r) => r.metadata.name === name);
     try {
       await ctx.clients.replicas.delete(name, {
@@ -102,7 +106,7 @@ export async function reconcileInstance(ctx: OperatorContext, key: string): Prom
     } catch (error) {
       if (!isNotFound(error) && !isConflict(error)) throw error;
     }
-  }
+  });
   if (plan.create.length > 0) {
     void ctx.recorder.normal(
       instance,
@@ -124,14 +128,17 @@ async function finalizeInstance(
   replicas: Replica[],
 ): Promise<ReconcileResult> {
   const namespace = instance.metadata.namespace;
-  for (const replica of replicas) {
-    if (replica.metadata.deletionTimestamp) continue;
-    try {
-      await ctx.clients.replicas.delete(replica.metadata.name as string, { namespace });
-    } catch (error) {
-      if (!isNotFound(error)) throw error;
-    }
-  }
+  await forEachLimited(
+    replicas.filter((r) => !r.metadata.deletionTimestamp),
+    API_CONCURRENCY,
+    async (replica) => {
+      try {
+        await ctx.clients.replicas.delete(replica.metadata.name as string, { namespace });
+      } catch (error) {
+        if (!isNotFound(error)) throw error;
+      }
+    },
+  );
   if (replicas.length > 0) return undefined; // their deletions requeue us
   const finalizers = instance.metadata.finalizers ?? [];
   const index = finalizers.indexOf(INSTANCE_FINALIZER);

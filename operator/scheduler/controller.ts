@@ -95,11 +95,12 @@ export async function reconcileScheduling(
   ctx: OperatorContext,
   cache: SchedulerCache,
   key: string,
+  isLive?: (host: string) => boolean,
 ): Promise<ReconcileResult> {
   const replica = ctx.informers.replicas.get(key);
   if (!replica || replica.spec.host || replica.metadata.deletionTimestamp) return undefined;
   const { namespace, name } = splitKey(key);
-  const result = pickHost(replica, ctx.informers.hosts.list(), cache.usageOf);
+  const result = pickHost(replica, ctx.informers.hosts.list(), cache.usageOf, isLive);
   if (result.host === undefined) {
     await markUnschedulable(ctx, replica, result.message);
     return { requeueAfterMs: 5_000 };

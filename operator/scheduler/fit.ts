@@ -73,8 +73,14 @@ function allocatableOf(host: Host): Allocatable {
 export type ScheduleResult = { host: string } | { host?: undefined; message: string };
 
 /** Why a host was filtered out, or undefined when it fits. */
-function unfitReason(host: Host, replica: Replica, requests: Requests, usage: HostUsage): string | undefined {
-  if (!isHostReady(host)) return 'host(s) were not ready';
+function unfitReason(
+  host: Host,
+  replica: Replica,
+  requests: Requests,
+  usage: HostUsage,
+  isLive: (host: string) => boolean,
+): string | undefined {
+  if (!isHostReady(host) || !isLive(host.metadata.name as string)) return 'host(s) were not ready';
   if (host.spec?.unschedulable) return 'host(s) were unschedulable';
   const selector = replica.spec.template.hostSelector?.matchLabels ?? {};
   const labels = host.metadata.labels ?? {};
@@ -88,10 +94,16 @@ function unfitReason(host: Host, replica: Replica, requests: Requests, usage: Ho
   return undefined;
 }
 
+/**
+ * `isLive` can veto a host whose Ready condition is stale: the host-lifecycle controller knows
+ * from the Lease that a host died before the Host object says so, and a replica moved off a dead
+ * host must not be bound straight back to it.
+ */
 export function pickHost(
   replica: Replica,
   hosts: readonly Host[],
   usageOf: (host: string) => HostUsage,
+  isLive: (host: string) => boolean = () => true,
 ): ScheduleResult {
   const requests = requestsOf(replica);
   const key = instanceKey(replica);
@@ -100,7 +112,7 @@ export function pickHost(
   for (const host of hosts) {
     const name = host.metadata.name as string;
     const usage = usageOf(name);
-    const reason = unfitReason(host, replica, requests, usage);
+    const reason = unfitReason(host, replica, requests, usage, isLive);
     if (reason) {
       reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
       continue;

@@ -72,8 +72,8 @@ export async function e2e(
     const agent = await childAgent(t, dirs, [
       '--label',
       hostSelector,
-      '--lease-duration',
-      '1',
+      '--lease-duration', // 2 s rather than 1: a loaded test machine must not look like dead hosts
+      '2',
       '--lease-renew-interval',
       '200',
     ]);
