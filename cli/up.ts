@@ -3,7 +3,8 @@
 // prefixed logs, prints the KUBECONFIG line, and on Ctrl-C stops the agents (which stop their
 // workloads and remove their cgroups), the operator and the control plane, in that order.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir, hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -66,10 +67,26 @@ export function formatLogLine(line: string): string {
  */
 export const RUNTIME_NODE_FLAGS = ['--max-semi-space-size=1'];
 
-function startChild(name: string, args: string[], onLine: (line: string) => void = () => {}): ChildProcess {
+/**
+ * One bearer token for the HTTP APIs of all the hosts `up` starts, kept in the data dir, so one
+ * `export ORRERY_RUNTIME_TOKEN=...` serves `orrery logs` for every replica.
+ */
+function runtimeTokenFile(dataDir: string): string {
+  const file = join(dataDir, 'api-token');
+  if (!existsSync(file)) writeFileSync(file, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+  return file;
+}
+
+function startChild(
+  name: string,
+  args: string[],
+  onLine: (line: string) => void = () => {},
+  env: NodeJS.ProcessEnv = process.env,
+): ChildProcess {
   const nodeFlags = args[0] === 'runtime' ? RUNTIME_NODE_FLAGS : [];
   const child = spawn(process.execPath, [...nodeFlags, binary, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    env,
   });
   for (const stream of [child.stdout, child.stderr]) {
     createInterface({ input: stream }).on('line', (line) => {
@@ -114,6 +131,8 @@ export async function up(options: UpOptions): Promise<void> {
       name: 'operator',
       child: startChild('operator', ['operator', '--kubeconfig', controlPlane.kubeconfig]),
     });
+    const tokenFile = runtimeTokenFile(dataDir);
+    const runtimeEnv = { ...process.env, ORRERY_RUNTIME_TOKEN: readFileSync(tokenFile, 'utf8').trim() };
     const base = hostname();
     const ready: Promise<void>[] = [];
     for (let i = 0; i < options.hosts; i++) {
@@ -139,6 +158,7 @@ export async function up(options: UpOptions): Promise<void> {
         (line) => {
           if (line.includes('"apiEndpoint"')) announced();
         },
+        runtimeEnv,
       );
       child.once('exit', () => announced());
       children.push({ name, child });
@@ -147,6 +167,7 @@ export async function up(options: UpOptions): Promise<void> {
   }
 
   console.log(`export KUBECONFIG=${controlPlane.kubeconfig}`);
+  if (!options.apiOnly) console.log(`export ORRERY_RUNTIME_TOKEN=$(cat ${join(dataDir, 'api-token')})`);
   log(
     `running ${options.apiOnly ? 'the API only' : `the operator and ${options.hosts} host(s)`}; press Ctrl-C to stop`,
   );
