@@ -14,7 +14,6 @@ import { type CgroupLayout, CgroupManager, type CgroupStats, detectCgroupLayout 
 import { LogStore } from './logs/index.ts';
 import { StateStore } from './state/store.ts';
 import type { ProcessPorts } from './supervisor/command.ts';
-import { LogRunPreparer } from './supervisor/log-run.ts';
 import { loadProcessApi, type ProcessApi } from './supervisor/process-api.ts';
 import { type ReplicaRecord, ReplicaSupervisor } from './supervisor/replica.ts';
 import {
@@ -61,7 +60,6 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
   readonly #store: StateStore;
   readonly #exitDirsMade = new Set<string>();
   readonly logs: LogStore;
-  readonly #logRuns: LogRunPreparer;
   #rotateTimer: NodeJS.Timeout | undefined;
   #api: ProcessApi | undefined;
   #cgroups: CgroupManager | undefined;
@@ -81,7 +79,6 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
     this.log = options.log ?? pino({ name: 'orrery-runtime', level: process.env.ORRERY_LOG_LEVEL ?? 'info' });
     this.#store = new StateStore(options.stateDir);
     this.logs = new LogStore({ root: options.logDir, ...options.logRotation });
-    this.#logRuns = new LogRunPreparer(this.logs.root, this.logs.maxFiles);
   }
 
   get cgroupLayout(): CgroupLayout | undefined {
@@ -266,7 +263,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
       cgroup,
       store: this.#store,
       log: this.log,
-      logFile: (replica: string, proc: string) => this.#logRuns.prepareRun(replica, proc),
+      logFile: (replica: string, proc: string) => this.logs.prepareRun(replica, proc),
       exitStatusFile: (replica: string, proc: string) => this.#exitStatusFile(replica, proc),
       emit: (e: RuntimeEvent) => this.#emit(e),
       defaultPath: this.options.defaultPath ?? process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',

@@ -94,7 +94,11 @@ export class LogStore {
    * microseconds on a local filesystem, while a thread-pool round trip per async call costs more
    * than all of them together (measured here: ~1 ms with fs/promises, ~70 µs synchronous, for the whole sequence).
    */
-  async prepareRun(replicaId: string, processName: string): Promise<string> {
+  /**
+   * Synchronous on purpose: it sits on the restart path, where awaiting thread-pool round trips
+   * would queue behind state-file fsyncs; each call here takes microseconds on a local filesystem.
+   */
+  prepareRun(replicaId: string, processName: string): string {
     const live = this.#base(replicaId, processName);
     const previous = this.#base(replicaId, processName, true);
     const dir = join(this.root, replicaId);
