@@ -141,6 +141,7 @@ test('three hosts: replicas spread; a host agent killed -9 -> its replicas Runni
   if (!victim) return t.fail('no host');
   const lostPids = runningPids(placed.filter((r) => r.spec.host === victim.name));
   const killedAt = Date.now();
+  if (process.env.ORRERY_E2E_LOG) t.log(`killed at ${killedAt}`);
   victim.child.kill('SIGKILL');
   await victim.exited;
   const moved = await eventually(
