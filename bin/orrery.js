@@ -1,14 +1,8 @@
 #!/usr/bin/env node
-// Entry point of the `orrery` command. Runs the compiled CLI when `npm run build` has produced
-// dist/, and the TypeScript sources through tsx otherwise (a development checkout).
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-
-const compiled = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
-if (existsSync(compiled)) {
-  await import(compiled);
-} else {
-  const { register } = await import('tsx/esm/api');
-  register();
-  await import('../cli/main.ts');
-}
+// Entry point of the `orrery` command. Runs the TypeScript sources through tsx's loader (a
+// runtime dependency): the CLI reads files that live beside its sources (CRD manifests, the
+// control plane's Go sources, the native addon's build), so it always runs from the source tree.
+// `npm run build` type-checks and emits dist/ for inspection; nothing runs from there.
+const { register } = await import('tsx/esm/api');
+register();
+await import('../cli/main.ts');
