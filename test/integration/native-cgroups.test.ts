@@ -17,6 +17,7 @@ import {
   spawn,
   watchExit,
 } from '../../node-runtime/native/index.ts';
+import { tempDir, watched } from './fixtures/native-run.ts';
 
 const V2_ROOT = '/sys/fs/cgroup/unified';
 const V1_MEMORY = '/sys/fs/cgroup/memory';
@@ -32,12 +33,6 @@ function testCgroups(t: ExecutionContext): { name: string; v2Dir: string; v1Dir:
     for (const dir of [v2Dir, v1Dir]) rmdirSync(dir);
   });
   return { name, v2Dir, v1Dir };
-}
-
-function tempDir(t: ExecutionContext): string {
-  const dir = mkdtempSync(join(tmpdir(), 'orrery-native-cg-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
 }
 
 function cgroupLines(pid: number): string[] {
@@ -64,18 +59,7 @@ for (const fallback of ['none', 'no-into-cgroup', 'no-clone3', 'fork'] as CloneF
         logFile: join(dir, 'out.log'),
         exitStatusFile: join(dir, 'status'),
       });
-      let done = false;
-      const exited = new Promise<ExitStatus>((resolve) =>
-        watchExit(child.pidfd, (status) => {
-          done = true;
-          resolve(status);
-        }),
-      );
-      t.teardown(async () => {
-        if (done) return; // the pidfd is closed once the exit is reported
-        sendSignal(child.pidfd, 'SIGKILL');
-        await exited;
-      });
+      const exited = watched(t, child);
 
       const lines = cgroupLines(child.pid);
       t.true(lines.includes(`0::/${name}`), lines.join('\n'));

@@ -1,7 +1,6 @@
 // Isolation: a pid namespace with orrery-init as PID 1 (signals forwarded, real exit reported),
 // a private /proc, a hostname of its own, and a network namespace with only a working loopback.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import {
@@ -14,41 +13,16 @@ import {
   spawn,
   watchExit,
 } from '../../node-runtime/native/index.ts';
+import { runNative, tempDir } from './fixtures/native-run.ts';
 
 const isolated = ['pid', 'mount', 'uts', 'ipc'] as const;
 
-function tempDir(t: ExecutionContext): string {
-  const dir = mkdtempSync(join(tmpdir(), 'orrery-native-ns-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
-
 function run(t: ExecutionContext, req: Partial<SpawnRequest> & Pick<SpawnRequest, 'file' | 'argv'>) {
-  const dir = tempDir(t);
-  const logFile = join(dir, 'out.log');
-  const exitStatusFile = join(dir, 'exit-status');
-  const child: Spawned = spawn({ env: [], namespaces: [...isolated], logFile, exitStatusFile, ...req });
-  let done = false;
-  const exited = new Promise<ExitStatus>((resolve) =>
-    watchExit(child.pidfd, (status) => {
-      done = true;
-      resolve(status);
-    }),
+  return runNative(
+    t,
+    { namespaces: [...isolated], ...req },
+    { exitStatusFile: true, prefix: 'orrery-native-ns-' },
   );
-  t.teardown(async () => {
-    if (!done) {
-      sendSignal(child.pidfd, 'SIGKILL');
-      await exited;
-    }
-  });
-  const log = () => {
-    try {
-      return readFileSync(logFile, 'utf8');
-    } catch {
-      return '';
-    }
-  };
-  return { child, exited, log, exitStatusFile };
 }
 
 async function until(t: ExecutionContext, what: string, check: () => boolean): Promise<void> {
@@ -210,8 +184,7 @@ test('a net namespace has only lo, and lo is up (a TCP connection to 127.0.0.1 w
 });
 
 test('a workload that exits before orrery-init is ready is still reported (no lost SIGCHLD)', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'orrery-native-ns-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const dir = tempDir(t, 'orrery-native-ns-');
   const exits: Promise<ExitStatus>[] = [];
   for (let i = 0; i < 50; i++) {
     const child = spawn({

@@ -16,32 +16,11 @@ import {
   spawn,
   watchExit,
 } from '../../node-runtime/native/index.ts';
-
-function tempDir(t: ExecutionContext): string {
-  const dir = mkdtempSync(join(tmpdir(), 'orrery-native-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+import { runNative, tempDir } from './fixtures/native-run.ts';
 
 /** Spawn and watch; teardown SIGKILLs the process if the test did not see it exit. */
 function run(t: ExecutionContext, req: Partial<SpawnRequest> & Pick<SpawnRequest, 'file' | 'argv'>) {
-  const dir = tempDir(t);
-  const logFile = join(dir, 'out.log');
-  const child: Spawned = spawn({ env: [], namespaces: [], logFile, ...req });
-  let done = false;
-  const exited = new Promise<ExitStatus>((resolve) =>
-    watchExit(child.pidfd, (status) => {
-      done = true;
-      resolve(status);
-    }),
-  );
-  t.teardown(async () => {
-    if (!done) {
-      sendSignal(child.pidfd, 'SIGKILL');
-      await exited;
-    }
-  });
-  return { child, exited, log: () => readFileSync(logFile, 'utf8'), dir };
+  return runNative(t, req);
 }
 
 test('a process that exits with a code reports that code', async (t) => {
