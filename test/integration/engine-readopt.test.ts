@@ -10,25 +10,16 @@ import {
   nextEvent,
   readLog,
   recordEvents,
-  removeCgroupTree,
   replica,
+  runtimeDirs,
   sleep,
-  tempRoot,
-  uniqueParent,
   waitFor,
 } from './fixtures/engine-harness.ts';
 
 const hostScript = fileURLToPath(new URL('./fixtures/engine-host.ts', import.meta.url));
 
 test('runtime killed with SIGKILL while 20 replicas run: a new one adopts all 20, same pids, no restart', async (t) => {
-  const root = await tempRoot(t);
-  const dirs = {
-    root,
-    stateDir: path.join(root, 'state'),
-    logDir: path.join(root, 'logs'),
-    parent: uniqueParent(),
-  };
-  t.teardown(() => removeCgroupTree(dirs.parent));
+  const dirs = await runtimeDirs(t);
   const host = spawn(
     process.execPath,
     ['--import', 'tsx', hostScript, dirs.stateDir, dirs.logDir, dirs.parent, '20', 'pid,mount'],
@@ -80,14 +71,7 @@ test('runtime killed with SIGKILL while 20 replicas run: a new one adopts all 20
 });
 
 test('logs survive a runtime restart: the adopted process keeps appending to the same file', async (t) => {
-  const root = await tempRoot(t);
-  const dirs = {
-    root,
-    stateDir: path.join(root, 'state'),
-    logDir: path.join(root, 'logs'),
-    parent: uniqueParent(),
-  };
-  t.teardown(() => removeCgroupTree(dirs.parent));
+  const dirs = await runtimeDirs(t);
   const spec = replica([
     { command: ['sh', '-c', 'i=0; while :; do echo "line $i"; i=$((i+1)); sleep 0.05; done'] },
   ]);
@@ -115,14 +99,7 @@ test('logs survive a runtime restart: the adopted process keeps appending to the
 });
 
 test('a process the state record missed (crash between spawn and write) is found in the cgroup, not started twice', async (t) => {
-  const root = await tempRoot(t);
-  const dirs = {
-    root,
-    stateDir: path.join(root, 'state'),
-    logDir: path.join(root, 'logs'),
-    parent: uniqueParent(),
-  };
-  t.teardown(() => removeCgroupTree(dirs.parent));
+  const dirs = await runtimeDirs(t);
   const spec = replica([{}], { isolation: { namespaces: ['pid', 'mount'] } });
   const rt1 = newRuntime(dirs);
   t.teardown(() => rt1.close());
@@ -149,14 +126,7 @@ test('a process the state record missed (crash between spawn and write) is found
 });
 
 test('a process that died while no runtime watched is reported with its real status and restarted by policy', async (t) => {
-  const root = await tempRoot(t);
-  const dirs = {
-    root,
-    stateDir: path.join(root, 'state'),
-    logDir: path.join(root, 'logs'),
-    parent: uniqueParent(),
-  };
-  t.teardown(() => removeCgroupTree(dirs.parent));
+  const dirs = await runtimeDirs(t);
   // With a pid namespace: orrery-init is the process we watch; we kill the workload under it.
   const spec = replica([{ command: ['sleep', '1000'] }], { isolation: { namespaces: ['pid', 'mount'] } });
   const rt1 = newRuntime(dirs);
@@ -203,14 +173,7 @@ async function waitForChildren(pid: number): Promise<number[]> {
 }
 
 test('a replica in CrashLoopBackOff when the runtime restarts keeps backing off, then starts again', async (t) => {
-  const root = await tempRoot(t);
-  const dirs = {
-    root,
-    stateDir: path.join(root, 'state'),
-    logDir: path.join(root, 'logs'),
-    parent: uniqueParent(),
-  };
-  t.teardown(() => removeCgroupTree(dirs.parent));
+  const dirs = await runtimeDirs(t);
   const spec = replica([{ command: ['sh', '-c', 'sleep 0.05; exit 1'] }], {
     supervision: {
       strategy: 'one-for-one',
