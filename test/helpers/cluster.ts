@@ -131,3 +131,39 @@ export async function freshNamespace(t: ExecutionContext): Promise<string> {
   });
   return name;
 }
+
+/** A control plane of the test's own, to stop and start again without disturbing other tests. */
+export interface PrivateControlPlane {
+  readonly dataDir: string;
+  /** The control plane started last. */
+  readonly current: ControlPlane;
+  stop(): Promise<void>;
+  /** Starts it again on the same data dir and port, so kubeconfigs and clients stay valid. */
+  start(): Promise<ControlPlane>;
+}
+
+/** Starts a private control plane in a temp data dir; teardown stops it and removes the dir (also after a failed start). */
+export async function privateControlPlane(
+  t: ExecutionContext,
+  prefix = 'orrery-cp-',
+): Promise<PrivateControlPlane> {
+  const dataDir = mkdtempSync(join(tmpdir(), prefix));
+  let plane: ControlPlane | undefined;
+  t.teardown(async () => {
+    await plane?.stop();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+  plane = await startControlPlane({ dataDir });
+  const port = Number(new URL(plane.server).port);
+  return {
+    dataDir,
+    get current() {
+      return plane as ControlPlane;
+    },
+    stop: () => (plane as ControlPlane).stop(),
+    async start() {
+      plane = await startControlPlane({ dataDir, port });
+      return plane;
+    },
+  };
+}

@@ -4,7 +4,6 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -12,38 +11,24 @@ import test from 'ava';
 import { pino } from 'pino';
 import { installCrds } from '../../crds/install.ts';
 import type { Instance, Replica } from '../../crds/types.ts';
-import { startControlPlane } from '../../hack/controlplane/controlplane.ts';
 import { INSTANCES, KubeApi, loadKubeConfig, REPLICAS, resourceClient, typed } from '../../kube/index.ts';
 import { startOperator } from '../../operator/operator.ts';
+import { privateControlPlane } from '../helpers/cluster.ts';
 import { alive } from '../helpers/e2e.ts';
 import { eventually } from '../helpers/wait.ts';
 import { removeCgroupTree } from './fixtures/agent-harness.ts';
 
 const repoRoot = join(import.meta.dirname, '..', '..');
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 test('control plane stopped and started on the same data dir: operator and agent resume, no workload restarted', async (t) => {
+  const cp = await privateControlPlane(t, 'orrery-restart-cp-');
   const root = mkdtempSync(join(tmpdir(), 'orrery-restart-'));
-  const dataDir = join(root, 'controlplane');
   const cgroupParent = `orrery-test-${randomBytes(4).toString('hex')}`;
-  const port = await freePort(); // the same port after the restart, so the kubeconfigs stay right
-  let plane = await startControlPlane({ dataDir, port });
   t.teardown(async () => {
-    await plane.stop();
     await removeCgroupTree(cgroupParent);
     rmSync(root, { recursive: true, force: true });
   });
-  const kubeConfig = loadKubeConfig({ kubeconfig: plane.kubeconfig });
+  const kubeConfig = loadKubeConfig({ kubeconfig: cp.current.kubeconfig });
   await installCrds(kubeConfig);
 
   const agent = spawn(
@@ -52,7 +37,7 @@ test('control plane stopped and started on the same data dir: operator and agent
       join(repoRoot, 'bin', 'orrery.js'),
       'runtime',
       '--kubeconfig',
-      plane.kubeconfig,
+      cp.current.kubeconfig,
       '--host-name',
       'restart-host',
       '--state-dir',
@@ -92,13 +77,13 @@ test('control plane stopped and started on the same data dir: operator and agent
   const before = await eventually('2 replicas Running', running, { timeoutMs: 30_000 });
   const pids = before.map((r) => r.status?.processes?.[0]?.pid as number);
 
-  await plane.stop();
+  await cp.stop();
   await new Promise((resolve) => setTimeout(resolve, 2000)); // longer than the 1 s host lease
   t.true(
     pids.every((pid) => alive(pid)),
     'an API server outage alone does not stop workloads',
   );
-  plane = await startControlPlane({ dataDir, port });
+  const plane = await cp.start(); // same port, so the agent's and operator's kubeconfig stay right
   t.log(`control plane back in ${plane.bringUpMs} ms`);
 
   // Both reconnect on their own; the replicas keep their processes.

@@ -1,17 +1,13 @@
 // The informer against the real kube-apiserver: it sees adds/updates/deletes, converges after
 // its resourceVersion expires (410 → relist with diffs), and survives a control plane restart.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import test from 'ava';
-import { type ControlPlane, startControlPlane } from '../../hack/controlplane/controlplane.ts';
 import { KubeApi } from '../../kube/api.ts';
 import { loadKubeConfig } from '../../kube/config.ts';
 import { Informer } from '../../kube/informer.ts';
 import { CONFIGMAPS, ResourceClient } from '../../kube/resources.ts';
 import type { KubeObject } from '../../kube/types.ts';
-import { freshNamespace, testCluster } from '../helpers/cluster.ts';
+import { freshNamespace, privateControlPlane, testCluster } from '../helpers/cluster.ts';
 
 interface ConfigMap extends KubeObject {
   data?: Record<string, string>;
@@ -138,16 +134,8 @@ test('after its resourceVersion expires (410 Gone) the informer relists and repo
   // server so its watch cache starts empty at the current revision. Resuming the watch from the
   // old resourceVersion is then answered "too old resource version" (410), and the changes made
   // while the informer was away must come out of the relist as adds, updates and deletes.
-  const dataDir = mkdtempSync(join(tmpdir(), 'orrery-kube-410-'));
-  // Teardown first, so a failed start still removes the data directory.
-  let plane: ControlPlane | undefined;
-  t.teardown(async () => {
-    await plane?.stop();
-    rmSync(dataDir, { recursive: true, force: true });
-  });
-  plane = await startControlPlane({ dataDir });
-  const port = Number(new URL(plane.server).port);
-  const client = await clientFor(plane.kubeconfig);
+  const cp = await privateControlPlane(t, 'orrery-kube-410-');
+  const client = await clientFor(cp.current.kubeconfig);
   t.teardown(() => client.api.close());
   const ns = 'default';
   await client.create(cm(ns, 'kept', 'k'));
@@ -171,9 +159,9 @@ test('after its resourceVersion expires (410 Gone) the informer relists and repo
   await client.create(cm(ns, 'added', 'a'));
   await client.mergePatch('changed', { data: { v: '2' } }, { namespace: ns });
   await client.delete('removed', { namespace: ns });
-  await compactEtcd(plane.pid);
-  await plane.stop();
-  plane = await startControlPlane({ dataDir, port });
+  await compactEtcd(cp.current.pid);
+  await cp.stop();
+  await cp.start();
   const listsBefore = informer.stats().lists;
   changed();
 
@@ -202,16 +190,8 @@ test('after its resourceVersion expires (410 Gone) the informer relists and repo
 });
 
 test('the informer reconnects after the control plane restarts and sees changes made after it', async (t) => {
-  const dataDir = mkdtempSync(join(tmpdir(), 'orrery-kube-restart-'));
-  // Teardown first, so a failed start still removes the data directory.
-  let plane: ControlPlane | undefined;
-  t.teardown(async () => {
-    await plane?.stop();
-    rmSync(dataDir, { recursive: true, force: true });
-  });
-  plane = await startControlPlane({ dataDir });
-  const port = Number(new URL(plane.server).port);
-  const client = await clientFor(plane.kubeconfig);
+  const cp = await privateControlPlane(t, 'orrery-kube-restart-');
+  const client = await clientFor(cp.current.kubeconfig);
   t.teardown(() => client.api.close());
   await client.create(cm('default', 'one', '1'));
 
@@ -228,7 +208,7 @@ test('the informer reconnects after the control plane restarts and sees changes 
   t.deepEqual(informer.keys(), ['default/one']);
 
   const stopT0 = performance.now();
-  await plane.stop();
+  await cp.stop();
   t.log(
     `control plane stop took ${(performance.now() - stopT0).toFixed(0)} ms; informer ${JSON.stringify(informer.stats())}`,
   );
@@ -238,7 +218,7 @@ test('the informer reconnects after the control plane restarts and sees changes 
   t.false(down.watching);
   t.truthy(down.lastError, 'health() says why it is not watching');
   t.truthy(down.failingSince);
-  plane = await startControlPlane({ dataDir, port });
+  await cp.start();
   const upAt = performance.now();
 
   await client.create(cm('default', 'two', '2'));

@@ -1,15 +1,11 @@
 // Leader election and the Lease heartbeat against the real API server, with short leases.
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import test from 'ava';
-import { type ControlPlane, startControlPlane } from '../../hack/controlplane/controlplane.ts';
 import { KubeApi } from '../../kube/api.ts';
 import { loadKubeConfig } from '../../kube/config.ts';
 import { LeaderElector } from '../../kube/leader.ts';
 import { LeaseHeartbeat, leaseClient, leaseExpired } from '../../kube/lease.ts';
-import { freshNamespace, testCluster } from '../helpers/cluster.ts';
+import { freshNamespace, privateControlPlane, testCluster } from '../helpers/cluster.ts';
 
 let api: KubeApi;
 
@@ -92,16 +88,8 @@ for (const [mode, release] of [
 
 test('a lease heartbeat renews, reports loss when the API server is gone, and recovery when it is back', async (t) => {
   // A private control plane, so the partition can be real: stop it, restart it on the same data.
-  const dataDir = mkdtempSync(join(tmpdir(), 'orrery-kube-lease-'));
-  // Teardown first, so a failed start still removes the data directory.
-  let plane: ControlPlane | undefined;
-  t.teardown(async () => {
-    await plane?.stop();
-    rmSync(dataDir, { recursive: true, force: true });
-  });
-  plane = await startControlPlane({ dataDir });
-  const port = Number(new URL(plane.server).port);
-  const privateApi = await KubeApi.fromKubeConfig(loadKubeConfig({ kubeconfig: plane.kubeconfig }));
+  const cp = await privateControlPlane(t, 'orrery-kube-lease-');
+  const privateApi = await KubeApi.fromKubeConfig(loadKubeConfig({ kubeconfig: cp.current.kubeconfig }));
   t.teardown(() => privateApi.close());
   await privateApi.request({
     method: 'POST',
@@ -134,7 +122,7 @@ test('a lease heartbeat renews, reports loss when the API server is gone, and re
   t.false(leaseExpired(lease));
   t.false(hb.isLost());
 
-  await plane.stop();
+  await cp.stop();
   const lastRenew = hb.lastRenewTime();
   await until('loss reported', () => lostAt > 0, 10_000);
   const lostAfterMs = Date.now() - lastRenew - (performance.now() - lostAt);
@@ -142,7 +130,7 @@ test('a lease heartbeat renews, reports loss when the API server is gone, and re
   t.true(lostAfterMs >= 900 && lostAfterMs < 3000, `not early (safety), not hung: ${lostAfterMs} ms`);
   t.true(hb.isLost());
 
-  plane = await startControlPlane({ dataDir, port });
+  await cp.start();
   await until('recovery reported', () => recovered === 1, 20_000);
   t.false(hb.isLost());
 });
