@@ -11,7 +11,14 @@ import { mkdirSync, mkdtempSync, rmdirSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type ExitStatus, type Namespace, spawn, watchExit } from '../node-runtime/native/index.ts';
+import {
+  type ExitStatus,
+  type Namespace,
+  type SpawnTracePoint,
+  spawn,
+  spawnTrace,
+  watchExit,
+} from '../node-runtime/native/index.ts';
 
 // Interleaved in chunks so load from other work on the machine hits every variant alike.
 const CHUNKS = 8;
@@ -144,7 +151,90 @@ export default async function spawnBench(): Promise<{ title: string; markdown: s
   }
 }
 
+/**
+ * `--trace`: where the time of one addon spawn goes. Each spawn is traced (spawnTrace, README.md
+ * "Where the time goes"); prints, per step, the median and p90 time since the previous stamp and
+ * the CPUs it ran on, plus the JS overhead (normalize, N-API, startTime) around the C part.
+ */
+async function traceSteps(init: boolean, rounds: number): Promise<string> {
+  const name = `orrery-bench-spawn-trace-${process.pid}`;
+  const v2Dir = join('/sys/fs/cgroup/unified', name);
+  const v1Dir = join('/sys/fs/cgroup/memory', name);
+  const dir = mkdtempSync(join(tmpdir(), 'orrery-bench-spawn-'));
+  mkdirSync(v2Dir);
+  mkdirSync(v1Dir);
+  const deltas = new Map<string, number[]>();
+  const cpus = new Map<string, number[]>();
+  const sameCpu: boolean[] = [];
+  const totals: number[] = [];
+  try {
+    spawnTrace(true);
+    for (let i = 0; i < rounds; i++) {
+      const start = process.hrtime.bigint();
+      const child = spawn({
+        file: '/bin/true',
+        argv: ['true'],
+        env: [],
+        namespaces: ISOLATED,
+        hostname: 'bench',
+        init,
+        cgroup: { v2Dir, procsFiles: [join(v1Dir, 'cgroup.procs')] },
+        logFile: join(dir, 'spawn.log'),
+        exitStatusFile: join(dir, 'exit-status'),
+      });
+      const total = Number(process.hrtime.bigint() - start);
+      const end = Number(process.hrtime.bigint());
+      const points: SpawnTracePoint[] = spawnTrace(true);
+      await new Promise<ExitStatus>((resolve) => watchExit(child.pidfd, resolve));
+      if (i < WARMUP) continue;
+      totals.push(total);
+      let prev = Number(start);
+      for (const p of points) {
+        // The workload's exec runs beside the child's own steps: measure it from the clone.
+        const from =
+          p.step === 'workload-exec' ? (points.find((q) => q.step === 'workload-clone')?.ns ?? prev) : prev;
+        deltas.set(p.step, [...(deltas.get(p.step) ?? []), p.ns - from]);
+        cpus.set(p.step, [...(cpus.get(p.step) ?? []), p.cpu]);
+        if (p.step !== 'workload-exec') prev = p.ns;
+      }
+      const parent = points.find((p) => p.step === 'clone')?.cpu;
+      const child0 = points.find((p) => p.step === 'child')?.cpu;
+      sameCpu.push(parent === child0);
+      deltas.set('js after C (N-API result, startTime)', [
+        ...(deltas.get('js after C (N-API result, startTime)') ?? []),
+        end - prev,
+      ]);
+    }
+  } finally {
+    spawnTrace(false);
+    rmSync(dir, { recursive: true, force: true });
+    rmdirSync(v2Dir);
+    rmdirSync(v1Dir);
+  }
+  const us = (ns: number) => (ns / 1000).toFixed(1);
+  const q = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.floor(p * (xs.length - 1))] ?? 0;
+  const lines = [
+    `### addon spawn(), init: ${init} — ${totals.length} rounds, total p50 ${us(q(totals, 0.5))} µs, p90 ${us(q(totals, 0.9))} µs`,
+    `child started on the parent's CPU in ${sameCpu.filter(Boolean).length}/${sameCpu.length} rounds`,
+    '',
+    '| step (time since previous stamp; enter: since spawn() was called in JS) | p50 µs | p90 µs | CPUs |',
+    '|---|---:|---:|---|',
+  ];
+  for (const [step, xs] of deltas) {
+    const c = cpus.get(step) ?? [];
+    const hist = [...new Set(c)].sort().map((cpu) => `${cpu}:${c.filter((x) => x === cpu).length}`);
+    lines.push(`| ${step} | ${us(q(xs, 0.5))} | ${us(q(xs, 0.9))} | ${hist.join(' ')} |`);
+  }
+  return lines.join('\n');
+}
+
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const result = await spawnBench();
-  console.log(`## ${result.title}\n\n${result.markdown}`);
+  if (process.argv.includes('--trace')) {
+    console.log(await traceSteps(true, 300));
+    console.log();
+    console.log(await traceSteps(false, 300));
+  } else {
+    const result = await spawnBench();
+    console.log(`## ${result.title}\n\n${result.markdown}`);
+  }
 }

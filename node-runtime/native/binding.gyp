@@ -14,7 +14,8 @@
         "src/child.c",
         "src/net.c",
         "src/pidfd.c",
-        "src/kernel_features.c"
+        "src/kernel_features.c",
+        "src/trace.c"
       ]
     },
     {

@@ -70,6 +70,7 @@ interface NativeBinding {
   pidfdOpen(pid: number): number;
   closeFd(fd: number): number;
   forceCloneFallback(level: number): void;
+  spawnTrace(on: boolean): [string, number, number][];
   kernelFeatures(): {
     clone3: boolean;
     cloneIntoCgroup: boolean;
@@ -316,4 +317,19 @@ export type CloneFallback = 'none' | 'no-into-cgroup' | 'no-clone3' | 'fork';
 /** For tests and diagnostics: behave as if the kernel refused the faster paths (README.md). */
 export function forceCloneFallback(level: CloneFallback): void {
   native.forceCloneFallback(['none', 'no-into-cgroup', 'no-clone3', 'fork'].indexOf(level));
+}
+
+/** One stamp of a traced spawn: `ns` on CLOCK_MONOTONIC (as process.hrtime), `cpu` the task ran on. */
+export interface SpawnTracePoint {
+  step: string;
+  ns: number;
+  cpu: number;
+}
+
+/**
+ * For diagnostics and `bench/spawn.bench.ts --trace`: turns per-step tracing of spawn() on or off
+ * and returns the stamps of the last traced spawn (README.md, "Where the time goes").
+ */
+export function spawnTrace(on: boolean): SpawnTracePoint[] {
+  return native.spawnTrace(on).map(([step, ns, cpu]) => ({ step, ns, cpu }));
 }

@@ -15,6 +15,7 @@
 #include "kernel_features.h"
 #include "pidfd.h"
 #include "spawn_request.h"
+#include "trace.h"
 
 #define CHECK(call)                                                                                \
   do {                                                                                             \
@@ -469,6 +470,32 @@ fail:
   return NULL;
 }
 
+/* spawnTrace(on): enable/disable tracing; returns the last spawn's stamps as
+ * [[name, ns, cpu], ...] (points that were not reached are left out), ns on CLOCK_MONOTONIC (the
+ * clock of process.hrtime) as a double: exact below 2^53 ns, about 104 days of uptime. */
+static napi_value js_spawn_trace(napi_env env, napi_callback_info cbinfo) {
+  size_t argc = 1;
+  napi_value arg, out = NULL;
+  bool on = false;
+  CHECK(napi_get_cb_info(env, cbinfo, &argc, &arg, NULL, NULL));
+  CHECK(napi_get_value_bool(env, arg, &on));
+  CHECK(napi_create_array(env, &out));
+  uint32_t n = 0;
+  for (int i = 0; i < TR__COUNT; i++) {
+    if (!orrery_trace_ns[i]) continue;
+    napi_value row, v;
+    CHECK(napi_create_array_with_length(env, 3, &row));
+    CHECK(napi_set_element(env, row, 0, make_string_or_null(env, orrery_trace_name((enum orrery_trace_point)i))));
+    CHECK(napi_create_double(env, (double)orrery_trace_ns[i], &v));
+    CHECK(napi_set_element(env, row, 1, v));
+    CHECK(napi_set_element(env, row, 2, make_int(env, orrery_trace_cpu[i])));
+    CHECK(napi_set_element(env, out, n++, row));
+  }
+  orrery_trace_on = on;
+fail:
+  return out;
+}
+
 static void free_state(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
@@ -487,6 +514,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"closeFd", NULL, js_close_fd, NULL, NULL, NULL, napi_default, NULL},
       {"forceCloneFallback", NULL, js_force_fallback, NULL, NULL, NULL, napi_default, NULL},
       {"kernelFeatures", NULL, js_kernel_features, NULL, NULL, NULL, napi_default, NULL},
+      {"spawnTrace", NULL, js_spawn_trace, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof *props, props) != napi_ok) return NULL;
   return exports;

@@ -15,6 +15,7 @@
 
 #include "net.h"
 #include "spawn.h"
+#include "trace.h"
 
 static void fail(const struct orrery_spawn_plan *plan, int step, int err, int index) {
   struct orrery_exec_error rec = {.step = step, .err = err, .index = index};
@@ -24,9 +25,15 @@ static void fail(const struct orrery_spawn_plan *plan, int step, int err, int in
   _exit(127);
 }
 
-/* Reset every handler to SIG_DFL (handlers belong to Node, which is not there after exec and
- * whose handler code must not run in this child), then unblock everything: the parent blocked
- * all signals around clone so none could run a Node handler on the shared memory. */
+/* Reset every disposition to SIG_DFL, then unblock everything: the parent blocked all signals
+ * around clone so that no Node handler can run on the shared memory. execve(2) would reset the
+ * *caught* ones by itself, but only at the exec, and the mask survives it, so the workload would
+ * start with everything blocked; unblocking before the exec needs the handlers gone first, or a
+ * signal arriving in between would run Node's handler here. SIG_IGN (Node ignores SIGPIPE and
+ * SIGXFSZ) would survive the exec, and the workload must start at the defaults. This is what
+ * glibc's posix_spawn does too (sysdeps/unix/sysv/linux/spawni.c); it costs about 62 syscalls
+ * (~15 µs here), which is why in init mode the workload task does it, in parallel with the
+ * child's exec of orrery-init. */
 static void reset_signals(const struct orrery_spawn_plan *plan) {
   struct sigaction dfl;
   memset(&dfl, 0, sizeof dfl);
@@ -51,9 +58,11 @@ static void setup_mounts(const struct orrery_spawn_plan *plan) {
   /* mount --make-rprivate /: the new mount namespace starts with shared propagation on
    * systemd hosts; without this our /proc would propagate back to the host (mount_namespaces(7)). */
   if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail(plan, STEP_MOUNT_PRIVATE, errno, 0);
+  ORRERY_TRACE(TR_MOUNT_PRIVATE);
   if (plan->mount_proc &&
       mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
     fail(plan, STEP_MOUNT_PROC, errno, 0);
+  ORRERY_TRACE(TR_MOUNT_PROC);
 }
 
 /* dup2(fd, fd) is a no-op that would leave FD_CLOEXEC set (dup2(2)), so clear it by hand then. */
@@ -129,6 +138,10 @@ static void close_other_fds(const struct orrery_spawn_plan *plan) {
  * which this task holds a write end until its execve (so the memory it uses stays valid). */
 static int workload_main(void *arg) {
   struct orrery_spawn_plan *plan = arg;
+  /* Cloned without CLONE_SIGHAND: our own copy of the child's dispositions (still Node's) and its
+   * mask (all blocked), so this is the same reset the child does without init. */
+  reset_signals(plan);
+  ORRERY_TRACE(TR_WORKLOAD_EXEC);
   execve(plan->workload_path, plan->workload_argv, plan->envp);
   fail(plan, STEP_EXECVE, errno, 0);
   return 127;
@@ -156,16 +169,17 @@ static void exec_workload_then_init(struct orrery_spawn_plan *plan) {
     fail(plan, STEP_INIT_SETUP, errno, 0);
   pid_t pid = clone(workload_main, plan->gc_stack_top, CLONE_VM | SIGCHLD, plan);
   if (pid < 0) fail(plan, STEP_INIT_FORK, errno, 0);
-  /* Block everything before init runs: signals sent between now and init's sigwaitinfo loop stay
-   * pending (the mask survives execve) instead of being dropped, as a pid-namespace init drops
-   * SIG_DFL signals. The workload was cloned with the empty mask. */
-  sigset_t all;
-  sigfillset(&all);
+  ORRERY_TRACE(TR_WORKLOAD_CLONE);
+  /* Every signal is still blocked here (since the parent's clone) and stays so through the exec:
+   * whatever is sent before init's sigwaitinfo loop stays pending (the mask survives execve) and
+   * init forwards it, rather than a pid-namespace init dropping it at SIG_DFL. Node's handlers
+   * cannot run (blocked) and are gone at the exec; SIG_IGN ones stay, which init does not mind:
+   * blocked signals are queued whatever their disposition (kernel/signal.c, sig_ignored). */
   int err = 0;
-  if (sigprocmask(SIG_BLOCK, &all, NULL) < 0) err = errno;
-  if (!err && plan->keep_fds[0] >= 0 && fcntl(plan->keep_fds[0], F_SETFD, 0) < 0) err = errno;
+  if (plan->keep_fds[0] >= 0 && fcntl(plan->keep_fds[0], F_SETFD, 0) < 0) err = errno;
   if (!err) {
     format_pid(plan->pid_slot, pid);
+    ORRERY_TRACE(TR_EXEC);
     execve(plan->exec_path, plan->exec_argv, plan->envp);
     err = errno;
   }
@@ -177,23 +191,33 @@ static void exec_workload_then_init(struct orrery_spawn_plan *plan) {
 
 int orrery_child_main(void *arg) {
   struct orrery_spawn_plan *plan = arg;
-  reset_signals(plan);
+  ORRERY_TRACE(TR_CHILD);
+  /* In init mode the child keeps everything blocked and the workload resets its own copy. */
+  if (!plan->workload_path) reset_signals(plan);
+  ORRERY_TRACE(TR_SIGNALS);
   /* Own session and process group: a stop signal to -pgid reaches the whole replica, and the
    * runtime's terminal (if any) never sends it SIGINT/SIGHUP. */
   if (setsid() < 0) fail(plan, STEP_SETSID, errno, 0);
+  ORRERY_TRACE(TR_SETSID);
   join_cgroups(plan);
+  ORRERY_TRACE(TR_CGROUPS);
   if (plan->hostname && sethostname(plan->hostname, strlen(plan->hostname)) < 0)
     fail(plan, STEP_SETHOSTNAME, errno, 0);
+  ORRERY_TRACE(TR_HOSTNAME);
   if (plan->ns_flags & CLONE_NEWNS) setup_mounts(plan);
   if (plan->loopback) {
     int err = orrery_loopback_up();
     if (err) fail(plan, STEP_LOOPBACK, err, 0);
   }
   setup_stdio(plan);
+  ORRERY_TRACE(TR_STDIO);
   drop_privileges(plan);
   if (plan->cwd && chdir(plan->cwd) < 0) fail(plan, STEP_CHDIR, errno, 0);
+  ORRERY_TRACE(TR_IDENTITY);
   close_other_fds(plan);
+  ORRERY_TRACE(TR_CLOSE_FDS);
   if (plan->workload_path) exec_workload_then_init(plan);
+  ORRERY_TRACE(TR_EXEC);
   execve(plan->exec_path, plan->exec_argv, plan->envp);
   fail(plan, STEP_EXECVE, errno, 0);
   return 127;

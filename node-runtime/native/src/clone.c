@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 
 #include "spawn.h"
+#include "trace.h"
 
 int orrery_clone3_unavailable = 0;
 int orrery_into_cgroup_unavailable = 0;
@@ -179,16 +180,38 @@ static pid_t clone_with_stack(struct orrery_spawn_plan *plan, void *stack_base, 
   return (pid_t)pid;
 }
 
+/* One mapping of child stacks is kept and reused: an mmap + munmap per spawn costs two syscalls,
+ * first-touch page faults (zeroed pages) and, for munmap in a multi-threaded process, a TLB
+ * shootdown on every CPU running one of Node's threads. Spawns from several threads (workers) at
+ * once are fine: whoever finds the cached mapping busy maps a private one. */
+static void *cached_stack;
+static int cached_stack_busy;
+
+static void *take_stack(void) {
+  if (!__atomic_exchange_n(&cached_stack_busy, 1, __ATOMIC_ACQUIRE)) {
+    if (cached_stack) return cached_stack;
+    /* MAP_POPULATE: fault the pages in now, once, rather than in the child on every spawn. */
+    void *s = mmap(NULL, 2 * CHILD_STACK_SIZE, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_POPULATE, -1, 0);
+    if (s != MAP_FAILED) return cached_stack = s;
+    __atomic_store_n(&cached_stack_busy, 0, __ATOMIC_RELEASE);
+  }
+  void *s = mmap(NULL, 2 * CHILD_STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  return s == MAP_FAILED ? NULL : s;
+}
+
 void orrery_clone_release_stack(void *stack) {
-  if (stack) munmap(stack, 2 * CHILD_STACK_SIZE);
+  if (!stack) return;
+  if (stack == cached_stack) __atomic_store_n(&cached_stack_busy, 0, __ATOMIC_RELEASE);
+  else munmap(stack, 2 * CHILD_STACK_SIZE);
 }
 
 pid_t orrery_clone(struct orrery_spawn_plan *plan, int *pidfd, const char **step, void **stack_out) {
   *stack_out = NULL;
   *step = "mmap";
   /* Two stacks: the child's, and above it the one the child lends the workload in init mode. */
-  void *stack = mmap(NULL, 2 * CHILD_STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-  if (stack == MAP_FAILED) return -1;
+  void *stack = take_stack();
+  if (!stack) return -1;
 
   /* Block every signal while the child shares our memory: a Node/libuv handler running in the
    * child would corrupt the parent's state. The child unblocks after resetting handlers. */
@@ -196,10 +219,11 @@ pid_t orrery_clone(struct orrery_spawn_plan *plan, int *pidfd, const char **step
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old);
+  ORRERY_TRACE(TR_CLONE);
   pid_t pid = clone_with_stack(plan, stack, pidfd, step);
   int err = errno;
   pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (pid < 0) munmap(stack, 2 * CHILD_STACK_SIZE);
+  if (pid < 0) orrery_clone_release_stack(stack);
   else *stack_out = stack;
   errno = err;
   return pid;

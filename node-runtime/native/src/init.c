@@ -78,8 +78,6 @@ static int forwardable(int sig) {
   }
 }
 
-static void noop_handler(int sig) { (void)sig; }
-
 static void write_status(int wstatus) {
   if (status_fd < 0) return;
   char buf[64];
@@ -161,17 +159,14 @@ int main(int argc, char **argv) {
    * are still reaped here rather than by the host's init (prctl(2), Linux 3.4). */
   if (getpid() != 1 && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0) report_setup_failure(STEP_INIT_SETUP, errno);
 
+  /* Everything stays blocked and is taken by sigwaitinfo; no handlers. A pid-namespace init
+   * (SIGNAL_UNKILLABLE) drops a signal at SIG_DFL only when it is *not* blocked: blocked signals
+   * are queued whatever their disposition (kernel/signal.c, sig_ignored: "Blocked signals are
+   * never ignored"), which is what tini relies on as well. In adopt mode the mask is already full
+   * (inherited across execve from the spawning child), so nothing sent before this point is lost. */
   sigset_t all, orig;
   sigfillset(&all);
   if (sigprocmask(SIG_BLOCK, &all, &orig) < 0) report_setup_failure(STEP_INIT_SETUP, errno);
-  /* A pid-namespace init drops signals from its parent namespace that are at SIG_DFL; a handler
-   * (never run: everything is blocked and taken by sigwaitinfo) makes them deliverable. */
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = noop_handler;
-  for (int sig = 1; sig < 32; sig++) /* the standard signals; 32 and 33 belong to glibc */ {
-    if (forwardable(sig) && sigaction(sig, &sa, NULL) < 0) report_setup_failure(STEP_INIT_SETUP, errno);
-  }
 
   if (child <= 0) child = fork_workload(argv[i], argv + i + 1, &orig);
 

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 
 #include "spawn_request.h"
+#include "trace.h"
 
 static const char *const step_names[STEP__COUNT] = {
     [STEP_NONE] = "unknown",
@@ -92,6 +93,8 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
   char pid_slot[16] = "";
   char fd_str[16];
 
+  if (orrery_trace_on) orrery_trace_reset();
+  ORRERY_TRACE(TR_ENTER);
   if (req->n_procs_files > ORRERY_MAX_PROCS_FDS - 1)
     return fail(res, "cgroup.procs", E2BIG, NULL);
   if (pipe2(pipe_fds, O_CLOEXEC) < 0) return fail(res, "pipe2", errno, NULL);
@@ -158,8 +161,10 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
   int pidfd = -1;
   const char *step = NULL;
   void *stack = NULL;
+  ORRERY_TRACE(TR_PREPARED);
   pid_t pid = orrery_clone(&plan, &pidfd, &step, &stack);
   int clone_err = errno;
+  ORRERY_TRACE(TR_CLONE_RETURNED);
   /* Our copies only: the child has its own (CLONE_VM does not share the fd table). */
   close(pipe_fds[1]);
   pipe_fds[1] = -1;
@@ -179,12 +184,14 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
     n = read(read_fd, &rec, sizeof rec);
   } while (n < 0 && errno == EINTR);
   int read_err = errno;
+  ORRERY_TRACE(TR_EOF);
   close(read_fd);
   /* EOF or a record: every task that could run on the child stacks has exec'd or exited. */
   orrery_clone_release_stack(stack);
   if (n == 0) {
     res->pid = pid;
     res->pidfd = pidfd;
+    ORRERY_TRACE(TR_DONE);
     return 0;
   }
   /* The child (or init) failed: it exits 127 right after writing; reap it before reporting. */
