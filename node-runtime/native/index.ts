@@ -57,6 +57,7 @@ export class SpawnError extends Error {
 interface NativeSpawnResult {
   pid?: number;
   pidfd?: number;
+  startTime?: bigint; // 0n when the addon could not tell
   errno?: number;
   step?: string | null;
   path?: string | null;
@@ -193,8 +194,9 @@ export function spawn(req: SpawnRequest): Spawned {
   if (normalized.init && typeof normalized.exitStatusFile === 'string') {
     statusFiles.set(res.pidfd, normalized.exitStatusFile);
   }
-  // The process exists until we reap it (we hold the only waiter), so its stat line is there.
-  const startTime = processStartTime(res.pid) ?? 0n;
+  // The addon derives it from the clock around clone (spawn.c, start_time_of); the process exists
+  // until we reap it (we hold the only waiter), so its stat line is there if that failed.
+  const startTime = res.startTime || (processStartTime(res.pid) ?? 0n);
   return { pid: res.pid, pidfd: res.pidfd, startTime };
 }
 

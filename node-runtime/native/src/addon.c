@@ -201,6 +201,9 @@ static napi_value js_spawn(napi_env env, napi_callback_info cbinfo) {
   if (orrery_spawn(&req, &res) == 0) {
     CHECK(napi_set_named_property(env, result, "pid", make_int(env, res.pid)));
     CHECK(napi_set_named_property(env, result, "pidfd", make_int(env, res.pidfd)));
+    napi_value start;
+    CHECK(napi_create_bigint_uint64(env, res.start_time, &start));
+    CHECK(napi_set_named_property(env, result, "startTime", start));
   } else {
     CHECK(napi_set_named_property(env, result, "errno", make_int(env, res.err)));
     CHECK(napi_set_named_property(env, result, "step", make_string_or_null(env, res.step)));

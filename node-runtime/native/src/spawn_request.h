@@ -30,6 +30,7 @@ struct orrery_spawn_request {
 struct orrery_spawn_result {
   pid_t pid;
   int pidfd;
+  uint64_t start_time; /* /proc/<pid>/stat field 22 (clock ticks since boot); 0 if unknown */
   /* on failure */
   const char *step;
   int err;
