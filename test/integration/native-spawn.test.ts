@@ -159,7 +159,13 @@ test('startTime, derived from the clock around clone, equals /proc for every one
   // About 1 in 30 spawns straddles a 10 ms tick and takes the /proc fallback inside the addon.
   const dir = tempDir(t);
   for (let i = 0; i < 300; i++) {
-    const child = spawn({ file: '/bin/true', argv: ['true'], env: [], namespaces: [], logFile: join(dir, 'l') });
+    const child = spawn({
+      file: '/bin/true',
+      argv: ['true'],
+      env: [],
+      namespaces: [],
+      logFile: join(dir, 'l'),
+    });
     const fromProc = processStartTime(child.pid);
     await new Promise<ExitStatus>((resolve) => watchExit(child.pidfd, resolve));
     t.is(child.startTime, fromProc, `spawn ${i}`);
