@@ -23,7 +23,8 @@
       "type": "executable",
       "sources": ["src/init.c"],
       "include_dirs": ["src"],
-      "ldflags": ["-static"]
+      "cflags": ["-ffreestanding", "-fno-stack-protector", "-fno-pie"],
+      "ldflags": ["-static", "-nostdlib", "-no-pie"]
     }
   ]
 }
