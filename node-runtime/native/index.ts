@@ -176,8 +176,11 @@ function normalize(req: SpawnRequest): Record<string, unknown> {
     uid: expectId('uid', req.uid),
     gid: expectId('gid', req.gid),
     noNewPrivs: req.noNewPrivs === true,
+    // orrery-init's record: without init nobody writes it, so it is not created either.
     exitStatusFile:
-      req.exitStatusFile === undefined ? undefined : expectAbsolute('exitStatusFile', req.exitStatusFile),
+      req.exitStatusFile === undefined || !init
+        ? undefined
+        : expectAbsolute('exitStatusFile', req.exitStatusFile),
   };
 }
 

@@ -1,6 +1,6 @@
 // Isolation: a pid namespace with orrery-init as PID 1 (signals forwarded, real exit reported),
 // a private /proc, a hostname of its own, and a network namespace with only a working loopback.
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import {
@@ -199,4 +199,58 @@ test('a workload that exits before orrery-init is ready is still reported (no lo
   }
   const all = await Promise.all(exits);
   t.true(all.every((s) => s.code === 0 && s.signal === null));
+});
+
+test('a stale record in the exit status file is replaced by a fresh, empty file at spawn', async (t) => {
+  const dir = tempDir(t, 'orrery-native-ns-');
+  const exitStatusFile = join(dir, 'status');
+  writeFileSync(exitStatusFile, 'exited 99\n');
+  for (const uid of [undefined, 65534]) {
+    const child = spawn({
+      file: '/bin/sleep',
+      argv: ['sleep', '30'],
+      env: [],
+      namespaces: [...isolated],
+      logFile: join(dir, 'log'),
+      exitStatusFile,
+      ...(uid === undefined ? {} : { uid, gid: uid }),
+    });
+    const exited = new Promise<ExitStatus>((resolve) => watchExit(child.pidfd, resolve));
+    t.is(readFileSync(exitStatusFile, 'utf8'), '', `fresh file (uid ${uid})`);
+    sendSignal(child.pidfd, 'SIGTERM');
+    t.deepEqual(await exited, { code: null, signal: 'SIGTERM' });
+    t.is(readFileSync(exitStatusFile, 'utf8'), 'killed SIGTERM\n');
+    writeFileSync(exitStatusFile, 'exited 99\n');
+  }
+});
+
+test('an exit status file that cannot be created fails the spawn with its step and path, and leaves no process', (t) => {
+  const dir = tempDir(t, 'orrery-native-ns-');
+  const exitStatusFile = join(dir, 'no-such-dir', 'status');
+  const marker = `${31 + (process.pid % 1000) / 1000}`; // sleep's argument, unique to this run
+  for (const uid of [undefined, 65534]) {
+    const err = t.throws(
+      () =>
+        spawn({
+          file: '/bin/sleep',
+          argv: ['sleep', marker],
+          env: [],
+          namespaces: [...isolated],
+          logFile: join(dir, 'log'),
+          exitStatusFile,
+          ...(uid === undefined ? {} : { uid, gid: uid }),
+        }),
+      { instanceOf: SpawnError },
+    );
+    t.is(err?.message, `SpawnFailed: ENOENT at exit-status-file ${exitStatusFile}`);
+  }
+  // Without uid the workload was already cloned when the child found out: killed and reaped.
+  const left = readdirSync('/proc').filter((pid) => {
+    try {
+      return /^\d+$/.test(pid) && readFileSync(`/proc/${pid}/cmdline`, 'utf8') === `sleep\0${marker}\0`;
+    } catch {
+      return false;
+    }
+  });
+  t.deepEqual(left, []);
 });

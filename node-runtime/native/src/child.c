@@ -175,8 +175,19 @@ static void exec_workload_then_init(struct orrery_spawn_plan *plan) {
    * init forwards it, rather than a pid-namespace init dropping it at SIG_DFL. Node's handlers
    * cannot run (blocked) and are gone at the exec; SIG_IGN ones stay, which init does not mind:
    * blocked signals are queued whatever their disposition (kernel/signal.c, sig_ignored). */
-  int err = 0;
-  if (plan->keep_fds[0] >= 0 && fcntl(plan->keep_fds[0], F_SETFD, 0) < 0) err = errno;
+  int err = 0, step = STEP_EXECVE_INIT;
+  if (plan->status_path) {
+    /* The exit status file, fresh (spawn.c says why unlink + O_EXCL), for init only: the workload
+     * is already cloned, so no O_CLOEXEC is needed, and this overlaps the workload's exec. */
+    int fd = -1;
+    if (unlink(plan->status_path) < 0 && errno != ENOENT) err = errno;
+    else if ((fd = open(plan->status_path, O_WRONLY | O_CREAT | O_EXCL, 0640)) < 0) err = errno;
+    if (err) step = STEP_EXIT_STATUS_FILE;
+    else format_pid(plan->status_fd_slot, fd);
+    ORRERY_TRACE(TR_STATUS_FILE);
+  } else if (plan->keep_fds[0] >= 0 && fcntl(plan->keep_fds[0], F_SETFD, 0) < 0) {
+    err = errno;
+  }
   if (!err) {
     format_pid(plan->pid_slot, pid);
     ORRERY_TRACE(TR_EXEC);
@@ -186,7 +197,7 @@ static void exec_workload_then_init(struct orrery_spawn_plan *plan) {
   kill(pid, SIGKILL);
   while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR) {
   }
-  fail(plan, STEP_EXECVE_INIT, err, 0);
+  fail(plan, step, err, 0);
 }
 
 int orrery_child_main(void *arg) {

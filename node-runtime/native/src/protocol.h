@@ -30,6 +30,7 @@ enum orrery_step {
   STEP_EXECVE_INIT, /* execve of orrery-init itself */
   STEP_INIT_FORK,   /* orrery-init could not fork the workload */
   STEP_INIT_SETUP,  /* orrery-init could not block signals / become subreaper */
+  STEP_EXIT_STATUS_FILE, /* the child could not create the exit status file (init mode) */
   STEP__COUNT
 };
 

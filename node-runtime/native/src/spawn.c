@@ -37,6 +37,7 @@ static const char *const step_names[STEP__COUNT] = {
     [STEP_EXECVE_INIT] = "execve-init",
     [STEP_INIT_FORK] = "init-fork",
     [STEP_INIT_SETUP] = "init-setup",
+    [STEP_EXIT_STATUS_FILE] = "exit-status-file",
 };
 
 static int fail(struct orrery_spawn_result *res, const char *step, int err, const char *path) {
@@ -47,14 +48,13 @@ static int fail(struct orrery_spawn_result *res, const char *step, int err, cons
 }
 
 /* argv for orrery-init in adopt mode: init -p <workload pid> [-s <statusfd>] (init.c); the child
- * writes the pid into pid_slot once it knows it. */
-static void init_argv(char **argv, int status_fd, char *pid_slot, char *fd_str) {
+ * writes the pid into pid_slot once it knows it, and the fd into fd_str if it opens the file. */
+static void init_argv(char **argv, int with_status, char *pid_slot, char *fd_str) {
   size_t i = 0;
   argv[i++] = (char *)"orrery-init";
   argv[i++] = (char *)"-p";
   argv[i++] = pid_slot;
-  if (status_fd >= 0) {
-    snprintf(fd_str, 16, "%d", status_fd);
+  if (with_status) {
     argv[i++] = (char *)"-s";
     argv[i++] = fd_str;
   }
@@ -133,17 +133,20 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
   int status_fd = -1;
   char *argv_init[8];
   char pid_slot[16] = "";
-  char fd_str[16];
+  char fd_str[16] = "";
 
   if (orrery_trace_on) orrery_trace_reset();
   ORRERY_TRACE(TR_ENTER);
   if (req->n_procs_files > ORRERY_MAX_PROCS_FDS - 1)
     return fail(res, "cgroup.procs", E2BIG, NULL);
   if (pipe2(pipe_fds, O_CLOEXEC) < 0) return fail(res, "pipe2", errno, NULL);
-  if (req->exit_status_file) {
-    /* A fresh, empty file, so a stale record from a previous run can never be mistaken for this
-     * one. Unlink + O_EXCL rather than O_TRUNC: ext4 (auto_da_alloc) flushes a truncated file's
-     * data on close, which cost ~2 ms per spawn here. */
+  /* The exit status file is orrery-init's: without init there is none. A fresh, empty file, so a
+   * stale record from a previous run can never be mistaken for this one. Unlink + O_EXCL rather
+   * than O_TRUNC: ext4 (auto_da_alloc) flushes a truncated file's data on close, which cost ~2 ms
+   * per spawn here. The child creates it (spawn.h, status_path) unless it drops privileges before
+   * it could: then it must exist, owned by us, before the clone. */
+  int child_creates_status = req->init && req->exit_status_file && !req->has_uid && !req->has_gid;
+  if (req->init && req->exit_status_file && !child_creates_status) {
     if (unlink(req->exit_status_file) < 0 && errno != ENOENT) {
       int err = errno;
       close_plan_fds(&plan, -1, pipe_fds);
@@ -155,6 +158,7 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
       close_plan_fds(&plan, -1, pipe_fds);
       return fail(res, "exit-status-file", err, req->exit_status_file);
     }
+    ORRERY_TRACE(TR_STATUS_FILE);
   }
   for (int i = 0; i < req->n_procs_files; i++) {
     int fd = open(req->procs_files[i], O_WRONLY | O_CLOEXEC);
@@ -188,7 +192,12 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
   plan.no_new_privs = req->no_new_privs || req->has_uid || req->has_gid;
   plan.err_fd = pipe_fds[1];
   if (req->init) {
-    init_argv(argv_init, status_fd, pid_slot, fd_str);
+    if (status_fd >= 0) snprintf(fd_str, sizeof fd_str, "%d", status_fd);
+    init_argv(argv_init, status_fd >= 0 || child_creates_status, pid_slot, fd_str);
+    if (child_creates_status) {
+      plan.status_path = req->exit_status_file;
+      plan.status_fd_slot = fd_str;
+    }
     plan.exec_path = req->init_path;
     plan.exec_argv = argv_init;
     plan.keep_fds[0] = status_fd;
@@ -250,6 +259,7 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
   case STEP_EXECVE: path = req->file; break;
   case STEP_EXECVE_INIT: path = req->init_path; break;
   case STEP_OPEN_LOG: path = req->log_path; break;
+  case STEP_EXIT_STATUS_FILE: path = req->exit_status_file; break;
   case STEP_CHDIR: path = req->cwd; break;
   case STEP_CGROUP_PROCS:
     path = rec.index == v2_index ? v2_path

@@ -44,6 +44,12 @@ struct orrery_spawn_plan {
   char *const *workload_argv;
   void *gc_stack_top;
   char *pid_slot; /* 16 bytes the child fills with the workload's pid for init's argv */
+  /* Init mode without uid/gid: the child creates the exit status file itself, after cloning the
+   * workload, so the unlink + create (~35 µs on ext4) overlaps the workload's exec instead of
+   * preceding the clone; status_fd_slot (16 bytes) gets the fd for init's "-s". NULL when the
+   * parent created it (keep_fds[0]) or there is none. */
+  const char *status_path;
+  char *status_fd_slot;
 };
 
 /* child.c: runs in the clone child; never returns. */

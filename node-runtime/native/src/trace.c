@@ -12,6 +12,7 @@ int orrery_trace_cpu[TR__COUNT];
 
 static const char *const names[TR__COUNT] = {
     [TR_ENTER] = "enter",
+    [TR_STATUS_FILE] = "status-file",
     [TR_PREPARED] = "prepared",
     [TR_CLONE] = "clone",
     [TR_CHILD] = "child",

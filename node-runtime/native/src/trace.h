@@ -13,6 +13,8 @@
 
 enum orrery_trace_point {
   TR_ENTER,          /* parent: orrery_spawn entered */
+  TR_STATUS_FILE,    /* exit status file created afresh: by the parent, or (init mode) by the child
+                        after the workload clone */
   TR_PREPARED,       /* parent: status file, cgroup fds, pipe open */
   TR_CLONE,          /* parent: about to clone */
   TR_CHILD,          /* child: first instruction */
