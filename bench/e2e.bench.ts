@@ -47,18 +47,34 @@ function rssKiB(pid: number): number {
   return Number(match?.[1] ?? Number.NaN);
 }
 
+/** utime + stime of a process and its reaped children (/proc/<pid>/stat fields 14-17), seconds. */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = [11, 12, 13, 14].reduce((sum, i) => sum + Number(fields[i]), 0);
+  return ticks / 100; // USER_HZ
+}
+
 interface Daemon {
   child: ChildProcess;
   stop(): Promise<void>;
 }
 
 function daemon(args: string[], waitForLine: boolean): Promise<Daemon> {
-  const nodeFlags = args[0] === 'runtime' ? RUNTIME_NODE_FLAGS : []; // as `orrery up` runs it
+  const nodeFlags = args[0] === 'runtime' ? [...RUNTIME_NODE_FLAGS] : []; // as `orrery up` runs it
+  // ORRERY_BENCH_CPUPROF=DIR: V8 CPU profiles of the daemons, written when they exit.
+  if (process.env.ORRERY_BENCH_CPUPROF)
+    nodeFlags.push('--cpu-prof', `--cpu-prof-dir=${process.env.ORRERY_BENCH_CPUPROF}`);
   const child = spawn(process.execPath, [...nodeFlags, join(repoRoot, 'bin', 'orrery.js'), ...args], {
     cwd: repoRoot,
     stdio: ['ignore', 'pipe', process.env.ORRERY_BENCH_DEBUG ? 'inherit' : 'ignore'],
     env: { ...process.env, ORRERY_LOG_LEVEL: process.env.ORRERY_BENCH_DEBUG ? 'info' : 'warn' },
   });
+  // The daemons log to stdout (pino's default): it is always drained, or a full pipe would block
+  // their event loop mid-benchmark; with ORRERY_BENCH_DEBUG it is shown on stderr.
+  const stdout = child.stdout as NodeJS.ReadableStream;
+  if (process.env.ORRERY_BENCH_DEBUG) stdout.pipe(process.stderr);
+  else stdout.resume();
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const stop = async () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
@@ -66,9 +82,7 @@ function daemon(args: string[], waitForLine: boolean): Promise<Daemon> {
   };
   if (!waitForLine) return Promise.resolve({ child, stop });
   return new Promise((resolve, reject) => {
-    createInterface({ input: child.stdout as NodeJS.ReadableStream }).once('line', () =>
-      resolve({ child, stop }),
-    );
+    createInterface({ input: stdout }).once('line', () => resolve({ child, stop }));
     child.once('exit', (code) =>
       reject(new Error(`orrery ${args[0]} exited with ${code} before it was ready`)),
     );
@@ -90,20 +104,37 @@ function instance(name: string, replicas: number): Applied<Instance> {
   };
 }
 
-/** Writes the API server has served for Orrery's objects, Leases and Events (its own counter). */
-function writeCount(kubeconfig: string): number {
+/**
+ * Writes the API server has served for Orrery's objects, Leases and Events (its own counter), in
+ * all and by verb/resource/subresource (printed with ORRERY_BENCH_DEBUG).
+ */
+function writeCounts(kubeconfig: string): { total: number; by: Map<string, number> } {
   const text = execFileSync('kubectl', ['--kubeconfig', kubeconfig, 'get', '--raw', '/metrics'], {
     encoding: 'utf8',
     maxBuffer: 256 << 20,
   });
   let total = 0;
+  const by = new Map<string, number>();
   for (const line of text.split('\n')) {
     if (!line.startsWith('apiserver_request_total{')) continue;
-    if (!/verb="(POST|PUT|PATCH|DELETE|APPLY)"/.test(line)) continue;
+    const verb = /verb="(POST|PUT|PATCH|DELETE|APPLY)"/.exec(line)?.[1];
+    if (!verb) continue;
     if (!/group="orrery\.dev"|resource="leases"|resource="events"/.test(line)) continue;
-    total += Number(line.slice(line.lastIndexOf(' ') + 1));
+    const n = Number(line.slice(line.lastIndexOf(' ') + 1));
+    const key = `${verb} ${/resource="([^"]*)"/.exec(line)?.[1]}/${/subresource="([^"]*)"/.exec(line)?.[1] ?? ''}`;
+    by.set(key, (by.get(key) ?? 0) + n);
+    total += n;
   }
-  return total;
+  return { total, by };
+}
+
+function debugWrites(what: string, before: Map<string, number>, after: Map<string, number>, per: number) {
+  if (!process.env.ORRERY_BENCH_DEBUG) return;
+  const lines = [...after]
+    .map(([k, v]) => [k, (v - (before.get(k) ?? 0)) / per] as const)
+    .filter(([, v]) => v > 0)
+    .map(([k, v]) => `  ${k}: ${v.toFixed(2)}`);
+  console.error(`writes per replica, ${what}:\n${lines.join('\n')}`);
 }
 
 export default async function bench(): Promise<{ title: string; markdown: string }> {
@@ -112,7 +143,10 @@ export default async function bench(): Promise<{ title: string; markdown: string
   const daemons: Daemon[] = [];
   let plane: ControlPlane | undefined;
   try {
-    plane = await startControlPlane({ dataDir: join(root, 'cp') });
+    plane = await startControlPlane({
+      dataDir: join(root, 'cp'),
+      ...(process.env.ORRERY_BENCH_PPROF ? { apiserverFlags: ['--profiling=true'] } : {}),
+    });
     const kubeConfig = loadKubeConfig({ kubeconfig: plane.kubeconfig });
     await installCrds(kubeConfig);
     const api = await KubeApi.fromKubeConfig(kubeConfig);
@@ -149,9 +183,15 @@ export default async function bench(): Promise<{ title: string; markdown: string
     // Watch Replicas and remember when each first reports Running.
     const runningAt = new Map<string, number>();
     const informer = new Informer(replicas, { resyncPeriodMs: 0 });
+    // With ORRERY_BENCH_DEBUG: when each Replica was first seen and first seen bound, to show
+    // which stage (operator create, scheduler bind, agent start) holds the 1,000 up.
+    const createdAt = new Map<string, number>();
+    const boundAt = new Map<string, number>();
     const note = (r: Replica) => {
-      if (r.status?.phase === 'Running' && !runningAt.has(r.metadata.name as string))
-        runningAt.set(r.metadata.name as string, performance.now());
+      const name = r.metadata.name as string;
+      if (!createdAt.has(name)) createdAt.set(name, performance.now());
+      if (r.spec.host && !boundAt.has(name)) boundAt.set(name, performance.now());
+      if (r.status?.phase === 'Running' && !runningAt.has(name)) runningAt.set(name, performance.now());
     };
     informer.addHandlers({
       add: note,
@@ -192,7 +232,7 @@ export default async function bench(): Promise<{ title: string; markdown: string
     await waitFor('warm-up replica', () => runningAt.has('warmup-0'), 60_000);
 
     const single: number[] = [];
-    const writesBefore = writeCount(plane.kubeconfig);
+    const writesBefore = writeCounts(plane.kubeconfig);
     for (let i = 0; i < SINGLE_ROUNDS; i++) {
       const name = `one-${i}`;
       const t0 = performance.now();
@@ -200,7 +240,9 @@ export default async function bench(): Promise<{ title: string; markdown: string
       await waitFor(`${name}-0 Running`, () => runningAt.has(`${name}-0`), 30_000);
       single.push((runningAt.get(`${name}-0`) as number) - t0);
     }
-    const writesPerStart = (writeCount(plane.kubeconfig) - writesBefore) / SINGLE_ROUNDS;
+    const writesAfter = writeCounts(plane.kubeconfig);
+    const writesPerStart = (writesAfter.total - writesBefore.total) / SINGLE_ROUNDS;
+    debugWrites('single', writesBefore.by, writesAfter.by, SINGLE_ROUNDS);
 
     // Failover first, on a quiet system: a second host, 10 replicas on the first (and nothing
     // else: the replicas of the rounds above are removed, or they would move too), SIGKILL the
@@ -242,6 +284,30 @@ export default async function bench(): Promise<{ title: string; markdown: string
     const failoverMs = performance.now() - killedAt;
 
     // 1,000 replicas in one Instance.
+    const manyBefore = writeCounts(plane.kubeconfig).by;
+    const cpuOf = () => ({
+      'control plane': cpuSeconds(plane!.pid),
+      operator: cpuSeconds(operator.child.pid as number),
+      agent: cpuSeconds(hostB.child.pid as number),
+      bench: process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6,
+    });
+    const cpuBefore = cpuOf();
+    // ORRERY_BENCH_PPROF=FILE: a 10 s CPU profile of the control plane (kube-apiserver + etcd)
+    // during the 1,000 (`go tool pprof -top FILE`).
+    if (process.env.ORRERY_BENCH_PPROF) {
+      const out = process.env.ORRERY_BENCH_PPROF;
+      const kc = plane.kubeconfig;
+      void import('node:fs').then(({ createWriteStream }) => {
+        const child = spawn(
+          'kubectl',
+          ['--kubeconfig', kc, 'get', '--raw', '/debug/pprof/profile?seconds=10'],
+          {
+            stdio: ['ignore', 'pipe', 'inherit'],
+          },
+        );
+        child.stdout.pipe(createWriteStream(out));
+      });
+    }
     const t0 = performance.now();
     await instances.create(instance('many', MANY), { namespace: 'default' });
     await waitFor(
@@ -250,6 +316,22 @@ export default async function bench(): Promise<{ title: string; markdown: string
       300_000,
     );
     const manyMs = performance.now() - t0;
+    debugWrites(`${MANY} at once`, manyBefore, writeCounts(plane.kubeconfig).by, MANY);
+    if (process.env.ORRERY_BENCH_DEBUG) {
+      const stage = (what: string, at: Map<string, number>) => {
+        const times = [...at].filter(([k]) => k.startsWith('many-')).map(([, v]) => v - t0);
+        const q = (p: number) => (quantile(times, p) / 1000).toFixed(2);
+        console.error(`${what}: first ${q(0)} s, p50 ${q(0.5)} s, p90 ${q(0.9)} s, last ${q(1)} s`);
+      };
+      stage('created', createdAt);
+      stage('bound', boundAt);
+      stage('running', runningAt);
+      const cpuAfter = cpuOf();
+      const spent = Object.entries(cpuAfter).map(
+        ([k, v]) => `${k} ${(v - cpuBefore[k as keyof typeof cpuBefore]).toFixed(2)} s`,
+      );
+      console.error(`CPU during the ${MANY}: ${spent.join(', ')}`);
+    }
     await new Promise((resolve) => setTimeout(resolve, 2000)); // let status writes settle
     const agentRss = rssKiB(hostB.child.pid as number);
     const operatorRss = rssKiB(operator.child.pid as number);

@@ -24,9 +24,19 @@ import { LeaseObserver, reconcileHost, reconcileOrphanedTermination } from './ho
 import { reconcileInstance } from './instance/controller.ts';
 import { SYSTEM_NAMESPACE } from './labels.ts';
 import { OperatorMetrics } from './metrics.ts';
-import { reconcileScheduling, SchedulerCache, watchForScheduler } from './scheduler/controller.ts';
+import {
+  placeAtCreation,
+  reconcileScheduling,
+  SchedulerCache,
+  watchForScheduler,
+} from './scheduler/controller.ts';
 import { reconcileService, servicesSelecting } from './service/controller.ts';
 import { parseCidr } from './service/vip.ts';
+
+/** Binding writes in flight at once. */
+const SCHEDULER_BIND_WORKERS = 16;
+/** Instance status writes that change only replica counts: at most one per Instance per interval. */
+const INSTANCE_STATUS_COUNT_INTERVAL_MS = 500;
 
 export interface OperatorOptions {
   kubeConfig: KubeConfig;
@@ -171,6 +181,11 @@ function startControllers(
 
   const hostOptions = { graceMs: opts.hostGraceMs ?? 1000 };
   const leaseObserver = new LeaseObserver();
+  const isLive = (host: string) => leaseObserver.isLive(ctx, host);
+  const instanceOptions = {
+    place: placeAtCreation(ctx, cache, isLive),
+    statusSpacing: { intervalMs: INSTANCE_STATUS_COUNT_INTERVAL_MS, written: new Map<string, number>() },
+  };
   informers.leases.addHandlers({
     add: (l) => leaseObserver.observe(l),
     update: (_, l) => leaseObserver.observe(l),
@@ -182,15 +197,19 @@ function startControllers(
       workers: opts.workers ?? 4,
       waitFor,
       log: ctx.log,
-      reconcile: (key) => reconcileInstance(ctx, key),
+      reconcile: (key) => reconcileInstance(ctx, key, instanceOptions),
       onReconciled: observe('instances'),
     }),
     runController({
       name: 'scheduler',
       queue: schedulerQueue,
+      // Decisions are synchronous (pick + assume, no await between), so they stay one at a time
+      // on the event loop; the workers only overlap the binding writes (kube-scheduler binds
+      // asynchronously for the same reason). One worker capped a burst at one bind per round trip.
+      workers: SCHEDULER_BIND_WORKERS,
       waitFor,
       log: ctx.log,
-      reconcile: (key) => reconcileScheduling(ctx, cache, key, (host) => leaseObserver.isLive(ctx, host)),
+      reconcile: (key) => reconcileScheduling(ctx, cache, key, isLive),
       onReconciled: observe('scheduler'),
     }),
     runController({

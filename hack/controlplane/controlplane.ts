@@ -38,6 +38,8 @@ export interface StartControlPlaneOptions {
   readyTimeoutMs?: number;
   /** How long stop() waits after SIGTERM before SIGKILL (default 20 s). */
   stopGraceMs?: number;
+  /** Extra kube-apiserver flags, e.g. `['--profiling=true']` (later flags win). */
+  apiserverFlags?: string[];
 }
 
 interface ReadyLine {
@@ -102,6 +104,7 @@ export async function startControlPlane(opts: StartControlPlaneOptions): Promise
   const logPath = join(dataDir, 'controlplane.log');
   const logFd = openSync(logPath, 'a');
   const args = ['--data-dir', dataDir, '--port', String(opts.port ?? 0)];
+  for (const flag of opts.apiserverFlags ?? []) args.push(`--apiserver-flag=${flag}`);
   let child: ChildProcess;
   let spawnedAt: number;
   try {

@@ -16,8 +16,9 @@ import {
 } from '../../kube/index.ts';
 import { setConditions } from '../conditions.ts';
 import type { OperatorContext } from '../context.ts';
+import type { Placer } from '../instance/controller.ts';
 import { HOST_LABEL } from '../labels.ts';
-import { addUsage, emptyUsage, type HostUsage, pickHost } from './fit.ts';
+import { addUsage, emptyUsage, type HostUsage, pickHost, type ScheduleResult } from './fit.ts';
 
 /** Bound replicas per host, maintained from informer events and our own bindings. */
 export class SchedulerCache {
@@ -36,6 +37,13 @@ export class SchedulerCache {
     } else {
       return;
     }
+    this.#usage = undefined;
+  }
+
+  /** Drop an assumption whose binding failed: the informer brings what is true. */
+  forget(key: string, host: string): void {
+    if (this.#boundTo.get(key)?.host !== host) return;
+    this.#boundTo.delete(key);
     this.#usage = undefined;
   }
 
@@ -91,6 +99,35 @@ export function watchForScheduler(
   ctx.informers.hosts.addHandlers({ add: requeuePending, update: requeuePending, delete: requeuePending });
 }
 
+/**
+ * One scheduling decision: pick a host and assume the replica on it at once, before any write
+ * (as kube-scheduler assumes before its asynchronous bind), so the next decision, made while the
+ * write is in flight, already counts it. The caller forgets the assumption if its write fails.
+ */
+function decide(
+  ctx: OperatorContext,
+  cache: SchedulerCache,
+  key: string,
+  replica: Replica,
+  isLive?: (host: string) => boolean,
+): ScheduleResult {
+  const result = pickHost(replica, ctx.informers.hosts.list(), cache.usageOf, isLive);
+  if (result.host !== undefined) cache.assume(key, replica, result.host);
+  return result;
+}
+
+/** The Instance controller's placer: Replicas are created already bound when a host fits. */
+export function placeAtCreation(
+  ctx: OperatorContext,
+  cache: SchedulerCache,
+  isLive?: (host: string) => boolean,
+): Placer {
+  return (key, replica) => {
+    const { host } = decide(ctx, cache, key, replica, isLive);
+    return host === undefined ? undefined : { host, undo: () => cache.forget(key, host) };
+  };
+}
+
 export async function reconcileScheduling(
   ctx: OperatorContext,
   cache: SchedulerCache,
@@ -100,7 +137,7 @@ export async function reconcileScheduling(
   const replica = ctx.informers.replicas.get(key);
   if (!replica || replica.spec.host || replica.metadata.deletionTimestamp) return undefined;
   const { namespace, name } = splitKey(key);
-  const result = pickHost(replica, ctx.informers.hosts.list(), cache.usageOf, isLive);
+  const result = decide(ctx, cache, key, replica, isLive);
   if (result.host === undefined) {
     await markUnschedulable(ctx, replica, result.message);
     return { requeueAfterMs: 5_000 };
@@ -118,11 +155,11 @@ export async function reconcileScheduling(
       { namespace },
     );
   } catch (error) {
+    cache.forget(key, result.host);
     // Changed or bound meanwhile (spec.host is immutable once set): the informer brings the new state.
     if (isConflict(error) || isNotFound(error) || isInvalid(error)) return undefined;
     throw error;
   }
-  cache.assume(key, replica, result.host);
   if (replica.status?.reason === 'Unschedulable') {
     void ctx.recorder.normal(replica, 'Scheduled', `Bound to host ${result.host}`);
   }

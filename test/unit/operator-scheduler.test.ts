@@ -1,5 +1,6 @@
 import test from 'ava';
 import type { Host, Replica } from '../../crds/types.ts';
+import { SchedulerCache } from '../../operator/scheduler/controller.ts';
 import { addUsage, emptyUsage, type HostUsage, pickHost } from '../../operator/scheduler/fit.ts';
 
 function host(
@@ -114,4 +115,28 @@ test('the host with more free room wins between equally spread hosts', (t) => {
   const usage = usageTable();
   usage.bind(replica('other', 0, { memory: '512Mi' }), 'a');
   t.deepEqual(pickHost(replica('web', 0, { memory: '64Mi' }), hosts, usage.of), { host: 'b' });
+});
+
+test('the scheduler cache counts an assumption at once, once, and forgets it when the write failed', (t) => {
+  const cache = new SchedulerCache();
+  const hosts = [host('a', { replicas: 2 }), host('b', { replicas: 2 })];
+  const r0 = replica('web', 0);
+  // Assumed before its write is answered: the next decision already spreads away from it.
+  cache.assume('ns/web-0', r0, 'a');
+  t.is(cache.replicasOn('a'), 1);
+  t.deepEqual(pickHost(replica('web', 1), hosts, cache.usageOf), { host: 'b' });
+  // The informer's copy of the same binding is not counted twice.
+  cache.observe('ns/web-0', { ...r0, spec: { ...r0.spec, host: 'a' } });
+  t.is(cache.replicasOn('a'), 1);
+  // A failed write takes the assumption back; forgetting under another host is a no-op.
+  cache.assume('ns/web-1', replica('web', 1), 'b');
+  cache.forget('ns/web-1', 'a');
+  t.is(cache.replicasOn('b'), 1);
+  cache.forget('ns/web-1', 'b');
+  t.is(cache.replicasOn('b'), 0);
+  // An unbound copy seen before the binding comes back does not drop the assumption.
+  cache.observe('ns/web-0', r0);
+  t.is(cache.replicasOn('a'), 1);
+  cache.observe('ns/web-0', undefined);
+  t.is(cache.replicasOn('a'), 0);
 });
