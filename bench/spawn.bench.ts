@@ -140,9 +140,11 @@ export default async function spawnBench(): Promise<{ title: string; markdown: s
       '',
       `Target (DESIGN §9): addon p50 ≤ ${TARGET_RATIO}× raw p50. Measured: ${ratio.toFixed(2)}× — ` +
         `${ratio <= TARGET_RATIO ? 'met' : 'NOT met'}. The default path does more than the raw baseline: ` +
-        'two execs (the workload, then orrery-init as PID 1 in the same child), `mount --make-rprivate /` ' +
-        'and a fresh /proc, hostname, setsid, stdio to the log file, signal reset; `init: false` is the ' +
-        'like-for-like comparison of the clone path itself.',
+        'a second task (the child clones the workload, then execs orrery-init as PID 1 beside it), ' +
+        '`mount --make-rprivate /` and a fresh /proc, hostname, setsid, stdio to the log file, signal ' +
+        'reset, a fresh exit status file, and the JS side (validation, N-API); `init: false` leaves out ' +
+        'the second task and the status file. Per-step costs: `npx tsx bench/spawn.bench.ts --trace` ' +
+        '(node-runtime/native/README.md, "Where the time goes").',
     ].join('\n');
     return { title: 'Spawn an isolated, cgroup-limited replica', markdown };
   } finally {
