@@ -102,7 +102,8 @@ export default async function spawnBench(): Promise<{ title: string; markdown: s
   const dir = mkdtempSync(join(tmpdir(), 'orrery-bench-spawn-'));
   mkdirSync(v2Dir);
   mkdirSync(v1Dir);
-  const v1Procs = join(v1Dir, 'cgroup.procs');
+  // The runtime joins v1 through `tasks` (no threadgroup lock: node-runtime/cgroups/README.md).
+  const v1Procs = join(v1Dir, 'tasks');
   try {
     const binary = compileRaw(dir);
     const samples = {
@@ -181,7 +182,7 @@ async function traceSteps(init: boolean, rounds: number): Promise<string> {
         namespaces: ISOLATED,
         hostname: 'bench',
         init,
-        cgroup: { v2Dir, procsFiles: [join(v1Dir, 'cgroup.procs')] },
+        cgroup: { v2Dir, procsFiles: [join(v1Dir, 'tasks')] },
         logFile: join(dir, 'spawn.log'),
         exitStatusFile: join(dir, 'exit-status'),
       });

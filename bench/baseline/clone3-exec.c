@@ -1,10 +1,10 @@
 /* Raw baseline for bench/spawn.bench.ts: clone3 with exactly the flags Orrery uses for an isolated
  * replica (CLONE_PIDFD, new pid/mount/uts/ipc namespaces, CLONE_INTO_CGROUP into the v2 test
- * cgroup, the child joining the v1 memory cgroup by writing "0" to cgroup.procs), then execve of
+ * cgroup, the child joining the v1 memory cgroup by writing "0" to its tasks file, as the runtime does), then execve of
  * /bin/true, timed until the parent sees the exec succeed (EOF on a CLOEXEC pipe), as the addon's
  * spawn() is. This is a small process, so the plain fork-style clone3 is as fast as it gets here.
  *
- *   clone3-exec ROUNDS V2DIR V1_PROCS_FILE   -> one latency in nanoseconds per line on stdout
+ *   clone3-exec ROUNDS V2DIR V1_JOIN_FILE   -> one latency in nanoseconds per line on stdout
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -38,7 +38,7 @@ static void die(const char *what) {
 
 int main(int argc, char **argv) {
   if (argc != 4) {
-    fprintf(stderr, "usage: %s ROUNDS V2DIR V1_PROCS_FILE\n", argv[0]);
+    fprintf(stderr, "usage: %s ROUNDS V2DIR V1_JOIN_FILE\n", argv[0]);
     return 2;
   }
   int rounds = atoi(argv[1]);
@@ -49,7 +49,7 @@ int main(int argc, char **argv) {
   for (int i = 0; i < rounds; i++) {
     uint64_t start = now_ns();
     int v1 = open(argv[3], O_WRONLY | O_CLOEXEC);
-    if (v1 < 0) die("open v1 cgroup.procs");
+    if (v1 < 0) die("open v1 join file");
     int pipefd[2];
     if (pipe2(pipefd, O_CLOEXEC) < 0) die("pipe2");
     int pidfd = -1;

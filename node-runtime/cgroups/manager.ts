@@ -69,9 +69,9 @@ export class ReplicaCgroup {
     this.#log = log;
   }
 
-  /** Hand this to the native spawn: v2 membership by CLONE_INTO_CGROUP, v1 by the child's own pid writes. */
+  /** Hand this to the native spawn: v2 membership by CLONE_INTO_CGROUP, v1 by the child's own "0" writes. */
   get spawnTarget(): SpawnTarget {
-    const target: SpawnTarget = { procsFiles: [...this.plan.procsFiles] };
+    const target: SpawnTarget = { procsFiles: [...this.plan.joinFiles] };
     if (this.plan.v2Dir !== undefined) target.v2Dir = this.plan.v2Dir;
     return target;
   }

@@ -16,6 +16,8 @@ export interface SpawnRequest {
   namespaces: Namespace[]; // [] = none; 'net' gives a new net ns with only loopback (brought up)
   hostname?: string; // with 'uts'
   init?: boolean; // default: true when namespaces includes 'pid'
+  // v2Dir: the CLONE_INTO_CGROUP target. procsFiles: files the child writes "0" to before execve,
+  // i.e. joins as itself: v1 `tasks` (cheapest, see node-runtime/cgroups/README.md) or `cgroup.procs`.
   cgroup?: { v2Dir?: string; procsFiles?: string[] };
   logFile: string; // stdout and stderr both go here: opened by the child O_WRONLY|O_CREAT|O_APPEND, 0640
   uid?: number;

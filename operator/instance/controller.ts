@@ -88,7 +88,7 @@ export async function reconcileInstance(
   key: string,
   opts: InstanceReconcileOptions = {},
 ): Promise<ReconcileResult> {
-  const instance = ctx.informers.instances.get(key);
+  let instance = ctx.informers.instances.get(key);
   if (!instance) {
     opts.statusSpacing?.written.delete(key);
     return undefined;
@@ -98,7 +98,9 @@ export async function reconcileInstance(
 
   if (instance.metadata.deletionTimestamp) return finalizeInstance(ctx, instance, replicas);
   if (!instance.metadata.finalizers?.includes(INSTANCE_FINALIZER)) {
-    await ctx.clients.instances.patch(
+    // Carry on with the object the patch returns rather than waiting for the watch to bring it:
+    // a new Instance's first Replicas go out one round trip sooner.
+    instance = await ctx.clients.instances.patch(
       instance.metadata.name as string,
       [
         { op: 'test', path: '/metadata/resourceVersion', value: instance.metadata.resourceVersion },
@@ -108,7 +110,6 @@ export async function reconcileInstance(
       ],
       { namespace, type: 'json' },
     );
-    return undefined; // the update comes back through the informer
   }
 
   const hash = templateHash(instance.spec.template);

@@ -75,7 +75,7 @@ test('create applies limits that read back, setLimits changes them, remove leave
   t.true(cgroup.plan.dirs.every((dir) => existsSync(dir)));
   t.deepEqual(await cgroups.list(), ['web-0']);
   t.is(cgroups.open('web-0')?.spawnTarget.v2Dir, cgroup.spawnTarget.v2Dir);
-  t.deepEqual(cgroup.spawnTarget.procsFiles, cgroup.plan.procsFiles);
+  t.deepEqual(cgroup.spawnTarget.procsFiles, cgroup.plan.joinFiles);
 
   t.is(await read(f.cpuCfsQuota), '50000');
   t.is(await read(f.cpuCfsPeriod), '100000');

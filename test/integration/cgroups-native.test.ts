@@ -1,6 +1,6 @@
 // The cgroups, the logs and the native spawn together: a child placed by the addon with the
-// manager's spawnTarget (CLONE_INTO_CGROUP into the v2 directory, pid written to every v1
-// cgroup.procs before exec), its output in the LogStore's file. cgroups-manager.test.ts covers the
+// manager's spawnTarget (CLONE_INTO_CGROUP into the v2 directory, "0" written to every v1
+// `tasks` file before exec), its output in the LogStore's file. cgroups-manager.test.ts covers the
 // same behaviour without the addon.
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -87,7 +87,7 @@ test('kill() leaves nothing of a workload that daemonized inside a pid namespace
   const members = await cgroup.pids();
   t.true(members.includes(pid));
   t.true(members.length >= 3, `init, the workload and the daemon: ${members.join(',')}`);
-  for (const file of cgroup.spawnTarget.procsFiles) {
+  for (const file of cgroup.plan.procsFiles) {
     const listed = (await readFile(file, 'utf8'))
       .trim()
       .split('\n')

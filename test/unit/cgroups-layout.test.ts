@@ -119,6 +119,7 @@ test('v2: one directory carries membership, limits, stats, kill and events', (t)
   t.deepEqual(plan.dirs, [dir]);
   t.deepEqual(plan.parentDirs, ['/sys/fs/cgroup/orrery/host-a']);
   t.deepEqual(plan.procsFiles, [], 'CLONE_INTO_CGROUP places the child; nothing to write');
+  t.deepEqual(plan.joinFiles, []);
   t.deepEqual(plan.v2Enable, ['cpu', 'memory', 'pids']);
   t.deepEqual(plan.v2SubtreeDirs, [
     '/sys/fs/cgroup',
@@ -150,6 +151,11 @@ test('v1: the child joins every used controller once (co-mounted cpu,cpuacct), n
     '/sys/fs/cgroup/pids/orrery/host-a/web-0/cgroup.procs',
     '/sys/fs/cgroup/freezer/orrery/host-a/web-0/cgroup.procs',
   ]);
+  // The child joins through `tasks` (its one thread, no threadgroup lock): same directories.
+  t.deepEqual(
+    plan.joinFiles,
+    plan.procsFiles.map((f) => f.replace(/cgroup\.procs$/, 'tasks')),
+  );
   t.is(plan.dirs.length, 4);
   t.false(plan.dirs.some((d) => d.includes('cpuset')));
   t.is(plan.files.kill, undefined, 'no cgroup.kill: kill() falls back to freeze + SIGKILL');
@@ -177,6 +183,10 @@ test('hybrid: v2 for membership, kill and events; v1 for limits, stats and freez
     '/sys/fs/cgroup/pids/orrery/host-a/web-0/cgroup.procs',
     '/sys/fs/cgroup/freezer/orrery/host-a/web-0/cgroup.procs',
   ]);
+  t.deepEqual(
+    plan.joinFiles,
+    plan.procsFiles.map((f) => f.replace(/cgroup\.procs$/, 'tasks')),
+  );
   t.is(plan.dirs[0], plan.v2Dir);
   t.is(plan.files.kill, '/sys/fs/cgroup/unified/orrery/host-a/web-0/cgroup.kill');
   t.is(plan.files.events, '/sys/fs/cgroup/unified/orrery/host-a/web-0/cgroup.events');
