@@ -68,7 +68,11 @@ function daemon(args: string[], waitForLine: boolean): Promise<Daemon> {
   const child = spawn(process.execPath, [...nodeFlags, join(repoRoot, 'bin', 'orrery.js'), ...args], {
     cwd: repoRoot,
     stdio: ['ignore', 'pipe', process.env.ORRERY_BENCH_DEBUG ? 'inherit' : 'ignore'],
-    env: { ...process.env, ORRERY_LOG_LEVEL: process.env.ORRERY_BENCH_DEBUG ? 'info' : 'warn' },
+    env: {
+      ...process.env,
+      ORRERY_LOG_LEVEL:
+        process.env.ORRERY_BENCH_LOG_LEVEL ?? (process.env.ORRERY_BENCH_DEBUG ? 'info' : 'warn'),
+    },
   });
   // The daemons log to stdout (pino's default): it is always drained, or a full pipe would block
   // their event loop mid-benchmark; with ORRERY_BENCH_DEBUG it is shown on stderr.
@@ -143,10 +147,10 @@ export default async function bench(): Promise<{ title: string; markdown: string
   const daemons: Daemon[] = [];
   let plane: ControlPlane | undefined;
   try {
-    plane = await startControlPlane({
-      dataDir: join(root, 'cp'),
-      ...(process.env.ORRERY_BENCH_PPROF ? { apiserverFlags: ['--profiling=true'] } : {}),
-    });
+    // ORRERY_BENCH_APISERVER_FLAGS: extra kube-apiserver flags for experiments (space-separated).
+    const apiserverFlags = (process.env.ORRERY_BENCH_APISERVER_FLAGS ?? '').split(' ').filter(Boolean);
+    if (process.env.ORRERY_BENCH_PPROF) apiserverFlags.push('--profiling=true');
+    plane = await startControlPlane({ dataDir: join(root, 'cp'), apiserverFlags });
     const kubeConfig = loadKubeConfig({ kubeconfig: plane.kubeconfig });
     await installCrds(kubeConfig);
     const api = await KubeApi.fromKubeConfig(kubeConfig);
@@ -232,6 +236,7 @@ export default async function bench(): Promise<{ title: string; markdown: string
     await waitFor('warm-up replica', () => runningAt.has('warmup-0'), 60_000);
 
     const single: number[] = [];
+    const singleCreated: number[] = [];
     const writesBefore = writeCounts(plane.kubeconfig);
     for (let i = 0; i < SINGLE_ROUNDS; i++) {
       const name = `one-${i}`;
@@ -239,6 +244,11 @@ export default async function bench(): Promise<{ title: string; markdown: string
       await instances.create(instance(name, 1), { namespace: 'default' });
       await waitFor(`${name}-0 Running`, () => runningAt.has(`${name}-0`), 30_000);
       single.push((runningAt.get(`${name}-0`) as number) - t0);
+      singleCreated.push((createdAt.get(`${name}-0`) as number) - t0);
+    }
+    if (process.env.ORRERY_BENCH_DEBUG) {
+      const p50 = (v: number[]) => quantile(v, 0.5).toFixed(1);
+      console.error(`single: Replica seen p50 ${p50(singleCreated)} ms, Running seen p50 ${p50(single)} ms`);
     }
     const writesAfter = writeCounts(plane.kubeconfig);
     const writesPerStart = (writesAfter.total - writesBefore.total) / SINGLE_ROUNDS;
