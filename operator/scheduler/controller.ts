@@ -40,11 +40,15 @@ export class SchedulerCache {
     this.#usage = undefined;
   }
 
-  /** Drop an assumption whose binding failed: the informer brings what is true. */
-  forget(key: string, host: string): void {
+  /**
+   * Drop an assumption whose write failed, falling back to what the informer holds for the key
+   * (`current`): a create that met an existing Replica must not uncount that one.
+   */
+  forget(key: string, host: string, current: Replica | undefined): void {
     if (this.#boundTo.get(key)?.host !== host) return;
     this.#boundTo.delete(key);
     this.#usage = undefined;
+    if (current) this.observe(key, current);
   }
 
   assume(key: string, replica: Replica, host: string): void {
@@ -124,7 +128,9 @@ export function placeAtCreation(
 ): Placer {
   return (key, replica) => {
     const { host } = decide(ctx, cache, key, replica, isLive);
-    return host === undefined ? undefined : { host, undo: () => cache.forget(key, host) };
+    return host === undefined
+      ? undefined
+      : { host, undo: () => cache.forget(key, host, ctx.informers.replicas.get(key)) };
   };
 }
 
@@ -155,7 +161,7 @@ export async function reconcileScheduling(
       { namespace },
     );
   } catch (error) {
-    cache.forget(key, result.host);
+    cache.forget(key, result.host, ctx.informers.replicas.get(key));
     // Changed or bound meanwhile (spec.host is immutable once set): the informer brings the new state.
     if (isConflict(error) || isNotFound(error) || isInvalid(error)) return undefined;
     throw error;

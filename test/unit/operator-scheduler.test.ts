@@ -130,10 +130,16 @@ test('the scheduler cache counts an assumption at once, once, and forgets it whe
   t.is(cache.replicasOn('a'), 1);
   // A failed write takes the assumption back; forgetting under another host is a no-op.
   cache.assume('ns/web-1', replica('web', 1), 'b');
-  cache.forget('ns/web-1', 'a');
+  cache.forget('ns/web-1', 'a', undefined);
   t.is(cache.replicasOn('b'), 1);
-  cache.forget('ns/web-1', 'b');
+  cache.forget('ns/web-1', 'b', undefined);
   t.is(cache.replicasOn('b'), 0);
+  // A create that met an existing Replica (AlreadyExists): the existing one stays counted.
+  const existing = { ...replica('web', 2), spec: { ...replica('web', 2).spec, host: 'b' } };
+  cache.observe('ns/web-2', existing);
+  cache.assume('ns/web-2', replica('web', 2), 'b');
+  cache.forget('ns/web-2', 'b', existing);
+  t.is(cache.replicasOn('b'), 1);
   // An unbound copy seen before the binding comes back does not drop the assumption.
   cache.observe('ns/web-0', r0);
   t.is(cache.replicasOn('a'), 1);
