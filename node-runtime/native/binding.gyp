@@ -13,6 +13,7 @@
         "src/clone.c",
         "src/child.c",
         "src/net.c",
+        "src/netns.c",
         "src/pidfd.c",
         "src/kernel_features.c",
         "src/trace.c"

@@ -2,6 +2,7 @@
 // and normalized here, once, at the edge (execa's habit); the C side trusts what it gets.
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { isIP } from 'node:net';
 import { constants } from 'node:os';
 import { isAbsolute } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -74,6 +75,13 @@ interface NativeBinding {
   closeFd(fd: number): number;
   forceCloneFallback(level: number): void;
   spawnTrace(on: boolean): [string, number, number][];
+  netnsConnect(
+    pidfd: number,
+    pid: number,
+    host: string,
+    port: number,
+    timeoutMs: number,
+  ): Promise<{ fd?: number; errno?: number; step?: string | null }>;
   kernelFeatures(): {
     clone3: boolean;
     cloneIntoCgroup: boolean;
@@ -278,6 +286,41 @@ export function sendSignal(pidfd: number, signal: NodeJS.Signals | number): void
   }
   const rc = native.sendSignal(pidfd, signo);
   if (rc < 0) throw new SpawnError(-rc, 'pidfd_send_signal');
+}
+
+/**
+ * A TCP connection to host:port made inside the network namespace of the process behind `pidfd`
+ * (`pid` is the same process, for kernels without setns on a pidfd): how the probes reach a
+ * replica that has its own loopback-only network. Resolves with a connected, non-blocking socket
+ * fd (wrap it with `new net.Socket({ fd })`); rejects with SpawnError, step `setns`, `address`,
+ * `socket` or `connect` (`ETIMEDOUT` after timeoutMs). `host` must be a numeric IP address.
+ */
+export async function netnsConnect(
+  pidfd: number,
+  pid: number,
+  target: { host: string; port: number; timeoutMs: number },
+): Promise<number> {
+  for (const [name, value] of [
+    ['pidfd', pidfd],
+    ['pid', pid],
+  ] as const) {
+    if (!Number.isInteger(value) || value < 0)
+      throw new TypeError(`netnsConnect: ${name} must be a non-negative integer, got ${describe(value)}`);
+  }
+  if (isIP(target.host) === 0)
+    throw new TypeError(
+      `netnsConnect: host must be a numeric IP address (a replica's own network has no resolver), got ${describe(target.host)}`,
+    );
+  if (!Number.isInteger(target.port) || target.port < 1 || target.port > 65535)
+    throw new TypeError(`netnsConnect: port must be an integer 1-65535, got ${describe(target.port)}`);
+  if (!Number.isInteger(target.timeoutMs) || target.timeoutMs < 0)
+    throw new TypeError(
+      `netnsConnect: timeoutMs must be a non-negative integer, got ${describe(target.timeoutMs)}`,
+    );
+  const r = await native.netnsConnect(pidfd, pid, target.host, target.port, target.timeoutMs);
+  if (r.fd === undefined)
+    throw new SpawnError(r.errno ?? 0, r.step ?? 'connect', `${target.host}:${target.port}`);
+  return r.fd;
 }
 
 /** pidfd_open(2) for re-adoption; throws SpawnError with code ESRCH when the pid is gone. */

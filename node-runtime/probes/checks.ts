@@ -7,15 +7,39 @@ import http from 'node:http';
 import net from 'node:net';
 import type { ExecProbe, HttpProbe, ProbeResult, TcpProbe } from './types.ts';
 
-export function checkHttp(probe: HttpProbe, port: number, timeoutMs: number): Promise<ProbeResult> {
+/**
+ * Opens the probe's TCP connection somewhere else than the runtime's own network: set for a
+ * replica with its own network namespace, whose 127.0.0.1 is not the host's (see
+ * native netnsConnect). Rejects when the connection cannot be made.
+ */
+export type Connector = (host: string, port: number, timeoutMs: number) => Promise<net.Socket>;
+
+export async function checkHttp(
+  probe: HttpProbe,
+  port: number,
+  timeoutMs: number,
+  connect?: Connector,
+): Promise<ProbeResult> {
   const host = probe.host ?? '127.0.0.1';
   const path = probe.path ?? '/';
   const url = `http://${host}:${port}${path.startsWith('/') ? path : `/${path}`}`;
   const headers: Record<string, string> = { 'user-agent': 'orrery-probe/1', connection: 'close' };
   for (const h of probe.httpHeaders ?? []) headers[h.name.toLowerCase()] = h.value;
+  const started = performance.now();
+  let socket: net.Socket | undefined;
+  if (connect) {
+    try {
+      socket = await connect(host, port, timeoutMs);
+    } catch (err) {
+      return { ok: false, message: `GET ${url}: ${(err as Error).message}` };
+    }
+  }
+  const left = Math.max(1, Math.round(timeoutMs - (performance.now() - started)));
   return new Promise((resolve) => {
-    // agent:false: a probe must not reuse a connection, or a wedged server could look alive.
-    const req = http.get(url, { agent: false, headers, timeout: timeoutMs }, (res) => {
+    // A fresh connection every time (agent:false, or our own socket): a probe must not reuse one,
+    // or a wedged server could look alive.
+    const how = socket ? { createConnection: () => socket as net.Socket } : { agent: false as const };
+    const req = http.get(url, { ...how, headers, timeout: left }, (res) => {
       const status = res.statusCode ?? 0;
       res.resume();
       const ok = status >= 200 && status < 400;
@@ -26,8 +50,22 @@ export function checkHttp(probe: HttpProbe, port: number, timeoutMs: number): Pr
   });
 }
 
-export function checkTcp(probe: TcpProbe, port: number, timeoutMs: number): Promise<ProbeResult> {
+export function checkTcp(
+  probe: TcpProbe,
+  port: number,
+  timeoutMs: number,
+  connect?: Connector,
+): Promise<ProbeResult> {
   const host = probe.host ?? '127.0.0.1';
+  if (connect) {
+    return connect(host, port, timeoutMs).then(
+      (socket) => {
+        socket.destroy();
+        return { ok: true };
+      },
+      (err: Error) => ({ ok: false, message: `connect ${host}:${port}: ${err.message}` }),
+    );
+  }
   return new Promise((resolve) => {
     const socket = net.connect({ host, port });
     const timer = setTimeout(
@@ -46,7 +84,8 @@ export function checkTcp(probe: TcpProbe, port: number, timeoutMs: number): Prom
 
 /**
  * Runs the command from the host, with the process's environment and working directory. Unlike the
- * kubelet's exec (which enters the container), it does not join the replica's namespaces.
+ * kubelet's exec (which enters the container), it does not join the replica's namespaces: with a
+ * pid or net namespace it sees the host's, not the replica's (use an http or tcp probe there).
  */
 export function checkExec(
   probe: ExecProbe,

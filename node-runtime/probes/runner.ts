@@ -3,7 +3,7 @@
  * initialDelaySeconds, then every periodSeconds (attempts never overlap), each bounded by
  * timeoutSeconds; the verdict flips after successThreshold / failureThreshold consecutive results.
  */
-import { checkExec, checkHttp, checkTcp } from './checks.ts';
+import { type Connector, checkExec, checkHttp, checkTcp } from './checks.ts';
 import { initialThreshold, recordResult, type ThresholdState } from './threshold.ts';
 import { type ProbeResult, type ProbeSpec, probeDefaults } from './types.ts';
 
@@ -12,6 +12,8 @@ export interface ProbeContext {
   ports: Record<string, number>;
   env: Record<string, string>;
   cwd?: string;
+  /** How http and tcp probes connect when not from the host's network (a replica's own net namespace). */
+  connect?: Connector;
 }
 
 export type ProbeVerdict = (healthy: boolean, message: string | undefined) => void;
@@ -63,8 +65,8 @@ export function runProbeOnce(spec: ProbeSpec, ctx: ProbeContext): Promise<ProbeR
   const httpProbe = spec.http ?? spec.httpGet;
   const tcpProbe = spec.tcp ?? spec.tcpSocket;
   try {
-    if (httpProbe) return checkHttp(httpProbe, resolvePort(httpProbe.port, ctx), timeoutMs);
-    if (tcpProbe) return checkTcp(tcpProbe, resolvePort(tcpProbe.port, ctx), timeoutMs);
+    if (httpProbe) return checkHttp(httpProbe, resolvePort(httpProbe.port, ctx), timeoutMs, ctx.connect);
+    if (tcpProbe) return checkTcp(tcpProbe, resolvePort(tcpProbe.port, ctx), timeoutMs, ctx.connect);
     if (spec.exec) return checkExec(spec.exec, ctx.env, ctx.cwd, timeoutMs);
   } catch (err) {
     return Promise.resolve({ ok: false, message: (err as Error).message });

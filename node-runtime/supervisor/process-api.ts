@@ -20,6 +20,12 @@ export interface ProcessApi {
   processStartTime(pid: number): bigint | null;
   /** orrery-init's record of the workload's exit, if it wrote one. */
   readExitStatusFile(path: string): native.ExitStatus | null;
+  /** A connected TCP socket fd made inside the network namespace of the process (probes). */
+  netnsConnect(
+    pidfd: number,
+    pid: number,
+    target: { host: string; port: number; timeoutMs: number },
+  ): Promise<number>;
 }
 
 /** Shape of the addon's SpawnError (and of CommandNotFoundError). */
@@ -40,5 +46,6 @@ export async function loadProcessApi(): Promise<ProcessApi> {
     closeFd: native.closeFd,
     processStartTime: native.processStartTime,
     readExitStatusFile: native.readExitStatusFile,
+    netnsConnect: native.netnsConnect,
   };
 }

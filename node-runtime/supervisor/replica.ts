@@ -4,9 +4,10 @@
  * follows a decision runs through a per-replica queue so decisions see a consistent group.
  */
 import { readFile } from 'node:fs/promises';
+import net from 'node:net';
 import type { Logger } from 'pino';
 import type { ReplicaCgroup } from '../cgroups/index.ts';
-import { ProbeRunner } from '../probes/runner.ts';
+import { type ProbeContext, ProbeRunner } from '../probes/runner.ts';
 import type { StateStore, StoredReplica } from '../state/store.ts';
 import { buildEnv, type ProcessPorts, resolveCommand } from './command.ts';
 import {
@@ -610,8 +611,17 @@ export class ReplicaSupervisor {
   // ---- probes and readiness -------------------------------------------------------------------
 
   #startProbes(slot: Slot): void {
-    const ctx = { ports: this.#ports[slot.spec.name] ?? {}, env: slot.envObject };
-    if (slot.spec.workingDir !== undefined) Object.assign(ctx, { cwd: slot.spec.workingDir });
+    const ctx: ProbeContext = { ports: this.#ports[slot.spec.name] ?? {}, env: slot.envObject };
+    if (slot.spec.workingDir !== undefined) ctx.cwd = slot.spec.workingDir;
+    // With its own network namespace the replica's 127.0.0.1 is not ours: connect from inside it,
+    // through the process being probed (any of the replica's processes shares the namespace).
+    if (this.spec.isolation.namespaces.includes('net')) {
+      ctx.connect = async (host, port, timeoutMs) => {
+        if (slot.pidfd === null || slot.pid === null) throw new Error('the process is not running');
+        const fd = await this.#deps.api.netnsConnect(slot.pidfd, slot.pid, { host, port, timeoutMs });
+        return new net.Socket({ fd, readable: true, writable: true });
+      };
+    }
     const run = slot.run;
     if (slot.spec.readinessProbe) {
       const probe = new ProbeRunner(slot.spec.readinessProbe, ctx, (healthy, message) => {

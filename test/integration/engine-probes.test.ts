@@ -1,6 +1,7 @@
 import http from 'node:http';
 import net from 'node:net';
 import test from 'ava';
+import { closeFd, netnsConnect, pidfdOpen } from '../../node-runtime/native/index.ts';
 import { ProbeRunner, runProbeOnce } from '../../node-runtime/probes/runner.ts';
 import { harness, nextEvent, replica } from './fixtures/engine-harness.ts';
 
@@ -120,4 +121,57 @@ test('a failing liveness probe restarts the process as if it had died (LivenessP
   t.regex(p?.lastExit?.message ?? '', /LivenessProbeFailed/);
   // The new run's probe keeps failing too, so more restarts may follow by now.
   t.true((p?.restarts ?? 0) >= 1);
+});
+
+test('with its own network namespace, http and tcp probes reach the replica inside it, not the host', async (t) => {
+  const { rt } = await harness(t);
+  const spec = replica(
+    [
+      {
+        command: [process.execPath, '-e', lateServer],
+        ports: [{ name: 'http', protocol: 'http' }, { name: 'unused' }],
+        readinessProbe: { http: { port: 'http', path: '/' }, periodSeconds: 0.05, failureThreshold: 1 },
+        livenessProbe: {
+          tcp: { port: 'http' },
+          initialDelaySeconds: 1,
+          periodSeconds: 0.05,
+          failureThreshold: 1,
+        },
+      },
+    ],
+    { isolation: { namespaces: ['pid', 'mount', 'uts', 'ipc', 'net'] } },
+  );
+  const first = await rt.run(spec);
+  t.false(first.ready);
+  await nextEvent(rt, (e) => e.type === 'ready' && e.replica === spec.id);
+  const port = first.ports.find((p) => p.name === 'http')?.port as number;
+  // The same port on the host's loopback has nobody listening: the probe went inside.
+  const fromHost = await new Promise<string>((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    s.once('connect', () => {
+      s.destroy();
+      resolve('connected');
+    });
+    s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+  });
+  t.is(fromHost, 'ECONNREFUSED');
+  // The tcp liveness probe (inside too) keeps passing: no restart over many periods.
+  await new Promise((r) => setTimeout(r, 1500));
+  t.is(rt.status(spec.id).processes[0]?.restarts, 0);
+  t.is(rt.status(spec.id).processes[0]?.pid, first.processes[0]?.pid);
+
+  // Inside, the other port has nobody listening: probes there fail with the kernel's reason.
+  const pid = first.processes[0]?.pid as number;
+  const pidfd = pidfdOpen(pid);
+  t.teardown(() => closeFd(pidfd));
+  const connect = async (host: string, p: number, timeoutMs: number) =>
+    new net.Socket({ fd: await netnsConnect(pidfd, pid, { host, port: p, timeoutMs }) });
+  const ctx = { ports: Object.fromEntries(first.ports.map((p) => [p.name, p.port])), env: {}, connect };
+  t.true((await runProbeOnce({ http: { port: 'http' } }, ctx)).ok);
+  const refused = await runProbeOnce({ tcp: { port: 'unused' } }, ctx);
+  t.false(refused.ok);
+  t.regex(refused.message ?? '', /ECONNREFUSED/);
+  const httpRefused = await runProbeOnce({ http: { port: 'unused' } }, ctx);
+  t.false(httpRefused.ok);
+  t.regex(httpRefused.message ?? '', /ECONNREFUSED/);
 });

@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "kernel_features.h"
+#include "netns.h"
 #include "pidfd.h"
 #include "spawn_request.h"
 #include "trace.h"
@@ -442,6 +443,85 @@ fail:
   return NULL;
 }
 
+/* ---------- netnsConnect(pidfd, pid, host, port, timeoutMs): Promise<{fd} | {errno, step}> ----------
+ * Off the event loop (a libuv threadpool thread, which hands the namespace work to a thread of its
+ * own, netns.c): a connect may wait up to the probe's timeout. */
+
+struct netns_work {
+  napi_async_work work;
+  napi_deferred deferred;
+  struct orrery_netns_connect req;
+  char *host;
+  int fd;
+  int err;
+  const char *step;
+};
+
+static void netns_execute(napi_env env, void *data) {
+  (void)env;
+  struct netns_work *w = data;
+  w->fd = orrery_netns_connect(&w->req, &w->step, &w->err);
+}
+
+static void netns_complete(napi_env env, napi_status status, void *data) {
+  struct netns_work *w = data;
+  napi_value result = NULL;
+  if (status == napi_ok && napi_create_object(env, &result) == napi_ok) {
+    if (w->fd >= 0) {
+      napi_set_named_property(env, result, "fd", make_int(env, w->fd));
+    } else {
+      napi_set_named_property(env, result, "errno", make_int(env, w->err));
+      napi_set_named_property(env, result, "step", make_string_or_null(env, w->step));
+    }
+    napi_resolve_deferred(env, w->deferred, result);
+  } else {
+    if (w->fd >= 0) close(w->fd);
+    napi_value err = NULL;
+    napi_create_string_utf8(env, "netnsConnect was cancelled", NAPI_AUTO_LENGTH, &err);
+    napi_reject_deferred(env, w->deferred, err);
+  }
+  napi_delete_async_work(env, w->work);
+  free(w->host);
+  free(w);
+}
+
+static napi_value js_netns_connect(napi_env env, napi_callback_info cbinfo) {
+  size_t argc = 5;
+  napi_value args[5], promise = NULL, name;
+  int32_t pidfd, pid, port, timeout_ms;
+  struct netns_work *w = calloc(1, sizeof *w);
+  if (!w) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  CHECK(napi_get_cb_info(env, cbinfo, &argc, args, NULL, NULL));
+  CHECK(napi_get_value_int32(env, args[0], &pidfd));
+  CHECK(napi_get_value_int32(env, args[1], &pid));
+  if (!(w->host = get_string(env, args[2]))) {
+    napi_throw_type_error(env, NULL, "host");
+    goto fail;
+  }
+  CHECK(napi_get_value_int32(env, args[3], &port));
+  CHECK(napi_get_value_int32(env, args[4], &timeout_ms));
+  w->req = (struct orrery_netns_connect){
+      .pidfd = pidfd, .pid = pid, .host = w->host, .port = port, .timeout_ms = timeout_ms};
+  w->fd = -1;
+  CHECK(napi_create_promise(env, &w->deferred, &promise));
+  CHECK(napi_create_string_utf8(env, "orrery:netnsConnect", NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_create_async_work(env, NULL, name, netns_execute, netns_complete, w, &w->work));
+  if (napi_queue_async_work(env, w->work) != napi_ok) {
+    napi_delete_async_work(env, w->work);
+    napi_throw_error(env, NULL, "netnsConnect: cannot queue the work");
+    goto fail;
+  }
+  return promise;
+fail:
+  /* Before queueing only: a created promise is simply never settled and collected. */
+  free(w->host);
+  free(w);
+  return NULL;
+}
+
 static napi_value make_bool(napi_env env, int b) {
   napi_value v;
   napi_get_boolean(env, b != 0, &v);
@@ -518,6 +598,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"forceCloneFallback", NULL, js_force_fallback, NULL, NULL, NULL, napi_default, NULL},
       {"kernelFeatures", NULL, js_kernel_features, NULL, NULL, NULL, napi_default, NULL},
       {"spawnTrace", NULL, js_spawn_trace, NULL, NULL, NULL, napi_default, NULL},
+      {"netnsConnect", NULL, js_netns_connect, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof *props, props) != napi_ok) return NULL;
   return exports;
