@@ -25,6 +25,11 @@ export interface SpawnRequest {
   gid?: number; // setgroups(0), setgid, setuid in the child; implies no_new_privs
   noNewPrivs?: boolean;
   exitStatusFile?: string; // where orrery-init records the workload's real exit (README.md)
+  // Join these namespaces of a running process instead of creating any (an exec probe entering
+  // its replica, like `nsenter -t PID -i -u -n -p -m`). A process cannot enter a pid namespace
+  // itself, only its children do: with 'pid' the workload is started inside it by the child,
+  // which then becomes orrery-init outside it (init defaults to true), as nsenter forks.
+  joinNamespacesOf?: { pidfd: number; pid: number; namespaces: Namespace[] };
 }
 
 export interface Spawned {
@@ -168,8 +173,29 @@ function normalize(req: SpawnRequest): Record<string, unknown> {
       );
     }
   }
-  const init = req.init ?? namespaces.includes('pid');
+  const join = req.joinNamespacesOf;
+  const init = req.init ?? (namespaces.includes('pid') || (join?.namespaces?.includes('pid') ?? false));
   const procsFiles = req.cgroup?.procsFiles ?? [];
+  if (join !== undefined) {
+    for (const key of ['pidfd', 'pid'] as const) {
+      if (!Number.isInteger(join?.[key]) || join[key] < 0)
+        throw new TypeError(
+          `SpawnRequest.joinNamespacesOf.${key} must be a non-negative integer, got ${describe(join?.[key])}`,
+        );
+    }
+    expectStrings(
+      'joinNamespacesOf.namespaces',
+      join.namespaces,
+      (s) => namespaceNames.has(s),
+      [...namespaceNames].join('|'),
+    );
+    if (namespaces.length > 0)
+      throw new TypeError('SpawnRequest.joinNamespacesOf joins existing namespaces: namespaces must be []');
+    if (join.namespaces.includes('pid') && !init)
+      throw new TypeError(
+        "SpawnRequest.joinNamespacesOf with 'pid' needs init (only a child can enter a pid namespace)",
+      );
+  }
   expectStrings('cgroup.procsFiles', procsFiles, isAbsolute, 'absolute paths');
   return {
     file,
@@ -191,6 +217,7 @@ function normalize(req: SpawnRequest): Record<string, unknown> {
       req.exitStatusFile === undefined || !init
         ? undefined
         : expectAbsolute('exitStatusFile', req.exitStatusFile),
+    ...(join ? { joinPidfd: join.pidfd, joinPid: join.pid, joinNamespaces: join.namespaces } : {}),
   };
 }
 

@@ -14,6 +14,8 @@ export interface ProbeContext {
   cwd?: string;
   /** How http and tcp probes connect when not from the host's network (a replica's own net namespace). */
   connect?: Connector;
+  /** How exec probes run when not as a plain child of the runtime (inside the replica). */
+  exec?: (command: string[], timeoutMs: number) => Promise<ProbeResult>;
 }
 
 export type ProbeVerdict = (healthy: boolean, message: string | undefined) => void;
@@ -67,7 +69,10 @@ export function runProbeOnce(spec: ProbeSpec, ctx: ProbeContext): Promise<ProbeR
   try {
     if (httpProbe) return checkHttp(httpProbe, resolvePort(httpProbe.port, ctx), timeoutMs, ctx.connect);
     if (tcpProbe) return checkTcp(tcpProbe, resolvePort(tcpProbe.port, ctx), timeoutMs, ctx.connect);
-    if (spec.exec) return checkExec(spec.exec, ctx.env, ctx.cwd, timeoutMs);
+    if (spec.exec)
+      return ctx.exec
+        ? ctx.exec(spec.exec.command, timeoutMs)
+        : checkExec(spec.exec, ctx.env, ctx.cwd, timeoutMs);
   } catch (err) {
     return Promise.resolve({ ok: false, message: (err as Error).message });
   }

@@ -18,6 +18,7 @@ import {
   type IntensityState,
   initialIntensity,
 } from './policy.ts';
+import { type ExecTarget, execInReplica } from './probe-exec.ts';
 import type { ExitStatus, ProcessApi, SpawnFailure, SpawnRequest } from './process-api.ts';
 import type {
   LastExit,
@@ -622,6 +623,22 @@ export class ReplicaSupervisor {
         return new net.Socket({ fd, readable: true, writable: true });
       };
     }
+    // Exec probes run inside the replica: its namespaces, cgroup and user (probe-exec.ts).
+    ctx.exec = async (command, timeoutMs) => {
+      if (slot.pidfd === null || slot.pid === null)
+        return { ok: false, message: `exec ${command.join(' ')}: the process is not running` };
+      const target: ExecTarget = {
+        pidfd: slot.pidfd,
+        pid: slot.pid,
+        namespaces: this.spec.isolation.namespaces,
+        cgroup: this.#deps.cgroup.spawnTarget,
+        env: slot.env,
+        path: slot.envObject.PATH ?? this.#deps.defaultPath,
+      };
+      if (slot.spec.workingDir !== undefined) target.cwd = slot.spec.workingDir;
+      if (this.spec.isolation.user) target.user = this.spec.isolation.user;
+      return execInReplica(this.#deps.api, target, command, timeoutMs);
+    };
     const run = slot.run;
     if (slot.spec.readinessProbe) {
       const probe = new ProbeRunner(slot.spec.readinessProbe, ctx, (healthy, message) => {

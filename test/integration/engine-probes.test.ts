@@ -1,3 +1,4 @@
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import test from 'ava';
@@ -174,4 +175,83 @@ test('with its own network namespace, http and tcp probes reach the replica insi
   const httpRefused = await runProbeOnce({ http: { port: 'unused' } }, ctx);
   t.false(httpRefused.ok);
   t.regex(httpRefused.message ?? '', /ECONNREFUSED/);
+});
+
+test('exec probes run inside the replica: its hostname, its /proc, its network, its cgroup', async (t) => {
+  const { rt } = await harness(t);
+  // Ready only if the probe sees the replica's hostname, the replica's PID 1 (orrery-init) and
+  // reaches the server on the replica's own loopback, from inside the replica's cgroup.
+  const check = [
+    'test "$(hostname)" = "$1"',
+    'grep -qx orrery-init /proc/1/comm',
+    `"$2" -e "require('net').connect(Number(process.env.PORT), '127.0.0.1').on('connect', () => process.exit(0)).on('error', () => process.exit(1))"`,
+    'grep -q "$3" /proc/self/cgroup',
+    'test "$(readlink /proc/self/ns/pid)" = "$(readlink /proc/1/ns/pid)"',
+  ].join(' && ');
+  const spec = replica(
+    [
+      {
+        command: [process.execPath, '-e', lateServer],
+        ports: [{ name: 'http' }],
+        readinessProbe: {
+          exec: { command: ['/bin/sh', '-c', check, 'probe'] },
+          periodSeconds: 0.1,
+          timeoutSeconds: 5,
+          failureThreshold: 1,
+        },
+      },
+    ],
+    { isolation: { namespaces: ['pid', 'mount', 'uts', 'ipc', 'net'] } },
+  );
+  spec.processes[0]?.readinessProbe?.exec?.command.push(spec.name, process.execPath, spec.id);
+  const first = await rt.run(spec);
+  t.false(first.ready);
+  await nextEvent(rt, (e) => e.type === 'ready' && e.replica === spec.id);
+  t.true(rt.status(spec.id).ready);
+
+  // The same check from the host fails: another hostname, another PID 1, nobody on that port.
+  const fromHost = await runProbeOnce(
+    { exec: { command: ['/bin/sh', '-c', check, 'probe', spec.name, process.execPath, spec.id] } },
+    { ports: {}, env: { PATH: '/usr/bin:/bin', PORT: String(first.ports[0]?.port) } },
+  );
+  t.false(fromHost.ok);
+});
+
+test('an exec probe that outlives its timeout fails and leaves nothing running in the replica', async (t) => {
+  const { rt, root } = await harness(t);
+  const marker = `${30 + Math.random()}`;
+  const flag = `${root}/hang`;
+  const spec = replica(
+    [
+      {
+        readinessProbe: {
+          // Passes until the flag file exists, then hangs (in the replica's pid namespace).
+          exec: { command: ['/bin/sh', '-c', `if [ -e ${flag} ]; then sleep ${marker}; fi`] },
+          periodSeconds: 0.1,
+          timeoutSeconds: 0.3,
+          failureThreshold: 1,
+        },
+      },
+    ],
+    { isolation: { namespaces: ['pid', 'mount', 'uts', 'ipc'] } },
+  );
+  const ready = nextEvent(rt, (e) => e.type === 'ready' && e.replica === spec.id);
+  await rt.run(spec);
+  await ready;
+  writeFileSync(flag, '');
+  const event = await nextEvent(rt, (e) => e.type === 'notReady' && e.replica === spec.id);
+  t.regex((event as { message?: string }).message ?? '', /timed out after 300 ms/);
+  t.false(rt.status(spec.id).ready);
+  await new Promise((r) => setTimeout(r, 300));
+  const sleepers = readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .filter((d) => {
+      try {
+        return readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(marker);
+      } catch {
+        return false;
+      }
+    });
+  // At most the attempt running right now (every 0.1 s, each killed at 0.3 s), never a pile-up.
+  t.true(sleepers.length <= 2, `probe commands still running: ${sleepers.length}`);
 });

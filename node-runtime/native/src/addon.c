@@ -147,8 +147,8 @@ static napi_value js_spawn(napi_env env, napi_callback_info cbinfo) {
   memset(&req, 0, sizeof req);
   char *file = NULL, *cwd = NULL, *hostname = NULL, *log_path = NULL, *init_path = NULL, *v2_dir = NULL,
        *status_file = NULL;
-  char **argv = NULL, **envv = NULL, **namespaces = NULL, **procs = NULL;
-  int n_ns = 0, n_procs = 0;
+  char **argv = NULL, **envv = NULL, **namespaces = NULL, **procs = NULL, **join_ns = NULL;
+  int n_ns = 0, n_procs = 0, n_join = 0;
   CHECK(napi_get_cb_info(env, cbinfo, &argc, &obj, NULL, NULL));
   if (get_opt_string(env, obj, "file", &file) < 0 || get_opt_string(env, obj, "cwd", &cwd) < 0 ||
       get_opt_string(env, obj, "hostname", &hostname) < 0 || get_opt_string(env, obj, "logFile", &log_path) < 0 ||
@@ -195,6 +195,21 @@ static napi_value js_spawn(napi_env env, napi_callback_info cbinfo) {
   req.procs_files = procs;
   req.n_procs_files = n_procs;
   req.exit_status_file = status_file;
+  if (get_opt_int(env, obj, "joinPidfd", &has, &v) < 0) goto fail;
+  if (has) {
+    req.join_pidfd = (int)v;
+    if (get_opt_int(env, obj, "joinPid", &has, &v) < 0) goto fail;
+    req.join_pid = (pid_t)v;
+    if (get_string_array(env, obj, "joinNamespaces", &join_ns, &n_join) < 0) goto fail;
+    for (int i = 0; i < n_join; i++) {
+      uint64_t f = ns_flag(join_ns[i]);
+      if (!f) {
+        napi_throw_type_error(env, NULL, "joinNamespaces");
+        goto fail;
+      }
+      req.join_ns_flags |= f;
+    }
+  }
 
   struct orrery_spawn_result res;
   memset(&res, 0, sizeof res);
@@ -222,6 +237,7 @@ fail:
   free_strv(envv);
   free_strv(namespaces);
   free_strv(procs);
+  free_strv(join_ns);
   return result;
 }
 

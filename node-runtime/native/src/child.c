@@ -200,6 +200,13 @@ static void exec_workload_then_init(struct orrery_spawn_plan *plan) {
   fail(plan, step, err, 0);
 }
 
+/* setns(2) with the fds the parent opened, in nsenter's order (mount last). */
+static void join_namespaces(const struct orrery_spawn_plan *plan) {
+  for (int i = 0; i < plan->n_join_ns; i++) {
+    if (setns(plan->join_ns_fds[i], plan->join_ns_types[i]) < 0) fail(plan, STEP_SETNS, errno, i);
+  }
+}
+
 int orrery_child_main(void *arg) {
   struct orrery_spawn_plan *plan = arg;
   ORRERY_TRACE(TR_CHILD);
@@ -210,6 +217,7 @@ int orrery_child_main(void *arg) {
    * runtime's terminal (if any) never sends it SIGINT/SIGHUP. */
   if (setsid() < 0) fail(plan, STEP_SETSID, errno, 0);
   ORRERY_TRACE(TR_SETSID);
+  join_namespaces(plan);
   join_cgroups(plan);
   ORRERY_TRACE(TR_CGROUPS);
   if (plan->hostname && sethostname(plan->hostname, strlen(plan->hostname)) < 0)

@@ -39,7 +39,7 @@ static int join_netns(const struct orrery_netns_connect *req) {
   snprintf(path, sizeof path, "/proc/%d/ns/net", (int)req->pid);
   int nsfd = open(path, O_RDONLY | O_CLOEXEC);
   if (nsfd < 0) return -1;
-  int rc = orrery_pidfd_send_signal(req->pidfd, 0) < 0 ? -1 : setns(nsfd, CLONE_NEWNET);
+  int rc = orrery_pidfd_alive(req->pidfd) < 0 ? -1 : setns(nsfd, CLONE_NEWNET);
   int err = errno;
   close(nsfd);
   errno = err;

@@ -130,3 +130,7 @@ int orrery_pidfd_send_signal(int pidfd, int sig) {
   }
   return 0;
 }
+
+int orrery_pidfd_alive(int pidfd) {
+  return syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) < 0 ? -1 : 0;
+}

@@ -22,5 +22,6 @@ enum orrery_exit_source orrery_pidfd_exit(int pidfd, struct orrery_exit *out, in
 
 int orrery_pidfd_open(pid_t pid);                 /* -1 + errno */
 int orrery_pidfd_send_signal(int pidfd, int sig); /* 0, or -1 + errno; ESRCH counts as success */
+int orrery_pidfd_alive(int pidfd);                /* 0 while the process exists, else -1 + errno (ESRCH) */
 
 #endif

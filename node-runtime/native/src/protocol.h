@@ -31,6 +31,7 @@ enum orrery_step {
   STEP_INIT_FORK,   /* orrery-init could not fork the workload */
   STEP_INIT_SETUP,  /* orrery-init could not block signals / become subreaper */
   STEP_EXIT_STATUS_FILE, /* the child could not create the exit status file (init mode) */
+  STEP_SETNS,            /* joining another process's namespaces (joinNamespacesOf) */
   STEP__COUNT
 };
 

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "pidfd.h"
 #include "spawn_request.h"
 #include "trace.h"
 
@@ -38,6 +39,7 @@ static const char *const step_names[STEP__COUNT] = {
     [STEP_INIT_FORK] = "init-fork",
     [STEP_INIT_SETUP] = "init-setup",
     [STEP_EXIT_STATUS_FILE] = "exit-status-file",
+    [STEP_SETNS] = "setns",
 };
 
 static int fail(struct orrery_spawn_result *res, const char *step, int err, const char *path) {
@@ -64,6 +66,8 @@ static void init_argv(char **argv, int with_status, char *pid_slot, char *fd_str
 static void close_plan_fds(struct orrery_spawn_plan *plan, int status_fd, int pipe_fds[2]) {
   for (int i = 0; i < plan->n_procs_fds; i++) close(plan->procs_fds[i]);
   plan->n_procs_fds = 0;
+  for (int i = 0; i < plan->n_join_ns; i++) close(plan->join_ns_fds[i]);
+  plan->n_join_ns = 0;
   if (plan->cgroup_dir_fd >= 0) close(plan->cgroup_dir_fd);
   plan->cgroup_dir_fd = -1;
   if (status_fd >= 0) close(status_fd);
@@ -123,6 +127,28 @@ static void reap(int pidfd) {
   close(pidfd);
 }
 
+/* The namespaces of req->join_pid to join, as nsenter opens them (/proc/<pid>/ns/<name>, Linux
+ * 3.8), in nsenter's order with mount last. A joined pid namespace holds the child's children
+ * only (pid_namespaces(7)): the init-mode workload, cloned after the joins. Once they are open the pid is checked against the
+ * pidfd: if it had died and been reused in between, the files could name a stranger's. */
+static int open_join_namespaces(struct orrery_spawn_plan *plan, const struct orrery_spawn_request *req) {
+  static const struct {
+    uint64_t flag;
+    const char *name;
+  } order[] = {{CLONE_NEWIPC, "ipc"}, {CLONE_NEWUTS, "uts"}, {CLONE_NEWNET, "net"},
+               {CLONE_NEWPID, "pid"}, {CLONE_NEWNS, "mnt"}};
+  for (size_t i = 0; i < sizeof order / sizeof *order; i++) {
+    if (!(req->join_ns_flags & order[i].flag)) continue;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/ns/%s", (int)req->join_pid, order[i].name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    plan->join_ns_fds[plan->n_join_ns] = fd;
+    plan->join_ns_types[plan->n_join_ns++] = (int)order[i].flag;
+  }
+  return orrery_pidfd_alive(req->join_pidfd);
+}
+
 int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_result *res) {
   struct orrery_spawn_plan plan;
   memset(&plan, 0, sizeof plan);
@@ -168,6 +194,11 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
       return fail(res, "cgroup.procs", err, req->procs_files[i]);
     }
     plan.procs_fds[plan.n_procs_fds++] = fd;
+  }
+  if (req->join_ns_flags && open_join_namespaces(&plan, req) < 0) {
+    int err = errno;
+    close_plan_fds(&plan, status_fd, pipe_fds);
+    return fail(res, "setns", err, NULL);
   }
   if (req->v2_dir) {
     plan.cgroup_dir_fd = open(req->v2_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);

@@ -30,6 +30,12 @@ struct orrery_spawn_plan {
   int cgroup_dir_fd;  /* v2 directory (O_PATH|O_DIRECTORY) for CLONE_INTO_CGROUP, or -1 */
   int v2_procs_index; /* index in procs_fds of v2Dir/cgroup.procs once we fall back, or -1 */
 
+  /* Namespaces of another process to join before anything else (an exec probe entering its
+   * replica): fds of /proc/<pid>/ns/<name> opened by the parent, with their CLONE_NEW* type. */
+  int join_ns_fds[5];
+  int join_ns_types[5];
+  int n_join_ns;
+
   int has_uid, has_gid;
   uid_t uid;
   gid_t gid;

@@ -25,6 +25,11 @@ struct orrery_spawn_request {
   gid_t gid;
   int no_new_privs;
   const char *exit_status_file;
+  /* join_ns_flags (CLONE_NEWIPC|UTS|NET|NS): join these namespaces of the process behind
+   * join_pidfd (join_pid is its pid, for /proc/<pid>/ns) instead of creating any. */
+  int join_pidfd;
+  pid_t join_pid;
+  uint64_t join_ns_flags;
 };
 
 struct orrery_spawn_result {
