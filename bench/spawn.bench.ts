@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import {
   type ExitStatus,
   type Namespace,
+  type SpawnRequest,
   type SpawnTracePoint,
   spawn,
   spawnTrace,
@@ -40,21 +41,26 @@ function stats(samplesMs: number[]): Stats {
   return { p50: q(0.5), p99: q(0.99), mean: s.reduce((a, b) => a + b, 0) / s.length };
 }
 
+/** /bin/true as an isolated replica: the request every addon row spawns. */
+function isolatedTrue(v2Dir: string, v1Join: string, dir: string, init: boolean): SpawnRequest {
+  return {
+    file: '/bin/true',
+    argv: ['true'],
+    env: [],
+    namespaces: ISOLATED,
+    hostname: 'bench',
+    init,
+    cgroup: { v2Dir, procsFiles: [v1Join] },
+    logFile: join(dir, 'spawn.log'),
+    exitStatusFile: join(dir, 'exit-status'),
+  };
+}
+
 async function measureAddon(v2Dir: string, v1Procs: string, dir: string, init: boolean): Promise<number[]> {
   const samples: number[] = [];
   for (let i = 0; i < CHUNK; i++) {
     const start = process.hrtime.bigint();
-    const child = spawn({
-      file: '/bin/true',
-      argv: ['true'],
-      env: [],
-      namespaces: ISOLATED,
-      hostname: 'bench',
-      init,
-      cgroup: { v2Dir, procsFiles: [v1Procs] },
-      logFile: join(dir, 'spawn.log'),
-      exitStatusFile: join(dir, 'exit-status'),
-    });
+    const child = spawn(isolatedTrue(v2Dir, v1Procs, dir, init));
     samples.push(Number(process.hrtime.bigint() - start) / 1e6);
     const status = await new Promise<ExitStatus>((resolve) => watchExit(child.pidfd, resolve));
     if (status.code !== 0) throw new Error(`/bin/true exited ${JSON.stringify(status)}`);
@@ -175,17 +181,7 @@ async function traceSteps(init: boolean, rounds: number): Promise<string> {
     spawnTrace(true);
     for (let i = 0; i < rounds; i++) {
       const start = process.hrtime.bigint();
-      const child = spawn({
-        file: '/bin/true',
-        argv: ['true'],
-        env: [],
-        namespaces: ISOLATED,
-        hostname: 'bench',
-        init,
-        cgroup: { v2Dir, procsFiles: [join(v1Dir, 'tasks')] },
-        logFile: join(dir, 'spawn.log'),
-        exitStatusFile: join(dir, 'exit-status'),
-      });
+      const child = spawn(isolatedTrue(v2Dir, join(v1Dir, 'tasks'), dir, init));
       const total = Number(process.hrtime.bigint() - start);
       const end = Number(process.hrtime.bigint());
       // In time order: the child and the workload run side by side in init mode.

@@ -140,6 +140,19 @@ static uint64_t ns_flag(const char *name) {
   return 0;
 }
 
+/* CLONE_NEW* flags of namespace names; a TypeError naming `field` for an unknown one. */
+static int ns_flags_of(napi_env env, char **names, int n, const char *field, uint64_t *out) {
+  for (int i = 0; i < n; i++) {
+    uint64_t f = ns_flag(names[i]);
+    if (!f) {
+      napi_throw_type_error(env, NULL, field);
+      return -1;
+    }
+    *out |= f;
+  }
+  return 0;
+}
+
 static napi_value js_spawn(napi_env env, napi_callback_info cbinfo) {
   size_t argc = 1;
   napi_value obj, result = NULL;
@@ -176,14 +189,7 @@ static napi_value js_spawn(napi_env env, napi_callback_info cbinfo) {
   req.gid = (gid_t)v;
   if (get_opt_int(env, obj, "noNewPrivs", &has, &v) < 0) goto fail;
   req.no_new_privs = has && v;
-  for (int i = 0; i < n_ns; i++) {
-    uint64_t f = ns_flag(namespaces[i]);
-    if (!f) {
-      napi_throw_type_error(env, NULL, "namespaces");
-      goto fail;
-    }
-    req.ns_flags |= f;
-  }
+  if (ns_flags_of(env, namespaces, n_ns, "namespaces", &req.ns_flags) < 0) goto fail;
   req.file = file;
   req.argv = argv;
   req.env = envv;
@@ -200,15 +206,9 @@ static napi_value js_spawn(napi_env env, napi_callback_info cbinfo) {
     req.join_pidfd = (int)v;
     if (get_opt_int(env, obj, "joinPid", &has, &v) < 0) goto fail;
     req.join_pid = (pid_t)v;
-    if (get_string_array(env, obj, "joinNamespaces", &join_ns, &n_join) < 0) goto fail;
-    for (int i = 0; i < n_join; i++) {
-      uint64_t f = ns_flag(join_ns[i]);
-      if (!f) {
-        napi_throw_type_error(env, NULL, "joinNamespaces");
-        goto fail;
-      }
-      req.join_ns_flags |= f;
-    }
+    if (get_string_array(env, obj, "joinNamespaces", &join_ns, &n_join) < 0 ||
+        ns_flags_of(env, join_ns, n_join, "joinNamespaces", &req.join_ns_flags) < 0)
+      goto fail;
   }
 
   struct orrery_spawn_result res;
