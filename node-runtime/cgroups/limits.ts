@@ -17,6 +17,8 @@ export interface LimitWrite {
   optional?: boolean;
   /** EINVAL is fine: a later write in the same plan makes the ordering work (see memory v1). */
   tolerateEinval?: boolean;
+  /** The value a new cgroup starts with ("unlimited", the default period): needed only to undo. */
+  kernelDefault?: boolean;
 }
 
 /** CFS period used for every replica: the kernel default, 100 ms (Documentation/scheduler/sched-bwc.rst). */
@@ -51,27 +53,39 @@ export function validateLimits(limits: unknown): CgroupLimits {
  * The writes that make the cgroup enforce exactly `limits`: a missing limit is written as
  * "unlimited", so setLimits() converges to the desired state whatever was there before.
  * Throws when a limit is requested but no hierarchy carries its controller.
+ *
+ * `fresh`: the cgroup was just created, so every knob still has its kernel default and the writes
+ * of defaults are left out. That is not only fewer syscalls: a v1 CFS period or quota write walks
+ * every task group on the machine (kernel/sched/core.c, __cfs_schedulable -> walk_tg_tree), so
+ * writing "unlimited" into each of 1,000 new cgroups cost time quadratic in their number.
  */
-export function limitWrites(plan: ReplicaCgroupPlan, limits: CgroupLimits): LimitWrite[] {
+export function limitWrites(
+  plan: ReplicaCgroupPlan,
+  limits: CgroupLimits,
+  opts: { fresh?: boolean } = {},
+): LimitWrite[] {
   const f = plan.files;
   const writes: LimitWrite[] = [];
+  const unlimited = { kernelDefault: true };
 
   const quota =
     limits.cpuMillis === undefined
       ? undefined
       : Math.max(CFS_MIN_QUOTA_US, Math.round((limits.cpuMillis * CFS_PERIOD_US) / 1000));
+  const cpuDefault = quota === undefined ? unlimited : {};
   if (f.cpuMax !== undefined) {
-    writes.push({ file: f.cpuMax, value: `${quota ?? 'max'} ${CFS_PERIOD_US}` });
+    writes.push({ file: f.cpuMax, value: `${quota ?? 'max'} ${CFS_PERIOD_US}`, ...cpuDefault });
   } else if (f.cpuCfsQuota !== undefined && f.cpuCfsPeriod !== undefined) {
-    writes.push({ file: f.cpuCfsPeriod, value: String(CFS_PERIOD_US) });
-    writes.push({ file: f.cpuCfsQuota, value: String(quota ?? -1) });
+    writes.push({ file: f.cpuCfsPeriod, value: String(CFS_PERIOD_US), ...cpuDefault });
+    writes.push({ file: f.cpuCfsQuota, value: String(quota ?? -1), ...cpuDefault });
   } else if (quota !== undefined) {
     throw new Error('limits.cpuMillis cannot be enforced: no cgroup hierarchy carries the cpu controller');
   }
 
   const memory = limits.memoryBytes;
+  const memoryDefault = memory === undefined ? unlimited : {};
   if (f.memoryMax !== undefined) {
-    writes.push({ file: f.memoryMax, value: String(memory ?? 'max') });
+    writes.push({ file: f.memoryMax, value: String(memory ?? 'max'), ...memoryDefault });
     // No swap: memory.swap.max=0 (cgroup-v2.rst). Absent when the kernel has no swap controller.
     if (f.memorySwapMax !== undefined) writes.push({ file: f.memorySwapMax, value: '0', optional: true });
   } else if (f.memoryLimit !== undefined) {
@@ -79,9 +93,10 @@ export function limitWrites(plan: ReplicaCgroupPlan, limits: CgroupLimits): Limi
     // (cgroup-v1/memory.rst §2.5). Writing limit (may fail with EINVAL when growing), then
     // memsw, then limit again succeeds whether the new value is above or below the old ones.
     const value = String(memory ?? -1);
-    writes.push({ file: f.memoryLimit, value, tolerateEinval: true });
-    if (f.memswLimit !== undefined) writes.push({ file: f.memswLimit, value, optional: true });
-    writes.push({ file: f.memoryLimit, value });
+    writes.push({ file: f.memoryLimit, value, tolerateEinval: true, ...memoryDefault });
+    if (f.memswLimit !== undefined)
+      writes.push({ file: f.memswLimit, value, optional: true, ...memoryDefault });
+    writes.push({ file: f.memoryLimit, value, ...memoryDefault });
     // Without swap accounting memsw is absent; swappiness 0 is then the best v1 offers.
     if (f.memorySwappiness !== undefined)
       writes.push({ file: f.memorySwappiness, value: '0', optional: true });
@@ -92,9 +107,13 @@ export function limitWrites(plan: ReplicaCgroupPlan, limits: CgroupLimits): Limi
   }
 
   if (f.pidsMax !== undefined) {
-    writes.push({ file: f.pidsMax, value: String(limits.pids ?? 'max') });
+    writes.push({
+      file: f.pidsMax,
+      value: String(limits.pids ?? 'max'),
+      ...(limits.pids === undefined ? unlimited : {}),
+    });
   } else if (limits.pids !== undefined) {
     throw new Error('limits.pids cannot be enforced: no cgroup hierarchy carries the pids controller');
   }
-  return writes;
+  return opts.fresh ? writes.filter((w) => !w.kernelDefault) : writes;
 }

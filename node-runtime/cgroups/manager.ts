@@ -42,8 +42,8 @@ async function removeDir(dir: string): Promise<void> {
   }
 }
 
-function writeLimits(plan: ReplicaCgroupPlan, limits: CgroupLimits, log?: Logger): void {
-  for (const write of limitWrites(plan, limits)) {
+function writeLimits(plan: ReplicaCgroupPlan, limits: CgroupLimits, log?: Logger, fresh = false): void {
+  for (const write of limitWrites(plan, limits, { fresh })) {
     try {
       writeControl(write.file, write.value);
     } catch (error) {
@@ -179,8 +179,18 @@ export class CgroupManager {
     try {
       this.#makeParents(plan);
       await this.#enableSubtree(plan);
-      for (const dir of plan.dirs) mkdirSync(dir, { recursive: true });
-      writeLimits(plan, checked, this.#log);
+      // Fresh when every directory is new (the parents exist by now): its knobs are at the
+      // kernel defaults, and writing "unlimited" again is left out (limits.ts says why).
+      let fresh = true;
+      for (const dir of plan.dirs) {
+        try {
+          mkdirSync(dir);
+        } catch (error) {
+          if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+          fresh = false;
+        }
+      }
+      writeLimits(plan, checked, this.#log, fresh);
     } catch (error) {
       // Leave nothing half-made behind; an rmdir failure here must not hide the first error.
       await cgroup.remove().catch(() => {});

@@ -102,6 +102,23 @@ test('create applies limits that read back, setLimits changes them, remove leave
   t.false(cgroup.plan.parentDirs.some((dir) => existsSync(dir)));
 });
 
+test('created without limits: unlimited as the kernel made it; a leftover directory is reset to unlimited', async (t) => {
+  const cgroups = manager(t);
+  const fresh = await cgroups.create('free-0', {});
+  const f = fresh.plan.files;
+  t.is(await read(f.cpuCfsQuota), '-1');
+  t.is(await read(f.cpuCfsPeriod), '100000');
+  t.is(await read(f.pidsMax), 'max');
+  t.true(Number(await read(f.memoryLimit)) > 2 ** 60, 'memory.limit_in_bytes unlimited');
+  t.is(await read(f.memorySwappiness), '0', 'the no-swap policy is still written');
+  // A directory left behind with limits (an interrupted run): create() must not trust defaults.
+  const left = await cgroups.create('left-0', { cpuMillis: 500, pids: 5 });
+  const again = await cgroups.create('left-0', {});
+  t.is(await read(again.plan.files.cpuCfsQuota), '-1');
+  t.is(await read(again.plan.files.pidsMax), 'max');
+  t.is(left.plan.files.pidsMax, again.plan.files.pidsMax);
+});
+
 test('a process allocating past the memory limit is OOM-killed and counted, swap cannot save it', async (t) => {
   const cgroups = manager(t);
   const cgroup = await cgroups.create('hog-0', { memoryBytes: 64 << 20 });
@@ -131,9 +148,10 @@ test('pids.max contains a fork bomb and the test process keeps working', async (
     if (refusedAt < 0 && /max [1-9]/.test(await read(events))) refusedAt = i;
     await sleep(10);
   }
+  // Refused forks prove the bomb reached the limit (its task count swings too fast for sampling
+  // to catch the peak on a loaded machine); sampling proves it never went past it.
   t.true(refusedAt >= 0, 'forks were refused (pids.events)');
   t.true(most <= 20, `at most 20 tasks, saw ${most}`);
-  t.true(most >= 10, `the bomb did run, saw ${most}`);
   t.is(spawnSync('true').status, 0, 'outside the cgroup, forking still works');
   await cgroup.kill();
   t.deepEqual(await cgroup.pids(), []);

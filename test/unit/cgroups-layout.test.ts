@@ -212,6 +212,12 @@ test('v2 limits: cpu.max quota over a 100 ms period, memory.max with swap off, p
     ['memory.swap.max', '0'],
     ['pids.max', 'max'],
   ]);
+  // A new cgroup starts unlimited: only the no-swap policy is left to write.
+  t.deepEqual(values(limitWrites(plan, {}, { fresh: true })), [['memory.swap.max', '0']]);
+  t.deepEqual(values(limitWrites(plan, { pids: 5 }, { fresh: true })), [
+    ['memory.swap.max', '0'],
+    ['pids.max', '5'],
+  ]);
   t.deepEqual(
     values(limitWrites(plan, { cpuMillis: 1 })).slice(0, 1),
     [['cpu.max', '1000 100000']],
@@ -240,6 +246,16 @@ test('v1 limits: CFS quota/period, memory then memsw then memory again, -1 for u
     ['memory.memsw.limit_in_bytes', '-1'],
     ['memory.limit_in_bytes', '-1'],
   ]);
+  // Fresh: no CFS write at all (each walks every task group), no memory default either.
+  t.deepEqual(values(limitWrites(plan, {}, { fresh: true })), [['memory.swappiness', '0']]);
+  t.deepEqual(
+    values(limitWrites(plan, { cpuMillis: 1500 }, { fresh: true })).slice(0, 2),
+    [
+      ['cpu.cfs_period_us', '100000'],
+      ['cpu.cfs_quota_us', '150000'],
+    ],
+    'a real limit is still written whole',
+  );
 });
 
 test('a limit no hierarchy can enforce is refused, naming the limit', (t) => {
