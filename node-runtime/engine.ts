@@ -223,6 +223,17 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
     await Promise.all([...ids].map((id) => this.stop(id, options)));
   }
 
+  /**
+   * Once nothing runs: remove the per-host cgroup parent (and its ancestors in the parent path
+   * that are left empty) from every hierarchy, so a host that stops its workloads on exit leaves
+   * no cgroup behind. False when something is still there.
+   */
+  async removeCgroupParentIfEmpty(): Promise<boolean> {
+    this.#assertStarted('removeCgroupParentIfEmpty');
+    if (this.#replicas.size > 0 || this.#starting.size > 0) return false;
+    return (this.#cgroups as CgroupManager).removeParentIfEmpty();
+  }
+
   status(id: string): ReplicaStatus {
     const sup = this.#replicas.get(id);
     if (!sup) throw new Error(`no replica ${id} on this runtime`);

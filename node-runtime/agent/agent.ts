@@ -765,6 +765,9 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
                 ),
               ),
           );
+          await runtime
+            .removeCgroupParentIfEmpty()
+            .catch((err: Error) => log.warn({ err: err.message }, 'could not remove the cgroup parent'));
         }
         await runtime.close();
         await records.flush();

@@ -1,4 +1,5 @@
 import { type Dirent, existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { CgroupLayout } from './detect.ts';
@@ -225,19 +226,30 @@ export class CgroupManager {
     return [...ids].sort();
   }
 
-  /** Removes the per-host parent from every hierarchy when no replica is left; true when gone. */
+  /**
+   * Removes the per-host parent from every hierarchy when no replica is left, then each of its
+   * ancestors within the parent path (`orrery` of `orrery/<host>`) that is left empty, as
+   * `mkdir -p` made them; one still used by another host stays. True when the parent is gone.
+   */
   async removeParentIfEmpty(): Promise<boolean> {
     if ((await this.list()).length > 0) return false;
     this.#parentsMade = false;
     this.#subtreeEnabled = false;
+    const levels = this.parent.split('/').filter(Boolean).length;
     for (const dir of parentDirsOf(this.layout, this.parent)) {
-      try {
-        rmdirSync(dir);
-      } catch (error) {
-        const code = (error as NodeJS.ErrnoException).code;
-        if (code === 'ENOENT') continue;
-        if (code === 'EBUSY' || code === 'ENOTEMPTY') return false;
-        throw error;
+      let current = dir;
+      for (let level = 0; level < levels; level++, current = dirname(current)) {
+        try {
+          rmdirSync(current);
+        } catch (error) {
+          const code = (error as NodeJS.ErrnoException).code;
+          if (code === 'ENOENT') continue;
+          if (code === 'EBUSY' || code === 'ENOTEMPTY') {
+            if (level === 0) return false;
+            break; // an ancestor shared with another host
+          }
+          throw error;
+        }
       }
     }
     return true;

@@ -1,7 +1,10 @@
 // `orrery runtime` as a child process, killed with SIGKILL and started again: workloads are
 // re-adopted without a restart, and what changed while it was down is converged when it is back.
+import { existsSync } from 'node:fs';
 import test from 'ava';
 import { replicaId } from '../../node-runtime/agent/index.ts';
+import { detectCgroupLayout } from '../../node-runtime/cgroups/detect.ts';
+import { parentDirsOf } from '../../node-runtime/cgroups/paths.ts';
 import {
   agentDirs,
   authed,
@@ -137,6 +140,9 @@ test('--stop-workloads-on-exit stops every replica on SIGTERM', async (t) => {
   t.is(await agent.exited, 0);
   t.false(pidAlive(pid));
   t.false(cgroupExists(dirs.cgroupParent, replicaId(ns, 'w-0')));
+  // Nothing left at all: the per-host parent goes too, in every hierarchy (`orrery up`'s Ctrl-C).
+  const left = parentDirsOf(detectCgroupLayout(), dirs.cgroupParent).filter((dir) => existsSync(dir));
+  t.deepEqual(left, []);
 });
 
 test('bad flags are refused with the flag and the expected value named', async (t) => {

@@ -7,6 +7,7 @@ import test, { type ExecutionContext } from 'ava';
 import { type CgroupLayout, detectCgroupLayout } from '../../node-runtime/cgroups/detect.ts';
 import type { CgroupLimits } from '../../node-runtime/cgroups/limits.ts';
 import { CgroupManager, type ReplicaCgroup } from '../../node-runtime/cgroups/manager.ts';
+import { parentDirsOf } from '../../node-runtime/cgroups/paths.ts';
 
 // Real cgroups on this machine (hybrid: v2 at /sys/fs/cgroup/unified without controllers, v1
 // controllers beside it). Every test owns a parent `orrery-test-<random>` and removes it in a
@@ -100,6 +101,34 @@ test('create applies limits that read back, setLimits changes them, remove leave
   t.deepEqual(await cgroups.list(), []);
   t.true(await cgroups.removeParentIfEmpty());
   t.false(cgroup.plan.parentDirs.some((dir) => existsSync(dir)));
+});
+
+test('removeParentIfEmpty takes the per-host parent and its emptied ancestors, not one another host still uses', async (t) => {
+  const top = `orrery-test-${randomBytes(4).toString('hex')}`;
+  const hostA = new CgroupManager({ layout: detected, parent: `${top}/host-a` });
+  const hostB = new CgroupManager({ layout: detected, parent: `${top}/host-b` });
+  const topDirs = () => parentDirsOf(detected, top);
+  t.teardown(async () => {
+    for (const m of [hostA, hostB]) {
+      for (const id of await m.list()) await m.open(id)?.remove();
+      await m.removeParentIfEmpty();
+    }
+  });
+  await hostA.create('a-0', {});
+  const b = await hostB.create('b-0', {});
+  t.false(await hostA.removeParentIfEmpty(), 'a replica is still there');
+  await hostA.open('a-0')?.remove();
+  t.true(await hostA.removeParentIfEmpty());
+  t.true(
+    topDirs().every((dir) => existsSync(dir)),
+    'the shared top stays while host-b uses it',
+  );
+  await b.remove();
+  t.true(await hostB.removeParentIfEmpty());
+  t.false(
+    topDirs().some((dir) => existsSync(dir)),
+    'the last host leaves nothing behind',
+  );
 });
 
 test('created without limits: unlimited as the kernel made it; a leftover directory is reset to unlimited', async (t) => {
