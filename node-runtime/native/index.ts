@@ -73,6 +73,7 @@ interface NativeSpawnResult {
 
 interface NativeBinding {
   spawn(req: Record<string, unknown>): NativeSpawnResult;
+  spawnAsync(req: Record<string, unknown>): Promise<NativeSpawnResult>;
   watchExit(pidfd: number, cb: (code: number | null, signo: number | null, source: string) => void): number;
   cancelWatch(id: number): void;
   sendSignal(pidfd: number, signo: number): number;
@@ -227,7 +228,20 @@ const statusFiles = new Map<number, string>();
 /** Start a process; returns once it has exec'd (or throws SpawnError saying which step failed). */
 export function spawn(req: SpawnRequest): Spawned {
   const normalized = normalize(req);
-  const res = native.spawn(normalized);
+  return spawned(normalized, native.spawn(normalized));
+}
+
+/**
+ * spawn() off the event loop: the clone and the wait for the exec run on a libuv threadpool
+ * thread, so a runtime starting many replicas keeps serving its API, watches and status writes
+ * meanwhile. Same request, result and errors (a bad request rejects with the same TypeError).
+ */
+export async function spawnAsync(req: SpawnRequest): Promise<Spawned> {
+  const normalized = normalize(req);
+  return spawned(normalized, await native.spawnAsync(normalized));
+}
+
+function spawned(normalized: Record<string, unknown>, res: NativeSpawnResult): Spawned {
   if (res.pid === undefined || res.pidfd === undefined) {
     throw new SpawnError(res.errno ?? 0, res.step ?? 'unknown', res.path ?? undefined);
   }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <node_api.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -153,92 +154,185 @@ static int ns_flags_of(napi_env env, char **names, int n, const char *field, uin
   return 0;
 }
 
-static napi_value js_spawn(napi_env env, napi_callback_info cbinfo) {
-  size_t argc = 1;
-  napi_value obj, result = NULL;
+/* One spawn request copied out of V8 (every string owned here), so it can also run off the event
+ * loop (spawnAsync); the result is turned into a JS object afterwards. */
+struct spawn_job {
+  napi_async_work work;
+  napi_deferred deferred;
   struct orrery_spawn_request req;
-  memset(&req, 0, sizeof req);
-  char *file = NULL, *cwd = NULL, *hostname = NULL, *log_path = NULL, *init_path = NULL, *v2_dir = NULL,
-       *status_file = NULL;
-  char **argv = NULL, **envv = NULL, **namespaces = NULL, **procs = NULL, **join_ns = NULL;
+  struct orrery_spawn_result res;
+  int rc;
+  char *file, *cwd, *hostname, *log_path, *init_path, *v2_dir, *status_file;
+  char **argv, **envv, **namespaces, **procs, **join_ns;
+};
+
+static void free_job(struct spawn_job *job) {
+  if (!job) return;
+  free(job->file);
+  free(job->cwd);
+  free(job->hostname);
+  free(job->log_path);
+  free(job->init_path);
+  free(job->v2_dir);
+  free(job->status_file);
+  free_strv(job->argv);
+  free_strv(job->envv);
+  free_strv(job->namespaces);
+  free_strv(job->procs);
+  free_strv(job->join_ns);
+  free(job);
+}
+
+/* NULL with a pending TypeError when the request is malformed. */
+static struct spawn_job *parse_job(napi_env env, napi_value obj) {
+  struct spawn_job *job = calloc(1, sizeof *job);
+  if (!job) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  struct orrery_spawn_request *req = &job->req;
   int n_ns = 0, n_procs = 0, n_join = 0;
-  CHECK(napi_get_cb_info(env, cbinfo, &argc, &obj, NULL, NULL));
-  if (get_opt_string(env, obj, "file", &file) < 0 || get_opt_string(env, obj, "cwd", &cwd) < 0 ||
-      get_opt_string(env, obj, "hostname", &hostname) < 0 || get_opt_string(env, obj, "logFile", &log_path) < 0 ||
-      get_opt_string(env, obj, "initPath", &init_path) < 0 || get_opt_string(env, obj, "v2Dir", &v2_dir) < 0 ||
-      get_opt_string(env, obj, "exitStatusFile", &status_file) < 0 ||
-      get_string_array(env, obj, "argv", &argv, NULL) < 0 || get_string_array(env, obj, "env", &envv, NULL) < 0 ||
-      get_string_array(env, obj, "namespaces", &namespaces, &n_ns) < 0 ||
-      get_string_array(env, obj, "procsFiles", &procs, &n_procs) < 0)
+  if (get_opt_string(env, obj, "file", &job->file) < 0 || get_opt_string(env, obj, "cwd", &job->cwd) < 0 ||
+      get_opt_string(env, obj, "hostname", &job->hostname) < 0 ||
+      get_opt_string(env, obj, "logFile", &job->log_path) < 0 ||
+      get_opt_string(env, obj, "initPath", &job->init_path) < 0 ||
+      get_opt_string(env, obj, "v2Dir", &job->v2_dir) < 0 ||
+      get_opt_string(env, obj, "exitStatusFile", &job->status_file) < 0 ||
+      get_string_array(env, obj, "argv", &job->argv, NULL) < 0 ||
+      get_string_array(env, obj, "env", &job->envv, NULL) < 0 ||
+      get_string_array(env, obj, "namespaces", &job->namespaces, &n_ns) < 0 ||
+      get_string_array(env, obj, "procsFiles", &job->procs, &n_procs) < 0)
     goto fail;
-  if (!file || !log_path) {
+  if (!job->file || !job->log_path) {
     napi_throw_type_error(env, NULL, "file and logFile are required");
     goto fail;
   }
   int has;
   int64_t v;
   if (get_opt_int(env, obj, "init", &has, &v) < 0) goto fail;
-  req.init = has && v;
-  if (req.init && !init_path) {
+  req->init = has && v;
+  if (req->init && !job->init_path) {
     napi_throw_type_error(env, NULL, "initPath is required with init");
     goto fail;
   }
-  if (get_opt_int(env, obj, "uid", &req.has_uid, &v) < 0) goto fail;
-  req.uid = (uid_t)v;
-  if (get_opt_int(env, obj, "gid", &req.has_gid, &v) < 0) goto fail;
-  req.gid = (gid_t)v;
+  if (get_opt_int(env, obj, "uid", &req->has_uid, &v) < 0) goto fail;
+  req->uid = (uid_t)v;
+  if (get_opt_int(env, obj, "gid", &req->has_gid, &v) < 0) goto fail;
+  req->gid = (gid_t)v;
   if (get_opt_int(env, obj, "noNewPrivs", &has, &v) < 0) goto fail;
-  req.no_new_privs = has && v;
-  if (ns_flags_of(env, namespaces, n_ns, "namespaces", &req.ns_flags) < 0) goto fail;
-  req.file = file;
-  req.argv = argv;
-  req.env = envv;
-  req.cwd = cwd;
-  req.hostname = hostname;
-  req.log_path = log_path;
-  req.init_path = init_path;
-  req.v2_dir = v2_dir;
-  req.procs_files = procs;
-  req.n_procs_files = n_procs;
-  req.exit_status_file = status_file;
+  req->no_new_privs = has && v;
+  if (ns_flags_of(env, job->namespaces, n_ns, "namespaces", &req->ns_flags) < 0) goto fail;
+  req->file = job->file;
+  req->argv = job->argv;
+  req->env = job->envv;
+  req->cwd = job->cwd;
+  req->hostname = job->hostname;
+  req->log_path = job->log_path;
+  req->init_path = job->init_path;
+  req->v2_dir = job->v2_dir;
+  req->procs_files = job->procs;
+  req->n_procs_files = n_procs;
+  req->exit_status_file = job->status_file;
   if (get_opt_int(env, obj, "joinPidfd", &has, &v) < 0) goto fail;
   if (has) {
-    req.join_pidfd = (int)v;
+    req->join_pidfd = (int)v;
     if (get_opt_int(env, obj, "joinPid", &has, &v) < 0) goto fail;
-    req.join_pid = (pid_t)v;
-    if (get_string_array(env, obj, "joinNamespaces", &join_ns, &n_join) < 0 ||
-        ns_flags_of(env, join_ns, n_join, "joinNamespaces", &req.join_ns_flags) < 0)
+    req->join_pid = (pid_t)v;
+    if (get_string_array(env, obj, "joinNamespaces", &job->join_ns, &n_join) < 0 ||
+        ns_flags_of(env, job->join_ns, n_join, "joinNamespaces", &req->join_ns_flags) < 0)
       goto fail;
   }
+  return job;
+fail:
+  free_job(job);
+  return NULL;
+}
 
-  struct orrery_spawn_result res;
-  memset(&res, 0, sizeof res);
+/* {pid, pidfd, startTime} or {errno, step, path}; NULL with a pending exception. */
+static napi_value job_result(napi_env env, struct spawn_job *job) {
+  napi_value result = NULL;
   CHECK(napi_create_object(env, &result));
-  if (orrery_spawn(&req, &res) == 0) {
-    CHECK(napi_set_named_property(env, result, "pid", make_int(env, res.pid)));
-    CHECK(napi_set_named_property(env, result, "pidfd", make_int(env, res.pidfd)));
+  if (job->rc == 0) {
+    CHECK(napi_set_named_property(env, result, "pid", make_int(env, job->res.pid)));
+    CHECK(napi_set_named_property(env, result, "pidfd", make_int(env, job->res.pidfd)));
     napi_value start;
-    CHECK(napi_create_bigint_uint64(env, res.start_time, &start));
+    CHECK(napi_create_bigint_uint64(env, job->res.start_time, &start));
     CHECK(napi_set_named_property(env, result, "startTime", start));
   } else {
-    CHECK(napi_set_named_property(env, result, "errno", make_int(env, res.err)));
-    CHECK(napi_set_named_property(env, result, "step", make_string_or_null(env, res.step)));
-    CHECK(napi_set_named_property(env, result, "path", make_string_or_null(env, res.path)));
+    CHECK(napi_set_named_property(env, result, "errno", make_int(env, job->res.err)));
+    CHECK(napi_set_named_property(env, result, "step", make_string_or_null(env, job->res.step)));
+    CHECK(napi_set_named_property(env, result, "path", make_string_or_null(env, job->res.path)));
   }
-fail:
-  free(file);
-  free(cwd);
-  free(hostname);
-  free(log_path);
-  free(init_path);
-  free(v2_dir);
-  free(status_file);
-  free_strv(argv);
-  free_strv(envv);
-  free_strv(namespaces);
-  free_strv(procs);
-  free_strv(join_ns);
   return result;
+fail:
+  return NULL;
+}
+
+static napi_value js_spawn(napi_env env, napi_callback_info cbinfo) {
+  size_t argc = 1;
+  napi_value obj, result = NULL;
+  CHECK(napi_get_cb_info(env, cbinfo, &argc, &obj, NULL, NULL));
+  struct spawn_job *job = parse_job(env, obj);
+  if (!job) return NULL;
+  job->rc = orrery_spawn(&job->req, &job->res);
+  result = job_result(env, job);
+  free_job(job);
+fail:
+  return result;
+}
+
+/* spawnAsync: the same spawn on a libuv threadpool thread, so the event loop keeps running while
+ * the child sets itself up and execs (the calling thread waits for the exec; CLONE_VFORK
+ * suspends only that thread). The child belongs to our thread group, so the main thread's
+ * waitid(P_PIDFD) reaps it as usual; nothing in orrery_spawn depends on the calling thread
+ * except the signal mask it sets on itself around the clone. */
+static void spawn_execute(napi_env env, void *data) {
+  (void)env;
+  struct spawn_job *job = data;
+  job->rc = orrery_spawn(&job->req, &job->res);
+}
+
+static void spawn_complete(napi_env env, napi_status status, void *data) {
+  struct spawn_job *job = data;
+  napi_value result = status == napi_ok ? job_result(env, job) : NULL;
+  if (result) {
+    napi_resolve_deferred(env, job->deferred, result);
+  } else {
+    /* Never started (cancelled) or the result could not be built: no process may be left. */
+    if (status == napi_ok && job->rc == 0) {
+      orrery_pidfd_send_signal(job->res.pidfd, SIGKILL);
+      close(job->res.pidfd);
+    }
+    napi_value err = NULL;
+    napi_create_string_utf8(env, "spawnAsync failed", NAPI_AUTO_LENGTH, &err);
+    napi_reject_deferred(env, job->deferred, err);
+  }
+  napi_delete_async_work(env, job->work);
+  free_job(job);
+}
+
+static napi_value js_spawn_async(napi_env env, napi_callback_info cbinfo) {
+  size_t argc = 1;
+  napi_value obj, promise = NULL, name;
+  CHECK(napi_get_cb_info(env, cbinfo, &argc, &obj, NULL, NULL));
+  struct spawn_job *job = parse_job(env, obj);
+  if (!job) return NULL;
+  if (napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
+      napi_create_string_utf8(env, "orrery:spawn", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, spawn_execute, spawn_complete, job, &job->work) != napi_ok) {
+    free_job(job);
+    napi_throw_error(env, NULL, "spawnAsync: cannot create the work");
+    return NULL;
+  }
+  if (napi_queue_async_work(env, job->work) != napi_ok) {
+    napi_delete_async_work(env, job->work);
+    free_job(job);
+    napi_throw_error(env, NULL, "spawnAsync: cannot queue the work");
+    return NULL;
+  }
+  return promise;
+fail:
+  return NULL;
 }
 
 /* ---------- exit watches ---------- */
@@ -606,6 +700,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   if (!st || napi_set_instance_data(env, st, free_state, NULL) != napi_ok) return NULL;
   napi_property_descriptor props[] = {
       {"spawn", NULL, js_spawn, NULL, NULL, NULL, napi_default, NULL},
+      {"spawnAsync", NULL, js_spawn_async, NULL, NULL, NULL, napi_default, NULL},
       {"watchExit", NULL, js_watch_exit, NULL, NULL, NULL, napi_default, NULL},
       {"cancelWatch", NULL, js_cancel_watch, NULL, NULL, NULL, napi_default, NULL},
       {"sendSignal", NULL, js_send_signal, NULL, NULL, NULL, napi_default, NULL},
