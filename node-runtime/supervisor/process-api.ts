@@ -8,6 +8,8 @@ export type { ExitStatus, Spawned, SpawnRequest } from '../native/index.ts';
 
 export interface ProcessApi {
   spawn(req: native.SpawnRequest): native.Spawned;
+  /** spawn() with the wait for the exec off the event loop. */
+  spawnAsync(req: native.SpawnRequest): Promise<native.Spawned>;
   /** Calls back once on exit and then closes the pidfd itself; the canceller leaves it open. */
   watchExit(
     pidfd: number,
@@ -40,6 +42,7 @@ export interface SpawnFailure {
 export async function loadProcessApi(): Promise<ProcessApi> {
   return {
     spawn: native.spawn,
+    spawnAsync: native.spawnAsync,
     watchExit: native.watchExit,
     sendSignal: (pidfd, signal) => native.sendSignal(pidfd, signal as NodeJS.Signals),
     pidfdOpen: native.pidfdOpen,

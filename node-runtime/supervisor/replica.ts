@@ -108,6 +108,8 @@ export class ReplicaSupervisor {
   #queue: Promise<void> = Promise.resolve();
   #terminating = false;
   #detached = false;
+  /** The spawn in flight (spawnAsync): stop() and detach() wait for it, so its pid is known. */
+  #spawning: Promise<unknown> | undefined;
   #oomSeen = 0;
   #replicaReady = false;
 
@@ -394,7 +396,16 @@ export class ReplicaSupervisor {
         req.gid = user.gid;
         req.noNewPrivs = true;
       }
-      spawned = api.spawn(req);
+      // Off the event loop (the wait for the exec is a threadpool thread's): a runtime starting
+      // many replicas keeps serving watches, status writes and its API meanwhile. A stop() or
+      // detach() issued during the await waits for #spawning, so this process is never missed.
+      const inFlight = api.spawnAsync(req);
+      this.#spawning = inFlight;
+      try {
+        spawned = await inFlight;
+      } finally {
+        this.#spawning = undefined;
+      }
     } catch (err) {
       this.#execFailed(slot, run, err as SpawnFailure);
       return false;
@@ -723,6 +734,9 @@ export class ReplicaSupervisor {
   async stop(graceSeconds = this.spec.terminationGracePeriodSeconds): Promise<void> {
     this.#terminating = true;
     this.#phase = 'Terminating';
+    // A spawn in flight gets its pid recorded first, so it is signalled and waited for below
+    // (no spawn starts after this: #spawn checks #terminating first).
+    await this.#spawning?.catch(() => {});
     if (this.#backoffTimer) clearTimeout(this.#backoffTimer);
     for (const s of this.#slots) this.#stopProbes(s);
     await this.#persistNow();
@@ -758,6 +772,7 @@ export class ReplicaSupervisor {
 
   /** Stop watching (runtime shutdown for a later re-adoption); the workload keeps running. */
   async detach(): Promise<void> {
+    await this.#spawning?.catch(() => {});
     await this.#persistNow();
     this.#detach();
   }
