@@ -3,8 +3,10 @@ import path from 'node:path';
 import test from 'ava';
 import { pino } from 'pino';
 import { Runtime } from '../../node-runtime/index.ts';
+import { loadProcessApi, type ProcessApi } from '../../node-runtime/supervisor/process-api.ts';
 import {
   harness,
+  isAlive,
   nextEvent,
   readLog,
   recordEvents,
@@ -97,4 +99,49 @@ test('live logs past the size limit are rotated by copytruncate while the proces
   t.true(statSync(`${live}.1`).size >= 16 * 1024, 'the full file was copied to .1');
   await sleep(50);
   t.true(statSync(live).size < 16 * 1024, 'the live file was truncated and is being appended to again');
+});
+
+test('a stop while a restart is being spawned waits for that spawn, and nothing is left running', async (t) => {
+  const root = await tempRoot(t);
+  const parent = uniqueParent();
+  t.teardown(() => removeCgroupTree(parent));
+  // The real addon, with each spawn's answer held back 300 ms after the process exists, so the
+  // stop below lands while a spawn is in flight.
+  const api = await loadProcessApi();
+  const spawned: number[] = [];
+  let answered = 0;
+  const slowApi: ProcessApi = {
+    ...api,
+    spawnAsync: async (req) => {
+      const s = await api.spawnAsync(req);
+      spawned.push(s.pid);
+      await sleep(300);
+      answered++;
+      return s;
+    },
+  };
+  const rt = new Runtime({
+    stateDir: path.join(root, 'state'),
+    logDir: path.join(root, 'logs'),
+    cgroupParent: parent,
+    processApi: slowApi,
+    log: pino({ level: 'silent' }),
+  });
+  await rt.start();
+  t.teardown(() => rt.close());
+  const spec = replica([{ command: ['sh', '-c', 'sleep 0.2'], restart: 'permanent' }], {
+    supervision: {
+      strategy: 'one-for-one',
+      maxRestarts: 100,
+      periodSeconds: 10,
+      backoff: { initialSeconds: 1, maxSeconds: 1 },
+    },
+  });
+  await rt.run(spec);
+  // The first run exits after 0.2 s; its restart is spawned and held: stop now.
+  await waitFor(() => spawned.length === 2, 5000);
+  await rt.stop(spec.id, { graceSeconds: 1 });
+  t.is(answered, spawned.length, 'stop() returned only once the spawn in flight was accounted for');
+  for (const pid of spawned) t.false(await isAlive(pid), `process ${pid} is gone`);
+  t.false(rt.has(spec.id));
 });
