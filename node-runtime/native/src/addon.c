@@ -4,6 +4,7 @@
  * errors (wrong argument types) throw TypeError here. */
 #define NAPI_VERSION 8
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <node_api.h>
 #include <sched.h>
@@ -570,6 +571,7 @@ struct netns_work {
 static void netns_execute(napi_env env, void *data) {
   (void)env;
   struct netns_work *w = data;
+  if (w->req.pidfd < 0) return; /* the dup failed: err and step are set */
   w->fd = orrery_netns_connect(&w->req, &w->step, &w->err);
 }
 
@@ -591,6 +593,7 @@ static void netns_complete(napi_env env, napi_status status, void *data) {
     napi_reject_deferred(env, w->deferred, err);
   }
   napi_delete_async_work(env, w->work);
+  if (w->req.pidfd >= 0) close(w->req.pidfd);
   free(w->host);
   free(w);
 }
@@ -613,8 +616,15 @@ static napi_value js_netns_connect(napi_env env, napi_callback_info cbinfo) {
   }
   CHECK(napi_get_value_int32(env, args[3], &port));
   CHECK(napi_get_value_int32(env, args[4], &timeout_ms));
+  /* Our own copy of the pidfd for the thread: the caller's may be closed (the exit reported) and
+   * its number reused for another replica's pidfd before the thread gets to setns. */
+  int own = fcntl(pidfd, F_DUPFD_CLOEXEC, 3);
+  if (own < 0) {
+    w->err = errno;
+    w->step = "setns";
+  }
   w->req = (struct orrery_netns_connect){
-      .pidfd = pidfd, .pid = pid, .host = w->host, .port = port, .timeout_ms = timeout_ms};
+      .pidfd = own, .pid = pid, .host = w->host, .port = port, .timeout_ms = timeout_ms};
   w->fd = -1;
   CHECK(napi_create_promise(env, &w->deferred, &promise));
   CHECK(napi_create_string_utf8(env, "orrery:netnsConnect", NAPI_AUTO_LENGTH, &name));
@@ -627,6 +637,7 @@ static napi_value js_netns_connect(napi_env env, napi_callback_info cbinfo) {
   return promise;
 fail:
   /* Before queueing only: a created promise is simply never settled and collected. */
+  if (w->req.pidfd > 0) close(w->req.pidfd);
   free(w->host);
   free(w);
   return NULL;
