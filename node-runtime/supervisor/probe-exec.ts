@@ -31,9 +31,9 @@ export function execInReplica(
   const what = `exec ${command.join(' ')}`;
   const name = command[0];
   if (name === undefined) return Promise.resolve({ ok: false, message: 'exec probe: command is empty' });
-  let spawned: ReturnType<ProcessApi['spawn']>;
+  let req: SpawnRequest;
   try {
-    const req: SpawnRequest = {
+    req = {
       file: resolveCommand(name, target.path, target.cwd),
       argv: command,
       env: target.env,
@@ -49,10 +49,22 @@ export function execInReplica(
       req.gid = target.user.gid;
       req.noNewPrivs = true;
     }
-    spawned = api.spawn(req);
   } catch (err) {
     return Promise.resolve({ ok: false, message: `${what}: ${(err as Error).message}` });
   }
+  // Off the event loop, like every spawn of the runtime (a probe every few seconds per replica).
+  return api.spawnAsync(req).then(
+    (spawned) => watchProbe(api, spawned, what, timeoutMs),
+    (err: Error) => ({ ok: false, message: `${what}: ${err.message}` }),
+  );
+}
+
+function watchProbe(
+  api: ProcessApi,
+  spawned: Awaited<ReturnType<ProcessApi['spawnAsync']>>,
+  what: string,
+  timeoutMs: number,
+): Promise<ProbeResult> {
   return new Promise((resolve) => {
     let timedOut = false;
     const timer = setTimeout(() => {

@@ -1,10 +1,19 @@
 // Entering a running process's namespaces (joinNamespacesOf: exec probes inside a replica) and
 // connecting inside its network namespace (netnsConnect: http/tcp probes), with real processes.
-import { readlinkSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
+import { join } from 'node:path';
 import test from 'ava';
-import { netnsConnect, SpawnError, spawn } from '../../node-runtime/native/index.ts';
-import { runNative } from './fixtures/native-run.ts';
+import {
+  closeFd,
+  netnsConnect,
+  pidfdOpen,
+  SpawnError,
+  spawn,
+  spawnAsync,
+  watchExit,
+} from '../../node-runtime/native/index.ts';
+import { runNative, tempDir } from './fixtures/native-run.ts';
 
 // Ignores connection errors: the readiness poll below drops its connections at once, and an
 // unhandled ECONNRESET would end the server.
@@ -61,6 +70,25 @@ test('joinNamespacesOf runs a command inside: hostname, pid namespace, network; 
   t.is(hostname, 'inside');
   t.is(pidns, readlinkSync(`/proc/${inside.child.pid}/ns/pid`));
   t.is(greeting, 'hi');
+});
+
+test('spawnAsync with joinNamespacesOf keeps its own copy of the pidfd: the caller may close its own at once', async (t) => {
+  const inside = await target(t, 18_185);
+  const pidfd = pidfdOpen(inside.child.pid);
+  const dir = tempDir(t);
+  const pending = spawnAsync({
+    file: '/bin/sh',
+    argv: ['sh', '-c', 'hostname'],
+    env: ['PATH=/usr/bin:/bin'],
+    namespaces: [],
+    logFile: join(dir, 'out'),
+    joinNamespacesOf: { pidfd, pid: inside.child.pid, namespaces: ['uts', 'pid', 'mount'] },
+  });
+  closeFd(pidfd); // before the threadpool thread has run: its dup is what it uses
+  const probe = await pending;
+  const status = await new Promise((resolve) => watchExit(probe.pidfd, resolve));
+  t.deepEqual(status, { code: 0, signal: null });
+  t.is(readFileSync(join(dir, 'out'), 'utf8'), 'inside\n');
 });
 
 test('joinNamespacesOf: bad requests name the field; a target that is gone fails at setns', async (t) => {

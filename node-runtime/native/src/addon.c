@@ -163,12 +163,14 @@ struct spawn_job {
   struct orrery_spawn_request req;
   struct orrery_spawn_result res;
   int rc;
+  int own_join_pidfd; /* spawnAsync's dup of req.join_pidfd, or -1 */
   char *file, *cwd, *hostname, *log_path, *init_path, *v2_dir, *status_file;
   char **argv, **envv, **namespaces, **procs, **join_ns;
 };
 
 static void free_job(struct spawn_job *job) {
   if (!job) return;
+  if (job->own_join_pidfd >= 0) close(job->own_join_pidfd);
   free(job->file);
   free(job->cwd);
   free(job->hostname);
@@ -191,6 +193,7 @@ static struct spawn_job *parse_job(napi_env env, napi_value obj) {
     napi_throw_error(env, NULL, "out of memory");
     return NULL;
   }
+  job->own_join_pidfd = -1;
   struct orrery_spawn_request *req = &job->req;
   int n_ns = 0, n_procs = 0, n_join = 0;
   if (get_opt_string(env, obj, "file", &job->file) < 0 || get_opt_string(env, obj, "cwd", &job->cwd) < 0 ||
@@ -318,6 +321,17 @@ static napi_value js_spawn_async(napi_env env, napi_callback_info cbinfo) {
   CHECK(napi_get_cb_info(env, cbinfo, &argc, &obj, NULL, NULL));
   struct spawn_job *job = parse_job(env, obj);
   if (!job) return NULL;
+  if (job->req.join_ns_flags) {
+    /* The thread works on its own copy: the caller's pidfd may be closed (that process's exit
+     * reported) and its number reused before the thread opens the namespaces. */
+    job->own_join_pidfd = fcntl(job->req.join_pidfd, F_DUPFD_CLOEXEC, 3);
+    if (job->own_join_pidfd < 0) {
+      free_job(job);
+      napi_throw_error(env, "EBADF", "spawnAsync: joinNamespacesOf.pidfd is not an open fd");
+      return NULL;
+    }
+    job->req.join_pidfd = job->own_join_pidfd;
+  }
   if (napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
       napi_create_string_utf8(env, "orrery:spawn", NAPI_AUTO_LENGTH, &name) != napi_ok ||
       napi_create_async_work(env, NULL, name, spawn_execute, spawn_complete, job, &job->work) != napi_ok) {
