@@ -7,11 +7,13 @@ import { loadProcessApi, type ProcessApi } from '../../node-runtime/supervisor/p
 import {
   harness,
   isAlive,
+  newRuntime,
   nextEvent,
   readLog,
   recordEvents,
   removeCgroupTree,
   replica,
+  runtimeDirs,
   sleep,
   tempRoot,
   uniqueParent,
@@ -102,9 +104,7 @@ test('live logs past the size limit are rotated by copytruncate while the proces
 });
 
 test('a stop while a restart is being spawned waits for that spawn, and nothing is left running', async (t) => {
-  const root = await tempRoot(t);
-  const parent = uniqueParent();
-  t.teardown(() => removeCgroupTree(parent));
+  const dirs = await runtimeDirs(t);
   // The real addon, with each spawn's answer held back 300 ms after the process exists, so the
   // stop below lands while a spawn is in flight.
   const api = await loadProcessApi();
@@ -120,13 +120,7 @@ test('a stop while a restart is being spawned waits for that spawn, and nothing 
       return s;
     },
   };
-  const rt = new Runtime({
-    stateDir: path.join(root, 'state'),
-    logDir: path.join(root, 'logs'),
-    cgroupParent: parent,
-    processApi: slowApi,
-    log: pino({ level: 'silent' }),
-  });
+  const rt = newRuntime(dirs, { processApi: slowApi });
   await rt.start();
   t.teardown(() => rt.close());
   const spec = replica([{ command: ['sh', '-c', 'sleep 0.2'], restart: 'permanent' }], {
