@@ -27,15 +27,21 @@ export function setConditions(
   return result;
 }
 
-/** Conditions equal but for lastTransitionTime (to skip status writes that change nothing). */
+/**
+ * Conditions equal but for lastTransitionTime (to skip status writes that change nothing); with
+ * `ignoreMessages`, also but for their messages (which may carry counts, "3 of 5 available").
+ */
 export function sameConditions(
   a: readonly Condition[] | undefined,
   b: readonly Condition[] | undefined,
+  opts: { ignoreMessages?: boolean } = {},
 ): boolean {
   const strip = (list: readonly Condition[] | undefined) =>
     JSON.stringify(
       (list ?? [])
-        .map(({ lastTransitionTime: _, ...rest }) => rest)
+        .map(({ lastTransitionTime: _, message, ...rest }) =>
+          opts.ignoreMessages ? rest : { ...rest, message },
+        )
         .sort((x, y) => (x.type < y.type ? -1 : 1)),
     );
   return strip(a) === strip(b);

@@ -252,15 +252,22 @@ async function writeStatus(
   };
   const same = (fields: readonly (keyof InstanceStatus)[]) =>
     previous !== undefined && fields.every((field) => previous[field] === next[field]);
-  const sameButCounts =
+  const counts = ['replicas', 'readyReplicas', 'updatedReplicas', 'availableReplicas'] as const;
+  const identity = ['selector', 'templateHash', 'observedGeneration'] as const;
+  if (
     previous !== undefined &&
     sameConditions(previous.conditions, next.conditions) &&
-    same(['selector', 'templateHash', 'observedGeneration']);
-  if (sameButCounts && same(['replicas', 'readyReplicas', 'updatedReplicas', 'availableReplicas']))
+    same([...identity, ...counts])
+  )
     return undefined;
-  // While 1,000 replicas start, every reconcile sees new counts: those writes are spaced (the
-  // scale subresource and `kubectl get` lag by at most the interval), while a change of condition
-  // (Available, Progressing, Degraded) or generation is written at once.
+  // While 1,000 replicas start, every reconcile sees new counts (also in the conditions' messages,
+  // "312 of 1000 replicas available"): those writes are spaced (the scale subresource and
+  // `kubectl get` lag by at most the interval), while a change of a condition's status or reason
+  // (Available, Progressing, Degraded) or of the generation is written at once.
+  const sameButCounts =
+    previous !== undefined &&
+    sameConditions(previous.conditions, next.conditions, { ignoreMessages: true }) &&
+    same(identity);
   if (spacing) {
     const key = `${instance.metadata.namespace}/${instance.metadata.name}`;
     const wait = (spacing.written.get(key) ?? 0) + spacing.intervalMs - Date.now();
