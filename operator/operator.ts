@@ -14,6 +14,7 @@ import {
   LeaderElector,
   leaseClient,
   NAMESPACES,
+  objectKey,
   type RunningController,
   resourceClient,
   runController,
@@ -21,7 +22,7 @@ import {
 } from '../kube/index.ts';
 import { allInformers, createContext, FIELD_MANAGER, type OperatorContext } from './context.ts';
 import { LeaseObserver, reconcileHost, reconcileOrphanedTermination } from './hosts/controller.ts';
-import { reconcileInstance } from './instance/controller.ts';
+import { CreateExpectations, reconcileInstance } from './instance/controller.ts';
 import { SYSTEM_NAMESPACE } from './labels.ts';
 import { OperatorMetrics } from './metrics.ts';
 import {
@@ -182,7 +183,13 @@ function startControllers(
   const hostOptions = { graceMs: opts.hostGraceMs ?? 1000 };
   const leaseObserver = new LeaseObserver();
   const isLive = (host: string) => leaseObserver.isLive(ctx, host);
+  const expectations = new CreateExpectations();
+  informers.replicas.addHandlers({
+    add: (r) => expectations.observed(objectKey(r)),
+    delete: (r) => expectations.observed(objectKey(r)),
+  });
   const instanceOptions = {
+    expectations,
     place: placeAtCreation(ctx, cache, isLive),
     statusSpacing: { intervalMs: INSTANCE_STATUS_COUNT_INTERVAL_MS, written: new Map<string, number>() },
   };

@@ -74,8 +74,40 @@ export function newReplica(instance: Instance, ordinal: number, hash: string): R
  */
 export type Placer = (key: string, replica: Replica) => { host: string; undo(): void } | undefined;
 
+/**
+ * Replicas created but not yet seen by the informer (the ReplicaSet controller's "expectations"):
+ * while a burst is being created the cache lags, and without this every reconcile in between
+ * would create the missing ordinals again, each a failed write (409). The caller deletes a key
+ * when the informer reports it (added or deleted); an entry older than the TTL is ignored.
+ */
+export class CreateExpectations {
+  readonly #pending = new Map<string, number>();
+  readonly #ttlMs: number;
+
+  constructor(ttlMs = 30_000) {
+    this.#ttlMs = ttlMs;
+  }
+
+  expect(key: string, now = Date.now()): void {
+    this.#pending.set(key, now);
+  }
+
+  observed(key: string): void {
+    this.#pending.delete(key);
+  }
+
+  isPending(key: string, now = Date.now()): boolean {
+    const at = this.#pending.get(key);
+    if (at === undefined) return false;
+    if (now - at <= this.#ttlMs) return true;
+    this.#pending.delete(key);
+    return false;
+  }
+}
+
 export interface InstanceReconcileOptions {
   place?: Placer;
+  expectations?: CreateExpectations;
   /**
    * Space status writes that change only counts: at most one per intervalMs per Instance;
    * `written` remembers when each Instance's status was last written (kept by the caller).
@@ -115,15 +147,20 @@ export async function reconcileInstance(
   const hash = templateHash(instance.spec.template);
   const plan = planInstance(instance, replicas, hash);
 
-  await forEachLimited(plan.create, API_CONCURRENCY, async (ordinal) => {
+  const toCreate = plan.create.filter(
+    (o) => !opts.expectations?.isPending(`${namespace}/${replicaName(instance.metadata.name as string, o)}`),
+  );
+  await forEachLimited(toCreate, API_CONCURRENCY, async (ordinal) => {
     const replica = newReplica(instance, ordinal, hash);
-    const placed = opts.place?.(`${namespace}/${replica.metadata.name}`, replica);
+    const key = `${namespace}/${replica.metadata.name}`;
+    const placed = opts.place?.(key, replica);
     if (placed) {
       replica.spec.host = placed.host;
       (replica.metadata.labels as Record<string, string>)[HOST_LABEL] = placed.host;
     }
     try {
       await ctx.clients.replicas.create(replica, { namespace });
+      opts.expectations?.expect(key);
     } catch (error) {
       placed?.undo();
       // The cache had not seen it yet (or the old one is still terminating): the watch event requeues us.
@@ -141,11 +178,11 @@ export async function reconcileInstance(
       if (!isNotFound(error) && !isConflict(error)) throw error;
     }
   });
-  if (plan.create.length > 0) {
+  if (toCreate.length > 0) {
     void ctx.recorder.normal(
       instance,
       'Created',
-      `Created replicas ${plan.create.map((o) => replicaName(instance.metadata.name as string, o)).join(', ')}`,
+      `Created replicas ${toCreate.map((o) => replicaName(instance.metadata.name as string, o)).join(', ')}`,
     );
   }
   if (plan.delete.length > 0) {
