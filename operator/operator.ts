@@ -154,7 +154,7 @@ function startControllers(
   // Scheduler: unbound Replicas; retried when Hosts change or room frees up.
   const schedulerQueue = new WorkQueue<string>();
   const cache = new SchedulerCache();
-  watchForScheduler(ctx, cache, (key) => schedulerQueue.add(key));
+  const scheduling = watchForScheduler(ctx, cache, (key) => schedulerQueue.add(key));
 
   // Host lifecycle: Hosts, their Leases, and the Replicas bound to them.
   const hostQueue = new WorkQueue<string>();
@@ -195,7 +195,14 @@ function startControllers(
   };
   informers.leases.addHandlers({
     add: (l) => leaseObserver.observe(l),
-    update: (_, l) => leaseObserver.observe(l),
+    update: (old, l) => {
+      // A host whose Lease had expired (so the scheduler passed it over) renews again: the
+      // replicas left unbound meanwhile are tried at once, not at their next 5 s retry.
+      const host = l.metadata?.name?.startsWith('host-') ? l.metadata.name.slice('host-'.length) : undefined;
+      const silence = host ? leaseObserver.silence(old, host) : undefined;
+      leaseObserver.observe(l);
+      if (silence && silence.silentMs >= silence.durationMs) scheduling.requeuePending();
+    },
   });
   return [
     runController({

@@ -101,6 +101,7 @@ export function watchForScheduler(
     for (const pending of ctx.informers.replicas.list((p) => !p.spec.host)) enqueue(objectKey(pending));
   };
   ctx.informers.hosts.addHandlers({ add: requeuePending, update: requeuePending, delete: requeuePending });
+  return { requeuePending };
 }
 
 /**

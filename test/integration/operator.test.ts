@@ -118,8 +118,10 @@ async function harness(
           namespace: SYSTEM_NAMESPACE,
           name: `host-${fullName}`,
           holderIdentity: fullName,
-          // 2 s: a test process stalled by a loaded machine must not look like a dead host.
-          leaseDurationSeconds: 2,
+          // 4 s: on a loaded machine (two control planes and agents from parallel test files) the
+          // watch that brings renewals to the operator lagged past 2 s, and a live host was
+          // evicted. The lost-host test still sees its eviction after max(grace, 4 s).
+          leaseDurationSeconds: 4,
         });
       await renew();
       const timer = setInterval(() => void renew().catch(() => {}), 200);
