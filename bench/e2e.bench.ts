@@ -381,13 +381,7 @@ export default async function bench(): Promise<{ title: string; markdown: string
     for (const d of daemons.reverse()) await d.stop().catch(() => {});
     await plane?.stop();
     for (const parent of parents) {
-      const cgroups = new CgroupManager({ layout: detectCgroupLayout(), parent });
-      for (const id of await cgroups.list()) {
-        const cg = cgroups.open(id);
-        await cg?.kill().catch(() => {});
-        await cg?.remove().catch(() => {});
-      }
-      await cgroups.removeParentIfEmpty().catch(() => {});
+      await new CgroupManager({ layout: detectCgroupLayout(), parent }).removeAll().catch(() => {});
     }
     rmSync(root, { recursive: true, force: true });
   }

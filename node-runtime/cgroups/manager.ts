@@ -227,6 +227,30 @@ export class CgroupManager {
   }
 
   /**
+   * Kills and removes every replica cgroup under the parent, then the parent (teardown of tests
+   * and benchmarks, and of whatever a crashed run left). Goes on past a failure and throws the
+   * first one at the end, so one stuck cgroup does not keep the others alive.
+   */
+  async removeAll(): Promise<void> {
+    let first: unknown;
+    for (const id of await this.list()) {
+      const cgroup = this.open(id);
+      try {
+        await cgroup?.kill();
+        await cgroup?.remove();
+      } catch (error) {
+        first ??= error;
+      }
+    }
+    try {
+      await this.removeParentIfEmpty();
+    } catch (error) {
+      first ??= error;
+    }
+    if (first !== undefined) throw first;
+  }
+
+  /**
    * Removes the per-host parent from every hierarchy when no replica is left, then each of its
    * ancestors within the parent path (`orrery` of `orrery/<host>`) that is left empty, as
    * `mkdir -p` made them; one still used by another host stays. True when the parent is gone.

@@ -17,14 +17,7 @@ const detected = detectCgroupLayout();
 
 function manager(t: ExecutionContext, layout: CgroupLayout = detected): CgroupManager {
   const cgroups = new CgroupManager({ layout, parent: `orrery-test-${randomBytes(4).toString('hex')}` });
-  t.teardown(async () => {
-    for (const id of await cgroups.list()) {
-      const cgroup = cgroups.open(id);
-      await cgroup?.kill();
-      await cgroup?.remove();
-    }
-    await cgroups.removeParentIfEmpty();
-  });
+  t.teardown(() => cgroups.removeAll());
   return cgroups;
 }
 

@@ -26,12 +26,7 @@ async function fixture(t: ExecutionContext) {
   });
   const root = await mkdtemp(join(tmpdir(), 'orrery-cg-native-'));
   t.teardown(async () => {
-    for (const id of await cgroups.list()) {
-      const cgroup = cgroups.open(id);
-      await cgroup?.kill();
-      await cgroup?.remove();
-    }
-    await cgroups.removeParentIfEmpty();
+    await cgroups.removeAll();
     await rm(root, { recursive: true, force: true });
   });
   return { cgroups, logs: new LogStore({ root }) };
