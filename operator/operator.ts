@@ -21,7 +21,12 @@ import {
   WorkQueue,
 } from '../kube/index.ts';
 import { allInformers, createContext, FIELD_MANAGER, type OperatorContext } from './context.ts';
-import { LeaseObserver, reconcileHost, reconcileOrphanedTermination } from './hosts/controller.ts';
+import {
+  hostOfLease,
+  LeaseObserver,
+  reconcileHost,
+  reconcileOrphanedTermination,
+} from './hosts/controller.ts';
 import { CreateExpectations, reconcileInstance } from './instance/controller.ts';
 import { SYSTEM_NAMESPACE } from './labels.ts';
 import { OperatorMetrics } from './metrics.ts';
@@ -159,10 +164,7 @@ function startControllers(
   // Host lifecycle: Hosts, their Leases, and the Replicas bound to them.
   const hostQueue = new WorkQueue<string>();
   enqueueFromInformer(informers.hosts, hostQueue);
-  enqueueFromInformer(informers.leases, hostQueue, (lease) => {
-    const name = lease.metadata?.name ?? '';
-    return name.startsWith('host-') ? name.slice('host-'.length) : undefined;
-  });
+  enqueueFromInformer(informers.leases, hostQueue, hostOfLease);
   enqueueFromInformer(informers.replicas, hostQueue, (r) => r.spec.host || undefined);
   informers.replicas.addHandlers({
     add: (r) =>
@@ -198,7 +200,7 @@ function startControllers(
     update: (old, l) => {
       // A host whose Lease had expired (so the scheduler passed it over) renews again: the
       // replicas left unbound meanwhile are tried at once, not at their next 5 s retry.
-      const host = l.metadata?.name?.startsWith('host-') ? l.metadata.name.slice('host-'.length) : undefined;
+      const host = hostOfLease(l);
       const silence = host ? leaseObserver.silence(old, host) : undefined;
       leaseObserver.observe(l);
       if (silence && silence.silentMs >= silence.durationMs) scheduling.requeuePending();

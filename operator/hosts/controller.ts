@@ -21,8 +21,16 @@ export interface HostLifecycleOptions {
   graceMs: number;
 }
 
+const HOST_LEASE_PREFIX = 'host-';
+
 export function hostLeaseName(host: string): string {
-  return `host-${host}`;
+  return `${HOST_LEASE_PREFIX}${host}`;
+}
+
+/** The host a heartbeat Lease belongs to (`host-<name>`), or undefined for any other Lease. */
+export function hostOfLease(lease: Lease): string | undefined {
+  const name = lease.metadata?.name ?? '';
+  return name.startsWith(HOST_LEASE_PREFIX) ? name.slice(HOST_LEASE_PREFIX.length) : undefined;
 }
 
 /**
@@ -34,10 +42,9 @@ export class LeaseObserver {
   readonly #seen = new Map<string, { renewTime: string; at: number }>();
 
   observe(lease: Lease, now = Date.now()): void {
-    const name = lease.metadata?.name ?? '';
+    const host = hostOfLease(lease);
     const renewTime = lease.spec?.renewTime ?? lease.spec?.acquireTime;
-    if (!name.startsWith('host-') || !renewTime) return;
-    const host = name.slice('host-'.length);
+    if (!host || !renewTime) return;
     if (this.#seen.get(host)?.renewTime !== renewTime) this.#seen.set(host, { renewTime, at: now });
   }
 
