@@ -56,6 +56,7 @@ import {
   portsToAllocate,
   replicaDigest,
   replicaId,
+  templateOf,
 } from './replica-spec.ts';
 import { apiStatusOf, type RunFailure, StatusWriter, statusMergePatch } from './status.ts';
 import { ensureToken, tokenPath } from './token.ts';
@@ -523,18 +524,25 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     }
 
     async function startReplica(key: string, replica: Replica, id: string): Promise<void> {
-      const wanted = portsToAllocate(replica);
       const allocated = new Map<string, number>();
       const releaseAll = () => {
         for (const p of allocated.values()) ports.release(p);
       };
       let spec: ReturnType<typeof buildReplicaSpec>;
       try {
-        for (const w of wanted) allocated.set(`${w.process}/${w.name}`, await ports.allocate());
-        for (const p of replica.spec.template.processes) {
+        const template = templateOf(replica);
+        for (const w of portsToAllocate(template)) {
+          allocated.set(`${w.process}/${w.name}`, await ports.allocate());
+        }
+        for (const p of template.processes) {
           for (const port of p.ports ?? []) if (port.port !== undefined) ports.reserve(port.port);
         }
-        spec = buildReplicaSpec(replica, me, (proc, name) => allocated.get(`${proc}/${name}`) as number);
+        spec = buildReplicaSpec(
+          replica,
+          template,
+          me,
+          (proc, name) => allocated.get(`${proc}/${name}`) as number,
+        );
       } catch (err) {
         releaseAll();
         failures.set(id, { reason: 'InvalidSpec', message: (err as Error).message });

@@ -12,6 +12,6 @@ export {
   parsePortRange,
 } from './options.ts';
 export { PortAllocator } from './ports.ts';
-export { buildReplicaSpec, keyOfReplicaId, replicaDigest, replicaId } from './replica-spec.ts';
+export { buildReplicaSpec, keyOfReplicaId, replicaDigest, replicaId, templateOf } from './replica-spec.ts';
 export { apiStatusOf, StatusWriter } from './status.ts';
 export { bearerMatches, ensureToken, TOKEN_FILE, tokenPath } from './token.ts';

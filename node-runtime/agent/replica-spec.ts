@@ -4,8 +4,10 @@
  * ORRERY_* facts about where the replica runs are added to its environment.
  */
 import { createHash } from 'node:crypto';
+import { withDefaults } from '../../crds/defaulting.ts';
+import { replicaTemplateDefaults } from '../../crds/defaults.ts';
 import { cpuMillis, memoryBytes } from '../../crds/quantity.ts';
-import type { Replica, ProcessSpec as TemplateProcess } from '../../crds/types.ts';
+import type { Replica, ReplicaTemplate, ProcessSpec as TemplateProcess } from '../../crds/types.ts';
 import type { ProbeSpec } from '../probes/types.ts';
 import type { EnvVar, Namespace, ProcessSpec, ReplicaSpec } from '../supervisor/spec.ts';
 
@@ -32,9 +34,30 @@ export function hostnameOf(name: string): string {
 /** Gives the number of a port that has none in the template: (process, port name) -> port. */
 export type PortLookup = (process: string, port: string) => number;
 
+/**
+ * The Replica's template with the schema's defaults. The Replica CRD keeps the template opaque
+ * (the API server validated and defaulted it as the Instance's), so a Replica written by hand is
+ * checked here: a TypeError names what is missing, and the replica shows phase Failed.
+ */
+export function templateOf(replica: Replica): ReplicaTemplate {
+  const raw: unknown = replica.spec.template;
+  const processes = (raw as { processes?: unknown } | null)?.processes;
+  if (!Array.isArray(processes) || processes.length === 0) {
+    throw new TypeError('spec.template.processes must be a non-empty list of processes');
+  }
+  processes.forEach((p: { name?: unknown; command?: unknown } | null, i) => {
+    if (typeof p?.name !== 'string' || !Array.isArray(p.command) || p.command.length === 0) {
+      throw new TypeError(
+        `spec.template.processes[${i}] must have a name and a non-empty command (a list of strings)`,
+      );
+    }
+  });
+  return withDefaults<ReplicaTemplate>(replicaTemplateDefaults, raw);
+}
+
 /** Ports in the template that need a number from the agent. */
-export function portsToAllocate(replica: Replica): { process: string; name: string }[] {
-  return replica.spec.template.processes.flatMap((p) =>
+export function portsToAllocate(template: ReplicaTemplate): { process: string; name: string }[] {
+  return template.processes.flatMap((p) =>
     (p.ports ?? [])
       .filter((port) => port.port === undefined)
       .map((port) => ({ process: p.name, name: port.name })),
@@ -92,10 +115,14 @@ function probe(
 }
 
 /** Throws a TypeError naming the field when the object cannot be run (e.g. a probe names a port that does not exist). */
-export function buildReplicaSpec(replica: Replica, hostName: string, portOf: PortLookup): ReplicaSpec {
+export function buildReplicaSpec(
+  replica: Replica,
+  t: ReplicaTemplate,
+  hostName: string,
+  portOf: PortLookup,
+): ReplicaSpec {
   const ns = replica.metadata.namespace as string;
   const name = replica.metadata.name as string;
-  const t = replica.spec.template;
   const processes = t.processes.map((p, i): ProcessSpec => {
     const ports: Record<string, number> = {};
     for (const port of p.ports ?? []) ports[port.name] = port.port ?? portOf(p.name, port.name);

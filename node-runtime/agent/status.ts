@@ -131,8 +131,9 @@ function runtimeFacts(
   status.ready = rs.ready;
   status.address = address;
   const protocols = new Map<string, 'http' | 'tcp'>();
+  // The replica runs, so its template passed templateOf(); the protocol may still be defaulted.
   for (const p of replica.spec.template.processes) {
-    for (const port of p.ports ?? []) protocols.set(`${p.name}/${port.name}`, port.protocol);
+    for (const port of p.ports ?? []) protocols.set(`${p.name}/${port.name}`, port.protocol ?? 'tcp');
   }
   status.ports = rs.ports.map((p) => {
     const out: NonNullable<ApiReplicaStatus['ports']>[number] = {

@@ -25,12 +25,25 @@ export function emptyUsage(): HostUsage {
   return { cpuMillis: 0, memoryBytes: 0, pids: 0, replicas: 0, byInstance: new Map() };
 }
 
+/**
+ * What a replica asks for. The Replica's template is an opaque copy of its Instance's validated
+ * one (crds/src/replica.yaml); in one written by hand, a value that does not parse counts as no
+ * request, and the host's runtime reports the replica Failed with the reason.
+ */
 export function requestsOf(replica: Replica): Requests {
-  const resources = replica.spec.template.resources ?? {};
+  const resources = replica.spec.template?.resources ?? {};
+  const parsed = (parse: (q: string) => number, q: string | undefined) => {
+    if (q === undefined) return 0;
+    try {
+      return parse(q);
+    } catch {
+      return 0;
+    }
+  };
   return {
-    cpuMillis: resources.cpu ? cpuMillis(resources.cpu) : 0,
-    memoryBytes: resources.memory ? memoryBytes(resources.memory) : 0,
-    pids: resources.pids ?? 0,
+    cpuMillis: parsed(cpuMillis, resources.cpu),
+    memoryBytes: parsed(memoryBytes, resources.memory),
+    pids: typeof resources.pids === 'number' ? resources.pids : 0,
   };
 }
 
@@ -82,7 +95,7 @@ function unfitReason(
 ): string | undefined {
   if (!isHostReady(host) || !isLive(host.metadata.name as string)) return 'host(s) were not ready';
   if (host.spec?.unschedulable) return 'host(s) were unschedulable';
-  const selector = replica.spec.template.hostSelector?.matchLabels ?? {};
+  const selector = replica.spec.template?.hostSelector?.matchLabels ?? {};
   const labels = host.metadata.labels ?? {};
   if (Object.entries(selector).some(([k, v]) => labels[k] !== v))
     return "host(s) didn't match the hostSelector";

@@ -2,6 +2,7 @@
 // heartbeat, running a bound Replica, and deleting it.
 import { readFileSync } from 'node:fs';
 import test from 'ava';
+import type { Replica } from '../../crds/types.ts';
 import { replicaId } from '../../node-runtime/agent/index.ts';
 import { RUNTIME_FINALIZER, SYSTEM_NAMESPACE } from '../../operator/labels.ts';
 import {
@@ -334,4 +335,39 @@ test('a Replica with the default isolation (pid, mount, uts, ipc namespaces) run
     (await getOrUndefined(k.replicas, ns, 'iso-0')) === undefined ? true : undefined,
   );
   t.false(pidAlive(r.status?.processes?.[0]?.pid as number));
+});
+
+test('a Replica written by hand gets its template defaults from the agent; an invalid template is reported Failed, naming the field', async (t) => {
+  // The Replica CRD keeps spec.template opaque (the operator copies an Instance's validated,
+  // defaulted template): nothing in the API server defaults or checks a hand-written one.
+  const k = await kubeForTests();
+  const ns = await testNamespace(t);
+  const dirs = await agentDirs(t);
+  await inProcessAgent(t, dirs);
+  const bare = (name: string, template: Record<string, unknown>) =>
+    ({
+      apiVersion: 'orrery.dev/v1alpha1',
+      kind: 'Replica',
+      metadata: { name, namespace: ns, labels: { 'orrery.dev/instance': 'demo' } },
+      spec: { instance: 'demo', ordinal: 0, host: dirs.hostName, template },
+    }) as unknown as Replica;
+  await k.replicas.create(bare('plain-0', { processes: [{ name: 'main', command: ['sleep', '600'] }] }));
+  await k.replicas.create(bare('empty-0', { processes: [] }));
+  await k.replicas.create(
+    bare('cpu-0', { processes: [{ name: 'main', command: ['sleep', '600'] }], resources: { cpu: 'lots' } }),
+  );
+  const phaseOf = (name: string, phase: string) =>
+    waitFor(`${name} ${phase}`, async () => {
+      const r = await k.replicas.get(name, { namespace: ns });
+      return r.status?.phase === phase ? r : undefined;
+    });
+  // isolation, restart, supervision and the grace period all come from the schema's defaults.
+  const plain = await phaseOf('plain-0', 'Running');
+  t.true(pidAlive(plain.status?.processes?.[0]?.pid as number));
+  const empty = await phaseOf('empty-0', 'Failed');
+  t.is(empty.status?.reason, 'InvalidSpec');
+  t.regex(empty.status?.message ?? '', /spec\.template\.processes must be a non-empty list/);
+  const cpu = await phaseOf('cpu-0', 'Failed');
+  t.is(cpu.status?.reason, 'InvalidSpec');
+  t.regex(cpu.status?.message ?? '', /'lots'/);
 });

@@ -82,7 +82,15 @@ test('every example applies as written and kubectl get shows the printer columns
   }
 });
 
-test('kubectl explain teaches the API from the schema descriptions', (t) => {
+test('kubectl explain teaches the API from the schema descriptions', async (t) => {
+  // The API server publishes a CRD's OpenAPI schema a moment after the CRD is Established (and
+  // again after every CRD update, as each test file's install does): explain may miss it at first.
+  const deadline = Date.now() + 30_000;
+  let attempt = kubectl(['explain', 'instance.spec.template.processes']);
+  while (attempt.code !== 0 && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    attempt = kubectl(['explain', 'instance.spec.template.processes']);
+  }
   const explained = ok(['explain', 'instance.spec.template.processes']);
   t.regex(explained, /GROUP:\s+orrery\.dev/);
   t.regex(explained, /started in this order and stopped in reverse\s+order/);
