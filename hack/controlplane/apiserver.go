@@ -38,6 +38,7 @@ func apiserverFlags(o apiserverOptions) []string {
 		"--tls-cert-file=" + o.pki.servingCert,
 		"--tls-private-key-file=" + o.pki.servingKey,
 		"--client-ca-file=" + o.pki.caCert,
+		"--token-auth-file=" + o.pki.tokenFile,
 		// A stable issuer (kubeadm's choice) keeps tokens valid when the port
 		// changes between runs on the same data dir.
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",

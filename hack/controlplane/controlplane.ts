@@ -11,7 +11,7 @@ export { type ControlPlaneBinary, cacheRoot, ensureControlPlaneBinary } from './
 export interface ControlPlane {
   /** `https://127.0.0.1:PORT` */
   server: string;
-  /** Admin kubeconfig (client certificate in system:masters, CA embedded). */
+  /** Admin kubeconfig (bearer token of orrery-admin in system:masters, CA embedded). */
   kubeconfig: string;
   dataDir: string;
   pid: number;

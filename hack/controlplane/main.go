@@ -140,6 +140,10 @@ func run(args []string) int {
 	if err := certs.ensure(); err != nil {
 		return fail("certificates", err)
 	}
+	adminToken, err := certs.ensureAdminToken()
+	if err != nil {
+		return fail("admin token", err)
+	}
 
 	ports, err := freePorts(3)
 	if err != nil {
@@ -195,7 +199,7 @@ func run(args []string) int {
 			err = startControllers(controllersCtx, adminRESTConfig(server, certs))
 		}
 		if err == nil {
-			err = writeKubeconfig(o.kubeconfig, server, certs)
+			err = writeKubeconfig(o.kubeconfig, server, certs, adminToken)
 		}
 		if err == nil {
 			err = json.NewEncoder(os.Stdout).Encode(readyLine{

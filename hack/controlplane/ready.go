@@ -81,26 +81,19 @@ func get(ctx context.Context, client *http.Client, url string) (int, string, err
 	return resp.StatusCode, string(body), nil
 }
 
-// writeKubeconfig embeds the CA and the admin credentials so the file is
+// writeKubeconfig embeds the CA and the admin bearer token (see
+// ensureAdminToken for why not the client certificate) so the file is
 // self-contained (usable after the data dir moves, and by clients that
 // resolve relative paths differently).
-func writeKubeconfig(path, server string, p pki) error {
+func writeKubeconfig(path, server string, p pki, token string) error {
 	ca, err := os.ReadFile(p.caCert)
-	if err != nil {
-		return err
-	}
-	cert, err := os.ReadFile(p.adminCert)
-	if err != nil {
-		return err
-	}
-	key, err := os.ReadFile(p.adminKey)
 	if err != nil {
 		return err
 	}
 	const name = "orrery-local"
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters[name] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: ca}
-	cfg.AuthInfos[name] = &clientcmdapi.AuthInfo{ClientCertificateData: cert, ClientKeyData: key}
+	cfg.AuthInfos[name] = &clientcmdapi.AuthInfo{Token: token}
 	cfg.Contexts[name] = &clientcmdapi.Context{Cluster: name, AuthInfo: name, Namespace: "default"}
 	cfg.CurrentContext = name
 	data, err := clientcmd.Write(*cfg)
