@@ -48,10 +48,11 @@ function rssKiB(pid: number): number {
 }
 
 /** utime + stime of a process and its reaped children (/proc/<pid>/stat fields 14-17), seconds. */
-function cpuSeconds(pid: number): number {
+function cpuSeconds(pid: number, which: 'user' | 'system' | 'both' = 'both'): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const ticks = [11, 12, 13, 14].reduce((sum, i) => sum + Number(fields[i]), 0);
+  const at = which === 'user' ? [11, 13] : which === 'system' ? [12, 14] : [11, 12, 13, 14];
+  const ticks = at.reduce((sum, i) => sum + Number(fields[i]), 0);
   return ticks / 100; // USER_HZ
 }
 
@@ -299,6 +300,13 @@ export default async function bench(): Promise<{ title: string; markdown: string
       'control plane': cpuSeconds(plane!.pid),
       operator: cpuSeconds(operator.child.pid as number),
       agent: cpuSeconds(hostB.child.pid as number),
+      ...(process.env.ORRERY_BENCH_DEBUG
+        ? {
+            'agent user': cpuSeconds(hostB.child.pid as number, 'user'),
+            'agent system': cpuSeconds(hostB.child.pid as number, 'system'),
+            'control plane system': cpuSeconds(plane!.pid, 'system'),
+          }
+        : {}),
       bench: process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6,
     });
     const cpuBefore = cpuOf();
@@ -339,7 +347,7 @@ export default async function bench(): Promise<{ title: string; markdown: string
     }
     const cpuAfter = cpuOf();
     const manyCpu = Object.entries(cpuAfter)
-      .map(([k, v]) => `${k} ${(v - cpuBefore[k as keyof typeof cpuBefore]).toFixed(1)} s`)
+      .map(([k, v]) => `${k} ${(v - (cpuBefore[k as keyof typeof cpuBefore] ?? 0)).toFixed(1)} s`)
       .join(', ');
     await new Promise((resolve) => setTimeout(resolve, 2000)); // let status writes settle
     const agentRss = rssKiB(hostB.child.pid as number);
