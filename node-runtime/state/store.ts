@@ -7,9 +7,10 @@
  * saves only mark the replica dirty and the newest record is written once it finishes. Callers
  * never wait on the disk on the restart path.
  */
-import { readFileSync } from 'node:fs';
-import { mkdir, open, readdir, rename, rm } from 'node:fs/promises';
+import { closeSync, fsync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { promisify } from 'node:util';
 
 export interface StoredReplica<Spec = unknown, Proc = unknown> {
   version: 1;
@@ -123,18 +124,27 @@ export class StateStore {
   }
 }
 
+const fsyncFd = promisify(fsync);
+
+/**
+ * Temp file + (fsync) + rename. The small syscalls are made directly: a record is a few hundred
+ * bytes, and each threadpool round trip (open, write, close, rename) costs the event loop a
+ * wake-up and a promise chain, several times the syscall itself (with a thousand replicas
+ * starting at once the agent's main thread spent ~0.5 ms per start on them). Only the fsync,
+ * which waits for the disk, runs in the threadpool.
+ */
 export async function writeAtomic(file: string, content: string, durable = true): Promise<void> {
   const tmp = `${file}.${process.pid}.tmp`;
-  const fh = await open(tmp, 'w', 0o600);
+  const fd = openSync(tmp, 'w', 0o600);
   try {
-    await fh.writeFile(content);
-    if (durable) await fh.sync();
+    writeFileSync(fd, content);
+    if (durable) await fsyncFd(fd);
   } finally {
-    await fh.close();
+    closeSync(fd);
   }
   // No fsync of the directory: the rename is atomic as it is, and only a machine crash could lose
   // it, after which every recorded process is gone anyway (and the start-time check rejects stale
   // pids). Syncing the data before the rename is what matters: it keeps a crash from exposing an
   // empty file under the final name (the ext4 rename/delalloc problem).
-  await rename(tmp, file);
+  renameSync(tmp, file);
 }
