@@ -58,7 +58,13 @@ import {
   replicaId,
   templateOf,
 } from './replica-spec.ts';
-import { apiStatusOf, type RunFailure, StatusWriter, statusMergePatch } from './status.ts';
+import {
+  apiStatusOf,
+  type OwnWrites,
+  type RunFailure,
+  replaceReplicaStatus,
+  StatusWriter,
+} from './status.ts';
 import { ensureToken, tokenPath } from './token.ts';
 
 /** Minimum time between two writes of Host.status.replicas. */
@@ -199,6 +205,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
       backoffMaxMs: 2000,
     });
 
+    const ownWrites: OwnWrites = new WeakMap();
     const statusWriter = new StatusWriter({
       log,
       compute: (key) => {
@@ -211,17 +218,12 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
         if (!rs && replica.metadata.deletionTimestamp) return undefined;
         return { replica, status: apiStatusOf(replica, rs, failures.get(id), o.address) };
       },
-      // A merge patch, not server-side apply: the scheduler's fields from before the binding
-      // (reason Unschedulable, its message) must go, and only a patch naming them null removes
-      // fields another manager set. One writer after binding, so no precondition is needed.
-      write: async (replica, status: ApiReplicaStatus) => {
+      write: (replica, status: ApiReplicaStatus) => {
         log.debug(
           { replica: `${replica.metadata.namespace}/${replica.metadata.name}`, phase: status.phase },
           'writing status',
         );
-        await replicas.patchStatus(replica.metadata.name as string, statusMergePatch(status), {
-          namespace: replica.metadata.namespace,
-        });
+        return replaceReplicaStatus(replicas, replica, status, ownWrites);
       },
       onWrite: (outcome) => metrics.statusWrites.inc({ outcome }),
     });

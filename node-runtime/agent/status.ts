@@ -17,7 +17,7 @@ import type {
   ReplicaStatus as ApiReplicaStatus,
   Replica,
 } from '../../crds/types.ts';
-import { isNotFound } from '../../kube/index.ts';
+import { isConflict, isNotFound, type ResourceClient } from '../../kube/index.ts';
 import { setConditions } from '../../operator/conditions.ts';
 import type { ReplicaStatus as RuntimeReplicaStatus } from '../supervisor/spec.ts';
 
@@ -105,6 +105,39 @@ export function statusMergePatch(status: ApiReplicaStatus): Record<string, unkno
   const patch: Record<string, unknown> = {};
   for (const f of STATUS_FIELDS) patch[f] = status[f] ?? null;
   return patch;
+}
+
+/** Informer copy a status was written against -> the resourceVersion that write made. */
+export type OwnWrites = WeakMap<Replica, string>;
+
+/**
+ * Replaces the whole status of `replica` (the scheduler's fields from before the binding, reason
+ * Unschedulable and its message, must go). A PUT to /status with the resourceVersion, of which
+ * the API server takes only status, costs it ~20% less than a merge patch, which it must apply
+ * to the stored object and decode again. `replica` is the informer's copy; until the watch brings
+ * a write back, the next write starts from the version it made (`ownWrites`). On a conflict (a
+ * label or finalizer changed meanwhile) the same status goes as a merge patch naming every field,
+ * absent ones as null: one writer of status after binding, so it needs no precondition.
+ */
+export async function replaceReplicaStatus(
+  replicas: ResourceClient<Replica>,
+  replica: Replica,
+  status: ApiReplicaStatus,
+  ownWrites: OwnWrites,
+): Promise<void> {
+  const name = replica.metadata.name as string;
+  const namespace = replica.metadata.namespace as string;
+  const resourceVersion = ownWrites.get(replica) ?? replica.metadata.resourceVersion;
+  try {
+    const written = await replicas.replaceStatus(
+      { metadata: { name, namespace, resourceVersion }, status } as Replica,
+      { namespace },
+    );
+    ownWrites.set(replica, written.metadata.resourceVersion as string);
+  } catch (err) {
+    if (!isConflict(err)) throw err;
+    await replicas.patchStatus(name, statusMergePatch(status), { namespace });
+  }
 }
 
 function runtimeFacts(

@@ -101,10 +101,11 @@ export async function reconcileHost(
   hostName: string,
 ): Promise<ReconcileResult> {
   const host = ctx.informers.hosts.get(hostName);
-  const replicas = replicasOn(ctx, hostName);
+  // Every event of a replica bound here brings the host back to this queue: the scan of its
+  // replicas is left to the two paths that move them, so that a live host costs nothing.
   if (!host) {
     // A deleted Host: its replicas can never be stopped by it; move them.
-    await evict(ctx, undefined, hostName, replicas, 'HostDeleted');
+    await evict(ctx, undefined, hostName, replicasOn(ctx, hostName), 'HostDeleted');
     return undefined;
   }
   const now = Date.now();
@@ -130,7 +131,7 @@ export async function reconcileHost(
     ctx.log.warn({ host: hostName }, 'no host renews its Lease: not evicting (full disruption)');
     return { requeueAfterMs: graceMs };
   }
-  await evict(ctx, host, hostName, replicas, 'HostLost');
+  await evict(ctx, host, hostName, replicasOn(ctx, hostName), 'HostLost');
   return undefined;
 }
 
