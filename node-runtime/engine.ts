@@ -5,7 +5,7 @@
  * every replica without restarting it (README "Re-adoption").
  */
 import { EventEmitter } from 'node:events';
-import { mkdirSync, statSync } from 'node:fs';
+import { mkdirSync, statSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
@@ -58,7 +58,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
   readonly #starting = new Map<string, { spec: ReplicaSpec; done: Promise<ReplicaStatus> }>();
   readonly #stopping = new Map<string, Promise<void>>();
   readonly #store: StateStore;
-  readonly #exitDirsMade = new Set<string>();
+  #exitDirMade = false;
   readonly logs: LogStore;
   #rotateTimer: NodeJS.Timeout | undefined;
   #api: ProcessApi | undefined;
@@ -126,6 +126,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
         await cgroup.remove();
       }
       await this.#store.remove(id);
+      this.#removeExitStatusFiles(record.spec);
       this.#emit({ type: 'stopped', replica: id, at: new Date().toISOString() });
       return;
     }
@@ -276,19 +277,34 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
       log: this.log,
       logFile: (replica: string, proc: string) => this.logs.prepareRun(replica, proc),
       exitStatusFile: (replica: string, proc: string) => this.#exitStatusFile(replica, proc),
+      removeExitStatusFiles: (spec: ReplicaSpec) => this.#removeExitStatusFiles(spec),
       emit: (e: RuntimeEvent) => this.#emit(e),
       defaultPath: this.options.defaultPath ?? process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
     };
   }
 
-  /** `<stateDir>/exit/<replica>/<process>.status`, truncated by the addon at every spawn. */
+  /**
+   * `<stateDir>/exit/<replica>.<process>.status`, truncated by the addon at every spawn. One flat
+   * directory: a directory per replica cost an inode allocation (and its removal) per start.
+   */
   #exitStatusFile(replica: string, proc: string): string {
-    const dir = path.join(this.options.stateDir, 'exit', replica);
-    if (!this.#exitDirsMade.has(dir)) {
+    const dir = path.join(this.options.stateDir, 'exit');
+    if (!this.#exitDirMade) {
       mkdirSync(dir, { recursive: true });
-      this.#exitDirsMade.add(dir);
+      this.#exitDirMade = true;
     }
-    return path.join(dir, `${proc}.status`);
+    return path.join(dir, `${replica}.${proc}.status`);
+  }
+
+  /** Forget a stopped replica's exit status files. */
+  #removeExitStatusFiles(spec: ReplicaSpec): void {
+    for (const p of spec.processes) {
+      try {
+        unlinkSync(this.#exitStatusFile(spec.id, p.name));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    }
   }
 
   /** Size-rotate every live log file (copytruncate: the child keeps its O_APPEND fd). */

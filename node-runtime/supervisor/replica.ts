@@ -41,6 +41,8 @@ export interface ReplicaDeps {
   logFile: (replica: string, process: string) => string;
   /** Where orrery-init records the workload's own exit (pid namespace replicas). */
   exitStatusFile: (replica: string, process: string) => string;
+  /** Remove the exit status files of a stopped replica. */
+  removeExitStatusFiles: (spec: ReplicaSpec) => void;
   emit: (event: RuntimeEvent) => void;
   /** PATH used to resolve commands when the process's env has none (the runtime's own). */
   defaultPath: string;
@@ -766,6 +768,7 @@ export class ReplicaSupervisor {
     );
     await this.#deps.cgroup.remove();
     await this.#deps.store.remove(this.spec.id);
+    this.#deps.removeExitStatusFiles(this.spec);
     this.#detach();
     this.#deps.emit({ type: 'stopped', replica: this.spec.id, at: now() });
   }

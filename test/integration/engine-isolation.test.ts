@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import test from 'ava';
@@ -81,9 +82,13 @@ test('with a pid namespace the workload sees itself as pid 2, gets our SIGTERM, 
   const m = /pid=(\d+) host=(\S+)/.exec(await readLog(h, spec.id, 'p0'));
   t.true(Number(m?.[1]) <= 2, `workload pid inside the namespace is ${m?.[1]}`);
   t.is(m?.[2], 'web-0');
+  // orrery-init records the workload's exit in a status file, removed with the replica.
+  const statusFile = path.join(h.stateDir, 'exit', `${spec.id}.p0.status`);
+  t.true(existsSync(statusFile), `${statusFile} exists while the replica runs`);
   const exited = nextEvent<'exited'>(h.rt, (e) => e.type === 'exited' && e.replica === spec.id);
   await h.rt.stop(spec.id, { graceSeconds: 5 });
   const e = await exited;
+  t.false(existsSync(statusFile), 'the exit status file is removed with the replica');
   t.regex(await readLog(h, spec.id, 'p0'), /got TERM/, 'SIGTERM reached the workload through orrery-init');
   t.is(e.code, 0, 'the trap ran and the workload exited 0 (its own status, through orrery-init)');
 });
