@@ -1,3 +1,4 @@
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,7 +13,7 @@ async function store(t: import('ava').ExecutionContext): Promise<StateStore> {
   return s;
 }
 
-const record = (n: number): StoredReplica => ({
+const record = (n: number): StoredReplica<{ n: number; text?: string }> => ({
   version: 1,
   spec: { n },
   createdAt: '2026-01-01T00:00:00Z',
@@ -54,4 +55,24 @@ test('a remove racing an in-flight save wins', async (t) => {
   await saved;
   await s.flush();
   t.is(await s.load('b'), undefined);
+});
+
+test('a record is updated in place (same inode), a shorter one padded; a torn one reads as absent', async (t) => {
+  const s = await store(t);
+  const long = { ...record(1), spec: { n: 1, text: 'x'.repeat(500) } };
+  await s.save('c', () => long);
+  const file = s.fileOf('c');
+  const inode = statSync(file).ino;
+  await s.save('c', () => record(2), { durable: false });
+  await s.save('c', () => record(3));
+  t.is(statSync(file).ino, inode, 'no new inode: the record was overwritten in place');
+  t.deepEqual(s.load('c')?.spec, { n: 3 });
+  t.regex(readFileSync(file, 'utf8'), /}\n {10,}$/, 'padded with spaces to the old length');
+  // Past one page it is replaced through a temp file instead (a new inode).
+  await s.save('c', () => ({ ...record(4), spec: { n: 4, text: 'y'.repeat(5000) } }));
+  t.not(statSync(file).ino, inode);
+  t.is((s.load('c')?.spec as { n: number } | undefined)?.n, 4);
+  // What a machine crash could leave of an in-place write.
+  writeFileSync(file, '{"version":1,"spec":{"n"');
+  t.is(s.load('c'), undefined);
 });
