@@ -241,6 +241,13 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
     return sup.status();
   }
 
+  /** The spec a replica runs with (its annotations included); throws for an unknown id. */
+  spec(id: string): Readonly<ReplicaSpec> {
+    const sup = this.#replicas.get(id);
+    if (!sup) throw new Error(`no replica ${id}`);
+    return sup.spec;
+  }
+
   has(id: string): boolean {
     return this.#replicas.has(id);
   }

@@ -49,14 +49,16 @@ import { createHttpApi, listen } from './http.ts';
 import { AgentMetrics } from './metrics.ts';
 import { type AgentOptions, type NormalizedAgentOptions, normalizeAgentOptions } from './options.ts';
 import { PortAllocator } from './ports.ts';
-import { AppliedRecords } from './records.ts';
 import {
+  type AppliedRecord,
   buildReplicaSpec,
+  DIGEST_ANNOTATION,
   keyOfReplicaId,
   portsToAllocate,
   replicaDigest,
   replicaId,
   templateOf,
+  UID_ANNOTATION,
 } from './replica-spec.ts';
 import {
   apiStatusOf,
@@ -171,8 +173,16 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     const layout = runtime.cgroupLayout;
     if (!layout) throw new Error('runtime started without a cgroup layout');
 
-    const records = new AppliedRecords(o.stateDir);
-    await records.load();
+    // Which object each replica was run for lives in its spec's annotations, in the runtime's
+    // own state record (written with the spec, before the spawn). A replica adopted from an agent
+    // that did not annotate is remembered here until it is run again.
+    const adopted = new Map<string, AppliedRecord>();
+    const appliedOf = (id: string): AppliedRecord | undefined => {
+      const a = runtime.spec(id).annotations;
+      const uid = a?.[UID_ANNOTATION];
+      const digest = a?.[DIGEST_ANNOTATION];
+      return uid !== undefined && digest !== undefined ? { uid, digest } : adopted.get(id);
+    };
     const ports = new PortAllocator(o.portRange, o.address);
     for (const s of runtime.list()) for (const p of s.ports) ports.reserve(p.port);
 
@@ -483,7 +493,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
         await runtime.stop(id, graceSeconds === undefined ? {} : { graceSeconds });
       } finally {
         for (const p of held) ports.release(p);
-        await records.delete(id);
+        adopted.delete(id);
       }
       if (removeLogs) await runtime.logs.removeReplica(id).catch(() => {});
     }
@@ -553,12 +563,10 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
         throw err;
       }
       failures.delete(id);
-      // Not awaited before the spawn (writes per id are ordered): a record lost in a crash only
-      // means the running replica is adopted as it runs.
-      const recorded = records.set(id, {
-        uid: replica.metadata.uid ?? '',
-        digest: replicaDigest(replica, me),
-      });
+      spec.annotations = {
+        [UID_ANNOTATION]: replica.metadata.uid ?? '',
+        [DIGEST_ANNOTATION]: replicaDigest(replica, me),
+      };
       starting.add(id);
       const t0 = performance.now();
       try {
@@ -566,7 +574,6 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
         const ms = performance.now() - t0;
         metrics.spawnLatency.observe(ms / 1000);
         log.debug({ replica: key, ms: Math.round(ms * 100) / 100 }, 'replica started');
-        await recorded;
         if (fenced) {
           // The fence fell while this replica was starting: it must not run either.
           fencedKeys.add(key);
@@ -574,7 +581,6 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
         }
       } catch (err) {
         releaseAll();
-        await records.delete(id);
         const e = err as Error & { code?: string };
         failures.set(id, {
           reason:
@@ -616,7 +622,6 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
           log.info({ replica: key }, 'stopping a replica that is no longer bound to this host');
           await stopReplica(id, true);
         }
-        await records.delete(id);
         failures.delete(id);
         statusWriter.forget(key);
         return undefined;
@@ -635,10 +640,10 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
 
       if (runtime.has(id)) {
         const digest = replicaDigest(replica, me);
-        const rec = records.get(id);
+        const rec = appliedOf(id);
         if (!rec) {
-          // Running without a record (the agent died between run and record): adopt it as it runs.
-          await records.set(id, { uid: replica.metadata.uid ?? '', digest });
+          // Run by an agent that did not annotate its replicas: adopt it as it runs.
+          adopted.set(id, { uid: replica.metadata.uid ?? '', digest });
         } else if (rec.digest !== digest) {
           log.info(
             { replica: key },
@@ -780,7 +785,6 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
             .catch((err: Error) => log.warn({ err: err.message }, 'could not remove the cgroup parent'));
         }
         await runtime.close();
-        await records.flush();
         api.close();
         log.info({ stoppedWorkloads: Boolean(stopOpts.stopWorkloads) }, 'runtime agent stopped');
       },

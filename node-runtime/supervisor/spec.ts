@@ -45,6 +45,12 @@ export interface ReplicaSpec {
   resources: { cpuMillis?: number; memoryBytes?: number; pids?: number };
   isolation: { namespaces: Namespace[]; user?: { uid: number; gid: number } };
   extraEnv?: EnvVar[];
+  /**
+   * Opaque to the runtime, as OCI runtime annotations are: kept with the spec in the replica's
+   * state record (so they are written with it, atomically, and survive a runtime restart) and read
+   * back with `Runtime.spec(id)`. The host agent records there which object a replica was run for.
+   */
+  annotations?: Record<string, string>;
 }
 
 export type ReplicaPhase =
@@ -205,5 +211,14 @@ export function validateReplicaSpec(spec: ReplicaSpec): void {
     (!Number.isInteger(user.uid) || !Number.isInteger(user.gid) || user.uid < 0 || user.gid < 0)
   ) {
     fail('isolation.user', 'non-negative integer uid and gid', user);
+  }
+  const annotations = spec.annotations;
+  if (
+    annotations !== undefined &&
+    (typeof annotations !== 'object' ||
+      annotations === null ||
+      Object.values(annotations).some((v) => typeof v !== 'string'))
+  ) {
+    fail('annotations', 'an object of string values', annotations);
   }
 }

@@ -23,7 +23,7 @@ test.before(async () => {
   await kubeForTests();
 });
 
-test('an agent killed with SIGKILL and started again re-adopts its replicas without restarting them, and stops the ones deleted meanwhile', async (t) => {
+test('an agent killed with SIGKILL and started again re-adopts its replicas without restarting them, stops the ones deleted meanwhile and runs again one replaced meanwhile', async (t) => {
   const k = await kubeForTests();
   const ns = await testNamespace(t);
   const dirs = await agentDirs(t);
@@ -31,7 +31,7 @@ test('an agent killed with SIGKILL and started again re-adopts its replicas with
   t.teardown(() => removeCgroupTree(dirs.cgroupParent));
 
   let agent = await childAgent(t, dirs, ['--lease-duration', '30']);
-  const names = ['keep-0', 'deleted-0', 'gone-0'];
+  const names = ['keep-0', 'deleted-0', 'gone-0', 'renewed-0'];
   for (const name of names) {
     await k.replicas.create(
       replicaObject(ns, name, dirs.hostName, [
@@ -62,6 +62,17 @@ test('an agent killed with SIGKILL and started again re-adopts its replicas with
   await k.replicas.mergePatch('gone-0', { metadata: { finalizers: null } }, { namespace: ns });
   await k.replicas.delete('gone-0', { namespace: ns });
   t.is(await getOrUndefined(k.replicas, ns, 'gone-0'), undefined);
+  // Another is replaced by a new object of the same name (a new uid): what the agent ran it for,
+  // recorded with the runtime's spec, no longer matches, so it must be stopped and run again.
+  const oldUid = (await k.replicas.get('renewed-0', { namespace: ns })).metadata.uid;
+  await k.replicas.mergePatch('renewed-0', { metadata: { finalizers: null } }, { namespace: ns });
+  await k.replicas.delete('renewed-0', { namespace: ns });
+  await waitFor('renewed-0 deleted', async () =>
+    (await getOrUndefined(k.replicas, ns, 'renewed-0')) === undefined ? true : undefined,
+  );
+  await k.replicas.create(
+    replicaObject(ns, 'renewed-0', dirs.hostName, [{ name: 'main', command: ['sleep', '600'] }]),
+  );
 
   const restarted = Date.now();
   agent = await childAgent(t, dirs, ['--lease-duration', '30']);
@@ -82,7 +93,14 @@ test('an agent killed with SIGKILL and started again re-adopts its replicas with
   t.log(
     `re-adopted ${health.readopted.replicas} replicas in ${health.readopted.ms} ms (runtime.start after SIGKILL)`,
   );
-  t.is(health.readopted.replicas, 3);
+  t.is(health.readopted.replicas, 4);
+  const renewed = await waitFor('renewed-0 Running with a new pid', async () => {
+    const x = await k.replicas.get('renewed-0', { namespace: ns });
+    const pid = x.status?.processes?.[0]?.pid;
+    return x.status?.phase === 'Running' && pid !== before.get('renewed-0')?.pid ? x : undefined;
+  });
+  t.not(renewed.metadata.uid, oldUid);
+  t.false(pidAlive(before.get('renewed-0')?.pid as number), 'the process run for the old object is stopped');
 
   // The kept replica: same pid, same port, no restart, status unchanged.
   const keep = before.get('keep-0');
