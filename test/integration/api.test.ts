@@ -343,7 +343,7 @@ test('a bound Replica cannot be moved to another host', async (t) => {
   t.is(ok(['get', '-n', ns, 'rep', 'web-0', '-o', 'jsonpath={.spec.host}']), 'host-a');
 });
 
-test('replicas can be listed by host with a field selector', async (t) => {
+test('replicas can be listed by host and by phase with a field selector', async (t) => {
   const ns = await freshNamespace(t);
   for (const [name, host] of [
     ['web-0', 'host-a'],
@@ -367,5 +367,22 @@ test('replicas can be listed by host with a field selector', async (t) => {
   t.is(
     ok(['get', '-n', ns, 'rep', '--field-selector', 'spec.host=host-b', '-o', 'name']).trim(),
     'replica.orrery.dev/web-1',
+  );
+  ok([
+    'patch',
+    '-n',
+    ns,
+    'rep',
+    'web-0',
+    '--subresource',
+    'status',
+    '--type',
+    'merge',
+    '-p',
+    '{"status":{"phase":"Running"}}',
+  ]);
+  t.is(
+    ok(['get', '-n', ns, 'rep', '--field-selector', 'status.phase=Running', '-o', 'name']).trim(),
+    'replica.orrery.dev/web-0',
   );
 });
