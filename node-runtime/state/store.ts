@@ -175,7 +175,9 @@ async function writeRecord(file: string, content: string, durable: boolean): Pro
         if (size <= PAGE) {
           const page =
             size > bytes.length ? Buffer.concat([bytes, Buffer.alloc(size - bytes.length, ' ')]) : bytes;
-          writeSync(fd, page, 0, page.length, 0);
+          const written = writeSync(fd, page, 0, page.length, 0);
+          if (written !== page.length)
+            throw new Error(`short write to ${file}: ${written} of ${page.length} bytes`);
           if (durable) await fsyncFd(fd);
           return;
         }
