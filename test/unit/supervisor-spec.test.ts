@@ -64,6 +64,10 @@ test('validation errors name the field, the expectation and what was got', (t) =
       (s) => Object.assign(s.processes[0] as object, { stopSignal: 'TERM' }),
       /stopSignal must be a signal name/,
     ],
+    [
+      (s) => Object.assign(s, { annotations: { 'orrery.dev/replica-uid': 7 } }),
+      /spec\.annotations must be an object of string values/,
+    ],
   ];
   for (const [mutate, message] of cases) {
     const s = spec();
