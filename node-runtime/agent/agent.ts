@@ -50,7 +50,6 @@ import { AgentMetrics } from './metrics.ts';
 import { type AgentOptions, type NormalizedAgentOptions, normalizeAgentOptions } from './options.ts';
 import { PortAllocator } from './ports.ts';
 import {
-  type AppliedRecord,
   buildReplicaSpec,
   DIGEST_ANNOTATION,
   keyOfReplicaId,
@@ -58,7 +57,6 @@ import {
   replicaDigest,
   replicaId,
   templateOf,
-  UID_ANNOTATION,
 } from './replica-spec.ts';
 import {
   apiStatusOf,
@@ -173,16 +171,13 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     const layout = runtime.cgroupLayout;
     if (!layout) throw new Error('runtime started without a cgroup layout');
 
-    // Which object each replica was run for lives in its spec's annotations, in the runtime's
-    // own state record (written with the spec, before the spawn). A replica adopted from an agent
-    // that did not annotate is remembered here until it is run again.
-    const adopted = new Map<string, AppliedRecord>();
-    const appliedOf = (id: string): AppliedRecord | undefined => {
-      const a = runtime.spec(id).annotations;
-      const uid = a?.[UID_ANNOTATION];
-      const digest = a?.[DIGEST_ANNOTATION];
-      return uid !== undefined && digest !== undefined ? { uid, digest } : adopted.get(id);
-    };
+    // Which object each replica was run for (replicaDigest, which covers its uid) lives in its
+    // spec's annotations, in the runtime's own state record (written with the spec, before the
+    // spawn). A replica adopted from an agent that did not annotate is remembered here until it is
+    // run again.
+    const adopted = new Map<string, string>();
+    const appliedDigestOf = (id: string): string | undefined =>
+      runtime.spec(id).annotations?.[DIGEST_ANNOTATION] ?? adopted.get(id);
     const ports = new PortAllocator(o.portRange, o.address);
     for (const s of runtime.list()) for (const p of s.ports) ports.reserve(p.port);
 
@@ -563,10 +558,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
         throw err;
       }
       failures.delete(id);
-      spec.annotations = {
-        [UID_ANNOTATION]: replica.metadata.uid ?? '',
-        [DIGEST_ANNOTATION]: replicaDigest(replica, me),
-      };
+      spec.annotations = { [DIGEST_ANNOTATION]: replicaDigest(replica, me) };
       starting.add(id);
       const t0 = performance.now();
       try {
@@ -640,11 +632,11 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
 
       if (runtime.has(id)) {
         const digest = replicaDigest(replica, me);
-        const rec = appliedOf(id);
-        if (!rec) {
+        const applied = appliedDigestOf(id);
+        if (applied === undefined) {
           // Run by an agent that did not annotate its replicas: adopt it as it runs.
-          adopted.set(id, { uid: replica.metadata.uid ?? '', digest });
-        } else if (rec.digest !== digest) {
+          adopted.set(id, digest);
+        } else if (applied !== digest) {
           log.info(
             { replica: key },
             'replica object changed (new uid or template): stopping and running it again',

@@ -64,15 +64,8 @@ export function portsToAllocate(template: ReplicaTemplate): { process: string; n
   );
 }
 
-/** Spec annotations (see ReplicaSpec.annotations) naming the object a replica was run for. */
-export const UID_ANNOTATION = 'orrery.dev/replica-uid';
+/** Spec annotation (see ReplicaSpec.annotations): the replicaDigest of the object a replica was run for. */
 export const DIGEST_ANNOTATION = 'orrery.dev/replica-digest';
-
-/** The Replica a runtime replica was run for: its uid and the replicaDigest of its object. */
-export interface AppliedRecord {
-  uid: string;
-  digest: string;
-}
 
 /**
  * What decides whether a running replica still matches its object: the uid (a Replica deleted

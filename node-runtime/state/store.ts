@@ -196,7 +196,7 @@ async function writeRecord(file: string, content: string, durable: boolean): Pro
  * starting at once the agent's main thread spent ~0.5 ms per start on them). Only the fsync,
  * which waits for the disk, runs in the threadpool.
  */
-export async function writeAtomic(file: string, content: string, durable = true): Promise<void> {
+async function writeAtomic(file: string, content: string, durable = true): Promise<void> {
   const tmp = `${file}.${process.pid}.tmp`;
   const fd = openSync(tmp, 'w', 0o600);
   try {

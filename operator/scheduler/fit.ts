@@ -31,7 +31,7 @@ export function emptyUsage(): HostUsage {
  * request, and the host's runtime reports the replica Failed with the reason.
  */
 export function requestsOf(replica: Replica): Requests {
-  const resources = replica.spec.template?.resources ?? {};
+  const resources = replica.spec.template.resources ?? {};
   const parsed = (parse: (q: string) => number, q: string | undefined) => {
     if (q === undefined) return 0;
     try {
@@ -95,7 +95,7 @@ function unfitReason(
 ): string | undefined {
   if (!isHostReady(host) || !isLive(host.metadata.name as string)) return 'host(s) were not ready';
   if (host.spec?.unschedulable) return 'host(s) were unschedulable';
-  const selector = replica.spec.template?.hostSelector?.matchLabels ?? {};
+  const selector = replica.spec.template.hostSelector?.matchLabels ?? {};
   const labels = host.metadata.labels ?? {};
   if (Object.entries(selector).some(([k, v]) => labels[k] !== v))
     return "host(s) didn't match the hostSelector";

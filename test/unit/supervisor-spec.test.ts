@@ -65,7 +65,7 @@ test('validation errors name the field, the expectation and what was got', (t) =
       /stopSignal must be a signal name/,
     ],
     [
-      (s) => Object.assign(s, { annotations: { 'orrery.dev/replica-uid': 7 } }),
+      (s) => Object.assign(s, { annotations: { 'orrery.dev/replica-digest': 7 } }),
       /spec\.annotations must be an object of string values/,
     ],
   ];
