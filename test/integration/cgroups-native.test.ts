@@ -18,6 +18,7 @@ import {
   spawn,
   watchExit,
 } from '../../node-runtime/native/index.ts';
+import { watched } from './fixtures/native-run.ts';
 
 async function fixture(t: ExecutionContext) {
   const cgroups = new CgroupManager({
@@ -34,19 +35,7 @@ async function fixture(t: ExecutionContext) {
 
 function run(t: ExecutionContext, request: SpawnRequest) {
   const child = spawn(request);
-  let done = false;
-  const exited = new Promise<ExitStatus>((resolve) =>
-    watchExit(child.pidfd, (status) => {
-      done = true;
-      resolve(status);
-    }),
-  );
-  t.teardown(async () => {
-    if (done) return;
-    sendSignal(child.pidfd, 'SIGKILL');
-    await exited;
-  });
-  return { pid: child.pid, exited };
+  return { pid: child.pid, exited: watched(t, child) };
 }
 
 test('a workload spawned into the replica cgroup is OOM-killed at its limit and reported as such', async (t) => {
