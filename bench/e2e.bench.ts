@@ -5,7 +5,7 @@
  *   API server's own create -> watch-event latency for a ConfigMap (the floor any controller pays).
  * - 1,000 replicas applied -> all Running.
  * - API writes per replica start (from kube-apiserver's apiserver_request_total).
- * - operator and agent memory (RSS) with 1,000 replicas.
+ * - operator and agent memory (RSS) before the 1,000, right after, and once idle.
  * - host lost (agent SIGKILLed) -> its replicas Running elsewhere; floor: lease duration.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
@@ -15,7 +15,6 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { RUNTIME_NODE_FLAGS } from '../cli/up.ts';
 import { installCrds } from '../crds/install.ts';
 import type { Instance, Replica } from '../crds/types.ts';
 import { type ControlPlane, startControlPlane } from '../hack/controlplane/controlplane.ts';
@@ -36,6 +35,8 @@ const repoRoot = join(import.meta.dirname, '..');
 // Overridable for a quick look at one phase: ORRERY_BENCH_MANY=10 npx tsx bench/e2e.bench.ts
 const SINGLE_ROUNDS = Number(process.env.ORRERY_BENCH_ROUNDS ?? 40);
 const MANY = Number(process.env.ORRERY_BENCH_MANY ?? 1000);
+/** How long after the 1,000 the daemons' steady-state RSS is read. */
+const IDLE_MS = 30_000;
 
 function quantile(samples: number[], q: number): number {
   const sorted = [...samples].sort((a, b) => a - b);
@@ -56,13 +57,27 @@ function cpuSeconds(pid: number, which: 'user' | 'system' | 'both' = 'both'): nu
   return ticks / 100; // USER_HZ
 }
 
+/** Busy CPU of the whole machine (every process and kernel thread, /proc/stat), seconds. */
+function machineCpuSeconds(): number {
+  const fields =
+    readFileSync('/proc/stat', 'utf8').split('\n')[0]?.trim().split(/\s+/).slice(1).map(Number) ?? [];
+  // user nice system idle iowait irq softirq steal: everything but idle and iowait.
+  const busy = [0, 1, 2, 5, 6, 7].reduce((sum, i) => sum + (fields[i] ?? 0), 0);
+  return busy / 100; // USER_HZ
+}
+
 interface Daemon {
   child: ChildProcess;
   stop(): Promise<void>;
 }
 
 function daemon(args: string[], waitForLine: boolean): Promise<Daemon> {
-  const nodeFlags = args[0] === 'runtime' ? [...RUNTIME_NODE_FLAGS] : []; // as `orrery up` runs it
+  const nodeFlags: string[] = [];
+  // ORRERY_BENCH_NODE_FLAGS="runtime=--flag,--flag operator=--flag": extra V8/Node flags per daemon.
+  for (const entry of (process.env.ORRERY_BENCH_NODE_FLAGS ?? '').split(' ')) {
+    const at = entry.indexOf('=');
+    if (at > 0 && entry.slice(0, at) === args[0]) nodeFlags.push(...entry.slice(at + 1).split(','));
+  }
   // ORRERY_BENCH_CPUPROF=DIR: V8 CPU profiles of the daemons, written when they exit.
   if (process.env.ORRERY_BENCH_CPUPROF)
     nodeFlags.push('--cpu-prof', `--cpu-prof-dir=${process.env.ORRERY_BENCH_CPUPROF}`);
@@ -185,45 +200,78 @@ export default async function bench(): Promise<{ title: string; markdown: string
     const operator = await daemon(['operator', '--kubeconfig', plane.kubeconfig], false);
     daemons.push(operator);
 
+    // The observer takes CPU from what it measures, so it does little: a wait is re-checked on
+    // each watch event (not polled), and the counts it needs are kept as events arrive.
+    const waiters = new Set<() => void>();
+    const poke = () => {
+      for (const check of waiters) check();
+    };
+    const waitFor = (what: string, done: () => boolean, timeoutMs: number) =>
+      new Promise<void>((resolve, reject) => {
+        if (done()) return resolve();
+        const check = () => {
+          if (!done()) return;
+          stop();
+          resolve();
+        };
+        const timer = setTimeout(() => {
+          stop();
+          reject(new Error(`timed out waiting for ${what}`));
+        }, timeoutMs);
+        const stop = () => {
+          waiters.delete(check);
+          clearTimeout(timer);
+        };
+        waiters.add(check);
+      });
+
     // Watch Replicas and remember when each first reports Running. The API server filters the
     // watch to Running replicas (a selectable field of the CRD), so the observer gets one event
-    // per replica instead of one per write and takes less of the CPU it measures; with
-    // ORRERY_BENCH_DEBUG it watches every event, for the stage timeline below.
+    // per replica instead of one per write. ORRERY_BENCH_STAGES=1 watches every event instead,
+    // for a timeline of when Replicas were created, bound and Running (it costs the system under
+    // test CPU, so its totals are not comparable with a plain run's).
+    const stages = Boolean(process.env.ORRERY_BENCH_STAGES);
     const runningAt = new Map<string, number>();
+    /** Replicas seen Running, per Instance. */
+    const running = new Map<string, number>();
+    const runningOf = (instanceName: string) => running.get(instanceName) ?? 0;
     const informer = new Informer(replicas, {
       resyncPeriodMs: 0,
-      ...(process.env.ORRERY_BENCH_DEBUG ? {} : { fieldSelector: 'status.phase=Running' }),
+      ...(stages ? {} : { fieldSelector: 'status.phase=Running' }),
     });
-    // With ORRERY_BENCH_DEBUG: when each Replica was first seen and first seen bound, to show
-    // which stage (operator create, scheduler bind, agent start) holds the 1,000 up.
     const createdAt = new Map<string, number>();
     const boundAt = new Map<string, number>();
     const note = (r: Replica) => {
       const name = r.metadata.name as string;
-      if (!createdAt.has(name)) createdAt.set(name, performance.now());
-      if (r.spec.host && !boundAt.has(name)) boundAt.set(name, performance.now());
-      if (r.status?.phase === 'Running' && !runningAt.has(name)) runningAt.set(name, performance.now());
-    };
-    informer.addHandlers({
-      add: note,
-      update: (_, r) => note(r),
-      delete: (r) => runningAt.delete(r.metadata.name as string),
-    });
-    informer.start();
-    await informer.waitForSync();
-    const waitFor = async (what: string, done: () => boolean, timeoutMs: number) => {
-      const deadline = performance.now() + timeoutMs;
-      while (!done()) {
-        if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-        await new Promise((resolve) => setTimeout(resolve, 1));
+      if (stages) {
+        if (!createdAt.has(name)) createdAt.set(name, performance.now());
+        if (r.spec.host && !boundAt.has(name)) boundAt.set(name, performance.now());
+      }
+      if (r.status?.phase === 'Running' && !runningAt.has(name)) {
+        runningAt.set(name, performance.now());
+        running.set(r.spec.instance, runningOf(r.spec.instance) + 1);
+        poke();
       }
     };
+    const forget = (r: Replica) => {
+      if (runningAt.delete(r.metadata.name as string))
+        running.set(r.spec.instance, runningOf(r.spec.instance) - 1);
+      poke();
+    };
+    informer.addHandlers({ add: note, update: (_, r) => note(r), delete: forget });
+    informer.start();
+    await informer.waitForSync();
 
     // Baseline: create -> watch event of a plain object, through the same API server.
     const configMaps = resourceClient(api, CONFIGMAPS, 'bench');
     const seen = new Map<string, number>();
     const cmInformer = new Informer(configMaps, { namespace: 'default', resyncPeriodMs: 0 });
-    cmInformer.addHandlers({ add: (o) => seen.set(o.metadata?.name as string, performance.now()) });
+    cmInformer.addHandlers({
+      add: (o) => {
+        seen.set(o.metadata?.name as string, performance.now());
+        poke();
+      },
+    });
     cmInformer.start();
     await cmInformer.waitForSync();
     const baseline: number[] = [];
@@ -251,9 +299,9 @@ export default async function bench(): Promise<{ title: string; markdown: string
       await instances.create(instance(name, 1), { namespace: 'default' });
       await waitFor(`${name}-0 Running`, () => runningAt.has(`${name}-0`), 30_000);
       single.push((runningAt.get(`${name}-0`) as number) - t0);
-      singleCreated.push((createdAt.get(`${name}-0`) as number) - t0);
+      if (stages) singleCreated.push((createdAt.get(`${name}-0`) as number) - t0);
     }
-    if (process.env.ORRERY_BENCH_DEBUG) {
+    if (stages) {
       const p50 = (v: number[]) => quantile(v, 0.5).toFixed(1);
       console.error(`single: Replica seen p50 ${p50(singleCreated)} ms, Running seen p50 ${p50(single)} ms`);
     }
@@ -275,11 +323,7 @@ export default async function bench(): Promise<{ title: string; markdown: string
       body: { spec: { unschedulable: true } },
     });
     await instances.create(instance('fail', 10), { namespace: 'default' });
-    await waitFor(
-      '10 replicas Running on host a',
-      () => [...runningAt.keys()].filter((k) => k.startsWith('fail-')).length >= 10,
-      60_000,
-    );
+    await waitFor('10 replicas Running on host a', () => runningOf('fail') >= 10, 60_000);
     await api.request({
       method: 'PATCH',
       path: '/apis/orrery.dev/v1alpha1/hosts/bench-b',
@@ -289,6 +333,7 @@ export default async function bench(): Promise<{ title: string; markdown: string
     const killedAt = performance.now();
     if (process.env.ORRERY_BENCH_DEBUG) console.error(`killed host a at ${Date.now()}`);
     for (const key of [...runningAt.keys()].filter((k) => k.startsWith('fail-'))) runningAt.delete(key);
+    running.delete('fail');
     hostA.child.kill('SIGKILL');
     await waitFor(
       '10 replicas Running on host b',
@@ -306,16 +351,20 @@ export default async function bench(): Promise<{ title: string; markdown: string
       'control plane': cpuSeconds(plane!.pid),
       operator: cpuSeconds(operator.child.pid as number),
       agent: cpuSeconds(hostB.child.pid as number),
-      ...(process.env.ORRERY_BENCH_DEBUG
-        ? {
-            'agent user': cpuSeconds(hostB.child.pid as number, 'user'),
-            'agent system': cpuSeconds(hostB.child.pid as number, 'system'),
-            'control plane system': cpuSeconds(plane!.pid, 'system'),
-          }
-        : {}),
       bench: process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6,
+      'whole machine': machineCpuSeconds(),
     });
+    const cpuDetailOf = () => ({
+      'control plane system': cpuSeconds(plane!.pid, 'system'),
+      'operator system': cpuSeconds(operator.child.pid as number, 'system'),
+      'agent system': cpuSeconds(hostB.child.pid as number, 'system'),
+    });
+    const rssBefore = {
+      agent: rssKiB(hostB.child.pid as number),
+      operator: rssKiB(operator.child.pid as number),
+    };
     const cpuBefore = cpuOf();
+    const cpuDetailBefore = cpuDetailOf();
     // ORRERY_BENCH_PPROF=FILE: a 10 s CPU profile of the control plane (kube-apiserver + etcd)
     // during the 1,000 (`go tool pprof -top FILE`).
     if (process.env.ORRERY_BENCH_PPROF) {
@@ -332,16 +381,18 @@ export default async function bench(): Promise<{ title: string; markdown: string
         child.stdout.pipe(createWriteStream(out));
       });
     }
+    // ORRERY_BENCH_PERF=FILE: `perf record -a -g` of the whole machine for 8 s from the create.
+    if (process.env.ORRERY_BENCH_PERF) {
+      spawn('perf', ['record', '-a', '-g', '-o', process.env.ORRERY_BENCH_PERF, '--', 'sleep', '8'], {
+        stdio: 'ignore',
+      });
+    }
     const t0 = performance.now();
     await instances.create(instance('many', MANY), { namespace: 'default' });
-    await waitFor(
-      `${MANY} replicas Running`,
-      () => [...runningAt.keys()].filter((k) => k.startsWith('many-')).length >= MANY,
-      300_000,
-    );
+    await waitFor(`${MANY} replicas Running`, () => runningOf('many') >= MANY, 300_000);
     const manyMs = performance.now() - t0;
     debugWrites(`${MANY} at once`, manyBefore, writeCounts(plane.kubeconfig).by, MANY);
-    if (process.env.ORRERY_BENCH_DEBUG) {
+    if (stages) {
       const stage = (what: string, at: Map<string, number>) => {
         const times = [...at].filter(([k]) => k.startsWith('many-')).map(([, v]) => v - t0);
         const q = (p: number) => (quantile(times, p) / 1000).toFixed(2);
@@ -351,24 +402,31 @@ export default async function bench(): Promise<{ title: string; markdown: string
       stage('bound', boundAt);
       stage('running', runningAt);
     }
-    const cpuAfter = cpuOf();
-    const manyCpu = Object.entries(cpuAfter)
-      .map(([k, v]) => `${k} ${(v - (cpuBefore[k as keyof typeof cpuBefore] ?? 0)).toFixed(1)} s`)
-      .join(', ');
+    const used = <K extends string>(before: Record<K, number>, after: Record<K, number>) =>
+      Object.entries<number>(after)
+        .map(([k, v]) => `${k} ${(v - before[k as K]).toFixed(1)} s`)
+        .join(', ');
+    const manyCpu = used(cpuBefore, cpuOf());
+    console.error(`CPU during the ${MANY}: ${manyCpu}; of which ${used(cpuDetailBefore, cpuDetailOf())}`);
     await new Promise((resolve) => setTimeout(resolve, 2000)); // let status writes settle
-    const agentRss = rssKiB(hostB.child.pid as number);
-    const operatorRss = rssKiB(operator.child.pid as number);
+    const rssLoaded = {
+      agent: rssKiB(hostB.child.pid as number),
+      operator: rssKiB(operator.child.pid as number),
+    };
+    // Steady state: V8 gives back the young generation grown during the burst once it is idle.
+    await new Promise((resolve) => setTimeout(resolve, IDLE_MS));
+    const rssIdle = {
+      agent: rssKiB(hostB.child.pid as number),
+      operator: rssKiB(operator.child.pid as number),
+    };
     await instances.delete('many', { namespace: 'default' });
-    await waitFor(
-      '1,000 replicas gone',
-      () => ![...runningAt.keys()].some((k) => k.startsWith('many-')),
-      300_000,
-    );
+    await waitFor('1,000 replicas gone', () => runningOf('many') === 0, 300_000);
 
     await informer.stop();
     api.close();
 
     const ms = (v: number) => `${v.toFixed(1)} ms`;
+    const mib = (kib: number) => `${(kib / 1024).toFixed(0)} MiB`;
     const p50 = quantile(single, 0.5);
     const p99 = quantile(single, 0.99);
     const rows = [
@@ -379,8 +437,10 @@ export default async function bench(): Promise<{ title: string; markdown: string
       `| ${MANY} replicas applied -> all Running | ${(manyMs / 1000).toFixed(2)} s | | ≤ 5 s | ${manyMs <= 5000 ? 'met' : 'not met'} |`,
       `| CPU used during the ${MANY} (${((cpus().length * manyMs) / 1000).toFixed(1)} core-seconds available on ${cpus().length} CPUs) | ${manyCpu} | | | |`,
       `| API writes per replica start (orrery.dev objects, Leases, Events) | ${writesPerStart.toFixed(1)} | | | |`,
-      `| host agent RSS with ${MANY} replicas | ${(agentRss / 1024).toFixed(0)} MiB (${(agentRss / MANY).toFixed(1)} KiB per replica) | | | |`,
-      `| operator RSS with ${MANY} replicas | ${(operatorRss / 1024).toFixed(0)} MiB | | | |`,
+      ...(['agent', 'operator'] as const).map(
+        (who) =>
+          `| ${who === 'agent' ? 'host agent' : 'operator'} RSS: before -> 2 s after the ${MANY} -> ${IDLE_MS / 1000} s later | ${mib(rssBefore[who])} -> ${mib(rssLoaded[who])} -> ${mib(rssIdle[who])} | | | |`,
+      ),
       `| host lost (agent SIGKILLed) -> its 10 replicas Running elsewhere | ${ms(failoverMs)} | floor 1000 ms: the host grace (= the 1 s lease), counted from the last renewal | ≤ 1.5 s | ${failoverMs <= 1500 ? 'met' : 'not met'} |`,
     ];
     const markdown = [
