@@ -62,12 +62,6 @@ export function formatLogLine(line: string): string {
 }
 
 /**
- * V8's young generation grows during a burst of replica starts and is not given back; capping it
- * keeps the runtime near 20 KB per supervised process instead of 35-40 KB (node-runtime/README.md).
- */
-export const RUNTIME_NODE_FLAGS = ['--max-semi-space-size=1'];
-
-/**
  * One bearer token for the HTTP APIs of all the hosts `up` starts, kept in the data dir, so one
  * `export ORRERY_RUNTIME_TOKEN=...` serves `orrery logs` for every replica.
  */
@@ -83,8 +77,7 @@ function startChild(
   onLine: (line: string) => void = () => {},
   env: NodeJS.ProcessEnv = process.env,
 ): ChildProcess {
-  const nodeFlags = args[0] === 'runtime' ? RUNTIME_NODE_FLAGS : [];
-  const child = spawn(process.execPath, [...nodeFlags, binary, ...args], {
+  const child = spawn(process.execPath, [binary, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env,
   });
