@@ -15,6 +15,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { isTmpfs } from '../cli/up.ts';
 import { installCrds } from '../crds/install.ts';
 import type { Instance, Replica } from '../crds/types.ts';
 import { type ControlPlane, startControlPlane } from '../hack/controlplane/controlplane.ts';
@@ -159,6 +160,10 @@ function debugWrites(what: string, before: Map<string, number>, after: Map<strin
 
 export default async function bench(): Promise<{ title: string; markdown: string }> {
   const root = mkdtempSync(join(tmpdir(), 'orrery-bench-e2e-'));
+  // The records of the live processes on tmpfs, as the DaemonSet keeps them (the node's
+  // /run/orrery). This VM's /run is on disk, so /dev/shm stands in for it here.
+  const tmpfs = ['/run', '/dev/shm'].find(isTmpfs);
+  const runRoot = tmpfs ? mkdtempSync(join(tmpfs, 'orrery-bench-e2e-')) : undefined;
   const parents: string[] = [];
   const daemons: Daemon[] = [];
   let plane: ControlPlane | undefined;
@@ -185,6 +190,7 @@ export default async function bench(): Promise<{ title: string; markdown: string
           name,
           '--state-dir',
           join(root, name),
+          ...(runRoot ? ['--run-dir', join(runRoot, name)] : []),
           '--cgroup-parent',
           parent,
           '--stop-workloads-on-exit',
@@ -458,6 +464,7 @@ export default async function bench(): Promise<{ title: string; markdown: string
       await new CgroupManager({ layout: detectCgroupLayout(), parent }).removeAll().catch(() => {});
     }
     rmSync(root, { recursive: true, force: true });
+    if (runRoot) rmSync(runRoot, { recursive: true, force: true });
   }
 }
 

@@ -67,6 +67,7 @@ interface RuntimeFlags {
   kubeconfig?: string;
   hostName: string;
   stateDir?: string;
+  runDir?: string;
   logDir?: string;
   cgroupParent?: string;
   listen: string;
@@ -95,6 +96,10 @@ export function runtimeCommand(): Command {
     .option(
       '--state-dir <dir>',
       'runtime state, agent records and the API token (default: $XDG_STATE_HOME/orrery/runtime/<host>)',
+    )
+    .option(
+      '--run-dir <dir>',
+      'records of the live processes and their exit statuses, best on tmpfs, e.g. /run/orrery/<host> (default: <state-dir>)',
     )
     .option('--log-dir <dir>', 'per-process log files (default: <state-dir>/logs)')
     .option(
@@ -174,6 +179,7 @@ export function runtimeCommand(): Command {
       if (flags.kubeconfig !== undefined) opts.kubeconfig = flags.kubeconfig;
       if (flags.address !== undefined) opts.address = flags.address;
       if (flags.stateDir !== undefined) opts.stateDir = flags.stateDir;
+      if (flags.runDir !== undefined) opts.runDir = flags.runDir;
       if (flags.logDir !== undefined) opts.logDir = flags.logDir;
       if (flags.cgroupParent !== undefined) opts.cgroupParent = flags.cgroupParent;
       if (flags.token) opts.token = flags.token;

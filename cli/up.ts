@@ -3,8 +3,8 @@
 // prefixed logs, prints the KUBECONFIG line, and on Ctrl-C stops the agents (which stop their
 // workloads and remove their cgroups), the operator and the control plane, in that order.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { homedir, hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -71,6 +71,29 @@ function runtimeTokenFile(dataDir: string): string {
   return file;
 }
 
+/**
+ * Where `up`'s hosts keep the records of their live processes: on tmpfs when the machine has one
+ * at /run (as root) or $XDG_RUNTIME_DIR, keyed by the data dir so two `up`s do not share it;
+ * otherwise beside the rest of their state (undefined).
+ */
+function upRunDir(dataDir: string): string | undefined {
+  const xdg = process.env.XDG_RUNTIME_DIR;
+  const base = process.getuid?.() === 0 ? '/run' : xdg?.startsWith('/') ? xdg : undefined;
+  if (!base || !isTmpfs(base)) return undefined;
+  return join(base, 'orrery', `up-${createHash('sha256').update(dataDir).digest('hex').slice(0, 8)}`);
+}
+
+/** statfs(2) f_type of tmpfs (linux/magic.h). */
+const TMPFS_MAGIC = 0x01021994;
+
+export function isTmpfs(dir: string): boolean {
+  try {
+    return statfsSync(dir).type === TMPFS_MAGIC;
+  } catch {
+    return false;
+  }
+}
+
 function startChild(
   name: string,
   args: string[],
@@ -119,6 +142,7 @@ export async function up(options: UpOptions): Promise<void> {
   process.once('exit', () => {
     for (const { child } of children) if (child.exitCode === null) child.kill('SIGTERM');
   });
+  const runDir = options.apiOnly ? undefined : upRunDir(dataDir);
   if (!options.apiOnly) {
     children.push({
       name: 'operator',
@@ -144,6 +168,7 @@ export async function up(options: UpOptions): Promise<void> {
           name,
           '--state-dir',
           stateDir,
+          ...(runDir ? ['--run-dir', join(runDir, name)] : []),
           '--port-range',
           portRangeFor(i, options.hosts),
           '--stop-workloads-on-exit',
@@ -174,6 +199,8 @@ export async function up(options: UpOptions): Promise<void> {
   log('stopping (Ctrl-C again to force)');
   // Agents first: they stop their workloads and need the API server to remove finalizers.
   await Promise.all(children.filter((c) => c.name !== 'operator').map((c) => stopChild(c.child, 30_000)));
+  // Their workloads are stopped (--stop-workloads-on-exit), so their records are gone too.
+  if (runDir && !forced) rmSync(runDir, { recursive: true, force: true });
   await Promise.all(children.filter((c) => c.name === 'operator').map((c) => stopChild(c.child, 10_000)));
   await controlPlane.stop();
   log('stopped');

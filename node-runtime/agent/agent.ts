@@ -150,11 +150,12 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
 
   try {
     await mkdir(o.stateDir, { recursive: true, mode: 0o700 });
+    await mkdir(o.runDir, { recursive: true, mode: 0o700 });
     const token = await ensureToken(o.stateDir, o.token);
     const facts: HostFacts = await hostFacts(o.capacity);
 
     const runtime = new Runtime({
-      stateDir: o.stateDir,
+      stateDir: o.runDir,
       logDir: o.logDir,
       cgroupParent: o.cgroupParent,
       log,
@@ -725,6 +726,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
       {
         apiEndpoint,
         stateDir: o.stateDir,
+        runDir: o.runDir,
         cgroupParent: o.cgroupParent,
         cgroupMode: layout.mode,
         readopted: runtime.list().length,

@@ -30,6 +30,13 @@ export interface AgentOptions {
   hostName?: string;
   /** Runtime state, agent records and the API token; default `defaultStateDir(hostName)`. */
   stateDir?: string;
+  /**
+   * The runtime's records of its live processes (one per replica, rewritten at every start and
+   * stop) and their exit statuses; default `stateDir`. They describe processes, which a reboot
+   * ends, so they belong on tmpfs: `/run/orrery/<host>`, as runc keeps /run/runc. Files there
+   * cost no disk inode allocation per replica start.
+   */
+  runDir?: string;
   /** Per-process log files; default `<stateDir>/logs`. */
   logDir?: string;
   /** cgroup parent below each hierarchy root; default `orrery/<hostName>`. */
@@ -60,6 +67,7 @@ export interface NormalizedAgentOptions {
   kubeconfig: string | KubeConfig | undefined;
   hostName: string;
   stateDir: string;
+  runDir: string;
   logDir: string;
   cgroupParent: string;
   listenHost: string;
@@ -119,6 +127,8 @@ export function normalizeAgentOptions(opts: AgentOptions = {}): NormalizedAgentO
   }
   const stateDir = opts.stateDir ?? defaultStateDir(hostName);
   if (typeof stateDir !== 'string' || stateDir === '') fail('stateDir', 'a directory path', stateDir);
+  const runDir = opts.runDir ?? stateDir;
+  if (typeof runDir !== 'string' || runDir === '') fail('runDir', 'a directory path', runDir);
   const logDir = opts.logDir ?? path.join(stateDir, 'logs');
   if (typeof logDir !== 'string' || logDir === '') fail('logDir', 'a directory path', logDir);
   const cgroupParent = opts.cgroupParent ?? `orrery/${hostName}`;
@@ -171,6 +181,7 @@ export function normalizeAgentOptions(opts: AgentOptions = {}): NormalizedAgentO
     kubeconfig: opts.kubeconfig,
     hostName,
     stateDir: path.resolve(stateDir),
+    runDir: path.resolve(runDir),
     logDir: path.resolve(logDir),
     cgroupParent,
     listenHost,

@@ -1,6 +1,7 @@
 // `orrery runtime` as a child process, killed with SIGKILL and started again: workloads are
 // re-adopted without a restart, and what changed while it was down is converged when it is back.
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
+import path from 'node:path';
 import test from 'ava';
 import { replicaId } from '../../node-runtime/agent/index.ts';
 import { detectCgroupLayout } from '../../node-runtime/cgroups/detect.ts';
@@ -30,7 +31,10 @@ test('an agent killed with SIGKILL and started again re-adopts its replicas with
   // Registered after agentDirs' teardown so it runs first: nothing of ours may outlive the test.
   t.teardown(() => removeCgroupTree(dirs.cgroupParent));
 
-  let agent = await childAgent(t, dirs, ['--lease-duration', '30']);
+  // The live-process records in a run dir of their own (--run-dir), as on tmpfs in production.
+  const runDir = path.join(dirs.root, 'run');
+  const args = ['--lease-duration', '30', '--run-dir', runDir];
+  let agent = await childAgent(t, dirs, args);
   const names = ['keep-0', 'deleted-0', 'gone-0', 'renewed-0'];
   for (const name of names) {
     await k.replicas.create(
@@ -75,7 +79,13 @@ test('an agent killed with SIGKILL and started again re-adopts its replicas with
   );
 
   const restarted = Date.now();
-  agent = await childAgent(t, dirs, ['--lease-duration', '30']);
+  t.deepEqual(
+    readdirSync(path.join(runDir, 'replicas')).sort(),
+    names.map((n) => `${replicaId(ns, n)}.json`).sort(),
+    'a record per replica, in the run dir',
+  );
+  t.false(existsSync(path.join(dirs.stateDir, 'replicas')), 'no records in the state dir');
+  agent = await childAgent(t, dirs, args);
   await waitFor('deleted-0 gone', async () =>
     (await getOrUndefined(k.replicas, ns, 'deleted-0')) === undefined ? true : undefined,
   );
@@ -165,7 +175,6 @@ test('--stop-workloads-on-exit stops every replica on SIGTERM', async (t) => {
 
 test('bad flags are refused with the flag and the expected value named', async (t) => {
   const { spawnSync } = await import('node:child_process');
-  const path = await import('node:path');
   const main = path.join(import.meta.dirname, 'fixtures', 'agent-main.ts');
   const run = (args: string[]) =>
     spawnSync(process.execPath, ['--import', 'tsx', main, 'runtime', ...args], { encoding: 'utf8' });
