@@ -17,6 +17,8 @@ export interface CgroupLayout {
   v1: Partial<Record<V1Controller, string>>;
   /** `cgroup.kill` exists in non-root v2 cgroups (Linux 5.14+). */
   cgroupKill: boolean;
+  /** `cgroup.freeze` exists in non-root v2 cgroups (Linux 5.2+), controllers enabled or not. */
+  cgroupFreeze: boolean;
 }
 
 interface MountEntry {
@@ -98,6 +100,7 @@ export function layoutFromFacts(facts: LayoutFacts): CgroupLayout {
     v2Controllers,
     v1,
     cgroupKill: v2Root !== undefined && kernelAtLeast(facts.kernelRelease, 5, 14),
+    cgroupFreeze: v2Root !== undefined && kernelAtLeast(facts.kernelRelease, 5, 2),
   };
   if (v2Root !== undefined) layout.v2Root = v2Root;
   return layout;

@@ -10,8 +10,9 @@ import type { CgroupLayout, V1Controller } from './detect.ts';
  *   mount. A controller can be bound to one hierarchy only, so there is never a choice to make.
  * - Whenever v2 is mounted, the v2 tree carries membership, `cgroup.kill`, `cgroup.events`
  *   (populated) and is the CLONE_INTO_CGROUP target, even with no controllers enabled (hybrid).
- * - The v1 hierarchies that carry a controller we use (cpu, cpuacct, memory, pids, freezer) are
- *   joined by the child writing "0" to their `tasks` file before execve (see `joinFiles`). cpuset
+ * - Freezing uses v2's cgroup.freeze whenever v2 is mounted (Linux 5.2+), hybrid included.
+ * - The v1 hierarchies that carry a controller we use (cpu, cpuacct, memory, pids, and freezer
+ *   where v2 cannot freeze) are joined by the child writing "0" to their `tasks` file before execve (see `joinFiles`). cpuset
  *   is never joined: a v1 cpuset refuses tasks until cpuset.cpus/mems are set, and we set no
  *   cpuset limit.
  */
@@ -89,7 +90,11 @@ export function planReplicaCgroup(
   const pids = sourceOf(layout, 'pids', 'pids');
   // In hybrid layouts stats come from v1 (cpuacct), as the controllers live there.
   const cpuacct: Source = layout.v1.cpuacct !== undefined ? 'v1' : layout.v2Root !== undefined ? 'v2' : null;
-  const freezer: Source = layout.v1.freezer !== undefined ? 'v1' : layout.v2Root !== undefined ? 'v2' : null;
+  // v2's freezer is core cgroup (cgroup.freeze, no controller to enable), so a hybrid layout
+  // freezes through the v2 tree that already holds the replica: one v1 cgroup fewer to create,
+  // join and remove per replica. v1's freezer only where v2 cannot freeze.
+  const freezer: Source =
+    layout.v2Root !== undefined && layout.cgroupFreeze ? 'v2' : layout.v1.freezer !== undefined ? 'v1' : null;
 
   const plan: ReplicaCgroupPlan = {
     v1Dirs: {},

@@ -207,6 +207,9 @@ test('kill() via cgroup.kill leaves no daemonized grandchild alive', (t) => kill
 test('kill() via freeze + SIGKILL (no cgroup.kill) leaves no daemonized grandchild alive', (t) =>
   killLeavesNoDaemon(t, { ...detected, cgroupKill: false }));
 
+test('kill() via the v1 freezer + SIGKILL (neither cgroup.kill nor cgroup.freeze) leaves no daemonized grandchild alive', (t) =>
+  killLeavesNoDaemon(t, { ...detected, cgroupKill: false, cgroupFreeze: false }));
+
 test('cpu usage grows under a busy loop; memory and pids are reported', async (t) => {
   const cgroups = manager(t);
   const cgroup = await cgroups.create('busy-0', { cpuMillis: 500 });

@@ -50,6 +50,7 @@ test('a unified-only machine is v2 with the controllers of the root cgroup', (t)
     v2Controllers: ['cpuset', 'cpu', 'io', 'memory', 'hugetlb', 'pids', 'rdma', 'misc'],
     v1: {},
     cgroupKill: true,
+    cgroupFreeze: true,
   });
 });
 
@@ -67,6 +68,7 @@ test('a legacy machine is v1 and co-mounted cpu,cpuacct share one mount point', 
     cpuset: '/sys/fs/cgroup/cpuset',
   });
   t.false(layout.cgroupKill, 'no v2 tree, so no cgroup.kill');
+  t.false(layout.cgroupFreeze, 'nor cgroup.freeze');
 });
 
 test('v2 without controllers beside v1 controllers is hybrid', (t) => {
@@ -80,7 +82,9 @@ test('v2 without controllers beside v1 controllers is hybrid', (t) => {
   t.true(layout.cgroupKill);
 });
 
-test('cgroup.kill needs Linux 5.14', (t) => {
+test('cgroup.freeze needs Linux 5.2, cgroup.kill 5.14', (t) => {
+  t.false(layoutFromFacts({ mountinfo: V2_ONLY, kernelRelease: '5.1.21' }).cgroupFreeze);
+  t.true(layoutFromFacts({ mountinfo: V2_ONLY, kernelRelease: '5.2.0' }).cgroupFreeze);
   t.false(layoutFromFacts({ mountinfo: V2_ONLY, kernelRelease: '5.13.19' }).cgroupKill);
   t.true(layoutFromFacts({ mountinfo: V2_ONLY, kernelRelease: '5.14.0' }).cgroupKill);
   t.true(kernelAtLeast('10.0', 5, 14));
@@ -171,7 +175,7 @@ test('v1: the child joins every used controller once (co-mounted cpu,cpuacct), n
   t.is(plan.files.memoryPeak, '/sys/fs/cgroup/memory/orrery/host-a/web-0/memory.max_usage_in_bytes');
 });
 
-test('hybrid: v2 for membership, kill and events; v1 for limits, stats and freezing', (t) => {
+test('hybrid: v2 for membership, kill, events and freezing; v1 for limits and stats', (t) => {
   const plan = planReplicaCgroup(hybridLayout, 'orrery/host-a', 'web-0');
   t.is(plan.v2Dir, '/sys/fs/cgroup/unified/orrery/host-a/web-0');
   t.deepEqual(plan.v2Enable, [], 'no v2 controllers: subtree_control is left alone');
@@ -181,13 +185,13 @@ test('hybrid: v2 for membership, kill and events; v1 for limits, stats and freez
     '/sys/fs/cgroup/cpuacct/orrery/host-a/web-0/cgroup.procs',
     '/sys/fs/cgroup/memory/orrery/host-a/web-0/cgroup.procs',
     '/sys/fs/cgroup/pids/orrery/host-a/web-0/cgroup.procs',
-    '/sys/fs/cgroup/freezer/orrery/host-a/web-0/cgroup.procs',
   ]);
   t.deepEqual(
     plan.joinFiles,
     plan.procsFiles.map((f) => f.replace(/cgroup\.procs$/, 'tasks')),
   );
   t.is(plan.dirs[0], plan.v2Dir);
+  t.is(plan.dirs.length, 5, 'v2 + cpu, cpuacct, memory, pids: no v1 freezer cgroup');
   t.is(plan.files.kill, '/sys/fs/cgroup/unified/orrery/host-a/web-0/cgroup.kill');
   t.is(plan.files.events, '/sys/fs/cgroup/unified/orrery/host-a/web-0/cgroup.events');
   t.is(plan.files.cpuCfsQuota, '/sys/fs/cgroup/cpu/orrery/host-a/web-0/cpu.cfs_quota_us');
@@ -195,7 +199,19 @@ test('hybrid: v2 for membership, kill and events; v1 for limits, stats and freez
   t.is(plan.files.memoryLimit, '/sys/fs/cgroup/memory/orrery/host-a/web-0/memory.limit_in_bytes');
   t.is(plan.files.pidsMax, '/sys/fs/cgroup/pids/orrery/host-a/web-0/pids.max');
   t.is(plan.files.cpuUsage?.file, '/sys/fs/cgroup/cpuacct/orrery/host-a/web-0/cpuacct.usage');
-  t.is(plan.files.freeze?.kind, 'v1');
+  t.deepEqual(plan.files.freeze, {
+    file: '/sys/fs/cgroup/unified/orrery/host-a/web-0/cgroup.freeze',
+    kind: 'v2',
+  });
+});
+
+test('hybrid on a kernel whose v2 cannot freeze (before 5.2): the v1 freezer is joined', (t) => {
+  const plan = planReplicaCgroup({ ...hybridLayout, cgroupFreeze: false }, 'orrery/host-a', 'web-0');
+  t.deepEqual(plan.files.freeze, {
+    file: '/sys/fs/cgroup/freezer/orrery/host-a/web-0/freezer.state',
+    kind: 'v1',
+  });
+  t.true(plan.joinFiles.includes('/sys/fs/cgroup/freezer/orrery/host-a/web-0/tasks'));
 });
 
 test('v2 limits: cpu.max quota over a 100 ms period, memory.max with swap off, pids.max', (t) => {

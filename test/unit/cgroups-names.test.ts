@@ -3,7 +3,14 @@ import { CgroupManager } from '../../node-runtime/cgroups/manager.ts';
 import { assertSafeName } from '../../node-runtime/cgroups/names.ts';
 import { parseCpuUsage, parseFlatKeyed, parseOomKills } from '../../node-runtime/cgroups/stats.ts';
 
-const layout = { mode: 'v2' as const, v2Root: '/nonexistent', v2Controllers: [], v1: {}, cgroupKill: true };
+const layout = {
+  mode: 'v2' as const,
+  v2Root: '/nonexistent',
+  v2Controllers: [],
+  v1: {},
+  cgroupKill: true,
+  cgroupFreeze: true,
+};
 
 test('replica ids that are not safe file names are refused with a TypeError naming the argument', (t) => {
   for (const bad of ['', '.', '..', '../etc', 'a/b', '-x', 'x y', 'é', 'a'.repeat(254)]) {
