@@ -413,7 +413,9 @@ export default async function bench(): Promise<{ title: string; markdown: string
         .map(([k, v]) => `${k} ${(v - before[k as K]).toFixed(1)} s`)
         .join(', ');
     const manyCpu = used(cpuBefore, cpuOf());
-    console.error(`CPU during the ${MANY}: ${manyCpu}; of which ${used(cpuDetailBefore, cpuDetailOf())}`);
+    console.error(
+      `CPU during the ${MANY}: ${manyCpu}; of which ${used(cpuDetailBefore, cpuDetailOf())}; control plane RSS ${(rssKiB(plane.pid) / 1024).toFixed(0)} MiB`,
+    );
     await new Promise((resolve) => setTimeout(resolve, 2000)); // let status writes settle
     const rssLoaded = {
       agent: rssKiB(hostB.child.pid as number),
