@@ -1,6 +1,6 @@
 // Isolation: a pid namespace with orrery-init as PID 1 (signals forwarded, real exit reported),
 // a private /proc, a hostname of its own, and a network namespace with only a working loopback.
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import {
@@ -54,6 +54,32 @@ test('in a pid namespace the workload sees itself as pid 2 under orrery-init, wi
   t.true(Number(pidCount) <= 4, `expected only this namespace's processes in /proc, got ${pidCount}`);
   t.true(child.pid > 2, 'the runtime sees the host pid of init');
   t.not(readFileSync('/proc/sys/kernel/hostname', 'utf8').trim(), 'replica-0', 'the host keeps its name');
+});
+
+test("under orrery-init neither the workload nor init inherits the runtime's fds, however many it holds", async (t) => {
+  // A runtime holds a pidfd per replica: a table this size is what every spawn starts from.
+  const held = Array.from({ length: 300 }, () => openSync('/dev/null', 'r'));
+  t.teardown(() => {
+    for (const fd of held) closeSync(fd);
+  });
+  const { child, exited, log } = run(t, {
+    file: '/bin/sh',
+    argv: ['sh', '-c', 'ls /proc/self/fd; sleep 30'],
+  });
+  await until(t, 'the workload listed its fds', () => log().includes('\n'));
+  // 0, 1, 2 and the fd ls opens to read the directory itself.
+  t.deepEqual(
+    log()
+      .trim()
+      .split('\n')
+      .map(Number)
+      .sort((a, b) => a - b),
+    [0, 1, 2, 3],
+  );
+  // init: stdio and its exit status file.
+  t.is(readdirSync(`/proc/${child.pid}/fd`).length, 4);
+  sendSignal(child.pidfd, 'SIGKILL');
+  await exited;
 });
 
 test('SIGTERM through sendSignal is forwarded by orrery-init to the workload, which traps it and exits 0', async (t) => {
