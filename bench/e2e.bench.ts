@@ -365,10 +365,11 @@ export default async function bench(): Promise<{ title: string; markdown: string
       'operator system': cpuSeconds(operator.child.pid as number, 'system'),
       'agent system': cpuSeconds(hostB.child.pid as number, 'system'),
     });
-    const rssBefore = {
+    const rssOfDaemons = () => ({
       agent: rssKiB(hostB.child.pid as number),
       operator: rssKiB(operator.child.pid as number),
-    };
+    });
+    const rssBefore = rssOfDaemons();
     const cpuBefore = cpuOf();
     const cpuDetailBefore = cpuDetailOf();
     // ORRERY_BENCH_PPROF=FILE: a 10 s CPU profile of the control plane (kube-apiserver + etcd)
@@ -417,16 +418,10 @@ export default async function bench(): Promise<{ title: string; markdown: string
       `CPU during the ${MANY}: ${manyCpu}; of which ${used(cpuDetailBefore, cpuDetailOf())}; control plane RSS ${(rssKiB(plane.pid) / 1024).toFixed(0)} MiB`,
     );
     await new Promise((resolve) => setTimeout(resolve, 2000)); // let status writes settle
-    const rssLoaded = {
-      agent: rssKiB(hostB.child.pid as number),
-      operator: rssKiB(operator.child.pid as number),
-    };
+    const rssLoaded = rssOfDaemons();
     // Steady state: V8 gives back the young generation grown during the burst once it is idle.
     await new Promise((resolve) => setTimeout(resolve, IDLE_MS));
-    const rssIdle = {
-      agent: rssKiB(hostB.child.pid as number),
-      operator: rssKiB(operator.child.pid as number),
-    };
+    const rssIdle = rssOfDaemons();
     await instances.delete('many', { namespace: 'default' });
     await waitFor('1,000 replicas gone', () => runningOf('many') === 0, 300_000);
 
