@@ -50,6 +50,8 @@ export class LeaderElector {
   #leading: AbortController | undefined;
   #lastLeader: string | undefined;
   #run: Promise<void> | undefined;
+  /** The renewal #renewLoop last started; it may outlive the loop (see #campaign). */
+  #renewing: Promise<boolean> = Promise.resolve(false);
 
   constructor(opts: LeaderElectorOptions) {
     const o = {
@@ -116,7 +118,13 @@ export class LeaderElector {
         .catch((err) => this.#log.error({ err }, 'onStartedLeading threw'));
       await this.#renewLoop();
       leading.abort();
-      if (stop.aborted && this.#o.releaseOnStop) await this.#release();
+      if (stop.aborted && this.#o.releaseOnStop) {
+        // The loop stops waiting for a renewal at once on stop, but the renewal goes on: settled
+        // first, or it could land between the release's read and write (409: the release fails
+        // and the standby waits for the lease to expire) or take the lease back after it.
+        await this.#renewing;
+        await this.#release();
+      }
       this.#log.info(stop.aborted ? 'stopped leading (shutdown)' : 'lost leadership');
       this.#o.onStoppedLeading?.();
     }
@@ -133,8 +141,10 @@ export class LeaderElector {
       // Bound the attempt by the deadline; cancel the timer either way so it cannot keep the
       // process alive after stop().
       const deadline = linkedAbort(stop);
+      const attempt = this.#tryAcquireOrRenew();
+      this.#renewing = attempt.catch(() => false);
       const ok = await Promise.race([
-        this.#tryAcquireOrRenew(),
+        attempt,
         sleep(Math.max(0, remaining), deadline.controller.signal).then(() => false),
       ]).finally(() => {
         deadline.controller.abort();
