@@ -33,7 +33,7 @@ import {
 import { CgroupManager, detectCgroupLayout } from '../node-runtime/cgroups/index.ts';
 
 const repoRoot = join(import.meta.dirname, '..');
-// Overridable for a quick look at one phase: ORRERY_BENCH_MANY=10 npx tsx bench/e2e.bench.ts
+// Overridable for a quick look at one phase: ORRERY_BENCH_MANY=10 node bench/e2e.bench.ts
 const SINGLE_ROUNDS = Number(process.env.ORRERY_BENCH_ROUNDS ?? 40);
 const MANY = Number(process.env.ORRERY_BENCH_MANY ?? 1000);
 /** How long after the 1,000 the daemons' steady-state RSS is read. */

@@ -93,18 +93,7 @@ async function measureHost(flags: string[], idleSeconds: number): Promise<HostRu
   const parent = `orrery-bench-fp-${process.pid}-${Date.now().toString(36)}`;
   const host = spawn(
     process.execPath,
-    [
-      ...flags,
-      '--expose-gc',
-      '--import',
-      'tsx',
-      hostScript,
-      dirs.stateDir,
-      dirs.logDir,
-      parent,
-      String(PROCESSES),
-      '',
-    ],
+    [...flags, '--expose-gc', hostScript, dirs.stateDir, dirs.logDir, parent, String(PROCESSES), ''],
     { stdio: ['pipe', 'pipe', 'inherit'] },
   );
   const rl = lines(host);

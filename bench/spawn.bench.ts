@@ -150,7 +150,7 @@ export default async function spawnBench(): Promise<{ title: string; markdown: s
         'a second task (the child clones the workload, then execs orrery-init as PID 1 beside it), ' +
         '`mount --make-rprivate /` and a fresh /proc, hostname, setsid, stdio to the log file, signal ' +
         'reset, a fresh exit status file, and the JS side (validation, N-API); `init: false` leaves out ' +
-        'the second task and the status file. Per-step costs: `npx tsx bench/spawn.bench.ts --trace` ' +
+        'the second task and the status file. Per-step costs: `node bench/spawn.bench.ts --trace` ' +
         '(node-runtime/native/README.md, "Where the time goes").',
     ].join('\n');
     return { title: 'Spawn an isolated, cgroup-limited replica', markdown };

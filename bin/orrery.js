@@ -1,8 +1,10 @@
 #!/usr/bin/env node
-// Entry point of the `orrery` command. Runs the TypeScript sources through tsx's loader (a
-// runtime dependency): the CLI reads files that live beside its sources (CRD manifests, the
-// control plane's Go sources, the native addon's build), so it always runs from the source tree.
-// `npm run build` type-checks and emits dist/ for inspection; nothing runs from there.
-const { register } = await import('tsx/esm/api');
-register();
-await import('../cli/main.ts');
+// Entry point of the `orrery` command. Node.js runs the TypeScript sources itself (type
+// stripping); an installed package carries them compiled to dist/ instead, because Node.js does
+// not strip types under node_modules (docs/DESIGN.md, "Platform").
+import { existsSync } from 'node:fs';
+import { requireSupportedNode } from './node-check.js';
+
+requireSupportedNode('orrery');
+const compiled = new URL('../dist/cli/main.js', import.meta.url);
+await import(existsSync(compiled) ? compiled.href : '../cli/main.ts');

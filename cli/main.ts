@@ -1,10 +1,10 @@
 // The `orrery` command (also `kubectl orrery`, as a kubectl plugin).
 import { Command } from 'commander';
+import { version } from '../platform/package.ts';
 import { integerFlag } from './flags.ts';
 import { logsCommand } from './logs.ts';
 import { operatorCommand } from './operator.ts';
 import { runtimeCommand } from './runtime.ts';
-import { version } from './version.ts';
 
 const program = new Command()
   .name('orrery')

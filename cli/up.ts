@@ -6,12 +6,12 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { homedir, hostname } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { installCrds } from '../crds/install.ts';
 import { ensureControlPlaneBinary, startControlPlane } from '../hack/controlplane/controlplane.ts';
 import { loadKubeConfig } from '../kube/index.ts';
+import { packagePath } from '../platform/package.ts';
 import { untilSignal } from './signals.ts';
 
 export interface UpOptions {
@@ -27,7 +27,7 @@ export function defaultDataDir(): string {
   return join(stateHome, 'orrery', 'up');
 }
 
-const binary = join(dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'orrery.js');
+const binary = packagePath('bin', 'orrery.js');
 
 /** Splits the dynamic port range so agents on one machine never allocate the same port. */
 export function portRangeFor(index: number, count: number, min = 20000, max = 32767): string {

@@ -4,13 +4,13 @@
 // The manifests are sent as they are (JSON), not through @kubernetes/client-node's typed
 // serializer, which drops schema keys it maps under other names (`default` becomes `_default`).
 import { readdirSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { parse } from 'yaml';
 import { KubeApi, type KubeObject, resourceClient } from '../kube/index.ts';
+import { packagePath } from '../platform/package.ts';
 
-const crdDir = join(dirname(fileURLToPath(import.meta.url)));
+const crdDir = packagePath('crds');
 
 interface CustomResourceDefinition extends KubeObject {
   status?: { conditions?: { type: string; status: string }[] };

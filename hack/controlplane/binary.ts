@@ -9,11 +9,12 @@ import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { packagePath } from '../../platform/package.ts';
 
 const execFileAsync = promisify(execFile);
 
 /** The Go module of the control plane (this file's directory). */
-export const sourceDir = dirname(fileURLToPath(import.meta.url));
+export const sourceDir = packagePath('hack', 'controlplane');
 export const binaryName = 'orrery-controlplane';
 
 export interface EnsureBinaryOptions {
@@ -221,7 +222,7 @@ async function goBuild(output: string, log: (msg: string) => void): Promise<void
   });
 }
 
-// `npx tsx hack/controlplane/binary.ts` builds (or finds) the binary and prints its path, e.g.
+// `node hack/controlplane/binary.ts` builds (or finds) the binary and prints its path, e.g.
 // before a single-file `npx ava` run, whose 3-minute timeout a cold build would exceed.
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   ensureControlPlaneBinary({ log: (msg) => console.error(msg) }).then(

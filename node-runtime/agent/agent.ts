@@ -15,7 +15,6 @@ import { mkdir } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { KubeConfig } from '@kubernetes/client-node';
 import { type Logger, pino } from 'pino';
-import { version } from '../../cli/version.ts';
 import type { ReplicaStatus as ApiReplicaStatus, Host, Replica } from '../../crds/types.ts';
 import {
   EventRecorder,
@@ -42,6 +41,7 @@ import {
   WorkQueue,
 } from '../../kube/index.ts';
 import { RUNTIME_FINALIZER, SYSTEM_NAMESPACE } from '../../operator/labels.ts';
+import { version } from '../../platform/package.ts';
 import { Runtime } from '../engine.ts';
 import type { ReplicaPhase, RuntimeEvent } from '../supervisor/spec.ts';
 import { applyHostStatus, ensureHost, type HostFacts, hostFacts, hostStatus } from './host.ts';

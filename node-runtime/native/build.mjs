@@ -1,6 +1,8 @@
-// Builds the addon and orrery-init with the node-gyp that npm bundles (no downloads: when the
-// distribution ships Node's headers in /usr/include/node, node-gyp is pointed there with
-// --nodedir=/usr). Run by the root package's `install` script and by hand after editing src/.
+// Builds the addon and orrery-init with the node-gyp that npm bundles, against the headers of the
+// Node.js that runs this script, never downloaded: a release's prefix (the npm registry's
+// node-linux-* package, hack/node.sh, nvm, the official tarball) has them in include/node, a
+// distribution's packaged Node in /usr/include/node. Run by the root package's `install` script
+// and by hand after editing src/.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -37,8 +39,19 @@ function findNodeGyp() {
   return found;
 }
 
-const args = [findNodeGyp(), 'rebuild', '--release'];
-if (existsSync('/usr/include/node/node_api.h')) args.push('--nodedir=/usr');
+/** The prefix whose include/node has this Node's headers (the one the addon must match). */
+function findNodeDir() {
+  const candidates = [process.env.npm_config_nodedir, dirname(dirname(process.execPath))];
+  const found = candidates.find((dir) => dir && existsSync(join(dir, 'include', 'node', 'node_api.h')));
+  if (!found) {
+    throw new Error(
+      `the headers of Node.js ${process.version} are not installed (looked for include/node/node_api.h in ${candidates.filter(Boolean).join(', ')})`,
+    );
+  }
+  return found;
+}
+
+const args = [findNodeGyp(), 'rebuild', '--release', `--nodedir=${findNodeDir()}`];
 const result = spawnSync(process.execPath, args, { cwd: here, stdio: 'inherit' });
 if (result.status !== 0) {
   console.error(`orrery native build failed (node-gyp exit ${result.status ?? result.signal})`);

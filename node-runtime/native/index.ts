@@ -5,7 +5,7 @@ import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
 import { constants } from 'node:os';
 import { isAbsolute } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { packagePath } from '../../platform/package.ts';
 
 export type Namespace = 'pid' | 'mount' | 'uts' | 'ipc' | 'net';
 
@@ -96,7 +96,7 @@ interface NativeBinding {
   };
 }
 
-const buildDir = fileURLToPath(new URL('./build/Release/', import.meta.url));
+const buildDir = `${packagePath('node-runtime', 'native', 'build', 'Release')}/`;
 const native = createRequire(import.meta.url)(`${buildDir}orrery_native.node`) as NativeBinding;
 
 /** Absolute path of the orrery-init helper built next to the addon. */

@@ -22,7 +22,7 @@ function orreryCli(args: string[]): Promise<{ code: number | null; stdout: strin
   return new Promise((resolve) => {
     execFile(
       process.execPath,
-      ['--import', 'tsx', main, ...args],
+      [main, ...args],
       { encoding: 'utf8', timeout: 60_000, env: { ...process.env, ORRERY_RUNTIME_TOKEN: '' } },
       (err, stdout, stderr) => resolve({ code: err ? ((err.code as number) ?? 1) : 0, stdout, stderr }),
     );

@@ -177,7 +177,7 @@ test('bad flags are refused with the flag and the expected value named', async (
   const { spawnSync } = await import('node:child_process');
   const main = path.join(import.meta.dirname, 'fixtures', 'agent-main.ts');
   const run = (args: string[]) =>
-    spawnSync(process.execPath, ['--import', 'tsx', main, 'runtime', ...args], { encoding: 'utf8' });
+    spawnSync(process.execPath, [main, 'runtime', ...args], { encoding: 'utf8' });
   const lease = run(['--lease-duration', '0.5']);
   t.not(lease.status, 0);
   t.regex(lease.stderr, /--lease-duration expects a whole number >= 1, got '0\.5'/);

@@ -503,11 +503,9 @@ test.serial('the control plane exits when the process that started it is killed'
     setInterval(() => {}, 1000);
   `;
   const moduleUrl = new URL('../../hack/controlplane/controlplane.ts', import.meta.url).href;
-  const parent = spawn(
-    process.execPath,
-    ['--import', 'tsx', '--input-type=module', '-e', script, moduleUrl, dataDir],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+  const parent = spawn(process.execPath, ['--input-type=module', '-e', script, moduleUrl, dataDir], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stderr = '';
   parent.stderr.on('data', (chunk: Buffer) => {
     stderr += chunk.toString();

@@ -22,7 +22,7 @@ test('runtime killed with SIGKILL while 20 replicas run: a new one adopts all 20
   const dirs = await runtimeDirs(t);
   const host = spawn(
     process.execPath,
-    ['--import', 'tsx', hostScript, dirs.stateDir, dirs.logDir, dirs.parent, '20', 'pid,mount'],
+    [hostScript, dirs.stateDir, dirs.logDir, dirs.parent, '20', 'pid,mount'],
     { stdio: ['pipe', 'pipe', 'inherit'] },
   );
   t.teardown(() => {

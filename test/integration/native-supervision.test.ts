@@ -174,7 +174,7 @@ function runScript(t: ExecutionContext, body: string): Promise<{ stdout: string;
   );
   const start = Date.now();
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, ['--import=tsx', file], { timeout: 30_000 }, (err, stdout) => {
+    execFile(process.execPath, [file], { timeout: 30_000 }, (err, stdout) => {
       if (err) reject(err);
       else resolve({ stdout, ms: Date.now() - start });
     });
