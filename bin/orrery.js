@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 // Entry point of the `orrery` command. Node.js runs the TypeScript sources itself (type
-// stripping); an installed package carries them compiled to dist/ instead, because Node.js does
-// not strip types under node_modules (docs/DESIGN.md, "Platform").
-import { existsSync } from 'node:fs';
+// stripping), and its compile cache keeps the stripped and compiled code, so later starts skip
+// both. Node.js refuses to strip types under node_modules, so an installed package runs the copy
+// that `npm pack` compiled into dist/ (docs/DESIGN.md, "Platform").
+import module from 'node:module';
 import { requireSupportedNode } from './node-check.js';
 
 requireSupportedNode('orrery');
-const compiled = new URL('../dist/cli/main.js', import.meta.url);
-await import(existsSync(compiled) ? compiled.href : '../cli/main.ts');
+module.enableCompileCache?.();
+const installed = import.meta.url.includes('/node_modules/');
+await import(installed ? '../dist/cli/main.js' : '../cli/main.ts');

@@ -1,9 +1,6 @@
 // `orrery operator`: runs the operator (leader-elected) against the cluster of --kubeconfig.
+// The operator's modules load in the action, so `orrery --version` and `--help` do not pay for them.
 import { Command, Option } from 'commander';
-import { pino } from 'pino';
-import { loadKubeConfig } from '../kube/index.ts';
-import { OperatorMetrics, serveMetrics } from '../operator/metrics.ts';
-import { startOperator } from '../operator/operator.ts';
 import { durationFlag, integerFlag, listenFlag } from './flags.ts';
 import { untilSignal } from './signals.ts';
 
@@ -50,6 +47,13 @@ export function operatorCommand(): Command {
     )
     .option('--leader-lease-name <name>', 'leader election Lease in orrery-system', 'orrery-operator')
     .action(async (flags: OperatorFlags) => {
+      const [{ pino }, { loadKubeConfig }, { OperatorMetrics, serveMetrics }, { startOperator }] =
+        await Promise.all([
+          import('pino'),
+          import('../kube/index.ts'),
+          import('../operator/metrics.ts'),
+          import('../operator/operator.ts'),
+        ]);
       const log = pino({ name: 'orrery-operator', level: process.env.ORRERY_LOG_LEVEL ?? 'info' });
       const metrics = new OperatorMetrics();
       const { server, url } = await serveMetrics(metrics, flags.metricsListen);

@@ -8,6 +8,9 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { requireSupportedNode } from '../../bin/node-check.js';
+
+requireSupportedNode('orrery (npm install)');
 
 const here = dirname(fileURLToPath(import.meta.url));
 

@@ -1,6 +1,6 @@
 // TypeScript face of the native spawn/supervision addon (see README.md). Requests are validated
 // and normalized here, once, at the edge (execa's habit); the C side trusts what it gets.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
 import { constants } from 'node:os';
@@ -97,7 +97,18 @@ interface NativeBinding {
 }
 
 const buildDir = `${packagePath('node-runtime', 'native', 'build', 'Release')}/`;
-const native = createRequire(import.meta.url)(`${buildDir}orrery_native.node`) as NativeBinding;
+const native = loadBinding();
+
+function loadBinding(): NativeBinding {
+  const file = `${buildDir}orrery_native.node`;
+  if (!existsSync(file)) {
+    // npm skips a global package's install script unless allowed (--allow-scripts=orrery).
+    throw new Error(
+      `the native addon is not built (${file} is missing): run \`node ${packagePath('node-runtime', 'native', 'build.mjs')}\``,
+    );
+  }
+  return createRequire(import.meta.url)(file) as NativeBinding;
+}
 
 /** Absolute path of the orrery-init helper built next to the addon. */
 export const initPath = `${buildDir}orrery-init`;
