@@ -5,7 +5,8 @@ import { readFileSync } from 'node:fs';
 /** The line to print when `version` (e.g. "20.20.2") is below `engines` (">=24.12"), else undefined. */
 export function nodeVersionProblem(what, version, engines, execPath) {
   const floor = /^>=\s*(\d+)\.(\d+)/.exec(engines);
-  if (!floor) throw new Error(`package.json engines.node must read ">=MAJOR.MINOR", got ${JSON.stringify(engines)}`);
+  if (!floor)
+    throw new Error(`package.json engines.node must read ">=MAJOR.MINOR", got ${JSON.stringify(engines)}`);
   const [major, minor] = version.split('.').map(Number);
   const [wantMajor, wantMinor] = [Number(floor[1]), Number(floor[2])];
   if (major > wantMajor || (major === wantMajor && minor >= wantMinor)) return undefined;

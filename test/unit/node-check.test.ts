@@ -8,8 +8,9 @@ import { nodeVersionProblem } from '../../bin/node-check.js';
 import { packagePath } from '../../platform/package.ts';
 
 const execFileAsync = promisify(execFile);
-const engines = (JSON.parse(readFileSync(packagePath('package.json'), 'utf8')) as { engines: { node: string } })
-  .engines.node;
+const engines = (
+  JSON.parse(readFileSync(packagePath('package.json'), 'utf8')) as { engines: { node: string } }
+).engines.node;
 
 test('a release below engines.node gets one line naming the floor, this release and how to get one', (t) => {
   const line = nodeVersionProblem('orrery', '20.20.2', '>=24.12', '/usr/bin/node');
