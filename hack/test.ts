@@ -5,12 +5,12 @@
 // it, then stops the control plane and removes the directory, whatever the tests did. Prints one
 // closing line "ava: N passed, N failed, N skipped" after ava's own summary.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { KubeConfig } from '@kubernetes/client-node';
 import { installCrds } from '../crds/install.ts';
+import { packagePath } from '../platform/package.ts';
 import { ensureControlPlaneBinary, startControlPlane } from './controlplane/controlplane.ts';
 
 const log = (message: string) => console.log(`[test] ${message}`);
@@ -48,14 +48,10 @@ try {
   const crds = await installCrds(kubeConfig);
   log(`installed ${crds.length} CRDs`);
 
-  const avaCli = join(
-    dirname(fileURLToPath(import.meta.url)),
-    '..',
-    'node_modules',
-    'ava',
-    'entrypoints',
-    'cli.mjs',
-  );
+  // ava's own command, as its package.json names it (the file moved between majors).
+  const avaPackage = packagePath('node_modules', 'ava', 'package.json');
+  const avaBin = (JSON.parse(readFileSync(avaPackage, 'utf8')) as { bin: { ava: string } }).bin.ava;
+  const avaCli = join(dirname(avaPackage), avaBin);
   const ava = spawn(process.execPath, [avaCli, ...process.argv.slice(2)], {
     stdio: ['inherit', 'pipe', 'inherit'],
     env: { ...process.env, ORRERY_TEST_KUBECONFIG: controlPlane.kubeconfig },
