@@ -1,5 +1,5 @@
 /**
- * DESIGN §9, end to end on a private local control plane, with the real operator (child process)
+ * docs/DESIGN.md §9, end to end on a private local control plane, with the real operator (child process)
  * and real host agents (child processes):
  * - Instance created -> its Replica Running (1 replica), p50/p99; baseline in the same run: the
  *   API server's own create -> watch-event latency for a ConfigMap (the floor any controller pays).

@@ -1,5 +1,5 @@
 /**
- * DESIGN §9 "exit detected after SIGKILL": time from pidfd_send_signal(SIGKILL) to the onExit
+ * docs/DESIGN.md §9 "exit detected after SIGKILL": time from pidfd_send_signal(SIGKILL) to the onExit
  * callback of watchExit (uv_poll on the pidfd, waitid(P_PIDFD)), p50/p99, target p99 ≤ 1 ms.
  * Measured for a plain process and for an isolated replica (pid+mount+uts+ipc, orrery-init as
  * PID 1, whose death tears down the namespace). Baseline in the same run: Node's child_process
@@ -103,7 +103,7 @@ export default async function exitDetectBench(): Promise<{ title: string; markdo
       ),
       row("Node child_process 'exit' (baseline)", node, '1.00×'),
       '',
-      `Target (DESIGN §9): p99 ≤ ${TARGET_P99_MS} ms. Measured p99: plain ${fmt(plain.p99)} ms ` +
+      `Target (docs/DESIGN.md §9): p99 ≤ ${TARGET_P99_MS} ms. Measured p99: plain ${fmt(plain.p99)} ms ` +
         `(${plain.p99 <= TARGET_P99_MS ? 'met' : 'NOT met'}), isolated ${fmt(isolated.p99)} ms ` +
         `(${isolated.p99 <= TARGET_P99_MS ? 'met' : 'NOT met'}). The isolated case includes the kernel ` +
         'tearing down the pid namespace (killing and reaping everything in it) before init counts as exited.',

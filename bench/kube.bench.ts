@@ -1,5 +1,5 @@
 /**
- * The kube/ layer's share of DESIGN §9 "kubectl apply → Replica Running (p50 ≤ 50 ms)": how long
+ * The kube/ layer's share of docs/DESIGN.md §9 "kubectl apply → Replica Running (p50 ≤ 50 ms)": how long
  * a write takes through KubeApi and how long until an informer's handler sees it, against the
  * local control plane (kube-apiserver + embedded etcd). Baseline in the same run:
  * @kubernetes/client-node 1.4's generated CoreV1Api (create) and its ListWatch informer (event).

@@ -1,5 +1,5 @@
 /**
- * DESIGN §9 "permanent process killed → running again": SIGKILL a permanent process and time until
+ * docs/DESIGN.md §9 "permanent process killed → running again": SIGKILL a permanent process and time until
  * the runtime has spawned its replacement (the `started` event: the new process has exec'd), p50
  * and p99, target p50 ≤ 5 ms. Baseline in the same run: a naive Node supervisor,
  * child_process.spawn + respawn on 'exit', timed to the new child's 'spawn' event.

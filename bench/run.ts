@@ -1,6 +1,6 @@
 // `npm run bench [-- name ...]`: runs every bench/<name>.bench.ts (or the named ones) one after
 // another and writes their sections to docs/BENCHMARKS.md. Each benchmark measures its baseline in
-// the same run and reports the ratio against the DESIGN §9 target.
+// the same run and reports the ratio against the docs/DESIGN.md §9 target.
 import { readdirSync, writeFileSync } from 'node:fs';
 import { cpus, release } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -69,7 +69,7 @@ const header = [
   '# Benchmarks',
   '',
   'Written by `npm run bench` (bench/run.ts); every ratio compares against a baseline measured in',
-  'the same run on the same machine. Targets are those of DESIGN §9.',
+  'the same run on the same machine. Targets are those of docs/DESIGN.md §9.',
   '',
   `Machine: ${cpus().length} × ${cpu}, Linux ${release()}, Node ${process.version}. Run: ${new Date().toISOString()}.`,
   '',

@@ -1,9 +1,9 @@
 /**
- * DESIGN §9 "runtime memory per supervised process ≤ 30 KB": a runtime in a child process of its
+ * docs/DESIGN.md §9 "runtime memory per supervised process ≤ 30 KB": a runtime in a child process of its
  * own (test/integration/fixtures/engine-host.ts) runs 1,000 replicas of one sleeping process each
  * (no namespaces, an empty cgroup each); RSS after minus RSS before, over 1,000. Then its CPU over
  * 30 s idle (utime+stime from /proc/self/stat). Then the runtime is SIGKILLed and a new one
- * re-adopts all 1,000 (DESIGN §9 "runtime killed -9 and restarted"), and stops them.
+ * re-adopts all 1,000 (docs/DESIGN.md §9 "runtime killed -9 and restarted"), and stops them.
  * Baseline in the same run: a Node process holding 1,000 `child_process.spawn` children.
  */
 import { type ChildProcess, spawn } from 'node:child_process';

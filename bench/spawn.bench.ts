@@ -1,5 +1,5 @@
 /**
- * DESIGN §9 "spawn an isolated, cgroup-limited replica": latency of the native addon's spawn()
+ * docs/DESIGN.md §9 "spawn an isolated, cgroup-limited replica": latency of the native addon's spawn()
  * for a replica in new pid+mount+uts+ipc namespaces, joined to a v2 and a v1 (memory) test
  * cgroup, exec'ing /bin/true, until spawn() returns (the workload has exec'd). Baselines measured
  * in the same run: a raw C clone3+exec with the same flags and cgroup joins
@@ -145,7 +145,8 @@ export default async function spawnBench(): Promise<{ title: string; markdown: s
       '|---|---:|---:|---:|---:|',
       ...rows.map(([what, s, r]) => `| ${what} | ${fmt(s.p50)} | ${fmt(s.p99)} | ${fmt(s.mean)} | ${r} |`),
       '',
-      `Target (DESIGN §9): addon p50 ≤ ${TARGET_RATIO}× raw p50. Measured: ${ratio.toFixed(2)}× — ` +
+      `Target (docs/DESIGN.md §9): addon p50 ≤ ${TARGET_RATIO}× raw p50. ` +
+        `Measured: ${ratio.toFixed(2)}× — ` +
         `${ratio <= TARGET_RATIO ? 'met' : 'NOT met'}. The default path does more than the raw baseline: ` +
         'a second task (the child clones the workload, then execs orrery-init as PID 1 beside it), ' +
         '`mount --make-rprivate /` and a fresh /proc, hostname, setsid, stdio to the log file, signal ' +

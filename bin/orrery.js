@@ -2,7 +2,7 @@
 // Entry point of the `orrery` command. Node.js runs the TypeScript sources itself (type
 // stripping), and its compile cache keeps the stripped and compiled code, so later starts skip
 // both. Node.js refuses to strip types under node_modules, so an installed package runs the copy
-// that `npm pack` compiled into dist/ (docs/DESIGN.md, "Platform").
+// that `npm pack` compiled into dist/ (docs/DESIGN.md §7).
 import module from 'node:module';
 import { requireSupportedNode } from './node-check.js';
 

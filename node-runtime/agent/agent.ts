@@ -163,7 +163,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     const startT0 = performance.now();
     await runtime.start();
     // Re-adoption (pidfd_open + start-time check of every recorded process) is the whole of
-    // runtime.start() after a restart: reported on /healthz for the DESIGN §9 target.
+    // runtime.start() after a restart: reported on /healthz for the docs/DESIGN.md §9 target.
     const readopt = {
       replicas: runtime.list().length,
       ms: Math.round((performance.now() - startT0) * 10) / 10,

@@ -1,5 +1,5 @@
 /**
- * The runtime's HTTP API (DESIGN §5), read by the TUI and `orrery logs`: loopback by default,
+ * The runtime's HTTP API (docs/DESIGN.md §5.8), read by the TUI and `orrery logs`: loopback by default,
  * `Authorization: Bearer <token>` on everything but /healthz. Query parameters are validated
  * here, at the edge; a bad one is a 400 whose message names the parameter and the expected form.
  */

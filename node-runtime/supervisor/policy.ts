@@ -66,7 +66,7 @@ export function shouldRestart(restart: RestartType, exit: ExitFacts): boolean {
   }
 }
 
-/** The `lastExit.reason` reported for an exit (DESIGN §3). */
+/** The `lastExit.reason` reported for an exit (docs/DESIGN.md §3.3). */
 export function exitReason(exit: ExitFacts): ExitReason {
   if (exit.execFailed) return 'ExecFailed';
   if (exit.oomKilled) return 'OOMKilled';

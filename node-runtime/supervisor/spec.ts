@@ -1,5 +1,5 @@
 /**
- * The replica as the runtime receives it from the host agent (DESIGN §3, Replica.spec after the
+ * The replica as the runtime receives it from the host agent (docs/DESIGN.md §3.2, Replica.spec after the
  * agent has turned quantities into numbers), and the status and events it reports back.
  * Validated once, here, at the edge; the supervisor trusts it afterwards.
  */

@@ -23,7 +23,7 @@ export interface SupervisionSpec {
   backoff: BackoffSpec;
 }
 
-/** Why a process stopped, as reported in `lastExit.reason` (DESIGN §3). */
+/** Why a process stopped, as reported in `lastExit.reason` (docs/DESIGN.md §3.3). */
 export type ExitReason = 'Completed' | 'Error' | 'OOMKilled' | 'ExecFailed' | 'Killed';
 
 /** The facts the policy needs about one exit. */

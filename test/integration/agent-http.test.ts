@@ -245,7 +245,7 @@ test('a restart storm is coalesced: far fewer status writes than runtime events,
   const writes0 = metricValue(before, 'orrery_runtime_status_writes_total', 'outcome="written"');
 
   // A permanent process that dies at once: within the intensity every exit is an immediate
-  // restart (DESIGN §5), so events come as fast as spawns do; past it the replica backs off and
+  // restart (docs/DESIGN.md §5.2), so events come as fast as spawns do; past it the replica backs off and
   // its status settles, which is when the API must show the final count.
   const target = 300;
   await k.replicas.create(

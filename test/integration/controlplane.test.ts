@@ -1,4 +1,4 @@
-// The local control plane (hack/controlplane, DESIGN §8) is the real kube-apiserver: these tests
+// The local control plane (hack/controlplane, docs/DESIGN.md §8) is the real kube-apiserver: these tests
 // talk to it with the real kubectl and @kubernetes/client-node, and start, stop and restart
 // private instances of it on their own data dirs.
 import { spawn, spawnSync } from 'node:child_process';
