@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CoreV1Api, makeInformer, type V1ConfigMap } from '@kubernetes/client-node';
+import { CoreV1Api, KubeConfig, makeInformer, type V1ConfigMap } from '@kubernetes/client-node';
 import { startControlPlane } from '../hack/controlplane/controlplane.ts';
 import { KubeApi } from '../kube/api.ts';
 import { loadKubeConfig } from '../kube/config.ts';
@@ -68,7 +68,8 @@ export default async function kubeBench(): Promise<{ title: string; markdown: st
     );
     await informer.stop();
 
-    const kc = loadKubeConfig({ kubeconfig: plane.kubeconfig });
+    const kc = new KubeConfig();
+    kc.loadFromFile(plane.kubeconfig);
     const core = kc.makeApiClient(CoreV1Api);
     const cnInformer = makeInformer<V1ConfigMap>(
       kc,

@@ -8,8 +8,8 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { KubeConfig } from '@kubernetes/client-node';
 import { installCrds } from '../crds/install.ts';
+import { loadKubeConfig } from '../kube/config.ts';
 import { packagePath } from '../platform/package.ts';
 import { ensureControlPlaneBinary, startControlPlane } from './controlplane/controlplane.ts';
 
@@ -43,9 +43,7 @@ try {
   );
   controlPlane = await startControlPlane({ dataDir, log });
   log(`control plane up in ${controlPlane.bringUpMs} ms at ${controlPlane.server}`);
-  const kubeConfig = new KubeConfig();
-  kubeConfig.loadFromFile(controlPlane.kubeconfig);
-  const crds = await installCrds(kubeConfig);
+  const crds = await installCrds(loadKubeConfig({ kubeconfig: controlPlane.kubeconfig }));
   log(`installed ${crds.length} CRDs`);
 
   // ava's own command, as its package.json names it (the file moved between majors).

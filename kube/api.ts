@@ -1,14 +1,16 @@
 import http from 'node:http';
 import https from 'node:https';
-import type { KubeConfig } from '@kubernetes/client-node';
 import { linkedAbort } from './backoff.ts';
+import { type Credentials, credentialsFor } from './credentials.ts';
 import { KubeApiError, type KubeStatus } from './errors.ts';
+import type { KubeConfig } from './kubeconfig.ts';
 
 /**
  * Raw JSON transport to the API server: one keep-alive agent per connection target, TLS
- * material and credentials taken from the KubeConfig (client certificates, bearer tokens,
- * exec/auth-provider plugins through client-node). Everything in kube/ goes through here so
- * there is exactly one HTTP stack, and watches share it with ordinary requests.
+ * material and credentials taken from the KubeConfig (credentials.ts: client certificates,
+ * bearer tokens and token files, basic auth; exec/auth-provider plugins through client-node).
+ * Everything in kube/ goes through here so there is exactly one HTTP stack, and watches share
+ * it with ordinary requests.
  */
 
 export type Query = Record<string, string | number | boolean | undefined>;
@@ -43,37 +45,26 @@ export class WatchIdleError extends Error {
   override readonly name = 'WatchIdleError';
 }
 
-interface AuthSnapshot {
-  headers: Record<string, string>;
-  at: number;
-}
-
-/** How long a resolved bearer token is reused before asking client-node again (exec plugins cache on their side too). */
-const AUTH_REFRESH_MS = 10_000;
-
 export class KubeApi {
   readonly server: URL;
   readonly kubeConfig: KubeConfig;
   readonly #agent: http.Agent;
   readonly #watchAgent: http.Agent;
   readonly #isHttps: boolean;
-  readonly #dynamicAuth: boolean;
-  #auth: AuthSnapshot | undefined;
+  readonly #credentials: Credentials;
 
   private constructor(
     kc: KubeConfig,
     server: URL,
     agents: { request: http.Agent; watch: http.Agent },
-    dynamicAuth: boolean,
-    auth: AuthSnapshot,
+    credentials: Credentials,
   ) {
     this.kubeConfig = kc;
     this.server = server;
     this.#agent = agents.request;
     this.#watchAgent = agents.watch;
     this.#isHttps = server.protocol === 'https:';
-    this.#dynamicAuth = dynamicAuth;
-    this.#auth = auth;
+    this.#credentials = credentials;
   }
 
   /**
@@ -82,25 +73,13 @@ export class KubeApi {
    * unbounded agent, so long-lived streams never starve requests or the other way round.
    */
   static async fromKubeConfig(kc: KubeConfig, options: { maxSockets?: number } = {}): Promise<KubeApi> {
-    const cluster = kc.getCurrentCluster();
-    if (!cluster) throw new Error('kubeconfig has no current cluster (check current-context)');
-    const server = new URL(cluster.server);
-    const opts: https.RequestOptions = {};
-    await kc.applyToHTTPSOptions(opts);
-    const tls = {
-      ca: opts.ca,
-      cert: opts.cert,
-      key: opts.key,
-      pfx: opts.pfx,
-      passphrase: opts.passphrase,
-      servername: opts.servername,
-      ...(opts.rejectUnauthorized !== undefined ? { rejectUnauthorized: opts.rejectUnauthorized } : {}),
-    };
-    (opts.agent as http.Agent | undefined)?.destroy?.();
     const maxSockets = options.maxSockets ?? 64;
     if (!(Number.isInteger(maxSockets) && maxSockets > 0)) {
       throw new TypeError(`maxSockets must be a positive integer, got ${options.maxSockets}`);
     }
+    const server = new URL(kc.cluster.server);
+    const credentials = await credentialsFor(kc);
+    const tls = credentials.tls;
     const make = (extra: http.AgentOptions) => {
       const agentOptions = { keepAlive: true, keepAliveMsecs: 15_000, ...extra };
       return server.protocol === 'https:'
@@ -111,25 +90,13 @@ export class KubeApi {
       request: make({ maxSockets, maxFreeSockets: maxSockets }),
       watch: make({ maxFreeSockets: 16 }),
     };
-    const user = kc.getCurrentUser();
-    const dynamicAuth = Boolean(user && (user.exec || user.authProvider || user.token));
-    return new KubeApi(kc, server, agents, dynamicAuth, { headers: headersOf(opts), at: Date.now() });
+    return new KubeApi(kc, server, agents, credentials);
   }
 
   /** Close idle keep-alive sockets (open watches are aborted by their own signals). */
   close(): void {
     this.#agent.destroy();
     this.#watchAgent.destroy();
-  }
-
-  async #headers(): Promise<Record<string, string>> {
-    const auth = this.#auth;
-    if (auth && (!this.#dynamicAuth || Date.now() - auth.at < AUTH_REFRESH_MS)) return auth.headers;
-    const opts: https.RequestOptions = {};
-    await this.kubeConfig.applyToHTTPSOptions(opts);
-    (opts.agent as http.Agent | undefined)?.destroy();
-    this.#auth = { headers: headersOf(opts), at: Date.now() };
-    return this.#auth.headers;
   }
 
   url(path: string, query?: Query): URL {
@@ -148,7 +115,7 @@ export class KubeApi {
     signal: AbortSignal | undefined,
     agent: http.Agent = this.#agent,
   ): Promise<http.ClientRequest> {
-    const headers = { ...(await this.#headers()), Accept: 'application/json', ...extraHeaders };
+    const headers = { ...(await this.#credentials.headers()), Accept: 'application/json', ...extraHeaders };
     const mod = this.#isHttps ? https : http;
     return mod.request(url, { method, headers, agent, signal });
   }
@@ -327,14 +294,4 @@ export class KubeApi {
       req.end();
     });
   }
-}
-
-function headersOf(opts: https.RequestOptions): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(opts.headers ?? {})) {
-    if (typeof v === 'string' || typeof v === 'number') out[k] = String(v);
-    else if (Array.isArray(v)) out[k] = v.join(', ');
-  }
-  if (opts.auth) out.Authorization = `Basic ${Buffer.from(opts.auth).toString('base64')}`;
-  return out;
 }

@@ -32,6 +32,17 @@ export {
   type InformerOptions,
   type InformerStats,
 } from './informer.ts';
+export {
+  type AuthProvider,
+  type ExecPlugin,
+  type KubeCluster,
+  KubeConfig,
+  KubeConfigError,
+  type KubeConfigFile,
+  type KubeContext,
+  type KubeUser,
+  parseKubeConfig,
+} from './kubeconfig.ts';
 export { LeaderElector, type LeaderElectorOptions } from './leader.ts';
 export {
   type Lease,

@@ -4,13 +4,13 @@
 // from a fresh list, so nothing is lost (reconcilers are level-triggered).
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import type { KubeConfig } from '@kubernetes/client-node';
 import { type Logger, pino } from 'pino';
 import {
   enqueueFromInformer,
   enqueueOwner,
   isAlreadyExists,
   KubeApi,
+  type KubeConfig,
   LeaderElector,
   leaseClient,
   NAMESPACES,

@@ -13,7 +13,6 @@
 
 import { mkdir } from 'node:fs/promises';
 import type { Server } from 'node:http';
-import { KubeConfig } from '@kubernetes/client-node';
 import { type Logger, pino } from 'pino';
 import type { ReplicaStatus as ApiReplicaStatus, Host, Replica } from '../../crds/types.ts';
 import {
@@ -27,6 +26,7 @@ import {
   isNotFound,
   KubeApi,
   KubeApiError,
+  KubeConfig,
   type Lease,
   LeaseHeartbeat,
   leaseClient,

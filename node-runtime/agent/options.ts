@@ -6,8 +6,8 @@
 import { isIP } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
+import type { KubeConfig } from '../../kube/index.ts';
 
 export interface PortRange {
   min: number;

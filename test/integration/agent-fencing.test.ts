@@ -4,12 +4,11 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { KubeConfig } from '@kubernetes/client-node';
 import test from 'ava';
 import { pino } from 'pino';
 import type { Host, Replica } from '../../crds/types.ts';
 import { type ControlPlane, startControlPlane } from '../../hack/controlplane/controlplane.ts';
-import { HOSTS, KubeApi, REPLICAS, resourceClient, typed } from '../../kube/index.ts';
+import { HOSTS, KubeApi, loadKubeConfig, REPLICAS, resourceClient, typed } from '../../kube/index.ts';
 import { startAgent } from '../../node-runtime/agent/index.ts';
 import {
   agentDirs,
@@ -32,8 +31,7 @@ test('an agent that cannot renew its Lease kills its replicas, and runs them aga
     await plane.stop();
     await rm(dataDir, { recursive: true, force: true });
   });
-  const kc = new KubeConfig();
-  kc.loadFromFile(plane.kubeconfig);
+  const kc = loadKubeConfig({ kubeconfig: plane.kubeconfig });
   const api = await KubeApi.fromKubeConfig(kc);
   t.teardown(() => api.close());
   await installCrdsForAgent(kc, api);

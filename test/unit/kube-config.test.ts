@@ -1,73 +1,7 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import test from 'ava';
 import { Backoff, linkedAbort } from '../../kube/backoff.ts';
-import { loadKubeConfig } from '../../kube/config.ts';
 import { isConflict, isGone, isNotFound, isRetryable, KubeApiError } from '../../kube/errors.ts';
 import { objectKey, splitKey } from '../../kube/types.ts';
-
-const kubeconfigFor = (server: string) => `apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: ${server}, insecure-skip-tls-verify: true}}]
-users: [{name: u, user: {token: t}}]
-contexts: [{name: x, context: {cluster: c, user: u}}, {name: y, context: {cluster: c, user: u}}]
-current-context: x
-`;
-
-test('an explicit kubeconfig wins over KUBECONFIG; the context can be chosen', (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'kube-config-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const explicit = join(dir, 'explicit');
-  const fromEnv = join(dir, 'env');
-  writeFileSync(explicit, kubeconfigFor('https://127.0.0.1:1111'));
-  writeFileSync(fromEnv, kubeconfigFor('https://127.0.0.1:2222'));
-  const env = { KUBECONFIG: `${join(dir, 'missing')}:${fromEnv}` };
-  t.is(loadKubeConfig({ kubeconfig: explicit, env }).getCurrentCluster()?.server, 'https://127.0.0.1:1111');
-  t.is(
-    loadKubeConfig({ env }).getCurrentCluster()?.server,
-    'https://127.0.0.1:2222',
-    'first existing KUBECONFIG file',
-  );
-  t.is(loadKubeConfig({ kubeconfig: explicit, context: 'y', env }).getCurrentContext(), 'y');
-});
-
-test('a KUBECONFIG list is merged the way kubectl merges it: first definition wins', (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'kube-config-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const first = join(dir, 'first');
-  const second = join(dir, 'second');
-  writeFileSync(first, kubeconfigFor('https://127.0.0.1:1111'));
-  writeFileSync(
-    second,
-    `${kubeconfigFor('https://127.0.0.1:2222')}`
-      .replace('contexts: [', 'contexts: [{name: z, context: {cluster: c, user: u}}, ')
-      .replace('current-context: x', 'current-context: z'),
-  );
-  const kc = loadKubeConfig({ env: { KUBECONFIG: `${first}:${second}` } });
-  t.is(kc.getCurrentContext(), 'x', 'current-context of the first file that sets one');
-  t.is(kc.getCurrentCluster()?.server, 'https://127.0.0.1:1111', 'cluster c from the first file');
-  t.deepEqual(
-    kc
-      .getContexts()
-      .map((c) => c.name)
-      .sort(),
-    ['x', 'y', 'z'],
-  );
-});
-
-test('kubeconfig errors name what was expected', (t) => {
-  t.throws(() => loadKubeConfig({ kubeconfig: '/nonexistent/kubeconfig' }), {
-    message: 'kubeconfig file /nonexistent/kubeconfig does not exist',
-  });
-  t.throws(() => loadKubeConfig({ kubeconfig: '' }), {
-    instanceOf: TypeError,
-    message: /non-empty file path, got ""/,
-  });
-  t.throws(() => loadKubeConfig({ env: { KUBECONFIG: '/nope/a:/nope/b' } }), {
-    message: /names no existing file/,
-  });
-});
 
 test('API errors are classified by status and reason', (t) => {
   const err = (status: number, reason?: string) =>
