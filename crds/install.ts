@@ -7,12 +7,13 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { parse } from 'yaml';
-import { KubeApi, type KubeObject, resourceClient } from '../kube/index.ts';
+import { KubeApi, KubeApiError, type KubeObject, resourceClient, sleep } from '../kube/index.ts';
 import { packagePath } from '../platform/package.ts';
 
 const crdDir = packagePath('crds');
 
 interface CustomResourceDefinition extends KubeObject {
+  spec?: { group: string; names: { plural: string }; versions: { name: string; storage: boolean }[] };
   status?: { conditions?: { type: string; status: string }[] };
 }
 
@@ -51,8 +52,41 @@ export async function installCrds(
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
     }
+    for (const crd of crds) await untilWatchable(api, crd, deadline);
     return names;
   } finally {
     api.close();
+  }
+}
+
+/**
+ * Established means the API server serves the kind, not that its watch cache is filled: until
+ * it is, a watch (and a list with a selector) is answered 429 "storage is (re)initializing", and
+ * the informers of whoever starts right after the install (the operator, the host agents) would
+ * log that as a failure. A watch that opens is the readiness that matters to them.
+ */
+async function untilWatchable(api: KubeApi, crd: CustomResourceDefinition, deadline: number): Promise<void> {
+  const spec = crd.spec;
+  const version = spec?.versions.find((v) => v.storage)?.name;
+  if (!spec || !version) throw new Error(`CRD ${crd.metadata?.name} has no storage version`);
+  const path = `/apis/${spec.group}/${version}/${spec.names.plural}`;
+  for (;;) {
+    const opened = new AbortController();
+    try {
+      await api.watchStream({
+        path,
+        // Matches nothing: the stream opens without replaying the existing objects.
+        query: { fieldSelector: 'metadata.name=orrery-install-probe', timeoutSeconds: 1 },
+        signal: opened.signal,
+        onOpen: () => opened.abort(),
+        onEvent: () => {},
+      });
+      return;
+    } catch (err) {
+      if (!(err instanceof KubeApiError && err.status === 429)) throw err;
+      if (Date.now() > deadline)
+        throw new Error(`${path} was not watchable within the timeout`, { cause: err });
+    }
+    await sleep(50);
   }
 }
