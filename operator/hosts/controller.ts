@@ -120,10 +120,17 @@ export async function reconcileHost(
 
   await markNotReady(ctx, host, silence.silentMs);
   if (silence.silentMs < graceMs) return { requeueAfterMs: graceMs - silence.silentMs + 5 };
+  // The Lease may have been renewed while markNotReady wrote (a restarted agent is back, and
+  // re-adopts its replicas): then the host is not lost, nor the live host that allows evicting.
+  const latest = silenceOf(hostName);
+  if (latest && latest.silentMs < latest.durationMs) {
+    return { requeueAfterMs: latest.durationMs - latest.silentMs + 5 };
+  }
   // Full disruption (Kubernetes stops evictions when a whole zone is NotReady): when no host
   // renews, the fault is more likely the API server's or ours than every host's, and there is
   // nowhere to move the replicas anyway.
   const anyAlive = ctx.informers.hosts.list().some((h) => {
+    if (h.metadata.name === hostName) return false;
     const other = silenceOf(h.metadata.name as string);
     return other !== undefined && other.silentMs < other.durationMs;
   });
