@@ -1,11 +1,13 @@
 // `orrery runtime`: the host agent. Flags are validated here, at the edge; every error names the
 // flag and the expected value. SIGINT/SIGTERM stop the agent and leave the workloads running (a
 // runtime restart must not restart workloads: the next agent re-adopts them), unless
-// --stop-workloads-on-exit is given (what `orrery up` wants for its Ctrl-C).
+// --stop-workloads-on-exit is given (what `orrery up` wants for its Ctrl-C). Started by `orrery
+// up` (an IPC channel), the agent also stops when up goes away, and then leaves them running.
 import { isIP } from 'node:net';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { AgentOptions } from '../node-runtime/agent/index.ts';
 import { defaultHostName, parseListen, parsePortRange } from '../node-runtime/agent/options.ts';
+import { untilSignal } from './signals.ts';
 
 function wholeNumber(flag: string, min: number) {
   return (value: string): number => {
@@ -158,7 +160,7 @@ export function runtimeCommand(): Command {
     .option('--workers <n>', 'replicas started or stopped in parallel', wholeNumber('--workers', 1), 8)
     .option(
       '--stop-workloads-on-exit',
-      'stop every replica when the agent exits (default: leave them running for re-adoption)',
+      'stop every replica when the agent is stopped by a signal (default: leave them running for re-adoption); under `orrery up`, they are left running if up itself goes away',
     )
     .action(async (flags: RuntimeFlags) => {
       const { startAgent } = await import('../node-runtime/agent/index.ts');
@@ -198,23 +200,13 @@ export function runtimeCommand(): Command {
       console.log(
         JSON.stringify({ host: agent.hostName, apiEndpoint: agent.apiEndpoint, tokenFile: agent.tokenFile }),
       );
-      await new Promise<void>((resolve) => {
-        let stopping = false;
-        const onSignal = (signal: NodeJS.Signals) => {
-          if (stopping) return;
-          stopping = true;
-          agent.runtime.log.info({ signal }, 'stopping the runtime agent');
-          void agent
-            .stop({ stopWorkloads: flags.stopWorkloadsOnExit === true })
-            .catch((err: Error) => agent.runtime.log.error({ err: err.message }, 'agent stop failed'))
-            .finally(() => {
-              process.off('SIGINT', onSignal);
-              process.off('SIGTERM', onSignal);
-              resolve();
-            });
-        };
-        process.on('SIGINT', onSignal);
-        process.on('SIGTERM', onSignal);
-      });
+      const cause = await untilSignal();
+      // Under `orrery up`, --stop-workloads-on-exit serves up's ordered stop (a signal). When up
+      // itself is gone (killed, crashed), the workloads keep running for the next up to re-adopt.
+      const stopWorkloads = flags.stopWorkloadsOnExit === true && cause !== 'parent-exited';
+      agent.runtime.log.info({ cause, stopWorkloads }, 'stopping the runtime agent');
+      await agent
+        .stop({ stopWorkloads })
+        .catch((err: Error) => agent.runtime.log.error({ err: err.message }, 'agent stop failed'));
     });
 }
