@@ -1,18 +1,28 @@
-// `orrery up`: the one-machine quick start. Starts the local control plane on a persistent data
-// directory, installs the CRDs, starts the operator and N host agents as child processes with
-// prefixed logs, prints the KUBECONFIG line, and on Ctrl-C stops the agents (which stop their
-// workloads and remove their cgroups), the operator and the control plane, in that order.
-import { type ChildProcess, spawn } from 'node:child_process';
+// `orrery up`: the one-machine quick start. Takes the data dir (one `up` per dir), starts the
+// local control plane on it, installs the CRDs, starts the operator and N host agents as child
+// processes with prefixed logs (restarted with backoff if they die), prints the KUBECONFIG line,
+// and on Ctrl-C stops the agents (which stop their workloads and remove their cgroups), the
+// operator and the control plane, in that order.
+//
+// Signals. Every process `up` starts runs in a session of its own, so a Ctrl-C in the terminal
+// (SIGINT to the foreground process group) reaches npm and `up` but none of them: `up` alone
+// orders the stop, and the operator cannot stop while the agents still need it, nor the control
+// plane before the agents removed their finalizers. The same Ctrl-C can reach `up` twice (the
+// terminal, then npm relaying it): signals within a second of the first are that one request; a
+// later one kills everything at once. If `up` dies without stopping them (SIGKILL, a crash), its
+// children notice (IPC channel closed; the control plane by PR_SET_PDEATHSIG) and stop by
+// themselves, the agents leaving the workloads running; the next `up` on the data dir waits for
+// them to be gone and re-adopts the workloads, pids unchanged.
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { homedir, hostname } from 'node:os';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
+import { join, resolve } from 'node:path';
 import { installCrds } from '../crds/install.ts';
-import { ensureControlPlaneBinary, startControlPlane } from '../hack/controlplane/controlplane.ts';
+import { type ControlPlane, startControlPlane } from '../hack/controlplane/controlplane.ts';
 import { loadKubeConfig } from '../kube/index.ts';
-import { packagePath } from '../platform/package.ts';
-import { untilSignal } from './signals.ts';
+import { type StopCause, untilSignal } from './signals.ts';
+import { type ChildExit, SupervisedChild } from './up-children.ts';
+import { DataDirInUse, type DataDirLock, lockDataDir } from './up-lock.ts';
 
 export interface UpOptions {
   dataDir?: string;
@@ -27,8 +37,6 @@ export function defaultDataDir(): string {
   return join(stateHome, 'orrery', 'up');
 }
 
-const binary = packagePath('bin', 'orrery.js');
-
 /** Splits the dynamic port range so agents on one machine never allocate the same port. */
 export function portRangeFor(index: number, count: number, min = 20000, max = 32767): string {
   const size = Math.floor((max - min + 1) / count);
@@ -36,30 +44,9 @@ export function portRangeFor(index: number, count: number, min = 20000, max = 32
   return `${start}-${start + size - 1}`;
 }
 
-/** One readable line from a pino JSON line: `level msg key=value ...`; other text as it is. */
-export function formatLogLine(line: string): string {
-  if (!line.startsWith('{')) return line;
-  try {
-    const {
-      level,
-      msg,
-      time: _t,
-      pid: _p,
-      hostname: _h,
-      name: _n,
-      ...rest
-    } = JSON.parse(line) as Record<string, unknown>;
-    const levelName =
-      { 10: 'trace', 20: 'debug', 30: 'info', 40: 'warn', 50: 'error', 60: 'fatal' }[Number(level)] ??
-      String(level);
-    const fields = Object.entries(rest)
-      .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
-      .join(' ');
-    return `${levelName.padEnd(5)} ${String(msg ?? '')}${fields ? ` ${fields}` : ''}`;
-  } catch {
-    return line;
-  }
-}
+/** How long a stopping part gets after SIGTERM before SIGKILL. */
+const agentStopGraceMs = 30_000;
+const operatorStopGraceMs = 10_000;
 
 /**
  * One bearer token for the HTTP APIs of all the hosts `up` starts, kept in the data dir, so one
@@ -72,15 +59,24 @@ function runtimeTokenFile(dataDir: string): string {
 }
 
 /**
+ * A short key of the data dir. The machine-wide names of a run (its hosts' run dirs and cgroup
+ * parents) carry it, so two `up`s on different data dirs never touch each other's processes: an
+ * agent kills every cgroup under its parent that it has no record of.
+ */
+function dataDirKey(dataDir: string): string {
+  return createHash('sha256').update(dataDir).digest('hex').slice(0, 8);
+}
+
+/**
  * Where `up`'s hosts keep the records of their live processes: on tmpfs when the machine has one
- * at /run (as root) or $XDG_RUNTIME_DIR, keyed by the data dir so two `up`s do not share it;
- * otherwise beside the rest of their state (undefined).
+ * at /run (as root) or $XDG_RUNTIME_DIR, keyed by the data dir; otherwise beside the rest of
+ * their state (undefined).
  */
 function upRunDir(dataDir: string): string | undefined {
   const xdg = process.env.XDG_RUNTIME_DIR;
   const base = process.getuid?.() === 0 ? '/run' : xdg?.startsWith('/') ? xdg : undefined;
   if (!base || !isTmpfs(base)) return undefined;
-  return join(base, 'orrery', `up-${createHash('sha256').update(dataDir).digest('hex').slice(0, 8)}`);
+  return join(base, 'orrery', `up-${dataDirKey(dataDir)}`);
 }
 
 /** statfs(2) f_type of tmpfs (linux/magic.h). */
@@ -94,73 +90,132 @@ export function isTmpfs(dir: string): boolean {
   }
 }
 
-function startChild(
-  name: string,
-  args: string[],
-  onLine: (line: string) => void = () => {},
-  env: NodeJS.ProcessEnv = process.env,
-): ChildProcess {
-  const child = spawn(process.execPath, [binary, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env,
-  });
-  for (const stream of [child.stdout, child.stderr]) {
-    createInterface({ input: stream }).on('line', (line) => {
-      onLine(line);
-      console.error(`[${name}] ${formatLogLine(line)}`);
-    });
-  }
-  child.on('exit', (code, signal) => console.error(`[${name}] exited (${signal ?? `code ${code}`})`));
-  return child;
+/**
+ * An error in two lines at most: its message's first line, and the last line of what follows
+ * (the control plane's error carries the tail of its log, whose last line is its own verdict).
+ */
+function describe(err: unknown): string {
+  const lines = (err instanceof Error ? err.message : String(err)).split('\n').filter((l) => l.trim());
+  const last = lines.length > 1 ? lines[lines.length - 1] : undefined;
+  return last ? `${lines[0]}\n  ${last}` : (lines[0] ?? String(err));
 }
 
-async function stopChild(child: ChildProcess, graceMs: number): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
-  await exited;
-  clearTimeout(timer);
+/** What `up` started, in the order it started it. */
+interface Parts {
+  controlPlane?: ControlPlane;
+  operator?: SupervisedChild;
+  agents: SupervisedChild[];
+  runDir?: string | undefined;
 }
 
 export async function up(options: UpOptions): Promise<void> {
   const log = (message: string) => console.error(`[up] ${message}`);
-  const dataDir = options.dataDir ?? defaultDataDir();
-  const built = await ensureControlPlaneBinary({ log });
-  if (built.built) log(`built the control plane in ${(built.buildMs / 1000).toFixed(1)} s`);
+  // A closed terminal (SIGHUP, which starts the stop) must not crash the stop with EIO or EPIPE:
+  // from then on output is best effort.
+  for (const stream of [process.stdout, process.stderr]) stream.on('error', () => {});
+  const dataDir = resolve(options.dataDir ?? defaultDataDir());
+  let lock: DataDirLock;
+  try {
+    lock = await lockDataDir(dataDir, log);
+  } catch (err) {
+    if (!(err instanceof DataDirInUse)) throw err;
+    console.error(`orrery up: ${err.message}`);
+    process.exitCode = 1;
+    return;
+  }
+
+  const parts: Parts = { agents: [] };
+  let stopCause: StopCause | undefined;
+  let forced = false;
+  const listening = new AbortController();
+  const stopRequested = untilSignal(
+    () => {
+      if (forced) return;
+      forced = true;
+      log('Ctrl-C again: killing everything now');
+      killAll(parts);
+    },
+    { signal: listening.signal },
+  ).then((cause) => {
+    stopCause = cause;
+    log(
+      `stopping (${cause}): the host agents and their workloads, then the operator and the control plane; Ctrl-C again to kill everything at once`,
+    );
+  });
+
+  let failed = false;
+  try {
+    await bringUp(options, dataDir, parts, lock, log, () => stopCause !== undefined, stopRequested);
+  } catch (err) {
+    // Failures caused by the stop itself (a build the terminal's Ctrl-C interrupted) are not news.
+    if (stopCause === undefined) {
+      log(`could not start: ${describe(err)}`);
+      failed = true;
+    }
+  }
+  if (stopCause === undefined && !failed) {
+    console.log(`export KUBECONFIG=${parts.controlPlane?.kubeconfig}`);
+    if (!options.apiOnly) console.log(`export ORRERY_RUNTIME_TOKEN=$(cat ${join(dataDir, 'api-token')})`);
+    log(
+      `running ${options.apiOnly ? 'the API only' : `the operator and ${options.hosts} host(s)`} on ${dataDir}; press Ctrl-C to stop`,
+    );
+    await stopRequested;
+  } else if (failed) {
+    log('stopping what started');
+  }
+  const started = performance.now();
+  const clean = await stopParts(parts, log);
+  lock.release();
+  listening.abort();
+  log(`stopped in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  if (failed || forced || !clean) process.exitCode = 1;
+}
+
+async function bringUp(
+  options: UpOptions,
+  dataDir: string,
+  parts: Parts,
+  lock: DataDirLock,
+  log: (message: string) => void,
+  interrupted: () => boolean,
+  stopRequested: Promise<void>,
+): Promise<void> {
+  // Builds the binary first when it is not cached (it says so, and how long it took).
   const controlPlane = await startControlPlane({
     dataDir: join(dataDir, 'controlplane'),
     port: options.port,
     log,
   });
-  log(`control plane up in ${controlPlane.bringUpMs} ms at ${controlPlane.server} (data in ${dataDir})`);
+  parts.controlPlane = controlPlane;
+  lock.recordChild('control plane', controlPlane.pid);
+  if (interrupted()) return;
   const crds = await installCrds(loadKubeConfig({ kubeconfig: controlPlane.kubeconfig }));
   log(`installed CRDs: ${crds.join(', ')}`);
+  if (interrupted() || options.apiOnly) return;
 
-  const children: { name: string; child: ChildProcess }[] = [];
-  // If `up` itself dies (an exception), take the children with it rather than orphaning them.
-  process.once('exit', () => {
-    for (const { child } of children) if (child.exitCode === null) child.kill('SIGTERM');
-  });
-  const runDir = options.apiOnly ? undefined : upRunDir(dataDir);
-  if (!options.apiOnly) {
-    children.push({
-      name: 'operator',
-      child: startChild('operator', ['operator', '--kubeconfig', controlPlane.kubeconfig]),
-    });
-    const tokenFile = runtimeTokenFile(dataDir);
-    const runtimeEnv = { ...process.env, ORRERY_RUNTIME_TOKEN: readFileSync(tokenFile, 'utf8').trim() };
-    const base = hostname();
-    const ready: Promise<void>[] = [];
-    for (let i = 0; i < options.hosts; i++) {
-      const name = options.hosts === 1 ? base : `${base}-${i}`;
-      const stateDir = join(dataDir, 'hosts', name);
-      mkdirSync(stateDir, { recursive: true });
-      let announced: () => void = () => {};
-      ready.push(new Promise((resolve) => (announced = resolve)));
-      const child = startChild(
+  const hooks = (name: string) => ({ log, onSpawn: (pid: number) => lock.recordChild(name, pid) });
+  parts.operator = new SupervisedChild(
+    { name: 'operator', role: 'operator', args: ['operator', '--kubeconfig', controlPlane.kubeconfig] },
+    hooks('operator'),
+  );
+  parts.operator.start();
+
+  const runDir = upRunDir(dataDir);
+  parts.runDir = runDir;
+  const tokenFile = runtimeTokenFile(dataDir);
+  const env = { ...process.env, ORRERY_RUNTIME_TOKEN: readFileSync(tokenFile, 'utf8').trim() };
+  const base = hostname();
+  const ready: Promise<unknown>[] = [];
+  for (let i = 0; i < options.hosts; i++) {
+    const name = options.hosts === 1 ? base : `${base}-${i}`;
+    const stateDir = join(dataDir, 'hosts', name);
+    mkdirSync(stateDir, { recursive: true });
+    let announced: () => void = () => {};
+    const agent = new SupervisedChild(
+      {
         name,
-        [
+        role: 'host agent',
+        args: [
           'runtime',
           '--kubeconfig',
           controlPlane.kubeconfig,
@@ -169,39 +224,53 @@ export async function up(options: UpOptions): Promise<void> {
           '--state-dir',
           stateDir,
           ...(runDir ? ['--run-dir', join(runDir, name)] : []),
+          '--cgroup-parent',
+          `orrery/up-${dataDirKey(dataDir)}-${name}`,
           '--port-range',
           portRangeFor(i, options.hosts),
           '--stop-workloads-on-exit',
         ],
-        (line) => {
+        env,
+        onLine: (line) => {
           if (line.includes('"apiEndpoint"')) announced();
         },
-        runtimeEnv,
-      );
-      child.once('exit', () => announced());
-      children.push({ name, child });
-    }
-    await Promise.all(ready);
+      },
+      hooks(`host agent ${name}`),
+    );
+    const announcement = new Promise<void>((resolve) => (announced = resolve));
+    agent.start();
+    parts.agents.push(agent);
+    // Up once it announced its API endpoint, or once its first process exited (it is restarted).
+    ready.push(Promise.race([announcement, agent.exited()]));
   }
+  await Promise.race([Promise.all(ready), stopRequested]);
+}
 
-  console.log(`export KUBECONFIG=${controlPlane.kubeconfig}`);
-  if (!options.apiOnly) console.log(`export ORRERY_RUNTIME_TOKEN=$(cat ${join(dataDir, 'api-token')})`);
-  log(
-    `running ${options.apiOnly ? 'the API only' : `the operator and ${options.hosts} host(s)`}; press Ctrl-C to stop`,
-  );
-  let forced = false;
-  await untilSignal(() => {
-    if (forced) return;
-    forced = true;
-    log('second signal: killing everything now');
-    for (const { child } of children) child.kill('SIGKILL');
-  });
-  log('stopping (Ctrl-C again to force)');
-  // Agents first: they stop their workloads and need the API server to remove finalizers.
-  await Promise.all(children.filter((c) => c.name !== 'operator').map((c) => stopChild(c.child, 30_000)));
-  // Their workloads are stopped (--stop-workloads-on-exit), so their records are gone too.
-  if (runDir && !forced) rmSync(runDir, { recursive: true, force: true });
-  await Promise.all(children.filter((c) => c.name === 'operator').map((c) => stopChild(c.child, 10_000)));
-  await controlPlane.stop();
-  log('stopped');
+/**
+ * Agents first: they stop their workloads and need the API server to remove their finalizers.
+ * Then the operator, then the control plane. Resolves whether all of it stopped within its grace.
+ */
+async function stopParts(parts: Parts, log: (message: string) => void): Promise<boolean> {
+  const stopped = (exit: ChildExit) => !exit.killed && exit.code === 0;
+  const agents = await Promise.all(parts.agents.map((a) => a.stop(agentStopGraceMs)));
+  const agentsClean = agents.every(stopped);
+  // The workloads are stopped, so are their records: the run dir can go. Not after a kill, when
+  // they may run on and the next run re-adopts them from the records.
+  if (parts.runDir && agentsClean) rmSync(parts.runDir, { recursive: true, force: true });
+  const operator = await parts.operator?.stop(operatorStopGraceMs);
+  await parts.controlPlane?.stop();
+  if (!agentsClean) log('a host agent did not stop cleanly: its workloads may still run');
+  return agentsClean && (operator === undefined || stopped(operator));
+}
+
+/** The deliberate second Ctrl-C: SIGKILL for everything, the control plane included. */
+function killAll(parts: Parts): void {
+  for (const child of [...parts.agents, ...(parts.operator ? [parts.operator] : [])]) child.kill();
+  if (parts.controlPlane) {
+    try {
+      process.kill(parts.controlPlane.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
 }

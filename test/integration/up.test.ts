@@ -1,0 +1,209 @@
+// `orrery up` as a user runs it: a real control plane, operator and host agent under one `up`
+// process, stopped by a terminal's Ctrl-C, surviving the death of an agent, and refusing a second
+// run on its data dir.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import test, { type ExecutionContext } from 'ava';
+import { formatLogLine } from '../../cli/up-children.ts';
+import type { Instance, Replica } from '../../crds/types.ts';
+import { ensureControlPlaneBinary } from '../../hack/controlplane/controlplane.ts';
+import {
+  INSTANCES,
+  KubeApi,
+  loadKubeConfig,
+  REPLICAS,
+  type ResourceClient,
+  resourceClient,
+  typed,
+} from '../../kube/index.ts';
+import { CgroupManager, detectCgroupLayout } from '../../node-runtime/cgroups/index.ts';
+import { eventually } from '../helpers/wait.ts';
+import { startTimeOf, startUp, type UpProcess, within } from './fixtures/up-process.ts';
+
+/** Control plane, CRDs, operator and agent started, `export` lines printed (binary cached). */
+const bringUpMs = 120_000;
+const running = /^\[up\] running the operator and 1 host\(s\)/;
+
+test.before(async () => {
+  await ensureControlPlaneBinary({ log: (msg) => console.error(`[controlplane] ${msg}`) });
+});
+
+interface Api {
+  instances: ResourceClient<Instance>;
+  replicas: ResourceClient<Replica>;
+}
+
+async function apiOf(t: ExecutionContext, up: UpProcess): Promise<Api> {
+  const kubeconfig = (await up.waitForLine(/^export KUBECONFIG=(\S+)$/, bringUpMs))[1] as string;
+  const api = await KubeApi.fromKubeConfig(loadKubeConfig({ kubeconfig }));
+  t.teardown(() => api.close());
+  return {
+    instances: resourceClient(api, typed<Instance>(INSTANCES), 'orrery-test'),
+    replicas: resourceClient(api, typed<Replica>(REPLICAS), 'orrery-test'),
+  };
+}
+
+/** One Instance of one long-running process; resolves with its Replica once Running. */
+async function runningReplica(api: Api, name: string): Promise<Replica> {
+  await api.instances.create(
+    {
+      metadata: { name, namespace: 'default' },
+      spec: { replicas: 1, template: { processes: [{ name: 'main', command: ['sleep', 'infinity'] }] } },
+    },
+    { namespace: 'default' },
+  );
+  return eventually(
+    `${name}-0 Running with a pid`,
+    async () => {
+      const r = await api.replicas.get(`${name}-0`, { namespace: 'default' });
+      return r.status?.phase === 'Running' && r.status.processes?.[0]?.pid !== undefined && r;
+    },
+    { timeoutMs: 30_000 },
+  );
+}
+
+function childPid(up: UpProcess, name: string): number {
+  const child = up.record().children.find((c) => c.name === name);
+  if (!child) throw new Error(`${up.dataDir}/up.pid names no ${name}: ${JSON.stringify(up.record())}`);
+  return child.pid;
+}
+
+test.serial(
+  'one Ctrl-C delivered to the process group and relayed again by npm is one graceful stop',
+  async (t) => {
+    const up = startUp(t);
+    const api = await apiOf(t, up);
+    await up.waitForLine(running, bringUpMs);
+    const replica = await runningReplica(api, 'sleeper');
+    const workload = replica.status?.processes?.[0]?.pid as number;
+    const cgroupParent = (await up.waitForLine(/cgroupParent=(\S+)/, 1000))[1] as string;
+    const children = up.record().children;
+    t.deepEqual(children.map((c) => c.name.replace(/^host agent .*/, 'host agent')).sort(), [
+      'control plane',
+      'host agent',
+      'operator',
+    ]);
+
+    // The terminal signals the whole foreground group; npm relays the same Ctrl-C to its child.
+    const stopAt = performance.now();
+    process.kill(-up.pid, 'SIGINT');
+    process.kill(up.pid, 'SIGINT');
+    const exit = await within(up.exited, 60_000);
+    const stopMs = Math.round(performance.now() - stopAt);
+    t.log(`graceful stop in ${stopMs} ms`);
+
+    t.deepEqual(exit, { code: 0, signal: null }, up.lines.slice(-30).join('\n'));
+    const output = up.lines.join('\n');
+    t.false(/SIGKILL|killing everything/.test(output), output);
+    t.false(output.includes('(re)initializing'), 'no informer started before the CRDs were watchable');
+    t.is(up.lines.filter((l) => l.startsWith('[up] stopping')).length, 1);
+    // In order: the agent (its workloads stopped) before the operator before the control plane.
+    const agentExit = up.lines.findIndex(
+      (l) => /^\[[^\]]+\] exited \(code 0\)$/.test(l) && !l.startsWith('[operator]'),
+    );
+    const operatorStops = up.lines.findIndex((l) => /^\[operator\] info +stopping$/.test(l));
+    const operatorExit = up.lines.indexOf('[operator] exited (code 0)');
+    const stopped = up.lines.findIndex((l) => /^\[up\] stopped in/.test(l));
+    t.true(agentExit >= 0 && agentExit < operatorStops && operatorExit < stopped, output);
+    for (const c of children) t.is(startTimeOf(c.pid), undefined, `${c.name} (pid ${c.pid}) is gone`);
+    t.is(startTimeOf(workload), undefined, 'the workload is stopped');
+    t.deepEqual(await new CgroupManager({ layout: detectCgroupLayout(), parent: cgroupParent }).list(), []);
+    t.throws(() => up.record(), { code: 'ENOENT' }, 'up.pid is removed by a clean stop');
+  },
+);
+
+test.serial(
+  'a host agent killed with SIGKILL is restarted and re-adopts its replica without restarting it',
+  async (t) => {
+    const up = startUp(t);
+    const api = await apiOf(t, up);
+    await up.waitForLine(running, bringUpMs);
+    const before = await runningReplica(api, 'sleeper');
+    const process0 = before.status?.processes?.[0];
+    const workload = process0?.pid as number;
+    const workloadStart = startTimeOf(workload);
+    const agentName = up.record().children.find((c) => c.name.startsWith('host agent'))?.name as string;
+    const agent = childPid(up, agentName);
+
+    const from = up.lines.length;
+    process.kill(agent, 'SIGKILL');
+    const restarted = await up.waitForLine(
+      /^\[up\] restarted host agent (\S+) \(pid (\d+), restart 1\)$/,
+      15_000,
+      from,
+    );
+    t.truthy(
+      up.lines
+        .slice(from)
+        .find((l) =>
+          /^\[up\] host agent \S+ exited unexpectedly \(signal SIGKILL, after [\d.]+ s\); restarting it in 1 s$/.test(
+            l,
+          ),
+        ),
+    );
+    t.not(Number(restarted[2]), agent);
+    t.is(childPid(up, agentName), Number(restarted[2]), 'up.pid names the new agent');
+    const started = await up.waitForLine(
+      /runtime agent started .*apiEndpoint=(\S+) .*readopted=(\d+)/,
+      15_000,
+      from,
+    );
+    t.is(started[2], '1');
+
+    // Once the new agent reconciled the re-adopted replica against its object, nothing restarted it.
+    const token = readFileSync(join(up.dataDir, 'api-token'), 'utf8').trim();
+    await eventually(
+      'a reconcile by the new agent',
+      async () => {
+        const res = await fetch(`${started[1]}/metrics`, { headers: { authorization: `Bearer ${token}` } });
+        const ok = /^orrery_runtime_reconciles_total\{outcome="ok"[^}]*\} (\d+)/m.exec(await res.text());
+        return Number(ok?.[1] ?? 0) >= 1;
+      },
+      { timeoutMs: 15_000 },
+    );
+    const after = await api.replicas.get(before.metadata?.name as string, { namespace: 'default' });
+    t.is(after.status?.phase, 'Running');
+    t.is(after.status?.processes?.[0]?.pid, workload);
+    t.is(after.status?.restarts ?? 0, before.status?.restarts ?? 0);
+    t.is(after.status?.processes?.[0]?.restarts ?? 0, process0?.restarts ?? 0);
+    t.is(startTimeOf(workload), workloadStart, 'the same process, not a reused pid');
+  },
+);
+
+test.serial(
+  'a second up on the same data dir says in one line that Orrery runs there, and leaves it running',
+  async (t) => {
+    const first = startUp(t);
+    await first.waitForLine(running, bringUpMs);
+    const children = first.record().children;
+
+    const second = startUp(t, [], first.dataDir);
+    const exit = await within(second.exited, 30_000);
+    t.not(exit === 'timeout' ? 'timeout' : exit.code, 0);
+    const said = second.lines.filter((l) => l.trim() !== '');
+    t.is(said.length, 1, said.join('\n'));
+    t.regex(
+      said[0] as string,
+      new RegExp(`already runs on ${first.dataDir} .*pid ${first.pid}\\b.*--data-dir`),
+    );
+
+    t.is(first.child.exitCode, null);
+    for (const c of children) t.is(startTimeOf(c.pid), c.startTime, `${c.name} still runs`);
+    t.false(first.lines.some((l) => l.startsWith('[up] stopping')));
+    t.deepEqual(first.record().children, children);
+  },
+);
+
+test('formatLogLine: pino records as level, message and fields; other JSON as fields; text as it is', (t) => {
+  t.is(
+    formatLogLine('{"level":30,"time":1,"pid":2,"hostname":"h","msg":"started","host":"vm"}'),
+    'info  started host=vm',
+  );
+  t.is(formatLogLine('{"level":40,"n":1}'), 'warn  n=1');
+  t.is(
+    formatLogLine('{"host":"vm","apiEndpoint":"http://127.0.0.1:1"}'),
+    'host=vm apiEndpoint=http://127.0.0.1:1',
+  );
+  t.is(formatLogLine('{not json'), '{not json');
+  t.is(formatLogLine('plain text'), 'plain text');
+});
