@@ -20,7 +20,7 @@ export interface ControllerOptions<K = string> {
   workers?: number;
   log?: Logger;
   /** Informers whose caches must be synced before the first reconcile. */
-  waitFor?: { waitForSync(): Promise<void> }[];
+  waitFor?: { waitForSync(opts?: { signal?: AbortSignal }): Promise<void> }[];
   /** Called after every reconcile with its outcome; for metrics. */
   onReconciled?: (key: K, outcome: { ms: number; error?: unknown; result?: ReconcileResult }) => void;
 }
@@ -69,9 +69,16 @@ export function runController<K = string>(opts: ControllerOptions<K>): RunningCo
     }
   }
 
+  // stop() before the caches synced: their informers are being stopped too and may never sync.
+  const stopped = new AbortController();
   const done = (async () => {
     if (opts.waitFor && opts.waitFor.length > 0) {
-      await Promise.all(opts.waitFor.map((i) => i.waitForSync()));
+      try {
+        await Promise.all(opts.waitFor.map((i) => i.waitForSync({ signal: stopped.signal })));
+      } catch (err) {
+        if (stopped.signal.aborted) return;
+        throw err;
+      }
     }
     log.info({ workers }, 'starting workers');
     await Promise.all(Array.from({ length: workers }, () => worker()));
@@ -83,6 +90,7 @@ export function runController<K = string>(opts: ControllerOptions<K>): RunningCo
     done,
     async stop() {
       queue.shutdown();
+      stopped.abort();
       await done;
     },
   };

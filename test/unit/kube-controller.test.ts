@@ -87,6 +87,30 @@ test('stop() lets the in-flight reconcile finish and ends the workers', async (t
   t.true(completed);
 });
 
+test('stop() before the caches synced returns, and no reconcile runs', async (t) => {
+  // An informer stopped before its first list completed never syncs (the host agent SIGTERMed
+  // while it lists its replicas after a restart).
+  const neverSyncs = {
+    waitForSync: (opts: { signal?: AbortSignal } = {}) =>
+      new Promise<void>((_, reject) =>
+        opts.signal?.addEventListener('abort', () => reject(new Error('aborted'))),
+      ),
+  };
+  const queue = new WorkQueue<string>();
+  let reconciled = 0;
+  const ctrl = runController({
+    name: 'unsynced',
+    queue,
+    waitFor: [neverSyncs],
+    reconcile: async () => {
+      reconciled++;
+    },
+  });
+  queue.add('x');
+  await ctrl.stop();
+  t.is(reconciled, 0);
+});
+
 test('owner mapping returns the controlling owner of the right kind and group', (t) => {
   const map = ownerKeyMapper<KubeObject>('Instance', 'orrery.dev');
   const replica: KubeObject = {
