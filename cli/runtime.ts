@@ -196,11 +196,13 @@ export function runtimeCommand(): Command {
       opts.capacity = capacity;
 
       const agent = await startAgent(opts);
+      // Listening before the line below: whoever reads it may signal at once.
+      const stopRequested = untilSignal();
       // One line on stdout for scripts (`orrery up`, tests): where the API is and where the token lives.
       console.log(
         JSON.stringify({ host: agent.hostName, apiEndpoint: agent.apiEndpoint, tokenFile: agent.tokenFile }),
       );
-      const cause = await untilSignal();
+      const cause = await stopRequested;
       // Under `orrery up`, --stop-workloads-on-exit serves up's ordered stop (a signal). When up
       // itself is gone (killed, crashed), the workloads keep running for the next up to re-adopt.
       const stopWorkloads = flags.stopWorkloadsOnExit === true && cause !== 'parent-exited';
