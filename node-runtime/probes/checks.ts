@@ -3,9 +3,12 @@
  * Every attempt is bounded by the timeout and never throws: failures come back as a result.
  */
 import { execFile } from 'node:child_process';
-import http from 'node:http';
 import net from 'node:net';
 import type { ExecProbe, HttpProbe, ProbeResult, TcpProbe } from './types.ts';
+
+// Not `import http from 'node:http'`: the ES module of node:http reads every export once, and one
+// of them loads the bundled fetch (undici). This file is on the host agent's path to re-adoption.
+const http = process.getBuiltinModule('node:http');
 
 /**
  * Opens the probe's TCP connection somewhere else than the runtime's own network: set for a
