@@ -11,9 +11,8 @@
  * See node-runtime/agent/README.md for the exact behaviour.
  */
 
-import { mkdir } from 'node:fs/promises';
 import type { Server } from 'node:http';
-import { type Logger, pino } from 'pino';
+import type { Logger } from 'pino';
 import type { ReplicaStatus as ApiReplicaStatus, Host, Replica } from '../../crds/types.ts';
 import {
   EventRecorder,
@@ -42,12 +41,12 @@ import {
 } from '../../kube/index.ts';
 import { RUNTIME_FINALIZER, SYSTEM_NAMESPACE } from '../../operator/labels.ts';
 import { version } from '../../platform/package.ts';
-import { Runtime } from '../engine.ts';
+import type { Runtime } from '../engine.ts';
 import type { ReplicaPhase, RuntimeEvent } from '../supervisor/spec.ts';
 import { applyHostStatus, ensureHost, type HostFacts, hostFacts, hostStatus } from './host.ts';
 import { createHttpApi, listen } from './http.ts';
 import { AgentMetrics } from './metrics.ts';
-import { type AgentOptions, type NormalizedAgentOptions, normalizeAgentOptions } from './options.ts';
+import type { NormalizedAgentOptions } from './options.ts';
 import { PortAllocator } from './ports.ts';
 import {
   buildReplicaSpec,
@@ -135,11 +134,30 @@ function countingLeaseClient(
   });
 }
 
-export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
-  const o = normalizeAgentOptions(options);
-  const log: Logger = (
-    options.log ?? pino({ name: 'orrery-runtime', level: process.env.ORRERY_LOG_LEVEL ?? 'info' })
-  ).child({ host: o.hostName });
+/** What startAgent (start.ts) hands over once the runtime has re-adopted its replicas. */
+export interface ReadoptedRuntime {
+  options: NormalizedAgentOptions;
+  log: Logger;
+  /** Started: every replica recorded in the run dir is supervised again. */
+  runtime: Runtime;
+  /**
+   * Replicas re-adopted, the duration of runtime.start() (pidfd_open and a start-time check of
+   * every recorded process) and the time since the process started; on /healthz for the
+   * docs/DESIGN.md §9 target.
+   */
+  readopted: { replicas: number; ms: number; sinceProcessStartMs: number };
+}
+
+/**
+ * Joins the cluster with a runtime that has re-adopted its replicas. On failure the runtime is
+ * left to the caller, started.
+ */
+export async function joinCluster({
+  options: o,
+  log,
+  runtime,
+  readopted: readopt,
+}: ReadoptedRuntime): Promise<Agent> {
   const me = o.hostName;
   const fieldManager = `orrery-runtime/${me}`;
   const api = await KubeApi.fromKubeConfig(kubeConfigOf(o.kubeconfig));
@@ -149,26 +167,8 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
   };
 
   try {
-    await mkdir(o.stateDir, { recursive: true, mode: 0o700 });
-    await mkdir(o.runDir, { recursive: true, mode: 0o700 });
     const token = await ensureToken(o.stateDir, o.token);
     const facts: HostFacts = await hostFacts(o.capacity);
-
-    const runtime = new Runtime({
-      stateDir: o.runDir,
-      logDir: o.logDir,
-      cgroupParent: o.cgroupParent,
-      log,
-    });
-    const startT0 = performance.now();
-    await runtime.start();
-    // Re-adoption (pidfd_open + start-time check of every recorded process) is the whole of
-    // runtime.start() after a restart: reported on /healthz for the docs/DESIGN.md §9 target.
-    const readopt = {
-      replicas: runtime.list().length,
-      ms: Math.round((performance.now() - startT0) * 10) / 10,
-    };
-    cleanups.push(() => runtime.close());
     const layout = runtime.cgroupLayout;
     if (!layout) throw new Error('runtime started without a cgroup layout');
 

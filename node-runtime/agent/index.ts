@@ -1,5 +1,6 @@
-export { type Agent, type AgentStopOptions, startAgent } from './agent.ts';
-export { AgentMetrics } from './metrics.ts';
+// Light on purpose: `orrery runtime` imports this before its replicas are re-adopted, so nothing
+// here may load kube/, the HTTP API or the metrics (start.ts loads agent.ts once they are).
+export type { Agent, AgentStopOptions } from './agent.ts';
 export {
   type AgentOptions,
   type CapacityOverrides,
@@ -13,5 +14,5 @@ export {
 } from './options.ts';
 export { PortAllocator } from './ports.ts';
 export { buildReplicaSpec, keyOfReplicaId, replicaDigest, replicaId, templateOf } from './replica-spec.ts';
-export { apiStatusOf, StatusWriter } from './status.ts';
+export { READOPTED_MESSAGE, startAgent } from './start.ts';
 export { bearerMatches, ensureToken, TOKEN_FILE, tokenPath } from './token.ts';

@@ -1,0 +1,50 @@
+/**
+ * The host agent's start. Re-adoption comes first and alone: the runtime reopens every process
+ * recorded in its run dir (pidfd_open and a start-time check of each, its cgroup found again),
+ * which needs the disk and the kernel, not the API server. So the replicas are supervised again
+ * before anything that talks to the API server is even loaded. agent.ts, loaded after, joins the
+ * cluster, and stops or runs nothing for the API's sake until its Replica informer has synced: a
+ * replica deleted while the agent was down keeps running until then.
+ */
+import { mkdir } from 'node:fs/promises';
+import { type Logger, pino } from 'pino';
+import { Runtime } from '../engine.ts';
+import type { Agent } from './agent.ts';
+import { type AgentOptions, normalizeAgentOptions } from './options.ts';
+
+/** Logged once the runtime supervises every recorded replica again, before any API call. */
+export const READOPTED_MESSAGE = 'replicas re-adopted';
+
+export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
+  const o = normalizeAgentOptions(options);
+  // Synchronous, as the kubelet's klog: a line is out when it is logged. pino's default writes
+  // from libuv's thread pool, one write after the other, each issued from the event loop, which
+  // loading agent.ts below keeps busy; and a killed agent loses no line.
+  const log: Logger = (
+    options.log ??
+    pino(
+      { name: 'orrery-runtime', level: process.env.ORRERY_LOG_LEVEL ?? 'info' },
+      pino.destination({ dest: 1, sync: true }),
+    )
+  ).child({ host: o.hostName });
+  await mkdir(o.stateDir, { recursive: true, mode: 0o700 });
+  await mkdir(o.runDir, { recursive: true, mode: 0o700 });
+  const runtime = new Runtime({ stateDir: o.runDir, logDir: o.logDir, cgroupParent: o.cgroupParent, log });
+  const t0 = performance.now();
+  await runtime.start();
+  const readopted = {
+    replicas: runtime.list().length,
+    ms: Math.round((performance.now() - t0) * 10) / 10,
+    // performance.now() counts from the start of this process: exec → re-adopted, as the agent sees it.
+    sinceProcessStartMs: Math.round(performance.now()),
+  };
+  log.info(readopted, READOPTED_MESSAGE);
+  try {
+    const { joinCluster } = await import('./agent.ts');
+    return await joinCluster({ options: o, log, runtime, readopted });
+  } catch (err) {
+    // The workloads keep running, detached, for the next start to re-adopt.
+    await runtime.close().catch(() => {});
+    throw err;
+  }
+}
