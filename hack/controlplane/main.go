@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -104,22 +103,10 @@ func run(args []string) int {
 	if o.exitWithParent {
 		exitWithParent()
 	}
-	// kube-apiserver and etcd in one process allocate heavily per request (JSON
-	// decode/encode, managedFields): with Go's default GOGC=100 a burst of writes
-	// spent a third of its CPU in the collector. This is a developer control plane
-	// on one machine, so trade memory for CPU unless the user chose (GOGC or
-	// GOMEMLIMIT set): collect only when the heap nears a 1 GiB soft limit. A
-	// GOGC percentage also makes the scavenger hand the heap back to the kernel
-	// after every cycle, and the next burst faults it in again (page clearing):
-	// with GOGC=400 a burst of 1,000 Replicas cost 0.6-0.8 s of system time and
-	// the process ended at ~830 MiB anyway; with the limit, 0.1-0.2 s and ~0.7 s
-	// less CPU in all.
-	_, gogc := os.LookupEnv("GOGC")
-	_, gomemlimit := os.LookupEnv("GOMEMLIMIT")
-	if !gogc && !gomemlimit {
-		debug.SetGCPercent(-1)
-		debug.SetMemoryLimit(1 << 30)
-	}
+	// GOGC=off with a 1 GiB soft limit once serving, collected when idle,
+	// unless GOGC or GOMEMLIMIT is set: memory.go.
+	memory := setMemoryPolicy(o.verbosity)
+	fmt.Fprintln(os.Stderr, "orrery-controlplane:", memory.describe)
 
 	// Must come first: it installs the SIGTERM/SIGINT handler that drives
 	// the apiserver's graceful shutdown. Our own Notify gets the same signal.
@@ -215,6 +202,9 @@ func run(args []string) int {
 				Ready: true, Server: server, Kubeconfig: o.kubeconfig, DataDir: o.dataDir,
 				PID: os.Getpid(), Version: version.Get().GitVersion, BringUpMs: time.Since(start).Milliseconds(),
 			})
+		}
+		if err == nil {
+			memory.serving(controllersCtx.Done())
 		}
 		readyDone <- err
 	}()
