@@ -5,9 +5,15 @@
 // serializer, which drops schema keys it maps under other names (`default` becomes `_default`).
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { KubeConfig } from '@kubernetes/client-node';
 import { parse } from 'yaml';
-import { KubeApi, KubeApiError, type KubeObject, resourceClient, sleep } from '../kube/index.ts';
+import {
+  KubeApi,
+  KubeApiError,
+  type KubeConfig,
+  type KubeObject,
+  resourceClient,
+  sleep,
+} from '../kube/index.ts';
 import { packagePath } from '../platform/package.ts';
 
 const crdDir = packagePath('crds');
