@@ -6,6 +6,7 @@
 // starts its own on the same state.
 import { linkSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { liveStartTime } from '../platform/proc.ts';
 
 /** The data dir is in use by a running `orrery up`: the message is the one line the user sees. */
 export class DataDirInUse extends Error {
@@ -30,21 +31,8 @@ export interface DataDirLock {
   release(): void;
 }
 
-/** The start time of a live (not zombie) process, or undefined when there is none with this pid. */
-function startTimeOf(pid: number): string | undefined {
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  // Fields after the command name, which is in parentheses and may contain anything (proc(5)).
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return fields[0] === 'Z' || fields[0] === 'X' ? undefined : fields[19];
-}
-
 function isRunning(ref: ProcessRef): boolean {
-  return startTimeOf(ref.pid) === ref.startTime;
+  return liveStartTime(ref.pid) === ref.startTime;
 }
 
 function readRecord(path: string): RunRecord | undefined {
@@ -72,7 +60,7 @@ export async function lockDataDir(
 ): Promise<DataDirLock> {
   mkdirSync(dataDir, { recursive: true });
   const path = join(dataDir, 'up.pid');
-  const self = startTimeOf(process.pid);
+  const self = liveStartTime(process.pid);
   if (self === undefined) throw new Error(`cannot read /proc/${process.pid}/stat`);
   const record: RunRecord = {
     pid: process.pid,
@@ -103,7 +91,7 @@ export async function lockDataDir(
   }
   return {
     recordChild(name, pid) {
-      const startTime = startTimeOf(pid);
+      const startTime = liveStartTime(pid);
       if (startTime === undefined) return;
       record.children = [...record.children.filter((c) => c.name !== name), { name, pid, startTime }];
       writeAtomic(path, record);

@@ -6,6 +6,7 @@ import { isIP } from 'node:net';
 import { constants } from 'node:os';
 import { isAbsolute } from 'node:path';
 import { packagePath } from '../../platform/package.ts';
+import { readProcStat } from '../../platform/proc.ts';
 
 export type Namespace = 'pid' | 'mount' | 'uts' | 'ipc' | 'net';
 
@@ -392,16 +393,8 @@ export function closeFd(fd: number): void {
 
 /** /proc/<pid>/stat field 22 (starttime, clock ticks since boot); null when the pid does not exist. */
 export function processStartTime(pid: number): bigint | null {
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return null;
-  }
-  // comm (field 2) may hold spaces and parentheses: fields resume after the last ')'.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const start = fields[22 - 3];
-  return start === undefined ? null : BigInt(start);
+  const stat = readProcStat(pid);
+  return stat === undefined ? null : BigInt(stat.startTime);
 }
 
 export function kernelFeatures(): {

@@ -17,8 +17,9 @@ import {
   typed,
 } from '../../kube/index.ts';
 import { CgroupManager, detectCgroupLayout } from '../../node-runtime/cgroups/index.ts';
+import { liveStartTime } from '../../platform/proc.ts';
 import { eventually } from '../helpers/wait.ts';
-import { startTimeOf, startUp, type UpProcess, within } from './fixtures/up-process.ts';
+import { startUp, type UpProcess, within } from './fixtures/up-process.ts';
 
 /** Control plane, CRDs, operator and agent started, `export` lines printed (binary cached). */
 const bringUpMs = 120_000;
@@ -105,8 +106,8 @@ test.serial(
     const operatorExit = up.lines.indexOf('[operator] exited (code 0)');
     const stopped = up.lines.findIndex((l) => /^\[up\] stopped in/.test(l));
     t.true(agentExit >= 0 && agentExit < operatorStops && operatorExit < stopped, output);
-    for (const c of children) t.is(startTimeOf(c.pid), undefined, `${c.name} (pid ${c.pid}) is gone`);
-    t.is(startTimeOf(workload), undefined, 'the workload is stopped');
+    for (const c of children) t.is(liveStartTime(c.pid), undefined, `${c.name} (pid ${c.pid}) is gone`);
+    t.is(liveStartTime(workload), undefined, 'the workload is stopped');
     t.deepEqual(await new CgroupManager({ layout: detectCgroupLayout(), parent: cgroupParent }).list(), []);
     t.throws(() => up.record(), { code: 'ENOENT' }, 'up.pid is removed by a clean stop');
   },
@@ -121,7 +122,7 @@ test.serial(
     const before = await runningReplica(api, 'sleeper');
     const process0 = before.status?.processes?.[0];
     const workload = process0?.pid as number;
-    const workloadStart = startTimeOf(workload);
+    const workloadStart = liveStartTime(workload);
     const agentName = up.record().children.find((c) => c.name.startsWith('host agent'))?.name as string;
     const agent = childPid(up, agentName);
 
@@ -166,7 +167,7 @@ test.serial(
     t.is(after.status?.processes?.[0]?.pid, workload);
     t.is(after.status?.restarts ?? 0, before.status?.restarts ?? 0);
     t.is(after.status?.processes?.[0]?.restarts ?? 0, process0?.restarts ?? 0);
-    t.is(startTimeOf(workload), workloadStart, 'the same process, not a reused pid');
+    t.is(liveStartTime(workload), workloadStart, 'the same process, not a reused pid');
   },
 );
 
@@ -188,7 +189,7 @@ test.serial(
     );
 
     t.is(first.child.exitCode, null);
-    for (const c of children) t.is(startTimeOf(c.pid), c.startTime, `${c.name} still runs`);
+    for (const c of children) t.is(liveStartTime(c.pid), c.startTime, `${c.name} still runs`);
     t.false(first.lines.some((l) => l.startsWith('[up] stopping')));
     t.deepEqual(first.record().children, children);
   },
