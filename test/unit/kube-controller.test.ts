@@ -3,6 +3,7 @@ import { ownerKeyMapper, runController } from '../../kube/controller.ts';
 import { ItemExponentialRateLimiter } from '../../kube/ratelimit.ts';
 import type { KubeObject } from '../../kube/types.ts';
 import { WorkQueue } from '../../kube/workqueue.ts';
+import { eventually } from '../helpers/wait.ts';
 
 test('a failing reconcile is retried with growing backoff, and success forgets the failures', async (t) => {
   const queue = new WorkQueue<string>({ rateLimiter: new ItemExponentialRateLimiter<string>(5, 1000) });
@@ -34,35 +35,62 @@ test('a failing reconcile is retried with growing backoff, and success forgets t
   );
 });
 
-test('requeueAfterMs brings the key back later; a key is never reconciled concurrently', async (t) => {
-  const queue = new WorkQueue<string>({ rateLimiter: new ItemExponentialRateLimiter<string>(5, 1000) });
+test('requeueAfterMs brings the key back after that delay, and nothing else brings it back', async (t) => {
+  const queue = new WorkQueue<string>();
+  const requeueAfterMs = 100;
+  const started: number[] = [];
+  const returned: number[] = [];
+  // The queue as each reconcile leaves it: onReconciled runs after the requeue, before done(key).
+  const queueAfter: { ready: number; waiting: number }[] = [];
+  const ctrl = runController({
+    name: 'periodic',
+    queue,
+    reconcile: async () => {
+      started.push(performance.now());
+      const result = started.length === 1 ? { requeueAfterMs } : undefined;
+      returned.push(performance.now());
+      return result;
+    },
+    onReconciled: () => queueAfter.push({ ready: queue.len(), waiting: queue.waitingLen() }),
+  });
+  t.teardown(() => ctrl.stop());
+  // The only add: a second reconcile can come from the controller's own requeue alone.
+  queue.add('k');
+  await eventually('the first reconcile', () => queueAfter.length >= 1);
+  t.deepEqual(queueAfter[0], { ready: 0, waiting: 1 }, 'the key is held for requeueAfterMs, not queued now');
+  await eventually('the second reconcile', () => queueAfter.length >= 2, { timeoutMs: 5000 });
+  const gap = (started[1] as number) - (returned[0] as number);
+  // Timers fire late, never early (the queue allows 1 ms of clock slack); no upper bound.
+  t.true(gap >= requeueAfterMs - 1, `reconciled again after ${gap.toFixed(1)} ms`);
+  t.deepEqual(queueAfter[1], { ready: 0, waiting: 0 }, 'no requeueAfterMs: the key is not scheduled again');
+  t.is(started.length, 2);
+});
+
+test('a key added while it is reconciled waits for that reconcile: never two at once', async (t) => {
+  const queue = new WorkQueue<string>();
   let running = 0;
   let maxRunning = 0;
   let calls = 0;
-  let finished!: () => void;
-  const allDone = new Promise<void>((r) => {
-    finished = r;
-  });
   const ctrl = runController({
-    name: 'periodic',
+    name: 'busy',
     queue,
     workers: 4,
     reconcile: async () => {
       running++;
       maxRunning = Math.max(maxRunning, running);
       calls++;
+      // An event for the same key arrives while reconciling, with three idle workers to take it.
+      if (calls < 3) queue.add('k');
       await new Promise((r) => setTimeout(r, 5));
-      queue.add('k'); // an event arrives while reconciling
       running--;
-      if (calls === 3) finished();
-      return calls < 3 ? { requeueAfterMs: 10 } : undefined;
     },
   });
+  t.teardown(() => ctrl.stop());
   queue.add('k');
-  await allDone;
+  await eventually('the reconciles the adds asked for', () => calls >= 3 && running === 0);
   await ctrl.stop();
-  t.is(maxRunning, 1);
-  t.true(calls >= 3);
+  t.is(maxRunning, 1, 'a key is never reconciled by two workers at once');
+  t.is(calls, 3, 'each add during a reconcile brought the key back once, after it');
 });
 
 test('stop() lets the in-flight reconcile finish and ends the workers', async (t) => {
