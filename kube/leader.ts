@@ -28,8 +28,8 @@ export interface LeaderElectorOptions {
   retryPeriodMs?: number;
   /** Called when this candidate becomes leader; the signal aborts when leadership ends. */
   onStartedLeading: (signal: AbortSignal) => void | Promise<void>;
-  /** Called once when leadership ends (lost or released). */
-  onStoppedLeading?: () => void;
+  /** Called once when leadership ends: `lost` (renewals failed) or `shutdown` (stop() released it). */
+  onStoppedLeading?: (reason: 'lost' | 'shutdown') => void;
   /** Called when the observed leader identity changes (including to us). */
   onNewLeader?: (identity: string) => void;
   /** Clear the holder on clean stop (default true). */
@@ -125,8 +125,9 @@ export class LeaderElector {
         await this.#renewing;
         await this.#release();
       }
-      this.#log.info(stop.aborted ? 'stopped leading (shutdown)' : 'lost leadership');
-      this.#o.onStoppedLeading?.();
+      const reason = stop.aborted ? 'shutdown' : 'lost';
+      this.#log.info(reason === 'shutdown' ? 'stopped leading (shutdown)' : 'lost leadership');
+      this.#o.onStoppedLeading?.(reason);
     }
   }
 

@@ -104,8 +104,8 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
       for (const informer of allInformers(ctx)) informer.start();
       signal.addEventListener('abort', () => void stopTerm());
     },
-    onStoppedLeading: () => {
-      log.warn({ identity }, 'leadership lost: stopping controllers');
+    onStoppedLeading: (reason) => {
+      if (reason === 'lost') log.warn({ identity }, 'leadership lost: stopping controllers');
       metrics.leader.set(0);
       void stopTerm();
     },
