@@ -82,14 +82,15 @@ const printed = new Set<string>();
 
 /**
  * For `test.runIf(runs(reason))`: true when `reason` is undefined; otherwise prints
- * `skip: <reason>` (once per reason and worker) and returns false, so the test is registered
- * skipped and the run's output says why.
+ * `skip: [<where>: ]<reason>` (once per line and worker) and returns false, so the test is
+ * registered skipped and the run's output says why.
  */
-export function runs(reason: string | undefined): boolean {
+export function runs(reason: string | undefined, where?: string): boolean {
   if (reason === undefined) return true;
-  if (!printed.has(reason)) {
-    printed.add(reason);
-    console.log(`skip: ${reason}`);
+  const line = `skip: ${where === undefined ? '' : `${where}: `}${reason}`;
+  if (!printed.has(line)) {
+    printed.add(line);
+    console.log(line);
   }
   return false;
 }
