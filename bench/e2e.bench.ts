@@ -171,8 +171,9 @@ export default async function bench(): Promise<{ title: string; markdown: string
     // ORRERY_BENCH_APISERVER_FLAGS: extra kube-apiserver flags for experiments (space-separated).
     const apiserverFlags = (process.env.ORRERY_BENCH_APISERVER_FLAGS ?? '').split(' ').filter(Boolean);
     if (process.env.ORRERY_BENCH_PPROF) apiserverFlags.push('--profiling=true');
-    plane = await startControlPlane({ dataDir: join(root, 'cp'), apiserverFlags });
-    const kubeConfig = loadKubeConfig({ kubeconfig: plane.kubeconfig });
+    const cp = await startControlPlane({ dataDir: join(root, 'cp'), apiserverFlags });
+    plane = cp;
+    const kubeConfig = loadKubeConfig({ kubeconfig: cp.kubeconfig });
     await installCrds(kubeConfig);
     const api = await KubeApi.fromKubeConfig(kubeConfig);
     const instances = resourceClient(api, typed<Instance>(INSTANCES), 'bench');
@@ -185,7 +186,7 @@ export default async function bench(): Promise<{ title: string; markdown: string
         [
           'runtime',
           '--kubeconfig',
-          plane!.kubeconfig,
+          cp.kubeconfig,
           '--host-name',
           name,
           '--state-dir',
@@ -354,14 +355,14 @@ export default async function bench(): Promise<{ title: string; markdown: string
     // 1,000 replicas in one Instance.
     const manyBefore = writeCounts(plane.kubeconfig).by;
     const cpuOf = () => ({
-      'control plane': cpuSeconds(plane!.pid),
+      'control plane': cpuSeconds(cp.pid),
       operator: cpuSeconds(operator.child.pid as number),
       agent: cpuSeconds(hostB.child.pid as number),
       bench: process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6,
       'whole machine': machineCpuSeconds(),
     });
     const cpuDetailOf = () => ({
-      'control plane system': cpuSeconds(plane!.pid, 'system'),
+      'control plane system': cpuSeconds(cp.pid, 'system'),
       'operator system': cpuSeconds(operator.child.pid as number, 'system'),
       'agent system': cpuSeconds(hostB.child.pid as number, 'system'),
     });

@@ -24,7 +24,7 @@ export function durationFlag(value: string): number {
 export function listenFlag(value: string): { host: string; port: number } {
   const match = /^(.*):(\d+)$/.exec(value);
   const port = Number(match?.[2]);
-  if (!match || !match[1] || port > 65535) {
+  if (!match?.[1] || port > 65535) {
     throw new InvalidArgumentError(
       `expected host:port such as 127.0.0.1:9090 (port 0 picks a free one), got '${value}'`,
     );

@@ -15,7 +15,7 @@ export type ReconcileResult = { requeueAfterMs?: number; requeue?: boolean } | u
 export interface ControllerOptions<K = string> {
   name: string;
   queue: WorkQueue<K>;
-  reconcile: (key: K) => Promise<ReconcileResult | undefined | void>;
+  reconcile: (key: K) => Promise<ReconcileResult>;
   /** Concurrent workers; a key is never reconciled by two workers at once (the queue guarantees it). */
   workers?: number;
   log?: Logger;

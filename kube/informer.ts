@@ -464,9 +464,9 @@ function indexAdd<T>(index: Index<T>, key: string, obj: T): void {
   if (vals.length === 0) return;
   index.byKey.set(key, vals);
   for (const v of vals) {
-    let set = index.values.get(v);
-    if (!set) index.values.set(v, (set = new Set()));
-    set.add(key);
+    const set = index.values.get(v);
+    if (set) set.add(key);
+    else index.values.set(v, new Set([key]));
   }
 }
 

@@ -33,7 +33,7 @@ export interface ControlPlaneBinary {
 /** `${XDG_CACHE_HOME:-$HOME/.cache}/orrery/controlplane`, as the XDG base directory spec says. */
 export function cacheRoot(env: NodeJS.ProcessEnv = process.env): string {
   const xdg = env.XDG_CACHE_HOME;
-  const base = xdg && xdg.startsWith('/') ? xdg : join(homedir(), '.cache');
+  const base = xdg?.startsWith('/') ? xdg : join(homedir(), '.cache');
   return join(base, 'orrery', 'controlplane');
 }
 

@@ -18,7 +18,7 @@ import { setConditions } from '../conditions.ts';
 import type { OperatorContext } from '../context.ts';
 import type { Placer } from '../instance/controller.ts';
 import { HOST_LABEL } from '../labels.ts';
-import { addUsage, emptyUsage, type HostUsage, pickHost, type ScheduleResult } from './fit.ts';
+import { addUsage, emptyUsage, type HostUsage, pickHost, type ScheduleResult, usageIn } from './fit.ts';
 
 /** Bound replicas per host, maintained from informer events and our own bindings. */
 export class SchedulerCache {
@@ -54,9 +54,7 @@ export class SchedulerCache {
   assume(key: string, replica: Replica, host: string): void {
     this.#boundTo.set(key, { host, replica });
     if (this.#usage) {
-      let usage = this.#usage.get(host);
-      if (!usage) this.#usage.set(host, (usage = emptyUsage()));
-      addUsage(usage, replica);
+      addUsage(usageIn(this.#usage, host), replica);
     }
   }
 
@@ -64,9 +62,7 @@ export class SchedulerCache {
     if (!this.#usage) {
       this.#usage = new Map();
       for (const { host: h, replica } of this.#boundTo.values()) {
-        let usage = this.#usage.get(h);
-        if (!usage) this.#usage.set(h, (usage = emptyUsage()));
-        addUsage(usage, replica);
+        addUsage(usageIn(this.#usage, h), replica);
       }
     }
     return this.#usage.get(host) ?? emptyUsage();

@@ -25,6 +25,16 @@ export function emptyUsage(): HostUsage {
   return { cpuMillis: 0, memoryBytes: 0, pids: 0, replicas: 0, byInstance: new Map() };
 }
 
+/** The usage of `host` in a table, added empty when the table has none yet. */
+export function usageIn(table: Map<string, HostUsage>, host: string): HostUsage {
+  let usage = table.get(host);
+  if (!usage) {
+    usage = emptyUsage();
+    table.set(host, usage);
+  }
+  return usage;
+}
+
 /**
  * What a replica asks for. The Replica's template is an opaque copy of its Instance's validated
  * one (crds/src/replica.yaml); in one written by hand, a value that does not parse counts as no

@@ -91,7 +91,8 @@ test('control plane stopped and started on the same data dir: operator and agent
     'replicas Running with the same pids',
     async () => {
       const items = await running();
-      return items && items.every((r) => pids.includes(r.status?.processes?.[0]?.pid as number)) && items;
+      if (!items) return false;
+      return items.every((r) => pids.includes(r.status?.processes?.[0]?.pid as number)) && items;
     },
     { timeoutMs: 30_000 },
   );

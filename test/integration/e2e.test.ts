@@ -148,7 +148,8 @@ test('three hosts: replicas spread; a host agent killed -9 -> its replicas Runni
     'replicas Running on the other hosts',
     async () => {
       const items = allRunning(6)(await env.replicasOf('web'));
-      return items && items.every((r) => r.spec.host !== victim.name) && items;
+      if (!items) return false;
+      return items.every((r) => r.spec.host !== victim.name) && items;
     },
     { timeoutMs: 20_000, intervalMs: 10 },
   );

@@ -6,7 +6,7 @@ import { installCrds } from '../../crds/install.ts';
 import type { Instance, Replica } from '../../crds/types.ts';
 import { KubeApi } from '../../kube/api.ts';
 import { loadKubeConfig } from '../../kube/config.ts';
-import { isAlreadyExists, isConflict, isInvalid, isNotFound, KubeApiError } from '../../kube/errors.ts';
+import { isAlreadyExists, isConflict, isInvalid, isNotFound, type KubeApiError } from '../../kube/errors.ts';
 import { Informer } from '../../kube/informer.ts';
 import {
   type Applied,

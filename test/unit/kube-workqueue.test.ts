@@ -72,7 +72,7 @@ test('the token bucket allows a burst and then spaces requests at 1/qps', (t) =>
 });
 
 test('MaxOf takes the longest delay of its limiters', (t) => {
-  let now = 0;
+  const now = 0;
   const rl = new MaxOfRateLimiter<string>(
     new ItemExponentialRateLimiter<string>(5, 1000),
     new BucketRateLimiter<string>(1, 1, () => now),

@@ -1,7 +1,7 @@
 import test from 'ava';
 import type { Host, Replica } from '../../crds/types.ts';
 import { SchedulerCache } from '../../operator/scheduler/controller.ts';
-import { addUsage, emptyUsage, type HostUsage, pickHost } from '../../operator/scheduler/fit.ts';
+import { addUsage, emptyUsage, type HostUsage, pickHost, usageIn } from '../../operator/scheduler/fit.ts';
 
 function host(
   name: string,
@@ -49,11 +49,7 @@ function replica(
 
 function usageTable() {
   const table = new Map<string, HostUsage>();
-  const of = (name: string) => {
-    let usage = table.get(name);
-    if (!usage) table.set(name, (usage = emptyUsage()));
-    return usage;
-  };
+  const of = (name: string) => usageIn(table, name);
   return { of, bind: (r: Replica, h: string) => addUsage(of(h), r) };
 }
 
