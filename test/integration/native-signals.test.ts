@@ -47,7 +47,7 @@ for (const { title, namespaces } of modes) {
     t.is((own.SigIgn ?? 0n) & bit(13), bit(13), 'the runtime ignores SIGPIPE');
     t.is((own.SigCgt ?? 0n) & (bit(12) | bit(2)), bit(12) | bit(2), 'the runtime catches SIGUSR2 and SIGINT');
 
-    const { exited, log } = run(t, namespaces, { file: '/usr/bin/cat', argv: ['cat', '/proc/self/status'] });
+    const { exited, log } = run(t, namespaces, { file: '/bin/cat', argv: ['cat', '/proc/self/status'] });
     t.deepEqual(await exited, { code: 0, signal: null }, log());
     const masks = signalMasks(log());
     t.is(masks.SigBlk, 0n, 'nothing blocked');
@@ -57,10 +57,11 @@ for (const { title, namespaces } of modes) {
 
   test(`${title}: a workload writing to a closed pipe dies of SIGPIPE (it is not ignored as in Node)`, async (t) => {
     // yes is killed by SIGPIPE (status 141 in sh) once head exits; were SIGPIPE ignored, it
-    // would get EPIPE and exit 1 instead.
+    // would get EPIPE and exit 1 instead. Found through sh's default PATH (the environment is
+    // empty): /usr/bin or /bin, wherever the distribution puts them.
     const { exited, log } = run(t, namespaces, {
       file: '/bin/sh',
-      argv: ['sh', '-c', '(/usr/bin/yes; echo "yes exited $?" >&2) | /usr/bin/head -n1 >/dev/null'],
+      argv: ['sh', '-c', '(yes; echo "yes exited $?" >&2) | head -n1 >/dev/null'],
     });
     t.deepEqual(await exited, { code: 0, signal: null }, log());
     t.is(log().trim(), 'yes exited 141');
