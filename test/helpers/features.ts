@@ -22,6 +22,7 @@ export {
   managerRoots,
   parseKernelRelease,
 } from './host-facts.ts';
+export { runs } from './skip.ts';
 
 function readOrUndefined(file: string): string | undefined {
   try {
@@ -76,21 +77,4 @@ export function cgroupRootWritable(root: string): boolean {
 /** Why a cgroup test with `needs` cannot run on this host (probing writability), or undefined. */
 export function cgroupSkipReason(needs: CgroupNeeds): string | undefined {
   return cgroupProblem(host.cgroups, needs, cgroupRootWritable);
-}
-
-const printed = new Set<string>();
-
-/**
- * For `test.runIf(runs(reason))`: true when `reason` is undefined; otherwise prints
- * `skip: [<where>: ]<reason>` (once per line and worker) and returns false, so the test is
- * registered skipped and the run's output says why.
- */
-export function runs(reason: string | undefined, where?: string): boolean {
-  if (reason === undefined) return true;
-  const line = `skip: ${where === undefined ? '' : `${where}: `}${reason}`;
-  if (!printed.has(line)) {
-    printed.add(line);
-    console.log(line);
-  }
-  return false;
 }
