@@ -15,22 +15,21 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { isTmpfs } from '../cli/up.ts';
+import { type ControlPlane, startControlPlane } from '../controlplane/controlplane.ts';
 import { installCrds } from '../crds/install.ts';
+import { INSTANCES, REPLICAS } from '../crds/resources.ts';
 import type { Instance, Replica } from '../crds/types.ts';
-import { type ControlPlane, startControlPlane } from '../hack/controlplane/controlplane.ts';
 import {
   type Applied,
   CONFIGMAPS,
-  INSTANCES,
   Informer,
   KubeApi,
   loadKubeConfig,
-  REPLICAS,
   resourceClient,
   typed,
 } from '../kube/index.ts';
 import { CgroupManager, detectCgroupLayout } from '../node-runtime/cgroups/index.ts';
+import { isTmpfs } from '../platform/fs.ts';
 
 const repoRoot = join(import.meta.dirname, '..');
 // Overridable for a quick look at one phase: ORRERY_BENCH_MANY=10 node bench/e2e.bench.ts

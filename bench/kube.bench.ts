@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CoreV1Api, KubeConfig, makeInformer, type V1ConfigMap } from '@kubernetes/client-node';
-import { startControlPlane } from '../hack/controlplane/controlplane.ts';
+import { startControlPlane } from '../controlplane/controlplane.ts';
 import { KubeApi } from '../kube/api.ts';
 import { loadKubeConfig } from '../kube/config.ts';
 import { Informer } from '../kube/informer.ts';

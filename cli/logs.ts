@@ -49,9 +49,8 @@ export async function streamLogs(
   flags: LogsFlags,
   out: NodeJS.WritableStream,
 ): Promise<void> {
-  const { HOSTS, KubeApi, REPLICAS, isNotFound, loadKubeConfig, resourceClient, typed } = await import(
-    '../kube/index.ts'
-  );
+  const [{ KubeApi, isNotFound, loadKubeConfig, resourceClient, typed }, { HOSTS, REPLICAS }] =
+    await Promise.all([import('../kube/index.ts'), import('../crds/resources.ts')]);
   const api = await KubeApi.fromKubeConfig(
     loadKubeConfig(flags.kubeconfig ? { kubeconfig: flags.kubeconfig } : {}),
   );

@@ -1,6 +1,7 @@
 // `orrery operator`: runs the operator (leader-elected) against the cluster of --kubeconfig.
 // The operator's modules load in the action, so `orrery --version` and `--help` do not pay for them.
 import { Command, Option } from 'commander';
+import { OPERATOR_LEASE_NAME } from '../crds/labels.ts';
 import { durationFlag, integerFlag, listenFlag } from './flags.ts';
 import { untilSignal } from './signals.ts';
 
@@ -45,7 +46,7 @@ export function operatorCommand(): Command {
       '--host-selector <selector>',
       'schedule only onto Hosts matching this label selector (default: all)',
     )
-    .option('--leader-lease-name <name>', 'leader election Lease in orrery-system', 'orrery-operator')
+    .option('--leader-lease-name <name>', 'leader election Lease in orrery-system', OPERATOR_LEASE_NAME)
     .action(async (flags: OperatorFlags) => {
       const [{ pino }, { loadKubeConfig }, { OperatorMetrics, serveMetrics }, { startOperator }] =
         await Promise.all([

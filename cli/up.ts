@@ -14,12 +14,13 @@
 // themselves, the agents leaving the workloads running; the next `up` on the data dir waits for
 // them to be gone and re-adopts the workloads, pids unchanged.
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir, hostname } from 'node:os';
 import { join, resolve } from 'node:path';
+import { type ControlPlane, startControlPlane } from '../controlplane/controlplane.ts';
 import { installCrds } from '../crds/install.ts';
-import { type ControlPlane, startControlPlane } from '../hack/controlplane/controlplane.ts';
 import { loadKubeConfig } from '../kube/index.ts';
+import { isTmpfs } from '../platform/fs.ts';
 import { type StopCause, untilSignal } from './signals.ts';
 import { type ChildExit, SupervisedChild } from './up-children.ts';
 import { DataDirInUse, type DataDirLock, lockDataDir } from './up-lock.ts';
@@ -77,17 +78,6 @@ function upRunDir(dataDir: string): string | undefined {
   const base = process.getuid?.() === 0 ? '/run' : xdg?.startsWith('/') ? xdg : undefined;
   if (!base || !isTmpfs(base)) return undefined;
   return join(base, 'orrery', `up-${dataDirKey(dataDir)}`);
-}
-
-/** statfs(2) f_type of tmpfs (linux/magic.h). */
-const TMPFS_MAGIC = 0x01021994;
-
-export function isTmpfs(dir: string): boolean {
-  try {
-    return statfsSync(dir).type === TMPFS_MAGIC;
-  } catch {
-    return false;
-  }
 }
 
 /**

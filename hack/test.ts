@@ -8,10 +8,10 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { ensureControlPlaneBinary, startControlPlane } from '../controlplane/controlplane.ts';
 import { installCrds } from '../crds/install.ts';
 import { loadKubeConfig } from '../kube/config.ts';
 import { packagePath } from '../platform/package.ts';
-import { ensureControlPlaneBinary, startControlPlane } from './controlplane/controlplane.ts';
 
 const log = (message: string) => console.log(`[test] ${message}`);
 

@@ -1,10 +1,9 @@
-import type { Host, Instance, Replica, Service } from '../crds/types.ts';
 import type { KubeApi, Query } from './api.ts';
 import type { KubeList, KubeObject, ObjectMeta } from './types.ts';
 
 /**
  * A generic typed client for one kind, described by group/version/plural. Works the same
- * for core kinds (group ''), Orrery's CRDs, namespaced and cluster-scoped kinds; it is a thin
+ * for core kinds (group ''), custom resources (Orrery's are in crds/resources.ts), namespaced and cluster-scoped kinds; it is a thin
  * URL builder over the API conventions
  * (https://kubernetes.io/docs/reference/using-api/api-concepts/).
  */
@@ -24,37 +23,6 @@ export function apiVersionOf(d: ResourceDescriptor<KubeObject>): string {
   return d.group === '' ? d.version : `${d.group}/${d.version}`;
 }
 
-export const ORRERY_GROUP = 'orrery.dev';
-export const ORRERY_VERSION = 'v1alpha1';
-
-export const INSTANCES: ResourceDescriptor<Instance> = {
-  group: ORRERY_GROUP,
-  version: ORRERY_VERSION,
-  plural: 'instances',
-  kind: 'Instance',
-  namespaced: true,
-};
-export const REPLICAS: ResourceDescriptor<Replica> = {
-  group: ORRERY_GROUP,
-  version: ORRERY_VERSION,
-  plural: 'replicas',
-  kind: 'Replica',
-  namespaced: true,
-};
-export const SERVICES: ResourceDescriptor<Service> = {
-  group: ORRERY_GROUP,
-  version: ORRERY_VERSION,
-  plural: 'services',
-  kind: 'Service',
-  namespaced: true,
-};
-export const HOSTS: ResourceDescriptor<Host> = {
-  group: ORRERY_GROUP,
-  version: ORRERY_VERSION,
-  plural: 'hosts',
-  kind: 'Host',
-  namespaced: false,
-};
 export const LEASES: ResourceDescriptor = {
   group: 'coordination.k8s.io',
   version: 'v1',

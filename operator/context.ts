@@ -2,23 +2,20 @@
 // operator's field manager, the informers (the only way controllers see the cluster), the event
 // recorder and the logger. Built once per leadership term.
 
+import { SYSTEM_NAMESPACE } from '../crds/labels.ts';
+import { HOSTS, INSTANCES, REPLICAS, SERVICES } from '../crds/resources.ts';
 import type { Host, Instance, Replica, Service } from '../crds/types.ts';
 import {
   EventRecorder,
-  HOSTS,
-  INSTANCES,
   Informer,
   type KubeApi,
   LEASES,
   type Lease,
   type Logger,
-  REPLICAS,
   type ResourceClient,
   resourceClient,
-  SERVICES,
   typed,
 } from '../kube/index.ts';
-import { SYSTEM_NAMESPACE } from './labels.ts';
 
 export const FIELD_MANAGER = 'orrery-operator';
 

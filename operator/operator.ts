@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { type Logger, pino } from 'pino';
+import { hostOfLease, OPERATOR_LEASE_NAME, SYSTEM_NAMESPACE } from '../crds/labels.ts';
 import {
   enqueueFromInformer,
   enqueueOwner,
@@ -21,14 +22,8 @@ import {
   WorkQueue,
 } from '../kube/index.ts';
 import { allInformers, createContext, FIELD_MANAGER, type OperatorContext } from './context.ts';
-import {
-  hostOfLease,
-  LeaseObserver,
-  reconcileHost,
-  reconcileOrphanedTermination,
-} from './hosts/controller.ts';
+import { LeaseObserver, reconcileHost, reconcileOrphanedTermination } from './hosts/controller.ts';
 import { CreateExpectations, reconcileInstance } from './instance/controller.ts';
-import { SYSTEM_NAMESPACE } from './labels.ts';
 import { OperatorMetrics } from './metrics.ts';
 import {
   placeAtCreation,
@@ -87,7 +82,7 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
   const elector = new LeaderElector({
     client: leaseClient(api, FIELD_MANAGER),
     namespace: SYSTEM_NAMESPACE,
-    name: opts.leaderLeaseName ?? 'orrery-operator',
+    name: opts.leaderLeaseName ?? OPERATOR_LEASE_NAME,
     identity,
     leaseDurationSeconds,
     renewDeadlineMs: opts.renewDeadlineMs ?? Math.floor(leaseDurationSeconds * 1000 * (2 / 3)),

@@ -13,10 +13,11 @@
 
 import type { Server } from 'node:http';
 import type { Logger } from 'pino';
+import { HOST_LABEL, hostLeaseName, RUNTIME_FINALIZER, SYSTEM_NAMESPACE } from '../../crds/labels.ts';
+import { HOSTS, REPLICAS } from '../../crds/resources.ts';
 import type { ReplicaStatus as ApiReplicaStatus, Host, Replica } from '../../crds/types.ts';
 import {
   EventRecorder,
-  HOSTS,
   Informer,
   isAlreadyExists,
   isConflict,
@@ -30,7 +31,6 @@ import {
   LeaseHeartbeat,
   leaseClient,
   loadKubeConfig,
-  REPLICAS,
   type ResourceClient,
   type RunningController,
   resourceClient,
@@ -39,7 +39,6 @@ import {
   typed,
   WorkQueue,
 } from '../../kube/index.ts';
-import { RUNTIME_FINALIZER, SYSTEM_NAMESPACE } from '../../operator/labels.ts';
 import { version } from '../../platform/package.ts';
 import type { Runtime } from '../engine.ts';
 import type { ReplicaPhase, RuntimeEvent } from '../supervisor/spec.ts';
@@ -462,11 +461,11 @@ export async function joinCluster({
     heartbeat = new LeaseHeartbeat({
       client: countingLeaseClient(leaseClient(api, fieldManager), onRenewFailure),
       namespace: SYSTEM_NAMESPACE,
-      name: `host-${me}`,
+      name: hostLeaseName(me),
       holderIdentity: me,
       leaseDurationSeconds: o.leaseDurationSeconds,
       renewIntervalMs: o.leaseRenewIntervalMs,
-      labels: { 'orrery.dev/host': me },
+      labels: { [HOST_LABEL]: me },
       onLost,
       onRecovered,
       log,

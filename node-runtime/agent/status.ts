@@ -12,13 +12,13 @@
  */
 import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
+import { setConditions } from '../../crds/conditions.ts';
 import type {
   ProcessStatus as ApiProcessStatus,
   ReplicaStatus as ApiReplicaStatus,
   Replica,
 } from '../../crds/types.ts';
 import { isConflict, isNotFound, type ResourceClient } from '../../kube/index.ts';
-import { setConditions } from '../../operator/conditions.ts';
 import type { ReplicaStatus as RuntimeReplicaStatus } from '../supervisor/spec.ts';
 
 /** Why the agent could not run a replica at all (validation, port allocation): shown as phase Failed. */

@@ -9,28 +9,17 @@
 //   a lease duration (self-fencing), so two copies do not run for long.
 // - Terminating Replicas on a host that is gone or silent, or bound to no host, get their
 //   finalizer removed here, since no runtime will.
+
+import { setConditions } from '../../crds/conditions.ts';
+import { hostLeaseName, hostOfLease, RUNTIME_FINALIZER, SYSTEM_NAMESPACE } from '../../crds/labels.ts';
 import type { Host, Replica } from '../../crds/types.ts';
 import { isConflict, isNotFound, type Lease, type ReconcileResult } from '../../kube/index.ts';
 import { forEachLimited } from '../concurrency.ts';
-import { setConditions } from '../conditions.ts';
 import type { OperatorContext } from '../context.ts';
-import { RUNTIME_FINALIZER, SYSTEM_NAMESPACE } from '../labels.ts';
 
 export interface HostLifecycleOptions {
   /** How long a Host may go without renewing its Lease before its replicas move. Default 1000 ms. */
   graceMs: number;
-}
-
-const HOST_LEASE_PREFIX = 'host-';
-
-export function hostLeaseName(host: string): string {
-  return `${HOST_LEASE_PREFIX}${host}`;
-}
-
-/** The host a heartbeat Lease belongs to (`host-<name>`), or undefined for any other Lease. */
-export function hostOfLease(lease: Lease): string | undefined {
-  const name = lease.metadata?.name ?? '';
-  return name.startsWith(HOST_LEASE_PREFIX) ? name.slice(HOST_LEASE_PREFIX.length) : undefined;
 }
 
 /**

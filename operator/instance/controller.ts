@@ -1,12 +1,8 @@
 // The Instance controller: reconcile(namespace/name) keeps the Instance's Replicas as
 // planInstance says (create, scale, roll) and writes the aggregated status. It reads only the
 // informer caches; its writes come back through them, so it converges however events arrive.
-import type { Instance, InstanceStatus, Replica } from '../../crds/types.ts';
-import { isAlreadyExists, isConflict, isNotFound, type ReconcileResult, splitKey } from '../../kube/index.ts';
-import { forEachLimited } from '../concurrency.ts';
-import { type ConditionInput, sameConditions, setConditions } from '../conditions.ts';
-import type { OperatorContext } from '../context.ts';
-import { templateHash } from '../hash.ts';
+
+import { type ConditionInput, sameConditions, setConditions } from '../../crds/conditions.ts';
 import {
   HOST_LABEL,
   INSTANCE_FINALIZER,
@@ -14,7 +10,13 @@ import {
   ORDINAL_LABEL,
   RUNTIME_FINALIZER,
   TEMPLATE_HASH_LABEL,
-} from '../labels.ts';
+} from '../../crds/labels.ts';
+import type { Instance, InstanceStatus, Replica } from '../../crds/types.ts';
+import { isAlreadyExists, isConflict, isNotFound, type ReconcileResult, splitKey } from '../../kube/index.ts';
+import { forEachLimited } from '../concurrency.ts';
+import type { OperatorContext } from '../context.ts';
+import { templateHash } from '../hash.ts';
+import type { Placer } from '../scheduler/fit.ts';
 import { type InstancePlan, planInstance, replicaName } from './plan.ts';
 
 /** API writes in flight at once within one reconcile. */
@@ -64,15 +66,6 @@ export function newReplica(instance: Instance, ordinal: number, hash: string): R
     spec: { instance: name, ordinal, templateHash: hash, template: instance.spec.template },
   };
 }
-
-/**
- * Chooses a host for a Replica about to be created (the scheduler's decision, made at creation so
- * the Replica is written once, already bound: half the writes and watch events of create-then-bind
- * in a burst, one round trip less per start). Returns the host and how to take the choice back
- * when the create fails; undefined leaves the Replica unbound for the scheduler controller, which
- * then says why nothing fits.
- */
-export type Placer = (key: string, replica: Replica) => { host: string; undo(): void } | undefined;
 
 /**
  * Replicas created but not yet seen by the informer (the ReplicaSet controller's "expectations"):

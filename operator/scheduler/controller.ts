@@ -5,6 +5,9 @@
 //
 // Host usage is kept incrementally from the Replica informer plus the bindings made but not yet
 // seen back ("assumed", as kube-scheduler's cache does), so one decision costs O(hosts).
+
+import { setConditions } from '../../crds/conditions.ts';
+import { HOST_LABEL } from '../../crds/labels.ts';
 import type { Replica } from '../../crds/types.ts';
 import {
   isConflict,
@@ -14,11 +17,16 @@ import {
   type ReconcileResult,
   splitKey,
 } from '../../kube/index.ts';
-import { setConditions } from '../conditions.ts';
 import type { OperatorContext } from '../context.ts';
-import type { Placer } from '../instance/controller.ts';
-import { HOST_LABEL } from '../labels.ts';
-import { addUsage, emptyUsage, type HostUsage, pickHost, type ScheduleResult, usageIn } from './fit.ts';
+import {
+  addUsage,
+  emptyUsage,
+  type HostUsage,
+  type Placer,
+  pickHost,
+  type ScheduleResult,
+  usageIn,
+} from './fit.ts';
 
 /** Bound replicas per host, maintained from informer events and our own bindings. */
 export class SchedulerCache {

@@ -1,9 +1,10 @@
 // The Service controller: reconcile(namespace/name) gives the Service a stable virtual IP from
 // the loopback range and keeps its endpoint counts and conditions current. The mesh proxies
 // watch Services and Replicas themselves; this status is for people and tools.
+
+import { sameConditions, setConditions } from '../../crds/conditions.ts';
 import type { Replica, Service, ServiceStatus } from '../../crds/types.ts';
 import { isNotFound, objectKey, type ReconcileResult } from '../../kube/index.ts';
-import { sameConditions, setConditions } from '../conditions.ts';
 import type { OperatorContext } from '../context.ts';
 import { isReady } from '../instance/plan.ts';
 import { allocateVip, type Cidr, inRange } from './vip.ts';

@@ -12,7 +12,7 @@ import {
   type ControlPlane,
   ensureControlPlaneBinary,
   startControlPlane,
-} from '../../hack/controlplane/controlplane.ts';
+} from '../../controlplane/controlplane.ts';
 
 export interface TestCluster {
   kubeconfig: string;

@@ -7,20 +7,12 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { pino } from 'pino';
+import { INSTANCE_LABEL } from '../../crds/labels.ts';
+import { HOSTS, INSTANCES, REPLICAS } from '../../crds/resources.ts';
 import type { Host, Instance, Replica } from '../../crds/types.ts';
-import {
-  HOSTS,
-  INSTANCES,
-  KubeApi,
-  loadKubeConfig,
-  REPLICAS,
-  type ResourceClient,
-  resourceClient,
-  typed,
-} from '../../kube/index.ts';
-import { INSTANCE_LABEL } from '../../operator/labels.ts';
+import { KubeApi, loadKubeConfig, type ResourceClient, resourceClient, typed } from '../../kube/index.ts';
 import { type Operator, startOperator } from '../../operator/operator.ts';
-import { agentDirs, type ChildAgent, childAgent } from '../integration/fixtures/agent-harness.ts';
+import { agentDirs, type ChildAgent, childAgent } from './agent-harness.ts';
 import { freshNamespace, kubectl } from './cluster.ts';
 import { orreryCluster } from './orrery.ts';
 

@@ -6,9 +6,10 @@ import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { pino } from 'pino';
+import { type ControlPlane, startControlPlane } from '../../controlplane/controlplane.ts';
+import { HOSTS, REPLICAS } from '../../crds/resources.ts';
 import type { Host, Replica } from '../../crds/types.ts';
-import { type ControlPlane, startControlPlane } from '../../hack/controlplane/controlplane.ts';
-import { HOSTS, KubeApi, loadKubeConfig, REPLICAS, resourceClient, typed } from '../../kube/index.ts';
+import { KubeApi, loadKubeConfig, resourceClient, typed } from '../../kube/index.ts';
 import { startAgent } from '../../node-runtime/agent/index.ts';
 import {
   agentDirs,
@@ -18,7 +19,7 @@ import {
   removeCgroupTree,
   replicaObject,
   waitFor,
-} from './fixtures/agent-harness.ts';
+} from '../helpers/agent-harness.ts';
 
 test('an agent that cannot renew its Lease kills its replicas, and runs them again when the API is back', async (t) => {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'orrery-fence-cp-'));

@@ -18,7 +18,7 @@ import {
   replicaObject,
   testNamespace,
   waitFor,
-} from './fixtures/agent-harness.ts';
+} from '../helpers/agent-harness.ts';
 
 test.before(async () => {
   await kubeForTests();

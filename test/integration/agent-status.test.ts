@@ -2,10 +2,11 @@
 // status with the resourceVersion, chained on its own last write, and a merge patch when the
 // object changed meanwhile.
 import test from 'ava';
+import { REPLICAS } from '../../crds/resources.ts';
 import type { Replica } from '../../crds/types.ts';
-import { REPLICAS, resourceClient, typed } from '../../kube/index.ts';
+import { resourceClient, typed } from '../../kube/index.ts';
 import { type OwnWrites, replaceReplicaStatus } from '../../node-runtime/agent/status.ts';
-import { kubeForTests, replicaObject, testNamespace } from './fixtures/agent-harness.ts';
+import { kubeForTests, replicaObject, testNamespace } from '../helpers/agent-harness.ts';
 
 test('status is replaced with the resourceVersion, chained on its own writes, and merge-patched after a conflict', async (t) => {
   const k = await kubeForTests();

@@ -1,4 +1,4 @@
-// The local control plane (hack/controlplane, docs/DESIGN.md §8) is the real kube-apiserver: these tests
+// The local control plane (controlplane, docs/DESIGN.md §8) is the real kube-apiserver: these tests
 // talk to it with the real kubectl and @kubernetes/client-node, and start, stop and restart
 // private instances of it on their own data dirs.
 import { spawn, spawnSync } from 'node:child_process';
@@ -9,12 +9,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApiException, CoreV1Api, KubeConfig, type V1ConfigMap, Watch } from '@kubernetes/client-node';
 import test, { type ExecutionContext } from 'ava';
-import { kubernetesVersion } from '../../hack/controlplane/binary.ts';
+import { kubernetesVersion } from '../../controlplane/binary.ts';
 import {
   type ControlPlane,
   ensureControlPlaneBinary,
   startControlPlane,
-} from '../../hack/controlplane/controlplane.ts';
+} from '../../controlplane/controlplane.ts';
 import { freshNamespace, kubectl, testCluster } from '../helpers/cluster.ts';
 
 function coreApi(kubeconfig: string): CoreV1Api {
@@ -70,7 +70,7 @@ test('the apiserver answers kubectl version and api-resources', async (t) => {
     minor: string;
   };
   t.log(`server version ${serverVersion.gitVersion}`);
-  // The release hack/controlplane/go.mod requires of k8s.io/kubernetes, stamped in at build time.
+  // The release controlplane/go.mod requires of k8s.io/kubernetes, stamped in at build time.
   const expected = await kubernetesVersion();
   t.is(serverVersion.gitVersion, expected);
   t.deepEqual([serverVersion.major, serverVersion.minor], expected.slice(1).split('.').slice(0, 2));
@@ -510,7 +510,7 @@ test.serial('the control plane exits when the process that started it is killed'
     console.log(JSON.stringify({ pid: plane.pid }));
     setInterval(() => {}, 1000);
   `;
-  const moduleUrl = new URL('../../hack/controlplane/controlplane.ts', import.meta.url).href;
+  const moduleUrl = new URL('../../controlplane/controlplane.ts', import.meta.url).href;
   const parent = spawn(process.execPath, ['--input-type=module', '-e', script, moduleUrl, dataDir], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -10,13 +10,14 @@ import { createInterface } from 'node:readline';
 import test from 'ava';
 import { pino } from 'pino';
 import { installCrds } from '../../crds/install.ts';
+import { INSTANCES, REPLICAS } from '../../crds/resources.ts';
 import type { Instance, Replica } from '../../crds/types.ts';
-import { INSTANCES, KubeApi, loadKubeConfig, REPLICAS, resourceClient, typed } from '../../kube/index.ts';
+import { KubeApi, loadKubeConfig, resourceClient, typed } from '../../kube/index.ts';
 import { startOperator } from '../../operator/operator.ts';
+import { removeCgroupTree } from '../helpers/agent-harness.ts';
 import { privateControlPlane } from '../helpers/cluster.ts';
 import { alive } from '../helpers/e2e.ts';
 import { eventually } from '../helpers/wait.ts';
-import { removeCgroupTree } from './fixtures/agent-harness.ts';
 
 const repoRoot = join(import.meta.dirname, '..', '..');
 

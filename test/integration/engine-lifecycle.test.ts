@@ -18,7 +18,7 @@ import {
   tempRoot,
   uniqueParent,
   waitFor,
-} from './fixtures/engine-harness.ts';
+} from '../helpers/engine-harness.ts';
 
 test('run is idempotent by id; a different spec under a running id is refused', async (t) => {
   const { rt } = await harness(t);

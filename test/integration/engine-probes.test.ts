@@ -4,7 +4,7 @@ import net from 'node:net';
 import test from 'ava';
 import { closeFd, netnsConnect, pidfdOpen } from '../../node-runtime/native/index.ts';
 import { ProbeRunner, runProbeOnce } from '../../node-runtime/probes/runner.ts';
-import { harness, nextEvent, replica } from './fixtures/engine-harness.ts';
+import { harness, nextEvent, replica } from '../helpers/engine-harness.ts';
 
 async function server(t: import('ava').ExecutionContext, status: () => number): Promise<number> {
   const srv = http.createServer((_req, res) => {

@@ -4,7 +4,6 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
-import { host as machine } from '../helpers/features.ts';
 import {
   isAlive,
   newRuntime,
@@ -15,7 +14,8 @@ import {
   runtimeDirs,
   sleep,
   waitFor,
-} from './fixtures/engine-harness.ts';
+} from '../helpers/engine-harness.ts';
+import { host as machine } from '../helpers/features.ts';
 
 const hostScript = fileURLToPath(new URL('./fixtures/engine-host.ts', import.meta.url));
 

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { harness, nextEvent, recordEvents, replica, sleep, waitFor } from './fixtures/engine-harness.ts';
+import { harness, nextEvent, recordEvents, replica, sleep, waitFor } from '../helpers/engine-harness.ts';
 
 test('a missing binary is reported as ExecFailed ENOENT and backoff prevents a restart storm', async (t) => {
   const { rt } = await harness(t);

@@ -2,10 +2,11 @@
 // aggregated into one Event with a count, and `kubectl describe` shows them.
 import test from 'ava';
 import { installCrds } from '../../crds/install.ts';
+import { HOSTS } from '../../crds/resources.ts';
 import { KubeApi } from '../../kube/api.ts';
 import { loadKubeConfig } from '../../kube/config.ts';
 import { EventRecorder } from '../../kube/events.ts';
-import { CONFIGMAPS, HOSTS, ResourceClient } from '../../kube/resources.ts';
+import { CONFIGMAPS, ResourceClient } from '../../kube/resources.ts';
 import { freshNamespace, kubectl, testCluster } from '../helpers/cluster.ts';
 
 let api: KubeApi;

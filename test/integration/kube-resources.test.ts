@@ -3,19 +3,13 @@
 // kinds, and the Replica `spec.host` field selector the host agent relies on.
 import test from 'ava';
 import { installCrds } from '../../crds/install.ts';
+import { HOSTS, INSTANCES, REPLICAS } from '../../crds/resources.ts';
 import type { Instance, Replica } from '../../crds/types.ts';
 import { KubeApi } from '../../kube/api.ts';
 import { loadKubeConfig } from '../../kube/config.ts';
 import { isAlreadyExists, isConflict, isInvalid, isNotFound, type KubeApiError } from '../../kube/errors.ts';
 import { Informer } from '../../kube/informer.ts';
-import {
-  type Applied,
-  CONFIGMAPS,
-  HOSTS,
-  INSTANCES,
-  REPLICAS,
-  ResourceClient,
-} from '../../kube/resources.ts';
+import { type Applied, CONFIGMAPS, ResourceClient } from '../../kube/resources.ts';
 import type { KubeObject } from '../../kube/types.ts';
 import { freshNamespace, testCluster } from '../helpers/cluster.ts';
 

@@ -7,7 +7,6 @@ import {
   type ExitStatus,
   readExitStatusFile,
   SpawnError,
-  type Spawned,
   type SpawnRequest,
   sendSignal,
   spawn,

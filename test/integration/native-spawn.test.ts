@@ -1,8 +1,7 @@
 // The native addon starts real processes: exit codes and signals come back through the pidfd,
 // exec errors come back as SpawnError naming the step, and the child gets exactly the
 // environment, identity and stdio it was asked for.
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { kernelAtLeast } from '../../node-runtime/cgroups/detect.ts';
@@ -11,7 +10,6 @@ import {
   kernelFeatures,
   processStartTime,
   SpawnError,
-  type Spawned,
   type SpawnRequest,
   sendSignal,
   spawn,

@@ -4,20 +4,18 @@
 import { randomBytes } from 'node:crypto';
 import test, { type ExecutionContext } from 'ava';
 import { pino } from 'pino';
+import { INSTANCE_LABEL, RUNTIME_FINALIZER, SYSTEM_NAMESPACE } from '../../crds/labels.ts';
+import { HOSTS, INSTANCES, REPLICAS } from '../../crds/resources.ts';
 import type { Host, Instance, Replica } from '../../crds/types.ts';
 import {
   EVENTS,
-  HOSTS,
-  INSTANCES,
   KubeApi,
   leaseClient,
   loadKubeConfig,
-  REPLICAS,
   renewLease,
   resourceClient,
   typed,
 } from '../../kube/index.ts';
-import { INSTANCE_LABEL, RUNTIME_FINALIZER, SYSTEM_NAMESPACE } from '../../operator/labels.ts';
 import { type Operator, startOperator } from '../../operator/operator.ts';
 import { freshNamespace } from '../helpers/cluster.ts';
 import { orreryCluster } from '../helpers/orrery.ts';

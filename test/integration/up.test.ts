@@ -5,17 +5,10 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { formatLogLine } from '../../cli/up-children.ts';
+import { ensureControlPlaneBinary } from '../../controlplane/controlplane.ts';
+import { INSTANCES, REPLICAS } from '../../crds/resources.ts';
 import type { Instance, Replica } from '../../crds/types.ts';
-import { ensureControlPlaneBinary } from '../../hack/controlplane/controlplane.ts';
-import {
-  INSTANCES,
-  KubeApi,
-  loadKubeConfig,
-  REPLICAS,
-  type ResourceClient,
-  resourceClient,
-  typed,
-} from '../../kube/index.ts';
+import { KubeApi, loadKubeConfig, type ResourceClient, resourceClient, typed } from '../../kube/index.ts';
 import { CgroupManager, detectCgroupLayout } from '../../node-runtime/cgroups/index.ts';
 import { liveStartTime } from '../../platform/proc.ts';
 import { eventually } from '../helpers/wait.ts';

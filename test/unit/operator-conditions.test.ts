@@ -1,5 +1,5 @@
 import test from 'ava';
-import { sameConditions, setConditions } from '../../operator/conditions.ts';
+import { sameConditions, setConditions } from '../../crds/conditions.ts';
 
 test('setConditions moves lastTransitionTime only when the status changes', (t) => {
   const t0 = new Date('2026-01-01T00:00:00Z');

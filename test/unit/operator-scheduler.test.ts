@@ -1,7 +1,7 @@
 import test from 'ava';
 import type { Host, Replica } from '../../crds/types.ts';
 import { SchedulerCache } from '../../operator/scheduler/controller.ts';
-import { addUsage, emptyUsage, type HostUsage, pickHost, usageIn } from '../../operator/scheduler/fit.ts';
+import { addUsage, type HostUsage, pickHost, usageIn } from '../../operator/scheduler/fit.ts';
 
 function host(
   name: string,

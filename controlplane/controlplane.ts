@@ -1,4 +1,4 @@
-// Starts and stops the local control plane (hack/controlplane, docs/DESIGN.md §8): the real
+// Starts and stops the local control plane (controlplane, docs/DESIGN.md §8): the real
 // kube-apiserver over embedded etcd, one process, loopback only.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';

@@ -1,6 +1,6 @@
 // metav1.Condition bookkeeping, as apimachinery's meta.SetStatusCondition does it:
 // lastTransitionTime changes only when status changes.
-import type { Condition } from '../crds/types.ts';
+import type { Condition } from './types.ts';
 
 export type ConditionInput = Pick<Condition, 'type' | 'status' | 'reason' | 'message'>;
 

@@ -1,4 +1,4 @@
-// Builds hack/controlplane once and caches the binary, keyed by what decides its content:
+// Builds controlplane once and caches the binary, keyed by what decides its content:
 // go.mod, go.sum, the Go sources of this directory and the Go toolchain's version. A second
 // call (another test file, another `npm test`) finds it and does not rebuild.
 import { execFile, spawn } from 'node:child_process';
@@ -9,12 +9,12 @@ import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { packagePath } from '../../platform/package.ts';
+import { packagePath } from '../platform/package.ts';
 
 const execFileAsync = promisify(execFile);
 
 /** The Go module of the control plane (this file's directory). */
-export const sourceDir = packagePath('hack', 'controlplane');
+export const sourceDir = packagePath('controlplane');
 export const binaryName = 'orrery-controlplane';
 
 export interface EnsureBinaryOptions {
@@ -222,7 +222,7 @@ async function goBuild(output: string, log: (msg: string) => void): Promise<void
   });
 }
 
-// `node hack/controlplane/binary.ts` builds (or finds) the binary and prints its path, e.g.
+// `node controlplane/binary.ts` builds (or finds) the binary and prints its path, e.g.
 // before a single-file `npx ava` run, whose 3-minute timeout a cold build would exceed.
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   ensureControlPlaneBinary({ log: (msg) => console.error(msg) }).then(

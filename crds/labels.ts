@@ -1,0 +1,33 @@
+// The names that tie Orrery's objects together: labels, finalizers, the system namespace and
+// the Leases in it. The operator, the host runtimes and the CLI all take them from here.
+
+/** On every Replica: the name of the Instance that owns it. */
+export const INSTANCE_LABEL = 'orrery.dev/instance';
+/** On every Replica: hash of the template it runs (changes trigger a rolling update). */
+export const TEMPLATE_HASH_LABEL = 'orrery.dev/template-hash';
+/** On every Replica: its ordinal, for label selection. */
+export const ORDINAL_LABEL = 'orrery.dev/ordinal';
+/** On a bound Replica: the Host it runs on (mirrors spec.host, for label selectors). */
+export const HOST_LABEL = 'orrery.dev/host';
+/** On Replicas: held by the runtime of spec.host until it has stopped the processes. */
+export const RUNTIME_FINALIZER = 'orrery.dev/runtime';
+/** On Instances: held by the operator until every Replica is gone, so deleting one waits for its processes. */
+export const INSTANCE_FINALIZER = 'orrery.dev/replicas';
+/** Namespace of the operator's and runtimes' Leases. */
+export const SYSTEM_NAMESPACE = 'orrery-system';
+
+const HOST_LEASE_PREFIX = 'host-';
+
+/** The heartbeat Lease of a host runtime, in SYSTEM_NAMESPACE. */
+export function hostLeaseName(host: string): string {
+  return `${HOST_LEASE_PREFIX}${host}`;
+}
+
+/** The host a heartbeat Lease belongs to (`host-<name>`), or undefined for any other Lease. */
+export function hostOfLease(lease: { metadata?: { name?: string } }): string | undefined {
+  const name = lease.metadata?.name ?? '';
+  return name.startsWith(HOST_LEASE_PREFIX) ? name.slice(HOST_LEASE_PREFIX.length) : undefined;
+}
+
+/** The operator's leader-election Lease, in SYSTEM_NAMESPACE (the default of --leader-lease-name). */
+export const OPERATOR_LEASE_NAME = 'orrery-operator';
