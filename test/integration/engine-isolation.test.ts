@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import test from 'ava';
 import { CgroupManager, detectCgroupLayout } from '../../node-runtime/cgroups/index.ts';
-import { harness, isAlive, nextEvent, readLog, replica, sleep, waitFor } from './fixtures/engine-harness.ts';
+import { harness, isAlive, nextEvent, readLog, replica, waitFor } from '../helpers/engine-harness.ts';
 
 test('a daemonized grandchild does not survive stop: nothing of the cgroup is left alive', async (t) => {
   const h = await harness(t);
@@ -50,27 +50,53 @@ test('a process allocating past its memory limit is OOM-killed and reported OOMK
 });
 
 test('a pids limit contains a fork bomb and the runtime keeps responding', async (t) => {
-  const { rt } = await harness(t);
-  const bomb = 'f() { f | f & }; f; sleep 1000';
+  const h = await harness(t);
+  // exec: the supervised process forks once, for the bomb, and needs no fork after it.
+  const bomb = 'f() { f | f & }; f; exec sleep 1000';
   const spec = replica([{ restart: 'temporary', command: ['sh', '-c', bomb] }], { resources: { pids: 64 } });
-  await rt.run(spec);
-  await sleep(1000);
-  const stats = await rt.stats(spec.id);
-  t.true(stats.pids <= 64, `${stats.pids} tasks in the cgroup`);
-  // The event loop still turns promptly while the bomb runs.
-  const started = Date.now();
-  await sleep(10);
-  t.true(Date.now() - started < 1000, 'timers still fire');
-  t.is(typeof rt.status(spec.id).phase, 'string');
-  await rt.stop(spec.id, { graceSeconds: 0 });
-  t.false(rt.has(spec.id));
+  const main = (await h.rt.run(spec)).processes[0]?.pid as number;
+  const cgroup = new CgroupManager({ layout: detectCgroupLayout(), parent: h.parent }).open(spec.id);
+  const pidsMax = cgroup?.plan.files.pidsMax;
+  if (!pidsMax) throw new Error('the replica cgroup has no pids.max');
+  // pids.events counts the forks the kernel refused at the limit: the bomb has hit it.
+  const refused = async () =>
+    Number(/^max (\d+)$/m.exec(await readFile(path.join(path.dirname(pidsMax), 'pids.events'), 'utf8'))?.[1]);
+  let most = 0;
+  await waitFor(
+    async () => {
+      most = Math.max(most, (await h.rt.stats(spec.id)).pids);
+      return (await refused()) > 0;
+    },
+    10_000,
+    'a fork refused at the pids limit',
+  );
+  most = Math.max(most, (await h.rt.stats(spec.id)).pids);
+  t.true(most <= 64, `${most} tasks in the cgroup at most`);
+  t.true(most > 1, 'the bomb forked');
+  // The supervised process outlived its bomb, and the runtime still runs other replicas.
+  t.is(h.rt.status(spec.id).phase, 'Running');
+  t.true(await isAlive(main), 'the supervised process is alive');
+  const other = replica([{ restart: 'temporary', command: ['sh', '-c', 'echo still running replicas'] }]);
+  await h.rt.run(other);
+  await waitFor(
+    () => ['Succeeded', 'Failed'].includes(h.rt.status(other.id).phase),
+    10_000,
+    'the other replica to finish',
+  );
+  t.is(h.rt.status(other.id).phase, 'Succeeded');
+  t.is(await readLog(h, other.id, 'p0'), 'still running replicas\n');
+  const members = (await cgroup?.pids()) ?? [];
+  await h.rt.stop(spec.id, { graceSeconds: 0 });
+  t.false(h.rt.has(spec.id));
+  for (const pid of members) t.false(await isAlive(pid), `pid ${pid} of the bomb is dead`);
 });
 
 test('with a pid namespace the workload sees itself as pid 2, gets our SIGTERM, and its hostname is the replica name', async (t) => {
   const h = await harness(t);
+  // The trap is set before the first line, so seeing the line means a SIGTERM now is caught.
   const script = [
-    'echo "pid=$$ host=$(cat /proc/sys/kernel/hostname)"',
     'trap \'echo "got TERM"; exit 0\' TERM',
+    'echo "pid=$$ host=$(cat /proc/sys/kernel/hostname)"',
     'while :; do sleep 0.05; done',
   ].join('\n');
   const spec = replica([{ command: ['sh', '-c', script], stopSignal: 'SIGTERM' }], {
@@ -97,15 +123,23 @@ test('stop signals the processes in reverse start order and kills the ones that 
   const h = await harness(t);
   const order = path.join(h.root, 'order');
   const polite = (name: string) =>
-    `trap 'echo ${name} >> ${order}; exit 0' TERM; while :; do sleep 0.02; done`;
+    `trap 'echo ${name} >> ${order}; exit 0' TERM; echo armed; while :; do sleep 0.02; done`;
   const spec = replica([
     { command: ['sh', '-c', polite('first')] },
     { command: ['sh', '-c', polite('second')] },
     // Ignores SIGTERM: only the cgroup kill after the grace ends it.
-    { command: ['sh', '-c', "trap '' TERM; while :; do sleep 0.02; done"] },
+    { command: ['sh', '-c', "trap '' TERM; echo armed; while :; do sleep 0.02; done"] },
   ]);
   const pids = (await h.rt.run(spec)).processes.map((p) => p.pid as number);
-  await sleep(100);
+  // A SIGTERM before a shell has set its trap would just kill it: wait until all three have.
+  await waitFor(
+    async () =>
+      (await Promise.all(['p0', 'p1', 'p2'].map((p) => readLog(h, spec.id, p)))).every((l) =>
+        l.includes('armed'),
+      ),
+    5000,
+    'the traps set',
+  );
   await h.rt.stop(spec.id, { graceSeconds: 0.5 });
   t.deepEqual((await readFile(order, 'utf8')).trim().split('\n'), ['second', 'first']);
   for (const pid of pids) t.false(await isAlive(pid));
