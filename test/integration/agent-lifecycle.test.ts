@@ -2,9 +2,9 @@
 // heartbeat, running a bound Replica, and deleting it.
 import { readFileSync } from 'node:fs';
 import test from 'ava';
+import { RUNTIME_FINALIZER, SYSTEM_NAMESPACE } from '../../crds/labels.ts';
 import type { Replica } from '../../crds/types.ts';
 import { replicaId } from '../../node-runtime/agent/index.ts';
-import { RUNTIME_FINALIZER, SYSTEM_NAMESPACE } from '../../operator/labels.ts';
 import {
   agentDirs,
   authed,
@@ -16,7 +16,7 @@ import {
   replicaObject,
   testNamespace,
   waitFor,
-} from './fixtures/agent-harness.ts';
+} from '../helpers/agent-harness.ts';
 
 test.before(async () => {
   await kubeForTests();
@@ -194,7 +194,7 @@ test('a Replica bound to another host is left alone', async (t) => {
   const ns = await testNamespace(t);
   const dirs = await agentDirs(t);
   const agent = await inProcessAgent(t, dirs);
-  await k.replicas.create(
+  const created = await k.replicas.create(
     replicaObject(ns, 'other-0', 'some-other-host', [{ name: 'main', command: ['sleep', '600'] }]),
   );
   await k.replicas.create(
@@ -204,11 +204,26 @@ test('a Replica bound to another host is left alone', async (t) => {
     (await k.replicas.get('api.v2-0', { namespace: ns })).status?.phase === 'Running' ? true : undefined,
   );
   const other = await k.replicas.get('other-0', { namespace: ns });
+  t.is(other.metadata.resourceVersion, created.metadata.resourceVersion, 'nothing wrote to other-0');
   t.is(other.status, undefined);
   t.false(agent.runtime.has(replicaId(ns, 'other-0')));
-  // The test plays the operator: drop the finalizer of the replica no runtime will handle.
+
+  // Both deleted, both held by the runtime finalizer: the agent finalizes its own replica (the
+  // point by which it has seen both deletions) and leaves the other host's to that host.
+  await k.replicas.delete('other-0', { namespace: ns });
+  await k.replicas.delete('api.v2-0', { namespace: ns });
+  await waitFor('api.v2-0 finalized and gone', async () =>
+    (await getOrUndefined(k.replicas, ns, 'api.v2-0')) === undefined ? true : undefined,
+  );
+  const pending = await getOrUndefined(k.replicas, ns, 'other-0');
+  t.truthy(pending?.metadata.deletionTimestamp, 'other-0 is still there, deleted and waiting');
+  t.deepEqual(pending?.metadata.finalizers, [RUNTIME_FINALIZER], 'its runtime finalizer is still on it');
+  t.false(agent.runtime.has(replicaId(ns, 'other-0')));
+  // The test plays the other host's runtime: drop the finalizer, and the object goes.
   await k.replicas.mergePatch('other-0', { metadata: { finalizers: null } }, { namespace: ns });
-  t.true((other.metadata.finalizers ?? []).includes(RUNTIME_FINALIZER));
+  await waitFor('other-0 gone', async () =>
+    (await getOrUndefined(k.replicas, ns, 'other-0')) === undefined ? true : undefined,
+  );
 });
 
 test('a readiness probe on a named, allocated port makes the Replica ready; a template change runs it again', async (t) => {
