@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "fd.h"
 #include "pidfd.h"
 #include "spawn_request.h"
 #include "trace.h"
@@ -61,20 +62,6 @@ static void init_argv(char **argv, int with_status, char *pid_slot, char *fd_str
     argv[i++] = fd_str;
   }
   argv[i] = NULL;
-}
-
-static void close_plan_fds(struct orrery_spawn_plan *plan, int status_fd, int pipe_fds[2]) {
-  for (int i = 0; i < plan->n_procs_fds; i++) close(plan->procs_fds[i]);
-  plan->n_procs_fds = 0;
-  for (int i = 0; i < plan->n_join_ns; i++) close(plan->join_ns_fds[i]);
-  plan->n_join_ns = 0;
-  if (plan->cgroup_dir_fd >= 0) close(plan->cgroup_dir_fd);
-  plan->cgroup_dir_fd = -1;
-  if (status_fd >= 0) close(status_fd);
-  for (int i = 0; i < 2; i++) {
-    if (pipe_fds[i] >= 0) close(pipe_fds[i]);
-    pipe_fds[i] = -1;
-  }
 }
 
 static uint64_t boottime_ns(void) {
@@ -149,6 +136,65 @@ static int open_join_namespaces(struct orrery_spawn_plan *plan, const struct orr
   return orrery_pidfd_alive(req->join_pidfd);
 }
 
+/* What a clone that worked leaves for the wait on its exec. */
+struct cloned {
+  pid_t pid;
+  int pidfd;
+  void *stack;                  /* the child stacks (orrery_clone) */
+  int v2_procs_index;           /* the plan's, for a cgroup.procs failure's path */
+  uint64_t before_ns, after_ns; /* CLOCK_BOOTTIME around the clone (start_time_of) */
+};
+
+/* The second half of a spawn: read the exec-error pipe, whose write ends only the child (and in
+ * init mode the workload) still hold. Takes read_fd and the stacks; the pidfd too on failure. */
+static int await_exec(const struct orrery_spawn_request *req, struct orrery_spawn_result *res, int read_fd,
+                      const struct cloned *child) {
+  struct orrery_exec_error rec;
+  ssize_t n;
+  do {
+    n = read(read_fd, &rec, sizeof rec);
+  } while (n < 0 && errno == EINTR);
+  int read_err = errno;
+  ORRERY_TRACE(TR_EOF);
+  close(read_fd);
+  /* EOF or a record: every task that could run on the child stacks has exec'd or exited. */
+  orrery_clone_release_stack(child->stack);
+  if (n == 0) {
+    res->pid = child->pid;
+    res->pidfd = child->pidfd;
+    /* The process exists until we reap it (we hold the only waiter), so /proc has it if needed. */
+    res->start_time = start_time_of(child->pid, child->before_ns, child->after_ns);
+    ORRERY_TRACE(TR_DONE);
+    return 0;
+  }
+  /* The child (or init) failed: it exits 127 right after writing; reap it before reporting. */
+  reap(child->pidfd);
+  if (n < 0) return fail(res, "read-exec-pipe", read_err, NULL);
+  if (n != (ssize_t)sizeof rec || rec.step <= STEP_NONE || rec.step >= STEP__COUNT)
+    return fail(res, "unknown", EPROTO, NULL);
+  const char *path = NULL;
+  switch (rec.step) {
+  case STEP_EXECVE: path = req->file; break;
+  case STEP_EXECVE_INIT: path = req->init_path; break;
+  case STEP_OPEN_LOG: path = req->log_path; break;
+  case STEP_EXIT_STATUS_FILE: path = req->exit_status_file; break;
+  case STEP_CHDIR: path = req->cwd; break;
+  case STEP_CGROUP_PROCS:
+    path = rec.index == child->v2_procs_index ? req->v2_dir
+           : (rec.index >= 0 && rec.index < req->n_procs_files) ? req->procs_files[rec.index]
+                                                                : NULL;
+    break;
+  default: break;
+  }
+  return fail(res, step_names[rec.step], rec.err, path);
+}
+
+/* Open what the child needs, clone, then close our copies of it (the child has its own: CLONE_VM
+ * does not share the fd table) and wait for the exec. A failure records itself with fail() where
+ * it happens (errno is still the call's) and jumps to the label that closes what was opened before
+ * it, in reverse order. After the clone, whether it worked or not, our write end of the pipe goes
+ * at once and the same labels run in full; the read end then goes to await_exec if there is a
+ * child. */
 int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_result *res) {
   struct orrery_spawn_plan plan;
   memset(&plan, 0, sizeof plan);
@@ -160,9 +206,13 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
   char *argv_init[8];
   char pid_slot[16] = "";
   char fd_str[16] = "";
+  struct cloned child = {.pid = -1, .pidfd = -1, .stack = NULL};
+  const char *step = NULL;
+  int rc = -1;
 
   if (orrery_trace_on) orrery_trace_reset();
   ORRERY_TRACE(TR_ENTER);
+  /* Nothing is open before the pipe. */
   if (req->n_procs_files > ORRERY_MAX_PROCS_FDS - 1)
     return fail(res, "cgroup.procs", E2BIG, NULL);
   if (pipe2(pipe_fds, O_CLOEXEC) < 0) return fail(res, "pipe2", errno, NULL);
@@ -174,38 +224,33 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
   int child_creates_status = req->init && req->exit_status_file && !req->has_uid && !req->has_gid;
   if (req->init && req->exit_status_file && !child_creates_status) {
     if (unlink(req->exit_status_file) < 0 && errno != ENOENT) {
-      int err = errno;
-      close_plan_fds(&plan, -1, pipe_fds);
-      return fail(res, "exit-status-file", err, req->exit_status_file);
+      rc = fail(res, "exit-status-file", errno, req->exit_status_file);
+      goto out_pipe;
     }
     status_fd = open(req->exit_status_file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
     if (status_fd < 0) {
-      int err = errno;
-      close_plan_fds(&plan, -1, pipe_fds);
-      return fail(res, "exit-status-file", err, req->exit_status_file);
+      rc = fail(res, "exit-status-file", errno, req->exit_status_file);
+      goto out_pipe;
     }
     ORRERY_TRACE(TR_STATUS_FILE);
   }
   for (int i = 0; i < req->n_procs_files; i++) {
     int fd = open(req->procs_files[i], O_WRONLY | O_CLOEXEC);
     if (fd < 0) {
-      int err = errno;
-      close_plan_fds(&plan, status_fd, pipe_fds);
-      return fail(res, "cgroup.procs", err, req->procs_files[i]);
+      rc = fail(res, "cgroup.procs", errno, req->procs_files[i]);
+      goto out_procs;
     }
     plan.procs_fds[plan.n_procs_fds++] = fd;
   }
   if (req->join_ns_flags && open_join_namespaces(&plan, req) < 0) {
-    int err = errno;
-    close_plan_fds(&plan, status_fd, pipe_fds);
-    return fail(res, "setns", err, NULL);
+    rc = fail(res, "setns", errno, NULL);
+    goto out_join;
   }
   if (req->v2_dir) {
     plan.cgroup_dir_fd = open(req->v2_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (plan.cgroup_dir_fd < 0) {
-      int err = errno;
-      close_plan_fds(&plan, status_fd, pipe_fds);
-      return fail(res, "cgroup.v2Dir", err, req->v2_dir);
+      rc = fail(res, "cgroup.v2Dir", errno, req->v2_dir);
+      goto out_join;
     }
   }
 
@@ -240,64 +285,29 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
     plan.exec_argv = req->argv;
   }
 
-  int pidfd = -1;
-  const char *step = NULL;
-  void *stack = NULL;
   ORRERY_TRACE(TR_PREPARED);
-  uint64_t before_ns = boottime_ns();
-  pid_t pid = orrery_clone(&plan, &pidfd, &step, &stack);
-  int clone_err = errno;
-  uint64_t after_ns = boottime_ns();
+  child.before_ns = boottime_ns();
+  child.pid = orrery_clone(&plan, &child.pidfd, &step, &child.stack);
+  if (child.pid < 0) rc = fail(res, step, errno, NULL);
+  child.after_ns = boottime_ns();
   ORRERY_TRACE(TR_CLONE_RETURNED);
-  /* Our copies only: the child has its own (CLONE_VM does not share the fd table). */
+  child.v2_procs_index = plan.v2_procs_index;
+  /* Our write end goes first: until it is closed, a clone on another thread (spawnAsync) copies it
+   * into its child, and our read below then waits for that child's exec too. */
   close(pipe_fds[1]);
   pipe_fds[1] = -1;
-  int v2_index = plan.v2_procs_index;
-  const char *v2_path = req->v2_dir;
-  int read_fd = pipe_fds[0];
-  pipe_fds[0] = -1;
-  close_plan_fds(&plan, status_fd, pipe_fds);
-  if (pid < 0) {
-    close(read_fd);
-    return fail(res, step, clone_err, NULL);
+  orrery_close_fd(plan.cgroup_dir_fd);
+out_join:
+  orrery_close_fds(plan.join_ns_fds, plan.n_join_ns);
+out_procs:
+  /* With v2Dir/cgroup.procs, if orrery_clone opened it (add_v2_procs_fd). */
+  orrery_close_fds(plan.procs_fds, plan.n_procs_fds);
+  orrery_close_fd(status_fd);
+out_pipe:
+  orrery_close_fd(pipe_fds[1]);
+  if (child.pid < 0) {
+    close(pipe_fds[0]);
+    return rc;
   }
-
-  struct orrery_exec_error rec;
-  ssize_t n;
-  do {
-    n = read(read_fd, &rec, sizeof rec);
-  } while (n < 0 && errno == EINTR);
-  int read_err = errno;
-  ORRERY_TRACE(TR_EOF);
-  close(read_fd);
-  /* EOF or a record: every task that could run on the child stacks has exec'd or exited. */
-  orrery_clone_release_stack(stack);
-  if (n == 0) {
-    res->pid = pid;
-    res->pidfd = pidfd;
-    /* The process exists until we reap it (we hold the only waiter), so /proc has it if needed. */
-    res->start_time = start_time_of(pid, before_ns, after_ns);
-    ORRERY_TRACE(TR_DONE);
-    return 0;
-  }
-  /* The child (or init) failed: it exits 127 right after writing; reap it before reporting. */
-  reap(pidfd);
-  if (n < 0) return fail(res, "read-exec-pipe", read_err, NULL);
-  if (n != (ssize_t)sizeof rec || rec.step <= STEP_NONE || rec.step >= STEP__COUNT)
-    return fail(res, "unknown", EPROTO, NULL);
-  const char *path = NULL;
-  switch (rec.step) {
-  case STEP_EXECVE: path = req->file; break;
-  case STEP_EXECVE_INIT: path = req->init_path; break;
-  case STEP_OPEN_LOG: path = req->log_path; break;
-  case STEP_EXIT_STATUS_FILE: path = req->exit_status_file; break;
-  case STEP_CHDIR: path = req->cwd; break;
-  case STEP_CGROUP_PROCS:
-    path = rec.index == v2_index ? v2_path
-           : (rec.index >= 0 && rec.index < req->n_procs_files) ? req->procs_files[rec.index]
-                                                                : NULL;
-    break;
-  default: break;
-  }
-  return fail(res, step_names[rec.step], rec.err, path);
+  return await_exec(req, res, pipe_fds[0], &child);
 }
