@@ -15,6 +15,7 @@
         "src/net.c",
         "src/netns.c",
         "src/pidfd.c",
+        "src/proc.c",
         "src/kernel_features.c",
         "src/trace.c"
       ]

@@ -200,8 +200,7 @@ static void exec_workload_then_init(struct orrery_spawn_plan *plan) {
     err = errno;
   }
   kill(pid, SIGKILL);
-  while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR) {
-  }
+  TEMP_FAILURE_RETRY(waitpid(pid, NULL, __WALL));
   fail(plan, step, err, 0);
 }
 

@@ -171,8 +171,7 @@ static pid_t clone_with_stack(struct orrery_spawn_plan *plan, void *stack_base, 
     int err = errno;
     /* Only this pid, which is ours and not yet known to anyone: never waitpid(-1). */
     kill((pid_t)pid, SIGKILL);
-    while (waitpid((pid_t)pid, NULL, 0) < 0 && errno == EINTR) {
-    }
+    TEMP_FAILURE_RETRY(waitpid((pid_t)pid, NULL, 0));
     errno = err;
     return -1;
   }

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fd.h"
 #include "pidfd.h"
 
 struct connect_job {
@@ -93,10 +94,7 @@ static void *connect_main(void *arg) {
   if (connect(job->fd, (struct sockaddr *)&addr, len) < 0) {
     if (errno != EINPROGRESS) goto fail;
     struct pollfd p = {.fd = job->fd, .events = POLLOUT};
-    int n;
-    do {
-      n = poll(&p, 1, remaining_ms(&deadline));
-    } while (n < 0 && errno == EINTR);
+    int n = TEMP_FAILURE_RETRY(poll(&p, 1, remaining_ms(&deadline)));
     if (n < 0) goto fail;
     if (n == 0) {
       errno = ETIMEDOUT;
@@ -113,7 +111,7 @@ static void *connect_main(void *arg) {
   return NULL;
 fail:
   job->err = errno;
-  if (job->fd >= 0) close(job->fd);
+  orrery_close_fd(job->fd);
   job->fd = -1;
   return NULL;
 }

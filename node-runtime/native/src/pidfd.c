@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 
 #include "pidfd.h"
+#include "proc.h"
 
 static void decode_wstatus(int wstatus, struct orrery_exit *out) {
   if (WIFSIGNALED(wstatus)) {
@@ -22,23 +23,11 @@ static void decode_wstatus(int wstatus, struct orrery_exit *out) {
   }
 }
 
-static ssize_t read_small_file(const char *path, char *buf, size_t size) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  ssize_t n;
-  do {
-    n = read(fd, buf, size - 1);
-  } while (n < 0 && errno == EINTR);
-  close(fd);
-  if (n >= 0) buf[n] = 0;
-  return n;
-}
-
 /* The pid behind a pidfd from /proc/self/fdinfo (Linux 5.3; "Pid: -1" once reaped, 5.14+). */
 static pid_t pidfd_pid(int pidfd) {
   char path[64], buf[1024];
   snprintf(path, sizeof path, "/proc/self/fdinfo/%d", pidfd);
-  if (read_small_file(path, buf, sizeof buf) <= 0) return -1;
+  if (orrery_read_small_file(path, buf, sizeof buf) <= 0) return -1;
   const char *p = strstr(buf, "\nPid:");
   return p ? (pid_t)strtol(p + 5, NULL, 10) : -1;
 }
@@ -50,20 +39,13 @@ static pid_t pidfd_pid(int pidfd) {
 static int zombie_wstatus(int pidfd, int *wstatus) {
   pid_t pid = pidfd_pid(pidfd);
   if (pid <= 0) return -1;
-  char path[64], buf[2048];
-  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-  if (read_small_file(path, buf, sizeof buf) <= 0) return -1;
-  char *p = strrchr(buf, ')');
-  if (!p || p[1] != ' ' || p[2] != 'Z') return -1;
-  /* tok points at the space before field `field`: 3 is the state; exit_code is field 52. */
-  int field = 3;
-  char *tok = p + 1;
-  while (tok && field < 52) {
-    tok = strchr(tok + 1, ' ');
-    field++;
-  }
-  if (!tok) return -1;
-  int status = (int)strtol(tok + 1, NULL, 10);
+  char buf[2048];
+  if (orrery_read_proc_stat(pid, buf, sizeof buf) <= 0) return -1;
+  const char *state = orrery_stat_field(buf, 3); /* 'Z' for a zombie */
+  if (!state || *state != 'Z') return -1;
+  const char *exit_code = orrery_stat_field(buf, 52);
+  if (!exit_code) return -1;
+  int status = (int)strtol(exit_code, NULL, 10);
   if (pidfd_pid(pidfd) != pid) return -1; /* reaped meanwhile: the stat line may be another's */
   *wstatus = status;
   return 0;

@@ -14,6 +14,7 @@
 
 #include "fd.h"
 #include "pidfd.h"
+#include "proc.h"
 #include "spawn_request.h"
 #include "trace.h"
 
@@ -70,22 +71,12 @@ static uint64_t boottime_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* /proc/<pid>/stat field 22, read the slow way; 0 if it cannot be read. comm (field 2) may hold
- * spaces and parentheses, so fields are counted from the last ')'. */
+/* /proc/<pid>/stat field 22, read the slow way; 0 if it cannot be read. */
 static uint64_t read_start_time(pid_t pid) {
-  char path[32], buf[1024];
-  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = 0;
-  char *p = strrchr(buf, ')');
-  if (!p) return 0;
-  /* After ") " comes field 3; field 22 is 19 spaces further. */
-  for (int field = 2; field < 22 && p; field++) p = strchr(p + 1, ' ');
-  return p ? strtoull(p + 1, NULL, 10) : 0;
+  char buf[1024];
+  if (orrery_read_proc_stat(pid, buf, sizeof buf) <= 0) return 0;
+  const char *p = orrery_stat_field(buf, 22);
+  return p ? strtoull(p, NULL, 10) : 0;
 }
 
 /* The start time of the process we just cloned without reading /proc (a third of a spawn's JS
@@ -109,8 +100,7 @@ static uint64_t start_time_of(pid_t pid, uint64_t before_ns, uint64_t after_ns) 
  * to, so a blocking waitid on exactly its pidfd is short and steals nobody else's exit. */
 static void reap(int pidfd) {
   siginfo_t info;
-  while (waitid((idtype_t)ORRERY_P_PIDFD, (id_t)pidfd, &info, WEXITED) < 0 && errno == EINTR) {
-  }
+  TEMP_FAILURE_RETRY(waitid((idtype_t)ORRERY_P_PIDFD, (id_t)pidfd, &info, WEXITED));
   close(pidfd);
 }
 
@@ -150,10 +140,7 @@ struct cloned {
 static int await_exec(const struct orrery_spawn_request *req, struct orrery_spawn_result *res, int read_fd,
                       const struct cloned *child) {
   struct orrery_exec_error rec;
-  ssize_t n;
-  do {
-    n = read(read_fd, &rec, sizeof rec);
-  } while (n < 0 && errno == EINTR);
+  ssize_t n = TEMP_FAILURE_RETRY(read(read_fd, &rec, sizeof rec));
   int read_err = errno;
   ORRERY_TRACE(TR_EOF);
   close(read_fd);
