@@ -9,6 +9,11 @@
       "target_name": "orrery_native",
       "sources": [
         "src/addon.c",
+        "src/js_values.c",
+        "src/js_work.c",
+        "src/js_spawn.c",
+        "src/js_watch.c",
+        "src/js_netns.c",
         "src/spawn.c",
         "src/clone.c",
         "src/child.c",

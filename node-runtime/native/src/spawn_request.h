@@ -1,4 +1,4 @@
-/* What addon.c hands to spawn.c: the validated request, strings already copied out of V8. */
+/* What js_spawn.c hands to spawn.c: the validated request, strings already copied out of V8. */
 #ifndef ORRERY_SPAWN_REQUEST_H
 #define ORRERY_SPAWN_REQUEST_H
 
