@@ -23,8 +23,10 @@ import {
   validateReplicaSpec,
 } from './supervisor/spec.ts';
 
-/** How often live log files are checked against the LogStore's size limit. */
+/** Default of RuntimeOptions.logRotateIntervalMs. */
 const LOG_ROTATE_INTERVAL_MS = 30_000;
+/** The longest delay setInterval takes; above it Node.js runs the timer every 1 ms instead. */
+const MAX_TIMER_MS = 2_147_483_647;
 
 export interface RuntimeOptions {
   /** Directory for replica state records (created if missing). */
@@ -40,6 +42,11 @@ export interface RuntimeOptions {
   defaultPath?: string;
   /** Log rotation (LogStore): size of a live file before rotation and files kept per run. */
   logRotation?: { maxBytes?: number; maxFiles?: number };
+  /**
+   * How often live log files are checked against `logRotation.maxBytes` and rotated (whole ms,
+   * 1 to 2147483647); default 30 s. A pass still running when the next is due is not overlapped.
+   */
+  logRotateIntervalMs?: number;
 }
 
 export interface StopOptions {
@@ -61,6 +68,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
   #exitDirMade = false;
   readonly logs: LogStore;
   #rotateTimer: NodeJS.Timeout | undefined;
+  #rotatePass: Promise<void> | undefined;
   #api: ProcessApi | undefined;
   #cgroups: CgroupManager | undefined;
   #layout: CgroupLayout | undefined;
@@ -74,6 +82,17 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
           `options.${key} must be a non-empty string, got ${JSON.stringify(options?.[key])}`,
         );
       }
+    }
+    const interval = options.logRotateIntervalMs;
+    if (
+      interval !== undefined &&
+      (typeof interval !== 'number' || !Number.isInteger(interval) || interval < 1 || interval > MAX_TIMER_MS)
+    ) {
+      const got =
+        typeof interval === 'number' ? String(interval) : `${typeof interval} ${JSON.stringify(interval)}`;
+      throw new TypeError(
+        `options.logRotateIntervalMs must be a whole number of milliseconds from 1 to ${MAX_TIMER_MS}, got ${got}`,
+      );
     }
     this.options = options;
     this.log = options.log ?? pino({ name: 'orrery-runtime', level: process.env.ORRERY_LOG_LEVEL ?? 'info' });
@@ -108,7 +127,14 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
       ),
     );
     await this.#removeOrphanCgroups();
-    this.#rotateTimer = setInterval(() => void this.rotateLogs(), LOG_ROTATE_INTERVAL_MS);
+    this.#rotateTimer = setInterval(() => {
+      // Two passes over the same file at once would rotate it twice (copytruncate is not atomic).
+      this.#rotatePass ??= this.rotateLogs()
+        .catch((err: Error) => this.log.warn({ err: err.message }, 'log rotation pass failed'))
+        .finally(() => {
+          this.#rotatePass = undefined;
+        });
+    }, this.options.logRotateIntervalMs ?? LOG_ROTATE_INTERVAL_MS);
     this.#rotateTimer.unref();
     if (ids.length > 0)
       this.log.info({ replicas: ids.length, ms: Date.now() - started }, 're-adopted replicas');
@@ -269,6 +295,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#rotateTimer);
+    await this.#rotatePass;
     await Promise.all([...this.#starting.values()].map((p) => p.done.catch(() => {})));
     await Promise.all([...this.#stopping.values()].map((p) => p.catch(() => {})));
     await Promise.all([...this.#replicas.values()].map((s) => s.detach()));
