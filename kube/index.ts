@@ -24,6 +24,7 @@ export {
   type KubeStatus,
 } from './errors.ts';
 export { type CoreEvent, EventRecorder, type EventRecorderOptions, type EventType } from './events.ts';
+export { removeFinalizer } from './finalizers.ts';
 export {
   type DeleteInfo,
   Informer,

@@ -13,7 +13,13 @@
 import { setConditions } from '../../crds/conditions.ts';
 import { hostLeaseName, hostOfLease, RUNTIME_FINALIZER, SYSTEM_NAMESPACE } from '../../crds/labels.ts';
 import type { Host, Replica } from '../../crds/types.ts';
-import { isConflict, isNotFound, type Lease, type ReconcileResult } from '../../kube/index.ts';
+import {
+  isConflict,
+  isNotFound,
+  type Lease,
+  type ReconcileResult,
+  removeFinalizer,
+} from '../../kube/index.ts';
 import { forEachLimited } from '../concurrency.ts';
 import type { OperatorContext } from '../context.ts';
 
@@ -66,21 +72,7 @@ export function replicasOn(ctx: OperatorContext, host: string): Replica[] {
 }
 
 export async function removeRuntimeFinalizer(ctx: OperatorContext, replica: Replica): Promise<void> {
-  const index = replica.metadata.finalizers?.indexOf(RUNTIME_FINALIZER) ?? -1;
-  if (index < 0) return;
-  try {
-    await ctx.clients.replicas.patch(
-      replica.metadata.name as string,
-      [
-        { op: 'test', path: `/metadata/finalizers/${index}`, value: RUNTIME_FINALIZER },
-        { op: 'remove', path: `/metadata/finalizers/${index}` },
-      ],
-      { namespace: replica.metadata.namespace, type: 'json' },
-    );
-  } catch (error) {
-    // A failed test op is a 422 (the list changed); the informer brings the new state and requeues.
-    if (!isNotFound(error) && !isConflict(error)) throw error;
-  }
+  await removeFinalizer(ctx.clients.replicas, replica, RUNTIME_FINALIZER);
 }
 
 export async function reconcileHost(

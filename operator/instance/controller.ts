@@ -12,7 +12,14 @@ import {
   TEMPLATE_HASH_LABEL,
 } from '../../crds/labels.ts';
 import type { Instance, InstanceStatus, Replica } from '../../crds/types.ts';
-import { isAlreadyExists, isConflict, isNotFound, type ReconcileResult, splitKey } from '../../kube/index.ts';
+import {
+  isAlreadyExists,
+  isConflict,
+  isNotFound,
+  type ReconcileResult,
+  removeFinalizer,
+  splitKey,
+} from '../../kube/index.ts';
 import { forEachLimited } from '../concurrency.ts';
 import type { OperatorContext } from '../context.ts';
 import { templateHash } from '../hash.ts';
@@ -203,21 +210,7 @@ async function finalizeInstance(
     },
   );
   if (replicas.length > 0) return undefined; // their deletions requeue us
-  const finalizers = instance.metadata.finalizers ?? [];
-  const index = finalizers.indexOf(INSTANCE_FINALIZER);
-  if (index < 0) return undefined;
-  try {
-    await ctx.clients.instances.patch(
-      instance.metadata.name as string,
-      [
-        { op: 'test', path: `/metadata/finalizers/${index}`, value: INSTANCE_FINALIZER },
-        { op: 'remove', path: `/metadata/finalizers/${index}` },
-      ],
-      { namespace, type: 'json' },
-    );
-  } catch (error) {
-    if (!isNotFound(error)) throw error;
-  }
+  await removeFinalizer(ctx.clients.instances, instance, INSTANCE_FINALIZER);
   return undefined;
 }
 
