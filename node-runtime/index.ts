@@ -1,5 +1,6 @@
 export type { CgroupStats } from './cgroups/index.ts';
 export { Runtime, type RuntimeOptions, type StopOptions } from './engine.ts';
+export { InvalidSpecError } from './invalid-spec.ts';
 export type { ProbeSpec } from './probes/types.ts';
 export type { ProcessApi } from './supervisor/process-api.ts';
 export type {

@@ -8,6 +8,7 @@ import { withDefaults } from '../../crds/defaulting.ts';
 import { replicaTemplateDefaults } from '../../crds/defaults.ts';
 import { cpuMillis, memoryBytes } from '../../crds/quantity.ts';
 import type { Replica, ReplicaTemplate, ProcessSpec as TemplateProcess } from '../../crds/types.ts';
+import { InvalidSpecError } from '../invalid-spec.ts';
 import type { ProbeSpec } from '../probes/types.ts';
 import type { EnvVar, Namespace, ProcessSpec, ReplicaSpec } from '../supervisor/spec.ts';
 
@@ -37,17 +38,17 @@ export type PortLookup = (process: string, port: string) => number;
 /**
  * The Replica's template with the schema's defaults. The Replica CRD keeps the template opaque
  * (the API server validated and defaulted it as the Instance's), so a Replica written by hand is
- * checked here: a TypeError names what is missing, and the replica shows phase Failed.
+ * checked here: an InvalidSpecError names what is missing, and the replica shows phase Failed.
  */
 export function templateOf(replica: Replica): ReplicaTemplate {
   const raw: unknown = replica.spec.template;
   const processes = (raw as { processes?: unknown } | null)?.processes;
   if (!Array.isArray(processes) || processes.length === 0) {
-    throw new TypeError('spec.template.processes must be a non-empty list of processes');
+    throw new InvalidSpecError('spec.template.processes must be a non-empty list of processes');
   }
   processes.forEach((p: { name?: unknown; command?: unknown } | null, i) => {
     if (typeof p?.name !== 'string' || !Array.isArray(p.command) || p.command.length === 0) {
-      throw new TypeError(
+      throw new InvalidSpecError(
         `spec.template.processes[${i}] must have a name and a non-empty command (a list of strings)`,
       );
     }
@@ -91,7 +92,7 @@ function resolveProbePort(port: number | string, ports: Record<string, number>, 
   if (/^\d+$/.test(port)) return Number(port);
   const n = ports[port];
   if (n === undefined) {
-    throw new TypeError(
+    throw new InvalidSpecError(
       `${where}.port names "${port}", which is not a port of this process (ports: ${Object.keys(ports).join(', ') || 'none'})`,
     );
   }
@@ -117,7 +118,16 @@ function probe(
   return out;
 }
 
-/** Throws a TypeError naming the field when the object cannot be run (e.g. a probe names a port that does not exist). */
+/** A quantity of the template as a number; an InvalidSpecError naming the field when it does not parse. */
+function quantity(parse: (q: string) => number, q: string, field: string): number {
+  try {
+    return parse(q);
+  } catch (err) {
+    throw new InvalidSpecError(`${field}: ${(err as Error).message}`);
+  }
+}
+
+/** Throws an InvalidSpecError naming the field when the object cannot be run (e.g. a probe names a port that does not exist). */
 export function buildReplicaSpec(
   replica: Replica,
   t: ReplicaTemplate,
@@ -153,8 +163,12 @@ export function buildReplicaSpec(
     return out;
   });
   const resources: ReplicaSpec['resources'] = {};
-  if (t.resources?.cpu !== undefined) resources.cpuMillis = cpuMillis(t.resources.cpu);
-  if (t.resources?.memory !== undefined) resources.memoryBytes = memoryBytes(t.resources.memory);
+  if (t.resources?.cpu !== undefined) {
+    resources.cpuMillis = quantity(cpuMillis, t.resources.cpu, 'spec.template.resources.cpu');
+  }
+  if (t.resources?.memory !== undefined) {
+    resources.memoryBytes = quantity(memoryBytes, t.resources.memory, 'spec.template.resources.memory');
+  }
   if (t.resources?.pids !== undefined) resources.pids = t.resources.pids;
   const isolation: ReplicaSpec['isolation'] = { namespaces: [...t.isolation.namespaces] as Namespace[] };
   if (t.isolation.user) {

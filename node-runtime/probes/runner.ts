@@ -3,6 +3,8 @@
  * initialDelaySeconds, then every periodSeconds (attempts never overlap), each bounded by
  * timeoutSeconds; the verdict flips after successThreshold / failureThreshold consecutive results.
  */
+
+import { InvalidSpecError } from '../invalid-spec.ts';
 import { type Connector, checkExec, checkHttp, checkTcp } from './checks.ts';
 import { initialThreshold, recordResult, type ThresholdState } from './threshold.ts';
 import { type ProbeResult, type ProbeSpec, probeDefaults } from './types.ts';
@@ -83,7 +85,7 @@ function resolvePort(port: number | string, ctx: ProbeContext): number {
   if (typeof port === 'number') return port;
   const n = ctx.ports[port];
   if (n === undefined) {
-    throw new TypeError(
+    throw new InvalidSpecError(
       `probe port "${port}" names no port of the process (have: ${Object.keys(ctx.ports).join(', ') || 'none'})`,
     );
   }

@@ -3,6 +3,8 @@
  * agent has turned quantities into numbers), and the status and events it reports back.
  * Validated once, here, at the edge; the supervisor trusts it afterwards.
  */
+
+import { InvalidSpecError } from '../invalid-spec.ts';
 import type { ProbeSpec } from '../probes/types.ts';
 import type { ExitReason, RestartType, SupervisionSpec } from './types.ts';
 
@@ -128,14 +130,14 @@ const ID = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 const NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
 function fail(field: string, expected: string, got: unknown): never {
-  throw new TypeError(`spec.${field} must be ${expected}, got ${JSON.stringify(got) ?? typeof got}`);
+  throw new InvalidSpecError(`spec.${field} must be ${expected}, got ${JSON.stringify(got) ?? typeof got}`);
 }
 
 function nonNegative(field: string, v: unknown): void {
   if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) fail(field, 'a non-negative number', v);
 }
 
-/** Throws a TypeError naming the first field that is not as expected. */
+/** Throws an InvalidSpecError naming the first field that is not as expected. */
 export function validateReplicaSpec(spec: ReplicaSpec): void {
   if (typeof spec !== 'object' || spec === null) fail('', 'an object', spec);
   if (typeof spec.id !== 'string' || !ID.test(spec.id) || spec.id.includes('..')) {

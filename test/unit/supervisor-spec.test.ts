@@ -1,4 +1,5 @@
 import test from 'ava';
+import { InvalidSpecError } from '../../node-runtime/invalid-spec.ts';
 import {
   buildEnv,
   CommandNotFoundError,
@@ -72,7 +73,7 @@ test('validation errors name the field, the expectation and what was got', (t) =
   for (const [mutate, message] of cases) {
     const s = spec();
     mutate(s);
-    t.throws(() => validateReplicaSpec(s), { instanceOf: TypeError, message });
+    t.throws(() => validateReplicaSpec(s), { instanceOf: InvalidSpecError, message });
   }
 });
 

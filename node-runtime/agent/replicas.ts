@@ -1,0 +1,301 @@
+/**
+ * The Replica reconciler (node-runtime/agent/README.md, "Replicas" and "Status"): for each Replica
+ * bound to this host, `reconcile(key)` makes the runtime run what the object says (or stop what
+ * no longer belongs here), with the same contract as the operator's controllers (kube/controller.ts).
+ * It owns what a replica holds while it runs on this host: its allocated ports, its last start
+ * failure, the starts in flight, and the digests of replicas adopted from an older agent; and it
+ * turns runtime events into coalesced status writes.
+ */
+import type { Logger } from 'pino';
+import { RUNTIME_FINALIZER } from '../../crds/labels.ts';
+import type { ReplicaStatus as ApiReplicaStatus, Replica } from '../../crds/types.ts';
+import {
+  type EventRecorder,
+  type Informer,
+  isNotFound,
+  type ReconcileResult,
+  type ResourceClient,
+  removeFinalizer,
+  splitKey,
+} from '../../kube/index.ts';
+import type { Runtime } from '../engine.ts';
+import { InvalidSpecError } from '../invalid-spec.ts';
+import type { RuntimeEvent } from '../supervisor/spec.ts';
+import type { FencePolicy } from './fence.ts';
+import type { AgentMetrics } from './metrics.ts';
+import type { PortAllocator } from './ports.ts';
+import {
+  buildReplicaSpec,
+  DIGEST_ANNOTATION,
+  keyOfReplicaId,
+  portsToAllocate,
+  replicaDigest,
+  replicaId,
+  templateOf,
+} from './replica-spec.ts';
+import {
+  apiStatusOf,
+  type OwnWrites,
+  type RunFailure,
+  replaceReplicaStatus,
+  StatusWriter,
+} from './status.ts';
+
+export interface ReplicaReconcilerOptions {
+  hostName: string;
+  /** Host.status.address, also each replica's status.address. */
+  address: string;
+  runtime: Runtime;
+  replicas: ResourceClient<Replica>;
+  /** The Replicas bound here (field selector spec.host=<host>). */
+  informer: Informer<Replica>;
+  ports: PortAllocator;
+  fence: FencePolicy;
+  recorder: EventRecorder;
+  metrics: AgentMetrics;
+  log: Logger;
+  /** True once the agent is stopping: nothing is reconciled any more. */
+  stopping: () => boolean;
+}
+
+export class ReplicaReconciler {
+  readonly #o: ReplicaReconcilerOptions;
+  readonly statusWriter: StatusWriter;
+  /** Why the last start of a replica failed, for its status. */
+  readonly #failures = new Map<string, RunFailure>();
+  /** Replicas being started: their events wait for the one status write after run(). */
+  readonly #starting = new Set<string>();
+  /**
+   * Which object each replica was run for (replicaDigest, which covers its uid) lives in its spec's
+   * annotations, in the runtime's own state record (written with the spec, before the spawn). A
+   * replica adopted from an agent that did not annotate is remembered here until it is run again.
+   */
+  readonly #adopted = new Map<string, string>();
+
+  constructor(options: ReplicaReconcilerOptions) {
+    this.#o = options;
+    const { informer, runtime, fence, hostName, log, metrics } = options;
+    const ownWrites: OwnWrites = new WeakMap();
+    this.statusWriter = new StatusWriter({
+      log,
+      compute: (key) => {
+        // While fenced the API is unreachable and the replicas are being killed: nothing to say.
+        if (fence.fenced) return undefined;
+        const replica = informer.get(key);
+        if (!replica || replica.spec.host !== hostName) return undefined;
+        const id = replicaId(replica.metadata.namespace as string, replica.metadata.name as string);
+        const rs = runtime.has(id) ? runtime.status(id) : undefined;
+        if (!rs && replica.metadata.deletionTimestamp) return undefined;
+        return { replica, status: apiStatusOf(replica, rs, this.#failures.get(id), options.address) };
+      },
+      write: (replica, status: ApiReplicaStatus) => {
+        log.debug(
+          { replica: `${replica.metadata.namespace}/${replica.metadata.name}`, phase: status.phase },
+          'writing status',
+        );
+        return replaceReplicaStatus(options.replicas, replica, status, ownWrites);
+      },
+      onWrite: (outcome) => metrics.statusWrites.inc({ outcome }),
+    });
+  }
+
+  reconcile = async (key: string): Promise<ReconcileResult> => {
+    const { fence, informer, replicas, runtime, hostName: me, log } = this.#o;
+    if (fence.fenced || this.#o.stopping()) return undefined;
+    log.debug({ replica: key }, 'reconciling');
+    const { namespace, name } = splitKey(key);
+    if (!namespace) return undefined;
+    const id = replicaId(namespace, name);
+    let replica = informer.get(key);
+
+    if (replica && fence.takeFenced(key)) {
+      // After a fence the cache may still hold what was true before the partition: ask the API.
+      replica = await replicas.get(name, { namespace }).catch((err: unknown) => {
+        if (isNotFound(err)) return undefined;
+        throw err;
+      });
+    }
+
+    if (!replica || replica.spec.host !== me) {
+      // Gone, or bound elsewhere: "when an agent comes back it kills what no longer belongs to it".
+      if (runtime.has(id)) {
+        log.info({ replica: key }, 'stopping a replica that is no longer bound to this host');
+        await this.stopReplica(id, { removeLogs: true });
+      }
+      this.#forget(key, id);
+      return undefined;
+    }
+
+    if (replica.metadata.deletionTimestamp) {
+      if (runtime.has(id)) {
+        this.statusWriter.request(key);
+        await this.stopReplica(id, { removeLogs: true });
+      }
+      await removeFinalizer(replicas, replica, RUNTIME_FINALIZER, 8);
+      this.#forget(key, id);
+      return undefined;
+    }
+
+    if (runtime.has(id)) {
+      const digest = replicaDigest(replica, me);
+      const applied = runtime.spec(id).annotations?.[DIGEST_ANNOTATION] ?? this.#adopted.get(id);
+      if (applied === undefined) {
+        // Run by an agent that did not annotate its replicas: adopt it as it runs.
+        this.#adopted.set(id, digest);
+      } else if (applied !== digest) {
+        log.info(
+          { replica: key },
+          'replica object changed (new uid or template): stopping and running it again',
+        );
+        await this.stopReplica(id);
+      }
+    }
+    if (!runtime.has(id)) await this.#start(key, replica, id);
+    else this.statusWriter.request(key);
+    return undefined;
+  };
+
+  /** Stops a replica and gives its ports back; `graceSeconds` 0 kills at once (the fence). */
+  async stopReplica(id: string, opts: { removeLogs?: boolean; graceSeconds?: number } = {}): Promise<void> {
+    const { runtime, ports } = this.#o;
+    if (!runtime.has(id)) return;
+    const held = runtime.status(id).ports.map((p) => p.port);
+    try {
+      await runtime.stop(id, opts.graceSeconds === undefined ? {} : { graceSeconds: opts.graceSeconds });
+    } finally {
+      for (const p of held) ports.release(p);
+      this.#adopted.delete(id);
+    }
+    if (opts.removeLogs) await runtime.logs.removeReplica(id).catch(() => {});
+  }
+
+  /** Stops every replica on the host (`orrery up`'s Ctrl-C), logging the ones that would not stop. */
+  async stopAll(): Promise<void> {
+    await Promise.all(
+      this.#o.runtime
+        .list()
+        .map((s) =>
+          this.stopReplica(s.id).catch((err: Error) =>
+            this.#o.log.error({ replica: s.id, err: err.message }, 'stopping a workload failed'),
+          ),
+        ),
+    );
+  }
+
+  /**
+   * The keys of every replica the runtime supervises, for a reconcile once the informer has
+   * synced: those whose object is gone or bound elsewhere are then stopped. A replica with an id
+   * this agent never makes is stopped here.
+   */
+  runningKeys(): string[] {
+    const keys: string[] = [];
+    for (const s of this.#o.runtime.list()) {
+      const key = keyOfReplicaId(s.id);
+      if (key) keys.push(key);
+      else {
+        this.#o.log.warn({ replica: s.id }, 'stopping a runtime replica with an id this agent never makes');
+        void this.stopReplica(s.id, { removeLogs: true }).catch(() => {});
+      }
+    }
+    return keys;
+  }
+
+  /** For the runtime's 'event': metrics, a BackOff Event, and a status write. */
+  onRuntimeEvent = (e: RuntimeEvent): void => {
+    const { metrics, informer, recorder } = this.#o;
+    metrics.runtimeEvents.inc({ type: e.type });
+    const key = keyOfReplicaId(e.replica);
+    if (e.type === 'restarting' && key) {
+      const { namespace, name } = splitKey(key);
+      metrics.processRestarts.inc({ namespace: namespace ?? '', replica: name, process: e.process });
+    }
+    if (!key || this.#starting.has(e.replica) || e.type === 'stopped') return;
+    if (e.type === 'backoff') {
+      // Rare by construction (once per back-off period), so worth an Event for kubectl describe.
+      const obj = informer.get(key);
+      if (obj) {
+        void recorder.warning(
+          obj,
+          'BackOff',
+          `restart intensity exceeded (crash loop ${e.crashLoops}); restarting in ${Math.round(e.delayMs / 1000)}s`,
+        );
+      }
+    }
+    metrics.statusWriteRequests.inc();
+    this.statusWriter.request(key);
+  };
+
+  #forget(key: string, id: string): void {
+    this.#failures.delete(id);
+    this.statusWriter.forget(key);
+  }
+
+  /**
+   * Builds the replica's spec (ports allocated) and runs it. An invalid spec is the user's to fix:
+   * phase Failed, reason InvalidSpec, and no retry until the object changes. Anything else (a
+   * failed exec is ExecFailed, the rest RunFailed) is reported and thrown, for the queue to retry
+   * with back-off.
+   */
+  async #start(key: string, replica: Replica, id: string): Promise<void> {
+    const { ports, runtime, fence, metrics, log, hostName } = this.#o;
+    const allocated = new Map<string, number>();
+    const releaseAll = () => {
+      for (const p of allocated.values()) ports.release(p);
+    };
+    let spec: ReturnType<typeof buildReplicaSpec>;
+    try {
+      const template = templateOf(replica);
+      for (const w of portsToAllocate(template)) {
+        allocated.set(`${w.process}/${w.name}`, await ports.allocate());
+      }
+      for (const p of template.processes) {
+        for (const port of p.ports ?? []) if (port.port !== undefined) ports.reserve(port.port);
+      }
+      spec = buildReplicaSpec(
+        replica,
+        template,
+        hostName,
+        (proc, name) => allocated.get(`${proc}/${name}`) as number,
+      );
+    } catch (err) {
+      releaseAll();
+      this.#failures.set(id, {
+        reason: err instanceof InvalidSpecError ? 'InvalidSpec' : 'RunFailed',
+        message: (err as Error).message,
+      });
+      this.statusWriter.request(key);
+      if (err instanceof InvalidSpecError) return;
+      throw err;
+    }
+    this.#failures.delete(id);
+    spec.annotations = { [DIGEST_ANNOTATION]: replicaDigest(replica, hostName) };
+    this.#starting.add(id);
+    const t0 = performance.now();
+    try {
+      await runtime.run(spec);
+      const ms = performance.now() - t0;
+      metrics.spawnLatency.observe(ms / 1000);
+      log.debug({ replica: key, ms: Math.round(ms * 100) / 100 }, 'replica started');
+      if (fence.fenced) {
+        // The fence fell while this replica was starting: it must not run either.
+        fence.markFenced(key);
+        await this.stopReplica(id, { graceSeconds: 0 });
+      }
+    } catch (err) {
+      releaseAll();
+      const e = err as Error & { code?: string };
+      const reason =
+        e.code === 'ENOENT' || e.code === 'EACCES'
+          ? 'ExecFailed'
+          : err instanceof InvalidSpecError
+            ? 'InvalidSpec'
+            : 'RunFailed';
+      this.#failures.set(id, { reason, message: e.message });
+      if (runtime.has(id)) await runtime.stop(id, { graceSeconds: 0 }).catch(() => {});
+      if (reason !== 'InvalidSpec') throw err;
+    } finally {
+      this.#starting.delete(id);
+      this.statusWriter.request(key);
+    }
+  }
+}
