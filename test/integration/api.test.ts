@@ -134,6 +134,7 @@ test('defaults from the schema are filled in by the API server', async (t) => {
 
 // ---- invalid input is rejected with a message that names the field ----
 
+// biome-ignore lint/suspicious/noExplicitAny: the table below mutates manifests field by field, at any depth
 type Manifest = Record<string, any>;
 
 function instance(mutate: (spec: Manifest) => void): Manifest {
