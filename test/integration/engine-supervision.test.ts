@@ -1,5 +1,20 @@
+import { readFile } from 'node:fs/promises';
 import test from 'ava';
-import { harness, nextEvent, recordEvents, replica, sleep, waitFor } from '../helpers/engine-harness.ts';
+import {
+  harness,
+  isAlive,
+  nextEvent,
+  recordEvents,
+  replica,
+  sleep,
+  waitFor,
+} from '../helpers/engine-harness.ts';
+
+/** Field 22 of /proc/<pid>/stat: start time in clock ticks since boot; with the pid, it names one process. */
+async function startTime(pid: number): Promise<string> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] as string;
+}
 
 test('a missing binary is reported as ExecFailed ENOENT and backoff prevents a restart storm', async (t) => {
   const { rt } = await harness(t);
@@ -100,6 +115,55 @@ test('one-for-all: killing one process restarts its siblings too', async (t) => 
     'SIGTERM',
     'siblings were stopped with their stop signal',
   );
+});
+
+test('one-for-one: killing one process restarts only it; its siblings keep their pids and start times', async (t) => {
+  const { rt } = await harness(t);
+  const events = recordEvents(rt);
+  const spec = replica([{}, {}, {}], {
+    supervision: {
+      strategy: 'one-for-one',
+      maxRestarts: 5,
+      periodSeconds: 10,
+      backoff: { initialSeconds: 1, maxSeconds: 10 },
+    },
+  });
+  const before = (await rt.run(spec)).processes;
+  const pids = before.map((p) => p.pid as number);
+  t.true(pids.every((pid) => pid > 0));
+  const starts = await Promise.all(pids.map(startTime));
+  const victim = pids[1] as number;
+  const restarted = nextEvent<'started'>(
+    rt,
+    (e) => e.type === 'started' && e.replica === spec.id && e.process === 'p1',
+  );
+  process.kill(victim, 'SIGKILL');
+  const again = await restarted;
+  t.not(again.pid, victim, 'the killed process runs again with a new pid');
+  await waitFor(
+    () => rt.status(spec.id).phase === 'Running' && rt.status(spec.id).processes.every((p) => p.pid !== null),
+    10_000,
+    'the replica Running with every process up',
+  );
+
+  const after = rt.status(spec.id).processes;
+  t.is(after[1]?.pid, again.pid);
+  t.is(after[1]?.restarts, 1);
+  t.is(after[1]?.lastExit?.signal, 'SIGKILL');
+  for (const i of [0, 2]) {
+    const pid = pids[i] as number;
+    t.is(after[i]?.pid, pid, `p${i} keeps its pid`);
+    t.is(after[i]?.restarts, 0, `p${i} was not restarted`);
+    t.is(after[i]?.startedAt, before[i]?.startedAt, `p${i} keeps its start`);
+    t.true(await isAlive(pid), `p${i} (pid ${pid}) still runs`);
+    // The same pid with the same kernel start time: the very same process, not a recycled pid.
+    t.is(await startTime(pid), starts[i], `p${i} has the start time it had`);
+  }
+  const touched = events.filter(
+    (e) => (e.type === 'exited' || e.type === 'restarting' || e.type === 'started') && e.process !== 'p1',
+  );
+  t.is(touched.length, 2, 'siblings: only their first start, no exit, no restart');
+  t.true(touched.every((e) => e.type === 'started'));
 });
 
 test('rest-for-one: only the processes started after the dead one are restarted', async (t) => {
