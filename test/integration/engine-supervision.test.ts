@@ -157,7 +157,7 @@ test('one-for-one: killing one process restarts only it; its siblings keep their
     t.is(after[i]?.startedAt, before[i]?.startedAt, `p${i} keeps its start`);
     t.true(await isAlive(pid), `p${i} (pid ${pid}) still runs`);
     // The same pid with the same kernel start time: the very same process, not a recycled pid.
-    t.is(await startTime(pid), starts[i], `p${i} has the start time it had`);
+    t.is(await startTime(pid), starts[i] as string, `p${i} has the start time it had`);
   }
   const touched = events.filter(
     (e) => (e.type === 'exited' || e.type === 'restarting' || e.type === 'started') && e.process !== 'p1',
