@@ -1,4 +1,5 @@
 import { hostname } from 'node:os';
+import { LRUCache } from 'lru-cache';
 import type { KubeApi } from './api.ts';
 import { isNotFound } from './errors.ts';
 import { type Logger, silentLogger } from './log.ts';
@@ -62,7 +63,8 @@ export class EventRecorder {
   readonly client: ResourceClient<CoreEvent>;
   readonly #o: Required<Omit<EventRecorderOptions, 'log'>>;
   readonly #log: Logger;
-  readonly #seen = new Map<string, Seen>();
+  // Aggregation keys of the events written lately, least recently written evicted first.
+  readonly #seen: LRUCache<string, Seen>;
   // Per aggregation key: the write in flight, and the batch waiting behind it. Repeats that
   // arrive while a write is in flight join one batch, so an event storm costs one PATCH per
   // round trip, not one per occurrence, and count increments stay ordered.
@@ -72,6 +74,7 @@ export class EventRecorder {
   constructor(api: KubeApi, opts: EventRecorderOptions) {
     if (!opts.reportingController) throw new TypeError('EventRecorder needs a reportingController name');
     this.#o = { reportingInstance: hostname(), cacheSize: 4096, ...opts };
+    this.#seen = new LRUCache({ max: this.#o.cacheSize });
     this.client = new ResourceClient(api, typed<CoreEvent>(EVENTS), {
       fieldManager: opts.reportingController,
     });
@@ -144,7 +147,8 @@ export class EventRecorder {
   ): Promise<CoreEvent> {
     const now = new Date();
     const ts = now.toISOString().replace(/\.\d{3}Z$/, 'Z'); // metav1.Time: second precision
-    const seen = this.#seen.get(key);
+    // peek: only a successful write makes an entry recent.
+    const seen = this.#seen.peek(key);
     if (seen) {
       try {
         const patched = await this.client.mergePatch(
@@ -153,7 +157,7 @@ export class EventRecorder {
           { namespace: seen.namespace },
         );
         seen.count = patched.count ?? seen.count + occurrences;
-        this.#touch(key, seen);
+        this.#seen.set(key, seen);
         return patched;
       } catch (err) {
         // Events expire (the API server's --event-ttl, 1 h by default): start a new series.
@@ -186,16 +190,7 @@ export class EventRecorder {
       reportingComponent: this.#o.reportingController,
       reportingInstance: this.#o.reportingInstance,
     });
-    this.#touch(key, { name, namespace, count: occurrences, firstTimestamp: ts });
+    this.#seen.set(key, { name, namespace, count: occurrences, firstTimestamp: ts });
     return created;
-  }
-
-  #touch(key: string, seen: Seen): void {
-    this.#seen.delete(key);
-    this.#seen.set(key, seen);
-    if (this.#seen.size > this.#o.cacheSize) {
-      const oldest = this.#seen.keys().next().value;
-      if (oldest !== undefined) this.#seen.delete(oldest);
-    }
   }
 }
