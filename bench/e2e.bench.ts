@@ -10,10 +10,11 @@
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { type ControlPlane, startControlPlane } from '../controlplane/controlplane.ts';
 import { installCrds } from '../crds/install.ts';
@@ -30,6 +31,8 @@ import {
 } from '../kube/index.ts';
 import { CgroupManager, detectCgroupLayout } from '../node-runtime/cgroups/index.ts';
 import { isTmpfs } from '../platform/fs.ts';
+import { cpuTimes, machineCpuSeconds, rssKiB } from './proc.ts';
+import { quantile } from './stats.ts';
 
 const repoRoot = join(import.meta.dirname, '..');
 // Overridable for a quick look at one phase: ORRERY_BENCH_MANY=10 node bench/e2e.bench.ts
@@ -38,32 +41,10 @@ const MANY = Number(process.env.ORRERY_BENCH_MANY ?? 1000);
 /** How long after the 1,000 the daemons' steady-state RSS is read. */
 const IDLE_MS = 30_000;
 
-function quantile(samples: number[], q: number): number {
-  const sorted = [...samples].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN;
-}
-
-function rssKiB(pid: number): number {
-  const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return Number(match?.[1] ?? Number.NaN);
-}
-
-/** utime + stime of a process and its reaped children (/proc/<pid>/stat fields 14-17), seconds. */
-function cpuSeconds(pid: number, which: 'user' | 'system' | 'both' = 'both'): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const at = which === 'user' ? [11, 13] : which === 'system' ? [12, 14] : [11, 12, 13, 14];
-  const ticks = at.reduce((sum, i) => sum + Number(fields[i]), 0);
-  return ticks / 100; // USER_HZ
-}
-
-/** Busy CPU of the whole machine (every process and kernel thread, /proc/stat), seconds. */
-function machineCpuSeconds(): number {
-  const fields =
-    readFileSync('/proc/stat', 'utf8').split('\n')[0]?.trim().split(/\s+/).slice(1).map(Number) ?? [];
-  // user nice system idle iowait irq softirq steal: everything but idle and iowait.
-  const busy = [0, 1, 2, 5, 6, 7].reduce((sum, i) => sum + (fields[i] ?? 0), 0);
-  return busy / 100; // USER_HZ
+/** CPU of a process and of its reaped children, seconds; `system`: kernel time only. */
+function cpuSeconds(pid: number, which: 'system' | 'both' = 'both'): number {
+  const t = cpuTimes(pid);
+  return t.system + t.childrenSystem + (which === 'both' ? t.user + t.childrenUser : 0);
 }
 
 interface Daemon {
@@ -417,10 +398,10 @@ export default async function bench(): Promise<{ title: string; markdown: string
     console.error(
       `CPU during the ${MANY}: ${manyCpu}; of which ${used(cpuDetailBefore, cpuDetailOf())}; control plane RSS ${(rssKiB(plane.pid) / 1024).toFixed(0)} MiB`,
     );
-    await new Promise((resolve) => setTimeout(resolve, 2000)); // let status writes settle
+    await sleep(2000); // let status writes settle
     const rssLoaded = rssOfDaemons();
     // Steady state: V8 gives back the young generation grown during the burst once it is idle.
-    await new Promise((resolve) => setTimeout(resolve, IDLE_MS));
+    await sleep(IDLE_MS);
     const rssIdle = rssOfDaemons();
     await instances.delete('many', { namespace: 'default' });
     await waitFor('1,000 replicas gone', () => runningOf('many') === 0, 300_000);

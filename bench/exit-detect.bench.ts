@@ -11,6 +11,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Namespace, sendSignal, spawn, watchExit } from '../node-runtime/native/index.ts';
+import { type Summary, summarize } from './stats.ts';
 
 // A p99 of a few hundred samples is its third-largest value: one or two scheduler hiccups on a
 // small VM decide it. 1,000 samples per row, taken in interleaved chunks (so bursts of load from
@@ -20,18 +21,6 @@ const CHUNK = 100;
 const WARMUP = 5; // per chunk
 const ROUNDS = CHUNKS * (CHUNK - WARMUP);
 const TARGET_P99_MS = 1;
-
-interface Stats {
-  p50: number;
-  p99: number;
-  max: number;
-}
-
-function stats(samplesMs: number[]): Stats {
-  const s = [...samplesMs].sort((a, b) => a - b);
-  const q = (p: number) => s[Math.min(s.length - 1, Math.floor(p * s.length))] ?? Number.NaN;
-  return { p50: q(0.5), p99: q(0.99), max: s[s.length - 1] ?? Number.NaN };
-}
 
 async function measureAddon(dir: string, namespaces: Namespace[]): Promise<number[]> {
   const samples: number[] = [];
@@ -83,10 +72,10 @@ export default async function exitDetectBench(): Promise<{ title: string; markdo
       samples.isolated.push(...(await measureAddon(dir, ['pid', 'mount', 'uts', 'ipc'])));
       samples.node.push(...(await measureChildProcess()));
     }
-    const plain = stats(samples.plain);
-    const isolated = stats(samples.isolated);
-    const node = stats(samples.node);
-    const row = (what: string, s: Stats, vsNode: string) =>
+    const plain = summarize(samples.plain);
+    const isolated = summarize(samples.isolated);
+    const node = summarize(samples.node);
+    const row = (what: string, s: Summary, vsNode: string) =>
       `| ${what} | ${fmt(s.p50)} | ${fmt(s.p99)} | ${fmt(s.max)} | ${vsNode} |`;
     const markdown = [
       `Time from SIGKILL to the exit callback, ${ROUNDS} rounds per row (${CHUNKS} interleaved chunks of ` +

@@ -17,17 +17,15 @@ import { Informer } from '../kube/informer.ts';
 import { ItemExponentialRateLimiter } from '../kube/ratelimit.ts';
 import { CONFIGMAPS, ResourceClient } from '../kube/resources.ts';
 import { WorkQueue } from '../kube/workqueue.ts';
+import { summarize } from './stats.ts';
 
 const ROUNDS = 200;
 const WARMUP = 20;
 /** The whole apply → Running budget; the API round trips here are only part of it. */
 const TARGET_P50_MS = 50;
 
-function quantiles(samples: number[]): { p50: number; p99: number } {
-  const s = samples.slice(WARMUP).sort((a, b) => a - b);
-  const q = (p: number) => s[Math.min(s.length - 1, Math.floor(p * s.length))] ?? Number.NaN;
-  return { p50: q(0.5), p99: q(0.99) };
-}
+/** p50 and p99 without the warm-up rounds. */
+const quantiles = (samples: number[]) => summarize(samples.slice(WARMUP));
 
 /** create() latency and create → handler latency, one object at a time. */
 async function measure(

@@ -12,27 +12,13 @@ import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { CgroupManager, detectCgroupLayout } from '../node-runtime/cgroups/index.ts';
 import { type Namespace, Runtime, type RuntimeEvent } from '../node-runtime/index.ts';
+import { type Summary, summarize } from './stats.ts';
 
 const ROUNDS = 300;
 const WARMUP = 20;
 const TARGET_P50_MS = 5;
 
-function quantile(sorted: number[], q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN;
-}
-
-interface Result {
-  p50: number;
-  p99: number;
-  mean: number;
-}
-
-function summarize(samples: number[]): Result {
-  const s = samples.slice(WARMUP).sort((a, b) => a - b);
-  return { p50: quantile(s, 0.5), p99: quantile(s, 0.99), mean: s.reduce((a, b) => a + b, 0) / s.length };
-}
-
-async function measureRuntime(namespaces: Namespace[], withLimits: boolean): Promise<Result> {
+async function measureRuntime(namespaces: Namespace[], withLimits: boolean): Promise<Summary> {
   const root = await mkdtemp(path.join(os.tmpdir(), 'orrery-bench-restart-'));
   const parent = `orrery-bench-${process.pid}-${Date.now().toString(36)}`;
   const rt = new Runtime({
@@ -80,10 +66,10 @@ async function measureRuntime(namespaces: Namespace[], withLimits: boolean): Pro
     await new CgroupManager({ layout: detectCgroupLayout(), parent }).removeParentIfEmpty().catch(() => {});
     await rm(root, { recursive: true, force: true });
   }
-  return summarize(samples);
+  return summarize(samples.slice(WARMUP));
 }
 
-async function measureNaive(): Promise<Result> {
+async function measureNaive(): Promise<Summary> {
   const samples: number[] = [];
   await new Promise<void>((done) => {
     let t0 = 0;
@@ -107,7 +93,7 @@ async function measureNaive(): Promise<Result> {
     };
     start();
   });
-  return summarize(samples);
+  return summarize(samples.slice(WARMUP));
 }
 
 export default async function restartBench(): Promise<{ title: string; markdown: string }> {
@@ -115,7 +101,7 @@ export default async function restartBench(): Promise<{ title: string; markdown:
   const bare = await measureRuntime([], false);
   const isolated = await measureRuntime(['pid', 'mount', 'uts', 'ipc'], true);
   const f = (n: number) => n.toFixed(2);
-  const row = (name: string, r: Result) =>
+  const row = (name: string, r: Summary) =>
     `| ${name} | ${f(r.p50)} | ${f(r.p99)} | ${f(r.mean)} | ${f(r.p50 / naive.p50)}× | ${f(r.p50 / TARGET_P50_MS)} |`;
   const markdown = [
     `SIGKILL of a permanent process → replacement spawned and exec'd, ${ROUNDS - WARMUP} rounds each (after ${WARMUP} warm-up).`,

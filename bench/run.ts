@@ -4,6 +4,7 @@
 import { readdirSync, writeFileSync } from 'node:fs';
 import { cpus, release } from 'node:os';
 import { dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 interface BenchResult {
@@ -45,7 +46,7 @@ const sections: string[] = [];
 let failed = 0;
 for (const [index, file] of files.entries()) {
   const settle = SETTLE_BEFORE_MS[file.replace(/\.bench\.ts$/, '')] ?? SETTLE_MS;
-  if (index > 0) await new Promise((resolve) => setTimeout(resolve, settle));
+  if (index > 0) await sleep(settle);
   const started = performance.now();
   console.log(`\n== ${file}`);
   try {

@@ -11,16 +11,16 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { CgroupManager, detectCgroupLayout } from '../node-runtime/cgroups/index.ts';
 import { Runtime } from '../node-runtime/index.ts';
+import { CLK_TCK } from './proc.ts';
 
 const PROCESSES = 1000;
 const IDLE_SECONDS = 30;
 const TARGET_BYTES = 30 * 1024;
-/** USER_HZ: /proc/<pid>/stat reports times in these ticks (proc(5)); 100 on Linux. */
-const CLK_TCK = 100;
 
 const hostScript = fileURLToPath(new URL('../test/integration/fixtures/engine-host.ts', import.meta.url));
 
@@ -100,12 +100,12 @@ async function measureHost(flags: string[], idleSeconds: number): Promise<HostRu
   let adopter: Runtime | undefined;
   try {
     const ready = await nextLine<{ ms: number; baseline: HostSample }>(rl, host, 300_000);
-    await new Promise((r) => setTimeout(r, 2000));
+    await sleep(2000);
     host.stdin?.write('rss\n');
     const loaded = await nextLine<HostSample>(rl, host, 10_000);
     let idle: HostSample | undefined;
     if (idleSeconds > 0) {
-      await new Promise((r) => setTimeout(r, idleSeconds * 1000));
+      await sleep(idleSeconds * 1000);
       host.stdin?.write('rss\n');
       idle = await nextLine<HostSample>(rl, host, 10_000);
     }

@@ -20,6 +20,7 @@ import {
   spawnTrace,
   watchExit,
 } from '../node-runtime/native/index.ts';
+import { quantile, summarize } from './stats.ts';
 
 // Interleaved in short chunks so load from other work on the machine (2 CPUs, shared) hits every
 // variant alike; the first rounds of each chunk are dropped (cold caches after the switch).
@@ -28,18 +29,6 @@ const CHUNK = 20;
 const WARMUP = 4; // per chunk
 const TARGET_RATIO = 1.5;
 const ISOLATED: Namespace[] = ['pid', 'mount', 'uts', 'ipc'];
-
-interface Stats {
-  p50: number;
-  p99: number;
-  mean: number;
-}
-
-function stats(samplesMs: number[]): Stats {
-  const s = [...samplesMs].sort((a, b) => a - b);
-  const q = (p: number) => s[Math.min(s.length - 1, Math.floor(p * s.length))] ?? Number.NaN;
-  return { p50: q(0.5), p99: q(0.99), mean: s.reduce((a, b) => a + b, 0) / s.length };
-}
 
 /** /bin/true as an isolated replica: the request every addon row spawns. */
 function isolatedTrue(v2Dir: string, v1Join: string, dir: string, init: boolean): SpawnRequest {
@@ -124,10 +113,10 @@ export default async function spawnBench(): Promise<{ title: string; markdown: s
       samples.noInit.push(...(await measureAddon(v2Dir, v1Procs, dir, false)));
       samples.node.push(...(await measureChildProcess()));
     }
-    const base = stats(samples.raw);
-    const addonInit = stats(samples.init);
-    const addonNoInit = stats(samples.noInit);
-    const node = stats(samples.node);
+    const base = summarize(samples.raw);
+    const addonInit = summarize(samples.init);
+    const addonNoInit = summarize(samples.noInit);
+    const node = summarize(samples.node);
     const ratio = addonInit.p50 / base.p50;
     const rows = [
       ['raw C clone3 + exec, same flags (baseline)', base, '1.00×'],
@@ -214,9 +203,8 @@ async function traceSteps(init: boolean, rounds: number): Promise<string> {
     rmdirSync(v1Dir);
   }
   const us = (ns: number) => (ns / 1000).toFixed(1);
-  const q = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.floor(p * (xs.length - 1))] ?? 0;
   const lines = [
-    `### addon spawn(), init: ${init} — ${totals.length} rounds, total p50 ${us(q(totals, 0.5))} µs, p90 ${us(q(totals, 0.9))} µs`,
+    `### addon spawn(), init: ${init} — ${totals.length} rounds, total p50 ${us(quantile(totals, 0.5))} µs, p90 ${us(quantile(totals, 0.9))} µs`,
     `child started on the parent's CPU in ${sameCpu.filter(Boolean).length}/${sameCpu.length} rounds`,
     '',
     '| step (time since previous stamp; enter: since spawn() was called in JS) | p50 µs | p90 µs | CPUs |',
@@ -225,7 +213,7 @@ async function traceSteps(init: boolean, rounds: number): Promise<string> {
   for (const [step, xs] of deltas) {
     const c = cpus.get(step) ?? [];
     const hist = [...new Set(c)].sort().map((cpu) => `${cpu}:${c.filter((x) => x === cpu).length}`);
-    lines.push(`| ${step} | ${us(q(xs, 0.5))} | ${us(q(xs, 0.9))} | ${hist.join(' ')} |`);
+    lines.push(`| ${step} | ${us(quantile(xs, 0.5))} | ${us(quantile(xs, 0.9))} | ${hist.join(' ')} |`);
   }
   return lines.join('\n');
 }

@@ -20,6 +20,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { type ControlPlane, startControlPlane } from '../controlplane/controlplane.ts';
 import { installCrds } from '../crds/install.ts';
@@ -30,6 +31,9 @@ import { type Applied, KubeApi, loadKubeConfig, resourceClient, typed } from '..
 import { READOPTED_MESSAGE } from '../node-runtime/agent/index.ts';
 import { CgroupManager, detectCgroupLayout } from '../node-runtime/cgroups/index.ts';
 import { isTmpfs } from '../platform/fs.ts';
+import { readProcStatFields } from '../platform/proc.ts';
+import { cpuTimes, pssKiB, rssKiB } from './proc.ts';
+import { median, quantile } from './stats.ts';
 
 const repoRoot = join(import.meta.dirname, '..');
 const orrery = join(repoRoot, 'bin', 'orrery.js');
@@ -42,48 +46,19 @@ const READOPT_ROUNDS = Number(process.env.ORRERY_BENCH_READOPT_ROUNDS ?? 5);
 /** How long a daemon is left alone after its start before its RSS is read. */
 const SETTLE_MS = 10_000;
 const MiB = 1024 * 1024;
-/** USER_HZ: /proc reports CPU times in these ticks (proc(5)). */
-const CLK_TCK = 100;
 
 const progress = (message: string) => console.error(`[startup] ${message}`);
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-function quantile(samples: number[], q: number): number {
-  const sorted = [...samples].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN;
-}
-const median = (samples: number[]) => quantile(samples, 0.5);
-
-function statFields(pid: number | 'self'): string[] {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-}
 
 /** utime + stime of a live process, seconds. */
 function cpuSeconds(pid: number): number {
-  const f = statFields(pid);
-  return (Number(f[11]) + Number(f[12])) / CLK_TCK;
+  const t = cpuTimes(pid);
+  return t.user + t.system;
 }
 
-/**
- * CPU of this process's reaped children (cutime + cstime), seconds. The kernel sums them in
- * nanoseconds and rounds only when /proc is read, so the difference over many children is exact
- * to a tick in all.
- */
+/** CPU of this process's reaped children (cutime + cstime), seconds. */
 function childrenCpuSeconds(): number {
-  const f = statFields('self');
-  return (Number(f[13]) + Number(f[14])) / CLK_TCK;
-}
-
-function statusKiB(pid: number, field: 'VmRSS'): number {
-  const match = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return Number(match?.[1] ?? Number.NaN);
-}
-
-/** Proportional set size (shared pages divided among their users), KiB. */
-function pssKiB(pid: number): number {
-  const match = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
-  return Number(match?.[1] ?? Number.NaN);
+  const t = cpuTimes('self');
+  return t.childrenUser + t.childrenSystem;
 }
 
 /** A process and all its descendants, from the parent pids in /proc. */
@@ -91,12 +66,10 @@ function processTree(root: number): number[] {
   const children = new Map<number, number[]>();
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
-    try {
-      const ppid = Number(statFields(Number(entry))[1]);
-      children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
-    } catch {
-      // gone meanwhile
-    }
+    const fields = readProcStatFields(Number(entry));
+    if (fields === undefined) continue; // gone meanwhile
+    const ppid = Number(fields[4 - 3]);
+    children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
   }
   const tree: number[] = [];
   for (let todo = [root]; todo.length > 0; ) {
@@ -121,7 +94,7 @@ function treeMemory(root: number): { rss: number; pss: number; parts: { command:
   const parts: { command: string; rss: number }[] = [];
   for (const pid of processTree(root)) {
     try {
-      const r = statusKiB(pid, 'VmRSS') * 1024;
+      const r = rssKiB(pid) * 1024;
       pss += pssKiB(pid) * 1024;
       rss += r;
       parts.push({ command: commandOf(pid), rss: r });
@@ -374,7 +347,7 @@ async function cluster(): Promise<ClusterResult> {
     const leading = await operator.line((l) => l.includes('"msg":"leading: starting controllers"'));
     const startMs = { agent: first.endpoint.at - first.t0, operator: leading.at - operatorT0 };
     await sleep(SETTLE_MS);
-    const rssOf = (pid: number) => statusKiB(pid, 'VmRSS') * 1024;
+    const rssOf = (pid: number) => rssKiB(pid) * 1024;
     const idle = {
       agent: rssOf(first.d.child.pid as number),
       operator: rssOf(operator.child.pid as number),

@@ -1,5 +1,5 @@
-// What /proc/<pid>/stat says about a process (proc(5)): the state and the start time, which
-// together with the pid identify a process across pid reuse.
+// What /proc/<pid>/stat says about a process (proc(5)): its fields, and the state and the start
+// time, which together with the pid identify a process across pid reuse.
 import { readFileSync } from 'node:fs';
 
 export interface ProcStat {
@@ -9,8 +9,11 @@ export interface ProcStat {
   startTime: string;
 }
 
-/** Fields 3 and 22 of /proc/<pid>/stat; undefined when there is no such pid. */
-export function readProcStat(pid: number): ProcStat | undefined {
+/**
+ * The fields of /proc/<pid>/stat from field 3 (state) on, so field N is at index N - 3; undefined
+ * when there is no such pid.
+ */
+export function readProcStatFields(pid: number | 'self'): string[] | undefined {
   let stat: string;
   try {
     stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -18,8 +21,13 @@ export function readProcStat(pid: number): ProcStat | undefined {
     return undefined;
   }
   // comm (field 2) may hold spaces and parentheses: fields resume after the last ')'.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const [state, startTime] = [fields[0], fields[22 - 3]];
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
+/** Fields 3 and 22 of /proc/<pid>/stat; undefined when there is no such pid. */
+export function readProcStat(pid: number): ProcStat | undefined {
+  const fields = readProcStatFields(pid);
+  const [state, startTime] = [fields?.[0], fields?.[22 - 3]];
   return state === undefined || startTime === undefined ? undefined : { state, startTime };
 }
 
