@@ -5,39 +5,32 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { type Logger, pino } from 'pino';
-import { hostOfLease, OPERATOR_LEASE_NAME, SYSTEM_NAMESPACE } from '../crds/labels.ts';
+import { OPERATOR_LEASE_NAME, SYSTEM_NAMESPACE } from '../crds/labels.ts';
 import {
-  enqueueFromInformer,
-  enqueueOwner,
   isAlreadyExists,
   KubeApi,
   type KubeConfig,
   LeaderElector,
   leaseClient,
   NAMESPACES,
-  objectKey,
   type RunningController,
   resourceClient,
   runController,
   WorkQueue,
 } from '../kube/index.ts';
-import { allInformers, createContext, FIELD_MANAGER, type OperatorContext } from './context.ts';
-import { LeaseObserver, reconcileHost, reconcileOrphanedTermination } from './hosts/controller.ts';
-import { CreateExpectations, reconcileInstance } from './instance/controller.ts';
-import { OperatorMetrics } from './metrics.ts';
 import {
-  placeAtCreation,
-  reconcileScheduling,
-  SchedulerCache,
-  watchForScheduler,
-} from './scheduler/controller.ts';
-import { reconcileService, servicesSelecting } from './service/controller.ts';
+  allInformers,
+  type Controller,
+  createContext,
+  FIELD_MANAGER,
+  type OperatorContext,
+} from './context.ts';
+import { hostController, LeaseObserver } from './hosts/controller.ts';
+import { instanceController } from './instance/controller.ts';
+import { OperatorMetrics } from './metrics.ts';
+import { placeAtCreation, SchedulerCache, schedulerController } from './scheduler/controller.ts';
+import { serviceController } from './service/controller.ts';
 import { parseCidr } from './service/vip.ts';
-
-/** Binding writes in flight at once. */
-const SCHEDULER_BIND_WORKERS = 16;
-/** Instance status writes that change only replica counts: at most one per Instance per interval. */
-const INSTANCE_STATUS_COUNT_INTERVAL_MS = 500;
 
 export interface OperatorOptions {
   kubeConfig: KubeConfig;
@@ -145,100 +138,31 @@ function startControllers(
   const { informers } = ctx;
   const waitFor = allInformers(ctx);
   const observe = (name: string) => opts.metrics.observer(name);
-
-  // Instances: own events, and their Replicas' (through the owner reference).
-  const instanceQueue = new WorkQueue<string>();
-  enqueueFromInformer(informers.instances, instanceQueue);
-  enqueueOwner(informers.replicas, instanceQueue, 'Instance', 'orrery.dev');
-
-  // Scheduler: unbound Replicas; retried when Hosts change or room frees up.
-  const schedulerQueue = new WorkQueue<string>();
+  // Shared by three controllers: which hosts renew their Lease (by this operator's clock), and
+  // the scheduler's view of what is bound where.
+  const leases = new LeaseObserver();
+  leases.watch(informers.leases);
   const cache = new SchedulerCache();
-  const scheduling = watchForScheduler(ctx, cache, (key) => schedulerQueue.add(key));
-
-  // Host lifecycle: Hosts, their Leases, and the Replicas bound to them.
-  const hostQueue = new WorkQueue<string>();
-  enqueueFromInformer(informers.hosts, hostQueue);
-  enqueueFromInformer(informers.leases, hostQueue, hostOfLease);
-  enqueueFromInformer(informers.replicas, hostQueue, (r) => r.spec.host || undefined);
-  informers.replicas.addHandlers({
-    add: (r) =>
-      void reconcileOrphanedTermination(ctx, r).catch((err) =>
-        ctx.log.error({ err }, 'finalizing an unbound replica'),
-      ),
-    update: (_, r) =>
-      void reconcileOrphanedTermination(ctx, r).catch((err) =>
-        ctx.log.error({ err }, 'finalizing an unbound replica'),
-      ),
-  });
-
-  // Services: own events, and Replicas they select.
-  const serviceQueue = new WorkQueue<string>();
-  enqueueFromInformer(informers.services, serviceQueue);
-  enqueueFromInformer(informers.replicas, serviceQueue, (r) => servicesSelecting(ctx, r));
-
-  const hostOptions = { graceMs: opts.hostGraceMs ?? 1000 };
-  const leaseObserver = new LeaseObserver();
-  const isLive = (host: string) => leaseObserver.isLive(ctx, host);
-  const expectations = new CreateExpectations();
-  informers.replicas.addHandlers({
-    add: (r) => expectations.observed(objectKey(r)),
-    delete: (r) => expectations.observed(objectKey(r)),
-  });
-  const instanceOptions = {
-    expectations,
-    place: placeAtCreation(ctx, cache, isLive),
-    statusSpacing: { intervalMs: INSTANCE_STATUS_COUNT_INTERVAL_MS, written: new Map<string, number>() },
-  };
-  informers.leases.addHandlers({
-    add: (l) => leaseObserver.observe(l),
-    update: (old, l) => {
-      // A host whose Lease had expired (so the scheduler passed it over) renews again: the
-      // replicas left unbound meanwhile are tried at once, not at their next 5 s retry.
-      const host = hostOfLease(l);
-      const silence = host ? leaseObserver.silence(old, host) : undefined;
-      leaseObserver.observe(l);
-      if (silence && silence.silentMs >= silence.durationMs) scheduling.requeuePending();
-    },
-  });
-  return [
-    runController({
-      name: 'instances',
-      queue: instanceQueue,
-      workers: opts.workers ?? 4,
-      waitFor,
-      log: ctx.log,
-      reconcile: (key) => reconcileInstance(ctx, key, instanceOptions),
-      onReconciled: observe('instances'),
+  const controllers: Controller[] = [
+    instanceController(ctx, {
+      ...(opts.workers ? { workers: opts.workers } : {}),
+      place: placeAtCreation(ctx, cache, (host) => leases.isLive(ctx, host)),
     }),
-    runController({
-      name: 'scheduler',
-      queue: schedulerQueue,
-      // Decisions are synchronous (pick + assume, no await between), so they stay one at a time
-      // on the event loop; the workers only overlap the binding writes (kube-scheduler binds
-      // asynchronously for the same reason). One worker capped a burst at one bind per round trip.
-      workers: SCHEDULER_BIND_WORKERS,
-      waitFor,
-      log: ctx.log,
-      reconcile: (key) => reconcileScheduling(ctx, cache, key, isLive),
-      onReconciled: observe('scheduler'),
-    }),
-    runController({
-      name: 'hosts',
-      queue: hostQueue,
-      workers: 2,
-      waitFor,
-      log: ctx.log,
-      reconcile: (key) => reconcileHost(ctx, hostOptions, leaseObserver, key),
-      onReconciled: observe('hosts'),
-    }),
-    runController({
-      name: 'services',
-      queue: serviceQueue,
-      waitFor,
-      log: ctx.log,
-      reconcile: (key) => reconcileService(ctx, opts.range, key),
-      onReconciled: observe('services'),
-    }),
+    schedulerController(ctx, { cache, leases }),
+    hostController(ctx, { graceMs: opts.hostGraceMs ?? 1000, leases }),
+    serviceController(ctx, { range: opts.range }),
   ];
+  return controllers.map((c) => {
+    const queue = new WorkQueue<string>({ name: c.name });
+    c.watch(queue);
+    return runController({
+      name: c.name,
+      queue,
+      workers: c.workers,
+      waitFor,
+      log: ctx.log,
+      reconcile: c.reconcile,
+      onReconciled: observe(c.name),
+    });
+  });
 }

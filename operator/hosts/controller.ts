@@ -7,13 +7,15 @@
 //   host's behalf, and the Instance controller recreates each ordinal, which the scheduler binds
 //   elsewhere. The runtime of a partitioned host stops its own replicas once it cannot renew for
 //   a lease duration (self-fencing), so two copies do not run for long.
-// - Terminating Replicas on a host that is gone or silent, or bound to no host, get their
-//   finalizer removed here, since no runtime will.
+// - Terminating Replicas on a host that is gone or silent get their finalizer removed here, since
+//   no runtime will (unbound ones: the scheduler).
 
 import { setConditions } from '../../crds/conditions.ts';
 import { hostLeaseName, hostOfLease, RUNTIME_FINALIZER, SYSTEM_NAMESPACE } from '../../crds/labels.ts';
 import type { Host, Replica } from '../../crds/types.ts';
 import {
+  enqueueFromInformer,
+  type Informer,
   isConflict,
   isNotFound,
   type Lease,
@@ -21,7 +23,7 @@ import {
   removeFinalizer,
 } from '../../kube/index.ts';
 import { forEachLimited } from '../concurrency.ts';
-import type { OperatorContext } from '../context.ts';
+import { type Controller, type OperatorContext, replicasOnHost } from '../context.ts';
 
 export interface HostLifecycleOptions {
   /** How long a Host may go without renewing its Lease before its replicas move. Default 1000 ms. */
@@ -35,6 +37,25 @@ export interface HostLifecycleOptions {
  */
 export class LeaseObserver {
   readonly #seen = new Map<string, { renewTime: string; at: number }>();
+  readonly #onBack: (() => void)[] = [];
+
+  /** Feeds the observer from the Lease informer (once, before it starts). */
+  watch(leases: Informer<Lease>): void {
+    leases.addHandlers({
+      add: (l) => this.observe(l),
+      update: (old, l) => {
+        const host = hostOfLease(l);
+        const silence = host ? this.silence(old, host) : undefined;
+        this.observe(l);
+        if (silence && silence.silentMs >= silence.durationMs) for (const fn of this.#onBack) fn();
+      },
+    });
+  }
+
+  /** Calls `fn` when a host whose Lease had expired renews it again. */
+  onHostBack(fn: () => void): void {
+    this.#onBack.push(fn);
+  }
 
   observe(lease: Lease, now = Date.now()): void {
     const host = hostOfLease(lease);
@@ -67,8 +88,21 @@ export class LeaseObserver {
   }
 }
 
-export function replicasOn(ctx: OperatorContext, host: string): Replica[] {
-  return ctx.informers.replicas.list((r) => r.spec.host === host);
+/** Hosts, their Leases, and the Replicas bound to them. */
+export function hostController(
+  ctx: OperatorContext,
+  opts: HostLifecycleOptions & { leases: LeaseObserver },
+): Controller {
+  return {
+    name: 'hosts',
+    workers: 2,
+    watch(queue) {
+      enqueueFromInformer(ctx.informers.hosts, queue);
+      enqueueFromInformer(ctx.informers.leases, queue, hostOfLease);
+      enqueueFromInformer(ctx.informers.replicas, queue, (r) => r.spec.host || undefined);
+    },
+    reconcile: (key) => reconcileHost(ctx, opts, opts.leases, key),
+  };
 }
 
 export async function removeRuntimeFinalizer(ctx: OperatorContext, replica: Replica): Promise<void> {
@@ -86,7 +120,7 @@ export async function reconcileHost(
   // replicas is left to the two paths that move them, so that a live host costs nothing.
   if (!host) {
     // A deleted Host: its replicas can never be stopped by it; move them.
-    await evict(ctx, undefined, hostName, replicasOn(ctx, hostName), 'HostDeleted');
+    await evict(ctx, undefined, hostName, replicasOnHost(ctx, hostName), 'HostDeleted');
     return undefined;
   }
   const now = Date.now();
@@ -119,7 +153,7 @@ export async function reconcileHost(
     ctx.log.warn({ host: hostName }, 'no host renews its Lease: not evicting (full disruption)');
     return { requeueAfterMs: graceMs };
   }
-  await evict(ctx, host, hostName, replicasOn(ctx, hostName), 'HostLost');
+  await evict(ctx, host, hostName, replicasOnHost(ctx, hostName), 'HostLost');
   return undefined;
 }
 
@@ -167,9 +201,4 @@ async function evict(
     .join(', ')}${replicas.length > 5 ? ', ...' : ''})`;
   ctx.log.warn({ host: hostName, replicas: replicas.length, reason }, 'evicting replicas of a lost host');
   if (host) void ctx.recorder.warning(host, reason, message);
-}
-
-/** Terminating replicas that no runtime will finalize: unbound ones. */
-export async function reconcileOrphanedTermination(ctx: OperatorContext, replica: Replica): Promise<void> {
-  if (replica.metadata.deletionTimestamp && !replica.spec.host) await removeRuntimeFinalizer(ctx, replica);
 }

@@ -13,32 +13,65 @@ import {
 } from '../../crds/labels.ts';
 import type { Instance, InstanceStatus, Replica } from '../../crds/types.ts';
 import {
+  enqueueFromInformer,
+  enqueueOwner,
   isAlreadyExists,
   isConflict,
   isNotFound,
+  objectKey,
   type ReconcileResult,
   removeFinalizer,
   splitKey,
 } from '../../kube/index.ts';
 import { forEachLimited } from '../concurrency.ts';
-import type { OperatorContext } from '../context.ts';
+import { type Controller, type OperatorContext, replicasLabelledFor } from '../context.ts';
 import { templateHash } from '../hash.ts';
 import type { Placer } from '../scheduler/fit.ts';
 import { type InstancePlan, planInstance, replicaName } from './plan.ts';
 
 /** API writes in flight at once within one reconcile. */
 const API_CONCURRENCY = 16;
+/** Instance status writes that change only replica counts: at most one per Instance per interval. */
+const STATUS_COUNT_INTERVAL_MS = 500;
+
+export interface InstanceControllerOptions {
+  /** Default 4. */
+  workers?: number;
+  /** Binds Replicas at creation (the scheduler's placeAtCreation); without it they are created unbound. */
+  place?: Placer;
+}
+
+/** Instances and the Replicas they own (their events come back to the owner's key). */
+export function instanceController(ctx: OperatorContext, opts: InstanceControllerOptions = {}): Controller {
+  const expectations = new CreateExpectations();
+  const statusSpacing = { intervalMs: STATUS_COUNT_INTERVAL_MS, written: new Map<string, number>() };
+  return {
+    name: 'instances',
+    workers: opts.workers ?? 4,
+    watch(queue) {
+      enqueueFromInformer(ctx.informers.instances, queue);
+      enqueueOwner(ctx.informers.replicas, queue, 'Instance', 'orrery.dev');
+      ctx.informers.replicas.addHandlers({
+        add: (r) => expectations.observed(objectKey(r)),
+        delete: (r) => expectations.observed(objectKey(r)),
+      });
+    },
+    reconcile: (key) =>
+      reconcileInstance(ctx, key, {
+        expectations,
+        statusSpacing,
+        ...(opts.place ? { place: opts.place } : {}),
+      }),
+  };
+}
 
 /** Replicas owned by the Instance (by label, then confirmed by ownerReference uid). */
 export function ownedReplicas(ctx: OperatorContext, instance: Instance): Replica[] {
-  const ns = instance.metadata.namespace;
-  const name = instance.metadata.name;
-  return ctx.informers.replicas.list(
-    (r) =>
-      r.metadata.namespace === ns &&
-      r.metadata.labels?.[INSTANCE_LABEL] === name &&
-      (r.metadata.ownerReferences ?? []).some((o) => o.uid === instance.metadata.uid),
-  );
+  return replicasLabelledFor(
+    ctx,
+    instance.metadata.namespace as string,
+    instance.metadata.name as string,
+  ).filter((r) => (r.metadata.ownerReferences ?? []).some((o) => o.uid === instance.metadata.uid));
 }
 
 export function newReplica(instance: Instance, ordinal: number, hash: string): Replica {

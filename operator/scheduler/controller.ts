@@ -1,13 +1,14 @@
 // The scheduler: reconcile(namespace/name) binds an unbound Replica to a Host (spec.host), or,
 // when nothing fits, records why on the Replica (status reason Unschedulable, condition
 // Scheduled=False — the scheduler owns a Replica's status until it is bound, as kube-scheduler
-// writes PodScheduled) and as a Warning Event, and retries when Hosts change.
+// writes PodScheduled) and as a Warning Event, and retries when Hosts change. An unbound Replica
+// being deleted has no runtime to remove its runtime finalizer: the scheduler removes it.
 //
 // Host usage is kept incrementally from the Replica informer plus the bindings made but not yet
 // seen back ("assumed", as kube-scheduler's cache does), so one decision costs O(hosts).
 
 import { setConditions } from '../../crds/conditions.ts';
-import { HOST_LABEL } from '../../crds/labels.ts';
+import { HOST_LABEL, RUNTIME_FINALIZER } from '../../crds/labels.ts';
 import type { Replica } from '../../crds/types.ts';
 import {
   isConflict,
@@ -15,9 +16,11 @@ import {
   isNotFound,
   objectKey,
   type ReconcileResult,
+  removeFinalizer,
   splitKey,
 } from '../../kube/index.ts';
-import type { OperatorContext } from '../context.ts';
+import { type Controller, type OperatorContext, unboundReplicas } from '../context.ts';
+import type { LeaseObserver } from '../hosts/controller.ts';
 import {
   addUsage,
   emptyUsage,
@@ -81,31 +84,51 @@ export class SchedulerCache {
   }
 }
 
-export function watchForScheduler(
-  ctx: OperatorContext,
-  cache: SchedulerCache,
-  enqueue: (key: string) => void,
-) {
-  ctx.informers.replicas.addHandlers({
-    add: (r) => {
-      cache.observe(objectKey(r), r);
-      if (!r.spec.host) enqueue(objectKey(r));
+/** Binding writes in flight at once. */
+const BIND_WORKERS = 16;
+
+export interface SchedulerOptions {
+  cache: SchedulerCache;
+  /** Which hosts renew their Lease; a host coming back retries the replicas left unbound. */
+  leases: LeaseObserver;
+}
+
+/** Unbound Replicas; retried when Hosts change, room frees up, or a silent host renews again. */
+export function schedulerController(ctx: OperatorContext, { cache, leases }: SchedulerOptions): Controller {
+  const isLive = (host: string) => leases.isLive(ctx, host);
+  return {
+    name: 'scheduler',
+    // Decisions are synchronous (pick + assume, no await between), so they stay one at a time on
+    // the event loop; the workers only overlap the binding writes (kube-scheduler binds
+    // asynchronously for the same reason). One worker capped a burst at one bind per round trip.
+    workers: BIND_WORKERS,
+    watch(queue) {
+      const requeuePending = () => {
+        for (const pending of unboundReplicas(ctx)) queue.add(objectKey(pending));
+      };
+      ctx.informers.replicas.addHandlers({
+        add: (r) => {
+          cache.observe(objectKey(r), r);
+          if (!r.spec.host) queue.add(objectKey(r));
+        },
+        update: (_, r) => {
+          cache.observe(objectKey(r), r);
+          if (!r.spec.host) queue.add(objectKey(r));
+        },
+        delete: (r) => {
+          cache.observe(objectKey(r), undefined);
+          requeuePending(); // room was freed: pending replicas may fit now
+        },
+      });
+      ctx.informers.hosts.addHandlers({
+        add: requeuePending,
+        update: requeuePending,
+        delete: requeuePending,
+      });
+      leases.onHostBack(requeuePending);
     },
-    update: (_, r) => {
-      cache.observe(objectKey(r), r);
-      if (!r.spec.host) enqueue(objectKey(r));
-    },
-    delete: (r) => {
-      cache.observe(objectKey(r), undefined);
-      // Room was freed: pending replicas may fit now.
-      for (const pending of ctx.informers.replicas.list((p) => !p.spec.host)) enqueue(objectKey(pending));
-    },
-  });
-  const requeuePending = () => {
-    for (const pending of ctx.informers.replicas.list((p) => !p.spec.host)) enqueue(objectKey(pending));
+    reconcile: (key) => reconcileScheduling(ctx, cache, key, isLive),
   };
-  ctx.informers.hosts.addHandlers({ add: requeuePending, update: requeuePending, delete: requeuePending });
-  return { requeuePending };
 }
 
 /**
@@ -146,7 +169,11 @@ export async function reconcileScheduling(
   isLive?: (host: string) => boolean,
 ): Promise<ReconcileResult> {
   const replica = ctx.informers.replicas.get(key);
-  if (!replica || replica.spec.host || replica.metadata.deletionTimestamp) return undefined;
+  if (!replica || replica.spec.host) return undefined;
+  if (replica.metadata.deletionTimestamp) {
+    await removeFinalizer(ctx.clients.replicas, replica, RUNTIME_FINALIZER);
+    return undefined;
+  }
   const { namespace, name } = splitKey(key);
   const result = decide(ctx, cache, key, replica, isLive);
   if (result.host === undefined) {

@@ -4,8 +4,14 @@
 
 import { sameConditions, setConditions } from '../../crds/conditions.ts';
 import type { Replica, Service, ServiceStatus } from '../../crds/types.ts';
-import { isNotFound, objectKey, type ReconcileResult } from '../../kube/index.ts';
-import type { OperatorContext } from '../context.ts';
+import { enqueueFromInformer, isNotFound, objectKey, type ReconcileResult } from '../../kube/index.ts';
+import {
+  type Controller,
+  type OperatorContext,
+  replicasInNamespace,
+  servicesInNamespace,
+  servicesWithVirtualIP,
+} from '../context.ts';
 import { isReady } from '../instance/plan.ts';
 import { allocateVip, type Cidr, inRange } from './vip.ts';
 
@@ -17,7 +23,22 @@ export function selects(service: Service, replica: Replica): boolean {
 
 /** Keys of the Services that select a replica (for mapping Replica events). */
 export function servicesSelecting(ctx: OperatorContext, replica: Replica): string[] {
-  return ctx.informers.services.list((s) => selects(s, replica)).map(objectKey);
+  return servicesInNamespace(ctx, replica.metadata.namespace as string)
+    .filter((s) => selects(s, replica))
+    .map(objectKey);
+}
+
+/** Services, and the Replicas they select. */
+export function serviceController(ctx: OperatorContext, opts: { range: Cidr }): Controller {
+  return {
+    name: 'services',
+    workers: 1,
+    watch(queue) {
+      enqueueFromInformer(ctx.informers.services, queue);
+      enqueueFromInformer(ctx.informers.replicas, queue, (r) => servicesSelecting(ctx, r));
+    },
+    reconcile: (key) => reconcileService(ctx, opts.range, key),
+  };
 }
 
 export async function reconcileService(
@@ -29,12 +50,7 @@ export async function reconcileService(
   if (!service) return undefined;
   let virtualIP = service.status?.virtualIP;
   if (!virtualIP || !inRange(range, virtualIP)) {
-    const inUse = new Set(
-      ctx.informers.services
-        .list((s) => objectKey(s) !== key)
-        .map((s) => s.status?.virtualIP)
-        .filter((ip): ip is string => Boolean(ip)),
-    );
+    const inUse = { has: (ip: string) => servicesWithVirtualIP(ctx, ip).some((s) => objectKey(s) !== key) };
     virtualIP = allocateVip(range, key, inUse);
     if (!virtualIP) {
       void ctx.recorder.warning(
@@ -45,7 +61,9 @@ export async function reconcileService(
       return { requeueAfterMs: 10_000 };
     }
   }
-  const endpoints = ctx.informers.replicas.list((r) => selects(service, r) && !r.metadata.deletionTimestamp);
+  const endpoints = replicasInNamespace(ctx, service.metadata.namespace as string).filter(
+    (r) => selects(service, r) && !r.metadata.deletionTimestamp,
+  );
   const ready = endpoints.filter(isReady).length;
   const generation = service.metadata.generation;
   const next: ServiceStatus = {

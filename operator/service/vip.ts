@@ -35,7 +35,11 @@ export function parseIp(ip: string): number {
 }
 
 /** Picks a free address in the range for key (namespace/name), skipping network and broadcast addresses. */
-export function allocateVip(range: Cidr, key: string, inUse: ReadonlySet<string>): string | undefined {
+export function allocateVip(
+  range: Cidr,
+  key: string,
+  inUse: Pick<ReadonlySet<string>, 'has'>,
+): string | undefined {
   const usable = range.size - 2;
   const start = createHash('sha256').update(key).digest().readUInt32BE(0) % usable;
   for (let i = 0; i < usable; i++) {
