@@ -52,7 +52,6 @@ export {
   type LeaseSpec,
   leaseClient,
   leaseExpired,
-  leaseExpiresAt,
   microTime,
   type RenewLeaseOptions,
   renewLease,
@@ -69,7 +68,6 @@ export { diffRelist, type RelistDiff } from './relist.ts';
 export {
   type Applied,
   type ApplyOptions,
-  apiVersionOf,
   CONFIGMAPS,
   type DeepPartial,
   type DeleteOptions,
