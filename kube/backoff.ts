@@ -42,10 +42,12 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 }
 
 /**
- * An AbortController that aborts when any of the given signals does. Used instead of
- * AbortSignal.any(), whose combined signal Node 20 holds only weakly from its sources: a
- * combined signal referenced by nothing but a socket listener can be garbage-collected and
- * then never fires (nodejs/node#48951 and follow-ups). Call dispose() when done.
+ * An AbortController that aborts when any of the given signals does, until dispose() unlinks it
+ * from them; the caller may also abort it itself (a timeout, a watch restart). Used instead of
+ * AbortSignal.any(), which has no unlink: as the DOM spec requires, a combined signal with an
+ * abort listener stays referenced by its sources until one of them aborts, so every request
+ * made under a long-lived stop signal would keep its combined signal, and the request its
+ * listener closes over, until that stop. Call dispose() when done.
  */
 export function linkedAbort(...signals: (AbortSignal | undefined)[]): {
   controller: AbortController;
