@@ -1,0 +1,285 @@
+// The run-level sweep of `npm test` (hack/test.ts): once ava is done, however it ended (pass,
+// fail, Ctrl-C), kill what this run's tests started and left running, and remove the
+// `orrery-test-*` cgroups they left, in every cgroup hierarchy mounted.
+//
+// What is this run's: hack/test.ts gives ava a run id in ORRERY_TEST_RUN, which every process a
+// test starts inherits (workers, agents, operators, `orrery up` and its children), so a process
+// is killed only when its /proc/<pid>/environ carries this exact id. Workloads do not inherit it
+// (the runtime gives them exactly their spec's environment); they die with their cgroups.
+//
+// cgroups carry no environment. Other test runs may be going on at the same time on this machine
+// (`npx ava <file>` in another shell, another clone), and their cgroups look the same. So: with no
+// other test run alive, every `orrery-test-*` cgroup is a leftover and is removed; while one is,
+// only cgroups named with this run's id (`orrery-test-<run>-...`, as test/helpers/engine-harness
+// names them) are removed, and the others are listed as kept.
+import { type Dirent, readdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { parseMountinfo } from '../node-runtime/cgroups/detect.ts';
+import { killCgroup } from '../node-runtime/cgroups/kill.ts';
+import type { ReplicaCgroupFiles } from '../node-runtime/cgroups/paths.ts';
+
+/** The environment variable carrying the run id, set by hack/test.ts for ava and all below it. */
+export const RUN_ENV = 'ORRERY_TEST_RUN';
+/** The prefix of every cgroup (parent) the tests make at a hierarchy's root. */
+export const TEST_CGROUP_PREFIX = 'orrery-test-';
+
+export interface SweepOptions {
+  runId: string;
+  /** When the run started (ms since the epoch): tells this run's cgroups from older leftovers in the report. */
+  startedAt: number;
+  log: (line: string) => void;
+  /** Pids never touched (hack/test.ts itself). */
+  exclude?: number[];
+  /** SIGTERM first, SIGKILL what is still there after this long; default 3 s. */
+  graceMs?: number;
+  /** Report what would be done, do nothing. */
+  dryRun?: boolean;
+}
+
+export interface SweptProcess {
+  pid: number;
+  command: string;
+  /** How it ended: 'SIGTERM', 'SIGKILL', or 'would kill' on a dry run. */
+  how: string;
+}
+
+export interface SweptCgroup {
+  name: string;
+  dirs: string[];
+  /** Pids that were in it (killed). */
+  pids: number[];
+  /** Its directory predates this run (ctime): left by an earlier run. */
+  older: boolean;
+}
+
+export interface SweepResult {
+  killed: SweptProcess[];
+  removed: SweptCgroup[];
+  kept: { name: string; why: string }[];
+  errors: string[];
+}
+
+interface ProcessInfo {
+  pid: number;
+  startTime: string;
+  state: string;
+  argv: string[];
+  environ: string[];
+}
+
+/** Whether a process environment (NUL-separated, as /proc/<pid>/environ) carries `RUN_ENV=runId`. */
+export function marksRun(environ: string[], runId: string): boolean {
+  return runId !== '' && environ.includes(`${RUN_ENV}=${runId}`);
+}
+
+/** Whether a command line is a test runner: ava (cli or worker) or hack/test.ts. */
+export function isTestRunner(argv: string[]): boolean {
+  return argv.some((arg) => /node_modules\/(\.bin\/ava$|ava\/)|(^|\/)hack\/test\.ts$/.test(arg));
+}
+
+/** Whether a cgroup name was made by the run `runId` (`orrery-test-<run>-<random>`). */
+export function namedForRun(name: string, runId: string): boolean {
+  return runId !== '' && name.startsWith(`${TEST_CGROUP_PREFIX}${runId}-`);
+}
+
+/** `pid`'s stat state, start time, argv and environment; undefined when gone or unreadable. */
+function processInfo(pid: number): ProcessInfo | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const split = (file: string) => readFileSync(`/proc/${pid}/${file}`, 'utf8').split('\0').filter(Boolean);
+    return {
+      pid,
+      state: fields[0] ?? '?',
+      startTime: fields[19] ?? '?',
+      argv: split('cmdline'),
+      environ: split('environ'),
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+function allProcesses(): ProcessInfo[] {
+  return readdirSync('/proc')
+    .filter((name) => /^\d+$/.test(name))
+    .flatMap((name) => processInfo(Number(name)) ?? []);
+}
+
+/** Still the same process (pid and start time), alive and not a zombie. */
+function stillThere(p: ProcessInfo): boolean {
+  const now = processInfo(p.pid);
+  return now !== undefined && now.startTime === p.startTime && now.state !== 'Z' && now.state !== 'X';
+}
+
+function signal(p: ProcessInfo, sig: NodeJS.Signals): void {
+  // The start time is checked right before the kill: the pid cannot have been recycled since.
+  if (!stillThere(p)) return;
+  try {
+    process.kill(p.pid, sig);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error;
+  }
+}
+
+const commandOf = (p: ProcessInfo) => p.argv.join(' ').slice(0, 160);
+
+async function killMarked(options: SweepOptions, result: SweepResult): Promise<void> {
+  const exclude = new Set([process.pid, ...(options.exclude ?? [])]);
+  const marked = allProcesses().filter(
+    (p) => !exclude.has(p.pid) && p.state !== 'Z' && marksRun(p.environ, options.runId),
+  );
+  if (options.dryRun) {
+    for (const p of marked) result.killed.push({ pid: p.pid, command: commandOf(p), how: 'would kill' });
+    return;
+  }
+  for (const p of marked) signal(p, 'SIGTERM');
+  const deadline = Date.now() + (options.graceMs ?? 3_000);
+  while (marked.some(stillThere) && Date.now() < deadline) await sleep(20);
+  for (const p of marked) {
+    const stubborn = stillThere(p);
+    if (stubborn) signal(p, 'SIGKILL');
+    result.killed.push({ pid: p.pid, command: commandOf(p), how: stubborn ? 'SIGKILL' : 'SIGTERM' });
+  }
+}
+
+/** Mount points of every cgroup hierarchy (v2 and each v1 one, named ones included), from the product's parser. */
+export function cgroupMounts(mountinfo = readFileSync('/proc/self/mountinfo', 'utf8')): string[] {
+  const mounts = parseMountinfo(mountinfo).filter((m) => m.fsType === 'cgroup' || m.fsType === 'cgroup2');
+  return [...new Set(mounts.map((m) => m.mountPoint))];
+}
+
+/** `dir` and every cgroup below it, deepest first. */
+function subtree(dir: string): string[] {
+  let entries: Dirent[];
+  try {
+    entries = readdirSync(dir, { withFileTypes: true });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw error;
+  }
+  return [...entries.filter((e) => e.isDirectory()).flatMap((e) => subtree(join(dir, e.name))), dir];
+}
+
+function procsOf(dir: string): number[] {
+  try {
+    return readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw error;
+  }
+}
+
+function exists(file: string): boolean {
+  return statSync(file, { throwIfNoEntry: false }) !== undefined;
+}
+
+/** Kills everything in the cgroup `dirs` (one name in several hierarchies) and removes them, deepest first. */
+async function removeCgroup(dirs: string[]): Promise<number[]> {
+  const pids = () => [...new Set(dirs.flatMap(subtree).flatMap(procsOf))];
+  const found = pids();
+  const files: ReplicaCgroupFiles = {};
+  for (const dir of dirs) {
+    if (exists(join(dir, 'cgroup.kill'))) files.kill = join(dir, 'cgroup.kill');
+    if (exists(join(dir, 'cgroup.freeze'))) files.freeze = { file: join(dir, 'cgroup.freeze'), kind: 'v2' };
+    else if (!files.freeze && exists(join(dir, 'freezer.state')))
+      files.freeze = { file: join(dir, 'freezer.state'), kind: 'v1' };
+  }
+  await killCgroup({ files, pids });
+  for (const dir of dirs.flatMap(subtree)) {
+    // rmdir of a cgroup whose last task is still exiting is briefly EBUSY.
+    for (let tries = 0; ; tries++) {
+      try {
+        rmdirSync(dir);
+        break;
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') break;
+        if (code !== 'EBUSY' || tries >= 100) throw new Error(`rmdir ${dir}: ${code}`, { cause: error });
+        await sleep(20);
+      }
+    }
+  }
+  return found;
+}
+
+async function removeTestCgroups(options: SweepOptions, result: SweepResult): Promise<void> {
+  const byName = new Map<string, string[]>();
+  for (const mount of cgroupMounts()) {
+    let entries: Dirent[];
+    try {
+      entries = readdirSync(mount, { withFileTypes: true });
+    } catch (error) {
+      result.errors.push(`reading ${mount}: ${(error as Error).message}`);
+      continue;
+    }
+    for (const e of entries) {
+      if (!e.isDirectory() || !e.name.startsWith(TEST_CGROUP_PREFIX)) continue;
+      byName.set(e.name, [...(byName.get(e.name) ?? []), join(mount, e.name)]);
+    }
+  }
+  if (byName.size === 0) return;
+  // Looked for after this run's own processes are gone: any test runner left is another run's.
+  const others = allProcesses().filter(
+    (p) =>
+      p.pid !== process.pid && p.state !== 'Z' && isTestRunner(p.argv) && !marksRun(p.environ, options.runId),
+  );
+  const busy =
+    others.length === 0
+      ? undefined
+      : `another test run is active (${others
+          .slice(0, 3)
+          .map((p) => `pid ${p.pid} ${commandOf(p).slice(0, 80)}`)
+          .join('; ')})`;
+  for (const [name, dirs] of byName) {
+    if (busy !== undefined && !namedForRun(name, options.runId)) {
+      result.kept.push({ name, why: busy });
+      continue;
+    }
+    const ctime = statSync(dirs[0] as string, { throwIfNoEntry: false })?.ctimeMs ?? Number.POSITIVE_INFINITY;
+    const older = ctime < options.startedAt;
+    if (options.dryRun) {
+      result.removed.push({ name, dirs, older, pids: [...new Set(dirs.flatMap(subtree).flatMap(procsOf))] });
+      continue;
+    }
+    try {
+      result.removed.push({ name, dirs, older, pids: await removeCgroup(dirs) });
+    } catch (error) {
+      result.errors.push(`cgroup ${name}: ${(error as Error).message}`);
+    }
+  }
+}
+
+/** Kills this run's leftover processes, then removes leftover test cgroups; reports every step through `log`. */
+export async function sweep(options: SweepOptions): Promise<SweepResult> {
+  const result: SweepResult = { killed: [], removed: [], kept: [], errors: [] };
+  try {
+    await killMarked(options, result);
+  } catch (error) {
+    result.errors.push(`processes: ${(error as Error).message}`);
+  }
+  try {
+    await removeTestCgroups(options, result);
+  } catch (error) {
+    result.errors.push(`cgroups: ${(error as Error).message}`);
+  }
+  const { log } = options;
+  const dry = options.dryRun ? ' (dry run)' : '';
+  for (const p of result.killed) log(`sweep${dry}: killed pid ${p.pid} (${p.how}): ${p.command}`);
+  for (const c of result.removed) {
+    const killed = c.pids.length > 0 ? `, killing pids ${c.pids.join(' ')}` : '';
+    const age = c.older ? ' (left by an earlier run)' : '';
+    log(`sweep${dry}: removed cgroup ${c.name}${age} from ${c.dirs.length} hierarchies${killed}`);
+  }
+  const keptByWhy = new Map<string, string[]>();
+  for (const k of result.kept) keptByWhy.set(k.why, [...(keptByWhy.get(k.why) ?? []), k.name]);
+  for (const [why, names] of keptByWhy) {
+    log(`sweep${dry}: kept ${names.length} cgroup(s), ${why}: ${names.join(' ')}`);
+  }
+  for (const e of result.errors) log(`sweep${dry}: FAILED: ${e}`);
+  if (result.killed.length + result.removed.length + result.kept.length + result.errors.length === 0) {
+    log('sweep: nothing left behind');
+  }
+  return result;
+}
