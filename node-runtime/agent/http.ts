@@ -1,5 +1,6 @@
 /**
- * The runtime's HTTP API (docs/DESIGN.md §5.8), read by the TUI and `orrery logs`: loopback by default,
+ * The runtime's HTTP API (docs/DESIGN.md §5.8): `orrery logs` reads replicas' logs from it and
+ * the DaemonSet's probes /healthz; /metrics is Prometheus text. Loopback by default,
  * `Authorization: Bearer <token>` on everything but /healthz. Query parameters are validated
  * here, at the edge; a bad one is a 400 whose message names the parameter and the expected form.
  */
@@ -91,8 +92,8 @@ export function createHttpApi(deps: HttpApiDeps): express.Express {
     return id;
   };
 
-  // `?stats=true` adds each replica's cgroup stats: one request for a TUI or an autoscaler
-  // instead of one per replica.
+  // `?stats=true` adds each replica's cgroup stats: one request for all of them instead of one
+  // per replica.
   app.get('/v1/replicas', async (req, res) => {
     const withStats = boolParam(req, 'stats');
     const items = await Promise.all(
