@@ -141,7 +141,7 @@ function debugWrites(what: string, before: Map<string, number>, after: Map<strin
 export default async function bench(): Promise<{ title: string; markdown: string }> {
   const root = mkdtempSync(join(tmpdir(), 'orrery-bench-e2e-'));
   // The records of the live processes on tmpfs, as the DaemonSet keeps them (the node's
-  // /run/orrery). This VM's /run is on disk, so /dev/shm stands in for it here.
+  // /run/orrery); /dev/shm stands in where /run is not a tmpfs.
   const tmpfs = ['/run', '/dev/shm'].find(isTmpfs);
   const runRoot = tmpfs ? mkdtempSync(join(tmpfs, 'orrery-bench-e2e-')) : undefined;
   const parents: string[] = [];

@@ -14,17 +14,15 @@ interface BenchResult {
 
 const benchDir = dirname(fileURLToPath(import.meta.url));
 // Sub-millisecond benchmarks first, on a quiet kernel; the ones that start a thousand replicas
-// last. Tearing down a thousand cgroups and namespaces goes on in kernel workers for seconds after
-// a benchmark ends, and made the spawn benchmark that followed one up to 2× slower.
+// last: tearing down a thousand cgroups and namespaces goes on in kernel workers for seconds after
+// a benchmark ends, and slows whatever runs then.
 const ORDER = ['spawn', 'exit-detect', 'restart', 'kube', 'runtime-footprint', 'startup', 'e2e'];
 /** Pause between benchmarks, for that background teardown to finish. */
 const SETTLE_MS = 10_000;
 /**
- * Before the end-to-end benchmark, which creates thousands of files: the state and log files of
- * the thousand replicas the footprint benchmark just removed are recently deleted inodes, and
- * ext4 without a journal (this machine's root) skips those for 60 s (once their inode table
- * blocks are written back, ~30 s) when it allocates new ones,
- * reading each one's inode table block (recently_deleted() in perf profiles of the agent).
+ * Before the end-to-end benchmark, which creates thousands of files: ext4 without a journal
+ * allocates past inodes deleted in the last 60 s (recently_deleted()), reading each one's inode
+ * table block, and the footprint benchmark just deleted the files of a thousand replicas.
  */
 const SETTLE_BEFORE_MS: Record<string, number> = { e2e: 90_000 };
 const rank = (name: string) => {

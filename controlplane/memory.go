@@ -2,28 +2,21 @@ package main
 
 // How Go's collector runs in this process. kube-apiserver and etcd in one
 // process allocate heavily per request (JSON decode/encode of custom
-// resources, managedFields): ~1.45 GB for 1,000 Replicas created and their
-// status written twice. Collecting as it goes costs CPU the 1,000-replica
-// burst does not have (mark workers took 12 % of the process's CPU at the
-// default GOGC=100), and any GOGC percentage also lets the scavenger hand the
-// heap back to the kernel after every cycle, so the burst faults it in again
-// (0.6-0.8 s of system time per 1,000 Replicas at GOGC=400). So, unless the
-// environment sets GOGC or GOMEMLIMIT (then the runtime runs as told and none
-// of this applies):
+// resources, managedFields). Unless the environment sets GOGC or GOMEMLIMIT
+// (then the runtime runs as told and none of this applies):
 //
 //   - while serving: GOGC=off with a 1 GiB soft limit, no collection until
-//     the heap nears 1 GiB;
+//     the heap nears 1 GiB. Collecting as it goes takes CPU a burst of writes
+//     needs, and with any GOGC percentage the scavenger hands the heap back
+//     to the kernel after every cycle, for the burst to fault it in again;
 //   - once idle: after 3 s in which it allocated less than 4 MiB/s, and if it
 //     allocated at least 64 MiB since the last time, one collection that
-//     returns the free heap to the kernel (debug.FreeOSMemory). Without it
-//     the heap of bring-up and of the last burst stayed resident for good:
-//     ~450 MiB RSS idle after start, ~1 GiB after a burst; with it ~240 MiB
-//     and ~430-530 MiB. The price: a burst that starts from a released heap
-//     faults its pages in again, ~0.27 s more system time for 1,000 Replicas.
-//     ORRERY_CONTROLPLANE_IDLE_GC=off turns it off;
-//   - during bring-up: GOGC=400. Bring-up allocates ~350 MiB of which ~90 MiB
-//     stays; collected as it goes, what stays is packed into fewer spans
-//     (~40 MiB less RSS once idle, for ~0.1 s more CPU in bring-up).
+//     returns the free heap to the kernel (debug.FreeOSMemory), so the heap
+//     of bring-up and of the last burst does not stay resident; the next
+//     burst faults its pages in again. ORRERY_CONTROLPLANE_IDLE_GC=off turns
+//     it off;
+//   - during bring-up: GOGC=400, so what stays of bring-up's allocations is
+//     packed into fewer spans (less RSS once idle, for a little more CPU).
 //
 // README.md ("Memory") has the measurements.
 

@@ -39,7 +39,7 @@ export interface ReplicaCgroupPlan {
    * (here the whole process: one thread, before exec), and the kernel then skips the write side
    * of cgroup_threadgroup_rwsem (kernel/cgroup/cgroup.c, cgroup_procs_write_start:
    * `threadgroup_locked = pid || threadgroup`). The first writer of that lock after a quiet
-   * moment waits for an RCU grace period: 7-17 ms per spawn here, against 0.1 ms for `tasks`.
+   * moment waits for an RCU grace period, milliseconds per spawn (README.md, "Native spawn").
    */
   joinFiles: string[];
   files: ReplicaCgroupFiles;

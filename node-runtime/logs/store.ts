@@ -90,13 +90,9 @@ export class LogStore {
    * Before each (re)start: the current run (with its rotated files) becomes the previous run,
    * replacing the one before, and an empty live file is created. Returns the path for the child.
    *
-   * Synchronous syscalls on purpose: this sits on the restart path, each call is a few
-   * microseconds on a local filesystem, while a thread-pool round trip per async call costs more
-   * than all of them together (measured here: ~1 ms with fs/promises, ~70 µs synchronous, for the whole sequence).
-   */
-  /**
-   * Synchronous on purpose: it sits on the restart path, where awaiting thread-pool round trips
-   * would queue behind state-file fsyncs; each call here takes microseconds on a local filesystem.
+   * Synchronous syscalls on purpose: this sits on the restart path, where each takes microseconds
+   * on a local filesystem and a thread-pool round trip per call would cost more than all of them
+   * and queue behind state-file fsyncs (README.md, "Runs").
    */
   prepareRun(replicaId: string, processName: string): string {
     const live = this.#base(replicaId, processName);

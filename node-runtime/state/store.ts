@@ -7,10 +7,9 @@
  * updated in place: one pwrite of the whole record at offset 0, padded with spaces to the old
  * length (JSON ignores trailing whitespace), when both fit in one page. The kernel copies a write
  * into the page cache page by page and checks for a fatal signal only between pages, so a
- * one-page write is never half done when the runtime is killed. Replacing the file instead
- * deleted an inode per update, and ext4 without a journal skips recently deleted inodes when it
- * allocates one, reading each one's inode table block: with a thousand replicas starting, the
- * allocations of the files that followed cost the agent more than the writes. A machine crash can
+ * one-page write is never half done when the runtime is killed. In place keeps the inode:
+ * replacing the file frees one and allocates one per update, and ext4 without a journal
+ * allocates past recently freed inodes, reading each one's inode table block. A machine crash can
  * tear an in-place write on disk; such a record reads as absent, which is the truth after a
  * reboot (no recorded process survives one). Bigger records go through temp file + rename.
  *

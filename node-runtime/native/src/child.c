@@ -31,9 +31,9 @@ static void fail(const struct orrery_spawn_plan *plan, int step, int err, int in
  * start with everything blocked; unblocking before the exec needs the handlers gone first, or a
  * signal arriving in between would run Node's handler here. SIG_IGN (Node ignores SIGPIPE and
  * SIGXFSZ) would survive the exec, and the workload must start at the defaults. This is what
- * glibc's posix_spawn does too (sysdeps/unix/sysv/linux/spawni.c); it costs about 62 syscalls
- * (~15 µs here), which is why in init mode the workload task does it, in parallel with the
- * child's exec of orrery-init. */
+ * glibc's posix_spawn does too (sysdeps/unix/sysv/linux/spawni.c); it costs about 62 syscalls,
+ * which is why in init mode the workload task does it, in parallel with the child's exec of
+ * orrery-init. */
 static void reset_signals(const struct orrery_spawn_plan *plan) {
   struct sigaction dfl;
   memset(&dfl, 0, sizeof dfl);
@@ -42,9 +42,8 @@ static void reset_signals(const struct orrery_spawn_plan *plan) {
     if (sig == SIGKILL || sig == SIGSTOP) continue;
     /* glibc refuses its reserved real-time signals (32, 33) with EINVAL: skipped rather than
      * filtered by errno, because in init mode errno is shared. The workload is cloned with
-     * CLONE_VM and no TLS of its own, so init's concurrent unlink of its exit status file could
-     * leave ENOENT there between this sigaction's failure and the check (seen once in 800
-     * spawns: "ENOENT at signals"). */
+     * CLONE_VM and no TLS of its own, so init's concurrent unlink of its exit status file can
+     * leave ENOENT there between this sigaction's failure and the check. */
     if (sig >= __SIGRTMIN && sig < SIGRTMIN) continue;
     if (sigaction(sig, &dfl, NULL) < 0) fail(plan, STEP_SIGNALS, errno, sig);
   }

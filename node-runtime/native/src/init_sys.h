@@ -2,11 +2,10 @@
  *
  * Why: glibc's startup, static or dynamic, runs init_cpu_features and the cache-info probes
  * (sysdeps/x86/cacheinfo.h, handle_amd / handle_intel), some ninety CPUID instructions. In a
- * virtual machine every CPUID is a VM exit: 4 µs each on the machines this was measured on, so a
- * static glibc `int main(void) { return 0; }` costs 0.40 ms of CPU against 0.04 ms for the same
- * program without libc (`perf stat`). orrery-init starts on every spawn beside the workload, and
- * on a 2-CPU host that CPU time delays the runtime and the workload's own exec (README.md, "Where
- * the time goes"). Everything init needs is a dozen system calls, so it makes them itself.
+ * virtual machine every CPUID is a VM exit, which makes that start-up cost several times what
+ * init does itself. orrery-init starts on every spawn beside the workload, and on a small host
+ * that CPU time delays the runtime and the workload's own exec (README.md, "Where the time goes",
+ * has the numbers). Everything init needs is a dozen system calls, so it makes them itself.
  *
  * Only the constants come from the C library's headers (sys/syscall.h, signal.h, sys/wait.h);
  * no function of it is linked (-nostdlib). x86_64 and aarch64, like the clone3 trampoline. */

@@ -205,8 +205,8 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
   if (pipe2(pipe_fds, O_CLOEXEC) < 0) return fail(res, "pipe2", errno, NULL);
   /* The exit status file is orrery-init's: without init there is none. A fresh, empty file, so a
    * stale record from a previous run can never be mistaken for this one. Unlink + O_EXCL rather
-   * than O_TRUNC: ext4 (auto_da_alloc) flushes a truncated file's data on close, which cost ~2 ms
-   * per spawn here. The child creates it (spawn.h, status_path) unless it drops privileges before
+   * than O_TRUNC: ext4 (auto_da_alloc) flushes a truncated file's data on close, and that on
+   * every spawn (README.md). The child creates it (spawn.h, status_path) unless it drops privileges before
    * it could: then it must exist, owned by us, before the clone. */
   int child_creates_status = req->init && req->exit_status_file && !req->has_uid && !req->has_gid;
   if (req->init && req->exit_status_file && !child_creates_status) {
