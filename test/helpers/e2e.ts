@@ -1,6 +1,13 @@
 // End-to-end fixtures: the real operator (in-process or as `orrery operator`) and real host
 // agents (`orrery runtime` child processes) against the test control plane, isolated per test by
 // a namespace, a host label and a leader Lease of their own, all torn down even when a test fails.
+//
+// Teardown runs in the order a real cluster needs (one teardown, whatever the test started and
+// when): the test's Instances are deleted while the operator and the agents still run, and
+// waited for (bounded) until they and their Replicas are gone, so the finalizers are removed by
+// the ones that hold them and the namespace can go; then the operators and the agents are
+// stopped with SIGTERM (SIGKILL only past a bound); then the agents' cgroups, Hosts, Leases and
+// dirs are removed. What goes wrong is collected and fails the test at the end.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -10,7 +17,14 @@ import { pino } from 'pino';
 import { INSTANCE_LABEL } from '../../crds/labels.ts';
 import { HOSTS, INSTANCES, REPLICAS } from '../../crds/resources.ts';
 import type { Host, Instance, Replica } from '../../crds/types.ts';
-import { KubeApi, loadKubeConfig, type ResourceClient, resourceClient, typed } from '../../kube/index.ts';
+import {
+  isNotFound,
+  KubeApi,
+  loadKubeConfig,
+  type ResourceClient,
+  resourceClient,
+  typed,
+} from '../../kube/index.ts';
 import { type Operator, startOperator } from '../../operator/operator.ts';
 import { agentDirs, type ChildAgent, childAgent } from './agent-harness.ts';
 import { freshNamespace, kubectl } from './cluster.ts';
@@ -18,6 +32,11 @@ import { orreryCluster } from './orrery.ts';
 
 const repoRoot = join(import.meta.dirname, '..', '..');
 const log = pino({ level: process.env.ORRERY_E2E_LOG ?? 'silent' });
+
+/** Bound on the deletion of the test's Instances and Replicas at teardown. */
+const DELETE_TIMEOUT_MS = 30_000;
+/** Bound on a graceful stop (SIGTERM) of an operator or agent process at teardown. */
+const STOP_TIMEOUT_MS = 10_000;
 
 export interface E2eHost extends ChildAgent {
   name: string;
@@ -58,10 +77,48 @@ export async function e2e(
   const kubeConfig = loadKubeConfig({ kubeconfig });
   const api = await KubeApi.fromKubeConfig(kubeConfig);
   t.teardown(() => api.close());
+  const instances = resourceClient(api, typed<Instance>(INSTANCES), 'orrery-test');
+  const replicas = resourceClient(api, typed<Replica>(REPLICAS), 'orrery-test');
+
+  // What the ordered teardown stops and removes; it is registered now (so it runs before the
+  // API client is closed and the namespace deleted) and reads these lists when it runs.
+  const operators: Operator[] = [];
+  const operatorChildren: { child: ChildProcess; exited: Promise<unknown> }[] = [];
+  const agents: ChildAgent[] = [];
+  // The agent harness registers its own teardowns (SIGKILL of the agent, then its cgroups, Host,
+  // Lease and dirs). Given to it through this scope, they run in the last step, after the
+  // graceful stops; ava would run them, newest first, before this teardown.
+  const harnessTeardowns: (() => unknown)[] = [];
+  const harnessScope = {
+    teardown: (fn: () => unknown) => void harnessTeardowns.push(fn),
+  } as unknown as ExecutionContext;
+  t.teardown(async () => {
+    const problems: string[] = [];
+    const note = (what: string) => (error: unknown) =>
+      problems.push(`${what}: ${error instanceof Error ? error.message : String(error)}`);
+    await deleteWorkloads(instances, replicas, ns).catch(note('deleting the Instances'));
+    for (const operator of operators) await operator.stop().catch(note('stopping the operator'));
+    await Promise.all([
+      ...operatorChildren.map(({ child, exited }) =>
+        stopGracefully(child, exited, 'orrery operator').catch(note('stopping the operator')),
+      ),
+      ...agents.map((agent) =>
+        stopGracefully(agent.child, agent.exited, 'orrery runtime').catch(note('stopping an agent')),
+      ),
+    ]);
+    for (const teardown of harnessTeardowns.toReversed()) {
+      try {
+        await teardown();
+      } catch (error) {
+        note('agent cleanup')(error);
+      }
+    }
+    if (problems.length > 0) throw new Error(`e2e teardown of ${ns}: ${problems.join('; ')}`);
+  });
 
   const hostsClient = resourceClient(api, typed<Host>(HOSTS), 'orrery-test');
   const startHost = async (dirs: Awaited<ReturnType<typeof agentDirs>>): Promise<E2eHost> => {
-    const agent = await childAgent(t, dirs, [
+    const agent = await childAgent(harnessScope, dirs, [
       '--label',
       hostSelector,
       '--lease-duration', // 2 s rather than 1: a loaded test machine must not look like dead hosts
@@ -69,6 +126,7 @@ export async function e2e(
       '--lease-renew-interval',
       '200',
     ]);
+    agents.push(agent);
     // The agent harness registers test hosts cordoned (so no other test's operator uses them);
     // these belong to this test's operator, which selects them by label: uncordon them.
     await hostsClient.mergePatch(dirs.hostName, { spec: { unschedulable: false } });
@@ -81,7 +139,7 @@ export async function e2e(
     };
   };
   const hosts = await Promise.all(
-    Array.from({ length: opts.hosts }, async () => startHost(await agentDirs(t))),
+    Array.from({ length: opts.hosts }, async () => startHost(await agentDirs(harnessScope))),
   );
 
   const operatorArgs = [
@@ -103,8 +161,8 @@ export async function e2e(
     id,
     hostSelector,
     api,
-    instances: resourceClient(api, typed<Instance>(INSTANCES), 'orrery-test'),
-    replicas: resourceClient(api, typed<Replica>(REPLICAS), 'orrery-test'),
+    instances,
+    replicas,
     hosts,
     async kubectl(args, input) {
       const result = await kubectl(kubeconfig, ['-n', ns, ...args], input === undefined ? {} : { input });
@@ -126,7 +184,7 @@ export async function e2e(
         renewDeadlineMs: 1500,
         retryPeriodMs: 200,
       });
-      t.teardown(() => operator.stop());
+      operators.push(operator);
       return operator;
     },
     operatorProcess() {
@@ -135,18 +193,85 @@ export async function e2e(
         stdio: ['ignore', 'ignore', process.env.ORRERY_TEST_LOG ? 'inherit' : 'ignore'],
         env: { ...process.env, ORRERY_LOG_LEVEL: process.env.ORRERY_TEST_LOG ?? 'warn' },
       });
-      t.teardown(() => {
-        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      });
+      operatorChildren.push({ child, exited: new Promise((resolve) => child.once('exit', resolve)) });
       return child;
     },
   };
-  // Delete what the test created while the agents still run, so they stop the processes.
-  t.teardown(async () => {
-    await kubectl(kubeconfig, ['-n', ns, 'delete', 'inst', '--all', '--wait=false']);
-  });
   if (opts.operator !== 'none') await env.startOperator();
   return env;
+}
+
+/**
+ * Deletes every Instance in `ns` and waits until no Instance and no Replica is left there: the
+ * operator removes its finalizer once the Replicas are gone, an agent a Replica's once its
+ * processes are. Past the bound, the finalizers still there are dropped (so the namespace can go)
+ * and the error names what was stuck.
+ */
+async function deleteWorkloads(
+  instances: ResourceClient<Instance>,
+  replicas: ResourceClient<Replica>,
+  ns: string,
+): Promise<void> {
+  for (const item of (await instances.listAll({ namespace: ns })).items) {
+    await instances.delete(item.metadata.name as string, { namespace: ns }).catch((error: unknown) => {
+      if (!isNotFound(error)) throw error;
+    });
+  }
+  const deadline = Date.now() + DELETE_TIMEOUT_MS;
+  for (;;) {
+    const [left, leftReplicas] = await Promise.all([
+      instances.listAll({ namespace: ns }),
+      replicas.listAll({ namespace: ns }),
+    ]);
+    const stuck = [
+      ...left.items.map((obj) => ({
+        kind: 'inst',
+        obj,
+        client: instances as ResourceClient<Instance | Replica>,
+      })),
+      ...leftReplicas.items.map((obj) => ({
+        kind: 'rep',
+        obj,
+        client: replicas as ResourceClient<Instance | Replica>,
+      })),
+    ];
+    if (stuck.length === 0) return;
+    if (Date.now() > deadline) {
+      const names = stuck.map(
+        ({ kind, obj }) =>
+          `${kind}/${obj.metadata.name} (finalizers: ${obj.metadata.finalizers?.join(',') || 'none'})`,
+      );
+      for (const { obj, client } of stuck) {
+        await client
+          .mergePatch(obj.metadata.name as string, { metadata: { finalizers: null } }, { namespace: ns })
+          .catch(() => {});
+      }
+      throw new Error(
+        `still there ${DELETE_TIMEOUT_MS / 1000} s after the delete (finalizers dropped to let the namespace go): ${names.join(', ')}`,
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** SIGTERM, then SIGKILL if it has not exited within STOP_TIMEOUT_MS (which is then an error). */
+async function stopGracefully(child: ChildProcess, exited: Promise<unknown>, what: string): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGTERM');
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = await Promise.race([
+    exited.then(() => false),
+    new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(true), STOP_TIMEOUT_MS);
+    }),
+  ]);
+  clearTimeout(timer);
+  if (!timedOut) return;
+  child.kill('SIGKILL');
+  await exited;
+  throw new Error(
+    `${what} (pid ${child.pid}) did not exit within ${STOP_TIMEOUT_MS / 1000} s of SIGTERM; killed`,
+  );
 }
 
 /** Whether a process is alive (and not a zombie). */
