@@ -82,8 +82,17 @@ function daemon(args: string[], waitForLine: boolean): Promise<Daemon> {
     await exited;
   };
   if (!waitForLine) return Promise.resolve({ child, stop });
+  // `orrery runtime` prints its endpoint line (no log level) once registered and serving; with
+  // ORRERY_BENCH_DEBUG its log lines come first.
+  const isEndpointLine = (line: string) => line.includes('"apiEndpoint"') && !line.includes('"level"');
   return new Promise((resolve, reject) => {
-    createInterface({ input: stdout }).once('line', () => resolve({ child, stop }));
+    const lines = createInterface({ input: stdout });
+    const onLine = (line: string) => {
+      if (!isEndpointLine(line)) return;
+      lines.off('line', onLine); // not close(): that would pause stdout, which must keep draining
+      resolve({ child, stop });
+    };
+    lines.on('line', onLine);
     child.once('exit', (code) =>
       reject(new Error(`orrery ${args[0]} exited with ${code} before it was ready`)),
     );
