@@ -9,9 +9,11 @@ import { HOSTS, INSTANCES, REPLICAS } from '../../crds/resources.ts';
 import type { Host, Instance, Replica } from '../../crds/types.ts';
 import {
   EVENTS,
+  isAlreadyExists,
   KubeApi,
   leaseClient,
   loadKubeConfig,
+  NAMESPACES,
   renewLease,
   resourceClient,
   typed,
@@ -47,6 +49,13 @@ async function harness(
   const { kubeconfig } = await orreryCluster();
   const kubeConfig = loadKubeConfig({ kubeconfig });
   const api = await KubeApi.fromKubeConfig(kubeConfig);
+  // Host heartbeats and the leader Lease live in orrery-system. An operator creates it when it
+  // starts, but a test may register hosts before any operator ran on this control plane.
+  await resourceClient(api, NAMESPACES, 'orrery-test')
+    .create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: SYSTEM_NAMESPACE } })
+    .catch((error: unknown) => {
+      if (!isAlreadyExists(error)) throw error;
+    });
   const ns = await freshNamespace(t);
   const id = randomBytes(3).toString('hex');
   const testLabel = `orrery.dev/test=${id}`;
