@@ -2,15 +2,21 @@
 // Host object and a heartbeat Lease that this test renews (or stops renewing, to lose a host);
 // no runtime runs processes in this file (test/integration/e2e-*.test.ts do that).
 import { randomBytes } from 'node:crypto';
+import http from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
 import test, { type ExecutionContext } from 'ava';
 import { pino } from 'pino';
 import { INSTANCE_LABEL, RUNTIME_FINALIZER, SYSTEM_NAMESPACE } from '../../crds/labels.ts';
 import { HOSTS, INSTANCES, REPLICAS } from '../../crds/resources.ts';
 import type { Host, Instance, Replica } from '../../crds/types.ts';
+import { credentialsFor } from '../../kube/credentials.ts';
 import {
   EVENTS,
   isAlreadyExists,
   KubeApi,
+  type KubeConfig,
+  kubeConfigFromString,
   leaseClient,
   loadKubeConfig,
   NAMESPACES,
@@ -18,17 +24,22 @@ import {
   resourceClient,
   typed,
 } from '../../kube/index.ts';
-import { type Operator, startOperator } from '../../operator/operator.ts';
+import { type Operator, type OperatorOptions, startOperator } from '../../operator/operator.ts';
 import { freshNamespace } from '../helpers/cluster.ts';
 import { orreryCluster } from '../helpers/orrery.ts';
 import { eventually } from '../helpers/wait.ts';
 
 const log = pino({ level: process.env.ORRERY_TEST_LOG ?? 'silent' });
 
+type LeaderTimings = Pick<OperatorOptions, 'leaseDurationSeconds' | 'renewDeadlineMs' | 'retryPeriodMs'>;
+
 interface Harness {
   api: KubeApi;
+  kubeConfig: KubeConfig;
   ns: string;
   testLabel: string;
+  /** The operators' leader election Lease in orrery-system (one per test). */
+  leaderLease: string;
   /** The first operator; undefined with `deferOperator` (the test starts one itself). */
   operator: Operator | undefined;
   instances: ReturnType<typeof resourceClient<Instance>>;
@@ -39,12 +50,13 @@ interface Harness {
     name: string,
     opts?: { memory?: string; labels?: Record<string, string> },
   ): Promise<{ name: string; stop(): void }>;
-  startOperator(identity?: string): Promise<Operator>;
+  /** Another operator on the same namespace; `extra` overrides its options (its kubeconfig, say). */
+  startOperator(identity?: string, extra?: Partial<OperatorOptions>): Promise<Operator>;
 }
 
 async function harness(
   t: ExecutionContext,
-  opts: { hostGraceMs?: number; deferOperator?: boolean } = {},
+  opts: { hostGraceMs?: number; deferOperator?: boolean; leaderTimings?: LeaderTimings } = {},
 ): Promise<Harness> {
   const { kubeconfig } = await orreryCluster();
   const kubeConfig = loadKubeConfig({ kubeconfig });
@@ -58,24 +70,27 @@ async function harness(
     });
   const ns = await freshNamespace(t);
   const id = randomBytes(3).toString('hex');
+  const leaderLease = `orrery-operator-${id}`;
   const testLabel = `orrery.dev/test=${id}`;
   const leases = leaseClient(api, 'orrery-test');
   const hosts = resourceClient(api, typed<Host>(HOSTS), 'orrery-test');
   const stops: (() => void)[] = [];
   const operators: Operator[] = [];
 
-  const start = async (identity?: string) => {
+  const start = async (identity?: string, extra: Partial<OperatorOptions> = {}) => {
     const operator = await startOperator({
       kubeConfig,
       log,
       namespace: ns,
       hostSelector: testLabel,
-      leaderLeaseName: `orrery-operator-${id}`,
+      leaderLeaseName: leaderLease,
       leaseDurationSeconds: 2,
       renewDeadlineMs: 1500,
       retryPeriodMs: 200,
+      ...opts.leaderTimings,
       hostGraceMs: opts.hostGraceMs ?? 1000,
       ...(identity ? { identity } : {}),
+      ...extra,
     });
     operators.push(operator);
     return operator;
@@ -93,8 +108,10 @@ async function harness(
 
   return {
     api,
+    kubeConfig,
     ns,
     testLabel,
+    leaderLease,
     operator: opts.deferOperator ? undefined : await start(),
     startOperator: start,
     instances: resourceClient(api, typed<Instance>(INSTANCES), 'orrery-test'),
@@ -327,4 +344,162 @@ test('two operators: exactly one leads, and the other takes over when it stops',
   await h.instances.create(instance('after', 1), { namespace: h.ns });
   await eventually('a replica from the new leader', async () => (await replicasOf(h, 'after')).length === 1);
   t.pass();
+});
+
+interface ProxiedRequest {
+  method: string;
+  /** Path and query, as the client sent them. */
+  path: string;
+  /** The API server's answer; undefined until it came. */
+  status: number | undefined;
+}
+
+/**
+ * A pass-through to the real API server for one client, recording every request it sends: the
+ * client gets a kubeconfig for plain HTTP on loopback, and the proxy forwards each request (watch
+ * streams included) over TLS with the credentials of `target`. What the client sent is then known
+ * exactly, whichever field manager, user agent or identity it would put on its writes.
+ */
+async function recordingProxy(
+  t: ExecutionContext,
+  target: KubeConfig,
+): Promise<{ kubeConfig: KubeConfig; requests: ProxiedRequest[] }> {
+  const upstream = new URL(target.cluster.server);
+  const credentials = await credentialsFor(target);
+  const agent = new https.Agent({ keepAlive: true, ...credentials.tls });
+  const requests: ProxiedRequest[] = [];
+  const server = http.createServer((req, res) => {
+    const entry: ProxiedRequest = { method: req.method ?? '', path: req.url ?? '', status: undefined };
+    requests.push(entry);
+    void credentials.headers().then((auth) => {
+      const { host: _h, authorization: _a, connection: _c, ...headers } = req.headers;
+      let answered = false;
+      const out = https.request(
+        new URL(entry.path, upstream),
+        { method: entry.method, headers: { ...headers, ...auth }, agent },
+        (answer) => {
+          entry.status = answer.statusCode;
+          const { connection: _c2, 'keep-alive': _k, ...back } = answer.headers;
+          res.writeHead(answer.statusCode ?? 502, back);
+          answer.pipe(res);
+          answer.on('end', () => {
+            answered = true;
+          });
+        },
+      );
+      out.on('error', () => res.destroy());
+      // The client gave up (a watch it stopped): so does the upstream request.
+      res.on('close', () => {
+        if (!answered) out.destroy();
+      });
+      req.pipe(out);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    server.closeAllConnections();
+    server.close();
+    agent.destroy();
+  });
+  const { port } = server.address() as AddressInfo;
+  const kubeConfig = kubeConfigFromString(
+    JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'Config',
+      clusters: [{ name: 'proxy', cluster: { server: `http://127.0.0.1:${port}` } }],
+      // Dropped by the proxy, which authenticates as `target`; the loader wants some credential.
+      users: [{ name: 'proxy', user: { token: 'replaced-by-the-proxy' } }],
+      contexts: [{ name: 'proxy', context: { cluster: 'proxy', user: 'proxy' } }],
+      'current-context': 'proxy',
+    }),
+  );
+  return { kubeConfig, requests };
+}
+
+/** Requests that change something: every verb but get, list and watch. */
+const writesOf = (requests: ProxiedRequest[]) => requests.filter((r) => r.method !== 'GET');
+/** `METHOD /path`, without the query. */
+const verbAndPath = (r: ProxiedRequest) => `${r.method} ${new URL(r.path, 'http://x').pathname}`;
+
+test('a follower makes no API writes while the leader reconciles, and writes once it leads', async (t) => {
+  // A Lease of 30 s: the leader keeps it through any stall of a loaded machine shorter than the
+  // 20 s renew deadline, so the follower has no reason to write until the leader stops.
+  const h = await harness(t, {
+    leaderTimings: { leaseDurationSeconds: 30, renewDeadlineMs: 20_000, retryPeriodMs: 200 },
+  });
+  const leader = h.operator as Operator;
+  await eventually('the first operator leads', () => leader.isLeader());
+  await h.addHost('a', { memory: '1Gi' });
+  const proxy = await recordingProxy(t, h.kubeConfig);
+  const follower = await h.startOperator('follower', { kubeConfig: proxy.kubeConfig });
+  t.teardown(() => follower.stop());
+  // Its start ensures orrery-system exists (a create, answered 409 here): the one write it may make.
+  const atStart = writesOf(proxy.requests);
+  t.true(
+    atStart.every((r) => verbAndPath(r) === 'POST /api/v1/namespaces' && r.status === 409),
+    JSON.stringify(atStart),
+  );
+  const following = proxy.requests.length;
+
+  // The leader's work, of every kind it writes: Replicas created, bound, deleted on a scale down,
+  // Instance status, and an Event for a replica that fits nowhere.
+  await h.instances.create(instance('web', 2), { namespace: h.ns });
+  await eventually('2 bound replicas', async () => {
+    const items = await replicasOf(h, 'web');
+    return items.length === 2 && items.every((r) => r.spec.host);
+  });
+  await h.instances.scale('web', 5, { namespace: h.ns });
+  await eventually('5 bound replicas', async () => {
+    const items = await replicasOf(h, 'web');
+    return items.length === 5 && items.every((r) => r.spec.host);
+  });
+  await h.instances.scale('web', 1, { namespace: h.ns });
+  await eventually('4 replicas marked for deletion', async () => {
+    const items = (await replicasOf(h, 'web')).filter((r) => r.metadata.deletionTimestamp);
+    return items.length === 4;
+  });
+  await eventually('the Instance status of the last scale', async () => {
+    const web = await h.instances.get('web', { namespace: h.ns });
+    return web.status?.observedGeneration === web.metadata.generation;
+  });
+  await h.instances.create(instance('big', 1, { resources: { memory: '4Gi' } }), { namespace: h.ns });
+  const events = resourceClient(h.api, EVENTS, 'orrery-test');
+  await eventually('a FailedScheduling event', async () => {
+    const list = await events.list({ namespace: h.ns });
+    return (list.items as { reason?: string }[]).some((e) => e.reason === 'FailedScheduling');
+  });
+
+  // The follower is still there, reading the Lease at its retry period, after all of that.
+  const isLeaseRead = (r: ProxiedRequest) =>
+    verbAndPath(r) ===
+    `GET /apis/coordination.k8s.io/v1/namespaces/${SYSTEM_NAMESPACE}/leases/${h.leaderLease}`;
+  const done = proxy.requests.length;
+  await eventually('a read of the leader Lease by the follower', () =>
+    proxy.requests.slice(done).some(isLeaseRead),
+  );
+  const followed = proxy.requests.slice(following);
+  t.true(leader.isLeader(), 'the leader led throughout');
+  t.false(follower.isLeader());
+  t.deepEqual(writesOf(followed), [], 'no write from the follower');
+  t.log(
+    `the follower read the leader Lease ${followed.filter(isLeaseRead).length} times meanwhile, and wrote nothing`,
+  );
+
+  // The same measure sees the follower's writes once it leads.
+  const takeover = proxy.requests.length;
+  await leader.stop();
+  await eventually('the follower leads', () => follower.isLeader(), { timeoutMs: 10_000 });
+  await h.instances.create(instance('after', 1), { namespace: h.ns });
+  await eventually('a bound replica from the new leader', async () =>
+    Boolean((await replicasOf(h, 'after'))[0]?.spec.host),
+  );
+  const written = writesOf(proxy.requests.slice(takeover)).map(verbAndPath);
+  const said = written.join('\n');
+  t.true(
+    written.includes(
+      `PUT /apis/coordination.k8s.io/v1/namespaces/${SYSTEM_NAMESPACE}/leases/${h.leaderLease}`,
+    ),
+    said,
+  );
+  t.true(written.includes(`POST /apis/orrery.dev/v1alpha1/namespaces/${h.ns}/replicas`), said);
 });
