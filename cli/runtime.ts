@@ -6,7 +6,7 @@
 import { isIP } from 'node:net';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { AgentOptions } from '../node-runtime/agent/index.ts';
-import { defaultHostName, parseListen, parsePortRange } from '../node-runtime/agent/options.ts';
+import { defaultHostName, fenceAfterMs, parseListen, parsePortRange } from '../node-runtime/agent/options.ts';
 import { untilSignal } from './signals.ts';
 
 function wholeNumber(flag: string, min: number) {
@@ -171,9 +171,10 @@ export function runtimeCommand(): Command {
         workers: flags.workers,
       };
       if (flags.leaseRenewInterval !== undefined) {
-        if (flags.leaseRenewInterval >= flags.leaseDuration * 1000) {
+        const fenceMs = fenceAfterMs(flags.leaseDuration);
+        if (flags.leaseRenewInterval >= fenceMs) {
           throw new InvalidArgumentError(
-            `--lease-renew-interval must be below --lease-duration (${flags.leaseDuration * 1000} ms), got ${flags.leaseRenewInterval}`,
+            `--lease-renew-interval must be below three quarters of --lease-duration (${fenceMs} ms, when the host fences itself), got ${flags.leaseRenewInterval}`,
           );
         }
         opts.leaseRenewIntervalMs = flags.leaseRenewInterval;

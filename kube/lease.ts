@@ -137,6 +137,14 @@ export interface LeaseHeartbeatOptions extends RenewLeaseOptions {
    */
   onLost?: () => void;
   onRecovered?: () => void;
+  /**
+   * When to call onLost: this long after the *start* of the last renewal that succeeded. Default
+   * the lease duration. The renewal was written at some instant after it started, and others
+   * count the lease's duration from when they saw it, so with a value below the duration the
+   * holder acts (self-fences) before anyone else can consider the lease expired, by at least the
+   * difference (docs/DESIGN.md §4.4).
+   */
+  lostAfterMs?: number;
   log?: Logger;
 }
 
@@ -155,6 +163,9 @@ export class LeaseHeartbeat {
   constructor(opts: LeaseHeartbeatOptions) {
     if (!(opts.leaseDurationSeconds > 0)) {
       throw new TypeError(`leaseDurationSeconds must be > 0, got ${opts.leaseDurationSeconds}`);
+    }
+    if (opts.lostAfterMs !== undefined && !(opts.lostAfterMs > 0)) {
+      throw new TypeError(`lostAfterMs must be > 0, got ${opts.lostAfterMs}`);
     }
     this.#opts = opts;
     this.#log = (opts.log ?? silentLogger).child({ lease: `${opts.namespace}/${opts.name}` });
@@ -186,13 +197,16 @@ export class LeaseHeartbeat {
   }
 
   async #renewOnce(): Promise<void> {
+    const started = performance.now();
     this.#last = await renewLease(this.#opts.client, this.#opts, this.#last);
     this.#lastRenew = Date.now();
     this.#renewals++;
     // A timer, not a check after each attempt: a renewal can hang (partition) longer than the lease.
     if (this.#watchdog) clearTimeout(this.#watchdog);
     if (!this.#stop.signal.aborted) {
-      this.#watchdog = setTimeout(() => this.#declareLost(), this.#opts.leaseDurationSeconds * 1000);
+      const lostAfterMs = this.#opts.lostAfterMs ?? this.#opts.leaseDurationSeconds * 1000;
+      const left = Math.max(0, lostAfterMs - (performance.now() - started));
+      this.#watchdog = setTimeout(() => this.#declareLost(), left);
     }
     if (this.#lost) {
       this.#lost = false;

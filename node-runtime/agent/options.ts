@@ -111,6 +111,21 @@ export function parseListen(value: string, option = 'listen'): { host: string; p
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
 }
 
+/**
+ * Fraction of the Lease duration by which the fence comes before the Lease can expire for anyone
+ * else. The operator counts a host's silence from when it saw the last renewal, which is after
+ * the renewal started, and evicts no sooner than the Lease duration after that; the fence is
+ * declared this much earlier, counted from the start of the last renewal that succeeded. The lead
+ * covers a late timer on a loaded host and the kill itself (cgroup.kill and the wait for the
+ * cgroup to empty): with the default 1 s Lease, 250 ms (measured in test/integration/failover-fencing.test.ts).
+ */
+export const FENCE_LEAD = 0.25;
+
+/** When the host Lease counts as lost for this host: FENCE_LEAD before its duration, in ms. */
+export function fenceAfterMs(leaseDurationSeconds: number): number {
+  return leaseDurationSeconds * 1000 * (1 - FENCE_LEAD);
+}
+
 /** `20000-32767`. */
 export function parsePortRange(value: string, option = 'portRange'): PortRange {
   const m = /^(\d{1,5})-(\d{1,5})$/.exec(value);
@@ -147,9 +162,13 @@ export function normalizeAgentOptions(opts: AgentOptions = {}): NormalizedAgentO
   if (
     typeof leaseRenewIntervalMs !== 'number' ||
     !(leaseRenewIntervalMs >= 10) ||
-    leaseRenewIntervalMs >= leaseDurationSeconds * 1000
+    leaseRenewIntervalMs >= fenceAfterMs(leaseDurationSeconds)
   ) {
-    fail('leaseRenewIntervalMs', 'a number of ms >= 10 and below the lease duration', leaseRenewIntervalMs);
+    fail(
+      'leaseRenewIntervalMs',
+      `a number of ms >= 10 and below ${fenceAfterMs(leaseDurationSeconds)} (three quarters of the lease duration: the host fences itself then)`,
+      leaseRenewIntervalMs,
+    );
   }
   const labels = opts.labels ?? {};
   for (const [k, v] of Object.entries(labels)) {

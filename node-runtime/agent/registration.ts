@@ -23,7 +23,7 @@ import { version } from '../../platform/package.ts';
 import type { CgroupLayout } from '../cgroups/index.ts';
 import { applyHostStatus, ensureHost, type HostFacts, hostStatus } from './host.ts';
 import type { AgentMetrics } from './metrics.ts';
-import type { NormalizedAgentOptions } from './options.ts';
+import { fenceAfterMs, type NormalizedAgentOptions } from './options.ts';
 
 /** Minimum time between two writes of Host.status.replicas. */
 const HOST_COUNT_INTERVAL_MS = 1000;
@@ -117,6 +117,7 @@ export class HostRegistration {
       holderIdentity: this.#me,
       leaseDurationSeconds: o.leaseDurationSeconds,
       renewIntervalMs: o.leaseRenewIntervalMs,
+      lostAfterMs: fenceAfterMs(o.leaseDurationSeconds),
       labels: { [HOST_LABEL]: this.#me },
       onLost: this.#o.onLost,
       onRecovered: this.#o.onRecovered,

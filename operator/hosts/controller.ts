@@ -38,6 +38,8 @@ export interface HostLifecycleOptions {
 export class LeaseObserver {
   readonly #seen = new Map<string, { renewTime: string; at: number }>();
   readonly #onBack: (() => void)[] = [];
+  #disrupted = false;
+  #resumedAt = 0;
 
   /** Feeds the observer from the Lease informer (once, before it starts). */
   watch(leases: Informer<Lease>): void {
@@ -52,6 +54,19 @@ export class LeaseObserver {
     });
   }
 
+  /**
+   * When the first renewal was seen after the last full disruption (a time when no host renewed);
+   * ms since the epoch, 0 when there was none.
+   */
+  resumedAt(): number {
+    return this.#resumedAt;
+  }
+
+  /** Records that no host renews: the next renewal seen ends the disruption. */
+  noteFullDisruption(): void {
+    this.#disrupted = true;
+  }
+
   /** Calls `fn` when a host whose Lease had expired renews it again. */
   onHostBack(fn: () => void): void {
     this.#onBack.push(fn);
@@ -61,7 +76,12 @@ export class LeaseObserver {
     const host = hostOfLease(lease);
     const renewTime = lease.spec?.renewTime ?? lease.spec?.acquireTime;
     if (!host || !renewTime) return;
-    if (this.#seen.get(host)?.renewTime !== renewTime) this.#seen.set(host, { renewTime, at: now });
+    if (this.#seen.get(host)?.renewTime === renewTime) return;
+    this.#seen.set(host, { renewTime, at: now });
+    if (this.#disrupted) {
+      this.#disrupted = false;
+      this.#resumedAt = now;
+    }
   }
 
   /** False only when the host's Lease is known and expired (no Lease seen: no opinion). */
@@ -134,7 +154,11 @@ export async function reconcileHost(
   if (!expired) return { requeueAfterMs: silence.durationMs - silence.silentMs + 5 };
 
   await markNotReady(ctx, host, silence.silentMs);
-  if (silence.silentMs < graceMs) return { requeueAfterMs: graceMs - silence.silentMs + 5 };
+  // Counted from the end of the last full disruption, if that is later: when no host could renew
+  // (the API server was down), each one gets the whole grace once renewals resume, as after the
+  // operator's own start; one whose renewals resume a little after the others' is not lost.
+  const counted = Math.min(silence.silentMs, now - leases.resumedAt());
+  if (counted < graceMs) return { requeueAfterMs: graceMs - counted + 5 };
   // The Lease may have been renewed while markNotReady wrote (a restarted agent is back, and
   // re-adopts its replicas): then the host is not lost, nor the live host that allows evicting.
   const latest = silenceOf(hostName);
@@ -150,6 +174,7 @@ export async function reconcileHost(
     return other !== undefined && other.silentMs < other.durationMs;
   });
   if (!anyAlive) {
+    leases.noteFullDisruption();
     ctx.log.warn({ host: hostName }, 'no host renews its Lease: not evicting (full disruption)');
     return { requeueAfterMs: graceMs };
   }

@@ -68,7 +68,12 @@ export interface E2e {
 
 export async function e2e(
   t: ExecutionContext,
-  opts: { hosts: number; operator?: 'in-process' | 'none' },
+  opts: {
+    hosts: number;
+    operator?: 'in-process' | 'none';
+    /** More flags for the agent of host `index` (later flags win, e.g. another --kubeconfig). */
+    agentArgs?: (index: number) => string[];
+  },
 ): Promise<E2e> {
   const { kubeconfig } = await orreryCluster();
   const ns = await freshNamespace(t);
@@ -117,7 +122,10 @@ export async function e2e(
   });
 
   const hostsClient = resourceClient(api, typed<Host>(HOSTS), 'orrery-test');
-  const startHost = async (dirs: Awaited<ReturnType<typeof agentDirs>>): Promise<E2eHost> => {
+  const startHost = async (
+    dirs: Awaited<ReturnType<typeof agentDirs>>,
+    extra: string[],
+  ): Promise<E2eHost> => {
     const agent = await childAgent(harnessScope, dirs, [
       '--label',
       hostSelector,
@@ -125,6 +133,7 @@ export async function e2e(
       '2',
       '--lease-renew-interval',
       '200',
+      ...extra,
     ]);
     agents.push(agent);
     // The agent harness registers test hosts cordoned (so no other test's operator uses them);
@@ -135,11 +144,13 @@ export async function e2e(
       name: dirs.hostName,
       stateDir: dirs.stateDir,
       cgroupParent: dirs.cgroupParent,
-      restart: () => startHost(dirs),
+      restart: () => startHost(dirs, extra),
     };
   };
   const hosts = await Promise.all(
-    Array.from({ length: opts.hosts }, async () => startHost(await agentDirs(harnessScope))),
+    Array.from({ length: opts.hosts }, async (_, i) =>
+      startHost(await agentDirs(harnessScope), opts.agentArgs?.(i) ?? []),
+    ),
   );
 
   const operatorArgs = [

@@ -123,6 +123,23 @@ test('a lease heartbeat renews, reports loss when the API server is gone, and re
   });
   await hb.start();
   t.teardown(() => hb.stop());
+  // The same Lease duration, but lost a little earlier (lostAfterMs, counted from the start of the
+  // last renewal that succeeded): how a host fences before anyone else may count its Lease expired.
+  let earlyLostAt = 0;
+  const early = new LeaseHeartbeat({
+    client: leaseClient(privateApi, 'orrery-runtime/test-early'),
+    namespace: 'orrery-system',
+    name: 'host-test-early',
+    holderIdentity: 'test-early',
+    leaseDurationSeconds: 1,
+    renewIntervalMs: 100,
+    lostAfterMs: 500,
+    onLost: () => {
+      earlyLostAt = performance.now();
+    },
+  });
+  await early.start();
+  t.teardown(() => early.stop());
   await until('several renewals', () => hb.renewals() >= 4);
   const lease = await leaseClient(privateApi, 'reader').get('host-test', { namespace: 'orrery-system' });
   t.is(lease.spec?.holderIdentity, 'test');
@@ -138,6 +155,12 @@ test('a lease heartbeat renews, reports loss when the API server is gone, and re
   t.log(`loss reported ${lostAfterMs.toFixed(0)} ms after the last successful renewal (lease 1 s)`);
   t.true(lostAfterMs >= 900 && lostAfterMs < 3000, `not early (safety), not hung: ${lostAfterMs} ms`);
   t.true(hb.isLost());
+  t.true(
+    earlyLostAt > 0 && earlyLostAt < lostAt,
+    'lostAfterMs 500 reports the loss before the full duration',
+  );
+  const earlyAfterMs = Date.now() - early.lastRenewTime() - (performance.now() - earlyLostAt);
+  t.true(earlyAfterMs >= 350, `not before lostAfterMs minus one renewal's time: ${earlyAfterMs} ms`);
 
   await cp.start();
   await until('recovery reported', () => recovered === 1, 20_000);
