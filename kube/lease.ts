@@ -201,13 +201,20 @@ export class LeaseHeartbeat {
     this.#last = await renewLease(this.#opts.client, this.#opts, this.#last);
     this.#lastRenew = Date.now();
     this.#renewals++;
+    if (this.#stop.signal.aborted) return;
+    // The write happened somewhere between the start of the request and now: counted from the
+    // start, as others may have seen it then. A renewal slower than lostAfterMs proves nothing
+    // (its deadline has passed already, and the previous one with it): the Lease stays lost, or
+    // becomes so, until a renewal answers in time.
+    const lostAfterMs = this.#opts.lostAfterMs ?? this.#opts.leaseDurationSeconds * 1000;
+    const left = lostAfterMs - (performance.now() - started);
+    if (left <= 0) {
+      this.#declareLost();
+      return;
+    }
     // A timer, not a check after each attempt: a renewal can hang (partition) longer than the lease.
     if (this.#watchdog) clearTimeout(this.#watchdog);
-    if (!this.#stop.signal.aborted) {
-      const lostAfterMs = this.#opts.lostAfterMs ?? this.#opts.leaseDurationSeconds * 1000;
-      const left = Math.max(0, lostAfterMs - (performance.now() - started));
-      this.#watchdog = setTimeout(() => this.#declareLost(), left);
-    }
+    this.#watchdog = setTimeout(() => this.#declareLost(), left);
     if (this.#lost) {
       this.#lost = false;
       this.#log.info('lease renewed again');
@@ -241,7 +248,7 @@ export class LeaseHeartbeat {
     this.#lost = true;
     this.#log.error(
       { sinceLastRenewMs: Date.now() - this.#lastRenew },
-      'lease not renewed for its whole duration',
+      'lease not renewed in time: others may soon count it expired',
     );
     this.#opts.onLost?.();
   }

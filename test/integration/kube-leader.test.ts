@@ -163,6 +163,7 @@ test('a lease heartbeat renews, reports loss when the API server is gone, and re
   t.true(earlyAfterMs >= 350, `not before lostAfterMs minus one renewal's time: ${earlyAfterMs} ms`);
 
   await cp.start();
-  await until('recovery reported', () => recovered === 1, 20_000);
-  t.false(hb.isLost());
+  // A renewal answered slowly while the API server warms up proves nothing (its deadline passed
+  // while it was in flight): the heartbeat may report lost once more before the next quick one.
+  await until('recovery reported', () => recovered >= 1 && !hb.isLost(), 20_000);
 });
