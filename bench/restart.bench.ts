@@ -11,7 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { CgroupManager, detectCgroupLayout } from '../node-runtime/cgroups/index.ts';
-import { type Namespace, Runtime, type RuntimeEvent } from '../node-runtime/index.ts';
+import { Engine, type EngineEvent, type Namespace } from '../node-runtime/index.ts';
 import { type Summary, summarize } from './stats.ts';
 
 const ROUNDS = 300;
@@ -21,7 +21,7 @@ const TARGET_P50_MS = 5;
 async function measureRuntime(namespaces: Namespace[], withLimits: boolean): Promise<Summary> {
   const root = await mkdtemp(path.join(os.tmpdir(), 'orrery-bench-restart-'));
   const parent = `orrery-bench-${process.pid}-${Date.now().toString(36)}`;
-  const rt = new Runtime({
+  const rt = new Engine({
     stateDir: path.join(root, 'state'),
     logDir: path.join(root, 'logs'),
     cgroupParent: parent,
@@ -48,7 +48,7 @@ async function measureRuntime(namespaces: Namespace[], withLimits: boolean): Pro
     let pid = status.processes[0]?.pid as number;
     for (let i = 0; i < ROUNDS; i++) {
       const started = new Promise<number>((resolve) => {
-        const on = (e: RuntimeEvent) => {
+        const on = (e: EngineEvent) => {
           if (e.type !== 'started') return;
           rt.off('event', on);
           resolve(e.pid);

@@ -15,7 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { CgroupManager, detectCgroupLayout } from '../node-runtime/cgroups/index.ts';
-import { Runtime } from '../node-runtime/index.ts';
+import { Engine } from '../node-runtime/index.ts';
 import { CLK_TCK } from './proc.ts';
 
 const PROCESSES = 1000;
@@ -85,7 +85,7 @@ interface HostRun {
 
 /**
  * One runtime host with PROCESSES replicas: RSS before/after, optionally CPU over an idle period,
- * then SIGKILL and re-adoption by a Runtime in this process, which finally stops everything.
+ * then SIGKILL and re-adoption by a Engine in this process, which finally stops everything.
  */
 async function measureHost(flags: string[], idleSeconds: number): Promise<HostRun> {
   const root = await mkdtemp(path.join(os.tmpdir(), 'orrery-bench-footprint-'));
@@ -97,7 +97,7 @@ async function measureHost(flags: string[], idleSeconds: number): Promise<HostRu
     { stdio: ['pipe', 'pipe', 'inherit'] },
   );
   const rl = lines(host);
-  let adopter: Runtime | undefined;
+  let adopter: Engine | undefined;
   try {
     const ready = await nextLine<{ ms: number; baseline: HostSample }>(rl, host, 300_000);
     await sleep(2000);
@@ -113,7 +113,7 @@ async function measureHost(flags: string[], idleSeconds: number): Promise<HostRu
     const exited = new Promise((r) => host.once('exit', r));
     host.kill('SIGKILL');
     await exited;
-    adopter = new Runtime({ ...dirs, cgroupParent: parent, log: pino({ level: 'warn' }) });
+    adopter = new Engine({ ...dirs, cgroupParent: parent, log: pino({ level: 'warn' }) });
     let adopted = 0;
     let restarted = 0;
     adopter.on('event', (e) => {
@@ -137,7 +137,7 @@ async function measureHost(flags: string[], idleSeconds: number): Promise<HostRu
   } finally {
     if (host.exitCode === null && host.signalCode === null) host.kill('SIGKILL');
     if (!adopter) {
-      adopter = new Runtime({ ...dirs, cgroupParent: parent, log: pino({ level: 'warn' }) });
+      adopter = new Engine({ ...dirs, cgroupParent: parent, log: pino({ level: 'warn' }) });
       await adopter.start().catch(() => {});
     }
     await adopter.stopAll({ graceSeconds: 0 }).catch(() => {});

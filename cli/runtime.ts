@@ -207,9 +207,9 @@ export function runtimeCommand(): Command {
       // Under `orrery up`, --stop-workloads-on-exit serves up's ordered stop (a signal). When up
       // itself is gone (killed, crashed), the workloads keep running for the next up to re-adopt.
       const stopWorkloads = flags.stopWorkloadsOnExit === true && cause !== 'parent-exited';
-      agent.runtime.log.info({ cause, stopWorkloads }, 'stopping the runtime agent');
+      agent.engine.log.info({ cause, stopWorkloads }, 'stopping the runtime agent');
       await agent
         .stop({ stopWorkloads })
-        .catch((err: Error) => agent.runtime.log.error({ err: err.message }, 'agent stop failed'));
+        .catch((err: Error) => agent.engine.log.error({ err: err.message }, 'agent stop failed'));
     });
 }

@@ -1,7 +1,7 @@
 /**
  * The runtime engine: the typed API the host agent drives (run, stop, status, events), over the
  * native spawn/pidfd addon, the cgroup manager, the log files and the state store. The state
- * directory plus the cgroup tree are the truth; a new Runtime on the same stateDir re-adopts
+ * directory plus the cgroup tree are the truth; a new Engine on the same stateDir re-adopts
  * every replica without restarting it (README "Re-adoption").
  */
 import { EventEmitter } from 'node:events';
@@ -17,18 +17,18 @@ import type { ProcessPorts } from './supervisor/command.ts';
 import { loadProcessApi, type ProcessApi } from './supervisor/process-api.ts';
 import { type ReplicaRecord, ReplicaSupervisor } from './supervisor/replica.ts';
 import {
-  type ReplicaSpec,
-  type ReplicaStatus,
-  type RuntimeEvent,
-  validateReplicaSpec,
+  type EngineEvent,
+  validateWorkloadSpec,
+  type WorkloadSpec,
+  type WorkloadStatus,
 } from './supervisor/spec.ts';
 
-/** Default of RuntimeOptions.logRotateIntervalMs. */
+/** Default of EngineOptions.logRotateIntervalMs. */
 const LOG_ROTATE_INTERVAL_MS = 30_000;
 /** The longest delay setInterval takes; above it Node.js runs the timer every 1 ms instead. */
 const MAX_TIMER_MS = 2_147_483_647;
 
-export interface RuntimeOptions {
+export interface EngineOptions {
   /** Directory for replica state records (created if missing). */
   stateDir: string;
   /** Root of the per-process log files: `<logDir>/<replica id>/<process>.log`. */
@@ -55,14 +55,14 @@ export interface StopOptions {
 }
 
 export interface RuntimeEvents {
-  event: [RuntimeEvent];
+  event: [EngineEvent];
 }
 
-export class Runtime extends EventEmitter<RuntimeEvents> {
-  readonly options: RuntimeOptions;
+export class Engine extends EventEmitter<RuntimeEvents> {
+  readonly options: EngineOptions;
   readonly log: Logger;
   readonly #replicas = new Map<string, ReplicaSupervisor>();
-  readonly #starting = new Map<string, { spec: ReplicaSpec; done: Promise<ReplicaStatus> }>();
+  readonly #starting = new Map<string, { spec: WorkloadSpec; done: Promise<WorkloadStatus> }>();
   readonly #stopping = new Map<string, Promise<void>>();
   readonly #store: StateStore;
   #exitDirMade = false;
@@ -74,7 +74,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
   #layout: CgroupLayout | undefined;
   #closed = false;
 
-  constructor(options: RuntimeOptions) {
+  constructor(options: EngineOptions) {
     super();
     for (const key of ['stateDir', 'logDir', 'cgroupParent'] as const) {
       if (typeof options?.[key] !== 'string' || options[key] === '') {
@@ -95,7 +95,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
       );
     }
     this.options = options;
-    this.log = options.log ?? pino({ name: 'orrery-runtime', level: process.env.ORRERY_LOG_LEVEL ?? 'info' });
+    this.log = options.log ?? pino({ name: 'orrery-engine', level: process.env.ORRERY_LOG_LEVEL ?? 'info' });
     this.#store = new StateStore(options.stateDir);
     this.logs = new LogStore({ root: options.logDir, ...options.logRotation });
   }
@@ -184,9 +184,9 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
    * is still starting) returns its status; a different spec under a running id is refused (stop
    * it first). A run issued while the replica is being stopped starts it afresh after the stop.
    */
-  async run(spec: ReplicaSpec): Promise<ReplicaStatus> {
+  async run(spec: WorkloadSpec): Promise<WorkloadStatus> {
     this.#assertStarted('run');
-    validateReplicaSpec(spec);
+    validateWorkloadSpec(spec);
     for (let stopping = this.#stopping.get(spec.id); stopping; stopping = this.#stopping.get(spec.id)) {
       await stopping.catch(() => {});
     }
@@ -261,14 +261,14 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
     return (this.#cgroups as CgroupManager).removeParentIfEmpty();
   }
 
-  status(id: string): ReplicaStatus {
+  status(id: string): WorkloadStatus {
     const sup = this.#replicas.get(id);
     if (!sup) throw new Error(`no replica ${id} on this runtime`);
     return sup.status();
   }
 
   /** The spec a replica runs with (its annotations included); throws for an unknown id. */
-  spec(id: string): Readonly<ReplicaSpec> {
+  spec(id: string): Readonly<WorkloadSpec> {
     const sup = this.#replicas.get(id);
     if (!sup) throw new Error(`no replica ${id}`);
     return sup.spec;
@@ -278,7 +278,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
     return this.#replicas.has(id);
   }
 
-  list(): ReplicaStatus[] {
+  list(): WorkloadStatus[] {
     return [...this.#replicas.values()].map((s) => s.status());
   }
 
@@ -311,8 +311,8 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
       log: this.log,
       logFile: (replica: string, proc: string) => this.logs.prepareRun(replica, proc),
       exitStatusFile: (replica: string, proc: string) => this.#exitStatusFile(replica, proc),
-      removeExitStatusFiles: (spec: ReplicaSpec) => this.#removeExitStatusFiles(spec),
-      emit: (e: RuntimeEvent) => this.#emit(e),
+      removeExitStatusFiles: (spec: WorkloadSpec) => this.#removeExitStatusFiles(spec),
+      emit: (e: EngineEvent) => this.#emit(e),
       defaultPath: this.options.defaultPath ?? process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
     };
   }
@@ -331,7 +331,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
   }
 
   /** Forget a stopped replica's exit status files. */
-  #removeExitStatusFiles(spec: ReplicaSpec): void {
+  #removeExitStatusFiles(spec: WorkloadSpec): void {
     for (const p of spec.processes) {
       try {
         unlinkSync(this.#exitStatusFile(spec.id, p.name));
@@ -356,7 +356,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
     }
   }
 
-  #emit(e: RuntimeEvent): void {
+  #emit(e: EngineEvent): void {
     this.log.debug(e, `replica event ${e.type}`);
     this.emit('event', e);
   }
@@ -368,7 +368,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
 }
 
 /** Ports without a number get a free loopback port, chosen once and kept in the state record. */
-async function allocatePorts(spec: ReplicaSpec): Promise<Record<string, ProcessPorts>> {
+async function allocatePorts(spec: WorkloadSpec): Promise<Record<string, ProcessPorts>> {
   const out: Record<string, ProcessPorts> = {};
   for (const p of spec.processes) {
     const ports: ProcessPorts = {};

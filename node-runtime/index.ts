@@ -1,9 +1,10 @@
 export type { CgroupStats } from './cgroups/index.ts';
-export { Runtime, type RuntimeOptions, type StopOptions } from './engine.ts';
+export { Engine, type EngineOptions, type StopOptions } from './engine.ts';
 export { InvalidSpecError } from './invalid-spec.ts';
 export type { ProbeSpec } from './probes/types.ts';
 export type { ProcessApi } from './supervisor/process-api.ts';
 export type {
+  EngineEvent,
   EnvVar,
   LastExit,
   Namespace,
@@ -11,10 +12,9 @@ export type {
   ProcessSpec,
   ProcessState,
   ProcessStatus,
-  ReplicaPhase,
-  ReplicaSpec,
-  ReplicaStatus,
-  RuntimeEvent,
+  WorkloadPhase,
+  WorkloadSpec,
+  WorkloadStatus,
 } from './supervisor/spec.ts';
-export { validateReplicaSpec } from './supervisor/spec.ts';
+export { validateWorkloadSpec } from './supervisor/spec.ts';
 export type { ExitReason, RestartType, SupervisionSpec, SupervisionStrategy } from './supervisor/types.ts';

@@ -1,11 +1,11 @@
 /**
- * The host agent (`orrery runtime`) once its runtime has re-adopted its replicas (start.ts): it
+ * The host agent (`orrery runtime`) once its engine has re-adopted its replicas (start.ts): it
  * joins the cluster with three parts, each with one job, wired here with one teardown list:
  *
  *  - HostRegistration (registration.ts): the Host object and the Lease heartbeat;
  *  - FencePolicy (fence.ts): what a lost Lease means for the replicas (self-fencing);
  *  - ReplicaReconciler (replicas.ts): `reconcile(key)` for each Replica bound here, through a
- *    work queue, as the operator's controllers do; and each Replica's status from runtime events;
+ *    work queue, as the operator's controllers do; and each Replica's status from engine events;
  *
  * and serves the HTTP API (logs, stats, events, metrics). See node-runtime/agent/README.md for
  * the exact behaviour.
@@ -26,8 +26,8 @@ import {
   typed,
   WorkQueue,
 } from '../../kube/index.ts';
-import type { Runtime } from '../engine.ts';
-import type { ReplicaPhase } from '../supervisor/spec.ts';
+import type { Engine } from '../engine.ts';
+import type { WorkloadPhase } from '../supervisor/spec.ts';
 import { FencePolicy } from './fence.ts';
 import { hostFacts } from './host.ts';
 import { createHttpApi, listen } from './http.ts';
@@ -49,7 +49,7 @@ export interface Agent {
   readonly apiEndpoint: string;
   readonly token: string;
   readonly tokenFile: string;
-  readonly runtime: Runtime;
+  readonly engine: Engine;
   readonly metrics: AgentMetrics;
   readonly options: NormalizedAgentOptions;
   /** True while the Lease could not be renewed for its whole duration and every replica was stopped. */
@@ -62,14 +62,14 @@ function kubeConfigOf(k: string | KubeConfig | undefined): KubeConfig {
   return loadKubeConfig(k === undefined ? {} : { kubeconfig: k });
 }
 
-/** What startAgent (start.ts) hands over once the runtime has re-adopted its replicas. */
-export interface ReadoptedRuntime {
+/** What startAgent (start.ts) hands over once the engine has re-adopted its replicas. */
+export interface ReadoptedEngine {
   options: NormalizedAgentOptions;
   log: Logger;
   /** Started: every replica recorded in the run dir is supervised again. */
-  runtime: Runtime;
+  engine: Engine;
   /**
-   * Replicas re-adopted, the duration of runtime.start() (pidfd_open and a start-time check of
+   * Replicas re-adopted, the duration of engine.start() (pidfd_open and a start-time check of
    * every recorded process) and the time since the process started; on /healthz for the
    * docs/DESIGN.md §9 target.
    */
@@ -77,10 +77,10 @@ export interface ReadoptedRuntime {
 }
 
 /**
- * Joins the cluster with a runtime that has re-adopted its replicas. On failure the runtime is
+ * Joins the cluster with an engine that has re-adopted its replicas. On failure the engine is
  * left to the caller, started.
  */
-export async function joinCluster({ options: o, log, runtime, readopted }: ReadoptedRuntime): Promise<Agent> {
+export async function joinCluster({ options: o, log, engine, readopted }: ReadoptedEngine): Promise<Agent> {
   const me = o.hostName;
   const fieldManager = `orrery-runtime/${me}`;
   const api = await KubeApi.fromKubeConfig(kubeConfigOf(o.kubeconfig));
@@ -98,14 +98,14 @@ export async function joinCluster({ options: o, log, runtime, readopted }: Reado
   try {
     const token = await ensureToken(o.stateDir, o.token);
     const facts = await hostFacts(o.capacity);
-    const layout = runtime.cgroupLayout;
-    if (!layout) throw new Error('runtime started without a cgroup layout');
+    const layout = engine.cgroupLayout;
+    if (!layout) throw new Error('engine started without a cgroup layout');
     const replicas = resourceClient(api, typed<Replica>(REPLICAS), fieldManager);
     const hosts = resourceClient(api, typed<Host>(HOSTS), fieldManager);
     const recorder = new EventRecorder(api, { reportingController: 'orrery-runtime', reportingInstance: me });
     const metrics = new AgentMetrics(me, () => {
-      const counts = new Map<ReplicaPhase, number>();
-      for (const s of runtime.list()) counts.set(s.phase, (counts.get(s.phase) ?? 0) + 1);
+      const counts = new Map<WorkloadPhase, number>();
+      for (const s of engine.list()) counts.set(s.phase, (counts.get(s.phase) ?? 0) + 1);
       return counts;
     });
     const informer = new Informer<Replica>(replicas, {
@@ -118,7 +118,7 @@ export async function joinCluster({ options: o, log, runtime, readopted }: Reado
     });
     const queue = new WorkQueue<string>({ name: 'replicas' });
     const ports = new PortAllocator(o.portRange, o.address);
-    for (const s of runtime.list()) for (const p of s.ports) ports.reserve(p.port);
+    for (const s of engine.list()) for (const p of s.ports) ports.reserve(p.port);
 
     // The three parts refer to each other through these closures; each is called only after all
     // three exist.
@@ -126,7 +126,7 @@ export async function joinCluster({ options: o, log, runtime, readopted }: Reado
       log,
       metrics,
       leaseDurationSeconds: o.leaseDurationSeconds,
-      replicaIds: () => runtime.list().map((s) => s.id),
+      replicaIds: () => engine.list().map((s) => s.id),
       stopReplica: (id) => reconciler.stopReplica(id, { graceSeconds: 0 }),
       register: () => registration.register(),
       resync: (fencedKeys) => {
@@ -148,7 +148,7 @@ export async function joinCluster({ options: o, log, runtime, readopted }: Reado
     const reconciler = new ReplicaReconciler({
       hostName: me,
       address: o.address,
-      runtime,
+      engine,
       replicas,
       informer,
       ports,
@@ -171,7 +171,7 @@ export async function joinCluster({ options: o, log, runtime, readopted }: Reado
       replicaCount: () =>
         informer.hasSynced()
           ? informer.list((r) => !r.metadata.deletionTimestamp).length
-          : runtime.list().length,
+          : engine.list().length,
       paused: () => fence.fenced || stopping,
       onRenewFailure: fence.onRenewFailure,
       onLost: fence.onLost,
@@ -179,7 +179,7 @@ export async function joinCluster({ options: o, log, runtime, readopted }: Reado
     });
     const server: Server = await listen(
       createHttpApi({
-        runtime,
+        engine,
         metrics,
         token,
         hostName: me,
@@ -189,7 +189,7 @@ export async function joinCluster({ options: o, log, runtime, readopted }: Reado
           return {
             fenced: fence.fenced,
             leaseLastRenew: renewed === undefined ? null : new Date(renewed).toISOString(),
-            replicas: runtime.list().length,
+            replicas: engine.list().length,
             readopted,
           };
         },
@@ -220,8 +220,8 @@ export async function joinCluster({ options: o, log, runtime, readopted }: Reado
         }
       },
     });
-    runtime.on('event', reconciler.onRuntimeEvent);
-    teardown.push(() => runtime.off('event', reconciler.onRuntimeEvent));
+    engine.on('event', reconciler.onRuntimeEvent);
+    teardown.push(() => engine.off('event', reconciler.onRuntimeEvent));
     informer.start();
     teardown.push(() => informer.stop());
     const controller = runController({
@@ -236,7 +236,7 @@ export async function joinCluster({ options: o, log, runtime, readopted }: Reado
     teardown.push(() => controller.stop());
     teardown.push(() => reconciler.statusWriter.close());
 
-    // Once the cache is complete, every replica the runtime re-adopted is checked against it:
+    // Once the cache is complete, every replica the engine re-adopted is checked against it:
     // those whose object is gone or bound elsewhere are stopped by their reconcile.
     void informer.waitForSync().then(() => {
       for (const key of reconciler.runningKeys()) queue.add(key);
@@ -250,7 +250,7 @@ export async function joinCluster({ options: o, log, runtime, readopted }: Reado
         runDir: o.runDir,
         cgroupParent: o.cgroupParent,
         cgroupMode: layout.mode,
-        readopted: runtime.list().length,
+        readopted: engine.list().length,
       },
       'runtime agent started',
     );
@@ -260,7 +260,7 @@ export async function joinCluster({ options: o, log, runtime, readopted }: Reado
       apiEndpoint,
       token,
       tokenFile: tokenPath(o.stateDir),
-      runtime,
+      engine,
       metrics,
       options: o,
       isFenced: () => fence.fenced,
@@ -275,11 +275,11 @@ export async function joinCluster({ options: o, log, runtime, readopted }: Reado
         await unwind();
         if (stopOpts.stopWorkloads) {
           await reconciler.stopAll();
-          await runtime
+          await engine
             .removeCgroupParentIfEmpty()
             .catch((err: Error) => log.warn({ err: err.message }, 'could not remove the cgroup parent'));
         }
-        await runtime.close();
+        await engine.close();
         log.info({ stoppedWorkloads: Boolean(stopOpts.stopWorkloads) }, 'runtime agent stopped');
       },
     };

@@ -7,14 +7,14 @@
 import type { Server } from 'node:http';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Logger } from 'pino';
-import type { Runtime } from '../engine.ts';
-import type { RuntimeEvent } from '../supervisor/spec.ts';
+import type { Engine } from '../engine.ts';
+import type { EngineEvent } from '../supervisor/spec.ts';
 import type { AgentMetrics } from './metrics.ts';
 import { keyOfReplicaId, replicaId } from './replica-spec.ts';
 import { bearerMatches } from './token.ts';
 
 export interface HttpApiDeps {
-  runtime: Runtime;
+  engine: Engine;
   metrics: AgentMetrics;
   token: string;
   hostName: string;
@@ -56,8 +56,8 @@ function countParam(req: Request, name: string): number | undefined {
   return Number(v);
 }
 
-/** Runtime events carry the replica id; clients think in namespace/name. */
-function withNames(e: RuntimeEvent): RuntimeEvent & { namespace?: string; name?: string } {
+/** Engine events carry the replica id; clients think in namespace/name. */
+function withNames(e: EngineEvent): EngineEvent & { namespace?: string; name?: string } {
   const key = keyOfReplicaId(e.replica);
   if (!key) return e;
   const slash = key.indexOf('/');
@@ -65,7 +65,7 @@ function withNames(e: RuntimeEvent): RuntimeEvent & { namespace?: string; name?:
 }
 
 export function createHttpApi(deps: HttpApiDeps): express.Express {
-  const { runtime, metrics } = deps;
+  const { engine, metrics } = deps;
   const app = express();
   app.disable('x-powered-by');
 
@@ -87,7 +87,7 @@ export function createHttpApi(deps: HttpApiDeps): express.Express {
   const replicaIdOf = (req: Request): string => {
     const { namespace, name } = req.params as { namespace: string; name: string };
     const id = replicaId(namespace, name);
-    if (!runtime.has(id))
+    if (!engine.has(id))
       throw new NotFound(`replica ${namespace}/${name} does not run on host ${deps.hostName}`);
     return id;
   };
@@ -97,14 +97,14 @@ export function createHttpApi(deps: HttpApiDeps): express.Express {
   app.get('/v1/replicas', async (req, res) => {
     const withStats = boolParam(req, 'stats');
     const items = await Promise.all(
-      runtime.list().map(async (s) => {
+      engine.list().map(async (s) => {
         const key = keyOfReplicaId(s.id);
         const slash = key?.indexOf('/') ?? -1;
         const item: Record<string, unknown> = key
           ? { namespace: key.slice(0, slash), name: key.slice(slash + 1), status: s }
           : { status: s };
         if (withStats) {
-          const stats = await runtime.stats(s.id).catch(() => undefined);
+          const stats = await engine.stats(s.id).catch(() => undefined);
           item.stats = stats ? statsJson(stats) : null;
         }
         return item;
@@ -115,8 +115,8 @@ export function createHttpApi(deps: HttpApiDeps): express.Express {
 
   app.get('/v1/replicas/:namespace/:name', async (req, res) => {
     const id = replicaIdOf(req);
-    const status = runtime.status(id);
-    const stats = await runtime.stats(id).catch(() => undefined);
+    const status = engine.status(id);
+    const stats = await engine.stats(id).catch(() => undefined);
     res.json({
       namespace: req.params.namespace,
       name: req.params.name,
@@ -128,12 +128,12 @@ export function createHttpApi(deps: HttpApiDeps): express.Express {
 
   app.get('/v1/replicas/:namespace/:name/stats', async (req, res) => {
     const id = replicaIdOf(req);
-    res.json(statsJson(await runtime.stats(id)));
+    res.json(statsJson(await engine.stats(id)));
   });
 
   app.get('/v1/replicas/:namespace/:name/logs', async (req, res) => {
     const id = replicaIdOf(req);
-    const processes = runtime.status(id).processes.map((p) => p.name);
+    const processes = engine.status(id).processes.map((p) => p.name);
     const process = single(req, 'process') ?? processes[0];
     if (process === undefined || !processes.includes(process)) {
       throw new BadParameter('process', `one of the replica's processes (${processes.join(', ')})`, process);
@@ -153,20 +153,20 @@ export function createHttpApi(deps: HttpApiDeps): express.Express {
     if (!follow) {
       const opts: { lines?: number; previous?: boolean } = { previous };
       if (tail !== undefined) opts.lines = tail;
-      res.send(await runtime.logs.tail(id, process, opts));
+      res.send(await engine.logs.tail(id, process, opts));
       return;
     }
     const abort = new AbortController();
-    const onEvent = (e: RuntimeEvent) => {
+    const onEvent = (e: EngineEvent) => {
       if (e.replica === id && e.type === 'stopped') abort.abort();
     };
-    runtime.on('event', onEvent);
+    engine.on('event', onEvent);
     res.on('close', () => abort.abort());
     res.flushHeaders();
     try {
       const opts: { lines?: number; signal: AbortSignal } = { signal: abort.signal };
       if (tail !== undefined) opts.lines = tail;
-      for await (const chunk of runtime.logs.follow(id, process, opts)) {
+      for await (const chunk of engine.logs.follow(id, process, opts)) {
         if (!res.write(chunk)) await new Promise((r) => res.once('drain', r));
         if (abort.signal.aborted) break;
       }
@@ -174,7 +174,7 @@ export function createHttpApi(deps: HttpApiDeps): express.Express {
       if (!abort.signal.aborted)
         deps.log.warn({ replica: id, process, err: (err as Error).message }, 'log follow ended');
     } finally {
-      runtime.off('event', onEvent);
+      engine.off('event', onEvent);
       res.end();
     }
   });
@@ -195,19 +195,19 @@ export function createHttpApi(deps: HttpApiDeps): express.Express {
     });
     // https://html.spec.whatwg.org/multipage/server-sent-events.html: retry, event, data, blank line.
     res.write('retry: 1000\n\n');
-    const snapshot = runtime.list().filter((s) => filterId === undefined || s.id === filterId);
+    const snapshot = engine.list().filter((s) => filterId === undefined || s.id === filterId);
     res.write(`event: snapshot\ndata: ${JSON.stringify({ host: deps.hostName, replicas: snapshot })}\n\n`);
-    const onEvent = (e: RuntimeEvent) => {
+    const onEvent = (e: EngineEvent) => {
       if (filterId !== undefined && e.replica !== filterId) return;
       res.write(`event: ${e.type}\ndata: ${JSON.stringify(withNames(e))}\n\n`);
     };
-    runtime.on('event', onEvent);
+    engine.on('event', onEvent);
     // A comment line every 15 s keeps idle proxies and clients from timing the stream out.
     const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
     ping.unref();
     res.on('close', () => {
       clearInterval(ping);
-      runtime.off('event', onEvent);
+      engine.off('event', onEvent);
     });
   });
 
@@ -229,7 +229,7 @@ export function createHttpApi(deps: HttpApiDeps): express.Express {
   return app;
 }
 
-function statsJson(s: Awaited<ReturnType<Runtime['stats']>>) {
+function statsJson(s: Awaited<ReturnType<Engine['stats']>>) {
   return {
     cpuUsageNanos: Number(s.cpuUsageNanos),
     cpuUsageSeconds: Number(s.cpuUsageNanos) / 1e9,

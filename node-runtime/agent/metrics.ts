@@ -4,9 +4,9 @@
  * `_total` for counters, base units (seconds).
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
-import type { ReplicaPhase } from '../supervisor/spec.ts';
+import type { WorkloadPhase } from '../supervisor/spec.ts';
 
-const PHASES: ReplicaPhase[] = [
+const PHASES: WorkloadPhase[] = [
   'Pending',
   'Starting',
   'Running',
@@ -28,7 +28,7 @@ export class AgentMetrics {
   readonly selfFences: Counter;
   readonly reconciles: Counter<'outcome'>;
 
-  constructor(host: string, phaseCounts: () => Map<ReplicaPhase, number>) {
+  constructor(host: string, phaseCounts: () => Map<WorkloadPhase, number>) {
     this.registry.setDefaultLabels({ host });
     collectDefaultMetrics({ register: this.registry, prefix: 'orrery_runtime_' });
     const registers = [this.registry];

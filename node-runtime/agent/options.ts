@@ -28,7 +28,7 @@ export interface AgentOptions {
   kubeconfig?: string | KubeConfig;
   /** Host object name and Lease identity; default os.hostname() (lower-cased). */
   hostName?: string;
-  /** Runtime state, agent records and the API token; default `defaultStateDir(hostName)`. */
+  /** Engine state, agent records and the API token; default `defaultStateDir(hostName)`. */
   stateDir?: string;
   /**
    * The runtime's records of its live processes (one per replica, rewritten at every start and

@@ -1,5 +1,5 @@
 /**
- * Replica (the API object) -> the runtime's ReplicaSpec: quantities become numbers, named probe
+ * Replica (the API object) -> the runtime's WorkloadSpec: quantities become numbers, named probe
  * ports become numbers, ports without a number get the one the agent allocated, and the
  * ORRERY_* facts about where the replica runs are added to its environment.
  */
@@ -10,7 +10,7 @@ import { cpuMillis, memoryBytes } from '../../crds/quantity.ts';
 import type { Replica, ReplicaTemplate, ProcessSpec as TemplateProcess } from '../../crds/types.ts';
 import { InvalidSpecError } from '../invalid-spec.ts';
 import type { ProbeSpec } from '../probes/types.ts';
-import type { EnvVar, Namespace, ProcessSpec, ReplicaSpec } from '../supervisor/spec.ts';
+import type { EnvVar, Namespace, ProcessSpec, WorkloadSpec } from '../supervisor/spec.ts';
 
 /** `<namespace>.<name>`: unique on the host, a valid file and cgroup name; reversible because namespaces hold no dot. */
 export function replicaId(namespace: string, name: string): string {
@@ -65,7 +65,7 @@ export function portsToAllocate(template: ReplicaTemplate): { process: string; n
   );
 }
 
-/** Spec annotation (see ReplicaSpec.annotations): the replicaDigest of the object a replica was run for. */
+/** Spec annotation (see WorkloadSpec.annotations): the replicaDigest of the object a replica was run for. */
 export const DIGEST_ANNOTATION = 'orrery.dev/replica-digest';
 
 /**
@@ -133,7 +133,7 @@ export function buildReplicaSpec(
   t: ReplicaTemplate,
   hostName: string,
   portOf: PortLookup,
-): ReplicaSpec {
+): WorkloadSpec {
   const ns = replica.metadata.namespace as string;
   const name = replica.metadata.name as string;
   const processes = t.processes.map((p, i): ProcessSpec => {
@@ -162,7 +162,7 @@ export function buildReplicaSpec(
     if (liveness) out.livenessProbe = liveness;
     return out;
   });
-  const resources: ReplicaSpec['resources'] = {};
+  const resources: WorkloadSpec['resources'] = {};
   if (t.resources?.cpu !== undefined) {
     resources.cpuMillis = quantity(cpuMillis, t.resources.cpu, 'spec.template.resources.cpu');
   }
@@ -170,7 +170,7 @@ export function buildReplicaSpec(
     resources.memoryBytes = quantity(memoryBytes, t.resources.memory, 'spec.template.resources.memory');
   }
   if (t.resources?.pids !== undefined) resources.pids = t.resources.pids;
-  const isolation: ReplicaSpec['isolation'] = { namespaces: [...t.isolation.namespaces] as Namespace[] };
+  const isolation: WorkloadSpec['isolation'] = { namespaces: [...t.isolation.namespaces] as Namespace[] };
   if (t.isolation.user) {
     // The CRD lets gid default to the uid, as a user's primary group usually is.
     isolation.user = { uid: t.isolation.user.uid, gid: t.isolation.user.gid ?? t.isolation.user.uid };

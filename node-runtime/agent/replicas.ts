@@ -1,10 +1,10 @@
 /**
  * The Replica reconciler (node-runtime/agent/README.md, "Replicas" and "Status"): for each Replica
- * bound to this host, `reconcile(key)` makes the runtime run what the object says (or stop what
+ * bound to this host, `reconcile(key)` makes the engine run what the object says (or stop what
  * no longer belongs here), with the same contract as the operator's controllers (kube/controller.ts).
  * It owns what a replica holds while it runs on this host: its allocated ports, its last start
  * failure, the starts in flight, and the digests of replicas adopted from an older agent; and it
- * turns runtime events into coalesced status writes.
+ * turns engine events into coalesced status writes.
  */
 import type { Logger } from 'pino';
 import { RUNTIME_FINALIZER } from '../../crds/labels.ts';
@@ -18,9 +18,9 @@ import {
   removeFinalizer,
   splitKey,
 } from '../../kube/index.ts';
-import type { Runtime } from '../engine.ts';
+import type { Engine } from '../engine.ts';
 import { InvalidSpecError } from '../invalid-spec.ts';
-import type { RuntimeEvent } from '../supervisor/spec.ts';
+import type { EngineEvent } from '../supervisor/spec.ts';
 import type { FencePolicy } from './fence.ts';
 import type { AgentMetrics } from './metrics.ts';
 import type { PortAllocator } from './ports.ts';
@@ -45,7 +45,7 @@ export interface ReplicaReconcilerOptions {
   hostName: string;
   /** Host.status.address, also each replica's status.address. */
   address: string;
-  runtime: Runtime;
+  engine: Engine;
   replicas: ResourceClient<Replica>;
   /** The Replicas bound here (field selector spec.host=<host>). */
   informer: Informer<Replica>;
@@ -67,14 +67,14 @@ export class ReplicaReconciler {
   readonly #starting = new Set<string>();
   /**
    * Which object each replica was run for (replicaDigest, which covers its uid) lives in its spec's
-   * annotations, in the runtime's own state record (written with the spec, before the spawn). A
+   * annotations, in the engine's own state record (written with the spec, before the spawn). A
    * replica adopted from an agent that did not annotate is remembered here until it is run again.
    */
   readonly #adopted = new Map<string, string>();
 
   constructor(options: ReplicaReconcilerOptions) {
     this.#o = options;
-    const { informer, runtime, fence, hostName, log, metrics } = options;
+    const { informer, engine, fence, hostName, log, metrics } = options;
     const ownWrites: OwnWrites = new WeakMap();
     this.statusWriter = new StatusWriter({
       log,
@@ -84,7 +84,7 @@ export class ReplicaReconciler {
         const replica = informer.get(key);
         if (!replica || replica.spec.host !== hostName) return undefined;
         const id = replicaId(replica.metadata.namespace as string, replica.metadata.name as string);
-        const rs = runtime.has(id) ? runtime.status(id) : undefined;
+        const rs = engine.has(id) ? engine.status(id) : undefined;
         if (!rs && replica.metadata.deletionTimestamp) return undefined;
         return { replica, status: apiStatusOf(replica, rs, this.#failures.get(id), options.address) };
       },
@@ -100,7 +100,7 @@ export class ReplicaReconciler {
   }
 
   reconcile = async (key: string): Promise<ReconcileResult> => {
-    const { fence, informer, replicas, runtime, hostName: me, log } = this.#o;
+    const { fence, informer, replicas, engine, hostName: me, log } = this.#o;
     if (fence.fenced || this.#o.stopping()) return undefined;
     log.debug({ replica: key }, 'reconciling');
     const { namespace, name } = splitKey(key);
@@ -118,7 +118,7 @@ export class ReplicaReconciler {
 
     if (!replica || replica.spec.host !== me) {
       // Gone, or bound elsewhere: "when an agent comes back it kills what no longer belongs to it".
-      if (runtime.has(id)) {
+      if (engine.has(id)) {
         log.info({ replica: key }, 'stopping a replica that is no longer bound to this host');
         await this.stopReplica(id, { removeLogs: true });
       }
@@ -127,7 +127,7 @@ export class ReplicaReconciler {
     }
 
     if (replica.metadata.deletionTimestamp) {
-      if (runtime.has(id)) {
+      if (engine.has(id)) {
         this.statusWriter.request(key);
         await this.stopReplica(id, { removeLogs: true });
       }
@@ -136,9 +136,9 @@ export class ReplicaReconciler {
       return undefined;
     }
 
-    if (runtime.has(id)) {
+    if (engine.has(id)) {
       const digest = replicaDigest(replica, me);
-      const applied = runtime.spec(id).annotations?.[DIGEST_ANNOTATION] ?? this.#adopted.get(id);
+      const applied = engine.spec(id).annotations?.[DIGEST_ANNOTATION] ?? this.#adopted.get(id);
       if (applied === undefined) {
         // Run by an agent that did not annotate its replicas: adopt it as it runs.
         this.#adopted.set(id, digest);
@@ -150,29 +150,29 @@ export class ReplicaReconciler {
         await this.stopReplica(id);
       }
     }
-    if (!runtime.has(id)) await this.#start(key, replica, id);
+    if (!engine.has(id)) await this.#start(key, replica, id);
     else this.statusWriter.request(key);
     return undefined;
   };
 
   /** Stops a replica and gives its ports back; `graceSeconds` 0 kills at once (the fence). */
   async stopReplica(id: string, opts: { removeLogs?: boolean; graceSeconds?: number } = {}): Promise<void> {
-    const { runtime, ports } = this.#o;
-    if (!runtime.has(id)) return;
-    const held = runtime.status(id).ports.map((p) => p.port);
+    const { engine, ports } = this.#o;
+    if (!engine.has(id)) return;
+    const held = engine.status(id).ports.map((p) => p.port);
     try {
-      await runtime.stop(id, opts.graceSeconds === undefined ? {} : { graceSeconds: opts.graceSeconds });
+      await engine.stop(id, opts.graceSeconds === undefined ? {} : { graceSeconds: opts.graceSeconds });
     } finally {
       for (const p of held) ports.release(p);
       this.#adopted.delete(id);
     }
-    if (opts.removeLogs) await runtime.logs.removeReplica(id).catch(() => {});
+    if (opts.removeLogs) await engine.logs.removeReplica(id).catch(() => {});
   }
 
   /** Stops every replica on the host (`orrery up`'s Ctrl-C), logging the ones that would not stop. */
   async stopAll(): Promise<void> {
     await Promise.all(
-      this.#o.runtime
+      this.#o.engine
         .list()
         .map((s) =>
           this.stopReplica(s.id).catch((err: Error) =>
@@ -183,13 +183,13 @@ export class ReplicaReconciler {
   }
 
   /**
-   * The keys of every replica the runtime supervises, for a reconcile once the informer has
+   * The keys of every replica the engine supervises, for a reconcile once the informer has
    * synced: those whose object is gone or bound elsewhere are then stopped. A replica with an id
    * this agent never makes is stopped here.
    */
   runningKeys(): string[] {
     const keys: string[] = [];
-    for (const s of this.#o.runtime.list()) {
+    for (const s of this.#o.engine.list()) {
       const key = keyOfReplicaId(s.id);
       if (key) keys.push(key);
       else {
@@ -201,7 +201,7 @@ export class ReplicaReconciler {
   }
 
   /** For the runtime's 'event': metrics, a BackOff Event, and a status write. */
-  onRuntimeEvent = (e: RuntimeEvent): void => {
+  onRuntimeEvent = (e: EngineEvent): void => {
     const { metrics, informer, recorder } = this.#o;
     metrics.runtimeEvents.inc({ type: e.type });
     const key = keyOfReplicaId(e.replica);
@@ -237,7 +237,7 @@ export class ReplicaReconciler {
    * with back-off.
    */
   async #start(key: string, replica: Replica, id: string): Promise<void> {
-    const { ports, runtime, fence, metrics, log, hostName } = this.#o;
+    const { ports, engine, fence, metrics, log, hostName } = this.#o;
     const allocated = new Map<string, number>();
     const releaseAll = () => {
       for (const p of allocated.values()) ports.release(p);
@@ -272,7 +272,7 @@ export class ReplicaReconciler {
     this.#starting.add(id);
     const t0 = performance.now();
     try {
-      await runtime.run(spec);
+      await engine.run(spec);
       const ms = performance.now() - t0;
       metrics.spawnLatency.observe(ms / 1000);
       log.debug({ replica: key, ms: Math.round(ms * 100) / 100 }, 'replica started');
@@ -291,7 +291,7 @@ export class ReplicaReconciler {
             ? 'InvalidSpec'
             : 'RunFailed';
       this.#failures.set(id, { reason, message: e.message });
-      if (runtime.has(id)) await runtime.stop(id, { graceSeconds: 0 }).catch(() => {});
+      if (engine.has(id)) await engine.stop(id, { graceSeconds: 0 }).catch(() => {});
       if (reason !== 'InvalidSpec') throw err;
     } finally {
       this.#starting.delete(id);

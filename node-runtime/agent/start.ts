@@ -1,5 +1,5 @@
 /**
- * The host agent's start. Re-adoption comes first and alone: the runtime reopens every process
+ * The host agent's start. Re-adoption comes first and alone: the engine reopens every process
  * recorded in its run dir (pidfd_open and a start-time check of each, its cgroup found again),
  * which needs the disk and the kernel, not the API server. So the replicas are supervised again
  * before anything that talks to the API server is even loaded. agent.ts, loaded after, joins the
@@ -8,11 +8,11 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { type Logger, pino } from 'pino';
-import { Runtime } from '../engine.ts';
+import { Engine } from '../engine.ts';
 import type { Agent } from './agent.ts';
 import { type AgentOptions, normalizeAgentOptions } from './options.ts';
 
-/** Logged once the runtime supervises every recorded replica again, before any API call. */
+/** Logged once the engine supervises every recorded replica again, before any API call. */
 export const READOPTED_MESSAGE = 'replicas re-adopted';
 
 export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
@@ -29,11 +29,11 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
   ).child({ host: o.hostName });
   await mkdir(o.stateDir, { recursive: true, mode: 0o700 });
   await mkdir(o.runDir, { recursive: true, mode: 0o700 });
-  const runtime = new Runtime({ stateDir: o.runDir, logDir: o.logDir, cgroupParent: o.cgroupParent, log });
+  const engine = new Engine({ stateDir: o.runDir, logDir: o.logDir, cgroupParent: o.cgroupParent, log });
   const t0 = performance.now();
-  await runtime.start();
+  await engine.start();
   const readopted = {
-    replicas: runtime.list().length,
+    replicas: engine.list().length,
     ms: Math.round((performance.now() - t0) * 10) / 10,
     // performance.now() counts from the start of this process: exec → re-adopted, as the agent sees it.
     sinceProcessStartMs: Math.round(performance.now()),
@@ -41,10 +41,10 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
   log.info(readopted, READOPTED_MESSAGE);
   try {
     const { joinCluster } = await import('./agent.ts');
-    return await joinCluster({ options: o, log, runtime, readopted });
+    return await joinCluster({ options: o, log, engine, readopted });
   } catch (err) {
     // The workloads keep running, detached, for the next start to re-adopt.
-    await runtime.close().catch(() => {});
+    await engine.close().catch(() => {});
     throw err;
   }
 }

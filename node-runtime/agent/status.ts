@@ -13,13 +13,9 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
 import { setConditions } from '../../crds/conditions.ts';
-import type {
-  ProcessStatus as ApiProcessStatus,
-  ReplicaStatus as ApiReplicaStatus,
-  Replica,
-} from '../../crds/types.ts';
+import type { ProcessStatus as ApiProcessStatus, Replica, ReplicaStatus } from '../../crds/types.ts';
 import { isConflict, isNotFound, type ResourceClient } from '../../kube/index.ts';
-import type { ReplicaStatus as RuntimeReplicaStatus } from '../supervisor/spec.ts';
+import type { WorkloadStatus } from '../supervisor/spec.ts';
 
 /** Why the agent could not run a replica at all (validation, port allocation): shown as phase Failed. */
 export interface RunFailure {
@@ -27,7 +23,7 @@ export interface RunFailure {
   message: string;
 }
 
-function processStatus(p: RuntimeReplicaStatus['processes'][number]): ApiProcessStatus {
+function processStatus(p: WorkloadStatus['processes'][number]): ApiProcessStatus {
   const out: ApiProcessStatus = { name: p.name, state: p.state, ready: p.ready, restarts: p.restarts };
   if (p.pid !== null) out.pid = p.pid;
   if (p.startedAt !== null) out.startedAt = p.startedAt;
@@ -42,8 +38,8 @@ function processStatus(p: RuntimeReplicaStatus['processes'][number]): ApiProcess
 }
 
 /** The process whose last exit explains a CrashLoopBackOff or Failed phase: the most recent abnormal exit. */
-function culprit(rs: RuntimeReplicaStatus) {
-  let best: RuntimeReplicaStatus['processes'][number] | undefined;
+function culprit(rs: WorkloadStatus) {
+  let best: WorkloadStatus['processes'][number] | undefined;
   for (const p of rs.processes) {
     if (!p.lastExit || p.lastExit.reason === 'Completed') continue;
     if (!best?.lastExit || p.lastExit.at > best.lastExit.at) best = p;
@@ -51,7 +47,7 @@ function culprit(rs: RuntimeReplicaStatus) {
   return best;
 }
 
-function describeExit(p: RuntimeReplicaStatus['processes'][number]): string {
+function describeExit(p: WorkloadStatus['processes'][number]): string {
   const e = p.lastExit;
   if (!e) return `process ${p.name} failed`;
   if (e.message) return `process ${p.name}: ${e.message}`;
@@ -62,10 +58,10 @@ function describeExit(p: RuntimeReplicaStatus['processes'][number]): string {
 /** Replica.status as the API wants it (no nulls: the schema has integers and strings, not nullables). */
 export function apiStatusOf(
   replica: Replica,
-  rs: RuntimeReplicaStatus | undefined,
+  rs: WorkloadStatus | undefined,
   failure: RunFailure | undefined,
   address: string,
-): ApiReplicaStatus {
+): ReplicaStatus {
   const status = runtimeFacts(replica, rs, failure, address);
   // The scheduler wrote Scheduled=False (and reason Unschedulable) while the replica was
   // unbound; from binding on this host owns the status, as the kubelet does after kube-scheduler.
@@ -101,7 +97,7 @@ const STATUS_FIELDS = [
 ] as const;
 
 /** A JSON merge patch (RFC 7386) of status that leaves exactly `status`. */
-export function statusMergePatch(status: ApiReplicaStatus): Record<string, unknown> {
+export function statusMergePatch(status: ReplicaStatus): Record<string, unknown> {
   const patch: Record<string, unknown> = {};
   for (const f of STATUS_FIELDS) patch[f] = status[f] ?? null;
   return patch;
@@ -122,7 +118,7 @@ export type OwnWrites = WeakMap<Replica, string>;
 export async function replaceReplicaStatus(
   replicas: ResourceClient<Replica>,
   replica: Replica,
-  status: ApiReplicaStatus,
+  status: ReplicaStatus,
   ownWrites: OwnWrites,
 ): Promise<void> {
   const name = replica.metadata.name as string;
@@ -142,11 +138,11 @@ export async function replaceReplicaStatus(
 
 function runtimeFacts(
   replica: Replica,
-  rs: RuntimeReplicaStatus | undefined,
+  rs: WorkloadStatus | undefined,
   failure: RunFailure | undefined,
   address: string,
-): ApiReplicaStatus {
-  const status: ApiReplicaStatus = {};
+): ReplicaStatus {
+  const status: ReplicaStatus = {};
   if (replica.metadata.generation !== undefined) status.observedGeneration = replica.metadata.generation;
   if (!rs) {
     if (failure) {
@@ -169,7 +165,7 @@ function runtimeFacts(
     for (const port of p.ports ?? []) protocols.set(`${p.name}/${port.name}`, port.protocol ?? 'tcp');
   }
   status.ports = rs.ports.map((p) => {
-    const out: NonNullable<ApiReplicaStatus['ports']>[number] = {
+    const out: NonNullable<ReplicaStatus['ports']>[number] = {
       name: p.name,
       process: p.process,
       port: p.port,
@@ -198,8 +194,8 @@ function runtimeFacts(
 
 export interface StatusWriterOptions {
   /** The status to write now for a key, or undefined when there is nothing to write (object gone). */
-  compute: (key: string) => { replica: Replica; status: ApiReplicaStatus } | undefined;
-  write: (replica: Replica, status: ApiReplicaStatus) => Promise<void>;
+  compute: (key: string) => { replica: Replica; status: ReplicaStatus } | undefined;
+  write: (replica: Replica, status: ReplicaStatus) => Promise<void>;
   log: Logger;
   onWrite?: (outcome: 'written' | 'skipped' | 'failed' | 'gone') => void;
 }
@@ -209,7 +205,7 @@ interface Entry {
   dirty: boolean;
   /** uid + status last written successfully, to skip writes that change nothing. */
   lastUid: string | undefined;
-  last: ApiReplicaStatus | undefined;
+  last: ReplicaStatus | undefined;
   /** Set when the last write failed: retried after a delay even without a new event. */
   retry: NodeJS.Timeout | undefined;
   tokens: number;

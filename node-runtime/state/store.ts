@@ -1,5 +1,5 @@
 /**
- * Runtime state on disk: one JSON file per replica under `<stateDir>/replicas/`, so a runtime
+ * Engine state on disk: one JSON file per replica under `<stateDir>/replicas/`, so a runtime
  * killed at any instant leaves either the old or the new record. Together with the cgroup tree it
  * is the truth a restarted runtime re-adopts from.
  *

@@ -4,7 +4,7 @@
  */
 import { accessSync, constants, statSync } from 'node:fs';
 import path from 'node:path';
-import type { EnvVar, ProcessSpec, ReplicaSpec } from './spec.ts';
+import type { EnvVar, ProcessSpec, WorkloadSpec } from './spec.ts';
 
 /** Mirrors the addon's SpawnError so an unresolvable command reports exactly like a failed exec. */
 export class CommandNotFoundError extends Error {
@@ -64,7 +64,7 @@ export function portEnvName(name: string): string {
  * the process's own env (the user wins, as in Kubernetes), then the ORRERY_* facts the runtime
  * owns. PORT is set to the process's first port unless the user set it. Nothing is inherited.
  */
-export function buildEnv(replica: ReplicaSpec, proc: ProcessSpec, ports: ProcessPorts): Map<string, string> {
+export function buildEnv(replica: WorkloadSpec, proc: ProcessSpec, ports: ProcessPorts): Map<string, string> {
   const env = new Map<string, string>();
   const put = (vars: EnvVar[] | undefined) => {
     for (const v of vars ?? []) env.set(v.name, v.value);

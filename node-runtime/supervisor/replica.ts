@@ -21,14 +21,14 @@ import {
 import { type ExecTarget, execInReplica } from './probe-exec.ts';
 import type { ExitStatus, ProcessApi, SpawnFailure, SpawnRequest } from './process-api.ts';
 import type {
+  EngineEvent,
   LastExit,
   ProcessSpec,
   ProcessState,
   ProcessStatus,
-  ReplicaPhase,
-  ReplicaSpec,
-  ReplicaStatus,
-  RuntimeEvent,
+  WorkloadPhase,
+  WorkloadSpec,
+  WorkloadStatus,
 } from './spec.ts';
 import type { ExitFacts } from './types.ts';
 
@@ -42,8 +42,8 @@ export interface ReplicaDeps {
   /** Where orrery-init records the workload's own exit (pid namespace replicas). */
   exitStatusFile: (replica: string, process: string) => string;
   /** Remove the exit status files of a stopped replica. */
-  removeExitStatusFiles: (spec: ReplicaSpec) => void;
-  emit: (event: RuntimeEvent) => void;
+  removeExitStatusFiles: (spec: WorkloadSpec) => void;
+  emit: (event: EngineEvent) => void;
   /** PATH used to resolve commands when the process's env has none (the runtime's own). */
   defaultPath: string;
 }
@@ -61,8 +61,8 @@ export interface StoredProcess {
   lastExit: LastExit | null;
 }
 
-export interface ReplicaRecord extends StoredReplica<ReplicaSpec, StoredProcess> {
-  phase: ReplicaPhase;
+export interface ReplicaRecord extends StoredReplica<WorkloadSpec, StoredProcess> {
+  phase: WorkloadPhase;
   startedAt: string | null;
   backoffUntil?: string;
   crashLoops: number;
@@ -97,12 +97,12 @@ interface Slot {
 const KILL_WAIT_MS = 5_000;
 
 export class ReplicaSupervisor {
-  readonly spec: ReplicaSpec;
+  readonly spec: WorkloadSpec;
   readonly #deps: ReplicaDeps;
   readonly #slots: Slot[];
   readonly #ports: Record<string, ProcessPorts>;
   readonly #createdAt: string;
-  #phase: ReplicaPhase = 'Pending';
+  #phase: WorkloadPhase = 'Pending';
   #startedAt: string | null = null;
   #intensity: IntensityState = initialIntensity(Date.now());
   #backoffTimer: NodeJS.Timeout | undefined;
@@ -115,7 +115,12 @@ export class ReplicaSupervisor {
   #oomSeen = 0;
   #replicaReady = false;
 
-  constructor(spec: ReplicaSpec, ports: Record<string, ProcessPorts>, deps: ReplicaDeps, createdAt?: string) {
+  constructor(
+    spec: WorkloadSpec,
+    ports: Record<string, ProcessPorts>,
+    deps: ReplicaDeps,
+    createdAt?: string,
+  ) {
     this.spec = spec;
     this.#deps = deps;
     this.#ports = ports;
@@ -152,7 +157,7 @@ export class ReplicaSupervisor {
     return this.spec.isolation.namespaces.includes('pid');
   }
 
-  get phase(): ReplicaPhase {
+  get phase(): WorkloadPhase {
     return this.#phase;
   }
 
@@ -708,7 +713,7 @@ export class ReplicaSupervisor {
     const ready = this.#computeReady();
     if (ready === this.#replicaReady) return;
     this.#replicaReady = ready;
-    const event: RuntimeEvent = {
+    const event: EngineEvent = {
       type: ready ? 'ready' : 'notReady',
       replica: this.spec.id,
       process,
@@ -792,8 +797,8 @@ export class ReplicaSupervisor {
     }
   }
 
-  status(): ReplicaStatus {
-    const status: ReplicaStatus = {
+  status(): WorkloadStatus {
+    const status: WorkloadStatus = {
       id: this.spec.id,
       name: this.spec.name,
       phase: this.#phase,

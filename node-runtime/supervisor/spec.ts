@@ -36,7 +36,7 @@ export interface ProcessSpec {
   ports?: PortSpec[];
 }
 
-export interface ReplicaSpec {
+export interface WorkloadSpec {
   /** Unique on the host, e.g. `ns.web-0`; names the cgroup, the state file and the log directory. */
   id: string;
   /** Short name, e.g. `web-0`; the hostname with a uts namespace. */
@@ -50,12 +50,12 @@ export interface ReplicaSpec {
   /**
    * Opaque to the runtime, as OCI runtime annotations are: kept with the spec in the replica's
    * state record (so they are written with it, atomically, and survive a runtime restart) and read
-   * back with `Runtime.spec(id)`. The host agent records there which object a replica was run for.
+   * back with `Engine.spec(id)`. The host agent records there which object a replica was run for.
    */
   annotations?: Record<string, string>;
 }
 
-export type ReplicaPhase =
+export type WorkloadPhase =
   | 'Pending'
   | 'Starting'
   | 'Running'
@@ -84,10 +84,10 @@ export interface ProcessStatus {
   lastExit: LastExit | null;
 }
 
-export interface ReplicaStatus {
+export interface WorkloadStatus {
   id: string;
   name: string;
-  phase: ReplicaPhase;
+  phase: WorkloadPhase;
   ready: boolean;
   ports: { process: string; name: string; port: number }[];
   startedAt: string | null;
@@ -101,7 +101,7 @@ interface EventBase {
   at: string;
 }
 
-export type RuntimeEvent =
+export type EngineEvent =
   | (EventBase & { type: 'started'; process: string; pid: number })
   | (EventBase & { type: 'adopted'; process: string; pid: number })
   | (EventBase & {
@@ -138,7 +138,7 @@ function nonNegative(field: string, v: unknown): void {
 }
 
 /** Throws an InvalidSpecError naming the first field that is not as expected. */
-export function validateReplicaSpec(spec: ReplicaSpec): void {
+export function validateWorkloadSpec(spec: WorkloadSpec): void {
   if (typeof spec !== 'object' || spec === null) fail('', 'an object', spec);
   if (typeof spec.id !== 'string' || !ID.test(spec.id) || spec.id.includes('..')) {
     fail('id', 'a DNS-1123 subdomain such as "ns.web-0"', spec.id);

@@ -74,7 +74,7 @@ test('an agent that cannot renew its Lease kills its replicas, and runs them aga
   t.log(`API stopped -> replica killed by self-fencing: ${fencedAfter} ms (lease 1 s)`);
   t.true(agent.isFenced());
   await waitFor('the fenced replica removed from the runtime', () =>
-    agent.runtime.has('fence.w-0') ? undefined : true,
+    agent.engine.has('fence.w-0') ? undefined : true,
   );
 
   // The partition heals: the agent re-registers and runs the replica again.

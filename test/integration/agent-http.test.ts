@@ -204,17 +204,17 @@ test('the HTTP API wants the token, serves replicas, stats, logs (tail and follo
   await waitFor('the tail line', () => (followed.includes('line 4') ? true : undefined));
   const { appendFile } = await import('node:fs/promises');
   // The process's own log file, appended to as the process would (O_APPEND).
-  await appendFile(agent.runtime.logs.pathFor(`${ns}.talker-0`, 'talker'), 'appended later\n');
+  await appendFile(agent.engine.logs.pathFor(`${ns}.talker-0`, 'talker'), 'appended later\n');
   await waitFor('the followed line', () => (followed.includes('appended later') ? true : undefined));
   t.is(followed, 'line 4\nappended later\n');
   follow.abort();
   await followReader;
 
   // previous: after a restart, the run before it (the only one with the appended line).
-  const talkerPid = agent.runtime.status(`${ns}.talker-0`).processes[0]?.pid as number;
+  const talkerPid = agent.engine.status(`${ns}.talker-0`).processes[0]?.pid as number;
   process.kill(talkerPid, 'SIGKILL');
   await waitFor('talker restarted', () =>
-    (agent.runtime.status(`${ns}.talker-0`).processes[0]?.restarts ?? 0) >= 1 ? true : undefined,
+    (agent.engine.status(`${ns}.talker-0`).processes[0]?.restarts ?? 0) >= 1 ? true : undefined,
   );
   const previous = await (
     await fetch(`${base}/v1/replicas/${ns}/talker-0/logs?process=talker&previous=true`, authed(agent.token))
@@ -261,8 +261,8 @@ test('a restart storm is coalesced: far fewer status writes than runtime events,
     'CrashLoopBackOff with the runtime restart count',
     async () => {
       const id = `${ns}.storm-0`;
-      if (!agent.runtime.has(id)) return undefined;
-      const rs = agent.runtime.status(id);
+      if (!agent.engine.has(id)) return undefined;
+      const rs = agent.engine.status(id);
       const obj = await k.replicas.get('storm-0', { namespace: ns });
       return rs.phase === 'CrashLoopBackOff' &&
         obj.status?.phase === 'CrashLoopBackOff' &&

@@ -163,7 +163,7 @@ test('a bound Replica runs with a real pid and allocated ports; deleting it stop
   t.log(`delete -> object gone (processes stopped, finalizer removed): ${Date.now() - deleted} ms`);
   for (const pid of pids) t.false(pidAlive(pid), `pid ${pid} is gone`);
   t.false(cgroupExists(dirs.cgroupParent, id));
-  t.false(agent.runtime.has(id));
+  t.false(agent.engine.has(id));
 });
 
 test('a Replica with a missing command reports ExecFailed, and deleting it still removes the finalizer', async (t) => {
@@ -206,7 +206,7 @@ test('a Replica bound to another host is left alone', async (t) => {
   const other = await k.replicas.get('other-0', { namespace: ns });
   t.is(other.metadata.resourceVersion, created.metadata.resourceVersion, 'nothing wrote to other-0');
   t.is(other.status, undefined);
-  t.false(agent.runtime.has(replicaId(ns, 'other-0')));
+  t.false(agent.engine.has(replicaId(ns, 'other-0')));
 
   // Both deleted, both held by the runtime finalizer: the agent finalizes its own replica (the
   // point by which it has seen both deletions) and leaves the other host's to that host.
@@ -218,7 +218,7 @@ test('a Replica bound to another host is left alone', async (t) => {
   const pending = await getOrUndefined(k.replicas, ns, 'other-0');
   t.truthy(pending?.metadata.deletionTimestamp, 'other-0 is still there, deleted and waiting');
   t.deepEqual(pending?.metadata.finalizers, [RUNTIME_FINALIZER], 'its runtime finalizer is still on it');
-  t.false(agent.runtime.has(replicaId(ns, 'other-0')));
+  t.false(agent.engine.has(replicaId(ns, 'other-0')));
   // The test plays the other host's runtime: drop the finalizer, and the object goes.
   await k.replicas.mergePatch('other-0', { metadata: { finalizers: null } }, { namespace: ns });
   await waitFor('other-0 gone', async () =>

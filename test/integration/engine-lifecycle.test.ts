@@ -2,7 +2,7 @@ import { statSync } from 'node:fs';
 import path from 'node:path';
 import test from 'ava';
 import { pino } from 'pino';
-import { Runtime } from '../../node-runtime/index.ts';
+import { Engine } from '../../node-runtime/index.ts';
 import { loadProcessApi, type ProcessApi } from '../../node-runtime/supervisor/process-api.ts';
 import {
   harness,
@@ -75,7 +75,7 @@ test('live logs past the size limit are rotated by copytruncate while the proces
   const parent = uniqueParent();
   t.teardown(() => removeCgroupTree(parent));
   const logDir = path.join(root, 'logs');
-  const rt = new Runtime({
+  const rt = new Engine({
     stateDir: path.join(root, 'state'),
     logDir,
     cgroupParent: parent,

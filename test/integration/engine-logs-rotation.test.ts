@@ -7,7 +7,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import { Runtime } from '../../node-runtime/engine.ts';
+import { Engine } from '../../node-runtime/engine.ts';
 import { harness, replica, waitFor } from '../helpers/engine-harness.ts';
 
 const MAX_BYTES = 64 * 1024;
@@ -84,7 +84,7 @@ test('logRotateIntervalMs is validated: a TypeError names the option', async (t)
     cgroupParent: 'unused',
   };
   for (const bad of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 31, '100', null]) {
-    t.throws(() => new Runtime({ ...base, logRotateIntervalMs: bad as number }), {
+    t.throws(() => new Engine({ ...base, logRotateIntervalMs: bad as number }), {
       instanceOf: TypeError,
       message:
         /^options\.logRotateIntervalMs must be a whole number of milliseconds from 1 to 2147483647, got /,
@@ -92,6 +92,6 @@ test('logRotateIntervalMs is validated: a TypeError names the option', async (t)
   }
   // The bounds themselves are accepted (the constructor starts nothing).
   for (const good of [1, 2 ** 31 - 1, 30_000]) {
-    t.notThrows(() => new Runtime({ ...base, logRotateIntervalMs: good }));
+    t.notThrows(() => new Engine({ ...base, logRotateIntervalMs: good }));
   }
 });

@@ -74,7 +74,7 @@ async function showsLine(follower: Follower, what: string, line: string): Promis
 
 /** The pid of the replica's process once it runs (the runtime reports null before). */
 function pidOf(agent: Agent, id: string, not?: number): number | undefined {
-  const pid = agent.runtime.status(id).processes[0]?.pid;
+  const pid = agent.engine.status(id).processes[0]?.pid;
   return typeof pid === 'number' && pid !== not ? pid : undefined;
 }
 

@@ -6,9 +6,9 @@ import {
   portEnvName,
   resolveCommand,
 } from '../../node-runtime/supervisor/command.ts';
-import { type ReplicaSpec, validateReplicaSpec } from '../../node-runtime/supervisor/spec.ts';
+import { validateWorkloadSpec, type WorkloadSpec } from '../../node-runtime/supervisor/spec.ts';
 
-const spec = (): ReplicaSpec => ({
+const spec = (): WorkloadSpec => ({
   id: 'ns.web-0',
   name: 'web-0',
   processes: [
@@ -31,11 +31,11 @@ const spec = (): ReplicaSpec => ({
 });
 
 test('a valid spec passes', (t) => {
-  t.notThrows(() => validateReplicaSpec(spec()));
+  t.notThrows(() => validateWorkloadSpec(spec()));
 });
 
 test('validation errors name the field, the expectation and what was got', (t) => {
-  const cases: [(s: ReplicaSpec) => void, RegExp][] = [
+  const cases: [(s: WorkloadSpec) => void, RegExp][] = [
     [(s) => Object.assign(s, { id: 'Bad/Id' }), /spec\.id must be a DNS-1123 subdomain.*got "Bad\/Id"/],
     [
       (s) => Object.assign(s.processes[0] as object, { restart: 'always' }),
@@ -46,7 +46,7 @@ test('validation errors name the field, the expectation and what was got', (t) =
       /spec\.processes\[0\]\.command must be a non-empty array/,
     ],
     [
-      (s) => s.processes.push({ ...(s.processes[0] as ReplicaSpec['processes'][0]) }),
+      (s) => s.processes.push({ ...(s.processes[0] as WorkloadSpec['processes'][0]) }),
       /spec\.processes\[1\]\.name must be unique/,
     ],
     [
@@ -73,7 +73,7 @@ test('validation errors name the field, the expectation and what was got', (t) =
   for (const [mutate, message] of cases) {
     const s = spec();
     mutate(s);
-    t.throws(() => validateReplicaSpec(s), { instanceOf: InvalidSpecError, message });
+    t.throws(() => validateWorkloadSpec(s), { instanceOf: InvalidSpecError, message });
   }
 });
 
@@ -97,7 +97,7 @@ test('the environment: extraEnv < PORT < process env < ORRERY_* facts; nothing i
     { name: 'SHARED', value: 'from-agent' },
   ];
   const proc = {
-    ...(s.processes[0] as ReplicaSpec['processes'][0]),
+    ...(s.processes[0] as WorkloadSpec['processes'][0]),
     env: [
       { name: 'SHARED', value: 'from-user' },
       { name: 'ORRERY_PROCESS', value: 'spoof' },
