@@ -57,6 +57,7 @@ export {
   renewLease,
 } from './lease.ts';
 export { type Logger, silentLogger } from './log.ts';
+export { ensureNamespace } from './namespaces.ts';
 export {
   BucketRateLimiter,
   defaultControllerRateLimiter,

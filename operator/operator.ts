@@ -7,14 +7,12 @@ import { hostname } from 'node:os';
 import { type Logger, pino } from 'pino';
 import { OPERATOR_LEASE_NAME, SYSTEM_NAMESPACE } from '../crds/labels.ts';
 import {
-  isAlreadyExists,
+  ensureNamespace,
   KubeApi,
   type KubeConfig,
   LeaderElector,
   leaseClient,
-  NAMESPACES,
   type RunningController,
-  resourceClient,
   runController,
   WorkQueue,
 } from '../kube/index.ts';
@@ -68,7 +66,7 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
   const range = parseCidr(opts.serviceCidr ?? '127.77.0.0/16');
   const metrics = opts.metrics ?? new OperatorMetrics();
   const api = await KubeApi.fromKubeConfig(opts.kubeConfig);
-  await ensureNamespace(api, SYSTEM_NAMESPACE);
+  await ensureNamespace(api, SYSTEM_NAMESPACE, FIELD_MANAGER);
 
   let term: { ctx: OperatorContext; controllers: RunningController[] } | undefined;
   const leaseDurationSeconds = opts.leaseDurationSeconds ?? 15;
@@ -117,18 +115,6 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
       api.close();
     },
   };
-}
-
-async function ensureNamespace(api: KubeApi, name: string): Promise<void> {
-  try {
-    await resourceClient(api, NAMESPACES, FIELD_MANAGER).create({
-      apiVersion: 'v1',
-      kind: 'Namespace',
-      metadata: { name },
-    });
-  } catch (error) {
-    if (!isAlreadyExists(error)) throw error;
-  }
 }
 
 function startControllers(

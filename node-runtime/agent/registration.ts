@@ -8,8 +8,8 @@ import type { Logger } from 'pino';
 import { HOST_LABEL, hostLeaseName, SYSTEM_NAMESPACE } from '../../crds/labels.ts';
 import type { Host } from '../../crds/types.ts';
 import {
+  ensureNamespace,
   Informer,
-  isAlreadyExists,
   isForbidden,
   isNotFound,
   type KubeApi,
@@ -99,15 +99,12 @@ export class HostRegistration {
   async start(apiEndpoint: string): Promise<void> {
     const { api, fieldManager, options: o, metrics } = this.#o;
     this.#apiEndpoint = apiEndpoint;
-    // The namespace of the Leases; creating it is racy between hosts and harmless.
+    // The namespace of the Leases. RBAC may forbid a runtime to create it (a cluster admin
+    // or the operator did); the Lease writes below then say whether it exists.
     try {
-      await api.request({
-        method: 'POST',
-        path: '/api/v1/namespaces',
-        body: { apiVersion: 'v1', kind: 'Namespace', metadata: { name: SYSTEM_NAMESPACE } },
-      });
+      await ensureNamespace(api, SYSTEM_NAMESPACE, fieldManager);
     } catch (err) {
-      if (!isAlreadyExists(err) && !isForbidden(err)) throw err;
+      if (!isForbidden(err)) throw err;
     }
     await this.register();
     const heartbeat = new LeaseHeartbeat({
