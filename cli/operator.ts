@@ -48,14 +48,14 @@ export function operatorCommand(): Command {
     )
     .option('--leader-lease-name <name>', 'leader election Lease in orrery-system', OPERATOR_LEASE_NAME)
     .action(async (flags: OperatorFlags) => {
-      const [{ pino }, { loadKubeConfig }, { OperatorMetrics, serveMetrics }, { startOperator }] =
+      const [{ newLogger }, { loadKubeConfig }, { OperatorMetrics, serveMetrics }, { startOperator }] =
         await Promise.all([
-          import('pino'),
+          import('../platform/log.ts'),
           import('../kube/index.ts'),
           import('../operator/metrics.ts'),
           import('../operator/operator.ts'),
         ]);
-      const log = pino({ name: 'orrery-operator', level: process.env.ORRERY_LOG_LEVEL ?? 'info' });
+      const log = newLogger('orrery-operator');
       const metrics = new OperatorMetrics();
       const { server, url } = await serveMetrics(metrics, flags.metricsListen);
       log.info({ url }, 'serving /metrics and /healthz');

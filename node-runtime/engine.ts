@@ -9,7 +9,8 @@ import { mkdirSync, statSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
-import { type Logger, pino } from 'pino';
+import type { Logger } from 'pino';
+import { newLogger } from '../platform/log.ts';
 import { type CgroupLayout, CgroupManager, type CgroupStats, detectCgroupLayout } from './cgroups/index.ts';
 import { LogStore } from './logs/index.ts';
 import { StateStore } from './state/store.ts';
@@ -95,7 +96,7 @@ export class Engine extends EventEmitter<RuntimeEvents> {
       );
     }
     this.options = options;
-    this.log = options.log ?? pino({ name: 'orrery-engine', level: process.env.ORRERY_LOG_LEVEL ?? 'info' });
+    this.log = options.log ?? newLogger('orrery-engine');
     this.#store = new StateStore(options.stateDir);
     this.logs = new LogStore({ root: options.logDir, ...options.logRotation });
   }

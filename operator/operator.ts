@@ -4,7 +4,7 @@
 // from a fresh list, so nothing is lost (reconcilers are level-triggered).
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { type Logger, pino } from 'pino';
+import type { Logger } from 'pino';
 import { OPERATOR_LEASE_NAME, SYSTEM_NAMESPACE } from '../crds/labels.ts';
 import {
   ensureNamespace,
@@ -16,6 +16,7 @@ import {
   runController,
   WorkQueue,
 } from '../kube/index.ts';
+import { newLogger } from '../platform/log.ts';
 import {
   allInformers,
   type Controller,
@@ -61,7 +62,7 @@ export interface Operator {
 }
 
 export async function startOperator(opts: OperatorOptions): Promise<Operator> {
-  const log = opts.log ?? pino({ name: 'orrery-operator' });
+  const log = opts.log ?? newLogger('orrery-operator');
   const identity = opts.identity ?? `${hostname()}_${randomBytes(4).toString('hex')}`;
   const range = parseCidr(opts.serviceCidr ?? '127.77.0.0/16');
   const metrics = opts.metrics ?? new OperatorMetrics();

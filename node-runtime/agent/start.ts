@@ -7,7 +7,8 @@
  * replica deleted while the agent was down keeps running until then.
  */
 import { mkdir } from 'node:fs/promises';
-import { type Logger, pino } from 'pino';
+import type { Logger } from 'pino';
+import { newLogger } from '../../platform/log.ts';
 import { Engine } from '../engine.ts';
 import type { Agent } from './agent.ts';
 import { type AgentOptions, normalizeAgentOptions } from './options.ts';
@@ -20,13 +21,8 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
   // Synchronous, as the kubelet's klog: a line is out when it is logged. pino's default writes
   // from libuv's thread pool, one write after the other, each issued from the event loop, which
   // loading agent.ts below keeps busy; and a killed agent loses no line.
-  const log: Logger = (
-    options.log ??
-    pino(
-      { name: 'orrery-runtime', level: process.env.ORRERY_LOG_LEVEL ?? 'info' },
-      pino.destination({ dest: 1, sync: true }),
-    )
-  ).child({ host: o.hostName });
+  const root: Logger = options.log ?? newLogger('orrery-runtime', { sync: true });
+  const log = root.child({ host: o.hostName });
   await mkdir(o.stateDir, { recursive: true, mode: 0o700 });
   await mkdir(o.runDir, { recursive: true, mode: 0o700 });
   const engine = new Engine({ stateDir: o.runDir, logDir: o.logDir, cgroupParent: o.cgroupParent, log });
