@@ -90,6 +90,15 @@ export async function reconcileService(
                   ? `none of ${endpoints.length} endpoints is ready`
                   : 'the selector matches no replica',
             },
+        // Until a mesh proxy serves virtual IPs, say so rather than let the traffic fields look
+        // as if they worked (docs/DESIGN.md §6).
+        {
+          type: 'Proxied',
+          status: 'False',
+          reason: 'NoMeshProxy',
+          message:
+            'no mesh proxy serves this virtual IP yet: connections to it fail, and loadBalancer, circuitBreaker, outlierDetection, retries and timeoutMs have no effect',
+        },
       ],
       generation,
     ),

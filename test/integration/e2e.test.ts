@@ -237,6 +237,9 @@ test('a Service gets a loopback virtual IP and endpoint counts', async (t) => {
   });
   t.regex(status.virtualIP, /^127\.77\.\d+\.\d+$/);
   t.is(status.totalEndpoints, 3);
+  // No mesh proxy yet: the status says so instead of letting the traffic fields look effective.
+  const proxied = status.conditions?.find((c: { type: string }) => c.type === 'Proxied');
+  t.like(proxied, { status: 'False', reason: 'NoMeshProxy' });
   // The replicas really serve HTTP on their allocated ports.
   for (const replica of await env.replicasOf('web')) {
     const port = replica.status?.ports?.find((p) => p.name === 'http')?.port;
