@@ -13,9 +13,9 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { untilRuntimeReady } from '../cli/runtime.ts';
 import { type ControlPlane, startControlPlane } from '../controlplane/controlplane.ts';
 import { installCrds } from '../crds/install.ts';
 import { INSTANCES, REPLICAS } from '../crds/resources.ts';
@@ -52,7 +52,7 @@ interface Daemon {
   stop(): Promise<void>;
 }
 
-function daemon(args: string[], waitForLine: boolean): Promise<Daemon> {
+async function daemon(args: string[], waitForLine: boolean): Promise<Daemon> {
   const nodeFlags: string[] = [];
   // ORRERY_BENCH_NODE_FLAGS="runtime=--flag,--flag operator=--flag": extra V8/Node flags per daemon.
   for (const entry of (process.env.ORRERY_BENCH_NODE_FLAGS ?? '').split(' ')) {
@@ -81,22 +81,10 @@ function daemon(args: string[], waitForLine: boolean): Promise<Daemon> {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
     await exited;
   };
-  if (!waitForLine) return Promise.resolve({ child, stop });
-  // `orrery runtime` prints its endpoint line (no log level) once registered and serving; with
-  // ORRERY_BENCH_DEBUG its log lines come first.
-  const isEndpointLine = (line: string) => line.includes('"apiEndpoint"') && !line.includes('"level"');
-  return new Promise((resolve, reject) => {
-    const lines = createInterface({ input: stdout });
-    const onLine = (line: string) => {
-      if (!isEndpointLine(line)) return;
-      lines.off('line', onLine); // not close(): that would pause stdout, which must keep draining
-      resolve({ child, stop });
-    };
-    lines.on('line', onLine);
-    child.once('exit', (code) =>
-      reject(new Error(`orrery ${args[0]} exited with ${code} before it was ready`)),
-    );
-  });
+  if (!waitForLine) return { child, stop };
+  // `orrery runtime` prints its ready line once registered and serving.
+  await untilRuntimeReady(child);
+  return { child, stop };
 }
 
 function instance(name: string, replicas: number): Applied<Instance> {

@@ -22,6 +22,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { parseReadyLine, type RuntimeReady } from '../cli/runtime.ts';
 import { type ControlPlane, startControlPlane } from '../controlplane/controlplane.ts';
 import { installCrds } from '../crds/install.ts';
 import { RUNTIME_FINALIZER } from '../crds/labels.ts';
@@ -212,8 +213,9 @@ function daemon(args: string[], logLevel: string): Daemon {
   };
 }
 
-/** The line `orrery runtime` prints on stdout once it is registered and serving (no log level). */
-const isEndpointLine = (line: string) => line.includes('"apiEndpoint"') && !line.includes('"level"');
+/** The line `orrery runtime` prints on stdout once it is registered and serving. */
+const isReadyLine = (line: string) => parseReadyLine(line) !== undefined;
+const readyOf = (line: string) => parseReadyLine(line) as RuntimeReady;
 
 function jsonLine(line: string): Record<string, unknown> {
   return JSON.parse(line) as Record<string, unknown>;
@@ -328,14 +330,14 @@ async function cluster(): Promise<ClusterResult> {
       daemons.push(d);
       const readopted = d.line((l) => l.includes(`"msg":"${READOPTED_MESSAGE}"`));
       readopted.catch(() => {}); // awaited after the endpoint line; a failure surfaces there
-      const endpoint = await d.line(isEndpointLine);
+      const endpoint = await d.line(isReadyLine);
       return { d, t0, readopted, endpoint };
     };
     const startEmptyAgent = async () => {
       const t0 = performance.now();
       const d = daemon(agentArgs, 'info');
       daemons.push(d);
-      return { d, t0, endpoint: await d.line(isEndpointLine) };
+      return { d, t0, endpoint: await d.line(isReadyLine) };
     };
 
     progress('idle: agent and operator started, nothing applied; reading RSS after 10 s');
@@ -362,9 +364,8 @@ async function cluster(): Promise<ClusterResult> {
     await operator.stop();
 
     progress(`creating ${MANY} Replicas bound to ${host}`);
-    const token = readFileSync(join(root, host, 'api-token'), 'utf8').trim();
-    const endpointOf = (line: string) => jsonLine(line).apiEndpoint as string;
-    let endpoint = endpointOf(first.endpoint.line);
+    const token = readFileSync(readyOf(first.endpoint.line).tokenFile, 'utf8').trim();
+    let endpoint = readyOf(first.endpoint.line).apiEndpoint;
     const createT0 = performance.now();
     const names = Array.from({ length: MANY }, (_, i) => `readopt-${i}`);
     for (let i = 0; i < names.length; i += 50) {
@@ -394,7 +395,7 @@ async function cluster(): Promise<ClusterResult> {
       const readopted = await next.readopted;
       const cpuS = cpuSeconds(agent.child.pid as number);
       const fields = jsonLine(readopted.line);
-      endpoint = endpointOf(next.endpoint.line);
+      endpoint = readyOf(next.endpoint.line).apiEndpoint;
       const after = await agentReplicas(endpoint, token);
       const unchanged = [...before].filter(([id, s]) => after.get(id) === s).length;
       const r: ReadoptRound = {

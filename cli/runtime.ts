@@ -3,7 +3,9 @@
 // runtime restart must not restart workloads: the next agent re-adopts them), unless
 // --stop-workloads-on-exit is given (what `orrery up` wants for its Ctrl-C). Started by `orrery
 // up` (an IPC channel), the agent also stops when up goes away, and then leaves them running.
+import type { ChildProcess } from 'node:child_process';
 import { isIP } from 'node:net';
+import { createInterface } from 'node:readline';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { AgentOptions } from '../node-runtime/agent/index.ts';
 import { defaultHostName, fenceAfterMs, parseListen, parsePortRange } from '../node-runtime/agent/options.ts';
@@ -199,10 +201,12 @@ export function runtimeCommand(): Command {
       const agent = await startAgent(opts);
       // Listening before the line below: whoever reads it may signal at once.
       const stopRequested = untilSignal();
-      // One line on stdout for scripts (`orrery up`, tests): where the API is and where the token lives.
-      console.log(
-        JSON.stringify({ host: agent.hostName, apiEndpoint: agent.apiEndpoint, tokenFile: agent.tokenFile }),
-      );
+      const ready: RuntimeReady = {
+        host: agent.hostName,
+        apiEndpoint: agent.apiEndpoint,
+        tokenFile: agent.tokenFile,
+      };
+      console.log(JSON.stringify(ready));
       const cause = await stopRequested;
       // Under `orrery up`, --stop-workloads-on-exit serves up's ordered stop (a signal). When up
       // itself is gone (killed, crashed), the workloads keep running for the next up to re-adopt.
@@ -212,4 +216,70 @@ export function runtimeCommand(): Command {
         .stop({ stopWorkloads })
         .catch((err: Error) => agent.engine.log.error({ err: err.message }, 'agent stop failed'));
     });
+}
+
+/**
+ * What `orrery runtime` prints on stdout, once, when it is registered and serving: one JSON line
+ * for scripts (`orrery up`, tests, benchmarks) saying where its API is and where the token lives.
+ * Its log lines share stdout; they are pino records, which carry a `level`, and this one has none.
+ */
+export interface RuntimeReady {
+  host: string;
+  apiEndpoint: string;
+  tokenFile: string;
+}
+
+/** The fields of the ready line, or undefined for any other line (a log record, text). */
+export function parseReadyLine(line: string): RuntimeReady | undefined {
+  if (!line.startsWith('{') || !line.includes('"apiEndpoint"')) return undefined;
+  let record: unknown;
+  try {
+    record = JSON.parse(line);
+  } catch {
+    return undefined;
+  }
+  if (record === null || typeof record !== 'object' || 'level' in record) return undefined;
+  const { host, apiEndpoint, tokenFile } = record as Record<string, unknown>;
+  if (typeof host !== 'string' || typeof apiEndpoint !== 'string' || typeof tokenFile !== 'string') {
+    return undefined;
+  }
+  return { host, apiEndpoint, tokenFile };
+}
+
+/**
+ * Resolves with the ready line of an `orrery runtime` started as `child` (stdout a pipe) once it
+ * prints it; rejects when the child exits first, or after `timeoutMs` when given. stdout goes on
+ * being read afterwards, so the runtime never blocks on a full pipe.
+ */
+export function untilRuntimeReady(child: ChildProcess, timeoutMs?: number): Promise<RuntimeReady> {
+  const stdout = child.stdout;
+  if (!stdout)
+    return Promise.reject(new TypeError('untilRuntimeReady needs the stdout of the child as a pipe'));
+  return new Promise((resolve, reject) => {
+    const lines = createInterface({ input: stdout });
+    const timer =
+      timeoutMs === undefined
+        ? undefined
+        : setTimeout(
+            () => done(new Error(`orrery runtime printed no ready line in ${timeoutMs} ms`)),
+            timeoutMs,
+          );
+    const onExit = (code: number | null, signal: NodeJS.Signals | null) =>
+      done(new Error(`orrery runtime exited (${signal ?? `code ${code}`}) before its ready line`));
+    const onLine = (line: string) => {
+      const ready = parseReadyLine(line);
+      if (ready) done(ready);
+    };
+    // off, not close(): closing the interface would pause stdout, which must keep draining.
+    function done(result: RuntimeReady | Error) {
+      lines.off('line', onLine);
+      child.off('exit', onExit);
+      clearTimeout(timer);
+      if (result instanceof Error) reject(result);
+      else resolve(result);
+    }
+    lines.on('line', onLine);
+    child.once('exit', onExit);
+    if (child.exitCode !== null || child.signalCode !== null) onExit(child.exitCode, child.signalCode);
+  });
 }

@@ -21,6 +21,7 @@ import { type ControlPlane, startControlPlane } from '../controlplane/controlpla
 import { installCrds } from '../crds/install.ts';
 import { loadKubeConfig } from '../kube/index.ts';
 import { isTmpfs } from '../platform/fs.ts';
+import { parseReadyLine } from './runtime.ts';
 import { type StopCause, untilSignal } from './signals.ts';
 import { type ChildExit, SupervisedChild } from './up-children.ts';
 import { DataDirInUse, type DataDirLock, lockDataDir } from './up-lock.ts';
@@ -222,7 +223,7 @@ async function bringUp(
         ],
         env,
         onLine: (line) => {
-          if (line.includes('"apiEndpoint"')) announced();
+          if (parseReadyLine(line)) announced();
         },
       },
       hooks(`host agent ${name}`),
@@ -230,7 +231,7 @@ async function bringUp(
     const announcement = new Promise<void>((resolve) => (announced = resolve));
     agent.start();
     parts.agents.push(agent);
-    // Up once it announced its API endpoint, or once its first process exited (it is restarted).
+    // Up once it printed its ready line, or once its first process exited (it is restarted).
     ready.push(Promise.race([announcement, agent.exited()]));
   }
   await Promise.race([Promise.all(ready), stopRequested]);
