@@ -8,6 +8,7 @@
 import { readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Host, Replica } from '../crds/types.ts';
+import { wholeNumberFlag } from './flags.ts';
 
 interface LogsFlags {
   namespace: string;
@@ -18,12 +19,6 @@ interface LogsFlags {
   kubeconfig?: string;
   token?: string;
   stateDir?: string;
-}
-
-function tailFlag(value: string): number {
-  if (!/^\d+$/.test(value))
-    throw new InvalidArgumentError(`--tail expects a non-negative whole number of lines, got '${value}'`);
-  return Number(value);
 }
 
 export async function readRuntimeToken(
@@ -107,7 +102,7 @@ export function logsCommand(): Command {
     .option('-n, --namespace <namespace>', 'namespace of the replica', 'default')
     .option('-p, --process <name>', 'process of the replica (default: its first process)')
     .option('-f, --follow', 'keep streaming as the process writes')
-    .option('--tail <lines>', 'only the last N lines', tailFlag)
+    .option('--tail <lines>', 'only the last N lines', wholeNumberFlag('--tail', 0))
     .option('--previous', 'the run before the current one (after a restart)')
     .option('--kubeconfig <path>', 'kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)')
     .addOption(new Option('--token <token>', "the runtime's API bearer token").env('ORRERY_RUNTIME_TOKEN'))

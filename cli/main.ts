@@ -1,7 +1,7 @@
 // The `orrery` command (also `kubectl orrery`, as a kubectl plugin).
 import { Command } from 'commander';
 import { version } from '../platform/package.ts';
-import { integerFlag } from './flags.ts';
+import { wholeNumberFlag } from './flags.ts';
 import { logsCommand } from './logs.ts';
 import { operatorCommand } from './operator.ts';
 import { runtimeCommand } from './runtime.ts';
@@ -21,8 +21,13 @@ program
     '--data-dir <dir>',
     'where the control plane and the hosts keep their state (kept across restarts; default: $XDG_STATE_HOME/orrery/up)',
   )
-  .option('--port <port>', 'API server port on 127.0.0.1 (0 picks a free one)', integerFlag(0, 65535), 0)
-  .option('--hosts <n>', 'number of host runtimes to start', integerFlag(1, 16), 1)
+  .option(
+    '--port <port>',
+    'API server port on 127.0.0.1 (0 picks a free one)',
+    wholeNumberFlag('--port', 0, 65535),
+    0,
+  )
+  .option('--hosts <n>', 'number of host runtimes to start', wholeNumberFlag('--hosts', 1, 16), 1)
   .option('--api-only', 'start only the control plane and the CRDs')
   .action(async (options: { dataDir?: string; port: number; hosts: number; apiOnly?: boolean }) => {
     const { up } = await import('./up.ts');

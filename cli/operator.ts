@@ -2,14 +2,15 @@
 // The operator's modules load in the action, so `orrery --version` and `--help` do not pay for them.
 import { Command, Option } from 'commander';
 import { OPERATOR_LEASE_NAME } from '../crds/labels.ts';
-import { durationFlag, integerFlag, listenFlag } from './flags.ts';
+import { parseListen } from '../node-runtime/agent/options.ts';
+import { durationFlag, listenFlag, wholeNumberFlag } from './flags.ts';
 import { untilSignal } from './signals.ts';
 
 interface OperatorFlags {
   kubeconfig?: string;
   hostGrace: number;
   serviceCidr: string;
-  metricsListen: { host: string; port: number };
+  metricsListen: string;
   leaderLeaseDuration: number;
   workers: number;
   identity?: string;
@@ -29,17 +30,22 @@ export function operatorCommand(): Command {
         '--host-grace <duration>',
         'how long a Host may go without renewing its Lease before its replicas are recreated elsewhere',
       )
-        .argParser(durationFlag)
+        .argParser(durationFlag('--host-grace'))
         .default(1000, '1s'),
     )
     .option('--service-cidr <cidr>', 'loopback range for Service virtual IPs', '127.77.0.0/16')
     .addOption(
       new Option('--metrics-listen <host:port>', 'address of /metrics and /healthz')
-        .argParser(listenFlag)
-        .default({ host: '127.0.0.1', port: 0 }, '127.0.0.1:0'),
+        .argParser(listenFlag('--metrics-listen'))
+        .default('127.0.0.1:0'),
     )
-    .option('--leader-lease-duration <seconds>', 'leader election Lease duration', integerFlag(1, 3600), 15)
-    .option('--workers <n>', 'concurrent Instance reconciles', integerFlag(1, 64), 4)
+    .option(
+      '--leader-lease-duration <seconds>',
+      'leader election Lease duration',
+      wholeNumberFlag('--leader-lease-duration', 1, 3600),
+      15,
+    )
+    .option('--workers <n>', 'concurrent Instance reconciles', wholeNumberFlag('--workers', 1, 64), 4)
     .option('--identity <id>', 'leader election identity (default: <hostname>_<random>)')
     .option('--namespace <ns>', 'manage only this namespace (default: all)')
     .option(
@@ -57,7 +63,10 @@ export function operatorCommand(): Command {
         ]);
       const log = newLogger('orrery-operator');
       const metrics = new OperatorMetrics();
-      const { server, url } = await serveMetrics(metrics, flags.metricsListen);
+      const { server, url } = await serveMetrics(
+        metrics,
+        parseListen(flags.metricsListen, '--metrics-listen'),
+      );
       log.info({ url }, 'serving /metrics and /healthz');
       const operator = await startOperator({
         kubeConfig: loadKubeConfig(flags.kubeconfig !== undefined ? { kubeconfig: flags.kubeconfig } : {}),

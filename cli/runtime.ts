@@ -4,68 +4,20 @@
 // --stop-workloads-on-exit is given (what `orrery up` wants for its Ctrl-C). Started by `orrery
 // up` (an IPC channel), the agent also stops when up goes away, and then leaves them running.
 import type { ChildProcess } from 'node:child_process';
-import { isIP } from 'node:net';
 import { createInterface } from 'node:readline';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { AgentOptions } from '../node-runtime/agent/index.ts';
-import { defaultHostName, fenceAfterMs, parseListen, parsePortRange } from '../node-runtime/agent/options.ts';
+import { defaultHostName, fenceAfterMs } from '../node-runtime/agent/options.ts';
+import {
+  addressFlag,
+  dnsSubdomainFlag,
+  labelFlag,
+  listenFlag,
+  portRangeFlag,
+  quantityFlag,
+  wholeNumberFlag,
+} from './flags.ts';
 import { untilSignal } from './signals.ts';
-
-function wholeNumber(flag: string, min: number) {
-  return (value: string): number => {
-    if (!/^\d+$/.test(value) || Number(value) < min) {
-      throw new InvalidArgumentError(`${flag} expects a whole number >= ${min}, got '${value}'`);
-    }
-    return Number(value);
-  };
-}
-
-function listenFlag(value: string): string {
-  try {
-    parseListen(value, '--listen');
-  } catch (err) {
-    throw new InvalidArgumentError((err as Error).message);
-  }
-  return value;
-}
-
-function portRangeFlag(value: string): { min: number; max: number } {
-  try {
-    return parsePortRange(value, '--port-range');
-  } catch (err) {
-    throw new InvalidArgumentError((err as Error).message);
-  }
-}
-
-function addressFlag(value: string): string {
-  if (isIP(value) === 0)
-    throw new InvalidArgumentError(`--address expects an IPv4 or IPv6 address, got '${value}'`);
-  return value;
-}
-
-function labelFlag(value: string, previous: Record<string, string> = {}): Record<string, string> {
-  const eq = value.indexOf('=');
-  if (eq <= 0) throw new InvalidArgumentError(`--label expects key=value, got '${value}'`);
-  return { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) };
-}
-
-function hostNameFlag(value: string): string {
-  if (!/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(value)) {
-    throw new InvalidArgumentError(
-      `--host-name expects a DNS-1123 subdomain (lower-case letters, digits, '-' and '.'), got '${value}'`,
-    );
-  }
-  return value;
-}
-
-function quantityFlag(flag: string) {
-  return (value: string): string => {
-    if (!/^(\d+(\.\d+)?|\.\d+)(m|k|Ki|Mi|Gi|Ti|M|G|T)?$/.test(value)) {
-      throw new InvalidArgumentError(`${flag} expects a quantity such as 2, 1500m or 8Gi, got '${value}'`);
-    }
-    return value;
-  };
-}
 
 interface RuntimeFlags {
   kubeconfig?: string;
@@ -96,7 +48,12 @@ export function runtimeCommand(): Command {
       'run the host agent: register this Host, renew its Lease, run the Replicas bound to it as supervised processes, and serve logs, stats, events and metrics over HTTP',
     )
     .option('--kubeconfig <path>', 'kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)')
-    .option('--host-name <name>', 'Host object name and Lease holder', hostNameFlag, defaultHostName())
+    .option(
+      '--host-name <name>',
+      'Host object name and Lease holder',
+      dnsSubdomainFlag('--host-name'),
+      defaultHostName(),
+    )
     .option(
       '--state-dir <dir>',
       'runtime state, agent records and the API token (default: $XDG_STATE_HOME/orrery/runtime/<host>)',
@@ -110,11 +67,16 @@ export function runtimeCommand(): Command {
       '--cgroup-parent <path>',
       'parent cgroup of all replicas, below each hierarchy root (default: orrery/<host>)',
     )
-    .option('--listen <host:port>', 'HTTP API address (port 0 picks a free one)', listenFlag, '127.0.0.1:0')
+    .option(
+      '--listen <host:port>',
+      'HTTP API address (port 0 picks a free one)',
+      listenFlag('--listen'),
+      '127.0.0.1:0',
+    )
     .option(
       '--address <ip>',
       "this host's address for Host.status.address and, when listening on 0.0.0.0, apiEndpoint (a DaemonSet passes status.hostIP)",
-      addressFlag,
+      addressFlag('--address'),
     )
     .addOption(
       new Option(
@@ -125,20 +87,24 @@ export function runtimeCommand(): Command {
     .option(
       '--lease-duration <seconds>',
       'Lease duration; after this long without a renewal the runtime kills its replicas (self-fencing). 1 s makes a 1.5 s failover possible on a local control plane; use 10-40 on a real cluster',
-      wholeNumber('--lease-duration', 1),
+      wholeNumberFlag('--lease-duration', 1),
       1,
     )
     .option(
       '--lease-renew-interval <ms>',
       'how often the Lease is renewed (default: a quarter of the duration)',
-      wholeNumber('--lease-renew-interval', 10),
+      wholeNumberFlag('--lease-renew-interval', 10),
     )
-    .option('--label <key=value>', 'label for the Host (repeatable)', labelFlag)
+    .option('--label <key=value>', 'label for the Host (repeatable)', labelFlag('--label'))
     .option(
       '--register-unschedulable',
       'create the Host cordoned (spec.unschedulable: true); no effect on an existing Host',
     )
-    .option('--port-range <min-max>', 'range ports without a number are allocated from', portRangeFlag)
+    .option(
+      '--port-range <min-max>',
+      'range ports without a number are allocated from',
+      portRangeFlag('--port-range'),
+    )
     .option(
       '--capacity-cpu <quantity>',
       'override the CPU capacity (default: the number of cores)',
@@ -152,14 +118,19 @@ export function runtimeCommand(): Command {
     .option(
       '--capacity-pids <n>',
       'override the pids capacity (default: kernel.pid_max)',
-      wholeNumber('--capacity-pids', 1),
+      wholeNumberFlag('--capacity-pids', 1),
     )
     .option(
       '--max-replicas <n>',
       'replicas this host accepts (capacity.replicas)',
-      wholeNumber('--max-replicas', 0),
+      wholeNumberFlag('--max-replicas', 0),
     )
-    .option('--workers <n>', 'replicas started or stopped in parallel', wholeNumber('--workers', 1), 8)
+    .option(
+      '--workers <n>',
+      'replicas started or stopped in parallel',
+      wholeNumberFlag('--workers', 1, 256),
+      8,
+    )
     .option(
       '--stop-workloads-on-exit',
       'stop every replica when the agent is stopped by a signal (default: leave them running for re-adoption); under `orrery up`, they are left running if up itself goes away',
