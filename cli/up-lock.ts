@@ -6,6 +6,7 @@
 // starts its own on the same state.
 import { linkSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { liveStartTime } from '../platform/proc.ts';
 
 /** The data dir is in use by a running `orrery up`: the message is the one line the user sees. */
@@ -120,6 +121,6 @@ async function untilLeftoversExit(
         `processes of an earlier orrery up on ${dataDir} still run ${graceMs / 1000} s after it died (${names(running())}); stop them, or start another with --data-dir <dir>`,
       );
     }
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await sleep(100);
   }
 }

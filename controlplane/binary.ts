@@ -7,6 +7,7 @@ import { constants } from 'node:fs';
 import { access, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { packagePath } from '../platform/package.ts';
@@ -101,7 +102,7 @@ async function acquireLock(lockPath: string, binPath: string): Promise<'locked' 
       await rm(lockPath, { force: true });
       continue;
     }
-    await new Promise((r) => setTimeout(r, 500));
+    await sleep(500);
   }
 }
 

@@ -14,7 +14,7 @@ import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
 import { setConditions } from '../../crds/conditions.ts';
 import type { ProcessStatus as ApiProcessStatus, Replica, ReplicaStatus } from '../../crds/types.ts';
-import { isConflict, isNotFound, type ResourceClient } from '../../kube/index.ts';
+import { isConflict, isNotFound, type ResourceClient, sleep } from '../../kube/index.ts';
 import type { WorkloadStatus } from '../supervisor/spec.ts';
 
 /** Why the agent could not run a replica at all (validation, port allocation): shown as phase Failed. */
@@ -222,6 +222,8 @@ export class StatusWriter {
   readonly #o: StatusWriterOptions;
   readonly #entries = new Map<string, Entry>();
   #closed = false;
+  /** Aborted by close(): a wait for a rate token ends at once. */
+  readonly #closing = new AbortController();
 
   constructor(opts: StatusWriterOptions) {
     this.#o = opts;
@@ -271,6 +273,7 @@ export class StatusWriter {
 
   async close(): Promise<void> {
     this.#closed = true;
+    this.#closing.abort();
     for (const e of this.#entries.values()) if (e.retry) clearTimeout(e.retry);
     await Promise.all([...this.#entries.values()].map((e) => e.inFlight));
   }
@@ -292,7 +295,7 @@ export class StatusWriter {
         e.refilledAt = now;
         if (e.tokens < 1) {
           // Out of tokens: wait for one, then write whatever is latest by then.
-          await new Promise((r) => setTimeout(r, ((1 - e.tokens) * 1000) / RATE));
+          await sleep(((1 - e.tokens) * 1000) / RATE, this.#closing.signal);
           e.dirty = true;
           continue;
         }
