@@ -1,6 +1,7 @@
 // What /proc/<pid>/stat says about a process (proc(5)): its fields, and the state and the start
 // time, which together with the pid identify a process across pid reuse.
 import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 
 export interface ProcStat {
   /** Field 3: R, S, D, Z (zombie), X (dead), ... */
@@ -20,6 +21,21 @@ export function readProcStatFields(pid: number | 'self'): string[] | undefined {
   } catch {
     return undefined;
   }
+  return fieldsFrom(stat);
+}
+
+/** readProcStatFields, read without blocking the event loop. */
+export async function readProcStatFieldsAsync(pid: number | 'self'): Promise<string[] | undefined> {
+  let stat: string;
+  try {
+    stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  return fieldsFrom(stat);
+}
+
+function fieldsFrom(stat: string): string[] {
   // comm (field 2) may hold spaces and parentheses: fields resume after the last ')'.
   return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
 }

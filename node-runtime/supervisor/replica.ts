@@ -6,6 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import type { Logger } from 'pino';
+import { readProcStatFieldsAsync } from '../../platform/proc.ts';
 import type { ReplicaCgroup } from '../cgroups/index.ts';
 import { type ProbeContext, ProbeRunner } from '../probes/runner.ts';
 import type { StateStore, StoredReplica } from '../state/store.ts';
@@ -278,9 +279,9 @@ export class ReplicaSupervisor {
     const members = new Set(pids);
     for (const pid of pids) {
       try {
-        const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-        const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-        if (members.has(ppid)) continue;
+        const stat = await readProcStatFieldsAsync(pid);
+        if (stat === undefined) continue; // exited while we looked
+        if (members.has(Number(stat[4 - 3]))) continue; // field 4, ppid: its parent is in the cgroup
         const env = (await readFile(`/proc/${pid}/environ`, 'utf8')).split('\0');
         if (!env.includes(`ORRERY_REPLICA=${this.spec.id}`)) continue;
         const name = env.find((v) => v.startsWith('ORRERY_PROCESS='))?.slice('ORRERY_PROCESS='.length);

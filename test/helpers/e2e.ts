@@ -10,7 +10,6 @@
 // dirs are removed. What goes wrong is collected and fails the test at the end.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { pino } from 'pino';
@@ -26,6 +25,7 @@ import {
   typed,
 } from '../../kube/index.ts';
 import { type Operator, startOperator } from '../../operator/operator.ts';
+import { liveStartTime } from '../../platform/proc.ts';
 import { agentDirs, type ChildAgent, childAgent } from './agent-harness.ts';
 import { freshNamespace, kubectl } from './cluster.ts';
 import { orreryCluster } from './orrery.ts';
@@ -287,10 +287,5 @@ async function stopGracefully(child: ChildProcess, exited: Promise<unknown>, wha
 
 /** Whether a process is alive (and not a zombie). */
 export function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
+  return liveStartTime(pid) !== undefined;
 }
