@@ -319,8 +319,10 @@ export class Engine extends EventEmitter<RuntimeEvents> {
   }
 
   /**
-   * `<stateDir>/exit/<replica>.<process>.status`, truncated by the addon at every spawn. One flat
-   * directory: a directory per replica cost an inode allocation (and its removal) per start.
+   * `<stateDir>/exit/<replica>.<process>.status`, removed and created afresh (O_EXCL) by the addon
+   * at every spawn of a process under orrery-init (native/src/spawn.c says why not a truncation).
+   * One flat directory: a directory per replica would cost an inode allocation (and its removal)
+   * per start.
    */
   #exitStatusFile(replica: string, proc: string): string {
     const dir = path.join(this.options.stateDir, 'exit');
