@@ -151,11 +151,12 @@ test('three hosts: replicas spread; a host agent killed -9 -> its replicas Runni
       if (!items) return false;
       return items.every((r) => r.spec.host !== victim.name) && items;
     },
-    { timeoutMs: 20_000, intervalMs: 10 },
+    // Against a hang only: about 10× the expected failover (the 2 s host Lease, the operator's
+    // grace, a reschedule and a start). How fast failover is belongs to bench/e2e.bench.ts.
+    { timeoutMs: 30_000, intervalMs: 10 },
   );
   const failoverMs = Date.now() - killedAt;
   t.log(`failover: all 6 Running again ${failoverMs} ms after kill -9 of ${victim.name}`);
-  t.true(failoverMs < 10_000);
   t.is(new Set(moved.map((r) => r.metadata.name)).size, 6, 'no duplicate replicas');
 
   // The old processes live on (their runtime is gone) until the agent comes back: it must kill
