@@ -21,7 +21,7 @@ interface LogsFlags {
   stateDir?: string;
 }
 
-export async function readRuntimeToken(
+async function readRuntimeToken(
   hostName: string,
   flags: { token?: string; stateDir?: string },
 ): Promise<string> {
@@ -39,11 +39,7 @@ export async function readRuntimeToken(
 }
 
 /** Stream a replica's log to `out`; resolves when the stream ends (immediately without --follow). */
-export async function streamLogs(
-  replicaName: string,
-  flags: LogsFlags,
-  out: NodeJS.WritableStream,
-): Promise<void> {
+async function streamLogs(replicaName: string, flags: LogsFlags, out: NodeJS.WritableStream): Promise<void> {
   const [{ KubeApi, isNotFound, loadKubeConfig, resourceClient, typed }, { HOSTS, REPLICAS }] =
     await Promise.all([import('../kube/index.ts'), import('../crds/resources.ts')]);
   const api = await KubeApi.fromKubeConfig(

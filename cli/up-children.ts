@@ -53,10 +53,10 @@ export function formatLogLine(line: string): string {
 }
 
 /** A child that ran this long before it died starts again after the shortest delay. */
-export const stableAfterMs = 60_000;
+const stableAfterMs = 60_000;
 
 /** 1 s after the first unexpected exit, doubling with each exit in a row, at most 30 s. */
-export function restartDelayMs(exitsInARow: number): number {
+function restartDelayMs(exitsInARow: number): number {
   return Math.min(30_000, 1000 * 2 ** Math.max(0, exitsInARow - 1));
 }
 

@@ -34,13 +34,13 @@ export interface UpOptions {
   apiOnly?: boolean;
 }
 
-export function defaultDataDir(): string {
+function defaultDataDir(): string {
   const stateHome = process.env.XDG_STATE_HOME || join(homedir(), '.local', 'state');
   return join(stateHome, 'orrery', 'up');
 }
 
 /** Splits the dynamic port range so agents on one machine never allocate the same port. */
-export function portRangeFor(index: number, count: number, min = 20000, max = 32767): string {
+function portRangeFor(index: number, count: number, min = 20000, max = 32767): string {
   const size = Math.floor((max - min + 1) / count);
   const start = min + index * size;
   return `${start}-${start + size - 1}`;

@@ -15,8 +15,8 @@ import { packagePath } from '../platform/package.ts';
 const execFileAsync = promisify(execFile);
 
 /** The Go module of the control plane (this file's directory). */
-export const sourceDir = packagePath('controlplane');
-export const binaryName = 'orrery-controlplane';
+const sourceDir = packagePath('controlplane');
+const binaryName = 'orrery-controlplane';
 
 export interface EnsureBinaryOptions {
   /** Receives progress lines while a build runs (it takes minutes when cold). */
@@ -44,7 +44,7 @@ function goEnv(): NodeJS.ProcessEnv {
 }
 
 /** Hex sha256 over go.mod, go.sum, every *.go file here (sorted by name) and `go env GOVERSION`. */
-export async function sourceHash(): Promise<string> {
+async function sourceHash(): Promise<string> {
   const hash = createHash('sha256');
   const goFiles = (await readdir(sourceDir)).filter((f) => f.endsWith('.go')).sort();
   for (const file of ['go.mod', 'go.sum', ...goFiles]) {

@@ -33,7 +33,7 @@ export function microTime(d: Date = new Date()): string {
 }
 
 /** When the lease stops being valid, by its own renewTime + duration (ms since epoch); undefined if never renewed. */
-export function leaseExpiresAt(lease: Lease): number | undefined {
+function leaseExpiresAt(lease: Lease): number | undefined {
   const renew = lease.spec?.renewTime;
   const dur = lease.spec?.leaseDurationSeconds;
   if (!renew || dur === undefined || dur === null) return undefined;

@@ -19,7 +19,7 @@ export interface ResourceDescriptor<T extends KubeObject = KubeObject> {
   readonly __type?: T;
 }
 
-export function apiVersionOf(d: ResourceDescriptor<KubeObject>): string {
+function apiVersionOf(d: ResourceDescriptor<KubeObject>): string {
   return d.group === '' ? d.version : `${d.group}/${d.version}`;
 }
 

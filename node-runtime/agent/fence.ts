@@ -21,7 +21,7 @@ import { keyOfReplicaId } from './replica-spec.ts';
  * with a 5xx or 429. A partition looks different: requests get no answer at all (they hang, time
  * out, or the network is unreachable).
  */
-export function apiServerTrouble(err: unknown): boolean {
+function apiServerTrouble(err: unknown): boolean {
   for (
     let e = err as { code?: unknown; status?: unknown; cause?: unknown } | undefined, depth = 0;
     e && depth < 5;

@@ -16,8 +16,8 @@ import type { CapacityOverrides } from './options.ts';
  * system-reserved: 100m of CPU, 256 MiB (at most a quarter of the machine) of memory, 1,024 pids
  * (at most a tenth). Replicas are not reserved: capacity and allocatable replicas are equal.
  */
-export const RESERVED = { cpuMillis: 100, memoryBytes: 256 * 2 ** 20, pids: 1024 } as const;
-export const DEFAULT_MAX_REPLICAS = 1000;
+const RESERVED = { cpuMillis: 100, memoryBytes: 256 * 2 ** 20, pids: 1024 } as const;
+const DEFAULT_MAX_REPLICAS = 1000;
 
 export interface HostFacts {
   capacity: { cpuMillis: number; memoryBytes: number; pids: number; replicas: number };

@@ -15,4 +15,4 @@ export {
 export { PortAllocator } from './ports.ts';
 export { buildReplicaSpec, keyOfReplicaId, replicaDigest, replicaId, templateOf } from './replica-spec.ts';
 export { READOPTED_MESSAGE, startAgent } from './start.ts';
-export { bearerMatches, ensureToken, TOKEN_FILE, tokenPath } from './token.ts';
+export { bearerMatches, ensureToken, tokenPath } from './token.ts';

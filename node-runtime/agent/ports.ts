@@ -8,7 +8,7 @@ import net from 'node:net';
 import type { PortRange } from './options.ts';
 
 /** True when nothing listens on `host:port` (probed with a bind, as the kubelet's hostport checks do). */
-export function portIsFree(port: number, host: string): Promise<boolean> {
+function portIsFree(port: number, host: string): Promise<boolean> {
   return new Promise((resolve) => {
     const srv = net.createServer();
     srv.unref();

@@ -28,7 +28,7 @@ export function keyOfReplicaId(id: string): string | undefined {
  * The runtime's short name (the hostname in a uts namespace) must be a DNS-1123 label, while a
  * Replica name may be a subdomain (an Instance named `api.v2`): dots become dashes, cut to 63.
  */
-export function hostnameOf(name: string): string {
+function hostnameOf(name: string): string {
   return name.replaceAll('.', '-').slice(0, 63).replace(/-+$/, '');
 }
 

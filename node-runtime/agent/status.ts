@@ -97,7 +97,7 @@ const STATUS_FIELDS = [
 ] as const;
 
 /** A JSON merge patch (RFC 7386) of status that leaves exactly `status`. */
-export function statusMergePatch(status: ReplicaStatus): Record<string, unknown> {
+function statusMergePatch(status: ReplicaStatus): Record<string, unknown> {
   const patch: Record<string, unknown> = {};
   for (const f of STATUS_FIELDS) patch[f] = status[f] ?? null;
   return patch;
@@ -214,9 +214,9 @@ interface Entry {
 
 const RETRY_MS = 500;
 /** Writes a replica may do back to back. */
-export const BURST = 3;
+const BURST = 3;
 /** Sustained writes per second per replica once the burst is spent. */
-export const RATE = 5;
+const RATE = 5;
 
 export class StatusWriter {
   readonly #o: StatusWriterOptions;

@@ -7,7 +7,7 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
-export const TOKEN_FILE = 'api-token';
+const TOKEN_FILE = 'api-token';
 
 export function tokenPath(stateDir: string): string {
   return path.join(stateDir, TOKEN_FILE);

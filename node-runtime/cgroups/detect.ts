@@ -3,7 +3,7 @@ import { release } from 'node:os';
 import { join } from 'node:path';
 
 /** v1 controllers Orrery knows how to use (limits, stats, freezing). */
-export const V1_CONTROLLERS = ['cpu', 'cpuacct', 'memory', 'pids', 'freezer', 'cpuset'] as const;
+const V1_CONTROLLERS = ['cpu', 'cpuacct', 'memory', 'pids', 'freezer', 'cpuset'] as const;
 export type V1Controller = (typeof V1_CONTROLLERS)[number];
 
 export interface CgroupLayout {

@@ -22,7 +22,7 @@ export interface LimitWrite {
 }
 
 /** CFS period used for every replica: the kernel default, 100 ms (Documentation/scheduler/sched-bwc.rst). */
-export const CFS_PERIOD_US = 100_000;
+const CFS_PERIOD_US = 100_000;
 /** The kernel refuses a quota below 1 ms. */
 const CFS_MIN_QUOTA_US = 1_000;
 

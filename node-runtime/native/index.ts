@@ -112,7 +112,7 @@ function loadBinding(): NativeBinding {
 }
 
 /** Absolute path of the orrery-init helper built next to the addon. */
-export const initPath = `${buildDir}orrery-init`;
+const initPath = `${buildDir}orrery-init`;
 
 const errnoNames = new Map<number, string>(Object.entries(constants.errno).map(([name, n]) => [n, name]));
 const signalNames = new Map<number, NodeJS.Signals>(

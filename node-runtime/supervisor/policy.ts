@@ -55,7 +55,7 @@ export function isAbnormalExit(exit: ExitFacts): boolean {
   return exit.code !== 0;
 }
 
-export function shouldRestart(restart: RestartType, exit: ExitFacts): boolean {
+function shouldRestart(restart: RestartType, exit: ExitFacts): boolean {
   switch (restart) {
     case 'permanent':
       return true;
@@ -75,11 +75,7 @@ export function exitReason(exit: ExitFacts): ExitReason {
 }
 
 /** Indices affected by a restart of `index` under `strategy`, in start order. */
-export function affectedIndices(
-  strategy: SupervisionSpec['strategy'],
-  count: number,
-  index: number,
-): number[] {
+function affectedIndices(strategy: SupervisionSpec['strategy'], count: number, index: number): number[] {
   switch (strategy) {
     case 'one-for-one':
       return [index];
@@ -95,7 +91,7 @@ export function affectedIndices(
  * one intensity period since it was last started from scratch: by then every restart it made has
  * left the window, which is the OTP notion of a fresh supervisor.
  */
-export function stableRunMs(spec: SupervisionSpec): number {
+function stableRunMs(spec: SupervisionSpec): number {
   return spec.periodSeconds * 1000;
 }
 

@@ -66,7 +66,7 @@ export function instanceController(ctx: OperatorContext, opts: InstanceControlle
 }
 
 /** Replicas owned by the Instance (by label, then confirmed by ownerReference uid). */
-export function ownedReplicas(ctx: OperatorContext, instance: Instance): Replica[] {
+function ownedReplicas(ctx: OperatorContext, instance: Instance): Replica[] {
   return replicasLabelledFor(
     ctx,
     instance.metadata.namespace as string,
@@ -74,7 +74,7 @@ export function ownedReplicas(ctx: OperatorContext, instance: Instance): Replica
   ).filter((r) => (r.metadata.ownerReferences ?? []).some((o) => o.uid === instance.metadata.uid));
 }
 
-export function newReplica(instance: Instance, ordinal: number, hash: string): Replica {
+function newReplica(instance: Instance, ordinal: number, hash: string): Replica {
   const name = instance.metadata.name as string;
   const { metadata: templateMetadata } = instance.spec.template;
   return {

@@ -30,7 +30,7 @@ export function replicaName(instance: string, ordinal: number): string {
   return `${instance}-${ordinal}`;
 }
 
-export function isTerminating(replica: Replica): boolean {
+function isTerminating(replica: Replica): boolean {
   return Boolean(replica.metadata.deletionTimestamp);
 }
 

@@ -40,7 +40,7 @@ export function usageIn(table: Map<string, HostUsage>, host: string): HostUsage 
  * one (crds/src/replica.yaml); in one written by hand, a value that does not parse counts as no
  * request, and the host's runtime reports the replica Failed with the reason.
  */
-export function requestsOf(replica: Replica): Requests {
+function requestsOf(replica: Replica): Requests {
   const resources = replica.spec.template.resources ?? {};
   const parsed = (parse: (q: string) => number, q: string | undefined) => {
     if (q === undefined) return 0;
@@ -57,7 +57,7 @@ export function requestsOf(replica: Replica): Requests {
   };
 }
 
-export function instanceKey(replica: Replica): string {
+function instanceKey(replica: Replica): string {
   return `${replica.metadata.namespace}/${replica.spec.instance}`;
 }
 
@@ -72,7 +72,7 @@ export function addUsage(usage: HostUsage, replica: Replica): void {
   usage.byInstance.set(key, (usage.byInstance.get(key) ?? 0) + 1);
 }
 
-export function isHostReady(host: Host): boolean {
+function isHostReady(host: Host): boolean {
   return host.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
 }
 

@@ -26,11 +26,11 @@ export function parseCidr(cidr: string): Cidr {
   return { base: address - (address % size), size };
 }
 
-export function formatIp(value: number): string {
+function formatIp(value: number): string {
   return [24, 16, 8, 0].map((shift) => Math.floor(value / 2 ** shift) % 256).join('.');
 }
 
-export function parseIp(ip: string): number {
+function parseIp(ip: string): number {
   return ip.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
 }
 
