@@ -10,6 +10,7 @@ import type { CgroupLimits } from '../../node-runtime/cgroups/limits.ts';
 import { CgroupManager, type ReplicaCgroup } from '../../node-runtime/cgroups/manager.ts';
 import { parentDirsOf } from '../../node-runtime/cgroups/paths.ts';
 import { type CgroupNeeds, cgroupSkipReason, describeCgroupLayout, host, runs } from '../helpers/features.ts';
+import { eventually } from '../helpers/wait.ts';
 
 // Real cgroups on this host, in whatever layout it has (v2 only, v1 only, or hybrid as where
 // Orrery is developed: v2 at /sys/fs/cgroup/unified without controllers, v1 controllers beside
@@ -269,12 +270,10 @@ async function killLeavesNoDaemon(t: ExecutionContext, layout: CgroupLayout): Pr
   t.teardown(() => spawnSync('rm', ['-f', pidFile]));
   // Double fork + setsid: the grandchild is reparented away and leads its own session.
   await runIn(t, cgroup, `setsid sh -c 'sleep 1000 & echo $! > ${pidFile}; exit' & wait; exec sleep 1000`);
-  let daemon = 0;
-  for (let i = 0; i < 500 && !daemon; i++) {
-    daemon = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim()) || 0;
-    if (!daemon) await sleep(5);
-  }
-  t.true(daemon > 0, 'the daemon wrote its pid');
+  const daemon = await eventually(
+    'the daemon to write its pid',
+    async () => Number((await readFile(pidFile, 'utf8').catch(() => '')).trim()) || undefined,
+  );
   t.true((await cgroup.pids()).includes(daemon), 'the daemon is still in the cgroup');
   t.true((await cgroup.pids()).length >= 2);
   await cgroup.kill();
@@ -307,13 +306,32 @@ test.runIf(can({ limits: ['cpu', 'memory'] }))(
     // exec after joining, as the real spawn does, so the new image's pages are charged here
     // (v1 does not move existing charges: memory.move_charge_at_immigrate is 0).
     await runIn(t, cgroup, "exec sh -c 'while :; do :; done'");
-    await sleep(100);
-    const first = await cgroup.stats();
-    await sleep(400);
-    const second = await cgroup.stats();
-    t.true(second.cpuUsageNanos > first.cpuUsageNanos, `${first.cpuUsageNanos} -> ${second.cpuUsageNanos}`);
-    // 400 ms at a 500m quota is at most ~200 ms of CPU (plus one period of slack); generous bound.
-    t.true(second.cpuUsageNanos - first.cpuUsageNanos < 350_000_000n, 'the cpu quota throttles the loop');
+    let firstAt = 0;
+    const first = await eventually('the loop to use CPU', async () => {
+      firstAt = performance.now();
+      const stats = await cgroup.stats();
+      return stats.cpuUsageNanos > 0n && stats;
+    });
+    // Until the loop has used 400 ms more CPU, however long a loaded machine takes to give it that.
+    const second = await eventually(
+      '400 ms more CPU',
+      async () => {
+        const stats = await cgroup.stats();
+        return stats.cpuUsageNanos - first.cpuUsageNanos >= 400_000_000n && stats;
+      },
+      { timeoutMs: 60_000 },
+    );
+    const wallMs = performance.now() - firstAt;
+    const cpuMs = Number(second.cpuUsageNanos - first.cpuUsageNanos) / 1e6;
+    t.log(`${cpuMs.toFixed(0)} ms of CPU in ${wallMs.toFixed(0)} ms (quota 500m)`);
+    // The quota, not a speed: at 500m the kernel runs the loop at most 50 ms per 100 ms period, so
+    // that CPU took at least twice as long in wall time, less the ends of the window (two periods'
+    // quota, 100 ms) and 50 ms for the kernel's accounting overshoot. Unthrottled it would take
+    // ~400 ms of wall time, over the bound; load only makes the wall time longer.
+    t.true(
+      cpuMs <= 0.5 * wallMs + 150,
+      `${cpuMs} ms of CPU in ${wallMs} ms: more than the 500m quota allows`,
+    );
     t.true(second.memoryCurrent > 0);
     t.is(second.pids, 1);
     t.is(second.oomKills, 0);
