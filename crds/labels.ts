@@ -13,6 +13,11 @@ export const HOST_LABEL = 'orrery.dev/host';
 export const RUNTIME_FINALIZER = 'orrery.dev/runtime';
 /** On Instances: held by the operator until every Replica is gone, so deleting one waits for its processes. */
 export const INSTANCE_FINALIZER = 'orrery.dev/replicas';
+/** On every EndpointSlice: the Service it belongs to (Kubernetes: kubernetes.io/service-name). */
+export const SERVICE_NAME_LABEL = 'orrery.dev/service';
+/** On every EndpointSlice: who manages it (Kubernetes: endpointslice.kubernetes.io/managed-by). */
+export const MANAGED_BY_LABEL = 'orrery.dev/managed-by';
+export const ENDPOINT_SLICE_MANAGER = 'orrery-operator';
 /** Namespace of the operator's and runtimes' Leases. */
 export const SYSTEM_NAMESPACE = 'orrery-system';
 

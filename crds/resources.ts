@@ -1,7 +1,7 @@
 // Orrery's kinds, as the generic client in kube/ addresses them (group, version, plural, kind,
 // scope). The CRDs beside this file define them; kube/ itself knows no Orrery kind.
 import type { ResourceDescriptor } from '../kube/index.ts';
-import type { Host, Instance, Replica, Service } from './types.ts';
+import type { EndpointSlice, Host, Instance, Replica, Service } from './types.ts';
 
 export const ORRERY_GROUP = 'orrery.dev';
 export const ORRERY_VERSION = 'v1alpha1';
@@ -33,4 +33,11 @@ export const HOSTS: ResourceDescriptor<Host> = {
   plural: 'hosts',
   kind: 'Host',
   namespaced: false,
+};
+export const ENDPOINT_SLICES: ResourceDescriptor<EndpointSlice> = {
+  group: ORRERY_GROUP,
+  version: ORRERY_VERSION,
+  plural: 'endpointslices',
+  kind: 'EndpointSlice',
+  namespaced: true,
 };

@@ -961,3 +961,81 @@ export interface ResourceList {
    */
   replicas?: number;
 }
+/**
+ * EndpointSlice lists some of the endpoints of one Service (at most 100), as discovery.k8s.io EndpointSlices do for Kubernetes Services, but with each endpoint's own ports, since every replica can have its own allocated port numbers. Written by the operator (labels orrery.dev/service and orrery.dev/managed-by); the host proxies watch them.
+ *
+ * This interface was referenced by `OrreryTypes`'s JSON-Schema
+ * via the `definition` "EndpointSlice".
+ */
+export interface EndpointSlice {
+  /**
+   * APIVersion of this object (orrery.dev/v1alpha1).
+   */
+  apiVersion: string;
+  /**
+   * Kind of this object (EndpointSlice).
+   */
+  kind: string;
+  metadata: ObjectMeta;
+  /**
+   * Name of the Service (same namespace) these endpoints belong to.
+   */
+  service: string;
+  /**
+   * Number of endpoints in this slice (for kubectl get).
+   */
+  count?: number;
+  /**
+   * Ready endpoints in this slice (for kubectl get).
+   */
+  ready?: number;
+  /**
+   * Replicas the Service selects, each at its host address and its own ports.
+   *
+   * @maxItems 100
+   */
+  endpoints: ServiceEndpoint[];
+}
+export interface ServiceEndpoint {
+  /**
+   * Name of the Replica.
+   */
+  replica: string;
+  /**
+   * UID of the Replica.
+   */
+  uid?: string;
+  /**
+   * Host the Replica runs on.
+   */
+  host?: string;
+  /**
+   * Address of that host, where the ports listen.
+   */
+  address: string;
+  /**
+   * The Service's ports, each resolved to this replica's port number.
+   */
+  ports: {
+    /**
+     * Name of the Service port.
+     */
+    name: string;
+    /**
+     * Port number on the replica.
+     */
+    port: number;
+  }[];
+  /**
+   * Ready: takes new requests.
+   */
+  ready: boolean;
+  /**
+   * Running and ready, even while terminating (finishes requests in flight).
+   */
+  serving: boolean;
+  /**
+   * Being deleted: draining, no new requests.
+   */
+  terminating: boolean;
+}

@@ -21,7 +21,7 @@ import { parse, stringify } from 'yaml';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const srcDir = join(root, 'crds', 'src');
 
-export const crdSources = ['instance', 'replica', 'service', 'host'] as const;
+export const crdSources = ['instance', 'replica', 'service', 'host', 'endpointslice'] as const;
 
 /** Names of the TypeScript types generated for the shared fragments. */
 const fragmentTypeNames: Record<string, string> = {
@@ -246,6 +246,7 @@ export async function generate(): Promise<Generated> {
     const schema = toJsonSchema(schemaOf(crd), []);
     schema.required = ['apiVersion', 'kind', 'metadata', 'spec'];
     if (kind === 'Host') schema.required = ['apiVersion', 'kind', 'metadata'];
+    if (kind === 'EndpointSlice') schema.required = ['apiVersion', 'kind', 'metadata', 'service', 'endpoints'];
     definitions[kind] = { ...schema, title: kind };
   }
   for (const [file, name] of Object.entries(fragmentTypeNames)) {
@@ -264,6 +265,7 @@ export async function generate(): Promise<Generated> {
     ['properties', 'status', 'properties', 'processes', 'items'],
     'ProcessStatus',
   );
+  nameNested(definitions, 'EndpointSlice', ['properties', 'endpoints', 'items'], 'ServiceEndpoint');
 
   const rootSchema = { title: 'OrreryTypes', type: 'object', additionalProperties: false, definitions };
   const body = await compile(rootSchema as unknown as JSONSchema, 'OrreryTypes', {

@@ -3,9 +3,14 @@
 // indexes, the event recorder and the logger. Built once per leadership term. And the one shape
 // every controller has.
 
-import { INSTANCE_LABEL, SYSTEM_NAMESPACE } from '../crds/labels.ts';
-import { HOSTS, INSTANCES, REPLICAS, SERVICES } from '../crds/resources.ts';
-import type { Host, Instance, Replica, Service } from '../crds/types.ts';
+import {
+  ENDPOINT_SLICE_MANAGER,
+  INSTANCE_LABEL,
+  MANAGED_BY_LABEL,
+  SYSTEM_NAMESPACE,
+} from '../crds/labels.ts';
+import { ENDPOINT_SLICES, HOSTS, INSTANCES, REPLICAS, SERVICES } from '../crds/resources.ts';
+import type { EndpointSlice, Host, Instance, Replica, Service } from '../crds/types.ts';
 import {
   EventRecorder,
   Informer,
@@ -46,6 +51,7 @@ export interface OperatorContext {
     services: ResourceClient<Service>;
     hosts: ResourceClient<Host>;
     leases: ResourceClient<Lease>;
+    endpointSlices: ResourceClient<EndpointSlice>;
   };
   informers: {
     instances: Informer<Instance>;
@@ -54,6 +60,8 @@ export interface OperatorContext {
     hosts: Informer<Host>;
     /** Host heartbeat Leases in orrery-system. */
     leases: Informer<Lease>;
+    /** The Services' EndpointSlices, written by the Service controller. */
+    endpointSlices: Informer<EndpointSlice>;
   };
 }
 
@@ -72,6 +80,7 @@ export function createContext(api: KubeApi, log: Logger, opts: ContextOptions = 
     services: resourceClient(api, typed<Service>(SERVICES), FIELD_MANAGER),
     hosts: resourceClient(api, typed<Host>(HOSTS), FIELD_MANAGER),
     leases: resourceClient(api, typed<Lease>(LEASES), FIELD_MANAGER),
+    endpointSlices: resourceClient(api, typed<EndpointSlice>(ENDPOINT_SLICES), FIELD_MANAGER),
   };
   const informerOptions = { log, resyncPeriodMs: opts.resyncPeriodMs ?? 60_000 };
   const scoped = { ...informerOptions, namespace: opts.namespace };
@@ -81,6 +90,10 @@ export function createContext(api: KubeApi, log: Logger, opts: ContextOptions = 
     services: new Informer(clients.services, scoped),
     hosts: new Informer(clients.hosts, { ...informerOptions, labelSelector: opts.hostSelector }),
     leases: new Informer(clients.leases, { ...informerOptions, namespace: SYSTEM_NAMESPACE }),
+    endpointSlices: new Informer(clients.endpointSlices, {
+      ...scoped,
+      labelSelector: `${MANAGED_BY_LABEL}=${ENDPOINT_SLICE_MANAGER}`,
+    }),
   };
   informers.replicas.addIndex(BY_OWNER, (r) => {
     const owner = r.metadata.labels?.[INSTANCE_LABEL];
@@ -90,6 +103,7 @@ export function createContext(api: KubeApi, log: Logger, opts: ContextOptions = 
   informers.replicas.addIndex(BY_NAMESPACE, (r) => r.metadata.namespace);
   informers.services.addIndex(BY_NAMESPACE, (s) => s.metadata.namespace);
   informers.services.addIndex(BY_VIRTUAL_IP, (s) => s.status?.virtualIP);
+  informers.endpointSlices.addIndex(BY_SERVICE, (s) => `${s.metadata.namespace}/${s.service}`);
   return {
     api,
     log,
@@ -105,6 +119,7 @@ const BY_OWNER = 'owner';
 const BY_HOST = 'host';
 const BY_NAMESPACE = 'namespace';
 const BY_VIRTUAL_IP = 'virtualIP';
+const BY_SERVICE = 'service';
 /** The BY_HOST value of a Replica bound to no host. */
 const UNBOUND = '';
 
@@ -127,6 +142,11 @@ export function replicasInNamespace(ctx: OperatorContext, namespace: string): Re
 
 export function servicesInNamespace(ctx: OperatorContext, namespace: string): Service[] {
   return ctx.informers.services.byIndex(BY_NAMESPACE, namespace);
+}
+
+/** The EndpointSlices of a Service (namespace/name). */
+export function slicesOfService(ctx: OperatorContext, serviceKey: string): EndpointSlice[] {
+  return ctx.informers.endpointSlices.byIndex(BY_SERVICE, serviceKey);
 }
 
 /** The Services whose status holds this virtual IP. */

@@ -1,25 +1,28 @@
 // The Service controller: reconcile(namespace/name) gives the Service a stable virtual IP from
-// the loopback range and keeps its endpoint counts and conditions current. The mesh proxies
-// watch Services and Replicas themselves; this status is for people and tools.
+// the loopback range, keeps its EndpointSlices (the endpoints the host proxies balance over,
+// endpoints.ts), and its endpoint counts and conditions current.
 
-import { sameConditions, setConditions } from '../../crds/conditions.ts';
-import type { Replica, Service, ServiceStatus } from '../../crds/types.ts';
-import { enqueueFromInformer, isNotFound, objectKey, type ReconcileResult } from '../../kube/index.ts';
+import { type ConditionInput, sameConditions, setConditions } from '../../crds/conditions.ts';
+import { ENDPOINT_SLICE_MANAGER, MANAGED_BY_LABEL, SERVICE_NAME_LABEL } from '../../crds/labels.ts';
+import type { EndpointSlice, Replica, Service, ServiceEndpoint, ServiceStatus } from '../../crds/types.ts';
+import {
+  enqueueFromInformer,
+  isAlreadyExists,
+  isNotFound,
+  objectKey,
+  type ReconcileResult,
+} from '../../kube/index.ts';
 import {
   type Controller,
   type OperatorContext,
   replicasInNamespace,
   servicesInNamespace,
   servicesWithVirtualIP,
+  slicesOfService,
 } from '../context.ts';
 import { isReady } from '../instance/plan.ts';
+import { endpointsOf, planSlices, selects } from './endpoints.ts';
 import { allocateVip, type Cidr, inRange } from './vip.ts';
-
-export function selects(service: Service, replica: Replica): boolean {
-  if (replica.metadata.namespace !== service.metadata.namespace) return false;
-  const labels = replica.metadata.labels ?? {};
-  return Object.entries(service.spec.selector).every(([k, v]) => labels[k] === v);
-}
 
 /** Keys of the Services that select a replica (for mapping Replica events). */
 export function servicesSelecting(ctx: OperatorContext, replica: Replica): string[] {
@@ -36,6 +39,8 @@ export function serviceController(ctx: OperatorContext, opts: { range: Cidr }): 
     watch(queue) {
       enqueueFromInformer(ctx.informers.services, queue);
       enqueueFromInformer(ctx.informers.replicas, queue, (r) => servicesSelecting(ctx, r));
+      // A slice changed or deleted by someone else is put back.
+      enqueueFromInformer(ctx.informers.endpointSlices, queue, (e) => `${e.metadata.namespace}/${e.service}`);
     },
     reconcile: (key) => reconcileService(ctx, opts.range, key),
   };
@@ -61,10 +66,25 @@ export async function reconcileService(
       return { requeueAfterMs: 10_000 };
     }
   }
-  const endpoints = replicasInNamespace(ctx, service.metadata.namespace as string).filter(
-    (r) => selects(service, r) && !r.metadata.deletionTimestamp,
-  );
+  const inNamespace = replicasInNamespace(ctx, service.metadata.namespace as string);
+  const resolved = endpointsOf(service, inNamespace);
+  await writeSlices(ctx, service, resolved.endpoints);
+  const endpoints = inNamespace.filter((r) => selects(service, r) && !r.metadata.deletionTimestamp);
   const ready = endpoints.filter(isReady).length;
+  const portsCondition: ConditionInput =
+    resolved.unresolved.length === 0
+      ? { type: 'PortsResolved', status: 'True', reason: 'PortsResolved', message: '' }
+      : {
+          type: 'PortsResolved',
+          status: 'False',
+          reason: 'UnknownTargetPort',
+          message: resolved.unresolved
+            .map((name) => {
+              const p = service.spec.ports.find((q) => q.name === name);
+              return `port ${name}: targetPort ${JSON.stringify(p?.targetPort)} is declared by no process of the ${endpoints.length} selected replicas`;
+            })
+            .join('; '),
+        };
   const generation = service.metadata.generation;
   const next: ServiceStatus = {
     virtualIP,
@@ -90,6 +110,7 @@ export async function reconcileService(
                   ? `none of ${endpoints.length} endpoints is ready`
                   : 'the selector matches no replica',
             },
+        portsCondition,
         // Until a mesh proxy serves virtual IPs, say so rather than let the traffic fields look
         // as if they worked (docs/DESIGN.md §6).
         {
@@ -124,4 +145,72 @@ export async function reconcileService(
     if (!isNotFound(error)) throw error;
   }
   return undefined;
+}
+
+/**
+ * Makes the Service's EndpointSlices hold `endpoints` (planSlices keeps each endpoint in its
+ * slice), writing only the slices that changed. New slices are named `<service>-<n>`, the smallest
+ * n free, so a cache that lags makes a create fail (and the queue retry) rather than duplicate.
+ */
+async function writeSlices(
+  ctx: OperatorContext,
+  service: Service,
+  endpoints: ServiceEndpoint[],
+): Promise<void> {
+  const namespace = service.metadata.namespace as string;
+  const name = service.metadata.name as string;
+  const existing = slicesOfService(ctx, `${namespace}/${name}`);
+  const plan = planSlices(endpoints, existing);
+  const byName = new Map(existing.map((e) => [e.metadata.name as string, e]));
+  const taken = new Set(byName.keys());
+  const client = ctx.clients.endpointSlices;
+  for (const slice of plan.keep) {
+    const body = {
+      count: slice.endpoints.length,
+      ready: slice.endpoints.filter((e) => e.ready).length,
+      endpoints: slice.endpoints,
+    };
+    const current = slice.name ? byName.get(slice.name) : undefined;
+    if (current) {
+      const same =
+        current.count === body.count &&
+        current.ready === body.ready &&
+        JSON.stringify(current.endpoints) === JSON.stringify(body.endpoints);
+      if (!same) await client.replace({ ...current, ...body }).catch(ignoreGone);
+      continue;
+    }
+    let n = 0;
+    while (taken.has(`${name}-${n}`)) n++;
+    taken.add(`${name}-${n}`);
+    const fresh: EndpointSlice = {
+      apiVersion: 'orrery.dev/v1alpha1',
+      kind: 'EndpointSlice',
+      metadata: {
+        name: `${name}-${n}`,
+        namespace,
+        labels: { [SERVICE_NAME_LABEL]: name, [MANAGED_BY_LABEL]: ENDPOINT_SLICE_MANAGER },
+        ownerReferences: [
+          {
+            apiVersion: 'orrery.dev/v1alpha1',
+            kind: 'Service',
+            name,
+            uid: service.metadata.uid as string,
+            controller: true,
+            blockOwnerDeletion: true,
+          },
+        ],
+      },
+      service: name,
+      ...body,
+    };
+    // Already there: the cache had not seen it yet; its watch event brings the Service back.
+    await client.create(fresh, { namespace }).catch((error: unknown) => {
+      if (!isAlreadyExists(error)) throw error;
+    });
+  }
+  for (const gone of plan.remove) await client.delete(gone, { namespace }).catch(ignoreGone);
+}
+
+function ignoreGone(error: unknown): void {
+  if (!isNotFound(error)) throw error;
 }

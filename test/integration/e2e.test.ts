@@ -242,9 +242,48 @@ test('a Service gets a loopback virtual IP and endpoint counts', async (t) => {
   const proxied = status.conditions?.find((c: { type: string }) => c.type === 'Proxied');
   t.like(proxied, { status: 'False', reason: 'NoMeshProxy' });
   // The replicas really serve HTTP on their allocated ports.
-  for (const replica of await env.replicasOf('web')) {
+  const replicas = await env.replicasOf('web');
+  for (const replica of replicas) {
     const port = replica.status?.ports?.find((p) => p.name === 'http')?.port;
     const body = await (await fetch(`http://127.0.0.1:${port}/`)).text();
     t.is(body, `hello from ${replica.metadata.name}\n`);
   }
+  // The endpoints are listed where kubectl users look: one EndpointSlice, each replica at its own port.
+  const slices = await eventually('an EndpointSlice with 3 ready endpoints', async () => {
+    const list = JSON.parse(
+      await env.kubectl(['get', 'endpointslices.orrery.dev', '-l', 'orrery.dev/service=web', '-o', 'json']),
+    ) as {
+      items: {
+        service: string;
+        ready: number;
+        endpoints: { replica: string; ports: { port: number }[] }[];
+      }[];
+    };
+    return list.items.length === 1 && list.items[0]?.ready === 3 && list.items;
+  });
+  t.is(slices[0]?.service, 'web');
+  t.deepEqual(
+    slices[0]?.endpoints.map((e) => [e.replica, e.ports[0]?.port]).sort(),
+    replicas.map((r) => [r.metadata.name, r.status?.ports?.find((p) => p.name === 'http')?.port]).sort(),
+  );
+  // A targetPort no process declares is named in a condition rather than silently matching nothing.
+  await env.kubectl(
+    ['apply', '-f', '-'],
+    stringify({
+      apiVersion: 'orrery.dev/v1alpha1',
+      kind: 'Service',
+      metadata: { name: 'web-admin' },
+      spec: { selector: { app: 'web' }, ports: [{ name: 'admin', port: 81, targetPort: 'admin' }] },
+    }),
+  );
+  const ports = await eventually('PortsResolved=False on web-admin', async () => {
+    const svc = JSON.parse(await env.kubectl(['get', 'osvc', 'web-admin', '-o', 'json']));
+    const c = svc.status?.conditions?.find((x: { type: string }) => x.type === 'PortsResolved');
+    return c?.status === 'False' && c;
+  });
+  t.is(ports.reason, 'UnknownTargetPort');
+  t.regex(
+    ports.message,
+    /port admin: targetPort "admin" is declared by no process of the 3 selected replicas/,
+  );
 });
