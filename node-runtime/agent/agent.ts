@@ -13,23 +13,25 @@
 
 import type { Server } from 'node:http';
 import type { Logger } from 'pino';
-import { HOSTS, REPLICAS } from '../../crds/resources.ts';
-import type { Host, Replica } from '../../crds/types.ts';
+import { HOSTS, REPLICAS, SERVICES } from '../../crds/resources.ts';
+import type { Host, Replica, Service } from '../../crds/types.ts';
 import {
   EventRecorder,
   Informer,
   KubeApi,
   KubeConfig,
   loadKubeConfig,
+  type ResourceClient,
   resourceClient,
   runController,
   typed,
   WorkQueue,
 } from '../../kube/index.ts';
+import type { CgroupLayout } from '../cgroups/index.ts';
 import type { Engine } from '../engine.ts';
 import type { WorkloadPhase } from '../supervisor/spec.ts';
 import { FencePolicy } from './fence.ts';
-import { hostFacts } from './host.ts';
+import { type HostFacts, hostFacts } from './host.ts';
 import { createHttpApi, listen } from './http.ts';
 import { AgentMetrics } from './metrics.ts';
 import type { NormalizedAgentOptions } from './options.ts';
@@ -76,6 +78,113 @@ export interface ReadoptedEngine {
   readopted: { replicas: number; ms: number; sinceProcessStartMs: number };
 }
 
+/** The agent's parts, built and wired to each other but not started (assembleParts). */
+interface Parts {
+  hosts: ResourceClient<Host>;
+  recorder: EventRecorder;
+  metrics: AgentMetrics;
+  /** The Replicas bound here. */
+  informer: Informer<Replica>;
+  queue: WorkQueue<string>;
+  fence: FencePolicy;
+  reconciler: ReplicaReconciler;
+  registration: HostRegistration;
+}
+
+/**
+ * Builds the three parts and what they share (clients, the Replica informer and work queue, the
+ * port allocator, metrics, events). They refer to each other through closures, each called only
+ * once all three exist.
+ */
+function assembleParts(a: {
+  o: NormalizedAgentOptions;
+  log: Logger;
+  engine: Engine;
+  api: KubeApi;
+  fieldManager: string;
+  facts: HostFacts;
+  layout: CgroupLayout;
+  stopping: () => boolean;
+}): Parts {
+  const { o, log, engine, api, fieldManager, stopping } = a;
+  const me = o.hostName;
+  const replicas = resourceClient(api, typed<Replica>(REPLICAS), fieldManager);
+  const hosts = resourceClient(api, typed<Host>(HOSTS), fieldManager);
+  const recorder = new EventRecorder(api, { reportingController: 'orrery-runtime', reportingInstance: me });
+  const metrics = new AgentMetrics(me, () => {
+    const counts = new Map<WorkloadPhase, number>();
+    for (const s of engine.list()) counts.set(s.phase, (counts.get(s.phase) ?? 0) + 1);
+    return counts;
+  });
+  const informer = new Informer<Replica>(replicas, {
+    fieldSelector: `spec.host=${me}`,
+    log,
+    name: 'replicas-bound-here',
+    resyncPeriodMs: 5 * 60_000,
+    // Back quickly after an API outage: the replicas bound here wait on this watch.
+    backoffMaxMs: 2000,
+  });
+  const queue = new WorkQueue<string>({ name: 'replicas' });
+  const ports = new PortAllocator(o.portRange, o.address);
+  for (const s of engine.list()) for (const p of s.ports) ports.reserve(p.port);
+
+  const fence: FencePolicy = new FencePolicy({
+    log,
+    metrics,
+    leaseDurationSeconds: o.leaseDurationSeconds,
+    replicaIds: () => engine.list().map((s) => s.id),
+    stopReplica: (id) => reconciler.stopReplica(id, { graceSeconds: 0 }),
+    register: () => registration.register(),
+    resync: (fencedKeys) => {
+      void hosts.get(me).then(
+        (host) =>
+          recorder.warning(
+            host,
+            'SelfFenced',
+            `the runtime could not renew its Lease for ${o.leaseDurationSeconds}s and stopped ${fencedKeys.size} replica(s); it is back and resyncing`,
+          ),
+        () => {},
+      );
+      for (const key of informer.keys()) queue.add(key);
+      for (const key of fencedKeys) queue.add(key);
+      registration.requestWrite();
+    },
+    stopping,
+  });
+  const reconciler = new ReplicaReconciler({
+    hostName: me,
+    address: o.address,
+    engine,
+    replicas,
+    informer,
+    ports,
+    fence,
+    recorder,
+    metrics,
+    log,
+    stopping,
+  });
+  const registration: HostRegistration = new HostRegistration({
+    api,
+    hosts,
+    fieldManager,
+    options: o,
+    facts: a.facts,
+    layout: a.layout,
+    log,
+    metrics,
+    replicaCount: () =>
+      informer.hasSynced()
+        ? informer.list((r) => !r.metadata.deletionTimestamp).length
+        : engine.list().length,
+    paused: () => fence.fenced || stopping(),
+    onRenewFailure: fence.onRenewFailure,
+    onLost: fence.onLost,
+    onRecovered: fence.onRecovered,
+  });
+  return { hosts, recorder, metrics, informer, queue, fence, reconciler, registration };
+}
+
 /**
  * Joins the cluster with an engine that has re-adopted its replicas. On failure the engine is
  * left to the caller, started.
@@ -100,83 +209,18 @@ export async function joinCluster({ options: o, log, engine, readopted }: Readop
     const facts = await hostFacts(o.capacity);
     const layout = engine.cgroupLayout;
     if (!layout) throw new Error('engine started without a cgroup layout');
-    const replicas = resourceClient(api, typed<Replica>(REPLICAS), fieldManager);
-    const hosts = resourceClient(api, typed<Host>(HOSTS), fieldManager);
-    const recorder = new EventRecorder(api, { reportingController: 'orrery-runtime', reportingInstance: me });
-    const metrics = new AgentMetrics(me, () => {
-      const counts = new Map<WorkloadPhase, number>();
-      for (const s of engine.list()) counts.set(s.phase, (counts.get(s.phase) ?? 0) + 1);
-      return counts;
-    });
-    const informer = new Informer<Replica>(replicas, {
-      fieldSelector: `spec.host=${me}`,
+    const parts = assembleParts({
+      o,
       log,
-      name: 'replicas-bound-here',
-      resyncPeriodMs: 5 * 60_000,
-      // Back quickly after an API outage: the replicas bound here wait on this watch.
-      backoffMaxMs: 2000,
-    });
-    const queue = new WorkQueue<string>({ name: 'replicas' });
-    const ports = new PortAllocator(o.portRange, o.address);
-    for (const s of engine.list()) for (const p of s.ports) ports.reserve(p.port);
-
-    // The three parts refer to each other through these closures; each is called only after all
-    // three exist.
-    const fence: FencePolicy = new FencePolicy({
-      log,
-      metrics,
-      leaseDurationSeconds: o.leaseDurationSeconds,
-      replicaIds: () => engine.list().map((s) => s.id),
-      stopReplica: (id) => reconciler.stopReplica(id, { graceSeconds: 0 }),
-      register: () => registration.register(),
-      resync: (fencedKeys) => {
-        void hosts.get(me).then(
-          (host) =>
-            recorder.warning(
-              host,
-              'SelfFenced',
-              `the runtime could not renew its Lease for ${o.leaseDurationSeconds}s and stopped ${fencedKeys.size} replica(s); it is back and resyncing`,
-            ),
-          () => {},
-        );
-        for (const key of informer.keys()) queue.add(key);
-        for (const key of fencedKeys) queue.add(key);
-        registration.requestWrite();
-      },
-      stopping: () => stopping,
-    });
-    const reconciler = new ReplicaReconciler({
-      hostName: me,
-      address: o.address,
       engine,
-      replicas,
-      informer,
-      ports,
-      fence,
-      recorder,
-      metrics,
-      log,
-      stopping: () => stopping,
-    });
-
-    const registration: HostRegistration = new HostRegistration({
       api,
-      hosts,
       fieldManager,
-      options: o,
       facts,
       layout,
-      log,
-      metrics,
-      replicaCount: () =>
-        informer.hasSynced()
-          ? informer.list((r) => !r.metadata.deletionTimestamp).length
-          : engine.list().length,
-      paused: () => fence.fenced || stopping,
-      onRenewFailure: fence.onRenewFailure,
-      onLost: fence.onLost,
-      onRecovered: fence.onRecovered,
+      stopping: () => stopping,
     });
+    const { metrics, informer, queue, fence, reconciler, registration } = parts;
+
     const server: Server = await listen(
       createHttpApi({
         engine,

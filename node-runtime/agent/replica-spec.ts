@@ -133,6 +133,8 @@ export function buildReplicaSpec(
   t: ReplicaTemplate,
   hostName: string,
   portOf: PortLookup,
+  /** More variables for every process, before the ORRERY_* ones (the Services of its namespace). */
+  env: readonly EnvVar[] = [],
 ): WorkloadSpec {
   const ns = replica.metadata.namespace as string;
   const name = replica.metadata.name as string;
@@ -176,6 +178,7 @@ export function buildReplicaSpec(
     isolation.user = { uid: t.isolation.user.uid, gid: t.isolation.user.gid ?? t.isolation.user.uid };
   }
   const extraEnv: EnvVar[] = [
+    ...env,
     { name: 'ORRERY_INSTANCE', value: replica.spec.instance },
     { name: 'ORRERY_NAMESPACE', value: ns },
     { name: 'ORRERY_HOST', value: hostName },

@@ -8,7 +8,8 @@
  */
 import type { Logger } from 'pino';
 import { RUNTIME_FINALIZER } from '../../crds/labels.ts';
-import type { ReplicaStatus as ApiReplicaStatus, Replica } from '../../crds/types.ts';
+import { serviceEnv } from '../../crds/service-env.ts';
+import type { ReplicaStatus as ApiReplicaStatus, Replica, Service } from '../../crds/types.ts';
 import {
   type EventRecorder,
   type Informer,
@@ -56,6 +57,8 @@ export interface ReplicaReconcilerOptions {
   log: Logger;
   /** True once the agent is stopping: nothing is reconciled any more. */
   stopping: () => boolean;
+  /** The Services of a namespace, for the *_SERVICE_HOST/PORT variables of its workloads. */
+  servicesIn: (namespace: string) => Service[];
 }
 
 export class ReplicaReconciler {
@@ -256,6 +259,7 @@ export class ReplicaReconciler {
         template,
         hostName,
         (proc, name) => allocated.get(`${proc}/${name}`) as number,
+        serviceEnv(this.#o.servicesIn(replica.metadata.namespace as string)),
       );
     } catch (err) {
       releaseAll();

@@ -266,6 +266,43 @@ test('a Service gets a loopback virtual IP and endpoint counts', async (t) => {
     slices[0]?.endpoints.map((e) => [e.replica, e.ports[0]?.port]).sort(),
     replicas.map((r) => [r.metadata.name, r.status?.ports?.find((p) => p.name === 'http')?.port]).sort(),
   );
+  // A workload started after the Service gets kubelet's variables for it.
+  await env.kubectl(
+    ['apply', '-f', '-'],
+    stringify({
+      apiVersion: 'orrery.dev/v1alpha1',
+      kind: 'Instance',
+      metadata: { name: 'client' },
+      spec: {
+        replicas: 1,
+        template: {
+          processes: [
+            {
+              name: 'main',
+              command: [
+                'sh',
+                '-c',
+                'echo "$WEB_SERVICE_HOST $WEB_SERVICE_PORT $WEB_SERVICE_PORT_HTTP"; exec sleep infinity',
+              ],
+            },
+          ],
+          isolation: { namespaces: [] },
+        },
+      },
+    }),
+  );
+  const [client] = await eventually('client-0 Running', async () =>
+    allRunning(1)(await env.replicasOf('client')),
+  );
+  const host = env.hosts.find((h) => h.name === client?.spec.host);
+  const line = await eventually('the client printed its environment', async () => {
+    const res = await fetch(`${host?.apiEndpoint}/v1/replicas/${env.ns}/client-0/logs`, {
+      headers: { authorization: `Bearer ${host?.token}` },
+    });
+    const text = (await res.text()).trim();
+    return text.length > 0 ? text : undefined;
+  });
+  t.is(line, `${status.virtualIP} 80 80`);
   // A targetPort no process declares is named in a condition rather than silently matching nothing.
   await env.kubectl(
     ['apply', '-f', '-'],
