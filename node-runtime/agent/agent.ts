@@ -78,6 +78,8 @@ export interface ReadoptedEngine {
   readopted: { replicas: number; ms: number; sinceProcessStartMs: number };
 }
 
+const BY_NAMESPACE = 'namespace';
+
 /** The agent's parts, built and wired to each other but not started (assembleParts). */
 interface Parts {
   hosts: ResourceClient<Host>;
@@ -85,6 +87,8 @@ interface Parts {
   metrics: AgentMetrics;
   /** The Replicas bound here. */
   informer: Informer<Replica>;
+  /** Every Service, by namespace: the <SVC>_SERVICE_HOST/PORT variables of the workloads. */
+  services: Informer<Service>;
   queue: WorkQueue<string>;
   fence: FencePolicy;
   reconciler: ReplicaReconciler;
@@ -124,6 +128,12 @@ function assembleParts(a: {
     // Back quickly after an API outage: the replicas bound here wait on this watch.
     backoffMaxMs: 2000,
   });
+  const services = new Informer<Service>(resourceClient(api, typed<Service>(SERVICES), fieldManager), {
+    log,
+    name: 'services',
+    backoffMaxMs: 2000,
+  });
+  services.addIndex(BY_NAMESPACE, (s) => s.metadata.namespace);
   const queue = new WorkQueue<string>({ name: 'replicas' });
   const ports = new PortAllocator(o.portRange, o.address);
   for (const s of engine.list()) for (const p of s.ports) ports.reserve(p.port);
@@ -163,6 +173,7 @@ function assembleParts(a: {
     metrics,
     log,
     stopping,
+    servicesIn: (namespace) => services.byIndex(BY_NAMESPACE, namespace),
   });
   const registration: HostRegistration = new HostRegistration({
     api,
@@ -182,7 +193,7 @@ function assembleParts(a: {
     onLost: fence.onLost,
     onRecovered: fence.onRecovered,
   });
-  return { hosts, recorder, metrics, informer, queue, fence, reconciler, registration };
+  return { hosts, recorder, metrics, informer, services, queue, fence, reconciler, registration };
 }
 
 /**
@@ -219,7 +230,7 @@ export async function joinCluster({ options: o, log, engine, readopted }: Readop
       layout,
       stopping: () => stopping,
     });
-    const { metrics, informer, queue, fence, reconciler, registration } = parts;
+    const { metrics, informer, services, queue, fence, reconciler, registration } = parts;
 
     const server: Server = await listen(
       createHttpApi({
@@ -268,13 +279,16 @@ export async function joinCluster({ options: o, log, engine, readopted }: Readop
     teardown.push(() => engine.off('event', reconciler.onRuntimeEvent));
     informer.start();
     teardown.push(() => informer.stop());
+    services.start();
+    teardown.push(() => services.stop());
     const controller = runController({
       name: 'replicas',
       queue,
       reconcile: reconciler.reconcile,
       workers: o.workers,
       log,
-      waitFor: [informer],
+      // Replicas start once the Services are known too, so their variables are complete.
+      waitFor: [informer, services],
       onReconciled: (_key, outcome) => metrics.reconciles.inc({ outcome: outcome.error ? 'error' : 'ok' }),
     });
     teardown.push(() => controller.stop());
