@@ -131,7 +131,35 @@ export function createHttpApi(deps: HttpApiDeps): express.Express {
     res.json(statsJson(await engine.stats(id)));
   });
 
-  app.get('/v1/replicas/:namespace/:name/logs', async (req, res) => {
+  app.get('/v1/replicas/:namespace/:name/logs', serveLogs(deps, replicaIdOf));
+  app.get('/v1/events', serveEvents(deps));
+
+  app.use((_req: Request, res: Response) => {
+    res.status(404).json({ error: 'no such endpoint; see /v1/replicas, /v1/events, /metrics, /healthz' });
+  });
+
+  // Express 5 routes rejected promises here too.
+  app.use((err: Error & { status?: number }, req: Request, res: Response, _next: NextFunction) => {
+    const status = err.status ?? 500;
+    if (status >= 500) deps.log.error({ err, path: req.path }, 'HTTP API request failed');
+    if (res.headersSent) {
+      res.end();
+      return;
+    }
+    res.status(status).json({ error: err.message });
+  });
+
+  return app;
+}
+
+/**
+ * GET /v1/replicas/:namespace/:name/logs: a process's log (`process`, default the first), its
+ * last `tail` lines, the run before the current one (`previous`), or followed (`follow`) until
+ * the client goes or the replica stops.
+ */
+function serveLogs(deps: HttpApiDeps, replicaIdOf: (req: Request) => string) {
+  const { engine } = deps;
+  return async (req: Request, res: Response): Promise<void> => {
     const id = replicaIdOf(req);
     const processes = engine.status(id).processes.map((p) => p.name);
     const process = single(req, 'process') ?? processes[0];
@@ -177,9 +205,16 @@ export function createHttpApi(deps: HttpApiDeps): express.Express {
       engine.off('event', onEvent);
       res.end();
     }
-  });
+  };
+}
 
-  app.get('/v1/events', (req, res) => {
+/**
+ * GET /v1/events: server-sent events, a snapshot of the replicas and then each engine event (of
+ * one replica with `replica=namespace/name`).
+ */
+function serveEvents(deps: HttpApiDeps) {
+  const { engine } = deps;
+  return (req: Request, res: Response): void => {
     const only = single(req, 'replica');
     let filterId: string | undefined;
     if (only !== undefined) {
@@ -209,24 +244,7 @@ export function createHttpApi(deps: HttpApiDeps): express.Express {
       clearInterval(ping);
       engine.off('event', onEvent);
     });
-  });
-
-  app.use((_req: Request, res: Response) => {
-    res.status(404).json({ error: 'no such endpoint; see /v1/replicas, /v1/events, /metrics, /healthz' });
-  });
-
-  // Express 5 routes rejected promises here too.
-  app.use((err: Error & { status?: number }, req: Request, res: Response, _next: NextFunction) => {
-    const status = err.status ?? 500;
-    if (status >= 500) deps.log.error({ err, path: req.path }, 'HTTP API request failed');
-    if (res.headersSent) {
-      res.end();
-      return;
-    }
-    res.status(status).json({ error: err.message });
-  });
-
-  return app;
+  };
 }
 
 function statsJson(s: Awaited<ReturnType<Engine['stats']>>) {
