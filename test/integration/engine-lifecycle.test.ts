@@ -1,4 +1,4 @@
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import test from 'ava';
 import { pino } from 'pino';
@@ -14,11 +14,11 @@ import {
   removeCgroupTree,
   replica,
   runtimeDirs,
-  sleep,
   tempRoot,
   uniqueParent,
   waitFor,
 } from '../helpers/engine-harness.ts';
+import { eventually } from '../helpers/wait.ts';
 
 test('run is idempotent by id; a different spec under a running id is refused', async (t) => {
   const { rt } = await harness(t);
@@ -88,7 +88,13 @@ test('live logs past the size limit are rotated by copytruncate while the proces
   });
   await rt.start();
   const spec = replica([
-    { command: ['sh', '-c', 'while :; do echo 0123456789abcdef0123456789abcdef; sleep 0.001; done'] },
+    {
+      command: [
+        'sh',
+        '-c',
+        'i=0; while :; do echo "$i 0123456789abcdef0123456789abcdef"; i=$((i+1)); sleep 0.001; done',
+      ],
+    },
   ]);
   await rt.run(spec);
   const live = path.join(logDir, spec.id, 'p0.log');
@@ -99,15 +105,32 @@ test('live logs past the size limit are rotated by copytruncate while the proces
   );
   await rt.rotateLogs();
   t.true(statSync(`${live}.1`).size >= 16 * 1024, 'the full file was copied to .1');
-  await sleep(50);
-  t.true(statSync(live).size < 16 * 1024, 'the live file was truncated and is being appended to again');
+  const copied = readFileSync(`${live}.1`, 'utf8').trimEnd().split('\n');
+  const lastCopied = Number(copied.at(-1)?.split(' ')[0]);
+  // Appended to again: the live file starts with whole lines numbered after the copy's (lines
+  // written between the last copy and the truncation may be lost), not at line 0 (no truncation)
+  // nor with a hole of zeros (a writer without O_APPEND would go on at its old offset).
+  const fresh = await eventually('a whole line in the live file after the rotation', () => {
+    const text = readFileSync(live, 'utf8');
+    return text.includes('\n') && text;
+  });
+  t.false(fresh.includes('\0'), 'no hole of zeros: the child appends at the new end');
+  t.regex(fresh, /^\d+ 0123456789abcdef0123456789abcdef\n/, 'the live file starts with a whole line');
+  t.true(
+    Number(fresh.split(' ')[0]) > lastCopied,
+    'the live file was truncated: its first line comes after the copy',
+  );
 });
 
 test('a stop while a restart is being spawned waits for that spawn, and nothing is left running', async (t) => {
   const dirs = await runtimeDirs(t);
-  // The real addon, with each spawn's answer held back 300 ms after the process exists, so the
-  // stop below lands while a spawn is in flight.
+  // The real addon, with the answer of each spawn after the first held back (the process exists)
+  // until the test lets it go, so the stop below lands while a spawn is in flight.
   const api = await loadProcessApi();
+  let release = () => {};
+  const held = new Promise<void>((resolve) => {
+    release = resolve;
+  });
   const spawned: number[] = [];
   let answered = 0;
   const slowApi: ProcessApi = {
@@ -115,7 +138,7 @@ test('a stop while a restart is being spawned waits for that spawn, and nothing 
     spawnAsync: async (req) => {
       const s = await api.spawnAsync(req);
       spawned.push(s.pid);
-      await sleep(300);
+      if (spawned.length > 1) await held;
       answered++;
       return s;
     },
@@ -134,7 +157,11 @@ test('a stop while a restart is being spawned waits for that spawn, and nothing 
   await rt.run(spec);
   // The first run exits after 0.2 s; its restart is spawned and held: stop now.
   await waitFor(() => spawned.length === 2, 5000);
-  await rt.stop(spec.id, { graceSeconds: 1 });
+  const stopped = rt.stop(spec.id, { graceSeconds: 1 });
+  // The held answer is let go a while after the stop began: a stop() that did not wait for it
+  // would have returned by then (and if it is slower, the test proves less, but never fails wrongly).
+  setTimeout(release, 300);
+  await stopped;
   t.is(answered, spawned.length, 'stop() returned only once the spawn in flight was accounted for');
   for (const pid of spawned) t.false(await isAlive(pid), `process ${pid} is gone`);
   t.false(rt.has(spec.id));
