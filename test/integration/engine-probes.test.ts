@@ -4,7 +4,8 @@ import net from 'node:net';
 import test from 'ava';
 import { closeFd, netnsConnect, pidfdOpen } from '../../node-runtime/native/index.ts';
 import { ProbeRunner, runProbeOnce } from '../../node-runtime/probes/runner.ts';
-import { harness, nextEvent, replica } from '../helpers/engine-harness.ts';
+import { harness, nextEvent, readLog, replica } from '../helpers/engine-harness.ts';
+import { eventually } from '../helpers/wait.ts';
 
 async function server(t: import('ava').ExecutionContext, status: () => number): Promise<number> {
   const srv = http.createServer((_req, res) => {
@@ -76,17 +77,28 @@ async function waitFor(cond: () => boolean, ms = 5000): Promise<void> {
   }
 }
 
+/**
+ * An HTTP server on $PORT that listens only once the file named by its argument exists (the test
+ * creates it), so the replica is first running but not ready, for as long as the test needs. It
+ * prints a line `tcp` for each connection closed without a request: a tcp probe's.
+ */
 const lateServer = [
+  "const fs = require('node:fs');",
   "const http = require('node:http');",
-  // Listen only after a while, so the replica is first running but not ready.
-  'setTimeout(() => http.createServer((q, s) => s.end("ok")).listen(Number(process.env.PORT), "127.0.0.1"), 400);',
+  'const asked = new WeakSet();',
+  'const server = http.createServer((q, s) => { asked.add(q.socket); s.end("ok"); });',
+  "server.on('connection', (c) => c.on('close', () => { if (!asked.has(c)) console.log('tcp'); }));",
+  'const go = process.argv[1];',
+  'const listen = () => fs.existsSync(go) ? server.listen(Number(process.env.PORT), "127.0.0.1") : setTimeout(listen, 10);',
+  'listen();',
 ].join('\n');
 
 test('a readiness probe flips the replica ready once the server answers', async (t) => {
-  const { rt } = await harness(t);
+  const { rt, root } = await harness(t);
+  const go = `${root}/listen`;
   const spec = replica([
     {
-      command: [process.execPath, '-e', lateServer],
+      command: [process.execPath, '-e', lateServer, go],
       ports: [{ name: 'http', protocol: 'http' }],
       readinessProbe: { http: { port: 'http', path: '/' }, periodSeconds: 0.05, failureThreshold: 1 },
     },
@@ -96,7 +108,9 @@ test('a readiness probe flips the replica ready once the server answers', async 
   t.is(first.phase, 'Running');
   const port = first.ports.find((p) => p.name === 'http')?.port;
   t.true(typeof port === 'number' && port > 0, 'a port was allocated');
-  await nextEvent(rt, (e) => e.type === 'ready' && e.replica === spec.id);
+  const ready = nextEvent(rt, (e) => e.type === 'ready' && e.replica === spec.id);
+  writeFileSync(go, '');
+  await ready;
   t.true(rt.status(spec.id).ready);
   t.true(rt.status(spec.id).processes[0]?.ready);
 });
@@ -125,11 +139,13 @@ test('a failing liveness probe restarts the process as if it had died (LivenessP
 });
 
 test('with its own network namespace, http and tcp probes reach the replica inside it, not the host', async (t) => {
-  const { rt } = await harness(t);
+  const h = await harness(t);
+  const { rt } = h;
+  const go = `${h.root}/listen`;
   const spec = replica(
     [
       {
-        command: [process.execPath, '-e', lateServer],
+        command: [process.execPath, '-e', lateServer, go],
         ports: [{ name: 'http', protocol: 'http' }, { name: 'unused' }],
         readinessProbe: { http: { port: 'http', path: '/' }, periodSeconds: 0.05, failureThreshold: 1 },
         livenessProbe: {
@@ -144,7 +160,9 @@ test('with its own network namespace, http and tcp probes reach the replica insi
   );
   const first = await rt.run(spec);
   t.false(first.ready);
-  await nextEvent(rt, (e) => e.type === 'ready' && e.replica === spec.id);
+  const ready = nextEvent(rt, (e) => e.type === 'ready' && e.replica === spec.id);
+  writeFileSync(go, '');
+  await ready;
   const port = first.ports.find((p) => p.name === 'http')?.port as number;
   // The same port on the host's loopback has nobody listening: the probe went inside.
   const fromHost = await new Promise<string>((resolve) => {
@@ -156,8 +174,12 @@ test('with its own network namespace, http and tcp probes reach the replica insi
     s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
   });
   t.is(fromHost, 'ECONNREFUSED');
-  // The tcp liveness probe (inside too) keeps passing: no restart over many periods.
-  await new Promise((r) => setTimeout(r, 1500));
+  // The tcp liveness probe (inside too) keeps passing: no restart over ten of its attempts, as
+  // the server inside counted them (each failure would restart it: failureThreshold 1).
+  await eventually('ten tcp liveness probes answered inside', async () => {
+    const probes = (await readLog(h, spec.id, 'p0')).split('\n').filter((l) => l === 'tcp').length;
+    return probes >= 10;
+  });
   t.is(rt.status(spec.id).processes[0]?.restarts, 0);
   t.is(rt.status(spec.id).processes[0]?.pid, first.processes[0]?.pid);
 
@@ -178,7 +200,8 @@ test('with its own network namespace, http and tcp probes reach the replica insi
 });
 
 test('exec probes run inside the replica: its hostname, its /proc, its network, its cgroup', async (t) => {
-  const { rt } = await harness(t);
+  const { rt, root } = await harness(t);
+  const go = `${root}/listen`;
   // Ready only if the probe sees the replica's hostname, the replica's PID 1 (orrery-init) and
   // reaches the server on the replica's own loopback, from inside the replica's cgroup.
   const check = [
@@ -191,7 +214,7 @@ test('exec probes run inside the replica: its hostname, its /proc, its network, 
   const spec = replica(
     [
       {
-        command: [process.execPath, '-e', lateServer],
+        command: [process.execPath, '-e', lateServer, go],
         ports: [{ name: 'http' }],
         readinessProbe: {
           exec: { command: ['/bin/sh', '-c', check, 'probe'] },
@@ -206,7 +229,9 @@ test('exec probes run inside the replica: its hostname, its /proc, its network, 
   spec.processes[0]?.readinessProbe?.exec?.command.push(spec.name, process.execPath, spec.id);
   const first = await rt.run(spec);
   t.false(first.ready);
-  await nextEvent(rt, (e) => e.type === 'ready' && e.replica === spec.id);
+  const ready = nextEvent(rt, (e) => e.type === 'ready' && e.replica === spec.id);
+  writeFileSync(go, '');
+  await ready;
   t.true(rt.status(spec.id).ready);
 
   // The same check from the host fails: another hostname, another PID 1, nobody on that port.
@@ -242,16 +267,27 @@ test('an exec probe that outlives its timeout fails and leaves nothing running i
   const event = await nextEvent(rt, (e) => e.type === 'notReady' && e.replica === spec.id);
   t.regex((event as { message?: string }).message ?? '', /timed out after 300 ms/);
   t.false(rt.status(spec.id).ready);
-  await new Promise((r) => setTimeout(r, 300));
-  const sleepers = readdirSync('/proc')
-    .filter((d) => /^\d+$/.test(d))
-    .filter((d) => {
-      try {
-        return readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(marker);
-      } catch {
-        return false;
-      }
-    });
-  // At most the attempt running right now (every 0.1 s, each killed at 0.3 s), never a pile-up.
-  t.true(sleepers.length <= 2, `probe commands still running: ${sleepers.length}`);
+  /** The probe's processes alive now (a zombie's cmdline is empty): its shell and its sleep. */
+  const running = () =>
+    readdirSync('/proc')
+      .filter((d) => /^\d+$/.test(d))
+      .flatMap((d) => {
+        try {
+          const cmdline = readFileSync(`/proc/${d}/cmdline`, 'utf8');
+          return cmdline.includes(marker) ? [{ pid: Number(d), sleep: cmdline.startsWith('sleep\0') }] : [];
+        } catch {
+          return [];
+        }
+      });
+  // Every attempt now hangs until its timeout kills it (one every 0.1 s, each killed at 0.3 s):
+  // watched until three attempts' sleeps have come and gone, never more than one attempt at once.
+  const sleeps = new Set<number>();
+  let most = 0;
+  await eventually('three timed-out attempts killed', () => {
+    const now = running();
+    most = Math.max(most, now.length);
+    for (const p of now) if (p.sleep) sleeps.add(p.pid);
+    return [...sleeps].filter((pid) => !now.some((p) => p.pid === pid)).length >= 3;
+  });
+  t.true(most <= 2, `probe commands running at once: ${most}`);
 });
