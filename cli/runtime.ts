@@ -135,41 +135,15 @@ export function runtimeCommand(): Command {
       '--stop-workloads-on-exit',
       'stop every replica when the agent is stopped by a signal (default: leave them running for re-adoption); under `orrery up`, they are left running if up itself goes away',
     )
-    .action(async (flags: RuntimeFlags) => {
-      const { startAgent } = await import('../node-runtime/agent/index.ts');
-      const opts: AgentOptions = {
-        hostName: flags.hostName,
-        listen: flags.listen,
-        leaseDurationSeconds: flags.leaseDuration,
-        workers: flags.workers,
-      };
-      if (flags.leaseRenewInterval !== undefined) {
-        const fenceMs = fenceAfterMs(flags.leaseDuration);
-        if (flags.leaseRenewInterval >= fenceMs) {
-          throw new InvalidArgumentError(
-            `--lease-renew-interval must be below three quarters of --lease-duration (${fenceMs} ms, when the host fences itself), got ${flags.leaseRenewInterval}`,
-          );
-        }
-        opts.leaseRenewIntervalMs = flags.leaseRenewInterval;
+    .action(async (flags: RuntimeFlags, command: Command) => {
+      let options: AgentOptions;
+      try {
+        options = agentOptionsOf(flags);
+      } catch (err) {
+        command.error(`error: ${(err as Error).message}`);
       }
-      if (flags.kubeconfig !== undefined) opts.kubeconfig = flags.kubeconfig;
-      if (flags.address !== undefined) opts.address = flags.address;
-      if (flags.stateDir !== undefined) opts.stateDir = flags.stateDir;
-      if (flags.runDir !== undefined) opts.runDir = flags.runDir;
-      if (flags.logDir !== undefined) opts.logDir = flags.logDir;
-      if (flags.cgroupParent !== undefined) opts.cgroupParent = flags.cgroupParent;
-      if (flags.token) opts.token = flags.token;
-      if (flags.label !== undefined) opts.labels = flags.label;
-      if (flags.registerUnschedulable) opts.registerUnschedulable = true;
-      if (flags.portRange !== undefined) opts.portRange = flags.portRange;
-      const capacity: NonNullable<AgentOptions['capacity']> = {};
-      if (flags.capacityCpu !== undefined) capacity.cpu = flags.capacityCpu;
-      if (flags.capacityMemory !== undefined) capacity.memory = flags.capacityMemory;
-      if (flags.capacityPids !== undefined) capacity.pids = flags.capacityPids;
-      if (flags.maxReplicas !== undefined) capacity.replicas = flags.maxReplicas;
-      opts.capacity = capacity;
-
-      const agent = await startAgent(opts);
+      const { startAgent } = await import('../node-runtime/agent/index.ts');
+      const agent = await startAgent(options);
       // Listening before the line below: whoever reads it may signal at once.
       const stopRequested = untilSignal();
       const ready: RuntimeReady = {
@@ -187,6 +161,42 @@ export function runtimeCommand(): Command {
         .stop({ stopWorkloads })
         .catch((err: Error) => agent.engine.log.error({ err: err.message }, 'agent stop failed'));
     });
+}
+
+/** The agent's options from the flags: each is checked by its parser (flags.ts), what two of them must satisfy together here. */
+function agentOptionsOf(flags: RuntimeFlags): AgentOptions {
+  const opts: AgentOptions = {
+    hostName: flags.hostName,
+    listen: flags.listen,
+    leaseDurationSeconds: flags.leaseDuration,
+    workers: flags.workers,
+  };
+  if (flags.leaseRenewInterval !== undefined) {
+    const fenceMs = fenceAfterMs(flags.leaseDuration);
+    if (flags.leaseRenewInterval >= fenceMs) {
+      throw new InvalidArgumentError(
+        `--lease-renew-interval must be below three quarters of --lease-duration (${fenceMs} ms, when the host fences itself), got ${flags.leaseRenewInterval}`,
+      );
+    }
+    opts.leaseRenewIntervalMs = flags.leaseRenewInterval;
+  }
+  if (flags.kubeconfig !== undefined) opts.kubeconfig = flags.kubeconfig;
+  if (flags.address !== undefined) opts.address = flags.address;
+  if (flags.stateDir !== undefined) opts.stateDir = flags.stateDir;
+  if (flags.runDir !== undefined) opts.runDir = flags.runDir;
+  if (flags.logDir !== undefined) opts.logDir = flags.logDir;
+  if (flags.cgroupParent !== undefined) opts.cgroupParent = flags.cgroupParent;
+  if (flags.token) opts.token = flags.token;
+  if (flags.label !== undefined) opts.labels = flags.label;
+  if (flags.registerUnschedulable) opts.registerUnschedulable = true;
+  if (flags.portRange !== undefined) opts.portRange = flags.portRange;
+  const capacity: NonNullable<AgentOptions['capacity']> = {};
+  if (flags.capacityCpu !== undefined) capacity.cpu = flags.capacityCpu;
+  if (flags.capacityMemory !== undefined) capacity.memory = flags.capacityMemory;
+  if (flags.capacityPids !== undefined) capacity.pids = flags.capacityPids;
+  if (flags.maxReplicas !== undefined) capacity.replicas = flags.maxReplicas;
+  opts.capacity = capacity;
+  return opts;
 }
 
 /**
