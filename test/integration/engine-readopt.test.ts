@@ -12,7 +12,6 @@ import {
   recordEvents,
   replica,
   runtimeDirs,
-  sleep,
   waitFor,
 } from '../helpers/engine-harness.ts';
 import { host as machine } from '../helpers/features.ts';
@@ -106,10 +105,14 @@ test('logs survive a runtime restart: the adopted process keeps appending to the
   });
   await rt2.start();
   t.is(rt2.status(spec.id).processes[0]?.pid, pid, 'adopted, not restarted');
-  await sleep(300);
+  // New lines appended after the history from before the restart: the same file goes on.
+  await waitFor(
+    async () => (await readLog(dirs, spec.id, 'p0')).trim().split('\n').length > linesBefore,
+    10_000,
+    'new lines after the restart',
+  );
   const log = await readLog(dirs, spec.id, 'p0');
   t.true(log.startsWith('line 0\n'), 'history from before the restart is there');
-  t.true(log.trim().split('\n').length > linesBefore, 'and new lines were appended after it');
   t.is(await rt2.logs.tail(spec.id, 'p0', { lines: 1 }).then((s) => /^line \d+\n?$/.test(s)), true);
 });
 
@@ -133,8 +136,9 @@ test('a process the state record missed (crash between spawn and write) is found
     await rt2.close();
   });
   const events = recordEvents(rt2);
+  // start() resolves once every replica is adopted, or queued for a start when its process was
+  // not found: the same pid right after it means found, and so never started twice.
   await rt2.start();
-  await sleep(200);
   t.is(rt2.status(spec.id).processes[0]?.pid, pid);
   t.is(events.filter((e) => e.type === 'started').length, 0);
   t.is(events.filter((e) => e.type === 'adopted').length, 1);
@@ -191,12 +195,13 @@ async function waitForChildren(pid: number): Promise<number[]> {
 
 test('a replica in CrashLoopBackOff when the runtime restarts keeps backing off, then starts again', async (t) => {
   const dirs = await runtimeDirs(t);
+  // A 3 s backoff: the runtime restarts well within it (~0.1 s; a hang bound, not a speed).
   const spec = replica([{ command: ['sh', '-c', 'sleep 0.05; exit 1'] }], {
     supervision: {
       strategy: 'one-for-one',
       maxRestarts: 0,
       periodSeconds: 10,
-      backoff: { initialSeconds: 1, maxSeconds: 1 },
+      backoff: { initialSeconds: 3, maxSeconds: 3 },
     },
   });
   const rt1 = newRuntime(dirs);
@@ -205,6 +210,7 @@ test('a replica in CrashLoopBackOff when the runtime restarts keeps backing off,
   const backoff = nextEvent(rt1, (e) => e.type === 'backoff' && e.replica === spec.id);
   await rt1.run(spec);
   await backoff;
+  const until = rt1.status(spec.id).backoffUntil as string;
   await rt1.close();
 
   const rt2 = newRuntime(dirs);
@@ -212,10 +218,12 @@ test('a replica in CrashLoopBackOff when the runtime restarts keeps backing off,
     await rt2.stopAll({ graceSeconds: 0 }).catch(() => {});
     await rt2.close();
   });
-  const started = nextEvent(rt2, (e) => e.type === 'started' && e.replica === spec.id, 5000);
+  const started = nextEvent<'started'>(rt2, (e) => e.type === 'started' && e.replica === spec.id, 30_000);
   await rt2.start();
   t.is(rt2.status(spec.id).phase, 'CrashLoopBackOff');
-  t.truthy(rt2.status(spec.id).backoffUntil);
-  await started;
+  t.is(rt2.status(spec.id).backoffUntil, until, 'the backoff the first runtime recorded');
+  const again = await started;
+  // Not before the recorded backoff ran out (5 ms of slack for Node's millisecond timers).
+  t.true(Date.parse(again.at) >= Date.parse(until) - 5, `started at ${again.at}, backoff until ${until}`);
   t.is(rt2.status(spec.id).processes[0]?.restarts, 1);
 });
