@@ -55,7 +55,7 @@ export async function installCrds(
         const current = await client.get(name);
         if (current.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True')) break;
         if (Date.now() > deadline) throw new Error(`CRD ${name} was not Established within the timeout`);
-        await new Promise((resolve) => setTimeout(resolve, 50));
+        await sleep(50);
       }
     }
     for (const crd of crds) await untilWatchable(api, crd, deadline);

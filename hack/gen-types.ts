@@ -246,7 +246,8 @@ export async function generate(): Promise<Generated> {
     const schema = toJsonSchema(schemaOf(crd), []);
     schema.required = ['apiVersion', 'kind', 'metadata', 'spec'];
     if (kind === 'Host') schema.required = ['apiVersion', 'kind', 'metadata'];
-    if (kind === 'EndpointSlice') schema.required = ['apiVersion', 'kind', 'metadata', 'service', 'endpoints'];
+    if (kind === 'EndpointSlice')
+      schema.required = ['apiVersion', 'kind', 'metadata', 'service', 'endpoints'];
     definitions[kind] = { ...schema, title: kind };
   }
   for (const [file, name] of Object.entries(fragmentTypeNames)) {
