@@ -212,7 +212,10 @@ test('the informer reconnects after the control plane restarts and sees changes 
   t.log(
     `control plane stop took ${(performance.now() - stopT0).toFixed(0)} ms; informer ${JSON.stringify(informer.stats())}`,
   );
-  await new Promise((r) => setTimeout(r, 300));
+  await until(
+    'the informer to notice the outage',
+    () => informer.stats().errors >= 1 && !informer.health().watching,
+  );
   const errorsWhileDown = informer.stats().errors;
   const down = informer.health();
   t.false(down.watching);
@@ -325,7 +328,7 @@ test.serial(
     for (const sport of ours) {
       execFileSync('ss', ['-K', '-tn', `sport = :${sport}`, `dport = :${port}`]);
     }
-    await new Promise((r) => setTimeout(r, 20));
+    await until('the drop noticed', () => informer.stats().errors >= 1);
     // Changes right after the drop, while the informer is backing off and reconnecting.
     await client.create(cm(ns, 'during', '2'));
     await client.mergePatch('first', { data: { v: '1b' } }, { namespace: ns });
