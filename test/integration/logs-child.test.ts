@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test, { type ExecutionContext } from 'ava';
 import { LogStore, type LogStoreOptions } from '../../node-runtime/logs/store.ts';
+import { eventually } from '../helpers/wait.ts';
 
 // Real child processes write their stdout and stderr straight into the log file through their
 // own O_APPEND descriptor, as the native spawn sets it up; the store only rotates and reads.
@@ -46,15 +47,20 @@ test('rotation keeps maxFiles while a real child keeps appending to the live fil
     file,
     'i=0; while :; do i=$((i+1)); echo line-$i; [ $((i % 50)) = 0 ] && echo err-$i >&2; done',
   );
+  // Ten rotations, however slowly a loaded machine lets the child fill the file (20 s hang bound).
   let rotations = 0;
-  for (let i = 0; i < 200 && rotations < 10; i++) {
-    if (await logs.rotateIfNeeded('web-0', 'server')) rotations++;
-    await sleep(2);
-  }
-  t.is(rotations, 10);
+  await eventually(
+    'ten rotations',
+    async () => {
+      if (await logs.rotateIfNeeded('web-0', 'server')) rotations++;
+      return rotations === 10;
+    },
+    { intervalMs: 2 },
+  );
   const grownFrom = (await stat(file)).size;
-  await sleep(50);
-  t.true((await stat(file)).size !== grownFrom, 'the child keeps appending after rotations');
+  await eventually('the child to keep appending after the rotations', async () => {
+    return (await stat(file)).size !== grownFrom;
+  });
   child.kill('SIGKILL');
   await exited(child);
 
@@ -144,10 +150,12 @@ test('follow waits for a process that has not written its file yet and ends on a
   const following = (async () => {
     for await (const chunk of logs.follow('web-0', 'server', { signal: abort.signal })) received.push(chunk);
   })();
+  // Gives follow() time to start waiting for the file. Nothing is asserted on it: on a slower
+  // machine the file may already exist when follow() opens it, and the test then proves less.
   await sleep(50);
   const file = await logs.prepareRun('web-0', 'server');
   await exited(writer(t, file, 'echo hello'));
-  for (let i = 0; i < 500 && received.join('') !== 'hello\n'; i++) await sleep(10);
+  await eventually('hello followed', () => received.join('') === 'hello\n').catch(() => {}); // asserted below
   abort.abort();
   await following;
   t.is(received.join(''), 'hello\n');
