@@ -292,7 +292,8 @@ test('a lost host: its replicas are recreated on the others after the grace', as
         items
       );
     },
-    { timeoutMs: 15_000 },
+    // Against a hang only: 10x the ~4 s expected (the 4 s host Lease, then a reschedule).
+    { timeoutMs: 40_000 },
   );
   t.log(`replicas rebound ${Date.now() - lostAt} ms after the host's last renewal`);
   t.deepEqual(
@@ -334,7 +335,18 @@ test('two operators: exactly one leads, and the other takes over when it stops',
   const first = h.operator ?? (await h.startOperator('first'));
   const second = await h.startOperator('second');
   await eventually('a leader', () => first.isLeader() || second.isLeader());
-  await new Promise((resolve) => setTimeout(resolve, 500));
+  // Watched while the leader renews its Lease three times (its renewTime seen to change): never
+  // two leaders meanwhile, and the other one still follows after.
+  const leases = leaseClient(h.api, 'orrery-test');
+  const renewTimes = new Set<string>();
+  let twoLeaders = false;
+  await eventually('three renewals of the leader Lease', async () => {
+    if (first.isLeader() && second.isLeader()) twoLeaders = true;
+    const lease = await leases.get(h.leaderLease, { namespace: SYSTEM_NAMESPACE });
+    if (lease.spec?.renewTime) renewTimes.add(lease.spec.renewTime);
+    return renewTimes.size > 3;
+  });
+  t.false(twoLeaders, 'two leaders at the same time');
   t.not(first.isLeader(), second.isLeader(), 'exactly one leads');
   const leader = first.isLeader() ? first : second;
   const follower = leader === first ? second : first;
