@@ -43,7 +43,7 @@ const realFeatures = kernelFeatures();
 async function removeCgroupDirs(dirs: string[]): Promise<void> {
   let first: unknown;
   for (const dir of dirs) {
-    for (let deadline = Date.now() + 2_000; ; ) {
+    for (let deadline = Date.now() + 10_000; ; ) {
       try {
         rmdirSync(dir);
         break;

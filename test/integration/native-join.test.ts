@@ -29,8 +29,8 @@ async function target(t: import('ava').ExecutionContext, port: number) {
     namespaces: ['pid', 'mount', 'uts', 'ipc', 'net'],
     hostname: 'inside',
   });
-  // Up once something listens inside (polled through netnsConnect itself).
-  for (let i = 0; ; i++) {
+  // Up once something listens inside (polled through netnsConnect itself; 20 s against a hang).
+  for (const deadline = Date.now() + 20_000; ; ) {
     try {
       const fd = await netnsConnect(run.child.pidfd, run.child.pid, {
         host: '127.0.0.1',
@@ -40,7 +40,7 @@ async function target(t: import('ava').ExecutionContext, port: number) {
       new net.Socket({ fd }).destroy();
       return run;
     } catch (err) {
-      if (i > 200) throw err;
+      if (Date.now() > deadline) throw err;
       await new Promise((r) => setTimeout(r, 10));
     }
   }
