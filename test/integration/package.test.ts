@@ -75,6 +75,7 @@ test('the packed package, installed into a prefix, runs orrery --version and orr
     'jsonpath={.items[*].metadata.name}',
   ]);
   t.deepEqual(crds.split(' ').sort(), [
+    'endpointslices.orrery.dev',
     'hosts.orrery.dev',
     'instances.orrery.dev',
     'replicas.orrery.dev',
