@@ -12,11 +12,12 @@
 // other test run alive, every `orrery-test-*` cgroup is a leftover and is removed; while one is,
 // only cgroups named with this run's id (`orrery-test-<run>-...`, as test/helpers/engine-harness
 // names them) are removed, and the others are listed as kept.
-import { type Dirent, readdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
+import { type Dirent, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseMountinfo } from '../node-runtime/cgroups/detect.ts';
 import { killCgroup } from '../node-runtime/cgroups/kill.ts';
+import { removeCgroupDir } from '../node-runtime/cgroups/manager.ts';
 import type { ReplicaCgroupFiles } from '../node-runtime/cgroups/paths.ts';
 
 /** The environment variable carrying the run id, set by hack/test.ts for ava and all below it. */
@@ -187,20 +188,7 @@ async function removeCgroup(dirs: string[]): Promise<number[]> {
       files.freeze = { file: join(dir, 'freezer.state'), kind: 'v1' };
   }
   await killCgroup({ files, pids });
-  for (const dir of dirs.flatMap(subtree)) {
-    // rmdir of a cgroup whose last task is still exiting is briefly EBUSY.
-    for (let tries = 0; ; tries++) {
-      try {
-        rmdirSync(dir);
-        break;
-      } catch (error) {
-        const code = (error as NodeJS.ErrnoException).code;
-        if (code === 'ENOENT') break;
-        if (code !== 'EBUSY' || tries >= 100) throw new Error(`rmdir ${dir}: ${code}`, { cause: error });
-        await sleep(20);
-      }
-    }
-  }
+  for (const dir of dirs.flatMap(subtree)) await removeCgroupDir(dir);
   return found;
 }
 

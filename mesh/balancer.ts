@@ -132,24 +132,32 @@ function twoChoices<E extends Endpoint>(list: readonly E[], random: () => number
   return cost(b) < cost(a) ? b : a;
 }
 
-class LeastRequest<E extends Endpoint> implements Balancer<E> {
+/** Power of two choices over a cost; the policies differ only in their cost. */
+abstract class TwoChoices<E extends Endpoint> implements Balancer<E> {
   #endpoints: readonly E[] = [];
-  readonly #active = new ActiveCounts();
+  protected readonly active = new ActiveCounts();
   readonly #random: () => number;
   constructor(random: () => number) {
     this.#random = random;
   }
+  protected abstract cost(e: E): number;
   update(endpoints: readonly E[]): void {
     this.#endpoints = endpoints;
   }
   pick(opts: { exclude?: ReadonlySet<string> } = {}): E | undefined {
-    return twoChoices(allowed(this.#endpoints, opts.exclude), this.#random, (e) => this.#active.of(e.id));
+    return twoChoices(allowed(this.#endpoints, opts.exclude), this.#random, (e) => this.cost(e));
   }
   started(e: E): void {
-    this.#active.add(e.id, 1);
+    this.active.add(e.id, 1);
   }
-  ended(e: E): void {
-    this.#active.add(e.id, -1);
+  ended(e: E, _rttMs: number): void {
+    this.active.add(e.id, -1);
+  }
+}
+
+class LeastRequest<E extends Endpoint> extends TwoChoices<E> {
+  protected cost(e: E): number {
+    return this.active.of(e.id);
   }
 }
 
@@ -158,35 +166,26 @@ export const EWMA_DEFAULT_RTT_MS = 30;
 /** Time constant of the decay: an old peak fades to 1/e in 10 s. */
 export const EWMA_DECAY_MS = 10_000;
 
-class PeakEwma<E extends Endpoint> implements Balancer<E> {
-  #endpoints: readonly E[] = [];
-  readonly #active = new ActiveCounts();
+class PeakEwma<E extends Endpoint> extends TwoChoices<E> {
   readonly #rtt = new Map<string, { ewma: number; at: number }>();
-  readonly #random: () => number;
   readonly #now: () => number;
   constructor(random: () => number, now: () => number) {
-    this.#random = random;
+    super(random);
     this.#now = now;
   }
-  update(endpoints: readonly E[]): void {
-    this.#endpoints = endpoints;
+  override update(endpoints: readonly E[]): void {
+    super.update(endpoints);
     const ids = new Set(endpoints.map((e) => e.id));
     for (const id of this.#rtt.keys()) if (!ids.has(id)) this.#rtt.delete(id);
   }
   /** RTT × (pending + 1), the RTT decayed toward nothing since it was last observed. */
-  cost(e: E): number {
+  protected cost(e: E): number {
     const s = this.#rtt.get(e.id);
     const rtt = s ? s.ewma * Math.exp(-(this.#now() - s.at) / EWMA_DECAY_MS) : EWMA_DEFAULT_RTT_MS;
-    return rtt * (this.#active.of(e.id) + 1);
+    return rtt * (this.active.of(e.id) + 1);
   }
-  pick(opts: { exclude?: ReadonlySet<string> } = {}): E | undefined {
-    return twoChoices(allowed(this.#endpoints, opts.exclude), this.#random, (e) => this.cost(e));
-  }
-  started(e: E): void {
-    this.#active.add(e.id, 1);
-  }
-  ended(e: E, rttMs: number): void {
-    this.#active.add(e.id, -1);
+  override ended(e: E, rttMs: number): void {
+    super.ended(e, rttMs);
     const now = this.#now();
     const s = this.#rtt.get(e.id);
     if (!s) {
@@ -194,8 +193,8 @@ class PeakEwma<E extends Endpoint> implements Balancer<E> {
       return;
     }
     // Peak-sensitive: a slower answer is taken at once, a faster one blends in with the decay.
-    const decayed = s.ewma * Math.exp(-(now - s.at) / EWMA_DECAY_MS);
     const w = Math.exp(-(now - s.at) / EWMA_DECAY_MS);
+    const decayed = s.ewma * w;
     s.ewma = rttMs > decayed ? rttMs : decayed * w + rttMs * (1 - w);
     s.at = now;
   }

@@ -26,8 +26,12 @@ export interface SpawnTarget {
 /** rmdir on a cgroup that just emptied can briefly return EBUSY while the kernel finishes exits. */
 const REMOVE_RETRY_MS = 2_000;
 
-async function removeDir(dir: string): Promise<void> {
-  const deadline = Date.now() + REMOVE_RETRY_MS;
+/**
+ * Removes one cgroup directory (it must have no child cgroup), retrying EBUSY for `retryMs`; gone
+ * already is fine. Throws, naming the directory and the errno, when it stays.
+ */
+export async function removeCgroupDir(dir: string, retryMs = REMOVE_RETRY_MS): Promise<void> {
+  const deadline = Date.now() + retryMs;
   for (;;) {
     try {
       rmdirSync(dir);
@@ -134,7 +138,7 @@ export class ReplicaCgroup {
 
   /** Removes the replica directory from every hierarchy; the cgroup must be empty (kill() first). */
   async remove(): Promise<void> {
-    for (const dir of this.plan.dirs) await removeDir(dir);
+    for (const dir of this.plan.dirs) await removeCgroupDir(dir);
   }
 }
 

@@ -14,7 +14,7 @@
 // time, so the margin between the old copy's death and the new copy's start is measured too.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
@@ -22,6 +22,7 @@ import { stringify } from 'yaml';
 import { HOSTS } from '../../crds/resources.ts';
 import type { Host, Replica } from '../../crds/types.ts';
 import { resourceClient, typed } from '../../kube/index.ts';
+import { removeCgroupDir } from '../../node-runtime/cgroups/index.ts';
 import { e2e } from '../helpers/e2e.ts';
 import { host as machine } from '../helpers/features.ts';
 import { orreryCluster } from '../helpers/orrery.ts';
@@ -41,7 +42,7 @@ test('a partitioned host kills its copy before the replacement starts elsewhere,
   for (const i of [0, 1]) partitions.push(await partitionable(t, kubeconfig, join(dir, `kubeconfig-${i}`)));
   // Removed after the e2e teardown has stopped the agents in them (ava runs teardowns newest first).
   const cageDirs: string[] = [];
-  t.teardown(() => Promise.all(cageDirs.map(removeCgroup)));
+  t.teardown(() => Promise.all(cageDirs.map((dir) => removeCgroupDir(dir, 10_000))));
   const env = await e2e(t, {
     hosts: 2,
     operator: 'none',
@@ -194,18 +195,4 @@ function cpuCage(dirs: string[], name: string, pid: number): Cage | undefined {
   const cage = { add: (p: number) => writeFileSync(join(dir, 'cgroup.procs'), String(p)) };
   cage.add(pid);
   return cage;
-}
-
-/** rmdir, retried while the processes that were in it finish exiting; throws if it stays. */
-async function removeCgroup(dir: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    try {
-      rmdirSync(dir);
-      return;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  rmdirSync(dir);
 }

@@ -6,11 +6,11 @@
 // A hierarchy that is missing, or where cgroups cannot be created (not root, read-only), is left
 // out with the reason printed; with neither, the join tests are skipped.
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, rmdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import test, { type ExecutionContext } from 'ava';
+import { removeCgroupDir } from '../../node-runtime/cgroups/index.ts';
 import {
   type CloneFallback,
   forceCloneFallback,
@@ -43,21 +43,9 @@ const realFeatures = kernelFeatures();
 async function removeCgroupDirs(dirs: string[]): Promise<void> {
   let first: unknown;
   for (const dir of dirs) {
-    for (let deadline = Date.now() + 10_000; ; ) {
-      try {
-        rmdirSync(dir);
-        break;
-      } catch (error) {
-        const code = (error as NodeJS.ErrnoException).code;
-        if (code === 'ENOENT') break;
-        if (code === 'EBUSY' && Date.now() < deadline) {
-          await sleep(10);
-          continue;
-        }
-        first ??= error;
-        break;
-      }
-    }
+    await removeCgroupDir(dir, 10_000).catch((error: unknown) => {
+      first ??= error;
+    });
   }
   if (first !== undefined) throw first;
 }
