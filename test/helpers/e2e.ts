@@ -13,6 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { pino } from 'pino';
+import { stringify } from 'yaml';
 import { INSTANCE_LABEL } from '../../crds/labels.ts';
 import { HOSTS, INSTANCES, REPLICAS } from '../../crds/resources.ts';
 import type { Host, Instance, Replica } from '../../crds/types.ts';
@@ -288,4 +289,35 @@ async function stopGracefully(child: ChildProcess, exited: Promise<unknown>, wha
 /** Whether a process is alive (and not a zombie). */
 export function alive(pid: number): boolean {
   return liveStartTime(pid) !== undefined;
+}
+
+/**
+ * An Instance as YAML for `kubectl apply -f -`: `replicas` copies of one process `main` running
+ * `command`, without namespaces (so tests see the processes' pids), labelled `app: <name>`.
+ */
+export function instanceYaml(
+  name: string,
+  replicas: number,
+  command: string[],
+  opts: {
+    env?: { name: string; value: string }[];
+    template?: Partial<Instance['spec']['template']>;
+    spec?: Partial<Instance['spec']>;
+  } = {},
+): string {
+  return stringify({
+    apiVersion: 'orrery.dev/v1alpha1',
+    kind: 'Instance',
+    metadata: { name },
+    spec: {
+      replicas,
+      template: {
+        metadata: { labels: { app: name } },
+        processes: [{ name: 'main', command, ...(opts.env ? { env: opts.env } : {}) }],
+        isolation: { namespaces: [] },
+        ...opts.template,
+      },
+      ...opts.spec,
+    },
+  });
 }

@@ -4,12 +4,11 @@
 // the agents stopped with SIGTERM, not killed, then their cgroups, Host and Lease removed.
 import { existsSync } from 'node:fs';
 import test, { type ExecutionContext } from 'ava';
-import { stringify } from 'yaml';
 import type { Replica } from '../../crds/types.ts';
 import { detectCgroupLayout } from '../../node-runtime/cgroups/index.ts';
 import { parentDirsOf } from '../../node-runtime/cgroups/paths.ts';
 import { kubectl } from '../helpers/cluster.ts';
-import { alive, e2e } from '../helpers/e2e.ts';
+import { alive, e2e, instanceYaml } from '../helpers/e2e.ts';
 import { eventually } from '../helpers/wait.ts';
 
 const exitOf = (child: import('node:child_process').ChildProcess) =>
@@ -38,21 +37,7 @@ test('e2e teardown: Instances gone while operator and agents run, both stopped b
   const operator = env.operatorProcess();
   const operatorExit = exitOf(operator);
   const agentExit = exitOf(host.child);
-  await env.kubectl(
-    ['apply', '-f', '-'],
-    stringify({
-      apiVersion: 'orrery.dev/v1alpha1',
-      kind: 'Instance',
-      metadata: { name: 'web' },
-      spec: {
-        replicas: 2,
-        template: {
-          processes: [{ name: 'main', command: ['sleep', 'infinity'] }],
-          isolation: { namespaces: [] },
-        },
-      },
-    }),
-  );
+  await env.kubectl(['apply', '-f', '-'], instanceYaml('web', 2, ['sleep', 'infinity']));
   const running = await eventually(
     '2 replicas Running',
     async () => {

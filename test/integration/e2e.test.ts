@@ -6,7 +6,7 @@ import test from 'ava';
 import { stringify } from 'yaml';
 import type { Instance, Replica } from '../../crds/types.ts';
 import { CgroupManager, detectCgroupLayout } from '../../node-runtime/cgroups/index.ts';
-import { alive, e2e } from '../helpers/e2e.ts';
+import { alive, e2e, instanceYaml } from '../helpers/e2e.ts';
 import { eventually } from '../helpers/wait.ts';
 
 const examples = join(import.meta.dirname, '..', '..', 'examples');
@@ -27,20 +27,7 @@ function sleeper(
   extra: Partial<Instance['spec']> = {},
   env: { name: string; value: string }[] = [],
 ) {
-  return stringify({
-    apiVersion: 'orrery.dev/v1alpha1',
-    kind: 'Instance',
-    metadata: { name },
-    spec: {
-      replicas,
-      template: {
-        metadata: { labels: { app: name } },
-        processes: [{ name: 'main', command: ['sleep', 'infinity'], env }],
-        isolation: { namespaces: [] },
-      },
-      ...extra,
-    },
-  });
+  return instanceYaml(name, replicas, ['sleep', 'infinity'], { env, spec: extra });
 }
 
 const allRunning = (n: number) => (items: Replica[]) =>
@@ -269,27 +256,11 @@ test('a Service gets a loopback virtual IP and endpoint counts', async (t) => {
   // A workload started after the Service gets kubelet's variables for it.
   await env.kubectl(
     ['apply', '-f', '-'],
-    stringify({
-      apiVersion: 'orrery.dev/v1alpha1',
-      kind: 'Instance',
-      metadata: { name: 'client' },
-      spec: {
-        replicas: 1,
-        template: {
-          processes: [
-            {
-              name: 'main',
-              command: [
-                'sh',
-                '-c',
-                'echo "$WEB_SERVICE_HOST $WEB_SERVICE_PORT $WEB_SERVICE_PORT_HTTP"; exec sleep infinity',
-              ],
-            },
-          ],
-          isolation: { namespaces: [] },
-        },
-      },
-    }),
+    instanceYaml('client', 1, [
+      'sh',
+      '-c',
+      'echo "$WEB_SERVICE_HOST $WEB_SERVICE_PORT $WEB_SERVICE_PORT_HTTP"; exec sleep infinity',
+    ]),
   );
   const [client] = await eventually('client-0 Running', async () =>
     allRunning(1)(await env.replicasOf('client')),

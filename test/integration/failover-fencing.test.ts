@@ -18,12 +18,11 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { stringify } from 'yaml';
 import { HOSTS } from '../../crds/resources.ts';
 import type { Host, Replica } from '../../crds/types.ts';
 import { resourceClient, typed } from '../../kube/index.ts';
 import { removeCgroupDir } from '../../node-runtime/cgroups/index.ts';
-import { e2e } from '../helpers/e2e.ts';
+import { e2e, instanceYaml } from '../helpers/e2e.ts';
 import { host as machine } from '../helpers/features.ts';
 import { orreryCluster } from '../helpers/orrery.ts';
 import { type Partition, partitionable } from '../helpers/partition.ts';
@@ -59,28 +58,16 @@ test('a partitioned host kills its copy before the replacement starts elsewhere,
   const journal = join(dir, 'journal');
   await env.kubectl(
     ['apply', '-f', '-'],
-    stringify({
-      apiVersion: 'orrery.dev/v1alpha1',
-      kind: 'Instance',
-      metadata: { name: 'db' },
-      spec: {
-        replicas: 1,
-        template: {
-          processes: [
-            {
-              name: 'main',
-              command: [
-                'sh',
-                '-c',
-                `exec flock -n -E 42 ${lock} sh -c 'echo "locked $(date +%s%N) $$" >> ${journal}; exec sleep infinity' || { echo "denied $(date +%s%N)" >> ${journal}; exit 42; }`,
-              ],
-            },
-          ],
-          isolation: { namespaces: [] },
-          terminationGracePeriodSeconds: 1,
-        },
-      },
-    }),
+    instanceYaml(
+      'db',
+      1,
+      [
+        'sh',
+        '-c',
+        `exec flock -n -E 42 ${lock} sh -c 'echo "locked $(date +%s%N) $$" >> ${journal}; exec sleep infinity' || { echo "denied $(date +%s%N)" >> ${journal}; exit 42; }`,
+      ],
+      { template: { terminationGracePeriodSeconds: 1 } },
+    ),
   );
   const running = async (notOn?: string) => {
     const [r] = await env.replicasOf('db');
