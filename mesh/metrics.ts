@@ -1,0 +1,324 @@
+/**
+ * The proxy's Prometheus metrics per Service port and endpoint (docs/DESIGN.md §6.1), and the
+ * HTTP server of /metrics, /healthz and /readyz. The connection path only adds to plain numbers
+ * in the stats objects below (no label hashing per chunk of bytes); the metrics read them when
+ * scraped. A registry of its own, so that two proxies in one process (tests) do not collide.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
+
+/** Counts of one endpoint of one Service port; the proxy adds to them as connections go. */
+export interface EndpointStats {
+  readonly labels: EndpointLabels;
+  /** Upstream connections made. */
+  connections: number;
+  active: number;
+  connectFailures: number;
+  ejections: number;
+  /** From clients, forwarded to the endpoint. */
+  bytesIn: number;
+  /** From the endpoint, forwarded to clients. */
+  bytesOut: number;
+}
+
+/** Counts of one Service port. */
+export interface PortStats {
+  readonly labels: PortLabels;
+  /** Client connections accepted. */
+  accepted: number;
+  active: number;
+  /** Closed at once: no ready endpoint at all. */
+  noEndpoint: number;
+  /** Closed at once: every try to connect failed. */
+  connectFailed: number;
+  /** Extra connect tries after a failure. */
+  retries: number;
+  /** Closed because nothing went through for the idle timeout. */
+  idleTimeouts: number;
+  /** Closed at once: the Service's maxConnections was reached. */
+  overflows: number;
+}
+
+export interface PortLabels {
+  namespace: string;
+  service: string;
+  port: string;
+}
+
+export interface EndpointLabels extends PortLabels {
+  /** The replica. */
+  endpoint: string;
+  /** Its address:port. */
+  address: string;
+}
+
+/** What the proxy shows of a Service port right now (gauges, /healthz, tests). */
+export interface PortView {
+  labels: PortLabels;
+  listening: boolean;
+  ready: number;
+  /** Endpoint ids ejected by outlier detection now. */
+  ejected: string[];
+  panic: boolean;
+}
+
+export class ProxyMetrics {
+  readonly registry = new Registry();
+  readonly #ports = new Map<string, PortStats>();
+  readonly #endpoints = new Map<string, EndpointStats>();
+
+  /** `views` gives the current state of every Service port served, for the gauges. */
+  constructor(views: () => PortView[]) {
+    collectDefaultMetrics({ register: this.registry, prefix: 'orrery_proxy_' });
+    const registers = [this.registry];
+    const portNames = ['namespace', 'service', 'port'] as const;
+    const endpointNames = [...portNames, 'endpoint', 'address'] as const;
+    const ports = () => this.#ports.values();
+    const endpoints = () => this.#endpoints.values();
+    const counter = <S extends { labels: object }>(
+      name: string,
+      help: string,
+      labelNames: readonly string[],
+      rows: () => Iterable<S>,
+      value: (s: S) => number,
+    ) =>
+      new Counter({
+        name,
+        help,
+        labelNames,
+        registers,
+        collect() {
+          this.reset();
+          for (const s of rows()) this.inc(s.labels as Record<string, string>, value(s));
+        },
+      });
+    counter(
+      'orrery_proxy_downstream_connections_total',
+      'Client connections accepted on a Service port',
+      portNames,
+      ports,
+      (s) => s.accepted,
+    );
+    new Gauge({
+      name: 'orrery_proxy_downstream_active_connections',
+      help: 'Client connections open on a Service port',
+      labelNames: portNames,
+      registers,
+      collect() {
+        this.reset();
+        for (const s of ports()) this.set({ ...s.labels }, s.active);
+      },
+    });
+    new Counter({
+      name: 'orrery_proxy_no_endpoint_closes_total',
+      help: 'Client connections closed at once for want of an endpoint: none ready (reason no-endpoint) or every connect try failed (connect-failed)',
+      labelNames: [...portNames, 'reason'],
+      registers,
+      collect() {
+        this.reset();
+        for (const s of ports()) {
+          this.inc({ ...s.labels, reason: 'no-endpoint' }, s.noEndpoint);
+          this.inc({ ...s.labels, reason: 'connect-failed' }, s.connectFailed);
+        }
+      },
+    });
+    counter(
+      'orrery_proxy_connect_retries_total',
+      'Connect tries after a failed one, on another endpoint (retries.attempts, retryOn connect-failure)',
+      portNames,
+      ports,
+      (s) => s.retries,
+    );
+    counter(
+      'orrery_proxy_idle_timeouts_total',
+      'Connections closed because no byte went either way for the idle timeout',
+      portNames,
+      ports,
+      (s) => s.idleTimeouts,
+    );
+    new Counter({
+      name: 'orrery_proxy_overflows_total',
+      help: 'Client connections closed at once because a circuit-breaker limit of the Service was reached (limit: connections)',
+      labelNames: [...portNames, 'limit'],
+      registers,
+      collect() {
+        this.reset();
+        for (const s of ports()) this.inc({ ...s.labels, limit: 'connections' }, s.overflows);
+      },
+    });
+    counter(
+      'orrery_proxy_upstream_connections_total',
+      'Connections made to an endpoint',
+      endpointNames,
+      endpoints,
+      (s) => s.connections,
+    );
+    new Gauge({
+      name: 'orrery_proxy_upstream_active_connections',
+      help: 'Connections open to an endpoint',
+      labelNames: endpointNames,
+      registers,
+      collect() {
+        this.reset();
+        for (const s of endpoints()) this.set({ ...s.labels }, s.active);
+      },
+    });
+    counter(
+      'orrery_proxy_upstream_connect_failures_total',
+      'Failed connects to an endpoint (refused, reset, timed out)',
+      endpointNames,
+      endpoints,
+      (s) => s.connectFailures,
+    );
+    counter(
+      'orrery_proxy_ejections_total',
+      'Times outlier detection ejected an endpoint',
+      endpointNames,
+      endpoints,
+      (s) => s.ejections,
+    );
+    counter(
+      'orrery_proxy_received_bytes_total',
+      'Bytes received from clients and forwarded to an endpoint',
+      endpointNames,
+      endpoints,
+      (s) => s.bytesIn,
+    );
+    counter(
+      'orrery_proxy_sent_bytes_total',
+      'Bytes received from an endpoint and forwarded to clients',
+      endpointNames,
+      endpoints,
+      (s) => s.bytesOut,
+    );
+    new Gauge({
+      name: 'orrery_proxy_ready_endpoints',
+      help: 'Ready endpoints of a Service port',
+      labelNames: portNames,
+      registers,
+      collect() {
+        this.reset();
+        for (const v of views()) this.set({ ...v.labels }, v.ready);
+      },
+    });
+    new Gauge({
+      name: 'orrery_proxy_ejected_endpoints',
+      help: 'Endpoints of a Service port ejected by outlier detection now',
+      labelNames: portNames,
+      registers,
+      collect() {
+        this.reset();
+        for (const v of views()) this.set({ ...v.labels }, v.ejected.length);
+      },
+    });
+    new Gauge({
+      name: 'orrery_proxy_panic',
+      help: '1 while fewer than half of the ready endpoints of a Service port are in (balancing over all of them)',
+      labelNames: portNames,
+      registers,
+      collect() {
+        this.reset();
+        for (const v of views()) this.set({ ...v.labels }, v.panic ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'orrery_proxy_listeners',
+      help: 'Service ports bound at virtual IP:port',
+      registers,
+      collect() {
+        this.set(views().filter((v) => v.listening).length);
+      },
+    });
+  }
+
+  /** The counts of a Service port (made on first use). */
+  port(labels: PortLabels): PortStats {
+    const key = `${labels.namespace}/${labels.service}/${labels.port}`;
+    let s = this.#ports.get(key);
+    if (!s) {
+      s = {
+        labels,
+        accepted: 0,
+        active: 0,
+        noEndpoint: 0,
+        connectFailed: 0,
+        retries: 0,
+        idleTimeouts: 0,
+        overflows: 0,
+      };
+      this.#ports.set(key, s);
+    }
+    return s;
+  }
+
+  /** The counts of an endpoint of a Service port (made on first use). */
+  endpoint(port: PortLabels, endpoint: string, address: string): EndpointStats {
+    const key = `${port.namespace}/${port.service}/${port.port}/${endpoint}@${address}`;
+    let s = this.#endpoints.get(key);
+    if (!s) {
+      s = {
+        labels: { ...port, endpoint, address },
+        connections: 0,
+        active: 0,
+        connectFailures: 0,
+        ejections: 0,
+        bytesIn: 0,
+        bytesOut: 0,
+      };
+      this.#endpoints.set(key, s);
+    }
+    return s;
+  }
+
+  /**
+   * Drops the series of a Service port's endpoints that are gone and have no connection open
+   * (all of its endpoints, and the port's own, when `keep` is undefined and nothing is open), so
+   * that churn does not grow the registry without bound.
+   */
+  prune(port: PortLabels, keep?: ReadonlySet<string>): void {
+    const prefix = `${port.namespace}/${port.service}/${port.port}/`;
+    for (const [key, s] of this.#endpoints) {
+      if (!key.startsWith(prefix) || s.active > 0) continue;
+      if (!keep?.has(`${s.labels.endpoint}@${s.labels.address}`)) this.#endpoints.delete(key);
+    }
+    const own = this.#ports.get(prefix.slice(0, -1));
+    if (!keep && own && own.active === 0) this.#ports.delete(prefix.slice(0, -1));
+  }
+}
+
+/** Serves /metrics, /healthz (the proxy's facts, always 200) and /readyz (200 once synced, else 503). */
+export async function serveMetrics(
+  metrics: ProxyMetrics,
+  listen: { host: string; port: number },
+  health: () => { synced: boolean } & Record<string, unknown>,
+): Promise<{ server: Server; url: string }> {
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/healthz') {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(`${JSON.stringify(health())}\n`);
+    } else if (path === '/readyz') {
+      const ok = health().synced;
+      res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ok\n' : 'not synced\n');
+    } else if (path === '/metrics') {
+      metrics.registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+        (error: unknown) => res.writeHead(500).end(String(error)),
+      );
+    } else {
+      res
+        .writeHead(404, { 'content-type': 'text/plain' })
+        .end('not found: try /metrics, /healthz or /readyz\n');
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(listen.port, listen.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address() as AddressInfo;
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  return { server, url: `http://${host}:${address.port}` };
+}
