@@ -4,6 +4,7 @@ import { version } from '../platform/package.ts';
 import { wholeNumberFlag } from './flags.ts';
 import { logsCommand } from './logs.ts';
 import { operatorCommand } from './operator.ts';
+import { proxyCommand } from './proxy.ts';
 import { runtimeCommand } from './runtime.ts';
 
 const program = new Command()
@@ -36,6 +37,7 @@ program
 
 program.addCommand(operatorCommand());
 program.addCommand(runtimeCommand());
+program.addCommand(proxyCommand());
 program.addCommand(logsCommand());
 
 program

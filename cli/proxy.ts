@@ -1,0 +1,84 @@
+// `orrery proxy`: the per-host mesh proxy (docs/DESIGN.md §6.1) for the `tcp` ports of Services.
+// Its own process, beside `orrery runtime`: restarting one leaves the other's connections and
+// workloads alone. SIGINT/SIGTERM stop accepting at once and let open connections finish for up
+// to --drain-timeout; then it exits 0. The mesh's modules load in the action, so `--help` does
+// not pay for them.
+import { Command, Option } from 'commander';
+import { parseListen } from '../node-runtime/agent/options.ts';
+import { durationFlag, listenFlag } from './flags.ts';
+import { untilSignal } from './signals.ts';
+
+interface ProxyFlags {
+  kubeconfig?: string;
+  namespace?: string;
+  metricsListen: string;
+  idleTimeout: number;
+  connectTimeout: number;
+  drainTimeout: number;
+}
+
+export function proxyCommand(): Command {
+  return new Command('proxy')
+    .description(
+      "run this host's mesh proxy: serve every tcp port of every Service at its virtualIP:port on loopback, balancing connections over the ready endpoints with the Service's policy, connect retries, outlier ejection and maxConnections (http ports are not served yet)",
+    )
+    .option('--kubeconfig <path>', 'kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)')
+    .option('--namespace <ns>', 'serve only the Services of this namespace (default: all)')
+    .addOption(
+      new Option(
+        '--metrics-listen <host:port>',
+        'address of /metrics, /healthz and /readyz (port 0 picks a free one)',
+      )
+        .argParser(listenFlag('--metrics-listen'))
+        .default('127.0.0.1:0'),
+    )
+    .addOption(
+      new Option(
+        '--idle-timeout <duration>',
+        'close a connection when no byte went either way for this long (0: never)',
+      )
+        .argParser(durationFlag('--idle-timeout'))
+        .default(3_600_000, '60m'),
+    )
+    .addOption(
+      new Option(
+        '--connect-timeout <duration>',
+        "give up a connect to an endpoint after this long and try another (a Service's retries.perTryTimeoutMs overrides it)",
+      )
+        .argParser(durationFlag('--connect-timeout'))
+        .default(5_000, '5s'),
+    )
+    .addOption(
+      new Option(
+        '--drain-timeout <duration>',
+        'how long open connections may go on after their Service is deleted or the proxy is stopped',
+      )
+        .argParser(durationFlag('--drain-timeout'))
+        .default(10_000, '10s'),
+    )
+    .action(async (flags: ProxyFlags, command: Command) => {
+      if (flags.connectTimeout <= 0) command.error('error: --connect-timeout must be above 0');
+      const metricsListen = parseListen(flags.metricsListen, '--metrics-listen');
+      const [{ newLogger }, { loadKubeConfig }, { startProxy }] = await Promise.all([
+        import('../platform/log.ts'),
+        import('../kube/index.ts'),
+        import('../mesh/proxy.ts'),
+      ]);
+      const log = newLogger('orrery-proxy');
+      // Listening before the metrics line is logged: whoever reads it may signal at once.
+      const stopRequested = untilSignal();
+      const proxy = await startProxy({
+        kubeConfig: loadKubeConfig(flags.kubeconfig !== undefined ? { kubeconfig: flags.kubeconfig } : {}),
+        namespace: flags.namespace,
+        metricsListen,
+        idleTimeoutMs: flags.idleTimeout,
+        connectTimeoutMs: flags.connectTimeout,
+        drainTimeoutMs: flags.drainTimeout,
+        log,
+      });
+      const cause = await stopRequested;
+      log.info({ cause, drainTimeoutMs: flags.drainTimeout }, 'stopping: no new connections, draining');
+      await proxy.stop();
+      log.info('stopped');
+    });
+}
