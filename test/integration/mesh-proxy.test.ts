@@ -1,0 +1,609 @@
+// The mesh proxy's tcp side (mesh/proxy.ts, `orrery proxy`) against the real API server, with
+// real sockets on loopback. No operator runs: each test writes a Service, its virtual IP (through
+// the status subresource, a random 127.77.200.x) and an EndpointSlice labelled as the operator
+// labels them, pointing at small TCP servers of its own on 127.0.0.1 that greet with their name,
+// answer `echo <line>` per line and, at the client's FIN, `bye <name> <bytes received>` before
+// their own FIN. Each test runs its own proxy on its own namespace, and cleans up its servers,
+// proxy, Service and slice in teardown, pass or fail.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomInt } from 'node:crypto';
+import net from 'node:net';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import test, { type ExecutionContext } from 'ava';
+import { pino } from 'pino';
+import { ENDPOINT_SLICE_MANAGER, MANAGED_BY_LABEL, SERVICE_NAME_LABEL } from '../../crds/labels.ts';
+import { ENDPOINT_SLICES, SERVICES } from '../../crds/resources.ts';
+import type { EndpointSlice, Service, ServiceEndpoint } from '../../crds/types.ts';
+import {
+  type DeepPartial,
+  isNotFound,
+  KubeApi,
+  type KubeConfig,
+  loadKubeConfig,
+  resourceClient,
+} from '../../kube/index.ts';
+import { type MeshProxy, type ProxyOptions, startProxy } from '../../mesh/proxy.ts';
+import { freshNamespace } from '../helpers/cluster.ts';
+import { orreryCluster } from '../helpers/orrery.ts';
+import { eventually } from '../helpers/wait.ts';
+import { within } from './fixtures/up-process.ts';
+
+const log = pino({ level: process.env.ORRERY_TEST_LOG ?? 'silent' });
+const orrery = path.join(import.meta.dirname, '..', '..', 'bin', 'orrery.js');
+
+// Virtual IPs: consecutive addresses from a random start in 127.77.200.0/24, one per test, so
+// that tests running at once in this file never share one and other runs are unlikely to.
+const vipBase = randomInt(1, 200);
+let vipCount = 0;
+function nextVip(): string {
+  const n = vipBase + vipCount++;
+  if (n > 254) throw new Error('out of test virtual IPs');
+  return `127.77.200.${n}`;
+}
+
+// --- backends -------------------------------------------------------------------------------
+
+interface Backend {
+  name: string;
+  port: number;
+  /** Connections it accepted. */
+  accepted: number;
+  /** Closes the listener and every connection: connects to its port are refused from then on. */
+  kill(): Promise<void>;
+}
+
+async function backend(t: ExecutionContext, name: string): Promise<Backend> {
+  const sockets = new Set<net.Socket>();
+  const b: Backend = { name, port: 0, accepted: 0, kill };
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    b.accepted++;
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => {});
+    socket.setEncoding('utf8');
+    socket.write(`hello ${name}\n`);
+    let received = 0;
+    let pending = '';
+    socket.on('data', (chunk: string) => {
+      received += Buffer.byteLength(chunk);
+      pending += chunk;
+      let nl = pending.indexOf('\n');
+      while (nl >= 0) {
+        socket.write(`echo ${pending.slice(0, nl)}\n`);
+        pending = pending.slice(nl + 1);
+        nl = pending.indexOf('\n');
+      }
+    });
+    // The client's FIN: answer, then our own FIN.
+    socket.on('end', () => socket.end(`bye ${name} ${received}\n`));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  b.port = (server.address() as net.AddressInfo).port;
+  let killed: Promise<void> | undefined;
+  function kill(): Promise<void> {
+    killed ??= new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      for (const s of sockets) s.destroy();
+    });
+    return killed;
+  }
+  t.teardown(kill);
+  return b;
+}
+
+function endpointOf(b: Backend, ready = true): ServiceEndpoint {
+  return {
+    replica: b.name,
+    host: 'test-host',
+    address: '127.0.0.1',
+    ports: [{ name: 'main', port: b.port }],
+    ready,
+    serving: ready,
+    terminating: false,
+  };
+}
+
+// --- clients --------------------------------------------------------------------------------
+
+interface Peer {
+  socket: net.Socket;
+  /** Everything received so far. */
+  text(): string;
+  /** Resolves with the error code the socket closed with (undefined: a clean close). */
+  closed: Promise<string | undefined>;
+  /** Resolves when the other side's FIN came (or the socket closed): the socket is half-open. */
+  ended: Promise<void>;
+  /** Line i (from 0), once it is in; rejects when the socket closes first or after timeoutMs. */
+  line(i: number, timeoutMs?: number): Promise<string>;
+}
+
+function dial(t: ExecutionContext, address: string, port: number): Peer {
+  const socket = net.connect({ host: address, port, allowHalfOpen: true });
+  socket.setEncoding('utf8');
+  let text = '';
+  let isClosed = false;
+  const waiters = new Set<() => void>();
+  const wake = () => {
+    for (const w of [...waiters]) w();
+  };
+  socket.on('data', (chunk: string) => {
+    text += chunk;
+    wake();
+  });
+  const closed = new Promise<string | undefined>((resolve) => {
+    let code: string | undefined;
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      code = err.code ?? err.message;
+    });
+    socket.on('close', () => {
+      isClosed = true;
+      resolve(code);
+      wake();
+    });
+  });
+  const ended = new Promise<void>((resolve) => {
+    socket.once('end', resolve);
+    void closed.then(() => resolve());
+  });
+  t.teardown(() => {
+    socket.destroy();
+  });
+  return {
+    socket,
+    text: () => text,
+    closed,
+    ended,
+    line(i, timeoutMs = 5000) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(
+          () => finish(new Error(`no line ${i} in ${timeoutMs} ms: ${JSON.stringify(text)}`)),
+          timeoutMs,
+        );
+        function finish(result: string | Error) {
+          clearTimeout(timer);
+          waiters.delete(check);
+          if (typeof result === 'string') resolve(result);
+          else reject(result);
+        }
+        function check() {
+          const lines = text.split('\n');
+          if (lines.length > i + 1) finish(lines[i] as string);
+          else if (isClosed) finish(new Error(`closed before line ${i}: ${JSON.stringify(text)}`));
+        }
+        waiters.add(check);
+        check();
+      });
+    },
+  };
+}
+
+/** Connects, reads the greeting, closes: the name of the backend that answered. */
+async function whoAnswers(t: ExecutionContext, address: string, port: number): Promise<string> {
+  const peer = dial(t, address, port);
+  const greeting = await peer.line(0);
+  peer.socket.destroy();
+  await peer.closed;
+  return greeting.replace(/^hello /, '');
+}
+
+function counts(names: readonly string[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const n of names) out[n] = (out[n] ?? 0) + 1;
+  return out;
+}
+
+// --- metrics --------------------------------------------------------------------------------
+
+async function scrape(proxy: { metricsUrl: string }): Promise<string> {
+  const res = await fetch(`${proxy.metricsUrl}/metrics`);
+  return res.text();
+}
+
+/** The value of the sample of `name` whose labels include `labels`; undefined when there is none. */
+function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][\w:]*)\{(.*)\} (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const have = Object.fromEntries(
+      [...(m[2] as string).matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1], x[2]]),
+    );
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[3]);
+  }
+  return undefined;
+}
+
+// --- harness --------------------------------------------------------------------------------
+
+interface Setup {
+  ns: string;
+  kubeConfig: KubeConfig;
+  kubeconfigPath: string;
+  vip: string;
+  port: number;
+  backends: Backend[];
+  services: ReturnType<typeof resourceClient<Service>>;
+  slices: ReturnType<typeof resourceClient<EndpointSlice>>;
+  /** Replaces the endpoints of the Service's one slice. */
+  setEndpoints(endpoints: ServiceEndpoint[]): Promise<void>;
+  /** Starts a proxy on the test's namespace (stopped in teardown) and waits until it serves the port with `ready` endpoints. */
+  proxy(extra?: Partial<ProxyOptions>, ready?: number): Promise<MeshProxy>;
+}
+
+async function setup(
+  t: ExecutionContext,
+  opts: {
+    backends?: number;
+    spec?: DeepPartial<Service['spec']>;
+    endpoints?: (b: Backend[]) => ServiceEndpoint[];
+  } = {},
+): Promise<Setup> {
+  const { kubeconfig } = await orreryCluster();
+  const ns = await freshNamespace(t);
+  const kubeConfig = loadKubeConfig({ kubeconfig });
+  const api = await KubeApi.fromKubeConfig(kubeConfig);
+  t.teardown(() => api.close());
+  const services = resourceClient(api, SERVICES, 'orrery-test');
+  const slices = resourceClient(api, ENDPOINT_SLICES, 'orrery-test');
+  const backends = await Promise.all(
+    ['a', 'b', 'c'].slice(0, opts.backends ?? 3).map((n) => backend(t, `${n}-${ns.slice(-6)}`)),
+  );
+  const vip = nextVip();
+  const port = randomInt(10_000, 20_000);
+
+  const created = await services.create(
+    {
+      metadata: { name: 'echo', namespace: ns },
+      spec: {
+        selector: { app: 'echo' },
+        ports: [{ name: 'main', port, targetPort: 'main', protocol: 'tcp' }],
+        ...opts.spec,
+      },
+    },
+    { namespace: ns },
+  );
+  t.teardown(() => services.delete('echo', { namespace: ns }).catch(ignoreNotFound));
+  await services.patchStatus('echo', { virtualIP: vip }, { namespace: ns });
+  const endpoints = opts.endpoints ? opts.endpoints(backends) : backends.map((b) => endpointOf(b));
+  await slices.create(
+    {
+      metadata: {
+        name: 'echo-0',
+        namespace: ns,
+        labels: { [SERVICE_NAME_LABEL]: 'echo', [MANAGED_BY_LABEL]: ENDPOINT_SLICE_MANAGER },
+        ownerReferences: [
+          {
+            apiVersion: 'orrery.dev/v1alpha1',
+            kind: 'Service',
+            name: 'echo',
+            uid: created.metadata.uid as string,
+            controller: true,
+          },
+        ],
+      },
+      service: 'echo',
+      count: endpoints.length,
+      ready: endpoints.filter((e) => e.ready).length,
+      endpoints,
+    },
+    { namespace: ns },
+  );
+  t.teardown(() => slices.delete('echo-0', { namespace: ns }).catch(ignoreNotFound));
+
+  return {
+    ns,
+    kubeConfig,
+    kubeconfigPath: kubeconfig,
+    vip,
+    port,
+    backends,
+    services,
+    slices,
+    async setEndpoints(next) {
+      const current = await slices.get('echo-0', { namespace: ns });
+      await slices.replace({
+        ...current,
+        count: next.length,
+        ready: next.filter((e) => e.ready).length,
+        endpoints: next,
+      });
+    },
+    async proxy(extra = {}, ready = endpoints.filter((e) => e.ready).length) {
+      const proxy = await startProxy({ kubeConfig, namespace: ns, log, ...extra });
+      t.teardown(() => proxy.stop({ drainTimeoutMs: 0 }));
+      await proxy.ready;
+      await eventually(`the proxy serving ${vip}:${port} with ${ready} ready endpoints`, () =>
+        proxy.ports().find((p) => p.listening && p.ready === ready),
+      );
+      return proxy;
+    },
+  };
+}
+
+function ignoreNotFound(err: unknown): void {
+  if (!isNotFound(err)) throw err;
+}
+
+const labelsOf = (s: Setup, endpoint?: Backend) => ({
+  namespace: s.ns,
+  service: 'echo',
+  port: 'main',
+  ...(endpoint ? { endpoint: endpoint.name } : {}),
+});
+
+// --- tests ----------------------------------------------------------------------------------
+
+test('round-robin: 30 connections to the virtual IP go to the three backends in exact rotation', async (t) => {
+  const s = await setup(t);
+  const proxy = await s.proxy();
+  const names: string[] = [];
+  for (let i = 0; i < 30; i++) names.push(await whoAnswers(t, s.vip, s.port));
+  t.deepEqual(new Set(names.slice(0, 3)), new Set(s.backends.map((b) => b.name)), names.join(' '));
+  for (let i = 3; i < 30; i++) t.is(names[i], names[i % 3], `connection ${i}: ${names.join(' ')}`);
+  const text = await scrape(proxy);
+  for (const b of s.backends) {
+    t.is(sample(text, 'orrery_proxy_upstream_connections_total', labelsOf(s, b)), 10, b.name);
+  }
+  t.is(sample(text, 'orrery_proxy_downstream_connections_total', labelsOf(s)), 30);
+});
+
+test('random: 300 connections spread over three backends within statistical bounds', async (t) => {
+  const s = await setup(t, { spec: { loadBalancer: { policy: 'random' } } });
+  await s.proxy();
+  const names: string[] = [];
+  for (let i = 0; i < 300; i++) names.push(await whoAnswers(t, s.vip, s.port));
+  const c = counts(names);
+  // Expected 100 each, standard deviation about 8.2: 60..140 is almost 5 of them.
+  for (const b of s.backends) {
+    t.true((c[b.name] ?? 0) >= 60 && (c[b.name] ?? 0) <= 140, JSON.stringify(c));
+  }
+});
+
+test('least-request: 30 connections held open spread evenly (power of two choices on active connections)', async (t) => {
+  const s = await setup(t, { spec: { loadBalancer: { policy: 'least-request' } } });
+  await s.proxy();
+  const names: string[] = [];
+  for (let i = 0; i < 30; i++) {
+    const peer = dial(t, s.vip, s.port);
+    names.push((await peer.line(0)).replace(/^hello /, ''));
+  }
+  const c = counts(names);
+  // The busier of a pair is never picked unless tied: counts stay close to 10 each (none off by
+  // more than 4 in a million simulated runs; uniform picks would be, in about one run in 5).
+  for (const b of s.backends) {
+    t.true((c[b.name] ?? 0) >= 6 && (c[b.name] ?? 0) <= 14, JSON.stringify(c));
+  }
+});
+
+test('a killed backend: its connects fail, each is retried on another endpoint, and it is ejected', async (t) => {
+  const s = await setup(t, {
+    spec: { outlierDetection: { consecutiveErrors: 2, baseEjectionSeconds: 30, intervalSeconds: 1 } },
+  });
+  const proxy = await s.proxy();
+  const [a, b, c] = s.backends as [Backend, Backend, Backend];
+  await b.kill();
+  const names: string[] = [];
+  const failures: string[] = [];
+  for (let i = 0; i < 30; i++) {
+    try {
+      names.push(await whoAnswers(t, s.vip, s.port));
+    } catch (err) {
+      failures.push((err as Error).message);
+    }
+  }
+  t.deepEqual(failures, [], 'no connection failed for the client');
+  t.deepEqual(new Set(names), new Set([a.name, c.name]), names.join(' '));
+  const text = await scrape(proxy);
+  t.is(sample(text, 'orrery_proxy_upstream_connect_failures_total', labelsOf(s, b)), 2);
+  t.is(sample(text, 'orrery_proxy_ejections_total', labelsOf(s, b)), 1);
+  t.is(sample(text, 'orrery_proxy_connect_retries_total', labelsOf(s)), 2);
+  t.is(sample(text, 'orrery_proxy_ejected_endpoints', labelsOf(s)), 1);
+  const toA = sample(text, 'orrery_proxy_upstream_connections_total', labelsOf(s, a)) ?? 0;
+  const toC = sample(text, 'orrery_proxy_upstream_connections_total', labelsOf(s, c)) ?? 0;
+  t.is(toA + toC, 30);
+  t.true(toA >= 12 && toC >= 12, `a ${toA}, c ${toC}`);
+  const port = proxy.ports()[0];
+  t.is(port?.ejected.length, 1);
+  t.true(port?.ejected[0]?.startsWith(`${b.name}@`));
+});
+
+test('an endpoint marked not ready gets no new connections; its open one goes on', async (t) => {
+  const s = await setup(t);
+  const proxy = await s.proxy();
+  const [a, b, c] = s.backends as [Backend, Backend, Backend];
+  const held = await Promise.all([0, 1, 2].map(async () => dial(t, s.vip, s.port)));
+  const greetings = [];
+  for (const p of held) greetings.push(await p.line(0));
+  const toC = held[greetings.indexOf(`hello ${c.name}`)];
+  t.truthy(toC, greetings.join(', '));
+
+  await s.setEndpoints([endpointOf(a), endpointOf(b), endpointOf(c, false)]);
+  await eventually('the proxy to see 2 ready endpoints', () => proxy.ports()[0]?.ready === 2);
+  const names: string[] = [];
+  for (let i = 0; i < 30; i++) names.push(await whoAnswers(t, s.vip, s.port));
+  t.false(names.includes(c.name), names.join(' '));
+  t.deepEqual(counts(names), { [a.name]: 15, [b.name]: 15 });
+
+  toC?.socket.write('still there\n');
+  t.is(await toC?.line(1), 'echo still there');
+});
+
+test('half-close: the client ends its side, the backend still answers, the client reads it all', async (t) => {
+  const s = await setup(t, { backends: 1 });
+  await s.proxy();
+  const peer = dial(t, s.vip, s.port);
+  const greeting = await peer.line(0);
+  peer.socket.end('ping\n'); // our FIN goes out after the line
+  const name = greeting.replace(/^hello /, '');
+  t.is(await peer.line(1), 'echo ping');
+  // `bye` is written only once the backend saw our FIN: it came through the proxy.
+  t.is(await peer.line(2), `bye ${name} 5`);
+  t.is(await peer.closed, undefined, 'then its FIN, a clean close');
+  t.is(peer.text(), `hello ${name}\necho ping\nbye ${name} 5\n`);
+});
+
+test('no endpoint: the connection is closed at once, not left hanging', async (t) => {
+  const s = await setup(t, { endpoints: () => [] });
+  const proxy = await s.proxy({}, 0);
+  const started = performance.now();
+  const peer = dial(t, s.vip, s.port);
+  const closedWith = await within(peer.closed, 2000);
+  const ms = performance.now() - started;
+  t.not(closedWith, 'timeout', 'still open after 2 s');
+  t.is(peer.text(), '');
+  t.true(ms < 1000, `closed after ${Math.round(ms)} ms`);
+  const text = await scrape(proxy);
+  t.is(sample(text, 'orrery_proxy_no_endpoint_closes_total', { ...labelsOf(s), reason: 'no-endpoint' }), 1);
+});
+
+test('Service deleted: its listener closes (connects refused) while an open connection drains', async (t) => {
+  const s = await setup(t, { backends: 1 });
+  const proxy = await s.proxy({ drainTimeoutMs: 30_000 });
+  const held = dial(t, s.vip, s.port);
+  await held.line(0);
+  await s.services.delete('echo', { namespace: s.ns });
+  await eventually('the proxy to drop the Service', () => proxy.ports().length === 0);
+  const refused = dial(t, s.vip, s.port);
+  t.is(await refused.closed, 'ECONNREFUSED');
+  held.socket.write('after delete\n');
+  t.is(await held.line(1), 'echo after delete');
+});
+
+test('a new virtual IP or port number: bound again there, the old address refused; http ports not bound', async (t) => {
+  const s = await setup(t, { backends: 1 });
+  const httpPort = s.port + 2;
+  await s.services.mergePatch(
+    'echo',
+    {
+      spec: {
+        ports: [
+          { name: 'main', port: s.port, targetPort: 'main', protocol: 'tcp' },
+          { name: 'web', port: httpPort, targetPort: 'main', protocol: 'http' },
+        ],
+      },
+    },
+    { namespace: s.ns },
+  );
+  const proxy = await s.proxy();
+  const [only] = s.backends as [Backend];
+  t.is(await whoAnswers(t, s.vip, s.port), only.name);
+  t.deepEqual(
+    proxy.ports().map((p) => p.port),
+    ['main'],
+  );
+  t.is(await dial(t, s.vip, httpPort).closed, 'ECONNREFUSED', 'the http port is left to the HTTP proxy');
+
+  const vip = nextVip();
+  await s.services.patchStatus('echo', { virtualIP: vip }, { namespace: s.ns });
+  await eventually('the proxy listening on the new virtual IP', () =>
+    proxy.ports().find((p) => p.listening && p.address === `${vip}:${s.port}`),
+  );
+  t.is(await whoAnswers(t, vip, s.port), only.name);
+  t.is(await dial(t, s.vip, s.port).closed, 'ECONNREFUSED');
+
+  const port = s.port + 1;
+  await s.services.mergePatch(
+    'echo',
+    { spec: { ports: [{ name: 'main', port, targetPort: 'main', protocol: 'tcp' }] } },
+    { namespace: s.ns },
+  );
+  await eventually('the proxy listening on the new port', () =>
+    proxy.ports().find((p) => p.listening && p.address === `${vip}:${port}`),
+  );
+  t.is(await whoAnswers(t, vip, port), only.name);
+  t.is(await dial(t, vip, s.port).closed, 'ECONNREFUSED');
+});
+
+test('circuitBreaker.maxConnections: a connection over the limit is closed at once and counted', async (t) => {
+  const s = await setup(t, { spec: { circuitBreaker: { maxConnections: 2 } } });
+  const proxy = await s.proxy();
+  const first = dial(t, s.vip, s.port);
+  const second = dial(t, s.vip, s.port);
+  await first.line(0);
+  await second.line(0);
+  const third = dial(t, s.vip, s.port);
+  t.is(await third.closed, 'ECONNRESET');
+  t.is(third.text(), '');
+  const text = await scrape(proxy);
+  t.is(sample(text, 'orrery_proxy_overflows_total', { ...labelsOf(s), limit: 'connections' }), 1);
+  // One closed: room for one more.
+  first.socket.destroy();
+  await first.closed;
+  await eventually('the closed connection to be released', async () => {
+    const active = sample(await scrape(proxy), 'orrery_proxy_downstream_active_connections', labelsOf(s));
+    return active === 1;
+  });
+  t.regex(await whoAnswers(t, s.vip, s.port), /^[abc]-/);
+});
+
+test('idle timeout: a connection with no byte either way is closed', async (t) => {
+  const s = await setup(t, { backends: 1 });
+  const proxy = await s.proxy({ idleTimeoutMs: 300 });
+  const peer = dial(t, s.vip, s.port);
+  await peer.line(0);
+  const started = performance.now();
+  await peer.ended; // the proxy's FIN: this socket allows half-open, so it stays open until it ends too
+  const ms = performance.now() - started;
+  t.true(ms >= 250 && ms < 5000, `closed after ${Math.round(ms)} ms`);
+  const text = await scrape(proxy);
+  t.is(sample(text, 'orrery_proxy_idle_timeouts_total', labelsOf(s)), 1);
+});
+
+test('orrery proxy as a process: serves the virtual IP, /healthz, and exits 0 on SIGTERM after draining', async (t) => {
+  const s = await setup(t, { backends: 1 });
+  const child: ChildProcess = spawn(
+    process.execPath,
+    [
+      orrery,
+      'proxy',
+      '--kubeconfig',
+      s.kubeconfigPath,
+      '--namespace',
+      s.ns,
+      '--metrics-listen',
+      '127.0.0.1:0',
+      '--drain-timeout',
+      '500ms',
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ORRERY_LOG_LEVEL: 'info' } },
+  );
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  t.teardown(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+  });
+  const records: { msg?: string; url?: string }[] = [];
+  createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+    try {
+      records.push(JSON.parse(line));
+    } catch {
+      // not a log record
+    }
+  });
+  const url = await eventually(
+    'the metrics URL line',
+    () => records.find((r) => r.msg === 'serving /metrics and /healthz')?.url,
+    { timeoutMs: 30_000 },
+  );
+  await eventually('the Service port listening', async () => {
+    const health = (await (await fetch(`${url}/healthz`)).json()) as { synced: boolean; listening: number };
+    return health.synced && health.listening === 1;
+  });
+  t.is((await fetch(`${url}/readyz`)).status, 200);
+  const [only] = s.backends as [Backend];
+  t.is(await whoAnswers(t, s.vip, s.port), only.name);
+  const held = dial(t, s.vip, s.port);
+  await held.line(0);
+
+  const signalled = performance.now();
+  child.kill('SIGTERM');
+  const exit = await within(exited, 15_000);
+  t.deepEqual(exit, { code: 0, signal: null });
+  t.true(performance.now() - signalled >= 400, 'it waited for the open connection (drain timeout 500 ms)');
+  await held.ended;
+  t.is(await dial(t, s.vip, s.port).closed, 'ECONNREFUSED');
+});
