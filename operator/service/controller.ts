@@ -118,7 +118,7 @@ export async function reconcileService(
           status: 'False',
           reason: 'NoMeshProxy',
           message:
-            'no mesh proxy serves this virtual IP yet: connections to it fail, and loadBalancer, circuitBreaker, outlierDetection, retries and timeoutMs have no effect',
+            'orrery up and deploy/ run no mesh proxy yet: connections to this virtual IP fail unless `orrery proxy` runs on the host, which serves tcp ports only; http ports, retries and timeoutMs are not in effect',
         },
       ],
       generation,
