@@ -16,7 +16,7 @@ const program = new Command()
 program
   .command('up')
   .description(
-    'bring Orrery up on this machine: a local control plane (kube-apiserver + etcd), the CRDs, the operator and host runtimes (restarted if they die); prints the KUBECONFIG to use; Ctrl-C stops the runtimes with their workloads, the operator, then the control plane (Ctrl-C again a second later kills at once); one up per data dir',
+    'bring Orrery up on this machine: a local control plane (kube-apiserver + etcd), the CRDs, the operator, host runtimes and the mesh proxy (restarted if they die); prints the KUBECONFIG to use; Ctrl-C stops the runtimes with their workloads, the operator and the proxy, then the control plane (Ctrl-C again a second later kills at once); one up per data dir',
   )
   .option(
     '--data-dir <dir>',

@@ -5,7 +5,7 @@
 // not pay for them.
 import { Command, Option } from 'commander';
 import { parseListen } from '../node-runtime/agent/options.ts';
-import { durationFlag, listenFlag } from './flags.ts';
+import { dnsSubdomainFlag, durationFlag, listenFlag } from './flags.ts';
 import { untilSignal } from './signals.ts';
 
 interface ProxyFlags {
@@ -15,6 +15,7 @@ interface ProxyFlags {
   idleTimeout: number;
   connectTimeout: number;
   drainTimeout: number;
+  name?: string;
 }
 
 export function proxyCommand(): Command {
@@ -24,6 +25,11 @@ export function proxyCommand(): Command {
     )
     .option('--kubeconfig <path>', 'kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)')
     .option('--namespace <ns>', 'serve only the Services of this namespace (default: all)')
+    .option(
+      '--name <name>',
+      'name of this proxy: its heartbeat Lease is proxy-<name> in orrery-system, which tells the operator the Services are served (default: the host name)',
+      dnsSubdomainFlag('--name'),
+    )
     .addOption(
       new Option(
         '--metrics-listen <host:port>',
@@ -74,6 +80,7 @@ export function proxyCommand(): Command {
         idleTimeoutMs: flags.idleTimeout,
         connectTimeoutMs: flags.connectTimeout,
         drainTimeoutMs: flags.drainTimeout,
+        name: flags.name,
         log,
       });
       const cause = await stopRequested;

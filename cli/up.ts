@@ -95,6 +95,8 @@ function describe(err: unknown): string {
 interface Parts {
   controlPlane?: ControlPlane;
   operator?: SupervisedChild;
+  /** The machine's mesh proxy: one for all of `up`'s hosts, since they share its loopback. */
+  proxy?: SupervisedChild;
   agents: SupervisedChild[];
   runDir?: string | undefined;
 }
@@ -190,6 +192,23 @@ async function bringUp(
     hooks('operator'),
   );
   parts.operator.start();
+  parts.proxy = new SupervisedChild(
+    {
+      name: 'proxy',
+      role: 'mesh proxy',
+      args: [
+        'proxy',
+        '--kubeconfig',
+        controlPlane.kubeconfig,
+        '--name',
+        `up-${dataDirKey(dataDir)}`,
+        '--drain-timeout', // within its stop grace
+        '5s',
+      ],
+    },
+    hooks('mesh proxy'),
+  );
+  parts.proxy.start();
 
   const runDir = upRunDir(dataDir);
   parts.runDir = runDir;
@@ -239,7 +258,7 @@ async function bringUp(
 
 /**
  * Agents first: they stop their workloads and need the API server to remove their finalizers.
- * Then the operator, then the control plane. Resolves whether all of it stopped within its grace.
+ * Then the operator and the mesh proxy (which drains its connections), then the control plane. Resolves whether all of it stopped within its grace.
  */
 async function stopParts(parts: Parts, log: (message: string) => void): Promise<boolean> {
   const stopped = (exit: ChildExit) => !exit.killed && exit.code === 0;
@@ -248,15 +267,26 @@ async function stopParts(parts: Parts, log: (message: string) => void): Promise<
   // The workloads are stopped, so are their records: the run dir can go. Not after a kill, when
   // they may run on and the next run re-adopts them from the records.
   if (parts.runDir && agentsClean) rmSync(parts.runDir, { recursive: true, force: true });
-  const operator = await parts.operator?.stop(operatorStopGraceMs);
+  const [operator, proxy] = await Promise.all([
+    parts.operator?.stop(operatorStopGraceMs),
+    parts.proxy?.stop(operatorStopGraceMs),
+  ]);
   await parts.controlPlane?.stop();
   if (!agentsClean) log('a host agent did not stop cleanly: its workloads may still run');
-  return agentsClean && (operator === undefined || stopped(operator));
+  return (
+    agentsClean && (operator === undefined || stopped(operator)) && (proxy === undefined || stopped(proxy))
+  );
 }
 
 /** The deliberate second Ctrl-C: SIGKILL for everything, the control plane included. */
 function killAll(parts: Parts): void {
-  for (const child of [...parts.agents, ...(parts.operator ? [parts.operator] : [])]) child.kill();
+  for (const child of [
+    ...parts.agents,
+    ...(parts.operator ? [parts.operator] : []),
+    ...(parts.proxy ? [parts.proxy] : []),
+  ]) {
+    child.kill();
+  }
   if (parts.controlPlane) {
     try {
       process.kill(parts.controlPlane.pid, 'SIGKILL');

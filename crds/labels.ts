@@ -36,3 +36,20 @@ export function hostOfLease(lease: { metadata?: { name?: string } }): string | u
 
 /** The operator's leader-election Lease, in SYSTEM_NAMESPACE (the default of --leader-lease-name). */
 export const OPERATOR_LEASE_NAME = 'orrery-operator';
+
+const PROXY_LEASE_PREFIX = 'proxy-';
+
+/** The heartbeat Lease of a mesh proxy (`orrery proxy --name`), in SYSTEM_NAMESPACE. */
+export function proxyLeaseName(name: string): string {
+  return `${PROXY_LEASE_PREFIX}${name}`;
+}
+
+/** Whether a Lease in SYSTEM_NAMESPACE is a mesh proxy's heartbeat. */
+export function isProxyLease(lease: { metadata?: { name?: string } }): boolean {
+  return (lease.metadata?.name ?? '').startsWith(PROXY_LEASE_PREFIX);
+}
+
+/** On a proxy's Lease: the protocols of Service ports it serves, comma-separated (`tcp`). */
+export const PROXY_SERVES_ANNOTATION = 'orrery.dev/proxy-serves';
+/** On a proxy's Lease: the one namespace it serves, absent when it serves all. */
+export const PROXY_NAMESPACE_ANNOTATION = 'orrery.dev/proxy-namespace';

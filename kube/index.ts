@@ -52,6 +52,7 @@ export {
   type LeaseSpec,
   leaseClient,
   leaseExpired,
+  leaseExpiresAt,
   microTime,
   type RenewLeaseOptions,
   renewLease,

@@ -33,7 +33,7 @@ export function microTime(d: Date = new Date()): string {
 }
 
 /** When the lease stops being valid, by its own renewTime + duration (ms since epoch); undefined if never renewed. */
-function leaseExpiresAt(lease: Lease): number | undefined {
+export function leaseExpiresAt(lease: Lease): number | undefined {
   const renew = lease.spec?.renewTime;
   const dur = lease.spec?.leaseDurationSeconds;
   if (!renew || dur === undefined || dur === null) return undefined;
@@ -59,6 +59,8 @@ export interface RenewLeaseOptions {
   leaseDurationSeconds: number;
   /** Labels to set when the Lease is created (e.g. orrery.dev/host). */
   labels?: Record<string, string>;
+  /** Annotations to set when the Lease is created or taken over (e.g. what a proxy serves). */
+  annotations?: Record<string, string>;
   ownerReferences?: NonNullable<Lease['metadata']>['ownerReferences'];
 }
 
@@ -100,6 +102,7 @@ export async function renewLease(
         name: opts.name,
         namespace: opts.namespace,
         ...(opts.labels ? { labels: opts.labels } : {}),
+        ...(opts.annotations ? { annotations: opts.annotations } : {}),
         ...(opts.ownerReferences ? { ownerReferences: opts.ownerReferences } : {}),
       },
       spec: {
@@ -114,6 +117,14 @@ export async function renewLease(
   const changedHolder = current.spec?.holderIdentity !== opts.holderIdentity;
   return client.replace({
     ...current,
+    ...(opts.annotations
+      ? {
+          metadata: {
+            ...current.metadata,
+            annotations: { ...current.metadata?.annotations, ...opts.annotations },
+          },
+        }
+      : {}),
     spec: {
       ...current.spec,
       holderIdentity: opts.holderIdentity,

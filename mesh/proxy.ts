@@ -9,17 +9,31 @@
  * restart does not restart workloads.
  */
 import type { Server } from 'node:http';
-import { ENDPOINT_SLICE_MANAGER, MANAGED_BY_LABEL } from '../crds/labels.ts';
+import { hostname } from 'node:os';
+import {
+  ENDPOINT_SLICE_MANAGER,
+  MANAGED_BY_LABEL,
+  PROXY_NAMESPACE_ANNOTATION,
+  PROXY_SERVES_ANNOTATION,
+  proxyLeaseName,
+  SYSTEM_NAMESPACE,
+} from '../crds/labels.ts';
 import { ENDPOINT_SLICES, SERVICES } from '../crds/resources.ts';
 import type { EndpointSlice, Service } from '../crds/types.ts';
 import {
+  Backoff,
+  ensureNamespace,
   Informer,
+  isNotFound,
   KubeApi,
   type KubeConfig,
+  LeaseHeartbeat,
   type Logger,
+  leaseClient,
   objectKey,
   resourceClient,
   silentLogger,
+  sleep,
 } from '../kube/index.ts';
 import { serviceKeyOfSlice } from './endpoints.ts';
 import { type PortView, ProxyMetrics, serveMetrics } from './metrics.ts';
@@ -32,8 +46,12 @@ export const DEFAULT_IDLE_TIMEOUT_MS = 3_600_000;
 export const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
 /** How long connections of a closed listener (Service deleted or moved, proxy stopping) may go on. */
 export const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
-/** Field manager of the proxy's clients (it only reads). */
+/** Field manager of the proxy's clients (it reads, and writes only its own Lease). */
 const FIELD_MANAGER = 'orrery-proxy';
+/** The proxy's heartbeat Lease: the operator's Service controller reads who serves what from it. */
+export const PROXY_LEASE_SECONDS = 10;
+/** The protocols of Service ports this proxy serves (the Lease says so: http is not served yet). */
+export const SERVED_PROTOCOLS = ['tcp'] as const;
 const BY_SERVICE = 'service';
 
 export interface ProxyOptions {
@@ -46,6 +64,8 @@ export interface ProxyOptions {
   idleTimeoutMs?: number | undefined;
   connectTimeoutMs?: number | undefined;
   drainTimeoutMs?: number | undefined;
+  /** Names its heartbeat Lease `proxy-<name>` in orrery-system; default the host name. */
+  name?: string | undefined;
   log?: Logger | undefined;
 }
 
@@ -103,6 +123,12 @@ export async function startProxy(opts: ProxyOptions): Promise<MeshProxy> {
   slices.addIndex(BY_SERVICE, (s) => serviceKeyOfSlice(s));
 
   const served = new Map<string, ServedService>();
+  // One Lease per proxy: by default the host's name, and the namespace for a proxy serving one.
+  const leaseName = proxyLeaseName(
+    opts.name ?? [hostname().toLowerCase(), ...(opts.namespace ? [opts.namespace] : [])].join('.'),
+  );
+  let heartbeat: LeaseHeartbeat | undefined;
+  let announcing: Promise<void> = Promise.resolve();
   const draining = new Set<Promise<void>>();
   let synced = false;
   let stopping = false;
@@ -205,12 +231,51 @@ export async function startProxy(opts: ProxyOptions): Promise<MeshProxy> {
   const ready = Promise.all([
     services.waitForSync({ signal: stopSignal.signal }),
     slices.waitForSync({ signal: stopSignal.signal }),
-  ]).then(() => {
+  ]).then(async () => {
     synced = true;
     for (const key of services.keys()) sync(key);
     log.info({ namespace: opts.namespace ?? '(all)', services: served.size }, 'synced: serving');
+    // Serving: say so where the operator looks (Service condition Proxied), and keep saying it;
+    // in the background: serving does not wait for it.
+    announcing = announce();
   });
   ready.catch(() => {}); // stopped before the caches synced: whoever awaits `ready` hears of it
+
+  /** Starts the heartbeat Lease, retrying (with back-off) until it is renewed or the proxy stops. */
+  async function announce(): Promise<void> {
+    const backoff = new Backoff(200, 10_000);
+    while (!stopping) {
+      const hb = newHeartbeat();
+      try {
+        await ensureNamespace(api, SYSTEM_NAMESPACE, FIELD_MANAGER);
+        await hb.start();
+        heartbeat = hb; // stopping meanwhile: stopEverything stops it and deletes the Lease
+        return;
+      } catch (err) {
+        await hb.stop();
+        log.warn(
+          { err: (err as Error).message, lease: leaseName },
+          'could not renew the proxy Lease; retrying',
+        );
+        await sleep(backoff.next(), stopSignal.signal);
+      }
+    }
+  }
+
+  function newHeartbeat(): LeaseHeartbeat {
+    return new LeaseHeartbeat({
+      client: leaseClient(api, FIELD_MANAGER),
+      namespace: SYSTEM_NAMESPACE,
+      name: leaseName,
+      holderIdentity: leaseName,
+      leaseDurationSeconds: PROXY_LEASE_SECONDS,
+      annotations: {
+        [PROXY_SERVES_ANNOTATION]: SERVED_PROTOCOLS.join(','),
+        ...(opts.namespace ? { [PROXY_NAMESPACE_ANNOTATION]: opts.namespace } : {}),
+      },
+      log,
+    });
+  }
 
   function stopAll(): Promise<void> {
     stopped ??= stopEverything();
@@ -219,6 +284,16 @@ export async function startProxy(opts: ProxyOptions): Promise<MeshProxy> {
   async function stopEverything(): Promise<void> {
     stopping = true;
     stopSignal.abort();
+    // No longer serving: the Lease goes at once rather than expiring.
+    await announcing;
+    await heartbeat?.stop();
+    if (heartbeat) {
+      await leaseClient(api, FIELD_MANAGER)
+        .delete(leaseName, { namespace: SYSTEM_NAMESPACE })
+        .catch((err: unknown) => {
+          if (!isNotFound(err)) log.warn({ err: (err as Error).message }, 'could not delete the proxy Lease');
+        });
+    }
     await Promise.all([services.stop(), slices.stop()]);
     for (const s of served.values()) s.close();
     served.clear();

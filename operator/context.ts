@@ -6,6 +6,7 @@
 import {
   ENDPOINT_SLICE_MANAGER,
   INSTANCE_LABEL,
+  isProxyLease,
   MANAGED_BY_LABEL,
   SYSTEM_NAMESPACE,
 } from '../crds/labels.ts';
@@ -104,6 +105,7 @@ export function createContext(api: KubeApi, log: Logger, opts: ContextOptions = 
   informers.services.addIndex(BY_NAMESPACE, (s) => s.metadata.namespace);
   informers.services.addIndex(BY_VIRTUAL_IP, (s) => s.status?.virtualIP);
   informers.endpointSlices.addIndex(BY_SERVICE, (s) => `${s.metadata.namespace}/${s.service}`);
+  informers.leases.addIndex(BY_KIND, (l) => (isProxyLease(l) ? 'proxy' : undefined));
   return {
     api,
     log,
@@ -120,6 +122,7 @@ const BY_HOST = 'host';
 const BY_NAMESPACE = 'namespace';
 const BY_VIRTUAL_IP = 'virtualIP';
 const BY_SERVICE = 'service';
+const BY_KIND = 'kind';
 /** The BY_HOST value of a Replica bound to no host. */
 const UNBOUND = '';
 
@@ -142,6 +145,11 @@ export function replicasInNamespace(ctx: OperatorContext, namespace: string): Re
 
 export function servicesInNamespace(ctx: OperatorContext, namespace: string): Service[] {
   return ctx.informers.services.byIndex(BY_NAMESPACE, namespace);
+}
+
+/** The mesh proxies' heartbeat Leases (`proxy-<name>`), live or not. */
+export function proxyLeases(ctx: OperatorContext): Lease[] {
+  return ctx.informers.leases.byIndex(BY_KIND, 'proxy');
 }
 
 /** The EndpointSlices of a Service (namespace/name). */

@@ -3,18 +3,29 @@
 // endpoints.ts), and its endpoint counts and conditions current.
 
 import { type ConditionInput, sameConditions, setConditions } from '../../crds/conditions.ts';
-import { ENDPOINT_SLICE_MANAGER, MANAGED_BY_LABEL, SERVICE_NAME_LABEL } from '../../crds/labels.ts';
+import {
+  ENDPOINT_SLICE_MANAGER,
+  isProxyLease,
+  MANAGED_BY_LABEL,
+  PROXY_NAMESPACE_ANNOTATION,
+  PROXY_SERVES_ANNOTATION,
+  SERVICE_NAME_LABEL,
+} from '../../crds/labels.ts';
 import type { EndpointSlice, Replica, Service, ServiceEndpoint, ServiceStatus } from '../../crds/types.ts';
 import {
   enqueueFromInformer,
   isAlreadyExists,
   isNotFound,
+  type Lease,
+  leaseExpired,
+  leaseExpiresAt,
   objectKey,
   type ReconcileResult,
 } from '../../kube/index.ts';
 import {
   type Controller,
   type OperatorContext,
+  proxyLeases,
   replicasInNamespace,
   servicesInNamespace,
   servicesWithVirtualIP,
@@ -41,6 +52,18 @@ export function serviceController(ctx: OperatorContext, opts: { range: Cidr }): 
       enqueueFromInformer(ctx.informers.replicas, queue, (r) => servicesSelecting(ctx, r));
       // A slice changed or deleted by someone else is put back.
       enqueueFromInformer(ctx.informers.endpointSlices, queue, (e) => `${e.metadata.namespace}/${e.service}`);
+      // A proxy that comes or goes (or changes what it serves) changes every Service's Proxied.
+      const everyService = (l: Lease) => {
+        if (isProxyLease(l)) for (const key of ctx.informers.services.keys()) queue.add(key);
+      };
+      ctx.informers.leases.addHandlers({
+        add: everyService,
+        delete: everyService,
+        update: (old, l) => {
+          if (JSON.stringify(old.metadata?.annotations) !== JSON.stringify(l.metadata?.annotations))
+            everyService(l);
+        },
+      });
     },
     reconcile: (key) => reconcileService(ctx, opts.range, key),
   };
@@ -66,6 +89,7 @@ export async function reconcileService(
       return { requeueAfterMs: 10_000 };
     }
   }
+  const proxied = proxiedCondition(service, proxyLeases(ctx));
   const inNamespace = replicasInNamespace(ctx, service.metadata.namespace as string);
   const resolved = endpointsOf(service, inNamespace);
   await writeSlices(ctx, service, resolved.endpoints);
@@ -111,20 +135,17 @@ export async function reconcileService(
                   : 'the selector matches no replica',
             },
         portsCondition,
-        // Until a mesh proxy serves virtual IPs, say so rather than let the traffic fields look
-        // as if they worked (docs/DESIGN.md §6).
-        {
-          type: 'Proxied',
-          status: 'False',
-          reason: 'NoMeshProxy',
-          message:
-            'orrery up and deploy/ run no mesh proxy yet: connections to this virtual IP fail unless `orrery proxy` runs on the host, which serves tcp ports only; http ports, retries and timeoutMs are not in effect',
-        },
+        proxied.condition,
       ],
       generation,
     ),
   };
   const previous = service.status;
+  // Come back when the first live proxy's Lease would expire: a proxy that died says nothing.
+  const result: ReconcileResult =
+    proxied.expiresAt === undefined
+      ? undefined
+      : { requeueAfterMs: Math.max(100, proxied.expiresAt - Date.now() + 50) };
   if (
     previous &&
     previous.virtualIP === next.virtualIP &&
@@ -133,7 +154,7 @@ export async function reconcileService(
     previous.observedGeneration === next.observedGeneration &&
     sameConditions(previous.conditions, next.conditions)
   ) {
-    return undefined;
+    return result;
   }
   if (!previous?.virtualIP)
     void ctx.recorder.normal(service, 'VirtualIPAllocated', `Allocated virtual IP ${virtualIP}`);
@@ -144,7 +165,57 @@ export async function reconcileService(
   } catch (error) {
     if (!isNotFound(error)) throw error;
   }
-  return undefined;
+  return result;
+}
+
+/**
+ * Whether the mesh serves the Service (condition Proxied), from the proxies' heartbeat Leases
+ * (`proxy-<name>` in orrery-system, annotated with the protocols and the namespace they serve):
+ * True when at least one live proxy serves its namespace and every one of its ports' protocols;
+ * False naming what is missing otherwise. `expiresAt`: when the first of those Leases expires.
+ */
+export function proxiedCondition(
+  service: Service,
+  proxies: readonly Lease[],
+  now = Date.now(),
+): { condition: ConditionInput; expiresAt: number | undefined } {
+  const namespace = service.metadata.namespace;
+  const live = proxies.filter((l) => {
+    const scope = l.metadata?.annotations?.[PROXY_NAMESPACE_ANNOTATION];
+    return !leaseExpired(l, now) && (scope === undefined || scope === namespace);
+  });
+  const expiries = live.map((l) => leaseExpiresAt(l)).filter((t): t is number => t !== undefined);
+  const expiresAt = expiries.length > 0 ? Math.min(...expiries) : undefined;
+  if (live.length === 0) {
+    return {
+      condition: {
+        type: 'Proxied',
+        status: 'False',
+        reason: 'NoMeshProxy',
+        message:
+          'no orrery proxy serving this namespace renews its Lease: connections to this virtual IP fail (orrery up runs one; deploy/ does not yet)',
+      },
+      expiresAt,
+    };
+  }
+  const serves = (l: Lease) => (l.metadata?.annotations?.[PROXY_SERVES_ANNOTATION] ?? '').split(',');
+  const names = live.map((l) => l.metadata?.name).join(', ');
+  const unserved = service.spec.ports.filter((p) => !live.some((l) => serves(l).includes(p.protocol)));
+  if (unserved.length > 0) {
+    return {
+      condition: {
+        type: 'Proxied',
+        status: 'False',
+        reason: 'ProtocolNotProxied',
+        message: `ports ${unserved.map((p) => `${p.name} (${p.protocol})`).join(', ')} are not served: the running proxies (${names}) serve ${[...new Set(live.flatMap(serves))].join(', ')} only`,
+      },
+      expiresAt,
+    };
+  }
+  return {
+    condition: { type: 'Proxied', status: 'True', reason: 'Proxied', message: `served by ${names}` },
+    expiresAt,
+  };
 }
 
 /**

@@ -1,10 +1,13 @@
 // kubectl apply -> scheduled -> running processes, end to end: the real operator and real host
 // agents (child processes running real workloads in cgroups) against the real API server.
 import { readFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import test from 'ava';
 import { stringify } from 'yaml';
 import type { Instance, Replica } from '../../crds/types.ts';
+import { loadKubeConfig } from '../../kube/index.ts';
+import { startProxy } from '../../mesh/proxy.ts';
 import { CgroupManager, detectCgroupLayout } from '../../node-runtime/cgroups/index.ts';
 import { alive, e2e, instanceYaml } from '../helpers/e2e.ts';
 import { eventually } from '../helpers/wait.ts';
@@ -225,9 +228,62 @@ test('a Service gets a loopback virtual IP and endpoint counts', async (t) => {
   });
   t.regex(status.virtualIP, /^127\.77\.\d+\.\d+$/);
   t.is(status.totalEndpoints, 3);
-  // No mesh proxy yet: the status says so instead of letting the traffic fields look effective.
-  const proxied = status.conditions?.find((c: { type: string }) => c.type === 'Proxied');
-  t.like(proxied, { status: 'False', reason: 'NoMeshProxy' });
+  // No mesh proxy serves this namespace: the status says so instead of letting the traffic fields
+  // look effective. A proxy that serves it (its Lease says which protocols) changes that.
+  const proxiedOf = async (name: string) => {
+    const svc = JSON.parse(await env.kubectl(['get', 'osvc', name, '-o', 'json']));
+    return svc.status?.conditions?.find((c: { type: string }) => c.type === 'Proxied');
+  };
+  t.like(await proxiedOf('web'), { status: 'False', reason: 'NoMeshProxy' });
+  const proxy = await startProxy({
+    kubeConfig: loadKubeConfig({ kubeconfig: env.kubeconfig }),
+    namespace: env.ns,
+    name: `test-${env.id}`,
+  });
+  t.teardown(() => proxy.stop({ drainTimeoutMs: 0 }));
+  await proxy.ready;
+  await env.kubectl(
+    ['apply', '-f', '-'],
+    stringify({
+      apiVersion: 'orrery.dev/v1alpha1',
+      kind: 'Service',
+      metadata: { name: 'web-tcp' },
+      spec: {
+        selector: { app: 'web' },
+        ports: [{ name: 'raw', port: 81, targetPort: 'http', protocol: 'tcp' }],
+      },
+    }),
+  );
+  const web = await eventually('web: http ports not proxied', async () => {
+    const c = await proxiedOf('web');
+    return c?.reason === 'ProtocolNotProxied' && c;
+  });
+  t.regex(
+    web.message,
+    /ports http \(http\) are not served: the running proxies \(proxy-test-\w+\) serve tcp only/,
+  );
+  await eventually('web-tcp: Proxied', async () => (await proxiedOf('web-tcp'))?.status === 'True');
+  // Its virtual IP answers through the proxy with a replica's page (the bytes go through unchanged).
+  const tcpVip = JSON.parse(await env.kubectl(['get', 'osvc', 'web-tcp', '-o', 'json'])).status.virtualIP;
+  const raw = await eventually(
+    'web-tcp answers through the proxy',
+    () =>
+      new Promise<string | undefined>((resolve) => {
+        const socket = connect(81, tcpVip, () => socket.end('GET / HTTP/1.0\r\n\r\n'));
+        let text = '';
+        socket.on('data', (d) => {
+          text += d;
+        });
+        socket.on('end', () => resolve(text || undefined));
+        socket.on('error', () => resolve(undefined));
+      }),
+  );
+  t.regex(raw, /hello from web-\d/);
+  await proxy.stop({ drainTimeoutMs: 0 });
+  await eventually(
+    'web-tcp: NoMeshProxy once the proxy stopped',
+    async () => (await proxiedOf('web-tcp'))?.reason === 'NoMeshProxy',
+  );
   // The replicas really serve HTTP on their allocated ports.
   const replicas = await env.replicasOf('web');
   for (const replica of replicas) {

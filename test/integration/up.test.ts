@@ -101,6 +101,7 @@ test.serial(
     t.deepEqual(children.map((c) => c.name.replace(/^host agent .*/, 'host agent')).sort(), [
       'control plane',
       'host agent',
+      'mesh proxy',
       'operator',
     ]);
 
@@ -189,6 +190,7 @@ test.serial.runIf(runs(cgroupSkipReason({ manager: true }), 'up with 2 hosts'))(
       'control plane',
       'host agent',
       'host agent',
+      'mesh proxy',
       'operator',
     ]);
     // What the checks after the stop look at, seen while it all runs: they would see a leftover.
