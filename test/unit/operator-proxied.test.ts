@@ -41,7 +41,7 @@ test('a live proxy serving tcp: tcp Services are Proxied; http ports are named a
   const mixed = proxiedCondition(service(['tcp', 'http']), live, NOW);
   t.like(mixed.condition, { status: 'False', reason: 'ProtocolNotProxied' });
   t.regex(
-    mixed.condition.message,
+    mixed.condition.message ?? '',
     /^ports p1 \(http\) are not served: the running proxies \(proxy-a\) serve tcp only$/,
   );
 });
