@@ -12,12 +12,12 @@
 // other test run alive, every `orrery-test-*` cgroup is a leftover and is removed; while one is,
 // only cgroups named with this run's id (`orrery-test-<run>-...`, as test/helpers/engine-harness
 // names them) are removed, and the others are listed as kept.
-import { type Dirent, readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseMountinfo } from '../node-runtime/cgroups/detect.ts';
 import { killCgroup } from '../node-runtime/cgroups/kill.ts';
-import { removeCgroupDir } from '../node-runtime/cgroups/manager.ts';
+import { childCgroups, removeCgroupDir } from '../node-runtime/cgroups/manager.ts';
 import type { ReplicaCgroupFiles } from '../node-runtime/cgroups/paths.ts';
 
 /** The environment variable carrying the run id, set by hack/test.ts for ava and all below it. */
@@ -153,14 +153,8 @@ export function cgroupMounts(mountinfo = readFileSync('/proc/self/mountinfo', 'u
 
 /** `dir` and every cgroup below it, deepest first. */
 function subtree(dir: string): string[] {
-  let entries: Dirent[];
-  try {
-    entries = readdirSync(dir, { withFileTypes: true });
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw error;
-  }
-  return [...entries.filter((e) => e.isDirectory()).flatMap((e) => subtree(join(dir, e.name))), dir];
+  if (!exists(dir)) return [];
+  return [...childCgroups(dir).flatMap((name) => subtree(join(dir, name))), dir];
 }
 
 function procsOf(dir: string): number[] {
@@ -195,16 +189,16 @@ async function removeCgroup(dirs: string[]): Promise<number[]> {
 async function removeTestCgroups(options: SweepOptions, result: SweepResult): Promise<void> {
   const byName = new Map<string, string[]>();
   for (const mount of cgroupMounts()) {
-    let entries: Dirent[];
+    let names: string[];
     try {
-      entries = readdirSync(mount, { withFileTypes: true });
+      names = childCgroups(mount);
     } catch (error) {
       result.errors.push(`reading ${mount}: ${(error as Error).message}`);
       continue;
     }
-    for (const e of entries) {
-      if (!e.isDirectory() || !e.name.startsWith(TEST_CGROUP_PREFIX)) continue;
-      byName.set(e.name, [...(byName.get(e.name) ?? []), join(mount, e.name)]);
+    for (const name of names) {
+      if (!name.startsWith(TEST_CGROUP_PREFIX)) continue;
+      byName.set(name, [...(byName.get(name) ?? []), join(mount, name)]);
     }
   }
   if (byName.size === 0) return;

@@ -9,6 +9,7 @@ export { type CgroupLimits, validateLimits } from './limits.ts';
 export {
   CgroupManager,
   type CgroupManagerOptions,
+  childCgroups,
   ReplicaCgroup,
   removeCgroupDir,
   type SpawnTarget,

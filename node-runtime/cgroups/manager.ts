@@ -23,6 +23,18 @@ export interface SpawnTarget {
   procsFiles: string[];
 }
 
+/** Names of the cgroups directly below `dir` (its subdirectories); [] when `dir` does not exist. */
+export function childCgroups(dir: string): string[] {
+  let entries: Dirent[];
+  try {
+    entries = readdirSync(dir, { withFileTypes: true });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw error;
+  }
+  return entries.filter((e) => e.isDirectory()).map((e) => e.name);
+}
+
 /** rmdir on a cgroup that just emptied can briefly return EBUSY while the kernel finishes exits. */
 const REMOVE_RETRY_MS = 2_000;
 
@@ -217,16 +229,7 @@ export class CgroupManager {
   /** Replica ids with a cgroup under the parent in any hierarchy. */
   async list(): Promise<string[]> {
     const ids = new Set<string>();
-    for (const dir of parentDirsOf(this.layout, this.parent)) {
-      let entries: Dirent[];
-      try {
-        entries = readdirSync(dir, { withFileTypes: true });
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue;
-        throw error;
-      }
-      for (const entry of entries) if (entry.isDirectory()) ids.add(entry.name);
-    }
+    for (const dir of parentDirsOf(this.layout, this.parent)) for (const id of childCgroups(dir)) ids.add(id);
     return [...ids].sort();
   }
 
