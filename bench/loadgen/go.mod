@@ -1,0 +1,3 @@
+module orrery.dev/bench/loadgen
+
+go 1.24
