@@ -6,7 +6,8 @@
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, type Metric, Registry } from 'prom-client';
+import type { Limit } from './limits.ts';
 
 /** Counts of one endpoint of one Service port; the proxy adds to them as connections go. */
 export interface EndpointStats {
@@ -20,6 +21,10 @@ export interface EndpointStats {
   bytesIn: number;
   /** From the endpoint, forwarded to clients. */
   bytesOut: number;
+  /** http: requests sent to it (each try counts). */
+  requests: number;
+  /** http: tries that failed there (5xx answer, reset, timeout, protocol error). */
+  requestErrors: number;
 }
 
 /** Counts of one Service port. */
@@ -36,8 +41,63 @@ export interface PortStats {
   retries: number;
   /** Closed because nothing went through for the idle timeout. */
   idleTimeouts: number;
-  /** Closed at once: the Service's maxConnections was reached. */
-  overflows: number;
+  /** Refused at once because a circuit-breaker limit of the Service was reached, by limit. */
+  overflows: Record<Limit, number>;
+  /** http: responses sent to clients by status class (index 1 to 5), the proxy's own included. */
+  responses: number[];
+  /** http: requests in flight. */
+  activeRequests: number;
+  /** http: requests answered by the proxy itself, by reason. */
+  localResponses: Record<LocalReason, number>;
+  /** http: Upgrade requests tunnelled (WebSocket). */
+  upgrades: number;
+  /** http: time from a request's head to its response's end. */
+  latency: LatencyHistogram;
+}
+
+/** Why the proxy answered an http request itself. */
+export type LocalReason =
+  | 'no-endpoint'
+  | 'connect-failed'
+  | 'reset'
+  | 'timeout'
+  | 'overflow'
+  | 'bad-request'
+  | 'bad-response';
+
+const LOCAL_REASONS: readonly LocalReason[] = [
+  'no-endpoint',
+  'connect-failed',
+  'reset',
+  'timeout',
+  'overflow',
+  'bad-request',
+  'bad-response',
+];
+
+/** Counts a response sent to a client by its status class. */
+export function countResponse(stats: PortStats, status: number): void {
+  const c = Math.min(5, Math.max(1, Math.floor(status / 100)));
+  stats.responses[c] = (stats.responses[c] ?? 0) + 1;
+}
+
+/** Upper bounds of the latency buckets, seconds (prom-client's defaults, finer below 10 ms). */
+const LATENCY_BOUNDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/** A histogram the request path adds to with no label lookup; read at scrape time. */
+export class LatencyHistogram {
+  /** Per bucket (not cumulative); the last one is +Inf. */
+  readonly counts = new Array<number>(LATENCY_BOUNDS.length + 1).fill(0);
+  sum = 0;
+  count = 0;
+  observe(ms: number): void {
+    const s = ms / 1000;
+    let i = 0;
+    while (i < LATENCY_BOUNDS.length && s > (LATENCY_BOUNDS[i] as number)) i++;
+    this.counts[i] = (this.counts[i] as number) + 1;
+    this.sum += s;
+    this.count++;
+  }
 }
 
 export interface PortLabels {
@@ -139,14 +199,76 @@ export class ProxyMetrics {
     );
     new Counter({
       name: 'orrery_proxy_overflows_total',
-      help: 'Client connections closed at once because a circuit-breaker limit of the Service was reached (limit: connections)',
+      help: 'Connections (tcp) or requests (http) refused at once because a circuit-breaker limit of the Service was reached (limit: connections, pending-requests, requests, retries)',
       labelNames: [...portNames, 'limit'],
       registers,
       collect() {
         this.reset();
-        for (const s of ports()) this.inc({ ...s.labels, limit: 'connections' }, s.overflows);
+        for (const s of ports())
+          for (const [limit, n] of Object.entries(s.overflows))
+            if (n > 0) this.inc({ ...s.labels, limit }, n);
       },
     });
+    new Counter({
+      name: 'orrery_proxy_responses_total',
+      help: "HTTP responses sent to clients on a Service port, by status class (1xx to 5xx), the proxy's own included",
+      labelNames: [...portNames, 'class'],
+      registers,
+      collect() {
+        this.reset();
+        for (const s of ports())
+          for (let c = 1; c <= 5; c++) {
+            const n = s.responses[c] as number;
+            if (n > 0) this.inc({ ...s.labels, class: `${c}xx` }, n);
+          }
+      },
+    });
+    new Gauge({
+      name: 'orrery_proxy_active_requests',
+      help: 'HTTP requests in flight on a Service port',
+      labelNames: portNames,
+      registers,
+      collect() {
+        this.reset();
+        for (const s of ports()) this.set({ ...s.labels }, s.activeRequests);
+      },
+    });
+    new Counter({
+      name: 'orrery_proxy_local_responses_total',
+      help: 'HTTP requests the proxy answered itself: no-endpoint and overflow (503), connect-failed, reset and bad-response (502), timeout (504), bad-request (400, 431, 505)',
+      labelNames: [...portNames, 'reason'],
+      registers,
+      collect() {
+        this.reset();
+        for (const s of ports())
+          for (const reason of LOCAL_REASONS) {
+            const n = s.localResponses[reason];
+            if (n > 0) this.inc({ ...s.labels, reason }, n);
+          }
+      },
+    });
+    counter(
+      'orrery_proxy_upgrades_total',
+      'HTTP Upgrade requests (WebSocket) tunnelled to an endpoint',
+      portNames,
+      ports,
+      (s) => s.upgrades,
+    );
+    this.registry.registerMetric(latencyMetric(ports) as unknown as Metric);
+    counter(
+      'orrery_proxy_upstream_requests_total',
+      'HTTP requests sent to an endpoint (each try)',
+      endpointNames,
+      endpoints,
+      (s) => s.requests,
+    );
+    counter(
+      'orrery_proxy_upstream_request_errors_total',
+      'HTTP tries that failed at an endpoint: a 5xx answer, a reset, a timeout or a malformed response',
+      endpointNames,
+      endpoints,
+      (s) => s.requestErrors,
+    );
     counter(
       'orrery_proxy_upstream_connections_total',
       'Connections made to an endpoint',
@@ -245,7 +367,20 @@ export class ProxyMetrics {
         connectFailed: 0,
         retries: 0,
         idleTimeouts: 0,
-        overflows: 0,
+        overflows: { connections: 0, 'pending-requests': 0, requests: 0, retries: 0 },
+        responses: [0, 0, 0, 0, 0, 0],
+        activeRequests: 0,
+        localResponses: {
+          'no-endpoint': 0,
+          'connect-failed': 0,
+          reset: 0,
+          timeout: 0,
+          overflow: 0,
+          'bad-request': 0,
+          'bad-response': 0,
+        },
+        upgrades: 0,
+        latency: new LatencyHistogram(),
       };
       this.#ports.set(key, s);
     }
@@ -265,6 +400,8 @@ export class ProxyMetrics {
         ejections: 0,
         bytesIn: 0,
         bytesOut: 0,
+        requests: 0,
+        requestErrors: 0,
       };
       this.#endpoints.set(key, s);
     }
@@ -285,6 +422,37 @@ export class ProxyMetrics {
     const own = this.#ports.get(prefix.slice(0, -1));
     if (!keep && own && own.active === 0) this.#ports.delete(prefix.slice(0, -1));
   }
+}
+
+/**
+ * `orrery_proxy_request_duration_seconds`, a histogram per Service port, made from the
+ * LatencyHistogram of each port's stats when scraped (prom-client takes any object with get()).
+ */
+function latencyMetric(ports: () => Iterable<PortStats>) {
+  const name = 'orrery_proxy_request_duration_seconds';
+  return {
+    name,
+    help: 'HTTP requests on a Service port, from the request head to the end of the response, seconds',
+    type: 'histogram',
+    aggregator: 'sum',
+    get() {
+      const values: { labels: Record<string, string | number>; value: number; metricName: string }[] = [];
+      for (const s of ports()) {
+        const h = s.latency;
+        if (h.count === 0) continue;
+        let cumulative = 0;
+        for (let i = 0; i <= LATENCY_BOUNDS.length; i++) {
+          cumulative += h.counts[i] as number;
+          const le = i < LATENCY_BOUNDS.length ? (LATENCY_BOUNDS[i] as number) : '+Inf';
+          values.push({ labels: { ...s.labels, le }, value: cumulative, metricName: `${name}_bucket` });
+        }
+        values.push({ labels: { ...s.labels }, value: h.sum, metricName: `${name}_sum` });
+        values.push({ labels: { ...s.labels }, value: h.count, metricName: `${name}_count` });
+      }
+      return { name, help: this.help, type: this.type, values, aggregator: this.aggregator };
+    },
+    reset() {},
+  };
 }
 
 /** Serves /metrics, /healthz (the proxy's facts, always 200) and /readyz (200 once synced, else 503). */

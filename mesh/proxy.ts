@@ -36,9 +36,9 @@ import {
   sleep,
 } from '../kube/index.ts';
 import { serviceKeyOfSlice } from './endpoints.ts';
+import type { PortListener } from './listener.ts';
 import { type PortView, ProxyMetrics, serveMetrics } from './metrics.ts';
 import { ServedService } from './service.ts';
-import type { TcpListener } from './tcp.ts';
 
 /** Envoy's tcp_proxy idle_timeout default: 1 h. */
 export const DEFAULT_IDLE_TIMEOUT_MS = 3_600_000;
@@ -50,8 +50,8 @@ export const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
 const FIELD_MANAGER = 'orrery-proxy';
 /** The proxy's heartbeat Lease: the operator's Service controller reads who serves what from it. */
 export const PROXY_LEASE_SECONDS = 10;
-/** The protocols of Service ports this proxy serves (the Lease says so: http is not served yet). */
-export const SERVED_PROTOCOLS = ['tcp'] as const;
+/** The protocols of Service ports this proxy serves (its Lease says so). */
+export const SERVED_PROTOCOLS = ['tcp', 'http'] as const;
 const BY_SERVICE = 'service';
 
 export interface ProxyOptions {
@@ -134,7 +134,7 @@ export async function startProxy(opts: ProxyOptions): Promise<MeshProxy> {
   let stopping = false;
   let stopped: Promise<void> | undefined;
 
-  const retire = (listener: TcpListener, drained?: () => void) => {
+  const retire = (listener: PortListener, drained?: () => void) => {
     const done = listener.close(drainTimeoutMs).then(() => {
       draining.delete(done);
       drained?.();

@@ -1,16 +1,19 @@
 /**
- * One Service as the proxy serves it (docs/DESIGN.md §6.1): a listener at `virtualIP:port` and a
- * pool per `tcp` port, the Service's circuit breaker (shared by its ports) and its outlier sweep
- * timer. update() brings all of it in line with the Service and its EndpointSlices as they are
- * now; close() stops accepting and lets the connections drain.
+ * One Service as the proxy serves it (docs/DESIGN.md §6.1): per port a listener at
+ * `virtualIP:port` and a pool of endpoints (and, for an `http` port, keep-alive connections to
+ * them), the Service's circuit breaker (shared by its ports) and its outlier sweep timer.
+ * update() brings all of it in line with the Service and its EndpointSlices as they are now;
+ * close() stops accepting and lets the connections drain.
  */
 import type { EndpointSlice, Service } from '../crds/types.ts';
 import type { Logger } from '../kube/index.ts';
 import { listenAddressOf, type ServicePort, type Upstream, upstreamsOf } from './endpoints.ts';
+import { type HttpRoute, type RetryOn, serveHttp, UpstreamConnections } from './http.ts';
 import { CircuitBreaker } from './limits.ts';
+import { PortListener } from './listener.ts';
 import type { PortLabels, PortView, ProxyMetrics } from './metrics.ts';
 import { Pool } from './pool.ts';
-import { TcpListener, type TcpRoute } from './tcp.ts';
+import { serveTcp, type TcpRoute } from './tcp.ts';
 
 export interface ServedServiceOptions {
   namespace: string;
@@ -23,16 +26,21 @@ export interface ServedServiceOptions {
    * Takes a listener that is no longer wanted: the proxy drains it (and waits for it on stop),
    * then calls `drained`.
    */
-  retire: (listener: TcpListener, drained?: () => void) => void;
+  retire: (listener: PortListener, drained?: () => void) => void;
 }
+
+type Protocol = 'tcp' | 'http';
 
 interface ServedPort {
   spec: ServicePort;
+  protocol: Protocol;
   labels: PortLabels;
   pool: Pool;
-  listener: TcpListener | undefined;
-  /** What a connection accepted now gets; made again on every update. */
-  route: TcpRoute | undefined;
+  /** http: keep-alive connections to the endpoints, for as long as the port is served. */
+  connections: UpstreamConnections | undefined;
+  listener: PortListener | undefined;
+  /** What a connection (tcp) or request (http) starting now gets; made again on every update. */
+  route: TcpRoute | HttpRoute | undefined;
 }
 
 export class ServedService {
@@ -41,7 +49,6 @@ export class ServedService {
   readonly #o: ServedServiceOptions;
   readonly #log: Logger;
   readonly #ports = new Map<string, ServedPort>();
-  readonly #httpNoted = new Set<string>();
   #spec: Service['spec'] | undefined;
   #breaker: CircuitBreaker | undefined;
   #breakerKey = '';
@@ -82,33 +89,24 @@ export class ServedService {
       this.#sweep.unref();
     }
 
-    const tcp = new Map<string, ServicePort>();
-    for (const p of spec.ports) {
-      if ((p.protocol ?? 'tcp') === 'tcp') tcp.set(p.name, p);
-      else if (!this.#httpNoted.has(p.name)) {
-        this.#httpNoted.add(p.name);
-        this.#log.info(
-          { port: p.name, number: p.port },
-          'http port not served: http ports come with the HTTP proxy, this one serves tcp ports',
-        );
-      }
-    }
-    for (const name of this.#httpNoted) {
-      if (!spec.ports.some((p) => p.name === name && p.protocol === 'http')) this.#httpNoted.delete(name);
-    }
-
+    const wanted = new Map<string, ServicePort>(spec.ports.map((p) => [p.name, p]));
     for (const [name, served] of this.#ports) {
-      if (tcp.has(name)) continue;
+      const p = wanted.get(name);
+      if (p && (p.protocol ?? 'tcp') === served.protocol) continue;
+      // Gone, or another protocol: its connections drain and a new listener serves the port.
       this.#ports.delete(name);
       this.#closePort(served);
     }
-    for (const [name, p] of tcp) {
+    for (const [name, p] of wanted) {
       let served = this.#ports.get(name);
       if (!served) {
+        const protocol: Protocol = p.protocol ?? 'tcp';
         served = {
           spec: p,
+          protocol,
           labels: { namespace: this.namespace, service: this.name, port: name },
           pool: new Pool({ policy: spec.loadBalancer.policy, outlier: spec.outlierDetection }),
+          connections: protocol === 'http' ? new UpstreamConnections() : undefined,
           listener: undefined,
           route: undefined,
         };
@@ -123,22 +121,33 @@ export class ServedService {
           'endpoints',
         );
       }
-      served.route = this.#routeOf(served);
+      served.route = this.#routeOf(served, address);
       const listener = served.listener;
       if (listener && (listener.address !== address || listener.port !== p.port)) {
         this.#o.retire(listener);
         served.listener = undefined;
       }
-      if (!served.listener && address) {
-        served.listener = new TcpListener({
-          address,
-          port: p.port,
-          route: () => this.#ports.get(name)?.route,
-          log: this.#log.child({ port: name }),
-        });
-      }
+      if (!served.listener && address) served.listener = this.#listen(name, served.protocol, address, p.port);
     }
   }
+
+  #listen(name: string, protocol: Protocol, address: string, port: number): PortListener {
+    const log = this.#log.child({ port: name });
+    const route = () => this.#ports.get(name)?.route;
+    return new PortListener({
+      address,
+      port,
+      log,
+      handle:
+        protocol === 'tcp'
+          ? (socket) => {
+              const r = route() as TcpRoute | undefined;
+              return r ? serveTcp(socket, r, log) : undefined;
+            }
+          : (socket) => (route() ? serveHttp(socket, route as () => HttpRoute | undefined, log) : undefined),
+    });
+  }
+
 
   /** The Service is gone: no listener, no timer; connections open drain through `retire`. */
   close(): void {
@@ -172,33 +181,52 @@ export class ServedService {
     else prune();
     served.listener = undefined;
     served.route = undefined;
+    served.connections?.close();
   }
 
-  #routeOf(served: ServedPort): TcpRoute | undefined {
+  #routeOf(served: ServedPort, address: string | undefined): TcpRoute | HttpRoute | undefined {
     const spec = this.#spec;
     const breaker = this.#breaker;
     const portName = served.labels.port;
     if (!spec || !breaker) return undefined;
-    const retries = spec.retries.retryOn.includes('connect-failure') ? spec.retries.attempts : 0;
     const metrics = this.#o.metrics;
-    return {
+    const common = {
       pool: served.pool,
       breaker,
-      retries,
       connectTimeoutMs: spec.retries.perTryTimeoutMs ?? this.#o.connectTimeoutMs,
       idleTimeoutMs: this.#o.idleTimeoutMs,
       stats: metrics.port(served.labels),
       endpointStats: (u: Upstream) => metrics.endpoint(served.labels, u.replica, `${u.address}:${u.port}`),
-      onEjected: (u: Upstream) =>
+      onEjected: (u: Upstream, cause = 'consecutive connect failures') =>
         this.#log.warn(
           {
             port: portName,
             endpoint: u.replica,
             address: `${u.address}:${u.port}`,
             panic: served.pool.panic,
+            cause,
           },
-          'endpoint ejected: consecutive connect failures',
+          'endpoint ejected',
         ),
+    };
+    if (served.protocol === 'tcp') {
+      return {
+        ...common,
+        retries: spec.retries.retryOn.includes('connect-failure') ? spec.retries.attempts : 0,
+      };
+    }
+    return {
+      ...common,
+      // The connect is part of the try: perTryTimeoutMs bounds it too, else the proxy's.
+      connectTimeoutMs: Math.min(spec.retries.perTryTimeoutMs ?? this.#o.connectTimeoutMs, spec.timeoutMs),
+      connections: served.connections as UpstreamConnections,
+      attempts: spec.retries.attempts,
+      retryOn: new Set(spec.retries.retryOn as RetryOn[]),
+      perTryTimeoutMs: spec.retries.perTryTimeoutMs,
+      budgetPercent: spec.retries.budgetPercent,
+      timeoutMs: spec.timeoutMs,
+      authority: `${address ?? '127.0.0.1'}:${served.spec.port}`,
+      describe: `Service ${this.namespace}/${this.name} port ${portName}`,
     };
   }
 

@@ -11,11 +11,12 @@
  * - No endpoint, every try failed, or the Service's maxConnections reached: the client
  *   connection is reset at once and counted; nothing waits.
  */
-import { connect, createServer, type Server, type Socket } from 'node:net';
-import { Backoff, type Logger, sleep } from '../kube/index.ts';
+import { connect, type Socket } from 'node:net';
+import { type Logger, sleep } from '../kube/index.ts';
 import type { Upstream } from './endpoints.ts';
 import type { CircuitBreaker } from './limits.ts';
 import { retryBackoffMs } from './limits.ts';
+import { reset, type Served } from './listener.ts';
 import type { EndpointStats, PortStats } from './metrics.ts';
 import type { Pool } from './pool.ts';
 
@@ -52,12 +53,7 @@ class Connection {
   }
 }
 
-/** Sends a reset rather than a FIN, so the client cannot take the close for an empty answer. */
-function reset(socket: Socket): void {
-  if (!socket.destroyed) socket.resetAndDestroy();
-}
-
-class ConnectError extends Error {
+export class ConnectError extends Error {
   readonly code: string;
   constructor(code: string, message: string) {
     super(message);
@@ -66,7 +62,12 @@ class ConnectError extends Error {
 }
 
 /** A connected socket to address:port (half-open allowed, no Nagle), or a rejection within timeoutMs. */
-function connectTo(address: string, port: number, timeoutMs: number, signal: AbortSignal): Promise<Socket> {
+export function connectTo(
+  address: string,
+  port: number,
+  timeoutMs: number,
+  signal: AbortSignal,
+): Promise<Socket> {
   return new Promise((resolve, reject) => {
     if (signal.aborted) return reject(new ConnectError('ABORTED', 'connection closed'));
     const socket = connect({ host: address, port, allowHalfOpen: true, noDelay: true });
@@ -111,7 +112,7 @@ async function forward(conn: Connection, route: TcpRoute, log: Logger): Promise<
   const closed = new Promise<void>((resolve) => client.once('close', () => resolve()));
   client.on('error', () => {}); // the 'close' that follows is what counts
   if (!breaker.tryAcquire('connections')) {
-    stats.overflows++;
+    stats.overflows.connections++;
     stats.active--;
     reset(client);
     return closed;
@@ -221,115 +222,15 @@ function splice(conn: Connection, upstream: Socket, route: TcpRoute, es: Endpoin
   return done;
 }
 
-export interface TcpListenerOptions {
-  address: string;
-  port: number;
-  /** The route of a connection accepted now; undefined closes it at once. */
-  route: () => TcpRoute | undefined;
-  log: Logger;
-}
-
-/**
- * A listening socket at address:port that keeps trying to bind (an address in use, say while
- * another Service's listener on it drains or the virtual IP moves) until it is closed.
- */
-export class TcpListener {
-  readonly address: string;
-  readonly port: number;
-  readonly #route: () => TcpRoute | undefined;
-  readonly #log: Logger;
-  /** Each open connection, with the promise of its end. */
-  readonly #connections = new Map<Connection, Promise<void>>();
-  readonly #backoff = new Backoff(250, 10_000);
-  #server: Server | undefined;
-  #retry: NodeJS.Timeout | undefined;
-  #listening = false;
-  #closed = false;
-
-  constructor(opts: TcpListenerOptions) {
-    this.address = opts.address;
-    this.port = opts.port;
-    this.#route = opts.route;
-    this.#log = opts.log;
-    this.#bind();
-  }
-
-  get listening(): boolean {
-    return this.#listening;
-  }
-
-  /** Connections open now (accepted, not yet closed). */
-  get connections(): number {
-    return this.#connections.size;
-  }
-
-  #bind(): void {
-    if (this.#closed) return;
-    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (socket) =>
-      this.#accept(socket),
-    );
-    this.#server = server;
-    server.on('error', (err: NodeJS.ErrnoException) => {
-      if (this.#listening) {
-        // accept() failed (EMFILE, say): the listener stays up.
-        this.#log.warn({ err: err.message }, 'accept failed');
-        return;
-      }
-      const delay = this.#backoff.next();
-      this.#log.warn(
-        { address: `${this.address}:${this.port}`, err: err.message, retryInMs: Math.round(delay) },
-        'cannot bind the Service port; retrying',
-      );
-      server.close();
-      if (!this.#closed) this.#retry = setTimeout(() => this.#bind(), delay);
-    });
-    server.listen({ host: this.address, port: this.port }, () => {
-      this.#listening = true;
-      this.#backoff.reset();
-      this.#log.info({ address: `${this.address}:${this.port}` }, 'listening');
-    });
-  }
-
-  #accept(socket: Socket): void {
-    const route = this.#closed ? undefined : this.#route();
-    if (!route) {
-      reset(socket);
-      return;
-    }
-    const conn = new Connection(socket);
-    const done = forward(conn, route, this.#log)
-      .catch((err: unknown) => {
-        this.#log.error({ err }, 'forwarding failed');
-        conn.destroy();
-      })
-      .finally(() => this.#connections.delete(conn));
-    this.#connections.set(conn, done);
-  }
-
-  /**
-   * Stops accepting at once (the port is free when this returns); connections open go on for up
-   * to drainMs and are then closed. Resolves when none is left.
-   */
-  async close(drainMs: number): Promise<void> {
-    if (!this.#closed) {
-      this.#closed = true;
-      clearTimeout(this.#retry);
-      this.#server?.close();
-      this.#listening = false;
-    }
-    if (this.#connections.size === 0) return;
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = await Promise.race([
-      Promise.allSettled(this.#connections.values()).then(() => false),
-      new Promise<boolean>((resolve) => {
-        timer = setTimeout(() => resolve(true), drainMs);
-      }),
-    ]);
-    clearTimeout(timer);
-    if (timedOut && this.#connections.size > 0) {
-      this.#log.info({ connections: this.#connections.size, drainMs }, 'drain timeout: closing connections');
-      for (const c of this.#connections.keys()) c.destroy();
-      await Promise.allSettled(this.#connections.values());
-    }
-  }
+/** Serves one accepted client connection (paused) of a `tcp` port through `route`. */
+export function serveTcp(client: Socket, route: TcpRoute, log: Logger): Served {
+  const conn = new Connection(client);
+  return {
+    done: forward(conn, route, log).catch((err: unknown) => {
+      log.error({ err }, 'forwarding failed');
+      conn.destroy();
+    }),
+    destroy: () => conn.destroy(),
+    drain: () => {},
+  };
 }

@@ -1,46 +1,32 @@
 // The mesh proxy's tcp side (mesh/proxy.ts, `orrery proxy`) against the real API server, with
 // real sockets on loopback. No operator runs: each test writes a Service, its virtual IP (through
-// the status subresource, a random 127.77.200.x) and an EndpointSlice labelled as the operator
+// the status subresource; test/helpers/mesh.ts) and an EndpointSlice labelled as the operator
 // labels them, pointing at small TCP servers of its own on 127.0.0.1 that greet with their name,
 // answer `echo <line>` per line and, at the client's FIN, `bye <name> <bytes received>` before
 // their own FIN. Each test runs its own proxy on its own namespace, and cleans up its servers,
 // proxy, Service and slice in teardown, pass or fail.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { randomInt } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import test, { type ExecutionContext } from 'ava';
-import { pino } from 'pino';
-import { ENDPOINT_SLICE_MANAGER, MANAGED_BY_LABEL, SERVICE_NAME_LABEL } from '../../crds/labels.ts';
-import { ENDPOINT_SLICES, SERVICES } from '../../crds/resources.ts';
-import type { EndpointSlice, Service, ServiceEndpoint } from '../../crds/types.ts';
+import type { Service, ServiceEndpoint } from '../../crds/types.ts';
+import type { DeepPartial } from '../../kube/index.ts';
 import {
-  type DeepPartial,
-  isNotFound,
-  KubeApi,
-  type KubeConfig,
-  loadKubeConfig,
-  resourceClient,
-} from '../../kube/index.ts';
-import { type MeshProxy, type ProxyOptions, startProxy } from '../../mesh/proxy.ts';
-import { freshNamespace } from '../helpers/cluster.ts';
-import { orreryCluster } from '../helpers/orrery.ts';
+  counts,
+  endpointAt,
+  meshLog as log,
+  type MeshSetup,
+  meshService,
+  nextVip,
+  sample,
+  scrape,
+} from '../helpers/mesh.ts';
 import { eventually } from '../helpers/wait.ts';
 import { within } from './fixtures/up-process.ts';
 
-const log = pino({ level: process.env.ORRERY_TEST_LOG ?? 'silent' });
 const orrery = path.join(import.meta.dirname, '..', '..', 'bin', 'orrery.js');
-
-// Virtual IPs: consecutive addresses from a random start in 127.77.200.0/24, one per test, so
-// that tests running at once in this file never share one and other runs are unlikely to.
-const vipBase = randomInt(1, 200);
-let vipCount = 0;
-function nextVip(): string {
-  const n = vipBase + vipCount++;
-  if (n > 254) throw new Error('out of test virtual IPs');
-  return `127.77.200.${n}`;
-}
 
 // --- backends -------------------------------------------------------------------------------
 
@@ -93,15 +79,7 @@ async function backend(t: ExecutionContext, name: string): Promise<Backend> {
 }
 
 function endpointOf(b: Backend, ready = true): ServiceEndpoint {
-  return {
-    replica: b.name,
-    host: 'test-host',
-    address: '127.0.0.1',
-    ports: [{ name: 'main', port: b.port }],
-    ready,
-    serving: ready,
-    terminating: false,
-  };
+  return endpointAt(b.name, b.port, 'main', ready);
 }
 
 // --- clients --------------------------------------------------------------------------------
@@ -187,49 +165,13 @@ async function whoAnswers(t: ExecutionContext, address: string, port: number): P
   return greeting.replace(/^hello /, '');
 }
 
-function counts(names: readonly string[]): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const n of names) out[n] = (out[n] ?? 0) + 1;
-  return out;
-}
-
-// --- metrics --------------------------------------------------------------------------------
-
-async function scrape(proxy: { metricsUrl: string }): Promise<string> {
-  const res = await fetch(`${proxy.metricsUrl}/metrics`);
-  return res.text();
-}
-
-/** The value of the sample of `name` whose labels include `labels`; undefined when there is none. */
-function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][\w:]*)\{(.*)\} (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const have = Object.fromEntries(
-      [...(m[2] as string).matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1], x[2]]),
-    );
-    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[3]);
-  }
-  return undefined;
-}
-
 // --- harness --------------------------------------------------------------------------------
 
-interface Setup {
-  ns: string;
-  kubeConfig: KubeConfig;
-  kubeconfigPath: string;
-  vip: string;
-  port: number;
+interface Setup extends MeshSetup {
   backends: Backend[];
-  services: ReturnType<typeof resourceClient<Service>>;
-  slices: ReturnType<typeof resourceClient<EndpointSlice>>;
-  /** Replaces the endpoints of the Service's one slice. */
-  setEndpoints(endpoints: ServiceEndpoint[]): Promise<void>;
-  /** Starts a proxy on the test's namespace (stopped in teardown) and waits until it serves the port with `ready` endpoints. */
-  proxy(extra?: Partial<ProxyOptions>, ready?: number): Promise<MeshProxy>;
 }
 
+/** Three (or `backends`) echo servers behind a Service with one tcp port, `main`. */
 async function setup(
   t: ExecutionContext,
   opts: {
@@ -238,90 +180,13 @@ async function setup(
     endpoints?: (b: Backend[]) => ServiceEndpoint[];
   } = {},
 ): Promise<Setup> {
-  const { kubeconfig } = await orreryCluster();
-  const ns = await freshNamespace(t);
-  const kubeConfig = loadKubeConfig({ kubeconfig });
-  const api = await KubeApi.fromKubeConfig(kubeConfig);
-  t.teardown(() => api.close());
-  const services = resourceClient(api, SERVICES, 'orrery-test');
-  const slices = resourceClient(api, ENDPOINT_SLICES, 'orrery-test');
+  const suffix = randomBytes(3).toString('hex');
   const backends = await Promise.all(
-    ['a', 'b', 'c'].slice(0, opts.backends ?? 3).map((n) => backend(t, `${n}-${ns.slice(-6)}`)),
+    ['a', 'b', 'c'].slice(0, opts.backends ?? 3).map((n) => backend(t, `${n}-${suffix}`)),
   );
-  const vip = nextVip();
-  const port = randomInt(10_000, 20_000);
-
-  const created = await services.create(
-    {
-      metadata: { name: 'echo', namespace: ns },
-      spec: {
-        selector: { app: 'echo' },
-        ports: [{ name: 'main', port, targetPort: 'main', protocol: 'tcp' }],
-        ...opts.spec,
-      },
-    },
-    { namespace: ns },
-  );
-  t.teardown(() => services.delete('echo', { namespace: ns }).catch(ignoreNotFound));
-  await services.patchStatus('echo', { virtualIP: vip }, { namespace: ns });
   const endpoints = opts.endpoints ? opts.endpoints(backends) : backends.map((b) => endpointOf(b));
-  await slices.create(
-    {
-      metadata: {
-        name: 'echo-0',
-        namespace: ns,
-        labels: { [SERVICE_NAME_LABEL]: 'echo', [MANAGED_BY_LABEL]: ENDPOINT_SLICE_MANAGER },
-        ownerReferences: [
-          {
-            apiVersion: 'orrery.dev/v1alpha1',
-            kind: 'Service',
-            name: 'echo',
-            uid: created.metadata.uid as string,
-            controller: true,
-          },
-        ],
-      },
-      service: 'echo',
-      count: endpoints.length,
-      ready: endpoints.filter((e) => e.ready).length,
-      endpoints,
-    },
-    { namespace: ns },
-  );
-  t.teardown(() => slices.delete('echo-0', { namespace: ns }).catch(ignoreNotFound));
-
-  return {
-    ns,
-    kubeConfig,
-    kubeconfigPath: kubeconfig,
-    vip,
-    port,
-    backends,
-    services,
-    slices,
-    async setEndpoints(next) {
-      const current = await slices.get('echo-0', { namespace: ns });
-      await slices.replace({
-        ...current,
-        count: next.length,
-        ready: next.filter((e) => e.ready).length,
-        endpoints: next,
-      });
-    },
-    async proxy(extra = {}, ready = endpoints.filter((e) => e.ready).length) {
-      const proxy = await startProxy({ kubeConfig, namespace: ns, log, ...extra });
-      t.teardown(() => proxy.stop({ drainTimeoutMs: 0 }));
-      await proxy.ready;
-      await eventually(`the proxy serving ${vip}:${port} with ${ready} ready endpoints`, () =>
-        proxy.ports().find((p) => p.listening && p.ready === ready),
-      );
-      return proxy;
-    },
-  };
-}
-
-function ignoreNotFound(err: unknown): void {
-  if (!isNotFound(err)) throw err;
+  const s = await meshService(t, { portName: 'main', protocol: 'tcp', spec: opts.spec ?? {}, endpoints });
+  return { ...s, backends };
 }
 
 const labelsOf = (s: Setup, endpoint?: Backend) => ({
@@ -469,21 +334,8 @@ test('Service deleted: its listener closes (connects refused) while an open conn
   t.is(await held.line(1), 'echo after delete');
 });
 
-test('a new virtual IP or port number: bound again there, the old address refused; http ports not bound', async (t) => {
+test('a new virtual IP or port number: bound again there, the old address refused', async (t) => {
   const s = await setup(t, { backends: 1 });
-  const httpPort = s.port + 2;
-  await s.services.mergePatch(
-    'echo',
-    {
-      spec: {
-        ports: [
-          { name: 'main', port: s.port, targetPort: 'main', protocol: 'tcp' },
-          { name: 'web', port: httpPort, targetPort: 'main', protocol: 'http' },
-        ],
-      },
-    },
-    { namespace: s.ns },
-  );
   const proxy = await s.proxy();
   const [only] = s.backends as [Backend];
   t.is(await whoAnswers(t, s.vip, s.port), only.name);
@@ -491,7 +343,6 @@ test('a new virtual IP or port number: bound again there, the old address refuse
     proxy.ports().map((p) => p.port),
     ['main'],
   );
-  t.is(await dial(t, s.vip, httpPort).closed, 'ECONNREFUSED', 'the http port is left to the HTTP proxy');
 
   const vip = nextVip();
   await s.services.patchStatus('echo', { virtualIP: vip }, { namespace: s.ns });

@@ -1,0 +1,126 @@
+/**
+ * A Service port's listening socket at `virtualIP:port` (docs/DESIGN.md §6.1), for both
+ * protocols: it keeps trying to bind (an address in use, say while another Service's listener on
+ * it drains or the virtual IP moves) until it is closed, hands each accepted connection (paused)
+ * to the port's handler, and on close stops accepting at once and lets the connections drain.
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import { Backoff, type Logger } from '../kube/index.ts';
+
+/** Sends a reset rather than a FIN, so the client cannot take the close for an empty answer. */
+export function reset(socket: Socket): void {
+  if (!socket.destroyed) socket.resetAndDestroy();
+}
+
+/** One connection being served. */
+export interface Served {
+  /** Resolves when the connection is closed (never rejects). */
+  readonly done: Promise<void>;
+  /** Ends it now: both sides, and whatever is in progress. */
+  destroy(): void;
+  /** The listener is closing: finish what is in flight and close (http: between requests). */
+  drain(): void;
+}
+
+export interface PortListenerOptions {
+  address: string;
+  port: number;
+  /** Serves a connection accepted now; undefined resets it at once (no route any more). */
+  handle: (socket: Socket) => Served | undefined;
+  log: Logger;
+}
+
+export class PortListener {
+  readonly address: string;
+  readonly port: number;
+  readonly #handle: (socket: Socket) => Served | undefined;
+  readonly #log: Logger;
+  readonly #connections = new Set<Served>();
+  readonly #backoff = new Backoff(250, 10_000);
+  #server: Server | undefined;
+  #retry: NodeJS.Timeout | undefined;
+  #listening = false;
+  #closed = false;
+
+  constructor(opts: PortListenerOptions) {
+    this.address = opts.address;
+    this.port = opts.port;
+    this.#handle = opts.handle;
+    this.#log = opts.log;
+    this.#bind();
+  }
+
+  get listening(): boolean {
+    return this.#listening;
+  }
+
+  /** Connections open now (accepted, not yet closed). */
+  get connections(): number {
+    return this.#connections.size;
+  }
+
+  #bind(): void {
+    if (this.#closed) return;
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (socket) =>
+      this.#accept(socket),
+    );
+    this.#server = server;
+    server.on('error', (err: NodeJS.ErrnoException) => {
+      if (this.#listening) {
+        // accept() failed (EMFILE, say): the listener stays up.
+        this.#log.warn({ err: err.message }, 'accept failed');
+        return;
+      }
+      const delay = this.#backoff.next();
+      this.#log.warn(
+        { address: `${this.address}:${this.port}`, err: err.message, retryInMs: Math.round(delay) },
+        'cannot bind the Service port; retrying',
+      );
+      server.close();
+      if (!this.#closed) this.#retry = setTimeout(() => this.#bind(), delay);
+    });
+    server.listen({ host: this.address, port: this.port }, () => {
+      this.#listening = true;
+      this.#backoff.reset();
+      this.#log.info({ address: `${this.address}:${this.port}` }, 'listening');
+    });
+  }
+
+  #accept(socket: Socket): void {
+    const served = this.#closed ? undefined : this.#handle(socket);
+    if (!served) {
+      reset(socket);
+      return;
+    }
+    this.#connections.add(served);
+    void served.done.finally(() => this.#connections.delete(served));
+  }
+
+  /**
+   * Stops accepting at once (the port is free when this returns) and asks each connection to
+   * drain; those still open after drainMs are closed. Resolves when none is left.
+   */
+  async close(drainMs: number): Promise<void> {
+    if (!this.#closed) {
+      this.#closed = true;
+      clearTimeout(this.#retry);
+      this.#server?.close();
+      this.#listening = false;
+      for (const c of this.#connections) c.drain();
+    }
+    if (this.#connections.size === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = await Promise.race([
+      Promise.allSettled([...this.#connections].map((c) => c.done)).then(() => false),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(true), drainMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (timedOut && this.#connections.size > 0) {
+      this.#log.info({ connections: this.#connections.size, drainMs }, 'drain timeout: closing connections');
+      for (const c of this.#connections) c.destroy();
+      await Promise.allSettled([...this.#connections].map((c) => c.done));
+    }
+  }
+}
