@@ -14,8 +14,9 @@
 // It prints one JSON object on stdout: counts, errors by kind (no response: connect, reset, closed,
 // timeout, bad_response, not_sent; a response other than 2xx: status_<code>), and the latency
 // quantiles of the 2xx responses in milliseconds, as bench/stats.ts defines them (the sorted
-// samples' element at floor(q·n)). Bounded: at most 120 s, 50,000 req/s, 512 connections, and
-// 5,000,000 requests; only addresses in 127.0.0.0/8.
+// samples' element at floor(q·n)); with -samples, every latency too, so that runs can be merged.
+// Bounded: at most 120 s, 50,000 req/s, 512 connections and 5,000,000 requests; only addresses in
+// 127.0.0.0/8.
 package main
 
 import (
@@ -57,6 +58,7 @@ type options struct {
 	warmup   time.Duration
 	conns    int
 	timeout  time.Duration
+	samples  bool
 }
 
 type errorEvent struct {
@@ -93,6 +95,8 @@ type result struct {
 		Errors int `json:"errors"`
 	} `json:"warmup"`
 	Connects int `json:"connects"`
+	// With -samples: every 2xx latency of the measured part, ns, in completion order per connection.
+	SamplesNs []int64 `json:"samplesNs,omitempty"`
 }
 
 func main() {
@@ -118,6 +122,7 @@ func parseFlags() (options, error) {
 	flag.DurationVar(&o.warmup, "warmup", 0, "how long to send before measuring (same rate, not recorded)")
 	flag.IntVar(&o.conns, "conns", 16, "keep-alive connections")
 	flag.DurationVar(&o.timeout, "timeout", 2*time.Second, "per request: connect, then the whole response")
+	flag.BoolVar(&o.samples, "samples", false, "print every latency (ns) too, for merging runs")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", flag.Args())
@@ -258,6 +263,9 @@ func run(o options) result {
 	}
 	r.AchievedRate = float64(r.OK) / o.duration.Seconds()
 	r.LatencyMs = summarize(latency)
+	if o.samples {
+		r.SamplesNs = latency
+	}
 	r.SchedLagMs = summarize(schedLag)
 	return r
 }
