@@ -6,6 +6,7 @@ import { logsCommand } from './logs.ts';
 import { operatorCommand } from './operator.ts';
 import { proxyCommand } from './proxy.ts';
 import { runtimeCommand } from './runtime.ts';
+import { tuiCommand } from './tui.ts';
 
 const program = new Command()
   .name('orrery')
@@ -39,6 +40,7 @@ program.addCommand(operatorCommand());
 program.addCommand(runtimeCommand());
 program.addCommand(proxyCommand());
 program.addCommand(logsCommand());
+program.addCommand(tuiCommand());
 
 program
   .command('version')

@@ -1,0 +1,39 @@
+// `orrery tui` (also `kubectl orrery tui`): the terminal UI (tui/, docs/DESIGN.md §6.2). Its
+// modules (Ink, React) load in the action, so `orrery --help` and `--version` do not pay for them.
+import { Command, Option } from 'commander';
+
+interface TuiFlags {
+  kubeconfig?: string;
+  context?: string;
+  namespace?: string;
+  allNamespaces?: boolean;
+  readonly?: boolean;
+}
+
+export function tuiCommand(): Command {
+  return new Command('tui')
+    .description(
+      'a live terminal view of Instances, Replicas, Services, Hosts and Events, in the manner of k9s (press ? inside for the keys)',
+    )
+    .option('--kubeconfig <path>', 'kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)')
+    .option('--context <name>', 'kubeconfig context (default: its current-context)')
+    .option('-n, --namespace <namespace>', "namespace to show (default: the context's, else default)")
+    .addOption(new Option('-A, --all-namespaces', 'show all namespaces').conflicts('namespace'))
+    .option('--readonly', 'turn off every key that changes something (delete, scale)')
+    .action(async (flags: TuiFlags) => {
+      const [{ loadKubeConfig }, { runTui }] = await Promise.all([
+        import('../kube/index.ts'),
+        import('../tui/run.ts'),
+      ]);
+      try {
+        const kubeConfig = loadKubeConfig({ kubeconfig: flags.kubeconfig, context: flags.context });
+        const namespace = flags.allNamespaces
+          ? undefined
+          : (flags.namespace ?? kubeConfig.context.namespace ?? 'default');
+        await runTui({ kubeConfig, namespace, readonly: Boolean(flags.readonly) });
+      } catch (err) {
+        console.error(`orrery tui: ${(err as Error).message}`);
+        process.exitCode = 1;
+      }
+    });
+}

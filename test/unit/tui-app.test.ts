@@ -1,0 +1,298 @@
+// The TUI's components (tui/views/) rendered by Ink into a terminal of a given size that emits
+// `resize`, over an in-memory cluster: what the frame shows, that it always stays below the
+// terminal's height, that resizes are debounced, and that keys reach the model.
+import { EventEmitter } from 'node:events';
+import test from 'ava';
+import { render } from 'ink';
+import { createElement as h } from 'react';
+import type { Instance, Replica } from '../../crds/types.ts';
+import type { CoreEvent, KubeObject } from '../../kube/index.ts';
+import type { ClusterHealth, LiveCluster } from '../../tui/model/cluster.ts';
+import { initialState } from '../../tui/model/state.ts';
+import { type KindId, type KindObjects, keyOf } from '../../tui/model/views.ts';
+import { App } from '../../tui/views/app.ts';
+
+/** A terminal's output: its size, its resize events, and every frame Ink wrote (debug mode writes whole frames). */
+class FakeStdout extends EventEmitter {
+  readonly isTTY = true;
+  frames: string[] = [];
+  columns: number;
+  rows: number;
+  constructor(columns: number, rows: number) {
+    super();
+    this.columns = columns;
+    this.rows = rows;
+  }
+  write(frame: string, callback?: () => void): boolean {
+    this.frames.push(frame);
+    callback?.();
+    return true;
+  }
+  lastFrame(): string {
+    return this.frames[this.frames.length - 1] ?? '';
+  }
+  resize(columns: number, rows: number): void {
+    this.columns = columns;
+    this.rows = rows;
+    this.emit('resize');
+  }
+}
+
+/** A terminal's input in raw mode: what is written is read by Ink as typed keys. */
+class FakeStdin extends EventEmitter {
+  readonly isTTY = true;
+  #chunks: string[] = [];
+  setRawMode(): this {
+    return this;
+  }
+  setEncoding(): this {
+    return this;
+  }
+  ref(): this {
+    return this;
+  }
+  unref(): this {
+    return this;
+  }
+  resume(): this {
+    return this;
+  }
+  pause(): this {
+    return this;
+  }
+  read(): string | null {
+    return this.#chunks.shift() ?? null;
+  }
+  type(text: string): void {
+    this.#chunks.push(text);
+    this.emit('readable');
+  }
+}
+
+/** The model's surface over plain arrays; writes are recorded. */
+class FakeCluster implements LiveCluster {
+  #objects: { [K in KindId]: KindObjects[K][] } = {
+    instances: [],
+    replicas: [],
+    services: [],
+    hosts: [],
+    events: [],
+  };
+  #listeners = new Set<() => void>();
+  #version = 0;
+  #health: ClusterHealth = { synced: true, connected: true, attempts: 0 };
+  readonly writes: string[] = [];
+  namespaces: (string | undefined)[] = [];
+
+  set<K extends KindId>(kind: K, objects: KindObjects[K][]): void {
+    this.#objects[kind] = objects as never;
+    this.#bump();
+  }
+  setHealth(health: ClusterHealth): void {
+    this.#health = health;
+    this.#bump();
+  }
+  #bump(): void {
+    this.#version++;
+    for (const l of this.#listeners) l();
+  }
+  list<K extends KindId>(kind: K): readonly KindObjects[K][] {
+    return this.#objects[kind];
+  }
+  get<K extends KindId>(kind: K, key: string): KindObjects[K] | undefined {
+    return (this.#objects[kind] as KubeObject[]).find((o) => keyOf(o) === key) as KindObjects[K] | undefined;
+  }
+  eventsFor(): readonly CoreEvent[] {
+    return [];
+  }
+  subscribe(listener: () => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+  version(): number {
+    return this.#version;
+  }
+  health(): ClusterHealth {
+    return this.#health;
+  }
+  setNamespace(namespace: string | undefined): void {
+    this.namespaces.push(namespace);
+  }
+  async delete(kind: KindId, key: string): Promise<void> {
+    this.writes.push(`delete ${kind} ${key}`);
+  }
+  async scale(key: string, replicas: number): Promise<void> {
+    this.writes.push(`scale ${key} ${replicas}`);
+  }
+}
+
+const instance = (name: string, ready: number, replicas: number): Instance =>
+  ({
+    metadata: { name, namespace: 'default', uid: name, creationTimestamp: new Date().toISOString() },
+    spec: { replicas },
+    status: {
+      readyReplicas: ready,
+      conditions: [{ type: 'Available', status: 'True', reason: 'MinimumReplicasAvailable' }],
+    },
+  }) as unknown as Instance;
+
+const replica = (inst: string, ordinal: number): Replica =>
+  ({
+    metadata: { name: `${inst}-${ordinal}`, namespace: 'default', labels: { 'orrery.dev/instance': inst } },
+    spec: { instance: inst, ordinal, host: 'a' },
+    status: { phase: 'Running', ready: true, processes: [{ name: 'server', ready: true }] },
+  }) as unknown as Replica;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until(what: string, stdout: FakeStdout, cond: (frame: string) => boolean): Promise<string> {
+  const deadline = Date.now() + 5_000;
+  while (!cond(stdout.lastFrame())) {
+    if (Date.now() > deadline) throw new Error(`no frame with ${what}; last:\n${stdout.lastFrame()}`);
+    await sleep(5);
+  }
+  return stdout.lastFrame();
+}
+
+function mount(columns: number, rows: number, opts: { readonly?: boolean } = {}) {
+  const stdout = new FakeStdout(columns, rows);
+  const stdin = new FakeStdin();
+  const cluster = new FakeCluster();
+  cluster.set('instances', [instance('web', 3, 3), instance('api', 1, 2)]);
+  cluster.set('replicas', [replica('web', 0), replica('web', 1), replica('web', 2), replica('api', 0)]);
+  const app = render(
+    h(App, {
+      cluster,
+      initial: initialState({ namespace: 'default', readonly: opts.readonly ?? false }),
+      info: { context: 'test', server: 'https://127.0.0.1:6443', version: '0.0.0' },
+      stdout,
+      resizeDebounceMs: 60,
+    }),
+    {
+      stdout: stdout as unknown as NodeJS.WriteStream,
+      stdin: stdin as unknown as NodeJS.ReadStream,
+      debug: true,
+      exitOnCtrlC: false,
+      patchConsole: false,
+    },
+  );
+  return { stdout, stdin, cluster, app };
+}
+
+const lines = (frame: string) => frame.split('\n');
+const widest = (frame: string) => Math.max(...lines(frame).map((l) => [...l].length));
+
+test('80×24: the Instances view fits below the terminal height, every line within the width', async (t) => {
+  const { stdout, app } = mount(80, 24);
+  t.teardown(() => app.unmount());
+  const frame = await until('the instances', stdout, (f) => f.includes('Instances(default)[2]'));
+  t.is(lines(frame).length, 23, 'one line less than the terminal');
+  t.true(widest(frame) <= 80);
+  t.regex(frame, /^ NAME↑ +READY +UP-TO-DATE +AVAILABLE +STATUS +AGE/m);
+  t.regex(frame, /^ api +1\/2 +0 +0 +MinimumReplicasAvailable +0s/m, 'sorted by name');
+  t.regex(frame, /<\?> help/);
+  for (const frame of stdout.frames)
+    t.true(lines(frame).length <= 23, 'no frame ever reached the bottom line');
+});
+
+test('200×50 uses the room; a resize is followed once the burst is over, and never overflows', async (t) => {
+  const { stdout, app } = mount(200, 50);
+  t.teardown(() => app.unmount());
+  const wide = await until('the instances', stdout, (f) => f.includes('Instances(default)[2]'));
+  t.is(lines(wide).length, 49);
+  t.is(widest(wide), 200);
+  for (let i = 0; i < 5; i++) {
+    stdout.resize(200 - i * 30, 50 - i * 6);
+    await sleep(10);
+  }
+  t.is(widest(stdout.lastFrame()), 200, 'still laid out for the old size during the burst');
+  const small = await until('the 80×26 layout', stdout, (f) => lines(f).length === 25);
+  t.true(widest(small) <= 80);
+  stdout.resize(60, 20);
+  const tiny = await until('the 60×20 layout', stdout, (f) => lines(f).length === 19);
+  t.true(widest(tiny) <= 60);
+  t.regex(tiny, / web +3\/3/);
+  stdout.resize(30, 6);
+  t.regex(await until('the notice', stdout, (f) => f.includes('too small')), /terminal too small \(30×6\)/);
+});
+
+test('keys: enter opens the Replicas of the selected Instance, / filters them, esc goes back, : switches', async (t) => {
+  const { stdout, stdin, app } = mount(100, 24);
+  t.teardown(() => app.unmount());
+  await until('the instances', stdout, (f) => f.includes('Instances(default)[2]'));
+  stdin.type('j');
+  await sleep(20);
+  stdin.type('\r');
+  let frame = await until('the replicas of web', stdout, (f) => f.includes('Replicas(inst/web)[3]'));
+  t.regex(frame, / web-0 +1\/1 +Running/);
+  t.notRegex(frame, /api-0/);
+  stdin.type('/');
+  stdin.type('web-1');
+  frame = await until('the filter', stdout, (f) => f.includes('Replicas(inst/web)[1] /web-1'));
+  t.regex(frame, / web-1 /);
+  t.notRegex(frame, / web-0 /);
+  stdin.type('\r');
+  stdin.type('\u001b');
+  await until('no filter', stdout, (f) => f.includes('Replicas(inst/web)[3] '));
+  stdin.type('\u001b');
+  await until('back', stdout, (f) => f.includes('Instances(default)[2]'));
+  stdin.type(':rep\r');
+  await until('all replicas', stdout, (f) => f.includes('Replicas(default)[4]'));
+  t.pass();
+});
+
+test('the model changing redraws; an outage shows the banner over the last rows seen', async (t) => {
+  const { stdout, cluster, app } = mount(100, 24);
+  t.teardown(() => app.unmount());
+  await until('the instances', stdout, (f) => f.includes('Instances(default)[2]'));
+  cluster.set('instances', [instance('api', 1, 2)]);
+  let frame = await until('one instance', stdout, (f) => f.includes('Instances(default)[1]'));
+  t.notRegex(frame, / web /);
+  cluster.setHealth({
+    synced: true,
+    connected: false,
+    attempts: 3,
+    error: 'connect ECONNREFUSED 127.0.0.1:6443',
+  });
+  frame = await until('the banner', stdout, (f) => f.includes('reconnecting (3)'));
+  t.regex(frame, /API server unreachable, reconnecting \(3\)…: connect ECONNREFUSED/);
+  t.regex(frame, / api +1\/2/, 'the rows stay');
+  cluster.setHealth({ synced: true, connected: true, attempts: 0 });
+  await until('the title again', stdout, (f) => f.includes('Instances(default)[1]'));
+  t.pass();
+});
+
+test('ctrl-d then y deletes through the model; s scales; --readonly does neither', async (t) => {
+  const { stdout, stdin, cluster, app } = mount(100, 24);
+  t.teardown(() => app.unmount());
+  await until('the instances', stdout, (f) => f.includes('Instances(default)[2]'));
+  stdin.type('j');
+  await sleep(20);
+  stdin.type('\u0004');
+  await until('the question', stdout, (f) => f.includes('Delete instance default/web? y deletes'));
+  stdin.type('y');
+  await until('the message', stdout, (f) => f.includes('deleting instance default/web'));
+  stdin.type('s');
+  await until('the scale prompt', stdout, (f) =>
+    f.includes('Scale instance default/web to how many replicas?'),
+  );
+  stdin.type('5\r');
+  await until('the message', stdout, (f) => f.includes('scaled instance default/web to 5'));
+  t.deepEqual(cluster.writes, ['delete instances default/web', 'scale default/web 5']);
+
+  const ro = mount(100, 24, { readonly: true });
+  t.teardown(() => ro.app.unmount());
+  await until('the instances', ro.stdout, (f) => f.includes('Instances(default)[2]'));
+  t.notRegex(ro.stdout.lastFrame(), /<ctrl-d> delete/);
+  ro.stdin.type('\u0004');
+  await until('the refusal', ro.stdout, (f) => f.includes('read-only: deleting is off'));
+  t.deepEqual(ro.cluster.writes, []);
+});
+
+test('q quits', async (t) => {
+  const { stdout, stdin, app } = mount(80, 24);
+  await until('the instances', stdout, (f) => f.includes('Instances(default)[2]'));
+  stdin.type('q');
+  await app.waitUntilExit();
+  t.pass();
+});

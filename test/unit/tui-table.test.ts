@@ -1,0 +1,198 @@
+// The TUI's table operations (tui/model/table.ts, format.ts): filters, sorting, column layout
+// and the visible window, as pure functions.
+import test from 'ava';
+import { humanDuration, truncate } from '../../tui/model/format.ts';
+import {
+  type Column,
+  compileFilter,
+  layoutColumns,
+  nextSortOrder,
+  parseLabelSelector,
+  type Row,
+  renderLine,
+  scrollOffset,
+  selectedIndex,
+  sortRows,
+} from '../../tui/model/table.ts';
+
+const row = (
+  key: string,
+  cells: string[],
+  sortValues: (string | number)[] = cells,
+  labels?: Record<string, string>,
+): Row => ({
+  key,
+  cells,
+  sortValues,
+  labels,
+});
+
+const rows = [
+  row('default/web', ['web', 'Running', '3'], ['web', 'Running', 3], { app: 'web', tier: 'front' }),
+  row('default/db', ['db', 'CrashLoopBackOff', '12'], ['db', 'CrashLoopBackOff', 12], { app: 'db' }),
+  row('default/web-10', ['web-10', '', '0'], ['web-10', '', 0], { app: 'web' }),
+  row('default/web-2', ['web-2', 'Pending', '1'], ['web-2', 'Pending', 1], { app: 'web', canary: 'yes' }),
+];
+const keys = (list: readonly Row[]) => list.map((r) => r.key.replace('default/', ''));
+const kept = (filter: string) => keys(rows.filter(compileFilter(filter).test));
+
+test('a filter is a case-insensitive regular expression over the whole row; ! keeps the rest', (t) => {
+  t.deepEqual(kept(''), ['web', 'db', 'web-10', 'web-2'], 'empty: everything');
+  t.deepEqual(kept('web'), ['web', 'web-10', 'web-2']);
+  t.deepEqual(kept('^web$'), [], 'the row is matched as one line of cells');
+  t.deepEqual(kept('^web '), ['web']);
+  t.deepEqual(kept('crash'), ['db'], 'any cell, any case');
+  t.deepEqual(kept('web-\\d{2}'), ['web-10']);
+  t.deepEqual(kept('!web'), ['db']);
+  t.deepEqual(kept('!'), ['web', 'db', 'web-10', 'web-2'], 'a lone ! keeps everything while it is typed');
+});
+
+test('a broken regular expression is matched as text, and says so', (t) => {
+  const filter = compileFilter('web-(');
+  t.regex(filter.error ?? '', /not a regular expression, matched as text/);
+  t.deepEqual(keys(rows.filter(filter.test)), []);
+  t.deepEqual(keys([row('x', ['a web-( b'])].filter(filter.test)), ['x']);
+  t.is(compileFilter('web').error, undefined);
+});
+
+test('-l filters by label selector: equality, inequality, existence, absence', (t) => {
+  t.deepEqual(kept('-l app=web'), ['web', 'web-10', 'web-2']);
+  t.deepEqual(kept('-l app==web,canary'), ['web-2']);
+  t.deepEqual(kept('-l app!=web'), ['db']);
+  t.deepEqual(kept('-l app=web,!canary'), ['web', 'web-10']);
+  t.deepEqual(kept('-l tier'), ['web']);
+  t.regex(compileFilter('-l').error ?? '', /label selector is expected/);
+  t.regex(compileFilter('-l a=b=c').error ?? '', /not a label selector term: 'a=b=c'/);
+  t.true('error' in parseLabelSelector('!a=b'), '!key=value is not a term');
+});
+
+const columns: Column[] = [
+  { header: 'NAME', sortKey: 'N' },
+  { header: 'PHASE', sortKey: 'S' },
+  { header: 'RESTARTS', sortKey: 'T', align: 'right' },
+];
+
+test('sorting: names naturally, numbers as numbers, empty cells last either way, ties by key', (t) => {
+  t.deepEqual(keys(sortRows(rows, columns, { column: 'NAME', descending: false })), [
+    'db',
+    'web',
+    'web-2',
+    'web-10',
+  ]);
+  t.deepEqual(keys(sortRows(rows, columns, { column: 'NAME', descending: true })), [
+    'web-10',
+    'web-2',
+    'web',
+    'db',
+  ]);
+  t.deepEqual(keys(sortRows(rows, columns, { column: 'RESTARTS', descending: false })), [
+    'web-10',
+    'web-2',
+    'web',
+    'db',
+  ]);
+  t.deepEqual(keys(sortRows(rows, columns, { column: 'PHASE', descending: false })), [
+    'db',
+    'web-2',
+    'web',
+    'web-10',
+  ]);
+  t.deepEqual(keys(sortRows(rows, columns, { column: 'PHASE', descending: true })), [
+    'web',
+    'web-2',
+    'db',
+    'web-10',
+  ]);
+  const tied = [row('b', ['x']), row('a', ['x'])];
+  t.deepEqual(keys(sortRows(tied, columns, { column: 'NAME', descending: true })), ['a', 'b']);
+  t.deepEqual(
+    keys(sortRows(rows, columns, { column: '', descending: false })),
+    keys(rows),
+    'no column: as given',
+  );
+});
+
+test('sorting by the same column again reverses it; another column starts ascending', (t) => {
+  const byName = { column: 'NAME', descending: false };
+  t.deepEqual(nextSortOrder(byName, columns[0] as Column), { column: 'NAME', descending: true });
+  t.deepEqual(nextSortOrder({ column: 'NAME', descending: true }, columns[0] as Column), byName);
+  t.deepEqual(nextSortOrder(byName, columns[2] as Column), { column: 'RESTARTS', descending: false });
+});
+
+test('columns take their natural width, the flex column the rest', (t) => {
+  const cols: Column[] = [
+    { header: 'NAME', sortKey: 'N' },
+    { header: 'MESSAGE', sortKey: 'M', flex: true },
+    { header: 'AGE', sortKey: 'A', align: 'right' },
+  ];
+  const data = [row('a', ['web-0', 'started', '5s'])];
+  const wide = layoutColumns(cols, data, 40);
+  t.deepEqual(wide.shown, [0, 1, 2]);
+  t.deepEqual(wide.widths, [5, 27, 4], 'NAME: header+arrow; MESSAGE takes what is left; AGE: header+arrow');
+  t.is(renderLine(data[0]?.cells ?? [], cols, wide).length, 40);
+  t.is(renderLine(data[0]?.cells ?? [], cols, wide), `web-0  started${' '.repeat(20)}    5s`);
+});
+
+test('a narrow terminal shrinks the flex column, then drops columns by dropOrder, and never overflows', (t) => {
+  const cols: Column[] = [
+    { header: 'NAME', sortKey: 'N', minWidth: 8 },
+    { header: 'HOST', sortKey: 'H', dropOrder: 1 },
+    { header: 'ADDRESS', sortKey: 'I', dropOrder: 2 },
+    { header: 'MESSAGE', sortKey: 'M', flex: true, minWidth: 10 },
+    { header: 'AGE', sortKey: 'A' },
+  ];
+  const data = [row('a', ['replica-with-a-long-name', 'host-a', '10.0.0.1', 'x'.repeat(60), '3d'])];
+  for (const width of [120, 80, 60, 45, 30, 12]) {
+    const layout = layoutColumns(cols, data, width);
+    const line = renderLine(data[0]?.cells ?? [], cols, layout);
+    t.true(line.length <= width, `${width}: ${line.length} columns`);
+    if (width >= 45) t.true(layout.shown.includes(3), `${width}: the message stays`);
+  }
+  t.deepEqual(layoutColumns(cols, data, 120).shown, [0, 1, 2, 3, 4]);
+  t.deepEqual(layoutColumns(cols, data, 60).shown, [0, 1, 2, 3, 4], 'the flex column down to its minimum');
+  t.deepEqual(layoutColumns(cols, data, 55).shown, [0, 1, 3, 4], 'ADDRESS goes first');
+  t.deepEqual(layoutColumns(cols, data, 45).shown, [0, 3, 4], 'then HOST');
+});
+
+test('the selection follows its row by key, else stays at its index, clamped', (t) => {
+  t.is(selectedIndex(rows, 'default/db', 0), 1);
+  t.is(selectedIndex(rows, 'default/gone', 2), 2);
+  t.is(selectedIndex(rows, 'default/gone', 9), 3);
+  t.is(selectedIndex([], 'default/db', 3), 0);
+});
+
+test('the window scrolls only as far as needed to keep the selection on the page', (t) => {
+  t.is(scrollOffset(0, 5, 10, 100), 0);
+  t.is(scrollOffset(0, 10, 10, 100), 1, 'one past the bottom: one line');
+  t.is(scrollOffset(20, 15, 10, 100), 15, 'above the top: to it');
+  t.is(scrollOffset(95, 99, 10, 100), 90, 'never past the last page');
+  t.is(scrollOffset(50, 3, 10, 5), 0, 'fewer rows than a page');
+  t.is(scrollOffset(3, 0, 0, 5), 0);
+});
+
+test('ages read as kubectl prints them', (t) => {
+  const s = 1000;
+  const cases: [number, string][] = [
+    [-5 * s, '0s'],
+    [45 * s, '45s'],
+    [119 * s, '119s'],
+    [200 * s, '3m20s'],
+    [5 * 60 * s, '5m'],
+    [25 * 60 * s, '25m'],
+    [179 * 60 * s, '179m'],
+    [(5 * 60 + 12) * 60 * s, '5h12m'],
+    [30 * 3600 * s, '30h'],
+    [(4 * 24 + 2) * 3600 * s, '4d2h'],
+    [200 * 86400 * s, '200d'],
+    [(2 * 365 + 10) * 86400 * s, '2y10d'],
+    [9 * 365 * 86400 * s, '9y'],
+  ];
+  for (const [ms, text] of cases) t.is(humanDuration(ms), text, `${ms} ms`);
+});
+
+test('truncation cuts with an ellipsis and keeps one row on one line', (t) => {
+  t.is(truncate('instance', 20), 'instance');
+  t.is(truncate('instance', 5), 'inst…');
+  t.is(truncate('line one\nline two', 40), 'line one line two');
+  t.is(truncate('abc', 0), '');
+});

@@ -1,0 +1,92 @@
+// The table: the header line, then the page of rows around the selection. Rows come laid out;
+// this only draws them: the selection inverse, a row's tone as its colour, everything dimmed
+// while the rows may be stale.
+import { Box, Text } from 'ink';
+import { createElement as h } from 'react';
+import { fitWidth } from '../model/format.ts';
+import {
+  type Column,
+  type ColumnLayout,
+  headerCells,
+  type Row,
+  renderLine,
+  type SortOrder,
+  type Tone,
+} from '../model/table.ts';
+
+const TONE_COLOR: Record<Exclude<Tone, undefined>, string> = { error: 'red', warn: 'yellow', muted: 'gray' };
+
+export interface TableProps {
+  readonly columns: readonly Column[];
+  readonly layout: ColumnLayout;
+  readonly rows: readonly Row[];
+  readonly sort: SortOrder;
+  readonly selected: number;
+  readonly offset: number;
+  /** Table rows under the header. */
+  readonly height: number;
+  readonly width: number;
+  readonly stale: boolean;
+  /** Shown in the first row when there are none. */
+  readonly empty: string;
+}
+
+export function Table(props: TableProps) {
+  const { columns, layout, rows, height, width } = props;
+  const lines = [
+    h(
+      Text,
+      { key: 'header', bold: true, wrap: 'truncate-end' },
+      fitWidth(` ${renderLine(headerCells(columns, props.sort), columns, layout)}`, width),
+    ),
+  ];
+  const page = rows.slice(props.offset, props.offset + height);
+  page.forEach((row, n) => {
+    const index = props.offset + n;
+    const selected = index === props.selected;
+    lines.push(
+      h(
+        Text,
+        {
+          key: `row-${n}`,
+          wrap: 'truncate-end',
+          inverse: selected,
+          color: row.tone ? TONE_COLOR[row.tone] : undefined,
+          dimColor: props.stale,
+        },
+        fitWidth(` ${renderLine(row.cells, columns, layout)}`, width),
+      ),
+    );
+  });
+  if (rows.length === 0 && height > 0) {
+    lines.push(
+      h(Text, { key: 'empty', dimColor: true, wrap: 'truncate-end' }, fitWidth(` ${props.empty}`, width)),
+    );
+  }
+  return h(Box, { flexDirection: 'column', height: height + 1, overflow: 'hidden' }, ...lines);
+}
+
+/** A pane of text lines (describe, help), scrolled to `offset`. */
+export function Pane(props: {
+  lines: readonly string[];
+  offset: number;
+  height: number;
+  width: number;
+  stale: boolean;
+}) {
+  const last = Math.max(0, props.lines.length - props.height);
+  const offset = Math.min(props.offset, last);
+  return h(
+    Box,
+    { flexDirection: 'column', height: props.height, overflow: 'hidden' },
+    ...props.lines
+      .slice(offset, offset + props.height)
+      .map((line, n) =>
+        h(
+          Text,
+          { key: `l-${n}`, wrap: 'truncate-end', dimColor: props.stale },
+          fitWidth(` ${line}`, props.width),
+        ),
+      ),
+  );
+}
