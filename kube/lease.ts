@@ -1,5 +1,5 @@
 import type { KubeApi } from './api.ts';
-import { Backoff, sleep } from './backoff.ts';
+import { Backoff } from './backoff.ts';
 import { isAlreadyExists, isConflict, isNotFound } from './errors.ts';
 import { type Logger, silentLogger } from './log.ts';
 import { LEASES, ResourceClient, typed } from './resources.ts';
@@ -59,7 +59,10 @@ export interface RenewLeaseOptions {
   leaseDurationSeconds: number;
   /** Labels to set when the Lease is created (e.g. orrery.dev/host). */
   labels?: Record<string, string>;
-  /** Annotations to set when the Lease is created or taken over (e.g. what a proxy serves). */
+  /**
+   * Annotations this writer sets on the Lease at every write (e.g. what a proxy serves); others
+   * on the Lease are left as they are.
+   */
   annotations?: Record<string, string>;
   ownerReferences?: NonNullable<Lease['metadata']>['ownerReferences'];
 }
@@ -83,7 +86,7 @@ export async function renewLease(
   if (last?.metadata?.resourceVersion && last.spec?.holderIdentity === opts.holderIdentity) {
     try {
       return await client.replace({
-        ...last,
+        ...withAnnotations(last, opts.annotations),
         spec: { ...last.spec, leaseDurationSeconds: opts.leaseDurationSeconds, renewTime: now },
       });
     } catch (err) {
@@ -116,15 +119,7 @@ export async function renewLease(
   }
   const changedHolder = current.spec?.holderIdentity !== opts.holderIdentity;
   return client.replace({
-    ...current,
-    ...(opts.annotations
-      ? {
-          metadata: {
-            ...current.metadata,
-            annotations: { ...current.metadata?.annotations, ...opts.annotations },
-          },
-        }
-      : {}),
+    ...withAnnotations(current, opts.annotations),
     spec: {
       ...current.spec,
       holderIdentity: opts.holderIdentity,
@@ -137,8 +132,27 @@ export async function renewLease(
   });
 }
 
-export interface LeaseHeartbeatOptions extends RenewLeaseOptions {
+/** The Lease with `annotations` set over its own (itself when there are none to set). */
+function withAnnotations(lease: Lease, annotations: Record<string, string> | undefined): Lease {
+  if (!annotations) return lease;
+  return {
+    ...lease,
+    metadata: { ...lease.metadata, annotations: { ...lease.metadata?.annotations, ...annotations } },
+  };
+}
+
+export interface LeaseHeartbeatOptions extends Omit<RenewLeaseOptions, 'annotations'> {
   client: ResourceClient<Lease>;
+  /**
+   * Annotations set at every renewal; a function is called for each one, so the Lease can carry
+   * a small piece of current state (what a mesh proxy has ejected). See renewSoon().
+   */
+  annotations?: Record<string, string> | (() => Record<string, string>);
+  /**
+   * renewSoon() renews no sooner than this after the start of the previous renewal (default
+   * 1000 ms): however often it is called, it adds at most one write per this interval.
+   */
+  minRenewGapMs?: number;
   /** How often to renew; default a quarter of the duration (the kubelet renews at 1/4 of 40 s). */
   renewIntervalMs?: number;
   /**
@@ -170,6 +184,12 @@ export class LeaseHeartbeat {
   #renewals = 0;
   #last: Lease | undefined;
   #watchdog: NodeJS.Timeout | undefined;
+  /** performance.now() at the start of the last renewal attempt. */
+  #lastStart = Number.NEGATIVE_INFINITY;
+  /** renewSoon() was called after the start of the last renewal attempt. */
+  #soon = false;
+  /** Set while the loop waits: makes it renew sooner (renewSoon). */
+  #wake: (() => void) | undefined;
 
   constructor(opts: LeaseHeartbeatOptions) {
     if (!(opts.leaseDurationSeconds > 0)) {
@@ -177,6 +197,9 @@ export class LeaseHeartbeat {
     }
     if (opts.lostAfterMs !== undefined && !(opts.lostAfterMs > 0)) {
       throw new TypeError(`lostAfterMs must be > 0, got ${opts.lostAfterMs}`);
+    }
+    if (opts.minRenewGapMs !== undefined && !(opts.minRenewGapMs >= 0)) {
+      throw new TypeError(`minRenewGapMs must be >= 0, got ${opts.minRenewGapMs}`);
     }
     this.#opts = opts;
     this.#log = (opts.log ?? silentLogger).child({ lease: `${opts.namespace}/${opts.name}` });
@@ -201,6 +224,15 @@ export class LeaseHeartbeat {
     return this.#lost;
   }
 
+  /**
+   * What the annotations say has changed: renew before the next interval, but no sooner than
+   * minRenewGapMs after the start of the previous renewal. Calls while one is due are one.
+   */
+  renewSoon(): void {
+    this.#soon = true;
+    this.#wake?.();
+  }
+
   async stop(): Promise<void> {
     this.#stop.abort();
     if (this.#watchdog) clearTimeout(this.#watchdog);
@@ -209,7 +241,18 @@ export class LeaseHeartbeat {
 
   async #renewOnce(): Promise<void> {
     const started = performance.now();
-    this.#last = await renewLease(this.#opts.client, this.#opts, this.#last);
+    this.#lastStart = started;
+    // The annotations are read now: a change after this point asks for another renewal.
+    this.#soon = false;
+    const { annotations } = this.#opts;
+    this.#last = await renewLease(
+      this.#opts.client,
+      {
+        ...this.#opts,
+        annotations: typeof annotations === 'function' ? annotations() : annotations,
+      },
+      this.#last,
+    );
     this.#lastRenew = Date.now();
     this.#renewals++;
     if (this.#stop.signal.aborted) return;
@@ -239,7 +282,7 @@ export class LeaseHeartbeat {
     const retry = new Backoff(Math.min(100, interval), interval);
     let delay = interval;
     while (!this.#stop.signal.aborted) {
-      await sleep(delay, this.#stop.signal);
+      await this.#pause(delay);
       if (this.#stop.signal.aborted) break;
       try {
         await this.#renewOnce();
@@ -252,6 +295,31 @@ export class LeaseHeartbeat {
         delay = retry.next();
       }
     }
+  }
+
+  /** Waits `ms`, or less when renewSoon() is called: until minRenewGapMs after the last start. */
+  #pause(ms: number): Promise<void> {
+    const signal = this.#stop.signal;
+    if (signal.aborted) return Promise.resolve();
+    const gap = this.#opts.minRenewGapMs ?? 1000;
+    return new Promise((resolve) => {
+      const due = performance.now() + ms;
+      let timer: NodeJS.Timeout | undefined;
+      const done = () => {
+        clearTimeout(timer);
+        this.#wake = undefined;
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const at = (when: number) => {
+        clearTimeout(timer);
+        timer = setTimeout(done, Math.max(0, when - performance.now()));
+      };
+      at(due);
+      this.#wake = () => at(Math.min(due, Math.max(performance.now(), this.#lastStart + gap)));
+      signal.addEventListener('abort', done);
+      if (this.#soon) this.#wake();
+    });
   }
 
   #declareLost(): void {
