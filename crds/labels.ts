@@ -53,3 +53,9 @@ export function isProxyLease(lease: { metadata?: { name?: string } }): boolean {
 export const PROXY_SERVES_ANNOTATION = 'orrery.dev/proxy-serves';
 /** On a proxy's Lease: the one namespace it serves, absent when it serves all. */
 export const PROXY_NAMESPACE_ANNOTATION = 'orrery.dev/proxy-namespace';
+/**
+ * On a proxy's Lease: the endpoints its outlier detection has ejected now, refreshed at each
+ * renewal (crds/proxy-ejected.ts has the format); empty when none. The Service controller counts
+ * them into each Service's status.ejectedEndpoints.
+ */
+export const PROXY_EJECTED_ANNOTATION = 'orrery.dev/proxy-ejected';

@@ -840,6 +840,10 @@ export interface ServiceStatus {
    */
   totalEndpoints?: number;
   /**
+   * Endpoints that at least one live mesh proxy has ejected now (outlier detection runs in each host's proxy); the Ready condition's message names them. Each proxy reports its ejections in its heartbeat Lease, so this lags by a few seconds at most.
+   */
+  ejectedEndpoints?: number;
+  /**
    * The .metadata.generation this status reflects.
    */
   observedGeneration?: number;

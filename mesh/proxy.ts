@@ -13,11 +13,13 @@ import { hostname } from 'node:os';
 import {
   ENDPOINT_SLICE_MANAGER,
   MANAGED_BY_LABEL,
+  PROXY_EJECTED_ANNOTATION,
   PROXY_NAMESPACE_ANNOTATION,
   PROXY_SERVES_ANNOTATION,
   proxyLeaseName,
   SYSTEM_NAMESPACE,
 } from '../crds/labels.ts';
+import { encodeEjected } from '../crds/proxy-ejected.ts';
 import { ENDPOINT_SLICES, SERVICES } from '../crds/resources.ts';
 import type { EndpointSlice, Service } from '../crds/types.ts';
 import {
@@ -52,6 +54,8 @@ const FIELD_MANAGER = 'orrery-proxy';
 export const PROXY_LEASE_SECONDS = 10;
 /** The protocols of Service ports this proxy serves (its Lease says so). */
 export const SERVED_PROTOCOLS = ['tcp', 'http'] as const;
+/** How often what is ejected is compared with what the Lease says (a change renews it early). */
+const EJECTED_CHECK_MS = 1_000;
 const BY_SERVICE = 'service';
 
 export interface ProxyOptions {
@@ -129,6 +133,9 @@ export async function startProxy(opts: ProxyOptions): Promise<MeshProxy> {
   );
   let heartbeat: LeaseHeartbeat | undefined;
   let announcing: Promise<void> = Promise.resolve();
+  /** The ejected endpoints as the Lease was last given them, and the timer that compares. */
+  let announcedEjected = '';
+  let ejectedCheck: NodeJS.Timeout | undefined;
   const draining = new Set<Promise<void>>();
   let synced = false;
   let stopping = false;
@@ -250,6 +257,12 @@ export async function startProxy(opts: ProxyOptions): Promise<MeshProxy> {
         await ensureNamespace(api, SYSTEM_NAMESPACE, FIELD_MANAGER);
         await hb.start();
         heartbeat = hb; // stopping meanwhile: stopEverything stops it and deletes the Lease
+        // A change of what is ejected renews the Lease early (at most once a second) rather
+        // than at the next interval.
+        ejectedCheck = setInterval(() => {
+          if (ejectedNow() !== announcedEjected) hb.renewSoon();
+        }, EJECTED_CHECK_MS);
+        ejectedCheck.unref();
         return;
       } catch (err) {
         await hb.stop();
@@ -262,6 +275,18 @@ export async function startProxy(opts: ProxyOptions): Promise<MeshProxy> {
     }
   }
 
+  /** The endpoints ejected now, as the Lease says it (crds/proxy-ejected.ts). */
+  function ejectedNow(): string {
+    return encodeEjected(
+      views().map((p) => ({
+        namespace: p.namespace,
+        service: p.service,
+        port: p.port,
+        replicas: p.ejected.map((id) => id.split('@')[0] as string),
+      })),
+    );
+  }
+
   function newHeartbeat(): LeaseHeartbeat {
     return new LeaseHeartbeat({
       client: leaseClient(api, FIELD_MANAGER),
@@ -269,9 +294,14 @@ export async function startProxy(opts: ProxyOptions): Promise<MeshProxy> {
       name: leaseName,
       holderIdentity: leaseName,
       leaseDurationSeconds: PROXY_LEASE_SECONDS,
-      annotations: {
-        [PROXY_SERVES_ANNOTATION]: SERVED_PROTOCOLS.join(','),
-        ...(opts.namespace ? { [PROXY_NAMESPACE_ANNOTATION]: opts.namespace } : {}),
+      // Read at every renewal: what is ejected changes.
+      annotations: () => {
+        announcedEjected = ejectedNow();
+        return {
+          [PROXY_SERVES_ANNOTATION]: SERVED_PROTOCOLS.join(','),
+          [PROXY_EJECTED_ANNOTATION]: announcedEjected,
+          ...(opts.namespace ? { [PROXY_NAMESPACE_ANNOTATION]: opts.namespace } : {}),
+        };
       },
       log,
     });
@@ -286,6 +316,7 @@ export async function startProxy(opts: ProxyOptions): Promise<MeshProxy> {
     stopSignal.abort();
     // No longer serving: the Lease goes at once rather than expiring.
     await announcing;
+    clearInterval(ejectedCheck);
     await heartbeat?.stop();
     if (heartbeat) {
       await leaseClient(api, FIELD_MANAGER)

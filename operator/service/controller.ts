@@ -7,10 +7,12 @@ import {
   ENDPOINT_SLICE_MANAGER,
   isProxyLease,
   MANAGED_BY_LABEL,
+  PROXY_EJECTED_ANNOTATION,
   PROXY_NAMESPACE_ANNOTATION,
   PROXY_SERVES_ANNOTATION,
   SERVICE_NAME_LABEL,
 } from '../../crds/labels.ts';
+import { decodeEjected } from '../../crds/proxy-ejected.ts';
 import type { EndpointSlice, Replica, Service, ServiceEndpoint, ServiceStatus } from '../../crds/types.ts';
 import {
   enqueueFromInformer,
@@ -32,6 +34,7 @@ import {
   slicesOfService,
 } from '../context.ts';
 import { isReady } from '../instance/plan.ts';
+import { ejectedMessage, ejectedOf } from './ejected.ts';
 import { endpointsOf, planSlices, selects } from './endpoints.ts';
 import { allocateVip, type Cidr, inRange } from './vip.ts';
 
@@ -52,16 +55,26 @@ export function serviceController(ctx: OperatorContext, opts: { range: Cidr }): 
       enqueueFromInformer(ctx.informers.replicas, queue, (r) => servicesSelecting(ctx, r));
       // A slice changed or deleted by someone else is put back.
       enqueueFromInformer(ctx.informers.endpointSlices, queue, (e) => `${e.metadata.namespace}/${e.service}`);
-      // A proxy that comes or goes (or changes what it serves) changes every Service's Proxied.
+      // A proxy that comes or goes (or changes what it serves) changes every Service's Proxied;
+      // a change of what it has ejected, only the Services it named before or names now.
       const everyService = (l: Lease) => {
         if (isProxyLease(l)) for (const key of ctx.informers.services.keys()) queue.add(key);
       };
+      const annotation = (l: Lease, name: string) => l.metadata?.annotations?.[name];
       ctx.informers.leases.addHandlers({
         add: everyService,
         delete: everyService,
         update: (old, l) => {
-          if (JSON.stringify(old.metadata?.annotations) !== JSON.stringify(l.metadata?.annotations))
-            everyService(l);
+          if (!isProxyLease(l)) return;
+          const scope = [PROXY_SERVES_ANNOTATION, PROXY_NAMESPACE_ANNOTATION];
+          if (scope.some((a) => annotation(old, a) !== annotation(l, a))) return everyService(l);
+          // Renewed again after it had expired: it serves again.
+          if (leaseExpired(old) && !leaseExpired(l)) return everyService(l);
+          const before = annotation(old, PROXY_EJECTED_ANNOTATION);
+          const now = annotation(l, PROXY_EJECTED_ANNOTATION);
+          if (before === now) return;
+          for (const value of [before, now])
+            for (const p of decodeEjected(value).ports) queue.add(`${p.namespace}/${p.service}`);
         },
       });
     },
@@ -89,12 +102,20 @@ export async function reconcileService(
       return { requeueAfterMs: 10_000 };
     }
   }
-  const proxied = proxiedCondition(service, proxyLeases(ctx));
+  const now = Date.now();
+  const proxies = proxyLeases(ctx);
+  const proxied = proxiedCondition(service, proxies, now);
   const inNamespace = replicasInNamespace(ctx, service.metadata.namespace as string);
   const resolved = endpointsOf(service, inNamespace);
   await writeSlices(ctx, service, resolved.endpoints);
   const endpoints = inNamespace.filter((r) => selects(service, r) && !r.metadata.deletionTimestamp);
   const ready = endpoints.filter(isReady).length;
+  const ejected = ejectedOf(
+    service,
+    liveProxies(service, proxies, now),
+    new Set(endpoints.map((r) => r.metadata.name as string)),
+  );
+  const ejectedNote = ejectedMessage(ejected);
   const portsCondition: ConditionInput =
     resolved.unresolved.length === 0
       ? { type: 'PortsResolved', status: 'True', reason: 'PortsResolved', message: '' }
@@ -114,6 +135,7 @@ export async function reconcileService(
     virtualIP,
     readyEndpoints: ready,
     totalEndpoints: endpoints.length,
+    ejectedEndpoints: ejected.endpoints.length,
     ...(generation !== undefined ? { observedGeneration: generation } : {}),
     conditions: setConditions(
       service.status?.conditions,
@@ -123,7 +145,7 @@ export async function reconcileService(
               type: 'Ready',
               status: 'True',
               reason: 'EndpointsReady',
-              message: `${ready} of ${endpoints.length} endpoints ready`,
+              message: `${ready} of ${endpoints.length} endpoints ready${ejectedNote ? `; ${ejectedNote}` : ''}`,
             }
           : {
               type: 'Ready',
@@ -151,6 +173,7 @@ export async function reconcileService(
     previous.virtualIP === next.virtualIP &&
     previous.readyEndpoints === next.readyEndpoints &&
     previous.totalEndpoints === next.totalEndpoints &&
+    previous.ejectedEndpoints === next.ejectedEndpoints &&
     previous.observedGeneration === next.observedGeneration &&
     sameConditions(previous.conditions, next.conditions)
   ) {
@@ -179,11 +202,7 @@ export function proxiedCondition(
   proxies: readonly Lease[],
   now = Date.now(),
 ): { condition: ConditionInput; expiresAt: number | undefined } {
-  const namespace = service.metadata.namespace;
-  const live = proxies.filter((l) => {
-    const scope = l.metadata?.annotations?.[PROXY_NAMESPACE_ANNOTATION];
-    return !leaseExpired(l, now) && (scope === undefined || scope === namespace);
-  });
+  const live = liveProxies(service, proxies, now);
   const expiries = live.map((l) => leaseExpiresAt(l)).filter((t): t is number => t !== undefined);
   const expiresAt = expiries.length > 0 ? Math.min(...expiries) : undefined;
   if (live.length === 0) {
@@ -193,7 +212,7 @@ export function proxiedCondition(
         status: 'False',
         reason: 'NoMeshProxy',
         message:
-          'no orrery proxy serving this namespace renews its Lease: connections to this virtual IP fail (orrery up runs one; deploy/ does not yet)',
+          'no orrery proxy serving this namespace renews its Lease: connections to this virtual IP fail (orrery up runs one, and deploy/ one per node)',
       },
       expiresAt,
     };
@@ -216,6 +235,15 @@ export function proxiedCondition(
     condition: { type: 'Proxied', status: 'True', reason: 'Proxied', message: `served by ${names}` },
     expiresAt,
   };
+}
+
+/** The proxies' Leases that are live now and whose proxy serves the Service's namespace. */
+export function liveProxies(service: Service, proxies: readonly Lease[], now = Date.now()): Lease[] {
+  const namespace = service.metadata.namespace;
+  return proxies.filter((l) => {
+    const scope = l.metadata?.annotations?.[PROXY_NAMESPACE_ANNOTATION];
+    return !leaseExpired(l, now) && (scope === undefined || scope === namespace);
+  });
 }
 
 /**

@@ -38,7 +38,7 @@ test('every example applies as written and kubectl get shows the printer columns
   t.regex(instances, /^hello\s+1\s/m);
   t.regex(
     ok(['get', 'osvc', '-n', ns]),
-    /^NAME\s+VIRTUAL-IP\s+READY\s+ENDPOINTS\s+POLICY\s+AGE\n(.*\n)*web\s+.*least-request/m,
+    /^NAME\s+VIRTUAL-IP\s+READY\s+ENDPOINTS\s+EJECTED\s+POLICY\s+AGE\n(.*\n)*web\s+.*least-request/m,
   );
 
   // Replicas and Hosts are written by the operator and the runtimes; create one of each by hand
