@@ -20,6 +20,7 @@ echo "==> installing Orrery (kubectl apply -k deploy/)"
 kubectl --context "$ctx" apply -k deploy/
 kubectl --context "$ctx" -n orrery-system rollout status deploy/orrery-operator --timeout=180s
 kubectl --context "$ctx" -n orrery-system rollout status ds/orrery-runtime --timeout=180s
+kubectl --context "$ctx" -n orrery-system rollout status ds/orrery-proxy --timeout=180s
 
 echo "==> hello"
 kubectl --context "$ctx" apply -f examples/hello.yaml
