@@ -37,7 +37,7 @@ export interface PortStats {
   noEndpoint: number;
   /** Closed at once: every try to connect failed. */
   connectFailed: number;
-  /** Extra connect tries after a failure. */
+  /** Tries after a failed one: connects (tcp), requests (http). */
   retries: number;
   /** Closed because nothing went through for the idle timeout. */
   idleTimeouts: number;
@@ -184,8 +184,8 @@ export class ProxyMetrics {
       },
     });
     counter(
-      'orrery_proxy_connect_retries_total',
-      'Connect tries after a failed one, on another endpoint (retries.attempts, retryOn connect-failure)',
+      'orrery_proxy_retries_total',
+      'Tries after a failed one, on another endpoint where there is one: connects (tcp), requests (http)',
       portNames,
       ports,
       (s) => s.retries,

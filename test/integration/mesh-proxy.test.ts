@@ -261,7 +261,7 @@ test('a killed backend: its connects fail, each is retried on another endpoint, 
   const text = await scrape(proxy);
   t.is(sample(text, 'orrery_proxy_upstream_connect_failures_total', labelsOf(s, b)), 2);
   t.is(sample(text, 'orrery_proxy_ejections_total', labelsOf(s, b)), 1);
-  t.is(sample(text, 'orrery_proxy_connect_retries_total', labelsOf(s)), 2);
+  t.is(sample(text, 'orrery_proxy_retries_total', labelsOf(s)), 2);
   t.is(sample(text, 'orrery_proxy_ejected_endpoints', labelsOf(s)), 1);
   const toA = sample(text, 'orrery_proxy_upstream_connections_total', labelsOf(s, a)) ?? 0;
   const toC = sample(text, 'orrery_proxy_upstream_connections_total', labelsOf(s, c)) ?? 0;

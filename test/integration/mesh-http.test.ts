@@ -1,0 +1,618 @@
+// The mesh proxy's http side (mesh/http.ts) against the real API server, with real sockets on
+// loopback: each test writes a Service with one `http` port, its virtual IP and an EndpointSlice
+// (test/helpers/mesh.ts) pointing at HTTP servers of its own on 127.0.0.1, runs a proxy on its
+// namespace, and talks to virtualIP:port with fetch or a raw socket.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import net from 'node:net';
+import test, { type ExecutionContext } from 'ava';
+import type { Service } from '../../crds/types.ts';
+import type { DeepPartial } from '../../kube/index.ts';
+import { FAILURE_HEADER } from '../../mesh/http.ts';
+import { OVERFLOW_HEADER } from '../../mesh/limits.ts';
+import { counts, endpointAt, type MeshSetup, meshService, sample, scrape } from '../helpers/mesh.ts';
+import { eventually } from '../helpers/wait.ts';
+
+// --- backends -------------------------------------------------------------------------------
+
+interface Backend {
+  name: string;
+  port: number;
+  /** Requests it got, and the connections they came on. */
+  requests: IncomingMessage[];
+  connections: number;
+  close(): Promise<void>;
+}
+
+type Handler = (req: IncomingMessage, res: ServerResponse, b: Backend) => void;
+
+/** Answers `<name> <method> <url>` with x-backend: name, after reading the whole body. */
+const hello: Handler = (req, res, b) => {
+  req.resume();
+  req.on('end', () => {
+    res.setHeader('x-backend', b.name);
+    res.end(`${b.name} ${req.method} ${req.url}\n`);
+  });
+};
+
+async function backend(t: ExecutionContext, name: string, handler: Handler = hello): Promise<Backend> {
+  const sockets = new Set<net.Socket>();
+  const b: Backend = { name, port: 0, requests: [], connections: 0, close };
+  const server = http.createServer((req, res) => {
+    b.requests.push(req);
+    handler(req, res, b);
+  });
+  server.on('connection', (s) => {
+    b.connections++;
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  b.port = (server.address() as net.AddressInfo).port;
+  let closed: Promise<void> | undefined;
+  function close(): Promise<void> {
+    closed ??= new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      for (const s of sockets) s.destroy();
+    });
+    return closed;
+  }
+  t.teardown(close);
+  return b;
+}
+
+interface Setup extends MeshSetup {
+  backends: Backend[];
+  url: string;
+}
+
+async function setup(
+  t: ExecutionContext,
+  opts: { handlers?: Handler[]; spec?: DeepPartial<Service['spec']> } = {},
+): Promise<Setup> {
+  const suffix = randomBytes(3).toString('hex');
+  const handlers = opts.handlers ?? [hello, hello, hello];
+  const backends = await Promise.all(handlers.map((h, i) => backend(t, `${'abcdef'[i]}-${suffix}`, h)));
+  const s = await meshService(t, {
+    portName: 'web',
+    protocol: 'http',
+    spec: opts.spec ?? {},
+    endpoints: backends.map((b) => endpointAt(b.name, b.port, 'web')),
+  });
+  return { ...s, backends, url: `http://${s.vip}:${s.port}` };
+}
+
+const labelsOf = (s: Setup) => ({ namespace: s.ns, service: 'echo', port: 'web' });
+
+/** Sends raw bytes, reads until the server closes or `until` matches; the text received. */
+function raw(
+  address: string,
+  port: number,
+  bytes: string | Buffer,
+  until?: RegExp,
+  timeoutMs = 5000,
+): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: address, port });
+    let text = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no answer in ${timeoutMs} ms: ${JSON.stringify(text)}`));
+    }, timeoutMs);
+    const done = () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(text);
+    };
+    socket.setEncoding('latin1');
+    socket.on('data', (chunk: string) => {
+      text += chunk;
+      if (until?.test(text)) done();
+    });
+    socket.on('error', () => {});
+    socket.on('close', done);
+    socket.write(bytes);
+  });
+}
+
+// --- tests ----------------------------------------------------------------------------------
+
+test('round-robin: 300 requests over keep-alive go to the three backends 100 each, over few connections', async (t) => {
+  const s = await setup(t);
+  const proxy = await s.proxy();
+  const answers: string[] = [];
+  for (let i = 0; i < 300; i++) {
+    const res = await fetch(`${s.url}/n/${i}`);
+    t.is(res.status, 200);
+    answers.push(res.headers.get('x-backend') as string);
+    await res.text();
+  }
+  t.deepEqual(counts(answers), Object.fromEntries(s.backends.map((b) => [b.name, 100])));
+  // Exact rotation: every window of three has each backend once.
+  for (let i = 0; i + 3 <= answers.length; i += 3) t.is(new Set(answers.slice(i, i + 3)).size, 3);
+  for (const b of s.backends)
+    t.true(b.connections <= 3, `${b.name}: ${b.connections} connections for 100 requests`);
+  t.is(sample(await scrape(proxy), 'orrery_proxy_responses_total', { ...labelsOf(s), class: '2xx' }), 300);
+});
+
+test('the metrics count responses by class, latency, and requests per endpoint', async (t) => {
+  const s = await setup(t, { handlers: [hello] });
+  const proxy = await s.proxy();
+  for (let i = 0; i < 5; i++) await (await fetch(`${s.url}/`)).text();
+  const text = await scrape(proxy);
+  t.is(sample(text, 'orrery_proxy_responses_total', { ...labelsOf(s), class: '2xx' }), 5);
+  t.is(sample(text, 'orrery_proxy_request_duration_seconds_count', labelsOf(s)), 5);
+  t.is(sample(text, 'orrery_proxy_request_duration_seconds_bucket', { ...labelsOf(s), le: '+Inf' }), 5);
+  t.is(
+    sample(text, 'orrery_proxy_upstream_requests_total', {
+      ...labelsOf(s),
+      endpoint: s.backends[0]?.name as string,
+    }),
+    5,
+  );
+  t.is(sample(text, 'orrery_proxy_active_requests', labelsOf(s)), 0);
+});
+
+test('bodies stream both ways: the backend sees the first part before the client sends the rest, and the client gets the first part of the answer before the backend ends it', async (t) => {
+  let sawFirst: (() => void) | undefined;
+  const firstSeen = new Promise<void>((r) => {
+    sawFirst = r;
+  });
+  let finish: (() => void) | undefined;
+  const release = new Promise<void>((r) => {
+    finish = r;
+  });
+  const s = await setup(t, {
+    handlers: [
+      (req, res) => {
+        let n = 0;
+        const hash = createHash('sha256');
+        req.on('data', (chunk: Buffer) => {
+          if (n === 0) sawFirst?.();
+          n += chunk.length;
+          hash.update(chunk);
+        });
+        req.on('end', async () => {
+          res.writeHead(200, { 'content-type': 'text/plain' }); // chunked
+          res.write(`got ${n} ${hash.digest('hex')}\n`);
+          await release;
+          res.end('done\n');
+        });
+      },
+    ],
+  });
+  await s.proxy();
+  const socket = net.connect({ host: s.vip, port: s.port });
+  t.teardown(() => socket.destroy());
+  socket.setEncoding('latin1');
+  let text = '';
+  const waiters = new Set<() => void>();
+  socket.on('data', (c: string) => {
+    text += c;
+    for (const w of waiters) w();
+  });
+  const until = (re: RegExp) =>
+    eventually(`the answer to match ${re}`, () => re.test(text), { timeoutMs: 5000, intervalMs: 5 });
+  const part = randomBytes(64 * 1024);
+  socket.write(
+    `POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n${part.length.toString(16)}\r\n`,
+  );
+  socket.write(part);
+  socket.write('\r\n');
+  await firstSeen; // only half of the body was sent
+  const second = randomBytes(3 * 1024 * 1024 + 17);
+  socket.write(`${second.length.toString(16)}\r\n`);
+  socket.write(second);
+  socket.write('\r\n0\r\n\r\n');
+  const digest = createHash('sha256').update(part).update(second).digest('hex');
+  await until(new RegExp(`got ${part.length + second.length} ${digest}`));
+  t.notRegex(text, /done/, 'the end of the answer is still held by the backend');
+  finish?.();
+  await until(/done\n\r\n0\r\n\r\n$/);
+  t.regex(text, /^HTTP\/1\.1 200 OK\r\n/);
+  t.regex(text, /transfer-encoding: chunked\r\n/i);
+});
+
+test('hop-by-hop fields are dropped both ways and X-Forwarded-For is appended', async (t) => {
+  const s = await setup(t, {
+    handlers: [
+      (req, res) => {
+        req.resume();
+        res.writeHead(200, {
+          connection: 'keep-alive, x-hop-back',
+          'x-hop-back': '1',
+          'keep-alive': 'timeout=5',
+          'x-end': 'kept',
+          'content-length': '3',
+        });
+        res.end(`${JSON.stringify(req.headers).length > 0 ? 'ok\n' : ''}`);
+      },
+    ],
+  });
+  await s.proxy();
+  const answer = await raw(
+    s.vip,
+    s.port,
+    'GET / HTTP/1.1\r\nHost: web\r\nConnection: keep-alive, X-Secret\r\nX-Secret: s\r\nKeep-Alive: timeout=9\r\nTE: trailers\r\nX-Forwarded-For: 10.1.2.3\r\nX-Keep: yes\r\n\r\n',
+    /ok\n$/,
+  );
+  const [seen] = s.backends[0]?.requests ?? [];
+  t.truthy(seen);
+  if (!seen) return;
+  t.is(seen.headers['x-secret'], undefined);
+  t.is(seen.headers['keep-alive'], undefined);
+  t.is(seen.headers.te, undefined);
+  t.is(seen.headers['x-keep'], 'yes');
+  t.is(seen.headers['x-forwarded-for'], '10.1.2.3, 127.0.0.1');
+  t.is(seen.headers['x-forwarded-proto'], 'http');
+  t.is(seen.headers.host, 'web');
+  t.regex(answer, /x-end: kept\r\n/i);
+  t.notRegex(answer, /x-hop-back|keep-alive: timeout/i);
+});
+
+test('a malformed request is answered 400 and the connection closed; a head over 64 KiB 431; nothing is forwarded', async (t) => {
+  const s = await setup(t, { handlers: [hello] });
+  const proxy = await s.proxy();
+  const bad = await raw(
+    s.vip,
+    s.port,
+    'GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n',
+  );
+  t.regex(bad, /^HTTP\/1\.1 400 Bad Request\r\n/);
+  t.regex(bad, /connection: close/);
+  t.regex(bad, /Transfer-Encoding and Content-Length/);
+  const big = await raw(
+    s.vip,
+    s.port,
+    `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(70 * 1024)}\r\n\r\n`,
+  );
+  t.regex(big, /^HTTP\/1\.1 431 /);
+  t.is(s.backends[0]?.requests.length, 0);
+  // A good request after a bad one on another connection is served.
+  t.is((await fetch(`${s.url}/`)).status, 200);
+  const text = await scrape(proxy);
+  t.is(sample(text, 'orrery_proxy_local_responses_total', { ...labelsOf(s), reason: 'bad-request' }), 2);
+});
+
+test('no endpoint: 503 at once with a body naming the Service', async (t) => {
+  const s = await setup(t, { handlers: [hello] });
+  const [b] = s.backends as [Backend];
+  await s.setEndpoints([endpointAt(b.name, b.port, 'web', false)]);
+  await s.proxy({}, 0);
+  const t0 = performance.now();
+  const res = await fetch(`${s.url}/`);
+  t.is(res.status, 503);
+  t.regex(await res.text(), new RegExp(`no ready endpoint for Service ${s.ns}/echo port web`));
+  t.true(performance.now() - t0 < 1000);
+});
+
+test('outlier detection: an endpoint answering 503 is ejected after the configured count, comes back, and stays out longer the second time', async (t) => {
+  const failing: Handler = (req, res) => {
+    req.resume();
+    res.writeHead(503).end('no\n');
+  };
+  const s = await setup(t, {
+    handlers: [hello, hello, failing],
+    spec: {
+      outlierDetection: {
+        consecutiveErrors: 3,
+        intervalSeconds: 1,
+        baseEjectionSeconds: 1,
+        maxEjectionPercent: 50,
+      },
+      retries: { attempts: 0, retryOn: [] },
+    },
+  });
+  const proxy = await s.proxy();
+  const bad = s.backends[2] as Backend;
+  const ejected = () => proxy.ports()[0]?.ejected.some((id) => id.startsWith(bad.name)) ?? false;
+  const statuses: number[] = [];
+  // Round-robin: every third request goes to the failing one; its third 503 ejects it.
+  for (let i = 0; i < 9; i++) {
+    const res = await fetch(`${s.url}/`);
+    statuses.push(res.status);
+    await res.text();
+  }
+  t.is(statuses.filter((x) => x === 503).length, 3);
+  t.true(ejected(), 'ejected after 3 consecutive 503s');
+  const out1 = performance.now();
+  for (let i = 0; i < 10; i++)
+    t.is((await fetch(`${s.url}/`)).status, 200, 'no request goes to it while out');
+  await eventually('it comes back', () => !ejected(), { timeoutMs: 5000, intervalMs: 20 });
+  const firstOut = performance.now() - out1;
+  // Eject it again at once: its second ejection is twice as long (base × 2).
+  for (let i = 0; i < 30 && !ejected(); i++) await (await fetch(`${s.url}/`)).text();
+  t.true(ejected(), 'ejected again');
+  const out2 = performance.now();
+  await eventually('it comes back again', () => !ejected(), { timeoutMs: 8000, intervalMs: 20 });
+  const secondOut = performance.now() - out2;
+  t.true(firstOut >= 900 && firstOut < 3000, `first ejection ${firstOut} ms (base 1 s, sweep every 1 s)`);
+  t.true(secondOut >= 1900, `second ejection ${secondOut} ms, at least 2 s`);
+});
+
+test('maxEjectionPercent holds: with two of three endpoints failing at 50 %, only one is ejected', async (t) => {
+  const failing: Handler = (req, res) => {
+    req.resume();
+    res.writeHead(500).end('no\n');
+  };
+  const s = await setup(t, {
+    handlers: [hello, failing, failing],
+    spec: {
+      outlierDetection: {
+        consecutiveErrors: 2,
+        intervalSeconds: 30,
+        baseEjectionSeconds: 30,
+        maxEjectionPercent: 50,
+      },
+      retries: { attempts: 0, retryOn: [] },
+    },
+  });
+  const proxy = await s.proxy();
+  for (let i = 0; i < 30; i++) await (await fetch(`${s.url}/`)).text();
+  t.is(proxy.ports()[0]?.ejected.length, 1);
+});
+
+test('circuit breaker: a request over maxRequests is answered 503 at once with the header naming the limit', async (t) => {
+  let release: (() => void) | undefined;
+  const held = new Promise<void>((r) => {
+    release = r;
+  });
+  const s = await setup(t, {
+    handlers: [
+      async (req, res) => {
+        req.resume();
+        await held;
+        res.end('late\n');
+      },
+    ],
+    spec: { circuitBreaker: { maxRequests: 1 } },
+  });
+  const proxy = await s.proxy();
+  const first = fetch(`${s.url}/slow`);
+  await eventually('the first request at the backend', () => s.backends[0]?.requests.length === 1);
+  const second = await fetch(`${s.url}/other`);
+  t.is(second.status, 503);
+  t.is(second.headers.get(OVERFLOW_HEADER), 'requests');
+  release?.();
+  t.is((await first).status, 200);
+  const text = await scrape(proxy);
+  t.is(sample(text, 'orrery_proxy_overflows_total', { ...labelsOf(s), limit: 'requests' }), 1);
+});
+
+test('the retry budget caps retries in a failure storm', async (t) => {
+  const failing: Handler = (req, res) => {
+    req.resume();
+    setTimeout(() => res.writeHead(503).end('no\n'), 100);
+  };
+  const s = await setup(t, {
+    handlers: [failing, failing, failing],
+    spec: {
+      retries: { attempts: 3, retryOn: ['5xx'], budgetPercent: 20 },
+      circuitBreaker: { maxRetries: 1000 },
+      outlierDetection: { consecutiveErrors: 1000 },
+    },
+  });
+  const proxy = await s.proxy();
+  const n = 30;
+  const statuses = await Promise.all(
+    Array.from({ length: n }, async (_, i) => {
+      const res = await fetch(`${s.url}/${i}`);
+      await res.text();
+      return res.status;
+    }),
+  );
+  t.true(statuses.every((x) => x === 503));
+  const hits = s.backends.reduce((sum, b) => sum + b.requests.length, 0);
+  // 20 % of 30 active requests: 6 may retry (each up to 3 times); without the budget 30 × 4.
+  t.true(hits <= n + 6 * 3, `${hits} requests reached the backends`);
+  t.true(hits > n, 'some were retried');
+  const text = await scrape(proxy);
+  t.true((sample(text, 'orrery_proxy_overflows_total', { ...labelsOf(s), limit: 'retries' }) ?? 0) >= n - 6);
+});
+
+/** A backend that resets the connection as soon as a request head arrives. */
+async function resetter(t: ExecutionContext): Promise<{ name: string; port: number; hits: number }> {
+  const r = { name: `a-reset-${randomBytes(2).toString('hex')}`, port: 0, hits: 0 };
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => {});
+    socket.on('close', () => sockets.delete(socket));
+    socket.once('data', () => {
+      r.hits++;
+      socket.resetAndDestroy();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  r.port = (server.address() as net.AddressInfo).port;
+  t.teardown(
+    () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const s of sockets) s.destroy();
+      }),
+  );
+  return r;
+}
+
+test('a reset mid-request: a GET is retried on another endpoint and succeeds; a POST whose body was sent is not (502)', async (t) => {
+  const s = await setup(t, {
+    handlers: [hello],
+    spec: { outlierDetection: { consecutiveErrors: 1000 } },
+  });
+  const r = await resetter(t);
+  const good = s.backends[0] as Backend;
+  // Sorted by name, the resetter comes first in round-robin.
+  await s.setEndpoints([endpointAt(r.name, r.port, 'web'), endpointAt(good.name, good.port, 'web')]);
+  await s.proxy({}, 2);
+  for (let i = 0; i < 4; i++) {
+    const res = await fetch(`${s.url}/get/${i}`);
+    t.is(res.status, 200, `GET ${i}`);
+    t.is(res.headers.get('x-backend'), good.name);
+    await res.text();
+  }
+  t.true(r.hits >= 2, `the resetter saw ${r.hits} GETs`);
+  const posts: { status: number; failure: string | null }[] = [];
+  for (let i = 0; i < 2; i++) {
+    const res = await fetch(`${s.url}/post/${i}`, { method: 'POST', body: 'payload' });
+    posts.push({ status: res.status, failure: res.headers.get(FAILURE_HEADER) });
+    await res.text();
+  }
+  t.deepEqual(
+    posts.map((p) => p.status).sort(),
+    [200, 502],
+    'one POST reached the resetter and was answered 502, not retried',
+  );
+  t.is(posts.find((p) => p.status === 502)?.failure, 'reset');
+  t.is(good.requests.filter((q) => q.method === 'POST').length, 1);
+});
+
+test('timeouts: a backend that never answers gets 504 after timeoutMs; perTryTimeoutMs moves a GET to another endpoint', async (t) => {
+  const silent: Handler = (req) => {
+    req.resume();
+  };
+  const s = await setup(t, {
+    handlers: [silent, hello],
+    spec: { timeoutMs: 2000, retries: { attempts: 1, retryOn: ['5xx'], perTryTimeoutMs: 300 } },
+  });
+  await s.proxy();
+  const t0 = performance.now();
+  // Round-robin: the first request goes to the silent one, times out after 300 ms, and is retried.
+  const res = await fetch(`${s.url}/`);
+  t.is(res.status, 200);
+  t.is(res.headers.get('x-backend'), (s.backends[1] as Backend).name);
+  const took = performance.now() - t0;
+  t.true(took >= 290 && took < 1500, `${took} ms`);
+
+  const only = await setup(t, {
+    handlers: [silent],
+    spec: { timeoutMs: 400, retries: { attempts: 2, retryOn: ['reset'] } },
+  });
+  await only.proxy();
+  const t1 = performance.now();
+  const late = await fetch(`${only.url}/`);
+  t.is(late.status, 504);
+  t.is(late.headers.get(FAILURE_HEADER), 'timeout');
+  const waited = performance.now() - t1;
+  t.true(waited >= 390 && waited < 1500, `${waited} ms`);
+});
+
+/** A WebSocket echo server: the RFC 6455 handshake, then every client text frame sent back. */
+async function wsEcho(t: ExecutionContext): Promise<{ name: string; port: number }> {
+  const server = http.createServer((_req, res) => res.writeHead(426).end());
+  server.on('upgrade', (req: IncomingMessage, socket: net.Socket) => {
+    const accept = createHash('sha1')
+      .update(`${req.headers['sec-websocket-key']}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`)
+      .digest('base64');
+    socket.write(
+      `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`,
+    );
+    let buf = Buffer.alloc(0);
+    socket.on('data', (chunk: Buffer) => {
+      buf = Buffer.concat([buf, chunk]);
+      // Small masked frames only (length < 126), which is what the test sends.
+      while (buf.length >= 2) {
+        const len = (buf[1] as number) & 0x7f;
+        if (buf.length < 6 + len) return;
+        const opcode = (buf[0] as number) & 0x0f;
+        const mask = buf.subarray(2, 6);
+        const payload = Buffer.from(buf.subarray(6, 6 + len).map((b, i) => b ^ (mask[i % 4] as number)));
+        buf = buf.subarray(6 + len);
+        if (opcode === 8) return socket.end(Buffer.from([0x88, 0]));
+        socket.write(Buffer.concat([Buffer.from([0x81, payload.length]), payload]));
+      }
+    });
+    socket.on('error', () => {});
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  return { name: `ws-${randomBytes(2).toString('hex')}`, port: (server.address() as net.AddressInfo).port };
+}
+
+test('a WebSocket echo through the virtual IP', async (t) => {
+  const s = await setup(t, { handlers: [hello] });
+  const ws = await wsEcho(t);
+  await s.setEndpoints([endpointAt(ws.name, ws.port, 'web')]);
+  const proxy = await s.proxy({}, 1);
+  const socket = new WebSocket(`ws://${s.vip}:${s.port}/chat`);
+  t.teardown(() => socket.close());
+  const received: string[] = [];
+  await new Promise<void>((resolve, reject) => {
+    socket.onopen = () => {
+      socket.send('one');
+      socket.send('two');
+    };
+    socket.onmessage = (e) => {
+      received.push(String(e.data));
+      if (received.length === 2) resolve();
+    };
+    socket.onerror = () => reject(new Error('websocket error'));
+  });
+  t.deepEqual(received, ['one', 'two']);
+  const text = await scrape(proxy);
+  t.is(sample(text, 'orrery_proxy_upgrades_total', labelsOf(s)), 1);
+});
+
+/** An HTTP server as a process of its own (SIGKILL-able), answering with its name. */
+async function processBackend(
+  t: ExecutionContext,
+  name: string,
+): Promise<{ name: string; port: number; child: ChildProcess }> {
+  const child = spawn(
+    process.execPath,
+    [
+      '-e',
+      `const s = require('node:http').createServer((q, r) => { q.resume(); q.on('end', () => r.end(${JSON.stringify(name)})); });
+       s.listen(0, '127.0.0.1', () => console.log(s.address().port));`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  t.teardown(() => {
+    child.kill('SIGKILL');
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stdout?.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
+    child.once('exit', () => reject(new Error(`${name} exited`)));
+  });
+  return { name, port, child };
+}
+
+test('chaos: one of three backends killed with SIGKILL under steady load: no client sees an error', async (t) => {
+  const s = await setup(t, { handlers: [hello] });
+  const suffix = randomBytes(2).toString('hex');
+  const procs = await Promise.all(['a', 'b', 'c'].map((n) => processBackend(t, `${n}-${suffix}`)));
+  await s.setEndpoints(procs.map((p) => endpointAt(p.name, p.port, 'web')));
+  await s.proxy({}, 3);
+  const errors: string[] = [];
+  const answered: string[] = [];
+  // 8 clients in parallel, each sending GETs one after another for 3 s (bounded in time and count).
+  const until = performance.now() + 3000;
+  let killed = false;
+  const client = async () => {
+    for (let i = 0; i < 5000 && performance.now() < until; i++) {
+      try {
+        const res = await fetch(`${s.url}/${i}`);
+        const body = await res.text();
+        if (res.status !== 200) errors.push(`${res.status} ${body}`);
+        else answered.push(body);
+      } catch (err) {
+        errors.push(String((err as Error).cause ?? err));
+      }
+    }
+  };
+  const kill = (async () => {
+    await new Promise((r) => setTimeout(r, 1000));
+    procs[0]?.child.kill('SIGKILL');
+    killed = true;
+  })();
+  await Promise.all([...Array.from({ length: 8 }, client), kill]);
+  t.true(killed);
+  t.deepEqual(errors, []);
+  const c = counts(answered);
+  t.true(answered.length > 300, `${answered.length} requests answered`);
+  t.true((c[procs[1]?.name as string] ?? 0) > 0 && (c[procs[2]?.name as string] ?? 0) > 0);
+});
