@@ -1,8 +1,9 @@
 /**
  * The endpoints of one Service port as the proxy balances over them (docs/DESIGN.md §6.1): the
- * ready ones, less those outlier detection ejected (all of them in panic), through the Service's
- * balancing policy. Pure: no sockets, no timers; the proxy reports connect outcomes and calls
- * sweep() on the Service's outlier interval.
+ * ready ones, less the replicas this host's runtimes report down (the same-host fast path,
+ * local-feed.ts), less those outlier detection ejected (all of them in panic), through the
+ * Service's balancing policy. Pure: no sockets, no timers; the proxy reports connect outcomes and
+ * calls sweep() on the Service's outlier interval.
  */
 import { type Balancer, createBalancer, type Policy } from './balancer.ts';
 import { fingerprint, type Upstream } from './endpoints.ts';
@@ -23,6 +24,8 @@ export class Pool {
   #outlier: OutlierDetector;
   #all: readonly Upstream[] = [];
   #ready: readonly Upstream[] = [];
+  /** Replica names this host's runtimes report down: out whatever the slices say. */
+  #localDown: ReadonlySet<string> = new Set();
   #fingerprint = '';
   #selected: readonly Upstream[] = [];
   #panic = false;
@@ -68,10 +71,33 @@ export class Pool {
     }
     this.#fingerprint = print;
     this.#all = upstreams;
-    this.#ready = upstreams.filter((u) => u.ready);
+    this.#ready = this.#readyOf(upstreams);
     this.#outlier.update(this.#ready.map((u) => u.id));
     this.#refresh(true);
     return true;
+  }
+
+  /**
+   * The replicas (by name: `Upstream.replica`) this host's runtimes report down right now
+   * (local-feed.ts): their endpoints are out at once, as if their slice said not ready, until a
+   * later call leaves them out of the set. Applied on top of the slices' readiness, before outlier
+   * selection; an endpoint that comes back starts with a clean outlier record, as one the slices
+   * bring back does. True when the endpoints balanced over changed.
+   */
+  setLocalDown(replicas: ReadonlySet<string>): boolean {
+    if (replicas === this.#localDown) return false;
+    this.#localDown = replicas;
+    const ready = this.#readyOf(this.#all);
+    if (sameIds(ready, this.#ready)) return false;
+    this.#ready = ready;
+    this.#outlier.update(ready.map((u) => u.id));
+    this.#refresh(true);
+    return true;
+  }
+
+  /** Ids of the endpoints the slices say are ready that are out because their runtime says down. */
+  localDown(): string[] {
+    return this.#all.filter((u) => u.ready && this.#localDown.has(u.replica)).map((u) => u.id);
   }
 
   /** The balancer the next connection starts on: it reports its end to the same one. */
@@ -121,6 +147,11 @@ export class Pool {
     return this.#panic;
   }
 
+  #readyOf(upstreams: readonly Upstream[]): Upstream[] {
+    const down = this.#localDown;
+    return upstreams.filter((u) => u.ready && (down.size === 0 || !down.has(u.replica)));
+  }
+
   #newBalancer(policy: Policy): Balancer<Upstream> {
     const opts = {
       ...(this.#random ? { random: this.#random } : {}),
@@ -141,4 +172,8 @@ export class Pool {
 
 function sameList(a: readonly Upstream[], b: readonly Upstream[]): boolean {
   return a.length === b.length && a.every((u, i) => u === b[i]);
+}
+
+function sameIds(a: readonly Upstream[], b: readonly Upstream[]): boolean {
+  return a.length === b.length && a.every((u, i) => u.id === b[i]?.id);
 }
