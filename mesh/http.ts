@@ -357,7 +357,6 @@ interface Exchange {
   holdsRequest?: boolean;
   /** Holds a unit of maxRetries (from its first retry to its end). */
   holdsRetry: boolean;
-  deadline: NodeJS.Timeout | undefined;
   abort: AbortController | undefined;
   // The current try.
   u: Upstream | undefined;
@@ -394,6 +393,9 @@ class HttpSession implements ConnOwner {
   /** The response's connection is paused until the client drains. */
   #upstreamPaused = false;
   #clientPaused = false;
+  /** The overall timeout's timer (#armDeadline) and its duration. */
+  #timer: NodeJS.Timeout | undefined;
+  #timerMs = 0;
   readonly done: Promise<void>;
 
   constructor(client: Socket, route: () => HttpRoute | undefined, log: Logger) {
@@ -533,7 +535,6 @@ class HttpSession implements ConnOwner {
       attempt: 0,
       exclude: new Set(),
       holdsRetry: false,
-      deadline: undefined,
       abort: undefined,
       u: undefined,
       es: undefined,
@@ -561,7 +562,7 @@ class HttpSession implements ConnOwner {
       return;
     }
     x.holdsRequest = true;
-    x.deadline = setTimeout(() => this.#deadline(x), route.timeoutMs);
+    this.#armDeadline(route.timeoutMs);
     if (rest) this.#clientData(rest);
     if (this.#x === x && !x.conn) this.#try(x);
   }
@@ -961,9 +962,33 @@ class HttpSession implements ConnOwner {
     });
   }
 
+  /**
+   * The overall timeout of the request starting now. One timer per connection, refreshed per
+   * request rather than made anew: a request that ended leaves it to fire once for nothing.
+   */
+  #armDeadline(ms: number): void {
+    if (this.#timer && this.#timerMs === ms) {
+      this.#timer.refresh();
+      return;
+    }
+    clearTimeout(this.#timer);
+    this.#timerMs = ms;
+    this.#timer = setTimeout(() => this.#onTimer(), ms);
+  }
+
+  #onTimer(): void {
+    const x = this.#x;
+    if (!x || x.head.upgrade) return;
+    const left = x.t0 + x.route.timeoutMs - performance.now();
+    if (left > 1) {
+      this.#timer = setTimeout(() => this.#onTimer(), left);
+      return;
+    }
+    this.#deadline(x);
+  }
+
   /** The overall timeout. */
   #deadline(x: Exchange): void {
-    x.deadline = undefined;
     if (this.#x !== x) return;
     if (x.answered) {
       this.#abortAll(x);
@@ -1008,7 +1033,6 @@ class HttpSession implements ConnOwner {
   #endExchange(x: Exchange): void {
     if (this.#x !== x) return;
     this.#x = undefined;
-    clearTimeout(x.deadline);
     clearTimeout(x.tryTimer);
     x.abort?.abort();
     x.abort = undefined;
@@ -1020,6 +1044,7 @@ class HttpSession implements ConnOwner {
 
   #clientClosed(): void {
     this.#closed = true;
+    clearTimeout(this.#timer);
     const x = this.#x;
     if (!x || this.#tunnel) return;
     this.#dropConn(x);

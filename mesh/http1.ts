@@ -317,6 +317,25 @@ function isHopByHop(lower: string, options: readonly string[]): boolean {
 }
 
 /**
+ * A field name in lower case when it may be one the proxy drops or rewrites (by its length: TE,
+ * Trailer, Upgrade, Connection, Keep-Alive, X-Forwarded-For, Proxy-Connection,
+ * X-Forwarded-Proto, or one Connection names), else undefined: most fields cost no copy.
+ */
+function lowerIfSpecial(name: string, options: readonly string[]): string | undefined {
+  switch (name.length) {
+    case 2:
+    case 7:
+    case 10:
+    case 15:
+    case 16:
+    case 17:
+      return name.toLowerCase();
+    default:
+      return options.length > 0 ? name.toLowerCase() : undefined;
+  }
+}
+
+/**
  * The head to send upstream: the request line as HTTP/1.1, the end-to-end fields, the client's
  * address appended to X-Forwarded-For, X-Forwarded-Proto when absent, Host when the client (an
  * HTTP/1.0 one) gave none, and the Upgrade fields for a tunnelled upgrade.
@@ -329,7 +348,11 @@ export function upstreamRequestHead(req: RequestHead, clientAddress: string, def
   for (let i = 0; i < f.length; i += 2) {
     const name = f[i] as string;
     const value = f[i + 1] as string;
-    const lower = name.toLowerCase();
+    const lower = lowerIfSpecial(name, req.connectionOptions);
+    if (lower === undefined) {
+      out += `${name}: ${value}\r\n`;
+      continue;
+    }
     if (lower === 'x-forwarded-for') {
       forwardedFor = forwardedFor === undefined ? value : `${forwardedFor}, ${value}`;
       continue;
@@ -363,7 +386,8 @@ export function downstreamResponseHead(
   const f = res.fields;
   for (let i = 0; i < f.length; i += 2) {
     const name = f[i] as string;
-    if (isHopByHop(name.toLowerCase(), res.connectionOptions)) continue;
+    const lower = lowerIfSpecial(name, res.connectionOptions);
+    if (lower !== undefined && isHopByHop(lower, res.connectionOptions)) continue;
     out += `${name}: ${f[i + 1] as string}\r\n`;
   }
   if (connection) out += `connection: ${connection}\r\n`;
