@@ -2,8 +2,10 @@
 // Its own process, beside `orrery runtime`: restarting one leaves the other's connections and
 // workloads alone. SIGINT/SIGTERM stop accepting at once and let open connections finish for up
 // to --drain-timeout; then it exits 0. The mesh's modules load in the action, so `--help` does
-// not pay for them.
-import { Command, Option } from 'commander';
+// not pay for them. With --runtime (one per runtime on this host) it reads their event streams:
+// a replica whose process exits leaves the pools at once (the same-host fast path).
+import { readFile } from 'node:fs/promises';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { parseListen } from '../node-runtime/agent/options.ts';
 import { dnsSubdomainFlag, durationFlag, listenFlag } from './flags.ts';
 import { untilSignal } from './signals.ts';
@@ -16,6 +18,24 @@ interface ProxyFlags {
   connectTimeout: number;
   drainTimeout: number;
   name?: string;
+  runtime: string[];
+  runtimeTokenFile?: string;
+}
+
+/** `--runtime`, repeatable: the base URL of a runtime's HTTP API (http only, as the agent serves it). */
+function runtimeUrlFlag(value: string, previous: string[] = []): string[] {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new InvalidArgumentError(`--runtime expects a URL such as http://127.0.0.1:7777, got '${value}'`);
+  }
+  if (url.protocol !== 'http:' || url.search || url.hash) {
+    throw new InvalidArgumentError(
+      `--runtime expects an http:// URL such as http://127.0.0.1:7777, got '${value}'`,
+    );
+  }
+  return [...previous, value.replace(/\/+$/, '')];
 }
 
 export function proxyCommand(): Command {
@@ -62,8 +82,25 @@ export function proxyCommand(): Command {
         .argParser(durationFlag('--drain-timeout'))
         .default(10_000, '10s'),
     )
+    .addOption(
+      new Option(
+        '--runtime <url>',
+        'a runtime on this host (its HTTP API, Host.status.apiEndpoint; repeatable): its event stream takes a replica whose process exited out of the pools at once, before its EndpointSlice says so',
+      )
+        .argParser(runtimeUrlFlag)
+        .default([], 'none'),
+    )
+    .option(
+      '--runtime-token-file <path>',
+      "file holding the runtimes' bearer token, read at each connect (default: $ORRERY_RUNTIME_TOKEN)",
+    )
     .action(async (flags: ProxyFlags, command: Command) => {
       if (flags.connectTimeout <= 0) command.error('error: --connect-timeout must be above 0');
+      const tokenFile = flags.runtimeTokenFile;
+      const envToken = process.env.ORRERY_RUNTIME_TOKEN;
+      if (flags.runtime.length > 0 && tokenFile === undefined && !envToken) {
+        command.error('error: --runtime needs the token: --runtime-token-file or $ORRERY_RUNTIME_TOKEN');
+      }
       const metricsListen = parseListen(flags.metricsListen, '--metrics-listen');
       const [{ newLogger }, { loadKubeConfig }, { startProxy }] = await Promise.all([
         import('../platform/log.ts'),
@@ -81,6 +118,10 @@ export function proxyCommand(): Command {
         connectTimeoutMs: flags.connectTimeout,
         drainTimeoutMs: flags.drainTimeout,
         name: flags.name,
+        localFeed: {
+          runtimes: flags.runtime,
+          token: tokenFile !== undefined ? () => readFile(tokenFile, 'utf8') : () => envToken ?? '',
+        },
         log,
       });
       const cause = await stopRequested;

@@ -15,6 +15,7 @@
 // them to be gone and re-adopts the workloads, pids unchanged.
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { homedir, hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { type ControlPlane, startControlPlane } from '../controlplane/controlplane.ts';
@@ -44,6 +45,34 @@ function portRangeFor(index: number, count: number, min = 20000, max = 32767): s
   const size = Math.floor((max - min + 1) / count);
   const start = min + index * size;
   return `${start}-${start + size - 1}`;
+}
+
+/**
+ * Where the agents' HTTP APIs listen: fixed for the run, so that the mesh proxy's `--runtime`
+ * URLs stay right when an agent is restarted. Chosen from 17000-19999, below the agents' port
+ * range (20000-32767) and the kernel's default ephemeral range (32768-60999), so that neither a
+ * replica nor an outgoing connection takes one before its agent binds it; from a start given by
+ * the data dir (two `up`s on one machine start apart), skipping ports something listens on.
+ */
+async function agentApiPorts(dataDir: string, count: number, min = 17000, max = 19999): Promise<number[]> {
+  const size = max - min + 1;
+  const offset = Number.parseInt(dataDirKey(dataDir), 16) % size;
+  const ports: number[] = [];
+  for (let i = 0; i < size && ports.length < count; i++) {
+    const port = min + ((offset + i) % size);
+    if (await portIsFree(port)) ports.push(port);
+  }
+  if (ports.length < count) throw new Error(`no free port for the host agents' HTTP APIs in ${min}-${max}`);
+  return ports;
+}
+
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.unref();
+    server.once('error', () => resolve(false));
+    server.listen({ port, host: '127.0.0.1', exclusive: true }, () => server.close(() => resolve(true)));
+  });
 }
 
 /** How long a stopping part gets after SIGTERM before SIGKILL. */
@@ -192,6 +221,8 @@ async function bringUp(
     hooks('operator'),
   );
   parts.operator.start();
+  const tokenFile = runtimeTokenFile(dataDir);
+  const apiPorts = await agentApiPorts(dataDir, options.hosts);
   parts.proxy = new SupervisedChild(
     {
       name: 'proxy',
@@ -204,6 +235,10 @@ async function bringUp(
         `up-${dataDirKey(dataDir)}`,
         '--drain-timeout', // within its stop grace
         '5s',
+        // The same-host fast path: the agents' event streams take exited replicas out at once.
+        ...apiPorts.flatMap((port) => ['--runtime', `http://127.0.0.1:${port}`]),
+        '--runtime-token-file',
+        tokenFile,
       ],
     },
     hooks('mesh proxy'),
@@ -212,7 +247,6 @@ async function bringUp(
 
   const runDir = upRunDir(dataDir);
   parts.runDir = runDir;
-  const tokenFile = runtimeTokenFile(dataDir);
   const env = { ...process.env, ORRERY_RUNTIME_TOKEN: readFileSync(tokenFile, 'utf8').trim() };
   const base = hostname();
   const ready: Promise<unknown>[] = [];
@@ -238,6 +272,8 @@ async function bringUp(
           `orrery/up-${dataDirKey(dataDir)}-${name}`,
           '--port-range',
           portRangeFor(i, options.hosts),
+          '--listen',
+          `127.0.0.1:${apiPorts[i]}`,
           '--stop-workloads-on-exit',
         ],
         env,

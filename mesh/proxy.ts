@@ -39,6 +39,7 @@ import {
 } from '../kube/index.ts';
 import { serviceKeyOfSlice } from './endpoints.ts';
 import type { PortListener } from './listener.ts';
+import { LocalFeed, type LocalFeedOptions } from './local-feed.ts';
 import { type PortView, ProxyMetrics, serveMetrics } from './metrics.ts';
 import { ServedService } from './service.ts';
 
@@ -70,6 +71,11 @@ export interface ProxyOptions {
   drainTimeoutMs?: number | undefined;
   /** Names its heartbeat Lease `proxy-<name>` in orrery-system; default the host name. */
   name?: string | undefined;
+  /**
+   * The same-host fast path (local-feed.ts): the event streams of this host's runtimes take a
+   * replica whose process exited out of every pool at once. None without runtimes.
+   */
+  localFeed?: Omit<LocalFeedOptions, 'log' | 'onChange'> | undefined;
   log?: Logger | undefined;
 }
 
@@ -92,6 +98,8 @@ export interface MeshProxy {
   /** http://host:port of /metrics, /healthz and /readyz. */
   readonly metricsUrl: string;
   readonly metrics: ProxyMetrics;
+  /** The runtimes' event streams, when given any ('change' events say when pools changed). */
+  readonly localFeed: LocalFeed | undefined;
   /**
    * Resolves once the Service and EndpointSlice caches are synced and every Service is served;
    * rejects when the proxy is stopped before that.
@@ -203,7 +211,20 @@ export async function startProxy(opts: ProxyOptions): Promise<MeshProxy> {
       served.set(key, s);
     }
     s.update(service, slices.byIndex(BY_SERVICE, key));
+    if (feed) s.setLocalDown(feed.downIn(s.namespace));
   };
+
+  const feed =
+    opts.localFeed && opts.localFeed.runtimes.length > 0
+      ? new LocalFeed({
+          ...opts.localFeed,
+          log: log.child({ component: 'local-feed' }),
+          onChange: (namespaces) => {
+            for (const s of served.values())
+              if (namespaces.has(s.namespace)) s.setLocalDown(feed?.downIn(s.namespace) ?? new Set());
+          },
+        })
+      : undefined;
 
   const health = () => ({
     synced,
@@ -211,6 +232,7 @@ export async function startProxy(opts: ProxyOptions): Promise<MeshProxy> {
     services: served.size,
     listening: portViews().filter((v) => v.listening).length,
     watching: services.health().watching && slices.health().watching,
+    ...(feed ? { runtimes: feed.streams() } : {}),
   });
   let listening: Awaited<ReturnType<typeof serveMetrics>>;
   try {
@@ -221,6 +243,7 @@ export async function startProxy(opts: ProxyOptions): Promise<MeshProxy> {
   }
   const { server, url } = listening;
   log.info({ url }, 'serving /metrics and /healthz');
+  feed?.start();
 
   services.addHandlers({
     add: (s: Service) => sync(objectKey(s)),
@@ -325,7 +348,7 @@ export async function startProxy(opts: ProxyOptions): Promise<MeshProxy> {
           if (!isNotFound(err)) log.warn({ err: (err as Error).message }, 'could not delete the proxy Lease');
         });
     }
-    await Promise.all([services.stop(), slices.stop()]);
+    await Promise.all([services.stop(), slices.stop(), feed?.stop()]);
     for (const s of served.values()) s.close();
     served.clear();
     await Promise.all(draining);
@@ -336,6 +359,7 @@ export async function startProxy(opts: ProxyOptions): Promise<MeshProxy> {
   return {
     metricsUrl: url,
     metrics,
+    localFeed: feed,
     ready,
     ports: views,
     async stop(stopOpts = {}) {

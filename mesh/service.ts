@@ -148,6 +148,14 @@ export class ServedService {
     });
   }
 
+  /**
+   * The replicas of this Service's namespace that this host's runtimes report down (names; the
+   * same-host fast path, local-feed.ts): out of every port's pool at once. The proxy calls it on
+   * every change of that set and after every update (a new port's pool starts without it).
+   */
+  setLocalDown(replicas: ReadonlySet<string>): void {
+    for (const served of this.#ports.values()) served.pool.setLocalDown(replicas);
+  }
 
   /** The Service is gone: no listener, no timer; connections open drain through `retire`. */
   close(): void {

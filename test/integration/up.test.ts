@@ -94,6 +94,8 @@ test.serial(
     const up = startUp(t);
     const api = await apiOf(t, up);
     await up.waitForLine(running, bringUpMs);
+    // The mesh proxy reads the agent's event stream (the same-host fast path), with up's token.
+    await up.waitForLine(/runtime event stream open/, 30_000);
     const replica = await runningReplica(api, 'sleeper');
     const workload = replica.status?.processes?.[0]?.pid as number;
     const cgroupParent = (await up.waitForLine(/cgroupParent=(\S+)/, 1000))[1] as string;
