@@ -49,7 +49,7 @@ import { ENDPOINT_SLICES, SERVICES } from '../crds/resources.ts';
 import type { EndpointSlice, ServiceEndpoint } from '../crds/types.ts';
 import { ensureNamespace, KubeApi, type KubeConfig, loadKubeConfig, resourceClient } from '../kube/index.ts';
 import { type MeshProxy, startProxy } from '../mesh/proxy.ts';
-import { cpuTimes, rssKiB } from './proc.ts';
+import { cpuTimes, machineCpuSeconds, rssKiB } from './proc.ts';
 import { quantile, summarize } from './stats.ts';
 
 const repoRoot = join(import.meta.dirname, '..');
@@ -505,6 +505,8 @@ interface LoadgenResult {
   cpuS?: number | undefined;
   wallS?: number | undefined;
   rssMiB?: number | undefined;
+  /** Busy CPU of the whole machine over the run (every process), seconds. */
+  machineS?: number | undefined;
 }
 
 const cpuPercentOf = (r: LoadgenResult) =>
@@ -536,8 +538,9 @@ function mergeRuns(runs: LoadgenResult[]): LoadgenResult {
     firstErrors: runs.flatMap((r) => r.firstErrors),
     connects: sum((r) => r.connects),
     cpuS: watched ? sum((r) => r.cpuS ?? 0) : undefined,
-    wallS: watched ? sum((r) => r.wallS ?? 0) : undefined,
+    wallS: sum((r) => r.wallS ?? 0),
     rssMiB: runs.at(-1)?.rssMiB,
+    machineS: sum((r) => r.machineS ?? 0),
   };
 }
 
@@ -569,6 +572,7 @@ async function loadgen(
     ...(opts.samples ? ['-samples'] : []),
   ];
   const cpu0 = opts.watch ? cpuSecondsOf(opts.watch) : 0;
+  const machine0 = machineCpuSeconds();
   const t0 = performance.now();
   const timer = opts.during ? setTimeout(opts.during, opts.duringAtMs ?? 0) : undefined;
   const r = await procs
@@ -580,9 +584,10 @@ async function loadgen(
   const wallS = (performance.now() - t0) / 1000;
   if (r.code !== 0) throw new Error(`loadgen ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
   const result = JSON.parse(r.stdout) as LoadgenResult;
+  result.machineS = machineCpuSeconds() - machine0;
+  result.wallS = wallS;
   if (opts.watch) {
     result.cpuS = cpuSecondsOf(opts.watch) - cpu0;
-    result.wallS = wallS;
     result.rssMiB = rssKiB(opts.watch) / 1024;
   }
   return result;
@@ -711,12 +716,40 @@ async function endpointChanges(
   return { propagation, write };
 }
 
+/**
+ * The proxy's failure counters of one Service (/metrics): retries, connect failures, request
+ * errors, local responses, overflows, ejections, no-endpoint closes; the non-zero ones, each as
+ * `name{labels other than namespace, service, port} value`.
+ */
+async function proxyCounters(metricsUrl: string, service: string): Promise<string[]> {
+  const text = await (await fetch(`${metricsUrl}/metrics`)).text();
+  const wanted =
+    /^orrery_proxy_(retries_total|upstream_connect_failures_total|upstream_request_errors_total|local_responses_total|overflows_total|ejections_total|no_endpoint_closes_total)\{(.*)\} (\S+)$/;
+  const out: string[] = [];
+  for (const line of text.split('\n')) {
+    const m = wanted.exec(line);
+    if (!m || Number(m[3]) === 0) continue;
+    const labels = [...(m[2] as string).matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)];
+    if (!labels.some((l) => l[1] === 'service' && l[2] === service)) continue;
+    const rest = labels
+      .filter((l) => !['namespace', 'service', 'port'].includes(l[1] as string))
+      .map((l) => `${l[1]}=${l[2]}`)
+      .join(',');
+    out.push(`${m[1]}${rest ? `{${rest}}` : ''} ${m[3]}`);
+  }
+  return out;
+}
+
 // --- formatting --------------------------------------------------------------------------------
 
 const f2 = (v: number) => v.toFixed(2);
 const f3 = (v: number) => v.toFixed(3);
+const signed = (v: number) => `${v < 0 ? '−' : '+'}${f3(Math.abs(v))}`;
 const kRps = (v: number) => (v >= 1000 ? `${(v / 1000).toFixed(1)}k` : v.toFixed(0));
 const pct = (v: number | undefined) => (v === undefined || Number.isNaN(v) ? '' : `${v.toFixed(0)} %`);
+/** Text for a table cell: no pipes, no backticks, no newlines, at most `max` characters. */
+const mdText = (text: string, max: number) =>
+  text.replaceAll(/[|`\n\r]/g, ' ').slice(0, max) + (text.length > max ? '…' : '');
 const verdict = (ok: boolean) => (ok ? 'met' : 'not met');
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 const errorsText = (r: LoadgenResult) =>
@@ -823,8 +856,10 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
     );
 
     progress('starting orrery proxy');
-    const proxyLog: string[] = [];
-    const notServedLines: string[] = [];
+    /** What the proxy logged at warn or above: count by level and message, and the first error record. */
+    const proxyLog = new Map<string, number>();
+    let firstProxyError: string | undefined;
+    let metricsUrl: string | undefined;
     const proxy = procs.start(
       'orrery proxy',
       process.execPath,
@@ -845,14 +880,19 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
       {
         env: { ...process.env, ORRERY_LOG_LEVEL: 'info' },
         onLine: (line) => {
-          let rec: { level?: number; msg?: string } = {};
+          let rec: { level?: number; msg?: string; url?: unknown } = {};
           try {
             rec = JSON.parse(line) as typeof rec;
           } catch {
             // not a log record
           }
-          if (rec.msg?.includes('not served')) notServedLines.push(line);
-          if ((rec.level ?? 30) >= 40 && proxyLog.length < 50) proxyLog.push(line);
+          if (rec.msg === 'serving /metrics and /healthz' && typeof rec.url === 'string')
+            metricsUrl = rec.url;
+          const level = rec.level ?? 30;
+          if (level < 40) return;
+          const key = `${level >= 50 ? 'error' : 'warn'} "${rec.msg ?? line.slice(0, 120)}"`;
+          proxyLog.set(key, (proxyLog.get(key) ?? 0) + 1);
+          if (level >= 50) firstProxyError ??= line.slice(0, 400);
         },
       },
     );
@@ -958,6 +998,7 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
     progress('one of three backends SIGKILLed under load');
     const victim = three[1] as Backend;
     const killRuns: { name: string; result?: LoadgenResult; served: Served; killedAtMs: number }[] = [];
+    let killCounters: string[] | undefined;
     const orThree: Target = {
       name: 'orrery proxy, http port',
       host: services.three.vip,
@@ -990,6 +1031,7 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
       });
       progress(`${t.name}: ${errorsText(result)} errors of ${result.scheduled}`);
       killRuns.push({ name: t.name, result, served: t.served, killedAtMs: killedAt });
+      if (t === orThree && metricsUrl) killCounters = await proxyCounters(metricsUrl, services.three.name);
       // The victim back on its port for the next run.
       await victim.proc.exited;
       const again = await startNginx(procs, root, victim.name, victim.port);
@@ -1038,11 +1080,12 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
     const d = latency.get(direct);
     const latencyRows = [direct, haHttp, orHttp, haTcp, orTcp].map((t) => {
       const r = latency.get(t);
-      if (!r) return `| ${t.name} | ${notServed(t)} | | | | | | | | |`;
+      if (!r) return `| ${t.name} | ${notServed(t)} | | | | | | | | | |`;
       const l = r.latencyMs;
       const added =
-        d && t !== direct ? `+${f3(l.p50 - d.latencyMs.p50)} / +${f3(l.p99 - d.latencyMs.p99)}` : '';
-      return `| ${t.name} | ${f3(l.p50)} | ${f3(l.p90)} | ${f3(l.p99)} | ${f3(l.p999)} | ${f3(l.max)} | ${added} | ${errorsText(r)} | ${pct(cpuPercentOf(r))} | ${r.rssMiB === undefined ? '' : `${r.rssMiB.toFixed(0)} MiB`} |`;
+        d && t !== direct ? `${signed(l.p50 - d.latencyMs.p50)} / ${signed(l.p99 - d.latencyMs.p99)}` : '';
+      const busy = r.machineS !== undefined && r.wallS ? (r.machineS / r.wallS).toFixed(2) : '';
+      return `| ${t.name} | ${f3(l.p50)} | ${f3(l.p90)} | ${f3(l.p99)} | ${f3(l.p999)} | ${f3(l.max)} | ${added} | ${errorsText(r)} | ${pct(cpuPercentOf(r))} | ${r.rssMiB === undefined ? '' : `${r.rssMiB.toFixed(0)} MiB`} | ${busy} |`;
     });
 
     const orHttpRps = tput(httpThroughput, orHttp);
@@ -1064,7 +1107,7 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
         ? `| HTTP/1.1 keep-alive throughput, wrk -t1 -c${WRK_CONNS} | ${kRps(orHttpRps)} req/s, ${f2(ratio(orHttpRps, haHttpRps))}× HAProxy | HAProxy ${kRps(haHttpRps)}, direct ${kRps(tput(httpThroughput, direct))} | ≥ 0.7× HAProxy | ${verdict(orHttpRps / haHttpRps >= 0.7)} |`
         : `| HTTP/1.1 keep-alive throughput, wrk -t1 -c${WRK_CONNS} | not served by this build | HAProxy ${kRps(haHttpRps)}, direct ${kRps(tput(httpThroughput, direct))} | ≥ 0.7× HAProxy | not measured |`,
       oLat && d
-        ? `| added latency at ${RATE.toLocaleString('en')} req/s, open loop (http port) | +${f3(oLat.latencyMs.p50 - d.latencyMs.p50)} ms p50, +${f3(oLat.latencyMs.p99 - d.latencyMs.p99)} ms p99 | direct ${f3(d.latencyMs.p50)} / ${f3(d.latencyMs.p99)} ms | p50 ≤ 0.15 ms, p99 ≤ 1 ms over direct | ${verdict(oLat.latencyMs.p50 - d.latencyMs.p50 <= 0.15 && oLat.latencyMs.p99 - d.latencyMs.p99 <= 1)} |`
+        ? `| added latency at ${RATE.toLocaleString('en')} req/s, open loop (http port) | ${signed(oLat.latencyMs.p50 - d.latencyMs.p50)} ms p50, ${signed(oLat.latencyMs.p99 - d.latencyMs.p99)} ms p99 | direct ${f3(d.latencyMs.p50)} / ${f3(d.latencyMs.p99)} ms | p50 ≤ 0.15 ms, p99 ≤ 1 ms over direct | ${verdict(oLat.latencyMs.p50 - d.latencyMs.p50 <= 0.15 && oLat.latencyMs.p99 - d.latencyMs.p99 <= 1)} |`
         : `| added latency at ${RATE.toLocaleString('en')} req/s, open loop (http port) | not served by this build | ${d ? `direct ${f3(d.latencyMs.p50)} / ${f3(d.latencyMs.p99)} ms` : ''} | p50 ≤ 0.15 ms, p99 ≤ 1 ms over direct | not measured |`,
       `| TCP throughput, keep-alive through the tcp port | ${kRps(orTcpRps)} req/s, ${f2(ratio(orTcpRps, haTcpRps))}× HAProxy | HAProxy \`mode tcp\` ${kRps(haTcpRps)}, direct ${kRps(tput(tcpThroughput, direct))} | ≥ 0.7× HAProxy | ${verdict(orTcpRps / haTcpRps >= 0.7)} |`,
       `| TCP new connections per second (Connection: close) | ${kRps(orConnRps)}/s, ${f2(ratio(orConnRps, haConnRps))}× HAProxy | HAProxy \`mode tcp\` ${kRps(haConnRps)}, direct ${kRps(tput(tcpConnects, direct))} | ≥ 0.7× HAProxy | ${verdict(orConnRps / haConnRps >= 0.7)} |`,
@@ -1078,11 +1121,12 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
       if (!k.result)
         return `| ${k.name} | ${k.served.served ? '' : `not served by this build (${k.served.reason})`} | | | |`;
       const r = k.result;
-      const when = r.firstErrors.length
+      const first = r.firstErrors[0];
+      const when = first
         ? `${r.firstErrors
             .slice(0, 5)
             .map((e) => `${(e.atMs / 1000).toFixed(3)} s ${e.kind}`)
-            .join('; ')}${r.firstErrors.length > 5 ? '; …' : ''}`
+            .join('; ')}${r.firstErrors.length > 5 ? '; …' : ''}; the first: ${mdText(first.message, 160)}`
         : '';
       return `| ${k.name} | ${r.scheduled.toLocaleString('en')} | ${errorsText(r)} | ${f3(r.latencyMs.p99)} / ${f3(r.latencyMs.max)} | ${when} |`;
     });
@@ -1098,10 +1142,10 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
       '|---|---:|---:|---:|---:|---|',
       ...throughputRows(httpThroughput, [direct, haHttp, orHttp], haHttp),
       '',
-      `Open loop at ${RATE.toLocaleString('en')} req/s, ${OPEN_ROUNDS} interleaved rounds of ${OPEN_SECONDS} s per path (each after ${OPEN_WARMUP_S} s not recorded; quantiles over the merged samples), ${LOADGEN_CONNS} connections, milliseconds; added = this path − direct (p50 / p99); the generator's own lateness (due → sent) was p99 ${d ? f3(d.schedLagMs.p99) : '?'} ms in its worst direct round. CPU of the proxy over the run in % of one core, RSS at its end:`,
+      `Open loop at ${RATE.toLocaleString('en')} req/s, ${OPEN_ROUNDS} interleaved rounds of ${OPEN_SECONDS} s per path (each after ${OPEN_WARMUP_S} s not recorded; quantiles over the merged samples), ${LOADGEN_CONNS} connections, milliseconds; added = this path − direct (p50 / p99); the generator's own lateness (due → sent) was p99 ${d ? f3(d.schedLagMs.p99) : '?'} ms in its worst direct round. CPU of the proxy over the run in % of one core, RSS at its end; machine busy: CPU of every process on the machine over the runs, in cores (what the generator, nginx and the proxy use at this rate is a small part of it; the rest is other work on the machine):`,
       '',
-      '| path | p50 | p90 | p99 | p99.9 | max | added p50 / p99 | errors | proxy CPU | proxy RSS |',
-      '|---|---:|---:|---:|---:|---:|---:|---|---:|---:|',
+      '| path | p50 | p90 | p99 | p99.9 | max | added p50 / p99 | errors | proxy CPU | proxy RSS | machine busy |',
+      '|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|',
       ...latencyRows,
       '',
       `TCP, wrk -t1 -c${WRK_CONNS} speaking HTTP/1.1 through the tcp proxies to the same nginx, ${ROUNDS} × ${WRK_SECONDS} s: keep-alive, then \`Connection: close\` (one connection per request: new connections per second):`,
@@ -1119,14 +1163,18 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
       '| path | requests | client-visible errors | p99 / max ms | first errors |',
       '|---|---:|---|---:|---|',
       ...killRows,
-      '',
-      `Endpoint change: the EndpointSlice of a tcp Service replaced (one of three endpoints alternately not ready and ready), timed from the write until the proxy's \`ports()\` shows the new ready count; the proxy in this process (\`startProxy\`), on a namespace of its own; ${changes.propagation.length} changes after ${CHANGES_WARMUP} not recorded (the p99 of 50 is their largest): p50 ${prop.p50.toFixed(1)} ms, p99 ${prop.p99.toFixed(1)} ms, mean ${prop.mean.toFixed(1)} ms; of it the PUT round trip p50 ${wr.p50.toFixed(1)} ms, p99 ${wr.p99.toFixed(1)} ms. The same-host fast path (process exit → out of the pool ≤ 5 ms) does not exist yet and is not measured.`,
-      ...(notServedLines.length > 0 || proxyLog.length > 0
+      ...(killCounters
         ? [
             '',
-            `The proxy logged ${notServedLines.length} "not served" line(s) and ${proxyLog.length} warning(s) or error(s)${proxyLog.length > 0 ? `; the first: \`${(proxyLog[0] ?? '').slice(0, 300).replaceAll('`', "'")}\`` : ''}.`,
+            `The orrery proxy's counters for that Service after its run (/metrics, non-zero): ${killCounters.join(', ') || 'none'}.`,
           ]
         : []),
+      '',
+      `Endpoint change: the EndpointSlice of a tcp Service replaced (one of three endpoints alternately not ready and ready), timed from the write until the proxy's \`ports()\` shows the new ready count; the proxy in this process (\`startProxy\`), on a namespace of its own; ${changes.propagation.length} changes after ${CHANGES_WARMUP} not recorded (the p99 of 50 is their largest): p50 ${prop.p50.toFixed(1)} ms, p99 ${prop.p99.toFixed(1)} ms, mean ${prop.mean.toFixed(1)} ms; of it the PUT round trip p50 ${wr.p50.toFixed(1)} ms, p99 ${wr.p99.toFixed(1)} ms. The same-host fast path (process exit → out of the pool ≤ 5 ms) does not exist yet and is not measured.`,
+      '',
+      proxyLog.size === 0
+        ? 'The proxy logged no warning or error.'
+        : `The proxy logged (warn and above, by message): ${[...proxyLog].map(([k, n]) => `${k} × ${n}`).join(', ')}${firstProxyError ? `; the first error: \`${firstProxyError.replaceAll('`', "'")}\`` : ''}.`,
     ].join('\n');
     return { title: 'Mesh proxy against HAProxy', markdown };
   } finally {

@@ -220,14 +220,15 @@ func run(o options) result {
 					w.record(warm, "not_sent", errors.New("past the end of the run"), at.Sub(measuredStart))
 					continue
 				}
-				status, err := w.do(o, request)
+				status, body, err := w.do(o, request)
 				done := time.Now()
 				switch {
 				case err != nil:
 					w.close()
 					w.record(warm, errorKind(err), err, at.Sub(measuredStart))
 				case status < 200 || status > 299:
-					w.record(warm, "status_"+strconv.Itoa(status), fmt.Errorf("status %d", status), at.Sub(measuredStart))
+					err := fmt.Errorf("status %d: %q", status, body)
+					w.record(warm, "status_"+strconv.Itoa(status), err, at.Sub(measuredStart))
 				case warm:
 					w.warmOK++
 				default:
@@ -289,13 +290,14 @@ func (w *worker) close() {
 }
 
 // do sends one GET on the worker's connection (dialled first when there is none) and reads the
-// whole response; the connection is closed after it when the server says so.
-func (w *worker) do(o options, request []byte) (int, error) {
+// whole response; the connection is closed after it when the server says so. The body is kept
+// (its start) only when the status is not 2xx.
+func (w *worker) do(o options, request []byte) (int, string, error) {
 	deadline := time.Now().Add(o.timeout)
 	if w.conn == nil {
 		conn, err := net.DialTimeout("tcp4", o.addr, o.timeout)
 		if err != nil {
-			return 0, &dialError{err}
+			return 0, "", &dialError{err}
 		}
 		if tcp, ok := conn.(*net.TCPConn); ok {
 			_ = tcp.SetNoDelay(true)
@@ -309,19 +311,19 @@ func (w *worker) do(o options, request []byte) (int, error) {
 		}
 	}
 	if err := w.conn.SetDeadline(deadline); err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	if _, err := w.conn.Write(request); err != nil {
-		return 0, err
+		return 0, "", err
 	}
-	status, keepAlive, err := readResponse(w.reader)
+	status, keepAlive, body, err := readResponse(w.reader)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	if !keepAlive {
 		w.close()
 	}
-	return status, nil
+	return status, body, nil
 }
 
 type dialError struct{ err error }
@@ -332,19 +334,19 @@ func (e *dialError) Unwrap() error { return e.err }
 var errBadResponse = errors.New("bad response")
 
 // readResponse reads one HTTP/1.1 response (status line, headers, a Content-Length or chunked
-// body) and discards the body.
-func readResponse(r *bufio.Reader) (status int, keepAlive bool, err error) {
+// body); the body is discarded, but for the first bytes of one that is not 2xx and has a length.
+func readResponse(r *bufio.Reader) (status int, keepAlive bool, body string, err error) {
 	line, err := readLine(r)
 	if err != nil {
-		return 0, false, err
+		return 0, false, "", err
 	}
 	proto, rest, ok := strings.Cut(line, " ")
 	if !ok || !strings.HasPrefix(proto, "HTTP/1.") || len(rest) < 3 {
-		return 0, false, fmt.Errorf("%w: status line %q", errBadResponse, line)
+		return 0, false, "", fmt.Errorf("%w: status line %q", errBadResponse, line)
 	}
 	status, err = strconv.Atoi(rest[:3])
 	if err != nil {
-		return 0, false, fmt.Errorf("%w: status line %q", errBadResponse, line)
+		return 0, false, "", fmt.Errorf("%w: status line %q", errBadResponse, line)
 	}
 	keepAlive = proto == "HTTP/1.1"
 	length := int64(-1)
@@ -352,21 +354,21 @@ func readResponse(r *bufio.Reader) (status int, keepAlive bool, err error) {
 	for {
 		h, err := readLine(r)
 		if err != nil {
-			return 0, false, err
+			return 0, false, "", err
 		}
 		if h == "" {
 			break
 		}
 		name, value, ok := strings.Cut(h, ":")
 		if !ok {
-			return 0, false, fmt.Errorf("%w: header %q", errBadResponse, h)
+			return 0, false, "", fmt.Errorf("%w: header %q", errBadResponse, h)
 		}
 		value = strings.TrimSpace(value)
 		switch strings.ToLower(strings.TrimSpace(name)) {
 		case "content-length":
 			length, err = strconv.ParseInt(value, 10, 64)
 			if err != nil || length < 0 {
-				return 0, false, fmt.Errorf("%w: content-length %q", errBadResponse, value)
+				return 0, false, "", fmt.Errorf("%w: content-length %q", errBadResponse, value)
 			}
 		case "transfer-encoding":
 			chunked = strings.Contains(strings.ToLower(value), "chunked")
@@ -383,19 +385,25 @@ func readResponse(r *bufio.Reader) (status int, keepAlive bool, err error) {
 	case status == 204 || status == 304 || (status >= 100 && status < 200):
 	case chunked:
 		if err := discardChunked(r); err != nil {
-			return 0, false, err
+			return 0, false, "", err
 		}
+	case length >= 0 && (status < 200 || status > 299) && length <= 4096:
+		buf := make([]byte, length)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return 0, false, "", err
+		}
+		body = string(buf[:min(len(buf), 200)])
 	case length >= 0:
 		if _, err := r.Discard(int(length)); err != nil {
-			return 0, false, err
+			return 0, false, "", err
 		}
 	default: // the body runs to the end of the connection
 		if _, err := io.Copy(io.Discard, r); err != nil {
-			return 0, false, err
+			return 0, false, "", err
 		}
 		keepAlive = false
 	}
-	return status, keepAlive, nil
+	return status, keepAlive, body, nil
 }
 
 func discardChunked(r *bufio.Reader) error {
