@@ -751,9 +751,22 @@ export interface ServiceSpec {
    */
   loadBalancer: {
     /**
-     * Balancing policy (ring-hash hashes the client address).
+     * Balancing policy (ring-hash hashes the client address unless hashOn says otherwise).
      */
     policy: 'round-robin' | 'least-request' | 'p2c-ewma' | 'random' | 'ring-hash';
+    /**
+     * What ring-hash hashes for http ports: one request header or one cookie; a request without it hashes the client address. Unset: the client address.
+     */
+    hashOn?: {
+      /**
+       * A request header name, such as x-user.
+       */
+      header?: string;
+      /**
+       * A cookie name, such as session.
+       */
+      cookie?: string;
+    };
   };
   /**
    * Envoy circuit-breaker thresholds, per Service and host proxy.

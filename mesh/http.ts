@@ -30,7 +30,9 @@ import type { Upstream } from './endpoints.ts';
 import {
   type BodyEnd,
   bodyEnd,
+  cookieValue,
   downstreamResponseHead,
+  fieldValue,
   isIdempotent,
   localResponse,
   MAX_HEAD_BYTES,
@@ -67,6 +69,8 @@ export interface HttpRoute {
   idleTimeoutMs: number;
   /** Host field for an HTTP/1.0 request without one: virtualIP:port. */
   authority: string;
+  /** ring-hash: hash this request header or cookie (else, and without it, the client address). */
+  hashOn: { header?: string | undefined; cookie?: string | undefined } | undefined;
   /** "Service ns/name port p", for the proxy's own answers. */
   describe: string;
   stats: PortStats;
@@ -308,6 +312,18 @@ export class UpstreamConnections {
   }
 }
 
+/** The ring-hash key of a request: its hashOn header or cookie, else the client's address. */
+export function hashKey(route: Pick<HttpRoute, 'hashOn'>, head: RequestHead, clientAddress: string): string {
+  const on = route.hashOn;
+  if (!on) return clientAddress;
+  const value = on.header
+    ? fieldValue(head, on.header)
+    : on.cookie
+      ? cookieValue(head, on.cookie)
+      : undefined;
+  return value ?? clientAddress;
+}
+
 // --- one client connection --------------------------------------------------------------------
 
 type Failure = 'connect-failure' | 'reset' | 'timeout' | 'bad-response';
@@ -351,6 +367,8 @@ interface Exchange {
   keptBytes: number;
   /** The request may be sent again after its bytes were sent (idempotent, body kept whole). */
   replayable: boolean;
+  /** What ring-hash hashes for this request (the same for its retries). */
+  key: string;
   attempt: number;
   exclude: Set<string>;
   /** Holds a unit of maxRequests. */
@@ -532,6 +550,7 @@ class HttpSession implements ConnOwner {
       kept: undefined,
       keptBytes: 0,
       replayable: isIdempotent(head.method),
+      key: hashKey(route, head, this.#clientAddress),
       attempt: 0,
       exclude: new Set(),
       holdsRetry: false,
@@ -601,8 +620,7 @@ class HttpSession implements ConnOwner {
   // --- tries ---
 
   #try(x: Exchange): void {
-    const { route } = x;
-    const key = this.#clientAddress;
+    const { route, key } = x;
     let u = route.pool.pick(key, x.exclude);
     // Every endpoint failed this request once: a retry may go back to one.
     if (!u && x.exclude.size > 0) u = route.pool.pick(key);

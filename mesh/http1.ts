@@ -68,6 +68,29 @@ function fail(status: 400 | 431 | 501 | 505, reason: string) {
   return { ok: false, incomplete: false, status, reason } as const;
 }
 
+/** The value of the field `lowerName` (lower case), the first if it is given more than once. */
+export function fieldValue(head: { fields: string[] }, lowerName: string): string | undefined {
+  const f = head.fields;
+  for (let i = 0; i < f.length; i += 2) {
+    const name = f[i] as string;
+    if (name.length === lowerName.length && name.toLowerCase() === lowerName) return f[i + 1];
+  }
+  return undefined;
+}
+
+/** The value of cookie `name` in the request's Cookie fields (RFC 6265 §5.4: `a=1; b=2`). */
+export function cookieValue(head: { fields: string[] }, name: string): string | undefined {
+  const f = head.fields;
+  for (let i = 0; i < f.length; i += 2) {
+    if ((f[i] as string).length !== 6 || (f[i] as string).toLowerCase() !== 'cookie') continue;
+    for (const pair of (f[i + 1] as string).split(';')) {
+      const eq = pair.indexOf('=');
+      if (eq > 0 && pair.slice(0, eq).trim() === name) return pair.slice(eq + 1).trim();
+    }
+  }
+  return undefined;
+}
+
 /** The methods RFC 9110 §9.2.2 calls idempotent: a request of one may be sent twice. */
 export function isIdempotent(method: string): boolean {
   switch (method) {

@@ -11,7 +11,7 @@ import { listenAddressOf, type ServicePort, type Upstream, upstreamsOf } from '.
 import { type HttpRoute, type RetryOn, serveHttp, UpstreamConnections } from './http.ts';
 import { CircuitBreaker } from './limits.ts';
 import { PortListener } from './listener.ts';
-import type { PortLabels, PortView, ProxyMetrics } from './metrics.ts';
+import type { EndpointStats, PortLabels, PortView, ProxyMetrics } from './metrics.ts';
 import { Pool } from './pool.ts';
 import { serveTcp, type TcpRoute } from './tcp.ts';
 
@@ -198,13 +198,22 @@ export class ServedService {
     const portName = served.labels.port;
     if (!spec || !breaker) return undefined;
     const metrics = this.#o.metrics;
+    const stats = new Map<string, EndpointStats>();
     const common = {
       pool: served.pool,
       breaker,
       connectTimeoutMs: spec.retries.perTryTimeoutMs ?? this.#o.connectTimeoutMs,
       idleTimeoutMs: this.#o.idleTimeoutMs,
       stats: metrics.port(served.labels),
-      endpointStats: (u: Upstream) => metrics.endpoint(served.labels, u.replica, `${u.address}:${u.port}`),
+      endpointStats: (u: Upstream) => {
+        // Looked up per request: kept by id until the next update makes a new route.
+        let es = stats.get(u.id);
+        if (!es) {
+          es = metrics.endpoint(served.labels, u.replica, `${u.address}:${u.port}`);
+          stats.set(u.id, es);
+        }
+        return es;
+      },
       onEjected: (u: Upstream, cause = 'consecutive connect failures') =>
         this.#log.warn(
           {
@@ -234,6 +243,13 @@ export class ServedService {
       budgetPercent: spec.retries.budgetPercent,
       timeoutMs: spec.timeoutMs,
       authority: `${address ?? '127.0.0.1'}:${served.spec.port}`,
+      hashOn:
+        spec.loadBalancer.policy === 'ring-hash' && spec.loadBalancer.hashOn
+          ? {
+              header: spec.loadBalancer.hashOn.header?.toLowerCase(),
+              cookie: spec.loadBalancer.hashOn.cookie,
+            }
+          : undefined,
       describe: `Service ${this.namespace}/${this.name} port ${portName}`,
     };
   }

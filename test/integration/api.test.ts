@@ -311,6 +311,35 @@ const invalid: Array<{ what: string; manifest: Manifest; field: string; says?: R
     field: 'spec.loadBalancer.policy',
     says: /Unsupported value/,
   },
+  {
+    what: 'service hashing a header without ring-hash',
+    manifest: service((s) => (s.loadBalancer = { policy: 'round-robin', hashOn: { header: 'x-user' } })),
+    field: 'spec.loadBalancer.hashOn',
+    says: /hashOn is for policy ring-hash/,
+  },
+  {
+    what: 'service hashing a header and a cookie',
+    manifest: service(
+      (s) => (s.loadBalancer = { policy: 'ring-hash', hashOn: { header: 'x-user', cookie: 'id' } }),
+    ),
+    field: 'spec.loadBalancer.hashOn',
+    says: /at most 1/,
+  },
+  {
+    what: 'service hashing a header name that is not a token',
+    manifest: service((s) => (s.loadBalancer = { policy: 'ring-hash', hashOn: { header: 'x user' } })),
+    field: 'spec.loadBalancer.hashOn.header',
+    says: /must be an HTTP field name/,
+  },
+  {
+    what: 'service hashing a header on a tcp port',
+    manifest: service((s) => {
+      s.ports = [{ name: 'raw', port: 81, targetPort: 'raw', protocol: 'tcp' }];
+      s.loadBalancer = { policy: 'ring-hash', hashOn: { cookie: 'session' } };
+    }),
+    field: 'spec.loadBalancer.hashOn',
+    says: /needs every port to be protocol http/,
+  },
 ];
 
 test(`${invalid.length} invalid manifests are each rejected naming the field, and none is stored`, async (t) => {

@@ -616,3 +616,44 @@ test('chaos: one of three backends killed with SIGKILL under steady load: no cli
   t.true(answered.length > 300, `${answered.length} requests answered`);
   t.true((c[procs[1]?.name as string] ?? 0) > 0 && (c[procs[2]?.name as string] ?? 0) > 0);
 });
+
+test('ring-hash on a header: each key stays on its endpoint; a fourth endpoint takes at most 1.5/N of the keys; no header hashes the client', async (t) => {
+  const s = await setup(t, {
+    handlers: [hello, hello, hello, hello],
+    spec: { loadBalancer: { policy: 'ring-hash', hashOn: { header: 'X-User' } } },
+  });
+  const [a, b, c, d] = s.backends as [Backend, Backend, Backend, Backend];
+  await s.setEndpoints([a, b, c].map((x) => endpointAt(x.name, x.port, 'web')));
+  const proxy = await s.proxy({}, 3);
+  const keys = Array.from({ length: 120 }, (_, i) => `user-${i}`);
+  const mapping = async () => {
+    const out = new Map<string, string>();
+    for (const key of keys) {
+      const res = await fetch(`${s.url}/`, { headers: { 'x-user': key } });
+      out.set(key, res.headers.get('x-backend') as string);
+      await res.text();
+    }
+    return out;
+  };
+  const before = await mapping();
+  t.deepEqual(await mapping(), before, 'every key on the same endpoint again');
+  t.is(new Set(before.values()).size, 3, 'the keys spread over the three');
+  const anonymous = new Set<string>();
+  for (let i = 0; i < 10; i++) {
+    const res = await fetch(`${s.url}/`);
+    anonymous.add(res.headers.get('x-backend') as string);
+    await res.text();
+  }
+  t.is(anonymous.size, 1, 'without the header, the client address is the key');
+
+  await s.setEndpoints([a, b, c, d].map((x) => endpointAt(x.name, x.port, 'web')));
+  await eventually('four ready endpoints', () => proxy.ports()[0]?.ready === 4);
+  const after = await mapping();
+  const moved = keys.filter((k) => after.get(k) !== before.get(k));
+  t.true(moved.length > 0, 'the new endpoint takes some keys');
+  t.true(moved.length <= (1.5 / 3) * keys.length, `${moved.length} of ${keys.length} keys moved`);
+  t.true(
+    moved.every((k) => after.get(k) === d.name),
+    'keys move only to the new endpoint',
+  );
+});

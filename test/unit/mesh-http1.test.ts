@@ -1,9 +1,12 @@
 // HTTP/1.1 framing of the proxy's http ports (mesh/http1.ts): what is accepted, what is refused
 // with which status, where bodies end however the bytes are split, and what is forwarded.
 import test from 'ava';
+import { hashKey } from '../../mesh/http.ts';
 import {
   bodyEnd,
+  cookieValue,
   downstreamResponseHead,
+  fieldValue,
   isIdempotent,
   MAX_HEAD_BYTES,
   parseRequestHead,
@@ -207,4 +210,17 @@ test('forwarded response: hop-by-hop fields dropped, the proxy says its own Conn
 test('idempotent methods are those RFC 9110 names', (t) => {
   for (const m of ['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']) t.true(isIdempotent(m), m);
   for (const m of ['POST', 'PATCH', 'CONNECT', 'get']) t.false(isIdempotent(m), m);
+});
+
+test('ring-hash keys: a header (any case), a cookie among others, else the client address', (t) => {
+  const head = request(
+    'GET / HTTP/1.1\r\nHost: x\r\nX-User: alice\r\nCookie: a=1; session=s-42; b=2\r\n\r\n',
+  );
+  t.is(fieldValue(head, 'x-user'), 'alice');
+  t.is(cookieValue(head, 'session'), 's-42');
+  t.is(cookieValue(head, 'sess'), undefined);
+  t.is(hashKey({ hashOn: { header: 'x-user' } }, head, '127.0.0.1'), 'alice');
+  t.is(hashKey({ hashOn: { cookie: 'session' } }, head, '127.0.0.1'), 's-42');
+  t.is(hashKey({ hashOn: { header: 'x-none' } }, head, '127.0.0.9'), '127.0.0.9');
+  t.is(hashKey({ hashOn: undefined }, head, '127.0.0.9'), '127.0.0.9');
 });
