@@ -26,7 +26,8 @@
  * port listening, or does not answer 200) is reported as such, and its rows are left out.
  *
  * Every process started here gets its own process group and is killed by its pid in `finally`,
- * on a signal, and at exit. Durations: ORRERY_BENCH_MESH_SECONDS (each wrk round, default 5),
+ * on a signal, and at exit (the proxy gets SIGTERM first). ORRERY_BENCH_CPUPROF=<dir>: the proxy
+ * writes a V8 CPU profile there. Durations: ORRERY_BENCH_MESH_SECONDS (each wrk round, default 5),
  * ORRERY_BENCH_MESH_ROUNDS (2), ORRERY_BENCH_MESH_OPEN_SECONDS (each open-loop round, 5) and
  * ORRERY_BENCH_MESH_OPEN_ROUNDS (2). Rounds are interleaved over the paths, so that a burst of
  * other work on the machine does not land on one path only; open-loop rounds are merged sample by
@@ -183,17 +184,10 @@ class Processes {
     return proc;
   }
 
-  /** Sends `signal` to the process group of `proc` (its pid); resolves once the leader exited. */
-  async kill(proc: Proc, signal: NodeJS.Signals = 'SIGKILL', graceMs = 0): Promise<void> {
+  /** SIGKILL to the process group of `proc` (its pid); resolves once the leader exited. */
+  async kill(proc: Proc): Promise<void> {
     if (!proc.alive() || proc.pid <= 0) return;
-    signalGroup(proc.pid, signal);
-    if (graceMs > 0 && signal !== 'SIGKILL') {
-      const timer = setTimeout(() => signalGroup(proc.pid, 'SIGKILL'), graceMs);
-      await proc.exited;
-      clearTimeout(timer);
-      signalGroup(proc.pid, 'SIGKILL'); // what the leader left behind in its group
-      return;
-    }
+    signalGroup(proc.pid, 'SIGKILL');
     await proc.exited;
   }
 
@@ -205,7 +199,7 @@ class Processes {
 
   async stopAll(): Promise<void> {
     for (const pid of this.#commands) signalGroup(pid, 'SIGKILL');
-    await Promise.all([...this.#all].map((p) => this.kill(p, 'SIGKILL')));
+    await Promise.all([...this.#all].map((p) => this.kill(p)));
   }
 }
 
@@ -796,6 +790,7 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   let plane: ControlPlane | undefined;
+  let proxyProc: Proc | undefined;
   let api: KubeApi | undefined;
   const inProcess: { proxy?: MeshProxy } = {};
   try {
@@ -864,6 +859,10 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
       'orrery proxy',
       process.execPath,
       [
+        // ORRERY_BENCH_CPUPROF=<dir>: the proxy writes a V8 CPU profile there when it stops.
+        ...(process.env.ORRERY_BENCH_CPUPROF
+          ? ['--cpu-prof', `--cpu-prof-dir=${process.env.ORRERY_BENCH_CPUPROF}`]
+          : []),
         orrery,
         'proxy',
         '--kubeconfig',
@@ -896,6 +895,7 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
         },
       },
     );
+    proxyProc = proxy;
     const proxyStart = await waitListening(
       services.tcp.vip,
       services.tcp.port,
@@ -997,7 +997,7 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
 
     progress('one of three backends SIGKILLed under load');
     const victim = three[1] as Backend;
-    const killRuns: { name: string; result?: LoadgenResult; served: Served; killedAtMs: number }[] = [];
+    const killRuns: { name: string; result?: LoadgenResult; served: Served }[] = [];
     let killCounters: string[] | undefined;
     const orThree: Target = {
       name: 'orrery proxy, http port',
@@ -1015,22 +1015,17 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
     };
     for (const t of [orThree, haThree]) {
       if (!t.served.served) {
-        killRuns.push({ name: t.name, served: t.served, killedAtMs: 0 });
+        killRuns.push({ name: t.name, served: t.served });
         continue;
       }
-      let killedAt = 0;
-      const started = performance.now();
       const result = await loadgen(procs, loadgenBinary, urlOf(t), {
         seconds: KILL_RUN_SECONDS,
         watch: t.watch,
         duringAtMs: (OPEN_WARMUP_S + KILL_AFTER_S) * 1000,
-        during: () => {
-          killedAt = performance.now() - started;
-          signalGroup(victim.proc.pid, 'SIGKILL');
-        },
+        during: () => signalGroup(victim.proc.pid, 'SIGKILL'),
       });
       progress(`${t.name}: ${errorsText(result)} errors of ${result.scheduled}`);
-      killRuns.push({ name: t.name, result, served: t.served, killedAtMs: killedAt });
+      killRuns.push({ name: t.name, result, served: t.served });
       if (t === orThree && metricsUrl) killCounters = await proxyCounters(metricsUrl, services.three.name);
       // The victim back on its port for the next run.
       await victim.proc.exited;
@@ -1179,6 +1174,11 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
     return { title: 'Mesh proxy against HAProxy', markdown };
   } finally {
     await inProcess.proxy?.stop({ drainTimeoutMs: 0 }).catch(() => {});
+    if (proxyProc?.alive()) {
+      // SIGTERM first: it stops as it would in production (and writes its profile, if asked to).
+      signalGroup(proxyProc.pid, 'SIGTERM');
+      await Promise.race([proxyProc.exited, sleep(10_000)]);
+    }
     await procs.stopAll();
     api?.close();
     await plane?.stop();
