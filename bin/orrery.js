@@ -8,5 +8,8 @@ import { requireSupportedNode } from './node-check.js';
 
 requireSupportedNode('orrery');
 module.enableCompileCache?.();
+// The cache is written at exit, and a daemon killed with SIGKILL never exits: write what is
+// loaded once it is up, so that its restart (proxy, runtime) starts warm.
+setTimeout(() => module.flushCompileCache?.(), 1000).unref();
 const installed = import.meta.url.includes('/node_modules/');
 await import(installed ? '../dist/cli/main.js' : '../cli/main.ts');

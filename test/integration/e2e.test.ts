@@ -400,3 +400,66 @@ test('a Service gets a loopback virtual IP and endpoint counts', async (t) => {
     /port admin: targetPort "admin" is declared by no process of the 3 selected replicas/,
   );
 });
+
+test('a rolling update of examples/web.yaml under load through the mesh: no client sees an error', async (t) => {
+  const env = await e2e(t, { hosts: 1 });
+  await env.kubectl(['apply', '-f', join(examples, 'web.yaml')]);
+  await eventually('3 running', async () => allRunning(3)(await env.replicasOf('web')), {
+    timeoutMs: 30_000,
+  });
+  const proxy = await startProxy({
+    kubeConfig: loadKubeConfig({ kubeconfig: env.kubeconfig }),
+    namespace: env.ns,
+    name: `test-${env.id}`,
+  });
+  t.teardown(() => proxy.stop({ drainTimeoutMs: 0 }));
+  await proxy.ready;
+  const vip = await eventually('web served with 3 ready endpoints', async () => {
+    const svc = JSON.parse(await env.kubectl(['get', 'osvc', 'web', '-o', 'json']));
+    return proxy.ports().some((p) => p.listening && p.ready === 3) && (svc.status?.virtualIP as string);
+  });
+  const before = new Set((await env.replicasOf('web')).map((r) => r.metadata.uid));
+  const errors: string[] = [];
+  let answered = 0;
+  let loading = true;
+  // Four clients sending GETs one after another until the rollout is over (bounded: 60 s, 20,000 each).
+  const client = async () => {
+    const until = Date.now() + 60_000;
+    for (let i = 0; i < 20_000 && loading && Date.now() < until; i++) {
+      try {
+        const res = await fetch(`http://${vip}/`);
+        const body = await res.text();
+        if (res.status === 200) answered++;
+        else errors.push(`${res.status} ${body.trim()}`);
+      } catch (err) {
+        errors.push(String((err as Error).cause ?? err));
+      }
+    }
+  };
+  const clients = Array.from({ length: 4 }, client);
+  await env.kubectl([
+    'patch',
+    'inst',
+    'web',
+    '--type=json',
+    '-p',
+    JSON.stringify([
+      { op: 'add', path: '/spec/template/processes/0/env', value: [{ name: 'VERSION', value: '2' }] },
+    ]),
+  ]);
+  const after = await eventually(
+    'every replica replaced and running',
+    async () => {
+      const items = await env.replicasOf('web');
+      return allRunning(3)(items) && items.every((r) => !before.has(r.metadata.uid)) && items;
+    },
+    { timeoutMs: 60_000 },
+  );
+  // A moment on the new replicas only, then the load stops.
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  loading = false;
+  await Promise.all(clients);
+  t.is(after.length, 3);
+  t.deepEqual(errors.slice(0, 5), [], `${errors.length} errors in ${answered + errors.length} requests`);
+  t.true(answered > 100, `${answered} requests answered`);
+});

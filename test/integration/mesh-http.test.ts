@@ -6,6 +6,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import net from 'node:net';
+import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import type { Service } from '../../crds/types.ts';
 import type { DeepPartial } from '../../kube/index.ts';
@@ -656,4 +657,57 @@ test('ring-hash on a header: each key stays on its endpoint; a fourth endpoint t
     moved.every((k) => after.get(k) === d.name),
     'keys move only to the new endpoint',
   );
+});
+
+const orrery = path.join(import.meta.dirname, '..', '..', 'bin', 'orrery.js');
+
+function proxyProcess(t: ExecutionContext, s: Setup): { child: ChildProcess; exited: Promise<unknown> } {
+  const child = spawn(
+    process.execPath,
+    [
+      orrery,
+      'proxy',
+      '--kubeconfig',
+      s.kubeconfigPath,
+      '--namespace',
+      s.ns,
+      '--metrics-listen',
+      '127.0.0.1:0',
+    ],
+    { stdio: 'ignore' },
+  );
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  t.teardown(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+  });
+  return { child, exited };
+}
+
+test('orrery proxy killed with SIGKILL and started again: the Service answers again within 1 s', async (t) => {
+  const s = await setup(t, { handlers: [hello] });
+  const first = proxyProcess(t, s);
+  const ok = async () => {
+    try {
+      const res = await fetch(`${s.url}/`, { signal: AbortSignal.timeout(500) });
+      await res.text();
+      return res.status === 200;
+    } catch {
+      return false;
+    }
+  };
+  await eventually('the first proxy answering', ok, { timeoutMs: 30_000 });
+  // As a proxy that has run for a while: its compiled code is on disk (bin/orrery.js, after 1 s).
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  first.child.kill('SIGKILL');
+  await first.exited;
+  t.false(await ok(), 'nothing answers while no proxy runs');
+  const restarted = performance.now();
+  proxyProcess(t, s);
+  await eventually('the second proxy answering', ok, { timeoutMs: 30_000, intervalMs: 10 });
+  const took = performance.now() - restarted;
+  t.log(`answering again ${took.toFixed(0)} ms after the new proxy was started`);
+  t.true(took < 1000, `${took.toFixed(0)} ms`);
 });
