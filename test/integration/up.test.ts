@@ -271,6 +271,8 @@ test.serial(
       from,
     );
     t.is(started[2], '1');
+    // It listens where it did (up fixed the port), so the mesh proxy's stream opens again there.
+    await up.waitForLine(/runtime event stream open/, 15_000, from);
 
     // Once the new agent reconciled the re-adopted replica against its object, nothing restarted it.
     const token = readFileSync(join(up.dataDir, 'api-token'), 'utf8').trim();
