@@ -1,4 +1,4 @@
-// `orrery proxy`: the per-host mesh proxy (docs/DESIGN.md §6.1) for the `tcp` ports of Services.
+// `orrery proxy`: the per-host mesh proxy (docs/DESIGN.md §6.1) for the ports of Services.
 // Its own process, beside `orrery runtime`: restarting one leaves the other's connections and
 // workloads alone. SIGINT/SIGTERM stop accepting at once and let open connections finish for up
 // to --drain-timeout; then it exits 0. The mesh's modules load in the action, so `--help` does
@@ -41,7 +41,7 @@ function runtimeUrlFlag(value: string, previous: string[] = []): string[] {
 export function proxyCommand(): Command {
   return new Command('proxy')
     .description(
-      "run this host's mesh proxy: serve every tcp port of every Service at its virtualIP:port on loopback, balancing connections over the ready endpoints with the Service's policy, connect retries, outlier ejection and maxConnections (http ports are not served yet)",
+      "run this host's mesh proxy: serve every port of every Service at its virtualIP:port on loopback, balancing tcp connections or http requests over the ready endpoints with the Service's policy, retries, timeouts, outlier ejection and circuit breakers",
     )
     .option('--kubeconfig <path>', 'kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)')
     .option('--namespace <ns>', 'serve only the Services of this namespace (default: all)')
