@@ -442,6 +442,8 @@ interface WrkResult {
   errorText: string;
   /** CPU of the watched process over the run, in % of one core. */
   cpuPercent: number | undefined;
+  /** The same CPU per request (or connection), µs. */
+  cpuUsPerRequest: number | undefined;
 }
 
 async function wrk(
@@ -457,7 +459,8 @@ async function wrk(
   const t0 = performance.now();
   const r = await procs.run('wrk', args, (seconds + 30) * 1000);
   const wallS = (performance.now() - t0) / 1000;
-  const cpuPercent = opts.watch ? ((cpuSecondsOf(opts.watch) - cpu0) / wallS) * 100 : undefined;
+  const cpuS = opts.watch ? cpuSecondsOf(opts.watch) - cpu0 : undefined;
+  const cpuPercent = cpuS === undefined ? undefined : (cpuS / wallS) * 100;
   if (r.code !== 0) throw new Error(`wrk ${args.join(' ')} exited ${r.code}: ${r.stderr}${r.stdout}`);
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(r.stdout)?.[1] ?? Number.NaN);
   const requests = Number(/(\d+) requests in/.exec(r.stdout)?.[1] ?? Number.NaN);
@@ -473,7 +476,8 @@ async function wrk(
       if (n > 0) errorParts.push(`${n} ${kind}`);
     }
   }
-  return { rps, requests, errors, errorText: errorParts.join(', '), cpuPercent };
+  const cpuUsPerRequest = cpuS === undefined ? undefined : (cpuS * 1e6) / requests;
+  return { rps, requests, errors, errorText: errorParts.join(', '), cpuPercent, cpuUsPerRequest };
 }
 
 interface Quantiles {
@@ -1051,9 +1055,9 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
       const rs = m.get(t);
       return rs && rs.length > 0 ? mean(rs.map((r) => r.rps)) : Number.NaN;
     };
-    const cpuOf = (m: Map<Target, WrkResult[]>, t: Target) => {
+    const cpuOf = (m: Map<Target, WrkResult[]>, t: Target, f: (r: WrkResult) => number | undefined) => {
       const rs = m.get(t);
-      return rs && rs.length > 0 && t.watch ? mean(rs.map((r) => r.cpuPercent ?? Number.NaN)) : undefined;
+      return rs && rs.length > 0 && t.watch ? mean(rs.map((r) => f(r) ?? Number.NaN)) : undefined;
     };
     const errsOf = (m: Map<Target, WrkResult[]>, t: Target) =>
       (m.get(t) ?? [])
@@ -1065,11 +1069,13 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
 
     const throughputRows = (m: Map<Target, WrkResult[]>, targets: Target[], peer: Target) =>
       targets.map((t) => {
-        if (!t.served.served) return `| ${t.name} | ${notServed(t)} | | | | |`;
+        if (!t.served.served) return `| ${t.name} | ${notServed(t)} | | | | | |`;
         const rps = tput(m, t);
         const rounds = (m.get(t) ?? []).map((r) => kRps(r.rps)).join(', ');
         const vs = t === direct ? '' : `${f2(ratio(rps, tput(m, peer)))}×`;
-        return `| ${t.name} | ${kRps(rps)} | ${rounds} | ${pct(cpuOf(m, t))} | ${vs} | ${errsOf(m, t)} |`;
+        const perRequest = cpuOf(m, t, (r) => r.cpuUsPerRequest);
+        const us = perRequest === undefined ? '' : `${perRequest.toFixed(1)} µs`;
+        return `| ${t.name} | ${kRps(rps)} | ${rounds} | ${pct(cpuOf(m, t, (r) => r.cpuPercent))} | ${us} | ${vs} | ${errsOf(m, t)} |`;
       });
 
     const d = latency.get(direct);
@@ -1131,10 +1137,10 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
       '',
       ...summary,
       '',
-      `HTTP/1.1 keep-alive throughput, wrk -t1 -c${WRK_CONNS}, ${ROUNDS} interleaved rounds of ${WRK_SECONDS} s (mean; each round listed); CPU of the proxy process over the run, in % of one core:`,
+      `HTTP/1.1 keep-alive throughput, wrk -t1 -c${WRK_CONNS}, ${ROUNDS} interleaved rounds of ${WRK_SECONDS} s (mean; each round listed); CPU of the proxy process (user + system, /proc/<pid>/stat) over the run, in % of one core, and per request:`,
       '',
-      '| path | req/s | rounds | proxy CPU | vs HAProxy | errors |',
-      '|---|---:|---:|---:|---:|---|',
+      '| path | req/s | rounds | proxy CPU | proxy CPU per request | vs HAProxy | errors |',
+      '|---|---:|---:|---:|---:|---:|---|',
       ...throughputRows(httpThroughput, [direct, haHttp, orHttp], haHttp),
       '',
       `Open loop at ${RATE.toLocaleString('en')} req/s, ${OPEN_ROUNDS} interleaved rounds of ${OPEN_SECONDS} s per path (each after ${OPEN_WARMUP_S} s not recorded; quantiles over the merged samples), ${LOADGEN_CONNS} connections, milliseconds; added = this path − direct (p50 / p99); the generator's own lateness (due → sent) was p99 ${d ? f3(d.schedLagMs.p99) : '?'} ms in its worst direct round. CPU of the proxy over the run in % of one core, RSS at its end; machine busy: CPU of every process on the machine over the runs, in cores (what the generator, nginx and the proxy use at this rate is a small part of it; the rest is other work on the machine):`,
@@ -1145,12 +1151,12 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
       '',
       `TCP, wrk -t1 -c${WRK_CONNS} speaking HTTP/1.1 through the tcp proxies to the same nginx, ${ROUNDS} × ${WRK_SECONDS} s: keep-alive, then \`Connection: close\` (one connection per request: new connections per second):`,
       '',
-      '| path | keep-alive req/s | rounds | proxy CPU | vs HAProxy | errors |',
-      '|---|---:|---:|---:|---:|---|',
+      '| path | keep-alive req/s | rounds | proxy CPU | proxy CPU per request | vs HAProxy | errors |',
+      '|---|---:|---:|---:|---:|---:|---|',
       ...throughputRows(tcpThroughput, [direct, haTcp, orTcp], haTcp),
       '',
-      '| path | new connections/s | rounds | proxy CPU | vs HAProxy | errors |',
-      '|---|---:|---:|---:|---:|---|',
+      '| path | new connections/s | rounds | proxy CPU | proxy CPU per connection | vs HAProxy | errors |',
+      '|---|---:|---:|---:|---:|---:|---|',
       ...throughputRows(tcpConnects, [direct, haTcp, orTcp], haTcp),
       '',
       `One of three nginx backends SIGKILLed (its process group) ${KILL_AFTER_S} s into a ${KILL_RUN_SECONDS} s open-loop run at ${RATE.toLocaleString('en')} req/s; the Service has the spec's defaults (retries: 2 on connect-failure and reset; outlier detection: 5 consecutive errors, 10 s sweep); the backend is started again between the runs. Error times are from the start of the measured part:`,
