@@ -31,7 +31,8 @@ import {
   type BodyEnd,
   bodyEnd,
   cookieValue,
-  downstreamResponseHead,
+  encodeRequestHead,
+  encodeResponseHead,
   fieldValue,
   isIdempotent,
   localResponse,
@@ -40,7 +41,6 @@ import {
   parseResponseHead,
   type RequestHead,
   type ResponseHead,
-  upstreamRequestHead,
 } from './http1.ts';
 import { type CircuitBreaker, type Limit, OVERFLOW_HEADER, retryAllowed, retryBackoffMs } from './limits.ts';
 import { reset, type Served } from './listener.ts';
@@ -384,6 +384,8 @@ interface Exchange {
   conn: UpstreamConn | undefined;
   tryStart: number;
   tryTimer: NodeJS.Timeout | undefined;
+  /** The current try went on a connection that had carried requests before. */
+  reused: boolean;
   /** Response bytes not yet parsed (a head in parts). */
   resBuf: Buffer | undefined;
   res: ResponseHead | undefined;
@@ -561,6 +563,7 @@ class HttpSession implements ConnOwner {
       conn: undefined,
       tryStart: 0,
       tryTimer: undefined,
+      reused: false,
       resBuf: undefined,
       res: undefined,
       resBody: undefined,
@@ -680,11 +683,15 @@ class HttpSession implements ConnOwner {
     x.conn = conn;
     conn.owner = this;
     conn.uses++;
+    x.reused = conn.uses > 1;
     const socket = conn.socket;
-    socket.cork();
-    socket.write(upstreamRequestHead(x.head, this.#clientAddress, x.route.authority), 'latin1');
-    if (x.kept) for (const b of x.kept) socket.write(b);
-    socket.uncork();
+    const head = encodeRequestHead(x.head, this.#clientAddress, x.route.authority);
+    if (x.kept) {
+      socket.cork();
+      socket.write(head);
+      for (const b of x.kept) socket.write(b);
+      socket.uncork();
+    } else socket.write(head);
     if (!x.replayable) x.kept = undefined;
     this.#resumeClient();
   }
@@ -720,7 +727,7 @@ class HttpSession implements ConnOwner {
       if (res.status >= 100 && res.status < 200 && res.status !== 101) {
         // Interim (100 Continue, 103 Early Hints): passed on at once; the final one follows.
         x.answered = true;
-        this.#client.write(downstreamResponseHead(res, undefined), 'latin1');
+        this.#client.write(encodeResponseHead(res, undefined).buf);
         continue;
       }
       x.resBuf = undefined;
@@ -765,9 +772,8 @@ class HttpSession implements ConnOwner {
     const connection = x.closeAfter ? 'close' : x.head.minor === 0 ? 'keep-alive' : undefined;
     countResponse(route.stats, res.status);
     x.resBody = res.framing.kind === 'none' ? undefined : bodyEnd(res.framing);
-    const head = downstreamResponseHead(res, connection);
     if (!x.resBody) {
-      this.#client.write(head, 'latin1');
+      this.#client.write(encodeResponseHead(res, connection).buf);
       if (at < buf.length) this.#dropConn(x); // bytes after a response without a body
       this.#finish(x);
       return;
@@ -775,18 +781,19 @@ class HttpSession implements ConnOwner {
     const body = x.resBody;
     const end = at < buf.length ? body.feed(buf, at) : -1;
     if (body.error) {
-      this.#responseBody(x, buf, at);
+      this.#log.debug({ endpoint: x.u?.id, err: body.error }, 'malformed response body');
+      this.#abortAll(x);
       return;
     }
     const bodyBytes = at < buf.length ? (end < 0 ? buf.length : end) - at : 0;
-    if (bodyBytes > 0 && bodyBytes <= COALESCE_BYTES) {
-      // Head and the body bytes that came with it in one buffer: one write, one syscall.
-      const out = Buffer.allocUnsafe(head.length + bodyBytes);
-      out.write(head, 0, 'latin1');
-      buf.copy(out, head.length, at, at + bodyBytes);
-      this.#sendBody(x, out, end);
+    // Head and the body bytes that came with it in one buffer: one write, one syscall.
+    const coalesce = bodyBytes > 0 && bodyBytes <= COALESCE_BYTES;
+    const head = encodeResponseHead(res, connection, coalesce ? bodyBytes : 0);
+    if (coalesce) {
+      buf.copy(head.buf, head.size, at, at + bodyBytes);
+      this.#sendBody(x, head.buf, end);
     } else {
-      this.#client.write(head, 'latin1');
+      this.#client.write(head.buf);
       if (bodyBytes > 0) this.#sendBody(x, buf.subarray(at, at + bodyBytes), end);
     }
     if (end >= 0) {
@@ -895,13 +902,17 @@ class HttpSession implements ConnOwner {
 
   /**
    * Whether another try may be made: tries left, nothing answered yet, the request can be sent
-   * again (when its bytes were sent), within the retry budget and maxRetries (a unit taken).
+   * again (when its bytes were sent), and, when `budgeted`, within the retry budget and
+   * maxRetries (a unit taken). A failed connect sent nothing anywhere: trying another endpoint
+   * adds no load to one that got the request, so it is held to `attempts` only (as Linkerd's
+   * balancer takes an endpoint that refuses connections out rather than retrying the request,
+   * and as the tcp side's connect retries).
    */
-  #mayRetry(x: Exchange, bytesSent: boolean): boolean {
+  #mayRetry(x: Exchange, bytesSent: boolean, budgeted = bytesSent): boolean {
     const { route } = x;
     if (x.attempt >= route.attempts || x.answered) return false;
     if (bytesSent && !x.replayable) return false;
-    if (x.holdsRetry) return true;
+    if (!budgeted || x.holdsRetry) return true;
     if (
       !retryAllowed(route.breaker.active('requests'), route.breaker.active('retries'), route.budgetPercent) ||
       !route.breaker.tryAcquire('retries')
@@ -958,7 +969,12 @@ class HttpSession implements ConnOwner {
           : failure === 'timeout'
             ? route.retryOn.has('5xx') || route.retryOn.has('gateway-error')
             : false;
-    if (retriable && this.#mayRetry(x, failure !== 'connect-failure')) {
+    // Outside the retry budget: a connect that failed (nothing was sent), and a reused keep-alive
+    // connection closed before any byte of the answer (the endpoint closed it while idle, or
+    // died), which clients retry on their own (Go's http.Transport, undici) for idempotent
+    // requests. Both are still bounded by `attempts`.
+    const budgeted = failure !== 'connect-failure' && !(failure === 'reset' && x.reused && !x.resBuf);
+    if (retriable && this.#mayRetry(x, failure !== 'connect-failure', budgeted)) {
       this.#scheduleRetry(x);
       return;
     }
@@ -1106,7 +1122,7 @@ class HttpSession implements ConnOwner {
         const client = this.#client;
         const upstream = conn.detach();
         upstream.cork();
-        upstream.write(upstreamRequestHead(x.head, this.#clientAddress, route.authority), 'latin1');
+        upstream.write(encodeRequestHead(x.head, this.#clientAddress, route.authority));
         if (rest) upstream.write(rest);
         if (this.#in) upstream.write(this.#in);
         upstream.uncork();

@@ -24,10 +24,19 @@ export type BodyFraming =
   | { kind: 'close' };
 
 interface Head {
+  /** The bytes the head is in, and where: [start, end) ends after the blank line. */
+  buf: Buffer;
+  start: number;
+  end: number;
+  /** Where the start line ends (its CR). */
+  lineEnd: number;
+  /**
+   * Per field line, five offsets into buf: the line's start, the colon, the value's start and
+   * end (without surrounding whitespace), and the line's CR. Strings are made only when asked for.
+   */
+  offsets: number[];
   /** 0 for HTTP/1.0, 1 for HTTP/1.1. */
   minor: 0 | 1;
-  /** Field names as sent and values without surrounding whitespace: [name, value, name, value, …]. */
-  fields: string[];
   framing: BodyFraming;
   /** The connection persists after this message (by version and the Connection field). */
   keepAlive: boolean;
@@ -42,8 +51,8 @@ export interface RequestHead extends Head {
   target: string;
   /** An Upgrade request (Connection: upgrade with an Upgrade field): tunnelled, never retried. */
   upgrade: boolean;
-  /** The Host field, when present. */
-  host: string | undefined;
+  /** A Host field is present. */
+  hasHost: boolean;
 }
 
 export interface ResponseHead extends Head {
@@ -58,37 +67,22 @@ export type Parsed<H> =
 
 const INCOMPLETE = { ok: false, incomplete: true } as const;
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
-/** Control characters other than HTAB, and CR or LF that are not a CRLF pair. */
-// biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
-const BAD_CHARS = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n/;
 const CRLFCRLF = Buffer.from('\r\n\r\n');
-const DIGITS = /^\d{1,15}$/;
+
+/**
+ * Bytes as a latin1 string (one char per byte, so values pass through byte for byte).
+ * Buffer#latin1Slice is what toString('latin1') calls, without its argument handling.
+ */
+const latin1 = (buf: Buffer, from: number, to: number): string =>
+  (buf as unknown as { latin1Slice(from: number, to: number): string }).latin1Slice(from, to);
+
+/** tchar (RFC 9110 §5.6.2) by byte. */
+const TCHAR = new Uint8Array(256);
+for (const c of "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+  TCHAR[c.charCodeAt(0)] = 1;
 
 function fail(status: 400 | 431 | 501 | 505, reason: string) {
   return { ok: false, incomplete: false, status, reason } as const;
-}
-
-/** The value of the field `lowerName` (lower case), the first if it is given more than once. */
-export function fieldValue(head: { fields: string[] }, lowerName: string): string | undefined {
-  const f = head.fields;
-  for (let i = 0; i < f.length; i += 2) {
-    const name = f[i] as string;
-    if (name.length === lowerName.length && name.toLowerCase() === lowerName) return f[i + 1];
-  }
-  return undefined;
-}
-
-/** The value of cookie `name` in the request's Cookie fields (RFC 6265 §5.4: `a=1; b=2`). */
-export function cookieValue(head: { fields: string[] }, name: string): string | undefined {
-  const f = head.fields;
-  for (let i = 0; i < f.length; i += 2) {
-    if ((f[i] as string).length !== 6 || (f[i] as string).toLowerCase() !== 'cookie') continue;
-    for (const pair of (f[i + 1] as string).split(';')) {
-      const eq = pair.indexOf('=');
-      if (eq > 0 && pair.slice(0, eq).trim() === name) return pair.slice(eq + 1).trim();
-    }
-  }
-  return undefined;
 }
 
 /** The methods RFC 9110 §9.2.2 calls idempotent: a request of one may be sent twice. */
@@ -106,85 +100,186 @@ export function isIdempotent(method: string): boolean {
   }
 }
 
+/** A control character that may not appear in a start line or field value (HTAB may). */
+function isCtl(b: number): boolean {
+  return (b < 32 && b !== 9) || b === 127;
+}
+
+/** The field name of line k in lower case (only for messages and the rare lookups). */
+function nameAt(h: Head, k: number): string {
+  const o = h.offsets;
+  return latin1(h.buf, o[k] as number, o[k + 1] as number);
+}
+
+function valueAt(h: Head, k: number): string {
+  const o = h.offsets;
+  return latin1(h.buf, o[k + 2] as number, o[k + 3] as number);
+}
+
+/** Whether field line k is named `lower` (lower-case ASCII), compared byte by byte. */
+function nameIs(h: Head, k: number, lower: string): boolean {
+  const o = h.offsets;
+  const from = o[k] as number;
+  if ((o[k + 1] as number) - from !== lower.length) return false;
+  const buf = h.buf;
+  for (let i = 0; i < lower.length; i++)
+    if (((buf[from + i] as number) | 0x20) !== lower.charCodeAt(i)) return false;
+  return true;
+}
+
+/** The fields as strings, [name, value, name, value, …] (tests, logs). */
+export function fieldsOf(h: Head): string[] {
+  const out: string[] = [];
+  for (let k = 0; k < h.offsets.length; k += 5) out.push(nameAt(h, k), valueAt(h, k));
+  return out;
+}
+
+/** The value of the field `lowerName` (lower case), the first if it is given more than once. */
+export function fieldValue(h: Head, lowerName: string): string | undefined {
+  for (let k = 0; k < h.offsets.length; k += 5) if (nameIs(h, k, lowerName)) return valueAt(h, k);
+  return undefined;
+}
+
+/** The value of cookie `name` in the request's Cookie fields (RFC 6265 §5.4: `a=1; b=2`). */
+export function cookieValue(h: Head, name: string): string | undefined {
+  for (let k = 0; k < h.offsets.length; k += 5) {
+    if (!nameIs(h, k, 'cookie')) continue;
+    for (const pair of valueAt(h, k).split(';')) {
+      const eq = pair.indexOf('=');
+      if (eq > 0 && pair.slice(0, eq).trim() === name) return pair.slice(eq + 1).trim();
+    }
+  }
+  return undefined;
+}
+
 /**
- * Finds the end of a head that starts at `start` in `buf`: the index after its blank line, or -1
- * when it is not all there yet.
+ * Scans the head in buf[s, end) (end after the blank line): the start line's end and five offsets
+ * per field line, or the reason it is malformed. CR only before LF, LF only after CR, no other
+ * control character, no obsolete line folding, a token and a colon (no space before it) for
+ * every field name.
  */
-function headEnd(buf: Buffer, start: number): number {
-  const i = buf.indexOf(CRLFCRLF, start);
-  return i < 0 ? -1 : i + 4;
+function scan(buf: Buffer, s: number, end: number): { lineEnd: number; offsets: number[] } | string {
+  let i = s;
+  for (;;) {
+    const b = buf[i] as number;
+    if (b === 13) break;
+    if (b === 10 || isCtl(b)) return 'control character, or CR or LF outside a CRLF';
+    i++;
+  }
+  if (buf[i + 1] !== 10) return 'control character, or CR or LF outside a CRLF';
+  const lineEnd = i;
+  i += 2;
+  const offsets: number[] = [];
+  const last = end - 2; // the blank line's CR
+  while (i < last) {
+    const ls = i;
+    const first = buf[i] as number;
+    if (first === 32 || first === 9) return 'obsolete line folding';
+    while (TCHAR[buf[i] as number] === 1) i++;
+    if (buf[i] !== 58) {
+      let le = i;
+      while (le < last && buf[le] !== 13) le++;
+      const line = latin1(buf, ls, le);
+      const colon = line.indexOf(':');
+      if (colon <= 0) return `field line without a name and colon: ${JSON.stringify(line.slice(0, 40))}`;
+      if (/[\r\n]/.test(line)) return 'control character, or CR or LF outside a CRLF';
+      return `invalid field name ${JSON.stringify(line.slice(0, colon).slice(0, 40))}`;
+    }
+    if (i === ls) return 'field line without a name and colon: ":"';
+    const colon = i;
+    i++;
+    while (buf[i] === 32 || buf[i] === 9) i++;
+    const vs = i;
+    let ve = i;
+    for (;;) {
+      const b = buf[i] as number;
+      if (b === 13) break;
+      if (b === 10 || isCtl(b)) return 'control character, or CR or LF outside a CRLF';
+      i++;
+      if (b !== 32 && b !== 9) ve = i;
+    }
+    if (buf[i + 1] !== 10) return 'control character, or CR or LF outside a CRLF';
+    offsets.push(ls, colon, vs, ve, i);
+    i += 2;
+  }
+  return { lineEnd, offsets };
 }
 
 interface Fields {
-  fields: string[];
   contentLength: number | undefined;
   transferEncoding: string | undefined;
   connection: string[];
   upgrade: boolean;
-  host: string | undefined;
   hosts: number;
 }
 
-/** Parses the field lines of a head (lines[1..]); a string is the reason it is malformed. */
-function parseFields(lines: string[]): Fields | string {
+/** What the framing and the connection depend on, from the fields; a string says what is wrong. */
+function classify(h: Head): Fields | string {
   const out: Fields = {
-    fields: [],
     contentLength: undefined,
     transferEncoding: undefined,
     connection: [],
     upgrade: false,
-    host: undefined,
     hosts: 0,
   };
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i] as string;
-    if (line === '') continue; // the blank line that ends the head
-    const first = line.charCodeAt(0);
-    if (first === 32 || first === 9) return 'obsolete line folding';
-    const colon = line.indexOf(':');
-    if (colon <= 0) return `field line without a name and colon: ${JSON.stringify(line.slice(0, 40))}`;
-    const name = line.slice(0, colon);
-    if (!TOKEN.test(name)) return `invalid field name ${JSON.stringify(name.slice(0, 40))}`;
-    const value = line.slice(colon + 1).trim();
-    out.fields.push(name, value);
-    switch (name.length) {
+  const o = h.offsets;
+  for (let k = 0; k < o.length; k += 5) {
+    switch ((o[k + 1] as number) - (o[k] as number)) {
       case 4:
-        if (name.toLowerCase() === 'host') {
-          out.host = value;
-          out.hosts++;
-        }
+        if (nameIs(h, k, 'host')) out.hosts++;
         break;
       case 7:
-        if (name.toLowerCase() === 'upgrade') out.upgrade = true;
+        if (nameIs(h, k, 'upgrade')) out.upgrade = true;
         break;
       case 10:
-        if (name.toLowerCase() === 'connection') {
-          for (const option of value.split(',')) {
-            const o = option.trim().toLowerCase();
-            if (o) out.connection.push(o);
+        if (nameIs(h, k, 'connection')) {
+          for (const option of valueAt(h, k).split(',')) {
+            const v = option.trim().toLowerCase();
+            if (v) out.connection.push(v);
           }
         }
         break;
       case 14:
-        if (name.toLowerCase() === 'content-length') {
+        if (nameIs(h, k, 'content-length')) {
           // A list of equal values is one value (RFC 9110 §8.6); anything else is an error.
-          for (const part of value.split(',')) {
-            const v = part.trim();
-            if (!DIGITS.test(v)) return `invalid Content-Length ${JSON.stringify(value.slice(0, 40))}`;
-            const n = Number(v);
-            if (out.contentLength !== undefined && out.contentLength !== n)
-              return 'Content-Length given twice with different values';
-            out.contentLength = n;
-          }
+          const n = contentLengthOf(h.buf, o[k + 2] as number, o[k + 3] as number);
+          if (n === undefined) return `invalid Content-Length ${JSON.stringify(valueAt(h, k).slice(0, 40))}`;
+          if (out.contentLength !== undefined && out.contentLength !== n)
+            return 'Content-Length given twice with different values';
+          out.contentLength = n;
         }
         break;
       case 17:
-        if (name.toLowerCase() === 'transfer-encoding')
-          out.transferEncoding = out.transferEncoding ? `${out.transferEncoding}, ${value}` : value;
+        if (nameIs(h, k, 'transfer-encoding')) {
+          const v = valueAt(h, k);
+          out.transferEncoding = out.transferEncoding ? `${out.transferEncoding}, ${v}` : v;
+        }
         break;
     }
   }
   return out;
+}
+
+/** Digits (up to 15), or a comma-separated list of equal such numbers; undefined otherwise. */
+function contentLengthOf(buf: Buffer, from: number, to: number): number | undefined {
+  let value: number | undefined;
+  let n = 0;
+  let digits = 0;
+  for (let i = from; i <= to; i++) {
+    const b = i < to ? (buf[i] as number) : 44;
+    if (b >= 48 && b <= 57) {
+      if (++digits > 15) return undefined;
+      n = n * 10 + (b - 48);
+    } else if (b === 44) {
+      if (digits === 0 || (value !== undefined && value !== n)) return undefined;
+      value = n;
+      n = 0;
+      digits = 0;
+    } else if (b === 32 || b === 9) {
+      // whitespace around list members
+    } else return undefined;
+  }
+  return value;
 }
 
 /** The last transfer coding, lower-case. */
@@ -207,23 +302,17 @@ function connectionOf(minor: 0 | 1, options: string[]) {
   return { keepAlive: !close && (minor === 1 || keepAlive), upgrade, others };
 }
 
-function splitHead(buf: Buffer, start: number, end: number): string[] | string {
-  // latin1: one char per byte, so field values pass through byte for byte.
-  const text = buf.toString('latin1', start, end - 4);
-  if (BAD_CHARS.test(text)) return 'control character, or CR or LF outside a CRLF';
-  return text.split('\r\n');
-}
-
 /** Parses the request head at `start` of `buf` (empty lines before it are skipped, RFC 9112 §2.2). */
 export function parseRequestHead(buf: Buffer, start = 0): Parsed<RequestHead> {
   let s = start;
   while (buf.length >= s + 2 && buf[s] === 13 && buf[s + 1] === 10) s += 2;
-  const end = headEnd(buf, s);
-  if (end < 0) return buf.length - s > MAX_HEAD_BYTES ? fail(431, 'request head over 64 KiB') : INCOMPLETE;
+  const end0 = buf.indexOf(CRLFCRLF, s);
+  if (end0 < 0) return buf.length - s > MAX_HEAD_BYTES ? fail(431, 'request head over 64 KiB') : INCOMPLETE;
+  const end = end0 + 4;
   if (end - s > MAX_HEAD_BYTES) return fail(431, 'request head over 64 KiB');
-  const lines = splitHead(buf, s, end);
-  if (typeof lines === 'string') return fail(400, lines);
-  const line = lines[0] as string;
+  const scanned = scan(buf, s, end);
+  if (typeof scanned === 'string') return fail(400, scanned);
+  const line = latin1(buf, s, scanned.lineEnd);
   const sp1 = line.indexOf(' ');
   const sp2 = line.indexOf(' ', sp1 + 1);
   if (sp1 <= 0 || sp2 <= sp1 + 1 || line.indexOf(' ', sp2 + 1) >= 0)
@@ -237,184 +326,246 @@ export function parseRequestHead(buf: Buffer, start = 0): Parsed<RequestHead> {
   else if (version === 'HTTP/1.0') minor = 0;
   else if (/^HTTP\/\d\.\d$/.test(version)) return fail(505, `${version} is not served: HTTP/1.1 or 1.0`);
   else return fail(400, `malformed request line ${JSON.stringify(line.slice(0, 80))}`);
-  const f = parseFields(lines);
+  const head: RequestHead = {
+    buf,
+    start: s,
+    end,
+    lineEnd: scanned.lineEnd,
+    offsets: scanned.offsets,
+    minor,
+    framing: { kind: 'none' },
+    keepAlive: false,
+    connectionOptions: [],
+    connectionUpgrade: false,
+    method,
+    target,
+    upgrade: false,
+    hasHost: false,
+  };
+  const f = classify(head);
   if (typeof f === 'string') return fail(400, f);
   if (minor === 1 && f.hosts !== 1)
     return fail(400, f.hosts === 0 ? 'HTTP/1.1 request without Host' : 'Host given more than once');
   if (f.hosts > 1) return fail(400, 'Host given more than once');
-  let framing: BodyFraming = { kind: 'none' };
   if (f.transferEncoding !== undefined) {
     if (f.contentLength !== undefined) return fail(400, 'both Transfer-Encoding and Content-Length');
     if (minor === 0) return fail(400, 'Transfer-Encoding in an HTTP/1.0 request');
     if (lastCoding(f.transferEncoding) !== 'chunked')
       return fail(400, `Transfer-Encoding must end with chunked, got ${JSON.stringify(f.transferEncoding)}`);
-    framing = { kind: 'chunked' };
+    head.framing = { kind: 'chunked' };
   } else if (f.contentLength !== undefined && f.contentLength > 0) {
-    framing = { kind: 'length', length: f.contentLength };
+    head.framing = { kind: 'length', length: f.contentLength };
   }
   const c = connectionOf(minor, f.connection);
-  return {
-    ok: true,
-    size: end - start,
-    head: {
-      method,
-      target,
-      minor,
-      fields: f.fields,
-      framing,
-      keepAlive: c.keepAlive,
-      connectionOptions: c.others,
-      connectionUpgrade: c.upgrade,
-      upgrade: c.upgrade && f.upgrade,
-      host: f.host,
-    },
-  };
+  head.keepAlive = c.keepAlive;
+  head.connectionOptions = c.others;
+  head.connectionUpgrade = c.upgrade;
+  head.upgrade = c.upgrade && f.upgrade;
+  head.hasHost = f.hosts === 1;
+  return { ok: true, size: end - start, head };
 }
+
+const NO_BODY = { kind: 'none' } as const;
+const TO_CLOSE = { kind: 'close' } as const;
+const CHUNKED = { kind: 'chunked' } as const;
 
 /**
  * Parses the response head at `start` of `buf`, to a request with `method`. Errors are the
  * upstream's (the proxy answers 502 for them), so their status is only a hint.
  */
 export function parseResponseHead(buf: Buffer, start: number, method: string): Parsed<ResponseHead> {
-  const end = headEnd(buf, start);
-  if (end < 0)
+  const end0 = buf.indexOf(CRLFCRLF, start);
+  if (end0 < 0)
     return buf.length - start > MAX_HEAD_BYTES ? fail(400, 'response head over 64 KiB') : INCOMPLETE;
+  const end = end0 + 4;
   if (end - start > MAX_HEAD_BYTES) return fail(400, 'response head over 64 KiB');
-  const lines = splitHead(buf, start, end);
-  if (typeof lines === 'string') return fail(400, lines);
-  const line = lines[0] as string;
+  const scanned = scan(buf, start, end);
+  if (typeof scanned === 'string') return fail(400, scanned);
   // HTTP/1.1 200 OK; the reason phrase may be empty, with or without its space.
-  const m = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/.exec(line);
-  if (!m) return fail(400, `malformed status line ${JSON.stringify(line.slice(0, 80))}`);
-  const minor = m[1] === '1' ? 1 : 0;
-  const status = Number(m[2]);
-  const f = parseFields(lines);
+  const lineEnd = scanned.lineEnd;
+  const ok =
+    lineEnd - start >= 12 &&
+    buf[start] === 72 &&
+    buf[start + 1] === 84 &&
+    buf[start + 2] === 84 &&
+    buf[start + 3] === 80 &&
+    buf[start + 4] === 47 &&
+    buf[start + 5] === 49 &&
+    buf[start + 6] === 46 &&
+    (buf[start + 7] === 48 || buf[start + 7] === 49) &&
+    buf[start + 8] === 32 &&
+    isDigit(buf[start + 9]) &&
+    isDigit(buf[start + 10]) &&
+    isDigit(buf[start + 11]) &&
+    (lineEnd - start === 12 || buf[start + 12] === 32);
+  if (!ok)
+    return fail(
+      400,
+      `malformed status line ${JSON.stringify(latin1(buf, start, Math.min(lineEnd, start + 80)))}`,
+    );
+  const minor = buf[start + 7] === 49 ? 1 : 0;
+  const status =
+    ((buf[start + 9] as number) - 48) * 100 +
+    ((buf[start + 10] as number) - 48) * 10 +
+    ((buf[start + 11] as number) - 48);
+  const head: ResponseHead = {
+    buf,
+    start,
+    end,
+    lineEnd,
+    offsets: scanned.offsets,
+    minor,
+    framing: NO_BODY,
+    keepAlive: false,
+    connectionOptions: [],
+    connectionUpgrade: false,
+    status,
+    reason: lineEnd - start > 13 ? latin1(buf, start + 13, lineEnd) : '',
+  };
+  const f = classify(head);
   if (typeof f === 'string') return fail(400, f);
   const c = connectionOf(minor, f.connection);
-  let framing: BodyFraming;
   let keepAlive = c.keepAlive;
+  let framing: BodyFraming;
   if (method === 'HEAD' || (status >= 100 && status < 200) || status === 204 || status === 304) {
-    framing = { kind: 'none' };
+    framing = NO_BODY;
   } else if (f.transferEncoding !== undefined) {
     if (f.contentLength !== undefined) return fail(400, 'both Transfer-Encoding and Content-Length');
-    if (lastCoding(f.transferEncoding) === 'chunked') framing = { kind: 'chunked' };
+    if (lastCoding(f.transferEncoding) === 'chunked') framing = CHUNKED;
     else {
-      framing = { kind: 'close' };
+      framing = TO_CLOSE;
       keepAlive = false;
     }
   } else if (f.contentLength !== undefined) {
-    framing = f.contentLength > 0 ? { kind: 'length', length: f.contentLength } : { kind: 'none' };
+    framing = f.contentLength > 0 ? { kind: 'length', length: f.contentLength } : NO_BODY;
   } else {
-    framing = { kind: 'close' };
+    framing = TO_CLOSE;
     keepAlive = false;
   }
-  return {
-    ok: true,
-    size: end - start,
-    head: {
-      status,
-      reason: m[3] ?? '',
-      minor,
-      fields: f.fields,
-      framing,
-      keepAlive,
-      connectionOptions: c.others,
-      connectionUpgrade: c.upgrade,
-    },
-  };
+  head.framing = framing;
+  head.keepAlive = keepAlive;
+  head.connectionOptions = c.others;
+  head.connectionUpgrade = c.upgrade;
+  return { ok: true, size: end - start, head };
+}
+
+function isDigit(b: number | undefined): boolean {
+  return b !== undefined && b >= 48 && b <= 57;
 }
 
 /** Hop-by-hop fields (RFC 9110 §7.6.1): never forwarded; Transfer-Encoding is, since bodies pass unchanged. */
-function isHopByHop(lower: string, options: readonly string[]): boolean {
-  switch (lower) {
-    case 'connection':
-    case 'keep-alive':
-    case 'proxy-connection':
-    case 'te':
-    case 'trailer':
-    case 'upgrade':
-      return true;
-    default:
-      return options.length > 0 && options.includes(lower);
-  }
-}
-
-/**
- * A field name in lower case when it may be one the proxy drops or rewrites (by its length: TE,
- * Trailer, Upgrade, Connection, Keep-Alive, X-Forwarded-For, Proxy-Connection,
- * X-Forwarded-Proto, or one Connection names), else undefined: most fields cost no copy.
- */
-function lowerIfSpecial(name: string, options: readonly string[]): string | undefined {
-  switch (name.length) {
+function isHopByHop(h: Head, k: number): boolean {
+  const o = h.offsets;
+  switch ((o[k + 1] as number) - (o[k] as number)) {
     case 2:
+      if (nameIs(h, k, 'te')) return true;
+      break;
     case 7:
+      if (nameIs(h, k, 'trailer') || nameIs(h, k, 'upgrade')) return true;
+      break;
     case 10:
-    case 15:
+      if (nameIs(h, k, 'connection') || nameIs(h, k, 'keep-alive')) return true;
+      break;
     case 16:
-    case 17:
-      return name.toLowerCase();
-    default:
-      return options.length > 0 ? name.toLowerCase() : undefined;
+      if (nameIs(h, k, 'proxy-connection')) return true;
+      break;
   }
+  const options = h.connectionOptions;
+  return options.length > 0 && options.includes(nameAt(h, k).toLowerCase());
 }
 
 /**
- * The head to send upstream: the request line as HTTP/1.1, the end-to-end fields, the client's
- * address appended to X-Forwarded-For, X-Forwarded-Proto when absent, Host when the client (an
- * HTTP/1.0 one) gave none, and the Upgrade fields for a tunnelled upgrade.
+ * Copies the head's field lines into a new buffer, leaving out those `drop` says, between a start
+ * line and extra lines given as latin1 strings, with `room` bytes free at the end (for a body the
+ * caller copies in). Runs of kept lines are copied as one range.
  */
-export function upstreamRequestHead(req: RequestHead, clientAddress: string, defaultHost: string): string {
-  let out = `${req.method} ${req.target} HTTP/1.1\r\n`;
+function rebuild(
+  h: Head,
+  startLine: string | undefined,
+  drop: (k: number) => boolean,
+  extra: string,
+  room: number,
+): { buf: Buffer; size: number } {
+  const o = h.offsets;
+  const ranges: number[] = [];
+  let from = -1;
+  let to = -1;
+  for (let k = 0; k < o.length; k += 5) {
+    if (drop(k)) continue;
+    const ls = o[k] as number;
+    const le = (o[k + 4] as number) + 2;
+    if (ls === to) to = le;
+    else {
+      if (from >= 0) ranges.push(from, to);
+      from = ls;
+      to = le;
+    }
+  }
+  if (from >= 0) ranges.push(from, to);
+  const lineBytes = startLine === undefined ? h.lineEnd + 2 - h.start : startLine.length;
+  let size = lineBytes + extra.length + 2;
+  for (let r = 0; r < ranges.length; r += 2) size += (ranges[r + 1] as number) - (ranges[r] as number);
+  const out = Buffer.allocUnsafe(size + room);
+  let at =
+    startLine === undefined ? h.buf.copy(out, 0, h.start, h.lineEnd + 2) : out.write(startLine, 0, 'latin1');
+  for (let r = 0; r < ranges.length; r += 2)
+    at += h.buf.copy(out, at, ranges[r] as number, ranges[r + 1] as number);
+  if (extra.length > 0) at += out.write(extra, at, 'latin1');
+  out[at] = 13;
+  out[at + 1] = 10;
+  return { buf: out, size };
+}
+
+/**
+ * The head to send upstream: the request line as HTTP/1.1, the end-to-end fields as they came,
+ * the client's address appended to X-Forwarded-For, X-Forwarded-Proto when absent, Host when the
+ * client (an HTTP/1.0 one) gave none, and the Upgrade fields for a tunnelled upgrade.
+ */
+export function encodeRequestHead(req: RequestHead, clientAddress: string, defaultHost: string): Buffer {
   let forwardedFor: string | undefined;
   let proto = false;
-  const f = req.fields;
-  for (let i = 0; i < f.length; i += 2) {
-    const name = f[i] as string;
-    const value = f[i + 1] as string;
-    const lower = lowerIfSpecial(name, req.connectionOptions);
-    if (lower === undefined) {
-      out += `${name}: ${value}\r\n`;
-      continue;
-    }
-    if (lower === 'x-forwarded-for') {
-      forwardedFor = forwardedFor === undefined ? value : `${forwardedFor}, ${value}`;
-      continue;
-    }
-    if (lower === 'upgrade' && req.upgrade) {
-      out += `${name}: ${value}\r\n`;
-      continue;
-    }
-    if (isHopByHop(lower, req.connectionOptions)) continue;
-    if (lower === 'x-forwarded-proto') proto = true;
-    out += `${name}: ${value}\r\n`;
+  const o = req.offsets;
+  for (let k = 0; k < o.length; k += 5) {
+    const len = (o[k + 1] as number) - (o[k] as number);
+    if (len === 15 && nameIs(req, k, 'x-forwarded-for')) {
+      const v = valueAt(req, k);
+      forwardedFor = forwardedFor === undefined ? v : `${forwardedFor}, ${v}`;
+    } else if (len === 17 && nameIs(req, k, 'x-forwarded-proto')) proto = true;
   }
-  if (req.host === undefined) out += `host: ${defaultHost}\r\n`;
-  out += `x-forwarded-for: ${forwardedFor ? `${forwardedFor}, ${clientAddress}` : clientAddress}\r\n`;
-  if (!proto) out += 'x-forwarded-proto: http\r\n';
-  if (req.upgrade) out += 'connection: upgrade\r\n';
-  // A 1.0 client's body without framing has none; 1.1 keeps the connection by default.
-  return `${out}\r\n`;
+  let extra = '';
+  if (!req.hasHost) extra += `host: ${defaultHost}\r\n`;
+  extra += `x-forwarded-for: ${forwardedFor ? `${forwardedFor}, ${clientAddress}` : clientAddress}\r\n`;
+  if (!proto) extra += 'x-forwarded-proto: http\r\n';
+  if (req.upgrade) extra += 'connection: upgrade\r\n';
+  const startLine = req.minor === 1 ? undefined : `${req.method} ${req.target} HTTP/1.1\r\n`;
+  const drop = (k: number) => {
+    const len = (o[k + 1] as number) - (o[k] as number);
+    if (len === 15 && nameIs(req, k, 'x-forwarded-for')) return true;
+    if (len === 7 && req.upgrade && nameIs(req, k, 'upgrade')) return false;
+    return isHopByHop(req, k);
+  };
+  return rebuild(req, startLine, drop, extra, 0).buf;
 }
 
 /**
- * The head to send the client: the status line as HTTP/1.1, the end-to-end fields, and the
- * proxy's own Connection field (close when the client connection ends after this response,
- * keep-alive for an HTTP/1.0 client that keeps it).
+ * The head to send the client, with `room` bytes free after it for the body bytes that came with
+ * it: the status line as HTTP/1.1, the end-to-end fields as they came, and the proxy's own
+ * Connection field (close when the client connection ends after this response, keep-alive for an
+ * HTTP/1.0 client that keeps it).
  */
-export function downstreamResponseHead(
+export function encodeResponseHead(
   res: ResponseHead,
   connection: 'close' | 'keep-alive' | undefined,
-): string {
-  let out = `HTTP/1.1 ${res.status} ${res.reason}\r\n`;
-  const f = res.fields;
-  for (let i = 0; i < f.length; i += 2) {
-    const name = f[i] as string;
-    const lower = lowerIfSpecial(name, res.connectionOptions);
-    if (lower !== undefined && isHopByHop(lower, res.connectionOptions)) continue;
-    out += `${name}: ${f[i + 1] as string}\r\n`;
-  }
-  if (connection) out += `connection: ${connection}\r\n`;
-  return `${out}\r\n`;
+  room = 0,
+): { buf: Buffer; size: number } {
+  const startLine = res.minor === 1 ? undefined : `HTTP/1.1 ${res.status} ${res.reason}\r\n`;
+  return rebuild(
+    res,
+    startLine,
+    (k) => isHopByHop(res, k),
+    connection ? `connection: ${connection}\r\n` : '',
+    room,
+  );
 }
 
 /** A response the proxy makes itself (no endpoint, overflow, timeout, bad request). */

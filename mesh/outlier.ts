@@ -5,8 +5,9 @@
  *   `consecutiveErrors` is ejected at once, for `baseEjectionSeconds` × the number of times it has
  *   been ejected, at most `maxEjectionSeconds` (Envoy: 300 s);
  * - `maxEjectionPercent` bounds how many are out at once, and one endpoint always stays in;
- * - each `intervalSeconds` sweep brings back the endpoints whose time is up and lowers the
- *   multiplier of those that stayed in (Envoy decrements it for every interval a host is healthy);
+ * - each `intervalSeconds` sweep brings back the endpoints whose time is up (an endpoint is out
+ *   until that sweep) and lowers the multiplier of those that stayed in (Envoy decrements it for
+ *   every interval a host is healthy);
  * - panic: when fewer than PANIC_THRESHOLD of the endpoints are in, balancing goes over all of
  *   them, ejected or not (Envoy's healthy panic threshold, 50 %).
  *
@@ -28,7 +29,7 @@ export const PANIC_THRESHOLD = 0.5;
 interface State {
   consecutive: number;
   ejections: number;
-  /** Monotonic ms until which it is out; 0 when in. */
+  /** Monotonic ms from which the next sweep brings it back; 0 when in. */
   ejectedUntil: number;
 }
 
@@ -67,9 +68,13 @@ export class OutlierDetector {
     return true;
   }
 
+  /**
+   * Out of balancing: from its ejection until the first sweep after its ejection time is up (as
+   * Envoy brings hosts back on its interval timer), so what this says is what the pool does.
+   */
   isEjected(id: string): boolean {
     const s = this.#state.get(id);
-    return s !== undefined && s.ejectedUntil > this.#now();
+    return s !== undefined && s.ejectedUntil > 0;
   }
 
   /** The interval sweep: endpoints whose time is up come back; those in lower their multiplier. */

@@ -13,16 +13,7 @@ import { createInterface } from 'node:readline';
 import test, { type ExecutionContext } from 'ava';
 import type { Service, ServiceEndpoint } from '../../crds/types.ts';
 import type { DeepPartial } from '../../kube/index.ts';
-import {
-  counts,
-  endpointAt,
-  meshLog as log,
-  type MeshSetup,
-  meshService,
-  nextVip,
-  sample,
-  scrape,
-} from '../helpers/mesh.ts';
+import { counts, endpointAt, type MeshSetup, meshService, nextVip, sample, scrape } from '../helpers/mesh.ts';
 import { eventually } from '../helpers/wait.ts';
 import { within } from './fixtures/up-process.ts';
 
