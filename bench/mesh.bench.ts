@@ -27,9 +27,9 @@
  *
  * Every process started here gets its own process group and is killed by its pid in `finally`,
  * on a signal, and at exit (the proxy gets SIGTERM first). ORRERY_BENCH_CPUPROF=<dir>: the proxy
- * writes a V8 CPU profile there. Durations: ORRERY_BENCH_MESH_SECONDS (each wrk round, default 5),
- * ORRERY_BENCH_MESH_ROUNDS (2), ORRERY_BENCH_MESH_OPEN_SECONDS (each open-loop round, 5) and
- * ORRERY_BENCH_MESH_OPEN_ROUNDS (2). Rounds are interleaved over the paths, so that a burst of
+ * writes a V8 CPU profile there. Durations: ORRERY_BENCH_MESH_SECONDS (each wrk round, default 4),
+ * ORRERY_BENCH_MESH_ROUNDS (3), ORRERY_BENCH_MESH_OPEN_SECONDS (each open-loop round, 2) and
+ * ORRERY_BENCH_MESH_OPEN_ROUNDS (5). Rounds are interleaved over the paths, so that a burst of
  * other work on the machine does not land on one path only; open-loop rounds are merged sample by
  * sample.
  */
@@ -58,12 +58,17 @@ const orrery = join(repoRoot, 'bin', 'orrery.js');
 const progress = (message: string) => console.error(`[mesh] ${message}`);
 
 /** Each closed-loop (wrk) round, seconds. */
-const WRK_SECONDS = Number(process.env.ORRERY_BENCH_MESH_SECONDS ?? 5);
+const WRK_SECONDS = Number(process.env.ORRERY_BENCH_MESH_SECONDS ?? 4);
 /** Interleaved rounds of each closed-loop measurement. */
-const ROUNDS = Number(process.env.ORRERY_BENCH_MESH_ROUNDS ?? 2);
+const ROUNDS = Number(process.env.ORRERY_BENCH_MESH_ROUNDS ?? 3);
 /** Each open-loop round, seconds (after OPEN_WARMUP_S not recorded). */
-const OPEN_SECONDS = Number(process.env.ORRERY_BENCH_MESH_OPEN_SECONDS ?? 5);
-const OPEN_ROUNDS = Number(process.env.ORRERY_BENCH_MESH_OPEN_ROUNDS ?? 2);
+const OPEN_SECONDS = Number(process.env.ORRERY_BENCH_MESH_OPEN_SECONDS ?? 2);
+const OPEN_ROUNDS = Number(process.env.ORRERY_BENCH_MESH_OPEN_ROUNDS ?? 5);
+/**
+ * The generator's own lateness (due → sent, p99) above which a run was disturbed by other work on
+ * the machine: its tail latencies say more about that work than about the path measured.
+ */
+const DISTURBED_LAG_MS = 0.25;
 const OPEN_WARMUP_S = 1;
 const RATE = 2000;
 const WRK_CONNS = 32;
@@ -1081,12 +1086,12 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
     const d = latency.get(direct);
     const latencyRows = [direct, haHttp, orHttp, haTcp, orTcp].map((t) => {
       const r = latency.get(t);
-      if (!r) return `| ${t.name} | ${notServed(t)} | | | | | | | | | |`;
+      if (!r) return `| ${t.name} | ${notServed(t)} | | | | | | | | | | |`;
       const l = r.latencyMs;
       const added =
         d && t !== direct ? `${signed(l.p50 - d.latencyMs.p50)} / ${signed(l.p99 - d.latencyMs.p99)}` : '';
       const busy = r.machineS !== undefined && r.wallS ? (r.machineS / r.wallS).toFixed(2) : '';
-      return `| ${t.name} | ${f3(l.p50)} | ${f3(l.p90)} | ${f3(l.p99)} | ${f3(l.p999)} | ${f3(l.max)} | ${added} | ${errorsText(r)} | ${pct(cpuPercentOf(r))} | ${r.rssMiB === undefined ? '' : `${r.rssMiB.toFixed(0)} MiB`} | ${busy} |`;
+      return `| ${t.name} | ${f3(l.p50)} | ${f3(l.p90)} | ${f3(l.p99)} | ${f3(l.p999)} | ${f3(l.max)} | ${added} | ${errorsText(r)} | ${pct(cpuPercentOf(r))} | ${r.rssMiB === undefined ? '' : `${r.rssMiB.toFixed(0)} MiB`} | ${busy} | ${f3(r.schedLagMs.p99)} |`;
     });
 
     const orHttpRps = tput(httpThroughput, orHttp);
@@ -1108,7 +1113,7 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
         ? `| HTTP/1.1 keep-alive throughput, wrk -t1 -c${WRK_CONNS} | ${kRps(orHttpRps)} req/s, ${f2(ratio(orHttpRps, haHttpRps))}× HAProxy | HAProxy ${kRps(haHttpRps)}, direct ${kRps(tput(httpThroughput, direct))} | ≥ 0.7× HAProxy | ${verdict(orHttpRps / haHttpRps >= 0.7)} |`
         : `| HTTP/1.1 keep-alive throughput, wrk -t1 -c${WRK_CONNS} | not served by this build | HAProxy ${kRps(haHttpRps)}, direct ${kRps(tput(httpThroughput, direct))} | ≥ 0.7× HAProxy | not measured |`,
       oLat && d
-        ? `| added latency at ${RATE.toLocaleString('en')} req/s, open loop (http port) | ${signed(oLat.latencyMs.p50 - d.latencyMs.p50)} ms p50, ${signed(oLat.latencyMs.p99 - d.latencyMs.p99)} ms p99 | direct ${f3(d.latencyMs.p50)} / ${f3(d.latencyMs.p99)} ms | p50 ≤ 0.15 ms, p99 ≤ 1 ms over direct | ${verdict(oLat.latencyMs.p50 - d.latencyMs.p50 <= 0.15 && oLat.latencyMs.p99 - d.latencyMs.p99 <= 1)} |`
+        ? `| added latency at ${RATE.toLocaleString('en')} req/s, open loop (http port) | ${signed(oLat.latencyMs.p50 - d.latencyMs.p50)} ms p50, ${signed(oLat.latencyMs.p99 - d.latencyMs.p99)} ms p99 | direct ${f3(d.latencyMs.p50)} / ${f3(d.latencyMs.p99)} ms | p50 ≤ 0.15 ms, p99 ≤ 1 ms over direct | ${verdict(oLat.latencyMs.p50 - d.latencyMs.p50 <= 0.15 && oLat.latencyMs.p99 - d.latencyMs.p99 <= 1)}${Math.max(oLat.schedLagMs.p99, d.schedLagMs.p99) > DISTURBED_LAG_MS ? ' (p99: runs disturbed by other work, see below)' : ''} |`
         : `| added latency at ${RATE.toLocaleString('en')} req/s, open loop (http port) | not served by this build | ${d ? `direct ${f3(d.latencyMs.p50)} / ${f3(d.latencyMs.p99)} ms` : ''} | p50 ≤ 0.15 ms, p99 ≤ 1 ms over direct | not measured |`,
       `| TCP throughput, keep-alive through the tcp port | ${kRps(orTcpRps)} req/s, ${f2(ratio(orTcpRps, haTcpRps))}× HAProxy | HAProxy \`mode tcp\` ${kRps(haTcpRps)}, direct ${kRps(tput(tcpThroughput, direct))} | ≥ 0.7× HAProxy | ${verdict(orTcpRps / haTcpRps >= 0.7)} |`,
       `| TCP new connections per second (Connection: close) | ${kRps(orConnRps)}/s, ${f2(ratio(orConnRps, haConnRps))}× HAProxy | HAProxy \`mode tcp\` ${kRps(haConnRps)}, direct ${kRps(tput(tcpConnects, direct))} | ≥ 0.7× HAProxy | ${verdict(orConnRps / haConnRps >= 0.7)} |`,
@@ -1143,10 +1148,10 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
       '|---|---:|---:|---:|---:|---:|---|',
       ...throughputRows(httpThroughput, [direct, haHttp, orHttp], haHttp),
       '',
-      `Open loop at ${RATE.toLocaleString('en')} req/s, ${OPEN_ROUNDS} interleaved rounds of ${OPEN_SECONDS} s per path (each after ${OPEN_WARMUP_S} s not recorded; quantiles over the merged samples), ${LOADGEN_CONNS} connections, milliseconds; added = this path − direct (p50 / p99); the generator's own lateness (due → sent) was p99 ${d ? f3(d.schedLagMs.p99) : '?'} ms in its worst direct round. CPU of the proxy over the run in % of one core, RSS at its end; machine busy: CPU of every process on the machine over the runs, in cores (what the generator, nginx and the proxy use at this rate is a small part of it; the rest is other work on the machine):`,
+      `Open loop at ${RATE.toLocaleString('en')} req/s, ${OPEN_ROUNDS} interleaved rounds of ${OPEN_SECONDS} s per path (each after ${OPEN_WARMUP_S} s not recorded; quantiles over the merged samples), ${LOADGEN_CONNS} connections, milliseconds; added = this path − direct (p50 / p99); CPU of the proxy over the runs in % of one core, RSS at their end; machine busy: CPU of every process on the machine over the runs, in cores (the generator, nginx and the proxy use a small part of it at this rate; the rest is other work on the machine); generator late p99: how late the generator itself sent (due → sent, p99 of its worst round), which a quiet machine keeps near 0.05 ms: above ${DISTURBED_LAG_MS} ms, other work disturbed the run, and its tail says more about that work than about the path:`,
       '',
-      '| path | p50 | p90 | p99 | p99.9 | max | added p50 / p99 | errors | proxy CPU | proxy RSS | machine busy |',
-      '|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|',
+      '| path | p50 | p90 | p99 | p99.9 | max | added p50 / p99 | errors | proxy CPU | proxy RSS | machine busy | generator late p99 |',
+      '|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|',
       ...latencyRows,
       '',
       `TCP, wrk -t1 -c${WRK_CONNS} speaking HTTP/1.1 through the tcp proxies to the same nginx, ${ROUNDS} × ${WRK_SECONDS} s: keep-alive, then \`Connection: close\` (one connection per request: new connections per second):`,
