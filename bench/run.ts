@@ -16,7 +16,17 @@ const benchDir = dirname(fileURLToPath(import.meta.url));
 // Sub-millisecond benchmarks first, on a quiet kernel; the ones that start a thousand replicas
 // last: tearing down a thousand cgroups and namespaces goes on in kernel workers for seconds after
 // a benchmark ends, and slows whatever runs then.
-const ORDER = ['spawn', 'exit-detect', 'restart', 'kube', 'reconcile', 'mesh', 'runtime-footprint', 'startup', 'e2e'];
+const ORDER = [
+  'spawn',
+  'exit-detect',
+  'restart',
+  'kube',
+  'reconcile',
+  'mesh',
+  'runtime-footprint',
+  'startup',
+  'e2e',
+];
 /** Pause between benchmarks, for that background teardown to finish. */
 const SETTLE_MS = 10_000;
 /**
