@@ -21,7 +21,7 @@ interface LogsFlags {
   stateDir?: string;
 }
 
-async function readRuntimeToken(
+export async function readRuntimeToken(
   hostName: string,
   flags: { token?: string; stateDir?: string },
 ): Promise<string> {

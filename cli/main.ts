@@ -6,6 +6,7 @@ import { logsCommand } from './logs.ts';
 import { operatorCommand } from './operator.ts';
 import { proxyCommand } from './proxy.ts';
 import { runtimeCommand } from './runtime.ts';
+import { topCommand } from './top.ts';
 import { tuiCommand } from './tui.ts';
 
 const program = new Command()
@@ -41,6 +42,7 @@ program.addCommand(runtimeCommand());
 program.addCommand(proxyCommand());
 program.addCommand(logsCommand());
 program.addCommand(tuiCommand());
+program.addCommand(topCommand());
 
 program
   .command('version')
