@@ -1,9 +1,10 @@
 // Starts and stops the local control plane (controlplane, docs/DESIGN.md §8): the real
 // kube-apiserver over embedded etcd, one process, loopback only.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
-import { mkdir, open } from 'node:fs/promises';
+import { closeSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { openPrivateAppend, privateDir } from '../platform/private-fs.ts';
 import { ensureControlPlaneBinary } from './binary.ts';
 
 export { type ControlPlaneBinary, cacheRoot, ensureControlPlaneBinary } from './binary.ts';
@@ -98,11 +99,12 @@ export async function startControlPlane(opts: StartControlPlaneOptions): Promise
   const stopGraceMs = opts.stopGraceMs ?? 20_000;
   const { path: binary } = await ensureControlPlaneBinary({ log });
 
-  await mkdir(dataDir, { recursive: true });
+  // The data dir holds the CA key, the admin token and etcd's socket and data: its owner's only.
+  privateDir(dataDir);
   // stderr goes to a file, not a pipe: a parent whose event loop is busy (a spawnSync, a long
   // synchronous test step) must never be able to stall the apiserver on a full pipe.
   const logPath = join(dataDir, 'controlplane.log');
-  const logFd = openSync(logPath, 'a');
+  const logFd = openPrivateAppend(logPath);
   const args = ['--data-dir', dataDir, '--port', String(opts.port ?? 0)];
   for (const flag of opts.apiserverFlags ?? []) args.push(`--apiserver-flag=${flag}`);
   let child: ChildProcess;

@@ -1,38 +1,56 @@
 package main
 
-// Embedded etcd (go.etcd.io/etcd/server/v3/embed), single member, loopback
-// only, plain HTTP like envtest's etcd: nothing but this process can reach it.
+// Embedded etcd (go.etcd.io/etcd/server/v3/embed), single member, reachable by
+// the apiserver alone: its one client listener is a unix socket in the data
+// dir, which is mode 0700, so only the control plane's own user can connect
+// (the kernel checks the directory's search permission on connect(2)). There
+// is no TCP listener: no peer listener (a single member never dials a peer),
+// no metrics listener, and the JSON gateway (/v3/kv/... over HTTP) is off.
 
 import (
 	"fmt"
 	"net/url"
+	"os"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
 type etcdOptions struct {
-	dataDir    string
-	clientPort int
-	peerPort   int
-	fsync      bool
+	dataDir string
+	// socket is the path of the client socket; its directory must be private.
+	socket string
+	fsync  bool
 }
 
+// etcd's config requires host:port advertise URLs. They are published in the
+// member list, which nothing here reads (the apiserver dials --etcd-servers,
+// and never syncs endpoints), and no listener serves them.
+var (
+	unlistenedClientURL = url.URL{Scheme: "http", Host: "localhost:0"}
+	unlistenedPeerURL   = url.URL{Scheme: "http", Host: "localhost:0"}
+)
+
 func startEtcd(o etcdOptions) (*embed.Etcd, string, error) {
-	clientURL := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", o.clientPort)}
-	peerURL := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", o.peerPort)}
+	// etcd listens with unix.Listen, which fails on an existing file; a socket
+	// left by a killed run is ours (the data dir is locked) and stale.
+	if err := os.Remove(o.socket); err != nil && !os.IsNotExist(err) {
+		return nil, "", fmt.Errorf("remove stale etcd socket %s: %w", o.socket, err)
+	}
+	// unix:///abs/path: etcd listens on Host+Path, clientv3 dials the same.
+	clientURL := url.URL{Scheme: "unix", Path: o.socket}
 
 	cfg := embed.NewConfig()
 	cfg.Name = "orrery"
 	cfg.Dir = o.dataDir
 	cfg.ListenClientUrls = []url.URL{clientURL}
-	cfg.AdvertiseClientUrls = []url.URL{clientURL}
-	// A single member never dials its peer URL. On a restart with an existing
-	// WAL the membership stored in raft wins over InitialCluster, so a new
-	// free peer port each run is harmless.
-	cfg.ListenPeerUrls = []url.URL{peerURL}
-	cfg.AdvertisePeerUrls = []url.URL{peerURL}
+	cfg.AdvertiseClientUrls = []url.URL{unlistenedClientURL}
+	cfg.ListenPeerUrls = nil
+	// On a restart with an existing WAL the membership stored in raft wins
+	// over InitialCluster (a data dir from before kept its old peer URL).
+	cfg.AdvertisePeerUrls = []url.URL{unlistenedPeerURL}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	cfg.EnableGRPCGateway = false
 	// envtest runs etcd with --unsafe-no-fsync: the data is a disposable
 	// local cluster, and fsync on every write dominates apply latency.
 	cfg.UnsafeNoFsync = !o.fsync
@@ -57,5 +75,5 @@ func startEtcd(o etcdOptions) (*embed.Etcd, string, error) {
 		e.Close()
 		return nil, "", fmt.Errorf("embedded etcd not ready after 60s (data dir %s)", o.dataDir)
 	}
-	return e, clientURL.String(), nil
+	return e, "unix://" + o.socket, nil
 }

@@ -119,8 +119,10 @@ func run(args []string) int {
 		return 1
 	}
 
-	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
-		return fail("create data dir", err)
+	// The data dir holds the CA key, the admin token and etcd's socket and
+	// data: its owner's only, also when it was made looser before.
+	if err := privateDir(o.dataDir); err != nil {
+		return fail("data dir", err)
 	}
 	lock, err := lockDataDir(o.dataDir)
 	if err != nil {
@@ -141,18 +143,17 @@ func run(args []string) int {
 		return fail("admin token", err)
 	}
 
-	ports, err := freePorts(3)
-	if err != nil {
-		return fail("pick free ports", err)
-	}
 	if o.port == 0 {
-		o.port = ports[2]
+		ports, err := freePorts(1)
+		if err != nil {
+			return fail("pick a free port", err)
+		}
+		o.port = ports[0]
 	}
 	etcd, etcdURL, err := startEtcd(etcdOptions{
-		dataDir:    filepath.Join(o.dataDir, "etcd"),
-		clientPort: ports[0],
-		peerPort:   ports[1],
-		fsync:      o.etcdFsync,
+		dataDir: filepath.Join(o.dataDir, "etcd"),
+		socket:  filepath.Join(o.dataDir, "etcd.sock"),
+		fsync:   o.etcdFsync,
 	})
 	if err != nil {
 		return fail("etcd", err)

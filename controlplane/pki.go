@@ -100,6 +100,9 @@ const certValidity = 10 * 365 * 24 * time.Hour
 // is; a partial set (a run killed mid-way) is regenerated from scratch
 // because the leaf certificates must match the CA.
 func (p pki) ensure() error {
+	if err := privateDir(p.dir); err != nil {
+		return fmt.Errorf("pki dir: %w", err)
+	}
 	all := []string{p.caCert, p.caKey, p.servingCert, p.servingKey, p.adminCert, p.adminKey, p.saPrivateKey, p.saPublicKey}
 	missing := 0
 	for _, f := range all {
@@ -112,10 +115,6 @@ func (p pki) ensure() error {
 	if missing == 0 {
 		return nil
 	}
-	if err := os.MkdirAll(p.dir, 0o700); err != nil {
-		return fmt.Errorf("create pki dir %s: %w", p.dir, err)
-	}
-
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return fmt.Errorf("generate CA key: %w", err)
