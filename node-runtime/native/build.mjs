@@ -9,6 +9,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { requireSupportedNode } from '../../bin/node-check.js';
+import { buildBpf } from '../bpf/build.mjs';
 
 requireSupportedNode('orrery (npm install)');
 
@@ -60,3 +61,5 @@ if (result.status !== 0) {
   console.error(`orrery native build failed (node-gyp exit ${result.status ?? result.signal})`);
   process.exit(result.status ?? 1);
 }
+// The kernel fast path: off with one line when clang or libbpf is missing (../bpf/build.mjs).
+buildBpf();

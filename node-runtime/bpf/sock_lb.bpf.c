@@ -1,0 +1,122 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Connect-time load balancing for the replicas under the host's Orrery cgroup (README.md).
+ *
+ * cgroup/connect4 runs in connect(2) before routing: a TCP connect to a VIP:port that has an
+ * entry in `orrery_svc` is sent to one of its endpoints, chosen by weighted random, and the
+ * socket's cookie remembers the VIP. cgroup/getpeername4 gives the VIP back to getpeername(2), so
+ * the client sees the address it asked for. A VIP:port without an entry (an http port, whose L7
+ * policy the local proxy applies at that address, or a Service unknown here) is left alone.
+ *
+ * Every entry is written whole by the runtime (one BPF_MAP_UPDATE_ELEM), so a connect sees either
+ * the old endpoint list or the new one, never a mix. GPL: bpf_get_socket_cookie needs no GPL, but
+ * keeping the license open costs nothing and lets later helpers in. */
+#include <linux/bpf.h>
+#include <linux/errno.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+
+#define ORRERY_MAX_ENDPOINTS 128
+
+struct svc_key {
+  __u32 vip;   /* network order, as in bpf_sock_addr.user_ip4 */
+  __u16 port;  /* network order */
+  __u16 pad;
+};
+
+struct endpoint {
+  __u32 addr;       /* network order */
+  __u16 port;       /* network order */
+  __u16 pad;
+  __u32 cum_weight; /* sum of the weights up to and including this endpoint */
+};
+
+struct svc_value {
+  __u32 count;        /* endpoints in use, at most ORRERY_MAX_ENDPOINTS */
+  __u32 total_weight; /* cum_weight of the last one; 0: no endpoint, connect is refused */
+  struct endpoint ep[ORRERY_MAX_ENDPOINTS];
+};
+
+/* What getpeername must answer for a rewritten socket. */
+struct revnat {
+  __u32 vip;
+  __u16 vport;
+  __u16 pad;
+  __u32 addr; /* the endpoint chosen, so a socket connected elsewhere later is not rewritten */
+  __u16 port;
+  __u16 pad2;
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 65536);
+  __type(key, struct svc_key);
+  __type(value, struct svc_value);
+} orrery_svc SEC(".maps");
+
+/* Keyed by socket cookie; LRU, because nothing tells us when a socket closes. */
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, 262144);
+  __type(key, __u64);
+  __type(value, struct revnat);
+} orrery_revnat SEC(".maps");
+
+/* Per-CPU counters, read by tests and the runtime: [0] rewritten, [1] refused (no endpoint). */
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 2);
+  __type(key, __u32);
+  __type(value, __u64);
+} orrery_counters SEC(".maps");
+
+static __always_inline void count(__u32 which) {
+  __u64 *n = bpf_map_lookup_elem(&orrery_counters, &which);
+  if (n) *n += 1;
+}
+
+SEC("cgroup/connect4")
+int orrery_connect4(struct bpf_sock_addr *ctx) {
+  if (ctx->protocol != IPPROTO_TCP) return 1; /* UDP is not balanced here: untouched */
+  struct svc_key key = {.vip = ctx->user_ip4, .port = (__u16)ctx->user_port};
+  struct svc_value *svc = bpf_map_lookup_elem(&orrery_svc, &key);
+  if (!svc) return 1;
+  __u32 total = svc->total_weight;
+  if (total == 0) {
+    count(1);
+    /* No endpoint: connect(2) fails at once with ECONNREFUSED, as against a closed port (the
+     * proxy resets such a client). bpf_set_retval: Linux 5.18; without it the error is EPERM. */
+    bpf_set_retval(-ECONNREFUSED);
+    return 0;
+  }
+  __u32 r = bpf_get_prandom_u32() % total;
+  __u32 n = svc->count;
+  const struct endpoint *chosen = 0;
+  for (__u32 i = 0; i < ORRERY_MAX_ENDPOINTS; i++) {
+    if (i >= n) break;
+    if (r < svc->ep[i].cum_weight) {
+      chosen = &svc->ep[i];
+      break;
+    }
+  }
+  if (!chosen) return 1; /* an entry written wrong (cum_weight short of total): leave it */
+  struct revnat rev = {.vip = key.vip, .vport = key.port, .addr = chosen->addr, .port = chosen->port};
+  __u64 cookie = bpf_get_socket_cookie(ctx);
+  bpf_map_update_elem(&orrery_revnat, &cookie, &rev, BPF_ANY);
+  ctx->user_ip4 = chosen->addr;
+  ctx->user_port = chosen->port;
+  count(0);
+  return 1;
+}
+
+SEC("cgroup/getpeername4")
+int orrery_getpeername4(struct bpf_sock_addr *ctx) {
+  __u64 cookie = bpf_get_socket_cookie(ctx);
+  struct revnat *rev = bpf_map_lookup_elem(&orrery_revnat, &cookie);
+  if (!rev) return 1;
+  if (rev->addr != ctx->user_ip4 || rev->port != (__u16)ctx->user_port) return 1;
+  ctx->user_ip4 = rev->vip;
+  ctx->user_port = rev->vport;
+  return 1;
+}
+
+char LICENSE[] SEC("license") = "GPL";
