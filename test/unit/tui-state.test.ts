@@ -108,6 +108,7 @@ test('/ filters as it is typed; enter keeps it, esc drops it; backspace and past
   s = press(s, ['enter'], c).state;
   t.deepEqual(s.mode, { name: 'table' });
   t.is(topFrame(s).filter, 'wex-[0-9]');
+  t.is(topFrame(press(s, ['/', 'a'], c).state).filter, 'a', '/ starts a new filter');
   t.is(press(s, ['/', 'q', 'esc'], c).state.stack[0]?.filter, '', 'esc in the prompt: no filter');
   const broken = press(start(), ['/', '(', 'enter'], c).state;
   t.is(broken.flash?.error, true, 'a broken expression is said');

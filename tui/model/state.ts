@@ -248,7 +248,8 @@ function tableKey(state: UiState, key: string, ctx: KeyContext): Reduced {
     case ':':
       return done({ ...state, mode: { name: 'command', input: '' } });
     case '/':
-      return done({ ...state, mode: { name: 'filter', input: frame.filter } });
+      // A new filter, as less and k9s start one; it applies as it is typed.
+      return done(withTop({ ...state, mode: { name: 'filter', input: '' } }, { filter: '' }));
     case 'esc':
       if (frame.filter !== '') return done(withTop(state, { filter: '' }));
       if (state.stack.length > 1) return done({ ...state, stack: state.stack.slice(0, -1) });
