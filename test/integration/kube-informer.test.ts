@@ -8,6 +8,7 @@ import { Informer } from '../../kube/informer.ts';
 import { CONFIGMAPS, ResourceClient } from '../../kube/resources.ts';
 import type { KubeObject } from '../../kube/types.ts';
 import { freshNamespace, privateControlPlane, testCluster } from '../helpers/cluster.ts';
+import { compactEtcd } from '../helpers/etcd.ts';
 
 interface ConfigMap extends KubeObject {
   data?: Record<string, string>;
@@ -39,36 +40,6 @@ async function until(what: string, cond: () => boolean, timeoutMs = 20_000): Pro
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
-}
-
-/**
- * Compact the embedded etcd of a control plane process to its current revision through etcd's
- * HTTP/JSON gateway (POST /v3/kv/compaction) on its loopback client port, found among the
- * process's listening sockets.
- */
-async function compactEtcd(pid: number): Promise<number> {
-  const ss = execFileSync('ss', ['-ltnpH'], { encoding: 'utf8' });
-  const ports = ss
-    .split('\n')
-    .filter((l) => l.includes(`pid=${pid},`))
-    .map((l) => Number(/127\.0\.0\.1:(\d+)/.exec(l)?.[1]))
-    .filter((p) => p > 0);
-  for (const port of ports) {
-    const range = await fetch(`http://127.0.0.1:${port}/v3/kv/range`, {
-      method: 'POST',
-      body: JSON.stringify({ key: Buffer.from('/').toString('base64') }),
-    }).catch(() => undefined);
-    if (!range?.ok) continue;
-    const revision = Number(((await range.json()) as { header: { revision: string } }).header.revision);
-    const compacted = await fetch(`http://127.0.0.1:${port}/v3/kv/compaction`, {
-      method: 'POST',
-      body: JSON.stringify({ revision: String(revision), physical: true }),
-    });
-    if (!compacted.ok)
-      throw new Error(`etcd compaction failed: HTTP ${compacted.status} ${await compacted.text()}`);
-    return revision;
-  }
-  throw new Error(`no etcd client port found among ports ${ports.join(', ')} of pid ${pid}`);
 }
 
 const cm = (namespace: string, name: string, v: string): ConfigMap => ({
@@ -159,7 +130,7 @@ test('after its resourceVersion expires (410 Gone) the informer relists and repo
   await client.create(cm(ns, 'added', 'a'));
   await client.mergePatch('changed', { data: { v: '2' } }, { namespace: ns });
   await client.delete('removed', { namespace: ns });
-  await compactEtcd(cp.current.pid);
+  await compactEtcd(cp.dataDir);
   await cp.stop();
   await cp.start();
   const listsBefore = informer.stats().lists;
