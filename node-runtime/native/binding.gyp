@@ -22,7 +22,9 @@
         "src/pidfd.c",
         "src/proc.c",
         "src/kernel_features.c",
-        "src/trace.c"
+        "src/trace.c",
+        "src/bpf.c",
+        "src/js_bpf.c"
       ]
     },
     {

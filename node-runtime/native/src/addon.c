@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "addon.h"
+#include "js_bpf.h"
 #include "js_netns.h"
 #include "js_spawn.h"
 #include "js_watch.h"
@@ -198,5 +199,6 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"netnsConnect", NULL, api_netns_connect, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof *props, props) != napi_ok) return NULL;
+  if (js_bpf_define(env, exports) != napi_ok) return NULL;
   return exports;
 }

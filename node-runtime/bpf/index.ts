@@ -1,0 +1,194 @@
+// The kernel fast path (README.md): load sock_lb.bpf.o through orrery-bpf-load, which pins its
+// programs and maps in bpffs; attach the programs to a cgroup v2 directory; write the service
+// map; detach and unpin. Everything after the load is the addon's raw bpf(2) calls, so a restarted
+// runtime takes over what the pins hold without loading again.
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, rmdirSync, statfsSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { packagePath } from '../../platform/package.ts';
+import {
+  type BpfAttachType,
+  bpfMapDelete,
+  bpfMapInfo,
+  bpfMapLookup,
+  bpfMapUpdate,
+  bpfObjGet,
+  bpfProgAttach,
+  bpfProgDetach,
+  bpfProgInfo,
+  bpfProgQuery,
+  closeBpfFd,
+} from '../native/bpf.ts';
+import {
+  COUNTERS,
+  decodeServiceValue,
+  encodeIndex,
+  encodeServiceKey,
+  encodeServiceValue,
+  type KernelEndpoint,
+  possibleCpus,
+  SERVICE_KEY_SIZE,
+  SERVICE_VALUE_SIZE,
+  sumPerCpu,
+} from './service-map.ts';
+
+export { type KernelEndpoint, MAX_KERNEL_ENDPOINTS } from './service-map.ts';
+
+const buildDir = packagePath('node-runtime', 'bpf', 'build');
+export const BPF_OBJECT = join(buildDir, 'sock_lb.bpf.o');
+export const BPF_LOADER = join(buildDir, 'orrery-bpf-load');
+/** bpffs, where the runtime pins: `<BPFFS>/orrery/<host>`. */
+export const BPFFS = '/sys/fs/bpf';
+
+const CGROUP2_SUPER_MAGIC = 0x63677270;
+
+/** The programs of sock_lb.bpf.o, by their pin name, and the hook each goes on. */
+const PROGRAMS: readonly { name: string; type: BpfAttachType }[] = [
+  { name: 'orrery_connect4', type: 'connect4' },
+  { name: 'orrery_getpeername4', type: 'getpeername4' },
+];
+const MAPS = ['orrery_svc', 'orrery_revnat', 'orrery_counters'] as const;
+
+/**
+ * Why the fast path cannot run here for programs attached at `cgroupDir`, or undefined: not
+ * built (no clang or libbpf at install), not root, or `cgroupDir` not in a cgroup v2 tree. A
+ * kernel without BPF or CAP_BPF shows up as the load's error instead.
+ */
+export function fastPathUnavailable(cgroupDir: string): string | undefined {
+  if (!existsSync(BPF_OBJECT) || !existsSync(BPF_LOADER)) {
+    return `not built (${BPF_OBJECT} is missing: clang or libbpf-dev was missing at install)`;
+  }
+  if (process.geteuid?.() !== 0) return 'loading BPF programs needs root (CAP_BPF and CAP_NET_ADMIN)';
+  try {
+    if (statfsSync(cgroupDir).type !== CGROUP2_SUPER_MAGIC) return `${cgroupDir} is not in a cgroup v2 tree`;
+  } catch (error) {
+    return `${cgroupDir}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`;
+  }
+  return undefined;
+}
+
+/**
+ * Loads the programs and maps and pins them in `pinDir` (mounting bpffs at /sys/fs/bpf when
+ * needed), unless they are pinned there already: then they are taken over as they are, maps
+ * included. Returns whether it loaded.
+ */
+export function loadSocketLb(pinDir: string): boolean {
+  if ([...PROGRAMS.map((p) => p.name), ...MAPS].every((name) => existsSync(join(pinDir, name)))) return false;
+  if (existsSync(pinDir)) unpinSocketLb(pinDir); // a partial pin (a loader killed halfway)
+  try {
+    execFileSync(BPF_LOADER, [BPF_OBJECT, pinDir], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  } catch (error) {
+    const stderr = String((error as { stderr?: unknown }).stderr ?? '').trim();
+    throw new Error(`loading the kernel fast path failed: ${stderr.split('\n').at(-1) || String(error)}`, {
+      cause: error,
+    });
+  }
+  return true;
+}
+
+/** Removes the pins (the programs and maps are freed once nothing else holds them). */
+export function unpinSocketLb(pinDir: string): void {
+  if (!existsSync(pinDir)) return;
+  for (const name of readdirSync(pinDir)) unlinkSync(join(pinDir, name));
+  rmdirSync(pinDir);
+}
+
+/** The pinned programs and maps, open: attach them, write services, read counters. */
+export class SocketLb {
+  readonly pinDir: string;
+  readonly #progs: { fd: number; id: number; type: BpfAttachType }[] = [];
+  readonly #maps = new Map<(typeof MAPS)[number], number>();
+  readonly #cpus: number;
+  #closed = false;
+
+  constructor(pinDir: string) {
+    this.pinDir = pinDir;
+    try {
+      for (const { name, type } of PROGRAMS) {
+        const fd = bpfObjGet(join(pinDir, name));
+        this.#progs.push({ fd, id: bpfProgInfo(fd).id, type });
+      }
+      for (const name of MAPS) this.#maps.set(name, bpfObjGet(join(pinDir, name)));
+      const svc = bpfMapInfo(this.#map('orrery_svc'));
+      if (svc.keySize !== SERVICE_KEY_SIZE || svc.valueSize !== SERVICE_VALUE_SIZE) {
+        throw new Error(
+          `${join(pinDir, 'orrery_svc')} has ${svc.keySize}-byte keys and ${svc.valueSize}-byte values, expected ${SERVICE_KEY_SIZE} and ${SERVICE_VALUE_SIZE} (pinned by another version: unpin it)`,
+        );
+      }
+    } catch (error) {
+      this.close();
+      throw error;
+    }
+    this.#cpus = possibleCpus(readFileSync('/sys/devices/system/cpu/possible', 'utf8'));
+  }
+
+  #map(name: (typeof MAPS)[number]): number {
+    if (this.#closed) throw new Error(`the kernel fast path at ${this.pinDir} is closed`);
+    return this.#maps.get(name) as number;
+  }
+
+  /** Program ids, for `bpfProgExists` once unpinned. */
+  get programIds(): number[] {
+    return this.#progs.map((p) => p.id);
+  }
+
+  /** Attaches each program to `cgroupDir` unless it is attached there already (a restart takes over). */
+  attach(cgroupDir: string): void {
+    for (const prog of this.#progs) {
+      if (!bpfProgQuery(cgroupDir, prog.type).includes(prog.id)) bpfProgAttach(cgroupDir, prog.fd, prog.type);
+    }
+  }
+
+  /** Whether every program is attached to `cgroupDir` itself. */
+  attachedTo(cgroupDir: string): boolean {
+    return this.#progs.every((prog) => bpfProgQuery(cgroupDir, prog.type).includes(prog.id));
+  }
+
+  /** Detaches each program from `cgroupDir`; ones not attached there are skipped. */
+  detach(cgroupDir: string): void {
+    for (const prog of this.#progs) bpfProgDetach(cgroupDir, prog.fd, prog.type);
+  }
+
+  /**
+   * Sets the endpoints of `vip:port`, replacing the whole entry in one update: a connect sees the
+   * old list or the new one. An empty list (or only weight 0) refuses connects (ECONNREFUSED).
+   */
+  setService(vip: string, port: number, endpoints: readonly KernelEndpoint[]): void {
+    bpfMapUpdate(this.#map('orrery_svc'), encodeServiceKey(vip, port), encodeServiceValue(endpoints));
+  }
+
+  /** Removes `vip:port`: connects to it go where they are addressed again (the proxy). */
+  deleteService(vip: string, port: number): boolean {
+    return bpfMapDelete(this.#map('orrery_svc'), encodeServiceKey(vip, port));
+  }
+
+  /** The endpoints of `vip:port` as the kernel has them, or undefined. */
+  service(vip: string, port: number): KernelEndpoint[] | undefined {
+    const value = Buffer.alloc(SERVICE_VALUE_SIZE);
+    if (!bpfMapLookup(this.#map('orrery_svc'), encodeServiceKey(vip, port), value)) return undefined;
+    return decodeServiceValue(value);
+  }
+
+  /** Connects rewritten and refused (no endpoint) since the load, over all CPUs. */
+  counters(): { rewritten: number; refused: number } {
+    const read = (index: number): number => {
+      const value = Buffer.alloc(8 * this.#cpus);
+      bpfMapLookup(this.#map('orrery_counters'), encodeIndex(index), value);
+      return sumPerCpu(value);
+    };
+    return { rewritten: read(COUNTERS.rewritten), refused: read(COUNTERS.refused) };
+  }
+
+  /** Per-program run count and time (counted while bpf stats are enabled). */
+  programStats(): { type: BpfAttachType; runCnt: number; runTimeNs: number }[] {
+    return this.#progs.map((p) => ({ type: p.type, ...bpfProgInfo(p.fd) }));
+  }
+
+  /** Closes the fds; the pins and attachments stay. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const p of this.#progs) closeBpfFd(p.fd);
+    for (const fd of this.#maps.values()) closeBpfFd(fd);
+  }
+}
