@@ -1,0 +1,257 @@
+// The kernel fast path on the real kernel (node-runtime/bpf/): the programs loaded and pinned,
+// attached to a cgroup v2 directory of the test's own, and a client process in that cgroup
+// connecting to a VIP:port. The endpoints and the "proxy" at VIP:port are real TCP servers on
+// loopback in this process, which stays outside the cgroup. Needs root, cgroup v2 and the fast
+// path built (clang, libbpf-dev); otherwise skipped with the reason printed. The cgroup, the pins
+// and the attachments are removed after the run whatever failed.
+import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync } from 'node:fs';
+import { connect, createServer, type Server } from 'node:net';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import test from 'ava';
+import { fastPathUnavailable, loadSocketLb, SocketLb, unpinSocketLb } from '../../node-runtime/bpf/index.ts';
+import { removeCgroupDir } from '../../node-runtime/cgroups/index.ts';
+import { bpfProgExists, bpfProgQuery } from '../../node-runtime/native/bpf.ts';
+import { cgroupSkipReason, host, runs } from '../helpers/features.ts';
+
+const v2Root = host.cgroups?.v2Root;
+const id = randomBytes(3).toString('hex');
+const cgroupDir = join(v2Root ?? '/nonexistent', `orrery-test-bpf-${id}`);
+const pinDir = `/sys/fs/bpf/orrery-test-${id}`;
+/** A VIP in 127.0.0.0/8 so that the "proxy" can bind it, as `orrery proxy` does. */
+const VIP = `127.77.${Number.parseInt(id.slice(0, 2), 16)}.${1 + (Number.parseInt(id.slice(2, 4), 16) % 250)}`;
+
+/** Why the tests cannot run here; the load itself is the last check (a kernel without BPF, no CAP_BPF). */
+function skipReason(): string | undefined {
+  const missing = cgroupSkipReason({ v2: true }) ?? fastPathUnavailable(v2Root ?? '/sys/fs/cgroup');
+  if (missing !== undefined) return missing;
+  try {
+    loadSocketLb(pinDir);
+  } catch (error) {
+    // Refused by the kernel: skipped. Anything else (the verifier rejecting a program) fails.
+    if (/Operation not permitted|Function not implemented/.test(String(error))) return String(error);
+    throw error;
+  }
+  return undefined;
+}
+const reason = skipReason();
+const serial = test.serial.runIf(runs(reason, 'kernel-fastpath'));
+
+interface Backend {
+  name: string;
+  server: Server;
+  port: number;
+}
+
+/** A TCP server that writes its name to each connection and closes it. */
+async function backend(name: string, host = '127.0.0.1', port = 0): Promise<Backend> {
+  const server = createServer((socket) => socket.end(name));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, resolve);
+  });
+  return { name, server, port: (server.address() as { port: number }).port };
+}
+
+/** What `connect N` answered: the servers reached, the peers getpeername() gave, the errors. */
+interface Tally {
+  servers: Record<string, number>;
+  peers: Record<string, number>;
+  errors: Record<string, number>;
+}
+
+// The client: N sequential connects to VIP:port per `connect N` line on stdin, one JSON Tally per
+// answer. socket.remoteAddress is libuv's getpeername(2), called once the connect is done.
+const CLIENT = `
+import { connect } from 'node:net';
+import { createInterface } from 'node:readline';
+const [vip, port] = process.argv.slice(1);
+function once() {
+  return new Promise((resolve) => {
+    const s = connect(Number(port), vip);
+    let name = '', peer = '';
+    s.on('connect', () => { peer = s.remoteAddress + ':' + s.remotePort; });
+    s.on('data', (d) => { name += d; });
+    s.on('error', (e) => resolve({ error: e.code }));
+    s.on('close', () => resolve({ name, peer }));
+  });
+}
+for await (const line of createInterface({ input: process.stdin })) {
+  const t = { servers: {}, peers: {}, errors: {} };
+  for (let i = 0; i < Number(line.split(' ')[1]); i++) {
+    const r = await once();
+    if (r.error) t.errors[r.error] = (t.errors[r.error] ?? 0) + 1;
+    else { t.servers[r.name] = (t.servers[r.name] ?? 0) + 1; t.peers[r.peer] = (t.peers[r.peer] ?? 0) + 1; }
+  }
+  console.log(JSON.stringify(t));
+}
+`;
+
+/** A process that joins `dir` before Node starts (so every socket it opens is in that cgroup). */
+class Client {
+  readonly child: ChildProcessWithoutNullStreams;
+  readonly #lines: AsyncIterator<string>;
+
+  constructor(dir: string, vip: string, port: number) {
+    const script = 'echo $$ > "$1/cgroup.procs" && exec "$2" --input-type=module -e "$3" "$4" "$5"';
+    this.child = spawn('/bin/sh', ['-c', script, 'sh', dir, process.execPath, CLIENT, vip, String(port)]);
+    this.#lines = createInterface({ input: this.child.stdout })[Symbol.asyncIterator]();
+  }
+
+  async connect(n: number): Promise<Tally> {
+    this.child.stdin.write(`connect ${n}\n`);
+    const next = await this.#lines.next();
+    if (next.done) throw new Error('the client in the cgroup exited');
+    return JSON.parse(next.value) as Tally;
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const exited = new Promise((resolve) => this.child.once('exit', resolve));
+    this.child.kill('SIGKILL');
+    await exited;
+  }
+}
+
+/** One connect from this process, outside the cgroup: the name of the server reached. */
+function connectFromOutside(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = connect(port, VIP);
+    let name = '';
+    s.on('data', (d) => {
+      name += d;
+    });
+    s.on('error', reject);
+    s.on('close', () => resolve(name));
+  });
+}
+
+/**
+ * True when `count` of `n` draws is within 5 standard deviations of a binomial with `p`: a
+ * weighted random pick passes, a wrong weighting (or none) at these sizes does not.
+ */
+function plausible(count: number, n: number, p: number): boolean {
+  return Math.abs(count - n * p) <= 5 * Math.sqrt(n * p * (1 - p));
+}
+
+let lb: SocketLb | undefined;
+let client: Client | undefined;
+let proxy: Backend;
+const backends: Backend[] = [];
+let servicePort = 0;
+
+test.before(async () => {
+  if (reason !== undefined) return;
+  mkdirSync(cgroupDir);
+  lb = new SocketLb(pinDir);
+  lb.attach(cgroupDir);
+  for (const name of ['a', 'b', 'c']) backends.push(await backend(name));
+  proxy = await backend('proxy', VIP);
+  servicePort = proxy.port;
+  client = new Client(cgroupDir, VIP, servicePort);
+});
+
+test.after.always(async () => {
+  if (reason !== undefined) return;
+  await client?.stop();
+  if (lb) {
+    if (existsSync(cgroupDir)) lb.detach(cgroupDir);
+    lb.close();
+  }
+  unpinSocketLb(pinDir);
+  if (existsSync(cgroupDir)) await removeCgroupDir(cgroupDir, 5000);
+  for (const b of [...backends, proxy]) b?.server.close();
+});
+
+function endpoints(weights: Record<string, number>) {
+  return backends
+    .filter((b) => weights[b.name] !== undefined)
+    .map((b) => ({ address: '127.0.0.1', port: b.port, weight: weights[b.name] as number }));
+}
+
+serial(
+  'a connect from the cgroup to VIP:port reaches the endpoints by weight; getpeername() gives the VIP',
+  async (t) => {
+    const sockLb = lb as SocketLb;
+    sockLb.setService(VIP, servicePort, endpoints({ a: 1, b: 2, c: 5 }));
+    t.deepEqual(sockLb.service(VIP, servicePort), endpoints({ a: 1, b: 2, c: 5 }));
+    const before = sockLb.counters().rewritten;
+    const n = 800;
+    const tally = await (client as Client).connect(n);
+    t.log(`${n} connects: ${JSON.stringify(tally.servers)}`);
+    t.deepEqual(tally.errors, {});
+    t.deepEqual(tally.peers, { [`${VIP}:${servicePort}`]: n });
+    t.is((tally.servers.a ?? 0) + (tally.servers.b ?? 0) + (tally.servers.c ?? 0), n);
+    t.true(plausible(tally.servers.a ?? 0, n, 1 / 8), `a: ${tally.servers.a} of ${n}, expected ~${n / 8}`);
+    t.true(plausible(tally.servers.b ?? 0, n, 2 / 8), `b: ${tally.servers.b} of ${n}, expected ~${n / 4}`);
+    t.true(
+      plausible(tally.servers.c ?? 0, n, 5 / 8),
+      `c: ${tally.servers.c} of ${n}, expected ~${(n * 5) / 8}`,
+    );
+    t.is(sockLb.counters().rewritten - before, n);
+  },
+);
+
+serial('a process outside the cgroup is not rewritten: it reaches what listens at VIP:port', async (t) => {
+  t.is(await connectFromOutside(servicePort), 'proxy');
+});
+
+serial('a map update takes effect at the next connect of the same process', async (t) => {
+  const sockLb = lb as SocketLb;
+  sockLb.setService(VIP, servicePort, endpoints({ a: 1, b: 2, c: 5 }));
+  const first = await (client as Client).connect(50);
+  t.true((first.servers.c ?? 0) > 0);
+  sockLb.setService(VIP, servicePort, endpoints({ a: 1, b: 2 })); // c removed
+  const n = 300;
+  const tally = await (client as Client).connect(n);
+  t.log(`after c was removed, ${n} connects: ${JSON.stringify(tally.servers)}`);
+  t.is(tally.servers.c, undefined);
+  t.true(plausible(tally.servers.a ?? 0, n, 1 / 3), `a: ${tally.servers.a} of ${n}`);
+  t.deepEqual(tally.peers, { [`${VIP}:${servicePort}`]: n });
+});
+
+serial('no entry leaves a connect alone; an entry without endpoints refuses it', async (t) => {
+  const sockLb = lb as SocketLb;
+  t.true(sockLb.deleteService(VIP, servicePort));
+  t.deepEqual((await (client as Client).connect(5)).servers, { proxy: 5 });
+  sockLb.setService(VIP, servicePort, []);
+  const before = sockLb.counters().refused;
+  t.deepEqual((await (client as Client).connect(5)).errors, { ECONNREFUSED: 5 });
+  t.is(sockLb.counters().refused - before, 5);
+});
+
+serial('a second load takes the pins over as they are, and attaching again adds nothing', (t) => {
+  const sockLb = lb as SocketLb;
+  sockLb.setService(VIP, servicePort, endpoints({ a: 1 }));
+  t.false(loadSocketLb(pinDir));
+  const again = new SocketLb(pinDir);
+  try {
+    t.deepEqual(again.programIds, sockLb.programIds);
+    again.attach(cgroupDir);
+    t.deepEqual(bpfProgQuery(cgroupDir, 'connect4'), [sockLb.programIds[0]]);
+    t.deepEqual(again.service(VIP, servicePort), endpoints({ a: 1 }));
+  } finally {
+    again.close();
+  }
+});
+
+serial('detach and unpin leave nothing behind', async (t) => {
+  const sockLb = lb as SocketLb;
+  const ids = sockLb.programIds;
+  sockLb.detach(cgroupDir);
+  t.deepEqual(bpfProgQuery(cgroupDir, 'connect4'), []);
+  t.deepEqual(bpfProgQuery(cgroupDir, 'getpeername4'), []);
+  t.false(sockLb.attachedTo(cgroupDir));
+  // The entry is still in the map, but nothing runs it: the connect goes where it is addressed.
+  t.deepEqual((await (client as Client).connect(3)).servers, { proxy: 3 });
+  sockLb.close();
+  lb = undefined;
+  unpinSocketLb(pinDir);
+  t.false(existsSync(pinDir));
+  // The kernel frees a program once the last reference goes (after an RCU grace period).
+  const deadline = Date.now() + 2000;
+  while (ids.some(bpfProgExists) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  t.deepEqual(ids.map(bpfProgExists), [false, false]);
+});
