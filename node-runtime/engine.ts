@@ -5,7 +5,7 @@
  * every replica without restarting it (README "Re-adoption").
  */
 import { EventEmitter } from 'node:events';
-import { mkdirSync, statSync, unlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
@@ -16,9 +16,10 @@ import { LogStore } from './logs/index.ts';
 import { StateStore } from './state/store.ts';
 import type { ProcessPorts } from './supervisor/command.ts';
 import { loadProcessApi, type ProcessApi } from './supervisor/process-api.ts';
-import { type ReplicaRecord, ReplicaSupervisor } from './supervisor/replica.ts';
+import { type ReplicaRecord, ReplicaSupervisor, type UserRange } from './supervisor/replica.ts';
 import {
   type EngineEvent,
+  USER_NAMESPACE_SIZE,
   validateWorkloadSpec,
   type WorkloadSpec,
   type WorkloadStatus,
@@ -48,7 +49,19 @@ export interface EngineOptions {
    * 1 to 2147483647); default 30 s. A pass still running when the next is due is not overlapped.
    */
   logRotateIntervalMs?: number;
+  /**
+   * Host ids for the replicas' user namespaces: a replica gets firstHostId + n·65536 .. +65535,
+   * n the lowest slot free on the machine, kept in its state record. Default 2^30 and 16384 slots
+   * (up to 2^31), above the ranges /etc/subuid hands to users. Slots are claimed machine-wide
+   * (several runtimes may share a machine) by a file `<claimDir>/<n>` created O_EXCL, default
+   * /run/orrery/userns (tmpfs: a reboot, which ends every workload, frees them all).
+   */
+  userNamespaces?: { firstHostId?: number; slots?: number; claimDir?: string };
 }
+
+/** Default of EngineOptions.userNamespaces.firstHostId. */
+export const USER_NAMESPACE_FIRST_HOST_ID = 2 ** 30;
+const USER_NAMESPACE_SLOTS = 16384;
 
 export interface StopOptions {
   /** Overrides the replica's terminationGracePeriodSeconds. */
@@ -74,6 +87,10 @@ export class Engine extends EventEmitter<RuntimeEvents> {
   #cgroups: CgroupManager | undefined;
   #layout: CgroupLayout | undefined;
   #closed = false;
+  /** User namespace slot -> replica id (see EngineOptions.userNamespaces). */
+  readonly #userSlots = new Map<number, string>();
+  readonly #firstHostId: number;
+  readonly #userNamespaceSlots: number;
 
   constructor(options: EngineOptions) {
     super();
@@ -93,6 +110,19 @@ export class Engine extends EventEmitter<RuntimeEvents> {
         typeof interval === 'number' ? String(interval) : `${typeof interval} ${JSON.stringify(interval)}`;
       throw new TypeError(
         `options.logRotateIntervalMs must be a whole number of milliseconds from 1 to ${MAX_TIMER_MS}, got ${got}`,
+      );
+    }
+    this.#firstHostId = options.userNamespaces?.firstHostId ?? USER_NAMESPACE_FIRST_HOST_ID;
+    this.#userNamespaceSlots = options.userNamespaces?.slots ?? USER_NAMESPACE_SLOTS;
+    if (
+      !Number.isInteger(this.#firstHostId) ||
+      this.#firstHostId < 1 ||
+      !Number.isInteger(this.#userNamespaceSlots) ||
+      this.#userNamespaceSlots < 1 ||
+      this.#firstHostId + this.#userNamespaceSlots * USER_NAMESPACE_SIZE > 0xffffffff
+    ) {
+      throw new TypeError(
+        `options.userNamespaces must be a positive firstHostId and slots, ending at or below 4294967295, got ${JSON.stringify(options.userNamespaces)}`,
       );
     }
     this.options = options;
@@ -158,7 +188,13 @@ export class Engine extends EventEmitter<RuntimeEvents> {
       return;
     }
     const cgroup = cgroups.open(id) ?? (await cgroups.create(id, record.spec.resources));
-    const sup = new ReplicaSupervisor(record.spec, record.ports, this.#deps(cgroup), record.createdAt);
+    if (record.userRange) this.#keepUserRange(id, record.userRange);
+    const sup = new ReplicaSupervisor(
+      record.spec,
+      record.ports,
+      this.#deps(cgroup, record.userRange),
+      record.createdAt,
+    );
     this.#replicas.set(id, sup);
     await sup.adopt(record);
   }
@@ -207,8 +243,15 @@ export class Engine extends EventEmitter<RuntimeEvents> {
     const copy = structuredClone(spec);
     const done = (async () => {
       const ports = await allocatePorts(copy);
-      const cgroup = await cgroups.create(copy.id, copy.resources);
-      const sup = new ReplicaSupervisor(copy, ports, this.#deps(cgroup));
+      const userRange = copy.isolation.hostUsers ? undefined : this.#allocateUserRange(copy.id);
+      let cgroup: Awaited<ReturnType<CgroupManager['create']>>;
+      try {
+        cgroup = await cgroups.create(copy.id, copy.resources);
+      } catch (err) {
+        this.#releaseUserRange(copy.id);
+        throw err;
+      }
+      const sup = new ReplicaSupervisor(copy, ports, this.#deps(cgroup, userRange));
       this.#replicas.set(copy.id, sup);
       await sup.start();
       return sup.status();
@@ -240,6 +283,7 @@ export class Engine extends EventEmitter<RuntimeEvents> {
       } finally {
         if (this.#replicas.get(id) === sup) this.#replicas.delete(id);
       }
+      this.#releaseUserRange(id);
     })().finally(() => this.#stopping.delete(id));
     this.#stopping.set(id, stopping);
     return stopping;
@@ -304,8 +348,78 @@ export class Engine extends EventEmitter<RuntimeEvents> {
     await this.#store.flush();
   }
 
-  #deps(cgroup: import('./cgroups/index.ts').ReplicaCgroup) {
+  /**
+   * The lowest slot no replica on the machine holds. A slot is held from run() until the replica's stop completes
+   * (its processes and cgroup are gone by then), and re-taken at re-adoption from the record, so
+   * a runtime restart never hands a running replica's ids to another.
+   */
+  #allocateUserRange(id: string): UserRange {
+    mkdirSync(this.#claimDir, { recursive: true, mode: 0o700 });
+    for (let slot = 0; slot < this.#userNamespaceSlots; slot++) {
+      if (this.#userSlots.has(slot) || !this.#claim(slot, id)) continue;
+      this.#userSlots.set(slot, id);
+      return { hostId: this.#firstHostId + slot * USER_NAMESPACE_SIZE, size: USER_NAMESPACE_SIZE };
+    }
+    throw new Error(
+      `no user namespace range left for ${id}: all ${this.#userNamespaceSlots} are in use on this machine`,
+    );
+  }
+
+  get #claimDir(): string {
+    return this.options.userNamespaces?.claimDir ?? '/run/orrery/userns';
+  }
+
+  #claimOwner(id: string): string {
+    return `${JSON.stringify({ stateDir: path.resolve(this.options.stateDir), id })}\n`;
+  }
+
+  /**
+   * Create the slot's claim file, naming this runtime's state dir and the replica. A claim whose
+   * state dir is gone (a runtime removed with its state) is stale and taken over; any other
+   * belongs to a replica of this or another runtime on the machine.
+   */
+  #claim(slot: number, id: string): boolean {
+    const file = path.join(this.#claimDir, String(slot));
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        writeFileSync(file, this.#claimOwner(id), { flag: 'wx', mode: 0o600 });
+        return true;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      let held: { stateDir?: unknown };
+      try {
+        held = JSON.parse(readFileSync(file, 'utf8')) as { stateDir?: unknown };
+      } catch {
+        return false; // being written right now, or not ours to judge
+      }
+      if (typeof held.stateDir !== 'string' || existsSync(held.stateDir)) return false;
+      rmSync(file, { force: true });
+    }
+    return false;
+  }
+
+  /** Re-adoption: the record says which slot the replica's processes run with; claim it again. */
+  #keepUserRange(id: string, range: UserRange): void {
+    const offset = range.hostId - this.#firstHostId;
+    if (offset < 0 || offset % USER_NAMESPACE_SIZE !== 0) return;
+    const slot = offset / USER_NAMESPACE_SIZE;
+    this.#userSlots.set(slot, id);
+    mkdirSync(this.#claimDir, { recursive: true, mode: 0o700 });
+    writeFileSync(path.join(this.#claimDir, String(slot)), this.#claimOwner(id), { mode: 0o600 });
+  }
+
+  #releaseUserRange(id: string): void {
+    for (const [slot, owner] of this.#userSlots) {
+      if (owner !== id) continue;
+      this.#userSlots.delete(slot);
+      rmSync(path.join(this.#claimDir, String(slot)), { force: true });
+    }
+  }
+
+  #deps(cgroup: import('./cgroups/index.ts').ReplicaCgroup, userRange?: UserRange) {
     return {
+      userRange,
       api: this.#api as ProcessApi,
       cgroup,
       store: this.#store,

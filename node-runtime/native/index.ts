@@ -23,8 +23,11 @@ export interface SpawnRequest {
   cgroup?: { v2Dir?: string; procsFiles?: string[] };
   logFile: string; // stdout and stderr both go here: opened by the child O_WRONLY|O_CREAT|O_APPEND, 0640
   uid?: number;
-  gid?: number; // setgroups(0), setgid, setuid in the child; implies no_new_privs
-  noNewPrivs?: boolean;
+  gid?: number; // setgroups(0), setgid, setuid in the child (inside its user namespace, if any)
+  // A new user namespace whose ids 0..size-1 are hostUid.. and hostGid.. on the host, written by
+  // the parent before the child goes on (README.md "User namespace"). Without it the process
+  // keeps the runtime's identity (host root) unless uid/gid drop it. no_new_privs is always set.
+  userNamespace?: { hostUid: number; hostGid: number; size: number };
   exitStatusFile?: string; // where orrery-init records the workload's real exit (README.md)
   // Join these namespaces of a running process instead of creating any (an exec probe entering
   // its replica, like `nsenter -t PID -i -u -n -p -m`). A process cannot enter a pid namespace
@@ -210,6 +213,14 @@ function normalize(req: SpawnRequest): Record<string, unknown> {
       );
   }
   expectStrings('cgroup.procsFiles', procsFiles, isAbsolute, 'absolute paths');
+  const userns = userNamespaceFields(req.userNamespace);
+  for (const id of ['uid', 'gid'] as const) {
+    const v = req[id];
+    if (userns.userNsSize !== undefined && v !== undefined && v >= userns.userNsSize)
+      throw new TypeError(
+        `SpawnRequest.${id} must be below userNamespace.size (${userns.userNsSize}): it is an id inside the namespace, got ${v}`,
+      );
+  }
   return {
     file,
     argv,
@@ -224,7 +235,7 @@ function normalize(req: SpawnRequest): Record<string, unknown> {
     logFile: expectAbsolute('logFile', req.logFile),
     uid: expectId('uid', req.uid),
     gid: expectId('gid', req.gid),
-    noNewPrivs: req.noNewPrivs === true,
+    ...userns,
     // orrery-init's record: without init nobody writes it, so it is not created either.
     exitStatusFile:
       req.exitStatusFile === undefined || !init
@@ -232,6 +243,20 @@ function normalize(req: SpawnRequest): Record<string, unknown> {
         : expectAbsolute('exitStatusFile', req.exitStatusFile),
     ...(join ? { joinPidfd: join.pidfd, joinPid: join.pid, joinNamespaces: join.namespaces } : {}),
   };
+}
+
+function userNamespaceFields(userns: SpawnRequest['userNamespace']): Record<string, number> {
+  if (userns === undefined) return {};
+  const hostUid = expectId('userNamespace.hostUid', userns?.hostUid);
+  const hostGid = expectId('userNamespace.hostGid', userns?.hostGid);
+  const size = userns?.size;
+  if (hostUid === undefined || hostGid === undefined || !Number.isInteger(size) || size < 1)
+    throw new TypeError(
+      `SpawnRequest.userNamespace must be {hostUid, hostGid, size >= 1} integers, got ${describe(userns)}`,
+    );
+  if (hostUid + size > 0xffffffff || hostGid + size > 0xffffffff)
+    throw new TypeError(`SpawnRequest.userNamespace range ends past 4294967294, got ${describe(userns)}`);
+  return { userNsHostUid: hostUid, userNsHostGid: hostGid, userNsSize: size };
 }
 
 // pidfd -> orrery-init status file, so watchExit can report the workload's own exit.

@@ -47,7 +47,6 @@ export function execInReplica(
     if (target.user) {
       req.uid = target.user.uid;
       req.gid = target.user.gid;
-      req.noNewPrivs = true;
     }
   } catch (err) {
     return Promise.resolve({ ok: false, message: `${what}: ${(err as Error).message}` });

@@ -21,15 +21,16 @@ import {
 } from './policy.ts';
 import { type ExecTarget, execInReplica } from './probe-exec.ts';
 import type { ExitStatus, ProcessApi, SpawnFailure, SpawnRequest } from './process-api.ts';
-import type {
-  EngineEvent,
-  LastExit,
-  ProcessSpec,
-  ProcessState,
-  ProcessStatus,
-  WorkloadPhase,
-  WorkloadSpec,
-  WorkloadStatus,
+import {
+  type EngineEvent,
+  effectiveNamespaces,
+  type LastExit,
+  type ProcessSpec,
+  type ProcessState,
+  type ProcessStatus,
+  type WorkloadPhase,
+  type WorkloadSpec,
+  type WorkloadStatus,
 } from './spec.ts';
 import type { ExitFacts } from './types.ts';
 
@@ -47,6 +48,17 @@ export interface ReplicaDeps {
   emit: (event: EngineEvent) => void;
   /** PATH used to resolve commands when the process's env has none (the runtime's own). */
   defaultPath: string;
+  /**
+   * The host ids the replica's user namespace maps 0..size-1 to (the engine's allocation, kept in
+   * the state record); absent with `isolation.hostUsers`.
+   */
+  userRange?: UserRange;
+}
+
+/** Host uids and gids hostId..hostId+size-1: the replica's user namespace maps its ids 0.. there. */
+export interface UserRange {
+  hostId: number;
+  size: number;
 }
 
 /** What the state file keeps per process: enough to re-adopt it without a pidfd. */
@@ -67,6 +79,8 @@ export interface ReplicaRecord extends StoredReplica<WorkloadSpec, StoredProcess
   startedAt: string | null;
   backoffUntil?: string;
   crashLoops: number;
+  /** Absent: no user namespace (isolation.hostUsers), or a record from before they existed. */
+  userRange?: UserRange;
 }
 
 interface Slot {
@@ -391,10 +405,12 @@ export class ReplicaSupervisor {
         file,
         argv: [...p.command, ...(p.args ?? [])],
         env: slot.env,
-        namespaces: this.spec.isolation.namespaces,
+        namespaces: effectiveNamespaces(this.spec.isolation.namespaces),
         cgroup: cgroup.spawnTarget,
         logFile,
       };
+      const range = this.#deps.userRange;
+      if (range) req.userNamespace = { hostUid: range.hostId, hostGid: range.hostId, size: range.size };
       if (this.#usesInit) req.exitStatusFile = this.#deps.exitStatusFile(this.spec.id, p.name);
       if (p.workingDir !== undefined) req.cwd = p.workingDir;
       if (this.spec.isolation.namespaces.includes('uts')) req.hostname = this.spec.name;
@@ -402,7 +418,6 @@ export class ReplicaSupervisor {
       if (user !== undefined) {
         req.uid = user.uid;
         req.gid = user.gid;
-        req.noNewPrivs = true;
       }
       // Off the event loop (the wait for the exec is a threadpool thread's): a runtime starting
       // many replicas keeps serving watches, status writes and its API meanwhile. A stop() or
@@ -649,13 +664,21 @@ export class ReplicaSupervisor {
       const target: ExecTarget = {
         pidfd: slot.pidfd,
         pid: slot.pid,
-        namespaces: this.spec.isolation.namespaces,
+        namespaces: effectiveNamespaces(this.spec.isolation.namespaces),
         cgroup: this.#deps.cgroup.spawnTarget,
         env: slot.env,
         path: slot.envObject.PATH ?? this.#deps.defaultPath,
       };
       if (slot.spec.workingDir !== undefined) target.cwd = slot.spec.workingDir;
-      if (this.spec.isolation.user) target.user = this.spec.isolation.user;
+      // In the replica's namespaces but not its user namespace (a process sharing our memory
+      // cannot enter one, setns(2)): as the host ids its user maps to, with no capability.
+      const user = this.spec.isolation.user;
+      const range = this.#deps.userRange;
+      if (range) {
+        target.user = { uid: range.hostId + (user?.uid ?? 0), gid: range.hostId + (user?.gid ?? 0) };
+      } else if (user) {
+        target.user = user;
+      }
       return execInReplica(this.#deps.api, target, command, timeoutMs);
     };
     const run = slot.run;
@@ -850,6 +873,7 @@ export class ReplicaSupervisor {
       })),
     };
     if (this.#backoffUntil !== undefined) record.backoffUntil = new Date(this.#backoffUntil).toISOString();
+    if (this.#deps.userRange) record.userRange = this.#deps.userRange;
     return record;
   }
 

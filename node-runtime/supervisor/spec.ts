@@ -45,7 +45,12 @@ export interface WorkloadSpec {
   supervision: SupervisionSpec;
   terminationGracePeriodSeconds: number;
   resources: { cpuMillis?: number; memoryBytes?: number; pids?: number };
-  isolation: { namespaces: Namespace[]; user?: { uid: number; gid: number } };
+  /**
+   * `user` is the uid/gid inside the replica's user namespace (default 0: root there, an
+   * unprivileged id on the host). `hostUsers: true` runs without a user namespace, as the
+   * runtime's own identity (host root) unless `user` drops it: the explicit opt-in.
+   */
+  isolation: { namespaces: Namespace[]; user?: { uid: number; gid: number }; hostUsers?: boolean };
   extraEnv?: EnvVar[];
   /**
    * Opaque to the runtime, as OCI runtime annotations are: kept with the spec in the replica's
@@ -121,6 +126,16 @@ export type EngineEvent =
   | (EventBase & { type: 'backoff'; delayMs: number; crashLoops: number })
   | (EventBase & { type: 'ready' | 'notReady'; process: string; replicaReady: boolean; message?: string })
   | (EventBase & { type: 'stopped' });
+
+/** Ids mapped per replica's user namespace: 0..65535 inside, as Kubernetes maps a pod's. */
+export const USER_NAMESPACE_SIZE = 65536;
+
+/** A pid namespace always comes with a mount namespace, for a /proc of its own (the host's would show every process). */
+export function effectiveNamespaces(namespaces: readonly Namespace[]): Namespace[] {
+  return namespaces.includes('pid') && !namespaces.includes('mount')
+    ? [...namespaces, 'mount']
+    : [...namespaces];
+}
 
 const NAMESPACES: readonly Namespace[] = ['pid', 'mount', 'uts', 'ipc', 'net'];
 const RESTARTS: readonly RestartType[] = ['permanent', 'transient', 'temporary'];
@@ -213,6 +228,16 @@ export function validateWorkloadSpec(spec: WorkloadSpec): void {
     (!Number.isInteger(user.uid) || !Number.isInteger(user.gid) || user.uid < 0 || user.gid < 0)
   ) {
     fail('isolation.user', 'non-negative integer uid and gid', user);
+  }
+  const hostUsers = spec.isolation.hostUsers;
+  if (hostUsers !== undefined && typeof hostUsers !== 'boolean')
+    fail('isolation.hostUsers', 'a boolean', hostUsers);
+  if (
+    !hostUsers &&
+    user !== undefined &&
+    (user.uid >= USER_NAMESPACE_SIZE || user.gid >= USER_NAMESPACE_SIZE)
+  ) {
+    fail('isolation.user', `uid and gid below ${USER_NAMESPACE_SIZE} (the ids a user namespace maps)`, user);
   }
   const annotations = spec.annotations;
   if (

@@ -1,13 +1,21 @@
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, readlink, rm } from 'node:fs/promises';
 import path from 'node:path';
 import test from 'ava';
 import { CgroupManager, detectCgroupLayout } from '../../node-runtime/cgroups/index.ts';
-import { harness, isAlive, nextEvent, readLog, replica, waitFor } from '../helpers/engine-harness.ts';
+import {
+  harness,
+  isAlive,
+  nextEvent,
+  readLog,
+  replica,
+  waitFor,
+  workloadDir,
+} from '../helpers/engine-harness.ts';
 
 test('a daemonized grandchild does not survive stop: nothing of the cgroup is left alive', async (t) => {
   const h = await harness(t);
-  const pidFile = path.join(h.root, 'grandchild.pid');
+  const pidFile = path.join(await workloadDir(h.root), 'grandchild.pid');
   // The grandchild double-forks into its own session, away from the process we supervise.
   const script = `setsid sh -c 'echo $$ > ${pidFile}; exec sleep 1000' </dev/null >/dev/null 2>&1 & exec sleep 1000`;
   const spec = replica([{ command: ['sh', '-c', script] }]);
@@ -121,7 +129,7 @@ test('with a pid namespace the workload sees itself as pid 2, gets our SIGTERM, 
 
 test('stop signals the processes in reverse start order and kills the ones that ignore it after the grace', async (t) => {
   const h = await harness(t);
-  const order = path.join(h.root, 'order');
+  const order = path.join(await workloadDir(h.root), 'order');
   const polite = (name: string) =>
     `trap 'echo ${name} >> ${order}; exit 0' TERM; echo armed; while :; do sleep 0.02; done`;
   const spec = replica([
@@ -161,4 +169,64 @@ test('isolation.user drops privileges to the given uid and gid', async (t) => {
   );
   t.is(h.rt.status(spec.id).phase, 'Succeeded');
   t.regex(await readLog(h, spec.id, 'p0'), /uid=65534 gid=65534/);
+});
+
+/** The Uid: line of /proc/<pid>/status: real, effective, saved, filesystem uid as the host sees them. */
+async function hostUids(pid: number): Promise<number[]> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  return (/^Uid:\s+(.*)$/m.exec(status)?.[1] ?? '').split(/\s+/).map(Number);
+}
+
+test('a default replica is root in its own user namespace and an unprivileged range on the host', async (t) => {
+  const h = await harness(t);
+  const marker = `/etc/orrery-userns-${process.pid}`;
+  t.teardown(() => rm(marker, { force: true }));
+  // Without a mount namespace of its own the replica is in the host's, which its user namespace
+  // does not own: mounting there must fail as well as writing a root-owned file.
+  const script = [
+    'echo "inside uid=$(id -u)"',
+    'grep CapEff /proc/self/status',
+    `touch ${marker} && echo WROTE-HOST-FILE`,
+    'mount -t tmpfs none /mnt && echo MOUNTED',
+    'exec sleep 1000',
+  ].join('; ');
+  const a = replica([{ command: ['sh', '-c', script] }], { isolation: { namespaces: [] } });
+  const b = replica([{ command: ['sleep', '1000'] }], { isolation: { namespaces: ['pid', 'uts'] } });
+  const pidA = (await h.rt.run(a)).processes[0]?.pid as number;
+  const pidB = (await h.rt.run(b)).processes[0]?.pid as number;
+  await waitFor(async () => /MOUNTED|mount:/.test(await readLog(h, a.id, 'p0')), 5000, 'the script to run');
+  const log = await readLog(h, a.id, 'p0');
+  t.regex(log, /inside uid=0/);
+  t.notRegex(log, /WROTE-HOST-FILE|MOUNTED/);
+  t.false(existsSync(marker), 'no file written in /etc');
+
+  const [uidsA, uidsB] = [await hostUids(pidA), await hostUids(pidB)];
+  const mapA = (await readFile(`/proc/${pidA}/uid_map`, 'utf8')).trim().split(/\s+/).map(Number);
+  const mapB = (await readFile(`/proc/${pidB}/uid_map`, 'utf8')).trim().split(/\s+/).map(Number);
+  t.deepEqual(mapA.length, 3);
+  t.is(mapA[0], 0);
+  t.is(mapA[2], 65536);
+  t.true((mapA[1] as number) >= 65536, `host range starts at ${mapA[1]}`);
+  t.deepEqual(uidsA, [mapA[1], mapA[1], mapA[1], mapA[1]], 'every host uid of the process is the range base');
+  t.not(mapA[1], mapB[1], 'each replica has a range of its own');
+  t.true((uidsB[0] as number) >= 65536);
+  // Its capabilities are the user namespace's: it is not in ours.
+  t.not(await readlink(`/proc/${pidA}/ns/user`), await readlink('/proc/self/ns/user'));
+  const nnp = /^NoNewPrivs:\s+(\d)/m.exec(await readFile(`/proc/${pidA}/status`, 'utf8'))?.[1];
+  t.is(nnp, '1', 'no_new_privs is set');
+});
+
+test('isolation.hostUsers runs the replica as the runtime user, without a user namespace', async (t) => {
+  const h = await harness(t);
+  const spec = replica([{ command: ['sleep', '1000'] }], {
+    isolation: { namespaces: ['pid'], hostUsers: true },
+  });
+  const pid = (await h.rt.run(spec)).processes[0]?.pid as number;
+  t.is(await readlink(`/proc/${pid}/ns/user`), await readlink('/proc/self/ns/user'));
+  t.deepEqual(
+    await hostUids(pid),
+    [0, 0, 0, 0].map(() => process.getuid?.() ?? 0),
+  );
+  // A pid namespace comes with a mount namespace and a /proc of its own.
+  t.not(await readlink(`/proc/${pid}/ns/mnt`), await readlink('/proc/self/ns/mnt'));
 });

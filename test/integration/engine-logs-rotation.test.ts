@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { Engine } from '../../node-runtime/engine.ts';
-import { harness, replica, waitFor } from '../helpers/engine-harness.ts';
+import { harness, replica, waitFor, workloadDir } from '../helpers/engine-harness.ts';
 
 const MAX_BYTES = 64 * 1024;
 const LINES = 8000;
@@ -24,7 +24,7 @@ test('the engine rotates a live log past maxBytes on its own timer (logRotateInt
     logRotation: { maxBytes: MAX_BYTES, maxFiles: 3 },
     logRotateIntervalMs: 100,
   });
-  const done = path.join(root, 'writer-done');
+  const done = path.join(await workloadDir(root), 'writer-done');
   // 8000 numbered 50-byte lines, 200 every 50 ms (~200 KB/s, 400 KB in all), then idle.
   const script = [
     `i=0; while [ $i -lt ${LINES / 200} ]; do`,

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #include "net.h"
@@ -75,22 +76,73 @@ static int move_fd(int from, int to) {
   return dup2(from, to);
 }
 
+/* The log file was opened by the parent (spawn.c): in a user namespace the child's host uid may
+ * not create files in the runtime's log directory, and should not be able to. */
 static void setup_stdio(const struct orrery_spawn_plan *plan) {
   int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (null_fd < 0) fail(plan, STEP_OPEN_DEVNULL, errno, 0);
-  int log_fd = open(plan->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-  if (log_fd < 0) fail(plan, STEP_OPEN_LOG, errno, 0);
   /* dup2 clears FD_CLOEXEC on the target, so 0..2 survive execve and the sources do not. */
-  if (move_fd(null_fd, 0) < 0 || move_fd(log_fd, 1) < 0 || move_fd(log_fd, 2) < 0) fail(plan, STEP_DUP2, errno, 0);
+  if (move_fd(null_fd, 0) < 0 || move_fd(plan->log_fd, 1) < 0 || move_fd(plan->log_fd, 2) < 0)
+    fail(plan, STEP_DUP2, errno, 0);
 }
 
+/* Become root of the new user namespace once the parent has mapped it. Until then the child's
+ * ids are still the runtime's (host root, unmapped here): setresuid(0) inside moves them to the
+ * first id of the replica's host range, keeping the capabilities the namespace gave, which only
+ * count inside it (user_namespaces(7), "Capabilities"). The write end is closed first so that a
+ * parent that gives up (and closes its own) is seen as EOF. */
+static void enter_user_namespace(const struct orrery_spawn_plan *plan) {
+  close(plan->userns_sync[1]);
+  char ok = 0;
+  ssize_t n = TEMP_FAILURE_RETRY(read(plan->userns_sync[0], &ok, 1));
+  if (n != 1) fail(plan, STEP_USERNS, n < 0 ? errno : EPIPE, 0);
+  close(plan->userns_sync[0]);
+  if (syscall(SYS_setresgid, 0, 0, 0) < 0 || syscall(SYS_setresuid, 0, 0, 0) < 0)
+    fail(plan, STEP_USERNS, errno, 1);
+  if (syscall(SYS_setgroups, 0, NULL) < 0) fail(plan, STEP_SETGROUPS, errno, 0);
+}
+
+/* Resource limits are set, never inherited from the runtime (whose own limits are its business).
+ * RLIM_INFINITY is spelled out; a hard limit above the runtime's own cannot be raised from inside
+ * a user namespace (raising needs CAP_SYS_RESOURCE in the initial one), so it is clamped to it.
+ * The table is documented in ../README.md ("Resource limits"). */
+#define MIB (1024ull * 1024ull)
+static const struct {
+  int resource;
+  rlim_t soft, hard;
+} rlimits[] = {
+    {RLIMIT_CORE, 0, RLIM_INFINITY},          {RLIMIT_CPU, RLIM_INFINITY, RLIM_INFINITY},
+    {RLIMIT_DATA, RLIM_INFINITY, RLIM_INFINITY}, {RLIMIT_FSIZE, RLIM_INFINITY, RLIM_INFINITY},
+    {RLIMIT_LOCKS, RLIM_INFINITY, RLIM_INFINITY}, {RLIMIT_MEMLOCK, 8 * MIB, 8 * MIB},
+    {RLIMIT_MSGQUEUE, 819200, 819200},        {RLIMIT_NICE, 0, 0},
+    {RLIMIT_NOFILE, 1024, 524288},            {RLIMIT_NPROC, RLIM_INFINITY, RLIM_INFINITY},
+    {RLIMIT_RSS, RLIM_INFINITY, RLIM_INFINITY}, {RLIMIT_RTPRIO, 0, 0},
+    {RLIMIT_RTTIME, RLIM_INFINITY, RLIM_INFINITY}, {RLIMIT_STACK, 8 * MIB, RLIM_INFINITY},
+    {RLIMIT_AS, RLIM_INFINITY, RLIM_INFINITY},
+};
+
+static void set_rlimits(const struct orrery_spawn_plan *plan) {
+  for (size_t i = 0; i < sizeof rlimits / sizeof *rlimits; i++) {
+    struct rlimit want = {.rlim_cur = rlimits[i].soft, .rlim_max = rlimits[i].hard};
+    if (syscall(SYS_prlimit64, 0, rlimits[i].resource, &want, NULL) == 0) continue;
+    struct rlimit now;
+    if (errno != EPERM || syscall(SYS_prlimit64, 0, rlimits[i].resource, NULL, &now) < 0)
+      fail(plan, STEP_RLIMIT, errno, rlimits[i].resource);
+    if (want.rlim_max > now.rlim_max) want.rlim_max = now.rlim_max;
+    if (want.rlim_cur > want.rlim_max) want.rlim_cur = want.rlim_max;
+    if (syscall(SYS_prlimit64, 0, rlimits[i].resource, &want, NULL) < 0)
+      fail(plan, STEP_RLIMIT, errno, rlimits[i].resource);
+  }
+}
+
+/* no_new_privs always (no setuid binary or file capability can raise the workload again). */
 static void drop_privileges(const struct orrery_spawn_plan *plan) {
-  if (plan->has_uid || plan->has_gid) {
+  if ((plan->has_uid || plan->has_gid) && plan->userns_sync[0] < 0) {
     if (syscall(SYS_setgroups, 0, NULL) < 0) fail(plan, STEP_SETGROUPS, errno, 0);
   }
   if (plan->has_gid && syscall(SYS_setgid, plan->gid) < 0) fail(plan, STEP_SETGID, errno, 0);
   if (plan->has_uid && syscall(SYS_setuid, plan->uid) < 0) fail(plan, STEP_SETUID, errno, 0);
-  if (plan->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) fail(plan, STEP_NO_NEW_PRIVS, errno, 0);
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) fail(plan, STEP_NO_NEW_PRIVS, errno, 0);
 }
 
 /* Fallback for kernels without close_range(CLOSE_RANGE_CLOEXEC) (< 5.11): walk /proc/self/fd
@@ -216,6 +268,8 @@ int orrery_child_main(void *arg) {
   /* In init mode the child keeps everything blocked and the workload resets its own copy. */
   if (!plan->workload_path) reset_signals(plan);
   ORRERY_TRACE(TR_SIGNALS);
+  if (plan->userns_sync[0] >= 0) enter_user_namespace(plan);
+  ORRERY_TRACE(TR_USERNS);
   /* Own session and process group: a stop signal to -pgid reaches the whole replica, and the
    * runtime's terminal (if any) never sends it SIGINT/SIGHUP. */
   if (setsid() < 0) fail(plan, STEP_SETSID, errno, 0);
@@ -233,6 +287,7 @@ int orrery_child_main(void *arg) {
   }
   setup_stdio(plan);
   ORRERY_TRACE(TR_STDIO);
+  set_rlimits(plan);
   drop_privileges(plan);
   if (plan->cwd && chdir(plan->cwd) < 0) fail(plan, STEP_CHDIR, errno, 0);
   ORRERY_TRACE(TR_IDENTITY);

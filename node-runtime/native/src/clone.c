@@ -32,6 +32,14 @@ void orrery_clone_force_fallback(int level) {
 
 #define CHILD_STACK_SIZE (128 * 1024)
 
+/* CLONE_VFORK suspends the parent thread until the exec, but with a user namespace the parent
+ * must write the child's uid/gid maps first (spawn.c), so it keeps running; the child still shares
+ * our memory and the parent still waits for the exec on the error pipe before anything the child
+ * uses goes away. */
+static uint64_t vfork_flag(const struct orrery_spawn_plan *plan) {
+  return plan->userns_sync[0] >= 0 ? 0 : CLONE_VFORK;
+}
+
 /* clone3 has no glibc wrapper (2.36 keeps __clone3 private), and a child on a new stack cannot
  * return through a C frame, so this trampoline mirrors glibc's sysdeps/.../x86_64/clone3.S:
  *   long orrery_clone3_run(struct clone_args *args, size_t size, int (*fn)(void *), void *arg)
@@ -90,7 +98,7 @@ __attribute__((visibility("hidden"))) long orrery_clone3_run(struct orrery_clone
 static pid_t try_clone3(struct orrery_spawn_plan *plan, void *stack, int *pidfd, int into_cgroup) {
   struct orrery_clone_args args;
   memset(&args, 0, sizeof args);
-  args.flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD | plan->ns_flags;
+  args.flags = CLONE_VM | vfork_flag(plan) | CLONE_PIDFD | plan->ns_flags;
   args.pidfd = (uint64_t)(uintptr_t)pidfd;
   /* SIGCHLD as exit signal, as for fork: waitid(P_PIDFD) then needs no __WCLONE/__WALL. */
   args.exit_signal = SIGCHLD;
@@ -153,7 +161,7 @@ static pid_t clone_with_stack(struct orrery_spawn_plan *plan, void *stack_base, 
   if (!clone_pidfd_unavailable) {
     *step = "clone";
     pid_t pid = clone(orrery_child_main, stack_top,
-                      (int)(CLONE_VM | CLONE_VFORK | CLONE_PIDFD | plan->ns_flags) | SIGCHLD, plan, pidfd);
+                      (int)(CLONE_VM | vfork_flag(plan) | CLONE_PIDFD | plan->ns_flags) | SIGCHLD, plan, pidfd);
     if (pid >= 0) return pid;
     if (errno != EINVAL && errno != ENOSYS && errno != EPERM) return -1;
     clone_pidfd_unavailable = 1;

@@ -103,8 +103,14 @@ static struct spawn_job *parse_job(napi_env env, napi_value obj) {
   req->uid = (uid_t)v;
   if (js_opt_int_prop(env, obj, "gid", &req->has_gid, &v) < 0) goto fail;
   req->gid = (gid_t)v;
-  if (js_opt_int_prop(env, obj, "noNewPrivs", &has, &v) < 0) goto fail;
-  req->no_new_privs = has && v;
+  if (js_opt_int_prop(env, obj, "userNsHostUid", &req->userns, &v) < 0) goto fail;
+  req->host_uid = (uid_t)v;
+  if (req->userns) {
+    if (js_opt_int_prop(env, obj, "userNsHostGid", &has, &v) < 0) goto fail;
+    req->host_gid = (gid_t)v;
+    if (js_opt_int_prop(env, obj, "userNsSize", &has, &v) < 0) goto fail;
+    req->id_count = (uint32_t)v;
+  }
   if (ns_flags_of(env, job->namespaces, n_ns, "namespaces", &req->ns_flags) < 0) goto fail;
   req->file = job->file;
   req->argv = job->argv;

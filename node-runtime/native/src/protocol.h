@@ -32,6 +32,8 @@ enum orrery_step {
   STEP_INIT_SETUP,  /* orrery-init could not block signals / become subreaper */
   STEP_EXIT_STATUS_FILE, /* the child could not create the exit status file (init mode) */
   STEP_SETNS,            /* joining another process's namespaces (joinNamespacesOf) */
+  STEP_USERNS,           /* waiting for the parent's uid/gid maps, becoming root of the user ns */
+  STEP_RLIMIT,           /* setting the replica's resource limits */
   STEP__COUNT
 };
 

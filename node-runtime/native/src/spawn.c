@@ -42,6 +42,8 @@ static const char *const step_names[STEP__COUNT] = {
     [STEP_INIT_SETUP] = "init-setup",
     [STEP_EXIT_STATUS_FILE] = "exit-status-file",
     [STEP_SETNS] = "setns",
+    [STEP_USERNS] = "userns",
+    [STEP_RLIMIT] = "rlimit",
 };
 
 static int fail(struct orrery_spawn_result *res, const char *step, int err, const char *path) {
@@ -126,6 +128,45 @@ static int open_join_namespaces(struct orrery_spawn_plan *plan, const struct orr
   return orrery_pidfd_alive(req->join_pidfd);
 }
 
+/* newuidmap's job, done by us (CAP_SETUID and CAP_SETGID in the parent namespace): one range,
+ * ids 0..count-1 of the child's new user namespace onto the replica's host range. A map can be
+ * written once, by a process outside, while the child waits (child.c, enter_user_namespace). */
+static int write_id_map(pid_t pid, const char *file, unsigned long host, unsigned long count) {
+  char path[64], line[64];
+  snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, file);
+  int len = snprintf(line, sizeof line, "0 %lu %lu\n", host, count);
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = write(fd, line, (size_t)len);
+  int err = errno;
+  close(fd);
+  if (n == len) return 0;
+  errno = n < 0 ? err : EIO;
+  return -1;
+}
+
+/* Map the child's user namespace and let it go on; on failure it is killed (the caller reaps it:
+ * it runs on our memory and must be gone before orrery_spawn returns) and the step is named. The
+ * sync fds are closed with the others: the child reads their numbers from the plan. */
+static int map_user_namespace(const struct orrery_spawn_request *req, struct orrery_spawn_plan *plan, pid_t pid,
+                              int pidfd, struct orrery_spawn_result *res) {
+  const char *step = "uid_map";
+  int ok = write_id_map(pid, "uid_map", req->host_uid, req->id_count) == 0;
+  if (ok) {
+    step = "gid_map";
+    ok = write_id_map(pid, "gid_map", req->host_gid, req->id_count) == 0;
+  }
+  int err = errno;
+  if (ok && TEMP_FAILURE_RETRY(write(plan->userns_sync[1], "1", 1)) != 1) {
+    ok = 0;
+    err = errno;
+    step = "userns";
+  }
+  if (ok) return 0;
+  syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+  return fail(res, step, err, NULL);
+}
+
 /* What a clone that worked leaves for the wait on its exec. */
 struct cloned {
   pid_t pid;
@@ -188,6 +229,8 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
   plan.cgroup_dir_fd = -1;
   plan.v2_procs_index = -1;
   plan.keep_fds[0] = plan.keep_fds[1] = -1;
+  plan.log_fd = -1;
+  plan.userns_sync[0] = plan.userns_sync[1] = -1;
   int pipe_fds[2] = {-1, -1};
   int status_fd = -1;
   char *argv_init[8];
@@ -196,6 +239,9 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
   struct cloned child = {.pid = -1, .pidfd = -1, .stack = NULL};
   const char *step = NULL;
   int rc = -1;
+  int map_failed = 0;
+  struct orrery_spawn_result rc_res;
+  memset(&rc_res, 0, sizeof rc_res);
 
   if (orrery_trace_on) orrery_trace_reset();
   ORRERY_TRACE(TR_ENTER);
@@ -208,7 +254,8 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
    * than O_TRUNC: ext4 (auto_da_alloc) flushes a truncated file's data on close, and that on
    * every spawn (README.md). The child creates it (spawn.h, status_path) unless it drops privileges before
    * it could: then it must exist, owned by us, before the clone. */
-  int child_creates_status = req->init && req->exit_status_file && !req->has_uid && !req->has_gid;
+  int child_creates_status =
+      req->init && req->exit_status_file && !req->has_uid && !req->has_gid && !req->userns;
   if (req->init && req->exit_status_file && !child_creates_status) {
     if (unlink(req->exit_status_file) < 0 && errno != ENOENT) {
       rc = fail(res, "exit-status-file", errno, req->exit_status_file);
@@ -220,6 +267,17 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
       goto out_pipe;
     }
     ORRERY_TRACE(TR_STATUS_FILE);
+  }
+  /* The log file too: the child's host identity may not reach the log directory. O_NOFOLLOW: a
+   * workload that could plant a symlink there would not have us append to its target. */
+  plan.log_fd = open(req->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
+  if (plan.log_fd < 0) {
+    rc = fail(res, "open-log", errno, req->log_path);
+    goto out_procs;
+  }
+  if (req->userns && pipe2(plan.userns_sync, O_CLOEXEC) < 0) {
+    rc = fail(res, "pipe2", errno, NULL);
+    goto out_procs;
   }
   for (int i = 0; i < req->n_procs_files; i++) {
     int fd = open(req->procs_files[i], O_WRONLY | O_CLOEXEC);
@@ -244,15 +302,13 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
   plan.envp = req->env;
   plan.cwd = req->cwd;
   plan.hostname = req->hostname;
-  plan.log_path = req->log_path;
-  plan.ns_flags = req->ns_flags;
+  plan.ns_flags = req->ns_flags | (req->userns ? CLONE_NEWUSER : 0);
   plan.mount_proc = (req->ns_flags & CLONE_NEWNS) && (req->ns_flags & CLONE_NEWPID);
   plan.loopback = (req->ns_flags & CLONE_NEWNET) != 0;
   plan.has_uid = req->has_uid;
   plan.has_gid = req->has_gid;
   plan.uid = req->uid;
   plan.gid = req->gid;
-  plan.no_new_privs = req->no_new_privs || req->has_uid || req->has_gid;
   plan.err_fd = pipe_fds[1];
   if (req->init) {
     if (status_fd >= 0) snprintf(fd_str, sizeof fd_str, "%d", status_fd);
@@ -279,6 +335,10 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
   child.after_ns = boottime_ns();
   ORRERY_TRACE(TR_CLONE_RETURNED);
   child.v2_procs_index = plan.v2_procs_index;
+  if (child.pid >= 0 && req->userns && map_user_namespace(req, &plan, child.pid, child.pidfd, &rc_res) < 0) {
+    /* Killed: the error pipe gives EOF once it is gone, then it is reaped below. */
+    map_failed = 1;
+  }
   /* Our write end goes first: until it is closed, a clone on another thread (spawnAsync) copies it
    * into its child, and our read below then waits for that child's exec too. */
   close(pipe_fds[1]);
@@ -289,12 +349,24 @@ out_join:
 out_procs:
   /* With v2Dir/cgroup.procs, if orrery_clone opened it (add_v2_procs_fd). */
   orrery_close_fds(plan.procs_fds, plan.n_procs_fds);
+  orrery_close_fds(plan.userns_sync, 2);
+  orrery_close_fd(plan.log_fd);
   orrery_close_fd(status_fd);
 out_pipe:
   orrery_close_fd(pipe_fds[1]);
   if (child.pid < 0) {
     close(pipe_fds[0]);
     return rc;
+  }
+  if (map_failed) {
+    /* EOF or the killed child's record: nothing runs on the child stacks any more. */
+    struct orrery_exec_error ignored;
+    (void)!TEMP_FAILURE_RETRY(read(pipe_fds[0], &ignored, sizeof ignored));
+    close(pipe_fds[0]);
+    orrery_clone_release_stack(child.stack);
+    reap(child.pidfd);
+    *res = rc_res;
+    return -1;
   }
   return await_exec(req, res, pipe_fds[0], &child);
 }

@@ -17,7 +17,7 @@ struct orrery_spawn_plan {
   char *const *envp;
   const char *cwd;      /* NULL: keep the runtime's cwd */
   const char *hostname; /* NULL: keep */
-  const char *log_path;
+  int log_fd;        /* opened by the parent: the child may no longer be able to (user namespace) */
   uint64_t ns_flags; /* CLONE_NEW* */
   int mount_proc;    /* mount + pid namespace: fresh /proc for the new pid namespace */
   int loopback;      /* net namespace: bring lo up */
@@ -39,7 +39,10 @@ struct orrery_spawn_plan {
   int has_uid, has_gid;
   uid_t uid;
   gid_t gid;
-  int no_new_privs;
+  /* With CLONE_NEWUSER: the child waits on userns_sync[0] until the parent has written its
+   * uid_map and gid_map (only a process with CAP_SETUID in the parent namespace may map a range,
+   * user_namespaces(7)), so the clone is not CLONE_VFORK then. -1 without a user namespace. */
+  int userns_sync[2];
 
   int err_fd;         /* write end of the exec-error pipe (protocol.h) */
   int keep_fds[2];    /* fds the exec'd program needs (-1 = unused); in init mode: init's only */

@@ -23,7 +23,11 @@ struct orrery_spawn_request {
   int has_uid, has_gid;
   uid_t uid;
   gid_t gid;
-  int no_new_privs;
+  /* A new user namespace (userns set): ids 0..id_count-1 inside are host_uid.. / host_gid.. */
+  int userns;
+  uid_t host_uid;
+  gid_t host_gid;
+  uint32_t id_count;
   const char *exit_status_file;
   /* join_ns_flags (CLONE_NEWIPC|UTS|NET|NS): join these namespaces of the process behind
    * join_pidfd (join_pid is its pid, for /proc/<pid>/ns) instead of creating any. */

@@ -17,6 +17,7 @@ static const char *const names[TR__COUNT] = {
     [TR_CLONE] = "clone",
     [TR_CHILD] = "child",
     [TR_SIGNALS] = "signals",
+    [TR_USERNS] = "userns",
     [TR_SETSID] = "setsid",
     [TR_CGROUPS] = "cgroups",
     [TR_HOSTNAME] = "hostname",

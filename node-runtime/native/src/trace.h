@@ -19,6 +19,7 @@ enum orrery_trace_point {
   TR_CLONE,          /* parent: about to clone */
   TR_CHILD,          /* child: first instruction */
   TR_SIGNALS,        /* child: dispositions reset, mask cleared */
+  TR_USERNS,         /* child: the parent's uid/gid maps seen, root of its user namespace */
   TR_SETSID,
   TR_CGROUPS,        /* child: v1 (and fallback v2) cgroup.procs written */
   TR_HOSTNAME,
