@@ -197,7 +197,11 @@ export function App(props: AppProps) {
     h(PromptLine, {
       state,
       width: screen.width,
-      position: rows.length > 0 ? `${index + 1}/${rows.length}` : '',
+      position: paneOpen
+        ? `lines ${Math.min(paneLines.length, mode.offset + 1)}-${Math.min(paneLines.length, mode.offset + screen.paneRows)} of ${paneLines.length}`
+        : rows.length > 0
+          ? `${index + 1}/${rows.length}`
+          : '',
     }),
   );
 }

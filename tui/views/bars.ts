@@ -21,7 +21,8 @@ export function InfoLine(props: {
   hosts: string;
 }) {
   const { info, namespace, width } = props;
-  const text = ` orrery ${info.version} │ context ${info.context} │ ${info.server} │ namespace ${namespace ?? 'all'} │ ${props.hosts}`;
+  // Most useful first: a narrow terminal cuts the end.
+  const text = ` namespace ${namespace ?? 'all'} │ context ${info.context} │ ${props.hosts} │ ${info.server} │ orrery ${info.version}`;
   return h(Text, { wrap: 'truncate-end', dimColor: true }, truncate(text, width));
 }
 
