@@ -1,5 +1,6 @@
 // `orrery operator`: runs the operator (leader-elected) against the cluster of --kubeconfig.
 // The operator's modules load in the action, so `orrery --version` and `--help` do not pay for them.
+import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { OPERATOR_LEASE_NAME } from '../crds/labels.ts';
 import { parseListen } from '../node-runtime/agent/options.ts';
@@ -17,6 +18,22 @@ interface OperatorFlags {
   namespace?: string;
   hostSelector?: string;
   leaderLeaseName: string;
+  runtimeTokenFile?: string;
+  runtimeToken?: string;
+  autoscaleSyncPeriod: number;
+}
+
+/** The runtime token as the autoscaler asks for it: the file's content now, else the flag's. */
+function runtimeTokenOf(flags: OperatorFlags): () => string | undefined {
+  const file = flags.runtimeTokenFile;
+  if (!file) return () => flags.runtimeToken;
+  return () => {
+    try {
+      return readFileSync(file, 'utf8').trim() || undefined;
+    } catch {
+      return undefined;
+    }
+  };
 }
 
 export function operatorCommand(): Command {
@@ -53,6 +70,26 @@ export function operatorCommand(): Command {
       'schedule only onto Hosts matching this label selector (default: all)',
     )
     .option('--leader-lease-name <name>', 'leader election Lease in orrery-system', OPERATOR_LEASE_NAME)
+    .option(
+      '--runtime-token-file <file>',
+      "file holding the hosts' runtime API bearer token, read when needed (the autoscaler reads the replicas' CPU there)",
+    )
+    .addOption(
+      new Option(
+        '--runtime-token <token>',
+        "the hosts' runtime API bearer token (prefer --runtime-token-file)",
+      )
+        .env('ORRERY_RUNTIME_TOKEN')
+        .hideHelp(),
+    )
+    .addOption(
+      new Option(
+        '--autoscale-sync-period <duration>',
+        'how often the autoscaler reads CPU and decides (the HPA sync period)',
+      )
+        .argParser(durationFlag('--autoscale-sync-period'))
+        .default(15_000, '15s'),
+    )
     .action(async (flags: OperatorFlags) => {
       const [{ newLogger }, { loadKubeConfig }, { OperatorMetrics, serveMetrics }, { startOperator }] =
         await Promise.all([
@@ -77,6 +114,8 @@ export function operatorCommand(): Command {
         metrics,
         log,
         leaderLeaseName: flags.leaderLeaseName,
+        runtimeToken: runtimeTokenOf(flags),
+        autoscaleSyncMs: flags.autoscaleSyncPeriod,
         ...(flags.identity ? { identity: flags.identity } : {}),
         ...(flags.namespace ? { namespace: flags.namespace } : {}),
         ...(flags.hostSelector ? { hostSelector: flags.hostSelector } : {}),

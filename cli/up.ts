@@ -216,12 +216,17 @@ async function bringUp(
   if (interrupted() || options.apiOnly) return;
 
   const hooks = (name: string) => ({ log, onSpawn: (pid: number) => lock.recordChild(name, pid) });
+  const tokenFile = runtimeTokenFile(dataDir);
   parts.operator = new SupervisedChild(
-    { name: 'operator', role: 'operator', args: ['operator', '--kubeconfig', controlPlane.kubeconfig] },
+    {
+      name: 'operator',
+      role: 'operator',
+      // The token of the agents' APIs: the autoscaler reads the replicas' CPU there.
+      args: ['operator', '--kubeconfig', controlPlane.kubeconfig, '--runtime-token-file', tokenFile],
+    },
     hooks('operator'),
   );
   parts.operator.start();
-  const tokenFile = runtimeTokenFile(dataDir);
   const apiPorts = await agentApiPorts(dataDir, options.hosts);
   parts.proxy = new SupervisedChild(
     {

@@ -67,6 +67,23 @@ export interface InstanceSpec {
      * Target average CPU use as a percentage of resources.cpu.
      */
     cpuUtilization: number;
+    /**
+     * How fast the count may change (the HPA's behavior); the rates are the HPA's defaults.
+     */
+    behavior?: {
+      scaleDown?: {
+        /**
+         * Scale down to the highest recommendation of this window (no flapping on a dip).
+         */
+        stabilizationWindowSeconds: number;
+      };
+      scaleUp?: {
+        /**
+         * Scale up to the lowest recommendation of this window.
+         */
+        stabilizationWindowSeconds: number;
+      };
+    };
   };
 }
 /**
@@ -486,6 +503,31 @@ export interface InstanceStatus {
    * Hash of the current template (label orrery.dev/template-hash on its Replicas).
    */
   templateHash?: string;
+  /**
+   * What the autoscaler last saw and did (spec.autoscale), written by the operator.
+   */
+  autoscale?: {
+    /**
+     * Current and target CPU utilisation, as kubectl get hpa shows them: 90%/50%.
+     */
+    cpu?: string;
+    /**
+     * Average CPU of the ready replicas, percent of resources.cpu.
+     */
+    currentCPUUtilizationPercentage?: number;
+    /**
+     * The count the autoscaler last asked for.
+     */
+    desiredReplicas?: number;
+    /**
+     * When the autoscaler last changed spec.replicas.
+     */
+    lastScaleTime?: string;
+    /**
+     * Why it scaled, held back, or cannot act.
+     */
+    message?: string;
+  };
   /**
    * The .metadata.generation this status reflects.
    */

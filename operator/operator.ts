@@ -17,6 +17,7 @@ import {
   WorkQueue,
 } from '../kube/index.ts';
 import { newLogger } from '../platform/log.ts';
+import { autoscaleController } from './autoscale/controller.ts';
 import {
   allInformers,
   type Controller,
@@ -53,6 +54,10 @@ export interface OperatorOptions {
   hostSelector?: string;
   /** Name of the leader election Lease in orrery-system. Default `orrery-operator`. */
   leaderLeaseName?: string;
+  /** Bearer token of the hosts' runtime APIs (read when needed), for the autoscaler's CPU reads. */
+  runtimeToken?: (() => string | undefined) | undefined;
+  /** The autoscaler's period (the HPA's sync period). Default 15 s. */
+  autoscaleSyncMs?: number | undefined;
 }
 
 export interface Operator {
@@ -138,6 +143,10 @@ function startControllers(
     schedulerController(ctx, { cache, leases }),
     hostController(ctx, { graceMs: opts.hostGraceMs ?? 1000, leases }),
     serviceController(ctx, { range: opts.range }),
+    autoscaleController(ctx, {
+      runtimeToken: opts.runtimeToken ?? (() => undefined),
+      syncPeriodMs: opts.autoscaleSyncMs,
+    }),
   ];
   return controllers.map((c) => {
     const queue = new WorkQueue<string>({ name: c.name });

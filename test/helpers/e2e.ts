@@ -25,7 +25,7 @@ import {
   resourceClient,
   typed,
 } from '../../kube/index.ts';
-import { type Operator, startOperator } from '../../operator/operator.ts';
+import { type Operator, type OperatorOptions, startOperator } from '../../operator/operator.ts';
 import { liveStartTime } from '../../platform/proc.ts';
 import { agentDirs, type ChildAgent, childAgent } from './agent-harness.ts';
 import { freshNamespace, kubectl } from './cluster.ts';
@@ -62,7 +62,8 @@ export interface E2e {
    */
   kubectl(args: string[], input?: string): Promise<string>;
   replicasOf(instance: string): Promise<Replica[]>;
-  startOperator(): Promise<Operator>;
+  /** The operator in this process; `extra` adds to or overrides the test's options. */
+  startOperator(extra?: Partial<OperatorOptions>): Promise<Operator>;
   /** `orrery operator` as a child process (killable with SIGKILL). */
   operatorProcess(): ChildProcess;
 }
@@ -185,7 +186,7 @@ export async function e2e(
       const list = await env.replicas.list({ namespace: ns, labelSelector: `${INSTANCE_LABEL}=${instance}` });
       return list.items.sort((a, b) => a.spec.ordinal - b.spec.ordinal);
     },
-    async startOperator() {
+    async startOperator(extra = {}) {
       const operator = await startOperator({
         kubeConfig,
         log,
@@ -195,6 +196,7 @@ export async function e2e(
         leaseDurationSeconds: 2,
         renewDeadlineMs: 1500,
         retryPeriodMs: 200,
+        ...extra,
       });
       operators.push(operator);
       return operator;

@@ -33,7 +33,7 @@ test('every example applies as written and kubectl get shows the printer columns
     ok(['apply', '--validate=strict', '-n', ns, '-f', join(examplesDir, file)]);
   }
   const instances = ok(['get', 'inst', '-n', ns]);
-  t.regex(instances, /^NAME\s+DESIRED\s+READY\s+UP-TO-DATE\s+AVAILABLE\s+STATUS\s+AGE/m);
+  t.regex(instances, /^NAME\s+DESIRED\s+READY\s+UP-TO-DATE\s+AVAILABLE\s+STATUS\s+CPU\s+AGE/m);
   t.regex(instances, /^web\s+3\s/m);
   t.regex(instances, /^hello\s+1\s/m);
   t.regex(
