@@ -45,6 +45,9 @@ export async function runTui(opts: TuiOptions): Promise<void> {
       alternateScreen: true,
       // The console is not ours to draw on: a stray log line would tear the frame.
       patchConsole: true,
+      // Rewrite only the lines that changed (the ages tick every second), not the whole frame:
+      // less to write, and nothing to flicker on a terminal without synchronized output.
+      incrementalRendering: true,
     },
   );
   const stop = () => app.unmount();
