@@ -593,13 +593,17 @@ test('chaos: one of three backends killed with SIGKILL under steady load: no cli
   // 8 clients in parallel, each sending GETs one after another for 3 s (bounded in time and count).
   const until = performance.now() + 3000;
   let killed = false;
+  let afterKill = 0;
   const client = async () => {
     for (let i = 0; i < 5000 && performance.now() < until; i++) {
       try {
         const res = await fetch(`${s.url}/${i}`);
         const body = await res.text();
         if (res.status !== 200) errors.push(`${res.status} ${body}`);
-        else answered.push(body);
+        else {
+          answered.push(body);
+          if (killed) afterKill++;
+        }
       } catch (err) {
         errors.push(String((err as Error).cause ?? err));
       }
@@ -614,7 +618,8 @@ test('chaos: one of three backends killed with SIGKILL under steady load: no cli
   t.true(killed);
   t.deepEqual(errors, []);
   const c = counts(answered);
-  t.true(answered.length > 300, `${answered.length} requests answered`);
+  // However loaded the machine, the load went on through the kill: requests kept being answered.
+  t.true(afterKill >= 50, `${afterKill} of ${answered.length} requests answered after the kill`);
   t.true((c[procs[1]?.name as string] ?? 0) > 0 && (c[procs[2]?.name as string] ?? 0) > 0);
 });
 
