@@ -4,9 +4,10 @@
 // removed by a clean stop; one left by a killed run is stale once its `up` is gone, and the next
 // run waits for that run's children, which stop by themselves when `up` goes away, before it
 // starts its own on the same state.
-import { linkSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { linkSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { privateDir, writePrivateFile } from '../platform/private-fs.ts';
 import { liveStartTime } from '../platform/proc.ts';
 
 /** The data dir is in use by a running `orrery up`: the message is the one line the user sees. */
@@ -45,9 +46,7 @@ function readRecord(path: string): RunRecord | undefined {
 }
 
 function writeAtomic(path: string, record: RunRecord): void {
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, `${JSON.stringify(record)}\n`);
-  renameSync(tmp, path);
+  writePrivateFile(path, `${JSON.stringify(record)}\n`);
 }
 
 /**
@@ -59,7 +58,8 @@ export async function lockDataDir(
   log: (message: string) => void,
   leftoverGraceMs = 40_000,
 ): Promise<DataDirLock> {
-  mkdirSync(dataDir, { recursive: true });
+  // The data dir holds the control plane's keys and the hosts' credentials: its owner's only.
+  privateDir(dataDir);
   const path = join(dataDir, 'up.pid');
   const self = liveStartTime(process.pid);
   if (self === undefined) throw new Error(`cannot read /proc/${process.pid}/stat`);
@@ -72,7 +72,8 @@ export async function lockDataDir(
   for (;;) {
     // link(2) publishes the complete record or fails with EEXIST: no reader sees it half-written.
     const tmp = `${path}.${process.pid}.tmp`;
-    writeFileSync(tmp, `${JSON.stringify(record)}\n`);
+    rmSync(tmp, { force: true });
+    writeFileSync(tmp, `${JSON.stringify(record)}\n`, { mode: 0o600, flag: 'wx' });
     try {
       linkSync(tmp, path);
       break;

@@ -14,17 +14,19 @@
 // themselves, the agents leaving the workloads running; the next `up` on the data dir waits for
 // them to be gone and re-adopts the workloads, pids unchanged.
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { homedir, hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { type ControlPlane, startControlPlane } from '../controlplane/controlplane.ts';
 import { installCrds } from '../crds/install.ts';
-import { loadKubeConfig } from '../kube/index.ts';
+import { KubeApi, loadKubeConfig } from '../kube/index.ts';
 import { isTmpfs } from '../platform/fs.ts';
+import { privateDir, writePrivateFile } from '../platform/private-fs.ts';
 import { parseReadyLine } from './runtime.ts';
 import { type StopCause, untilSignal } from './signals.ts';
 import { type ChildExit, SupervisedChild } from './up-children.ts';
+import { installRuntimeAccess, TOKEN_RENEW_MS, writeHostCredentials } from './up-identity.ts';
 import { DataDirInUse, type DataDirLock, lockDataDir } from './up-lock.ts';
 
 export interface UpOptions {
@@ -85,7 +87,7 @@ const operatorStopGraceMs = 10_000;
  */
 function runtimeTokenFile(dataDir: string): string {
   const file = join(dataDir, 'api-token');
-  if (!existsSync(file)) writeFileSync(file, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+  if (!existsSync(file)) writePrivateFile(file, `${randomBytes(32).toString('hex')}\n`);
   return file;
 }
 
@@ -128,6 +130,8 @@ interface Parts {
   proxy?: SupervisedChild;
   agents: SupervisedChild[];
   runDir?: string | undefined;
+  /** Renews the hosts' tokens. */
+  tokenRenewal?: NodeJS.Timeout;
 }
 
 export async function up(options: UpOptions): Promise<void> {
@@ -211,9 +215,37 @@ async function bringUp(
   parts.controlPlane = controlPlane;
   lock.recordChild('control plane', controlPlane.pid);
   if (interrupted()) return;
-  const crds = await installCrds(loadKubeConfig({ kubeconfig: controlPlane.kubeconfig }));
+  const adminConfig = loadKubeConfig({ kubeconfig: controlPlane.kubeconfig });
+  const crds = await installCrds(adminConfig);
   log(`installed CRDs: ${crds.join(', ')}`);
   if (interrupted() || options.apiOnly) return;
+  const hostNames = Array.from({ length: options.hosts }, (_, i) =>
+    options.hosts === 1 ? hostname() : `${hostname()}-${i}`,
+  );
+  // Each host agent runs as the runtimes' account with a token bound to its own node, held by
+  // deploy/'s RBAC and admission policy to its own Host, Lease and Replicas (up-identity.ts).
+  const credentials = async () => {
+    const api = await KubeApi.fromKubeConfig(adminConfig);
+    try {
+      return await Promise.all(
+        hostNames.map((name) => writeHostCredentials(api, adminConfig.cluster, dataDir, name)),
+      );
+    } finally {
+      api.close();
+    }
+  };
+  const admin = await KubeApi.fromKubeConfig(adminConfig);
+  try {
+    await installRuntimeAccess(admin);
+  } finally {
+    admin.close();
+  }
+  const hostCredentials = await credentials();
+  parts.tokenRenewal = setInterval(() => {
+    credentials().catch((err: unknown) => log(`could not renew the hosts' tokens: ${describe(err)}`));
+  }, TOKEN_RENEW_MS);
+  parts.tokenRenewal.unref();
+  if (interrupted()) return;
 
   const hooks = (name: string) => ({ log, onSpawn: (pid: number) => lock.recordChild(name, pid) });
   const tokenFile = runtimeTokenFile(dataDir);
@@ -253,12 +285,11 @@ async function bringUp(
   const runDir = upRunDir(dataDir);
   parts.runDir = runDir;
   const env = { ...process.env, ORRERY_RUNTIME_TOKEN: readFileSync(tokenFile, 'utf8').trim() };
-  const base = hostname();
   const ready: Promise<unknown>[] = [];
-  for (let i = 0; i < options.hosts; i++) {
-    const name = options.hosts === 1 ? base : `${base}-${i}`;
+  for (const [i, name] of hostNames.entries()) {
     const stateDir = join(dataDir, 'hosts', name);
-    mkdirSync(stateDir, { recursive: true });
+    privateDir(join(dataDir, 'hosts'));
+    privateDir(stateDir);
     let announced: () => void = () => {};
     const agent = new SupervisedChild(
       {
@@ -267,7 +298,7 @@ async function bringUp(
         args: [
           'runtime',
           '--kubeconfig',
-          controlPlane.kubeconfig,
+          hostCredentials[i]?.kubeconfig as string,
           '--host-name',
           name,
           '--state-dir',
@@ -302,6 +333,7 @@ async function bringUp(
  * Then the operator and the mesh proxy (which drains its connections), then the control plane. Resolves whether all of it stopped within its grace.
  */
 async function stopParts(parts: Parts, log: (message: string) => void): Promise<boolean> {
+  clearInterval(parts.tokenRenewal);
   const stopped = (exit: ChildExit) => !exit.killed && exit.code === 0;
   const agents = await Promise.all(parts.agents.map((a) => a.stop(agentStopGraceMs)));
   const agentsClean = agents.every(stopped);

@@ -1,0 +1,184 @@
+// Each host `orrery up` starts gets its own identity, the one a runtime has on a real cluster
+// (deploy/): the orrery-runtime ServiceAccount with a token that names its node in
+// `authentication.kubernetes.io/node-name`. On a cluster the kubelet's pod-bound token carries
+// it; here there are no pods, so each host has a Node object, which exists only to anchor its
+// token (TokenRequest bound to the Node: the API server puts the node's name and uid in the
+// token and stops accepting it once that Node is gone). The RBAC and the admission policy that
+// read it are deploy/rbac.yaml's own, installed as they are: a host's agent can write only its
+// Host, its Lease and the status and finalizers of the Replicas bound to it.
+import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmod, mkdir } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { parseAllDocuments, stringify } from 'yaml';
+import { SYSTEM_NAMESPACE } from '../crds/labels.ts';
+import {
+  ensureNamespace,
+  isAlreadyExists,
+  type KubeApi,
+  type KubeObject,
+  type ResourceDescriptor,
+  resourceClient,
+} from '../kube/index.ts';
+import { packagePath } from '../platform/package.ts';
+
+/** The runtimes' account in deploy/rbac.yaml. */
+export const RUNTIME_ACCOUNT = 'orrery-runtime';
+
+/** A host's token lives a day and is renewed well before: agents re-read the file each minute. */
+const TOKEN_SECONDS = 24 * 3600;
+export const TOKEN_RENEW_MS = 6 * 3600 * 1000;
+
+const FIELD_MANAGER = 'orrery-up';
+
+const KINDS: Record<string, ResourceDescriptor> = {
+  ServiceAccount: {
+    group: '',
+    version: 'v1',
+    plural: 'serviceaccounts',
+    kind: 'ServiceAccount',
+    namespaced: true,
+  },
+  ClusterRole: rbac('clusterroles', 'ClusterRole', false),
+  ClusterRoleBinding: rbac('clusterrolebindings', 'ClusterRoleBinding', false),
+  Role: rbac('roles', 'Role', true),
+  RoleBinding: rbac('rolebindings', 'RoleBinding', true),
+  ValidatingAdmissionPolicy: admission('validatingadmissionpolicies', 'ValidatingAdmissionPolicy'),
+  ValidatingAdmissionPolicyBinding: admission(
+    'validatingadmissionpolicybindings',
+    'ValidatingAdmissionPolicyBinding',
+  ),
+};
+const NODES: ResourceDescriptor = {
+  group: '',
+  version: 'v1',
+  plural: 'nodes',
+  kind: 'Node',
+  namespaced: false,
+};
+
+function rbac(plural: string, kind: string, namespaced: boolean): ResourceDescriptor {
+  return { group: 'rbac.authorization.k8s.io', version: 'v1', plural, kind, namespaced };
+}
+
+function admission(plural: string, kind: string): ResourceDescriptor {
+  return { group: 'admissionregistration.k8s.io', version: 'v1', plural, kind, namespaced: false };
+}
+
+/** deploy/rbac.yaml's objects for the runtimes: their account, roles, bindings and node policy. */
+export function runtimeAccessObjects(): KubeObject[] {
+  const text = readFileSync(packagePath('deploy', 'rbac.yaml'), 'utf8');
+  return parseAllDocuments(text)
+    .map((d) => d.toJS() as KubeObject)
+    .filter((o) => o?.metadata?.name?.startsWith(RUNTIME_ACCOUNT));
+}
+
+/** Applies the runtimes' account, RBAC and admission policy (server-side apply, as admin). */
+export async function installRuntimeAccess(api: KubeApi): Promise<void> {
+  await ensureNamespace(api, SYSTEM_NAMESPACE, FIELD_MANAGER);
+  for (const object of runtimeAccessObjects()) {
+    const kind = object.kind ?? '';
+    const descriptor = KINDS[kind];
+    if (!descriptor)
+      throw new Error(`deploy/rbac.yaml: ${kind} ${object.metadata?.name} is not a kind up installs`);
+    const namespace = descriptor.namespaced ? SYSTEM_NAMESPACE : undefined;
+    await resourceClient(api, descriptor, FIELD_MANAGER).apply(
+      { ...object, metadata: { ...object.metadata, ...(namespace ? { namespace } : {}) } },
+      { force: true },
+    );
+  }
+}
+
+/** The Node object a host's token is bound to: created when missing. */
+async function ensureNode(api: KubeApi, host: string): Promise<{ name: string; uid: string }> {
+  const nodes = resourceClient(api, NODES, FIELD_MANAGER);
+  let node: KubeObject;
+  try {
+    node = await nodes.create({
+      apiVersion: 'v1',
+      kind: 'Node',
+      metadata: { name: host, labels: { 'orrery.dev/up-host': 'true' } },
+    });
+  } catch (err) {
+    if (!isAlreadyExists(err)) throw err;
+    node = await nodes.get(host);
+  }
+  return { name: host, uid: node.metadata?.uid as string };
+}
+
+/** A token of the runtimes' account bound to the host's Node (TokenRequest). */
+export async function requestHostToken(api: KubeApi, host: string, seconds = TOKEN_SECONDS): Promise<string> {
+  const node = await ensureNode(api, host);
+  const answer = await api.request<{ status: { token: string } }>({
+    method: 'POST',
+    path: `/api/v1/namespaces/${SYSTEM_NAMESPACE}/serviceaccounts/${RUNTIME_ACCOUNT}/token`,
+    body: {
+      apiVersion: 'authentication.k8s.io/v1',
+      kind: 'TokenRequest',
+      spec: {
+        expirationSeconds: seconds,
+        boundObjectRef: { apiVersion: 'v1', kind: 'Node', name: node.name, uid: node.uid },
+      },
+    },
+  });
+  return answer.status.token;
+}
+
+export interface HostCredentials {
+  /** The host agent's kubeconfig: the cluster of `up`'s, the user a token file beside it. */
+  kubeconfig: string;
+  tokenFile: string;
+}
+
+/** Where a host's credentials live: DIR/credentials/HOST, readable by `up`'s user only. */
+export function hostCredentialsPaths(dataDir: string, host: string): HostCredentials {
+  const dir = join(dataDir, 'credentials', host);
+  return { kubeconfig: join(dir, 'kubeconfig'), tokenFile: join(dir, 'token') };
+}
+
+/**
+ * Writes (or renews) a host's token and its kubeconfig, which names the token file: the agent
+ * re-reads it, so a renewed token is used without a restart.
+ */
+export async function writeHostCredentials(
+  api: KubeApi,
+  cluster: { server: string; certificateAuthorityData?: string | undefined },
+  dataDir: string,
+  host: string,
+): Promise<HostCredentials> {
+  const paths = hostCredentialsPaths(dataDir, host);
+  const dir = dirname(paths.kubeconfig);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await chmod(join(dataDir, 'credentials'), 0o700);
+  await chmod(dir, 0o700);
+  writePrivate(paths.tokenFile, `${await requestHostToken(api, host)}\n`);
+  writePrivate(
+    paths.kubeconfig,
+    stringify({
+      apiVersion: 'v1',
+      kind: 'Config',
+      clusters: [
+        {
+          name: 'orrery-local',
+          cluster: {
+            server: cluster.server,
+            ...(cluster.certificateAuthorityData
+              ? { 'certificate-authority-data': cluster.certificateAuthorityData }
+              : {}),
+          },
+        },
+      ],
+      users: [{ name: host, user: { tokenFile: paths.tokenFile } }],
+      contexts: [{ name: host, context: { cluster: 'orrery-local', user: host } }],
+      'current-context': host,
+    }),
+  );
+  return paths;
+}
+
+/** A new file with mode 0600 made by exclusive create, then renamed over the old one. */
+function writePrivate(path: string, data: string): void {
+  const tmp = `${path}.${process.pid}.tmp`;
+  rmSync(tmp, { force: true });
+  writeFileSync(tmp, data, { mode: 0o600, flag: 'wx' });
+  renameSync(tmp, path);
+}
