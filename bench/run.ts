@@ -22,6 +22,7 @@ const ORDER = [
   'restart',
   'kube',
   'reconcile',
+  'bpf',
   'mesh',
   'runtime-footprint',
   'startup',
