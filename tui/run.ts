@@ -24,7 +24,7 @@ export async function runTui(opts: TuiOptions): Promise<void> {
   const stdin = opts.stdin ?? process.stdin;
   const stdout = opts.stdout ?? process.stdout;
   if (!stdin.isTTY || !stdout.isTTY) {
-    throw new Error('orrery tui needs a terminal: its standard input and output must both be a TTY');
+    throw new Error('a terminal is needed: standard input and output must both be a TTY');
   }
   const api = await KubeApi.fromKubeConfig(opts.kubeConfig);
   const cluster = new ClusterModel({ api, namespace: opts.namespace }).start();

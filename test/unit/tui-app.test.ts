@@ -257,6 +257,15 @@ test('the model changing redraws; an outage shows the banner over the last rows 
   frame = await until('the banner', stdout, (f) => f.includes('reconnecting (3)'));
   t.regex(frame, /API server unreachable, reconnecting \(3\)…: connect ECONNREFUSED/);
   t.regex(frame, / api +1\/2/, 'the rows stay');
+  cluster.setHealth({
+    synced: true,
+    connected: false,
+    attempts: 1,
+    error: 'HTTP 403 (Forbidden): hosts is forbidden',
+  });
+  await until('the refusal', stdout, (f) =>
+    f.includes('watch refused, reconnecting (1)…: HTTP 403 (Forbidden)'),
+  );
   cluster.setHealth({ synced: true, connected: true, attempts: 0 });
   await until('the title again', stdout, (f) => f.includes('Instances(default)[1]'));
   t.pass();

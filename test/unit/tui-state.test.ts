@@ -1,6 +1,7 @@
 // The TUI's keys (tui/model/state.ts, keys.ts) as a pure reducer: key names in, the next state and
 // the effects out, with no terminal and no API server.
 import test from 'ava';
+import { shortError } from '../../tui/model/cluster.ts';
 import { keyName, keyNames } from '../../tui/model/keys.ts';
 import {
   type Effect,
@@ -239,4 +240,18 @@ test('key names from what Ink reports, and chunks of typed text split into keys'
   t.deepEqual(keyNames(':svc\r', {}), [':', 's', 'v', 'c', 'enter']);
   t.deepEqual(keyNames('ab\u007f\u0004', {}), ['a', 'b', 'backspace', 'ctrl+d']);
   t.deepEqual(keyNames('j', {}), ['j']);
+});
+
+test('an API error in the banner without the request it came from', (t) => {
+  t.is(
+    shortError('watch /api/v1/namespaces/x/events?resourceVersion=5: connect ECONNREFUSED 127.0.0.1:6443'),
+    'connect ECONNREFUSED 127.0.0.1:6443',
+  );
+  t.is(
+    shortError(
+      'GET /apis/orrery.dev/v1alpha1/hosts?limit=500 failed with HTTP 403 (Forbidden): hosts is forbidden',
+    ),
+    'HTTP 403 (Forbidden): hosts is forbidden',
+  );
+  t.is(shortError('socket hang up'), 'socket hang up');
 });

@@ -75,7 +75,9 @@ export function TitleLine(props: {
   const { state, health, width } = props;
   if (!health.connected) {
     const why = health.error ? `: ${health.error}` : '';
-    const text = ` API server unreachable, reconnecting (${health.attempts})…${why} (rows shown as last seen)`;
+    // An HTTP status is an answer (403, 500...): the server is there, the watch is refused.
+    const what = /^HTTP \d{3}/.test(health.error ?? '') ? 'watch refused' : 'API server unreachable';
+    const text = ` ${what}, reconnecting (${health.attempts})…${why} (rows as last seen)`;
     return h(
       Text,
       { wrap: 'truncate-end', backgroundColor: 'red', color: 'white', bold: true },
