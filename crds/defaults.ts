@@ -125,6 +125,9 @@ export const replicaTemplateDefaults: DefaultsSchema = {
             "uts",
             "ipc"
           ]
+        },
+        "hostUsers": {
+          "default": false
         }
       }
     }

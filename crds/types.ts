@@ -297,7 +297,7 @@ export interface ReplicaTemplate {
    */
   isolation: {
     /**
-     * Namespaces to create per replica. pid gives the workload its own PID 1 (a minimal init); mount gives a private /proc; uts sets the hostname to the replica name; net gives a network with only loopback (no Service traffic can reach it).
+     * Namespaces to create per replica. pid gives the workload its own PID 1 (a minimal init) and always comes with mount, for a /proc of its own; mount gives a private mount table; uts sets the hostname to the replica name; net gives a network with only loopback (no Service traffic can reach it).
      *
      * @maxItems 5
      */
@@ -324,7 +324,7 @@ export interface ReplicaTemplate {
           'pid' | 'mount' | 'uts' | 'ipc' | 'net'
         ];
     /**
-     * Run as this user and group instead of root, with no_new_privs.
+     * Run as this user and group instead of root. Without hostUsers these are ids inside the replica's user namespace (0-65535); with hostUsers, ids on the host. no_new_privs is always set.
      */
     user?: {
       /**
@@ -336,6 +336,10 @@ export interface ReplicaTemplate {
        */
       gid?: number;
     };
+    /**
+     * false (the default): the replica runs in a user namespace of its own, root inside mapped to an unprivileged range of host ids that no other replica on the host uses, with capabilities only inside it (as a Pod with hostUsers false). true: no user namespace, the processes run as host root (or as user on the host); a cluster may forbid it by policy (deploy/policy-workloads.yaml).
+     */
+    hostUsers: boolean;
   };
   /**
    * Only Hosts whose labels match are eligible.
@@ -351,7 +355,7 @@ export interface ReplicaTemplate {
 }
 export interface ProcessSpec {
   /**
-   * Process name, unique in the template; used for its log file, so it must be a valid file name: lower-case letters, digits, '-', '_' and '.', starting and ending with a letter or digit, at most 63 characters.
+   * Process name, unique in the template: a DNS label (lower-case letters, digits and '-', starting and ending with a letter or digit, at most 63 characters), the rule the runtime applies too (crds/process-name.ts); it names the process's log file and its ORRERY_PORT_* variables.
    */
   name: string;
   /**

@@ -177,6 +177,7 @@ export function buildReplicaSpec(
     // The CRD lets gid default to the uid, as a user's primary group usually is.
     isolation.user = { uid: t.isolation.user.uid, gid: t.isolation.user.gid ?? t.isolation.user.uid };
   }
+  if (t.isolation.hostUsers) isolation.hostUsers = true;
   const extraEnv: EnvVar[] = [
     ...env,
     { name: 'ORRERY_INSTANCE', value: replica.spec.instance },

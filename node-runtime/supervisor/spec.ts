@@ -4,6 +4,7 @@
  * Validated once, here, at the edge; the supervisor trusts it afterwards.
  */
 
+import { isProcessName } from '../../crds/process-name.ts';
 import { InvalidSpecError } from '../invalid-spec.ts';
 import type { ProbeSpec } from '../probes/types.ts';
 import type { ExitReason, RestartType, SupervisionSpec } from './types.ts';
@@ -165,7 +166,7 @@ export function validateWorkloadSpec(spec: WorkloadSpec): void {
   const names = new Set<string>();
   spec.processes.forEach((p, i) => {
     const f = `processes[${i}]`;
-    if (typeof p.name !== 'string' || !NAME.test(p.name)) fail(`${f}.name`, 'a DNS-1123 label', p.name);
+    if (typeof p.name !== 'string' || !isProcessName(p.name)) fail(`${f}.name`, 'a DNS-1123 label', p.name);
     if (names.has(p.name)) fail(`${f}.name`, 'unique within the replica', p.name);
     names.add(p.name);
     if (

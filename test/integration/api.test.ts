@@ -199,7 +199,33 @@ const invalid: Array<{ what: string; manifest: Manifest; field: string; says?: R
     what: 'process name unusable as a file name',
     manifest: instance((s) => (first(s).name = '../etc')),
     field: 'spec.template.processes[0].name',
-    says: /usable as a file name/,
+    says: /a DNS label/,
+  },
+  {
+    what: "process name with a '.' or '_' (the runtime's rule: a DNS label)",
+    manifest: instance((s) => (first(s).name = 'web.worker_1')),
+    field: 'spec.template.processes[0].name',
+    says: /a DNS label/,
+  },
+  {
+    what: 'template over 128 KiB of command, args and env (5 values of 32 KiB)',
+    manifest: instance((s) => {
+      first(s).env = Array.from({ length: 5 }, (_, i) => ({ name: `BIG_${i}`, value: 'x'.repeat(32768) }));
+    }),
+    field: 'spec.template.processes',
+    says: /at most 131072 characters/,
+  },
+  {
+    what: 'Instance name of 64 characters (its Replicas could not carry it as a label)',
+    manifest: { ...instance(() => {}), metadata: { name: `bad-${'x'.repeat(60)}` } },
+    field: 'metadata.name',
+    says: /at most 57 characters/,
+  },
+  {
+    what: 'a user namespace uid past its 65536 ids',
+    manifest: instance((s) => (s.template.isolation = { user: { uid: 70000 } })),
+    field: 'spec.template.isolation.user',
+    says: /0-65535 inside the replica's user namespace/,
   },
   {
     what: 'bad memory quantity',
