@@ -197,6 +197,8 @@ export class Engine extends EventEmitter<RuntimeEvents> {
     );
     this.#replicas.set(id, sup);
     await sup.adopt(record);
+    // Its processes keep writing to the files they had open: kept under the cap as new runs are.
+    for (const p of record.spec.processes) this.logs.watch(id, p.name);
   }
 
   /** A cgroup with no state record belongs to no replica we know: kill it and remove it. */
@@ -341,6 +343,7 @@ export class Engine extends EventEmitter<RuntimeEvents> {
     this.#closed = true;
     clearInterval(this.#rotateTimer);
     await this.#rotatePass;
+    await this.logs.close();
     await Promise.all([...this.#starting.values()].map((p) => p.done.catch(() => {})));
     await Promise.all([...this.#stopping.values()].map((p) => p.catch(() => {})));
     await Promise.all([...this.#replicas.values()].map((s) => s.detach()));

@@ -1,8 +1,9 @@
 import { type FSWatcher, watch } from 'node:fs';
-import { type FileHandle, open, stat } from 'node:fs/promises';
+import { type FileHandle, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
-import { tailLines } from './tail.ts';
+import { parseDroppedNote } from './rotate.ts';
+import { openLogForRead, readRun, tailStart } from './tail.ts';
 
 export interface FollowOptions {
   /** The current run's files, newest first: live, .1, .2, … */
@@ -19,14 +20,7 @@ export interface FollowOptions {
 
 const READ_BLOCK = 64 * 1024;
 
-async function openIfExists(file: string): Promise<FileHandle | null> {
-  try {
-    return await open(file, 'r');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw error;
-  }
-}
+const openIfExists = openLogForRead;
 
 /** Reads [from, to) of a file (to = EOF when undefined), in blocks. */
 async function* readRange(handle: FileHandle, from: number, to?: number): AsyncGenerator<Buffer> {
@@ -96,9 +90,13 @@ export async function* followRun({
     handle = await openWhenPresent();
     if (handle === null) return;
     let offset = (await handle.stat()).size;
-    const history = await tailLines(files, lines, offset);
-    if (history !== '') yield history;
     let decoder = new StringDecoder('utf8');
+    // The history streamed too, block by block: the consumer's pace, not the run's size, bounds memory.
+    for await (const chunk of readRun(files, await tailStart(files, lines, offset), offset)) {
+      const text = decoder.write(chunk);
+      if (text !== '') yield text;
+      if (signal.aborted) return;
+    }
 
     while (!signal.aborted) {
       pending = false;
@@ -108,8 +106,14 @@ export async function* followRun({
         const copy = rotated === undefined ? null : await openIfExists(rotated);
         if (copy !== null) {
           try {
-            if ((await copy.stat()).size >= offset) {
-              for await (const chunk of readRange(copy, offset)) yield decoder.write(chunk);
+            // A cut live file: `.1` starts with a note, then the old file from byte `dropped` on.
+            const head = Buffer.alloc(128);
+            const { bytesRead } = await copy.read(head, 0, head.length, 0);
+            const note = parseDroppedNote(head.subarray(0, bytesRead));
+            const from = note === null ? offset : Math.max(note.length, offset - note.dropped + note.length);
+            if (note !== null && offset < note.dropped) yield decoder.write(head.subarray(0, note.length));
+            if ((await copy.stat()).size >= from) {
+              for await (const chunk of readRange(copy, from)) yield decoder.write(chunk);
             }
           } finally {
             await copy.close();

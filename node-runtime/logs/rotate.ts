@@ -1,6 +1,8 @@
+import { constants } from 'node:fs';
 import { open, rename, rm } from 'node:fs/promises';
 
 const COPY_BLOCK = 256 * 1024;
+const { O_RDWR, O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = constants;
 
 async function renameIfExists(from: string, to: string): Promise<void> {
   try {
@@ -10,44 +12,93 @@ async function renameIfExists(from: string, to: string): Promise<void> {
   }
 }
 
+/** The first line of a `.1` whose live file was cut: `dropped` bytes of it came before what follows. */
+export function droppedNote(dropped: number): string {
+  return `[orrery: ${dropped} bytes of log dropped: written faster than rotated]\n`;
+}
+
+/** The byte count and length of a droppedNote() at the start of `head`, if there is one. */
+export function parseDroppedNote(head: Buffer): { dropped: number; length: number } | null {
+  const m = /^\[orrery: (\d+) bytes of log dropped: written faster than rotated\]\n/.exec(
+    head.toString('latin1', 0, Math.min(head.length, 128)),
+  );
+  return m ? { dropped: Number(m[1]), length: m[0].length } : null;
+}
+
+export interface Rotation {
+  /** Bytes of the live file kept in `.1`. */
+  kept: number;
+  /** Bytes of the live file not kept: its start beyond `maxBytes`, and what came in during the copy beyond it. */
+  dropped: number;
+}
+
 /**
- * copytruncate (as logrotate(8) does it): the child holds its own O_APPEND fd on the live file, so
- * the file cannot be renamed away; instead its content is copied to `.1` (older files shift up and
- * the oldest beyond `files.length` is dropped) and the live file is truncated to zero. O_APPEND
- * writers then continue at the new end, without a hole.
+ * copytruncate (as logrotate(8) does it), bounded: the child holds its own O_APPEND fd on the live
+ * file, so the file cannot be renamed away; instead at most its newest `maxBytes` are copied to
+ * `.1` (older files shift up and the oldest beyond `files.length` is dropped) and the live file is
+ * truncated to zero. O_APPEND writers then continue at the new end, without a hole. A writer
+ * faster than the copy loses the bytes beyond `maxBytes` (a line at the cut says how many), so
+ * `.1` never exceeds `maxBytes` plus that line, whatever the writer does.
  *
- * The window: a write landing after the last catch-up copy and before ftruncate() is lost. The
- * copy catches up until a pass finds nothing new, so the window is one stat + one ftruncate
- * (microseconds), not the whole copy; lines written meanwhile are lost, never duplicated or corrupted.
+ * The window: a write landing after the last catch-up read and before ftruncate() is lost (counted
+ * in `dropped`). The copy catches up until a pass finds nothing new, so for a writer slower than
+ * the copy the window is one stat + one ftruncate (microseconds).
  *
- * `files` are the run's files newest first: live, .1, .2, …
+ * `files` are the run's files newest first: live, .1, .2, … Files are created 0600, and none is
+ * opened through a symlink.
  */
-export async function copyTruncate(files: string[]): Promise<void> {
+export async function copyTruncate(files: string[], maxBytes: number): Promise<Rotation> {
   const [live, first] = files;
-  if (live === undefined) return;
-  const source = await open(live, 'r+');
+  if (live === undefined) return { kept: 0, dropped: 0 };
+  const source = await open(live, O_RDWR | O_NOFOLLOW);
   try {
     if (first === undefined) {
+      const { size } = await source.stat();
       await source.truncate(0);
-      return;
+      return { kept: 0, dropped: size };
     }
     await rm(files[files.length - 1] as string, { force: true });
     for (let i = files.length - 2; i >= 1; i--)
       await renameIfExists(files[i] as string, files[i + 1] as string);
-    const target = await open(first, 'w');
+    // Written aside and renamed into place: `.1` is never seen half-written, and a stale or
+    // planted file at the temporary name is replaced, not written through.
+    const staging = `${first}.rotating`;
+    await rm(staging, { force: true });
+    const target = await open(staging, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+    let kept = 0;
+    let dropped = 0;
     try {
       const buffer = Buffer.alloc(COPY_BLOCK);
-      let copied = 0;
-      for (;;) {
-        const { bytesRead } = await source.read(buffer, 0, buffer.length, copied);
-        if (bytesRead === 0) break;
-        await target.write(buffer, 0, bytesRead, copied);
-        copied += bytesRead;
+      let position = Math.max(0, (await source.stat()).size - maxBytes);
+      if (position > 0) {
+        // Cut at a line start when one is near, so the first kept line is whole.
+        const { bytesRead } = await source.read(buffer, 0, Math.min(buffer.length, 4096), position - 1);
+        const newline = buffer.subarray(0, bytesRead).indexOf(0x0a);
+        if (newline >= 0) position += newline;
       }
+      dropped = position;
+      if (dropped > 0) {
+        const note = Buffer.from(droppedNote(dropped));
+        await target.write(note, 0, note.length, 0);
+        kept += note.length;
+      }
+      const budget = maxBytes + kept;
+      while (kept < budget) {
+        const want = Math.min(buffer.length, budget - kept);
+        const { bytesRead } = await source.read(buffer, 0, want, position);
+        if (bytesRead === 0) break;
+        await target.write(buffer, 0, bytesRead, kept);
+        position += bytesRead;
+        kept += bytesRead;
+      }
+      const { size } = await source.stat();
       await source.truncate(0);
+      dropped += Math.max(0, size - position);
     } finally {
       await target.close();
     }
+    await rename(staging, first);
+    return { kept, dropped };
   } finally {
     await source.close();
   }

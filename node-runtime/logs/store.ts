@@ -1,19 +1,40 @@
-import { closeSync, existsSync, mkdirSync, openSync, renameSync, unlinkSync } from 'node:fs';
-import { rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import {
+  chmodSync,
+  closeSync,
+  constants,
+  existsSync,
+  type FSWatcher,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  watch,
+} from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { privateDir } from '../../platform/private-fs.ts';
 import { assertSafeName } from '../cgroups/names.ts';
 import { runBase, runFiles } from './files.ts';
 import { followRun } from './follow.ts';
-import { copyTruncate } from './rotate.ts';
-import { tailLines } from './tail.ts';
+import { copyTruncate, type Rotation } from './rotate.ts';
+import { readRun, tailLines, tailStart } from './tail.ts';
+
+const { O_WRONLY, O_CREAT, O_EXCL, O_APPEND, O_NOFOLLOW } = constants;
 
 export interface LogStoreOptions {
   /** Directory holding `<replica>/<process>.log`. */
   root: string;
-  /** Size at which rotateIfNeeded() rotates the live file; default 10 MiB (the kubelet's containerLogMaxSize). */
+  /** Size at which the live file is rotated; default 10 MiB (the kubelet's containerLogMaxSize). */
   maxBytes?: number;
-  /** Files kept per run, the live one included (live + .1 + .2 for 3); default 3. */
+  /** Files kept per run, the live one included (live + .1 … .4 for 5); default 5 (the kubelet's containerLogMaxFiles). */
   maxFiles?: number;
+  /** Rotate live files as they are written (inotify); default true. False leaves rotation to rotateIfNeeded() calls. */
+  rotateOnWrite?: boolean;
+  /** Called after each rotation (metrics, logs); errors of a rotation the watcher started go to onError. */
+  onRotated?: (replicaId: string, processName: string, rotation: Rotation) => void;
+  onError?: (replicaId: string, processName: string, error: Error) => void;
 }
 
 export interface TailOptions {
@@ -53,16 +74,37 @@ function renameIfExistsSync(from: string, to: string): boolean {
   }
 }
 
+/** The live files of one replica directory that the store keeps under the cap. */
+interface WatchedDir {
+  watcher: FSWatcher;
+  /** `<process>.log` file names → process name. */
+  live: Map<string, string>;
+  /** Names with a change not yet checked. */
+  dirty: Set<string>;
+  scheduled: boolean;
+}
+
 /**
  * Log files of every process the runtime runs: one file per process, which the child opens with
  * O_APPEND for both stdout and stderr, so the runtime never holds a pipe to a workload and its
- * crash cannot SIGPIPE one. This class only names, rotates, reads and removes those files.
+ * crash cannot SIGPIPE one. This class names, rotates, reads and removes those files.
+ *
+ * Rotation follows the writes: each replica directory is watched with inotify (fs.watch), every
+ * change to a live file costs one stat(), and a live file at `maxBytes` is rotated there and then
+ * (README.md, "Bounds").
  */
 export class LogStore {
   readonly root: string;
   readonly maxBytes: number;
   readonly maxFiles: number;
   readonly #dirsMade = new Set<string>();
+  readonly #watched = new Map<string, WatchedDir>();
+  /** Rotation in progress per live file: the watcher and rotateIfNeeded() never rotate one file twice at once. */
+  readonly #rotating = new Map<string, Promise<boolean>>();
+  readonly #onRotated: LogStoreOptions['onRotated'];
+  readonly #onError: LogStoreOptions['onError'];
+  readonly #rotateOnWrite: boolean;
+  #closed = false;
 
   constructor(options: LogStoreOptions) {
     if (typeof options?.root !== 'string' || options.root === '') {
@@ -72,7 +114,10 @@ export class LogStore {
     assertCount(options.maxFiles, 'options.maxFiles', 1);
     this.root = options.root;
     this.maxBytes = options.maxBytes ?? 10 * 1024 * 1024;
-    this.maxFiles = options.maxFiles ?? 3;
+    this.maxFiles = options.maxFiles ?? 5;
+    this.#onRotated = options.onRotated;
+    this.#onError = options.onError;
+    this.#rotateOnWrite = options.rotateOnWrite !== false;
   }
 
   #base(replicaId: string, processName: string, previous = false): string {
@@ -88,7 +133,8 @@ export class LogStore {
 
   /**
    * Before each (re)start: the current run (with its rotated files) becomes the previous run,
-   * replacing the one before, and an empty live file is created. Returns the path for the child.
+   * replacing the one before, and an empty live file is created (0600, O_EXCL: never through a
+   * symlink). Returns the path for the child. The file is watched from then on.
    *
    * Synchronous syscalls on purpose: this sits on the restart path, where each takes microseconds
    * on a local filesystem and a thread-pool round trip per call would cost more than all of them
@@ -99,7 +145,11 @@ export class LogStore {
     const previous = this.#base(replicaId, processName, true);
     const dir = join(this.root, replicaId);
     if (!this.#dirsMade.has(dir)) {
-      mkdirSync(dir, { recursive: true });
+      if (!this.#dirsMade.has(this.root)) {
+        privateDir(this.root);
+        this.#dirsMade.add(this.root);
+      }
+      privateDir(dir);
       this.#dirsMade.add(dir);
     }
     const liveFiles = runFiles(live, this.maxFiles);
@@ -113,30 +163,107 @@ export class LogStore {
       }
     }
     // Created here so a follower can open it before the child's first write.
-    closeSync(openSync(live, 'a'));
+    const flags = O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_NOFOLLOW;
+    let fd: number;
+    try {
+      fd = openSync(live, flags, 0o600);
+    } catch (error) {
+      // The rename above moved any file away; what is left at the name is not ours (a symlink).
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      unlinkSync(live);
+      fd = openSync(live, flags, 0o600);
+    }
+    closeSync(fd);
+    this.watch(replicaId, processName);
     return live;
   }
 
-  /** Rotates the live file by copytruncate once it reaches maxBytes; true when it rotated. */
-  async rotateIfNeeded(replicaId: string, processName: string): Promise<boolean> {
+  /**
+   * Keeps a process's live file under `maxBytes` as it is written (prepareRun() does it for new
+   * runs; the engine calls it for the processes it re-adopts). Idempotent.
+   */
+  watch(replicaId: string, processName: string): void {
+    if (this.#closed || !this.#rotateOnWrite) return;
     const live = this.#base(replicaId, processName);
-    let size: number;
-    try {
-      size = (await stat(live)).size;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
-      throw error;
+    const dir = join(this.root, replicaId);
+    let watched = this.#watched.get(dir);
+    if (watched === undefined) {
+      let watcher: FSWatcher;
+      try {
+        watcher = watch(dir, { persistent: false });
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+        throw error;
+      }
+      const entry: WatchedDir = { watcher, live: new Map(), dirty: new Set(), scheduled: false };
+      watcher.on('change', (_type, name) => this.#changed(replicaId, entry, String(name)));
+      // inotify overflow or the directory gone: check everything once; removeReplica() closes it.
+      watcher.on('error', () => {
+        for (const name of entry.live.keys()) this.#changed(replicaId, entry, name);
+      });
+      this.#watched.set(dir, entry);
+      watched = entry;
     }
-    if (size < this.maxBytes) return false;
-    await copyTruncate(runFiles(live, this.maxFiles));
-    return true;
+    watched.live.set(basename(live), processName);
+    this.#changed(replicaId, watched, basename(live));
   }
 
-  /** The last `lines` lines of the current (or previous) run, across its rotated files. */
+  /** A change seen in a replica directory: checked once per event-loop turn, however many writes. */
+  #changed(replicaId: string, entry: WatchedDir, name: string): void {
+    if (!entry.live.has(name)) return;
+    entry.dirty.add(name);
+    if (entry.scheduled) return;
+    entry.scheduled = true;
+    setImmediate(() => {
+      entry.scheduled = false;
+      for (const dirtyName of entry.dirty) {
+        const processName = entry.live.get(dirtyName) as string;
+        const live = join(this.root, replicaId, dirtyName);
+        if (this.#rotating.has(live)) continue; // re-checked when that rotation ends
+        entry.dirty.delete(dirtyName);
+        const size = statSync(live, { throwIfNoEntry: false })?.size ?? 0;
+        if (size < this.maxBytes) continue;
+        void this.rotateIfNeeded(replicaId, processName)
+          .catch((error: Error) => this.#onError?.(replicaId, processName, error))
+          .finally(() => {
+            if (this.#watched.get(join(this.root, replicaId)) === entry)
+              this.#changed(replicaId, entry, dirtyName);
+          });
+      }
+    });
+  }
+
+  /** Rotates the live file (bounded copytruncate) once it reaches maxBytes; true when it rotated. */
+  async rotateIfNeeded(replicaId: string, processName: string): Promise<boolean> {
+    const live = this.#base(replicaId, processName);
+    const running = this.#rotating.get(live);
+    if (running) return running;
+    const rotation = (async () => {
+      const size = statSync(live, { throwIfNoEntry: false })?.size;
+      if (size === undefined || size < this.maxBytes) return false;
+      const result = await copyTruncate(runFiles(live, this.maxFiles), this.maxBytes);
+      this.#onRotated?.(replicaId, processName, result);
+      return true;
+    })().finally(() => this.#rotating.delete(live));
+    this.#rotating.set(live, rotation);
+    return rotation;
+  }
+
+  /** The last `lines` lines of the current (or previous) run, across its rotated files, as one string. */
   tail(replicaId: string, processName: string, options: TailOptions = {}): Promise<string> {
     assertCount(options.lines, 'options.lines', 0);
     const base = this.#base(replicaId, processName, options.previous === true);
     return tailLines(runFiles(base, this.maxFiles), options.lines);
+  }
+
+  /**
+   * The same as tail(), streamed: blocks of at most 64 KiB, read as they are asked for, so a read
+   * costs one block of memory whatever the run's size.
+   */
+  async *read(replicaId: string, processName: string, options: TailOptions = {}): AsyncGenerator<Buffer> {
+    assertCount(options.lines, 'options.lines', 0);
+    const files = runFiles(this.#base(replicaId, processName, options.previous === true), this.maxFiles);
+    yield* readRun(files, await tailStart(files, options.lines));
   }
 
   /** History (`lines`, or the whole run), then new data as it is appended, until `signal` aborts. */
@@ -156,6 +283,16 @@ export class LogStore {
     assertSafeName(replicaId, 'replicaId');
     const dir = join(this.root, replicaId);
     this.#dirsMade.delete(dir);
+    this.#watched.get(dir)?.watcher.close();
+    this.#watched.delete(dir);
     await rm(dir, { recursive: true, force: true });
+  }
+
+  /** Stops watching (the files stay); waits for rotations in progress. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const { watcher } of this.#watched.values()) watcher.close();
+    this.#watched.clear();
+    await Promise.all([...this.#rotating.values()].map((r) => r.catch(() => false)));
   }
 }

@@ -1,42 +1,58 @@
-import { open } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { type FileHandle, open } from 'node:fs/promises';
 
 const BLOCK = 64 * 1024;
 const NEWLINE = 0x0a;
 
+/** Where a read of a run begins: `files[index]` (newest first) at byte `offset`. */
+export interface RunPosition {
+  index: number;
+  offset: number;
+}
+
+/** Opens a log file for reading, never through a symlink; null when it does not exist. */
+export async function openLogForRead(file: string): Promise<FileHandle | null> {
+  try {
+    return await open(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw error;
+  }
+}
+
 /**
- * The last `lines` lines of a run whose files are given newest first (live file, `.1`, `.2`, …),
- * read backwards in blocks so a 10 MiB file costs a few reads, not a full scan. A final line
- * without its newline counts as a line. Missing files are skipped. `liveEnd` bounds how much of
- * the first file is read (follow() uses it so the tail and the stream meet exactly).
+ * Where the last `lines` lines of a run begin, its files given newest first (live file, `.1`,
+ * `.2`, …). Scanned backwards in 64 KiB blocks, counting newlines and keeping nothing, so the
+ * cost in memory is one block whatever the run's size. A final line without its newline counts
+ * as a line; `lines` undefined means the whole run. `liveEnd` bounds how much of the first file
+ * counts (follow() uses it so the history and the stream meet exactly).
  */
-export async function tailLines(
+export async function tailStart(
   files: string[],
   lines: number | undefined,
   liveEnd?: number,
-): Promise<string> {
-  if (lines === 0) return '';
-  const chunks: Buffer[] = []; // read backwards; reversed before decoding
+): Promise<RunPosition> {
+  if (lines === 0) return { index: 0, offset: liveEnd ?? Number.MAX_SAFE_INTEGER };
+  let oldest = 0;
   let newlines = 0;
   let first = true; // the very last byte overall, to ignore a trailing newline
+  const block = Buffer.alloc(BLOCK);
   for (const [index, file] of files.entries()) {
-    let handle: Awaited<ReturnType<typeof open>>;
-    try {
-      handle = await open(file, 'r');
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue;
-      throw error;
+    const handle = await openLogForRead(file);
+    if (handle === null) continue;
+    oldest = index;
+    if (lines === undefined) {
+      await handle.close();
+      continue;
     }
     try {
       let position = index === 0 && liveEnd !== undefined ? liveEnd : (await handle.stat()).size;
       while (position > 0) {
         const length = Math.min(BLOCK, position);
         position -= length;
-        const block = Buffer.alloc(length);
         const { bytesRead } = await handle.read(block, 0, length, position);
-        const data = block.subarray(0, bytesRead);
-        // Scan this block backwards for the newline that starts the wanted window.
-        for (let i = data.length - 1; i >= 0; i--) {
-          if (data[i] !== NEWLINE) {
+        for (let i = bytesRead - 1; i >= 0; i--) {
+          if (block[i] !== NEWLINE) {
             first = false;
             continue;
           }
@@ -44,17 +60,49 @@ export async function tailLines(
             first = false;
             continue;
           }
-          newlines++;
-          if (lines !== undefined && newlines >= lines) {
-            chunks.push(data.subarray(i + 1));
-            return Buffer.concat(chunks.reverse()).toString('utf8');
-          }
+          if (++newlines >= lines) return { index, offset: position + i + 1 };
         }
-        chunks.push(data);
       }
     } finally {
       await handle.close();
     }
   }
-  return Buffer.concat(chunks.reverse()).toString('utf8');
+  return { index: oldest, offset: 0 };
+}
+
+/**
+ * The bytes of a run from `from` to the end of the live file (`liveEnd`, when given), oldest file
+ * first, in blocks of at most 64 KiB: a caller that writes each block before asking for the next
+ * holds one block at a time. A file missing (rotated away meanwhile) is skipped.
+ */
+export async function* readRun(files: string[], from: RunPosition, liveEnd?: number): AsyncGenerator<Buffer> {
+  for (let index = from.index; index >= 0; index--) {
+    const handle = await openLogForRead(files[index] as string);
+    if (handle === null) continue;
+    try {
+      let position = index === from.index ? from.offset : 0;
+      const end = index === 0 && liveEnd !== undefined ? liveEnd : (await handle.stat()).size;
+      while (position < end) {
+        const buffer = Buffer.allocUnsafe(Math.min(BLOCK, end - position));
+        const { bytesRead } = await handle.read(buffer, 0, buffer.length, position);
+        if (bytesRead === 0) break;
+        position += bytesRead;
+        yield buffer.subarray(0, bytesRead);
+      }
+    } finally {
+      await handle.close();
+    }
+  }
+}
+
+/** The last `lines` lines of a run as one string: for small reads (tests, tools); the HTTP API streams readRun(). */
+export async function tailLines(
+  files: string[],
+  lines: number | undefined,
+  liveEnd?: number,
+): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of readRun(files, await tailStart(files, lines, liveEnd), liveEnd))
+    chunks.push(chunk);
+  return Buffer.concat(chunks).toString('utf8');
 }

@@ -14,7 +14,7 @@ import { eventually } from '../helpers/wait.ts';
 async function store(t: ExecutionContext, options: Partial<LogStoreOptions> = {}): Promise<LogStore> {
   const root = await mkdtemp(join(tmpdir(), 'orrery-logs-'));
   t.teardown(() => rm(root, { recursive: true, force: true }));
-  return new LogStore({ root, ...options });
+  return new LogStore({ root, rotateOnWrite: false, ...options });
 }
 
 /** Runs `sh -c script` with stdout and stderr on an O_APPEND fd of `file` (flag 'a'). */

@@ -1,5 +1,16 @@
 import { existsSync } from 'node:fs';
-import { appendFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import {
+  appendFile,
+  chmod,
+  lstat,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  rm,
+  symlink,
+  writeFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
@@ -8,9 +19,11 @@ import { LogStore, type LogStoreOptions } from '../../node-runtime/logs/store.ts
 async function store(t: ExecutionContext, options: Partial<LogStoreOptions> = {}): Promise<LogStore> {
   const root = await mkdtemp(join(tmpdir(), 'orrery-logs-'));
   t.teardown(() => rm(root, { recursive: true, force: true }));
-  return new LogStore({ root, ...options });
+  return new LogStore({ root, rotateOnWrite: false, ...options });
 }
 
+/** Bytes of one numbered() line. */
+const LINE = 33;
 const numbered = (from: number, to: number) => {
   let text = '';
   for (let i = from; i <= to; i++) text += `line ${String(i).padStart(6, '0')} ${'x'.repeat(20)}\n`;
@@ -52,7 +65,7 @@ test('tail reads across the rotated file when the live one is short', async (t) 
 });
 
 test('prepareRun keeps the previous run, rotated files included, and starts an empty one', async (t) => {
-  const logs = await store(t, { maxBytes: 100 });
+  const logs = await store(t, { maxBytes: LINE * 10 });
   const file = await logs.prepareRun('web-0', 'server');
   t.is(await readFile(file, 'utf8'), '', 'the live file exists before the child writes');
   await writeFile(file, numbered(1, 10));
@@ -75,7 +88,7 @@ test('prepareRun keeps the previous run, rotated files included, and starts an e
 });
 
 test('rotation keeps at most maxFiles per run, newest content in .1', async (t) => {
-  const logs = await store(t, { maxBytes: 100, maxFiles: 3 });
+  const logs = await store(t, { maxBytes: LINE * 10, maxFiles: 3 });
   const file = await logs.prepareRun('web-0', 'server');
   await writeFile(file, 'small\n');
   t.false(await logs.rotateIfNeeded('web-0', 'server'), 'below maxBytes nothing happens');
@@ -116,4 +129,53 @@ test('unsafe names and bad options are refused with a TypeError naming the argum
   t.throws(() => new LogStore({ root: '/tmp', maxFiles: 0 }), {
     message: /^options\.maxFiles must be an integer >= 1/,
   });
+});
+
+test('a live file past maxBytes keeps its newest maxBytes in .1, cut at a line, with a note of what was dropped', async (t) => {
+  const logs = await store(t, { maxBytes: LINE * 10 + 5, maxFiles: 2 });
+  const file = logs.prepareRun('web-0', 'server');
+  await writeFile(file, numbered(1, 100));
+  t.true(await logs.rotateIfNeeded('web-0', 'server'));
+  const kept = await readFile(`${file}.1`, 'utf8');
+  t.is(
+    kept,
+    `[orrery: ${LINE * 90} bytes of log dropped: written faster than rotated]\n${numbered(91, 100)}`,
+  );
+  t.is(await readFile(file, 'utf8'), '');
+});
+
+test('directories are 0700 and live files 0600, also when the root existed looser; a symlink is not followed', async (t) => {
+  const root = await mkdtemp(join(tmpdir(), 'orrery-logs-'));
+  t.teardown(() => rm(root, { recursive: true, force: true }));
+  await chmod(root, 0o755);
+  const logs = new LogStore({ root, rotateOnWrite: false });
+  await mkdir(join(root, 'web-0'), { mode: 0o755 });
+  const target = join(root, 'target');
+  await writeFile(target, 'not a log\n');
+  await symlink(target, join(root, 'web-0', 'server.log'));
+  const file = logs.prepareRun('web-0', 'server');
+  const mode = async (p: string) => (await lstat(p)).mode & 0o777;
+  t.is(await mode(root), 0o700);
+  t.is(await mode(join(root, 'web-0')), 0o700);
+  t.is(await mode(file), 0o600);
+  t.false((await lstat(file)).isSymbolicLink(), 'the symlink became .previous, a new file is live');
+  t.is(await readFile(target, 'utf8'), 'not a log\n', 'the target was not written');
+  await writeFile(join(root, 'web-0', 'server.previous.log.1'), 'x');
+  await symlink(target, join(root, 'web-0', 'server.log.1'));
+  await t.throwsAsync(logs.tail('web-0', 'server'), { code: 'ELOOP' }, 'reads refuse a symlink');
+});
+
+test('read() streams a run oldest file first, in blocks of at most 64 KiB', async (t) => {
+  const logs = await store(t, { maxBytes: LINE * 5000, maxFiles: 3 });
+  const file = logs.prepareRun('web-0', 'server');
+  await writeFile(file, numbered(1, 5000));
+  await logs.rotateIfNeeded('web-0', 'server');
+  await writeFile(file, numbered(5001, 9000));
+  const blocks: Buffer[] = [];
+  for await (const block of logs.read('web-0', 'server')) blocks.push(block);
+  t.true(blocks.every((b) => b.length <= 64 * 1024));
+  t.is(Buffer.concat(blocks).toString(), numbered(1, 9000));
+  const last: Buffer[] = [];
+  for await (const block of logs.read('web-0', 'server', { lines: 4001 })) last.push(block);
+  t.is(Buffer.concat(last).toString(), numbered(5000, 9000), 'from inside .1 on');
 });
