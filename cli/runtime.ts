@@ -4,8 +4,10 @@
 // --stop-workloads-on-exit is given (what `orrery up` wants for its Ctrl-C). Started by `orrery
 // up` (an IPC channel), the agent also stops when up goes away, and then leaves them running.
 import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { memoryBytes } from '../crds/quantity.ts';
 import type { AgentOptions } from '../node-runtime/agent/index.ts';
 import { defaultHostName, fenceAfterMs } from '../node-runtime/agent/options.ts';
 import {
@@ -29,6 +31,12 @@ interface RuntimeFlags {
   listen: string;
   address?: string;
   token?: string;
+  tokenFile?: string;
+  logMaxSize?: string;
+  logMaxFiles?: number;
+  apiMaxConnections?: number;
+  apiMaxStreams?: number;
+  apiEventBuffer?: string;
   leaseDuration: number;
   leaseRenewInterval?: number;
   label?: Record<string, string>;
@@ -81,8 +89,39 @@ export function runtimeCommand(): Command {
     .addOption(
       new Option(
         '--token <token>',
-        'HTTP API bearer token (default: kept in <state-dir>/api-token, generated once)',
-      ).env('ORRERY_RUNTIME_TOKEN'),
+        'HTTP API bearer token; on the command line every local user can read it in /proc/<pid>/cmdline: prefer $ORRERY_RUNTIME_TOKEN or --token-file (default: kept in <state-dir>/api-token, generated once)',
+      )
+        .env('ORRERY_RUNTIME_TOKEN')
+        .conflicts('tokenFile'),
+    )
+    .option(
+      '--token-file <path>',
+      'file holding the HTTP API bearer token (first line; at least 16 characters)',
+    )
+    .option(
+      '--log-max-size <quantity>',
+      "size at which a process's log file is rotated, as the kubelet's --container-log-max-size (default 10Mi)",
+      quantityFlag('--log-max-size'),
+    )
+    .option(
+      '--log-max-files <n>',
+      'log files kept per process run, the live one included (default 5)',
+      wholeNumberFlag('--log-max-files', 1, 100),
+    )
+    .option(
+      '--api-max-connections <n>',
+      'open connections the HTTP API takes; one more is answered 503 (default 256)',
+      wholeNumberFlag('--api-max-connections', 1),
+    )
+    .option(
+      '--api-max-streams <n>',
+      'event streams and log follows open at once; one more is answered 503 (default 64)',
+      wholeNumberFlag('--api-max-streams', 1),
+    )
+    .option(
+      '--api-event-buffer <quantity>',
+      'bytes an /v1/events reader may fall behind before it is cut off (default 1Mi)',
+      quantityFlag('--api-event-buffer'),
     )
     .option(
       '--lease-duration <seconds>',
@@ -142,6 +181,11 @@ export function runtimeCommand(): Command {
       } catch (err) {
         command.error(`error: ${(err as Error).message}`);
       }
+      if (command.getOptionValueSource('token') === 'cli') {
+        console.error(
+          'orrery runtime: warning: --token is readable by every local user in /proc/<pid>/cmdline; use --token-file or $ORRERY_RUNTIME_TOKEN',
+        );
+      }
       const { startAgent } = await import('../node-runtime/agent/index.ts');
       const agent = await startAgent(options);
       // Listening before the line below: whoever reads it may signal at once.
@@ -161,6 +205,23 @@ export function runtimeCommand(): Command {
         .stop({ stopWorkloads })
         .catch((err: Error) => agent.engine.log.error({ err: err.message }, 'agent stop failed'));
     });
+}
+
+/** The first line of --token-file. */
+function readTokenFile(file: string): string {
+  let token: string;
+  try {
+    token = (readFileSync(file, 'utf8').split('\n')[0] ?? '').trim();
+  } catch (err) {
+    throw new InvalidArgumentError(
+      `--token-file must be a readable file, got ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+    );
+  }
+  if (token.length < 16)
+    throw new InvalidArgumentError(
+      `--token-file must hold a token of at least 16 characters, ${file} holds ${token.length}`,
+    );
+  return token;
 }
 
 /** The agent's options from the flags: each is checked by its parser (flags.ts), what two of them must satisfy together here. */
@@ -187,6 +248,20 @@ function agentOptionsOf(flags: RuntimeFlags): AgentOptions {
   if (flags.logDir !== undefined) opts.logDir = flags.logDir;
   if (flags.cgroupParent !== undefined) opts.cgroupParent = flags.cgroupParent;
   if (flags.token) opts.token = flags.token;
+  if (flags.tokenFile !== undefined) opts.token = readTokenFile(flags.tokenFile);
+  if (flags.logMaxSize !== undefined) {
+    const bytes = memoryBytes(flags.logMaxSize);
+    if (bytes < 4096)
+      throw new InvalidArgumentError(`--log-max-size must be at least 4Ki, got ${flags.logMaxSize}`);
+    opts.logMaxBytes = bytes;
+  }
+  if (flags.logMaxFiles !== undefined) opts.logMaxFiles = flags.logMaxFiles;
+  const apiLimits: NonNullable<AgentOptions['apiLimits']> = {};
+  if (flags.apiMaxConnections !== undefined) apiLimits.maxConnections = flags.apiMaxConnections;
+  if (flags.apiMaxStreams !== undefined) apiLimits.maxStreams = flags.apiMaxStreams;
+  if (flags.apiEventBuffer !== undefined)
+    apiLimits.eventBufferBytes = Math.max(1, memoryBytes(flags.apiEventBuffer));
+  opts.apiLimits = apiLimits;
   if (flags.label !== undefined) opts.labels = flags.label;
   if (flags.registerUnschedulable) opts.registerUnschedulable = true;
   if (flags.portRange !== undefined) opts.portRange = flags.portRange;

@@ -239,6 +239,7 @@ export async function joinCluster({ options: o, log, engine, readopted }: Readop
         token,
         hostName: me,
         log,
+        limits: o.apiLimits,
         health: () => {
           const renewed = registration.lastRenewTime();
           return {

@@ -3,12 +3,18 @@
  * the DaemonSet's probes /healthz; /metrics is Prometheus text. Loopback by default,
  * `Authorization: Bearer <token>` on everything but /healthz. Query parameters are validated
  * here, at the edge; a bad one is a 400 whose message names the parameter and the expected form.
+ *
+ * Bounded: at most `maxConnections` open connections and `maxStreams` open streams (event streams
+ * and followed logs), each over its cap answered 503 with the reason; an event stream whose reader
+ * falls `eventBufferBytes` behind is cut off; a log is sent block by block as the client reads it.
  */
 import type { Server } from 'node:http';
+import type { Socket } from 'node:net';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Logger } from 'pino';
 import type { Engine } from '../engine.ts';
 import type { EngineEvent } from '../supervisor/spec.ts';
+import { type ApiLimits, DEFAULT_API_LIMITS } from './api-limits.ts';
 import type { AgentMetrics } from './metrics.ts';
 import { keyOfReplicaId, replicaId } from './replica-spec.ts';
 import { bearerMatches } from './token.ts';
@@ -21,6 +27,16 @@ export interface HttpApiDeps {
   log: Logger;
   /** Health facts for /healthz (lease state, fencing). */
   health: () => Record<string, unknown>;
+  limits?: Partial<ApiLimits>;
+}
+
+/** Set by listen() on the connections beyond `maxConnections`: their requests get a 503. */
+const OVER_CONNECTION_CAP = Symbol('overConnectionCap');
+type CountedSocket = Socket & { [OVER_CONNECTION_CAP]?: number };
+
+/** A 503 naming what is full and its cap. */
+class Overloaded extends Error {
+  readonly status = 503;
 }
 
 /** A 400 naming the parameter, the expected form and what was given. */
@@ -66,8 +82,21 @@ function withNames(e: EngineEvent): EngineEvent & { namespace?: string; name?: s
 
 export function createHttpApi(deps: HttpApiDeps): express.Express {
   const { engine, metrics } = deps;
+  const limits = { ...DEFAULT_API_LIMITS, ...deps.limits };
   const app = express();
   app.disable('x-powered-by');
+  app.set('orrery.limits', limits);
+
+  app.use((req: Request, res: Response, next: NextFunction) => {
+    const open = (req.socket as CountedSocket)[OVER_CONNECTION_CAP];
+    if (open === undefined) return next();
+    metrics.apiRejected.inc({ reason: 'connections' });
+    res.set('Connection', 'close');
+    res.set('Retry-After', '1');
+    res.status(503).json({
+      error: `too many connections to the runtime API: ${open} open, the limit is ${limits.maxConnections}; close idle ones and retry`,
+    });
+  });
 
   app.get('/healthz', (_req, res) => {
     res.json({ ok: true, host: deps.hostName, ...deps.health() });
@@ -131,8 +160,22 @@ export function createHttpApi(deps: HttpApiDeps): express.Express {
     res.json(statsJson(await engine.stats(id)));
   });
 
-  app.get('/v1/replicas/:namespace/:name/logs', serveLogs(deps, replicaIdOf));
-  app.get('/v1/events', serveEvents(deps));
+  let streams = 0;
+  /** Counts a stream until its response closes; a 503 when the cap is reached. */
+  const openStream = (res: Response, what: string): void => {
+    if (streams >= limits.maxStreams) {
+      metrics.apiRejected.inc({ reason: 'streams' });
+      res.set('Retry-After', '1');
+      throw new Overloaded(
+        `too many streams on the runtime API: ${streams} event streams and log follows open, the limit is ${limits.maxStreams}; ${what} refused`,
+      );
+    }
+    streams++;
+    res.once('close', () => streams--);
+  };
+
+  app.get('/v1/replicas/:namespace/:name/logs', serveLogs(deps, replicaIdOf, openStream));
+  app.get('/v1/events', serveEvents(deps, limits, openStream));
 
   app.use((_req: Request, res: Response) => {
     res.status(404).json({ error: 'no such endpoint; see /v1/replicas, /v1/events, /metrics, /healthz' });
@@ -157,7 +200,11 @@ export function createHttpApi(deps: HttpApiDeps): express.Express {
  * last `tail` lines, the run before the current one (`previous`), or followed (`follow`) until
  * the client goes or the replica stops.
  */
-function serveLogs(deps: HttpApiDeps, replicaIdOf: (req: Request) => string) {
+function serveLogs(
+  deps: HttpApiDeps,
+  replicaIdOf: (req: Request) => string,
+  openStream: (res: Response, what: string) => void,
+) {
   const { engine } = deps;
   return async (req: Request, res: Response): Promise<void> => {
     const id = replicaIdOf(req);
@@ -176,12 +223,22 @@ function serveLogs(deps: HttpApiDeps, replicaIdOf: (req: Request) => string) {
         'true',
       );
     }
+    if (follow) openStream(res, 'this log follow');
     res.set('Content-Type', 'text/plain; charset=utf-8');
     res.set('Cache-Control', 'no-store');
     if (!follow) {
       const opts: { lines?: number; previous?: boolean } = { previous };
       if (tail !== undefined) opts.lines = tail;
-      res.send(await engine.logs.tail(id, process, opts));
+      // Block by block, each written once the previous one left: a 1.5 GB run costs 64 KiB.
+      let gone = false;
+      res.once('close', () => {
+        gone = true;
+      });
+      for await (const chunk of engine.logs.read(id, process, opts)) {
+        if (gone) break;
+        if (!res.write(chunk)) await drainedOrClosed(res);
+      }
+      res.end();
       return;
     }
     const abort = new AbortController();
@@ -195,7 +252,7 @@ function serveLogs(deps: HttpApiDeps, replicaIdOf: (req: Request) => string) {
       const opts: { lines?: number; signal: AbortSignal } = { signal: abort.signal };
       if (tail !== undefined) opts.lines = tail;
       for await (const chunk of engine.logs.follow(id, process, opts)) {
-        if (!res.write(chunk)) await new Promise((r) => res.once('drain', r));
+        if (!res.write(chunk)) await drainedOrClosed(res);
         if (abort.signal.aborted) break;
       }
     } catch (err) {
@@ -212,7 +269,11 @@ function serveLogs(deps: HttpApiDeps, replicaIdOf: (req: Request) => string) {
  * GET /v1/events: server-sent events, a snapshot of the replicas and then each engine event (of
  * one replica with `replica=namespace/name`).
  */
-function serveEvents(deps: HttpApiDeps) {
+function serveEvents(
+  deps: HttpApiDeps,
+  limits: ApiLimits,
+  openStream: (res: Response, what: string) => void,
+) {
   const { engine } = deps;
   return (req: Request, res: Response): void => {
     const only = single(req, 'replica');
@@ -222,6 +283,7 @@ function serveEvents(deps: HttpApiDeps) {
       if (!m) throw new BadParameter('replica', 'namespace/name', only);
       filterId = replicaId(m[1] as string, m[2] as string);
     }
+    openStream(res, 'this event stream');
     res.writeHead(200, {
       'Content-Type': 'text/event-stream; charset=utf-8',
       'Cache-Control': 'no-store',
@@ -232,13 +294,33 @@ function serveEvents(deps: HttpApiDeps) {
     res.write('retry: 1000\n\n');
     const snapshot = engine.list().filter((s) => filterId === undefined || s.id === filterId);
     res.write(`event: snapshot\ndata: ${JSON.stringify({ host: deps.hostName, replicas: snapshot })}\n\n`);
+    // What the socket has not taken yet is queued in memory; a reader that lets it pass the bound
+    // is cut off (it reconnects and gets a fresh snapshot) rather than making the agent hold
+    // every event since it stopped reading.
+    const send = (text: string) => {
+      if (res.destroyed) return;
+      if (res.writableLength + text.length > limits.eventBufferBytes) {
+        deps.metrics.apiRejected.inc({ reason: 'slow-reader' });
+        deps.log.warn(
+          {
+            remote: req.socket.remoteAddress,
+            queuedBytes: res.writableLength,
+            limit: limits.eventBufferBytes,
+          },
+          'event stream cut off: its reader fell too far behind',
+        );
+        res.destroy();
+        return;
+      }
+      res.write(text);
+    };
     const onEvent = (e: EngineEvent) => {
       if (filterId !== undefined && e.replica !== filterId) return;
-      res.write(`event: ${e.type}\ndata: ${JSON.stringify(withNames(e))}\n\n`);
+      send(`event: ${e.type}\ndata: ${JSON.stringify(withNames(e))}\n\n`);
     };
     engine.on('event', onEvent);
     // A comment line every 15 s keeps idle proxies and clients from timing the stream out.
-    const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
+    const ping = setInterval(() => send(': ping\n\n'), 15_000);
     ping.unref();
     res.on('close', () => {
       clearInterval(ping);
@@ -258,13 +340,36 @@ function statsJson(s: Awaited<ReturnType<Engine['stats']>>) {
   };
 }
 
-/** Listen and resolve with the bound port; SSE and follow streams are cut on close. */
+/** Resolves once `res` can take more, or is gone. */
+function drainedOrClosed(res: Response): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.once('drain', done);
+    res.once('close', done);
+  });
+}
+
+/**
+ * Listen and resolve with the server; SSE and follow streams are cut on close. Connections beyond
+ * the app's `maxConnections` are marked, and their requests answered 503 (createHttpApi).
+ */
 export function listen(app: express.Express, host: string, port: number): Promise<Server> {
+  const { maxConnections } = (app.get('orrery.limits') as ApiLimits | undefined) ?? DEFAULT_API_LIMITS;
   return new Promise((resolve, reject) => {
     const server = app.listen(port, host, (err?: Error) => {
       if (err) reject(err);
       else resolve(server);
     });
     server.once('error', reject);
+    let open = 0;
+    server.on('connection', (socket: CountedSocket) => {
+      open++;
+      socket.once('close', () => open--);
+      if (open > maxConnections) socket[OVER_CONNECTION_CAP] = open - 1;
+    });
   });
 }

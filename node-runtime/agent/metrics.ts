@@ -19,6 +19,9 @@ const PHASES: WorkloadPhase[] = [
 export class AgentMetrics {
   readonly registry = new Registry();
   readonly processRestarts: Counter<'namespace' | 'replica' | 'process'>;
+  /** The process label values each replica has series for, so its series can go with it. */
+  readonly #restartSeries = new Map<string, Set<string>>();
+  readonly apiRejected: Counter<'reason'>;
   readonly runtimeEvents: Counter<'type'>;
   readonly spawnLatency: Histogram;
   readonly statusWriteRequests: Counter;
@@ -48,6 +51,13 @@ export class AgentMetrics {
       labelNames: ['namespace', 'replica', 'process'],
       registers,
     });
+    this.apiRejected = new Counter({
+      name: 'orrery_runtime_api_rejected_total',
+      help: 'HTTP API requests refused or streams cut: connections or streams over their cap, event readers too slow',
+      labelNames: ['reason'],
+      registers,
+    });
+    for (const reason of ['connections', 'streams', 'slow-reader']) this.apiRejected.inc({ reason }, 0);
     this.runtimeEvents = new Counter({
       name: 'orrery_runtime_events_total',
       help: 'Runtime events (started, exited, restarting, ready, ...), by type',
@@ -94,5 +104,21 @@ export class AgentMetrics {
       labelNames: ['outcome'],
       registers,
     });
+  }
+
+  /** A restart of one process of a replica. */
+  countRestart(namespace: string, replica: string, process: string): void {
+    const key = `${namespace}/${replica}`;
+    const processes = this.#restartSeries.get(key) ?? new Set<string>();
+    this.#restartSeries.set(key, processes.add(process));
+    this.processRestarts.inc({ namespace, replica, process });
+  }
+
+  /** A replica gone from this host: its series go too, or a host would export every replica it ever ran. */
+  forgetReplica(namespace: string, replica: string): void {
+    const key = `${namespace}/${replica}`;
+    for (const process of this.#restartSeries.get(key) ?? [])
+      this.processRestarts.remove({ namespace, replica, process });
+    this.#restartSeries.delete(key);
   }
 }

@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { KubeConfig } from '../../kube/index.ts';
+import { type ApiLimits, DEFAULT_API_LIMITS } from './api-limits.ts';
 
 export interface PortRange {
   min: number;
@@ -39,12 +40,18 @@ export interface AgentOptions {
   runDir?: string;
   /** Per-process log files; default `<stateDir>/logs`. */
   logDir?: string;
+  /** Size at which a process's live log file is rotated; default 10 MiB (the kubelet's --container-log-max-size). */
+  logMaxBytes?: number;
+  /** Log files kept per process run, the live one included; default 5 (the kubelet's --container-log-max-files). */
+  logMaxFiles?: number;
   /** cgroup parent below each hierarchy root; default `orrery/<hostName>`. */
   cgroupParent?: string;
   /** `host:port` for the HTTP API; default 127.0.0.1:0 (a free port). */
   listen?: string;
   /** Bearer token of the HTTP API; default: generated and written to `<stateDir>/api-token` (0600). */
   token?: string;
+  /** Caps of the HTTP API: open connections, open streams, bytes queued for a slow event reader (http.ts DEFAULT_API_LIMITS). */
+  apiLimits?: Partial<ApiLimits>;
   /** Lease duration in whole seconds (the Lease API has second precision); default 1. */
   leaseDurationSeconds?: number;
   /** How often the Lease is renewed; default a quarter of the duration. */
@@ -69,10 +76,13 @@ export interface NormalizedAgentOptions {
   stateDir: string;
   runDir: string;
   logDir: string;
+  logMaxBytes: number;
+  logMaxFiles: number;
   cgroupParent: string;
   listenHost: string;
   listenPort: number;
   token: string | undefined;
+  apiLimits: ApiLimits;
   leaseDurationSeconds: number;
   leaseRenewIntervalMs: number;
   labels: Record<string, string>;
@@ -146,6 +156,12 @@ export function normalizeAgentOptions(opts: AgentOptions = {}): NormalizedAgentO
   if (typeof runDir !== 'string' || runDir === '') fail('runDir', 'a directory path', runDir);
   const logDir = opts.logDir ?? path.join(stateDir, 'logs');
   if (typeof logDir !== 'string' || logDir === '') fail('logDir', 'a directory path', logDir);
+  const logMaxBytes = opts.logMaxBytes ?? 10 * 1024 * 1024;
+  if (!Number.isSafeInteger(logMaxBytes) || logMaxBytes < 4096)
+    fail('logMaxBytes', 'a whole number of bytes >= 4096', logMaxBytes);
+  const logMaxFiles = opts.logMaxFiles ?? 5;
+  if (!Number.isInteger(logMaxFiles) || logMaxFiles < 1 || logMaxFiles > 100)
+    fail('logMaxFiles', 'an integer in 1..100', logMaxFiles);
   const cgroupParent = opts.cgroupParent ?? `orrery/${hostName}`;
   if (typeof cgroupParent !== 'string' || !/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/.test(cgroupParent)) {
     fail('cgroupParent', 'a relative cgroup path such as "orrery/host-a"', cgroupParent);
@@ -153,6 +169,10 @@ export function normalizeAgentOptions(opts: AgentOptions = {}): NormalizedAgentO
   const { host: listenHost, port: listenPort } = parseListen(opts.listen ?? '127.0.0.1:0');
   if (opts.token !== undefined && (typeof opts.token !== 'string' || opts.token.length < 16)) {
     fail('token', 'a string of at least 16 characters', opts.token === undefined ? opts.token : '<hidden>');
+  }
+  const apiLimits = { ...DEFAULT_API_LIMITS, ...opts.apiLimits };
+  for (const [k, v] of Object.entries(apiLimits)) {
+    if (!Number.isSafeInteger(v) || v < 1) fail(`apiLimits.${k}`, 'a whole number >= 1', v);
   }
   const leaseDurationSeconds = opts.leaseDurationSeconds ?? 1;
   if (!Number.isInteger(leaseDurationSeconds) || leaseDurationSeconds < 1) {
@@ -202,10 +222,13 @@ export function normalizeAgentOptions(opts: AgentOptions = {}): NormalizedAgentO
     stateDir: path.resolve(stateDir),
     runDir: path.resolve(runDir),
     logDir: path.resolve(logDir),
+    logMaxBytes,
+    logMaxFiles,
     cgroupParent,
     listenHost,
     listenPort,
     token: opts.token,
+    apiLimits,
     leaseDurationSeconds,
     leaseRenewIntervalMs,
     labels,

@@ -210,7 +210,11 @@ export class ReplicaReconciler {
     const key = keyOfReplicaId(e.replica);
     if (e.type === 'restarting' && key) {
       const { namespace, name } = splitKey(key);
-      metrics.processRestarts.inc({ namespace: namespace ?? '', replica: name, process: e.process });
+      metrics.countRestart(namespace ?? '', name, e.process);
+    }
+    if (e.type === 'stopped' && key) {
+      const { namespace, name } = splitKey(key);
+      metrics.forgetReplica(namespace ?? '', name);
     }
     if (!key || this.#starting.has(e.replica) || e.type === 'stopped') return;
     if (e.type === 'backoff') {

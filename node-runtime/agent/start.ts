@@ -6,9 +6,9 @@
  * cluster, and stops or runs nothing for the API's sake until its Replica informer has synced: a
  * replica deleted while the agent was down keeps running until then.
  */
-import { mkdir } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { newLogger } from '../../platform/log.ts';
+import { privateDir } from '../../platform/private-fs.ts';
 import { Engine } from '../engine.ts';
 import type { Agent } from './agent.ts';
 import { type AgentOptions, normalizeAgentOptions } from './options.ts';
@@ -23,9 +23,15 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
   // loading agent.ts below keeps busy; and a killed agent loses no line.
   const root: Logger = options.log ?? newLogger('orrery-runtime', { sync: true });
   const log = root.child({ host: o.hostName });
-  await mkdir(o.stateDir, { recursive: true, mode: 0o700 });
-  await mkdir(o.runDir, { recursive: true, mode: 0o700 });
-  const engine = new Engine({ stateDir: o.runDir, logDir: o.logDir, cgroupParent: o.cgroupParent, log });
+  // 0700 from their creation, and tightened when they exist looser (mkdir's mode applies only when it creates).
+  for (const dir of [o.stateDir, o.runDir, o.logDir]) privateDir(dir);
+  const engine = new Engine({
+    stateDir: o.runDir,
+    logDir: o.logDir,
+    cgroupParent: o.cgroupParent,
+    log,
+    logRotation: { maxBytes: o.logMaxBytes, maxFiles: o.logMaxFiles },
+  });
   const t0 = performance.now();
   await engine.start();
   const readopted = {

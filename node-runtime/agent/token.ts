@@ -4,8 +4,9 @@
  * token its clients already have.
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { privateDir, writePrivateFile } from '../../platform/private-fs.ts';
 
 const TOKEN_FILE = 'api-token';
 
@@ -26,11 +27,9 @@ export async function ensureToken(stateDir: string, given: string | undefined): 
     }
     token = randomBytes(32).toString('base64url');
   }
-  await mkdir(stateDir, { recursive: true, mode: 0o700 });
-  const tmp = `${file}.${process.pid}.tmp`;
-  await writeFile(tmp, `${token}\n`, { mode: 0o600 });
-  await chmod(tmp, 0o600);
-  await rename(tmp, file);
+  privateDir(stateDir);
+  // Exclusive create, never through a symlink, 0600 under any umask; then renamed into place.
+  writePrivateFile(file, `${token}\n`);
   return token;
 }
 
