@@ -8,12 +8,17 @@
 // the ones that hold them and the namespace can go; then the operators and the agents are
 // stopped with SIGTERM (SIGKILL only past a bound); then the agents' cgroups, Hosts, Leases and
 // dirs are removed. What goes wrong is collected and fails the test at the end.
+//
+// The agents run as a real node's runtime does: the orrery-runtime account with a token bound to
+// their own node (the credentials `orrery up` gives its hosts), under deploy/rbac.yaml's RBAC and
+// admission policy.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { pino } from 'pino';
 import { stringify } from 'yaml';
+import { installRuntimeAccess, writeHostCredentials } from '../../cli/up-identity.ts';
 import { INSTANCE_LABEL } from '../../crds/labels.ts';
 import { HOSTS, INSTANCES, REPLICAS } from '../../crds/resources.ts';
 import type { Host, Instance, Replica } from '../../crds/types.ts';
@@ -124,11 +129,19 @@ export async function e2e(
   });
 
   const hostsClient = resourceClient(api, typed<Host>(HOSTS), 'orrery-test');
+  await installRuntimeAccess(api);
   const startHost = async (
     dirs: Awaited<ReturnType<typeof agentDirs>>,
     extra: string[],
   ): Promise<E2eHost> => {
+    const credentials = await writeHostCredentials(api, kubeConfig.cluster, dirs.root, dirs.hostName);
+    // The Node its token is bound to goes last, with the Host (the harness's teardown).
+    harnessTeardowns.push(() =>
+      api.request({ method: 'DELETE', path: `/api/v1/nodes/${dirs.hostName}` }).catch(() => {}),
+    );
     const agent = await childAgent(harnessScope, dirs, [
+      '--kubeconfig',
+      credentials.kubeconfig,
       '--label',
       hostSelector,
       '--lease-duration', // 2 s rather than 1: a loaded test machine must not look like dead hosts
