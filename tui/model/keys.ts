@@ -84,29 +84,29 @@ export const BINDINGS: readonly BindingGroup[] = [
   {
     title: 'Views',
     bindings: [
-      { keys: ':inst  :rep  :svc  :host  :ev', does: 'Instances, Replicas, Services, Hosts, Events' },
-      { keys: ':ns NAME   :ns all', does: 'show one namespace, or all of them' },
-      { keys: 'enter', does: 'open: an Instance, Service or Host → its Replicas; a Replica → its processes' },
-      { keys: 'esc', does: 'clear the filter, then back to where enter came from' },
+      { keys: ':inst :rep :svc :host :ev', does: 'Instances, Replicas, Services, Hosts, Events' },
+      { keys: ':ns NAME  :ns all', does: 'show one namespace, or all of them' },
+      { keys: 'enter', does: 'open: Instance, Service, Host → Replicas → processes' },
+      { keys: 'esc', does: 'clear the filter, then back where enter came from' },
       { keys: ':q', does: 'quit' },
     ],
   },
   {
     title: 'Navigation',
     bindings: [
-      { keys: 'j k  ↓ ↑', does: 'next, previous row' },
-      { keys: 'PgDn PgUp  ctrl-f ctrl-b', does: 'next, previous page' },
-      { keys: 'g G  Home End', does: 'first, last row' },
-      { keys: '/REGEX   /!REGEX', does: 'keep rows that match (case-insensitive), or that do not' },
-      { keys: '/-l app=web', does: 'keep objects whose labels match the selector' },
-      { keys: 'Shift+letter', does: 'sort by the column of that letter (again: reverse); see below' },
+      { keys: 'j k ↓ ↑', does: 'next, previous row' },
+      { keys: 'PgDn PgUp ctrl-f ctrl-b', does: 'next, previous page' },
+      { keys: 'g G Home End', does: 'first, last row' },
+      { keys: '/REGEX  /!REGEX', does: 'keep the rows that match (any case), or the others' },
+      { keys: '/-l app=web', does: 'keep the objects whose labels match' },
+      { keys: 'Shift+letter', does: 'sort by that column (again: reverse), see below' },
     ],
   },
   {
     title: 'Actions',
     bindings: [
-      { keys: 'd', does: 'describe: the object as YAML and its recent Events' },
-      { keys: 's', does: 'scale an Instance (asks for the number of replicas)' },
+      { keys: 'd', does: 'describe: the object as YAML, its recent Events' },
+      { keys: 's', does: 'scale an Instance (asks how many replicas)' },
       { keys: 'ctrl-d', does: 'delete, after a confirmation' },
     ],
   },
@@ -114,7 +114,7 @@ export const BINDINGS: readonly BindingGroup[] = [
     title: 'General',
     bindings: [
       { keys: '?', does: 'this help (esc or q closes it)' },
-      { keys: 'q  ctrl-c', does: 'quit' },
+      { keys: 'q ctrl-c', does: 'quit' },
     ],
   },
 ];

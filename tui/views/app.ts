@@ -43,7 +43,17 @@ export function helpLines(columns: readonly Column[]): string[] {
     lines.push('');
   }
   lines.push('Sort (this view)');
-  lines.push(`  ${columns.map((c) => `Shift+${c.sortKey} ${c.header}`).join('   ')}`);
+  // Several to a line, short enough for 80 columns.
+  let line = '';
+  for (const c of columns) {
+    const item = `Shift+${c.sortKey} ${c.header}`;
+    if (line && line.length + item.length > 70) {
+      lines.push(`  ${line}`);
+      line = '';
+    }
+    line = line ? `${line}   ${item}` : item;
+  }
+  if (line) lines.push(`  ${line}`);
   return lines;
 }
 
