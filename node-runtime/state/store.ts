@@ -19,11 +19,13 @@
  */
 import {
   closeSync,
+  constants,
   fstatSync,
   fsync,
   openSync,
   readFileSync,
   renameSync,
+  unlinkSync,
   writeFileSync,
   writeSync,
 } from 'node:fs';
@@ -56,7 +58,7 @@ export class StateStore {
   }
 
   async init(): Promise<void> {
-    await mkdir(this.dir, { recursive: true });
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
   }
 
   fileOf(id: string): string {
@@ -188,6 +190,23 @@ async function writeRecord(file: string, content: string, durable: boolean): Pro
   await writeAtomic(file, content, durable);
 }
 
+const EXCLUSIVE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+
+/**
+ * A new file, 0600, by exclusive create: never an existing file or one a symlink in its place
+ * points to. A temporary file left by a crash of a process with the same pid is ours (the state
+ * dir is 0700) and is removed first.
+ */
+function openExclusive(tmp: string): number {
+  try {
+    return openSync(tmp, EXCLUSIVE, 0o600);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    unlinkSync(tmp);
+    return openSync(tmp, EXCLUSIVE, 0o600);
+  }
+}
+
 /**
  * Temp file + (fsync) + rename. The small syscalls are made directly: a record is a few hundred
  * bytes, and each threadpool round trip (open, write, close, rename) costs the event loop a
@@ -197,7 +216,7 @@ async function writeRecord(file: string, content: string, durable: boolean): Pro
  */
 async function writeAtomic(file: string, content: string, durable = true): Promise<void> {
   const tmp = `${file}.${process.pid}.tmp`;
-  const fd = openSync(tmp, 'w', 0o600);
+  const fd = openExclusive(tmp);
   try {
     writeFileSync(fd, content);
     if (durable) await fsyncFd(fd);
