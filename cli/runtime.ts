@@ -45,6 +45,8 @@ interface RuntimeFlags {
   capacityCpu?: string;
   capacityMemory?: string;
   capacityPids?: number;
+  defaultMemory?: string;
+  defaultPids?: number;
   maxReplicas?: number;
   stopWorkloadsOnExit?: boolean;
   workers: number;
@@ -160,6 +162,16 @@ export function runtimeCommand(): Command {
       wholeNumberFlag('--capacity-pids', 1),
     )
     .option(
+      '--default-memory <quantity>',
+      'memory limit of a replica whose template sets none (default: 1Gi)',
+      quantityFlag('--default-memory'),
+    )
+    .option(
+      '--default-pids <n>',
+      'pids limit of a replica whose template sets none (default: 1024)',
+      wholeNumberFlag('--default-pids', 1),
+    )
+    .option(
       '--max-replicas <n>',
       'replicas this host accepts (capacity.replicas)',
       wholeNumberFlag('--max-replicas', 0),
@@ -271,6 +283,10 @@ function agentOptionsOf(flags: RuntimeFlags): AgentOptions {
   if (flags.capacityPids !== undefined) capacity.pids = flags.capacityPids;
   if (flags.maxReplicas !== undefined) capacity.replicas = flags.maxReplicas;
   opts.capacity = capacity;
+  const defaults: NonNullable<AgentOptions['defaultResources']> = {};
+  if (flags.defaultMemory !== undefined) defaults.memory = flags.defaultMemory;
+  if (flags.defaultPids !== undefined) defaults.pids = flags.defaultPids;
+  opts.defaultResources = defaults;
   return opts;
 }
 

@@ -57,6 +57,13 @@ export interface EngineOptions {
    * /run/orrery/userns (tmpfs: a reboot, which ends every workload, frees them all).
    */
   userNamespaces?: { firstHostId?: number; slots?: number; claimDir?: string };
+  /**
+   * Limits a replica gets when its spec has none (the host agent's --default-memory and
+   * --default-pids): without them one fork bomb or leak could take the host.
+   */
+  defaultResources?: { memoryBytes?: number; pids?: number };
+  /** Caps on the per-host cgroup parent, so that workloads cannot starve the runtime (CgroupManager). */
+  parentLimits?: { memoryBytes?: number; pids?: number };
 }
 
 /** Default of EngineOptions.userNamespaces.firstHostId. */
@@ -143,6 +150,7 @@ export class Engine extends EventEmitter<RuntimeEvents> {
       layout: this.#layout,
       parent: this.options.cgroupParent,
       log: this.log,
+      ...(this.options.parentLimits ? { parentLimits: this.options.parentLimits } : {}),
     });
     await this.#store.init();
     const started = Date.now();
@@ -187,7 +195,9 @@ export class Engine extends EventEmitter<RuntimeEvents> {
       this.#emit({ type: 'stopped', replica: id, at: new Date().toISOString() });
       return;
     }
-    const cgroup = cgroups.open(id) ?? (await cgroups.create(id, record.spec.resources));
+    const cgroup =
+      cgroups.open(id) ??
+      (await cgroups.create(id, { ...this.options.defaultResources, ...record.spec.resources }));
     if (record.userRange) this.#keepUserRange(id, record.userRange);
     const sup = new ReplicaSupervisor(
       record.spec,
@@ -248,7 +258,7 @@ export class Engine extends EventEmitter<RuntimeEvents> {
       const userRange = copy.isolation.hostUsers ? undefined : this.#allocateUserRange(copy.id);
       let cgroup: Awaited<ReturnType<CgroupManager['create']>>;
       try {
-        cgroup = await cgroups.create(copy.id, copy.resources);
+        cgroup = await cgroups.create(copy.id, { ...this.options.defaultResources, ...copy.resources });
       } catch (err) {
         this.#releaseUserRange(copy.id);
         throw err;

@@ -3,43 +3,19 @@
  * registration (create if missing, then status through the status subresource with server-side
  * apply). `spec.unschedulable` belongs to users (cordon) and is never written here.
  */
-import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { cpuMillis, formatBytes, formatCpuMillis, memoryBytes } from '../../crds/quantity.ts';
 import type { Host, HostStatus } from '../../crds/types.ts';
 import { isAlreadyExists, type ResourceClient } from '../../kube/index.ts';
 import type { CgroupLayout } from '../cgroups/index.ts';
 import type { CapacityOverrides } from './options.ts';
+import { memTotalBytes, pidMax, RESERVED } from './reserve.ts';
 
-/**
- * What the agent keeps back from allocatable for itself and the system, like the kubelet's
- * system-reserved: 100m of CPU, 256 MiB (at most a quarter of the machine) of memory, 1,024 pids
- * (at most a tenth). Replicas are not reserved: capacity and allocatable replicas are equal.
- */
-const RESERVED = { cpuMillis: 100, memoryBytes: 256 * 2 ** 20, pids: 1024 } as const;
 const DEFAULT_MAX_REPLICAS = 1000;
 
 export interface HostFacts {
   capacity: { cpuMillis: number; memoryBytes: number; pids: number; replicas: number };
   kernel: NonNullable<HostStatus['kernel']>;
-}
-
-function memTotalBytes(): number {
-  try {
-    const m = /^MemTotal:\s+(\d+) kB$/m.exec(readFileSync('/proc/meminfo', 'utf8'));
-    if (m) return Number(m[1]) * 1024;
-  } catch {
-    // not Linux /proc: fall back to what libuv says
-  }
-  return os.totalmem();
-}
-
-function pidMax(): number {
-  try {
-    return Number(readFileSync('/proc/sys/kernel/pid_max', 'utf8').trim());
-  } catch {
-    return 32768;
-  }
 }
 
 export async function hostFacts(overrides: CapacityOverrides): Promise<HostFacts> {

@@ -7,8 +7,13 @@ import { isIP } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
+import { memoryBytes } from '../../crds/quantity.ts';
 import type { KubeConfig } from '../../kube/index.ts';
 import { type ApiLimits, DEFAULT_API_LIMITS } from './api-limits.ts';
+
+/** Defaults of AgentOptions.defaultResources. */
+export const DEFAULT_MEMORY = '1Gi';
+export const DEFAULT_PIDS = 1024;
 
 export interface PortRange {
   min: number;
@@ -61,6 +66,11 @@ export interface AgentOptions {
   /** Create the Host cordoned (spec.unschedulable true), like the kubelet's --register-schedulable=false. Only at creation. */
   registerUnschedulable?: boolean;
   capacity?: CapacityOverrides;
+  /**
+   * Limits of a replica whose template sets none (--default-memory, --default-pids): memory as a
+   * quantity, default 1Gi; pids, default 1024. Without them one fork bomb or leak takes the host.
+   */
+  defaultResources?: { memory?: string; pids?: number };
   /** Range allocated ports are taken from; default 20000-32767. */
   portRange?: PortRange;
   /** Replicas reconciled (started, stopped) in parallel; default 8. A key is never reconciled twice at once. */
@@ -88,6 +98,7 @@ export interface NormalizedAgentOptions {
   labels: Record<string, string>;
   registerUnschedulable: boolean;
   capacity: CapacityOverrides;
+  defaultResources: { memoryBytes: number; pids: number };
   portRange: PortRange;
   address: string;
   workers: number;
@@ -201,6 +212,18 @@ export function normalizeAgentOptions(opts: AgentOptions = {}): NormalizedAgentO
     if (v !== undefined && (!Number.isInteger(v) || v < 0))
       fail(`capacity.${k}`, 'a non-negative integer', v);
   }
+  const defaults = opts.defaultResources ?? {};
+  let defaultMemory = Number.NaN;
+  try {
+    defaultMemory = memoryBytes(defaults.memory ?? DEFAULT_MEMORY);
+  } catch {
+    // reported below with the value
+  }
+  if (!Number.isSafeInteger(defaultMemory) || defaultMemory < 1)
+    fail('defaultResources.memory', 'a positive memory quantity such as "512Mi"', defaults.memory);
+  const defaultPids = defaults.pids ?? DEFAULT_PIDS;
+  if (!Number.isInteger(defaultPids) || defaultPids < 1)
+    fail('defaultResources.pids', 'a positive integer', defaults.pids);
   const portRange = opts.portRange ?? { min: 20000, max: 32767 };
   if (
     !Number.isInteger(portRange.min) ||
@@ -234,6 +257,7 @@ export function normalizeAgentOptions(opts: AgentOptions = {}): NormalizedAgentO
     labels,
     registerUnschedulable: opts.registerUnschedulable === true,
     capacity,
+    defaultResources: { memoryBytes: defaultMemory, pids: defaultPids },
     portRange,
     address,
     workers,

@@ -12,6 +12,7 @@ import { privateDir } from '../../platform/private-fs.ts';
 import { Engine } from '../engine.ts';
 import type { Agent } from './agent.ts';
 import { type AgentOptions, normalizeAgentOptions } from './options.ts';
+import { workloadCaps } from './reserve.ts';
 
 /** Logged once the engine supervises every recorded replica again, before any API call. */
 export const READOPTED_MESSAGE = 'replicas re-adopted';
@@ -31,6 +32,8 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     cgroupParent: o.cgroupParent,
     log,
     logRotation: { maxBytes: o.logMaxBytes, maxFiles: o.logMaxFiles },
+    defaultResources: o.defaultResources,
+    parentLimits: workloadCaps(o.capacity),
   });
   const t0 = performance.now();
   await engine.start();

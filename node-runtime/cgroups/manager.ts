@@ -1,5 +1,5 @@
 import { type Dirent, existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { CgroupLayout } from './detect.ts';
@@ -14,6 +14,12 @@ export interface CgroupManagerOptions {
   layout: CgroupLayout;
   /** Per-host parent below each hierarchy root, e.g. `orrery/host-a`. */
   parent: string;
+  /**
+   * Caps on the per-host parent itself (memory and pids; cpu is shared by weight), so that the
+   * workloads together cannot take the machine from the runtime and the system. Applied where the
+   * layout has the controller, v2 or v1, when the parent is made.
+   */
+  parentLimits?: Pick<CgroupLimits, 'memoryBytes' | 'pids'>;
   log?: Logger;
 }
 
@@ -160,12 +166,51 @@ export class CgroupManager {
   readonly #log: Logger | undefined;
   #subtreeEnabled = false;
   #parentsMade = false;
+  #parentCapped = false;
+  readonly #parentLimits: CgroupLimits;
 
   constructor(options: CgroupManagerOptions) {
     assertSafeParent(options.parent, 'options.parent');
     this.layout = options.layout;
     this.parent = options.parent;
     this.#log = options.log;
+    this.#parentLimits = validateLimits(options.parentLimits ?? {});
+  }
+
+  /**
+   * The parent's own memory and pids files: the replica plan's, one directory up. Written by every
+   * new manager (a runtime restart may bring other flags); a cap the kernel refuses (v1 memory
+   * below what the parent already uses: EBUSY) is logged, not fatal.
+   */
+  #capParent(plan: ReplicaCgroupPlan): void {
+    if (this.#parentCapped) return;
+    const { memoryBytes, pids } = this.#parentLimits;
+    if (memoryBytes === undefined && pids === undefined) return;
+    const up = (file: string | undefined) =>
+      file === undefined ? undefined : join(dirname(dirname(file)), basename(file));
+    const f = plan.files;
+    const files: ReplicaCgroupPlan['files'] = {};
+    if (memoryBytes !== undefined) {
+      for (const key of ['memoryMax', 'memorySwapMax', 'memoryLimit', 'memswLimit'] as const) {
+        const file = up(f[key]);
+        if (file !== undefined) files[key] = file;
+      }
+    }
+    if (pids !== undefined && f.pidsMax !== undefined) files.pidsMax = up(f.pidsMax) as string;
+    const limits: CgroupLimits = {};
+    if (memoryBytes !== undefined) limits.memoryBytes = memoryBytes;
+    if (pids !== undefined) limits.pids = pids;
+    this.#parentCapped = true;
+    try {
+      writeLimits({ ...plan, files }, limits, this.#log);
+      this.#log?.info({ parent: this.parent, ...limits }, 'per-host cgroup parent capped');
+    } catch (error) {
+      // Replicas still start under their own limits; the parent keeps what it had.
+      this.#log?.warn(
+        { parent: this.parent, ...limits, err: (error as Error).message },
+        'per-host cgroup parent not capped',
+      );
+    }
   }
 
   #plan(replicaId: string): ReplicaCgroupPlan {
@@ -196,6 +241,7 @@ export class CgroupManager {
     try {
       this.#makeParents(plan);
       await this.#enableSubtree(plan);
+      this.#capParent(plan);
       // Fresh when every directory is new (the parents exist by now): its knobs are at the
       // kernel defaults, and writing "unlimited" again is left out (limits.ts says why).
       let fresh = true;
@@ -265,6 +311,7 @@ export class CgroupManager {
   async removeParentIfEmpty(): Promise<boolean> {
     if ((await this.list()).length > 0) return false;
     this.#parentsMade = false;
+    this.#parentCapped = false;
     this.#subtreeEnabled = false;
     const levels = this.parent.split('/').filter(Boolean).length;
     for (const dir of parentDirsOf(this.layout, this.parent)) {

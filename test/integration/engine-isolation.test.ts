@@ -230,3 +230,48 @@ test('isolation.hostUsers runs the replica as the runtime user, without a user n
   // A pid namespace comes with a mount namespace and a /proc of its own.
   t.not(await readlink(`/proc/${pid}/ns/mnt`), await readlink('/proc/self/ns/mnt'));
 });
+
+test('a fork bomb in a replica without resources is contained by the default limits, under a capped parent', async (t) => {
+  const h = await harness(t, {
+    defaultResources: { memoryBytes: 256 * 2 ** 20, pids: 96 },
+    parentLimits: { memoryBytes: 1024 * 2 ** 20, pids: 400 },
+  });
+  const bomb = 'f() { f | f & }; f; exec sleep 1000';
+  const spec = replica([{ restart: 'temporary', command: ['sh', '-c', bomb] }]);
+  t.deepEqual(spec.resources, {}, 'the template sets no resources');
+  const main = (await h.rt.run(spec)).processes[0]?.pid as number;
+  const cgroup = new CgroupManager({ layout: detectCgroupLayout(), parent: h.parent }).open(spec.id);
+  const files = cgroup?.plan.files;
+  const pidsMax = files?.pidsMax;
+  const memoryFile = files?.memoryMax ?? files?.memoryLimit;
+  if (!pidsMax || !memoryFile) throw new Error('the replica cgroup has no pids or memory limit file');
+  t.is((await readFile(pidsMax, 'utf8')).trim(), '96', 'the default pids limit');
+  t.is((await readFile(memoryFile, 'utf8')).trim(), String(256 * 2 ** 20), 'the default memory limit');
+  // The per-host parent is capped too: workloads together leave the runtime its reserve.
+  const parentFile = (file: string) => path.join(path.dirname(path.dirname(file)), path.basename(file));
+  t.is((await readFile(parentFile(pidsMax), 'utf8')).trim(), '400');
+  t.is((await readFile(parentFile(memoryFile), 'utf8')).trim(), String(1024 * 2 ** 20));
+
+  const refused = async () =>
+    Number(/^max (\d+)$/m.exec(await readFile(path.join(path.dirname(pidsMax), 'pids.events'), 'utf8'))?.[1]);
+  let most = 0;
+  await waitFor(
+    async () => {
+      most = Math.max(most, (await h.rt.stats(spec.id)).pids);
+      return (await refused()) > 0;
+    },
+    10_000,
+    'a fork refused at the default pids limit',
+  );
+  most = Math.max(most, (await h.rt.stats(spec.id)).pids);
+  t.true(most <= 96, `${most} tasks in the cgroup at most`);
+  t.true(most > 1, 'the bomb forked');
+  t.true(await isAlive(main), 'the supervised process is alive');
+  // The runtime still starts and supervises other replicas meanwhile.
+  const other = replica([{ restart: 'temporary', command: ['sh', '-c', 'echo still running replicas'] }]);
+  await h.rt.run(other);
+  await waitFor(() => h.rt.status(other.id).phase === 'Succeeded', 10_000, 'the other replica to finish');
+  const members = (await cgroup?.pids()) ?? [];
+  await h.rt.stop(spec.id, { graceSeconds: 0 });
+  for (const pid of members) t.false(await isAlive(pid), `pid ${pid} of the bomb is dead`);
+});
