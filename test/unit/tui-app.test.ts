@@ -238,6 +238,10 @@ test('keys: enter opens the Replicas of the selected Instance, / filters them, e
   await until('back', stdout, (f) => f.includes('Instances(default)[2]'));
   stdin.type(':rep\r');
   await until('all replicas', stdout, (f) => f.includes('Replicas(default)[4]'));
+  // One read with several keys (a paste, tmux send-keys): each acts on the screen the one
+  // before it made, though that screen was never drawn.
+  stdin.type(':inst\rG\r');
+  await until('the replicas of web, the last instance', stdout, (f) => f.includes('Replicas(inst/web)[3]'));
   t.pass();
 });
 

@@ -4,20 +4,12 @@
 import { Box, Text, useApp, useInput } from 'ink';
 import { createElement as h, useMemo, useRef, useState } from 'react';
 import type { LiveCluster } from '../model/cluster.ts';
-import { describeLines } from '../model/describe.ts';
 import { truncate } from '../model/format.ts';
-import { BINDINGS, keyNames } from '../model/keys.ts';
+import { frameRows, keyContext, paneLines } from '../model/frame.ts';
+import { keyNames } from '../model/keys.ts';
 import { screenLayout } from '../model/screen.ts';
-import { type Effect, type KeyContext, reduce, topFrame, type UiState } from '../model/state.ts';
-import {
-  type Column,
-  compileFilter,
-  layoutColumns,
-  type Row,
-  scrollOffset,
-  selectedIndex,
-  sortRows,
-} from '../model/table.ts';
+import { type Effect, reduce, topFrame, type UiState } from '../model/state.ts';
+import { layoutColumns, scrollOffset, selectedIndex } from '../model/table.ts';
 import { VIEWS } from '../model/views.ts';
 import { type ClusterInfo, InfoLine, KeyBar, PromptLine, TitleLine } from './bars.ts';
 import { type SizedStream, useClusterVersion, useNow, useTerminalSize } from './hooks.ts';
@@ -31,30 +23,6 @@ export interface AppProps {
   readonly stdout: SizedStream;
   /** Quiet time after the last resize event before the layout follows (default 100 ms). */
   readonly resizeDebounceMs?: number;
-}
-
-/** The help pane: the bindings, then the sort letters of the view it was opened from. */
-export function helpLines(columns: readonly Column[]): string[] {
-  const lines: string[] = [];
-  const keysWidth = Math.max(...BINDINGS.flatMap((g) => g.bindings.map((b) => b.keys.length)));
-  for (const group of BINDINGS) {
-    lines.push(group.title);
-    for (const b of group.bindings) lines.push(`  ${b.keys.padEnd(keysWidth)}  ${b.does}`);
-    lines.push('');
-  }
-  lines.push('Sort (this view)');
-  // Several to a line, short enough for 80 columns.
-  let line = '';
-  for (const c of columns) {
-    const item = `Shift+${c.sortKey} ${c.header}`;
-    if (line && line.length + item.length > 70) {
-      lines.push(`  ${line}`);
-      line = '';
-    }
-    line = line ? `${line}   ${item}` : item;
-  }
-  if (line) lines.push(`  ${line}`);
-  return lines;
 }
 
 function hostsSummary(cluster: LiveCluster): string {
@@ -82,38 +50,22 @@ export function App(props: AppProps) {
   const screen = screenLayout(size.columns, size.rows);
   const frame = topFrame(state);
   const view = VIEWS[frame.view];
-  const allNamespaces = state.namespace === undefined;
-  const columns = useMemo(() => view.columns(allNamespaces), [view, allNamespaces]);
-  // biome-ignore lint/correctness/useExhaustiveDependencies: `version` and `now` are the reasons to rebuild the rows
-  const rows: Row[] = useMemo(() => {
-    const filter = compileFilter(frame.filter);
-    const all = view.rows(cluster, frame.scope, { now, allNamespaces }).filter(filter.test);
-    return sortRows(all, columns, frame.sort);
-  }, [cluster, version, now, view, frame.scope, frame.filter, frame.sort, columns, allNamespaces]);
+  // biome-ignore lint/correctness/useExhaustiveDependencies: the rows follow the cache (`version`), the clock, the top frame and the namespace, not a prompt or a message
+  const shown = useMemo(
+    () => frameRows(cluster, state, now),
+    [cluster, version, now, frame.view, frame.scope, frame.filter, frame.sort, state.namespace],
+  );
+  const { columns, rows } = shown;
   const layout = useMemo(
     () => layoutColumns(columns, rows, Math.max(1, screen.width - 1)),
     [columns, rows, screen.width],
   );
   const index = selectedIndex(rows, frame.selectedKey, frame.selectedIndex);
   const offset = scrollOffset(frame.offset, index, screen.bodyRows, rows.length);
-
   const mode = state.mode;
-  // biome-ignore lint/correctness/useExhaustiveDependencies: `version` and `now` are the reasons to rebuild the text
-  const paneLines = useMemo(() => {
-    if (mode.name === 'help') return helpLines(columns);
-    if (mode.name !== 'describe') return [];
-    const obj = cluster.get(mode.target.kind, mode.target.key);
-    if (!obj) return [`${VIEWS[mode.target.view].noun} ${mode.target.key} is gone`];
-    return describeLines(obj, cluster.eventsFor(obj), now);
-  }, [mode, cluster, version, now, columns]);
-
-  const ctx: KeyContext = {
-    rows,
-    columns,
-    pageSize: mode.name === 'help' || mode.name === 'describe' ? screen.paneRows : screen.bodyRows,
-    paneLines: paneLines.length,
-    drill: (key) => view.drill?.to(cluster, key),
-  };
+  // biome-ignore lint/correctness/useExhaustiveDependencies: the text follows the cache (`version`), the clock and the mode
+  const pane = useMemo(() => paneLines(cluster, state, columns, now), [cluster, version, now, mode, columns]);
+  const ctx = keyContext(cluster, state, shown, pane, screen);
   const ctxRef = useRef(ctx);
   ctxRef.current = ctx;
 
@@ -146,11 +98,19 @@ export function App(props: AppProps) {
   };
 
   useInput((input, key) => {
-    for (const name of keyNames(input, key)) {
-      const { state: next, effects } = reduce(stateRef.current, name, ctxRef.current);
+    keyNames(input, key).forEach((name, i) => {
+      // The second key of a chunk acts on a screen that was never drawn: work it out.
+      let ctx = ctxRef.current;
+      if (i > 0) {
+        const s = stateRef.current;
+        const now = Date.now();
+        const next = frameRows(cluster, s, now);
+        ctx = keyContext(cluster, s, next, paneLines(cluster, s, next.columns, now), screen);
+      }
+      const { state: next, effects } = reduce(stateRef.current, name, ctx);
       if (next !== stateRef.current) update(() => next);
       for (const effect of effects) run(effect);
-    }
+    });
   });
 
   if (screen.tooSmall) {
@@ -184,7 +144,7 @@ export function App(props: AppProps) {
     h(TitleLine, { state, health, count: rows.length, width: screen.width, title: paneTitle }),
     paneOpen
       ? h(Pane, {
-          lines: paneLines,
+          lines: pane,
           offset: mode.offset,
           height: screen.paneRows,
           width: screen.width,
@@ -208,7 +168,7 @@ export function App(props: AppProps) {
       state,
       width: screen.width,
       position: paneOpen
-        ? `lines ${Math.min(paneLines.length, mode.offset + 1)}-${Math.min(paneLines.length, mode.offset + screen.paneRows)} of ${paneLines.length}`
+        ? `lines ${Math.min(pane.length, mode.offset + 1)}-${Math.min(pane.length, mode.offset + screen.paneRows)} of ${pane.length}`
         : rows.length > 0
           ? `${index + 1}/${rows.length}`
           : '',
