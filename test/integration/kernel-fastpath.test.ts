@@ -6,14 +6,17 @@
 // and the attachments are removed after the run whatever failed.
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { connect, createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import test from 'ava';
 import { fastPathUnavailable, loadSocketLb, SocketLb, unpinSocketLb } from '../../node-runtime/bpf/index.ts';
+import { KernelServiceTable } from '../../node-runtime/bpf/service-table.ts';
 import { removeCgroupDir } from '../../node-runtime/cgroups/index.ts';
 import { bpfProgExists, bpfProgQuery } from '../../node-runtime/native/bpf.ts';
+import { sendSignal, spawn as spawnNative, watchExit } from '../../node-runtime/native/index.ts';
 import { cgroupSkipReason, host, runs } from '../helpers/features.ts';
 
 const v2Root = host.cgroups?.v2Root;
@@ -60,10 +63,13 @@ interface Tally {
   servers: Record<string, number>;
   peers: Record<string, number>;
   errors: Record<string, number>;
+  /** process.hrtime.bigint() at the start of each failed connect, as strings. */
+  failedAt: string[];
 }
 
-// The client: N sequential connects to VIP:port per `connect N` line on stdin, one JSON Tally per
-// answer. socket.remoteAddress is libuv's getpeername(2), called once the connect is done.
+// The client: N sequential connects to VIP:port per `connect N` line on stdin (or as many as fit
+// in MS milliseconds for `loop MS`), one JSON Tally per answer, with the CLOCK_MONOTONIC start of
+// each failed connect (process.hrtime, the same clock in every process). socket.remoteAddress is libuv's getpeername(2), called once the connect is done.
 const CLIENT = `
 import { connect } from 'node:net';
 import { createInterface } from 'node:readline';
@@ -79,10 +85,13 @@ function once() {
   });
 }
 for await (const line of createInterface({ input: process.stdin })) {
-  const t = { servers: {}, peers: {}, errors: {} };
-  for (let i = 0; i < Number(line.split(' ')[1]); i++) {
+  const [command, arg] = line.split(' ');
+  const t = { servers: {}, peers: {}, errors: {}, failedAt: [] };
+  const until = process.hrtime.bigint() + BigInt(arg) * 1000000n;
+  for (let i = 0; command === 'connect' ? i < Number(arg) : process.hrtime.bigint() < until; i++) {
+    const started = process.hrtime.bigint();
     const r = await once();
-    if (r.error) t.errors[r.error] = (t.errors[r.error] ?? 0) + 1;
+    if (r.error) { t.errors[r.error] = (t.errors[r.error] ?? 0) + 1; t.failedAt.push(String(started)); }
     else { t.servers[r.name] = (t.servers[r.name] ?? 0) + 1; t.peers[r.peer] = (t.peers[r.peer] ?? 0) + 1; }
   }
   console.log(JSON.stringify(t));
@@ -100,8 +109,17 @@ class Client {
     this.#lines = createInterface({ input: this.child.stdout })[Symbol.asyncIterator]();
   }
 
-  async connect(n: number): Promise<Tally> {
-    this.child.stdin.write(`connect ${n}\n`);
+  connect(n: number): Promise<Tally> {
+    return this.#ask(`connect ${n}`);
+  }
+
+  /** Connects one after the other for `ms` milliseconds. */
+  loop(ms: number): Promise<Tally> {
+    return this.#ask(`loop ${ms}`);
+  }
+
+  async #ask(command: string): Promise<Tally> {
+    this.child.stdin.write(`${command}\n`);
     const next = await this.#lines.next();
     if (next.done) throw new Error('the client in the cgroup exited');
     return JSON.parse(next.value) as Tally;
@@ -112,6 +130,46 @@ class Client {
     const exited = new Promise((resolve) => this.child.once('exit', resolve));
     this.child.kill('SIGKILL');
     await exited;
+  }
+}
+
+/** A backend in a process of its own, so that it can be killed: writes "k" to each connection. */
+const PY_BACKEND = `
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('127.0.0.1', int(sys.argv[1])))
+s.listen(4096)
+while True:
+    c, _ = s.accept()
+    c.sendall(b'k')
+    c.close()
+`;
+
+/** A port free now on 127.0.0.1 (the kernel's pick, released for the backend to bind). */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** Until 127.0.0.1:port accepts, from this process (outside the cgroup); 5 s at most. */
+async function waitForListener(port: number): Promise<void> {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = connect(port, '127.0.0.1');
+      s.on('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`nothing listens on 127.0.0.1:${port} after 5 s`);
+    await new Promise((r) => setTimeout(r, 20));
   }
 }
 
@@ -236,6 +294,63 @@ serial('a second load takes the pins over as they are, and attaching again adds 
     again.close();
   }
 });
+
+// Issue 13's acceptance, at the level of the map: the backend's exit is seen through its pidfd
+// (the runtime engine's watchExit) and its endpoint leaves the map in the same callback; a client
+// in a tight connect loop meanwhile has no connect fail that started 1 ms after the exit event.
+serial(
+  'a backend killed under a connect loop: no connect fails that starts 1 ms after its exit event',
+  async (t) => {
+    const sockLb = lb as SocketLb;
+    const table = new KernelServiceTable(sockLb);
+    const port = await freePort();
+    const logFile = join(tmpdir(), `orrery-test-bpf-${id}.log`);
+    const backendProcess = spawnNative({
+      file: '/usr/bin/python3',
+      argv: ['python3', '-c', PY_BACKEND, String(port)],
+      env: [],
+      namespaces: [],
+      logFile,
+    });
+    let killed = false;
+    t.teardown(() => {
+      rmSync(logFile, { force: true });
+      if (!killed) sendSignal(backendProcess.pidfd, 'SIGKILL');
+    });
+    await waitForListener(port);
+    const a = backends.find((b) => b.name === 'a') as Backend;
+    table.setPort(VIP, servicePort, [
+      { replica: 'ns/a', address: '127.0.0.1', port: a.port, weight: 1 },
+      { replica: 'ns/k', address: '127.0.0.1', port, weight: 1 },
+    ]);
+    let exitEvent = 0n;
+    let mapUpdated = 0n;
+    const exited = new Promise<void>((resolve) => {
+      watchExit(backendProcess.pidfd, () => {
+        exitEvent = process.hrtime.bigint();
+        table.replicaDown('ns/k');
+        mapUpdated = process.hrtime.bigint();
+        resolve();
+      });
+    });
+    const loop = (client as Client).loop(1500);
+    await new Promise((r) => setTimeout(r, 500));
+    const kill = process.hrtime.bigint();
+    sendSignal(backendProcess.pidfd, 'SIGKILL');
+    killed = true;
+    await exited;
+    const tally = await loop;
+    const late = tally.failedAt.filter((at) => BigInt(at) > exitEvent + 1_000_000n);
+    t.log(
+      `kill -> exit event ${Number(exitEvent - kill) / 1000} µs, exit event -> map updated ${Number(mapUpdated - exitEvent) / 1000} µs; ` +
+        `${JSON.stringify(tally.servers)}, failed ${JSON.stringify(tally.errors)}`,
+    );
+    t.true((tally.servers.k ?? 0) > 0, 'the backend was reached before its kill');
+    t.true((tally.servers.a ?? 0) > 0);
+    t.deepEqual(late, [], 'connects that failed although they started more than 1 ms after the exit event');
+    t.true(mapUpdated - exitEvent < 1_000_000n, 'the map is updated within 1 ms of the exit event');
+  },
+);
 
 serial('detach and unpin leave nothing behind', async (t) => {
   const sockLb = lb as SocketLb;
