@@ -1,14 +1,21 @@
 // `orrery up` as a user runs it: a real control plane, operator and host agents under one `up`
 // process, stopped by a terminal's Ctrl-C (with one host and with two, leaving nothing behind),
 // surviving the death of an agent, and refusing a second run on its data dir.
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { formatLogLine } from '../../cli/up-children.ts';
 import { ensureControlPlaneBinary } from '../../controlplane/controlplane.ts';
 import { HOSTS, INSTANCES, REPLICAS } from '../../crds/resources.ts';
 import type { Host, Instance, Replica } from '../../crds/types.ts';
-import { KubeApi, loadKubeConfig, type ResourceClient, resourceClient, typed } from '../../kube/index.ts';
+import {
+  isForbidden,
+  KubeApi,
+  loadKubeConfig,
+  type ResourceClient,
+  resourceClient,
+  typed,
+} from '../../kube/index.ts';
 import { CgroupManager, detectCgroupLayout } from '../../node-runtime/cgroups/index.ts';
 import { liveStartTime } from '../../platform/proc.ts';
 import { kubectl } from '../helpers/cluster.ts';
@@ -135,6 +142,44 @@ test.serial(
   },
 );
 
+/**
+ * Each host agent runs with a kubeconfig of its own (DATA_DIR/credentials/HOST), whose token the
+ * API server takes for the runtimes' account on that node, and which cannot write the other
+ * host's Host.
+ */
+async function eachAgentHasItsOwnIdentity(
+  t: ExecutionContext,
+  up: UpProcess,
+  names: string[],
+): Promise<void> {
+  t.is(statSync(up.dataDir).mode & 0o777, 0o700, "the data dir is its owner's only");
+  for (const name of names) {
+    const agent = up.record().children.find((c) => c.name === `host agent ${name}`);
+    if (!agent) return void t.fail(`no host agent ${name} in up.pid`);
+    const args = readFileSync(`/proc/${agent.pid}/cmdline`, 'utf8').split('\0');
+    const kubeconfig = args[args.indexOf('--kubeconfig') + 1] as string;
+    t.is(kubeconfig, join(up.dataDir, 'credentials', name, 'kubeconfig'));
+    const api = await KubeApi.fromKubeConfig(loadKubeConfig({ kubeconfig }));
+    t.teardown(() => api.close());
+    const review = await api.request<{
+      status: { userInfo: { username: string; extra?: Record<string, string[]> } };
+    }>({
+      method: 'POST',
+      path: '/apis/authentication.k8s.io/v1/selfsubjectreviews',
+      body: { apiVersion: 'authentication.k8s.io/v1', kind: 'SelfSubjectReview' },
+    });
+    t.is(review.status.userInfo.username, 'system:serviceaccount:orrery-system:orrery-runtime');
+    t.deepEqual(review.status.userInfo.extra?.['authentication.kubernetes.io/node-name'], [name]);
+    const other = names.find((n) => n !== name) as string;
+    const hosts = resourceClient(api, typed<Host>(HOSTS), 'orrery-test');
+    const err = await hosts.patchStatus(other, { replicas: 99 } as never).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    t.true(isForbidden(err), `host ${name} writing the Host ${other}: ${String(err ?? 'allowed')}`);
+  }
+}
+
 test.serial.runIf(runs(cgroupSkipReason({ manager: true }), 'up with 2 hosts'))(
   'up with 2 hosts: Ctrl-C to its process group stops every part and workload and leaves no process or cgroup',
   async (t) => {
@@ -158,6 +203,12 @@ test.serial.runIf(runs(cgroupSkipReason({ manager: true }), 'up with 2 hosts'))(
       const name = (h.metadata.name as string).replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
       t.regex(parents[i] ?? '', new RegExp(`^orrery/up-[0-9a-f]{8}-${name}$`));
     }
+
+    await eachAgentHasItsOwnIdentity(
+      t,
+      up,
+      hosts.map((h) => h.metadata.name as string),
+    );
 
     const applied = await kubectl(api.kubeconfig, ['apply', '-f', '-'], {
       input: JSON.stringify({
