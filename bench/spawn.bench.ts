@@ -1,13 +1,14 @@
 /**
  * docs/DESIGN.md §9 "spawn an isolated, cgroup-limited replica": latency of the native addon's spawn()
- * for a replica in new pid+mount+uts+ipc namespaces, joined to a v2 and a v1 (memory) test
+ * for a replica in new user+pid+mount+uts+ipc namespaces (its ids mapped to an unprivileged host
+ * range, as every replica's are by default), joined to a v2 and a v1 (memory) test
  * cgroup, exec'ing /bin/true, until spawn() returns (the workload has exec'd). Baselines measured
  * in the same run: a raw C clone3+exec with the same flags and cgroup joins
  * (bench/baseline/clone3-exec.c, compiled here with cc) and Node's child_process.spawn (until its
  * 'spawn' event, no isolation). Target: addon p50 ≤ 1.5× raw p50.
  */
 import { spawn as cpSpawn, execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmdirSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,9 +30,21 @@ const CHUNK = 20;
 const WARMUP = 4; // per chunk
 const TARGET_RATIO = 1.5;
 const ISOLATED: Namespace[] = ['pid', 'mount', 'uts', 'ipc'];
+/** The host ids the bench's user namespaces map to: above the engine's default slots (2^30..2^31). */
+const HOST_ID = 3 * 2 ** 30;
+
+/**
+ * Where the exit status files go: the runtime keeps them in its run dir, on tmpfs where the machine
+ * has one (docs/DESIGN.md §12, "Process records on tmpfs"); with a user namespace the parent creates
+ * the file before the clone (the child's host uid may not write there), so its cost is the
+ * filesystem's. /dev/shm stands for the run dir; without it the log dir's filesystem is used.
+ */
+function makeRunDir(logDir: string): string {
+  return existsSync('/dev/shm') ? mkdtempSync(join('/dev/shm', 'orrery-bench-spawn-')) : logDir;
+}
 
 /** /bin/true as an isolated replica: the request every addon row spawns. */
-function isolatedTrue(v2Dir: string, v1Join: string, dir: string, init: boolean): SpawnRequest {
+function isolatedTrue(v2Dir: string, v1Join: string, dir: string, init: boolean, runDir = dir): SpawnRequest {
   return {
     file: '/bin/true',
     argv: ['true'],
@@ -41,15 +54,22 @@ function isolatedTrue(v2Dir: string, v1Join: string, dir: string, init: boolean)
     init,
     cgroup: { v2Dir, procsFiles: [v1Join] },
     logFile: join(dir, 'spawn.log'),
-    exitStatusFile: join(dir, 'exit-status'),
+    exitStatusFile: join(runDir, 'exit-status'),
+    userNamespace: { hostUid: HOST_ID, hostGid: HOST_ID, size: 65536 },
   };
 }
 
-async function measureAddon(v2Dir: string, v1Procs: string, dir: string, init: boolean): Promise<number[]> {
+async function measureAddon(
+  v2Dir: string,
+  v1Procs: string,
+  dir: string,
+  runDir: string,
+  init: boolean,
+): Promise<number[]> {
   const samples: number[] = [];
   for (let i = 0; i < CHUNK; i++) {
     const start = process.hrtime.bigint();
-    const child = spawn(isolatedTrue(v2Dir, v1Procs, dir, init));
+    const child = spawn(isolatedTrue(v2Dir, v1Procs, dir, init, runDir));
     samples.push(Number(process.hrtime.bigint() - start) / 1e6);
     const status = await new Promise<ExitStatus>((resolve) => watchExit(child.pidfd, resolve));
     if (status.code !== 0) throw new Error(`/bin/true exited ${JSON.stringify(status)}`);
@@ -65,7 +85,7 @@ function compileRaw(dir: string): string {
 }
 
 function measureRaw(binary: string, v2Dir: string, v1Procs: string): number[] {
-  const out = execFileSync(binary, [String(CHUNK), v2Dir, v1Procs], { encoding: 'utf8' });
+  const out = execFileSync(binary, [String(CHUNK), v2Dir, v1Procs, String(HOST_ID)], { encoding: 'utf8' });
   return out
     .trim()
     .split('\n')
@@ -95,6 +115,7 @@ export default async function spawnBench(): Promise<{ title: string; markdown: s
   const v2Dir = join('/sys/fs/cgroup/unified', name);
   const v1Dir = join('/sys/fs/cgroup/memory', name);
   const dir = mkdtempSync(join(tmpdir(), 'orrery-bench-spawn-'));
+  const runDir = makeRunDir(dir);
   mkdirSync(v2Dir);
   mkdirSync(v1Dir);
   // The runtime joins v1 through `tasks` (no threadgroup lock: node-runtime/cgroups/README.md).
@@ -109,8 +130,8 @@ export default async function spawnBench(): Promise<{ title: string; markdown: s
     };
     for (let c = 0; c < CHUNKS; c++) {
       samples.raw.push(...measureRaw(binary, v2Dir, v1Procs));
-      samples.init.push(...(await measureAddon(v2Dir, v1Procs, dir, true)));
-      samples.noInit.push(...(await measureAddon(v2Dir, v1Procs, dir, false)));
+      samples.init.push(...(await measureAddon(v2Dir, v1Procs, dir, runDir, true)));
+      samples.noInit.push(...(await measureAddon(v2Dir, v1Procs, dir, runDir, false)));
       samples.node.push(...(await measureChildProcess()));
     }
     const base = summarize(samples.raw);
@@ -125,7 +146,7 @@ export default async function spawnBench(): Promise<{ title: string; markdown: s
       ['Node child_process.spawn (no isolation)', node, `${(node.p50 / base.p50).toFixed(2)}×`],
     ] as const;
     const markdown = [
-      `Spawn latency of an isolated replica (pid+mount+uts+ipc namespaces, v2 + v1 memory cgroup,`,
+      `Spawn latency of an isolated replica (user+pid+mount+uts+ipc namespaces, v2 + v1 memory cgroup,`,
       `exec /bin/true), ${CHUNKS * (CHUNK - WARMUP)} rounds per row (${CHUNKS} interleaved chunks of ${CHUNK}, ` +
         `first ${WARMUP} of each dropped), milliseconds; load average at the end: ${loadavg()[0]?.toFixed(1)} ` +
         `on ${cpus().length} CPUs.`,
@@ -138,14 +159,18 @@ export default async function spawnBench(): Promise<{ title: string; markdown: s
         `Measured: ${ratio.toFixed(2)}× — ` +
         `${ratio <= TARGET_RATIO ? 'met' : 'NOT met'}. The default path does more than the raw baseline: ` +
         'a second task (the child clones the workload, then execs orrery-init as PID 1 beside it), ' +
+        'the resource limits (15 prlimit calls), no_new_privs, ' +
         '`mount --make-rprivate /` and a fresh /proc, hostname, setsid, stdio to the log file, signal ' +
-        'reset, a fresh exit status file, and the JS side (validation, N-API); `init: false` leaves out ' +
+        'reset, a fresh exit status file (created by the parent before the clone with a user namespace, ' +
+        `in ${existsSync('/dev/shm') ? "/dev/shm, standing for the runtime's tmpfs run dir" : 'the temp dir'}), ` +
+        'and the JS side (validation, N-API); `init: false` leaves out ' +
         'the second task and the status file. Per-step costs: `node bench/spawn.bench.ts --trace` ' +
         '(node-runtime/native/README.md, "Where the time goes").',
     ].join('\n');
     return { title: 'Spawn an isolated, cgroup-limited replica', markdown };
   } finally {
     rmSync(dir, { recursive: true, force: true });
+    rmSync(runDir, { recursive: true, force: true });
     rmdirSync(v2Dir);
     rmdirSync(v1Dir);
   }
@@ -161,6 +186,7 @@ async function traceSteps(init: boolean, rounds: number): Promise<string> {
   const v2Dir = join('/sys/fs/cgroup/unified', name);
   const v1Dir = join('/sys/fs/cgroup/memory', name);
   const dir = mkdtempSync(join(tmpdir(), 'orrery-bench-spawn-'));
+  const runDir = makeRunDir(dir);
   mkdirSync(v2Dir);
   mkdirSync(v1Dir);
   const deltas = new Map<string, number[]>();
@@ -171,7 +197,7 @@ async function traceSteps(init: boolean, rounds: number): Promise<string> {
     spawnTrace(true);
     for (let i = 0; i < rounds; i++) {
       const start = process.hrtime.bigint();
-      const child = spawn(isolatedTrue(v2Dir, join(v1Dir, 'tasks'), dir, init));
+      const child = spawn(isolatedTrue(v2Dir, join(v1Dir, 'tasks'), dir, init, runDir));
       const total = Number(process.hrtime.bigint() - start);
       const end = Number(process.hrtime.bigint());
       // In time order: the child and the workload run side by side in init mode.
@@ -199,6 +225,7 @@ async function traceSteps(init: boolean, rounds: number): Promise<string> {
   } finally {
     spawnTrace(false);
     rmSync(dir, { recursive: true, force: true });
+    rmSync(runDir, { recursive: true, force: true });
     rmdirSync(v2Dir);
     rmdirSync(v1Dir);
   }

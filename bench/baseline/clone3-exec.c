@@ -1,10 +1,14 @@
 /* Raw baseline for bench/spawn.bench.ts: clone3 with exactly the flags Orrery uses for an isolated
- * replica (CLONE_PIDFD, new pid/mount/uts/ipc namespaces, CLONE_INTO_CGROUP into the v2 test
- * cgroup, the child joining the v1 memory cgroup by writing "0" to its tasks file, as the runtime does), then execve of
+ * replica (CLONE_PIDFD, new user/pid/mount/uts/ipc namespaces, CLONE_INTO_CGROUP into the v2 test
+ * cgroup, the child joining the v1 memory cgroup by writing "0" to its tasks file, as the runtime does;
+ * the parent writing the user namespace's uid_map and gid_map while the child waits on a pipe,
+ * then the child becoming root of it with setresgid/setresuid, as newuidmap + runc do), then execve of
  * /bin/true, timed until the parent sees the exec succeed (EOF on a CLOEXEC pipe), as the addon's
  * spawn() is. This is a small process, so the plain fork-style clone3 is as fast as it gets here.
  *
- *   clone3-exec ROUNDS V2DIR V1_JOIN_FILE   -> one latency in nanoseconds per line on stdout
+ *   clone3-exec ROUNDS V2DIR V1_JOIN_FILE HOST_ID   -> one latency in nanoseconds per line on stdout
+ *
+ * HOST_ID: the first host uid and gid the namespace's 65536 ids map to.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -36,11 +40,22 @@ static void die(const char *what) {
   exit(1);
 }
 
+static void write_map(long pid, const char *file, const char *line) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%ld/%s", pid, file);
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) die(path);
+  if (write(fd, line, strlen(line)) != (ssize_t)strlen(line)) die(path);
+  close(fd);
+}
+
 int main(int argc, char **argv) {
-  if (argc != 4) {
-    fprintf(stderr, "usage: %s ROUNDS V2DIR V1_JOIN_FILE\n", argv[0]);
+  if (argc != 5) {
+    fprintf(stderr, "usage: %s ROUNDS V2DIR V1_JOIN_FILE HOST_ID\n", argv[0]);
     return 2;
   }
+  char map[64];
+  snprintf(map, sizeof map, "0 %s 65536\n", argv[4]);
   int rounds = atoi(argv[1]);
   int cg = open(argv[2], O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (cg < 0) die("open v2 dir");
@@ -50,18 +65,27 @@ int main(int argc, char **argv) {
     uint64_t start = now_ns();
     int v1 = open(argv[3], O_WRONLY | O_CLOEXEC);
     if (v1 < 0) die("open v1 join file");
-    int pipefd[2];
-    if (pipe2(pipefd, O_CLOEXEC) < 0) die("pipe2");
+    int pipefd[2], sync[2];
+    if (pipe2(pipefd, O_CLOEXEC) < 0 || pipe2(sync, O_CLOEXEC) < 0) die("pipe2");
     int pidfd = -1;
     struct clone_args args;
     memset(&args, 0, sizeof args);
-    args.flags = CLONE_PIDFD | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_INTO_CGROUP;
+    args.flags = CLONE_PIDFD | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC |
+                 CLONE_INTO_CGROUP;
     args.pidfd = (uint64_t)(uintptr_t)&pidfd;
     args.exit_signal = SIGCHLD;
     args.cgroup = (uint64_t)cg;
     long pid = syscall(SYS_clone3, &args, sizeof args);
     if (pid < 0) die("clone3");
     if (pid == 0) {
+      char ok;
+      close(sync[1]);
+      if (read(sync[0], &ok, 1) != 1 || syscall(SYS_setresgid, 0, 0, 0) < 0 ||
+          syscall(SYS_setresuid, 0, 0, 0) < 0) {
+        int e = errno;
+        (void)!write(pipefd[1], &e, sizeof e);
+        _exit(127);
+      }
       if (write(v1, "0", 1) != 1) {
         int e = errno;
         (void)!write(pipefd[1], &e, sizeof e);
@@ -72,6 +96,11 @@ int main(int argc, char **argv) {
       (void)!write(pipefd[1], &e, sizeof e);
       _exit(127);
     }
+    write_map(pid, "uid_map", map);
+    write_map(pid, "gid_map", map);
+    if (write(sync[1], "1", 1) != 1) die("sync");
+    close(sync[0]);
+    close(sync[1]);
     close(pipefd[1]);
     close(v1);
     int err = 0;
