@@ -6,8 +6,7 @@
 // token and stops accepting it once that Node is gone). The RBAC and the admission policy that
 // read it are deploy/rbac.yaml's own, installed as they are: a host's agent can write only its
 // Host, its Lease and the status and finalizers of the Replicas bound to it.
-import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { chmod, mkdir } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parseAllDocuments, stringify } from 'yaml';
 import { SYSTEM_NAMESPACE } from '../crds/labels.ts';
@@ -20,6 +19,7 @@ import {
   resourceClient,
 } from '../kube/index.ts';
 import { packagePath } from '../platform/package.ts';
+import { privateDir, writePrivateFile } from '../platform/private-fs.ts';
 
 /** The runtimes' account in deploy/rbac.yaml. */
 export const RUNTIME_ACCOUNT = 'orrery-runtime';
@@ -146,12 +146,10 @@ export async function writeHostCredentials(
   host: string,
 ): Promise<HostCredentials> {
   const paths = hostCredentialsPaths(dataDir, host);
-  const dir = dirname(paths.kubeconfig);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  await chmod(join(dataDir, 'credentials'), 0o700);
-  await chmod(dir, 0o700);
-  writePrivate(paths.tokenFile, `${await requestHostToken(api, host)}\n`);
-  writePrivate(
+  privateDir(join(dataDir, 'credentials'));
+  privateDir(dirname(paths.kubeconfig));
+  writePrivateFile(paths.tokenFile, `${await requestHostToken(api, host)}\n`);
+  writePrivateFile(
     paths.kubeconfig,
     stringify({
       apiVersion: 'v1',
@@ -173,12 +171,4 @@ export async function writeHostCredentials(
     }),
   );
   return paths;
-}
-
-/** A new file with mode 0600 made by exclusive create, then renamed over the old one. */
-function writePrivate(path: string, data: string): void {
-  const tmp = `${path}.${process.pid}.tmp`;
-  rmSync(tmp, { force: true });
-  writeFileSync(tmp, data, { mode: 0o600, flag: 'wx' });
-  renameSync(tmp, path);
 }
