@@ -31,7 +31,13 @@ var (
 	unlistenedPeerURL   = url.URL{Scheme: "http", Host: "localhost:0"}
 )
 
+// maxSocketPath is what fits sockaddr_un.sun_path (108 bytes with its NUL); unix(7).
+const maxSocketPath = 107
+
 func startEtcd(o etcdOptions) (*embed.Etcd, string, error) {
+	if len(o.socket) > maxSocketPath {
+		return nil, "", fmt.Errorf("etcd's socket %s is %d bytes long, more than a unix socket address holds (%d): use a shorter --data-dir", o.socket, len(o.socket), maxSocketPath)
+	}
 	// etcd listens with unix.Listen, which fails on an existing file; a socket
 	// left by a killed run is ours (the data dir is locked) and stale.
 	if err := os.Remove(o.socket); err != nil && !os.IsNotExist(err) {

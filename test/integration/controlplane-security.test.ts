@@ -155,3 +155,10 @@ test('the log is not opened through a symlink in its place', async (t) => {
   t.is(readFileSync(target, 'utf8'), 'precious\n', 'the symlink target is untouched');
   t.false(existsSync(join(cpDir, 'lock')), 'no control plane started');
 });
+
+test('a data dir too deep for a unix socket address is refused, saying so', async (t) => {
+  const dir = tempDir(t, 'orrery-cp-deep-');
+  const deep = join(dir, 'd'.repeat(100));
+  const err = await t.throwsAsync(startControlPlane({ dataDir: deep }));
+  t.regex(err?.message ?? '', /more than a unix socket address holds \(107\): use a shorter --data-dir/);
+});
