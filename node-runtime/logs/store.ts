@@ -13,7 +13,7 @@ import {
   watch,
 } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import { privateDir } from '../../platform/private-fs.ts';
 import { assertSafeName } from '../cgroups/names.ts';
 import { runBase, runFiles } from './files.ts';
@@ -74,14 +74,19 @@ function renameIfExistsSync(from: string, to: string): boolean {
   }
 }
 
+/** How long after a change to a replica's logs their sizes are checked (README.md, "Bounds"). */
+const CHECK_DELAY_MS = 10;
+
 /** The live files of one replica directory that the store keeps under the cap. */
 interface WatchedDir {
-  watcher: FSWatcher;
-  /** `<process>.log` file names → process name. */
+  dir: string;
+  /** Set while armed: the next change disarms it and schedules a check. */
+  watcher: FSWatcher | undefined;
+  /** Process name → live file. */
   live: Map<string, string>;
-  /** Names with a change not yet checked. */
-  dirty: Set<string>;
-  scheduled: boolean;
+  timer: NodeJS.Timeout | undefined;
+  /** Rotations in progress; the check after them re-arms. */
+  checking: boolean;
 }
 
 /**
@@ -89,9 +94,8 @@ interface WatchedDir {
  * O_APPEND for both stdout and stderr, so the runtime never holds a pipe to a workload and its
  * crash cannot SIGPIPE one. This class names, rotates, reads and removes those files.
  *
- * Rotation follows the writes: each replica directory is watched with inotify (fs.watch), every
- * change to a live file costs one stat(), and a live file at `maxBytes` is rotated there and then
- * (README.md, "Bounds").
+ * Rotation follows the writes: a change in a replica directory (inotify, fs.watch) has its live
+ * files stat()ed 10 ms later, and one at `maxBytes` rotated there and then (README.md, "Bounds").
  */
 export class LogStore {
   readonly root: string;
@@ -184,52 +188,60 @@ export class LogStore {
    */
   watch(replicaId: string, processName: string): void {
     if (this.#closed || !this.#rotateOnWrite) return;
-    const live = this.#base(replicaId, processName);
     const dir = join(this.root, replicaId);
-    let watched = this.#watched.get(dir);
-    if (watched === undefined) {
-      let watcher: FSWatcher;
-      try {
-        watcher = watch(dir, { persistent: false });
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
-        throw error;
-      }
-      const entry: WatchedDir = { watcher, live: new Map(), dirty: new Set(), scheduled: false };
-      watcher.on('change', (_type, name) => this.#changed(replicaId, entry, String(name)));
-      // inotify overflow or the directory gone: check everything once; removeReplica() closes it.
-      watcher.on('error', () => {
-        for (const name of entry.live.keys()) this.#changed(replicaId, entry, name);
-      });
+    let entry = this.#watched.get(dir);
+    if (entry === undefined) {
+      entry = { dir, watcher: undefined, live: new Map(), timer: undefined, checking: false };
       this.#watched.set(dir, entry);
-      watched = entry;
     }
-    watched.live.set(basename(live), processName);
-    this.#changed(replicaId, watched, basename(live));
+    entry.live.set(processName, this.#base(replicaId, processName));
+    this.#check(replicaId, entry);
   }
 
-  /** A change seen in a replica directory: checked once per event-loop turn, however many writes. */
-  #changed(replicaId: string, entry: WatchedDir, name: string): void {
-    if (!entry.live.has(name)) return;
-    entry.dirty.add(name);
-    if (entry.scheduled) return;
-    entry.scheduled = true;
-    setImmediate(() => {
-      entry.scheduled = false;
-      for (const dirtyName of entry.dirty) {
-        const processName = entry.live.get(dirtyName) as string;
-        const live = join(this.root, replicaId, dirtyName);
-        if (this.#rotating.has(live)) continue; // re-checked when that rotation ends
-        entry.dirty.delete(dirtyName);
-        const size = statSync(live, { throwIfNoEntry: false })?.size ?? 0;
-        if (size < this.maxBytes) continue;
-        void this.rotateIfNeeded(replicaId, processName)
-          .catch((error: Error) => this.#onError?.(replicaId, processName, error))
-          .finally(() => {
-            if (this.#watched.get(join(this.root, replicaId)) === entry)
-              this.#changed(replicaId, entry, dirtyName);
-          });
-      }
+  /**
+   * Armed: the directory is watched and the first change disarms it (the watch is removed, so a
+   * process writing a line per write(2) costs no event per line) and schedules a check
+   * `CHECK_DELAY_MS` later. The check re-arms first, then stats every live file of the replica and
+   * rotates those at the size; a rotation re-checks when it ends. Idle files cost nothing.
+   */
+  #arm(replicaId: string, entry: WatchedDir): void {
+    if (entry.watcher !== undefined || this.#watched.get(entry.dir) !== entry) return;
+    try {
+      entry.watcher = watch(entry.dir, { persistent: false });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return; // removed: removeReplica() follows
+      throw error;
+    }
+    const disarm = () => {
+      entry.watcher?.close();
+      entry.watcher = undefined;
+      entry.timer ??= setTimeout(() => {
+        entry.timer = undefined;
+        this.#check(replicaId, entry);
+      }, CHECK_DELAY_MS);
+    };
+    entry.watcher.on('change', disarm);
+    entry.watcher.on('error', disarm); // inotify overflow: check everything anyway
+  }
+
+  #check(replicaId: string, entry: WatchedDir): void {
+    if (this.#watched.get(entry.dir) !== entry || entry.checking) return;
+    this.#arm(replicaId, entry);
+    const due: Promise<unknown>[] = [];
+    for (const [processName, live] of entry.live) {
+      const size = statSync(live, { throwIfNoEntry: false })?.size ?? 0;
+      if (size < this.maxBytes) continue;
+      due.push(
+        this.rotateIfNeeded(replicaId, processName).catch((error: Error) =>
+          this.#onError?.(replicaId, processName, error),
+        ),
+      );
+    }
+    if (due.length === 0) return;
+    entry.checking = true;
+    void Promise.all(due).finally(() => {
+      entry.checking = false;
+      this.#check(replicaId, entry);
     });
   }
 
@@ -283,16 +295,22 @@ export class LogStore {
     assertSafeName(replicaId, 'replicaId');
     const dir = join(this.root, replicaId);
     this.#dirsMade.delete(dir);
-    this.#watched.get(dir)?.watcher.close();
+    const entry = this.#watched.get(dir);
     this.#watched.delete(dir);
+    entry?.watcher?.close();
+    clearTimeout(entry?.timer);
     await rm(dir, { recursive: true, force: true });
   }
 
   /** Stops watching (the files stay); waits for rotations in progress. */
   async close(): Promise<void> {
     this.#closed = true;
-    for (const { watcher } of this.#watched.values()) watcher.close();
+    const entries = [...this.#watched.values()];
     this.#watched.clear();
+    for (const { watcher, timer } of entries) {
+      watcher?.close();
+      clearTimeout(timer);
+    }
     await Promise.all([...this.#rotating.values()].map((r) => r.catch(() => false)));
   }
 }

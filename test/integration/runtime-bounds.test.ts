@@ -115,9 +115,10 @@ test('a 200 MB burst of output leaves at most the log cap on disk (10 MiB x 5), 
   const seconds = (performance.now() - started) / 1000;
   const cpu = cpuSeconds(pid) - cpu0;
   // At rest: the live file below the size, every rotated one at most the size plus its note line.
-  const onDisk = await waitFor('the live file below 10 MiB', async () => {
+  const onDisk = await waitFor('the live file below 10 MiB, no rotation in progress', async () => {
     const live = (await stat(path.join(dirs.logDir, id, 'writer.log'))).size;
-    return live < 10 * MiB ? logBytes(dirs, id) : undefined;
+    const rotating = (await readdir(path.join(dirs.logDir, id))).some((f) => f.endsWith('.rotating'));
+    return live < 10 * MiB && !rotating ? logBytes(dirs, id) : undefined;
   });
   const files = (await readdir(path.join(dirs.logDir, id))).sort();
   t.log(
