@@ -5,7 +5,16 @@
  * every replica without restarting it (README "Re-adoption").
  */
 import { EventEmitter } from 'node:events';
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
@@ -153,6 +162,13 @@ export class Engine extends EventEmitter<RuntimeEvents> {
       ...(this.options.parentLimits ? { parentLimits: this.options.parentLimits } : {}),
     });
     await this.#store.init();
+    // Replicas run as unprivileged host ids (their user namespaces): the runtime's own directories
+    // are closed to them by their modes, tightened here when they were made looser (mkdir's mode
+    // applies only to a directory it creates).
+    for (const dir of [this.options.stateDir, this.options.logDir]) {
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      chmodSync(dir, 0o700);
+    }
     const started = Date.now();
     const ids = await this.#store.ids();
     await Promise.all(

@@ -275,3 +275,23 @@ test('a fork bomb in a replica without resources is contained by the default lim
   await h.rt.stop(spec.id, { graceSeconds: 0 });
   for (const pid of members) t.false(await isAlive(pid), `pid ${pid} of the bomb is dead`);
 });
+
+test("a default replica cannot see the runtime's state and log directories", async (t) => {
+  const h = await harness(t);
+  // The harness's root lets workloads through (workloadDir); the runtime's own dirs must not.
+  await workloadDir(h.root);
+  const script = [
+    `ls ${h.stateDir} && echo LISTED-STATE`,
+    `ls ${h.logDir} && echo LISTED-LOGS`,
+    `cat ${h.stateDir}/*.json && echo READ-RECORD`,
+    'echo checked',
+  ].join('; ');
+  const spec = replica([{ restart: 'temporary', command: ['sh', '-c', script] }], {
+    isolation: { namespaces: ['pid', 'uts'] },
+  });
+  await h.rt.run(spec);
+  await waitFor(async () => (await readLog(h, spec.id, 'p0')).includes('checked'), 5000, 'the script');
+  const log = await readLog(h, spec.id, 'p0');
+  t.notRegex(log, /LISTED-STATE|LISTED-LOGS|READ-RECORD/);
+  t.regex(log, /Permission denied/);
+});
