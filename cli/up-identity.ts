@@ -5,7 +5,9 @@
 // token (TokenRequest bound to the Node: the API server puts the node's name and uid in the
 // token and stops accepting it once that Node is gone). The RBAC and the admission policy that
 // read it are deploy/rbac.yaml's own, installed as they are: a host's agent can write only its
-// Host, its Lease and the status and finalizers of the Replicas bound to it.
+// Host, its Lease and the status and finalizers of the Replicas bound to it. `up`'s mesh proxy
+// runs as deploy/'s orrery-proxy account too (a token that names no node: its Lease must be
+// proxy-*), which reads Services and EndpointSlices and writes nothing else.
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parseAllDocuments, stringify } from 'yaml';
@@ -23,6 +25,8 @@ import { privateDir, writePrivateFile } from '../platform/private-fs.ts';
 
 /** The runtimes' account in deploy/rbac.yaml. */
 export const RUNTIME_ACCOUNT = 'orrery-runtime';
+/** The mesh proxy's account in deploy/rbac.yaml. */
+export const PROXY_ACCOUNT = 'orrery-proxy';
 
 /** A host's token lives a day and is renewed well before: agents re-read the file each minute. */
 const TOKEN_SECONDS = 24 * 3600;
@@ -64,18 +68,23 @@ function admission(plural: string, kind: string): ResourceDescriptor {
   return { group: 'admissionregistration.k8s.io', version: 'v1', plural, kind, namespaced: false };
 }
 
-/** deploy/rbac.yaml's objects for the runtimes: their account, roles, bindings and node policy. */
-export function runtimeAccessObjects(): KubeObject[] {
+/** deploy/rbac.yaml's objects whose names start with `account`: its ServiceAccount, roles, bindings and policies. */
+export function accessObjects(account: string): KubeObject[] {
   const text = readFileSync(packagePath('deploy', 'rbac.yaml'), 'utf8');
   return parseAllDocuments(text)
     .map((d) => d.toJS() as KubeObject)
-    .filter((o) => o?.metadata?.name?.startsWith(RUNTIME_ACCOUNT));
+    .filter((o) => o?.metadata?.name?.startsWith(account));
 }
 
-/** Applies the runtimes' account, RBAC and admission policy (server-side apply, as admin). */
+/** deploy/rbac.yaml's objects for the runtimes: their account, roles, bindings and node policy. */
+export function runtimeAccessObjects(): KubeObject[] {
+  return accessObjects(RUNTIME_ACCOUNT);
+}
+
+/** Applies the runtimes' and the mesh proxy's accounts, RBAC and admission policies (server-side apply, as admin). */
 export async function installRuntimeAccess(api: KubeApi): Promise<void> {
   await ensureNamespace(api, SYSTEM_NAMESPACE, FIELD_MANAGER);
-  for (const object of runtimeAccessObjects()) {
+  for (const object of [...runtimeAccessObjects(), ...accessObjects(PROXY_ACCOUNT)]) {
     const kind = object.kind ?? '';
     const descriptor = KINDS[kind];
     if (!descriptor)
@@ -105,34 +114,68 @@ async function ensureNode(api: KubeApi, host: string): Promise<{ name: string; u
   return { name: host, uid: node.metadata?.uid as string };
 }
 
-/** A token of the runtimes' account bound to the host's Node (TokenRequest). */
-export async function requestHostToken(api: KubeApi, host: string, seconds = TOKEN_SECONDS): Promise<string> {
-  const node = await ensureNode(api, host);
+/** A token of `account` in orrery-system (TokenRequest), bound to `node` when given. */
+async function requestToken(
+  api: KubeApi,
+  account: string,
+  node: { name: string; uid: string } | undefined,
+  seconds = TOKEN_SECONDS,
+): Promise<string> {
   const answer = await api.request<{ status: { token: string } }>({
     method: 'POST',
-    path: `/api/v1/namespaces/${SYSTEM_NAMESPACE}/serviceaccounts/${RUNTIME_ACCOUNT}/token`,
+    path: `/api/v1/namespaces/${SYSTEM_NAMESPACE}/serviceaccounts/${account}/token`,
     body: {
       apiVersion: 'authentication.k8s.io/v1',
       kind: 'TokenRequest',
       spec: {
         expirationSeconds: seconds,
-        boundObjectRef: { apiVersion: 'v1', kind: 'Node', name: node.name, uid: node.uid },
+        ...(node
+          ? { boundObjectRef: { apiVersion: 'v1', kind: 'Node', name: node.name, uid: node.uid } }
+          : {}),
       },
     },
   });
   return answer.status.token;
 }
 
-export interface HostCredentials {
-  /** The host agent's kubeconfig: the cluster of `up`'s, the user a token file beside it. */
+/** A token of the runtimes' account bound to the host's Node. */
+export async function requestHostToken(api: KubeApi, host: string, seconds = TOKEN_SECONDS): Promise<string> {
+  return requestToken(api, RUNTIME_ACCOUNT, await ensureNode(api, host), seconds);
+}
+
+export interface Credentials {
+  /** A kubeconfig: the cluster of `up`'s, the user a token file beside it. */
   kubeconfig: string;
   tokenFile: string;
 }
 
-/** Where a host's credentials live: DIR/credentials/HOST, readable by `up`'s user only. */
-export function hostCredentialsPaths(dataDir: string, host: string): HostCredentials {
-  const dir = join(dataDir, 'credentials', host);
+/** Where a host's credentials live: DIR/credentials/hosts/HOST, readable by `up`'s user only. */
+export function hostCredentialsPaths(dataDir: string, host: string): Credentials {
+  return credentialsPaths(dataDir, join('hosts', host));
+}
+
+function credentialsPaths(dataDir: string, name: string): Credentials {
+  const dir = join(dataDir, 'credentials', name);
   return { kubeconfig: join(dir, 'kubeconfig'), tokenFile: join(dir, 'token') };
+}
+
+type Cluster = { server: string; certificateAuthorityData?: string | undefined };
+
+/** Writes (or renews) the mesh proxy's token and kubeconfig, in DIR/credentials/proxy. */
+export async function writeProxyCredentials(
+  api: KubeApi,
+  cluster: Cluster,
+  dataDir: string,
+): Promise<Credentials> {
+  const paths = credentialsPaths(dataDir, 'proxy');
+  writeCredentials(
+    paths,
+    cluster,
+    'orrery-proxy',
+    await requestToken(api, PROXY_ACCOUNT, undefined),
+    dataDir,
+  );
+  return paths;
 }
 
 /**
@@ -141,14 +184,31 @@ export function hostCredentialsPaths(dataDir: string, host: string): HostCredent
  */
 export async function writeHostCredentials(
   api: KubeApi,
-  cluster: { server: string; certificateAuthorityData?: string | undefined },
+  cluster: Cluster,
   dataDir: string,
   host: string,
-): Promise<HostCredentials> {
+): Promise<Credentials> {
   const paths = hostCredentialsPaths(dataDir, host);
-  privateDir(join(dataDir, 'credentials'));
-  privateDir(dirname(paths.kubeconfig));
-  writePrivateFile(paths.tokenFile, `${await requestHostToken(api, host)}\n`);
+  writeCredentials(paths, cluster, host, await requestHostToken(api, host), dataDir);
+  return paths;
+}
+
+function writeCredentials(
+  paths: Credentials,
+  cluster: Cluster,
+  user: string,
+  token: string,
+  dataDir: string,
+): void {
+  // Every directory from DIR/credentials down: `up`'s user's only.
+  for (
+    let dir = dirname(paths.kubeconfig);
+    dir.startsWith(join(dataDir, 'credentials'));
+    dir = dirname(dir)
+  ) {
+    privateDir(dir);
+  }
+  writePrivateFile(paths.tokenFile, `${token}\n`);
   writePrivateFile(
     paths.kubeconfig,
     stringify({
@@ -165,10 +225,9 @@ export async function writeHostCredentials(
           },
         },
       ],
-      users: [{ name: host, user: { tokenFile: paths.tokenFile } }],
-      contexts: [{ name: host, context: { cluster: 'orrery-local', user: host } }],
-      'current-context': host,
+      users: [{ name: user, user: { tokenFile: paths.tokenFile } }],
+      contexts: [{ name: user, context: { cluster: 'orrery-local', user } }],
+      'current-context': user,
     }),
   );
-  return paths;
 }

@@ -26,7 +26,12 @@ import { privateDir, writePrivateFile } from '../platform/private-fs.ts';
 import { parseReadyLine } from './runtime.ts';
 import { type StopCause, untilSignal } from './signals.ts';
 import { type ChildExit, SupervisedChild } from './up-children.ts';
-import { installRuntimeAccess, TOKEN_RENEW_MS, writeHostCredentials } from './up-identity.ts';
+import {
+  installRuntimeAccess,
+  TOKEN_RENEW_MS,
+  writeHostCredentials,
+  writeProxyCredentials,
+} from './up-identity.ts';
 import { DataDirInUse, type DataDirLock, lockDataDir } from './up-lock.ts';
 
 export interface UpOptions {
@@ -223,13 +228,16 @@ async function bringUp(
     options.hosts === 1 ? hostname() : `${hostname()}-${i}`,
   );
   // Each host agent runs as the runtimes' account with a token bound to its own node, held by
-  // deploy/'s RBAC and admission policy to its own Host, Lease and Replicas (up-identity.ts).
+  // deploy/'s RBAC and admission policy to its own Host, Lease and Replicas; the mesh proxy as
+  // deploy/'s read-only proxy account (up-identity.ts).
   const credentials = async () => {
     const api = await KubeApi.fromKubeConfig(adminConfig);
     try {
-      return await Promise.all(
-        hostNames.map((name) => writeHostCredentials(api, adminConfig.cluster, dataDir, name)),
-      );
+      const [proxy, ...hosts] = await Promise.all([
+        writeProxyCredentials(api, adminConfig.cluster, dataDir),
+        ...hostNames.map((name) => writeHostCredentials(api, adminConfig.cluster, dataDir, name)),
+      ]);
+      return { proxy, hosts };
     } finally {
       api.close();
     }
@@ -240,9 +248,11 @@ async function bringUp(
   } finally {
     admin.close();
   }
-  const hostCredentials = await credentials();
+  const identities = await credentials();
   parts.tokenRenewal = setInterval(() => {
-    credentials().catch((err: unknown) => log(`could not renew the hosts' tokens: ${describe(err)}`));
+    credentials().catch((err: unknown) =>
+      log(`could not renew the hosts' and proxy's tokens: ${describe(err)}`),
+    );
   }, TOKEN_RENEW_MS);
   parts.tokenRenewal.unref();
   if (interrupted()) return;
@@ -267,7 +277,7 @@ async function bringUp(
       args: [
         'proxy',
         '--kubeconfig',
-        controlPlane.kubeconfig,
+        identities.proxy?.kubeconfig as string,
         '--name',
         `up-${dataDirKey(dataDir)}`,
         '--drain-timeout', // within its stop grace
@@ -298,7 +308,7 @@ async function bringUp(
         args: [
           'runtime',
           '--kubeconfig',
-          hostCredentials[i]?.kubeconfig as string,
+          identities.hosts[i]?.kubeconfig as string,
           '--host-name',
           name,
           '--state-dir',

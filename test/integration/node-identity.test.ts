@@ -292,7 +292,8 @@ test.serial(
     const cluster = loadKubeConfig({ kubeconfig: adminKubeconfig }).cluster;
     const creds = await writeHostCredentials(admin, cluster, dir, nodeA);
     t.is(statSync(creds.tokenFile).mode & 0o777, 0o600);
-    t.is(statSync(join(dir, 'credentials', nodeA)).mode & 0o777, 0o700);
+    t.is(statSync(join(dir, 'credentials', 'hosts', nodeA)).mode & 0o777, 0o700);
+    t.is(statSync(join(dir, 'credentials')).mode & 0o777, 0o700);
     const api = await KubeApi.fromKubeConfig(loadKubeConfig({ kubeconfig: creds.kubeconfig }));
     t.teardown(() => api.close());
 

@@ -1,6 +1,7 @@
 // `orrery up` as a user runs it: a real control plane, operator and host agents under one `up`
 // process, stopped by a terminal's Ctrl-C (with one host and with two, leaving nothing behind),
 // surviving the death of an agent, and refusing a second run on its data dir.
+import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
@@ -11,6 +12,7 @@ import type { Host, Instance, Replica } from '../../crds/types.ts';
 import {
   isForbidden,
   KubeApi,
+  leaseClient,
   loadKubeConfig,
   type ResourceClient,
   resourceClient,
@@ -143,9 +145,9 @@ test.serial(
 );
 
 /**
- * Each host agent runs with a kubeconfig of its own (DATA_DIR/credentials/HOST), whose token the
- * API server takes for the runtimes' account on that node, and which cannot write the other
- * host's Host.
+ * Each host agent runs with a kubeconfig of its own (DATA_DIR/credentials/hosts/HOST), whose token
+ * the API server takes for the runtimes' account on that node, and which cannot write the other
+ * host's Host; the mesh proxy with the proxy account's, which writes no Host.
  */
 async function eachAgentHasItsOwnIdentity(
   t: ExecutionContext,
@@ -158,7 +160,7 @@ async function eachAgentHasItsOwnIdentity(
     if (!agent) return void t.fail(`no host agent ${name} in up.pid`);
     const args = readFileSync(`/proc/${agent.pid}/cmdline`, 'utf8').split('\0');
     const kubeconfig = args[args.indexOf('--kubeconfig') + 1] as string;
-    t.is(kubeconfig, join(up.dataDir, 'credentials', name, 'kubeconfig'));
+    t.is(kubeconfig, join(up.dataDir, 'credentials', 'hosts', name, 'kubeconfig'));
     const api = await KubeApi.fromKubeConfig(loadKubeConfig({ kubeconfig }));
     t.teardown(() => api.close());
     const review = await api.request<{
@@ -178,6 +180,29 @@ async function eachAgentHasItsOwnIdentity(
     );
     t.true(isForbidden(err), `host ${name} writing the Host ${other}: ${String(err ?? 'allowed')}`);
   }
+  // The mesh proxy: deploy/'s read-only proxy account, not the admin.
+  const proxy = up.record().children.find((c) => c.name === 'mesh proxy');
+  if (!proxy) return void t.fail('no mesh proxy in up.pid');
+  const args = readFileSync(`/proc/${proxy.pid}/cmdline`, 'utf8').split('\0');
+  const kubeconfig = args[args.indexOf('--kubeconfig') + 1] as string;
+  t.is(kubeconfig, join(up.dataDir, 'credentials', 'proxy', 'kubeconfig'));
+  const api = await KubeApi.fromKubeConfig(loadKubeConfig({ kubeconfig }));
+  t.teardown(() => api.close());
+  const err = await resourceClient(api, typed<Host>(HOSTS), 'orrery-test')
+    .patchStatus(names[0] as string, { replicas: 99 } as never)
+    .then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+  t.true(isForbidden(err), `the proxy writing a Host: ${String(err ?? 'allowed')}`);
+  // And it serves: its heartbeat Lease (proxy-up-<data dir key>) is written with that account.
+  const key = createHash('sha256').update(up.dataDir).digest('hex').slice(0, 8);
+  const lease = await eventually('the mesh proxy Lease', () =>
+    leaseClient(api, 'orrery-test')
+      .get(`proxy-up-${key}`, { namespace: 'orrery-system' })
+      .catch(() => undefined),
+  );
+  t.truthy(lease.spec?.renewTime);
 }
 
 test.serial.runIf(runs(cgroupSkipReason({ manager: true }), 'up with 2 hosts'))(
