@@ -1,7 +1,7 @@
 // `orrery operator`: runs the operator (leader-elected) against the cluster of --kubeconfig.
 // The operator's modules load in the action, so `orrery --version` and `--help` do not pay for them.
 import { readFileSync } from 'node:fs';
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { OPERATOR_LEASE_NAME } from '../crds/labels.ts';
 import { parseListen } from '../node-runtime/agent/options.ts';
 import { durationFlag, listenFlag, wholeNumberFlag } from './flags.ts';
@@ -18,6 +18,7 @@ interface OperatorFlags {
   namespace?: string;
   hostSelector?: string;
   leaderLeaseName: string;
+  metricsTokenFile?: string;
   runtimeTokenFile?: string;
   runtimeToken?: string;
   autoscaleSyncPeriod: number;
@@ -36,6 +37,23 @@ function runtimeTokenOf(flags: OperatorFlags): () => string | undefined {
   };
 }
 
+/** The first line of --metrics-token-file; exits with a sentence when it cannot be used. */
+function readMetricsToken(file: string): string {
+  let token: string;
+  try {
+    token = (readFileSync(file, 'utf8').split('\n')[0] ?? '').trim();
+  } catch (err) {
+    throw new InvalidArgumentError(
+      `--metrics-token-file must be a readable file, got ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+    );
+  }
+  if (token.length < 16)
+    throw new InvalidArgumentError(
+      `--metrics-token-file must hold a token of at least 16 characters, ${file} holds ${token.length}`,
+    );
+  return token;
+}
+
 export function operatorCommand(): Command {
   return new Command('operator')
     .description(
@@ -52,9 +70,16 @@ export function operatorCommand(): Command {
     )
     .option('--service-cidr <cidr>', 'loopback range for Service virtual IPs', '127.77.0.0/16')
     .addOption(
-      new Option('--metrics-listen <host:port>', 'address of /metrics and /healthz')
+      new Option(
+        '--metrics-listen <host:port>',
+        'address of /metrics and /healthz; on a non-loopback address /metrics needs --metrics-token-file',
+      )
         .argParser(listenFlag('--metrics-listen'))
         .default('127.0.0.1:0'),
+    )
+    .option(
+      '--metrics-token-file <path>',
+      'file holding the bearer token /metrics wants (first line; at least 16 characters)',
     )
     .option(
       '--leader-lease-duration <seconds>',
@@ -90,7 +115,7 @@ export function operatorCommand(): Command {
         .argParser(durationFlag('--autoscale-sync-period'))
         .default(15_000, '15s'),
     )
-    .action(async (flags: OperatorFlags) => {
+    .action(async (flags: OperatorFlags, command: Command) => {
       const [{ newLogger }, { loadKubeConfig }, { OperatorMetrics, serveMetrics }, { startOperator }] =
         await Promise.all([
           import('../platform/log.ts'),
@@ -99,13 +124,24 @@ export function operatorCommand(): Command {
           import('../operator/operator.ts'),
         ]);
       const log = newLogger('orrery-operator');
+      let metricsToken: string | undefined;
+      try {
+        if (flags.metricsTokenFile) metricsToken = readMetricsToken(flags.metricsTokenFile);
+      } catch (err) {
+        command.error(`error: ${(err as Error).message}`);
+      }
       const metrics = new OperatorMetrics();
+      let operator: Awaited<ReturnType<typeof startOperator>> | undefined;
       const { server, url } = await serveMetrics(
         metrics,
         parseListen(flags.metricsListen, '--metrics-listen'),
+        {
+          health: () => operator?.health() ?? { ok: true, role: 'starting' },
+          ...(metricsToken !== undefined ? { token: metricsToken } : {}),
+        },
       );
       log.info({ url }, 'serving /metrics and /healthz');
-      const operator = await startOperator({
+      operator = await startOperator({
         kubeConfig: loadKubeConfig(flags.kubeconfig !== undefined ? { kubeconfig: flags.kubeconfig } : {}),
         hostGraceMs: flags.hostGrace,
         serviceCidr: flags.serviceCidr,

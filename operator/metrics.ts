@@ -1,4 +1,5 @@
 // Prometheus metrics of the operator and its /metrics + /healthz endpoint.
+import { timingSafeEqual } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
@@ -42,21 +43,70 @@ export class OperatorMetrics {
   }
 }
 
-/** Serves /metrics and /healthz on host:port (loopback by default); resolves with the bound address. */
+export interface MetricsServing {
+  /** What /healthz and /readyz answer: 200 with it when `ok`, else 503 with it. */
+  health?: () => { ok: boolean };
+  /**
+   * Bearer token /metrics wants. Without one, /metrics answers only on a loopback address: on any
+   * other it is 403, so a pod IP or 0.0.0.0 never serves it to whoever can connect.
+   */
+  token?: string;
+}
+
+/** 127.0.0.0/8, ::1 and localhost: only this machine's processes connect there. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
+function bearerIs(header: string | undefined, token: string): boolean {
+  if (!header?.startsWith('Bearer ')) return false;
+  const got = Buffer.from(header.slice(7).trim());
+  const want = Buffer.from(token);
+  return got.length === want.length && timingSafeEqual(got, want);
+}
+
+/**
+ * Serves /metrics, /healthz and /readyz on host:port (loopback by default); resolves with the
+ * bound address. /healthz and /readyz are open (the kubelet probes them, and they tell only the
+ * role and the informers' state); /metrics is as MetricsServing.token says.
+ */
 export async function serveMetrics(
   metrics: OperatorMetrics,
   listen: { host: string; port: number },
+  serving: MetricsServing = {},
 ): Promise<{ server: Server; url: string }> {
+  const loopback = isLoopback(listen.host);
   const server = createServer((req, res) => {
-    if (req.url === '/healthz' || req.url === '/readyz') {
-      res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
-    } else if (req.url === '/metrics') {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/healthz' || path === '/readyz') {
+      const health = serving.health?.() ?? { ok: true };
+      res
+        .writeHead(health.ok ? 200 : 503, { 'content-type': 'application/json' })
+        .end(`${JSON.stringify(health)}\n`);
+    } else if (path === '/metrics') {
+      if (serving.token === undefined && !loopback) {
+        res
+          .writeHead(403, { 'content-type': 'text/plain' })
+          .end(`/metrics on a non-loopback address (${listen.host}) needs --metrics-token-file\n`);
+        return;
+      }
+      if (serving.token !== undefined && !bearerIs(req.headers.authorization, serving.token)) {
+        res
+          .writeHead(401, {
+            'content-type': 'text/plain',
+            'www-authenticate': 'Bearer realm="orrery-operator"',
+          })
+          .end('missing or wrong bearer token: send "Authorization: Bearer <token>"\n');
+        return;
+      }
       metrics.registry.metrics().then(
         (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
         (error: unknown) => res.writeHead(500).end(String(error)),
       );
     } else {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics or /healthz\n');
+      res
+        .writeHead(404, { 'content-type': 'text/plain' })
+        .end('not found: try /metrics, /healthz or /readyz\n');
     }
   });
   await new Promise<void>((resolve, reject) => {

@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { OPERATOR_LEASE_NAME, SYSTEM_NAMESPACE } from '../crds/labels.ts';
 import {
   ensureNamespace,
+  type InformerHealth,
   KubeApi,
   type KubeConfig,
   LeaderElector,
@@ -25,6 +26,7 @@ import {
   FIELD_MANAGER,
   type OperatorContext,
 } from './context.ts';
+import { type OperatorHealth, operatorHealth } from './health.ts';
 import { hostController, LeaseObserver } from './hosts/controller.ts';
 import { instanceController } from './instance/controller.ts';
 import { OperatorMetrics } from './metrics.ts';
@@ -63,6 +65,8 @@ export interface OperatorOptions {
 export interface Operator {
   readonly identity: string;
   isLeader(): boolean;
+  /** What /healthz says (operator/health.ts). */
+  health(): OperatorHealth;
   stop(): Promise<void>;
 }
 
@@ -74,7 +78,8 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
   const api = await KubeApi.fromKubeConfig(opts.kubeConfig);
   await ensureNamespace(api, SYSTEM_NAMESPACE, FIELD_MANAGER);
 
-  let term: { ctx: OperatorContext; controllers: RunningController[] } | undefined;
+  let term: { ctx: OperatorContext; controllers: RunningController[]; since: number } | undefined;
+  let stopped = false;
   const leaseDurationSeconds = opts.leaseDurationSeconds ?? 15;
   const elector = new LeaderElector({
     client: leaseClient(api, FIELD_MANAGER),
@@ -92,7 +97,7 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
         ...(opts.namespace ? { namespace: opts.namespace } : {}),
         ...(opts.hostSelector ? { hostSelector: opts.hostSelector } : {}),
       });
-      term = { ctx, controllers: startControllers(ctx, { ...opts, range, metrics }) };
+      term = { ctx, controllers: startControllers(ctx, { ...opts, range, metrics }), since: Date.now() };
       for (const informer of allInformers(ctx)) informer.start();
       signal.addEventListener('abort', () => void stopTerm());
     },
@@ -115,7 +120,25 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
   return {
     identity,
     isLeader: () => elector.isLeader(),
+    health: () => {
+      const current = term;
+      const informers: Record<string, InformerHealth> = {};
+      for (const [name, informer] of Object.entries(current?.ctx.informers ?? {}))
+        informers[name] = (informer as { health(): InformerHealth }).health();
+      return operatorHealth(
+        {
+          identity,
+          stopped,
+          leader: elector.isLeader(),
+          leaderIdentity: elector.leader(),
+          leadingSince: current?.since,
+          informers,
+        },
+        Date.now(),
+      );
+    },
     async stop() {
+      stopped = true;
       await stopTerm();
       await elector.stop();
       api.close();
