@@ -4,13 +4,14 @@
 import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
-import { access, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { access, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { packagePath } from '../platform/package.ts';
+import { privateDir } from '../platform/private-fs.ts';
 
 const execFileAsync = promisify(execFile);
 
@@ -112,7 +113,8 @@ export async function ensureControlPlaneBinary(opts: EnsureBinaryOptions = {}): 
   const path = join(dir, binaryName);
   if (await exists(path)) return { path, built: false, buildMs: 0 };
 
-  await mkdir(dir, { recursive: true });
+  // Only its owner may write where the binary the tests and `up` run as root is built.
+  privateDir(dir);
   const started = performance.now();
   const lockPath = join(dir, 'build.lock');
   if ((await acquireLock(lockPath, path)) === 'built-by-other') {
@@ -122,6 +124,8 @@ export async function ensureControlPlaneBinary(opts: EnsureBinaryOptions = {}): 
     if (await exists(path)) return { path, built: false, buildMs: Math.round(performance.now() - started) };
     log(`building ${binaryName} (kube-apiserver + etcd) into ${dir}; a cold build takes several minutes`);
     const tmp = join(dir, `.${binaryName}.${process.pid}.tmp`);
+    // Left by a build killed with this pid: go build must not write through whatever is there.
+    await rm(tmp, { force: true });
     try {
       await goBuild(tmp, log);
       await rename(tmp, path);
