@@ -2,7 +2,8 @@
 // Host.status.apiEndpoint) and streams the process's log from that runtime's HTTP API, like
 // `kubectl logs` does through the kubelet.
 //
-// The runtime's bearer token comes from, in order: --token, $ORRERY_RUNTIME_TOKEN, --state-dir
+// The runtime's bearer token comes from, in order: --token, $ORRERY_RUNTIME_TOKEN, --token-file
+// (a file holding it: unlike --token, not visible in /proc/<pid>/cmdline), --state-dir
 // (`<dir>/api-token`), the default state dir of that host on this machine
 // ($XDG_STATE_HOME/orrery/runtime/<host>/api-token, what a local `orrery runtime` writes).
 import { readFile } from 'node:fs/promises';
@@ -18,17 +19,18 @@ interface LogsFlags {
   previous?: boolean;
   kubeconfig?: string;
   token?: string;
+  tokenFile?: string;
   stateDir?: string;
 }
 
 export async function readRuntimeToken(
   hostName: string,
-  flags: { token?: string; stateDir?: string },
+  flags: { token?: string; tokenFile?: string; stateDir?: string },
 ): Promise<string> {
   if (flags.token) return flags.token;
   const { defaultStateDir } = await import('../node-runtime/agent/options.ts');
   const { tokenPath } = await import('../node-runtime/agent/token.ts');
-  const file = tokenPath(flags.stateDir ?? defaultStateDir(hostName));
+  const file = flags.tokenFile ?? tokenPath(flags.stateDir ?? defaultStateDir(hostName));
   try {
     return (await readFile(file, 'utf8')).trim();
   } catch (err) {
@@ -102,6 +104,7 @@ export function logsCommand(): Command {
     .option('--previous', 'the run before the current one (after a restart)')
     .option('--kubeconfig <path>', 'kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)')
     .addOption(new Option('--token <token>', "the runtime's API bearer token").env('ORRERY_RUNTIME_TOKEN'))
+    .option('--token-file <path>', "file holding the runtime's API bearer token")
     .option('--state-dir <dir>', "the runtime's state dir, to read its api-token from (same machine)")
     .action(async (replica: string, flags: LogsFlags) => {
       if (flags.follow && flags.previous) {
