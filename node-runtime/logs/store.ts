@@ -1,11 +1,8 @@
 import {
-  chmodSync,
   closeSync,
   constants,
   existsSync,
   type FSWatcher,
-  lstatSync,
-  mkdirSync,
   openSync,
   renameSync,
   statSync,
