@@ -10,6 +10,7 @@ import {
   type BpfAttachType,
   bpfMapDelete,
   bpfMapInfo,
+  bpfMapKeys,
   bpfMapLookup,
   bpfMapUpdate,
   bpfObjGet,
@@ -21,6 +22,7 @@ import {
 } from '../native/bpf.ts';
 import {
   COUNTERS,
+  decodeServiceKey,
   decodeServiceValue,
   encodeIndex,
   encodeServiceKey,
@@ -167,6 +169,12 @@ export class SocketLb {
     const value = Buffer.alloc(SERVICE_VALUE_SIZE);
     if (!bpfMapLookup(this.#map('orrery_svc'), encodeServiceKey(vip, port), value)) return undefined;
     return decodeServiceValue(value);
+  }
+
+  /** Every VIP:port with an entry (what a previous runtime left, when taking over). */
+  servicePorts(): { vip: string; port: number }[] {
+    const fd = this.#map('orrery_svc');
+    return bpfMapKeys(fd, SERVICE_KEY_SIZE, bpfMapInfo(fd).maxEntries).map(decodeServiceKey);
   }
 
   /** Connects rewritten and refused (no endpoint) since the load, over all CPUs. */

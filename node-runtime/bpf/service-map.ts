@@ -57,6 +57,10 @@ export function encodeServiceKey(vip: string, port: number): Buffer {
   return key;
 }
 
+export function decodeServiceKey(key: Buffer): { vip: string; port: number } {
+  return { vip: readAddress(key, 0), port: key.readUInt16BE(4) };
+}
+
 /**
  * struct svc_value: the endpoints with their cumulative weights, so the program draws one number
  * below the total and takes the first endpoint whose sum passes it. Endpoints of weight 0 are left

@@ -31,14 +31,30 @@ export class KernelServiceTable {
   readonly #writer: ServiceMapWriter;
   readonly #entries = new Map<string, Entry>();
   readonly #down = new Set<string>();
+  /** Entries found in the map at the start (a previous runtime's), not set since. */
+  readonly #stale = new Set<string>();
 
-  constructor(writer: ServiceMapWriter) {
+  /** `found`: what the map holds already; kept (balancing goes on) until `deleteStale()`. */
+  constructor(writer: ServiceMapWriter, found: readonly { vip: string; port: number }[] = []) {
     this.#writer = writer;
+    for (const { vip, port } of found) this.#stale.add(`${vip}:${port}`);
+  }
+
+  /** Deletes the entries found at the start that nothing has set since (once the sources are complete). */
+  deleteStale(): number {
+    const n = this.#stale.size;
+    for (const key of this.#stale) {
+      const colon = key.lastIndexOf(':');
+      this.#writer.deleteService(key.slice(0, colon), Number(key.slice(colon + 1)));
+    }
+    this.#stale.clear();
+    return n;
   }
 
   /** Sets the endpoints of `vip:port` (all of them; those of replicas down here are left out). */
   setPort(vip: string, port: number, endpoints: readonly ReplicaEndpoint[]): void {
     const key = `${vip}:${port}`;
+    this.#stale.delete(key);
     const entry: Entry = { ...(this.#entries.get(key) ?? { vip, port }), endpoints };
     this.#entries.set(key, entry);
     this.#write(entry);
@@ -47,7 +63,7 @@ export class KernelServiceTable {
   /** Removes `vip:port`: connects to it reach whatever listens there (the proxy). */
   deletePort(vip: string, port: number): void {
     const key = `${vip}:${port}`;
-    if (!this.#entries.delete(key)) return;
+    if (!this.#entries.delete(key) && !this.#stale.delete(key)) return;
     this.#writer.deleteService(vip, port);
   }
 

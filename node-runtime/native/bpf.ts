@@ -28,6 +28,7 @@ interface BpfBinding {
   bpfMapUpdate(fd: number, key: Buffer, value: Buffer): number;
   bpfMapLookup(fd: number, key: Buffer, value: Buffer): number;
   bpfMapDelete(fd: number, key: Buffer): number;
+  bpfMapNextKey(fd: number, key: Buffer | null, nextKey: Buffer): number;
   bpfProgAttach(cgroupDir: string, progFd: number, type: BpfAttachType): number;
   bpfProgDetach(cgroupDir: string, progFd: number, type: BpfAttachType): number;
   bpfProgQuery(cgroupDir: string, type: BpfAttachType): number[] | number;
@@ -104,6 +105,24 @@ export function bpfMapDelete(fd: number, key: Buffer): boolean {
   if (rc === -constants.errno.ENOENT) return false;
   check(rc, 'map_delete');
   return true;
+}
+
+/**
+ * The keys of a map (BPF_MAP_GET_NEXT_KEY), each `keySize` bytes, at most `maxEntries` (a hash
+ * map's walk starts over when the key it stands on is deleted meanwhile).
+ */
+export function bpfMapKeys(fd: number, keySize: number, maxEntries: number): Buffer[] {
+  const keys: Buffer[] = [];
+  let key: Buffer | null = null;
+  while (keys.length < maxEntries) {
+    const next = Buffer.alloc(keySize);
+    const rc = native().bpfMapNextKey(fd, key, next);
+    if (rc === -constants.errno.ENOENT) return keys;
+    check(rc, 'map_get_next_key');
+    keys.push(next);
+    key = next;
+  }
+  return keys;
 }
 
 /** BPF_PROG_ATTACH with BPF_F_ALLOW_MULTI; lasts until detached or the cgroup is removed. */

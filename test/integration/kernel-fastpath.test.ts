@@ -290,6 +290,7 @@ serial('a second load takes the pins over as they are, and attaching again adds 
     again.attach(cgroupDir);
     t.deepEqual(bpfProgQuery(cgroupDir, 'connect4'), [sockLb.programIds[0]]);
     t.deepEqual(again.service(VIP, servicePort), endpoints({ a: 1 }));
+    t.deepEqual(again.servicePorts(), [{ vip: VIP, port: servicePort }]);
   } finally {
     again.close();
   }

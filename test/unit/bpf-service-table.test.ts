@@ -53,3 +53,26 @@ test('a deleted port is removed from the map, and only once', (t) => {
   t.deepEqual(calls, ['set 10.0.0.1:80 1', 'delete 10.0.0.1:80']);
   t.deepEqual(table.ports(), []);
 });
+
+test('entries found in the map stay until deleteStale, unless set again', (t) => {
+  const calls: string[] = [];
+  const table = new KernelServiceTable(
+    {
+      setService: (vip, port) => {
+        calls.push(`set ${vip}:${port}`);
+      },
+      deleteService: (vip, port) => {
+        calls.push(`delete ${vip}:${port}`);
+        return true;
+      },
+    },
+    [
+      { vip: '10.0.0.1', port: 80 },
+      { vip: '10.0.0.2', port: 81 },
+    ],
+  );
+  table.setPort('10.0.0.1', 80, [ep('ns/a', 1)]);
+  t.is(table.deleteStale(), 1);
+  t.is(table.deleteStale(), 0);
+  t.deepEqual(calls, ['set 10.0.0.1:80', 'delete 10.0.0.2:81']);
+});

@@ -44,6 +44,15 @@ int orrery_bpf_map_lookup(int map_fd, const void *key, void *value) {
   return map_elem(BPF_MAP_LOOKUP_ELEM, map_fd, key, value, 0);
 }
 
+int orrery_bpf_map_next_key(int map_fd, const void *key, void *next_key) {
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof attr);
+  attr.map_fd = (uint32_t)map_fd;
+  attr.key = ptr(key);
+  attr.next_key = ptr(next_key);
+  return sys_bpf(BPF_MAP_GET_NEXT_KEY, &attr);
+}
+
 int orrery_bpf_attach_type(const char *name) {
   static const struct {
     const char *name;

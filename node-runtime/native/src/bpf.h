@@ -21,6 +21,8 @@ int orrery_bpf_obj_get(const char *path);
 int orrery_bpf_map_update(int map_fd, const void *key, const void *value);
 int orrery_bpf_map_delete(int map_fd, const void *key);
 int orrery_bpf_map_lookup(int map_fd, const void *key, void *value);
+/* The key after `key` (the first with key NULL) into next_key; -ENOENT after the last. */
+int orrery_bpf_map_next_key(int map_fd, const void *key, void *next_key);
 /* Cgroup attachments with BPF_F_ALLOW_MULTI: they last until detached or the cgroup is removed,
  * whoever holds an fd. attach_type is a name: connect4, getpeername4, connect6, getpeername6,
  * bind4, bind6; -EINVAL for another. */

@@ -72,6 +72,23 @@ static napi_value api_map_update(napi_env env, napi_callback_info cbinfo) { retu
 static napi_value api_map_lookup(napi_env env, napi_callback_info cbinfo) { return map_elem(env, cbinfo, 'l'); }
 static napi_value api_map_delete(napi_env env, napi_callback_info cbinfo) { return map_elem(env, cbinfo, 'd'); }
 
+/* bpfMapNextKey(fd, key | null, nextKeyOut): 0 or -errno (-ENOENT after the last key) */
+static napi_value api_map_next_key(napi_env env, napi_callback_info cbinfo) {
+  napi_value argv[3];
+  int32_t fd;
+  void *key = NULL, *next;
+  size_t klen, nlen;
+  napi_valuetype t;
+  if (args_of(env, cbinfo, 3, argv)) return NULL;
+  CHECK(napi_get_value_int32(env, argv[0], &fd));
+  CHECK(napi_typeof(env, argv[1], &t));
+  if (t != napi_null && buffer_of(env, argv[1], &key, &klen)) return NULL;
+  if (buffer_of(env, argv[2], &next, &nlen)) return NULL;
+  return js_int(env, orrery_bpf_map_next_key(fd, key, next));
+fail:
+  return NULL;
+}
+
 /* bpfProgAttach(cgroupDir, progFd, type) / bpfProgDetach(...): 0 or -errno */
 static napi_value attach(napi_env env, napi_callback_info cbinfo, int detach) {
   napi_value argv[3];
@@ -175,6 +192,7 @@ napi_status js_bpf_define(napi_env env, napi_value exports) {
       {"bpfMapUpdate", NULL, api_map_update, NULL, NULL, NULL, napi_default, NULL},
       {"bpfMapLookup", NULL, api_map_lookup, NULL, NULL, NULL, napi_default, NULL},
       {"bpfMapDelete", NULL, api_map_delete, NULL, NULL, NULL, napi_default, NULL},
+      {"bpfMapNextKey", NULL, api_map_next_key, NULL, NULL, NULL, napi_default, NULL},
       {"bpfProgAttach", NULL, api_prog_attach, NULL, NULL, NULL, napi_default, NULL},
       {"bpfProgDetach", NULL, api_prog_detach, NULL, NULL, NULL, napi_default, NULL},
       {"bpfProgQuery", NULL, api_prog_query, NULL, NULL, NULL, napi_default, NULL},
