@@ -50,6 +50,7 @@ interface RuntimeFlags {
   maxReplicas?: number;
   stopWorkloadsOnExit?: boolean;
   workers: number;
+  kernelFastpath?: boolean;
 }
 
 export function runtimeCommand(): Command {
@@ -183,6 +184,10 @@ export function runtimeCommand(): Command {
       8,
     )
     .option(
+      '--kernel-fastpath',
+      "balance replicas' connects to tcp Service ports in the kernel (BPF on the host's Orrery cgroup; needs root, cgroup v2 and the fast path built). Experimental, off by default",
+    )
+    .option(
       '--stop-workloads-on-exit',
       'stop every replica when the agent is stopped by a signal (default: leave them running for re-adoption); under `orrery up`, they are left running if up itself goes away',
     )
@@ -276,6 +281,7 @@ function agentOptionsOf(flags: RuntimeFlags): AgentOptions {
   opts.apiLimits = apiLimits;
   if (flags.label !== undefined) opts.labels = flags.label;
   if (flags.registerUnschedulable) opts.registerUnschedulable = true;
+  if (flags.kernelFastpath) opts.kernelFastPath = true;
   if (flags.portRange !== undefined) opts.portRange = flags.portRange;
   const capacity: NonNullable<AgentOptions['capacity']> = {};
   if (flags.capacityCpu !== undefined) capacity.cpu = flags.capacityCpu;

@@ -30,6 +30,7 @@ import {
 import type { CgroupLayout } from '../cgroups/index.ts';
 import type { Engine } from '../engine.ts';
 import type { WorkloadPhase } from '../supervisor/spec.ts';
+import { KernelFastPath } from './fastpath.ts';
 import { FencePolicy } from './fence.ts';
 import { type HostFacts, hostFacts } from './host.ts';
 import { createHttpApi, listen } from './http.ts';
@@ -280,6 +281,20 @@ export async function joinCluster({ options: o, log, engine, readopted }: Readop
     teardown.push(() => engine.off('event', reconciler.onRuntimeEvent));
     informer.start();
     teardown.push(() => informer.stop());
+    // The kernel fast path: on with --kernel-fastpath, and only where BPF and cgroup v2 are.
+    const fastPath = o.kernelFastPath
+      ? KernelFastPath.start({
+          hostName: me,
+          cgroupParent: o.cgroupParent,
+          layout,
+          api,
+          fieldManager,
+          services,
+          engine,
+          log,
+        })
+      : undefined;
+    if (fastPath) teardown.push(() => fastPath.stop());
     services.start();
     teardown.push(() => services.stop());
     const controller = runController({
@@ -334,6 +349,11 @@ export async function joinCluster({ options: o, log, engine, readopted }: Readop
         await unwind();
         if (stopOpts.stopWorkloads) {
           await reconciler.stopAll();
+          try {
+            fastPath?.unload();
+          } catch (err) {
+            log.warn({ err: (err as Error).message }, 'could not unload the kernel fast path');
+          }
           await engine
             .removeCgroupParentIfEmpty()
             .catch((err: Error) => log.warn({ err: err.message }, 'could not remove the cgroup parent'));

@@ -77,6 +77,11 @@ export interface AgentOptions {
   workers?: number;
   /** Address the replicas' ports listen on and that Host.status.address reports; default 127.0.0.1. */
   address?: string;
+  /**
+   * The mesh's kernel fast path (agent/fastpath.ts, node-runtime/bpf/): replicas' connects to
+   * `tcp` Service ports balanced in the kernel. Default off while issue 13 is in progress.
+   */
+  kernelFastPath?: boolean;
   log?: Logger;
 }
 
@@ -102,6 +107,7 @@ export interface NormalizedAgentOptions {
   portRange: PortRange;
   address: string;
   workers: number;
+  kernelFastPath: boolean;
 }
 
 /** A DNS-1123 subdomain, as Kubernetes requires of object names. */
@@ -261,5 +267,6 @@ export function normalizeAgentOptions(opts: AgentOptions = {}): NormalizedAgentO
     portRange,
     address,
     workers,
+    kernelFastPath: opts.kernelFastPath === true,
   };
 }

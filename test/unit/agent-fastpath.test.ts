@@ -1,0 +1,58 @@
+// The host agent's kernel fast path decisions (node-runtime/agent/fastpath.ts): which Service
+// ports the kernel balances (node-runtime/bpf/README.md's table) and what an engine event does.
+import test from 'ava';
+import type { Service } from '../../crds/types.ts';
+import { balancedInKernel, kernelEffectOf } from '../../node-runtime/agent/fastpath.ts';
+import type { EngineEvent } from '../../node-runtime/supervisor/spec.ts';
+
+function service(
+  protocol: 'tcp' | 'http',
+  policy?: string,
+  virtualIP: string | undefined = '10.96.0.1',
+): Service {
+  return {
+    metadata: { name: 's', namespace: 'ns' },
+    spec: {
+      ports: [{ name: 'p', port: 80, targetPort: 'p', protocol }],
+      ...(policy ? { loadBalancer: { policy } } : {}),
+    },
+    status: virtualIP ? { virtualIP } : {},
+  } as unknown as Service;
+}
+
+const portOf = (s: Service) => s.spec.ports[0] as Service['spec']['ports'][number];
+
+test('tcp with round-robin (the default) or random is balanced in the kernel', (t) => {
+  for (const s of [service('tcp'), service('tcp', 'round-robin'), service('tcp', 'random')]) {
+    t.true(balancedInKernel(s, portOf(s)));
+  }
+});
+
+test('http, the policies the kernel cannot follow, and no IPv4 virtual IP stay with the proxy', (t) => {
+  for (const s of [
+    service('http'),
+    service('tcp', 'least-request'),
+    service('tcp', 'p2c-ewma'),
+    service('tcp', 'ring-hash'),
+    service('tcp', undefined, null as unknown as undefined),
+    service('tcp', undefined, 'fd00::1'),
+  ]) {
+    t.false(balancedInKernel(s, portOf(s)), JSON.stringify([s.spec, s.status]));
+  }
+});
+
+test('an exit, a stop or a replica not ready takes it out; the replica ready again lets it back in', (t) => {
+  const base = { replica: 'ns.web-0', at: '' };
+  const ev = (e: object) => ({ ...base, ...e }) as EngineEvent;
+  t.is(
+    kernelEffectOf(
+      ev({ type: 'exited', process: 'main', pid: 1, code: null, signal: 'SIGKILL', reason: 'Error' }),
+    ),
+    'down',
+  );
+  t.is(kernelEffectOf(ev({ type: 'stopped' })), 'down');
+  t.is(kernelEffectOf(ev({ type: 'notReady', process: 'main', replicaReady: false })), 'down');
+  t.is(kernelEffectOf(ev({ type: 'ready', process: 'main', replicaReady: true })), 'up');
+  t.is(kernelEffectOf(ev({ type: 'ready', process: 'side', replicaReady: false })), undefined);
+  t.is(kernelEffectOf(ev({ type: 'started', process: 'main', pid: 1 })), undefined);
+});
