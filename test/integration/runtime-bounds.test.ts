@@ -135,6 +135,51 @@ test('a 200 MB burst of output leaves at most the log cap on disk (10 MiB x 5), 
   t.is(await lastLine(agent.apiEndpoint, agent.token, ns, 'burst-0'), 'burst-done\n');
 });
 
+test('a re-adopted process is kept under the cap too: its burst after an agent restart is rotated as written', async (t) => {
+  const k = await kubeForTests();
+  const ns = await testNamespace(t);
+  const dirs = await agentDirs(t);
+  const first = await childAgent(t, dirs, ['--log-max-size', '1Mi', '--log-max-files', '3']);
+  const id = `${ns}.later-0`;
+  // Quiet for 10 s, time enough for the agent to be killed and another to re-adopt it.
+  const line = 'x'.repeat(99);
+  await k.replicas.create(
+    replicaObject(ns, 'later-0', dirs.hostName, [
+      {
+        name: 'writer',
+        command: [
+          'sh',
+          '-c',
+          `echo up; sleep 10; yes ${line} | head -c 50000000; echo burst-done; exec sleep 600`,
+        ],
+      },
+    ]),
+  );
+  await waitFor('the writer up', async () =>
+    (await lastLine(first.apiEndpoint, first.token, ns, 'later-0')) === 'up\n' ? true : undefined,
+  );
+  first.child.kill('SIGKILL');
+  await first.exited;
+  const second = await childAgent(t, dirs, ['--log-max-size', '1Mi', '--log-max-files', '3']);
+  await waitFor(
+    'the burst written',
+    async () =>
+      (await lastLine(second.apiEndpoint, second.token, ns, 'later-0')) === 'burst-done\n' ? true : undefined,
+    60_000,
+  );
+  // Without a watch on re-adopted processes only the 30 s pass would rotate: 50 MB would sit there.
+  const onDisk = await waitFor(
+    'the live file below 1 MiB, no rotation in progress',
+    async () => {
+      const live = (await stat(path.join(dirs.logDir, id, 'writer.log'))).size;
+      const rotating = (await readdir(path.join(dirs.logDir, id))).some((f) => f.endsWith('.rotating'));
+      return live < MiB && !rotating ? logBytes(dirs, id) : undefined;
+    },
+    10_000,
+  );
+  t.true(onDisk <= 3 * MiB + 2 * 100, `${onDisk} bytes on disk, the cap is ${3 * MiB}`);
+});
+
 test("a log read without tail streams the run: the agent's RSS stays flat reading 300 MB", async (t) => {
   const k = await kubeForTests();
   const ns = await testNamespace(t);
