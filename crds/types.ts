@@ -959,6 +959,19 @@ export interface HostStatus {
   capacity?: ResourceList;
   allocatable?: ResourceList;
   /**
+   * The limits the runtime gives a replica whose template sets none (orrery runtime --default-memory, --default-pids); the scheduler counts them as its requests on this host.
+   */
+  defaultResources?: {
+    /**
+     * Memory as a quantity, e.g. "1Gi".
+     */
+    memory?: string;
+    /**
+     * Processes.
+     */
+    pids?: number;
+  };
+  /**
    * Kernel facts that decide how processes are spawned and supervised.
    */
   kernel?: {

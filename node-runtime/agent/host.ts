@@ -49,6 +49,8 @@ export interface HostStatusInput {
   layout: CgroupLayout;
   cgroupParent: string;
   replicas: number;
+  /** The limits a replica without resources gets here (AgentOptions.defaultResources). */
+  defaultResources: { memoryBytes: number; pids: number };
   ready: { status: 'True' | 'False'; reason: string; message: string };
   readySince: string;
 }
@@ -74,6 +76,7 @@ export function hostStatus(i: HostStatusInput): HostStatus {
       pids: Math.max(0, c.pids - Math.min(RESERVED.pids, Math.floor(c.pids / 10))),
       replicas: c.replicas,
     },
+    defaultResources: { memory: formatBytes(i.defaultResources.memoryBytes), pids: i.defaultResources.pids },
     kernel: i.facts.kernel,
     cgroup: { mode: i.layout.mode, parent: i.cgroupParent },
     conditions: [

@@ -196,6 +196,7 @@ export class HostRegistration {
       layout,
       cgroupParent: o.cgroupParent,
       replicas: this.#o.replicaCount(),
+      defaultResources: o.defaultResources,
       ready: { status: 'True', reason: 'RuntimeReady', message: `runtime ${version} is renewing its lease` },
       readySince: this.#readySince,
     });

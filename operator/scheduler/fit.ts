@@ -35,12 +35,34 @@ export function usageIn(table: Map<string, HostUsage>, host: string): HostUsage 
   return usage;
 }
 
+/** What a host's runtime gives a replica without memory or pids limits (Host.status.defaultResources). */
+export interface HostDefaults {
+  memoryBytes?: number;
+  pids?: number;
+}
+
+export function defaultsOf(host: Host | undefined): HostDefaults {
+  const d = host?.status?.defaultResources;
+  const out: HostDefaults = {};
+  if (d?.memory !== undefined) {
+    try {
+      out.memoryBytes = memoryBytes(d.memory);
+    } catch {
+      // a Host written by hand: no default counted
+    }
+  }
+  if (typeof d?.pids === 'number') out.pids = d.pids;
+  return out;
+}
+
 /**
- * What a replica asks for. The Replica's template is an opaque copy of its Instance's validated
- * one (crds/src/replica.yaml); in one written by hand, a value that does not parse counts as no
- * request, and the host's runtime reports the replica Failed with the reason.
+ * What a replica asks for on a host: its template's resources, and for memory and pids it does
+ * not set, the host's defaults, which its runtime will enforce. The Replica's template is an
+ * opaque copy of its Instance's validated one (crds/src/replica.yaml); in one written by hand, a
+ * value that does not parse counts as no request, and the host's runtime reports the replica
+ * Failed with the reason.
  */
-function requestsOf(replica: Replica): Requests {
+function requestsOf(replica: Replica, defaults: HostDefaults = {}): Requests {
   const resources = replica.spec.template.resources ?? {};
   const parsed = (parse: (q: string) => number, q: string | undefined) => {
     if (q === undefined) return 0;
@@ -52,8 +74,9 @@ function requestsOf(replica: Replica): Requests {
   };
   return {
     cpuMillis: parsed(cpuMillis, resources.cpu),
-    memoryBytes: parsed(memoryBytes, resources.memory),
-    pids: typeof resources.pids === 'number' ? resources.pids : 0,
+    memoryBytes:
+      resources.memory === undefined ? (defaults.memoryBytes ?? 0) : parsed(memoryBytes, resources.memory),
+    pids: typeof resources.pids === 'number' ? resources.pids : (defaults.pids ?? 0),
   };
 }
 
@@ -62,8 +85,8 @@ function instanceKey(replica: Replica): string {
 }
 
 /** Adds a bound replica to its host's usage (the scheduler's cache, also used after binding). */
-export function addUsage(usage: HostUsage, replica: Replica): void {
-  const requests = requestsOf(replica);
+export function addUsage(usage: HostUsage, replica: Replica, defaults: HostDefaults = {}): void {
+  const requests = requestsOf(replica, defaults);
   usage.cpuMillis += requests.cpuMillis;
   usage.memoryBytes += requests.memoryBytes;
   usage.pids += requests.pids;
@@ -128,13 +151,13 @@ export function pickHost(
   usageOf: (host: string) => HostUsage,
   isLive: (host: string) => boolean = () => true,
 ): ScheduleResult {
-  const requests = requestsOf(replica);
   const key = instanceKey(replica);
   const reasons = new Map<string, number>();
   let best: { name: string; score: number[] } | undefined;
   for (const host of hosts) {
     const name = host.metadata.name as string;
     const usage = usageOf(name);
+    const requests = requestsOf(replica, defaultsOf(host));
     const reason = unfitReason(host, replica, requests, usage, isLive);
     if (reason) {
       reasons.set(reason, (reasons.get(reason) ?? 0) + 1);

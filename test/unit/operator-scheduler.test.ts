@@ -1,7 +1,7 @@
 import test from 'ava';
 import type { Host, Replica } from '../../crds/types.ts';
 import { SchedulerCache } from '../../operator/scheduler/controller.ts';
-import { addUsage, type HostUsage, pickHost, usageIn } from '../../operator/scheduler/fit.ts';
+import { addUsage, defaultsOf, type HostUsage, pickHost, usageIn } from '../../operator/scheduler/fit.ts';
 
 function host(
   name: string,
@@ -141,4 +141,30 @@ test('the scheduler cache counts an assumption at once, once, and forgets it whe
   t.is(cache.replicasOn('a'), 1);
   cache.observe('ns/web-0', undefined);
   t.is(cache.replicasOn('a'), 0);
+});
+
+test("a replica without resources counts as the host's default limits", (t) => {
+  // The runtime gives it --default-memory and --default-pids; the scheduler counts what it will enforce.
+  const withDefaults = (h: Host): Host => {
+    h.status = { ...h.status, defaultResources: { memory: '512Mi', pids: 100 } };
+    return h;
+  };
+  const a = withDefaults(host('a', { memory: '1Gi' }));
+  const cache = new SchedulerCache((name) => defaultsOf(name === 'a' ? a : undefined));
+  const r0 = replica('web', 0);
+  const r1 = replica('web', 1);
+  t.deepEqual(pickHost(r0, [a], cache.usageOf), { host: 'a' });
+  cache.assume('ns/web-0', r0, 'a');
+  t.is(cache.usageOf('a').memoryBytes, 512 * 2 ** 20);
+  t.is(cache.usageOf('a').pids, 100);
+  cache.assume('ns/web-1', r1, 'a');
+  const third = pickHost(replica('web', 2), [a], cache.usageOf);
+  t.is(third.host, undefined);
+  t.regex((third as { message: string }).message, /Insufficient memory/);
+  // One that sets its own memory is counted by it, the pids default still applies.
+  const small = replica('small', 0, { memory: '16Mi' });
+  const usage = usageTable();
+  addUsage(usage.of('a'), small, defaultsOf(a));
+  t.is(usage.of('a').memoryBytes, 16 * 2 ** 20);
+  t.is(usage.of('a').pids, 100);
 });
