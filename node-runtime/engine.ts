@@ -144,7 +144,19 @@ export class Engine extends EventEmitter<RuntimeEvents> {
     this.options = options;
     this.log = options.log ?? newLogger('orrery-engine');
     this.#store = new StateStore(options.stateDir);
-    this.logs = new LogStore({ root: options.logDir, ...options.logRotation });
+    this.logs = new LogStore({
+      root: options.logDir,
+      ...options.logRotation,
+      onRotated: (replica, proc, { dropped }) => {
+        if (dropped > 0)
+          this.log.warn(
+            { replica, process: proc, droppedBytes: dropped },
+            'log written faster than rotated: oldest output dropped',
+          );
+      },
+      onError: (replica, proc, err) =>
+        this.log.warn({ replica, process: proc, err: err.message }, 'log rotation failed'),
+    });
   }
 
   get cgroupLayout(): CgroupLayout | undefined {
