@@ -227,3 +227,59 @@ test('a replica in CrashLoopBackOff when the runtime restarts keeps backing off,
   t.true(Date.parse(again.at) >= Date.parse(until) - 5, `started at ${again.at}, backoff until ${until}`);
   t.is(rt2.status(spec.id).processes[0]?.restarts, 1);
 });
+
+/** The host uid the process's user namespace maps 0 to (/proc/<pid>/uid_map: "0 <host> <count>"). */
+async function hostRangeOf(pid: number): Promise<number> {
+  const [inside, outside] = (await readFile(`/proc/${pid}/uid_map`, 'utf8')).trim().split(/\s+/).map(Number);
+  if (inside !== 0 || outside === undefined) throw new Error(`pid ${pid} has no user namespace range`);
+  return outside;
+}
+
+test('user namespace ranges survive a runtime killed with SIGKILL: adopted replicas keep theirs, restarts reuse them, a new replica gets another', async (t) => {
+  const dirs = await runtimeDirs(t);
+  const host = spawn(
+    process.execPath,
+    [hostScript, dirs.stateDir, dirs.logDir, dirs.parent, '3', 'pid,mount'],
+    {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    },
+  );
+  t.teardown(() => {
+    if (host.exitCode === null && host.signalCode === null) host.kill('SIGKILL');
+  });
+  const first = await new Promise<{ pids: Record<string, number> }>((resolve, reject) => {
+    createInterface({ input: host.stdout }).once('line', (line) => resolve(JSON.parse(line)));
+    host.once('exit', (code) => reject(new Error(`engine-host exited early with ${code}`)));
+  });
+  const ranges = new Map<string, number>();
+  for (const [id, pid] of Object.entries(first.pids)) ranges.set(id, await hostRangeOf(pid));
+  t.is(new Set(ranges.values()).size, 3, 'three replicas, three ranges');
+  const gone = new Promise((r) => host.once('exit', r));
+  host.kill('SIGKILL');
+  await gone;
+
+  const rt = newRuntime(dirs);
+  t.teardown(async () => {
+    await rt.stopAll({ graceSeconds: 0 }).catch(() => {});
+    await rt.close();
+  });
+  await rt.start();
+  // A new replica must not get the ids of one that kept running while no runtime watched.
+  const fresh = replica([{ command: ['sleep', '1000'] }], { isolation: { namespaces: ['pid'] } });
+  const freshPid = (await rt.run(fresh)).processes[0]?.pid as number;
+  t.false(
+    [...ranges.values()].includes(await hostRangeOf(freshPid)),
+    'the new replica has a range of its own',
+  );
+
+  // A restart of an adopted process runs in its replica's range again.
+  const [victimId, victimPid] = Object.entries(first.pids)[0] as [string, number];
+  const restarted = nextEvent<'started'>(
+    rt,
+    (e) => e.type === 'started' && e.replica === victimId,
+    machine.native.pidfdInfoExit ? 10_000 : 45_000,
+  );
+  process.kill(victimPid, 'SIGKILL');
+  const e = await restarted;
+  t.is(await hostRangeOf(e.pid), ranges.get(victimId));
+});
