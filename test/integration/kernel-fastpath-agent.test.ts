@@ -1,14 +1,6 @@
-// The kernel fast path in the host agent (--kernel-fastpath): the real agent and API server, a
-// Service and its EndpointSlice written as the operator would, one endpoint a replica the agent
-// runs and one a server of the test's. A client in a cgroup below the agent's parent (where every
-// replica lives) connects to the VIP: it reaches both, sees the VIP, and once the replica's
-// process is killed, the agent's exit event takes it out of the kernel map. Stopping the agent
-// with its workloads detaches and unpins. Needs root, cgroup v2 and the fast path built.
-import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import test from 'ava';
 import { BPFFS, fastPathUnavailable, SocketLb } from '../../node-runtime/bpf/index.ts';
 import { bpfProgQuery } from '../../node-runtime/native/bpf.ts';
@@ -20,36 +12,12 @@ import {
   replicaObject,
   waitFor,
 } from '../helpers/agent-harness.ts';
+import { CgroupClient } from '../helpers/cgroup-client.ts';
 import { cgroupSkipReason, host, runs } from '../helpers/features.ts';
 import { endpointAt, meshService } from '../helpers/mesh.ts';
 
 const v2Root = host.cgroups?.v2Root;
 const reason = cgroupSkipReason({ v2: true }) ?? fastPathUnavailable(v2Root ?? '/sys/fs/cgroup');
-
-// Connects to VIP:port per `connect N` line; answers {servers, peers, errors} as JSON.
-const CLIENT = `
-import { connect } from 'node:net';
-import { createInterface } from 'node:readline';
-const [vip, port] = process.argv.slice(1);
-const once = () => new Promise((resolve) => {
-  const s = connect(Number(port), vip);
-  let name = '', peer = '';
-  s.on('connect', () => { peer = s.remoteAddress + ':' + s.remotePort; });
-  s.on('data', (d) => { name += d; });
-  s.on('error', (e) => resolve({ error: e.code }));
-  s.on('close', () => resolve({ name, peer }));
-});
-for await (const line of createInterface({ input: process.stdin })) {
-  const t = { servers: {}, peers: {}, errors: {} };
-  for (let i = 0; i < Number(line.split(' ')[1]); i++) {
-    const r = await once();
-    const [field, key] = r.error ? ['errors', r.error] : ['servers', r.name];
-    t[field][key] = (t[field][key] ?? 0) + 1;
-    if (!r.error) t.peers[r.peer] = (t.peers[r.peer] ?? 0) + 1;
-  }
-  console.log(JSON.stringify(t));
-}
-`;
 
 // The replica: a TCP server on its allocated port that writes "replica" to each connection.
 const REPLICA_SERVER = [
@@ -67,12 +35,6 @@ const REPLICA_SERVER = [
     '    c.close()',
   ].join('\n'),
 ];
-
-interface Tally {
-  servers: Record<string, number>;
-  peers: Record<string, number>;
-  errors: Record<string, number>;
-}
 
 test.serial.runIf(runs(reason, 'kernel-fastpath-agent'))(
   'the agent balances a tcp Service in the kernel, takes an exited replica out, and unloads on stop',
@@ -130,29 +92,9 @@ test.serial.runIf(runs(reason, 'kernel-fastpath-agent'))(
     // The client, in a cgroup below the agent's parent, like a replica.
     const clientDir = join(cgroupDir, 'fp-client');
     mkdirSync(clientDir);
-    const client: ChildProcessWithoutNullStreams = spawn('/bin/sh', [
-      '-c',
-      'echo $$ > "$1/cgroup.procs" && exec "$2" --input-type=module -e "$3" "$4" "$5"',
-      'sh',
-      clientDir,
-      process.execPath,
-      CLIENT,
-      vip,
-      String(port),
-    ]);
-    const clientExited = new Promise((resolve) => client.once('exit', resolve));
-    t.teardown(async () => {
-      client.kill('SIGKILL');
-      await clientExited;
-    });
-    const lines = createInterface({ input: client.stdout })[Symbol.asyncIterator]();
-    const ask = async (n: number): Promise<Tally> => {
-      client.stdin.write(`connect ${n}\n`);
-      const next = await lines.next();
-      if (next.done) throw new Error('the client exited');
-      return JSON.parse(next.value) as Tally;
-    };
-    const before = await ask(200);
+    const client = new CgroupClient(clientDir, vip, port);
+    t.teardown(() => client.stop());
+    const before = await client.connect(200);
     t.log(`200 connects: ${JSON.stringify(before.servers)}`);
     t.true((before.servers.replica ?? 0) > 0 && (before.servers.outside ?? 0) > 0);
     t.deepEqual(before.peers, { [`${vip}:${port}`]: 200 });
@@ -160,22 +102,41 @@ test.serial.runIf(runs(reason, 'kernel-fastpath-agent'))(
     // The replica's process killed: the agent's exit event takes it out of the map.
     const pid = running.processes[0]?.pid;
     t.truthy(pid, 'the replica has a pid');
-    // Listeners run in the order they were added, the fast path's first (at the agent's start):
-    // by the time another listener hears the exit, the map no longer has the replica.
+    // The fast path's listener was added at the agent's start: one prepended here stamps the
+    // exit event before it runs, one appended checks the map after it.
+    let exitEvent = 0n;
+    let afterFastPath = 0n;
     let inMapAtExitEvent: number | undefined;
-    const onEvent = (e: { type: string; replica: string }) => {
-      if (e.type === 'exited' && e.replica === running.id) inMapAtExitEvent = lb.service(vip, port)?.length;
+    const stamp = (e: { type: string; replica: string }) => {
+      if (e.type === 'exited' && e.replica === running.id) exitEvent = process.hrtime.bigint();
     };
-    agent.engine.on('event', onEvent);
-    t.teardown(() => agent.engine.off('event', onEvent));
-    const killed = performance.now();
+    const check = (e: { type: string; replica: string }) => {
+      if (e.type !== 'exited' || e.replica !== running.id) return;
+      afterFastPath = process.hrtime.bigint();
+      inMapAtExitEvent = lb.service(vip, port)?.length;
+    };
+    agent.engine.prependListener('event', stamp);
+    agent.engine.on('event', check);
+    t.teardown(() => {
+      agent.engine.off('event', stamp);
+      agent.engine.off('event', check);
+    });
+    // Killed while the client connects in a tight loop.
+    const loop = client.loop(1500);
+    await new Promise((r) => setTimeout(r, 500));
+    const killed = process.hrtime.bigint();
     process.kill(pid as number, 'SIGKILL');
-    await waitFor('the replica out of the kernel map', () =>
-      lb.service(vip, port)?.length === 1 ? true : undefined,
+    const tally = await loop;
+    const late = tally.failedAt.filter((at) => BigInt(at) > exitEvent + 1_000_000n);
+    t.log(
+      `kill -> exit event ${Number(exitEvent - killed) / 1e6} ms, exit event -> map updated ` +
+        `${Number(afterFastPath - exitEvent) / 1e3} µs; loop: ${JSON.stringify(tally.servers)}, ` +
+        `failed ${JSON.stringify(tally.errors)}, ${late.length} of them started more than 1 ms after the exit event`,
     );
-    t.log(`kill -> out of the kernel map: ${(performance.now() - killed).toFixed(2)} ms (polled)`);
+    t.true(exitEvent > 0n, 'the exit event was heard');
+    t.deepEqual(late, [], 'no connect that started 1 ms after the exit event failed');
     t.is(inMapAtExitEvent, 1, 'the map held only the other endpoint when the exit event was heard');
-    const after = await ask(100);
+    const after = await client.connect(100);
     t.deepEqual(after.servers, { outside: 100 });
 
     // Stopping the agent with its workloads detaches and unpins.

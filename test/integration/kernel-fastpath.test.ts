@@ -1,22 +1,15 @@
-// The kernel fast path on the real kernel (node-runtime/bpf/): the programs loaded and pinned,
-// attached to a cgroup v2 directory of the test's own, and a client process in that cgroup
-// connecting to a VIP:port. The endpoints and the "proxy" at VIP:port are real TCP servers on
-// loopback in this process, which stays outside the cgroup. Needs root, cgroup v2 and the fast
-// path built (clang, libbpf-dev); otherwise skipped with the reason printed. The cgroup, the pins
-// and the attachments are removed after the run whatever failed.
-import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { connect, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import test from 'ava';
 import { fastPathUnavailable, loadSocketLb, SocketLb, unpinSocketLb } from '../../node-runtime/bpf/index.ts';
 import { KernelServiceTable } from '../../node-runtime/bpf/service-table.ts';
 import { removeCgroupDir } from '../../node-runtime/cgroups/index.ts';
 import { bpfProgExists, bpfProgQuery } from '../../node-runtime/native/bpf.ts';
 import { sendSignal, spawn as spawnNative, watchExit } from '../../node-runtime/native/index.ts';
+import { CgroupClient } from '../helpers/cgroup-client.ts';
 import { cgroupSkipReason, host, runs } from '../helpers/features.ts';
 
 const v2Root = host.cgroups?.v2Root;
@@ -56,81 +49,6 @@ async function backend(name: string, host = '127.0.0.1', port = 0): Promise<Back
     server.listen(port, host, resolve);
   });
   return { name, server, port: (server.address() as { port: number }).port };
-}
-
-/** What `connect N` answered: the servers reached, the peers getpeername() gave, the errors. */
-interface Tally {
-  servers: Record<string, number>;
-  peers: Record<string, number>;
-  errors: Record<string, number>;
-  /** process.hrtime.bigint() at the start of each failed connect, as strings. */
-  failedAt: string[];
-}
-
-// The client: N sequential connects to VIP:port per `connect N` line on stdin (or as many as fit
-// in MS milliseconds for `loop MS`), one JSON Tally per answer, with the CLOCK_MONOTONIC start of
-// each failed connect (process.hrtime, the same clock in every process). socket.remoteAddress is libuv's getpeername(2), called once the connect is done.
-const CLIENT = `
-import { connect } from 'node:net';
-import { createInterface } from 'node:readline';
-const [vip, port] = process.argv.slice(1);
-function once() {
-  return new Promise((resolve) => {
-    const s = connect(Number(port), vip);
-    let name = '', peer = '';
-    s.on('connect', () => { peer = s.remoteAddress + ':' + s.remotePort; });
-    s.on('data', (d) => { name += d; });
-    s.on('error', (e) => resolve({ error: e.code }));
-    s.on('close', () => resolve({ name, peer }));
-  });
-}
-for await (const line of createInterface({ input: process.stdin })) {
-  const [command, arg] = line.split(' ');
-  const t = { servers: {}, peers: {}, errors: {}, failedAt: [] };
-  const until = process.hrtime.bigint() + BigInt(arg) * 1000000n;
-  for (let i = 0; command === 'connect' ? i < Number(arg) : process.hrtime.bigint() < until; i++) {
-    const started = process.hrtime.bigint();
-    const r = await once();
-    if (r.error) { t.errors[r.error] = (t.errors[r.error] ?? 0) + 1; t.failedAt.push(String(started)); }
-    else { t.servers[r.name] = (t.servers[r.name] ?? 0) + 1; t.peers[r.peer] = (t.peers[r.peer] ?? 0) + 1; }
-  }
-  console.log(JSON.stringify(t));
-}
-`;
-
-/** A process that joins `dir` before Node starts (so every socket it opens is in that cgroup). */
-class Client {
-  readonly child: ChildProcessWithoutNullStreams;
-  readonly #lines: AsyncIterator<string>;
-
-  constructor(dir: string, vip: string, port: number) {
-    const script = 'echo $$ > "$1/cgroup.procs" && exec "$2" --input-type=module -e "$3" "$4" "$5"';
-    this.child = spawn('/bin/sh', ['-c', script, 'sh', dir, process.execPath, CLIENT, vip, String(port)]);
-    this.#lines = createInterface({ input: this.child.stdout })[Symbol.asyncIterator]();
-  }
-
-  connect(n: number): Promise<Tally> {
-    return this.#ask(`connect ${n}`);
-  }
-
-  /** Connects one after the other for `ms` milliseconds. */
-  loop(ms: number): Promise<Tally> {
-    return this.#ask(`loop ${ms}`);
-  }
-
-  async #ask(command: string): Promise<Tally> {
-    this.child.stdin.write(`${command}\n`);
-    const next = await this.#lines.next();
-    if (next.done) throw new Error('the client in the cgroup exited');
-    return JSON.parse(next.value) as Tally;
-  }
-
-  async stop(): Promise<void> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
-    const exited = new Promise((resolve) => this.child.once('exit', resolve));
-    this.child.kill('SIGKILL');
-    await exited;
-  }
 }
 
 /** A backend in a process of its own, so that it can be killed: writes "k" to each connection. */
@@ -195,7 +113,7 @@ function plausible(count: number, n: number, p: number): boolean {
 }
 
 let lb: SocketLb | undefined;
-let client: Client | undefined;
+let client: CgroupClient | undefined;
 let proxy: Backend;
 const backends: Backend[] = [];
 let servicePort = 0;
@@ -208,7 +126,7 @@ test.before(async () => {
   for (const name of ['a', 'b', 'c']) backends.push(await backend(name));
   proxy = await backend('proxy', VIP);
   servicePort = proxy.port;
-  client = new Client(cgroupDir, VIP, servicePort);
+  client = new CgroupClient(cgroupDir, VIP, servicePort);
 });
 
 test.after.always(async () => {
@@ -237,7 +155,7 @@ serial(
     t.deepEqual(sockLb.service(VIP, servicePort), endpoints({ a: 1, b: 2, c: 5 }));
     const before = sockLb.counters().rewritten;
     const n = 800;
-    const tally = await (client as Client).connect(n);
+    const tally = await (client as CgroupClient).connect(n);
     t.log(`${n} connects: ${JSON.stringify(tally.servers)}`);
     t.deepEqual(tally.errors, {});
     t.deepEqual(tally.peers, { [`${VIP}:${servicePort}`]: n });
@@ -259,11 +177,11 @@ serial('a process outside the cgroup is not rewritten: it reaches what listens a
 serial('a map update takes effect at the next connect of the same process', async (t) => {
   const sockLb = lb as SocketLb;
   sockLb.setService(VIP, servicePort, endpoints({ a: 1, b: 2, c: 5 }));
-  const first = await (client as Client).connect(50);
+  const first = await (client as CgroupClient).connect(50);
   t.true((first.servers.c ?? 0) > 0);
   sockLb.setService(VIP, servicePort, endpoints({ a: 1, b: 2 })); // c removed
   const n = 300;
-  const tally = await (client as Client).connect(n);
+  const tally = await (client as CgroupClient).connect(n);
   t.log(`after c was removed, ${n} connects: ${JSON.stringify(tally.servers)}`);
   t.is(tally.servers.c, undefined);
   t.true(plausible(tally.servers.a ?? 0, n, 1 / 3), `a: ${tally.servers.a} of ${n}`);
@@ -273,10 +191,10 @@ serial('a map update takes effect at the next connect of the same process', asyn
 serial('no entry leaves a connect alone; an entry without endpoints refuses it', async (t) => {
   const sockLb = lb as SocketLb;
   t.true(sockLb.deleteService(VIP, servicePort));
-  t.deepEqual((await (client as Client).connect(5)).servers, { proxy: 5 });
+  t.deepEqual((await (client as CgroupClient).connect(5)).servers, { proxy: 5 });
   sockLb.setService(VIP, servicePort, []);
   const before = sockLb.counters().refused;
-  t.deepEqual((await (client as Client).connect(5)).errors, { ECONNREFUSED: 5 });
+  t.deepEqual((await (client as CgroupClient).connect(5)).errors, { ECONNREFUSED: 5 });
   t.is(sockLb.counters().refused - before, 5);
 });
 
@@ -334,7 +252,7 @@ serial(
         resolve();
       });
     });
-    const loop = (client as Client).loop(1500);
+    const loop = (client as CgroupClient).loop(1500);
     await new Promise((r) => setTimeout(r, 500));
     const kill = process.hrtime.bigint();
     sendSignal(backendProcess.pidfd, 'SIGKILL');
@@ -361,7 +279,7 @@ serial('detach and unpin leave nothing behind', async (t) => {
   t.deepEqual(bpfProgQuery(cgroupDir, 'getpeername4'), []);
   t.false(sockLb.attachedTo(cgroupDir));
   // The entry is still in the map, but nothing runs it: the connect goes where it is addressed.
-  t.deepEqual((await (client as Client).connect(3)).servers, { proxy: 3 });
+  t.deepEqual((await (client as CgroupClient).connect(3)).servers, { proxy: 3 });
   sockLb.close();
   lb = undefined;
   unpinSocketLb(pinDir);
