@@ -281,5 +281,5 @@ test('user namespace ranges survive a runtime killed with SIGKILL: adopted repli
   );
   process.kill(victimPid, 'SIGKILL');
   const e = await restarted;
-  t.is(await hostRangeOf(e.pid as number), ranges.get(victimId));
+  t.is(await hostRangeOf(e.pid as number), ranges.get(victimId) as number);
 });
