@@ -73,6 +73,12 @@ export interface EngineOptions {
   defaultResources?: { memoryBytes?: number; pids?: number };
   /** Caps on the per-host cgroup parent, so that workloads cannot starve the runtime (CgroupManager). */
   parentLimits?: { memoryBytes?: number; pids?: number };
+  /**
+   * Paths a replica with a mount namespace does not see (each covered by an empty read-only
+   * tmpfs), besides stateDir, logDir and the user namespace claim dir, which always are: the host
+   * agent adds its own state dir (its API token) and a pod's service account token.
+   */
+  maskPaths?: string[];
 }
 
 /** Default of EngineOptions.userNamespaces.firstHostId. */
@@ -458,9 +464,21 @@ export class Engine extends EventEmitter<RuntimeEvents> {
     }
   }
 
+  /** What a replica's mount namespace hides (EngineOptions.maskPaths). */
+  get #maskPaths(): string[] {
+    const paths = [
+      this.options.stateDir,
+      this.options.logDir,
+      this.#claimDir,
+      ...(this.options.maskPaths ?? []),
+    ];
+    return [...new Set(paths.map((p) => path.resolve(p)))];
+  }
+
   #deps(cgroup: import('./cgroups/index.ts').ReplicaCgroup, userRange?: UserRange) {
     return {
       userRange,
+      maskPaths: this.#maskPaths,
       api: this.#api as ProcessApi,
       cgroup,
       store: this.#store,

@@ -34,6 +34,8 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     logRotation: { maxBytes: o.logMaxBytes, maxFiles: o.logMaxFiles },
     defaultResources: o.defaultResources,
     parentLimits: workloadCaps(o.capacity),
+    // Its API token is in the state dir; in a pod, the service account's token is readable by any uid.
+    maskPaths: [o.stateDir, '/var/run/secrets/kubernetes.io'],
   });
   const t0 = performance.now();
   await engine.start();

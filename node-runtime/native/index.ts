@@ -28,6 +28,9 @@ export interface SpawnRequest {
   // the parent before the child goes on (README.md "User namespace"). Without it the process
   // keeps the runtime's identity (host root) unless uid/gid drop it. no_new_privs is always set.
   userNamespace?: { hostUid: number; hostGid: number; size: number };
+  // With 'mount': absolute paths covered by an empty read-only tmpfs in the new mount namespace
+  // (the runtime's own directories); a missing one is skipped.
+  maskPaths?: string[];
   exitStatusFile?: string; // where orrery-init records the workload's real exit (README.md)
   // Join these namespaces of a running process instead of creating any (an exec probe entering
   // its replica, like `nsenter -t PID -i -u -n -p -m`). A process cannot enter a pid namespace
@@ -213,6 +216,12 @@ function normalize(req: SpawnRequest): Record<string, unknown> {
       );
   }
   expectStrings('cgroup.procsFiles', procsFiles, isAbsolute, 'absolute paths');
+  const maskPaths = req.maskPaths ?? [];
+  expectStrings('maskPaths', maskPaths, isAbsolute, 'absolute paths');
+  if (maskPaths.length > 0 && !namespaces.includes('mount'))
+    throw new TypeError(
+      "SpawnRequest.maskPaths needs 'mount' in namespaces (it would cover the host's paths otherwise)",
+    );
   const userns = userNamespaceFields(req.userNamespace);
   for (const id of ['uid', 'gid'] as const) {
     const v = req[id];
@@ -232,6 +241,7 @@ function normalize(req: SpawnRequest): Record<string, unknown> {
     initPath: init ? initPath : undefined,
     v2Dir: req.cgroup?.v2Dir === undefined ? undefined : expectAbsolute('cgroup.v2Dir', req.cgroup.v2Dir),
     procsFiles,
+    maskPaths,
     logFile: expectAbsolute('logFile', req.logFile),
     uid: expectId('uid', req.uid),
     gid: expectId('gid', req.gid),

@@ -53,6 +53,8 @@ export interface ReplicaDeps {
    * the state record); absent with `isolation.hostUsers`.
    */
   userRange?: UserRange;
+  /** Paths hidden from a replica with a mount namespace (the runtime's own directories). */
+  maskPaths?: string[];
 }
 
 /** Host uids and gids hostId..hostId+size-1: the replica's user namespace maps its ids 0.. there. */
@@ -411,6 +413,7 @@ export class ReplicaSupervisor {
       };
       const range = this.#deps.userRange;
       if (range) req.userNamespace = { hostUid: range.hostId, hostGid: range.hostId, size: range.size };
+      if (req.namespaces.includes('mount') && this.#deps.maskPaths) req.maskPaths = this.#deps.maskPaths;
       if (this.#usesInit) req.exitStatusFile = this.#deps.exitStatusFile(this.spec.id, p.name);
       if (p.workingDir !== undefined) req.cwd = p.workingDir;
       if (this.spec.isolation.namespaces.includes('uts')) req.hostname = this.spec.name;

@@ -286,12 +286,28 @@ test("a default replica cannot see the runtime's state and log directories", asy
     `cat ${h.stateDir}/*.json && echo READ-RECORD`,
     'echo checked',
   ].join('; ');
+  // No mount namespace, so nothing is masked: the directories' modes alone keep it out.
   const spec = replica([{ restart: 'temporary', command: ['sh', '-c', script] }], {
-    isolation: { namespaces: ['pid', 'uts'] },
+    isolation: { namespaces: ['uts'] },
   });
   await h.rt.run(spec);
   await waitFor(async () => (await readLog(h, spec.id, 'p0')).includes('checked'), 5000, 'the script');
   const log = await readLog(h, spec.id, 'p0');
   t.notRegex(log, /LISTED-STATE|LISTED-LOGS|READ-RECORD/);
   t.regex(log, /Permission denied/);
+});
+
+test("a replica's mount namespace hides the runtime's directories under an empty tmpfs", async (t) => {
+  const h = await harness(t, { maskPaths: ['/no/such/dir'] });
+  await workloadDir(h.root);
+  // As root of its user namespace it could list an empty directory, and finds nothing there.
+  const script = `echo "state=$(ls -A ${h.stateDir} | wc -l) logs=$(ls -A ${h.logDir} | wc -l)"; grep -c " ${h.stateDir} tmpfs ro," /proc/self/mounts`;
+  const spec = replica([{ restart: 'temporary', command: ['sh', '-c', script] }], {
+    isolation: { namespaces: ['mount'] },
+  });
+  await h.rt.run(spec);
+  await waitFor(() => h.rt.status(spec.id).phase === 'Succeeded', 5000, 'the script to finish');
+  const lines = (await readLog(h, spec.id, 'p0')).trim().split('\n');
+  t.is(lines.at(-2)?.trim(), 'state=0 logs=0', 'both directories look empty');
+  t.is(lines.at(-1)?.trim(), '1', 'the state dir is a read-only tmpfs');
 });

@@ -68,6 +68,16 @@ static void setup_mounts(const struct orrery_spawn_plan *plan) {
       mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
     fail(plan, STEP_MOUNT_PROC, errno, 0);
   ORRERY_TRACE(TR_MOUNT_PROC);
+  /* The runtime's own directories (and a pod's service account token) under an empty read-only
+   * tmpfs, as runc masks paths: its mode keeps them closed already, this keeps them unseen. A path
+   * that does not exist, or that the workload's ids cannot reach (EACCES on a directory above it),
+   * has nothing to hide. */
+  for (int i = 0; plan->mask_paths && plan->mask_paths[i]; i++) {
+    if (mount("tmpfs", plan->mask_paths[i], "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+              "size=4k,nr_inodes=1,mode=000") < 0 &&
+        errno != ENOENT && errno != EACCES)
+      fail(plan, STEP_MASK, errno, i);
+  }
 }
 
 /* dup2(fd, fd) is a no-op that would leave FD_CLOEXEC set (dup2(2)), so clear it by hand then. */

@@ -45,7 +45,7 @@ struct spawn_job {
   int rc;
   int own_join_pidfd; /* spawnAsync's dup of req.join_pidfd, or -1 */
   char *file, *cwd, *hostname, *log_path, *init_path, *v2_dir, *status_file;
-  char **argv, **envv, **namespaces, **procs, **join_ns;
+  char **argv, **envv, **namespaces, **procs, **join_ns, **mask;
 };
 
 static void free_job(struct spawn_job *job) {
@@ -62,6 +62,7 @@ static void free_job(struct spawn_job *job) {
   js_free_strv(job->envv);
   js_free_strv(job->namespaces);
   js_free_strv(job->procs);
+  js_free_strv(job->mask);
   js_free_strv(job->join_ns);
   free(job);
 }
@@ -85,7 +86,8 @@ static struct spawn_job *parse_job(napi_env env, napi_value obj) {
       js_string_array_prop(env, obj, "argv", &job->argv, NULL) < 0 ||
       js_string_array_prop(env, obj, "env", &job->envv, NULL) < 0 ||
       js_string_array_prop(env, obj, "namespaces", &job->namespaces, &n_ns) < 0 ||
-      js_string_array_prop(env, obj, "procsFiles", &job->procs, &n_procs) < 0)
+      js_string_array_prop(env, obj, "procsFiles", &job->procs, &n_procs) < 0 ||
+      js_string_array_prop(env, obj, "maskPaths", &job->mask, NULL) < 0)
     goto fail;
   if (!job->file || !job->log_path) {
     napi_throw_type_error(env, NULL, "file and logFile are required");
@@ -121,6 +123,7 @@ static struct spawn_job *parse_job(napi_env env, napi_value obj) {
   req->init_path = job->init_path;
   req->v2_dir = job->v2_dir;
   req->procs_files = job->procs;
+  req->mask_paths = job->mask;
   req->n_procs_files = n_procs;
   req->exit_status_file = job->status_file;
   if (js_opt_int_prop(env, obj, "joinPidfd", &has, &v) < 0) goto fail;

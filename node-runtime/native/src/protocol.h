@@ -34,6 +34,7 @@ enum orrery_step {
   STEP_SETNS,            /* joining another process's namespaces (joinNamespacesOf) */
   STEP_USERNS,           /* waiting for the parent's uid/gid maps, becoming root of the user ns */
   STEP_RLIMIT,           /* setting the replica's resource limits */
+  STEP_MASK,             /* covering a path the workload must not see (maskPaths) */
   STEP__COUNT
 };
 

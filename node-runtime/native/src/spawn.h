@@ -20,6 +20,7 @@ struct orrery_spawn_plan {
   int log_fd;        /* opened by the parent: the child may no longer be able to (user namespace) */
   uint64_t ns_flags; /* CLONE_NEW* */
   int mount_proc;    /* mount + pid namespace: fresh /proc for the new pid namespace */
+  char *const *mask_paths; /* mount namespace: each covered by an empty read-only tmpfs */
   int loopback;      /* net namespace: bring lo up */
 
   /* cgroup.procs files (v1, and v2 when CLONE_INTO_CGROUP is not used) opened by the parent; the

@@ -20,6 +20,7 @@ struct orrery_spawn_request {
   const char *v2_dir;
   char **procs_files;
   int n_procs_files;
+  char **mask_paths; /* NULL-terminated: hidden under an empty read-only tmpfs (mount namespace only) */
   int has_uid, has_gid;
   uid_t uid;
   gid_t gid;
