@@ -96,16 +96,17 @@ export class KernelFastPath {
       return undefined;
     }
     const cgroupDir = join(o.layout.v2Root, o.cgroupParent);
-    mkdirSync(cgroupDir, { recursive: true });
-    const reason = fastPathUnavailable(cgroupDir);
-    if (reason !== undefined) {
-      o.log.warn({ reason }, 'kernel fast path off: the proxy serves every Service port');
-      return undefined;
-    }
     const pinDir = join(BPFFS, 'orrery', o.hostName);
+    let lb: SocketLb | undefined;
     try {
+      mkdirSync(cgroupDir, { recursive: true });
+      const reason = fastPathUnavailable(cgroupDir);
+      if (reason !== undefined) {
+        o.log.warn({ reason }, 'kernel fast path off: the proxy serves every Service port');
+        return undefined;
+      }
       const loaded = loadSocketLb(pinDir);
-      const lb = new SocketLb(pinDir);
+      lb = new SocketLb(pinDir);
       lb.attach(cgroupDir);
       o.log.info(
         { cgroupDir, pinDir, loaded },
@@ -113,6 +114,12 @@ export class KernelFastPath {
       );
       return new KernelFastPath(o, cgroupDir, pinDir, lb);
     } catch (error) {
+      // Programs attached with nobody to keep their map current would balance to stale
+      // endpoints: detached, so that the proxy serves.
+      try {
+        lb?.detach(cgroupDir);
+      } catch {}
+      lb?.close();
       o.log.warn(
         { err: (error as Error).message },
         'kernel fast path off: the proxy serves every Service port',

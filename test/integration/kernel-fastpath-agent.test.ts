@@ -1,11 +1,13 @@
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { BPFFS, fastPathUnavailable, SocketLb } from '../../node-runtime/bpf/index.ts';
+import { BPFFS, fastPathUnavailable, SocketLb, unpinSocketLb } from '../../node-runtime/bpf/index.ts';
 import { bpfProgQuery } from '../../node-runtime/native/bpf.ts';
 import {
   agentDirs,
+  childAgent,
   inProcessAgent,
   kubeForTests,
   releaseReplicas,
@@ -39,7 +41,7 @@ const REPLICA_SERVER = [
 test.serial.runIf(runs(reason, 'kernel-fastpath-agent'))(
   'the agent balances a tcp Service in the kernel, takes an exited replica out, and unloads on stop',
   async (t) => {
-    const outside = createServer((s) => s.end('outside'));
+    const outside = createServer((s) => s.on('error', () => {}).end('outside'));
     await new Promise<void>((resolve) => outside.listen(0, '127.0.0.1', resolve));
     t.teardown(() => outside.close());
     const outsidePort = (outside.address() as { port: number }).port;
@@ -143,5 +145,129 @@ test.serial.runIf(runs(reason, 'kernel-fastpath-agent'))(
     await agent.stop({ stopWorkloads: true });
     t.false(existsSync(pinDir), 'unpinned');
     t.deepEqual(existsSync(cgroupDir) ? bpfProgQuery(cgroupDir, 'connect4') : [], []);
+  },
+);
+
+// A replica that connects to VIP:port for MS milliseconds and writes what it reached to OUT.
+const LOOP_CLIENT = `
+import { connect } from 'node:net';
+import { writeFileSync } from 'node:fs';
+const [vip, port, ms, out] = process.argv.slice(1);
+const once = () => new Promise((resolve) => {
+  const s = connect(Number(port), vip);
+  let name = '';
+  s.on('data', (d) => { name += d; });
+  s.on('error', (e) => resolve({ error: e.code }));
+  s.on('close', () => resolve({ name }));
+});
+const t = { connects: 0, servers: {}, errors: {} };
+const until = Date.now() + Number(ms);
+while (Date.now() < until) {
+  const r = await once();
+  t.connects++;
+  const [field, key] = r.error ? ['errors', r.error] : ['servers', r.name];
+  t[field][key] = (t[field][key] ?? 0) + 1;
+}
+writeFileSync(out, JSON.stringify(t));
+`;
+
+interface LoopTally {
+  connects: number;
+  servers: Record<string, number>;
+  errors: Record<string, number>;
+}
+
+// Issue 13's restart acceptance: the agent SIGKILLed and started again while a replica connects
+// in a tight loop; the programs and map stay pinned and attached, so balancing never stops, and
+// the new agent takes them over (same programs) and deletes what became stale meanwhile.
+test.serial.runIf(runs(reason, 'kernel-fastpath-agent'))(
+  'the agent SIGKILLed and restarted: balancing never stops, the pins are taken over, stale entries go',
+  async (t) => {
+    const servers = await Promise.all(
+      ['a', 'b'].map(async (name) => {
+        const server = createServer((s) => s.on('error', () => {}).end(name));
+        await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+        t.teardown(() => server.close());
+        return (server.address() as { port: number }).port;
+      }),
+    );
+    const setup = await meshService(t, {
+      name: 'fp',
+      portName: 'web',
+      protocol: 'tcp',
+      endpoints: servers.map((p, i) => endpointAt(`s-${i}`, p, 'web')),
+    });
+    const { vip, port } = setup;
+    const dirs = await agentDirs(t);
+    const cgroupDir = join(v2Root as string, dirs.cgroupParent);
+    const pinDir = join(BPFFS, 'orrery', dirs.hostName);
+    // Runs after the agents' own teardowns (SIGKILL leaves programs and pins by design).
+    t.teardown(() => {
+      if (!existsSync(pinDir)) return;
+      const lb = new SocketLb(pinDir);
+      if (existsSync(cgroupDir)) lb.detach(cgroupDir);
+      lb.close();
+      unpinSocketLb(pinDir);
+    });
+
+    const first = await childAgent(t, dirs, ['--kernel-fastpath']);
+    const lb = await waitFor('the agent pinning the fast path', () =>
+      existsSync(pinDir) ? new SocketLb(pinDir) : undefined,
+    );
+    t.teardown(() => lb.close());
+    await waitFor('both endpoints in the kernel map', () =>
+      lb.service(vip, port)?.length === 2 ? true : undefined,
+    );
+    const programs = lb.programIds;
+
+    // The client is a replica of the agent's (a cgroup of its own below the parent, re-adopted by
+    // the next agent; one the engine does not know would be removed as an orphan).
+    const { replicas } = await kubeForTests();
+    // In /tmp: the replica may run as another user, who cannot enter the test's private dirs.
+    const out = join(tmpdir(), `orrery-test-fp-loop-${dirs.hostName}.json`);
+    t.teardown(() => rmSync(out, { force: true }));
+    t.teardown(() => releaseReplicas(setup.ns));
+    await replicas.create(
+      replicaObject(setup.ns, 'fp-client-0', dirs.hostName, [
+        {
+          name: 'main',
+          command: [
+            process.execPath,
+            '--input-type=module',
+            '-e',
+            LOOP_CLIENT,
+            vip,
+            String(port),
+            '4000',
+            out,
+          ],
+          restart: 'temporary',
+        },
+      ]),
+    );
+    await new Promise((r) => setTimeout(r, 800)); // the replica started and connecting
+    first.child.kill('SIGKILL');
+    await first.exited;
+    const second = await childAgent(t, dirs, ['--kernel-fastpath']);
+    const tally = await waitFor(
+      'the client replica to finish its loop',
+      () => (existsSync(out) ? (JSON.parse(readFileSync(out, 'utf8')) as LoopTally) : undefined),
+      20_000,
+    );
+    t.log(
+      `across the SIGKILL and restart: ${tally.connects} connects, ${JSON.stringify(tally.servers)}, failed ${JSON.stringify(tally.errors)}`,
+    );
+    t.deepEqual(tally.errors, {});
+    t.true((tally.servers.a ?? 0) > 0 && (tally.servers.b ?? 0) > 0);
+    t.deepEqual(new SocketLb(pinDir).programIds, programs, 'the same programs, taken over');
+
+    // Killed again; the Service deleted meanwhile: the next agent deletes its entry once synced.
+    second.child.kill('SIGKILL');
+    await second.exited;
+    await setup.services.delete('fp', { namespace: setup.ns });
+    t.is(lb.service(vip, port)?.length, 2, 'still balanced while no agent runs');
+    await childAgent(t, dirs, ['--kernel-fastpath']);
+    await waitFor('the stale entry deleted', () => (lb.service(vip, port) === undefined ? true : undefined));
+    t.deepEqual(lb.servicePorts(), []);
   },
 );

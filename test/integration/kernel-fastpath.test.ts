@@ -43,7 +43,7 @@ interface Backend {
 
 /** A TCP server that writes its name to each connection and closes it. */
 async function backend(name: string, host = '127.0.0.1', port = 0): Promise<Backend> {
-  const server = createServer((socket) => socket.end(name));
+  const server = createServer((socket) => socket.on('error', () => {}).end(name));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, resolve);
