@@ -1,8 +1,12 @@
 // The host agent's kernel fast path decisions (node-runtime/agent/fastpath.ts): which Service
 // ports the kernel balances (node-runtime/bpf/README.md's table) and what an engine event does.
 import test from 'ava';
+import type { Logger } from 'pino';
 import type { Service } from '../../crds/types.ts';
-import { balancedInKernel, kernelEffectOf } from '../../node-runtime/agent/fastpath.ts';
+import type { Informer, KubeApi } from '../../kube/index.ts';
+import { balancedInKernel, KernelFastPath, kernelEffectOf } from '../../node-runtime/agent/fastpath.ts';
+import type { CgroupLayout } from '../../node-runtime/cgroups/detect.ts';
+import type { Engine } from '../../node-runtime/engine.ts';
 import type { EngineEvent } from '../../node-runtime/supervisor/spec.ts';
 
 function service(
@@ -55,4 +59,23 @@ test('an exit, a stop or a replica not ready takes it out; the replica ready aga
   t.is(kernelEffectOf(ev({ type: 'ready', process: 'main', replicaReady: true })), 'up');
   t.is(kernelEffectOf(ev({ type: 'ready', process: 'side', replicaReady: false })), undefined);
   t.is(kernelEffectOf(ev({ type: 'started', process: 'main', pid: 1 })), undefined);
+});
+
+test('the fallback: without a cgroup v2 tree the fast path is off, with one warning saying why', (t) => {
+  const warnings: unknown[] = [];
+  const log = { warn: (...args: unknown[]) => warnings.push(args), info: () => {} } as unknown as Logger;
+  const started = KernelFastPath.start({
+    hostName: 'h',
+    layout: { mode: 'v1', v2Controllers: [], v1: {}, cgroupKill: false } as unknown as CgroupLayout,
+    cgroupParent: 'orrery/h',
+    api: undefined as unknown as KubeApi,
+    fieldManager: 'test',
+    services: undefined as unknown as Informer<Service>,
+    engine: undefined as unknown as Engine,
+    log,
+  });
+  t.is(started, undefined);
+  t.deepEqual(warnings, [
+    [{ reason: 'no cgroup v2 tree' }, 'kernel fast path off: the proxy serves every Service port'],
+  ]);
 });
