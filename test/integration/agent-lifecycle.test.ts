@@ -1,6 +1,6 @@
 // The host agent against the real API server, real processes and real cgroups: registration,
 // heartbeat, running a bound Replica, and deleting it.
-import { readFileSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import test from 'ava';
 import { RUNTIME_FINALIZER, SYSTEM_NAMESPACE } from '../../crds/labels.ts';
 import type { Replica } from '../../crds/types.ts';
@@ -385,4 +385,48 @@ test('a Replica written by hand gets its template defaults from the agent; an in
   const cpu = await phaseOf('cpu-0', 'Failed');
   t.is(cpu.status?.reason, 'InvalidSpec');
   t.regex(cpu.status?.message ?? '', /'lots'/);
+});
+
+// Issue 15's reproduction: `id; grep CapEff` in a default replica said uid 0 with every
+// capability on the host. Inside it may still say 0; outside it is an unprivileged uid.
+test('a default Replica is root only inside its user namespace: the host sees an unprivileged uid', async (t) => {
+  const k = await kubeForTests();
+  const ns = await testNamespace(t);
+  const dirs = await agentDirs(t);
+  const agent = await inProcessAgent(t, dirs);
+  const script = "id -u; grep CapEff /proc/self/status; tr -s ' ' < /proc/self/uid_map; exec sleep 600";
+  await k.replicas.create(
+    replicaObject(ns, 'whoami-0', dirs.hostName, [{ name: 'main', command: ['sh', '-c', script] }], {
+      isolation: { namespaces: ['pid', 'mount', 'uts', 'ipc'] },
+    }),
+  );
+  const r = await waitFor('whoami-0 Running', async () => {
+    const x = await k.replicas.get('whoami-0', { namespace: ns });
+    return x.status?.phase === 'Running' ? x : undefined;
+  });
+  const log = await waitFor('its output', async () => {
+    const res = await fetch(`${agent.apiEndpoint}/v1/replicas/${ns}/whoami-0/logs`, authed(agent.token));
+    const text = await res.text();
+    return /uid_map|\d+ \d+ \d+/.test(text) ? text : undefined;
+  });
+  const [inside, , map] = log.trim().split('\n');
+  t.is(inside, '0', 'root inside');
+  const [, hostUid, count] = (map ?? '').trim().split(' ').map(Number);
+  t.true((hostUid as number) >= 65536 && count === 65536, `mapped onto an unprivileged range: ${map}`);
+  // From outside: the process (orrery-init, PID 1 of the replica) has the range's uid on the host,
+  // and its capabilities belong to a user namespace that is not the host's.
+  const pid = r.status?.processes?.[0]?.pid as number;
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  t.deepEqual(/^Uid:\s+(.*)$/m.exec(status)?.[1]?.split(/\s+/).map(Number), [
+    hostUid,
+    hostUid,
+    hostUid,
+    hostUid,
+  ]);
+  t.is(/^NoNewPrivs:\s+(\d)/m.exec(status)?.[1], '1');
+  t.not(readlinkSync(`/proc/${pid}/ns/user`), readlinkSync('/proc/self/ns/user'));
+  await k.replicas.delete('whoami-0', { namespace: ns });
+  await waitFor('whoami-0 gone', async () =>
+    (await getOrUndefined(k.replicas, ns, 'whoami-0')) === undefined ? true : undefined,
+  );
 });
