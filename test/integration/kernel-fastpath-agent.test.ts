@@ -1,7 +1,7 @@
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import test from 'ava';
 import { BPFFS, fastPathUnavailable, SocketLb, unpinSocketLb } from '../../node-runtime/bpf/index.ts';
 import { bpfProgQuery } from '../../node-runtime/native/bpf.ts';
@@ -204,10 +204,19 @@ test.serial.runIf(runs(reason, 'kernel-fastpath-agent'))(
     // Runs after the agents' own teardowns (SIGKILL leaves programs and pins by design).
     t.teardown(() => {
       if (!existsSync(pinDir)) return;
-      const lb = new SocketLb(pinDir);
-      if (existsSync(cgroupDir)) lb.detach(cgroupDir);
-      lb.close();
-      unpinSocketLb(pinDir);
+      let left: SocketLb | undefined;
+      try {
+        left = new SocketLb(pinDir);
+        if (existsSync(cgroupDir)) left.detach(cgroupDir);
+      } catch (error) {
+        console.error(`kernel-fastpath-agent: detaching ${pinDir} from ${cgroupDir}: ${String(error)}`);
+      } finally {
+        left?.close();
+        unpinSocketLb(pinDir);
+        try {
+          rmdirSync(dirname(pinDir)); // <bpffs>/orrery, when no other agent pins there
+        } catch {}
+      }
     });
 
     const first = await childAgent(t, dirs, ['--kernel-fastpath']);
