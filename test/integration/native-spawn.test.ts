@@ -196,7 +196,84 @@ test('invalid requests are rejected with a message naming the field', (t) => {
   });
   t.throws(() => spawn({ ...base, hostname: 'h' }), { message: /hostname needs 'uts'/ });
   t.throws(() => spawn({ ...base, argv: [] }), { message: /argv must hold at least argv\[0\]/ });
+  const userNamespace = { hostUid: 2 ** 31, hostGid: 2 ** 31, size: 65536 };
+  t.throws(() => spawn({ ...base, userNamespace: { ...userNamespace, size: 0 } }), {
+    message: /SpawnRequest\.userNamespace must be/,
+  });
+  t.throws(() => spawn({ ...base, userNamespace, uid: 70000 }), {
+    message: /SpawnRequest\.uid must be below userNamespace\.size \(65536\)/,
+  });
+  t.throws(() => spawn({ ...base, maskPaths: ['/etc'] }), { message: /maskPaths needs 'mount'/ });
+  t.throws(() => spawn({ ...base, namespaces: ['mount'], maskPaths: ['etc'] }), {
+    message: /SpawnRequest\.maskPaths\[0\]/,
+  });
 });
+
+/** The soft and hard value of one line of /proc/<pid>/limits, e.g. "Max open files". */
+function limitOf(pid: number | 'self', name: string): [string, string] {
+  const line = readFileSync(`/proc/${pid}/limits`, 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith(name));
+  const [soft, hard] = (line ?? '').slice(26).trim().split(/\s+/);
+  return [soft as string, hard as string];
+}
+
+test('resource limits are set from the documented table, not inherited from the runtime', async (t) => {
+  // The test runner's own limits differ (Node raises its soft open-files limit to the hard one).
+  t.notDeepEqual(limitOf('self', 'Max open files'), ['1024', '524288'], 'the runtime has other limits');
+  for (const userNamespace of [undefined, { hostUid: 2 ** 31, hostGid: 2 ** 31, size: 65536 }]) {
+    const { child, exited } = run(t, {
+      file: '/bin/sleep',
+      argv: ['sleep', '30'],
+      ...(userNamespace ? { userNamespace } : {}),
+    });
+    const [softFiles, hardFiles] = limitOf(child.pid, 'Max open files');
+    t.is(softFiles, '1024');
+    // A hard limit above the runtime's own is clamped to it where the child may not raise it:
+    // inside a user namespace, or without CAP_SYS_RESOURCE (bit 24) at all.
+    const runtimeHard = limitOf('self', 'Max open files')[1];
+    const capEff = BigInt(`0x${/^CapEff:\s+(\w+)/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1]}`);
+    const mayRaise = !userNamespace && (capEff & (1n << 24n)) !== 0n;
+    t.is(hardFiles, !mayRaise && Number(runtimeHard) < 524288 ? runtimeHard : '524288');
+    t.deepEqual(limitOf(child.pid, 'Max core file size'), ['0', 'unlimited']);
+    t.deepEqual(limitOf(child.pid, 'Max locked memory'), ['8388608', '8388608']);
+    t.is(/^NoNewPrivs:\s+(\d)/m.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1], '1');
+    sendSignal(child.pidfd, 'SIGKILL');
+    t.deepEqual(await exited, { code: null, signal: 'SIGKILL' });
+  }
+});
+
+test.runIf(asRoot)(
+  'a user namespace maps its root onto the given host range; uid is an id inside it',
+  async (t) => {
+    const userNamespace = { hostUid: 2 ** 31 + 65536, hostGid: 2 ** 31 + 65536, size: 65536 };
+    const { child, exited, log } = run(t, {
+      file: '/bin/sh',
+      argv: ['sh', '-c', 'id -u; id -g; exec sleep 30'],
+      userNamespace,
+      uid: 1000,
+      gid: 1000,
+    });
+    t.is(
+      readFileSync(`/proc/${child.pid}/uid_map`, 'utf8').trim().split(/\s+/).join(' '),
+      `0 ${2 ** 31 + 65536} 65536`,
+    );
+    t.is(
+      readFileSync(`/proc/${child.pid}/gid_map`, 'utf8').trim().split(/\s+/).join(' '),
+      `0 ${2 ** 31 + 65536} 65536`,
+    );
+    const hostId = 2 ** 31 + 65536 + 1000;
+    const status = readFileSync(`/proc/${child.pid}/status`, 'utf8');
+    t.regex(status, new RegExp(`\nUid:\\s+${hostId}\\s+${hostId}\\s+${hostId}\\s+${hostId}\n`));
+    // Not root inside either: no capability at all, even over its own namespace.
+    t.regex(status, /\nCapEff:\s+0+\n/);
+    const deadline = Date.now() + 5000;
+    while (!/\d+\n\d+\n/.test(log()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    t.is(log(), '1000\n1000\n');
+    sendSignal(child.pidfd, 'SIGKILL');
+    t.deepEqual(await exited, { code: null, signal: 'SIGKILL' });
+  },
+);
 
 test('kernelFeatures agrees with the kernel release (and with the seccomp filter, for clone3)', (t) => {
   const features = kernelFeatures();

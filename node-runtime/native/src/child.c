@@ -114,7 +114,8 @@ static void enter_user_namespace(const struct orrery_spawn_plan *plan) {
 
 /* Resource limits are set, never inherited from the runtime (whose own limits are its business).
  * RLIM_INFINITY is spelled out; a hard limit above the runtime's own cannot be raised from inside
- * a user namespace (raising needs CAP_SYS_RESOURCE in the initial one), so it is clamped to it.
+ * a user namespace (raising needs CAP_SYS_RESOURCE in the initial one) or without that capability,
+ * so it is clamped to it then.
  * The table is documented in ../README.md ("Resource limits"). */
 #define MIB (1024ull * 1024ull)
 static const struct {
