@@ -84,8 +84,11 @@ export class SchedulerCache {
   usageOf = (host: string): HostUsage => {
     if (!this.#usage) {
       this.#usage = new Map();
+      const defaults = new Map<string, HostDefaults>(); // parsed once per host, not per replica
       for (const { host: h, replica } of this.#boundTo.values()) {
-        addUsage(usageIn(this.#usage, h), replica, this.#defaults(h));
+        let d = defaults.get(h);
+        if (!d) defaults.set(h, (d = this.#defaults(h)));
+        addUsage(usageIn(this.#usage, h), replica, d);
       }
     }
     return this.#usage.get(host) ?? emptyUsage();
