@@ -1,7 +1,11 @@
 import { constants } from 'node:fs';
-import { open, rename, rm } from 'node:fs/promises';
+import { type FileHandle, open, rename, rm } from 'node:fs/promises';
 
 const COPY_BLOCK = 256 * 1024;
+/** Times the copy's window may move ahead of a writer faster than the copy before it gives up. */
+const WINDOW_PASSES = 4;
+/** Catch-up passes at most, each copying what came in during the one before. */
+const CATCH_UP_PASSES = 16;
 const { O_RDWR, O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = constants;
 
 async function renameIfExists(from: string, to: string): Promise<void> {
@@ -25,6 +29,14 @@ export function parseDroppedNote(head: Buffer): { dropped: number; length: numbe
   return m ? { dropped: Number(m[1]), length: m[0].length } : null;
 }
 
+/** `position`, moved to the start of the next line when one begins in the next 4 KiB. */
+async function lineStartNear(source: FileHandle, buffer: Buffer, position: number): Promise<number> {
+  if (position === 0) return 0;
+  const { bytesRead } = await source.read(buffer, 0, Math.min(buffer.length, 4096), position - 1);
+  const newline = buffer.subarray(0, bytesRead).indexOf(0x0a);
+  return newline >= 0 ? position + newline : position;
+}
+
 export interface Rotation {
   /** Bytes of the live file kept in `.1`. */
   kept: number;
@@ -36,13 +48,14 @@ export interface Rotation {
  * copytruncate (as logrotate(8) does it), bounded: the child holds its own O_APPEND fd on the live
  * file, so the file cannot be renamed away; instead at most its newest `maxBytes` are copied to
  * `.1` (older files shift up and the oldest beyond `files.length` is dropped) and the live file is
- * truncated to zero. O_APPEND writers then continue at the new end, without a hole. A writer
- * faster than the copy loses the bytes beyond `maxBytes` (a line at the cut says how many), so
- * `.1` never exceeds `maxBytes` plus that line, whatever the writer does.
+ * truncated to zero. O_APPEND writers then continue at the new end, without a hole. Output
+ * beyond the newest `maxBytes` is dropped, oldest first (a line at the cut says how many bytes),
+ * so `.1` never exceeds `maxBytes` plus that line, whatever the writer does.
  *
  * The window: a write landing after the last catch-up read and before ftruncate() is lost (counted
  * in `dropped`). The copy catches up until a pass finds nothing new, so for a writer slower than
- * the copy the window is one stat + one ftruncate (microseconds).
+ * the copy the window is one stat + one ftruncate (microseconds); a writer that never pauses
+ * loses what it wrote during the last of the passes.
  *
  * `files` are the run's files newest first: live, .1, .2, … Files are created 0600, and none is
  * opened through a symlink.
@@ -69,31 +82,39 @@ export async function copyTruncate(files: string[], maxBytes: number): Promise<R
     let dropped = 0;
     try {
       const buffer = Buffer.alloc(COPY_BLOCK);
-      let position = Math.max(0, (await source.stat()).size - maxBytes);
-      if (position > 0) {
-        // Cut at a line start when one is near, so the first kept line is whole.
-        const { bytesRead } = await source.read(buffer, 0, Math.min(buffer.length, 4096), position - 1);
-        const newline = buffer.subarray(0, bytesRead).indexOf(0x0a);
-        if (newline >= 0) position += newline;
-      }
-      dropped = position;
-      if (dropped > 0) {
-        const note = Buffer.from(droppedNote(dropped));
-        await target.write(note, 0, note.length, 0);
-        kept += note.length;
-      }
-      const budget = maxBytes + kept;
-      while (kept < budget) {
-        const want = Math.min(buffer.length, budget - kept);
-        const { bytesRead } = await source.read(buffer, 0, want, position);
-        if (bytesRead === 0) break;
-        await target.write(buffer, 0, bytesRead, kept);
-        position += bytesRead;
-        kept += bytesRead;
+      // `.1` holds [start, position) of the live file, after a note when start > 0. The window is
+      // the newest maxBytes: a writer that adds more during the copy moves it (the copy starts
+      // again from the new window), so what is dropped is the oldest output, never the newest.
+      // The catch-up ends when a pass finds nothing new, or after CATCH_UP_PASSES (a writer that
+      // never pauses), the window moved at most WINDOW_PASSES times; what is left unread then is
+      // lost with the truncation.
+      let start = 0;
+      let position = 0;
+      let note = 0;
+      for (let pass = 0; pass < CATCH_UP_PASSES; pass++) {
+        const size = (await source.stat()).size;
+        if (size === position) break;
+        if (size - start > maxBytes) {
+          if (pass >= WINDOW_PASSES) break;
+          start = await lineStartNear(source, buffer, size - maxBytes);
+          position = start;
+          await target.truncate(0);
+          const text = Buffer.from(droppedNote(start));
+          await target.write(text, 0, text.length, 0);
+          note = text.length;
+        }
+        while (position < size) {
+          const want = Math.min(buffer.length, size - position);
+          const { bytesRead } = await source.read(buffer, 0, want, position);
+          if (bytesRead === 0) break;
+          await target.write(buffer, 0, bytesRead, note + position - start);
+          position += bytesRead;
+        }
       }
       const { size } = await source.stat();
       await source.truncate(0);
-      dropped += Math.max(0, size - position);
+      kept = note + position - start;
+      dropped = start + Math.max(0, size - position);
     } finally {
       await target.close();
     }

@@ -168,3 +168,26 @@ test('removeReplica cleans up the logs of a replica whose process ran', async (t
   await logs.removeReplica('web-0');
   t.deepEqual(await readdir(logs.root), []);
 });
+
+test('a writer faster than the copy loses its oldest output, never its newest: the last line survives rotation', async (t) => {
+  const logs = await store(t, { maxBytes: 1024 * 1024, maxFiles: 2 });
+  const file = logs.prepareRun('web-0', 'server');
+  const child = writer(t, file, `yes ${'x'.repeat(99)} | head -c 100000000; echo last-line`);
+  let running = true;
+  void exited(child).then(() => {
+    running = false;
+  });
+  let rotations = 0;
+  while (running) {
+    if (await logs.rotateIfNeeded('web-0', 'server')) rotations++;
+    await new Promise((resolve) => setImmediate(resolve)); // let the child's exit be seen
+  }
+  await logs.rotateIfNeeded('web-0', 'server');
+  t.true(rotations > 0);
+  t.is(await logs.tail('web-0', 'server', { lines: 1 }), 'last-line\n');
+  t.true((await stat(`${file}.1`)).size <= 1024 * 1024 + 100, '.1 holds at most maxBytes and its note');
+  t.regex(
+    await readFile(`${file}.1`, 'utf8').then((s) => s.slice(0, 100)),
+    /^\[orrery: \d+ bytes of log dropped/,
+  );
+});
