@@ -111,6 +111,8 @@ export class Engine extends EventEmitter<RuntimeEvents> {
   #closed = false;
   /** User namespace slot -> replica id (see EngineOptions.userNamespaces). */
   readonly #userSlots = new Map<number, string>();
+  /** Slots found claimed by another runtime on the machine (#allocateUserRange). */
+  readonly #claimedElsewhere = new Set<number>();
   readonly #firstHostId: number;
   readonly #userNamespaceSlots: number;
 
@@ -402,10 +404,19 @@ export class Engine extends EventEmitter<RuntimeEvents> {
    */
   #allocateUserRange(id: string): UserRange {
     mkdirSync(this.#claimDir, { recursive: true, mode: 0o700 });
-    for (let slot = 0; slot < this.#userNamespaceSlots; slot++) {
-      if (this.#userSlots.has(slot) || !this.#claim(slot, id)) continue;
-      this.#userSlots.set(slot, id);
-      return { hostId: this.#firstHostId + slot * USER_NAMESPACE_SIZE, size: USER_NAMESPACE_SIZE };
+    // Slots another runtime held when last tried are skipped (several runtimes with a thousand
+    // replicas each would otherwise retry each other's claims at every start), until none is left.
+    for (const skipElsewhere of [true, false]) {
+      if (!skipElsewhere) this.#claimedElsewhere.clear();
+      for (let slot = 0; slot < this.#userNamespaceSlots; slot++) {
+        if (this.#userSlots.has(slot) || (skipElsewhere && this.#claimedElsewhere.has(slot))) continue;
+        if (!this.#claim(slot, id)) {
+          this.#claimedElsewhere.add(slot);
+          continue;
+        }
+        this.#userSlots.set(slot, id);
+        return { hostId: this.#firstHostId + slot * USER_NAMESPACE_SIZE, size: USER_NAMESPACE_SIZE };
+      }
     }
     throw new Error(
       `no user namespace range left for ${id}: all ${this.#userNamespaceSlots} are in use on this machine`,
