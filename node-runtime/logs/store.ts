@@ -206,8 +206,19 @@ export class LogStore {
     try {
       entry.watcher = watch(entry.dir, { persistent: false });
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return; // removed: removeReplica() follows
-      throw error;
+      // ENOENT: removed, removeReplica() follows. Anything else (ENOSPC: past
+      // fs.inotify.max_user_watches) leaves this replica to the engine's periodic pass; the
+      // process still starts.
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT') {
+        const processName = entry.live.keys().next().value ?? '';
+        this.#onError?.(
+          replicaId,
+          processName,
+          new Error(`cannot watch ${entry.dir}: ${code}`, { cause: error }),
+        );
+      }
+      return;
     }
     const disarm = () => {
       entry.watcher?.close();
