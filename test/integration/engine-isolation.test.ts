@@ -1,6 +1,7 @@
-import { existsSync } from 'node:fs';
+import { chmodSync, existsSync, statSync } from 'node:fs';
 import { readFile, readlink, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import { CgroupManager, detectCgroupLayout } from '../../node-runtime/cgroups/index.ts';
 import {
@@ -310,4 +311,20 @@ test("a replica's mount namespace hides the runtime's directories under an empty
   const lines = (await readLog(h, spec.id, 'p0')).trim().split('\n');
   t.is(lines.at(-2)?.trim(), 'state=0 logs=0', 'both directories look empty');
   t.is(lines.at(-1)?.trim(), '1', 'the state dir is a read-only tmpfs');
+});
+
+test('orrery-init starts in a replica whose host uid cannot search the package directory', async (t) => {
+  // As from a checkout in a 0750 home directory: the child execs orrery-init by descriptor.
+  const release = fileURLToPath(new URL('../../node-runtime/native/build/Release', import.meta.url));
+  const mode = statSync(release).mode & 0o7777;
+  chmodSync(release, 0o700);
+  t.teardown(() => chmodSync(release, mode));
+  const h = await harness(t);
+  const spec = replica([{ restart: 'temporary', command: ['sh', '-c', 'echo "pid=$$"'] }], {
+    isolation: { namespaces: ['pid'] },
+  });
+  await h.rt.run(spec);
+  await waitFor(() => h.rt.status(spec.id).phase !== 'Running', 5000, 'the process to finish');
+  t.is(h.rt.status(spec.id).phase, 'Succeeded', JSON.stringify(h.rt.status(spec.id).processes[0]?.lastExit));
+  t.is(await readLog(h, spec.id, 'p0'), 'pid=2\n', 'under orrery-init, PID 1 of its namespace');
 });

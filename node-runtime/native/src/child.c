@@ -258,7 +258,11 @@ static void exec_workload_then_init(struct orrery_spawn_plan *plan) {
   if (!err) {
     format_pid(plan->pid_slot, pid);
     ORRERY_TRACE(TR_EXEC);
-    execve(plan->exec_path, plan->exec_argv, plan->envp);
+    /* By the parent's O_PATH descriptor (execveat, Linux 3.19): only the file's own exec bit is
+     * checked, not the search bits of the directories above it, which the replica's host uid may
+     * lack. ENOSYS: by path. */
+    syscall(SYS_execveat, plan->exec_fd, "", plan->exec_argv, plan->envp, AT_EMPTY_PATH);
+    if (errno == ENOSYS) execve(plan->exec_path, plan->exec_argv, plan->envp);
     err = errno;
   }
   kill(pid, SIGKILL);

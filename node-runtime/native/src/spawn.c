@@ -232,6 +232,7 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
   plan.v2_procs_index = -1;
   plan.keep_fds[0] = plan.keep_fds[1] = -1;
   plan.log_fd = -1;
+  plan.exec_fd = -1;
   plan.userns_sync[0] = plan.userns_sync[1] = -1;
   int pipe_fds[2] = {-1, -1};
   int status_fd = -1;
@@ -277,6 +278,15 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
   if (plan.log_fd < 0) {
     rc = fail(res, "open-log", errno, req->log_path);
     goto out_procs;
+  }
+  /* orrery-init by descriptor: a replica's host uid must be able to exec it, not to reach the
+   * package's directory (a checkout in a 0750 home directory). */
+  if (req->init) {
+    plan.exec_fd = open(req->init_path, O_PATH | O_CLOEXEC);
+    if (plan.exec_fd < 0) {
+      rc = fail(res, "execve-init", errno, req->init_path);
+      goto out_procs;
+    }
   }
   if (req->userns && pipe2(plan.userns_sync, O_CLOEXEC) < 0) {
     rc = fail(res, "pipe2", errno, NULL);
@@ -355,6 +365,7 @@ out_procs:
   orrery_close_fds(plan.procs_fds, plan.n_procs_fds);
   orrery_close_fds(plan.userns_sync, 2);
   orrery_close_fd(plan.log_fd);
+  orrery_close_fd(plan.exec_fd);
   orrery_close_fd(status_fd);
 out_pipe:
   orrery_close_fd(pipe_fds[1]);

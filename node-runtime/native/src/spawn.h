@@ -13,6 +13,7 @@
 struct orrery_spawn_plan {
   /* What the child execs: the workload itself, or orrery-init with the workload after "--". */
   const char *exec_path;
+  int exec_fd; /* init mode: O_PATH fd of orrery-init, exec'd with execveat (child.c), or -1 */
   char *const *exec_argv;
   char *const *envp;
   const char *cwd;      /* NULL: keep the runtime's cwd */
