@@ -328,3 +328,30 @@ test('orrery-init starts in a replica whose host uid cannot search the package d
   t.is(h.rt.status(spec.id).phase, 'Succeeded', JSON.stringify(h.rt.status(spec.id).processes[0]?.lastExit));
   t.is(await readLog(h, spec.id, 'p0'), 'pid=2\n', 'under orrery-init, PID 1 of its namespace');
 });
+
+test('a replica cannot raise its own cgroup limits: the cgroup stays the runtime’s', async (t) => {
+  const h = await harness(t, { defaultResources: { pids: 50 } });
+  const planned = new CgroupManager({ layout: detectCgroupLayout(), parent: h.parent });
+  const spec = replica([{ restart: 'temporary', command: ['sh', '-c', 'sleep 0.2; exec sleep 1000'] }], {
+    isolation: { namespaces: ['pid'] },
+  });
+  await h.rt.run(spec);
+  const pidsMax = planned.open(spec.id)?.plan.files.pidsMax;
+  if (!pidsMax) throw new Error('no pids.max');
+  // A replica (root of its user namespace) writing its own pids.max, and its neighbour's: refused.
+  const name = 'raiser';
+  const own = pidsMax.replace(spec.id, `test.${name}`);
+  const script = `echo max > ${own} && echo RAISED-OWN; echo max > ${pidsMax} && echo RAISED-OTHER; echo done`;
+  const writer = replica([{ restart: 'temporary', command: ['sh', '-c', script] }], {
+    name,
+    isolation: { namespaces: ['pid'] },
+  });
+  await h.rt.run(writer);
+  await waitFor(async () => (await readLog(h, writer.id, 'p0')).includes('done'), 5000, 'the write attempts');
+  t.true(existsSync(own), `its own pids.max is ${own}`);
+  const log = await readLog(h, writer.id, 'p0');
+  t.notRegex(log, /RAISED/);
+  t.regex(log, /Permission denied/);
+  t.is((await readFile(own, 'utf8')).trim(), '50');
+  t.is((await readFile(pidsMax, 'utf8')).trim(), '50');
+});
