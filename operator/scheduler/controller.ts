@@ -87,7 +87,10 @@ export class SchedulerCache {
       const defaults = new Map<string, HostDefaults>(); // parsed once per host, not per replica
       for (const { host: h, replica } of this.#boundTo.values()) {
         let d = defaults.get(h);
-        if (!d) defaults.set(h, (d = this.#defaults(h)));
+        if (!d) {
+          d = this.#defaults(h);
+          defaults.set(h, d);
+        }
         addUsage(usageIn(this.#usage, h), replica, d);
       }
     }
