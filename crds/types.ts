@@ -1013,6 +1013,19 @@ export interface HostStatus {
      */
     parent?: string;
   };
+  /**
+   * How replicas' connects to Service ports go on this host: to the mesh proxy at VIP:port, or, with the runtime's --kernel-fastpath where BPF and cgroup v2 allow it, straight to an endpoint for tcp ports, chosen at connect() in the kernel (docs/DESIGN.md §6.1).
+   */
+  meshDataPath?: {
+    /**
+     * tcp Service ports are balanced in the kernel.
+     */
+    kernel?: boolean;
+    /**
+     * Why not, when kernel is false.
+     */
+    reason?: string;
+  };
   conditions?: Conditions;
 }
 /**

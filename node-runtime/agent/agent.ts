@@ -263,6 +263,26 @@ export async function joinCluster({ options: o, log, engine, readopted }: Readop
     );
     const apiEndpoint = endpointOf(server, o);
 
+    // The kernel fast path: on with --kernel-fastpath, and only where BPF and cgroup v2 are; the
+    // Host's first status write says which data path is in use.
+    const started = o.kernelFastPath
+      ? KernelFastPath.start({
+          hostName: me,
+          cgroupParent: o.cgroupParent,
+          layout,
+          api,
+          fieldManager,
+          services,
+          engine,
+          log,
+        })
+      : { off: 'off (orrery runtime --kernel-fastpath not given)' };
+    const fastPath = 'fastPath' in started ? started.fastPath : undefined;
+    if (fastPath) teardown.push(() => fastPath.stop());
+    registration.setMeshDataPath(
+      'off' in started ? { kernel: false, reason: started.off } : { kernel: true },
+    );
+
     teardown.push(() => registration.stop());
     await registration.start(apiEndpoint);
 
@@ -281,20 +301,6 @@ export async function joinCluster({ options: o, log, engine, readopted }: Readop
     teardown.push(() => engine.off('event', reconciler.onRuntimeEvent));
     informer.start();
     teardown.push(() => informer.stop());
-    // The kernel fast path: on with --kernel-fastpath, and only where BPF and cgroup v2 are.
-    const fastPath = o.kernelFastPath
-      ? KernelFastPath.start({
-          hostName: me,
-          cgroupParent: o.cgroupParent,
-          layout,
-          api,
-          fieldManager,
-          services,
-          engine,
-          log,
-        })
-      : undefined;
-    if (fastPath) teardown.push(() => fastPath.stop());
     services.start();
     teardown.push(() => services.stop());
     const controller = runController({

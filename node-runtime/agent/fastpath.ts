@@ -84,27 +84,22 @@ export class KernelFastPath {
   #stopped = false;
 
   /**
-   * Loads (or takes over) and attaches the programs, and starts filling the map; undefined, with
-   * the reason logged, where the fast path cannot run.
+   * Loads (or takes over) and attaches the programs, and starts filling the map; where the fast
+   * path cannot run, `off` says why (also logged).
    */
-  static start(o: KernelFastPathOptions): KernelFastPath | undefined {
-    if (o.layout.v2Root === undefined) {
-      o.log.warn(
-        { reason: 'no cgroup v2 tree' },
-        'kernel fast path off: the proxy serves every Service port',
-      );
-      return undefined;
-    }
+  static start(o: KernelFastPathOptions): { fastPath: KernelFastPath } | { off: string } {
+    const off = (reason: string) => {
+      o.log.warn({ reason }, 'kernel fast path off: the proxy serves every Service port');
+      return { off: reason };
+    };
+    if (o.layout.v2Root === undefined) return off('no cgroup v2 tree');
     const cgroupDir = join(o.layout.v2Root, o.cgroupParent);
     const pinDir = join(BPFFS, 'orrery', o.hostName);
     let lb: SocketLb | undefined;
     try {
       mkdirSync(cgroupDir, { recursive: true });
       const reason = fastPathUnavailable(cgroupDir);
-      if (reason !== undefined) {
-        o.log.warn({ reason }, 'kernel fast path off: the proxy serves every Service port');
-        return undefined;
-      }
+      if (reason !== undefined) return off(reason);
       const loaded = loadSocketLb(pinDir);
       lb = new SocketLb(pinDir);
       lb.attach(cgroupDir);
@@ -112,7 +107,7 @@ export class KernelFastPath {
         { cgroupDir, pinDir, loaded },
         loaded ? 'kernel fast path loaded' : 'kernel fast path taken over',
       );
-      return new KernelFastPath(o, cgroupDir, pinDir, lb);
+      return { fastPath: new KernelFastPath(o, cgroupDir, pinDir, lb) };
     } catch (error) {
       // Programs attached with nobody to keep their map current would balance to stale
       // endpoints: detached, so that the proxy serves.
@@ -120,11 +115,7 @@ export class KernelFastPath {
         lb?.detach(cgroupDir);
       } catch {}
       lb?.close();
-      o.log.warn(
-        { err: (error as Error).message },
-        'kernel fast path off: the proxy serves every Service port',
-      );
-      return undefined;
+      return off((error as Error).message);
     }
   }
 

@@ -53,6 +53,8 @@ export interface HostStatusInput {
   defaultResources: { memoryBytes: number; pids: number };
   ready: { status: 'True' | 'False'; reason: string; message: string };
   readySince: string;
+  /** Which data path replicas' connects to Service ports take here (agent/fastpath.ts). */
+  meshDataPath?: { kernel: boolean; reason?: string };
 }
 
 export function hostStatus(i: HostStatusInput): HostStatus {
@@ -79,6 +81,7 @@ export function hostStatus(i: HostStatusInput): HostStatus {
     defaultResources: { memory: formatBytes(i.defaultResources.memoryBytes), pids: i.defaultResources.pids },
     kernel: i.facts.kernel,
     cgroup: { mode: i.layout.mode, parent: i.cgroupParent },
+    ...(i.meshDataPath ? { meshDataPath: i.meshDataPath } : {}),
     conditions: [
       {
         type: 'Ready',

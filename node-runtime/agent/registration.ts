@@ -63,6 +63,7 @@ export class HostRegistration {
   #needRegister = false;
   #lastCount = -1;
   #lastCountWrite = 0;
+  #meshDataPath: { kernel: boolean; reason?: string } | undefined;
 
   constructor(options: HostRegistrationOptions) {
     this.#o = options;
@@ -186,6 +187,11 @@ export class HostRegistration {
     }
   }
 
+  /** What Host.status.meshDataPath says from the next write on (set before `start` for the first). */
+  setMeshDataPath(path: { kernel: boolean; reason?: string }): void {
+    this.#meshDataPath = path;
+  }
+
   #status() {
     const { facts, options: o, layout } = this.#o;
     return hostStatus({
@@ -199,6 +205,7 @@ export class HostRegistration {
       defaultResources: o.defaultResources,
       ready: { status: 'True', reason: 'RuntimeReady', message: `runtime ${version} is renewing its lease` },
       readySince: this.#readySince,
+      ...(this.#meshDataPath ? { meshDataPath: this.#meshDataPath } : {}),
     });
   }
 

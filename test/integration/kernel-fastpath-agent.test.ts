@@ -63,6 +63,8 @@ test.serial.runIf(runs(reason, 'kernel-fastpath-agent'))(
     t.is(bpfProgQuery(cgroupDir, 'connect4').length, 1, 'attached to the agent cgroup parent');
     const lb = new SocketLb(pinDir);
     t.teardown(() => lb.close());
+    const { hosts } = await kubeForTests();
+    t.deepEqual((await hosts.get(dirs.hostName)).status?.meshDataPath, { kernel: true });
 
     // A replica run by this agent, then listed in the slice beside the test's server.
     const { replicas } = await kubeForTests();
@@ -278,5 +280,19 @@ test.serial.runIf(runs(reason, 'kernel-fastpath-agent'))(
     await childAgent(t, dirs, ['--kernel-fastpath']);
     await waitFor('the stale entry deleted', () => (lb.service(vip, port) === undefined ? true : undefined));
     t.deepEqual(lb.servicePorts(), []);
+  },
+);
+
+test.serial.runIf(runs(reason, 'kernel-fastpath-agent'))(
+  'without --kernel-fastpath nothing is loaded and the Host says the proxy serves',
+  async (t) => {
+    const dirs = await agentDirs(t);
+    await inProcessAgent(t, dirs);
+    const { hosts } = await kubeForTests();
+    t.deepEqual((await hosts.get(dirs.hostName)).status?.meshDataPath, {
+      kernel: false,
+      reason: 'off (orrery runtime --kernel-fastpath not given)',
+    });
+    t.false(existsSync(join(BPFFS, 'orrery', dirs.hostName)));
   },
 );
