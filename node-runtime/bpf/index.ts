@@ -16,6 +16,7 @@ import {
   bpfObjGet,
   bpfProgAttach,
   bpfProgDetach,
+  bpfProgFdById,
   bpfProgInfo,
   bpfProgQuery,
   closeBpfFd,
@@ -48,6 +49,8 @@ const CGROUP2_SUPER_MAGIC = 0x63677270;
 const PROGRAMS: readonly { name: string; type: BpfAttachType }[] = [
   { name: 'orrery_connect4', type: 'connect4' },
   { name: 'orrery_getpeername4', type: 'getpeername4' },
+  { name: 'orrery_connect6', type: 'connect6' },
+  { name: 'orrery_getpeername6', type: 'getpeername6' },
 ];
 const MAPS = ['orrery_svc', 'orrery_revnat', 'orrery_counters'] as const;
 
@@ -98,7 +101,7 @@ export function unpinSocketLb(pinDir: string): void {
 /** The pinned programs and maps, open: attach them, write services, read counters. */
 export class SocketLb {
   readonly pinDir: string;
-  readonly #progs: { fd: number; id: number; type: BpfAttachType }[] = [];
+  readonly #progs: { fd: number; id: number; name: string; type: BpfAttachType }[] = [];
   readonly #maps = new Map<(typeof MAPS)[number], number>();
   readonly #cpus: number;
   #closed = false;
@@ -108,7 +111,7 @@ export class SocketLb {
     try {
       for (const { name, type } of PROGRAMS) {
         const fd = bpfObjGet(join(pinDir, name));
-        this.#progs.push({ fd, id: bpfProgInfo(fd).id, type });
+        this.#progs.push({ fd, id: bpfProgInfo(fd).id, name, type });
       }
       for (const name of MAPS) this.#maps.set(name, bpfObjGet(join(pinDir, name)));
       const svc = bpfMapInfo(this.#map('orrery_svc'));
@@ -134,10 +137,27 @@ export class SocketLb {
     return this.#progs.map((p) => p.id);
   }
 
-  /** Attaches each program to `cgroupDir` unless it is attached there already (a restart takes over). */
+  /**
+   * Attaches each program to `cgroupDir` unless it is attached there already (a restart takes
+   * over), then detaches other programs of the same name there: an earlier load's, whose pins
+   * were replaced (another version of the programs, a partial pin). The new one is attached
+   * first, so no connect goes unbalanced meanwhile; a connect the old one rewrote is left alone by
+   * the new one, which finds no entry for the endpoint's address.
+   */
   attach(cgroupDir: string): void {
     for (const prog of this.#progs) {
-      if (!bpfProgQuery(cgroupDir, prog.type).includes(prog.id)) bpfProgAttach(cgroupDir, prog.fd, prog.type);
+      const attached = bpfProgQuery(cgroupDir, prog.type);
+      if (!attached.includes(prog.id)) bpfProgAttach(cgroupDir, prog.fd, prog.type);
+      for (const id of attached) {
+        if (id === prog.id) continue;
+        const fd = bpfProgFdById(id);
+        if (fd === undefined) continue;
+        try {
+          if (bpfProgInfo(fd).name === prog.name.slice(0, 15)) bpfProgDetach(cgroupDir, fd, prog.type);
+        } finally {
+          closeBpfFd(fd);
+        }
+      }
     }
   }
 
@@ -189,7 +209,10 @@ export class SocketLb {
 
   /** Per-program run count and time (counted while bpf stats are enabled). */
   programStats(): { type: BpfAttachType; runCnt: number; runTimeNs: number }[] {
-    return this.#progs.map((p) => ({ type: p.type, ...bpfProgInfo(p.fd) }));
+    return this.#progs.map((p) => {
+      const { runCnt, runTimeNs } = bpfProgInfo(p.fd);
+      return { type: p.type, runCnt, runTimeNs };
+    });
   }
 
   /** Closes the fds; the pins and attachments stay. */

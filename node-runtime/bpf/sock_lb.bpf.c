@@ -4,7 +4,8 @@
  * cgroup/connect4 runs in connect(2) before routing: a TCP connect to a VIP:port that has an
  * entry in `orrery_svc` is sent to one of its endpoints, chosen by weighted random, and the
  * socket's cookie remembers the VIP. cgroup/getpeername4 gives the VIP back to getpeername(2), so
- * the client sees the address it asked for. A VIP:port without an entry (an http port, whose L7
+ * the client sees the address it asked for. connect6/getpeername6 do the same for an IPv6 socket
+ * given the VIP v4-mapped (::ffff:a.b.c.d). A VIP:port without an entry (an http port, whose L7
  * policy the local proxy applies at that address, or a Service unknown here) is left alone.
  *
  * Every entry is written whole by the runtime (one BPF_MAP_UPDATE_ELEM), so a connect sees either
@@ -13,6 +14,7 @@
 #include <linux/bpf.h>
 #include <linux/errno.h>
 #include <linux/in.h>
+#include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
 #define ORRERY_MAX_ENDPOINTS 128
@@ -74,18 +76,15 @@ static __always_inline void count(__u32 which) {
   if (n) *n += 1;
 }
 
-SEC("cgroup/connect4")
-int orrery_connect4(struct bpf_sock_addr *ctx) {
-  if (ctx->protocol != IPPROTO_TCP) return 1; /* UDP is not balanced here: untouched */
-  struct svc_key key = {.vip = ctx->user_ip4, .port = (__u16)ctx->user_port};
+/* The endpoint for a connect to vip:port (network order), recorded for getpeername; NULL when
+ * the connect is left alone. *refuse is set when the entry has no endpoint. */
+static __always_inline const struct endpoint *pick(struct bpf_sock_addr *ctx, __u32 vip, __u16 port, int *refuse) {
+  struct svc_key key = {.vip = vip, .port = port};
   struct svc_value *svc = bpf_map_lookup_elem(&orrery_svc, &key);
-  if (!svc) return 1;
+  if (!svc) return 0;
   __u32 total = svc->total_weight;
   if (total == 0) {
-    count(1);
-    /* No endpoint: connect(2) fails at once with ECONNREFUSED, as against a closed port (the
-     * proxy resets such a client). bpf_set_retval: Linux 5.18; without it the error is EPERM. */
-    bpf_set_retval(-ECONNREFUSED);
+    *refuse = 1;
     return 0;
   }
   __u32 r = bpf_get_prandom_u32() % total;
@@ -98,23 +97,77 @@ int orrery_connect4(struct bpf_sock_addr *ctx) {
       break;
     }
   }
-  if (!chosen) return 1; /* an entry written wrong (cum_weight short of total): leave it */
-  struct revnat rev = {.vip = key.vip, .vport = key.port, .addr = chosen->addr, .port = chosen->port};
+  if (!chosen) return 0; /* an entry written wrong (cum_weight short of total): leave it */
+  struct revnat rev = {.vip = vip, .vport = port, .addr = chosen->addr, .port = chosen->port};
   __u64 cookie = bpf_get_socket_cookie(ctx);
   bpf_map_update_elem(&orrery_revnat, &cookie, &rev, BPF_ANY);
-  ctx->user_ip4 = chosen->addr;
-  ctx->user_port = chosen->port;
   count(0);
+  return chosen;
+}
+
+/* No endpoint: connect(2) fails at once with ECONNREFUSED, as against a closed port (the proxy
+ * resets such a client). bpf_set_retval: Linux 5.18; without it the error is EPERM. */
+static __always_inline int refuse(void) {
+  count(1);
+  bpf_set_retval(-ECONNREFUSED);
+  return 0;
+}
+
+SEC("cgroup/connect4")
+int orrery_connect4(struct bpf_sock_addr *ctx) {
+  if (ctx->protocol != IPPROTO_TCP) return 1; /* UDP is not balanced here: untouched */
+  int no_endpoint = 0;
+  const struct endpoint *ep = pick(ctx, ctx->user_ip4, (__u16)ctx->user_port, &no_endpoint);
+  if (no_endpoint) return refuse();
+  if (!ep) return 1;
+  ctx->user_ip4 = ep->addr;
+  ctx->user_port = ep->port;
   return 1;
+}
+
+static __always_inline struct revnat *reverse(struct bpf_sock_addr *ctx, __u32 peer, __u16 port) {
+  __u64 cookie = bpf_get_socket_cookie(ctx);
+  struct revnat *rev = bpf_map_lookup_elem(&orrery_revnat, &cookie);
+  if (!rev || rev->addr != peer || rev->port != port) return 0;
+  return rev;
 }
 
 SEC("cgroup/getpeername4")
 int orrery_getpeername4(struct bpf_sock_addr *ctx) {
-  __u64 cookie = bpf_get_socket_cookie(ctx);
-  struct revnat *rev = bpf_map_lookup_elem(&orrery_revnat, &cookie);
+  struct revnat *rev = reverse(ctx, ctx->user_ip4, (__u16)ctx->user_port);
   if (!rev) return 1;
-  if (rev->addr != ctx->user_ip4 || rev->port != (__u16)ctx->user_port) return 1;
   ctx->user_ip4 = rev->vip;
+  ctx->user_port = rev->vport;
+  return 1;
+}
+
+/* An IPv6 socket reaching an IPv4 VIP through a v4-mapped address (::ffff:a.b.c.d), as Java's
+ * dual-stack sockets do: the same service map, the address kept v4-mapped. Virtual IPs are IPv4
+ * only, so nothing else is looked up. */
+#define V4_MAPPED_PREFIX 0x0000ffff /* the third 32-bit word of ::ffff:0:0/96, network order */
+
+static __always_inline int v4_mapped(struct bpf_sock_addr *ctx) {
+  return ctx->user_ip6[0] == 0 && ctx->user_ip6[1] == 0 && ctx->user_ip6[2] == bpf_htonl(V4_MAPPED_PREFIX);
+}
+
+SEC("cgroup/connect6")
+int orrery_connect6(struct bpf_sock_addr *ctx) {
+  if (ctx->protocol != IPPROTO_TCP || !v4_mapped(ctx)) return 1;
+  int no_endpoint = 0;
+  const struct endpoint *ep = pick(ctx, ctx->user_ip6[3], (__u16)ctx->user_port, &no_endpoint);
+  if (no_endpoint) return refuse();
+  if (!ep) return 1;
+  ctx->user_ip6[3] = ep->addr;
+  ctx->user_port = ep->port;
+  return 1;
+}
+
+SEC("cgroup/getpeername6")
+int orrery_getpeername6(struct bpf_sock_addr *ctx) {
+  if (!v4_mapped(ctx)) return 1;
+  struct revnat *rev = reverse(ctx, ctx->user_ip6[3], (__u16)ctx->user_port);
+  if (!rev) return 1;
+  ctx->user_ip6[3] = rev->vip;
   ctx->user_port = rev->vport;
   return 1;
 }

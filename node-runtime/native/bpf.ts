@@ -10,6 +10,8 @@ export type BpfAttachType = 'connect4' | 'connect6' | 'getpeername4' | 'getpeern
 
 export interface BpfProgInfo {
   id: number;
+  /** The program's name as the kernel keeps it: its first 15 characters. */
+  name: string;
   /** Counted only while bpf stats are enabled (`enableBpfStats`). */
   runTimeNs: number;
   runCnt: number;
@@ -149,6 +151,13 @@ export function bpfProgInfo(fd: number): BpfProgInfo {
 
 export function bpfMapInfo(fd: number): BpfMapInfo {
   return checkObject(native().bpfMapInfo(fd), 'map_info');
+}
+
+/** An fd for the program with this id (close it with `closeBpfFd`), or undefined once it is freed. */
+export function bpfProgFdById(id: number): number | undefined {
+  const fd = native().bpfProgGetFdById(id);
+  if (fd === -constants.errno.ENOENT) return undefined;
+  return check(fd, 'prog_get_fd_by_id', String(id));
 }
 
 /** Whether the kernel still holds a program with this id (pinned, attached or open anywhere). */

@@ -170,6 +170,19 @@ serial(
   },
 );
 
+serial('an IPv6 socket given the VIP v4-mapped is balanced too, and sees the VIP it asked for', async (t) => {
+  const sockLb = lb as SocketLb;
+  sockLb.setService(VIP, servicePort, endpoints({ a: 1, b: 1 }));
+  const v6 = new CgroupClient(cgroupDir, `::ffff:${VIP}`, servicePort);
+  t.teardown(() => v6.stop());
+  const tally = await v6.connect(100);
+  t.log(`100 connects to [::ffff:${VIP}]:${servicePort}: ${JSON.stringify(tally.servers)}`);
+  t.deepEqual(tally.errors, {});
+  t.is((tally.servers.a ?? 0) + (tally.servers.b ?? 0), 100);
+  t.true((tally.servers.a ?? 0) > 0 && (tally.servers.b ?? 0) > 0);
+  t.deepEqual(tally.peers, { [`::ffff:${VIP}:${servicePort}`]: 100 });
+});
+
 serial('a process outside the cgroup is not rewritten: it reaches what listens at VIP:port', async (t) => {
   t.is(await connectFromOutside(servicePort), 'proxy');
 });
@@ -211,6 +224,24 @@ serial('a second load takes the pins over as they are, and attaching again adds 
     t.deepEqual(again.servicePorts(), [{ vip: VIP, port: servicePort }]);
   } finally {
     again.close();
+  }
+});
+
+serial("attaching replaces another load's programs of the same name on that cgroup (an upgrade)", (t) => {
+  const sockLb = lb as SocketLb;
+  const otherPins = `${pinDir}-other`;
+  t.teardown(() => unpinSocketLb(otherPins));
+  loadSocketLb(otherPins);
+  const other = new SocketLb(otherPins);
+  try {
+    other.attach(cgroupDir); // as an earlier version's agent left it: it replaces ours
+    t.deepEqual(bpfProgQuery(cgroupDir, 'connect4'), [other.programIds[0]]);
+    sockLb.attach(cgroupDir); // ours back, the other one detached
+    t.deepEqual(bpfProgQuery(cgroupDir, 'connect4'), [sockLb.programIds[0]]);
+    t.deepEqual(bpfProgQuery(cgroupDir, 'getpeername6'), [sockLb.programIds[3]]);
+    t.true(sockLb.attachedTo(cgroupDir));
+  } finally {
+    other.close();
   }
 });
 
@@ -276,7 +307,8 @@ serial('detach and unpin leave nothing behind', async (t) => {
   const ids = sockLb.programIds;
   sockLb.detach(cgroupDir);
   t.deepEqual(bpfProgQuery(cgroupDir, 'connect4'), []);
-  t.deepEqual(bpfProgQuery(cgroupDir, 'getpeername4'), []);
+  for (const type of ['getpeername4', 'connect6', 'getpeername6'] as const)
+    t.deepEqual(bpfProgQuery(cgroupDir, type), []);
   t.false(sockLb.attachedTo(cgroupDir));
   // The entry is still in the map, but nothing runs it: the connect goes where it is addressed.
   t.deepEqual((await (client as CgroupClient).connect(3)).servers, { proxy: 3 });
@@ -287,5 +319,8 @@ serial('detach and unpin leave nothing behind', async (t) => {
   // The kernel frees a program once the last reference goes (after an RCU grace period).
   const deadline = Date.now() + 2000;
   while (ids.some(bpfProgExists) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-  t.deepEqual(ids.map(bpfProgExists), [false, false]);
+  t.deepEqual(
+    ids.map(bpfProgExists),
+    ids.map(() => false),
+  );
 });

@@ -122,6 +122,8 @@ int orrery_bpf_prog_info(int prog_fd, struct orrery_bpf_prog_info *out) {
   int rc = obj_info(prog_fd, &info, sizeof info);
   if (rc < 0) return rc;
   out->id = info.id;
+  memcpy(out->name, info.name, sizeof out->name);
+  out->name[sizeof out->name - 1] = '\0';
   out->run_time_ns = info.run_time_ns;
   out->run_cnt = info.run_cnt;
   return 0;

@@ -9,6 +9,7 @@
 
 struct orrery_bpf_prog_info {
   uint32_t id;
+  char name[16]; /* the kernel keeps 15 characters of it */
   uint64_t run_time_ns; /* only counted while bpf stats are enabled (orrery_bpf_enable_stats) */
   uint64_t run_cnt;
 };

@@ -133,7 +133,7 @@ static napi_status set_num(napi_env env, napi_value obj, const char *name, doubl
   return s == napi_ok ? napi_set_named_property(env, obj, name, v) : s;
 }
 
-/* bpfProgInfo(fd): {id, runTimeNs, runCnt} or -errno (counters as doubles: exact below 2^53) */
+/* bpfProgInfo(fd): {id, name, runTimeNs, runCnt} or -errno (counters as doubles: exact below 2^53) */
 static napi_value api_prog_info(napi_env env, napi_callback_info cbinfo) {
   napi_value argv[1], out = NULL;
   int32_t fd;
@@ -144,6 +144,7 @@ static napi_value api_prog_info(napi_env env, napi_callback_info cbinfo) {
   if (rc < 0) return js_int(env, rc);
   CHECK(napi_create_object(env, &out));
   CHECK(set_num(env, out, "id", info.id));
+  CHECK(napi_set_named_property(env, out, "name", js_string_or_null(env, info.name)));
   CHECK(set_num(env, out, "runTimeNs", (double)info.run_time_ns));
   CHECK(set_num(env, out, "runCnt", (double)info.run_cnt));
 fail:
