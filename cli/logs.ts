@@ -6,9 +6,9 @@
 // (a file holding it: unlike --token, not visible in /proc/<pid>/cmdline), --state-dir
 // (`<dir>/api-token`), the default state dir of that host on this machine
 // ($XDG_STATE_HOME/orrery/runtime/<host>/api-token, what a local `orrery runtime` writes).
-import { readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Host, Replica } from '../crds/types.ts';
+import { readLogs, readRuntimeToken } from '../platform/runtime-api.ts';
 import { wholeNumberFlag } from './flags.ts';
 
 interface LogsFlags {
@@ -21,23 +21,6 @@ interface LogsFlags {
   token?: string;
   tokenFile?: string;
   stateDir?: string;
-}
-
-export async function readRuntimeToken(
-  hostName: string,
-  flags: { token?: string; tokenFile?: string; stateDir?: string },
-): Promise<string> {
-  if (flags.token) return flags.token;
-  const { defaultStateDir } = await import('../node-runtime/agent/options.ts');
-  const { tokenPath } = await import('../node-runtime/agent/token.ts');
-  const file = flags.tokenFile ?? tokenPath(flags.stateDir ?? defaultStateDir(hostName));
-  try {
-    return (await readFile(file, 'utf8')).trim();
-  } catch (err) {
-    throw new Error(
-      `no token for the runtime of host ${hostName}: pass --token or set ORRERY_RUNTIME_TOKEN (could not read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
-    );
-  }
 }
 
 /** Stream a replica's log to `out`; resolves when the stream ends (immediately without --follow). */
@@ -65,27 +48,15 @@ async function streamLogs(replicaName: string, flags: LogsFlags, out: NodeJS.Wri
     const endpoint = host.status?.apiEndpoint;
     if (!endpoint) throw new Error(`host ${hostName} has no status.apiEndpoint: is its runtime running?`);
     const token = await readRuntimeToken(hostName, flags);
-    const url = new URL(
-      `/v1/replicas/${encodeURIComponent(flags.namespace)}/${encodeURIComponent(replicaName)}/logs`,
-      endpoint,
-    );
-    if (flags.process) url.searchParams.set('process', flags.process);
-    if (flags.tail !== undefined) url.searchParams.set('tail', String(flags.tail));
-    if (flags.follow) url.searchParams.set('follow', 'true');
-    if (flags.previous) url.searchParams.set('previous', 'true');
-    const res = await fetch(url, { headers: { authorization: `Bearer ${token}` } });
-    if (!res.ok) {
-      const body = await res.text();
-      let message = body;
-      try {
-        message = (JSON.parse(body) as { error?: string }).error ?? body;
-      } catch {
-        // not JSON: show as is
-      }
-      throw new Error(`runtime of host ${hostName} answered ${res.status}: ${message}`);
-    }
-    if (!res.body) return;
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+    const body = await readLogs({ name: hostName, endpoint }, token, {
+      namespace: flags.namespace,
+      replica: replicaName,
+      process: flags.process,
+      tail: flags.tail,
+      follow: flags.follow,
+      previous: flags.previous,
+    });
+    for await (const chunk of body) {
       if (!out.write(chunk)) await new Promise((r) => out.once('drain', r));
     }
   } finally {

@@ -6,8 +6,8 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Host } from '../crds/types.ts';
 import type { ReplicaUsage } from '../operator/autoscale/usage.ts';
+import { readRuntimeToken } from '../platform/runtime-api.ts';
 import { durationFlag } from './flags.ts';
-import { readRuntimeToken } from './logs.ts';
 
 interface TopFlags {
   namespace: string;

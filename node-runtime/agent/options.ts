@@ -9,6 +9,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { memoryBytes } from '../../crds/quantity.ts';
 import type { KubeConfig } from '../../kube/index.ts';
+import { defaultStateDir } from '../../platform/runtime-api.ts';
 import { type ApiLimits, DEFAULT_API_LIMITS } from './api-limits.ts';
 
 /** Defaults of AgentOptions.defaultResources. */
@@ -119,12 +120,8 @@ function fail(option: string, expected: string, got: unknown): never {
   throw new TypeError(`${option} must be ${expected}, got ${JSON.stringify(got) ?? typeof got}`);
 }
 
-/** `${XDG_STATE_HOME:-~/.local/state}/orrery/runtime/<host>`: per host, so two agents on one machine never share state. */
-export function defaultStateDir(hostName: string, env: NodeJS.ProcessEnv = process.env): string {
-  const xdg = env.XDG_STATE_HOME;
-  const base = xdg?.startsWith('/') ? xdg : path.join(os.homedir(), '.local', 'state');
-  return path.join(base, 'orrery', 'runtime', hostName);
-}
+// The default state dir is where local clients look for the token too (platform/runtime-api.ts).
+export { defaultStateDir };
 
 export function defaultHostName(): string {
   return os.hostname().toLowerCase();

@@ -5,14 +5,11 @@
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import path from 'node:path';
 import { privateDir, writePrivateFile } from '../../platform/private-fs.ts';
+import { tokenPath } from '../../platform/runtime-api.ts';
 
-const TOKEN_FILE = 'api-token';
-
-export function tokenPath(stateDir: string): string {
-  return path.join(stateDir, TOKEN_FILE);
-}
+// Where the token lives is shared with the clients, which read it there.
+export { tokenPath };
 
 /** The token to use: `given` (also written to the file, so local clients find it), else the file's, else a new one. */
 export async function ensureToken(stateDir: string, given: string | undefined): Promise<string> {

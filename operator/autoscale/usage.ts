@@ -5,80 +5,19 @@
  * cumulative usage. Nothing is written to the API: the numbers live here, for `orrery top` and
  * the autoscaler.
  */
+import { type HostSample, type HostTarget, scrapeHost } from '../../platform/runtime-api.ts';
 import { forEachLimited } from '../concurrency.ts';
 
-/** One replica's counters in a host's answer. */
-export interface ReplicaCounters {
-  namespace: string;
-  name: string;
-  /** Cumulative CPU time, nanoseconds. */
-  cpuUsageNanos: number;
-  memoryCurrentBytes: number;
-  pids: number | undefined;
-}
-
-/** A host's answer, with when it was taken (ms, monotonic). */
-export interface HostSample {
-  host: string;
-  at: number;
-  replicas: ReplicaCounters[];
-}
-
-export interface HostTarget {
-  name: string;
-  /** Its runtime's API base URL (Host.status.apiEndpoint). */
-  endpoint: string;
-}
+// The read itself is every runtime client's (platform/runtime-api.ts); re-exported for the autoscaler.
+export {
+  type HostSample,
+  type HostTarget,
+  type ReplicaCounters,
+  scrapeHost,
+} from '../../platform/runtime-api.ts';
 
 /** Hosts scraped at once. */
 export const SCRAPE_CONCURRENCY = 8;
-const SCRAPE_TIMEOUT_MS = 5_000;
-
-interface ReplicasAnswer {
-  items?: { namespace?: string; name?: string; stats?: Record<string, unknown> | null }[];
-}
-
-/** Reads one host's counters; rejects with a message naming the host on any failure. */
-export async function scrapeHost(
-  target: HostTarget,
-  token: string,
-  signal?: AbortSignal,
-): Promise<HostSample> {
-  const url = `${target.endpoint.replace(/\/+$/, '')}/v1/replicas?stats=true`;
-  let res: Response;
-  try {
-    res = await fetch(url, {
-      headers: { authorization: `Bearer ${token}` },
-      signal: signal
-        ? AbortSignal.any([signal, AbortSignal.timeout(SCRAPE_TIMEOUT_MS)])
-        : AbortSignal.timeout(SCRAPE_TIMEOUT_MS),
-    });
-  } catch (err) {
-    throw new Error(`host ${target.name}: ${url}: ${(err as Error).cause ?? (err as Error).message}`);
-  }
-  const at = performance.now();
-  if (!res.ok)
-    throw new Error(
-      `host ${target.name}: ${url} answered ${res.status}: ${(await res.text()).trim().slice(0, 200)}`,
-    );
-  const body = (await res.json()) as ReplicasAnswer;
-  const replicas: ReplicaCounters[] = [];
-  for (const item of body.items ?? []) {
-    const s = item.stats;
-    if (!item.namespace || !item.name || !s) continue;
-    const cpu = Number(s.cpuUsageNanos);
-    const memory = Number(s.memoryCurrentBytes);
-    if (!Number.isFinite(cpu) || !Number.isFinite(memory)) continue;
-    replicas.push({
-      namespace: item.namespace,
-      name: item.name,
-      cpuUsageNanos: cpu,
-      memoryCurrentBytes: memory,
-      pids: typeof s.pids === 'number' ? s.pids : undefined,
-    });
-  }
-  return { host: target.name, at, replicas };
-}
 
 /** Every host at most SCRAPE_CONCURRENCY at a time; a host that fails is reported, not fatal. */
 export async function scrapeHosts(
