@@ -3,6 +3,7 @@
 // consecutive), and one EndpointSlice labelled as the operator labels them, pointing at servers
 // the test runs on 127.0.0.1. Everything is removed in teardown, pass or fail.
 import { randomInt } from 'node:crypto';
+import type { AddressInfo, Server, Socket } from 'node:net';
 import type { ExecutionContext } from 'ava';
 import { pino } from 'pino';
 import { ENDPOINT_SLICE_MANAGER, MANAGED_BY_LABEL, SERVICE_NAME_LABEL } from '../../crds/labels.ts';
@@ -159,6 +160,33 @@ export async function meshService(
 
 function ignoreNotFound(err: unknown): void {
   if (!isNotFound(err)) throw err;
+}
+
+/**
+ * Listens on 127.0.0.1 on a free port, keeping every connection so that close() (also run in
+ * teardown, pass or fail) ends them all: from then on connects to the port are refused.
+ */
+export async function listenOnLoopback(
+  t: ExecutionContext,
+  server: Server,
+): Promise<{ port: number; close(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  server.on('connection', (s: Socket) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  let closed: Promise<void> | undefined;
+  const close = () => {
+    closed ??= new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      for (const s of sockets) s.destroy();
+    });
+    return closed;
+  };
+  t.teardown(close);
+  return { port, close };
 }
 
 export async function scrape(proxy: { metricsUrl: string }): Promise<string> {

@@ -3,13 +3,13 @@
 import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { stringify } from 'yaml';
 import type { Instance, Replica } from '../../crds/types.ts';
 import { loadKubeConfig } from '../../kube/index.ts';
 import { startProxy } from '../../mesh/proxy.ts';
 import { CgroupManager, detectCgroupLayout } from '../../node-runtime/cgroups/index.ts';
-import { alive, e2e, instanceYaml } from '../helpers/e2e.ts';
+import { alive, type E2e, e2e, instanceYaml } from '../helpers/e2e.ts';
 import { eventually } from '../helpers/wait.ts';
 
 const examples = join(import.meta.dirname, '..', '..', 'examples');
@@ -216,6 +216,18 @@ test('the operator killed -9 in the middle of a rollout converges after restart 
   t.true(maxExisting <= 5, `at most replicas + maxSurge = 5 replicas, saw ${maxExisting}`);
 });
 
+/** A mesh proxy for the test's namespace, stopped in teardown; resolves once it serves. */
+async function meshProxy(t: ExecutionContext, env: E2e) {
+  const proxy = await startProxy({
+    kubeConfig: loadKubeConfig({ kubeconfig: env.kubeconfig }),
+    namespace: env.ns,
+    name: `test-${env.id}`,
+  });
+  t.teardown(() => proxy.stop({ drainTimeoutMs: 0 }));
+  await proxy.ready;
+  return proxy;
+}
+
 /** A replica that answers with what the web Service answers it, found through its variables. */
 const callerInstance = {
   apiVersion: 'orrery.dev/v1alpha1',
@@ -263,13 +275,7 @@ test('a Service gets a loopback virtual IP and endpoint counts', async (t) => {
     return svc.status?.conditions?.find((c: { type: string }) => c.type === 'Proxied');
   };
   t.like(await proxiedOf('web'), { status: 'False', reason: 'NoMeshProxy' });
-  const proxy = await startProxy({
-    kubeConfig: loadKubeConfig({ kubeconfig: env.kubeconfig }),
-    namespace: env.ns,
-    name: `test-${env.id}`,
-  });
-  t.teardown(() => proxy.stop({ drainTimeoutMs: 0 }));
-  await proxy.ready;
+  const proxy = await meshProxy(t, env);
   await env.kubectl(
     ['apply', '-f', '-'],
     stringify({
@@ -407,13 +413,7 @@ test('a rolling update of examples/web.yaml under load through the mesh: no clie
   await eventually('3 running', async () => allRunning(3)(await env.replicasOf('web')), {
     timeoutMs: 30_000,
   });
-  const proxy = await startProxy({
-    kubeConfig: loadKubeConfig({ kubeconfig: env.kubeconfig }),
-    namespace: env.ns,
-    name: `test-${env.id}`,
-  });
-  t.teardown(() => proxy.stop({ drainTimeoutMs: 0 }));
-  await proxy.ready;
+  const proxy = await meshProxy(t, env);
   const vip = await eventually('web served with 3 ready endpoints', async () => {
     const svc = JSON.parse(await env.kubectl(['get', 'osvc', 'web', '-o', 'json']));
     return proxy.ports().some((p) => p.listening && p.ready === 3) && (svc.status?.virtualIP as string);

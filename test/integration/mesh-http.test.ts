@@ -12,7 +12,15 @@ import type { Service } from '../../crds/types.ts';
 import type { DeepPartial } from '../../kube/index.ts';
 import { FAILURE_HEADER } from '../../mesh/http.ts';
 import { OVERFLOW_HEADER } from '../../mesh/limits.ts';
-import { counts, endpointAt, type MeshSetup, meshService, sample, scrape } from '../helpers/mesh.ts';
+import {
+  counts,
+  endpointAt,
+  listenOnLoopback,
+  type MeshSetup,
+  meshService,
+  sample,
+  scrape,
+} from '../helpers/mesh.ts';
 import { eventually } from '../helpers/wait.ts';
 
 // --- backends -------------------------------------------------------------------------------
@@ -38,28 +46,17 @@ const hello: Handler = (req, res, b) => {
 };
 
 async function backend(t: ExecutionContext, name: string, handler: Handler = hello): Promise<Backend> {
-  const sockets = new Set<net.Socket>();
-  const b: Backend = { name, port: 0, requests: [], connections: 0, close };
+  const b: Backend = { name, port: 0, requests: [], connections: 0, close: async () => {} };
   const server = http.createServer((req, res) => {
     b.requests.push(req);
     handler(req, res, b);
   });
-  server.on('connection', (s) => {
+  server.on('connection', () => {
     b.connections++;
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  b.port = (server.address() as net.AddressInfo).port;
-  let closed: Promise<void> | undefined;
-  function close(): Promise<void> {
-    closed ??= new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      for (const s of sockets) s.destroy();
-    });
-    return closed;
-  }
-  t.teardown(close);
+  const { port, close } = await listenOnLoopback(t, server);
+  b.port = port;
+  b.close = close;
   return b;
 }
 

@@ -13,7 +13,16 @@ import { createInterface } from 'node:readline';
 import test, { type ExecutionContext } from 'ava';
 import type { Service, ServiceEndpoint } from '../../crds/types.ts';
 import type { DeepPartial } from '../../kube/index.ts';
-import { counts, endpointAt, type MeshSetup, meshService, nextVip, sample, scrape } from '../helpers/mesh.ts';
+import {
+  counts,
+  endpointAt,
+  listenOnLoopback,
+  type MeshSetup,
+  meshService,
+  nextVip,
+  sample,
+  scrape,
+} from '../helpers/mesh.ts';
 import { eventually } from '../helpers/wait.ts';
 import { within } from './fixtures/up-process.ts';
 
@@ -31,12 +40,9 @@ interface Backend {
 }
 
 async function backend(t: ExecutionContext, name: string): Promise<Backend> {
-  const sockets = new Set<net.Socket>();
-  const b: Backend = { name, port: 0, accepted: 0, kill };
+  const b: Backend = { name, port: 0, accepted: 0, kill: async () => {} };
   const server = net.createServer({ allowHalfOpen: true }, (socket) => {
     b.accepted++;
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => {});
     socket.setEncoding('utf8');
     socket.write(`hello ${name}\n`);
@@ -55,17 +61,9 @@ async function backend(t: ExecutionContext, name: string): Promise<Backend> {
     // The client's FIN: answer, then our own FIN.
     socket.on('end', () => socket.end(`bye ${name} ${received}\n`));
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  b.port = (server.address() as net.AddressInfo).port;
-  let killed: Promise<void> | undefined;
-  function kill(): Promise<void> {
-    killed ??= new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      for (const s of sockets) s.destroy();
-    });
-    return killed;
-  }
-  t.teardown(kill);
+  const { port, close } = await listenOnLoopback(t, server);
+  b.port = port;
+  b.kill = close;
   return b;
 }
 
