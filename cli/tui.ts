@@ -8,6 +8,9 @@ interface TuiFlags {
   namespace?: string;
   allNamespaces?: boolean;
   readonly?: boolean;
+  token?: string;
+  tokenFile?: string;
+  stateDir?: string;
 }
 
 export function tuiCommand(): Command {
@@ -20,6 +23,13 @@ export function tuiCommand(): Command {
     .option('-n, --namespace <namespace>', "namespace to show (default: the context's, else default)")
     .addOption(new Option('-A, --all-namespaces', 'show all namespaces').conflicts('namespace'))
     .option('--readonly', 'turn off every key that changes something (delete, scale)')
+    .addOption(
+      new Option('--token <token>', "the runtimes' API bearer token (logs, CPU, memory)").env(
+        'ORRERY_RUNTIME_TOKEN',
+      ),
+    )
+    .option('--token-file <path>', "file holding the runtimes' API bearer token")
+    .option('--state-dir <dir>', "a runtime's state dir, to read its api-token from (same machine)")
     .action(async (flags: TuiFlags) => {
       const [{ loadKubeConfig }, { runTui }] = await Promise.all([
         import('../kube/index.ts'),
@@ -30,7 +40,12 @@ export function tuiCommand(): Command {
         const namespace = flags.allNamespaces
           ? undefined
           : (flags.namespace ?? kubeConfig.context.namespace ?? 'default');
-        await runTui({ kubeConfig, namespace, readonly: Boolean(flags.readonly) });
+        await runTui({
+          kubeConfig,
+          namespace,
+          readonly: Boolean(flags.readonly),
+          runtimeToken: { token: flags.token, tokenFile: flags.tokenFile, stateDir: flags.stateDir },
+        });
       } catch (err) {
         console.error(`orrery tui: ${(err as Error).message}`);
         process.exitCode = 1;

@@ -4,8 +4,12 @@ import { render } from 'ink';
 import { createElement as h } from 'react';
 import { KubeApi, type KubeConfig } from '../kube/index.ts';
 import { version } from '../platform/package.ts';
+import { type RuntimeTokenSource, scrapeHost } from '../platform/runtime-api.ts';
 import { ClusterModel } from './model/cluster.ts';
+import { LogsModel } from './model/logs.ts';
+import { RuntimeClients } from './model/runtime.ts';
 import { initialState } from './model/state.ts';
+import { UsageModel } from './model/usage.ts';
 import type { ViewId } from './model/views.ts';
 import { App } from './views/app.ts';
 
@@ -14,6 +18,8 @@ export interface TuiOptions {
   /** The namespace shown at start; undefined for all namespaces. */
   namespace: string | undefined;
   readonly: boolean;
+  /** How the runtimes' token is found (logs, CPU and memory); the environment and local state dirs otherwise. */
+  runtimeToken?: RuntimeTokenSource;
   view?: ViewId;
   stdin?: NodeJS.ReadStream;
   stdout?: NodeJS.WriteStream;
@@ -27,13 +33,25 @@ export async function runTui(opts: TuiOptions): Promise<void> {
     throw new Error('a terminal is needed: standard input and output must both be a TTY');
   }
   const api = await KubeApi.fromKubeConfig(opts.kubeConfig);
-  const cluster = new ClusterModel({ api, namespace: opts.namespace }).start();
+  // The usage and the runtime clients read the cluster's caches, which exist once it is made;
+  // the usage is read only while the UI runs.
+  let clients: RuntimeClients | undefined;
+  const usage = new UsageModel({
+    hosts: () => clients?.hosts() ?? [],
+    token: (host) => (clients as RuntimeClients).token(host),
+    scrape: scrapeHost,
+  });
+  const cluster = new ClusterModel({ api, namespace: opts.namespace, usage }).start();
+  clients = new RuntimeClients(cluster, opts.runtimeToken ?? {});
+  const logs = new LogsModel({ access: clients });
+  usage.start();
   const app = render(
     h(App, {
       cluster,
       initial: initialState({ view: opts.view, namespace: opts.namespace, readonly: opts.readonly }),
       info: { context: opts.kubeConfig.currentContext, server: opts.kubeConfig.cluster.server, version },
       stdout,
+      logs,
     }),
     {
       stdin,
@@ -57,6 +75,8 @@ export async function runTui(opts: TuiOptions): Promise<void> {
     await app.waitUntilExit();
   } finally {
     for (const s of signals) process.off(s, stop);
+    logs.close();
+    usage.stop();
     await cluster.stop();
   }
 }

@@ -236,3 +236,143 @@ test.serial(
     t.pass();
   },
 );
+
+/** An Instance of one process running `node -e script`. */
+const nodeInstance = (name: string, ns: string, script: string): Applied<Instance> => ({
+  metadata: { name, namespace: ns, labels: { app: name } },
+  spec: {
+    replicas: 1,
+    template: {
+      metadata: { labels: { app: name } },
+      processes: [{ name: 'main', command: ['node', '-e', script] }],
+    },
+  },
+});
+
+/** The largest `line N` on the screen. */
+const lastLine = (screen: string[]) =>
+  Math.max(-1, ...screen.flatMap((l) => [...l.matchAll(/\bline (\d+)\b/g)].map((m) => Number(m[1]))));
+
+/** `lines A-B of N` on the prompt line: N, the lines read so far. */
+const linesRead = (screen: string[]) => Number(/lines \d+-\d+ of (\d+)/.exec(screen.join('\n'))?.[1] ?? -1);
+
+const percentile = (values: number[], p: number) =>
+  [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor((p / 100) * values.length))] ??
+  NaN;
+
+test.serial(
+  'with a real runtime: l shows a replica’s log and follows it, a 10,000 lines/s flood does not delay keys, sparklines show CPU',
+  async (t) => {
+    const env = await e2e(t, { hosts: 1 });
+    await env.startOperator();
+    const host = env.hosts[0];
+    if (!host) return t.fail('no host');
+    // Five lines a second; and a flood of 10,000 a second (100 every 10 ms) that also keeps a CPU busy.
+    await env.instances.create(
+      nodeInstance('chatty', env.ns, 'let i = 0; setInterval(() => console.log("line " + ++i), 200);'),
+    );
+    await env.instances.create(
+      nodeInstance(
+        'flood',
+        env.ns,
+        'let i = 0; setInterval(() => { let s = ""; for (let k = 0; k < 100; k++) s += "flood " + ++i + " " + "x".repeat(40) + "\\n"; process.stdout.write(s); }, 10);',
+      ),
+    );
+    const term = await orreryInTmux(
+      t,
+      ['tui', '--kubeconfig', env.kubeconfig, '-n', env.ns, '--token', host.token],
+      { columns: 200, rows: 50 },
+    );
+    await term.type(':rep');
+    await term.press('Enter');
+    await term.waitFor(
+      'both Replicas Running',
+      (s) =>
+        /^ chatty-0 +1\/1 +Running /m.test(s.join('\n')) && /^ flood-0 +1\/1 +Running /m.test(s.join('\n')),
+      60_000,
+    );
+
+    // Sparklines: the flood keeps a CPU busy; its CPU cell fills with blocks and a rate.
+    let screen = await term.waitFor(
+      'a CPU sparkline for flood-0',
+      (s) => /^ flood-0 .*[▁▂▃▄▅▆▇█]{3,} +\d+m +[▁▂▃▄▅▆▇█]{3,} +\d+Mi\s*$/m.test(s.join('\n')),
+      15_000,
+    );
+    const floodRow = screen.find((l) => l.startsWith(' flood-0 ')) ?? '';
+    t.log(`flood-0: ${floodRow.trim()}`);
+    t.true(Number(/(\d+)m +[▁▂▃▄▅▆▇█ ]+\d+Mi\s*$/.exec(floodRow)?.[1]) >= 10, 'a busy replica');
+
+    // l on chatty-0: its lines, then newer ones as they are written.
+    await term.type('/chatty');
+    await term.press('Enter');
+    await term.waitFor('chatty-0 alone', (s) => has(`Replicas(${env.ns})[1] /chatty`)(s));
+    await term.type('l');
+    screen = await term.waitFor(
+      'its log',
+      (s) => has(`Logs ${env.ns}/chatty-0 (following`)(s) && lastLine(s) > 0,
+    );
+    const first = lastLine(screen);
+    screen = await term.waitFor('newer lines', (s) => lastLine(s) >= first + 3, 10_000);
+    t.log(`chatty-0: line ${first}, then line ${lastLine(screen)} followed`);
+
+    // Key → screen change, without a flood: w toggles wrap in the title.
+    const latency = async (n: number) => {
+      const ms: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const before = (await term.screen()).some((l) => l.includes(', wrap'));
+        const t0 = performance.now();
+        await term.type('w');
+        await term.waitFor('the wrap toggled', (s) => s.some((l) => l.includes(', wrap')) !== before, 5_000);
+        ms.push(performance.now() - t0);
+      }
+      return ms;
+    };
+    const quiet = await latency(10);
+    await term.press('Escape');
+    await term.waitFor('back to the Replicas', has(`Replicas(${env.ns})[1] /chatty`));
+
+    // The flood: l on flood-0, then the same keys while 10,000 lines a second arrive.
+    await term.type('/flood');
+    await term.press('Enter');
+    await term.waitFor('flood-0 alone', (s) => has(`Replicas(${env.ns})[1] /flood`)(s));
+    await term.type('l');
+    await term.waitFor('the flood on screen', (s) => s.some((l) => /^ flood \d+ x+/.test(l)));
+    const r0 = linesRead(await term.screen());
+    const r0At = performance.now();
+    const flooded = await latency(20);
+    const read = linesRead(await term.screen()) - r0;
+    const rate = (read / (performance.now() - r0At)) * 1000;
+    const fmt = (ms: number[]) =>
+      `p50 ${percentile(ms, 50).toFixed(0)} ms, p90 ${percentile(ms, 90).toFixed(0)} ms, max ${Math.max(...ms).toFixed(0)} ms`;
+    t.log(
+      `key → screen change: quiet ${fmt(quiet)}; during the flood ${fmt(flooded)} (${rate.toFixed(0)} lines/s read)`,
+    );
+    t.true(rate >= 5_000, `the flood reached the UI at ${rate.toFixed(0)} lines/s`);
+    t.true(
+      percentile(flooded, 50) <= percentile(quiet, 50) + 100 && Math.max(...flooded) <= 1_000,
+      `keys during the flood: ${fmt(flooded)}, quiet: ${fmt(quiet)}`,
+    );
+    screen = await term.screen();
+    t.true(screen.every((l) => l.length <= 200));
+    t.regex(screen[48] ?? '', /lines \d+-\d+ of \d+/);
+
+    // f pauses: the title says so, and the lines shown stay while the flood goes on below them.
+    await term.type('f');
+    screen = await term.waitFor('paused', has('paused,'));
+    const below = (s: string[]) => Number(/paused, (\d+) lines below/.exec(s.join('\n'))?.[1]);
+    const shown = screen.slice(3, 48);
+    await new Promise((r) => setTimeout(r, 700));
+    const later = await term.screen();
+    t.deepEqual(later.slice(3, 48), shown, 'nothing scrolls while paused');
+    t.true(below(later) > below(screen), `${below(screen)}, then ${below(later)} lines below`);
+    await term.type('f');
+    await term.waitFor(
+      'following again',
+      (s) => has('(following')(s) && s.slice(3, 48).join() !== shown.join(),
+    );
+
+    await term.press('Escape');
+    await term.type('q');
+    await term.waitFor('the exit', (s) => s.some((l) => /\[exited with 0\]/.test(l)));
+  },
+);

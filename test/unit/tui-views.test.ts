@@ -157,6 +157,7 @@ test('Service, Host and Event rows', (t) => {
       virtualIP: '127.77.0.9',
       readyEndpoints: 1,
       totalEndpoints: 3,
+      ejectedEndpoints: 1,
       conditions: [{ type: 'Proxied', status: 'False', reason: 'ProtocolNotProxied' }],
     },
   } as unknown as Service;
@@ -165,6 +166,7 @@ test('Service, Host and Event rows', (t) => {
     '127.77.0.9',
     '80/http',
     '1/3',
+    '1',
     'p2c-ewma',
     'ProtocolNotProxied',
     '10s',

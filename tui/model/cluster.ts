@@ -14,6 +14,7 @@ import {
   splitKey,
   typed,
 } from '../../kube/index.ts';
+import type { UsageReader } from './usage.ts';
 import type { ClusterReader, KindId, KindObjects } from './views.ts';
 
 /** The field manager of the TUI's writes. */
@@ -41,6 +42,8 @@ export interface ClusterModelOptions {
   healthPollMs?: number;
   /** Reconnect backoff ceiling of the informers (default 5 s: a UI should come back quickly). */
   backoffMaxMs?: number;
+  /** CPU and memory from the runtimes; its changes are the cluster's changes. */
+  usage?: (UsageReader & { subscribe(listener: () => void): () => void }) | undefined;
 }
 
 /** What the views hold of the cluster: its caches, a change counter to re-render on, and the writes the keys make. */
@@ -68,7 +71,8 @@ const EVENT_UID_INDEX = 'involvedObject.uid';
 
 export class ClusterModel implements LiveCluster {
   readonly #api: KubeApi;
-  readonly #opts: Required<Omit<ClusterModelOptions, 'api' | 'namespace'>>;
+  readonly #opts: Required<Omit<ClusterModelOptions, 'api' | 'namespace' | 'usage'>>;
+  readonly usage: UsageReader | undefined;
   readonly #clients: { [K in KindId]: ResourceClient<KindObjects[K]> };
   readonly #informers: Informers;
   readonly #unsubscribe = new Map<KindId, () => void>();
@@ -81,6 +85,7 @@ export class ClusterModel implements LiveCluster {
   #healthTimer: NodeJS.Timeout | undefined;
   #health: ClusterHealth = { synced: false, connected: true, attempts: 0 };
   #stopped = false;
+  #offUsage: (() => void) | undefined;
 
   constructor(opts: ClusterModelOptions) {
     this.#api = opts.api;
@@ -90,6 +95,9 @@ export class ClusterModel implements LiveCluster {
       healthPollMs: opts.healthPollMs ?? 250,
       backoffMaxMs: opts.backoffMaxMs ?? 5_000,
     };
+    this.usage = opts.usage;
+    const offUsage = opts.usage?.subscribe(() => this.#changed());
+    if (offUsage) this.#offUsage = offUsage;
     this.#clients = {
       instances: resourceClient(opts.api, INSTANCES, FIELD_MANAGER),
       replicas: resourceClient(opts.api, REPLICAS, FIELD_MANAGER),
@@ -136,6 +144,7 @@ export class ClusterModel implements LiveCluster {
     clearInterval(this.#healthTimer);
     clearTimeout(this.#notifyTimer);
     for (const off of this.#unsubscribe.values()) off();
+    this.#offUsage?.();
     await Promise.all(Object.values(this.#informers).map((i) => i.stop()));
     this.#api.close();
   }

@@ -65,7 +65,7 @@ export function paneLines(
 }
 
 export function paneOpen(state: UiState): boolean {
-  return state.mode.name === 'help' || state.mode.name === 'describe';
+  return state.mode.name === 'help' || state.mode.name === 'describe' || state.mode.name === 'logs';
 }
 
 /** What reduce() needs to take a key in `state`, from what the screen shows. */
@@ -75,6 +75,7 @@ export function keyContext(
   shown: FrameRows,
   pane: readonly string[],
   screen: ScreenLayout,
+  log?: { readonly first: number; readonly end: number },
 ): KeyContext {
   const view = VIEWS[topFrame(state).view];
   return {
@@ -83,5 +84,6 @@ export function keyContext(
     pageSize: paneOpen(state) ? screen.paneRows : screen.bodyRows,
     paneLines: pane.length,
     drill: (key) => view.drill?.to(cluster, key),
+    log,
   };
 }

@@ -105,9 +105,19 @@ export const BINDINGS: readonly BindingGroup[] = [
   {
     title: 'Actions',
     bindings: [
+      { keys: 'l', does: "logs of a Replica's first process, or of the process selected" },
       { keys: 'd', does: 'describe: the object as YAML, its recent Events' },
       { keys: 's', does: 'scale an Instance (asks how many replicas)' },
       { keys: 'ctrl-d', does: 'delete, after a confirmation' },
+    ],
+  },
+  {
+    title: 'Logs',
+    bindings: [
+      { keys: 'f', does: 'follow the newest lines, or pause (scrolling pauses too)' },
+      { keys: 'G End', does: 'to the newest line, following' },
+      { keys: 'w', does: 'wrap long lines, or cut them' },
+      { keys: 'p', does: 'the previous run (after a restart); again: the current one' },
     ],
   },
   {

@@ -3,7 +3,9 @@
 import type { Condition, Host, Instance, ProcessStatus, Replica, Service } from '../../crds/types.ts';
 import type { CoreEvent, KubeObject } from '../../kube/index.ts';
 import { age, since } from './format.ts';
+import { sparkline } from './sparkline.ts';
 import type { Column, Tone } from './table.ts';
+import type { ReplicaSeries } from './usage.ts';
 
 export const NAMESPACE: Column = { header: 'NAMESPACE', sortKey: 'P', dropOrder: 5 };
 const NAME: Column = { header: 'NAME', sortKey: 'N', minWidth: 12, maxWidth: 48 };
@@ -130,6 +132,47 @@ export function replicaRow(rep: Replica, now: number): ObjectRow {
   };
 }
 
+/** Samples a CPU or MEMORY cell draws (the model keeps 60). */
+export const SPARK_WIDTH = 20;
+
+/** CPU and MEMORY after a Replica's columns, from its host's runtime; dropped first when narrow. */
+export const USAGE_COLUMNS: readonly Column[] = [
+  { header: 'CPU', sortKey: 'C', maxWidth: SPARK_WIDTH + 7, dropOrder: 4 },
+  { header: 'MEMORY', sortKey: 'M', maxWidth: SPARK_WIDTH + 8, dropOrder: 4 },
+];
+
+function memoryText(bytes: number): string {
+  if (bytes < 1024 * 1024) return `${Math.round(bytes / 1024)}Ki`;
+  return `${Math.round(bytes / (1024 * 1024))}Mi`;
+}
+
+/**
+ * A Replica's CPU and MEMORY cells: the sparkline of the last SPARK_WIDTH samples (a space where
+ * one is missing) and the last value; `runtime unreachable` while its host's runtime cannot be
+ * read.
+ */
+export function usageCells(
+  series: ReplicaSeries | undefined,
+  hostError: string | undefined,
+): { cells: [string, string]; sortValues: [number, number]; unreachable: boolean } {
+  const cpu = series?.cpu.at(-1);
+  const memory = series?.memory.at(-1);
+  const sortValues: [number, number] = [cpu ?? -1, memory ?? -1];
+  if (hostError !== undefined) {
+    const spark = series ? sparkline(series.cpu, SPARK_WIDTH) : '';
+    return { cells: [`${spark} unreachable`.trimStart(), ''], sortValues, unreachable: true };
+  }
+  if (!series) return { cells: ['', ''], sortValues, unreachable: false };
+  return {
+    cells: [
+      `${sparkline(series.cpu, SPARK_WIDTH)} ${(cpu === undefined ? '-' : `${Math.round(cpu)}m`).padStart(5)}`,
+      `${sparkline(series.memory, SPARK_WIDTH)} ${(memory === undefined ? '-' : memoryText(memory)).padStart(6)}`,
+    ],
+    sortValues,
+    unreachable: false,
+  };
+}
+
 export const PROCESS_COLUMNS: readonly Column[] = [
   NAME,
   { header: 'STATE', sortKey: 'S', minWidth: 7 },
@@ -185,6 +228,7 @@ export const SERVICE_COLUMNS: readonly Column[] = [
   { header: 'VIRTUAL-IP', sortKey: 'I' },
   { header: 'PORTS', sortKey: 'O', maxWidth: 32, dropOrder: 2 },
   { header: 'ENDPOINTS', sortKey: 'E', align: 'right' },
+  { header: 'EJECTED', sortKey: 'J', align: 'right', dropOrder: 2 },
   { header: 'POLICY', sortKey: 'L', dropOrder: 3 },
   { header: 'PROXIED', sortKey: 'X', flex: true, minWidth: 7, dropOrder: 1 },
   AGE,
@@ -195,19 +239,22 @@ export function serviceRow(svc: Service, now: number): ObjectRow {
   const ports = (svc.spec?.ports ?? []).map((p) => `${p.port}/${p.protocol}`).join(',');
   const ready = status.readyEndpoints ?? 0;
   const total = status.totalEndpoints ?? 0;
+  // Summed by the operator from the proxies' heartbeats (DESIGN §12): outlier detection's ejections.
+  const ejected = status.ejectedEndpoints ?? 0;
   const proxied = condition(status.conditions, 'Proxied');
   const proxiedText = proxied ? (proxied.status === 'True' ? 'yes' : (proxied.reason ?? 'no')) : '';
   const [ageText, ageMs] = ageCell(svc, now);
   let tone: Tone;
   if (svc.metadata?.deletionTimestamp) tone = 'muted';
   else if (total > 0 && ready === 0) tone = 'error';
-  else if (ready < total) tone = 'warn';
+  else if (ready < total || ejected > 0) tone = 'warn';
   return {
     cells: [
       svc.metadata?.name ?? '',
       status.virtualIP ?? '',
       ports,
       `${ready}/${total}`,
+      String(ejected),
       svc.spec?.loadBalancer?.policy ?? '',
       proxiedText,
       ageText,
@@ -217,6 +264,7 @@ export function serviceRow(svc: Service, now: number): ObjectRow {
       status.virtualIP ?? '',
       ports,
       ready,
+      ejected,
       svc.spec?.loadBalancer?.policy ?? '',
       proxiedText,
       ageMs,

@@ -2,6 +2,8 @@
 // that is open, the namespace. reduce() takes one key name (keys.ts) and returns the next state
 // and the effects for the app to carry out (quit, delete, scale, switch namespace). It is pure:
 // tests drive it with key names and rows, without a terminal or an API server.
+
+import type { LogTarget } from './logs.ts';
 import {
   type Column,
   columnForSortKey,
@@ -41,7 +43,17 @@ export type Mode =
   | { readonly name: 'help'; readonly offset: number }
   | { readonly name: 'describe'; readonly target: Target; readonly offset: number }
   | { readonly name: 'confirm-delete'; readonly target: Target }
-  | { readonly name: 'scale'; readonly target: Target; readonly input: string };
+  | { readonly name: 'scale'; readonly target: Target; readonly input: string }
+  | {
+      readonly name: 'logs';
+      readonly target: LogTarget;
+      /** The run before the current one (read once), else the current one, followed. */
+      readonly previous: boolean;
+      /** The newest lines stay in view; off: paused, `top` is the first line shown. */
+      readonly follow: boolean;
+      readonly top: number;
+      readonly wrap: boolean;
+    };
 
 export interface Flash {
   readonly text: string;
@@ -63,7 +75,9 @@ export type Effect =
   | { readonly kind: 'quit' }
   | { readonly kind: 'delete'; readonly target: Target }
   | { readonly kind: 'scale'; readonly target: Target; readonly replicas: number }
-  | { readonly kind: 'namespace'; readonly namespace: string | undefined };
+  | { readonly kind: 'namespace'; readonly namespace: string | undefined }
+  | { readonly kind: 'logs'; readonly target: LogTarget; readonly previous: boolean }
+  | { readonly kind: 'logs-close' };
 
 /** What the reducer needs to know of the screen as it is drawn. */
 export interface KeyContext {
@@ -77,6 +91,8 @@ export interface KeyContext {
   readonly paneLines: number;
   /** Where `enter` on a row goes (from the view's drill and the cache). */
   readonly drill: (key: string) => Drill | undefined;
+  /** The open log's line numbers: the oldest kept, and one past the newest. */
+  readonly log?: { readonly first: number; readonly end: number } | undefined;
 }
 
 export interface Reduced {
@@ -214,7 +230,44 @@ export function reduce(state: UiState, key: string, ctx: KeyContext): Reduced {
       return flash({ ...s, mode: { name: 'table' } }, 'delete cancelled');
     case 'scale':
       return scaleKey(s, s.mode.target, s.mode.input, key);
+    case 'logs':
+      return logsKey(s, s.mode, key, ctx);
   }
+}
+
+type LogsMode = Extract<Mode, { name: 'logs' }>;
+
+/** The log pane: esc/q close, f follow or pause, w wrap, p the previous run (again: the current), scrolling pauses, G follows. */
+function logsKey(state: UiState, mode: LogsMode, key: string, ctx: KeyContext): Reduced {
+  const first = ctx.log?.first ?? 0;
+  const end = ctx.log?.end ?? 0;
+  const page = Math.max(1, ctx.pageSize);
+  const lastTop = Math.max(first, end - page);
+  // Where the pane is now: following shows the last page.
+  const top = mode.follow ? lastTop : Math.min(Math.max(mode.top, first), lastTop);
+  const set = (change: Partial<LogsMode>) => done({ ...state, mode: { ...mode, ...change } });
+  switch (key) {
+    case 'esc':
+    case 'q':
+      return done({ ...state, mode: { name: 'table' } }, { kind: 'logs-close' });
+    case 'f':
+      return set(mode.follow ? { follow: false, top } : { follow: true });
+    case 'w':
+      return set({ wrap: !mode.wrap });
+    case 'p': {
+      const previous = !mode.previous;
+      return done(
+        { ...state, mode: { ...mode, previous, follow: true, top: 0 } },
+        { kind: 'logs', target: mode.target, previous },
+      );
+    }
+    case 'G':
+    case 'end':
+      return set({ follow: true });
+  }
+  const next = scrollPane(key, top - first, end - first, page);
+  if (next === undefined) return done(state);
+  return set({ follow: false, top: first + next });
 }
 
 function tableKey(state: UiState, key: string, ctx: KeyContext): Reduced {
@@ -274,6 +327,14 @@ function tableKey(state: UiState, key: string, ctx: KeyContext): Reduced {
         ...state,
         mode: { name: 'scale', target: { view: view.id, kind: view.kind, key: row.key }, input: '' },
       });
+    case 'l': {
+      const target = logTarget(frame.scope, view.id, row?.key);
+      if (!target) return done(state);
+      return done(
+        { ...state, mode: { name: 'logs', target, previous: false, follow: true, top: 0, wrap: false } },
+        { kind: 'logs', target, previous: false },
+      );
+    }
     case 'ctrl+d':
       if (!view.kind || !row) return done(state);
       if (state.readonly) return flash(state, 'read-only: deleting is off (started with --readonly)', true);
@@ -288,6 +349,19 @@ function tableKey(state: UiState, key: string, ctx: KeyContext): Reduced {
     return done(withTop(state, { sort: nextSortOrder(frame.sort, column) }));
   }
   return done(state);
+}
+
+/** Whose log `l` opens: a Replica's first process, or the process selected in a Replica's processes. */
+function logTarget(scope: Scope | undefined, view: ViewId, key: string | undefined): LogTarget | undefined {
+  if (key === undefined) return undefined;
+  if (view === 'rep') {
+    const [namespace = '', replica = ''] = key.split('/');
+    return namespace && replica ? { namespace, replica } : undefined;
+  }
+  if (view === 'proc' && scope?.by === 'replica') {
+    return { namespace: scope.namespace, replica: scope.name, process: key };
+  }
+  return undefined;
 }
 
 function commandKey(state: UiState, input: string, key: string): Reduced {

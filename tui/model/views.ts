@@ -19,8 +19,11 @@ import {
   replicaRow,
   SERVICE_COLUMNS,
   serviceRow,
+  USAGE_COLUMNS,
+  usageCells,
 } from './rows.ts';
 import type { Column, Row, SortOrder } from './table.ts';
+import type { UsageReader } from './usage.ts';
 
 /** The kinds the TUI watches, each through one informer. */
 export type KindId = 'instances' | 'replicas' | 'services' | 'hosts' | 'events';
@@ -39,6 +42,8 @@ export interface ClusterReader {
   get<K extends KindId>(kind: K, key: string): KindObjects[K] | undefined;
   /** Core Events about this object, by its uid. */
   eventsFor(obj: KubeObject): readonly CoreEvent[];
+  /** CPU and memory from the runtimes, when they are read. */
+  readonly usage?: UsageReader | undefined;
 }
 
 export type ViewId = 'inst' | 'rep' | 'proc' | 'svc' | 'host' | 'ev';
@@ -184,9 +189,26 @@ export const VIEWS: Readonly<Record<ViewId, ViewDef>> = {
     aliases: ['rep', 'replica', 'replicas'],
     kind: 'replicas',
     namespaced: true,
-    columns: (all) => withNamespace(REPLICA_COLUMNS, all),
+    columns: (all) => withNamespace([...REPLICA_COLUMNS, ...USAGE_COLUMNS], all),
     rows: (cluster, scope, ctx) =>
-      objectRows(replicasInScope(cluster.list('replicas'), scope), replicaRow, ctx, true),
+      objectRows(
+        replicasInScope(cluster.list('replicas'), scope),
+        (rep, now) => {
+          const row = replicaRow(rep, now);
+          const host = rep.spec?.host;
+          const usage = usageCells(
+            cluster.usage?.series(keyOf(rep)),
+            host ? cluster.usage?.hostError(host) : undefined,
+          );
+          return {
+            cells: [...row.cells, ...usage.cells],
+            sortValues: [...row.sortValues, ...usage.sortValues],
+            tone: usage.unreachable && row.tone !== 'error' ? 'warn' : row.tone,
+          };
+        },
+        ctx,
+        true,
+      ),
     defaultSort: byName,
     drill: {
       label: 'processes',

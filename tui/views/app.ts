@@ -2,17 +2,18 @@
 // reducer's input, carries out the effects (quit, delete, scale, namespace) and draws the lines
 // of the screen from the cluster's caches. It never calls the API while rendering.
 import { Box, Text, useApp, useInput } from 'ink';
-import { createElement as h, useMemo, useRef, useState } from 'react';
+import { createElement as h, useEffect, useMemo, useRef, useState } from 'react';
 import type { LiveCluster } from '../model/cluster.ts';
 import { truncate } from '../model/format.ts';
 import { frameRows, keyContext, paneLines } from '../model/frame.ts';
 import { keyNames } from '../model/keys.ts';
+import { type LogsModel, logWindow } from '../model/logs.ts';
 import { screenLayout } from '../model/screen.ts';
 import { type Effect, reduce, topFrame, type UiState } from '../model/state.ts';
 import { layoutColumns, scrollOffset, selectedIndex } from '../model/table.ts';
 import { VIEWS } from '../model/views.ts';
 import { type ClusterInfo, InfoLine, KeyBar, PromptLine, TitleLine } from './bars.ts';
-import { type SizedStream, useClusterVersion, useNow, useTerminalSize } from './hooks.ts';
+import { type SizedStream, useClusterVersion, useLogsVersion, useNow, useTerminalSize } from './hooks.ts';
 import { Pane, Table } from './table.ts';
 
 export interface AppProps {
@@ -23,6 +24,29 @@ export interface AppProps {
   readonly stdout: SizedStream;
   /** Quiet time after the last resize event before the layout follows (default 100 ms). */
   readonly resizeDebounceMs?: number;
+  /** Where `l` reads logs; without it `l` says logs are not available. */
+  readonly logs?: LogsModel | undefined;
+}
+
+/** The log pane's title: whose log, which run, and whether it follows. */
+function logsTitle(
+  mode: Extract<UiState['mode'], { name: 'logs' }>,
+  logs: LogsModel | undefined,
+  below: number,
+): string {
+  const t = mode.target;
+  const who = `${t.namespace}/${t.replica}${t.process ? `/${t.process}` : ''}`;
+  const status = logs?.status();
+  let state: string;
+  if (!logs) state = 'no runtime access';
+  else if (status?.phase === 'connecting') state = 'connecting…';
+  else if (status?.phase === 'failed') state = `failed: ${status.error}`;
+  else if (mode.previous) state = 'previous run';
+  else if (status?.phase === 'ended') state = 'ended';
+  else if (mode.follow) state = 'following';
+  else state = `paused, ${below} lines below`;
+  const dropped = logs && logs.ring.dropped > 0 ? `, last ${logs.ring.capacity}` : '';
+  return `Logs ${who} (${state}${mode.wrap ? ', wrap' : ''}${dropped})`;
 }
 
 function hostsSummary(cluster: LiveCluster): string {
@@ -37,6 +61,8 @@ export function App(props: AppProps) {
   const { cluster } = props;
   const { exit } = useApp();
   const version = useClusterVersion(cluster);
+  // The log pane is drawn from the ring as it is at each render; this re-renders as it grows.
+  useLogsVersion(props.logs);
   const size = useTerminalSize(props.stdout, props.resizeDebounceMs ?? 100);
   const now = useNow(1000);
   const [state, setState] = useState(props.initial);
@@ -65,7 +91,12 @@ export function App(props: AppProps) {
   const mode = state.mode;
   // biome-ignore lint/correctness/useExhaustiveDependencies: the text follows the cache (`version`), the clock and the mode
   const pane = useMemo(() => paneLines(cluster, state, columns, now), [cluster, version, now, mode, columns]);
-  const ctx = keyContext(cluster, state, shown, pane, screen);
+  // A paused log holds what it reads, so the lines on screen stay (model/logs.ts).
+  const paused = mode.name === 'logs' && !mode.follow;
+  useEffect(() => props.logs?.hold(paused), [props.logs, paused]);
+  const ring = props.logs?.ring;
+  const logRange = ring ? { first: ring.first, end: ring.end } : undefined;
+  const ctx = keyContext(cluster, state, shown, pane, screen, logRange);
   const ctxRef = useRef(ctx);
   ctxRef.current = ctx;
 
@@ -77,6 +108,12 @@ export function App(props: AppProps) {
         return;
       case 'namespace':
         cluster.setNamespace(effect.namespace);
+        return;
+      case 'logs':
+        props.logs?.open(effect.target, effect.previous);
+        return;
+      case 'logs-close':
+        props.logs?.close();
         return;
       case 'delete': {
         const what = `${VIEWS[effect.target.view].noun} ${effect.target.key}`;
@@ -105,7 +142,15 @@ export function App(props: AppProps) {
         const s = stateRef.current;
         const now = Date.now();
         const next = frameRows(cluster, s, now);
-        ctx = keyContext(cluster, s, next, paneLines(cluster, s, next.columns, now), screen);
+        const r = props.logs?.ring;
+        ctx = keyContext(
+          cluster,
+          s,
+          next,
+          paneLines(cluster, s, next.columns, now),
+          screen,
+          r ? { first: r.first, end: r.end } : undefined,
+        );
       }
       const { state: next, effects } = reduce(stateRef.current, name, ctx);
       if (next !== stateRef.current) update(() => next);
@@ -123,13 +168,28 @@ export function App(props: AppProps) {
 
   const health = cluster.health();
   const stale = !health.connected;
-  const paneOpen = mode.name === 'help' || mode.name === 'describe';
+  const paneOpen = mode.name === 'help' || mode.name === 'describe' || mode.name === 'logs';
+  // The log's rows are cut from its ring for this frame only: nothing of it is copied per line added.
+  const logRows =
+    mode.name === 'logs' && ring ? logWindow(ring, mode, screen.paneRows, Math.max(1, screen.width - 1)) : [];
+  const logTop =
+    mode.name === 'logs' && ring
+      ? mode.follow
+        ? Math.max(ring.first, ring.end - screen.paneRows)
+        : Math.min(Math.max(mode.top, ring.first), Math.max(ring.first, ring.end - screen.paneRows))
+      : 0;
   const paneTitle =
     mode.name === 'help'
       ? 'Help'
       : mode.name === 'describe'
         ? `Describe ${VIEWS[mode.target.view].noun} ${mode.target.key}`
-        : undefined;
+        : mode.name === 'logs'
+          ? logsTitle(
+              mode,
+              props.logs,
+              Math.max(0, (ring?.end ?? 0) - logTop - screen.paneRows) + (props.logs?.heldLines() ?? 0),
+            )
+          : undefined;
   const where = view.namespaced && state.namespace ? ` in namespace ${state.namespace}` : '';
   return h(
     Box,
@@ -144,8 +204,8 @@ export function App(props: AppProps) {
     h(TitleLine, { state, health, count: rows.length, width: screen.width, title: paneTitle }),
     paneOpen
       ? h(Pane, {
-          lines: pane,
-          offset: mode.offset,
+          lines: mode.name === 'logs' ? logRows : pane,
+          offset: mode.name === 'logs' ? 0 : mode.offset,
           height: screen.paneRows,
           width: screen.width,
           stale,
@@ -167,11 +227,16 @@ export function App(props: AppProps) {
     h(PromptLine, {
       state,
       width: screen.width,
-      position: paneOpen
-        ? `lines ${Math.min(pane.length, mode.offset + 1)}-${Math.min(pane.length, mode.offset + screen.paneRows)} of ${pane.length}`
-        : rows.length > 0
-          ? `${index + 1}/${rows.length}`
-          : '',
+      position:
+        mode.name === 'logs'
+          ? ring && ring.length > 0
+            ? `lines ${logTop + 1}-${Math.min(ring.end, logTop + screen.paneRows)} of ${ring.end}`
+            : ''
+          : paneOpen
+            ? `lines ${Math.min(pane.length, mode.offset + 1)}-${Math.min(pane.length, mode.offset + screen.paneRows)} of ${pane.length}`
+            : rows.length > 0
+              ? `${index + 1}/${rows.length}`
+              : '',
     }),
   );
 }

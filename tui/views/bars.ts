@@ -29,6 +29,16 @@ export function InfoLine(props: {
 /** The keys that do something here, as `<key> what` pairs. */
 export function keyHints(state: UiState): [string, string][] {
   const mode = state.mode.name;
+  if (mode === 'logs') {
+    return [
+      ['esc', 'back'],
+      ['f', state.mode.name === 'logs' && state.mode.follow ? 'pause' : 'follow'],
+      ['w', 'wrap'],
+      ['p', state.mode.name === 'logs' && state.mode.previous ? 'current run' : 'previous run'],
+      ['j/k', 'scroll'],
+      ['G', 'follow'],
+    ];
+  }
   if (mode === 'help' || mode === 'describe') {
     return [
       ['esc', 'back'],
@@ -41,6 +51,7 @@ export function keyHints(state: UiState): [string, string][] {
   // Cut from the end when narrow: help comes first, so what is cut can be found there.
   const hints: [string, string][] = [['?', 'help']];
   if (view.drill) hints.push(['enter', view.drill.label]);
+  if (view.id === 'rep' || view.id === 'proc') hints.push(['l', 'logs']);
   if (view.kind) hints.push(['d', 'describe']);
   if (view.scalable && !state.readonly) hints.push(['s', 'scale']);
   if (view.kind && !state.readonly) hints.push(['ctrl-d', 'delete']);

@@ -2,6 +2,7 @@
 // counter, the terminal's size (debounced), and a clock for the ages.
 import { useEffect, useState, useSyncExternalStore } from 'react';
 import type { LiveCluster } from '../model/cluster.ts';
+import type { LogsModel } from '../model/logs.ts';
 
 /** Re-render when the cluster's caches or health change; returns the change counter. */
 export function useClusterVersion(cluster: LiveCluster): number {
@@ -60,4 +61,14 @@ export function useNow(everyMs: number): number {
     return () => clearInterval(timer);
   }, [everyMs]);
   return now;
+}
+
+const NEVER = () => () => {};
+
+/** Re-render as the open log grows (at most once per its notify period); returns its change counter. */
+export function useLogsVersion(logs: LogsModel | undefined): number {
+  return useSyncExternalStore(
+    logs ? (listener) => logs.subscribe(listener) : NEVER,
+    () => logs?.version() ?? 0,
+  );
 }
