@@ -2,8 +2,8 @@
 // server, with objects this test creates, writes and deletes while it watches the screen.
 import test from 'ava';
 import { installCrds } from '../../crds/install.ts';
-import { INSTANCES, REPLICAS, SERVICES } from '../../crds/resources.ts';
-import type { Instance, Replica, Service } from '../../crds/types.ts';
+import { HOSTS, INSTANCES, REPLICAS, SERVICES } from '../../crds/resources.ts';
+import type { Host, Instance, Replica, Service } from '../../crds/types.ts';
 import { type Applied, KubeApi, loadKubeConfig, resourceClient } from '../../kube/index.ts';
 import { freshNamespace, privateControlPlane } from '../helpers/cluster.ts';
 import { e2e } from '../helpers/e2e.ts';
@@ -148,11 +148,29 @@ test.serial(
     t.teardown(() => api.close());
     const instances = resourceClient(api, INSTANCES, 'orrery-test');
     await instances.create(instance('web', 'default', 1));
+    // A Host whose runtime is not there (nothing listens on port 1), and a Replica bound to it.
+    const hosts = resourceClient(api, HOSTS, 'orrery-test');
+    await hosts.create({ metadata: { name: 'tui-test-host' }, spec: {} } as Applied<Host>);
+    await hosts.patchStatus('tui-test-host', { apiEndpoint: 'http://127.0.0.1:1' });
+    await resourceClient(api, REPLICAS, 'orrery-test').create(replica('web', 0, 'default'));
 
-    const term = await orreryInTmux(t, ['tui', '--kubeconfig', kubeconfig], { columns: 200, rows: 50 });
+    const term = await orreryInTmux(t, ['tui', '--kubeconfig', kubeconfig, '--token', 'unused'], {
+      columns: 200,
+      rows: 50,
+    });
     let screen = await term.waitFor('the Instance', row('web'));
     t.is(screen.length, 50);
     t.is(screen[49]?.trim(), '', 'the frame is one line shorter than the terminal');
+    await term.type(':rep');
+    await term.press('Enter');
+    screen = await term.waitFor('the Replica of the host without a runtime marked', (s) =>
+      /^ web-0 .* unreachable\s*$/m.test(s.join('\n')),
+    );
+    const styled = (await term.styledScreen()).find((l) => l.includes(' web-0 ')) ?? '';
+    t.true(styled.includes(`${String.fromCharCode(27)}[33m`), 'the row is yellow');
+    await term.type(':inst');
+    await term.press('Enter');
+    screen = await term.waitFor('the Instances again', row('web'));
 
     // Waited for while the control plane stops: the stop holds no timer and the control plane's
     // process is unref'd, so nothing else would keep this worker running. The API server may
@@ -328,6 +346,27 @@ test.serial(
       return ms;
     };
     const quiet = await latency(10);
+
+    // p after a restart: the run before it, whose lines went further than the new run's.
+    const killedAt = lastLine(await term.screen());
+    const pid = (await env.replicasOf('chatty'))[0]?.status?.processes?.[0]?.pid;
+    if (!pid) return t.fail('no pid for chatty-0');
+    process.kill(pid, 'SIGKILL');
+    await eventually(
+      'chatty-0 restarted',
+      async () => ((await env.replicasOf('chatty'))[0]?.status?.restarts ?? 0) >= 1,
+    );
+    await term.type('p');
+    screen = await term.waitFor(
+      'the previous run',
+      (s) => has(`Logs ${env.ns}/chatty-0 (previous run`)(s) && lastLine(s) >= killedAt,
+    );
+    t.log(`killed at line ${killedAt}; the previous run ends at line ${lastLine(screen)}`);
+    await term.type('p');
+    await term.waitFor(
+      'the current run again',
+      (s) => has(`Logs ${env.ns}/chatty-0 (following`)(s) && lastLine(s) > 0 && lastLine(s) < killedAt,
+    );
     await term.press('Escape');
     await term.waitFor('back to the Replicas', has(`Replicas(${env.ns})[1] /chatty`));
 
@@ -371,7 +410,9 @@ test.serial(
       (s) => has('(following')(s) && s.slice(3, 48).join() !== shown.join(),
     );
 
+    // A key right after esc would be read as alt+key: wait for the table first.
     await term.press('Escape');
+    await term.waitFor('back to the Replicas', has(`Replicas(${env.ns})[1] /flood`));
     await term.type('q');
     await term.waitFor('the exit', (s) => s.some((l) => /\[exited with 0\]/.test(l)));
   },

@@ -8,6 +8,7 @@ import { createElement as h } from 'react';
 import type { Instance, Replica } from '../../crds/types.ts';
 import type { CoreEvent, KubeObject } from '../../kube/index.ts';
 import type { ClusterHealth, LiveCluster } from '../../tui/model/cluster.ts';
+import { LogsModel } from '../../tui/model/logs.ts';
 import { initialState } from '../../tui/model/state.ts';
 import { type KindId, type KindObjects, keyOf } from '../../tui/model/views.ts';
 import { App } from '../../tui/views/app.ts';
@@ -154,7 +155,11 @@ async function until(what: string, stdout: FakeStdout, cond: (frame: string) => 
   return stdout.lastFrame();
 }
 
-function mount(columns: number, rows: number, opts: { readonly?: boolean } = {}) {
+function mount(
+  columns: number,
+  rows: number,
+  opts: { readonly?: boolean; logs?: LogsModel; view?: 'rep' } = {},
+) {
   const stdout = new FakeStdout(columns, rows);
   const stdin = new FakeStdin();
   const cluster = new FakeCluster();
@@ -163,10 +168,11 @@ function mount(columns: number, rows: number, opts: { readonly?: boolean } = {})
   const app = render(
     h(App, {
       cluster,
-      initial: initialState({ namespace: 'default', readonly: opts.readonly ?? false }),
+      initial: initialState({ namespace: 'default', readonly: opts.readonly ?? false, view: opts.view }),
       info: { context: 'test', server: 'https://127.0.0.1:6443', version: '0.0.0' },
       stdout,
       resizeDebounceMs: 60,
+      logs: opts.logs,
     }),
     {
       stdout: stdout as unknown as NodeJS.WriteStream,
@@ -308,4 +314,62 @@ test('q quits', async (t) => {
   stdin.type('q');
   await app.waitUntilExit();
   t.pass();
+});
+
+test('l at 80×24: the log pane below the terminal height, lines cut or wrapped to the width, paused and followed', async (t) => {
+  let push: ((text: string) => void) | undefined;
+  const logs = new LogsModel({
+    notifyMs: 10,
+    access: {
+      locate: async (namespace, replica) => {
+        t.is(`${namespace}/${replica}`, 'default/api-0');
+        return { target: { name: 'a', endpoint: 'http://127.0.0.1:1' }, token: 't' };
+      },
+      readLogs: async () =>
+        (async function* () {
+          const queue: string[] = [];
+          let wake: (() => void) | undefined;
+          push = (text) => {
+            queue.push(text);
+            wake?.();
+          };
+          for (;;) {
+            const text = queue.shift();
+            if (text !== undefined) yield new TextEncoder().encode(text);
+            else await new Promise<void>((r) => (wake = r));
+          }
+        })(),
+    },
+  });
+  const { stdout, stdin, app } = mount(80, 24, { logs, view: 'rep' });
+  t.teardown(() => {
+    logs.close();
+    app.unmount();
+  });
+  await until('the replicas', stdout, (f) => f.includes('Replicas(default)[4]'));
+  stdin.type('l');
+  await until('the log pane', stdout, (f) => f.includes('Logs default/api-0 (following)'));
+  while (!push) await sleep(5);
+  push(
+    `${Array.from({ length: 100 }, (_, i) => `line ${i} ${'y'.repeat(i === 99 ? 150 : 10)}`).join('\n')}\n`,
+  );
+  let frame = await until('the newest lines', stdout, (f) => / line 99 y+…$/m.test(f));
+  t.is(lines(frame).length, 23);
+  t.true(widest(frame) <= 80);
+  t.regex(frame, /lines 82-100 of 100/);
+  stdin.type('w');
+  frame = await until('wrapped', stdout, (f) => f.includes('(following, wrap)'));
+  t.regex(frame, /^ y{79}$/m, 'the long line wrapped at the width');
+  t.true(widest(frame) <= 80);
+  stdin.type('f');
+  await until('paused', stdout, (f) => f.includes('paused, 0 lines below'));
+  push('line 100\nline 101\n');
+  frame = await until('the lines held', stdout, (f) => f.includes('paused, 2 lines below'));
+  t.notRegex(frame, / line 101/);
+  stdin.type('G');
+  await until('following again', stdout, (f) => / line 101$/m.test(f));
+  stdin.type('\u001b');
+  await until('the table again', stdout, (f) => f.includes('Replicas(default)[4]'));
+  for (const frame of stdout.frames)
+    t.true(lines(frame).length <= 23, 'no frame ever reached the bottom line');
 });
