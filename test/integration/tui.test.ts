@@ -255,17 +255,20 @@ test.serial(
   },
 );
 
-/** An Instance of one process running `node -e script`. */
-const nodeInstance = (name: string, ns: string, script: string): Applied<Instance> => ({
-  metadata: { name, namespace: ns, labels: { app: name } },
-  spec: {
-    replicas: 1,
-    template: {
-      metadata: { labels: { app: name } },
-      processes: [{ name: 'main', command: ['node', '-e', script] }],
+/** An Instance of one process running `node -e script`, with an `http` port. */
+const nodeInstance = (name: string, ns: string, script: string): Applied<Instance> =>
+  ({
+    metadata: { name, namespace: ns, labels: { app: name } },
+    spec: {
+      replicas: 1,
+      template: {
+        metadata: { labels: { app: name } },
+        processes: [
+          { name: 'main', command: ['node', '-e', script], ports: [{ name: 'http', protocol: 'http' }] },
+        ],
+      },
     },
-  },
-});
+  }) as Applied<Instance>;
 
 /** The largest `line N` on the screen. */
 const lastLine = (screen: string[]) =>
@@ -279,7 +282,7 @@ const percentile = (values: number[], p: number) =>
   NaN;
 
 test.serial(
-  'with a real runtime: l shows a replica’s log and follows it, a 10,000 lines/s flood does not delay keys, sparklines show CPU',
+  'with a real runtime: l shows a replica’s log and follows it, a 10,000 lines/s flood does not delay keys, sparklines show CPU, :ep the endpoints',
   async (t) => {
     const env = await e2e(t, { hosts: 1 });
     await env.startOperator();
@@ -413,6 +416,28 @@ test.serial(
     // A key right after esc would be read as alt+key: wait for the table first.
     await term.press('Escape');
     await term.waitFor('back to the Replicas', has(`Replicas(${env.ns})[1] /flood`));
+
+    // The Endpoints view: a Service's endpoint from the operator's EndpointSlices, its port allocated.
+    await resourceClient(env.api, SERVICES, 'orrery-test').create({
+      metadata: { name: 'chat', namespace: env.ns },
+      spec: {
+        selector: { app: 'chatty' },
+        ports: [{ name: 'http', port: 80, targetPort: 'http', protocol: 'http' }],
+      },
+    } as Applied<Service>);
+    await term.type(':ep');
+    await term.press('Enter');
+    screen = await term.waitFor(
+      'the endpoint of chat',
+      (s) => /^ chat +chatty-0 +ready +127\.0\.0\.1 +http:\d+ /m.test(s.join('\n')),
+      30_000,
+    );
+    t.true(has(`Endpoints(${env.ns})[1]`)(screen));
+    await term.type(':svc');
+    await term.press('Enter');
+    await term.waitFor('the Service: 1/1 endpoints, none ejected', (s) =>
+      /^ chat +\S+ +80\/http +1\/1 +0 /m.test(s.join('\n')),
+    );
     await term.type('q');
     await term.waitFor('the exit', (s) => s.some((l) => /\[exited with 0\]/.test(l)));
   },

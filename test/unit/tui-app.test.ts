@@ -78,6 +78,7 @@ class FakeCluster implements LiveCluster {
     services: [],
     hosts: [],
     events: [],
+    endpointslices: [],
   };
   #listeners = new Set<() => void>();
   #version = 0;

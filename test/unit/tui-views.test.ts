@@ -328,3 +328,49 @@ test('describe: the object as YAML, then its Events oldest first, as kubectl des
   t.regex(lines[at + 4] ?? '', /^ {2}Normal +Scaled +5s +orrery-operator +scaled to 1$/);
   t.deepEqual(describeLines(inst, [], NOW).slice(-2), ['Events:', '  <none>']);
 });
+
+test('the Endpoints view: one row per endpoint of the EndpointSlices, each once, by Service', (t) => {
+  const slice = (name: string, service: string, endpoints: unknown[]) =>
+    ({
+      apiVersion: 'orrery.dev/v1alpha1',
+      kind: 'EndpointSlice',
+      metadata: { name, namespace: 'default' },
+      service,
+      endpoints,
+    }) as unknown as KindObjects['endpointslices'];
+  const ep = (replica: string, ready: boolean, terminating = false) => ({
+    replica,
+    host: 'a',
+    address: '127.0.0.1',
+    ports: [{ name: 'http', port: 20001 }],
+    ready,
+    serving: ready,
+    terminating,
+  });
+  const cluster = reader({
+    endpointslices: [
+      slice('web-1', 'web', [ep('web-1', false), ep('web-0', true)]),
+      // web-1 being moved between slices: in two at once.
+      slice('web-2', 'web', [ep('web-1', false), ep('web-2', true, true)]),
+      slice('api-1', 'api', [ep('api-0', true)]),
+    ],
+  });
+  t.is(viewByAlias('ep')?.id, 'ep');
+  const view = VIEWS.ep;
+  const rows = view.rows(cluster, undefined, { now: NOW, allNamespaces: false });
+  t.deepEqual(
+    rows.map((r) => r.cells),
+    [
+      ['web', 'web-1', 'not ready', '127.0.0.1', 'http:20001', 'a'],
+      ['web', 'web-0', 'ready', '127.0.0.1', 'http:20001', 'a'],
+      ['web', 'web-2', 'terminating', '127.0.0.1', 'http:20001', 'a'],
+      ['api', 'api-0', 'ready', '127.0.0.1', 'http:20001', 'a'],
+    ],
+  );
+  t.deepEqual(
+    rows.map((r) => r.tone),
+    ['warn', undefined, 'muted', undefined],
+  );
+  t.is(view.columns(true)[0]?.header, 'NAMESPACE');
+  t.is(view.rows(cluster, undefined, { now: NOW, allNamespaces: true })[0]?.cells[0], 'default');
+});

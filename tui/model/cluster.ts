@@ -2,7 +2,7 @@
 // Events) in the namespace shown, or in all of them. Views read its caches through
 // ClusterReader and re-render when `version()` changes; nothing here knows of React. The writes
 // the keys ask for (delete, scale) go through the same clients.
-import { HOSTS, INSTANCES, REPLICAS, SERVICES } from '../../crds/resources.ts';
+import { ENDPOINT_SLICES, HOSTS, INSTANCES, REPLICAS, SERVICES } from '../../crds/resources.ts';
 import {
   type CoreEvent,
   EVENTS,
@@ -66,7 +66,7 @@ export function shortError(message: string): string {
 
 type Informers = { [K in KindId]: Informer<KindObjects[K]> };
 
-const NAMESPACED: readonly KindId[] = ['instances', 'replicas', 'services', 'events'];
+const NAMESPACED: readonly KindId[] = ['instances', 'replicas', 'services', 'events', 'endpointslices'];
 const EVENT_UID_INDEX = 'involvedObject.uid';
 
 export class ClusterModel implements LiveCluster {
@@ -104,6 +104,7 @@ export class ClusterModel implements LiveCluster {
       services: resourceClient(opts.api, SERVICES, FIELD_MANAGER),
       hosts: resourceClient(opts.api, HOSTS, FIELD_MANAGER),
       events: resourceClient(opts.api, typed<CoreEvent>(EVENTS), FIELD_MANAGER),
+      endpointslices: resourceClient(opts.api, ENDPOINT_SLICES, FIELD_MANAGER),
     };
     this.#informers = {
       instances: this.#informer('instances'),
@@ -111,6 +112,7 @@ export class ClusterModel implements LiveCluster {
       services: this.#informer('services'),
       hosts: this.#informer('hosts'),
       events: this.#informer('events'),
+      endpointslices: this.#informer('endpointslices'),
     };
   }
 

@@ -84,7 +84,10 @@ export const BINDINGS: readonly BindingGroup[] = [
   {
     title: 'Views',
     bindings: [
-      { keys: ':inst :rep :svc :host :ev', does: 'Instances, Replicas, Services, Hosts, Events' },
+      {
+        keys: ':inst :rep :svc :ep :host :ev',
+        does: 'Instances, Replicas, Services, Endpoints, Hosts, Events',
+      },
       { keys: ':ns NAME  :ns all', does: 'show one namespace, or all of them' },
       { keys: 'enter', does: 'open: Instance, Service, Host → Replicas → processes' },
       { keys: 'esc', does: 'clear the filter, then back where enter came from' },

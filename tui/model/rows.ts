@@ -1,6 +1,14 @@
 // One row per object, for each kind: its columns, and a pure function of the object and the
 // time that gives the row's cells, sort values and tone. The views (views.ts) put them together.
-import type { Condition, Host, Instance, ProcessStatus, Replica, Service } from '../../crds/types.ts';
+import type {
+  Condition,
+  Host,
+  Instance,
+  ProcessStatus,
+  Replica,
+  Service,
+  ServiceEndpoint,
+} from '../../crds/types.ts';
 import type { CoreEvent, KubeObject } from '../../kube/index.ts';
 import { age, since } from './format.ts';
 import { sparkline } from './sparkline.ts';
@@ -270,6 +278,27 @@ export function serviceRow(svc: Service, now: number): ObjectRow {
       ageMs,
     ],
     tone,
+  };
+}
+
+/** One endpoint of a Service, from the operator's EndpointSlices. */
+export const ENDPOINT_COLUMNS: readonly Column[] = [
+  { header: 'SERVICE', sortKey: 'V', minWidth: 8, maxWidth: 40 },
+  { header: 'REPLICA', sortKey: 'N', minWidth: 8, maxWidth: 48 },
+  { header: 'STATE', sortKey: 'S', minWidth: 5 },
+  { header: 'ADDRESS', sortKey: 'I' },
+  { header: 'PORTS', sortKey: 'O', flex: true, minWidth: 8, dropOrder: 1 },
+  { header: 'HOST', sortKey: 'H', minWidth: 6, maxWidth: 32, dropOrder: 2 },
+];
+
+/** Ready (takes new requests), terminating (draining), or not ready. */
+export function endpointRow(service: string, e: ServiceEndpoint): ObjectRow {
+  const state = e.terminating ? 'terminating' : e.ready ? 'ready' : 'not ready';
+  const ports = (e.ports ?? []).map((p) => `${p.name}:${p.port}`).join(',');
+  return {
+    cells: [service, e.replica, state, e.address, ports, e.host ?? ''],
+    sortValues: [service, e.replica, state, e.address, ports, e.host ?? ''],
+    tone: e.terminating ? 'muted' : e.ready ? undefined : 'warn',
   };
 }
 

@@ -394,7 +394,7 @@ export function runCommand(state: UiState, text: string): Reduced {
     );
   }
   const view = viewByAlias(name);
-  if (!view) return flash(state, `no view '${word}': try :inst :rep :svc :host :ev :ns`, true);
+  if (!view) return flash(state, `no view '${word}': try :inst :rep :svc :ep :host :ev :ns`, true);
   return done({ ...state, stack: [frameFor(view.id, state.namespace === undefined)] });
 }
 

@@ -2,10 +2,12 @@
 // opened with `enter`), its columns, what `enter` opens and whether `s` scales. The rows
 // themselves are built in rows.ts; views read caches only (ClusterReader), never the API.
 import { INSTANCE_LABEL } from '../../crds/labels.ts';
-import type { Host, Instance, Replica, Service } from '../../crds/types.ts';
+import type { EndpointSlice, Host, Instance, Replica, Service } from '../../crds/types.ts';
 import type { CoreEvent, KubeObject } from '../../kube/index.ts';
 import {
+  ENDPOINT_COLUMNS,
   EVENT_COLUMNS,
+  endpointRow,
   eventRow,
   HOST_COLUMNS,
   hostRow,
@@ -26,7 +28,7 @@ import type { Column, Row, SortOrder } from './table.ts';
 import type { UsageReader } from './usage.ts';
 
 /** The kinds the TUI watches, each through one informer. */
-export type KindId = 'instances' | 'replicas' | 'services' | 'hosts' | 'events';
+export type KindId = 'instances' | 'replicas' | 'services' | 'hosts' | 'events' | 'endpointslices';
 
 export interface KindObjects {
   instances: Instance;
@@ -34,6 +36,7 @@ export interface KindObjects {
   services: Service;
   hosts: Host;
   events: CoreEvent;
+  endpointslices: EndpointSlice;
 }
 
 /** What the views read: the informers' caches, never the API. */
@@ -46,7 +49,7 @@ export interface ClusterReader {
   readonly usage?: UsageReader | undefined;
 }
 
-export type ViewId = 'inst' | 'rep' | 'proc' | 'svc' | 'host' | 'ev';
+export type ViewId = 'inst' | 'rep' | 'proc' | 'svc' | 'ep' | 'host' | 'ev';
 
 /** What a drilled-down view shows of its kind: the Replicas of one Instance, Service or Host, or one Replica's processes. */
 export type Scope =
@@ -268,6 +271,39 @@ export const VIEWS: Readonly<Record<ViewId, ViewDef>> = {
         };
       },
     },
+    scalable: false,
+  },
+  ep: {
+    id: 'ep',
+    title: 'Endpoints',
+    noun: 'endpoint',
+    aliases: ['ep', 'endpoint', 'endpoints'],
+    // Endpoints are entries of the operator's EndpointSlices, not objects of their own.
+    kind: undefined,
+    namespaced: true,
+    columns: (all) => withNamespace(ENDPOINT_COLUMNS, all),
+    rows: (cluster, _scope, ctx) => {
+      const rows: Row[] = [];
+      const seen = new Set<string>();
+      for (const slice of cluster.list('endpointslices')) {
+        const ns = slice.metadata?.namespace ?? '';
+        for (const e of slice.endpoints ?? []) {
+          // A replica being moved between slices can briefly be in two: shown once.
+          const key = `${ns}/${slice.service}/${e.replica}@${e.address}`;
+          if (seen.has(key)) continue;
+          seen.add(key);
+          const r = endpointRow(slice.service, e);
+          rows.push({
+            key,
+            cells: ctx.allNamespaces ? [ns, ...r.cells] : r.cells,
+            sortValues: ctx.allNamespaces ? [ns, ...r.sortValues] : r.sortValues,
+            tone: r.tone,
+          });
+        }
+      }
+      return rows;
+    },
+    defaultSort: (all) => ({ column: all ? 'NAMESPACE' : 'SERVICE', descending: false }),
     scalable: false,
   },
   host: {
