@@ -13,7 +13,7 @@
 // their own node (the credentials `orrery up` gives its hosts), under deploy/rbac.yaml's RBAC and
 // admission policy.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { pino } from 'pino';
@@ -168,8 +168,13 @@ export async function e2e(
     ),
   );
 
+  // The test's own Service range: operators of tests running at once would each give out
+  // 127.77.0.1 first, and their proxies bind the same virtual IP and port.
+  const serviceCidr = testServiceCidr();
   const operatorArgs = [
     'operator',
+    '--service-cidr',
+    serviceCidr,
     '--kubeconfig',
     kubeconfig,
     '--namespace',
@@ -206,6 +211,7 @@ export async function e2e(
         namespace: ns,
         hostSelector,
         leaderLeaseName: `orrery-operator-${id}`,
+        serviceCidr,
         leaseDurationSeconds: 2,
         renewDeadlineMs: 1500,
         retryPeriodMs: 200,
@@ -299,6 +305,15 @@ async function stopGracefully(child: ChildProcess, exited: Promise<unknown>, wha
   throw new Error(
     `${what} (pid ${child.pid}) did not exit within ${STOP_TIMEOUT_MS / 1000} s of SIGTERM; killed`,
   );
+}
+
+/**
+ * A /24 of loopback for one test's Service virtual IPs, at random in 127.78.0.0-127.126.255.0
+ * (12,544 of them: tests running at once almost never share one; the mesh tests' own addresses
+ * are in 127.77.128.0/17).
+ */
+export function testServiceCidr(): string {
+  return `127.${randomInt(78, 127)}.${randomInt(0, 256)}.0/24`;
 }
 
 /** Whether a process is alive (and not a zombie). */

@@ -14,7 +14,7 @@
 // time, so the margin between the old copy's death and the new copy's start is measured too.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
@@ -23,6 +23,7 @@ import type { Host, Replica } from '../../crds/types.ts';
 import { resourceClient, typed } from '../../kube/index.ts';
 import { removeCgroupDir } from '../../node-runtime/cgroups/index.ts';
 import { e2e, instanceYaml } from '../helpers/e2e.ts';
+import { workloadDir } from '../helpers/engine-harness.ts';
 import { host as machine } from '../helpers/features.ts';
 import { orreryCluster } from '../helpers/orrery.ts';
 import { type Partition, partitionable } from '../helpers/partition.ts';
@@ -34,11 +35,13 @@ const CPU_CAP = 0.6;
 
 test('a partitioned host kills its copy before the replacement starts elsewhere, every round', async (t) => {
   t.timeout(ROUNDS * 20_000 + 60_000);
-  const dir = mkdtempSync(join(tmpdir(), 'orrery-fencing-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const root = mkdtempSync(join(tmpdir(), 'orrery-fencing-'));
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  // The replicas write the journal and take the lock as their unprivileged host uid.
+  const dir = await workloadDir(root);
   const { kubeconfig } = await orreryCluster();
   const partitions: Partition[] = [];
-  for (const i of [0, 1]) partitions.push(await partitionable(t, kubeconfig, join(dir, `kubeconfig-${i}`)));
+  for (const i of [0, 1]) partitions.push(await partitionable(t, kubeconfig, join(root, `kubeconfig-${i}`)));
   // Removed after the e2e teardown has stopped the agents in them (ava runs teardowns newest first).
   const cageDirs: string[] = [];
   t.teardown(() => Promise.all(cageDirs.map((dir) => removeCgroupDir(dir, 10_000))));
@@ -56,6 +59,11 @@ test('a partitioned host kills its copy before the replacement starts elsewhere,
 
   const lock = join(dir, 'identity.lock');
   const journal = join(dir, 'journal');
+  // Each copy runs as its own replica's host uid: both files writable by every copy.
+  for (const file of [lock, journal]) {
+    writeFileSync(file, '');
+    chmodSync(file, 0o666);
+  }
   await env.kubectl(
     ['apply', '-f', '-'],
     instanceYaml(
@@ -76,7 +84,8 @@ test('a partitioned host kills its copy before the replacement starts elsewhere,
       : undefined;
   };
   let current: Replica = await eventually('db-0 Running', () => running(), { timeoutMs: 30_000 });
-  const journalLines = () => (existsSync(journal) ? readFileSync(journal, 'utf8').trim().split('\n') : []);
+  const journalLines = () =>
+    existsSync(journal) ? readFileSync(journal, 'utf8').split('\n').filter(Boolean) : [];
 
   const failovers: number[] = [];
   const margins: number[] = [];
