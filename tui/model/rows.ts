@@ -247,7 +247,7 @@ export function serviceRow(svc: Service, now: number): ObjectRow {
   const ports = (svc.spec?.ports ?? []).map((p) => `${p.port}/${p.protocol}`).join(',');
   const ready = status.readyEndpoints ?? 0;
   const total = status.totalEndpoints ?? 0;
-  // Summed by the operator from the proxies' heartbeats (DESIGN §12): outlier detection's ejections.
+  // Summed by the operator from the proxies' heartbeats (docs/DESIGN.md §3.4): outlier detection's ejections.
   const ejected = status.ejectedEndpoints ?? 0;
   const proxied = condition(status.conditions, 'Proxied');
   const proxiedText = proxied ? (proxied.status === 'True' ? 'yes' : (proxied.reason ?? 'no')) : '';
