@@ -18,7 +18,8 @@
  * 3. TCP: wrk keep-alive through HAProxy `mode tcp` and the orrery tcp port, and new connections
  *    per second (wrk with `Connection: close`) (target ≥ 0.7× HAProxy).
  * 4. One of three nginx backends SIGKILLed (its whole process group) at 2,000 req/s through the
- *    orrery http port, and through HAProxy for reference: client-visible errors (target 0).
+ *    orrery http port, and through HAProxy for reference: client-visible errors (target 0); three
+ *    kills, each in a run of its own.
  * 5. EndpointSlice replaced → the proxy's ports() shows it, with the proxy in this process
  *    (startProxy) on a namespace of its own: p50/p99 over 50 changes (target p99 ≤ 100 ms).
  *
@@ -73,9 +74,14 @@ const OPEN_WARMUP_S = 1;
 const RATE = 2000;
 const WRK_CONNS = 32;
 const LOADGEN_CONNS = 16;
-/** Row 4: the backend is killed this long into the measured part of the run. */
-const KILL_AFTER_S = 4;
-const KILL_RUN_SECONDS = 10;
+/**
+ * Row 4: kills, each in a run of its own (a different backend each time, and for the orrery proxy
+ * a Service of its own, so a fresh pool and outlier detector); the backend is killed this long
+ * into the measured part of the run.
+ */
+const KILL_TRIALS = 3;
+const KILL_AFTER_S = 2.5;
+const KILL_RUN_SECONDS = 5;
 /** Row 5: endpoint changes measured, after a few not recorded. */
 const CHANGES = 50;
 const CHANGES_WARMUP = 5;
@@ -515,9 +521,15 @@ interface LoadgenResult {
 const cpuPercentOf = (r: LoadgenResult) =>
   r.cpuS === undefined || r.wallS === undefined ? undefined : (r.cpuS / r.wallS) * 100;
 
-/** Runs of one path merged: every sample, every error; CPU over their summed wall time. */
-function mergeRuns(runs: LoadgenResult[]): LoadgenResult {
-  const ms = runs.flatMap((r) => r.samplesNs ?? []).map((ns) => ns / 1e6);
+/**
+ * Runs of one path merged: the latency samples of the quiet ones (the generator itself on time:
+ * its lateness p99 at most DISTURBED_LAG_MS), or of all when none was quiet; every error of every
+ * run; CPU over their summed wall time.
+ */
+function mergeRuns(runs: LoadgenResult[]): LoadgenResult & { quiet: number } {
+  const quiet = runs.filter((r) => r.schedLagMs.p99 <= DISTURBED_LAG_MS);
+  const kept = quiet.length > 0 ? quiet : runs;
+  const ms = kept.flatMap((r) => r.samplesNs ?? []).map((ns) => ns / 1e6);
   const q = (x: number) => quantile(ms, x);
   const errors: Record<string, number> = {};
   for (const r of runs) for (const [k, n] of Object.entries(r.errors)) errors[k] = (errors[k] ?? 0) + n;
@@ -536,8 +548,9 @@ function mergeRuns(runs: LoadgenResult[]): LoadgenResult {
       max: q(1),
       mean: ms.reduce((a, b) => a + b, 0) / ms.length,
     },
-    // The generator's lateness: the worst round's.
-    schedLagMs: runs.map((r) => r.schedLagMs).reduce((a, b) => (b.p99 > a.p99 ? b : a)),
+    // The generator's lateness: the worst kept round's.
+    schedLagMs: kept.map((r) => r.schedLagMs).reduce((a, b) => (b.p99 > a.p99 ? b : a)),
+    quiet: quiet.length,
     firstErrors: runs.flatMap((r) => r.firstErrors),
     connects: sum((r) => r.connects),
     cpuS: watched ? sum((r) => r.cpuS ?? 0) : undefined,
@@ -755,6 +768,14 @@ const mdText = (text: string, max: number) =>
   text.replaceAll(/[|`\n\r]/g, ' ').slice(0, max) + (text.length > max ? '…' : '');
 const verdict = (ok: boolean) => (ok ? 'met' : 'not met');
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+/** Errors of several runs by kind: `kind n, ...`; empty when there are none. */
+const mergeErrors = (runs: LoadgenResult[]) => {
+  const by: Record<string, number> = {};
+  for (const r of runs) for (const [k, n] of Object.entries(r.errors)) by[k] = (by[k] ?? 0) + n;
+  return Object.entries(by)
+    .map(([k, n]) => `${k} ${n}`)
+    .join(', ');
+};
 const errorsText = (r: LoadgenResult) =>
   r.errorCount === 0
     ? '0'
@@ -848,16 +869,28 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
     const services = {
       tcp: { name: 'web-tcp', vip: vip(0), port: await freePort(vip(0)), protocol: 'tcp' },
       http: { name: 'web-http', vip: vip(1), port: await freePort(vip(1)), protocol: 'http' },
-      three: { name: 'web-three', vip: vip(2), port: await freePort(vip(2)), protocol: 'http' },
     } satisfies Record<string, ServiceSetup>;
+    /** Row 4: one Service per kill, each over the three backends. */
+    const killServices: ServiceSetup[] = [];
+    for (let i = 0; i < KILL_TRIALS; i++) {
+      const address = vip(2 + i);
+      killServices.push({
+        name: `web-three-${i}`,
+        vip: address,
+        port: await freePort(address),
+        protocol: 'http',
+      });
+    }
     await writeService(api, NAMESPACE, services.tcp, [endpointOf(main, 'web')]);
     await writeService(api, NAMESPACE, services.http, [endpointOf(main, 'web')]);
-    await writeService(
-      api,
-      NAMESPACE,
-      services.three,
-      three.map((b) => endpointOf(b, 'web')),
-    );
+    for (const s of killServices) {
+      await writeService(
+        api,
+        NAMESPACE,
+        s,
+        three.map((b) => endpointOf(b, 'web')),
+      );
+    }
 
     progress('starting orrery proxy');
     /** What the proxy logged at warn or above: count by level and message, and the first error record. */
@@ -915,9 +948,9 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
     });
     const tcpAnswer = await get(services.tcp.vip, services.tcp.port);
     if (tcpAnswer.status !== 200) throw new Error(`the orrery tcp port answers ${tcpAnswer.status}`);
-    const [httpServed, threeServed] = await Promise.all([
+    const [httpServed, ...killServed] = await Promise.all([
       probeHttp(services.http.vip, services.http.port, HTTP_PROBE_MS),
-      probeHttp(services.three.vip, services.three.port, HTTP_PROBE_MS),
+      ...killServices.map((s) => probeHttp(s.vip, s.port, HTTP_PROBE_MS)),
     ]);
     progress(
       `orrery proxy: tcp port listening after ${(proxyStart / 1000).toFixed(1)} s; http port ${httpServed.served ? 'served' : `not served: ${httpServed.reason}`}`,
@@ -996,7 +1029,7 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
         openRuns.get(t)?.push(r);
       }
     }
-    const latency = new Map<Target, LoadgenResult>(
+    const latency = new Map<Target, LoadgenResult & { quiet: number }>(
       [...openRuns].map(([t, runs]) => [t, mergeRuns(runs)] as const),
     );
 
@@ -1004,17 +1037,7 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
     const tcpThroughput = await closedLoop([direct, haTcp, orTcp], false);
     const tcpConnects = await closedLoop([direct, haTcp, orTcp], true);
 
-    progress('one of three backends SIGKILLed under load');
-    const victim = three[1] as Backend;
-    const killRuns: { name: string; result?: LoadgenResult; served: Served }[] = [];
-    let killCounters: string[] | undefined;
-    const orThree: Target = {
-      name: 'orrery proxy, http port',
-      host: services.three.vip,
-      port: services.three.port,
-      watch: proxy.pid,
-      served: threeServed,
-    };
+    progress(`one of three backends SIGKILLed under load, ${KILL_TRIALS} times`);
     const haThree: Target = {
       name: 'HAProxy `mode http` (retries 2, redispatch, health checks every 1 s)',
       host: HAPROXY_ADDRESS,
@@ -1022,29 +1045,45 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
       watch: haproxy.pid,
       served: { served: true },
     };
-    for (const t of [orThree, haThree]) {
-      if (!t.served.served) {
-        killRuns.push({ name: t.name, served: t.served });
-        continue;
+    const orName = 'orrery proxy, http port';
+    const killRuns = new Map<string, { results: LoadgenResult[]; served: Served }>([
+      [orName, { results: [], served: killServed[0] ?? { served: false, reason: 'no Service' } }],
+      [haThree.name, { results: [], served: haThree.served }],
+    ]);
+    const killCounters: string[][] = [];
+    for (let i = 0; i < KILL_TRIALS; i++) {
+      const victim = three[i % three.length] as Backend;
+      const s = killServices[i] as ServiceSetup;
+      const orThree: Target = {
+        name: orName,
+        host: s.vip,
+        port: s.port,
+        watch: proxy.pid,
+        served: killServed[i] ?? { served: false, reason: 'no Service' },
+      };
+      for (const t of [orThree, haThree]) {
+        if (!t.served.served) continue;
+        const result = await loadgen(procs, loadgenBinary, urlOf(t), {
+          seconds: KILL_RUN_SECONDS,
+          watch: t.watch,
+          duringAtMs: (OPEN_WARMUP_S + KILL_AFTER_S) * 1000,
+          during: () => signalGroup(victim.proc.pid, 'SIGKILL'),
+        });
+        progress(
+          `${t.name}, nginx ${victim.name} killed: ${errorsText(result)} errors of ${result.scheduled}`,
+        );
+        killRuns.get(t.name)?.results.push(result);
+        if (t === orThree && metricsUrl) killCounters.push(await proxyCounters(metricsUrl, s.name));
+        // The victim back on its port for the next run.
+        await victim.proc.exited;
+        const again = await startNginx(procs, root, victim.name, victim.port);
+        victim.proc = again.proc;
+        if (t === haThree) await sleep(2500); // HAProxy's checks (rise 2, every 1 s) see it up again
       }
-      const result = await loadgen(procs, loadgenBinary, urlOf(t), {
-        seconds: KILL_RUN_SECONDS,
-        watch: t.watch,
-        duringAtMs: (OPEN_WARMUP_S + KILL_AFTER_S) * 1000,
-        during: () => signalGroup(victim.proc.pid, 'SIGKILL'),
-      });
-      progress(`${t.name}: ${errorsText(result)} errors of ${result.scheduled}`);
-      killRuns.push({ name: t.name, result, served: t.served });
-      if (t === orThree && metricsUrl) killCounters = await proxyCounters(metricsUrl, services.three.name);
-      // The victim back on its port for the next run.
-      await victim.proc.exited;
-      const again = await startNginx(procs, root, victim.name, victim.port);
-      victim.proc = again.proc;
-      await sleep(2500); // HAProxy's checks (rise 2, every 1 s) see it up again
     }
 
     progress(`endpoint changes: ${CHANGES} EndpointSlice writes, in-process proxy`);
-    const changeVip = vip(3);
+    const changeVip = vip(2 + KILL_TRIALS);
     const changes = await endpointChanges(
       kubeConfig,
       api,
@@ -1086,12 +1125,12 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
     const d = latency.get(direct);
     const latencyRows = [direct, haHttp, orHttp, haTcp, orTcp].map((t) => {
       const r = latency.get(t);
-      if (!r) return `| ${t.name} | ${notServed(t)} | | | | | | | | | | |`;
+      if (!r) return `| ${t.name} | ${notServed(t)} | | | | | | | | | | | |`;
       const l = r.latencyMs;
       const added =
         d && t !== direct ? `${signed(l.p50 - d.latencyMs.p50)} / ${signed(l.p99 - d.latencyMs.p99)}` : '';
       const busy = r.machineS !== undefined && r.wallS ? (r.machineS / r.wallS).toFixed(2) : '';
-      return `| ${t.name} | ${f3(l.p50)} | ${f3(l.p90)} | ${f3(l.p99)} | ${f3(l.p999)} | ${f3(l.max)} | ${added} | ${errorsText(r)} | ${pct(cpuPercentOf(r))} | ${r.rssMiB === undefined ? '' : `${r.rssMiB.toFixed(0)} MiB`} | ${busy} | ${f3(r.schedLagMs.p99)} |`;
+      return `| ${t.name} | ${f3(l.p50)} | ${f3(l.p90)} | ${f3(l.p99)} | ${f3(l.p999)} | ${f3(l.max)} | ${added} | ${errorsText(r)} | ${pct(cpuPercentOf(r))} | ${r.rssMiB === undefined ? '' : `${r.rssMiB.toFixed(0)} MiB`} | ${busy} | ${r.quiet} of ${OPEN_ROUNDS}${r.quiet === 0 ? ' (all kept)' : ''} | ${f3(r.schedLagMs.p99)} |`;
     });
 
     const orHttpRps = tput(httpThroughput, orHttp);
@@ -1101,8 +1140,16 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
     const orConnRps = tput(tcpConnects, orTcp);
     const haConnRps = tput(tcpConnects, haTcp);
     const oLat = latency.get(orHttp);
-    const orKill = killRuns[0];
-    const haKill = killRuns[1];
+    const orKill = killRuns.get(orName);
+    const haKill = killRuns.get(haThree.name);
+    const killErrors = (k: { results: LoadgenResult[] } | undefined) =>
+      k ? k.results.reduce((a, r) => a + r.errorCount, 0) : Number.NaN;
+    const killText = (k: { results: LoadgenResult[] } | undefined) =>
+      k && k.results.length > 0
+        ? `${killErrors(k)} errors in ${k.results.length} kills (${k.results.map((r) => r.errorCount).join(', ')}) of ${k.results
+            .reduce((a, r) => a + r.scheduled, 0)
+            .toLocaleString('en')} requests`
+        : '?';
     const prop = summarize(changes.propagation);
     const wr = summarize(changes.write);
 
@@ -1113,28 +1160,39 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
         ? `| HTTP/1.1 keep-alive throughput, wrk -t1 -c${WRK_CONNS} | ${kRps(orHttpRps)} req/s, ${f2(ratio(orHttpRps, haHttpRps))}× HAProxy | HAProxy ${kRps(haHttpRps)}, direct ${kRps(tput(httpThroughput, direct))} | ≥ 0.7× HAProxy | ${verdict(orHttpRps / haHttpRps >= 0.7)} |`
         : `| HTTP/1.1 keep-alive throughput, wrk -t1 -c${WRK_CONNS} | not served by this build | HAProxy ${kRps(haHttpRps)}, direct ${kRps(tput(httpThroughput, direct))} | ≥ 0.7× HAProxy | not measured |`,
       oLat && d
-        ? `| added latency at ${RATE.toLocaleString('en')} req/s, open loop (http port) | ${signed(oLat.latencyMs.p50 - d.latencyMs.p50)} ms p50, ${signed(oLat.latencyMs.p99 - d.latencyMs.p99)} ms p99 | direct ${f3(d.latencyMs.p50)} / ${f3(d.latencyMs.p99)} ms | p50 ≤ 0.15 ms, p99 ≤ 1 ms over direct | ${verdict(oLat.latencyMs.p50 - d.latencyMs.p50 <= 0.15 && oLat.latencyMs.p99 - d.latencyMs.p99 <= 1)}${Math.max(oLat.schedLagMs.p99, d.schedLagMs.p99) > DISTURBED_LAG_MS ? ' (p99: runs disturbed by other work, see below)' : ''} |`
+        ? `| added latency at ${RATE.toLocaleString('en')} req/s, open loop (http port) | ${signed(oLat.latencyMs.p50 - d.latencyMs.p50)} ms p50, ${signed(oLat.latencyMs.p99 - d.latencyMs.p99)} ms p99 | direct ${f3(d.latencyMs.p50)} / ${f3(d.latencyMs.p99)} ms | p50 ≤ 0.15 ms, p99 ≤ 1 ms over direct | ${verdict(oLat.latencyMs.p50 - d.latencyMs.p50 <= 0.15 && oLat.latencyMs.p99 - d.latencyMs.p99 <= 1)}${oLat.quiet === 0 || d.quiet === 0 ? ' (p99: no quiet round, the machine was busy; see below)' : ''} |`
         : `| added latency at ${RATE.toLocaleString('en')} req/s, open loop (http port) | not served by this build | ${d ? `direct ${f3(d.latencyMs.p50)} / ${f3(d.latencyMs.p99)} ms` : ''} | p50 ≤ 0.15 ms, p99 ≤ 1 ms over direct | not measured |`,
       `| TCP throughput, keep-alive through the tcp port | ${kRps(orTcpRps)} req/s, ${f2(ratio(orTcpRps, haTcpRps))}× HAProxy | HAProxy \`mode tcp\` ${kRps(haTcpRps)}, direct ${kRps(tput(tcpThroughput, direct))} | ≥ 0.7× HAProxy | ${verdict(orTcpRps / haTcpRps >= 0.7)} |`,
       `| TCP new connections per second (Connection: close) | ${kRps(orConnRps)}/s, ${f2(ratio(orConnRps, haConnRps))}× HAProxy | HAProxy \`mode tcp\` ${kRps(haConnRps)}, direct ${kRps(tput(tcpConnects, direct))} | ≥ 0.7× HAProxy | ${verdict(orConnRps / haConnRps >= 0.7)} |`,
-      orKill?.result
-        ? `| one of three backends SIGKILLed at ${RATE.toLocaleString('en')} req/s (http port) | ${errorsText(orKill.result)} client-visible errors of ${orKill.result.scheduled.toLocaleString('en')} | HAProxy ${haKill?.result ? errorsText(haKill.result) : '?'} | 0 | ${verdict(orKill.result.errorCount === 0)} |`
-        : `| one of three backends SIGKILLed at ${RATE.toLocaleString('en')} req/s (http port) | not served by this build | HAProxy ${haKill?.result ? errorsText(haKill.result) : '?'} errors | 0 | not measured |`,
+      orKill && orKill.results.length > 0
+        ? `| one of three backends SIGKILLed at ${RATE.toLocaleString('en')} req/s (http port) | ${killText(orKill)} | HAProxy ${killText(haKill)} | 0 | ${verdict(killErrors(orKill) === 0)} |`
+        : `| one of three backends SIGKILLed at ${RATE.toLocaleString('en')} req/s (http port) | not served by this build | HAProxy ${killText(haKill)} | 0 | not measured |`,
       `| EndpointSlice written → proxy updated (${changes.propagation.length} changes) | p50 ${prop.p50.toFixed(1)} ms, p99 ${prop.p99.toFixed(1)} ms | the API write alone: p50 ${wr.p50.toFixed(1)} ms, p99 ${wr.p99.toFixed(1)} ms | p99 ≤ 100 ms | ${verdict(prop.p99 <= 100)} |`,
     ];
 
-    const killRows = killRuns.map((k) => {
-      if (!k.result)
-        return `| ${k.name} | ${k.served.served ? '' : `not served by this build (${k.served.reason})`} | | | |`;
-      const r = k.result;
-      const first = r.firstErrors[0];
+    const killRows = [...killRuns].map(([name, k]) => {
+      if (k.results.length === 0)
+        return `| ${name} | ${k.served.served ? '' : `not served by this build (${k.served.reason})`} | | | |`;
+      const events = k.results.flatMap((r, i) =>
+        r.firstErrors.map((e) => ({
+          ...e,
+          text: `kill ${i + 1}: ${(e.atMs / 1000).toFixed(3)} s ${e.kind}`,
+        })),
+      );
+      const first = events[0];
       const when = first
-        ? `${r.firstErrors
+        ? `${events
             .slice(0, 5)
-            .map((e) => `${(e.atMs / 1000).toFixed(3)} s ${e.kind}`)
-            .join('; ')}${r.firstErrors.length > 5 ? '; …' : ''}; the first: ${mdText(first.message, 160)}`
+            .map((e) => e.text)
+            .join('; ')}${events.length > 5 ? '; …' : ''}; the first: ${mdText(first.message, 160)}`
         : '';
-      return `| ${k.name} | ${r.scheduled.toLocaleString('en')} | ${errorsText(r)} | ${f3(r.latencyMs.p99)} / ${f3(r.latencyMs.max)} | ${when} |`;
+      const worst = (f: (r: LoadgenResult) => number) => Math.max(...k.results.map(f));
+      const errorKinds = mergeErrors(k.results);
+      return `| ${name} | ${k.results
+        .reduce((a, r) => a + r.scheduled, 0)
+        .toLocaleString(
+          'en',
+        )} | ${killErrors(k)} (${k.results.map((r) => r.errorCount).join(', ')})${errorKinds ? `: ${errorKinds}` : ''} | ${f3(worst((r) => r.latencyMs.p99))} / ${f3(worst((r) => r.latencyMs.max))} | ${when} |`;
     });
 
     const markdown = [
@@ -1148,10 +1206,10 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
       '|---|---:|---:|---:|---:|---:|---|',
       ...throughputRows(httpThroughput, [direct, haHttp, orHttp], haHttp),
       '',
-      `Open loop at ${RATE.toLocaleString('en')} req/s, ${OPEN_ROUNDS} interleaved rounds of ${OPEN_SECONDS} s per path (each after ${OPEN_WARMUP_S} s not recorded; quantiles over the merged samples), ${LOADGEN_CONNS} connections, milliseconds; added = this path − direct (p50 / p99); CPU of the proxy over the runs in % of one core, RSS at their end; machine busy: CPU of every process on the machine over the runs, in cores (the generator, nginx and the proxy use a small part of it at this rate; the rest is other work on the machine); generator late p99: how late the generator itself sent (due → sent, p99 of its worst round), which a quiet machine keeps near 0.05 ms: above ${DISTURBED_LAG_MS} ms, other work disturbed the run, and its tail says more about that work than about the path:`,
+      `Open loop at ${RATE.toLocaleString('en')} req/s, ${OPEN_ROUNDS} interleaved rounds of ${OPEN_SECONDS} s per path (each after ${OPEN_WARMUP_S} s not recorded; quantiles over the merged samples), ${LOADGEN_CONNS} connections, milliseconds; added = this path − direct (p50 / p99); CPU of the proxy over the runs in % of one core, RSS at their end; machine busy: CPU of every process on the machine over the runs, in cores (the generator, nginx and the proxy use a small part of it at this rate; the rest is other work on the machine); a round is quiet when the generator itself sent on time (due → sent p99 at most ${DISTURBED_LAG_MS} ms; a quiet machine keeps it near 0.05 ms): in the others, other work stalled the machine and their tails say more about that work than about the path, so the quantiles are those of the quiet rounds (of all, when none was); errors count in every round; generator late p99: the worst kept round's:`,
       '',
-      '| path | p50 | p90 | p99 | p99.9 | max | added p50 / p99 | errors | proxy CPU | proxy RSS | machine busy | generator late p99 |',
-      '|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|',
+      '| path | p50 | p90 | p99 | p99.9 | max | added p50 / p99 | errors | proxy CPU | proxy RSS | machine busy | quiet rounds | generator late p99 |',
+      '|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|',
       ...latencyRows,
       '',
       `TCP, wrk -t1 -c${WRK_CONNS} speaking HTTP/1.1 through the tcp proxies to the same nginx, ${ROUNDS} × ${WRK_SECONDS} s: keep-alive, then \`Connection: close\` (one connection per request: new connections per second):`,
@@ -1164,15 +1222,17 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
       '|---|---:|---:|---:|---:|---:|---|',
       ...throughputRows(tcpConnects, [direct, haTcp, orTcp], haTcp),
       '',
-      `One of three nginx backends SIGKILLed (its process group) ${KILL_AFTER_S} s into a ${KILL_RUN_SECONDS} s open-loop run at ${RATE.toLocaleString('en')} req/s; the Service has the spec's defaults (retries: 2 on connect-failure and reset; outlier detection: 5 consecutive errors, 10 s sweep); the backend is started again between the runs. Error times are from the start of the measured part:`,
+      `One of three nginx backends SIGKILLed (its process group) ${KILL_AFTER_S} s into a ${KILL_RUN_SECONDS} s open-loop run at ${RATE.toLocaleString('en')} req/s, ${KILL_TRIALS} times: each kill in a run of its own, a different backend each time (started again after the run), and for the orrery proxy a Service of its own each time (a fresh pool and outlier detector), with the spec's defaults (retries: 2 on connect-failure and reset; outlier detection: 5 consecutive errors, 10 s sweep). Errors per kill in brackets; p99 / max of the worst run; error times from the start of the measured part:`,
       '',
       '| path | requests | client-visible errors | p99 / max ms | first errors |',
       '|---|---:|---|---:|---|',
       ...killRows,
-      ...(killCounters
+      ...(killCounters.length > 0
         ? [
             '',
-            `The orrery proxy's counters for that Service after its run (/metrics, non-zero): ${killCounters.join(', ') || 'none'}.`,
+            `The orrery proxy's counters for each kill's Service after its run (/metrics, non-zero): ${killCounters
+              .map((c, i) => `kill ${i + 1}: ${c.join(', ') || 'none'}`)
+              .join('; ')}.`,
           ]
         : []),
       '',
