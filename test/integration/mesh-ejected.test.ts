@@ -6,6 +6,7 @@
 // status (ejectedEndpoints, the Ready message, the Ejected column). When the proxy is gone, so is
 // its ejection.
 import { randomInt } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import net from 'node:net';
 import test from 'ava';
 import { stringify } from 'yaml';
@@ -25,6 +26,18 @@ net.createServer((s) => {
   s.end('hello ' + process.env.ORRERY_REPLICA_NAME + '\\n');
 }).listen(Number(process.env.ORRERY_PORT_MAIN), '127.0.0.1');
 `;
+
+/**
+ * Holds its port bound without listening (Node binds only in listen(), so python3): every
+ * connect to it is refused.
+ */
+const dud = [
+  // The system's python3: the replica runs as an unprivileged host uid, which a python3 found
+  // first on a user's PATH (pyenv under /root, say) may not be open to.
+  ['/usr/bin/python3', '/usr/local/bin/python3'].find((p) => existsSync(p)) ?? 'python3',
+  '-c',
+  "import os, socket, time\ns = socket.socket()\ns.bind(('127.0.0.1', int(os.environ['ORRERY_PORT_MAIN'])))\ntime.sleep(3600)",
+];
 
 const instance = (name: string, replicas: number, command: string[], probe: boolean) =>
   stringify({
@@ -67,8 +80,10 @@ test('an endpoint that refuses connections is ejected by the proxy and counted i
   const env = await e2e(t, { hosts: 1 });
   const port = randomInt(10_000, 20_000);
   await env.kubectl(['apply', '-f', '-'], instance('good', 2, ['node', '-e', server], true));
-  // Declares the port (so it is an endpoint, ready once running) and listens on nothing.
-  await env.kubectl(['apply', '-f', '-'], instance('dud', 1, ['sleep', 'infinity'], false));
+  // Declares the port (so it is an endpoint, ready once running), binds it and never listens:
+  // connects are refused, and no other process on the machine (another test's replica given
+  // the same number by its own runtime) can take the port and answer in its place.
+  await env.kubectl(['apply', '-f', '-'], instance('dud', 1, dud, false));
   await env.kubectl(
     ['apply', '-f', '-'],
     stringify({
