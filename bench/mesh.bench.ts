@@ -51,7 +51,7 @@ import { ENDPOINT_SLICES, SERVICES } from '../crds/resources.ts';
 import type { EndpointSlice, ServiceEndpoint } from '../crds/types.ts';
 import { ensureNamespace, KubeApi, type KubeConfig, loadKubeConfig, resourceClient } from '../kube/index.ts';
 import { type MeshProxy, startProxy } from '../mesh/proxy.ts';
-import { cpuTimes, machineCpuSeconds, rssKiB } from './proc.ts';
+import { cpuTimes, rssKiB } from './proc.ts';
 import { quantile, summarize } from './stats.ts';
 
 const repoRoot = join(import.meta.dirname, '..');
@@ -514,8 +514,6 @@ interface LoadgenResult {
   cpuS?: number | undefined;
   wallS?: number | undefined;
   rssMiB?: number | undefined;
-  /** Busy CPU of the whole machine over the run (every process), seconds. */
-  machineS?: number | undefined;
 }
 
 const cpuPercentOf = (r: LoadgenResult) =>
@@ -556,7 +554,6 @@ function mergeRuns(runs: LoadgenResult[]): LoadgenResult & { quiet: number } {
     cpuS: watched ? sum((r) => r.cpuS ?? 0) : undefined,
     wallS: sum((r) => r.wallS ?? 0),
     rssMiB: runs.at(-1)?.rssMiB,
-    machineS: sum((r) => r.machineS ?? 0),
   };
 }
 
@@ -588,7 +585,6 @@ async function loadgen(
     ...(opts.samples ? ['-samples'] : []),
   ];
   const cpu0 = opts.watch ? cpuSecondsOf(opts.watch) : 0;
-  const machine0 = machineCpuSeconds();
   const t0 = performance.now();
   const timer = opts.during ? setTimeout(opts.during, opts.duringAtMs ?? 0) : undefined;
   const r = await procs
@@ -600,7 +596,6 @@ async function loadgen(
   const wallS = (performance.now() - t0) / 1000;
   if (r.code !== 0) throw new Error(`loadgen ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
   const result = JSON.parse(r.stdout) as LoadgenResult;
-  result.machineS = machineCpuSeconds() - machine0;
   result.wallS = wallS;
   if (opts.watch) {
     result.cpuS = cpuSecondsOf(opts.watch) - cpu0;
@@ -1125,12 +1120,11 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
     const d = latency.get(direct);
     const latencyRows = [direct, haHttp, orHttp, haTcp, orTcp].map((t) => {
       const r = latency.get(t);
-      if (!r) return `| ${t.name} | ${notServed(t)} | | | | | | | | | | | |`;
+      if (!r) return `| ${t.name} | ${notServed(t)} | | | | | | | | | | |`;
       const l = r.latencyMs;
       const added =
         d && t !== direct ? `${signed(l.p50 - d.latencyMs.p50)} / ${signed(l.p99 - d.latencyMs.p99)}` : '';
-      const busy = r.machineS !== undefined && r.wallS ? (r.machineS / r.wallS).toFixed(2) : '';
-      return `| ${t.name} | ${f3(l.p50)} | ${f3(l.p90)} | ${f3(l.p99)} | ${f3(l.p999)} | ${f3(l.max)} | ${added} | ${errorsText(r)} | ${pct(cpuPercentOf(r))} | ${r.rssMiB === undefined ? '' : `${r.rssMiB.toFixed(0)} MiB`} | ${busy} | ${r.quiet} of ${OPEN_ROUNDS}${r.quiet === 0 ? ' (all kept)' : ''} | ${f3(r.schedLagMs.p99)} |`;
+      return `| ${t.name} | ${f3(l.p50)} | ${f3(l.p90)} | ${f3(l.p99)} | ${f3(l.p999)} | ${f3(l.max)} | ${added} | ${errorsText(r)} | ${pct(cpuPercentOf(r))} | ${r.rssMiB === undefined ? '' : `${r.rssMiB.toFixed(0)} MiB`} | ${r.quiet} of ${OPEN_ROUNDS}${r.quiet === 0 ? ' (all kept)' : ''} | ${f3(r.schedLagMs.p99)} |`;
     });
 
     const orHttpRps = tput(httpThroughput, orHttp);
@@ -1206,10 +1200,10 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
       '|---|---:|---:|---:|---:|---:|---|',
       ...throughputRows(httpThroughput, [direct, haHttp, orHttp], haHttp),
       '',
-      `Open loop at ${RATE.toLocaleString('en')} req/s, ${OPEN_ROUNDS} interleaved rounds of ${OPEN_SECONDS} s per path (each after ${OPEN_WARMUP_S} s not recorded; quantiles over the merged samples), ${LOADGEN_CONNS} connections, milliseconds; added = this path − direct (p50 / p99); CPU of the proxy over the runs in % of one core, RSS at their end; machine busy: CPU of every process on the machine over the runs, in cores (the generator, nginx and the proxy use a small part of it at this rate; the rest is other work on the machine); a round is quiet when the generator itself sent on time (due → sent p99 at most ${DISTURBED_LAG_MS} ms; a quiet machine keeps it near 0.05 ms): in the others, other work stalled the machine and their tails say more about that work than about the path, so the quantiles are those of the quiet rounds (of all, when none was); errors count in every round; generator late p99: the worst kept round's:`,
+      `Open loop at ${RATE.toLocaleString('en')} req/s, ${OPEN_ROUNDS} interleaved rounds of ${OPEN_SECONDS} s per path (each after ${OPEN_WARMUP_S} s not recorded; quantiles over the merged samples), ${LOADGEN_CONNS} connections, milliseconds; added = this path − direct (p50 / p99); CPU of the proxy over the runs in % of one core, RSS at their end; a round is quiet when the generator itself sent on time (due → sent p99 at most ${DISTURBED_LAG_MS} ms; a quiet machine keeps it near 0.05 ms): in the others, other work stalled the machine and their tails say more about that work than about the path, so the quantiles are those of the quiet rounds (of all, when none was); errors count in every round; generator late p99: the worst kept round's:`,
       '',
-      '| path | p50 | p90 | p99 | p99.9 | max | added p50 / p99 | errors | proxy CPU | proxy RSS | machine busy | quiet rounds | generator late p99 |',
-      '|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|',
+      '| path | p50 | p90 | p99 | p99.9 | max | added p50 / p99 | errors | proxy CPU | proxy RSS | quiet rounds | generator late p99 |',
+      '|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|',
       ...latencyRows,
       '',
       `TCP, wrk -t1 -c${WRK_CONNS} speaking HTTP/1.1 through the tcp proxies to the same nginx, ${ROUNDS} × ${WRK_SECONDS} s: keep-alive, then \`Connection: close\` (one connection per request: new connections per second):`,
