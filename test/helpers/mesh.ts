@@ -4,6 +4,7 @@
 // the test runs on 127.0.0.1. Everything is removed in teardown, pass or fail.
 import { randomInt } from 'node:crypto';
 import type { AddressInfo, Server, Socket } from 'node:net';
+import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { pino } from 'pino';
 import { ENDPOINT_SLICE_MANAGER, MANAGED_BY_LABEL, SERVICE_NAME_LABEL } from '../../crds/labels.ts';
@@ -187,6 +188,23 @@ export async function listenOnLoopback(
   };
   t.teardown(close);
   return { port, close };
+}
+
+const orrery = join(import.meta.dirname, '..', '..', 'bin', 'orrery.js');
+
+/** `node bin/orrery.js proxy` on the setup's namespace, metrics on a free port, then `extra`. */
+export function proxyArgs(s: Pick<MeshSetup, 'kubeconfigPath' | 'ns'>, extra: string[] = []): string[] {
+  return [
+    orrery,
+    'proxy',
+    '--kubeconfig',
+    s.kubeconfigPath,
+    '--namespace',
+    s.ns,
+    '--metrics-listen',
+    '127.0.0.1:0',
+    ...extra,
+  ];
 }
 
 export async function scrape(proxy: { metricsUrl: string }): Promise<string> {

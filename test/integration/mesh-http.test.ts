@@ -6,7 +6,6 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import net from 'node:net';
-import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import type { Service } from '../../crds/types.ts';
 import type { DeepPartial } from '../../kube/index.ts';
@@ -18,6 +17,7 @@ import {
   listenOnLoopback,
   type MeshSetup,
   meshService,
+  proxyArgs,
   sample,
   scrape,
 } from '../helpers/mesh.ts';
@@ -325,7 +325,7 @@ test('outlier detection: an endpoint answering 503 is ejected after the configur
   const out2 = performance.now();
   await eventually('it comes back again', () => !ejected(), { timeoutMs: 8000, intervalMs: 20 });
   const secondOut = performance.now() - out2;
-  t.true(firstOut >= 900 && firstOut < 3000, `first ejection ${firstOut} ms (base 1 s, sweep every 1 s)`);
+  t.true(firstOut >= 900 && firstOut < 6000, `first ejection ${firstOut} ms (base 1 s, sweep every 1 s)`);
   t.true(secondOut >= 1900, `second ejection ${secondOut} ms, at least 2 s`);
 });
 
@@ -472,7 +472,7 @@ test('timeouts: a backend that never answers gets 504 after timeoutMs; perTryTim
   };
   const s = await setup(t, {
     handlers: [silent, hello],
-    spec: { timeoutMs: 2000, retries: { attempts: 1, retryOn: ['5xx'], perTryTimeoutMs: 300 } },
+    spec: { timeoutMs: 20_000, retries: { attempts: 1, retryOn: ['5xx'], perTryTimeoutMs: 300 } },
   });
   await s.proxy();
   const t0 = performance.now();
@@ -481,7 +481,7 @@ test('timeouts: a backend that never answers gets 504 after timeoutMs; perTryTim
   t.is(res.status, 200);
   t.is(res.headers.get('x-backend'), (s.backends[1] as Backend).name);
   const took = performance.now() - t0;
-  t.true(took >= 290 && took < 1500, `${took} ms`);
+  t.true(took >= 290 && took < 10_000, `${took} ms: the per-try timeout, not the overall 20 s`);
 
   const only = await setup(t, {
     handlers: [silent],
@@ -493,7 +493,7 @@ test('timeouts: a backend that never answers gets 504 after timeoutMs; perTryTim
   t.is(late.status, 504);
   t.is(late.headers.get(FAILURE_HEADER), 'timeout');
   const waited = performance.now() - t1;
-  t.true(waited >= 390 && waited < 1500, `${waited} ms`);
+  t.true(waited >= 390 && waited < 10_000, `${waited} ms`);
 });
 
 /** A WebSocket echo server: the RFC 6455 handshake, then every client text frame sent back. */
@@ -661,23 +661,8 @@ test('ring-hash on a header: each key stays on its endpoint; a fourth endpoint t
   );
 });
 
-const orrery = path.join(import.meta.dirname, '..', '..', 'bin', 'orrery.js');
-
 function proxyProcess(t: ExecutionContext, s: Setup): { child: ChildProcess; exited: Promise<unknown> } {
-  const child = spawn(
-    process.execPath,
-    [
-      orrery,
-      'proxy',
-      '--kubeconfig',
-      s.kubeconfigPath,
-      '--namespace',
-      s.ns,
-      '--metrics-listen',
-      '127.0.0.1:0',
-    ],
-    { stdio: 'ignore' },
-  );
+  const child = spawn(process.execPath, proxyArgs(s), { stdio: 'ignore' });
   const exited = new Promise((resolve) => child.once('exit', resolve));
   t.teardown(async () => {
     if (child.exitCode === null && child.signalCode === null) {

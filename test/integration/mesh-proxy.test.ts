@@ -8,7 +8,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
-import path from 'node:path';
 import { createInterface } from 'node:readline';
 import test, { type ExecutionContext } from 'ava';
 import type { Service, ServiceEndpoint } from '../../crds/types.ts';
@@ -20,13 +19,12 @@ import {
   type MeshSetup,
   meshService,
   nextVip,
+  proxyArgs,
   sample,
   scrape,
 } from '../helpers/mesh.ts';
 import { eventually } from '../helpers/wait.ts';
 import { within } from './fixtures/up-process.ts';
-
-const orrery = path.join(import.meta.dirname, '..', '..', 'bin', 'orrery.js');
 
 // --- backends -------------------------------------------------------------------------------
 
@@ -393,22 +391,10 @@ test('idle timeout: a connection with no byte either way is closed', async (t) =
 
 test('orrery proxy as a process: serves the virtual IP, /healthz, and exits 0 on SIGTERM after draining', async (t) => {
   const s = await setup(t, { backends: 1 });
-  const child: ChildProcess = spawn(
-    process.execPath,
-    [
-      orrery,
-      'proxy',
-      '--kubeconfig',
-      s.kubeconfigPath,
-      '--namespace',
-      s.ns,
-      '--metrics-listen',
-      '127.0.0.1:0',
-      '--drain-timeout',
-      '500ms',
-    ],
-    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ORRERY_LOG_LEVEL: 'info' } },
-  );
+  const child: ChildProcess = spawn(process.execPath, proxyArgs(s, ['--drain-timeout', '500ms']), {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, ORRERY_LOG_LEVEL: 'info' },
+  });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once('exit', (code, signal) => resolve({ code, signal })),
   );
