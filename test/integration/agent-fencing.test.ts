@@ -48,8 +48,10 @@ test('an agent that cannot renew its Lease kills its replicas, and runs them aga
     stateDir: dirs.stateDir,
     logDir: dirs.logDir,
     cgroupParent: dirs.cgroupParent,
-    leaseDurationSeconds: 1,
-    leaseRenewIntervalMs: 250,
+    // 2 s rather than 1: on a loaded CI machine (load 11 on 2 cores) a 750 ms fence fired
+    // again right after the partition healed.
+    leaseDurationSeconds: 2,
+    leaseRenewIntervalMs: 500,
     log: pino({ level: process.env.ORRERY_TEST_LOG ?? 'silent' }),
   });
   t.teardown(() => agent.stop({ stopWorkloads: true }));
@@ -71,7 +73,7 @@ test('an agent that cannot renew its Lease kills its replicas, and runs them aga
   process.kill(plane.pid, 'SIGSTOP');
   await waitFor('the workload killed by the fence', () => (pidAlive(pid) ? undefined : true), 15_000);
   const fencedAfter = Date.now() - cut;
-  t.log(`API stopped -> replica killed by self-fencing: ${fencedAfter} ms (lease 1 s)`);
+  t.log(`API stopped -> replica killed by self-fencing: ${fencedAfter} ms (lease 2 s)`);
   t.true(agent.isFenced());
   await waitFor('the fenced replica removed from the runtime', () =>
     agent.engine.has('fence.w-0') ? undefined : true,
