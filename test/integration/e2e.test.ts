@@ -293,16 +293,28 @@ test('a Service gets a loopback virtual IP and endpoint counts', async (t) => {
   // three replicas by its policy (least-request: two random choices, all idle: about a third each;
   // ±40 is about five standard deviations of a binomial(300, 1/3)).
   const webVip = status.virtualIP as string;
+  const webPool = () => proxy.ports().find((p) => p.service === 'web');
+  await eventually('the proxy balancing web over 3 ready endpoints', () => webPool()?.ready === 3);
   const answers: string[] = [];
+  // The policy's spread holds while all three are in the pool: a replica whose readiness probe
+  // fails meanwhile (a loaded CI machine) rightly gets nothing, and the requests still succeed.
+  let allIn = true;
   for (let i = 0; i < 300; i++) {
     const res = await fetch(`http://${webVip}/`);
     t.is(res.status, 200);
     answers.push((await res.text()).trim());
+    const pool = webPool();
+    if (pool?.ready !== 3 || (pool?.ejected.length ?? 0) > 0) allIn = false;
   }
   const perReplica: Record<string, number> = {};
   for (const a of answers) perReplica[a] = (perReplica[a] ?? 0) + 1;
-  t.deepEqual(Object.keys(perReplica).sort(), ['hello from web-0', 'hello from web-1', 'hello from web-2']);
-  for (const [who, n] of Object.entries(perReplica)) t.true(n >= 60 && n <= 140, `${who}: ${n} of 300`);
+  if (allIn) {
+    t.deepEqual(Object.keys(perReplica).sort(), ['hello from web-0', 'hello from web-1', 'hello from web-2']);
+    for (const [who, n] of Object.entries(perReplica)) t.true(n >= 60 && n <= 140, `${who}: ${n} of 300`);
+  } else {
+    t.log(`an endpoint left the pool during the 300 requests: ${JSON.stringify(perReplica)}`);
+    t.true(Object.keys(perReplica).length >= 2);
+  }
   // A replica reaches the Service through the variables kubelet would set.
   await env.kubectl(['apply', '-f', '-'], stringify(callerInstance));
   const callerPort = await eventually('the caller running with its port', async () => {
