@@ -70,13 +70,9 @@ async function top(what: 'replicas' | 'hosts', flags: TopFlags): Promise<string>
   const errors = new Set<string>();
   for (let round = 0; round < 2; round++) {
     if (round > 0) await new Promise((resolve) => setTimeout(resolve, flags.window));
-    await Promise.all(
-      targets.map(async (t) => {
-        const { samples, errors: failed } = await scrapeHosts([t], tokens.get(t.name) as string);
-        for (const s of samples) tracker.add(s);
-        for (const e of failed) errors.add(e);
-      }),
-    );
+    const { samples, errors: failed } = await scrapeHosts(targets, (host) => tokens.get(host) as string);
+    for (const s of samples) tracker.add(s);
+    for (const e of failed) errors.add(e);
   }
   for (const e of errors) console.error(`orrery top: ${e}`);
   const usage = tracker.all();

@@ -22,14 +22,15 @@ export const SCRAPE_CONCURRENCY = 8;
 /** Every host at most SCRAPE_CONCURRENCY at a time; a host that fails is reported, not fatal. */
 export async function scrapeHosts(
   targets: readonly HostTarget[],
-  token: string,
+  /** Each host's runtime token (one for all, or each host's own). */
+  tokenOf: (host: string) => string,
   signal?: AbortSignal,
 ): Promise<{ samples: HostSample[]; errors: string[] }> {
   const samples: HostSample[] = [];
   const errors: string[] = [];
   await forEachLimited(targets, SCRAPE_CONCURRENCY, async (t) => {
     try {
-      samples.push(await scrapeHost(t, token, signal));
+      samples.push(await scrapeHost(t, tokenOf(t.name), signal));
     } catch (err) {
       errors.push((err as Error).message);
     }
