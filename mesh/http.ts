@@ -341,7 +341,6 @@ export const FAILURE_HEADER = 'x-orrery-upstream-failure';
 const STATUS_TEXT: Record<number, string> = {
   400: 'Bad Request',
   431: 'Request Header Fields Too Large',
-  501: 'Not Implemented',
   502: 'Bad Gateway',
   503: 'Service Unavailable',
   504: 'Gateway Timeout',
@@ -372,7 +371,7 @@ interface Exchange {
   attempt: number;
   exclude: Set<string>;
   /** Holds a unit of maxRequests. */
-  holdsRequest?: boolean;
+  holdsRequest: boolean;
   /** Holds a unit of maxRetries (from its first retry to its end). */
   holdsRetry: boolean;
   abort: AbortController | undefined;
@@ -555,6 +554,7 @@ class HttpSession implements ConnOwner {
       key: hashKey(route, head, this.#clientAddress),
       attempt: 0,
       exclude: new Set(),
+      holdsRequest: false,
       holdsRetry: false,
       abort: undefined,
       u: undefined,
@@ -578,7 +578,6 @@ class HttpSession implements ConnOwner {
       return;
     }
     if (!route.breaker.tryAcquire('requests')) {
-      x.holdsRequest = false;
       route.stats.overflows.requests++;
       this.#overflow(x, 'requests');
       return;
