@@ -64,9 +64,14 @@ test.serial(
       columns: 80,
       rows: 24,
     });
+    // Every watch synced (no "loading…" in the title): the rows can show before the last of them.
     let screen = await term.waitFor(
-      'the two Instances',
-      (s) => has(`Instances(${ns})[2]`)(s) && row('web')(s) && row('batch')(s),
+      'the two Instances, every watch synced',
+      (s) =>
+        has(`Instances(${ns})[2]`)(s) &&
+        row('web')(s) &&
+        row('batch')(s) &&
+        !s.some((l) => l.includes('loading…')),
     );
     t.is(screen.length, 24);
     t.regex(
