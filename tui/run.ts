@@ -58,6 +58,9 @@ export async function runTui(opts: TuiOptions): Promise<void> {
       stdout,
       // ctrl-c is a key like `q`: the app quits through the same path.
       exitOnCtrlC: false,
+      // Both ends are a TTY (checked above): a live view, even where CI=true is set, which Ink
+      // would otherwise take as "draw only the last frame, at exit".
+      interactive: true,
       // A full-screen program, as k9s, top and less are: the shell's screen and scrollback come
       // back untouched on exit.
       alternateScreen: true,

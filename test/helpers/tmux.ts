@@ -67,7 +67,7 @@ export interface Terminal {
 export async function orreryInTmux(
   t: ExecutionContext,
   args: string[],
-  size: { columns: number; rows: number },
+  size: { columns: number; rows: number; ci?: boolean },
 ): Promise<Terminal> {
   // A socket path of our own (tmux leaves a killed server's socket file behind): removed with its dir.
   const dir = mkdtempSync(join(tmpdir(), 'orrery-tmux-'));
@@ -87,7 +87,12 @@ export async function orreryInTmux(
     process.off('exit', kill);
     kill();
   });
-  const command = [process.execPath, join(repoRoot, 'bin', 'orrery.js'), ...args].map(shellQuote).join(' ');
+  // The pane is a user's terminal, whatever runs the tests: CI=true only when asked for (it turns
+  // colours off, and Ink would draw nothing until exit if tui/run.ts did not force a live view).
+  const ci = size.ci ? ['CI=true'] : ['-u', 'CI', '-u', 'CONTINUOUS_INTEGRATION'];
+  const command = ['env', ...ci, process.execPath, join(repoRoot, 'bin', 'orrery.js'), ...args]
+    .map(shellQuote)
+    .join(' ');
   await tmux(
     'new-session',
     '-d',

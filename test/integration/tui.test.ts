@@ -60,9 +60,11 @@ test.serial(
       },
     } as Applied<Service>);
 
+    // CI=true in the terminal, as a user may have exported it: the view is live all the same.
     const term = await orreryInTmux(t, ['tui', '--kubeconfig', kubeconfig, '-n', ns], {
       columns: 80,
       rows: 24,
+      ci: true,
     });
     // Every watch synced (no "loading…" in the title): the rows can show before the last of them.
     let screen = await term.waitFor(
