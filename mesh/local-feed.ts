@@ -293,9 +293,11 @@ export interface LocalFeedOptions {
   log?: Logger | undefined;
   /**
    * Called at once, on the event that changed it, with the namespaces whose set of down replicas
-   * changed (read them with downIn). The proxy takes the endpoints out of its pools here.
+   * changed (read them with downIn). The proxy takes the endpoints out of its pools here, and
+   * returns how many endpoints are out that its EndpointSlices still call ready (logged as
+   * `aheadOfSlices`: the fast path acting before the slices).
    */
-  onChange?: ((namespaces: ReadonlySet<string>) => void) | undefined;
+  onChange?: ((namespaces: ReadonlySet<string>) => number | undefined) | undefined;
 }
 
 /** A change of the down set, as the feed's 'change' event reports it (after onChange ran). */
@@ -378,8 +380,9 @@ export class LocalFeed extends EventEmitter {
   #apply(namespaces: Set<string>, runtime: string | undefined, type: string, replica?: string): void {
     if (this.#stopped) return;
     if (namespaces.size > 0) {
+      let aheadOfSlices: number | undefined;
       try {
-        this.#o.onChange?.(namespaces);
+        aheadOfSlices = this.#o.onChange?.(namespaces);
       } catch (err) {
         this.#log.error({ err: (err as Error).message }, 'applying the local down set failed');
       }
@@ -388,11 +391,11 @@ export class LocalFeed extends EventEmitter {
       if (replica !== undefined) {
         const down = this.#state.down.has(replica);
         this.#log.info(
-          { replica, event: type, down },
+          { replica, event: type, down, aheadOfSlices },
           down ? 'replica out of the pools' : 'replica back in the pools',
         );
       } else {
-        this.#log.info({ event: type, down: this.#state.down.size }, 'local down set changed');
+        this.#log.info({ event: type, down: this.#state.down.size, aheadOfSlices }, 'local down set changed');
       }
     }
     this.#scheduleExpiry();

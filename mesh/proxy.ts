@@ -220,8 +220,11 @@ export async function startProxy(opts: ProxyOptions): Promise<MeshProxy> {
           ...opts.localFeed,
           log: log.child({ component: 'local-feed' }),
           onChange: (namespaces) => {
+            let ahead = 0;
             for (const s of served.values())
-              if (namespaces.has(s.namespace)) s.setLocalDown(feed?.downIn(s.namespace) ?? new Set());
+              if (namespaces.has(s.namespace))
+                ahead += s.setLocalDown(feed?.downIn(s.namespace) ?? new Set());
+            return ahead;
           },
         })
       : undefined;

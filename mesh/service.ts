@@ -152,9 +152,15 @@ export class ServedService {
    * The replicas of this Service's namespace that this host's runtimes report down (names; the
    * same-host fast path, local-feed.ts): out of every port's pool at once. The proxy calls it on
    * every change of that set and after every update (a new port's pool starts without it).
+   * Returns how many endpoints are out only by that word (their slices still say ready).
    */
-  setLocalDown(replicas: ReadonlySet<string>): void {
-    for (const served of this.#ports.values()) served.pool.setLocalDown(replicas);
+  setLocalDown(replicas: ReadonlySet<string>): number {
+    let ahead = 0;
+    for (const served of this.#ports.values()) {
+      served.pool.setLocalDown(replicas);
+      ahead += served.pool.localDown().length;
+    }
+    return ahead;
   }
 
   /** The Service is gone: no listener, no timer; connections open drain through `retire`. */
