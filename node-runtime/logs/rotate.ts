@@ -29,11 +29,13 @@ export function parseDroppedNote(head: Buffer): { dropped: number; length: numbe
   return m ? { dropped: Number(m[1]), length: m[0].length } : null;
 }
 
+const NEWLINE = 0x0a;
+
 /** `position`, moved to the start of the next line when one begins in the next 4 KiB. */
 async function lineStartNear(source: FileHandle, buffer: Buffer, position: number): Promise<number> {
   if (position === 0) return 0;
   const { bytesRead } = await source.read(buffer, 0, Math.min(buffer.length, 4096), position - 1);
-  const newline = buffer.subarray(0, bytesRead).indexOf(0x0a);
+  const newline = buffer.subarray(0, bytesRead).indexOf(NEWLINE);
   return newline >= 0 ? position + newline : position;
 }
 
@@ -56,6 +58,11 @@ export interface Rotation {
  * in `dropped`). The copy catches up until a pass finds nothing new, so for a writer slower than
  * the copy the window is one stat + one ftruncate (microseconds); a writer that never pauses
  * loses what it wrote during the last of the passes.
+ *
+ * A rotated file ends with a newline: a writer that writes in blocks (a pipe, a buffered stdout)
+ * may be in the middle of a line at the cut, and `.1` then gets the newline that ends its part,
+ * so the part never runs into what the live file holds next (its rest goes to the live file, or
+ * is dropped with the window).
  *
  * `files` are the run's files newest first: live, .1, .2, … Files are created 0600, and none is
  * opened through a symlink.
@@ -91,6 +98,7 @@ export async function copyTruncate(files: string[], maxBytes: number): Promise<R
       let start = 0;
       let position = 0;
       let note = 0;
+      let last = NEWLINE; // the last byte copied (the note ends with one)
       for (let pass = 0; pass < CATCH_UP_PASSES; pass++) {
         const size = (await source.stat()).size;
         if (size === position) break;
@@ -102,6 +110,7 @@ export async function copyTruncate(files: string[], maxBytes: number): Promise<R
           const text = Buffer.from(droppedNote(start));
           await target.write(text, 0, text.length, 0);
           note = text.length;
+          last = NEWLINE;
         }
         while (position < size) {
           const want = Math.min(buffer.length, size - position);
@@ -109,11 +118,16 @@ export async function copyTruncate(files: string[], maxBytes: number): Promise<R
           if (bytesRead === 0) break;
           await target.write(buffer, 0, bytesRead, note + position - start);
           position += bytesRead;
+          last = buffer[bytesRead - 1] as number;
         }
       }
       const { size } = await source.stat();
       await source.truncate(0);
       kept = note + position - start;
+      if (last !== NEWLINE) {
+        await target.write(Buffer.of(NEWLINE), 0, 1, kept);
+        kept += 1;
+      }
       dropped = start + Math.max(0, size - position);
     } finally {
       await target.close();

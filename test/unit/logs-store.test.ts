@@ -144,6 +144,18 @@ test('a live file past maxBytes keeps its newest maxBytes in .1, cut at a line, 
   t.is(await readFile(file, 'utf8'), '');
 });
 
+test('a line the cut falls in the middle of ends .1 with a newline: it never runs into the live file', async (t) => {
+  const logs = await store(t, { maxBytes: 11 });
+  const file = logs.prepareRun('web-0', 'server');
+  // A writer in blocks: the cut comes after `half` of a line; the rest of it comes after.
+  await writeFile(file, 'one\ntwo\nhal');
+  t.true(await logs.rotateIfNeeded('web-0', 'server'));
+  t.is(await readFile(`${file}.1`, 'utf8'), 'one\ntwo\nhal\n');
+  await appendFile(file, 'f\nlast\n');
+  t.is(await logs.tail('web-0', 'server', { lines: 1 }), 'last\n');
+  t.is(await logs.tail('web-0', 'server', { lines: 3 }), 'hal\nf\nlast\n');
+});
+
 test('directories are 0700 and live files 0600, also when the root existed looser; a symlink is not followed', async (t) => {
   const root = await mkdtemp(join(tmpdir(), 'orrery-logs-'));
   t.teardown(() => rm(root, { recursive: true, force: true }));
