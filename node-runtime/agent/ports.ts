@@ -4,6 +4,7 @@
  * numbers end up in the runtime's spec and state record, so a re-adopted replica keeps its
  * ports; `reserve` puts them back into the allocator after a restart.
  */
+import { randomInt } from 'node:crypto';
 import net from 'node:net';
 import type { PortRange } from './options.ts';
 
@@ -23,10 +24,19 @@ export class PortAllocator {
   readonly #used = new Set<number>();
   #next: number;
 
-  constructor(range: PortRange, host = '127.0.0.1') {
+  /**
+   * The first port tried is a random one of the range (`start` fixes it), as the kernel picks
+   * ephemeral ports: several runtimes on one machine with the same range (tests; one host
+   * machine running two agents) then rarely probe the same port at the same moment, where the
+   * probe and the workload's bind could otherwise both succeed for two of them.
+   */
+  constructor(range: PortRange, host = '127.0.0.1', start = randomInt(range.min, range.max + 1)) {
+    if (!(start >= range.min && start <= range.max)) {
+      throw new RangeError(`start must be within ${range.min}-${range.max}, got ${start}`);
+    }
     this.range = range;
     this.#host = host;
-    this.#next = range.min;
+    this.#next = start;
   }
 
   /** Mark a port as taken (a re-adopted replica's, or a fixed one from a template). */
