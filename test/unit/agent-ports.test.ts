@@ -26,8 +26,9 @@ test('round-robin from the start given, wrapping at the end, never a port alloca
   t.true(got.every((p) => p >= range.min && p <= range.max));
   t.is(got[0], port + 2, 'the start first');
   await t.throwsAsync(() => ports.allocate(), { message: /no free port left in the range/ });
-  ports.release(got[1] as number);
-  t.is(await ports.allocate(), got[1], 'a released port comes back once the others are taken');
+  const released = got[1] as number;
+  ports.release(released);
+  t.is(await ports.allocate(), released, 'a released port comes back once the others are taken');
 });
 
 test('a port another socket holds is skipped', async (t) => {
