@@ -8,7 +8,7 @@
 // ($XDG_STATE_HOME/orrery/runtime/<host>/api-token, what a local `orrery runtime` writes).
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Host, Replica } from '../crds/types.ts';
-import { readLogs, readRuntimeToken } from '../platform/runtime-api.ts';
+import { hostTarget, readLogs, readRuntimeToken } from '../platform/runtime-api.ts';
 import { wholeNumberFlag } from './flags.ts';
 
 interface LogsFlags {
@@ -45,10 +45,10 @@ async function streamLogs(replicaName: string, flags: LogsFlags, out: NodeJS.Wri
     if (!hostName)
       throw new Error(`replica ${flags.namespace}/${replicaName} is not bound to a host yet (Pending)`);
     const host = await resourceClient(api, typed<Host>(HOSTS), 'orrery-logs').get(hostName);
-    const endpoint = host.status?.apiEndpoint;
-    if (!endpoint) throw new Error(`host ${hostName} has no status.apiEndpoint: is its runtime running?`);
+    const target = hostTarget(host);
+    if (!target) throw new Error(`host ${hostName} has no status.apiEndpoint: is its runtime running?`);
     const token = await readRuntimeToken(hostName, flags);
-    const body = await readLogs({ name: hostName, endpoint }, token, {
+    const body = await readLogs(target, token, {
       namespace: flags.namespace,
       replica: replicaName,
       process: flags.process,

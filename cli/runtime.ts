@@ -51,6 +51,7 @@ interface RuntimeFlags {
   stopWorkloadsOnExit?: boolean;
   workers: number;
   kernelFastpath?: boolean;
+  tls?: boolean;
 }
 
 export function runtimeCommand(): Command {
@@ -84,6 +85,11 @@ export function runtimeCommand(): Command {
       listenFlag('--listen'),
       '127.0.0.1:0',
     )
+    .option(
+      '--tls',
+      'serve the HTTP API over TLS, with a certificate made at each start and published in Host.status.apiCertificate for clients to trust (default: on unless --listen is a loopback address)',
+    )
+    .option('--no-tls', 'serve the HTTP API in plain HTTP, also on a non-loopback address')
     .option(
       '--address <ip>',
       "this host's address for Host.status.address and, when listening on 0.0.0.0, apiEndpoint (a DaemonSet passes status.hostIP)",
@@ -282,6 +288,7 @@ function agentOptionsOf(flags: RuntimeFlags): AgentOptions {
   if (flags.label !== undefined) opts.labels = flags.label;
   if (flags.registerUnschedulable) opts.registerUnschedulable = true;
   if (flags.kernelFastpath) opts.kernelFastPath = true;
+  if (flags.tls !== undefined) opts.tls = flags.tls;
   if (flags.portRange !== undefined) opts.portRange = flags.portRange;
   const capacity: NonNullable<AgentOptions['capacity']> = {};
   if (flags.capacityCpu !== undefined) capacity.cpu = flags.capacityCpu;

@@ -6,7 +6,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Host } from '../crds/types.ts';
 import type { ReplicaUsage } from '../operator/autoscale/usage.ts';
-import { readRuntimeToken } from '../platform/runtime-api.ts';
+import { hostTarget, readRuntimeToken } from '../platform/runtime-api.ts';
 import { durationFlag } from './flags.ts';
 
 interface TopFlags {
@@ -58,9 +58,7 @@ async function top(what: 'replicas' | 'hosts', flags: TopFlags): Promise<string>
   } finally {
     api.close();
   }
-  const targets = hosts.flatMap((h) =>
-    h.status?.apiEndpoint ? [{ name: h.metadata.name as string, endpoint: h.status.apiEndpoint }] : [],
-  );
+  const targets = hosts.flatMap((h) => hostTarget(h) ?? []);
   if (targets.length === 0)
     throw new Error('no host publishes a runtime API (Host status.apiEndpoint): is a runtime running?');
   // One token for all (flag or environment), else each host's own file on this machine.

@@ -949,6 +949,10 @@ export interface HostStatus {
    */
   apiEndpoint?: string;
   /**
+   * PEM certificate the runtime's API serves when apiEndpoint is https, made at each runtime start: clients trust this certificate alone for this host.
+   */
+  apiCertificate?: string;
+  /**
    * Version of the Orrery runtime.
    */
   runtimeVersion?: string;

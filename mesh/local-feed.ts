@@ -24,6 +24,7 @@
  */
 import { EventEmitter } from 'node:events';
 import http from 'node:http';
+import https from 'node:https';
 import { Backoff, type Logger, silentLogger } from '../kube/index.ts';
 
 /** How long a stopped replica, or one down on a runtime whose stream was lost, stays out at most. */
@@ -288,6 +289,11 @@ export interface LocalFeedOptions {
   runtimes: readonly string[];
   /** Their bearer token, asked for at every (re)connect (a token file may have been rewritten). */
   token: () => string | Promise<string>;
+  /**
+   * For an https runtime, the PEM certificate to trust for it alone (its Host's
+   * status.apiCertificate), asked for at every (re)connect: a runtime makes a new one at each start.
+   */
+  certificate?: ((runtime: string) => Promise<string | undefined>) | undefined;
   holdMs?: number | undefined;
   idleMs?: number | undefined;
   log?: Logger | undefined;
@@ -341,6 +347,9 @@ export class LocalFeed extends EventEmitter {
         new RuntimeStream({
           url: runtime,
           token: opts.token,
+          certificate: opts.certificate
+            ? () => (opts.certificate as NonNullable<typeof opts.certificate>)(runtime)
+            : undefined,
           idleMs: opts.idleMs ?? DEFAULT_IDLE_MS,
           log: this.#log.child({ runtime }),
           onSnapshot: (replicas) => this.#apply(this.#state.snapshot(runtime, replicas), runtime, 'snapshot'),
@@ -417,6 +426,7 @@ export class LocalFeed extends EventEmitter {
 interface RuntimeStreamOptions {
   url: string;
   token: () => string | Promise<string>;
+  certificate: (() => Promise<string | undefined>) | undefined;
   idleMs: number;
   log: Logger;
   onSnapshot: (replicas: { key: string; ready: boolean }[]) => void;
@@ -466,8 +476,23 @@ class RuntimeStream {
       this.#failed(`no token: ${(err as Error).message}`);
       return;
     }
-    if (this.#stopped) return;
     const url = `${this.#o.url.replace(/\/+$/, '')}/v1/events`;
+    const secure = url.startsWith('https:');
+    let certificate: string | undefined;
+    if (secure) {
+      try {
+        certificate = await this.#o.certificate?.();
+      } catch (err) {
+        this.#failed(`no certificate to trust: ${(err as Error).message}`);
+        return;
+      }
+      // The token is never sent to a server that cannot be told apart from any other.
+      if (!certificate) {
+        this.#failed('no certificate to trust: no Host publishes this endpoint with a status.apiCertificate');
+        return;
+      }
+    }
+    if (this.#stopped) return;
     let done!: () => void;
     this.#closed = new Promise((resolve) => (done = resolve));
     let ended = false;
@@ -484,10 +509,11 @@ class RuntimeStream {
     };
     let req: http.ClientRequest;
     try {
-      req = http.get(url, {
-        headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream' },
-        agent: false,
-      });
+      const headers = { authorization: `Bearer ${token}`, accept: 'text/event-stream' };
+      req = secure
+        ? // Trusting the published certificate alone, whatever names it carries (a pin).
+          https.get(url, { headers, agent: false, ca: certificate, checkServerIdentity: () => undefined })
+        : http.get(url, { headers, agent: false });
     } catch (err) {
       end((err as Error).message);
       return;

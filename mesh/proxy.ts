@@ -20,7 +20,7 @@ import {
   SYSTEM_NAMESPACE,
 } from '../crds/labels.ts';
 import { encodeEjected } from '../crds/proxy-ejected.ts';
-import { ENDPOINT_SLICES, SERVICES } from '../crds/resources.ts';
+import { ENDPOINT_SLICES, HOSTS, SERVICES } from '../crds/resources.ts';
 import type { EndpointSlice, Service } from '../crds/types.ts';
 import {
   Backoff,
@@ -217,6 +217,13 @@ export async function startProxy(opts: ProxyOptions): Promise<MeshProxy> {
   const feed =
     opts.localFeed && opts.localFeed.runtimes.length > 0
       ? new LocalFeed({
+          // An https runtime is trusted by the certificate its Host publishes (read at each connect).
+          certificate: async (runtime: string) => {
+            const want = runtime.replace(/\/+$/, '');
+            const hosts = await resourceClient(api, HOSTS, FIELD_MANAGER).list();
+            return hosts.items.find((h) => h.status?.apiEndpoint?.replace(/\/+$/, '') === want)?.status
+              ?.apiCertificate;
+          },
           ...opts.localFeed,
           log: log.child({ component: 'local-feed' }),
           onChange: (namespaces) => {

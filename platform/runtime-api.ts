@@ -6,8 +6,10 @@
  * checks it, is node-runtime/agent/token.ts.
  */
 import { readFile } from 'node:fs/promises';
+import type { Agent as HttpsAgent } from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 
 const TOKEN_FILE = 'api-token';
 
@@ -57,6 +59,80 @@ export interface HostTarget {
   name: string;
   /** Its runtime's API base URL (Host.status.apiEndpoint). */
   endpoint: string;
+  /**
+   * The PEM certificate its API serves when the endpoint is https (Host.status.apiCertificate):
+   * the one certificate trusted for it, whatever names it carries (a pin).
+   */
+  certificate?: string | undefined;
+}
+
+/** What hostTarget() reads of a Host object. */
+interface HostLike {
+  metadata?: { name?: string | undefined };
+  status?: { apiEndpoint?: string | undefined; apiCertificate?: string | undefined };
+}
+
+/** The runtime a Host publishes; undefined while it publishes none (no runtime registered yet). */
+export function hostTarget(host: HostLike): HostTarget | undefined {
+  const name = host.metadata?.name;
+  const endpoint = host.status?.apiEndpoint;
+  if (!name || !endpoint) return undefined;
+  return { name, endpoint, certificate: host.status?.apiCertificate };
+}
+
+/** One keep-alive agent per pinned certificate (a runtime makes a new one at each start). */
+const pinnedAgents = new Map<string, HttpsAgent>();
+const MAX_PINNED_AGENTS = 1024;
+
+function pinnedAgent(https: typeof import('node:https'), certificate: string): HttpsAgent {
+  let agent = pinnedAgents.get(certificate);
+  if (agent) {
+    // Most recently used last: the first entry is the one to drop when full.
+    pinnedAgents.delete(certificate);
+    pinnedAgents.set(certificate, agent);
+    return agent;
+  }
+  agent = new https.Agent({
+    keepAlive: true,
+    // The only certificate trusted is the one published: it chains to itself and nothing else
+    // does. The names in it are not checked (an address may be reached by another name).
+    ca: certificate,
+    checkServerIdentity: () => undefined,
+    minVersion: 'TLSv1.3',
+  });
+  pinnedAgents.set(certificate, agent);
+  if (pinnedAgents.size > MAX_PINNED_AGENTS) {
+    const [oldest, old] = pinnedAgents.entries().next().value as [string, HttpsAgent];
+    pinnedAgents.delete(oldest);
+    old.destroy();
+  }
+  return agent;
+}
+
+/** GET over TLS, trusting `certificate` alone; the answer as a fetch Response (its body streamed). */
+async function pinnedGet(
+  url: URL,
+  certificate: string,
+  headers: Record<string, string>,
+  signal?: AbortSignal,
+): Promise<Response> {
+  // Loaded on the first https request: the runtime imports this module for its paths before it
+  // re-adopts its replicas, and loads nothing of HTTP until then.
+  const https = await import('node:https');
+  return new Promise((resolve, reject) => {
+    const req = https.request(url, { agent: pinnedAgent(https, certificate), headers, signal }, (res) => {
+      const h = new Headers();
+      for (const [k, v] of Object.entries(res.headers)) {
+        for (const one of Array.isArray(v) ? v : v === undefined ? [] : [v]) h.append(k, one);
+      }
+      const status = res.statusCode ?? 502;
+      const body =
+        status === 204 || status === 304 ? null : (Readable.toWeb(res) as ReadableStream<Uint8Array>);
+      resolve(new Response(body, { status, statusText: res.statusMessage ?? '', headers: h }));
+    });
+    req.once('error', reject);
+    req.end();
+  });
 }
 
 /** The error text of a runtime's answer: its JSON `error`, else the body as it is. */
@@ -80,9 +156,19 @@ export async function runtimeGet(
   signal?: AbortSignal,
 ): Promise<Response> {
   const url = new URL(pathAndQuery, target.endpoint);
+  const headers = { authorization: `Bearer ${token}` };
+  if (url.protocol === 'https:' && !target.certificate) {
+    // Never sent to a server that cannot be told apart from any other.
+    throw new Error(
+      `host ${target.name}: its runtime serves https, and its Host publishes no status.apiCertificate to trust`,
+    );
+  }
   let res: Response;
   try {
-    res = await fetch(url, { headers: { authorization: `Bearer ${token}` }, signal });
+    res =
+      url.protocol === 'https:'
+        ? await pinnedGet(url, target.certificate as string, headers, signal)
+        : await fetch(url, { headers, signal });
   } catch (err) {
     throw new Error(`host ${target.name}: ${url}: ${(err as Error).cause ?? (err as Error).message}`, {
       cause: err,

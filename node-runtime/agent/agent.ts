@@ -27,6 +27,7 @@ import {
   typed,
   WorkQueue,
 } from '../../kube/index.ts';
+import { type ServingCertificate, selfSignedCertificate } from '../../platform/x509.ts';
 import type { CgroupLayout } from '../cgroups/index.ts';
 import type { Engine } from '../engine.ts';
 import type { WorkloadPhase } from '../supervisor/spec.ts';
@@ -233,6 +234,9 @@ export async function joinCluster({ options: o, log, engine, readopted }: Readop
     });
     const { metrics, informer, services, queue, fence, reconciler, registration } = parts;
 
+    // TLS: a certificate of this start's own, its key never written anywhere; clients trust it
+    // because the Host (written with this node's credentials) publishes it.
+    const serving = o.tls ? servingCertificate(o) : undefined;
     const server: Server = await listen(
       createHttpApi({
         engine,
@@ -253,6 +257,7 @@ export async function joinCluster({ options: o, log, engine, readopted }: Readop
       }),
       o.listenHost,
       o.listenPort,
+      serving,
     );
     teardown.push(
       () =>
@@ -284,7 +289,7 @@ export async function joinCluster({ options: o, log, engine, readopted }: Readop
     );
 
     teardown.push(() => registration.stop());
-    await registration.start(apiEndpoint);
+    await registration.start(apiEndpoint, serving?.cert);
 
     const enqueue = (r: Replica) => queue.add(`${r.metadata.namespace}/${r.metadata.name}`);
     informer.addHandlers({ add: enqueue, update: (_old, r) => enqueue(r), delete: enqueue });
@@ -374,13 +379,23 @@ export async function joinCluster({ options: o, log, engine, readopted }: Readop
   }
 }
 
+/** A wildcard listen address is no address to reach: the host's own address stands in. */
+function reachableHost(o: NormalizedAgentOptions): string {
+  return o.listenHost === '0.0.0.0' || o.listenHost === '::' ? o.address : o.listenHost;
+}
+
 /**
- * `http://<host>:<port>` of the HTTP API, as written to Host.status.apiEndpoint. A wildcard
- * listen address is no address to reach: the host's own address stands in.
+ * `http(s)://<host>:<port>` of the HTTP API, as written to Host.status.apiEndpoint.
  */
 function endpointOf(server: Server, o: NormalizedAgentOptions): string {
   const addr = server.address();
   const port = typeof addr === 'object' && addr ? addr.port : o.listenPort;
-  const reachable = o.listenHost === '0.0.0.0' || o.listenHost === '::' ? o.address : o.listenHost;
-  return `http://${reachable.includes(':') ? `[${reachable}]` : reachable}:${port}`;
+  const reachable = reachableHost(o);
+  return `${o.tls ? 'https' : 'http'}://${reachable.includes(':') ? `[${reachable}]` : reachable}:${port}`;
+}
+
+/** The API's certificate, naming the addresses it is reached at and the host's name. */
+function servingCertificate(o: NormalizedAgentOptions): ServingCertificate {
+  const names = new Set([reachableHost(o), o.address, o.hostName]);
+  return selfSignedCertificate({ commonName: `orrery-runtime ${o.hostName}`, altNames: [...names] });
 }

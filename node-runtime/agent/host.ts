@@ -45,6 +45,8 @@ export interface HostStatusInput {
   facts: HostFacts;
   address: string;
   apiEndpoint: string;
+  /** PEM of the certificate the API serves, when over TLS. */
+  apiCertificate?: string | undefined;
   runtimeVersion: string;
   layout: CgroupLayout;
   cgroupParent: string;
@@ -62,6 +64,7 @@ export function hostStatus(i: HostStatusInput): HostStatus {
   return {
     address: i.address,
     apiEndpoint: i.apiEndpoint,
+    ...(i.apiCertificate ? { apiCertificate: i.apiCertificate } : {}),
     runtimeVersion: i.runtimeVersion,
     replicas: i.replicas,
     capacity: {

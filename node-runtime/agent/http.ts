@@ -8,7 +8,8 @@
  * and followed logs), each over its cap answered 503 with the reason; an event stream whose reader
  * falls `eventBufferBytes` behind is cut off; a log is sent block by block as the client reads it.
  */
-import type { Server } from 'node:http';
+import { createServer as createHttpServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Logger } from 'pino';
@@ -354,19 +355,28 @@ function drainedOrClosed(res: Response): Promise<void> {
 }
 
 /**
- * Listen and resolve with the server; SSE and follow streams are cut on close. Connections beyond
- * the app's `maxConnections` are marked, and their requests answered 503 (createHttpApi).
+ * Listen and resolve with the server, over TLS when `tls` (PEM certificate and key) is given; SSE
+ * and follow streams are cut on close. Connections beyond the app's `maxConnections` are marked,
+ * and their requests answered 503 (createHttpApi).
  */
-export function listen(app: express.Express, host: string, port: number): Promise<Server> {
+export function listen(
+  app: express.Express,
+  host: string,
+  port: number,
+  tls?: { cert: string; key: string },
+): Promise<Server> {
   const { maxConnections } = (app.get('orrery.limits') as ApiLimits | undefined) ?? DEFAULT_API_LIMITS;
+  // An https.Server is an http.Server with TLS below (closeAllConnections and all). A client that
+  // opens a connection and never finishes its handshake is dropped after 10 s.
+  const server: Server = tls
+    ? (createHttpsServer({ ...tls, minVersion: 'TLSv1.3', handshakeTimeout: 10_000 }, app) as Server)
+    : createHttpServer(app);
   return new Promise((resolve, reject) => {
-    const server = app.listen(port, host, (err?: Error) => {
-      if (err) reject(err);
-      else resolve(server);
-    });
     server.once('error', reject);
+    server.listen(port, host, () => resolve(server));
     let open = 0;
-    server.on('connection', (socket: CountedSocket) => {
+    // The socket a request sees: the TLS one (counted once its handshake is done) or the TCP one.
+    server.on(tls ? 'secureConnection' : 'connection', (socket: CountedSocket) => {
       open++;
       socket.once('close', () => open--);
       if (open > maxConnections) socket[OVER_CONNECTION_CAP] = open - 1;

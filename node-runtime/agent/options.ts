@@ -56,6 +56,12 @@ export interface AgentOptions {
   listen?: string;
   /** Bearer token of the HTTP API; default: generated and written to `<stateDir>/api-token` (0600). */
   token?: string;
+  /**
+   * Serve the HTTP API over TLS with a certificate made at each start (its key only in memory),
+   * published in Host.status.apiCertificate for clients to pin. Default: on unless `listen` is a
+   * loopback address (a token sent over a network is sent encrypted).
+   */
+  tls?: boolean;
   /** Caps of the HTTP API: open connections, open streams, bytes queued for a slow event reader (http.ts DEFAULT_API_LIMITS). */
   apiLimits?: Partial<ApiLimits>;
   /** Lease duration in whole seconds (the Lease API has second precision); default 1. */
@@ -109,6 +115,7 @@ export interface NormalizedAgentOptions {
   address: string;
   workers: number;
   kernelFastPath: boolean;
+  tls: boolean;
 }
 
 /** A DNS-1123 subdomain, as Kubernetes requires of object names. */
@@ -265,5 +272,11 @@ export function normalizeAgentOptions(opts: AgentOptions = {}): NormalizedAgentO
     address,
     workers,
     kernelFastPath: opts.kernelFastPath === true,
+    tls: opts.tls ?? !isLoopback(listenHost),
   };
+}
+
+/** 127.0.0.0/8, ::1 and `localhost`: addresses no other machine reaches. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
 }

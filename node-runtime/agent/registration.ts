@@ -53,6 +53,8 @@ export class HostRegistration {
   #readySince = nowSeconds();
   /** Where this agent's HTTP API is reached, as written to Host.status.apiEndpoint. */
   #apiEndpoint = '';
+  /** The PEM certificate it serves, when over TLS (Host.status.apiCertificate). */
+  #apiCertificate: string | undefined;
   readonly #hostInformer: Informer<Host>;
   #heartbeat: LeaseHeartbeat | undefined;
   #renewGauge: NodeJS.Timeout | undefined;
@@ -79,7 +81,12 @@ export class HostRegistration {
     // Ready) or pointing at another endpoint.
     const check = (h: Host | undefined) => {
       const ready = h?.status?.conditions?.find((c) => c.type === 'Ready');
-      if (!h || ready?.status !== 'True' || h.status?.apiEndpoint !== this.#apiEndpoint) {
+      if (
+        !h ||
+        ready?.status !== 'True' ||
+        h.status?.apiEndpoint !== this.#apiEndpoint ||
+        h.status?.apiCertificate !== this.#apiCertificate
+      ) {
         this.#needRegister = true;
         this.requestWrite();
       }
@@ -97,9 +104,10 @@ export class HostRegistration {
   }
 
   /** Registers the Host, starts renewing its Lease, then watches the Host. */
-  async start(apiEndpoint: string): Promise<void> {
+  async start(apiEndpoint: string, apiCertificate?: string): Promise<void> {
     const { api, fieldManager, options: o, metrics } = this.#o;
     this.#apiEndpoint = apiEndpoint;
+    this.#apiCertificate = apiCertificate;
     // The namespace of the Leases. RBAC may forbid a runtime to create it (a cluster admin
     // or the operator did); the Lease writes below then say whether it exists.
     try {
@@ -198,6 +206,7 @@ export class HostRegistration {
       facts,
       address: o.address,
       apiEndpoint: this.#apiEndpoint,
+      apiCertificate: this.#apiCertificate,
       runtimeVersion: version,
       layout,
       cgroupParent: o.cgroupParent,

@@ -10,6 +10,7 @@
 import { cpuMillis } from '../../crds/quantity.ts';
 import type { Host, Instance, Replica } from '../../crds/types.ts';
 import { isNotFound, objectKey, type ReconcileResult, type WorkQueue } from '../../kube/index.ts';
+import { hostTarget } from '../../platform/runtime-api.ts';
 import { type Controller, type OperatorContext, replicasLabelledFor } from '../context.ts';
 import { type ReplicaSample, recommend, ScaleHistory } from './hpa.ts';
 import { type HostSample, scrapeHost, UsageTracker } from './usage.ts';
@@ -42,13 +43,13 @@ export function autoscaleController(ctx: OperatorContext, opts: AutoscaleOptions
   /** A host's sample no older than half a period (one read per host per period). */
   function readHost(host: Host): Promise<HostSample | undefined> {
     const name = host.metadata.name as string;
-    const endpoint = host.status?.apiEndpoint;
+    const target = hostTarget(host);
     const last = reads.get(name);
     if (last && performance.now() - last.at < period / 2) return last.sample;
     const token = opts.runtimeToken();
     const sample =
-      endpoint && token
-        ? scrapeHost({ name, endpoint }, token).then(
+      target && token
+        ? scrapeHost(target, token).then(
             (s) => {
               tracker.add(s);
               return s;

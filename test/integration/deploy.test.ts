@@ -148,6 +148,7 @@ test("the proxy's account reads Services and EndpointSlices, writes its own Leas
     ['update', 'leases', '-n', 'orrery-system'],
     ['delete', 'leases', '-n', 'orrery-system'],
     ['get', 'namespaces/orrery-system'],
+    ['list', 'hosts.orrery.dev'],
   ];
   const denied = [
     ['create', 'services.orrery.dev', '-n', 'default'],
@@ -164,6 +165,8 @@ test("the proxy's account reads Services and EndpointSlices, writes its own Leas
     ['create', 'endpointslices.orrery.dev', '-n', 'default'],
     ['update', 'endpointslices.orrery.dev', '-n', 'default'],
     ['update', 'hosts.orrery.dev'],
+    ['watch', 'hosts.orrery.dev'],
+    ['update', 'hosts.orrery.dev', '--subresource=status'],
     ['create', 'leases', '-n', 'default'],
     ['list', 'leases', '-n', 'orrery-system'],
     ['patch', 'leases', '-n', 'orrery-system'],

@@ -14,3 +14,21 @@ test('the run dir (live-process records) defaults to the state dir and is resolv
 test('an empty run dir is refused with the option named', (t) => {
   t.throws(() => normalizeAgentOptions({ hostName: 'h', runDir: '' }), { message: /runDir/ });
 });
+
+test('the API is plain HTTP on loopback and TLS on any other address, unless told', (t) => {
+  const tls = (listen: string, given?: boolean) =>
+    normalizeAgentOptions({
+      hostName: 'h',
+      stateDir: '/s',
+      listen,
+      ...(given === undefined ? {} : { tls: given }),
+    }).tls;
+  t.false(tls('127.0.0.1:0'));
+  t.false(tls('127.8.9.10:7777'));
+  t.false(tls('[::1]:7777'));
+  t.false(tls('localhost:7777'));
+  t.true(tls('0.0.0.0:7777'));
+  t.true(tls('10.0.0.5:7777'));
+  t.false(tls('10.0.0.5:7777', false), '--no-tls');
+  t.true(tls('127.0.0.1:0', true), '--tls');
+});

@@ -4,6 +4,7 @@
 // once per host while it works.
 import {
   type HostTarget,
+  hostTarget,
   type RuntimeTokenSource,
   readLogs,
   readRuntimeToken,
@@ -23,13 +24,7 @@ export class RuntimeClients implements RuntimeAccess {
 
   /** The hosts whose runtime publishes an endpoint, as the cache has them. */
   hosts(): HostTarget[] {
-    return this.#cluster
-      .list('hosts')
-      .flatMap((h) =>
-        h.metadata?.name && h.status?.apiEndpoint
-          ? [{ name: h.metadata.name, endpoint: h.status.apiEndpoint }]
-          : [],
-      );
+    return this.#cluster.list('hosts').flatMap((h) => hostTarget(h) ?? []);
   }
 
   /** The host's token; a failed read is tried again next time (the runtime may write it later). */
@@ -48,9 +43,10 @@ export class RuntimeClients implements RuntimeAccess {
     if (!rep) throw new Error(`replica ${namespace}/${replica} is gone`);
     const hostName = rep.spec?.host;
     if (!hostName) throw new Error(`replica ${namespace}/${replica} is not bound to a host yet (Pending)`);
-    const endpoint = this.#cluster.get('hosts', hostName)?.status?.apiEndpoint;
-    if (!endpoint) throw new Error(`host ${hostName} has no status.apiEndpoint: is its runtime running?`);
-    return { target: { name: hostName, endpoint }, token: await this.token(hostName) };
+    const host = this.#cluster.get('hosts', hostName);
+    const target = host && hostTarget(host);
+    if (!target) throw new Error(`host ${hostName} has no status.apiEndpoint: is its runtime running?`);
+    return { target, token: await this.token(hostName) };
   }
 
   readLogs = readLogs;
