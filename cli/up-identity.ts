@@ -7,7 +7,9 @@
 // read it are deploy/rbac.yaml's own, installed as they are: a host's agent can write only its
 // Host, its Lease and the status and finalizers of the Replicas bound to it. `up`'s mesh proxy
 // runs as deploy/'s orrery-proxy account too (a token that names no node: its Lease must be
-// proxy-*), which reads Services and EndpointSlices and writes nothing else.
+// proxy-*), which reads Services and EndpointSlices and writes nothing else; the operator as
+// deploy/'s orrery-operator account. Only `up` itself keeps the admin credentials (to install the
+// CRDs and these objects, and to issue the tokens).
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parseAllDocuments, stringify } from 'yaml';
@@ -27,6 +29,8 @@ import { privateDir, writePrivateFile } from '../platform/private-fs.ts';
 export const RUNTIME_ACCOUNT = 'orrery-runtime';
 /** The mesh proxy's account in deploy/rbac.yaml. */
 export const PROXY_ACCOUNT = 'orrery-proxy';
+/** The operator's account in deploy/rbac.yaml. */
+export const OPERATOR_ACCOUNT = 'orrery-operator';
 
 /** A host's token lives a day and is renewed well before: agents re-read the file each minute. */
 const TOKEN_SECONDS = 24 * 3600;
@@ -81,10 +85,14 @@ export function runtimeAccessObjects(): KubeObject[] {
   return accessObjects(RUNTIME_ACCOUNT);
 }
 
-/** Applies the runtimes' and the mesh proxy's accounts, RBAC and admission policies (server-side apply, as admin). */
-export async function installRuntimeAccess(api: KubeApi): Promise<void> {
+/** Applies the runtimes', the mesh proxy's and the operator's accounts, RBAC and admission policies (server-side apply, as admin). */
+export async function installAccess(api: KubeApi): Promise<void> {
   await ensureNamespace(api, SYSTEM_NAMESPACE, FIELD_MANAGER);
-  for (const object of [...runtimeAccessObjects(), ...accessObjects(PROXY_ACCOUNT)]) {
+  for (const object of [
+    ...runtimeAccessObjects(),
+    ...accessObjects(PROXY_ACCOUNT),
+    ...accessObjects(OPERATOR_ACCOUNT),
+  ]) {
     const kind = object.kind ?? '';
     const descriptor = KINDS[kind];
     if (!descriptor)
@@ -161,20 +169,19 @@ function credentialsPaths(dataDir: string, name: string): Credentials {
 
 type Cluster = { server: string; certificateAuthorityData?: string | undefined };
 
-/** Writes (or renews) the mesh proxy's token and kubeconfig, in DIR/credentials/proxy. */
-export async function writeProxyCredentials(
+/**
+ * Writes (or renews) the token and kubeconfig of an account that names no node (the mesh proxy's,
+ * the operator's), in DIR/credentials/<name>.
+ */
+export async function writeAccountCredentials(
   api: KubeApi,
   cluster: Cluster,
   dataDir: string,
+  name: 'proxy' | 'operator',
 ): Promise<Credentials> {
-  const paths = credentialsPaths(dataDir, 'proxy');
-  writeCredentials(
-    paths,
-    cluster,
-    'orrery-proxy',
-    await requestToken(api, PROXY_ACCOUNT, undefined),
-    dataDir,
-  );
+  const account = name === 'proxy' ? PROXY_ACCOUNT : OPERATOR_ACCOUNT;
+  const paths = credentialsPaths(dataDir, name);
+  writeCredentials(paths, cluster, account, await requestToken(api, account, undefined), dataDir);
   return paths;
 }
 

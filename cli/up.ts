@@ -27,10 +27,10 @@ import { parseReadyLine } from './runtime.ts';
 import { type StopCause, untilSignal } from './signals.ts';
 import { type ChildExit, SupervisedChild } from './up-children.ts';
 import {
-  installRuntimeAccess,
+  installAccess,
   TOKEN_RENEW_MS,
+  writeAccountCredentials,
   writeHostCredentials,
-  writeProxyCredentials,
 } from './up-identity.ts';
 import { DataDirInUse, type DataDirLock, lockDataDir } from './up-lock.ts';
 
@@ -229,29 +229,30 @@ async function bringUp(
   );
   // Each host agent runs as the runtimes' account with a token bound to its own node, held by
   // deploy/'s RBAC and admission policy to its own Host, Lease and Replicas; the mesh proxy as
-  // deploy/'s read-only proxy account (up-identity.ts).
+  // deploy/'s read-only proxy account, the operator as deploy/'s operator account (up-identity.ts).
   const credentials = async () => {
     const api = await KubeApi.fromKubeConfig(adminConfig);
     try {
-      const [proxy, ...hosts] = await Promise.all([
-        writeProxyCredentials(api, adminConfig.cluster, dataDir),
+      const [proxy, operator, ...hosts] = await Promise.all([
+        writeAccountCredentials(api, adminConfig.cluster, dataDir, 'proxy'),
+        writeAccountCredentials(api, adminConfig.cluster, dataDir, 'operator'),
         ...hostNames.map((name) => writeHostCredentials(api, adminConfig.cluster, dataDir, name)),
       ]);
-      return { proxy, hosts };
+      return { proxy, operator, hosts };
     } finally {
       api.close();
     }
   };
   const admin = await KubeApi.fromKubeConfig(adminConfig);
   try {
-    await installRuntimeAccess(admin);
+    await installAccess(admin);
   } finally {
     admin.close();
   }
   const identities = await credentials();
   parts.tokenRenewal = setInterval(() => {
     credentials().catch((err: unknown) =>
-      log(`could not renew the hosts' and proxy's tokens: ${describe(err)}`),
+      log(`could not renew the hosts', proxy's and operator's tokens: ${describe(err)}`),
     );
   }, TOKEN_RENEW_MS);
   parts.tokenRenewal.unref();
@@ -264,7 +265,7 @@ async function bringUp(
       name: 'operator',
       role: 'operator',
       // The token of the agents' APIs: the autoscaler reads the replicas' CPU there.
-      args: ['operator', '--kubeconfig', controlPlane.kubeconfig, '--runtime-token-file', tokenFile],
+      args: ['operator', '--kubeconfig', identities.operator.kubeconfig, '--runtime-token-file', tokenFile],
     },
     hooks('operator'),
   );

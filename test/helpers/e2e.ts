@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { pino } from 'pino';
 import { stringify } from 'yaml';
-import { installRuntimeAccess, writeHostCredentials } from '../../cli/up-identity.ts';
+import { installAccess, writeHostCredentials } from '../../cli/up-identity.ts';
 import { INSTANCE_LABEL } from '../../crds/labels.ts';
 import { HOSTS, INSTANCES, REPLICAS } from '../../crds/resources.ts';
 import type { Host, Instance, Replica } from '../../crds/types.ts';
@@ -129,7 +129,7 @@ export async function e2e(
   });
 
   const hostsClient = resourceClient(api, typed<Host>(HOSTS), 'orrery-test');
-  await installRuntimeAccess(api);
+  await installAccess(api);
   const startHost = async (
     dirs: Awaited<ReturnType<typeof agentDirs>>,
     extra: string[],

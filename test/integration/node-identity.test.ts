@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { parse, stringify } from 'yaml';
-import { installRuntimeAccess, runtimeAccessObjects, writeHostCredentials } from '../../cli/up-identity.ts';
+import { installAccess, runtimeAccessObjects, writeHostCredentials } from '../../cli/up-identity.ts';
 import { hostLeaseName, RUNTIME_FINALIZER, SYSTEM_NAMESPACE } from '../../crds/labels.ts';
 import { HOSTS, REPLICAS } from '../../crds/resources.ts';
 import type { Host, Replica } from '../../crds/types.ts';
@@ -42,7 +42,7 @@ test.before(async () => {
   const { kubeconfig } = await orreryCluster();
   adminKubeconfig = kubeconfig;
   admin = await KubeApi.fromKubeConfig(loadKubeConfig({ kubeconfig }));
-  await installRuntimeAccess(admin);
+  await installAccess(admin);
   dir = mkdtempSync(join(tmpdir(), 'node-identity-'));
   const hosts = resourceClient(admin, typed<Host>(HOSTS), 'orrery-test');
   for (const name of [nodeA, nodeB]) {

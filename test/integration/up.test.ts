@@ -147,7 +147,8 @@ test.serial(
 /**
  * Each host agent runs with a kubeconfig of its own (DATA_DIR/credentials/hosts/HOST), whose token
  * the API server takes for the runtimes' account on that node, and which cannot write the other
- * host's Host; the mesh proxy with the proxy account's, which writes no Host.
+ * host's Host; the mesh proxy with the proxy account's, which writes no Host; the operator with the
+ * operator account's, which reads no Secret.
  */
 async function eachAgentHasItsOwnIdentity(
   t: ExecutionContext,
@@ -203,6 +204,29 @@ async function eachAgentHasItsOwnIdentity(
       .catch(() => undefined),
   );
   t.truthy(lease.spec?.renewTime);
+
+  // The operator: deploy/'s operator account, not the admin: it cannot read Secrets, nor make
+  // another account's token.
+  const operator = up.record().children.find((c) => c.name === 'operator');
+  if (!operator) return void t.fail('no operator in up.pid');
+  const opArgs = readFileSync(`/proc/${operator.pid}/cmdline`, 'utf8').split('\0');
+  const opKubeconfig = opArgs[opArgs.indexOf('--kubeconfig') + 1] as string;
+  t.is(opKubeconfig, join(up.dataDir, 'credentials', 'operator', 'kubeconfig'));
+  const opApi = await KubeApi.fromKubeConfig(loadKubeConfig({ kubeconfig: opKubeconfig }));
+  t.teardown(() => opApi.close());
+  const who = await opApi.request<{ status: { userInfo: { username: string } } }>({
+    method: 'POST',
+    path: '/apis/authentication.k8s.io/v1/selfsubjectreviews',
+    body: { apiVersion: 'authentication.k8s.io/v1', kind: 'SelfSubjectReview' },
+  });
+  t.is(who.status.userInfo.username, 'system:serviceaccount:orrery-system:orrery-operator');
+  const secrets = await opApi
+    .request({ method: 'GET', path: '/api/v1/namespaces/orrery-system/secrets' })
+    .then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+  t.true(isForbidden(secrets), `the operator listing Secrets: ${String(secrets ?? 'allowed')}`);
 }
 
 test.serial.runIf(runs(cgroupSkipReason({ manager: true }), 'up with 2 hosts'))(
