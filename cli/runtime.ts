@@ -52,6 +52,7 @@ interface RuntimeFlags {
   workers: number;
   kernelFastpath?: boolean;
   tls?: boolean;
+  workloadRoot?: string;
 }
 
 export function runtimeCommand(): Command {
@@ -90,6 +91,10 @@ export function runtimeCommand(): Command {
       'serve the HTTP API over TLS, with a certificate made at each start and published in Host.status.apiCertificate for clients to trust (default: on unless --listen is a loopback address)',
     )
     .option('--no-tls', 'serve the HTTP API in plain HTTP, also on a non-loopback address')
+    .option(
+      '--workload-root <dir>',
+      "run every replica with this directory as its root (pivot_root, each in a mount namespace): the node's filesystem for a runtime in a container, mounted at /host (default: the runtime's own root)",
+    )
     .option(
       '--address <ip>',
       "this host's address for Host.status.address and, when listening on 0.0.0.0, apiEndpoint (a DaemonSet passes status.hostIP)",
@@ -289,6 +294,7 @@ function agentOptionsOf(flags: RuntimeFlags): AgentOptions {
   if (flags.registerUnschedulable) opts.registerUnschedulable = true;
   if (flags.kernelFastpath) opts.kernelFastPath = true;
   if (flags.tls !== undefined) opts.tls = flags.tls;
+  if (flags.workloadRoot !== undefined) opts.workloadRoot = flags.workloadRoot;
   if (flags.portRange !== undefined) opts.portRange = flags.portRange;
   const capacity: NonNullable<AgentOptions['capacity']> = {};
   if (flags.capacityCpu !== undefined) capacity.cpu = flags.capacityCpu;

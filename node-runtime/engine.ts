@@ -79,6 +79,13 @@ export interface EngineOptions {
    * agent adds its own state dir (its API token) and a pod's service account token.
    */
   maskPaths?: string[];
+  /**
+   * A directory every replica's processes are pivoted into (pivot_root, in a mount namespace each
+   * gets whatever its template says): the node's filesystem, mounted at /host, for a runtime that
+   * runs in a container (deploy/). Commands, working directories and maskPaths are paths inside
+   * it. Default: the runtime's own root.
+   */
+  workloadRoot?: string;
 }
 
 /** Default of EngineOptions.userNamespaces.firstHostId. */
@@ -173,6 +180,12 @@ export class Engine extends EventEmitter<RuntimeEvents> {
 
   /** Detect cgroups, load the addon, and re-adopt every replica recorded in stateDir. */
   async start(): Promise<void> {
+    const root = this.options.workloadRoot;
+    if (root !== undefined && !statSync(root, { throwIfNoEntry: false })?.isDirectory()) {
+      throw new Error(
+        `workloadRoot ${root} is not a directory (the node's filesystem, e.g. mounted at /host)`,
+      );
+    }
     this.#api = this.options.processApi ?? (await loadProcessApi());
     this.#layout = detectCgroupLayout();
     this.#cgroups = new CgroupManager({
@@ -490,6 +503,7 @@ export class Engine extends EventEmitter<RuntimeEvents> {
     return {
       userRange,
       maskPaths: this.#maskPaths,
+      ...(this.options.workloadRoot !== undefined ? { root: path.resolve(this.options.workloadRoot) } : {}),
       api: this.#api as ProcessApi,
       cgroup,
       store: this.#store,

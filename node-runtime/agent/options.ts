@@ -85,6 +85,11 @@ export interface AgentOptions {
   /** Address the replicas' ports listen on and that Host.status.address reports; default 127.0.0.1. */
   address?: string;
   /**
+   * The directory replicas run in (EngineOptions.workloadRoot): the node's filesystem for a
+   * runtime in a container (deploy/ mounts it at /host). Default: the runtime's own root.
+   */
+  workloadRoot?: string;
+  /**
    * The mesh's kernel fast path (agent/fastpath.ts, node-runtime/bpf/): replicas' connects to
    * `tcp` Service ports balanced in the kernel. Default off while issue 13 is in progress.
    */
@@ -116,6 +121,7 @@ export interface NormalizedAgentOptions {
   workers: number;
   kernelFastPath: boolean;
   tls: boolean;
+  workloadRoot: string | undefined;
 }
 
 /** A DNS-1123 subdomain, as Kubernetes requires of object names. */
@@ -246,6 +252,9 @@ export function normalizeAgentOptions(opts: AgentOptions = {}): NormalizedAgentO
   }
   const address = opts.address ?? '127.0.0.1';
   if (typeof address !== 'string' || isIP(address) === 0) fail('address', 'an IPv4 or IPv6 address', address);
+  const workloadRoot = opts.workloadRoot;
+  if (workloadRoot !== undefined && (typeof workloadRoot !== 'string' || !path.isAbsolute(workloadRoot)))
+    fail('workloadRoot', "an absolute path (the node's filesystem, e.g. /host)", workloadRoot);
   const workers = opts.workers ?? 8;
   if (!Number.isInteger(workers) || workers < 1 || workers > 256)
     fail('workers', 'an integer in 1..256', workers);
@@ -273,6 +282,7 @@ export function normalizeAgentOptions(opts: AgentOptions = {}): NormalizedAgentO
     workers,
     kernelFastPath: opts.kernelFastPath === true,
     tls: opts.tls ?? !isLoopback(listenHost),
+    workloadRoot,
   };
 }
 

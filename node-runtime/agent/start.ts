@@ -36,6 +36,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     parentLimits: workloadCaps(o.capacity),
     // Its API token is in the state dir; in a pod, the service account's token is readable by any uid.
     maskPaths: [o.stateDir, '/var/run/secrets/kubernetes.io'],
+    ...(o.workloadRoot !== undefined ? { workloadRoot: o.workloadRoot } : {}),
   });
   const t0 = performance.now();
   await engine.start();

@@ -31,6 +31,10 @@ export interface SpawnRequest {
   // With 'mount': absolute paths covered by an empty read-only tmpfs in the new mount namespace
   // (the runtime's own directories); a missing one is skipped.
   maskPaths?: string[];
+  // With 'mount': the directory that becomes the process's root (pivot_root, the runtime's root
+  // detached), before /proc and maskPaths, which are then paths inside it; `file` and `cwd` are
+  // too. A runtime in a container runs workloads on the node's filesystem this way (/host).
+  root?: string;
   exitStatusFile?: string; // where orrery-init records the workload's real exit (README.md)
   // Join these namespaces of a running process instead of creating any (an exec probe entering
   // its replica, like `nsenter -t PID -i -u -n -p -m`). A process cannot enter a pid namespace
@@ -222,6 +226,13 @@ function normalize(req: SpawnRequest): Record<string, unknown> {
     throw new TypeError(
       "SpawnRequest.maskPaths needs 'mount' in namespaces (it would cover the host's paths otherwise)",
     );
+  if (req.root !== undefined) {
+    expectAbsolute('root', req.root);
+    if (!namespaces.includes('mount'))
+      throw new TypeError(
+        "SpawnRequest.root needs 'mount' in namespaces (it would move the runtime's own root)",
+      );
+  }
   const userns = userNamespaceFields(req.userNamespace);
   for (const id of ['uid', 'gid'] as const) {
     const v = req[id];
@@ -242,6 +253,7 @@ function normalize(req: SpawnRequest): Record<string, unknown> {
     v2Dir: req.cgroup?.v2Dir === undefined ? undefined : expectAbsolute('cgroup.v2Dir', req.cgroup.v2Dir),
     procsFiles,
     maskPaths,
+    root: req.root,
     logFile: expectAbsolute('logFile', req.logFile),
     uid: expectId('uid', req.uid),
     gid: expectId('gid', req.gid),

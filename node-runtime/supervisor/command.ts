@@ -2,7 +2,7 @@
  * What the workload is exec'd with: command[0] resolved to an absolute path (the addon execs a
  * path, never searches), and the environment as `K=V` strings.
  */
-import { accessSync, constants, statSync } from 'node:fs';
+import { accessSync, constants, lstatSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { EnvVar, ProcessSpec, WorkloadSpec } from './spec.ts';
 
@@ -24,6 +24,14 @@ function shorten(pathVar: string): string {
   return pathVar.length <= 120 ? pathVar : `${pathVar.slice(0, 117)}...`;
 }
 
+function isSymlink(file: string): boolean {
+  try {
+    return lstatSync(file).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
+
 function isExecutableFile(file: string): boolean {
   try {
     if (!statSync(file).isFile()) return false;
@@ -36,17 +44,31 @@ function isExecutableFile(file: string): boolean {
 
 /**
  * execvp(3) rules: a name with a slash is taken as a path (relative ones against the working
- * directory), otherwise each PATH entry is tried in order; an empty entry means the cwd.
+ * directory), otherwise each PATH entry is tried in order; an empty entry means the cwd. With a
+ * workload `root`, the paths are the process's, inside it (its cwd defaults to `/` there), and
+ * the file is looked for under `root`, where a symlink is taken as found: an absolute target (the
+ * node's /usr/bin/python3 -> /etc/alternatives/...) means a path inside the root, which only the
+ * process's own exec resolves, and which reports it if it is not there.
  */
-export function resolveCommand(command: string, pathVar: string, cwd: string | undefined): string {
+export function resolveCommand(
+  command: string,
+  pathVar: string,
+  cwd: string | undefined,
+  root?: string,
+): string {
+  const base = cwd ?? (root === undefined ? process.cwd() : '/');
+  const found = (file: string) =>
+    root === undefined
+      ? isExecutableFile(file)
+      : isSymlink(path.join(root, file)) || isExecutableFile(path.join(root, file));
   if (command.includes('/')) {
-    const file = path.resolve(cwd ?? process.cwd(), command);
-    if (!isExecutableFile(file)) throw new CommandNotFoundError(command);
+    const file = path.resolve(base, command);
+    if (!found(file)) throw new CommandNotFoundError(command);
     return file;
   }
   for (const dir of pathVar.split(':')) {
-    const file = path.resolve(cwd ?? process.cwd(), dir === '' ? '.' : dir, command);
-    if (isExecutableFile(file)) return file;
+    const file = path.resolve(base, dir === '' ? '.' : dir, command);
+    if (found(file)) return file;
   }
   throw new CommandNotFoundError(command, pathVar);
 }

@@ -20,6 +20,8 @@ export interface ExecTarget {
   path: string;
   cwd?: string;
   user?: { uid: number; gid: number };
+  /** The replica's workload root: the command is looked for there (the probe joins its mount namespace). */
+  root?: string;
 }
 
 export function execInReplica(
@@ -34,7 +36,7 @@ export function execInReplica(
   let req: SpawnRequest;
   try {
     req = {
-      file: resolveCommand(name, target.path, target.cwd),
+      file: resolveCommand(name, target.path, target.cwd, target.root),
       argv: command,
       env: target.env,
       namespaces: [],

@@ -25,6 +25,7 @@ import {
   type EngineEvent,
   effectiveNamespaces,
   type LastExit,
+  type Namespace,
   type ProcessSpec,
   type ProcessState,
   type ProcessStatus,
@@ -55,6 +56,11 @@ export interface ReplicaDeps {
   userRange?: UserRange;
   /** Paths hidden from a replica with a mount namespace (the runtime's own directories). */
   maskPaths?: string[];
+  /**
+   * The root every process of the replica is pivoted into (EngineOptions.workloadRoot): each then
+   * gets a mount namespace, whatever its template asks for.
+   */
+  root?: string;
 }
 
 /** Host uids and gids hostId..hostId+size-1: the replica's user namespace maps its ids 0.. there. */
@@ -398,19 +404,22 @@ export class ReplicaSupervisor {
     slot.livenessFailed = undefined;
     let spawned: { pid: number; pidfd: number; startTime: bigint };
     try {
+      const root = this.#deps.root;
       const file = resolveCommand(
         p.command[0] as string,
         slot.envObject.PATH ?? this.#deps.defaultPath,
         p.workingDir,
+        root,
       );
       const req: SpawnRequest = {
         file,
         argv: [...p.command, ...(p.args ?? [])],
         env: slot.env,
-        namespaces: effectiveNamespaces(this.spec.isolation.namespaces),
+        namespaces: this.#namespaces(),
         cgroup: cgroup.spawnTarget,
         logFile,
       };
+      if (root !== undefined) req.root = root;
       const range = this.#deps.userRange;
       if (range) req.userNamespace = { hostUid: range.hostId, hostGid: range.hostId, size: range.size };
       if (req.namespaces.includes('mount') && this.#deps.maskPaths) req.maskPaths = this.#deps.maskPaths;
@@ -454,6 +463,14 @@ export class ReplicaSupervisor {
     this.#updateReady(p.name);
     this.#persist();
     return true;
+  }
+
+  /** The namespaces its processes get: the template's, with a mount namespace under a workload root. */
+  #namespaces(): Namespace[] {
+    const namespaces = effectiveNamespaces(this.spec.isolation.namespaces);
+    return this.#deps.root !== undefined && !namespaces.includes('mount')
+      ? [...namespaces, 'mount']
+      : namespaces;
   }
 
   #execFailed(slot: Slot, run: number, err: SpawnFailure): void {
@@ -667,11 +684,12 @@ export class ReplicaSupervisor {
       const target: ExecTarget = {
         pidfd: slot.pidfd,
         pid: slot.pid,
-        namespaces: effectiveNamespaces(this.spec.isolation.namespaces),
+        namespaces: this.#namespaces(),
         cgroup: this.#deps.cgroup.spawnTarget,
         env: slot.env,
         path: slot.envObject.PATH ?? this.#deps.defaultPath,
       };
+      if (this.#deps.root !== undefined) target.root = this.#deps.root;
       if (slot.spec.workingDir !== undefined) target.cwd = slot.spec.workingDir;
       // In the replica's namespaces but not its user namespace (a process sharing our memory
       // cannot enter one, setns(2)): as the host ids its user maps to, with no capability.

@@ -107,6 +107,32 @@ test('the mesh proxy runs on every node beside the runtime, in the node network,
   t.deepEqual(container.securityContext.capabilities, { drop: ['ALL'], add: ['NET_BIND_SERVICE'] });
 });
 
+test("the runtime runs workloads on the node's filesystem, and serves its API over TLS", async (t) => {
+  const { kubeconfig } = await orreryCluster();
+  type Pod = {
+    containers: {
+      args: string[];
+      readinessProbe: { httpGet: { scheme?: string } };
+      volumeMounts: { name: string; mountPath: string; mountPropagation?: string }[];
+    }[];
+    volumes: { name: string; hostPath?: { path: string } }[];
+  };
+  const runtime = (
+    (await deployObjects(kubeconfig)).find(
+      (o) => o.kind === 'DaemonSet' && (o.metadata as { name: string }).name === 'orrery-runtime',
+    ) as { spec: { template: { spec: Pod } } } | undefined
+  )?.spec.template.spec;
+  const container = runtime?.containers[0];
+  if (!runtime || !container) return t.fail('no runtime DaemonSet in deploy/');
+  t.true(container.args.includes('--workload-root=/host'));
+  const mount = container.volumeMounts.find((m) => m.mountPath === '/host');
+  t.is(mount?.mountPropagation, 'HostToContainer');
+  t.is(runtime.volumes.find((v) => v.name === mount?.name)?.hostPath?.path, '/');
+  // --listen is the node's address (not loopback): TLS, and the kubelet probes it so.
+  t.true(container.args.some((a) => a.startsWith('--listen=$(HOST_IP):')));
+  t.is(container.readinessProbe.httpGet.scheme, 'HTTPS');
+});
+
 test("the proxy's account reads Services and EndpointSlices, writes its own Lease, and nothing else", async (t) => {
   const { kubeconfig } = await orreryCluster();
   await systemNamespace(kubeconfig);

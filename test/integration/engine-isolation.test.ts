@@ -13,6 +13,7 @@ import {
   waitFor,
   workloadDir,
 } from '../helpers/engine-harness.ts';
+import { minimalRoot } from '../helpers/workload-root.ts';
 
 test('a daemonized grandchild does not survive stop: nothing of the cgroup is left alive', async (t) => {
   const h = await harness(t);
@@ -354,4 +355,37 @@ test('a replica cannot raise its own cgroup limits: the cgroup stays the runtime
   t.regex(log, /Permission denied/);
   t.is((await readFile(own, 'utf8')).trim(), '50');
   t.is((await readFile(pidsMax, 'utf8')).trim(), '50');
+});
+
+test("a workload root: the replica is pivoted into it, with a mount namespace it did not ask for; the runtime's root is gone", async (t) => {
+  const base = await harness(t); // only for its directories
+  const root = await minimalRoot(base.root);
+  const h = await harness(t, { workloadRoot: root });
+  const script = 'cat /root-marker; echo /*; test -e /etc/hostname && echo runtime-root-visible; echo pid=$$';
+  // No namespaces asked for: the workload root brings a mount namespace of its own.
+  const plain = replica([{ restart: 'temporary', command: ['sh', '-c', script] }], {
+    isolation: { namespaces: [] },
+  });
+  // With a pid namespace: /proc is mounted in the new root, and orrery-init (by descriptor) runs there.
+  const withPid = replica([{ restart: 'temporary', command: ['sh', '-c', script] }], {
+    isolation: { namespaces: ['pid'] },
+  });
+  for (const spec of [plain, withPid]) {
+    await h.rt.run(spec);
+    await waitFor(() => h.rt.status(spec.id).phase !== 'Running', 10_000, 'the script to finish');
+    t.is(
+      h.rt.status(spec.id).phase,
+      'Succeeded',
+      JSON.stringify(h.rt.status(spec.id).processes[0]?.lastExit),
+    );
+  }
+  const plainLog = await readLog(h, plain.id, 'p0');
+  t.regex(plainLog, /^the node root\n\/dev \/lib\S* .*\/proc \/root-marker \/usr\n/);
+  t.notRegex(plainLog, /runtime-root-visible/);
+  t.is(await readLog(h, withPid.id, 'p0'), `the node root\n${plainLog.split('\n')[1]}\npid=2\n`);
+  // A command the root does not have is not found, though the runtime's own root has it.
+  const missing = replica([{ restart: 'temporary', command: ['python3', '-c', 'pass'] }]);
+  const failed = await h.rt.run(missing);
+  t.is(failed.phase, 'Failed');
+  t.regex(failed.processes[0]?.lastExit?.message ?? '', /ENOENT python3 \(not in PATH/);
 });

@@ -12,6 +12,7 @@ import {
   spawn,
   watchExit,
 } from '../../node-runtime/native/index.ts';
+import { minimalRoot, ROOT_MARKER } from '../helpers/workload-root.ts';
 import { runNative, tempDir } from './fixtures/native-run.ts';
 
 const isolated = ['pid', 'mount', 'uts', 'ipc'] as const;
@@ -278,4 +279,47 @@ test('an exit status file that cannot be created fails the spawn with its step a
     }
   });
   t.deepEqual(left, []);
+});
+
+test('root: the process is pivoted into it with a fresh /proc, and orrery-init still records its exit', async (t) => {
+  const root = await minimalRoot(tempDir(t, 'orrery-native-root-'));
+  const { exited, log, exitStatusFile } = run(t, {
+    file: '/usr/bin/sh',
+    // No user namespace: the status file's path is the runtime's, which the root does not have,
+    // so the parent makes it before the clone rather than the child after the pivot.
+    argv: ['sh', '-c', 'cat /root-marker; echo /*; echo pid=$$; exit 7'],
+    root,
+  });
+  t.deepEqual(await exited, { code: 7, signal: null });
+  t.is(log(), `${ROOT_MARKER}\n/dev /lib /lib64 /proc /root-marker /usr\npid=2\n`);
+  t.deepEqual(readExitStatusFile(exitStatusFile), { code: 7, signal: null });
+});
+
+test('root is refused without a mount namespace, and must be absolute', (t) => {
+  t.throws(
+    () =>
+      spawn({
+        file: '/bin/true',
+        argv: ['true'],
+        env: [],
+        namespaces: [],
+        logFile: '/dev/null',
+        root: '/tmp',
+      }),
+    {
+      message: "SpawnRequest.root needs 'mount' in namespaces (it would move the runtime's own root)",
+    },
+  );
+  t.throws(
+    () =>
+      spawn({
+        file: '/bin/true',
+        argv: ['true'],
+        env: [],
+        namespaces: ['mount'],
+        logFile: '/dev/null',
+        root: 'tmp',
+      }),
+    { message: /SpawnRequest.root must be an absolute path/ },
+  );
 });

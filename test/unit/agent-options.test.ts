@@ -32,3 +32,11 @@ test('the API is plain HTTP on loopback and TLS on any other address, unless tol
   t.false(tls('10.0.0.5:7777', false), '--no-tls');
   t.true(tls('127.0.0.1:0', true), '--tls');
 });
+
+test('workloadRoot is an absolute path, named when it is not', (t) => {
+  t.is(normalizeAgentOptions({ hostName: 'h', stateDir: '/s', workloadRoot: '/host' }).workloadRoot, '/host');
+  t.is(normalizeAgentOptions({ hostName: 'h', stateDir: '/s' }).workloadRoot, undefined);
+  t.throws(() => normalizeAgentOptions({ hostName: 'h', stateDir: '/s', workloadRoot: 'host' }), {
+    message: /workloadRoot must be an absolute path/,
+  });
+});

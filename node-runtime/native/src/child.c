@@ -59,15 +59,31 @@ static void join_cgroups(const struct orrery_spawn_plan *plan) {
   }
 }
 
+/* The workload root (a runtime in a container runs workloads on the node's filesystem, mounted at
+ * /host): runc's pivot_root(".", "."), so that the runtime's own root is detached, not just out of
+ * sight as after a chroot. The root is bound onto itself first, recursively (its submounts come
+ * along): pivot_root(2) wants a mount point. A new /proc goes in before the pivot, while the
+ * runtime's /proc is still visible: in a user namespace the kernel mounts proc only where one is
+ * fully visible already (proc(5), "mnt_already_visible"). */
 static void setup_mounts(const struct orrery_spawn_plan *plan) {
   /* mount --make-rprivate /: the new mount namespace starts with shared propagation on
    * systemd hosts; without this our /proc would propagate back to the host (mount_namespaces(7)). */
   if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail(plan, STEP_MOUNT_PRIVATE, errno, 0);
   ORRERY_TRACE(TR_MOUNT_PRIVATE);
+  if (plan->root) {
+    if (mount(plan->root, plan->root, NULL, MS_BIND | MS_REC, NULL) < 0) fail(plan, STEP_ROOT, errno, 0);
+    if (chdir(plan->root) < 0) fail(plan, STEP_ROOT, errno, 1);
+  }
   if (plan->mount_proc &&
-      mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+      mount("proc", plan->root ? "proc" : "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
     fail(plan, STEP_MOUNT_PROC, errno, 0);
   ORRERY_TRACE(TR_MOUNT_PROC);
+  if (plan->root) {
+    if (syscall(SYS_pivot_root, ".", ".") < 0) fail(plan, STEP_ROOT, errno, 2);
+    /* The old root is now stacked on the new one at "/": detach it and everything under it. */
+    if (umount2(".", MNT_DETACH) < 0) fail(plan, STEP_ROOT, errno, 3);
+    if (chdir("/") < 0) fail(plan, STEP_ROOT, errno, 4);
+  }
   /* The runtime's own directories (and a pod's service account token) under an empty read-only
    * tmpfs, as runc masks paths: its mode keeps them closed already, this keeps them unseen. A path
    * that does not exist, or that the workload's ids cannot reach (EACCES on a directory above it),

@@ -44,7 +44,7 @@ struct spawn_job {
   struct orrery_spawn_result res;
   int rc;
   int own_join_pidfd; /* spawnAsync's dup of req.join_pidfd, or -1 */
-  char *file, *cwd, *hostname, *log_path, *init_path, *v2_dir, *status_file;
+  char *file, *cwd, *hostname, *log_path, *init_path, *v2_dir, *status_file, *root;
   char **argv, **envv, **namespaces, **procs, **join_ns, **mask;
 };
 
@@ -58,6 +58,7 @@ static void free_job(struct spawn_job *job) {
   free(job->init_path);
   free(job->v2_dir);
   free(job->status_file);
+  free(job->root);
   js_free_strv(job->argv);
   js_free_strv(job->envv);
   js_free_strv(job->namespaces);
@@ -83,6 +84,7 @@ static struct spawn_job *parse_job(napi_env env, napi_value obj) {
       js_opt_string_prop(env, obj, "initPath", &job->init_path) < 0 ||
       js_opt_string_prop(env, obj, "v2Dir", &job->v2_dir) < 0 ||
       js_opt_string_prop(env, obj, "exitStatusFile", &job->status_file) < 0 ||
+      js_opt_string_prop(env, obj, "root", &job->root) < 0 ||
       js_string_array_prop(env, obj, "argv", &job->argv, NULL) < 0 ||
       js_string_array_prop(env, obj, "env", &job->envv, NULL) < 0 ||
       js_string_array_prop(env, obj, "namespaces", &job->namespaces, &n_ns) < 0 ||
@@ -124,6 +126,7 @@ static struct spawn_job *parse_job(napi_env env, napi_value obj) {
   req->v2_dir = job->v2_dir;
   req->procs_files = job->procs;
   req->mask_paths = job->mask;
+  req->root = job->root;
   req->n_procs_files = n_procs;
   req->exit_status_file = job->status_file;
   if (js_opt_int_prop(env, obj, "joinPidfd", &has, &v) < 0) goto fail;

@@ -35,6 +35,7 @@ enum orrery_step {
   STEP_USERNS,           /* waiting for the parent's uid/gid maps, becoming root of the user ns */
   STEP_RLIMIT,           /* setting the replica's resource limits */
   STEP_MASK,             /* covering a path the workload must not see (maskPaths) */
+  STEP_ROOT,             /* pivoting into the workload root (root); index says which call */
   STEP__COUNT
 };
 

@@ -45,6 +45,7 @@ static const char *const step_names[STEP__COUNT] = {
     [STEP_USERNS] = "userns",
     [STEP_RLIMIT] = "rlimit",
     [STEP_MASK] = "mask",
+    [STEP_ROOT] = "root",
 };
 
 static int fail(struct orrery_spawn_result *res, const char *step, int err, const char *path) {
@@ -209,6 +210,7 @@ static int await_exec(const struct orrery_spawn_request *req, struct orrery_spaw
   case STEP_EXIT_STATUS_FILE: path = req->exit_status_file; break;
   case STEP_CHDIR: path = req->cwd; break;
   case STEP_MASK: path = req->mask_paths ? req->mask_paths[rec.index] : NULL; break;
+  case STEP_ROOT: path = req->root; break;
   case STEP_CGROUP_PROCS:
     path = rec.index == child->v2_procs_index ? req->v2_dir
            : (rec.index >= 0 && rec.index < req->n_procs_files) ? req->procs_files[rec.index]
@@ -255,11 +257,12 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
   /* The exit status file is orrery-init's: without init there is none. A fresh, empty file, so a
    * stale record from a previous run can never be mistaken for this one. Unlink + O_EXCL rather
    * than O_TRUNC: ext4 (auto_da_alloc) flushes a truncated file's data on close, and that on
-   * every spawn (README.md). The child creates it (spawn.h, status_path) unless it drops privileges before
-   * it could, has a user namespace (its host uid may not write there) or masks paths (the file's
-   * directory may be one): then it must exist, owned by us, before the clone. */
+   * every spawn (README.md). The child creates it (spawn.h, status_path) unless it drops
+   * privileges before it could, has a user namespace (its host uid may not write there), masks
+   * paths (the file's directory may be one) or pivots into a workload root (where the path names
+   * another file): then it must exist, owned by us, before the clone. */
   int child_creates_status = req->init && req->exit_status_file && !req->has_uid && !req->has_gid &&
-                             !req->userns && !(req->mask_paths && req->mask_paths[0]);
+                             !req->userns && !(req->mask_paths && req->mask_paths[0]) && !req->root;
   if (req->init && req->exit_status_file && !child_creates_status) {
     if (unlink(req->exit_status_file) < 0 && errno != ENOENT) {
       rc = fail(res, "exit-status-file", errno, req->exit_status_file);
@@ -319,6 +322,7 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
   plan.mount_proc = (req->ns_flags & CLONE_NEWNS) && (req->ns_flags & CLONE_NEWPID);
   plan.loopback = (req->ns_flags & CLONE_NEWNET) != 0;
   plan.mask_paths = req->mask_paths;
+  plan.root = req->root;
   plan.has_uid = req->has_uid;
   plan.has_gid = req->has_gid;
   plan.uid = req->uid;

@@ -22,6 +22,7 @@ struct orrery_spawn_plan {
   uint64_t ns_flags; /* CLONE_NEW* */
   int mount_proc;    /* mount + pid namespace: fresh /proc for the new pid namespace */
   char *const *mask_paths; /* mount namespace: each covered by an empty read-only tmpfs */
+  const char *root;        /* mount namespace: the root to pivot into (NULL: keep the runtime's) */
   int loopback;      /* net namespace: bring lo up */
 
   /* cgroup.procs files (v1, and v2 when CLONE_INTO_CGROUP is not used) opened by the parent; the

@@ -21,6 +21,7 @@ struct orrery_spawn_request {
   char **procs_files;
   int n_procs_files;
   char **mask_paths; /* NULL-terminated: hidden under an empty read-only tmpfs (mount namespace only) */
+  const char *root;  /* NULL: the runtime's root; else pivot_root into it (mount namespace only) */
   int has_uid, has_gid;
   uid_t uid;
   gid_t gid;
