@@ -1,5 +1,6 @@
 // Orrery on a real Kubernetes cluster (kind): hack/kind-e2e.sh builds the image, creates the
-// cluster, installs deploy/ and runs examples/hello.yaml to Running. It needs a Docker engine and
+// cluster, installs deploy/, runs examples/hello.yaml to Running, and requests examples/web.yaml
+// through its Service's virtual IP on the node. It needs a Docker engine and
 // the kind binary; where either is missing the test is skipped and says why.
 //
 // Everything here is spawned asynchronously: a synchronous spawn would block the worker's event
@@ -90,23 +91,27 @@ async function missing(): Promise<string | undefined> {
 
 const reason = await missing();
 
-test.runIf(runs(reason, 'kind e2e'))('kubectl apply -k deploy/ on kind runs hello to Running', async (t) => {
-  t.timeout(KIND_TIMEOUT_MS + CLEANUP_GRACE_MS + 60_000, 'hack/kind-e2e.sh and its cleanup');
-  let stop: (() => void) | undefined;
-  let done = false;
-  // Should the test end any other way (ava's timeout included), nothing of the script runs on.
-  t.teardown(() => {
-    if (!done) stop?.();
-  });
-  const result = await run('bash', ['hack/kind-e2e.sh'], {
-    timeoutMs: KIND_TIMEOUT_MS,
-    graceMs: CLEANUP_GRACE_MS,
-    onStart: (kill) => {
-      stop = kill;
-    },
-  });
-  done = true;
-  t.log(tail(result.stdout, 20));
-  t.false(result.timedOut, `hack/kind-e2e.sh still running after ${KIND_TIMEOUT_MS / 60_000} minutes`);
-  t.is(result.code, 0, tail(result.stderr, 40));
-});
+test.runIf(runs(reason, 'kind e2e'))(
+  'kubectl apply -k deploy/ on kind runs hello to Running and serves web through its Service',
+  async (t) => {
+    t.timeout(KIND_TIMEOUT_MS + CLEANUP_GRACE_MS + 60_000, 'hack/kind-e2e.sh and its cleanup');
+    let stop: (() => void) | undefined;
+    let done = false;
+    // Should the test end any other way (ava's timeout included), nothing of the script runs on.
+    t.teardown(() => {
+      if (!done) stop?.();
+    });
+    const result = await run('bash', ['hack/kind-e2e.sh'], {
+      timeoutMs: KIND_TIMEOUT_MS,
+      graceMs: CLEANUP_GRACE_MS,
+      onStart: (kill) => {
+        stop = kill;
+      },
+    });
+    done = true;
+    t.log(tail(result.stdout, 20));
+    t.false(result.timedOut, `hack/kind-e2e.sh still running after ${KIND_TIMEOUT_MS / 60_000} minutes`);
+    t.is(result.code, 0, tail(result.stderr, 40));
+    t.regex(result.stdout, /^web answered: hello from /m);
+  },
+);
