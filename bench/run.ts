@@ -24,6 +24,7 @@ const ORDER = [
   'reconcile',
   'bpf',
   'mesh',
+  'autoscale',
   'runtime-footprint',
   'startup',
   'e2e',
