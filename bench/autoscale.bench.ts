@@ -92,7 +92,6 @@ async function measure(replicas: number): Promise<{ rounds: number[]; runMs: num
         inst.history.decide(now, current, rec.desired, {
           minReplicas: 1,
           maxReplicas: 10,
-          cpuUtilization: 50,
         });
         if (rec.utilization !== undefined) decided++;
       }

@@ -59,3 +59,9 @@ export const PROXY_NAMESPACE_ANNOTATION = 'orrery.dev/proxy-namespace';
  * them into each Service's status.ejectedEndpoints.
  */
 export const PROXY_EJECTED_ANNOTATION = 'orrery.dev/proxy-ejected';
+/**
+ * On a proxy's Lease: the URL of its /metrics (per-endpoint request counters), absent when it
+ * listens on a wildcard address (no one address to give). The autoscaler reads requests per
+ * second per replica there.
+ */
+export const PROXY_METRICS_ANNOTATION = 'orrery.dev/proxy-metrics';

@@ -52,7 +52,7 @@ export interface InstanceSpec {
     maxSurge: number;
   };
   /**
-   * Scale spec.replicas between minReplicas and maxReplicas to keep CPU utilisation near the target (needs resources.cpu).
+   * Scale spec.replicas between minReplicas and maxReplicas to keep CPU utilisation (needs resources.cpu) and/or requests per second per replica (from the mesh proxies) near their targets; with both, the larger count wins, as with an HPA of two metrics. Without either, CPU at 70 %.
    */
   autoscale?: {
     /**
@@ -64,9 +64,13 @@ export interface InstanceSpec {
      */
     maxReplicas: number;
     /**
-     * Target average CPU use as a percentage of resources.cpu.
+     * Target average CPU use as a percentage of resources.cpu (70 when neither target is given).
      */
-    cpuUtilization: number;
+    cpuUtilization?: number;
+    /**
+     * Target average HTTP requests per second per replica, as counted by the mesh proxies (every try sent to the replica through an http Service port).
+     */
+    requestsPerSecond?: number;
     /**
      * How fast the count may change (the HPA's behavior); the rates are the HPA's defaults.
      */
@@ -519,6 +523,14 @@ export interface InstanceStatus {
      * Average CPU of the ready replicas, percent of resources.cpu.
      */
     currentCPUUtilizationPercentage?: number;
+    /**
+     * Current and target requests per second per replica: 12/10.
+     */
+    requestsPerSecond?: string;
+    /**
+     * Average requests per second of the ready replicas, through the mesh proxies.
+     */
+    currentRequestsPerSecond?: number;
     /**
      * The count the autoscaler last asked for.
      */

@@ -14,6 +14,7 @@ import {
   ENDPOINT_SLICE_MANAGER,
   MANAGED_BY_LABEL,
   PROXY_EJECTED_ANNOTATION,
+  PROXY_METRICS_ANNOTATION,
   PROXY_NAMESPACE_ANNOTATION,
   PROXY_SERVES_ANNOTATION,
   proxyLeaseName,
@@ -253,6 +254,8 @@ export async function startProxy(opts: ProxyOptions): Promise<MeshProxy> {
   }
   const { server, url } = listening;
   log.info({ url }, 'serving /metrics and /healthz');
+  // What the autoscaler may scrape: not a wildcard address, which names no one place.
+  const reachableMetrics = /^http:\/\/(0\.0\.0\.0|\[::\]):/.test(url) ? undefined : url;
   feed?.start();
 
   services.addHandlers({
@@ -334,6 +337,7 @@ export async function startProxy(opts: ProxyOptions): Promise<MeshProxy> {
           [PROXY_SERVES_ANNOTATION]: SERVED_PROTOCOLS.join(','),
           [PROXY_EJECTED_ANNOTATION]: announcedEjected,
           ...(opts.namespace ? { [PROXY_NAMESPACE_ANNOTATION]: opts.namespace } : {}),
+          ...(reachableMetrics ? { [PROXY_METRICS_ANNOTATION]: `${reachableMetrics}/metrics` } : {}),
         };
       },
       log,

@@ -38,8 +38,6 @@ export interface ReplicaSample {
 export interface AutoscaleSpec {
   minReplicas: number;
   maxReplicas: number;
-  /** Target average CPU, percent of the request. */
-  cpuUtilization: number;
   scaleDownStabilizationSeconds?: number | undefined;
   scaleUpStabilizationSeconds?: number | undefined;
 }
@@ -47,7 +45,7 @@ export interface AutoscaleSpec {
 export interface Recommendation {
   /** The replica count this round asks for (before stabilisation and rate limits). */
   desired: number;
-  /** Average utilisation of the ready replicas with a sample, percent; undefined with none. */
+  /** The metric's average over the ready replicas with a sample (CPU: percent of the request); undefined with none. */
   utilization: number | undefined;
   /** Why nothing changed, or how the count was reached (for Events and conditions). */
   reason: string;
@@ -61,29 +59,62 @@ export function recommend(
   target: number,
   tolerance = DEFAULT_TOLERANCE,
 ): Recommendation {
-  const measured = samples.filter((s) => s.ready && s.cpuMillis !== undefined);
+  // Utilisation is the average of each replica's use as a percentage of its request.
+  const perReplica = samples.map((s) => ({
+    ready: s.ready,
+    value: s.cpuMillis === undefined ? undefined : (s.cpuMillis * 100) / requestMillis,
+  }));
+  return recommendAverage(current, perReplica, target, { unit: '%', what: 'a CPU sample' }, tolerance);
+}
+
+/** One replica's value of a metric averaged over the replicas (CPU %, requests/s). */
+export interface MetricSample {
+  ready: boolean;
+  /** undefined: no sample (yet). */
+  value: number | undefined;
+}
+
+/**
+ * Step 1 for any metric whose target is an average per replica (the HPA's resource utilisation
+ * and its Pods metrics with an AverageValue target): ratio = average / target, within the
+ * tolerance no change; replicas without a sample or not ready assumed conservatively, as the HPA
+ * does (at 0 when scaling up, at the target when scaling down, not ready ones left out then).
+ */
+export function recommendAverage(
+  current: number,
+  samples: readonly MetricSample[],
+  target: number,
+  units: { unit: string; what: string },
+  tolerance = DEFAULT_TOLERANCE,
+): Recommendation {
+  const { unit } = units;
+  const measured = samples.filter((s) => s.ready && s.value !== undefined);
   if (measured.length === 0)
-    return { desired: current, utilization: undefined, reason: 'no ready replica has a CPU sample yet' };
-  const used = measured.reduce((sum, s) => sum + (s.cpuMillis as number), 0);
-  const utilization = (used * 100) / (requestMillis * measured.length);
+    return { desired: current, utilization: undefined, reason: `no ready replica has ${units.what} yet` };
+  const used = measured.reduce((sum, s) => sum + (s.value as number), 0);
+  const utilization = used / measured.length;
   const ratio = utilization / target;
-  const missing = samples.filter((s) => s.ready && s.cpuMillis === undefined).length;
+  const missing = samples.filter((s) => s.ready && s.value === undefined).length;
   const unready = samples.filter((s) => !s.ready).length;
   if (missing === 0 && unready === 0) {
     if (Math.abs(ratio - 1) <= tolerance)
       return {
         desired: current,
         utilization,
-        reason: `within tolerance (${fmt(utilization)}% of ${target}%)`,
+        reason: `within tolerance (${fmt(utilization)}${unit} of ${target}${unit})`,
       };
     return {
       desired: Math.ceil(ratio * measured.length),
       utilization,
-      reason: `${fmt(utilization)}% over ${measured.length} replicas, target ${target}%`,
+      reason: `${fmt(utilization)}${unit} over ${measured.length} replicas, target ${target}${unit}`,
     };
   }
   if (Math.abs(ratio - 1) <= tolerance)
-    return { desired: current, utilization, reason: `within tolerance (${fmt(utilization)}% of ${target}%)` };
+    return {
+      desired: current,
+      utilization,
+      reason: `within tolerance (${fmt(utilization)}${unit} of ${target}${unit})`,
+    };
   // The HPA's conservative assumptions for the replicas it cannot measure.
   let assumedUsed = used;
   let counted = measured.length;
@@ -92,10 +123,10 @@ export function recommend(
     counted += missing + unready;
   } else {
     // Scaling down: missing replicas as if exactly at the target; not-ready ones left out.
-    assumedUsed += (missing * requestMillis * target) / 100;
+    assumedUsed += missing * target;
     counted += missing;
   }
-  const newRatio = (assumedUsed * 100) / (requestMillis * counted) / target;
+  const newRatio = assumedUsed / counted / target;
   if (Math.abs(newRatio - 1) <= tolerance || ratio > 1 !== newRatio > 1)
     return {
       desired: current,
@@ -105,7 +136,7 @@ export function recommend(
   return {
     desired: Math.ceil(newRatio * counted),
     utilization,
-    reason: `${fmt(utilization)}% over ${measured.length} measured of ${counted} counted, target ${target}%`,
+    reason: `${fmt(utilization)}${unit} over ${measured.length} measured of ${counted} counted, target ${target}${unit}`,
   };
 }
 

@@ -1,9 +1,13 @@
 // The autoscaler (operator/autoscale/) on a real runtime: an Instance whose replicas burn their
 // whole CPU limit scales up from 1 within the bounds, holds at max, and once the load is gone
 // scales down after its (shortened) stabilisation window; status, the CPU column and Events say
-// what it did; `kubectl scale` is overridden at the next period, as by an HPA.
+// what it did; `kubectl scale` is overridden at the next period, as by an HPA. And on requests per
+// second per replica, counted by a real mesh proxy carrying real requests.
 import test from 'ava';
+import { stringify } from 'yaml';
 import type { Instance } from '../../crds/types.ts';
+import { loadKubeConfig } from '../../kube/index.ts';
+import { startProxy } from '../../mesh/proxy.ts';
 import { e2e, instanceYaml } from '../helpers/e2e.ts';
 import { eventually } from '../helpers/wait.ts';
 
@@ -116,4 +120,104 @@ test('autoscale without resources.cpu: a Warning Event and status say why, and n
   ]);
   t.regex(events, /resources\.cpu/);
   t.is((await env.instances.get('idle', { namespace: env.ns })).spec.replicas, 2);
+});
+
+test('autoscale on requests per second through the mesh: load scales up to max, none scales down; no CPU needed', async (t) => {
+  const env = await e2e(t, { hosts: 1, operator: 'none' });
+  await env.startOperator({ autoscaleSyncMs: 2000 });
+  const server = `require('node:http').createServer((req, res) => res.end('ok\\n')).listen(Number(process.env.ORRERY_PORT_HTTP), '127.0.0.1');`;
+  await env.kubectl(
+    ['apply', '-f', '-'],
+    instanceYaml('api', 1, ['node', '-e', server], {
+      template: {
+        processes: [
+          {
+            name: 'main',
+            command: ['node', '-e', server],
+            ports: [{ name: 'http', protocol: 'http' }],
+            readinessProbe: { http: { path: '/', port: 'http' }, periodSeconds: 1 },
+          },
+        ],
+      } as unknown as Partial<Instance['spec']['template']>,
+      spec: {
+        autoscale: {
+          minReplicas: 1,
+          maxReplicas: 3,
+          requestsPerSecond: 5,
+          behavior: { scaleDown: { stabilizationWindowSeconds: 6 } },
+        },
+      } as Partial<Instance['spec']>,
+    }),
+  );
+  await env.kubectl(
+    ['apply', '-f', '-'],
+    stringify({
+      apiVersion: 'orrery.dev/v1alpha1',
+      kind: 'Service',
+      metadata: { name: 'api' },
+      spec: {
+        selector: { app: 'api' },
+        ports: [{ name: 'http', port: 80, targetPort: 'http', protocol: 'http' }],
+      },
+    }),
+  );
+  // The host's mesh proxy, publishing its metrics on its Lease for the autoscaler.
+  const proxy = await startProxy({
+    kubeConfig: loadKubeConfig({ kubeconfig: env.kubeconfig }),
+    namespace: env.ns,
+    name: `rps-${env.id}`,
+  });
+  t.teardown(() => proxy.stop({ drainTimeoutMs: 0 }));
+  const vip = await eventually('the Service served with a ready endpoint', async () => {
+    const svc = JSON.parse(await env.kubectl(['get', 'osvc', 'api', '-o', 'json'])).status?.virtualIP as
+      | string
+      | undefined;
+    return proxy.ports().some((p) => p.listening && p.ready >= 1) && svc;
+  });
+  // About 40 requests a second, one after another, until told to stop (bounded: 90 s, 4,000).
+  let loading = true;
+  let sent = 0;
+  const load = (async () => {
+    const until = Date.now() + 90_000;
+    while (loading && Date.now() < until && sent < 4000) {
+      await fetch(`http://${vip}/`)
+        .then((r) => r.text())
+        .catch(() => '');
+      sent++;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  })();
+  t.teardown(() => {
+    loading = false;
+  });
+  const instance = () => env.instances.get('api', { namespace: env.ns });
+  const up = await eventually(
+    'scaled up to 3 on requests per second',
+    async () => {
+      const i = await instance();
+      return i.spec.replicas === 3 && i;
+    },
+    { timeoutMs: 45_000, intervalMs: 200 },
+  );
+  t.regex(up.status?.autoscale?.requestsPerSecond ?? '', /^\d+(\.\d)?\/5$/);
+  t.is(up.status?.autoscale?.cpu, undefined, 'no CPU target: no CPU metric (and no resources.cpu needed)');
+  t.regex(await env.kubectl(['get', 'inst', 'api', '-o', 'wide']), /RPS[\s\S]*\d+(\.\d)?\/5/);
+  const events = await env.kubectl([
+    'get',
+    'events',
+    '--field-selector',
+    'involvedObject.name=api,reason=SuccessfulRescale',
+    '-o',
+    'jsonpath={.items[*].message}',
+  ]);
+  t.regex(events, /New size: \d; reason: \d+(\.\d)? requests\/s per replica, target 5/);
+
+  loading = false;
+  await load;
+  t.log(`${sent} requests sent`);
+  await eventually('scaled down to 1 with no requests', async () => (await instance()).spec.replicas === 1, {
+    timeoutMs: 60_000,
+    intervalMs: 200,
+  });
+  t.regex((await instance()).status?.autoscale?.requestsPerSecond ?? '', /^0(\.0)?\/5$/);
 });

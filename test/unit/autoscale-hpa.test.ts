@@ -45,7 +45,7 @@ test('scaling down: replicas without a sample count at the target, not-ready one
   t.is(recommend(3, samples, 1000, 50).desired, 1);
 });
 
-const spec: AutoscaleSpec = { minReplicas: 1, maxReplicas: 10, cpuUtilization: 50 };
+const spec: AutoscaleSpec = { minReplicas: 1, maxReplicas: 10 };
 
 test('scale-down waits for the stabilisation window: the highest recommendation of the window wins', (t) => {
   const h = new ScaleHistory();
@@ -78,7 +78,7 @@ test('scale-up rate: at most max(4, 100 %) more per 15 s, counted from the start
 
 test('min and max always hold', (t) => {
   const h = new ScaleHistory();
-  const bounded = { minReplicas: 2, maxReplicas: 3, cpuUtilization: 50 };
+  const bounded = { minReplicas: 2, maxReplicas: 3 };
   const up = h.decide(0, 3, 8, bounded);
   t.is(up.replicas, 3);
   t.regex(up.limitedBy ?? '', /maxReplicas/);
