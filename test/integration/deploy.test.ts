@@ -94,6 +94,13 @@ test('the mesh proxy runs on every node beside the runtime, in the node network,
   if (!container) return t.fail('no proxy container');
   t.is(container.args[0], 'proxy');
   t.true(container.args.includes('--name=$(NODE_NAME)'));
+  // The same-host fast path: its node's runtime, over TLS, with the shared token when it exists.
+  t.true(container.args.includes('--runtime=https://$(HOST_IP):7777'));
+  t.true(container.args.includes('--runtime-token-file=/var/run/orrery-runtime/token'));
+  const tokenVolume = (
+    proxy as unknown as { volumes: { name: string; secret?: { secretName: string; optional?: boolean } }[] }
+  ).volumes.find((v) => v.secret?.secretName === 'orrery-runtime-token');
+  t.true(tokenVolume?.secret?.optional, 'without the Secret the proxy still starts');
   const metrics = container.args.find((a) => a.startsWith('--metrics-listen='));
   t.is(
     metrics,
