@@ -22,6 +22,7 @@ import { CgroupManager, detectCgroupLayout } from '../node-runtime/cgroups/index
 import { Engine } from '../node-runtime/index.ts';
 import { recommend, ScaleHistory } from '../operator/autoscale/hpa.ts';
 import { scrapeHost, UsageTracker } from '../operator/autoscale/usage.ts';
+import { median } from './stats.ts';
 
 const REPLICAS = 1000;
 const PER_INSTANCE = 4;
@@ -119,11 +120,6 @@ async function measure(replicas: number): Promise<{ rounds: number[]; runMs: num
     await rm(root, { recursive: true, force: true });
   }
 }
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] as number;
-};
 
 export default async function autoscaleBench(): Promise<{ title: string; markdown: string }> {
   const small = await measure(10);
