@@ -16,7 +16,7 @@ import { assertSafeName } from '../cgroups/names.ts';
 import { runBase, runFiles } from './files.ts';
 import { followRun } from './follow.ts';
 import { copyTruncate, type Rotation } from './rotate.ts';
-import { readRun, tailLines, tailStart } from './tail.ts';
+import { liveSize, readRun, tailLines, tailStart } from './tail.ts';
 
 const { O_WRONLY, O_CREAT, O_EXCL, O_APPEND, O_NOFOLLOW } = constants;
 
@@ -283,7 +283,8 @@ export class LogStore {
   async *read(replicaId: string, processName: string, options: TailOptions = {}): AsyncGenerator<Buffer> {
     assertCount(options.lines, 'options.lines', 0);
     const files = runFiles(this.#base(replicaId, processName, options.previous === true), this.maxFiles);
-    yield* readRun(files, await tailStart(files, options.lines));
+    const end = await liveSize(files);
+    yield* readRun(files, await tailStart(files, options.lines, end), end);
   }
 
   /** History (`lines`, or the whole run), then new data as it is appended, until `signal` aborts. */

@@ -95,14 +95,29 @@ export async function* readRun(files: string[], from: RunPosition, liveEnd?: num
   }
 }
 
+/**
+ * The size of the live file (`files[0]`) now; 0 when there is none. A read of the last N lines
+ * ends there, where it counted them: a writer appending meanwhile adds nothing to it (tail(1)'s
+ * "last N lines as of the call").
+ */
+export async function liveSize(files: string[]): Promise<number> {
+  const handle = await openLogForRead(files[0] as string);
+  if (handle === null) return 0;
+  try {
+    return (await handle.stat()).size;
+  } finally {
+    await handle.close();
+  }
+}
+
 /** The last `lines` lines of a run as one string: for small reads (tests, tools); the HTTP API streams readRun(). */
 export async function tailLines(
   files: string[],
   lines: number | undefined,
   liveEnd?: number,
 ): Promise<string> {
+  const end = liveEnd ?? (await liveSize(files));
   const chunks: Buffer[] = [];
-  for await (const chunk of readRun(files, await tailStart(files, lines, liveEnd), liveEnd))
-    chunks.push(chunk);
+  for await (const chunk of readRun(files, await tailStart(files, lines, end), end)) chunks.push(chunk);
   return Buffer.concat(chunks).toString('utf8');
 }
