@@ -25,6 +25,7 @@ const ORDER = [
   'bpf',
   'mesh',
   'autoscale',
+  'tui',
   'runtime-footprint',
   'startup',
   'e2e',
