@@ -1,5 +1,4 @@
 // The runtime's HTTP API over real sockets, and status write coalescing under a restart storm.
-import { execFile } from 'node:child_process';
 import path from 'node:path';
 import test from 'ava';
 import {
@@ -8,6 +7,7 @@ import {
   inProcessAgent,
   kubeForTests,
   replicaObject,
+  runOrrery,
   testNamespace,
   waitFor,
 } from '../helpers/agent-harness.ts';
@@ -18,16 +18,7 @@ test.before(async () => {
 
 const main = path.join(import.meta.dirname, 'fixtures', 'agent-main.ts');
 
-function orreryCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [main, ...args],
-      { encoding: 'utf8', timeout: 60_000, env: { ...process.env, ORRERY_RUNTIME_TOKEN: '' } },
-      (err, stdout, stderr) => resolve({ code: err ? ((err.code as number) ?? 1) : 0, stdout, stderr }),
-    );
-  });
-}
+const orreryCli = (args: string[]) => runOrrery(args, main);
 
 function metricValue(text: string, name: string, labels = ''): number {
   let sum = 0;

@@ -1,9 +1,7 @@
 // The runtime's HTTP API over TLS (issue 15, item 6): a certificate made at each start, published in
 // the Host's status, and trusted by clients for that host alone. Real agent, real sockets, the real
 // API server; `orrery logs` and `orrery top` as users run them.
-import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import path from 'node:path';
 import test from 'ava';
 import { loadKubeConfig } from '../../kube/index.ts';
 import { startProxy } from '../../mesh/proxy.ts';
@@ -14,6 +12,7 @@ import {
   inProcessAgent,
   kubeForTests,
   replicaObject,
+  runOrrery,
   testNamespace,
   waitFor,
 } from '../helpers/agent-harness.ts';
@@ -22,18 +21,7 @@ test.before(async () => {
   await kubeForTests();
 });
 
-const orrery = path.join(import.meta.dirname, '..', '..', 'bin', 'orrery.js');
-
-function orreryCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [orrery, ...args],
-      { encoding: 'utf8', timeout: 60_000, env: { ...process.env, ORRERY_RUNTIME_TOKEN: '' } },
-      (err, stdout, stderr) => resolve({ code: err ? ((err.code as number) ?? 1) : 0, stdout, stderr }),
-    );
-  });
-}
+const orreryCli = (args: string[]) => runOrrery(args);
 
 test('over TLS: the Host publishes the certificate, clients trust it alone, logs and top work through it', async (t) => {
   const k = await kubeForTests();
