@@ -4,8 +4,9 @@
  * counts the HTTP requests it sends to each endpoint (`orrery_proxy_upstream_requests_total`, each
  * try, by namespace and endpoint: the replica). One read per proxy per period, a bounded number at
  * once; a replica's rate is the sum over the proxies of each one's counter increase over the time
- * between its last two reads (a proxy that restarted, whose counters went down, counts from its
- * next read). Nothing is written to the API.
+ * between its last two reads. A counter that went down was reset (a proxy restarted, an endpoint's
+ * series dropped and made again): its increase is its value, as Prometheus's rate() takes it.
+ * Nothing is written to the API.
  */
 import { forEachLimited } from '../concurrency.ts';
 
@@ -97,12 +98,7 @@ export class RequestRateTracker {
     const rates = new Map<string, number>();
     for (const [key, count] of sample.counts) {
       const before = prev.counts.get(key) ?? 0;
-      // Counters went down: the proxy restarted; its next read gives a rate again.
-      if (count < before) {
-        this.#rates.delete(sample.proxy);
-        return;
-      }
-      rates.set(key, (count - before) / seconds);
+      rates.set(key, (count >= before ? count - before : count) / seconds);
     }
     this.#rates.set(sample.proxy, rates);
   }

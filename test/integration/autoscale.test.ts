@@ -51,11 +51,12 @@ test('autoscale 1..3 at 50 %: a CPU burner scales up to max, then down to min wh
     ),
   );
   const instance = () => env.instances.get('burn', { namespace: env.ns });
+  // The scale is written before the status that says why (as the HPA does): wait for both.
   const up = await eventually(
-    'scaled up to 3',
+    'scaled up to 3, and the status written after it',
     async () => {
       const i = await instance();
-      return i.spec.replicas === 3 && i;
+      return i.spec.replicas === 3 && /^\d+%\/50%$/.test(i.status?.autoscale?.cpu ?? '') && i;
     },
     { timeoutMs: 45_000, intervalMs: 200 },
   );
@@ -192,10 +193,12 @@ test('autoscale on requests per second through the mesh: load scales up to max, 
   });
   const instance = () => env.instances.get('api', { namespace: env.ns });
   const up = await eventually(
-    'scaled up to 3 on requests per second',
+    'scaled up to 3 on requests per second, and the status written after it',
     async () => {
       const i = await instance();
-      return i.spec.replicas === 3 && i;
+      return (
+        i.spec.replicas === 3 && /^\d+(\.\d)?\/5$/.test(i.status?.autoscale?.requestsPerSecond ?? '') && i
+      );
     },
     { timeoutMs: 45_000, intervalMs: 200 },
   );

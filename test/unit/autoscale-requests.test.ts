@@ -46,9 +46,9 @@ test('a rate is the counter increase over the time between two reads, summed ove
   t.is(rates.rate('shop', 'web-0'), 20 + 5);
   t.is(rates.rate('shop', 'web-1'), 8, 'new on b: counted from zero');
   t.is(rates.rate('shop', 'web-2'), 0, 'no proxy sent it anything');
-  // b restarted: its counters went down; its rate is gone until its next read.
+  // b restarted: its counter went down, so it was reset: its increase is its value.
   rates.add({ proxy: 'b', at: 2000, counts: new Map([['shop/web-0', 1]]) });
-  t.is(rates.rate('shop', 'web-0'), 20);
+  t.is(rates.rate('shop', 'web-0'), 21);
   rates.add({ proxy: 'b', at: 3000, counts: new Map([['shop/web-0', 4]]) });
   t.is(rates.rate('shop', 'web-0'), 23);
   // a's Lease is gone.
