@@ -2,11 +2,13 @@
 // its own: an unreachable API server is a banner, not an error.
 import { render } from 'ink';
 import { createElement as h } from 'react';
-import { KubeApi, type KubeConfig } from '../kube/index.ts';
+import { isProxyLease, PROXY_METRICS_ANNOTATION, SYSTEM_NAMESPACE } from '../crds/labels.ts';
+import { KubeApi, type KubeConfig, leaseClient } from '../kube/index.ts';
 import { version } from '../platform/package.ts';
 import { type RuntimeTokenSource, scrapeHost } from '../platform/runtime-api.ts';
 import { ClusterModel } from './model/cluster.ts';
 import { LogsModel } from './model/logs.ts';
+import { MeshModel } from './model/mesh.ts';
 import { RuntimeClients } from './model/runtime.ts';
 import { initialState } from './model/state.ts';
 import { UsageModel } from './model/usage.ts';
@@ -41,10 +43,20 @@ export async function runTui(opts: TuiOptions): Promise<void> {
     token: (host) => (clients as RuntimeClients).token(host),
     scrape: scrapeHost,
   });
-  const cluster = new ClusterModel({ api, namespace: opts.namespace, usage }).start();
+  // The mesh proxies that publish their metrics on their Leases: RPS and P99 of the Services view.
+  const leases = leaseClient(api, 'orrery-tui');
+  const mesh = new MeshModel({
+    proxies: async () =>
+      (await leases.list({ namespace: SYSTEM_NAMESPACE })).items
+        .filter(isProxyLease)
+        .map((l) => l.metadata?.annotations?.[PROXY_METRICS_ANNOTATION])
+        .filter((u): u is string => Boolean(u)),
+  });
+  const cluster = new ClusterModel({ api, namespace: opts.namespace, usage, mesh }).start();
   clients = new RuntimeClients(cluster, opts.runtimeToken ?? {});
   const logs = new LogsModel({ access: clients });
   usage.start();
+  mesh.start();
   const app = render(
     h(App, {
       cluster,
@@ -80,6 +92,7 @@ export async function runTui(opts: TuiOptions): Promise<void> {
     for (const s of signals) process.off(s, stop);
     logs.close();
     usage.stop();
+    mesh.stop();
     await cluster.stop();
   }
 }

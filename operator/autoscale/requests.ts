@@ -8,38 +8,19 @@
  * series dropped and made again): its increase is its value, as Prometheus's rate() takes it.
  * Nothing is written to the API.
  */
+import { readMetrics, samplesOf } from '../../platform/prometheus.ts';
 import { forEachLimited } from '../concurrency.ts';
 
-const REQUESTS_METRIC = 'orrery_proxy_upstream_requests_total';
+const REQUESTS = new Set(['orrery_proxy_upstream_requests_total']);
 /** Proxies read at once. */
 export const PROXY_SCRAPE_CONCURRENCY = 8;
-const SCRAPE_TIMEOUT_MS = 5_000;
-/** An answer larger than this is not a proxy's metrics (1,000 endpoints are about 0.5 MiB). */
-const MAX_METRICS_BYTES = 16 * 1024 * 1024;
-
-const LABEL = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g;
 
 /** `namespace/endpoint` → requests sent, summed over the Services and ports of one proxy's text. */
 export function endpointRequests(text: string): Map<string, number> {
   const counts = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${REQUESTS_METRIC}{`)) continue;
-    const close = line.lastIndexOf('}');
-    if (close < 0) continue;
-    let namespace: string | undefined;
-    let endpoint: string | undefined;
-    for (const m of line.slice(REQUESTS_METRIC.length + 1, close).matchAll(LABEL)) {
-      if (m[1] === 'namespace') namespace = m[2];
-      else if (m[1] === 'endpoint') endpoint = m[2];
-    }
-    const value = Number(
-      line
-        .slice(close + 1)
-        .trim()
-        .split(' ')[0],
-    );
-    if (!namespace || !endpoint || !Number.isFinite(value)) continue;
-    const key = `${namespace}/${endpoint}`;
+  for (const { labels, value } of samplesOf(text, REQUESTS)) {
+    if (!labels.namespace || !labels.endpoint) continue;
+    const key = `${labels.namespace}/${labels.endpoint}`;
     counts.set(key, (counts.get(key) ?? 0) + value);
   }
   return counts;
@@ -54,18 +35,9 @@ export interface ProxySample {
 
 /** Reads one proxy's /metrics; rejects naming the URL. */
 export async function scrapeProxy(url: string, signal?: AbortSignal): Promise<ProxySample> {
-  const timeout = AbortSignal.timeout(SCRAPE_TIMEOUT_MS);
-  let res: Response;
-  try {
-    res = await fetch(url, { signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
-  } catch (err) {
-    throw new Error(`mesh proxy ${url}: ${(err as Error).cause ?? (err as Error).message}`, { cause: err });
-  }
-  if (!res.ok) throw new Error(`mesh proxy ${url} answered ${res.status}`);
-  const length = Number(res.headers.get('content-length'));
-  if (length > MAX_METRICS_BYTES)
-    throw new Error(`mesh proxy ${url}: ${length} bytes of metrics is too many`);
-  const text = await res.text();
+  const text = await readMetrics(url, signal).catch((err: Error) => {
+    throw new Error(`mesh proxy ${err.message}`, { cause: err });
+  });
   return { proxy: url, at: performance.now(), counts: endpointRequests(text) };
 }
 

@@ -11,6 +11,7 @@ import type { Service } from '../../crds/types.ts';
 import type { DeepPartial } from '../../kube/index.ts';
 import { FAILURE_HEADER } from '../../mesh/http.ts';
 import { OVERFLOW_HEADER } from '../../mesh/limits.ts';
+import { MeshModel } from '../../tui/model/mesh.ts';
 import {
   counts,
   endpointAt,
@@ -150,6 +151,39 @@ test('the metrics count responses by class, latency, and requests per endpoint',
     5,
   );
   t.is(sample(text, 'orrery_proxy_active_requests', labelsOf(s)), 0);
+});
+
+test("the TUI's Services view numbers: a Service's requests per second and p99 between two reads of the proxy", async (t) => {
+  // Answers after 20 ms: the p99 falls in the histogram's 10-25 ms bucket.
+  const slow: Handler = (req, res, b) => setTimeout(() => hello(req, res, b), 20);
+  const s = await setup(t, { handlers: [slow, slow] });
+  const proxy = await s.proxy();
+  const mesh = new MeshModel({ proxies: async () => [`${proxy.metricsUrl}/metrics`] });
+  const before = performance.now();
+  await mesh.poll();
+  t.is(mesh.service(`${s.ns}/echo`), undefined, 'one read: no rate yet');
+  const started = performance.now();
+  let slowest = 0;
+  for (let i = 0; i < 20; i++) {
+    const t0 = performance.now();
+    await (await fetch(`${s.url}/`)).text();
+    slowest = Math.max(slowest, performance.now() - t0);
+  }
+  const sent = performance.now() - started;
+  await mesh.poll();
+  const window = performance.now() - before;
+  const traffic = mesh.service(`${s.ns}/echo`);
+  if (!traffic) return t.fail('no numbers for the Service after two reads');
+  // 20 requests in a window between the two reads: at least the time they took, at most both polls'.
+  t.true(traffic.rps >= 20 / (window / 1000) && traffic.rps <= 20 / (sent / 1000), `${traffic.rps} req/s`);
+  // Every request took 20 ms or more, none longer than the client saw: the p99 lies from the
+  // 10-25 ms bucket up to the bucket of the slowest (the histogram's bounds, in ms).
+  const upper = [25, 50, 100, 250, 500, 1000, 2500, 5000, 10000].find((b) => b >= slowest) ?? Infinity;
+  const p99 = traffic.p99Ms ?? 0;
+  t.true(p99 >= 10 && p99 <= upper, `p99 ${p99} ms, the slowest request ${slowest.toFixed(1)} ms`);
+  // A window without requests: 0 per second, and no p99 to show.
+  await mesh.poll();
+  t.deepEqual(mesh.service(`${s.ns}/echo`), { rps: 0, p99Ms: undefined });
 });
 
 test('bodies stream both ways: the backend sees the first part before the client sends the rest, and the client gets the first part of the answer before the backend ends it', async (t) => {

@@ -167,11 +167,16 @@ test('Service, Host and Event rows', (t) => {
     '80/http',
     '1/3',
     '1',
+    '',
+    '',
     'p2c-ewma',
     'ProtocolNotProxied',
     '10s',
   ]);
   t.is(serviceRow(svc, NOW).tone, 'warn');
+  // With the mesh's numbers: requests per second and p99.
+  t.deepEqual(serviceRow(svc, NOW, { rps: 12.34, p99Ms: 4.56 }).cells.slice(5, 7), ['12.3', '4.6ms']);
+  t.deepEqual(serviceRow(svc, NOW, { rps: 0, p99Ms: undefined }).cells.slice(5, 7), ['0.0', '']);
 
   const host = {
     apiVersion: 'orrery.dev/v1alpha1',

@@ -14,6 +14,7 @@ import {
   splitKey,
   typed,
 } from '../../kube/index.ts';
+import type { MeshReader } from './mesh.ts';
 import type { UsageReader } from './usage.ts';
 import type { ClusterReader, KindId, KindObjects } from './views.ts';
 
@@ -44,6 +45,8 @@ export interface ClusterModelOptions {
   backoffMaxMs?: number;
   /** CPU and memory from the runtimes; its changes are the cluster's changes. */
   usage?: (UsageReader & { subscribe(listener: () => void): () => void }) | undefined;
+  /** Requests per second and p99 per Service, from the mesh proxies. */
+  mesh?: (MeshReader & { subscribe(listener: () => void): () => void }) | undefined;
 }
 
 /** What the views hold of the cluster: its caches, a change counter to re-render on, and the writes the keys make. */
@@ -71,8 +74,10 @@ const EVENT_UID_INDEX = 'involvedObject.uid';
 
 export class ClusterModel implements LiveCluster {
   readonly #api: KubeApi;
-  readonly #opts: Required<Omit<ClusterModelOptions, 'api' | 'namespace' | 'usage'>>;
+  readonly #opts: Required<Omit<ClusterModelOptions, 'api' | 'namespace' | 'usage' | 'mesh'>>;
   readonly usage: UsageReader | undefined;
+  readonly mesh: MeshReader | undefined;
+  #offMesh: (() => void) | undefined;
   readonly #clients: { [K in KindId]: ResourceClient<KindObjects[K]> };
   readonly #informers: Informers;
   readonly #unsubscribe = new Map<KindId, () => void>();
@@ -96,6 +101,8 @@ export class ClusterModel implements LiveCluster {
       backoffMaxMs: opts.backoffMaxMs ?? 5_000,
     };
     this.usage = opts.usage;
+    this.mesh = opts.mesh;
+    this.#offMesh = opts.mesh?.subscribe(() => this.#changed());
     const offUsage = opts.usage?.subscribe(() => this.#changed());
     if (offUsage) this.#offUsage = offUsage;
     this.#clients = {
@@ -147,6 +154,7 @@ export class ClusterModel implements LiveCluster {
     clearTimeout(this.#notifyTimer);
     for (const off of this.#unsubscribe.values()) off();
     this.#offUsage?.();
+    this.#offMesh?.();
     await Promise.all(Object.values(this.#informers).map((i) => i.stop()));
     this.#api.close();
   }

@@ -11,6 +11,7 @@ import type {
 } from '../../crds/types.ts';
 import type { CoreEvent, KubeObject } from '../../kube/index.ts';
 import { age, since } from './format.ts';
+import type { ServiceTraffic } from './mesh.ts';
 import { sparkline } from './sparkline.ts';
 import type { Column, Tone } from './table.ts';
 import type { ReplicaSeries } from './usage.ts';
@@ -237,12 +238,23 @@ export const SERVICE_COLUMNS: readonly Column[] = [
   { header: 'PORTS', sortKey: 'O', maxWidth: 32, dropOrder: 2 },
   { header: 'ENDPOINTS', sortKey: 'E', align: 'right' },
   { header: 'EJECTED', sortKey: 'J', align: 'right', dropOrder: 2 },
-  { header: 'POLICY', sortKey: 'L', dropOrder: 3 },
+  // From the mesh proxies' metrics (model/mesh.ts): blank until two reads of a proxy saw it.
+  { header: 'RPS', sortKey: 'R', align: 'right', dropOrder: 3 },
+  { header: 'P99', sortKey: 'T', align: 'right', dropOrder: 3 },
+  { header: 'POLICY', sortKey: 'L', dropOrder: 4 },
   { header: 'PROXIED', sortKey: 'X', flex: true, minWidth: 7, dropOrder: 1 },
   AGE,
 ];
 
-export function serviceRow(svc: Service, now: number): ObjectRow {
+function rateText(rps: number): string {
+  return rps >= 100 ? rps.toFixed(0) : rps.toFixed(1);
+}
+
+function latencyText(ms: number): string {
+  return ms >= 100 ? `${ms.toFixed(0)}ms` : `${ms.toFixed(1)}ms`;
+}
+
+export function serviceRow(svc: Service, now: number, traffic?: ServiceTraffic): ObjectRow {
   const status = svc.status ?? {};
   const ports = (svc.spec?.ports ?? []).map((p) => `${p.port}/${p.protocol}`).join(',');
   const ready = status.readyEndpoints ?? 0;
@@ -263,6 +275,8 @@ export function serviceRow(svc: Service, now: number): ObjectRow {
       ports,
       `${ready}/${total}`,
       String(ejected),
+      traffic ? rateText(traffic.rps) : '',
+      traffic?.p99Ms === undefined ? '' : latencyText(traffic.p99Ms),
       svc.spec?.loadBalancer?.policy ?? '',
       proxiedText,
       ageText,
@@ -273,6 +287,8 @@ export function serviceRow(svc: Service, now: number): ObjectRow {
       ports,
       ready,
       ejected,
+      traffic?.rps ?? -1,
+      traffic?.p99Ms ?? -1,
       svc.spec?.loadBalancer?.policy ?? '',
       proxiedText,
       ageMs,

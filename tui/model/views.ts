@@ -4,6 +4,7 @@
 import { INSTANCE_LABEL } from '../../crds/labels.ts';
 import type { EndpointSlice, Host, Instance, Replica, Service } from '../../crds/types.ts';
 import type { CoreEvent, KubeObject } from '../../kube/index.ts';
+import type { MeshReader } from './mesh.ts';
 import {
   ENDPOINT_COLUMNS,
   EVENT_COLUMNS,
@@ -47,6 +48,8 @@ export interface ClusterReader {
   eventsFor(obj: KubeObject): readonly CoreEvent[];
   /** CPU and memory from the runtimes, when they are read. */
   readonly usage?: UsageReader | undefined;
+  /** Requests per second and p99 per Service, from the mesh proxies, when they are read. */
+  readonly mesh?: MeshReader | undefined;
 }
 
 export type ViewId = 'inst' | 'rep' | 'proc' | 'svc' | 'ep' | 'host' | 'ev';
@@ -253,7 +256,13 @@ export const VIEWS: Readonly<Record<ViewId, ViewDef>> = {
     kind: 'services',
     namespaced: true,
     columns: (all) => withNamespace(SERVICE_COLUMNS, all),
-    rows: (cluster, _scope, ctx) => objectRows(cluster.list('services'), serviceRow, ctx, true),
+    rows: (cluster, _scope, ctx) =>
+      objectRows(
+        cluster.list('services'),
+        (svc, now) => serviceRow(svc, now, cluster.mesh?.service(keyOf(svc))),
+        ctx,
+        true,
+      ),
     defaultSort: byName,
     drill: {
       label: 'replicas',

@@ -1,0 +1,155 @@
+// Requests per second and p99 latency per Service, from the mesh proxies (the Services view's RPS
+// and P99 columns): every `intervalMs` each proxy whose Lease publishes its /metrics
+// (orrery.dev/proxy-metrics) is read once; a Service's rate is the increase of the responses it
+// answered (`orrery_proxy_responses_total`, every port and class) between two reads, summed over
+// the proxies, and its p99 the quantile of the increase of its latency histogram
+// (`orrery_proxy_request_duration_seconds`) over the same window. A Service no proxy has answered
+// for shows no numbers, rather than zeros it did not measure.
+import { histogramQuantile, readMetrics, samplesOf } from '../../platform/prometheus.ts';
+
+const RESPONSES = 'orrery_proxy_responses_total';
+const BUCKETS = 'orrery_proxy_request_duration_seconds_bucket';
+const WANTED = new Set([RESPONSES, BUCKETS]);
+
+/** One proxy's counters per Service (`namespace/name`). */
+interface Counts {
+  at: number;
+  requests: Map<string, number>;
+  /** le (seconds, +Inf as Infinity) → cumulative count. */
+  buckets: Map<string, Map<number, number>>;
+}
+
+export interface ServiceTraffic {
+  /** Requests per second over the last window, every proxy. */
+  rps: number;
+  /** p99 latency over the same window, ms; undefined without a request in it. */
+  p99Ms: number | undefined;
+}
+
+/** What the Services rows read. */
+export interface MeshReader {
+  service(key: string): ServiceTraffic | undefined;
+}
+
+/** A proxy's counters from its /metrics text. */
+export function countsOf(text: string, at: number): Counts {
+  const requests = new Map<string, number>();
+  const buckets = new Map<string, Map<number, number>>();
+  for (const { name, labels, value } of samplesOf(text, WANTED)) {
+    if (!labels.namespace || !labels.service) continue;
+    const key = `${labels.namespace}/${labels.service}`;
+    if (name === RESPONSES) {
+      requests.set(key, (requests.get(key) ?? 0) + value);
+    } else {
+      const le = labels.le === '+Inf' ? Number.POSITIVE_INFINITY : Number(labels.le);
+      if (Number.isNaN(le)) continue;
+      const b = buckets.get(key) ?? new Map<number, number>();
+      buckets.set(key, b);
+      b.set(le, (b.get(le) ?? 0) + value); // summed over the Service's ports
+    }
+  }
+  return { at, requests, buckets };
+}
+
+/** Each Service's traffic between two reads of the proxies (`before` per proxy, `after` per proxy). */
+export function trafficBetween(
+  before: ReadonlyMap<string, Counts>,
+  after: ReadonlyMap<string, Counts>,
+): Map<string, ServiceTraffic> {
+  const rps = new Map<string, number>();
+  const buckets = new Map<string, Map<number, number>>();
+  for (const [proxy, now] of after) {
+    const prev = before.get(proxy);
+    if (!prev || now.at <= prev.at) continue;
+    const seconds = (now.at - prev.at) / 1000;
+    for (const [key, n] of now.requests) {
+      const was = prev.requests.get(key) ?? 0;
+      // A counter that went down was reset (the proxy restarted): its increase is its value.
+      rps.set(key, (rps.get(key) ?? 0) + (n >= was ? n - was : n) / seconds);
+    }
+    for (const [key, b] of now.buckets) {
+      const wasB = prev.buckets.get(key);
+      const sum = buckets.get(key) ?? new Map<number, number>();
+      buckets.set(key, sum);
+      for (const [le, n] of b) {
+        const was = wasB?.get(le) ?? 0;
+        sum.set(le, (sum.get(le) ?? 0) + (n >= was ? n - was : n));
+      }
+    }
+  }
+  const out = new Map<string, ServiceTraffic>();
+  for (const [key, r] of rps) {
+    const q = buckets.get(key);
+    const p99 = q ? histogramQuantile(0.99, q) : undefined;
+    out.set(key, { rps: r, p99Ms: p99 === undefined ? undefined : p99 * 1000 });
+  }
+  return out;
+}
+
+export interface MeshModelOptions {
+  /** The proxies' /metrics URLs now (their Leases). */
+  proxies(): Promise<readonly string[]>;
+  read?: (url: string, signal: AbortSignal) => Promise<string>;
+  /** Default 2000. */
+  intervalMs?: number;
+}
+
+export class MeshModel implements MeshReader {
+  readonly #opts: MeshModelOptions;
+  #last = new Map<string, Counts>();
+  #traffic = new Map<string, ServiceTraffic>();
+  readonly #listeners = new Set<() => void>();
+  readonly #abort = new AbortController();
+  #timer: NodeJS.Timeout | undefined;
+  #polling = false;
+
+  constructor(opts: MeshModelOptions) {
+    this.#opts = opts;
+  }
+
+  start(): this {
+    this.#timer = setInterval(() => void this.poll(), this.#opts.intervalMs ?? 2000);
+    this.#timer.unref();
+    void this.poll();
+    return this;
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+    this.#abort.abort();
+  }
+
+  subscribe(listener: () => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  service(key: string): ServiceTraffic | undefined {
+    return this.#traffic.get(key);
+  }
+
+  /** One read of every proxy; one still running when the next is due is not doubled. */
+  async poll(): Promise<void> {
+    if (this.#polling || this.#abort.signal.aborted) return;
+    this.#polling = true;
+    try {
+      const read = this.#opts.read ?? ((url, signal) => readMetrics(url, signal));
+      const urls = await this.#opts.proxies().catch(() => [] as readonly string[]);
+      const now = new Map<string, Counts>();
+      await Promise.all(
+        urls.map(async (url) => {
+          try {
+            now.set(url, countsOf(await read(url, this.#abort.signal), performance.now()));
+          } catch {
+            // unreachable this time: no numbers from it for this window
+          }
+        }),
+      );
+      this.#traffic = trafficBetween(this.#last, now);
+      this.#last = now;
+      for (const l of this.#listeners) l();
+    } finally {
+      this.#polling = false;
+    }
+  }
+}
