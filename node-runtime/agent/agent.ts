@@ -137,7 +137,8 @@ function assembleParts(a: {
   });
   services.addIndex(BY_NAMESPACE, (s) => s.metadata.namespace);
   const queue = new WorkQueue<string>({ name: 'replicas' });
-  const ports = new PortAllocator(o.portRange, o.address);
+  // Claimed machine-wide (ports.ts): other runtimes on this machine allocate from the same range.
+  const ports = new PortAllocator(o.portRange, o.address, undefined, { owner: o.stateDir });
   for (const s of engine.list()) for (const p of s.ports) ports.reserve(p.port);
 
   const fence: FencePolicy = new FencePolicy({

@@ -1,7 +1,10 @@
 // The port allocator: round-robin over its range from a random start, skipping ports that are
 // allocated or that another socket holds (probed with a real bind on loopback).
 import { randomInt } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test from 'ava';
 import { PortAllocator } from '../../node-runtime/agent/ports.ts';
 
@@ -46,4 +49,34 @@ test('the first port is random over the range, so runtimes side by side start ap
   t.throws(() => new PortAllocator(range, '127.0.0.1', 19999), {
     message: 'start must be within 20000-32767, got 19999',
   });
+});
+
+test('claimed machine-wide: another runtime does not get a port claimed and not yet bound; a stale claim is taken over', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'orrery-port-claims-'));
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  const dir = join(root, 'claims');
+  const [ownerA, ownerB] = [join(root, 'a'), join(root, 'b')];
+  mkdirSync(ownerA);
+  mkdirSync(ownerB);
+  const port = await held(t); // taken on HOST by the test: its two neighbours are the range
+  const range = { min: port + 1, max: port + 2 };
+  const a = new PortAllocator(range, HOST, port + 1, { dir, owner: ownerA });
+  const b = new PortAllocator(range, HOST, port + 1, { dir, owner: ownerB });
+  // A's workload has not bound its port yet: B's bind probe would find it free, its claim not.
+  t.is(await a.allocate(), port + 1);
+  t.is(await b.allocate(), port + 2);
+  await t.throwsAsync(() => b.allocate(), { message: /no free port left/ });
+  t.is(readFileSync(join(dir, String(port + 1)), 'utf8'), `${JSON.stringify({ stateDir: ownerA })}\n`);
+  // B cannot release A's claim; A can.
+  b.release(port + 1);
+  t.true(existsSync(join(dir, String(port + 1))));
+  a.release(port + 1);
+  t.false(existsSync(join(dir, String(port + 1))));
+  // A runtime gone with its state leaves a stale claim, which the next allocation takes over.
+  const c = new PortAllocator(range, HOST, port + 1, { dir, owner: join(root, 'c') });
+  mkdirSync(join(root, 'c'));
+  t.is(await c.allocate(), port + 1);
+  rmSync(join(root, 'c'), { recursive: true });
+  b.release(port + 2);
+  t.is(await b.allocate(), port + 1, 'the stale claim of c is taken over');
 });
