@@ -973,6 +973,16 @@ class HttpSession implements ConnOwner {
     // died), which clients retry on their own (Go's http.Transport, undici) for idempotent
     // requests. Both are still bounded by `attempts`.
     const budgeted = failure !== 'connect-failure' && !(failure === 'reset' && x.reused && !x.resBuf);
+    // A refused connect while an endpoint this request has not tried is in the pool: on to that
+    // one at once, without taking one of `attempts`. The request went nowhere; the pool can hold
+    // endpoints whose processes are gone until the EndpointSlices say so (a rollout replacing
+    // them faster than the watch), and Linkerd's balancer likewise skips an endpoint that refuses
+    // rather than failing the request. Bounded by the endpoints in the pool.
+    if (retriable && failure === 'connect-failure' && !x.answered && route.pool.hasUntried(x.exclude)) {
+      route.stats.retries++;
+      this.#try(x);
+      return;
+    }
     if (retriable && this.#mayRetry(x, failure !== 'connect-failure', budgeted)) {
       this.#scheduleRetry(x);
       return;

@@ -109,6 +109,11 @@ export class Pool {
     return this.#balancer.pick(exclude ? { key, exclude } : { key });
   }
 
+  /** Whether an endpoint balanced over now is not among `tried`. */
+  hasUntried(tried: ReadonlySet<string>): boolean {
+    return this.#selected.some((u) => !tried.has(u.id));
+  }
+
   /** A connection to `u` was made: its run of consecutive failures ends. */
   succeeded(u: Upstream): void {
     this.#outlier.record(u.id, true);

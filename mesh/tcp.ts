@@ -125,15 +125,20 @@ async function forward(conn: Connection, route: TcpRoute, log: Logger): Promise<
 
   const key = client.remoteAddress ?? '';
   const exclude = new Set<string>();
-  for (let attempt = 0; attempt <= route.retries; attempt++) {
+  // Retries counted against route.retries; a refused connect with an endpoint not tried yet in
+  // the pool goes on to it at once and counts nothing (as the http side: the pool may hold
+  // endpoints whose processes are gone until the EndpointSlices say so). Bounded by the pool.
+  let attempt = 0;
+  let backoff = false;
+  for (;;) {
     if (conn.abort.signal.aborted) return closed;
     // The balancer it picks from hears of the start and the end (the Service may change its policy meanwhile).
     const balancer = pool.balancer;
     const u = pool.pick(key, exclude);
     if (!u) break;
-    if (attempt > 0) {
+    if (exclude.size > 0) stats.retries++;
+    if (backoff) {
       // Envoy's back-off before a retry, full jitter from 25 ms doubling to 250 ms.
-      stats.retries++;
       await sleep(retryBackoffMs(attempt - 1), conn.abort.signal);
       if (conn.abort.signal.aborted) return closed;
     }
@@ -155,6 +160,9 @@ async function forward(conn: Connection, route: TcpRoute, log: Logger): Promise<
         route.onEjected(u);
       }
       exclude.add(u.id);
+      if (route.retries === 0) break;
+      backoff = !pool.hasUntried(exclude);
+      if (backoff && ++attempt > route.retries) break;
       continue;
     }
     const rttMs = performance.now() - t0;

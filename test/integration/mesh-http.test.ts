@@ -153,6 +153,28 @@ test('the metrics count responses by class, latency, and requests per endpoint',
   t.is(sample(text, 'orrery_proxy_active_requests', labelsOf(s)), 0);
 });
 
+test('two of three endpoints gone while the slice still lists them: every request is answered by the third, with one retry configured', async (t) => {
+  const s = await setup(t, {
+    spec: {
+      loadBalancer: { policy: 'round-robin' },
+      retries: { attempts: 1, retryOn: ['connect-failure'] },
+      outlierDetection: { consecutiveErrors: 1000 },
+    },
+  });
+  await s.proxy();
+  const [a, b, c] = s.backends as [Backend, Backend, Backend];
+  await a.close();
+  await b.close();
+  const answers: string[] = [];
+  for (let i = 0; i < 12; i++) {
+    // A new connection each time: the proxy's pool has no kept-alive connection to the dead ones.
+    const res = await fetch(`${s.url}/${i}`, { headers: { connection: 'close' } });
+    answers.push(`${res.status} ${res.headers.get('x-backend')}`);
+    await res.text();
+  }
+  t.deepEqual(new Set(answers), new Set([`200 ${c.name}`]));
+});
+
 test("the TUI's Services view numbers: a Service's requests per second and p99 between two reads of the proxy", async (t) => {
   // Answers after 20 ms: the p99 falls in the histogram's 10-25 ms bucket.
   const slow: Handler = (req, res, b) => setTimeout(() => hello(req, res, b), 20);

@@ -259,6 +259,25 @@ test('a killed backend: its connects fail, each is retried on another endpoint, 
   t.true(port?.ejected[0]?.startsWith(`${b.name}@`));
 });
 
+test('two of three endpoints gone while the slice still lists them: every connection reaches the third, with one retry configured', async (t) => {
+  // As during a rollout faster than the watch: refused connects go on to an endpoint not tried
+  // yet without taking the one retry; round-robin puts both dead ones before the live one.
+  const s = await setup(t, {
+    spec: {
+      loadBalancer: { policy: 'round-robin' },
+      retries: { attempts: 1, retryOn: ['connect-failure'] },
+      outlierDetection: { consecutiveErrors: 1000 },
+    },
+  });
+  await s.proxy();
+  const [a, b, c] = s.backends as [Backend, Backend, Backend];
+  await a.kill();
+  await b.kill();
+  const names: string[] = [];
+  for (let i = 0; i < 12; i++) names.push(await whoAnswers(t, s.vip, s.port));
+  t.deepEqual(new Set(names), new Set([c.name]));
+});
+
 test('an endpoint marked not ready gets no new connections; its open one goes on', async (t) => {
   const s = await setup(t);
   const proxy = await s.proxy();
