@@ -14,11 +14,14 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parseAllDocuments, stringify } from 'yaml';
 import { SYSTEM_NAMESPACE } from '../crds/labels.ts';
+import { HOSTS as HOSTS_RESOURCE } from '../crds/resources.ts';
 import {
   ensureNamespace,
   isAlreadyExists,
-  type KubeApi,
+  isForbidden,
+  KubeApi,
   type KubeObject,
+  loadKubeConfig,
   type ResourceDescriptor,
   resourceClient,
 } from '../kube/index.ts';
@@ -237,4 +240,42 @@ function writeCredentials(
       'current-context': user,
     }),
   );
+}
+
+/**
+ * Waits until the API server enforces the node policy (deploy/rbac.yaml orrery-runtime-node) for
+ * the runtimes' account: an admission policy takes effect a moment after it is written, and no
+ * host agent may start in that moment. Probed with a host's own credentials: a dry-run create of
+ * a Host by another name must be refused. Rejects after `timeoutMs`, saying so.
+ */
+export async function untilNodePolicyEnforced(credentials: Credentials, timeoutMs = 30_000): Promise<void> {
+  const api = await KubeApi.fromKubeConfig(loadKubeConfig({ kubeconfig: credentials.kubeconfig }));
+  const hosts = resourceClient(api, HOSTS_RESOURCE, FIELD_MANAGER);
+  const deadline = performance.now() + timeoutMs;
+  try {
+    for (let delay = 50; ; delay = Math.min(delay * 2, 1000)) {
+      try {
+        await hosts.create(
+          { apiVersion: 'orrery.dev/v1alpha1', kind: 'Host', metadata: { name: 'orrery-up-policy-probe' } },
+          { dryRun: true },
+        );
+      } catch (err) {
+        // Refused by the policy itself; RBAC not yet in force refuses too, and is waited out.
+        if (
+          isForbidden(err) &&
+          /ValidatingAdmissionPolicy 'orrery-runtime-node'/.test((err as Error).message)
+        )
+          return;
+        if (!isForbidden(err)) throw err;
+      }
+      if (performance.now() > deadline) {
+        throw new Error(
+          `the admission policy orrery-runtime-node is not enforced ${timeoutMs / 1000} s after it was written: is ValidatingAdmissionPolicy enabled in the API server?`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  } finally {
+    api.close();
+  }
 }

@@ -29,6 +29,7 @@ import { type ChildExit, SupervisedChild } from './up-children.ts';
 import {
   installAccess,
   TOKEN_RENEW_MS,
+  untilNodePolicyEnforced,
   writeAccountCredentials,
   writeHostCredentials,
 } from './up-identity.ts';
@@ -250,6 +251,8 @@ async function bringUp(
     admin.close();
   }
   const identities = await credentials();
+  // Not one agent before the API server holds them to their own node.
+  if (identities.hosts[0]) await untilNodePolicyEnforced(identities.hosts[0]);
   parts.tokenRenewal = setInterval(() => {
     credentials().catch((err: unknown) =>
       log(`could not renew the hosts', proxy's and operator's tokens: ${describe(err)}`),
