@@ -78,10 +78,15 @@ async function lastLine(base: string, token: string, ns: string, name: string): 
   return r.ok ? r.text() : '';
 }
 
-/** `yes`'s 100-byte lines, `bytes` of them, then a line saying so; then it idles. */
+/**
+ * `yes`'s 100-byte lines, `bytes` of them, then (a second later) a line saying so; then it idles.
+ * The pause: a line written while a rotation is in its last moment (between its last read and the
+ * truncation) is lost, as copy-and-truncate loses it (logs/rotate.ts); one written after the
+ * burst, once the writer paused, is kept, which is what is checked.
+ */
 function burst(bytes: number): string[] {
   const line = 'x'.repeat(99);
-  return ['sh', '-c', `yes ${line} | head -c ${bytes}; echo burst-done; exec sleep 600`];
+  return ['sh', '-c', `yes ${line} | head -c ${bytes}; sleep 1; echo burst-done; exec sleep 600`];
 }
 
 test('a 200 MB burst of output leaves at most the log cap on disk (10 MiB x 5), rotated as it is written', async (t) => {
@@ -150,7 +155,7 @@ test('a re-adopted process is kept under the cap too: its burst after an agent r
         command: [
           'sh',
           '-c',
-          `echo up; sleep 10; yes ${line} | head -c 50000000; echo burst-done; exec sleep 600`,
+          `echo up; sleep 10; yes ${line} | head -c 50000000; sleep 1; echo burst-done; exec sleep 600`,
         ],
       },
     ]),
