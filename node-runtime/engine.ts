@@ -5,22 +5,14 @@
  * every replica without restarting it (README "Re-adoption").
  */
 import { EventEmitter } from 'node:events';
-import {
-  chmodSync,
-  existsSync,
-  mkdirSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  unlinkSync,
-  writeFileSync,
-} from 'node:fs';
+import { chmodSync, mkdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
 import { newLogger } from '../platform/log.ts';
 import { type CgroupLayout, CgroupManager, type CgroupStats, detectCgroupLayout } from './cgroups/index.ts';
+import { claim, claimContent } from './claims.ts';
 import { LogStore } from './logs/index.ts';
 import { StateStore } from './state/store.ts';
 import type { ProcessPorts } from './supervisor/command.ts';
@@ -441,33 +433,12 @@ export class Engine extends EventEmitter<RuntimeEvents> {
   }
 
   #claimOwner(id: string): string {
-    return `${JSON.stringify({ stateDir: path.resolve(this.options.stateDir), id })}\n`;
+    return claimContent(path.resolve(this.options.stateDir), { id });
   }
 
-  /**
-   * Create the slot's claim file, naming this runtime's state dir and the replica. A claim whose
-   * state dir is gone (a runtime removed with its state) is stale and taken over; any other
-   * belongs to a replica of this or another runtime on the machine.
-   */
+  /** Create the slot's claim file, naming this runtime's state dir and the replica (claims.ts). */
   #claim(slot: number, id: string): boolean {
-    const file = path.join(this.#claimDir, String(slot));
-    for (let attempt = 0; attempt < 2; attempt++) {
-      try {
-        writeFileSync(file, this.#claimOwner(id), { flag: 'wx', mode: 0o600 });
-        return true;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      }
-      let held: { stateDir?: unknown };
-      try {
-        held = JSON.parse(readFileSync(file, 'utf8')) as { stateDir?: unknown };
-      } catch {
-        return false; // being written right now, or not ours to judge
-      }
-      if (typeof held.stateDir !== 'string' || existsSync(held.stateDir)) return false;
-      rmSync(file, { force: true });
-    }
-    return false;
+    return claim(path.join(this.#claimDir, String(slot)), this.#claimOwner(id));
   }
 
   /** Re-adoption: the record says which slot the replica's processes run with; claim it again. */

@@ -11,9 +11,10 @@
  * the port free too. A claim whose state dir is gone is stale and taken over.
  */
 import { randomInt } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { claim, claimContent } from '../claims.ts';
 import type { PortRange } from './options.ts';
 
 /** True when nothing listens on `host:port` (probed with a bind, as the kubelet's hostport checks do). */
@@ -97,30 +98,12 @@ export class PortAllocator {
   }
 
   #owner(): string {
-    return `${JSON.stringify({ stateDir: (this.#claims as Required<PortClaims>).owner })}\n`;
+    return claimContent((this.#claims as Required<PortClaims>).owner);
   }
 
   /** Claims the port machine-wide; false when another runtime on the machine holds it. */
   #claim(port: number): boolean {
-    if (!this.#claims) return true;
-    const file = this.#claimFile(port);
-    for (let attempt = 0; attempt < 2; attempt++) {
-      try {
-        writeFileSync(file, this.#owner(), { flag: 'wx', mode: 0o600 });
-        return true;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      }
-      let held: { stateDir?: unknown };
-      try {
-        held = JSON.parse(readFileSync(file, 'utf8')) as { stateDir?: unknown };
-      } catch {
-        return false; // being written right now
-      }
-      if (typeof held.stateDir !== 'string' || existsSync(held.stateDir)) return false;
-      rmSync(file, { force: true }); // its runtime is gone with its state: stale
-    }
-    return false;
+    return !this.#claims || claim(this.#claimFile(port), this.#owner());
   }
 
   inUse(): number {
