@@ -6,6 +6,7 @@
 // (`orrery_proxy_request_duration_seconds`) over the same window. A Service no proxy has answered
 // for shows no numbers, rather than zeros it did not measure.
 import { histogramQuantile, readMetrics, samplesOf } from '../../platform/prometheus.ts';
+import { PolledModel } from './polled.ts';
 
 const RESPONSES = 'orrery_proxy_responses_total';
 const BUCKETS = 'orrery_proxy_request_duration_seconds_bucket';
@@ -94,62 +95,35 @@ export interface MeshModelOptions {
   intervalMs?: number;
 }
 
-export class MeshModel implements MeshReader {
+export class MeshModel extends PolledModel implements MeshReader {
   readonly #opts: MeshModelOptions;
   #last = new Map<string, Counts>();
   #traffic = new Map<string, ServiceTraffic>();
-  readonly #listeners = new Set<() => void>();
-  readonly #abort = new AbortController();
-  #timer: NodeJS.Timeout | undefined;
-  #polling = false;
 
   constructor(opts: MeshModelOptions) {
+    super(opts.intervalMs ?? 2000);
     this.#opts = opts;
-  }
-
-  start(): this {
-    this.#timer = setInterval(() => void this.poll(), this.#opts.intervalMs ?? 2000);
-    this.#timer.unref();
-    void this.poll();
-    return this;
-  }
-
-  stop(): void {
-    clearInterval(this.#timer);
-    this.#abort.abort();
-  }
-
-  subscribe(listener: () => void): () => void {
-    this.#listeners.add(listener);
-    return () => this.#listeners.delete(listener);
   }
 
   service(key: string): ServiceTraffic | undefined {
     return this.#traffic.get(key);
   }
 
-  /** One read of every proxy; one still running when the next is due is not doubled. */
-  async poll(): Promise<void> {
-    if (this.#polling || this.#abort.signal.aborted) return;
-    this.#polling = true;
-    try {
-      const read = this.#opts.read ?? ((url, signal) => readMetrics(url, signal));
-      const urls = await this.#opts.proxies().catch(() => [] as readonly string[]);
-      const now = new Map<string, Counts>();
-      await Promise.all(
-        urls.map(async (url) => {
-          try {
-            now.set(url, countsOf(await read(url, this.#abort.signal), performance.now()));
-          } catch {
-            // unreachable this time: no numbers from it for this window
-          }
-        }),
-      );
-      this.#traffic = trafficBetween(this.#last, now);
-      this.#last = now;
-      for (const l of this.#listeners) l();
-    } finally {
-      this.#polling = false;
-    }
+  /** One read of every proxy. */
+  protected async read(): Promise<void> {
+    const read = this.#opts.read ?? ((url, signal) => readMetrics(url, signal));
+    const urls = await this.#opts.proxies().catch(() => [] as readonly string[]);
+    const now = new Map<string, Counts>();
+    await Promise.all(
+      urls.map(async (url) => {
+        try {
+          now.set(url, countsOf(await read(url, this.abort.signal), performance.now()));
+        } catch {
+          // unreachable this time: no numbers from it for this window
+        }
+      }),
+    );
+    this.#traffic = trafficBetween(this.#last, now);
+    this.#last = now;
   }
 }

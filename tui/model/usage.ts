@@ -3,6 +3,7 @@
 // rate between two reads of the cumulative counter, memory the last read. A read that fails
 // marks the host unreachable and adds a gap to each of its replicas' series, never a zero.
 import type { HostSample, HostTarget } from '../../platform/runtime-api.ts';
+import { PolledModel } from './polled.ts';
 import { appendSample } from './sparkline.ts';
 
 export interface ReplicaSeries {
@@ -35,36 +36,15 @@ interface Counter {
   readonly cpuNanos: number;
 }
 
-export class UsageModel implements UsageReader {
+export class UsageModel extends PolledModel implements UsageReader {
   readonly #opts: UsageModelOptions;
   readonly #series = new Map<string, ReplicaSeries>();
   readonly #counters = new Map<string, Counter>();
   readonly #hostErrors = new Map<string, string>();
-  readonly #listeners = new Set<() => void>();
-  readonly #abort = new AbortController();
-  #timer: NodeJS.Timeout | undefined;
-  #polling = false;
 
   constructor(opts: UsageModelOptions) {
+    super(opts.intervalMs ?? 1000);
     this.#opts = opts;
-  }
-
-  start(): this {
-    const every = this.#opts.intervalMs ?? 1000;
-    this.#timer = setInterval(() => void this.poll(), every);
-    this.#timer.unref();
-    void this.poll();
-    return this;
-  }
-
-  stop(): void {
-    clearInterval(this.#timer);
-    this.#abort.abort();
-  }
-
-  subscribe(listener: () => void): () => void {
-    this.#listeners.add(listener);
-    return () => this.#listeners.delete(listener);
   }
 
   series(key: string): ReplicaSeries | undefined {
@@ -75,45 +55,38 @@ export class UsageModel implements UsageReader {
     return this.#hostErrors.get(host);
   }
 
-  /** One read of every host; a poll still running when the next is due is not doubled. */
-  async poll(): Promise<void> {
-    if (this.#polling || this.#abort.signal.aborted) return;
-    this.#polling = true;
-    try {
-      const hosts = this.#opts.hosts();
-      const results = await Promise.all(
-        hosts.map(async (h) => {
-          try {
-            const token = await this.#opts.token(h.name);
-            return { host: h.name, sample: await this.#opts.scrape(h, token, this.#abort.signal) };
-          } catch (err) {
-            return { host: h.name, error: (err as Error).message };
-          }
-        }),
-      );
-      if (this.#abort.signal.aborted) return;
-      this.#hostErrors.clear();
-      const seen = new Set<string>();
-      for (const r of results) {
-        if (r.error !== undefined) this.#hostErrors.set(r.host, r.error);
-        else if (r.sample) for (const key of this.add(r.sample)) seen.add(key);
-      }
-      // Not in any answer (its host failed, or it was not running): a gap.
-      for (const [key, s] of this.#series) {
-        if (seen.has(key)) continue;
-        const next = {
-          host: s.host,
-          cpu: appendSample(s.cpu, undefined),
-          memory: appendSample(s.memory, undefined),
-        };
-        if (next.cpu.every((v) => v === undefined) && next.memory.every((v) => v === undefined)) {
-          this.#series.delete(key);
-          this.#counters.delete(key);
-        } else this.#series.set(key, next);
-      }
-      for (const listener of this.#listeners) listener();
-    } finally {
-      this.#polling = false;
+  /** One read of every host. */
+  protected async read(): Promise<void> {
+    const hosts = this.#opts.hosts();
+    const results = await Promise.all(
+      hosts.map(async (h) => {
+        try {
+          const token = await this.#opts.token(h.name);
+          return { host: h.name, sample: await this.#opts.scrape(h, token, this.abort.signal) };
+        } catch (err) {
+          return { host: h.name, error: (err as Error).message };
+        }
+      }),
+    );
+    if (this.abort.signal.aborted) return;
+    this.#hostErrors.clear();
+    const seen = new Set<string>();
+    for (const r of results) {
+      if (r.error !== undefined) this.#hostErrors.set(r.host, r.error);
+      else if (r.sample) for (const key of this.add(r.sample)) seen.add(key);
+    }
+    // Not in any answer (its host failed, or it was not running): a gap.
+    for (const [key, s] of this.#series) {
+      if (seen.has(key)) continue;
+      const next = {
+        host: s.host,
+        cpu: appendSample(s.cpu, undefined),
+        memory: appendSample(s.memory, undefined),
+      };
+      if (next.cpu.every((v) => v === undefined) && next.memory.every((v) => v === undefined)) {
+        this.#series.delete(key);
+        this.#counters.delete(key);
+      } else this.#series.set(key, next);
     }
   }
 
