@@ -2,7 +2,12 @@
 // its own: an unreachable API server is a banner, not an error.
 import { render } from 'ink';
 import { createElement as h } from 'react';
-import { isProxyLease, PROXY_METRICS_ANNOTATION, SYSTEM_NAMESPACE } from '../crds/labels.ts';
+import {
+  isProxyLease,
+  PROXY_EJECTED_ANNOTATION,
+  PROXY_METRICS_ANNOTATION,
+  SYSTEM_NAMESPACE,
+} from '../crds/labels.ts';
 import { KubeApi, type KubeConfig, leaseClient } from '../kube/index.ts';
 import { version } from '../platform/package.ts';
 import { type RuntimeTokenSource, scrapeHost } from '../platform/runtime-api.ts';
@@ -47,10 +52,10 @@ export async function runTui(opts: TuiOptions): Promise<void> {
   const leases = leaseClient(api, 'orrery-tui');
   const mesh = new MeshModel({
     proxies: async () =>
-      (await leases.list({ namespace: SYSTEM_NAMESPACE })).items
-        .filter(isProxyLease)
-        .map((l) => l.metadata?.annotations?.[PROXY_METRICS_ANNOTATION])
-        .filter((u): u is string => Boolean(u)),
+      (await leases.list({ namespace: SYSTEM_NAMESPACE })).items.filter(isProxyLease).map((l) => ({
+        metricsUrl: l.metadata?.annotations?.[PROXY_METRICS_ANNOTATION],
+        ejected: l.metadata?.annotations?.[PROXY_EJECTED_ANNOTATION],
+      })),
   });
   const cluster = new ClusterModel({ api, namespace: opts.namespace, usage, mesh }).start();
   clients = new RuntimeClients(cluster, opts.runtimeToken ?? {});

@@ -180,7 +180,9 @@ test("the TUI's Services view numbers: a Service's requests per second and p99 b
   const slow: Handler = (req, res, b) => setTimeout(() => hello(req, res, b), 20);
   const s = await setup(t, { handlers: [slow, slow] });
   const proxy = await s.proxy();
-  const mesh = new MeshModel({ proxies: async () => [`${proxy.metricsUrl}/metrics`] });
+  const mesh = new MeshModel({
+    proxies: async () => [{ metricsUrl: `${proxy.metricsUrl}/metrics`, ejected: undefined }],
+  });
   const before = performance.now();
   await mesh.poll();
   t.is(mesh.service(`${s.ns}/echo`), undefined, 'one read: no rate yet');

@@ -4,6 +4,7 @@ import test from 'ava';
 import type { Host, Instance, Replica, Service } from '../../crds/types.ts';
 import type { CoreEvent, KubeObject } from '../../kube/index.ts';
 import { describeLines } from '../../tui/model/describe.ts';
+import { MeshModel } from '../../tui/model/mesh.ts';
 import {
   eventRow,
   hostRow,
@@ -378,4 +379,31 @@ test('the Endpoints view: one row per endpoint of the EndpointSlices, each once,
   );
   t.is(view.columns(true)[0]?.header, 'NAMESPACE');
   t.is(view.rows(cluster, undefined, { now: NOW, allNamespaces: true })[0]?.cells[0], 'default');
+
+  // A ready endpoint a mesh proxy has ejected (its Lease says so): `ejected`, in the warning tone.
+  const withMesh: ClusterReader = {
+    ...cluster,
+    mesh: {
+      service: () => undefined,
+      ejected: (ns, service, replica) => `${ns}/${service}/${replica}` === 'default/web/web-0',
+    },
+  };
+  const ejectedRow = view.rows(withMesh, undefined, { now: NOW, allNamespaces: false })[1];
+  t.deepEqual(ejectedRow?.cells.slice(1, 3), ['web-0', 'ejected']);
+  t.is(ejectedRow?.tone, 'warn');
+});
+
+test("the mesh model reads which endpoints the proxies' Leases say are ejected", async (t) => {
+  const mesh = new MeshModel({
+    proxies: async () => [
+      { metricsUrl: undefined, ejected: 'shop/web/http=web-0,web-2;+3' },
+      { metricsUrl: undefined, ejected: '' },
+      { metricsUrl: undefined, ejected: undefined },
+    ],
+  });
+  await mesh.poll();
+  t.true(mesh.ejected('shop', 'web', 'web-0'));
+  t.true(mesh.ejected('shop', 'web', 'web-2'));
+  t.false(mesh.ejected('shop', 'web', 'web-1'));
+  t.false(mesh.ejected('other', 'web', 'web-0'));
 });

@@ -4,7 +4,9 @@
 // answered (`orrery_proxy_responses_total`, every port and class) between two reads, summed over
 // the proxies, and its p99 the quantile of the increase of its latency histogram
 // (`orrery_proxy_request_duration_seconds`) over the same window. A Service no proxy has answered
-// for shows no numbers, rather than zeros it did not measure.
+// for shows no numbers, rather than zeros it did not measure. And which endpoints the proxies'
+// outlier detection has ejected, from their Leases (the Endpoints view's `ejected` state).
+import { decodeEjected } from '../../crds/proxy-ejected.ts';
 import { histogramQuantile, readMetrics, samplesOf } from '../../platform/prometheus.ts';
 import { PolledModel } from './polled.ts';
 
@@ -27,9 +29,19 @@ export interface ServiceTraffic {
   p99Ms: number | undefined;
 }
 
-/** What the Services rows read. */
+/** What the Services and Endpoints rows read. */
 export interface MeshReader {
   service(key: string): ServiceTraffic | undefined;
+  /** Whether a proxy's outlier detection has the replica ejected from the Service now. */
+  ejected(namespace: string, service: string, replica: string): boolean;
+}
+
+/** A mesh proxy as its Lease describes it. */
+export interface ProxyInfo {
+  /** Its /metrics URL (orrery.dev/proxy-metrics); undefined when it publishes none. */
+  metricsUrl: string | undefined;
+  /** The endpoints it has ejected now (orrery.dev/proxy-ejected, crds/proxy-ejected.ts). */
+  ejected: string | undefined;
 }
 
 /** A proxy's counters from its /metrics text. */
@@ -88,8 +100,8 @@ export function trafficBetween(
 }
 
 export interface MeshModelOptions {
-  /** The proxies' /metrics URLs now (their Leases). */
-  proxies(): Promise<readonly string[]>;
+  /** The proxies now (their Leases). */
+  proxies(): Promise<readonly ProxyInfo[]>;
   read?: (url: string, signal: AbortSignal) => Promise<string>;
   /** Default 2000. */
   intervalMs?: number;
@@ -99,6 +111,8 @@ export class MeshModel extends PolledModel implements MeshReader {
   readonly #opts: MeshModelOptions;
   #last = new Map<string, Counts>();
   #traffic = new Map<string, ServiceTraffic>();
+  /** `namespace/service/replica` of every endpoint a proxy has ejected. */
+  #ejected = new Set<string>();
 
   constructor(opts: MeshModelOptions) {
     super(opts.intervalMs ?? 2000);
@@ -109,10 +123,21 @@ export class MeshModel extends PolledModel implements MeshReader {
     return this.#traffic.get(key);
   }
 
+  ejected(namespace: string, service: string, replica: string): boolean {
+    return this.#ejected.has(`${namespace}/${service}/${replica}`);
+  }
+
   /** One read of every proxy. */
   protected async read(): Promise<void> {
     const read = this.#opts.read ?? ((url, signal) => readMetrics(url, signal));
-    const urls = await this.#opts.proxies().catch(() => [] as readonly string[]);
+    const proxies = await this.#opts.proxies().catch(() => [] as readonly ProxyInfo[]);
+    const ejected = new Set<string>();
+    for (const p of proxies) {
+      for (const port of decodeEjected(p.ejected).ports)
+        for (const replica of port.replicas) ejected.add(`${port.namespace}/${port.service}/${replica}`);
+    }
+    this.#ejected = ejected;
+    const urls = proxies.map((p) => p.metricsUrl).filter((u): u is string => Boolean(u));
     const now = new Map<string, Counts>();
     await Promise.all(
       urls.map(async (url) => {

@@ -307,14 +307,17 @@ export const ENDPOINT_COLUMNS: readonly Column[] = [
   { header: 'HOST', sortKey: 'H', minWidth: 6, maxWidth: 32, dropOrder: 2 },
 ];
 
-/** Ready (takes new requests), terminating (draining), or not ready. */
-export function endpointRow(service: string, e: ServiceEndpoint): ObjectRow {
-  const state = e.terminating ? 'terminating' : e.ready ? 'ready' : 'not ready';
+/**
+ * Ready (takes new requests), ejected (ready, but a mesh proxy's outlier detection keeps it out),
+ * terminating (draining), or not ready.
+ */
+export function endpointRow(service: string, e: ServiceEndpoint, ejected = false): ObjectRow {
+  const state = e.terminating ? 'terminating' : !e.ready ? 'not ready' : ejected ? 'ejected' : 'ready';
   const ports = (e.ports ?? []).map((p) => `${p.name}:${p.port}`).join(',');
   return {
     cells: [service, e.replica, state, e.address, ports, e.host ?? ''],
     sortValues: [service, e.replica, state, e.address, ports, e.host ?? ''],
-    tone: e.terminating ? 'muted' : e.ready ? undefined : 'warn',
+    tone: e.terminating ? 'muted' : state === 'ready' ? undefined : 'warn',
   };
 }
 

@@ -301,7 +301,7 @@ export const VIEWS: Readonly<Record<ViewId, ViewDef>> = {
           const key = `${ns}/${slice.service}/${e.replica}@${e.address}`;
           if (seen.has(key)) continue;
           seen.add(key);
-          const r = endpointRow(slice.service, e);
+          const r = endpointRow(slice.service, e, cluster.mesh?.ejected(ns, slice.service, e.replica));
           rows.push({
             key,
             cells: ctx.allNamespaces ? [ns, ...r.cells] : r.cells,
