@@ -30,13 +30,13 @@ import {
   typed,
   WorkQueue,
 } from '../kube/index.ts';
-import { forEachLimited } from '../operator/concurrency.ts';
 import { allInformers, type Controller, createContext } from '../operator/context.ts';
 import { hostController, LeaseObserver } from '../operator/hosts/controller.ts';
 import { instanceController } from '../operator/instance/controller.ts';
 import { SchedulerCache, schedulerController } from '../operator/scheduler/controller.ts';
 import { serviceController } from '../operator/service/controller.ts';
 import { parseCidr } from '../operator/service/vip.ts';
+import { forEachLimited } from '../platform/concurrency.ts';
 import { summarize } from './stats.ts';
 
 const SMALL = 10;

@@ -23,7 +23,7 @@ import { installCrds } from '../crds/install.ts';
 import { INSTANCES, REPLICAS } from '../crds/resources.ts';
 import type { Instance, Replica } from '../crds/types.ts';
 import { type Applied, ensureNamespace, KubeApi, loadKubeConfig, resourceClient } from '../kube/index.ts';
-import { forEachLimited } from '../operator/concurrency.ts';
+import { forEachLimited } from '../platform/concurrency.ts';
 import { cpuTimes, rssKiB } from './proc.ts';
 import { quantile, summarize } from './stats.ts';
 

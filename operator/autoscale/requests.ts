@@ -8,8 +8,9 @@
  * series dropped and made again): its increase is its value, as Prometheus's rate() takes it.
  * Nothing is written to the API.
  */
+
+import { forEachLimited } from '../../platform/concurrency.ts';
 import { readMetrics, samplesOf } from '../../platform/prometheus.ts';
-import { forEachLimited } from '../concurrency.ts';
 
 const REQUESTS = new Set(['orrery_proxy_upstream_requests_total']);
 /** Proxies read at once. */

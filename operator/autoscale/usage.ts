@@ -5,8 +5,9 @@
  * cumulative usage. Nothing is written to the API: the numbers live here, for `orrery top` and
  * the autoscaler.
  */
+
+import { forEachLimited } from '../../platform/concurrency.ts';
 import { type HostSample, type HostTarget, scrapeHost } from '../../platform/runtime-api.ts';
-import { forEachLimited } from '../concurrency.ts';
 
 // The read itself is every runtime client's (platform/runtime-api.ts); re-exported for the autoscaler.
 export {

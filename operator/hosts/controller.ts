@@ -22,7 +22,7 @@ import {
   type ReconcileResult,
   removeFinalizer,
 } from '../../kube/index.ts';
-import { forEachLimited } from '../concurrency.ts';
+import { forEachLimited } from '../../platform/concurrency.ts';
 import { type Controller, type OperatorContext, replicasOnHost } from '../context.ts';
 
 export interface HostLifecycleOptions {

@@ -23,7 +23,7 @@ import {
   removeFinalizer,
   splitKey,
 } from '../../kube/index.ts';
-import { forEachLimited } from '../concurrency.ts';
+import { forEachLimited } from '../../platform/concurrency.ts';
 import { type Controller, type OperatorContext, replicasLabelledFor } from '../context.ts';
 import { templateHash } from '../hash.ts';
 import type { Placer } from '../scheduler/fit.ts';

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { forEachLimited } from '../../operator/concurrency.ts';
+import { forEachLimited } from '../../platform/concurrency.ts';
 
 test('forEachLimited runs every item with at most the limit in flight', async (t) => {
   let inFlight = 0;

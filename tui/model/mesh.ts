@@ -7,8 +7,11 @@
 // for shows no numbers, rather than zeros it did not measure. And which endpoints the proxies'
 // outlier detection has ejected, from their Leases (the Endpoints view's `ejected` state).
 import { decodeEjected } from '../../crds/proxy-ejected.ts';
+import { forEachLimited } from '../../platform/concurrency.ts';
 import { histogramQuantile, readMetrics, samplesOf } from '../../platform/prometheus.ts';
 import { PolledModel } from './polled.ts';
+
+const PROXY_READS_AT_ONCE = 8;
 
 const RESPONSES = 'orrery_proxy_responses_total';
 const BUCKETS = 'orrery_proxy_request_duration_seconds_bucket';
@@ -139,15 +142,14 @@ export class MeshModel extends PolledModel implements MeshReader {
     this.#ejected = ejected;
     const urls = proxies.map((p) => p.metricsUrl).filter((u): u is string => Boolean(u));
     const now = new Map<string, Counts>();
-    await Promise.all(
-      urls.map(async (url) => {
-        try {
-          now.set(url, countsOf(await read(url, this.abort.signal), performance.now()));
-        } catch {
-          // unreachable this time: no numbers from it for this window
-        }
-      }),
-    );
+    // A bounded number at once, as the autoscaler reads them: a thousand nodes, a thousand proxies.
+    await forEachLimited(urls, PROXY_READS_AT_ONCE, async (url) => {
+      try {
+        now.set(url, countsOf(await read(url, this.abort.signal), performance.now()));
+      } catch {
+        // unreachable this time: no numbers from it for this window
+      }
+    });
     this.#traffic = trafficBetween(this.#last, now);
     this.#last = now;
   }

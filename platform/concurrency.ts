@@ -1,6 +1,7 @@
 /**
  * Runs `fn` over `items` with at most `limit` calls in flight (API writes of one reconcile: a
- * 1,000-replica Instance must not create its Replicas one round trip at a time, nor all at once).
+ * 1,000-replica Instance must not create its Replicas one round trip at a time, nor all at once;
+ * the reads of a thousand hosts' runtimes or proxies, likewise).
  * Rejects with the first error after the calls in flight have settled.
  */
 export async function forEachLimited<T>(
