@@ -13,6 +13,7 @@ import {
   ensureControlPlaneBinary,
   startControlPlane,
 } from '../../controlplane/controlplane.ts';
+import type { KubeApi } from '../../kube/index.ts';
 
 export interface TestCluster {
   kubeconfig: string;
@@ -166,4 +167,16 @@ export async function privateControlPlane(
       return plane;
     },
   };
+}
+
+/** Who the API server takes a client's credentials for (a SelfSubjectReview, as `kubectl auth whoami`). */
+export async function whoAmI(api: KubeApi): Promise<{ username: string; extra?: Record<string, string[]> }> {
+  const review = await api.request<{
+    status: { userInfo: { username: string; extra?: Record<string, string[]> } };
+  }>({
+    method: 'POST',
+    path: '/apis/authentication.k8s.io/v1/selfsubjectreviews',
+    body: { apiVersion: 'authentication.k8s.io/v1', kind: 'SelfSubjectReview' },
+  });
+  return review.status.userInfo;
 }

@@ -24,7 +24,7 @@ import {
   typed,
 } from '../../kube/index.ts';
 import { replicaObject } from '../helpers/agent-harness.ts';
-import { freshNamespace, kubectl } from '../helpers/cluster.ts';
+import { freshNamespace, kubectl, whoAmI } from '../helpers/cluster.ts';
 import { orreryCluster } from '../helpers/orrery.ts';
 import { eventually } from '../helpers/wait.ts';
 
@@ -298,15 +298,9 @@ test.serial(
     t.teardown(() => api.close());
 
     // Who the API server takes it for: the account, with the node in the token.
-    const review = await api.request<{
-      status: { userInfo: { username: string; extra?: Record<string, string[]> } };
-    }>({
-      method: 'POST',
-      path: '/apis/authentication.k8s.io/v1/selfsubjectreviews',
-      body: { apiVersion: 'authentication.k8s.io/v1', kind: 'SelfSubjectReview' },
-    });
-    t.is(review.status.userInfo.username, RUNTIME);
-    t.deepEqual(review.status.userInfo.extra?.['authentication.kubernetes.io/node-name'], [nodeA]);
+    const user = await whoAmI(api);
+    t.is(user.username, RUNTIME);
+    t.deepEqual(user.extra?.['authentication.kubernetes.io/node-name'], [nodeA]);
 
     const replicas = resourceClient(api, typed<Replica>(REPLICAS), `orrery-runtime/${nodeA}`);
     const hosts = resourceClient(api, typed<Host>(HOSTS), `orrery-runtime/${nodeA}`);

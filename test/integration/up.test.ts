@@ -20,7 +20,7 @@ import {
 } from '../../kube/index.ts';
 import { CgroupManager, detectCgroupLayout } from '../../node-runtime/cgroups/index.ts';
 import { liveStartTime } from '../../platform/proc.ts';
-import { kubectl } from '../helpers/cluster.ts';
+import { kubectl, whoAmI } from '../helpers/cluster.ts';
 import { cgroupSkipReason, host, runs } from '../helpers/features.ts';
 import { eventually } from '../helpers/wait.ts';
 import { processesUnder, startUp, type UpProcess, within } from './fixtures/up-process.ts';
@@ -150,6 +150,30 @@ test.serial(
  * host's Host; the mesh proxy with the proxy account's, which writes no Host; the operator with the
  * operator account's, which reads no Secret.
  */
+/** A client with the credentials `up` gave its child `child` (its --kubeconfig), checked to be DATA_DIR/credentials/`dir`. */
+async function credentialsOf(
+  t: ExecutionContext,
+  up: UpProcess,
+  child: string,
+  dir: string,
+): Promise<KubeApi | undefined> {
+  const found = up.record().children.find((c) => c.name === child);
+  if (!found) return void t.fail(`no ${child} in up.pid`);
+  const args = readFileSync(`/proc/${found.pid}/cmdline`, 'utf8').split('\0');
+  const kubeconfig = args[args.indexOf('--kubeconfig') + 1] as string;
+  t.is(kubeconfig, join(up.dataDir, 'credentials', dir, 'kubeconfig'));
+  const api = await KubeApi.fromKubeConfig(loadKubeConfig({ kubeconfig }));
+  t.teardown(() => api.close());
+  return api;
+}
+
+/** The error a request failed with, or undefined when it succeeded. */
+const errorOf = (request: Promise<unknown>) =>
+  request.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+
 async function eachAgentHasItsOwnIdentity(
   t: ExecutionContext,
   up: UpProcess,
@@ -157,44 +181,27 @@ async function eachAgentHasItsOwnIdentity(
 ): Promise<void> {
   t.is(statSync(up.dataDir).mode & 0o777, 0o700, "the data dir is its owner's only");
   for (const name of names) {
-    const agent = up.record().children.find((c) => c.name === `host agent ${name}`);
-    if (!agent) return void t.fail(`no host agent ${name} in up.pid`);
-    const args = readFileSync(`/proc/${agent.pid}/cmdline`, 'utf8').split('\0');
-    const kubeconfig = args[args.indexOf('--kubeconfig') + 1] as string;
-    t.is(kubeconfig, join(up.dataDir, 'credentials', 'hosts', name, 'kubeconfig'));
-    const api = await KubeApi.fromKubeConfig(loadKubeConfig({ kubeconfig }));
-    t.teardown(() => api.close());
-    const review = await api.request<{
-      status: { userInfo: { username: string; extra?: Record<string, string[]> } };
-    }>({
-      method: 'POST',
-      path: '/apis/authentication.k8s.io/v1/selfsubjectreviews',
-      body: { apiVersion: 'authentication.k8s.io/v1', kind: 'SelfSubjectReview' },
-    });
-    t.is(review.status.userInfo.username, 'system:serviceaccount:orrery-system:orrery-runtime');
-    t.deepEqual(review.status.userInfo.extra?.['authentication.kubernetes.io/node-name'], [name]);
+    const api = await credentialsOf(t, up, `host agent ${name}`, join('hosts', name));
+    if (!api) return;
+    const user = await whoAmI(api);
+    t.is(user.username, 'system:serviceaccount:orrery-system:orrery-runtime');
+    t.deepEqual(user.extra?.['authentication.kubernetes.io/node-name'], [name]);
     const other = names.find((n) => n !== name) as string;
     const hosts = resourceClient(api, typed<Host>(HOSTS), 'orrery-test');
-    const err = await hosts.patchStatus(other, { replicas: 99 } as never).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
+    const err = await errorOf(hosts.patchStatus(other, { replicas: 99 } as never));
     t.true(isForbidden(err), `host ${name} writing the Host ${other}: ${String(err ?? 'allowed')}`);
   }
   // The mesh proxy: deploy/'s read-only proxy account, not the admin.
-  const proxy = up.record().children.find((c) => c.name === 'mesh proxy');
-  if (!proxy) return void t.fail('no mesh proxy in up.pid');
-  const args = readFileSync(`/proc/${proxy.pid}/cmdline`, 'utf8').split('\0');
-  const kubeconfig = args[args.indexOf('--kubeconfig') + 1] as string;
-  t.is(kubeconfig, join(up.dataDir, 'credentials', 'proxy', 'kubeconfig'));
-  const api = await KubeApi.fromKubeConfig(loadKubeConfig({ kubeconfig }));
-  t.teardown(() => api.close());
-  const err = await resourceClient(api, typed<Host>(HOSTS), 'orrery-test')
-    .patchStatus(names[0] as string, { replicas: 99 } as never)
-    .then(
-      () => undefined,
-      (e: unknown) => e,
-    );
+  const api = await credentialsOf(t, up, 'mesh proxy', 'proxy');
+  if (!api) return;
+  const err = await errorOf(
+    resourceClient(api, typed<Host>(HOSTS), 'orrery-test').patchStatus(
+      names[0] as string,
+      {
+        replicas: 99,
+      } as never,
+    ),
+  );
   t.true(isForbidden(err), `the proxy writing a Host: ${String(err ?? 'allowed')}`);
   // And it serves: its heartbeat Lease (proxy-up-<data dir key>) is written with that account.
   const key = createHash('sha256').update(up.dataDir).digest('hex').slice(0, 8);
@@ -205,27 +212,13 @@ async function eachAgentHasItsOwnIdentity(
   );
   t.truthy(lease.spec?.renewTime);
 
-  // The operator: deploy/'s operator account, not the admin: it cannot read Secrets, nor make
-  // another account's token.
-  const operator = up.record().children.find((c) => c.name === 'operator');
-  if (!operator) return void t.fail('no operator in up.pid');
-  const opArgs = readFileSync(`/proc/${operator.pid}/cmdline`, 'utf8').split('\0');
-  const opKubeconfig = opArgs[opArgs.indexOf('--kubeconfig') + 1] as string;
-  t.is(opKubeconfig, join(up.dataDir, 'credentials', 'operator', 'kubeconfig'));
-  const opApi = await KubeApi.fromKubeConfig(loadKubeConfig({ kubeconfig: opKubeconfig }));
-  t.teardown(() => opApi.close());
-  const who = await opApi.request<{ status: { userInfo: { username: string } } }>({
-    method: 'POST',
-    path: '/apis/authentication.k8s.io/v1/selfsubjectreviews',
-    body: { apiVersion: 'authentication.k8s.io/v1', kind: 'SelfSubjectReview' },
-  });
-  t.is(who.status.userInfo.username, 'system:serviceaccount:orrery-system:orrery-operator');
-  const secrets = await opApi
-    .request({ method: 'GET', path: '/api/v1/namespaces/orrery-system/secrets' })
-    .then(
-      () => undefined,
-      (e: unknown) => e,
-    );
+  // The operator: deploy/'s operator account, not the admin: it cannot read Secrets.
+  const opApi = await credentialsOf(t, up, 'operator', 'operator');
+  if (!opApi) return;
+  t.is((await whoAmI(opApi)).username, 'system:serviceaccount:orrery-system:orrery-operator');
+  const secrets = await errorOf(
+    opApi.request({ method: 'GET', path: '/api/v1/namespaces/orrery-system/secrets' }),
+  );
   t.true(isForbidden(secrets), `the operator listing Secrets: ${String(secrets ?? 'allowed')}`);
 }
 
