@@ -10,6 +10,7 @@ import type { Agent as HttpsAgent } from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
+import type { LRUCache } from 'lru-cache';
 
 const TOKEN_FILE = 'api-token';
 
@@ -81,30 +82,24 @@ export function hostTarget(host: HostLike): HostTarget | undefined {
 }
 
 /** One keep-alive agent per pinned certificate (a runtime makes a new one at each start). */
-const pinnedAgents = new Map<string, HttpsAgent>();
-const MAX_PINNED_AGENTS = 1024;
+let pinnedAgents: LRUCache<string, HttpsAgent> | undefined;
 
-function pinnedAgent(https: typeof import('node:https'), certificate: string): HttpsAgent {
+// node:https and the cache load with the first https request: the runtime imports this module for
+// its paths before it re-adopts its replicas, and loads nothing of HTTP until then.
+async function pinnedAgent(certificate: string): Promise<HttpsAgent> {
+  const [https, { LRUCache }] = await Promise.all([import('node:https'), import('lru-cache')]);
+  pinnedAgents ??= new LRUCache<string, HttpsAgent>({ max: 1024, dispose: (agent) => agent.destroy() });
   let agent = pinnedAgents.get(certificate);
-  if (agent) {
-    // Most recently used last: the first entry is the one to drop when full.
-    pinnedAgents.delete(certificate);
+  if (!agent) {
+    agent = new https.Agent({
+      keepAlive: true,
+      // The only certificate trusted is the one published: it chains to itself and nothing else
+      // does. The names in it are not checked (an address may be reached by another name).
+      ca: certificate,
+      checkServerIdentity: () => undefined,
+      minVersion: 'TLSv1.3',
+    });
     pinnedAgents.set(certificate, agent);
-    return agent;
-  }
-  agent = new https.Agent({
-    keepAlive: true,
-    // The only certificate trusted is the one published: it chains to itself and nothing else
-    // does. The names in it are not checked (an address may be reached by another name).
-    ca: certificate,
-    checkServerIdentity: () => undefined,
-    minVersion: 'TLSv1.3',
-  });
-  pinnedAgents.set(certificate, agent);
-  if (pinnedAgents.size > MAX_PINNED_AGENTS) {
-    const [oldest, old] = pinnedAgents.entries().next().value as [string, HttpsAgent];
-    pinnedAgents.delete(oldest);
-    old.destroy();
   }
   return agent;
 }
@@ -116,11 +111,10 @@ async function pinnedGet(
   headers: Record<string, string>,
   signal?: AbortSignal,
 ): Promise<Response> {
-  // Loaded on the first https request: the runtime imports this module for its paths before it
-  // re-adopts its replicas, and loads nothing of HTTP until then.
-  const https = await import('node:https');
+  const agent = await pinnedAgent(certificate);
+  const { request } = await import('node:https');
   return new Promise((resolve, reject) => {
-    const req = https.request(url, { agent: pinnedAgent(https, certificate), headers, signal }, (res) => {
+    const req = request(url, { agent, headers, signal }, (res) => {
       const h = new Headers();
       for (const [k, v] of Object.entries(res.headers)) {
         for (const one of Array.isArray(v) ? v : v === undefined ? [] : [v]) h.append(k, one);
