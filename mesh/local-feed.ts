@@ -342,14 +342,13 @@ export class LocalFeed extends EventEmitter {
     this.#o = opts;
     this.#log = opts.log ?? silentLogger;
     this.#state = new LocalDownState({ holdMs: opts.holdMs });
+    const certificate = opts.certificate;
     this.#streams = [...new Set(opts.runtimes)].map(
       (runtime) =>
         new RuntimeStream({
           url: runtime,
           token: opts.token,
-          certificate: opts.certificate
-            ? () => (opts.certificate as NonNullable<typeof opts.certificate>)(runtime)
-            : undefined,
+          certificate: certificate && (() => certificate(runtime)),
           idleMs: opts.idleMs ?? DEFAULT_IDLE_MS,
           log: this.#log.child({ runtime }),
           onSnapshot: (replicas) => this.#apply(this.#state.snapshot(runtime, replicas), runtime, 'snapshot'),

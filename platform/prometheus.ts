@@ -64,6 +64,14 @@ export function* samplesOf(text: string, names: ReadonlySet<string>): Generator<
 }
 
 /**
+ * How much a counter rose from `before` to `now`; a counter that went down was reset (its process
+ * restarted, its series made again), so its rise is its value, as Prometheus's rate() takes it.
+ */
+export function counterIncrease(now: number, before: number): number {
+  return now >= before ? now - before : now;
+}
+
+/**
  * The q-quantile of a histogram from its cumulative buckets (`le` → count, +Inf included), as
  * PromQL's histogram_quantile: linear within the bucket it falls in; the upper bound of the last
  * finite bucket when it falls in +Inf; undefined without observations.

@@ -10,7 +10,7 @@
  */
 
 import { forEachLimited } from '../../platform/concurrency.ts';
-import { readMetrics, samplesOf } from '../../platform/prometheus.ts';
+import { counterIncrease, readMetrics, samplesOf } from '../../platform/prometheus.ts';
 
 const REQUESTS = new Set(['orrery_proxy_upstream_requests_total']);
 /** Proxies read at once. */
@@ -71,7 +71,7 @@ export class RequestRateTracker {
     const rates = new Map<string, number>();
     for (const [key, count] of sample.counts) {
       const before = prev.counts.get(key) ?? 0;
-      rates.set(key, (count >= before ? count - before : count) / seconds);
+      rates.set(key, counterIncrease(count, before) / seconds);
     }
     this.#rates.set(sample.proxy, rates);
   }

@@ -8,7 +8,7 @@
 // outlier detection has ejected, from their Leases (the Endpoints view's `ejected` state).
 import { decodeEjected } from '../../crds/proxy-ejected.ts';
 import { forEachLimited } from '../../platform/concurrency.ts';
-import { histogramQuantile, readMetrics, samplesOf } from '../../platform/prometheus.ts';
+import { counterIncrease, histogramQuantile, readMetrics, samplesOf } from '../../platform/prometheus.ts';
 import { PolledModel } from './polled.ts';
 
 const PROXY_READS_AT_ONCE = 8;
@@ -79,17 +79,14 @@ export function trafficBetween(
     if (!prev || now.at <= prev.at) continue;
     const seconds = (now.at - prev.at) / 1000;
     for (const [key, n] of now.requests) {
-      const was = prev.requests.get(key) ?? 0;
-      // A counter that went down was reset (the proxy restarted): its increase is its value.
-      rps.set(key, (rps.get(key) ?? 0) + (n >= was ? n - was : n) / seconds);
+      rps.set(key, (rps.get(key) ?? 0) + counterIncrease(n, prev.requests.get(key) ?? 0) / seconds);
     }
     for (const [key, b] of now.buckets) {
       const wasB = prev.buckets.get(key);
       const sum = buckets.get(key) ?? new Map<number, number>();
       buckets.set(key, sum);
       for (const [le, n] of b) {
-        const was = wasB?.get(le) ?? 0;
-        sum.set(le, (sum.get(le) ?? 0) + (n >= was ? n - was : n));
+        sum.set(le, (sum.get(le) ?? 0) + counterIncrease(n, wasB?.get(le) ?? 0));
       }
     }
   }
