@@ -115,7 +115,12 @@ test('scale to 5 and back to 2; a template change rolls replicas one by one with
   t.true(minReady >= 2, `ready dropped to ${minReady}`);
   t.true(maxExisting <= 3, `maxSurge 0 but ${maxExisting} replicas existed`);
   t.notDeepEqual(runningPids(after), runningPids(before), 'the processes were replaced');
-  const inst = JSON.parse(await env.kubectl(['get', 'inst', 'web', '-o', 'json'])) as Instance;
+  // The Instance's status is written after the Replicas' (and their readiness may trail their
+  // phase): it says so once the operator has seen the last one ready.
+  const inst = await eventually('the Instance says RolloutComplete', async () => {
+    const i = JSON.parse(await env.kubectl(['get', 'inst', 'web', '-o', 'json'])) as Instance;
+    return i.status?.conditions?.find((c) => c.type === 'Progressing')?.reason === 'RolloutComplete' && i;
+  });
   t.is(inst.status?.updatedReplicas, 3);
   t.is(inst.status?.conditions?.find((c) => c.type === 'Progressing')?.reason, 'RolloutComplete');
 });
