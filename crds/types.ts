@@ -376,7 +376,7 @@ export interface ProcessSpec {
    */
   args?: string[];
   /**
-   * Environment variables, exactly as given; the runtime adds only the documented ORRERY_* and <SERVICE>_SERVICE_* variables.
+   * Environment variables, exactly as given (no $(VAR) expansion), each a literal value or a key of a ConfigMap or Secret in the replica's namespace, read by the host's runtime at each start of the replica. They override variables of the same name from envFrom; the runtime adds only the documented ORRERY_* and <SERVICE>_SERVICE_* variables.
    *
    * @maxItems 256
    */
@@ -386,9 +386,85 @@ export interface ProcessSpec {
      */
     name: string;
     /**
-     * Value of the variable; empty when unset.
+     * Value of the variable; empty when unset. Not together with valueFrom.
      */
     value: string;
+    /**
+     * Where the value comes from instead: one key of a ConfigMap or a Secret in the replica's namespace, read when the replica starts (a change reaches the process at its replica's next start, as for a Pod's containers). Until a reference that is not optional resolves, the replica stays Pending (condition ConfigResolved).
+     */
+    valueFrom?: {
+      /**
+       * A key of a ConfigMap (its data, not binaryData).
+       */
+      configMapKeyRef?: {
+        /**
+         * Name of the object in the replica's namespace (a DNS subdomain: lower-case letters, digits, '-' and '.', at most 253 characters).
+         */
+        name: string;
+        /**
+         * The key to take (letters, digits, '-', '_' and '.', at most 253 characters, not '.', '..' or starting with '..': a valid ConfigMap or Secret key).
+         */
+        key: string;
+        /**
+         * true: a missing object or key leaves the variable unset and the replica starts. false (the default): the replica waits, Pending, until both exist.
+         */
+        optional?: boolean;
+      };
+      /**
+       * A key of a Secret (its data, decoded).
+       */
+      secretKeyRef?: {
+        /**
+         * Name of the object in the replica's namespace (a DNS subdomain: lower-case letters, digits, '-' and '.', at most 253 characters).
+         */
+        name: string;
+        /**
+         * The key to take (letters, digits, '-', '_' and '.', at most 253 characters, not '.', '..' or starting with '..': a valid ConfigMap or Secret key).
+         */
+        key: string;
+        /**
+         * true: a missing object or key leaves the variable unset and the replica starts. false (the default): the replica waits, Pending, until both exist.
+         */
+        optional?: boolean;
+      };
+    };
+  }[];
+  /**
+   * Every key of ConfigMaps or Secrets (in the replica's namespace) as a variable, read by the host's runtime at each start of the replica, as a Pod's envFrom. A later entry overrides an earlier one with the same variable name, and env overrides them all. Keys that are not valid variable names are skipped and named in a Warning Event (InvalidEnvironmentVariableNames).
+   *
+   * @maxItems 64
+   */
+  envFrom?: {
+    /**
+     * Put before every key to make the variable's name (a valid variable name itself).
+     */
+    prefix?: string;
+    /**
+     * A ConfigMap whose data keys become variables.
+     */
+    configMapRef?: {
+      /**
+       * Name of the object in the replica's namespace (a DNS subdomain: lower-case letters, digits, '-' and '.', at most 253 characters).
+       */
+      name: string;
+      /**
+       * true: a missing object adds no variables and the replica starts. false (the default): the replica waits, Pending, until it exists.
+       */
+      optional?: boolean;
+    };
+    /**
+     * A Secret whose data keys become variables (values decoded).
+     */
+    secretRef?: {
+      /**
+       * Name of the object in the replica's namespace (a DNS subdomain: lower-case letters, digits, '-' and '.', at most 253 characters).
+       */
+      name: string;
+      /**
+       * true: a missing object adds no variables and the replica starts. false (the default): the replica waits, Pending, until it exists.
+       */
+      optional?: boolean;
+    };
   }[];
   /**
    * Absolute working directory of the process; the runtime's default is /.

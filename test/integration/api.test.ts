@@ -100,6 +100,23 @@ test('kubectl explain teaches the API from the schema descriptions', async (t) =
   for (const field of ['command', 'restart', 'readinessProbe', 'stopSignal'])
     t.regex(explained, new RegExp(`^\\s+${field}\\s`, 'm'));
   t.regex(ok(['explain', 'osvc.spec.outlierDetection']), /Envoy semantics/);
+  // Every field of env valueFrom and envFrom, documented (issue 19).
+  const env = ok(['explain', 'instance.spec.template.processes.env', '--recursive']);
+  for (const field of ['valueFrom', 'configMapKeyRef', 'secretKeyRef', 'key', 'optional'])
+    t.regex(env, new RegExp(`^\\s+${field}\\s`, 'm'), `explain --recursive lists ${field}`);
+  t.regex(
+    ok(['explain', 'instance.spec.template.processes.env.valueFrom.secretKeyRef.optional']),
+    /the replica waits, Pending, until both exist/,
+  );
+  t.regex(
+    ok(['explain', 'instance.spec.template.processes.env.valueFrom']),
+    /one key of a ConfigMap or a Secret/,
+  );
+  const envFrom = ok(['explain', 'instance.spec.template.processes.envFrom']);
+  t.regex(envFrom, /A later entry\s+overrides an earlier one/);
+  for (const field of ['prefix', 'configMapRef', 'secretRef'])
+    t.regex(envFrom, new RegExp(`^\\s+${field}\\s`, 'm'), `explain envFrom lists ${field}`);
+  t.regex(ok(['explain', 'instance.spec.template.processes.envFrom.secretRef.name']), /DNS subdomain/);
 });
 
 test('kubectl scale changes spec.replicas through the scale subresource', async (t) => {
@@ -143,7 +160,19 @@ function instance(mutate: (spec: Manifest) => void): Manifest {
     template: {
       processes: [
         { name: 'server', command: ['sleep', 'infinity'], ports: [{ name: 'http', protocol: 'http' }] },
-        { name: 'worker', command: ['sleep', 'infinity'] },
+        {
+          name: 'worker',
+          command: ['sleep', 'infinity'],
+          // Valid references (issue 19): the invalid ones below are each one mutation away.
+          env: [
+            { name: 'A', value: '', valueFrom: { configMapKeyRef: { name: 'cfg.v1', key: '.a_b-c.d' } } },
+            { name: 'B', valueFrom: { secretKeyRef: { name: 'db', key: 'password', optional: true } } },
+          ],
+          envFrom: [
+            { prefix: 'CFG_', configMapRef: { name: 'cfg' } },
+            { secretRef: { name: 'db', optional: false } },
+          ],
+        },
       ],
       resources: { cpu: '100m', memory: '32Mi', pids: 16 },
     },
@@ -318,6 +347,87 @@ const invalid: Array<{ what: string; manifest: Manifest; field: string; says?: R
     manifest: instance((s) => (s.template.isolation = { namespaces: ['pid', 'time'] })),
     field: 'spec.template.isolation.namespaces[1]',
     says: /Unsupported value: "time"/,
+  },
+  {
+    what: 'env with both a value and a valueFrom',
+    manifest: instance((s) => {
+      first(s).env = [
+        { name: 'DB', value: 'x', valueFrom: { secretKeyRef: { name: 'db', key: 'password' } } },
+      ];
+    }),
+    field: 'spec.template.processes[0].env[0].valueFrom',
+    says: /may not be set when value is not empty/,
+  },
+  {
+    what: 'valueFrom naming both a ConfigMap and a Secret',
+    manifest: instance((s) => {
+      first(s).env = [
+        {
+          name: 'DB',
+          valueFrom: { configMapKeyRef: { name: 'a', key: 'k' }, secretKeyRef: { name: 'b', key: 'k' } },
+        },
+      ];
+    }),
+    field: 'spec.template.processes[0].env[0].valueFrom',
+    says: /exactly one of configMapKeyRef and secretKeyRef/,
+  },
+  {
+    what: 'valueFrom naming neither',
+    manifest: instance((s) => (first(s).env = [{ name: 'DB', valueFrom: {} }])),
+    field: 'spec.template.processes[0].env[0].valueFrom',
+    says: /exactly one of configMapKeyRef and secretKeyRef/,
+  },
+  {
+    what: 'a Secret name that is not a DNS subdomain',
+    manifest: instance((s) => {
+      first(s).env = [{ name: 'DB', valueFrom: { secretKeyRef: { name: 'Db_Creds', key: 'password' } } }];
+    }),
+    field: 'spec.template.processes[0].env[0].valueFrom.secretKeyRef.name',
+    says: /should match/,
+  },
+  {
+    what: "a ConfigMap key starting with '..'",
+    manifest: instance((s) => {
+      first(s).env = [{ name: 'A', valueFrom: { configMapKeyRef: { name: 'cfg', key: '..data' } } }];
+    }),
+    field: 'spec.template.processes[0].env[0].valueFrom.configMapKeyRef.key',
+    says: /should match/,
+  },
+  {
+    what: 'a key with a slash',
+    manifest: instance((s) => {
+      first(s).env = [{ name: 'A', valueFrom: { configMapKeyRef: { name: 'cfg', key: 'a/b' } } }];
+    }),
+    field: 'spec.template.processes[0].env[0].valueFrom.configMapKeyRef.key',
+    says: /should match/,
+  },
+  {
+    what: 'a key selector without its key',
+    manifest: instance((s) => {
+      first(s).env = [{ name: 'A', valueFrom: { configMapKeyRef: { name: 'cfg' } } }];
+    }),
+    field: 'spec.template.processes[0].env[0].valueFrom.configMapKeyRef.key',
+    says: /Required value/,
+  },
+  {
+    what: 'envFrom with both a ConfigMap and a Secret',
+    manifest: instance(
+      (s) => (first(s).envFrom = [{ configMapRef: { name: 'a' }, secretRef: { name: 'b' } }]),
+    ),
+    field: 'spec.template.processes[0].envFrom[0]',
+    says: /exactly one of configMapRef and secretRef/,
+  },
+  {
+    what: 'envFrom naming a Secret that is not a DNS subdomain',
+    manifest: instance((s) => (first(s).envFrom = [{ secretRef: { name: '-db' } }])),
+    field: 'spec.template.processes[0].envFrom[0].secretRef.name',
+    says: /should match/,
+  },
+  {
+    what: 'envFrom with a prefix that is no variable name',
+    manifest: instance((s) => (first(s).envFrom = [{ prefix: '1X=', configMapRef: { name: 'cfg' } }])),
+    field: 'spec.template.processes[0].envFrom[0].prefix',
+    says: /should match/,
   },
   {
     what: 'service without ports',
