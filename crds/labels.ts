@@ -23,6 +23,15 @@ export const SYSTEM_NAMESPACE = 'orrery-system';
 
 const HOST_LEASE_PREFIX = 'host-';
 
+/**
+ * The ServiceAccount (in SYSTEM_NAMESPACE) of one host's reads of ConfigMaps and Secrets, and the
+ * name of the Role and RoleBinding that grant it those its Replicas reference, in each namespace
+ * (docs/DESIGN.md §10). deploy/rbac.yaml's admission policies spell the same prefix.
+ */
+export function hostAccountName(host: string): string {
+  return `orrery-host-${host}`;
+}
+
 /** The heartbeat Lease of a host runtime, in SYSTEM_NAMESPACE. */
 export function hostLeaseName(host: string): string {
   return `${HOST_LEASE_PREFIX}${host}`;

@@ -44,6 +44,34 @@ export const CONFIGMAPS: ResourceDescriptor = {
   kind: 'ConfigMap',
   namespaced: true,
 };
+export const SECRETS: ResourceDescriptor = {
+  group: '',
+  version: 'v1',
+  plural: 'secrets',
+  kind: 'Secret',
+  namespaced: true,
+};
+export const SERVICE_ACCOUNTS: ResourceDescriptor = {
+  group: '',
+  version: 'v1',
+  plural: 'serviceaccounts',
+  kind: 'ServiceAccount',
+  namespaced: true,
+};
+export const ROLES: ResourceDescriptor = {
+  group: 'rbac.authorization.k8s.io',
+  version: 'v1',
+  plural: 'roles',
+  kind: 'Role',
+  namespaced: true,
+};
+export const ROLE_BINDINGS: ResourceDescriptor = {
+  group: 'rbac.authorization.k8s.io',
+  version: 'v1',
+  plural: 'rolebindings',
+  kind: 'RoleBinding',
+  namespaced: true,
+};
 export const NAMESPACES: ResourceDescriptor = {
   group: '',
   version: 'v1',

@@ -21,10 +21,19 @@ import {
   type Logger,
   type ReconcileResult,
   type ResourceClient,
+  ROLE_BINDINGS,
+  ROLES,
   resourceClient,
+  SERVICE_ACCOUNTS,
   typed,
   type WorkQueue,
 } from '../kube/index.ts';
+import {
+  HOST_ACCESS_SELECTOR,
+  type Role,
+  type RoleBinding,
+  type ServiceAccount,
+} from './hostaccess/objects.ts';
 
 export const FIELD_MANAGER = 'orrery-operator';
 
@@ -53,6 +62,9 @@ export interface OperatorContext {
     hosts: ResourceClient<Host>;
     leases: ResourceClient<Lease>;
     endpointSlices: ResourceClient<EndpointSlice>;
+    roles: ResourceClient<Role>;
+    roleBindings: ResourceClient<RoleBinding>;
+    serviceAccounts: ResourceClient<ServiceAccount>;
   };
   informers: {
     instances: Informer<Instance>;
@@ -63,6 +75,11 @@ export interface OperatorContext {
     leases: Informer<Lease>;
     /** The Services' EndpointSlices, written by the Service controller. */
     endpointSlices: Informer<EndpointSlice>;
+    /** The hosts' read grants (operator/hostaccess/): Roles and RoleBindings made here. */
+    roles: Informer<Role>;
+    roleBindings: Informer<RoleBinding>;
+    /** The hosts' accounts, in orrery-system. */
+    serviceAccounts: Informer<ServiceAccount>;
   };
 }
 
@@ -82,6 +99,9 @@ export function createContext(api: KubeApi, log: Logger, opts: ContextOptions = 
     hosts: resourceClient(api, typed<Host>(HOSTS), FIELD_MANAGER),
     leases: resourceClient(api, typed<Lease>(LEASES), FIELD_MANAGER),
     endpointSlices: resourceClient(api, typed<EndpointSlice>(ENDPOINT_SLICES), FIELD_MANAGER),
+    roles: resourceClient(api, typed<Role>(ROLES), FIELD_MANAGER),
+    roleBindings: resourceClient(api, typed<RoleBinding>(ROLE_BINDINGS), FIELD_MANAGER),
+    serviceAccounts: resourceClient(api, typed<ServiceAccount>(SERVICE_ACCOUNTS), FIELD_MANAGER),
   };
   const informerOptions = { log, resyncPeriodMs: opts.resyncPeriodMs ?? 60_000 };
   const scoped = { ...informerOptions, namespace: opts.namespace };
@@ -94,6 +114,13 @@ export function createContext(api: KubeApi, log: Logger, opts: ContextOptions = 
     endpointSlices: new Informer(clients.endpointSlices, {
       ...scoped,
       labelSelector: `${MANAGED_BY_LABEL}=${ENDPOINT_SLICE_MANAGER}`,
+    }),
+    roles: new Informer(clients.roles, { ...scoped, labelSelector: HOST_ACCESS_SELECTOR }),
+    roleBindings: new Informer(clients.roleBindings, { ...scoped, labelSelector: HOST_ACCESS_SELECTOR }),
+    serviceAccounts: new Informer(clients.serviceAccounts, {
+      ...informerOptions,
+      namespace: SYSTEM_NAMESPACE,
+      labelSelector: HOST_ACCESS_SELECTOR,
     }),
   };
   informers.replicas.addIndex(BY_OWNER, (r) => {

@@ -27,6 +27,7 @@ import {
   type OperatorContext,
 } from './context.ts';
 import { type OperatorHealth, operatorHealth } from './health.ts';
+import { hostAccessController } from './hostaccess/controller.ts';
 import { hostController, LeaseObserver } from './hosts/controller.ts';
 import { instanceController } from './instance/controller.ts';
 import { OperatorMetrics } from './metrics.ts';
@@ -166,6 +167,7 @@ function startControllers(
     }),
     schedulerController(ctx, { cache, leases }),
     hostController(ctx, { graceMs: opts.hostGraceMs ?? 1000, leases }),
+    hostAccessController(ctx),
     serviceController(ctx, { range: opts.range }),
     autoscaleController(ctx, {
       runtimeToken: opts.runtimeToken ?? (() => undefined),

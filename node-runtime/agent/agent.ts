@@ -34,6 +34,7 @@ import type { WorkloadPhase } from '../supervisor/spec.ts';
 import { KernelFastPath } from './fastpath.ts';
 import { FencePolicy } from './fence.ts';
 import { type HostFacts, hostFacts } from './host.ts';
+import { HostAccountReader } from './host-account.ts';
 import { createHttpApi, listen } from './http.ts';
 import { AgentMetrics } from './metrics.ts';
 import type { NormalizedAgentOptions } from './options.ts';
@@ -95,6 +96,7 @@ interface Parts {
   fence: FencePolicy;
   reconciler: ReplicaReconciler;
   registration: HostRegistration;
+  configObjects: HostAccountReader;
 }
 
 /**
@@ -164,6 +166,7 @@ function assembleParts(a: {
     },
     stopping,
   });
+  const configObjects = new HostAccountReader(api, me, log);
   const reconciler = new ReplicaReconciler({
     hostName: me,
     address: o.address,
@@ -177,6 +180,7 @@ function assembleParts(a: {
     log,
     stopping,
     servicesIn: (namespace) => services.byIndex(BY_NAMESPACE, namespace),
+    configObjects,
   });
   const registration: HostRegistration = new HostRegistration({
     api,
@@ -196,7 +200,18 @@ function assembleParts(a: {
     onLost: fence.onLost,
     onRecovered: fence.onRecovered,
   });
-  return { hosts, recorder, metrics, informer, services, queue, fence, reconciler, registration };
+  return {
+    hosts,
+    recorder,
+    metrics,
+    informer,
+    services,
+    queue,
+    fence,
+    reconciler,
+    registration,
+    configObjects,
+  };
 }
 
 /**
@@ -233,7 +248,8 @@ export async function joinCluster({ options: o, log, engine, readopted }: Readop
       layout,
       stopping: () => stopping,
     });
-    const { metrics, informer, services, queue, fence, reconciler, registration } = parts;
+    const { metrics, informer, services, queue, fence, reconciler, registration, configObjects } = parts;
+    teardown.push(() => configObjects.close());
 
     // TLS: a certificate of this start's own, its key never written anywhere; clients trust it
     // because the Host (written with this node's credentials) publishes it.

@@ -135,6 +135,8 @@ export function buildReplicaSpec(
   portOf: PortLookup,
   /** More variables for every process, before the ORRERY_* ones (the Services of its namespace). */
   env: readonly EnvVar[] = [],
+  /** Each process's own variables with its env valueFrom and envFrom resolved (config-env.ts), by process name. */
+  resolvedEnv?: ReadonlyMap<string, EnvVar[]>,
 ): WorkloadSpec {
   const ns = replica.metadata.namespace as string;
   const name = replica.metadata.name as string;
@@ -149,7 +151,9 @@ export function buildReplicaSpec(
       stopSignal: p.stopSignal,
     };
     if (p.args) out.args = [...p.args];
-    if (p.env) out.env = p.env.map((e) => ({ name: e.name, value: e.value }));
+    const own = resolvedEnv?.get(p.name);
+    if (own) out.env = own;
+    else if (p.env) out.env = p.env.map((e) => ({ name: e.name, value: e.value }));
     if (p.workingDir) out.workingDir = p.workingDir;
     if (p.ports) {
       out.ports = p.ports.map((port) => ({

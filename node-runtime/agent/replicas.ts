@@ -22,6 +22,7 @@ import {
 import type { Engine } from '../engine.ts';
 import { InvalidSpecError } from '../invalid-spec.ts';
 import type { EngineEvent } from '../supervisor/spec.ts';
+import { type ConfigObjects, resolveEnv, type SkippedKeys, UnresolvedConfigError } from './config-env.ts';
 import type { FencePolicy } from './fence.ts';
 import type { AgentMetrics } from './metrics.ts';
 import type { PortAllocator } from './ports.ts';
@@ -59,7 +60,15 @@ export interface ReplicaReconcilerOptions {
   stopping: () => boolean;
   /** The Services of a namespace, for the *_SERVICE_HOST/PORT variables of its workloads. */
   servicesIn: (namespace: string) => Service[];
+  /** The ConfigMaps and Secrets its env refers to, read as this host's own account (host-account.ts). */
+  configObjects: ConfigObjects;
 }
+
+/**
+ * How soon a replica waiting for a ConfigMap or Secret (or for the host's access to it) looks
+ * again: "within a few seconds" of the object's creation, at one GET per object per replica.
+ */
+export const CONFIG_RECHECK_MS = 2000;
 
 export class ReplicaReconciler {
   readonly #o: ReplicaReconcilerOptions;
@@ -153,8 +162,8 @@ export class ReplicaReconciler {
         await this.stopReplica(id);
       }
     }
-    if (!engine.has(id)) await this.#start(key, replica, id);
-    else this.statusWriter.request(key);
+    if (!engine.has(id)) return this.#start(key, replica, id);
+    this.statusWriter.request(key);
     return undefined;
   };
 
@@ -238,20 +247,26 @@ export class ReplicaReconciler {
   }
 
   /**
-   * Builds the replica's spec (ports allocated) and runs it. An invalid spec is the user's to fix:
-   * phase Failed, reason InvalidSpec, and no retry until the object changes. Anything else (a
-   * failed exec is ExecFailed, the rest RunFailed) is reported and thrown, for the queue to retry
-   * with back-off.
+   * Builds the replica's spec (its env read from ConfigMaps and Secrets, ports allocated) and runs
+   * it. An invalid spec is the user's to fix: phase Failed, reason InvalidSpec, and no retry until
+   * the object changes. A reference that does not resolve keeps it Pending (ConfigResolved False)
+   * and is looked at again after CONFIG_RECHECK_MS. Anything else (a failed exec is ExecFailed, the
+   * rest RunFailed) is reported and thrown, for the queue to retry with back-off.
    */
-  async #start(key: string, replica: Replica, id: string): Promise<void> {
+  async #start(key: string, replica: Replica, id: string): Promise<ReconcileResult> {
     const { ports, engine, fence, metrics, log, hostName } = this.#o;
+    const namespace = replica.metadata.namespace as string;
     const allocated = new Map<string, number>();
     const releaseAll = () => {
       for (const p of allocated.values()) ports.release(p);
     };
     let spec: ReturnType<typeof buildReplicaSpec>;
+    let skipped: SkippedKeys[];
     try {
       const template = templateOf(replica);
+      // Before the ports: a replica waiting for its configuration holds none.
+      const resolved = await resolveEnv(template, namespace, this.#o.configObjects);
+      skipped = resolved.skipped;
       for (const w of portsToAllocate(template)) {
         allocated.set(`${w.process}/${w.name}`, await ports.allocate());
       }
@@ -263,19 +278,39 @@ export class ReplicaReconciler {
         template,
         hostName,
         (proc, name) => allocated.get(`${proc}/${name}`) as number,
-        serviceEnv(this.#o.servicesIn(replica.metadata.namespace as string)),
+        serviceEnv(this.#o.servicesIn(namespace)),
+        resolved.env,
       );
     } catch (err) {
       releaseAll();
+      if (err instanceof UnresolvedConfigError) {
+        if (this.#failures.get(id)?.message !== err.message) {
+          log.info(
+            { replica: key, reason: err.reason, detail: err.message },
+            'replica waits for its configuration',
+          );
+        }
+        this.#failures.set(id, { reason: err.reason, message: err.message, waiting: true });
+        this.statusWriter.request(key);
+        return { requeueAfterMs: CONFIG_RECHECK_MS };
+      }
       this.#failures.set(id, {
         reason: err instanceof InvalidSpecError ? 'InvalidSpec' : 'RunFailed',
         message: (err as Error).message,
       });
       this.statusWriter.request(key);
-      if (err instanceof InvalidSpecError) return;
+      if (err instanceof InvalidSpecError) return undefined;
       throw err;
     }
     this.#failures.delete(id);
+    for (const s of skipped) {
+      // As the kubelet's InvalidEnvironmentVariableNames event: the replica starts without them.
+      void this.#o.recorder.warning(
+        replica,
+        'InvalidEnvironmentVariableNames',
+        `keys [${s.keys.join(', ')}] from the envFrom ${s.kind === 'Secret' ? 'secret' : 'configmap'} ${namespace}/${s.name} were skipped since they are not valid environment variable names`,
+      );
+    }
     spec.annotations = { [DIGEST_ANNOTATION]: replicaDigest(replica, hostName) };
     this.#starting.add(id);
     const t0 = performance.now();
@@ -305,5 +340,6 @@ export class ReplicaReconciler {
       this.#starting.delete(id);
       this.statusWriter.request(key);
     }
+    return undefined;
   }
 }

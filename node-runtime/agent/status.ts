@@ -12,15 +12,20 @@
  */
 import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
-import { setConditions } from '../../crds/conditions.ts';
+import { type ConditionInput, setConditions } from '../../crds/conditions.ts';
+import { hasConfigReferences } from '../../crds/config-refs.ts';
 import type { ProcessStatus as ApiProcessStatus, Replica, ReplicaStatus } from '../../crds/types.ts';
 import { isConflict, isNotFound, type ResourceClient, sleep } from '../../kube/index.ts';
 import type { WorkloadStatus } from '../supervisor/spec.ts';
 
-/** Why the agent could not run a replica at all (validation, port allocation): shown as phase Failed. */
+/**
+ * Why the agent could not run a replica at all (validation, port allocation): shown as phase
+ * Failed; or, `waiting`, why it does not run it yet (a ConfigMap or Secret it needs): Pending.
+ */
 export interface RunFailure {
   reason: string;
   message: string;
+  waiting?: boolean;
 }
 
 function processStatus(p: WorkloadStatus['processes'][number]): ApiProcessStatus {
@@ -65,20 +70,42 @@ export function apiStatusOf(
   const status = runtimeFacts(replica, rs, failure, address);
   // The scheduler wrote Scheduled=False (and reason Unschedulable) while the replica was
   // unbound; from binding on this host owns the status, as the kubelet does after kube-scheduler.
-  status.conditions = setConditions(
-    replica.status?.conditions,
-    [
-      { type: 'Scheduled', status: 'True', reason: 'Bound', message: `bound to host ${replica.spec.host}` },
-      {
-        type: 'Ready',
-        status: status.ready ? 'True' : 'False',
-        reason: status.ready ? 'ProcessesReady' : (status.reason ?? status.phase ?? 'Pending'),
-        message: status.ready ? 'every process runs and passes its readiness probe' : (status.message ?? ''),
-      },
-    ],
-    replica.metadata.generation,
-  );
+  const conditions: ConditionInput[] = [
+    { type: 'Scheduled', status: 'True', reason: 'Bound', message: `bound to host ${replica.spec.host}` },
+    {
+      type: 'Ready',
+      status: status.ready ? 'True' : 'False',
+      reason: status.ready ? 'ProcessesReady' : (status.reason ?? status.phase ?? 'Pending'),
+      message: status.ready ? 'every process runs and passes its readiness probe' : (status.message ?? ''),
+    },
+  ];
+  const config = configCondition(replica, rs, failure);
+  if (config) conditions.push(config);
+  status.conditions = setConditions(replica.status?.conditions, conditions, replica.metadata.generation);
   return status;
+}
+
+/**
+ * ConfigResolved, for a replica whose env reads ConfigMaps or Secrets: False (with what is
+ * missing) while it waits for them, True once it was started with them; unchanged in between.
+ */
+function configCondition(
+  replica: Replica,
+  rs: WorkloadStatus | undefined,
+  failure: RunFailure | undefined,
+): ConditionInput | undefined {
+  if (failure?.waiting) {
+    return { type: 'ConfigResolved', status: 'False', reason: failure.reason, message: failure.message };
+  }
+  if (rs && hasConfigReferences(replica.spec.template)) {
+    return {
+      type: 'ConfigResolved',
+      status: 'True',
+      reason: 'Resolved',
+      message: 'every ConfigMap and Secret reference was read when the replica started',
+    };
+  }
+  return undefined;
 }
 
 /** Every field of Replica.status the runtime writes: absent ones are sent as null, so a merge patch clears them. */
@@ -145,7 +172,12 @@ function runtimeFacts(
   const status: ReplicaStatus = {};
   if (replica.metadata.generation !== undefined) status.observedGeneration = replica.metadata.generation;
   if (!rs) {
-    if (failure) {
+    if (failure?.waiting) {
+      status.phase = 'Pending';
+      status.ready = false;
+      status.reason = failure.reason;
+      status.message = failure.message;
+    } else if (failure) {
       status.phase = 'Failed';
       status.ready = false;
       status.reason = failure.reason;
