@@ -168,6 +168,7 @@ async function fromEnv(
     const kind: ConfigKind = e.valueFrom?.configMapKeyRef ? 'ConfigMap' : 'Secret';
     const where = `processes[${i}].env[${j}] ${e.name}`;
     const found = await lookup(kind, ref.name);
+    // An optional reference that does not resolve leaves what envFrom set, as the kubelet does.
     if (!found.ok) {
       if (!(ref.optional && found.reason === 'ConfigMissing')) {
         unresolved.push({ reason: found.reason, where, message: found.message });
@@ -185,7 +186,6 @@ async function fromEnv(
       }
       continue;
     }
-    // An optional reference that did not resolve leaves what envFrom set, as the kubelet does.
     setLast(vars, e.name, value);
   }
 }
