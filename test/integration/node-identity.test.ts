@@ -113,7 +113,9 @@ test('deploy/rbac.yaml gives the runtimes exactly what the agent writes', async 
     'Role/orrery-runtime',
     'RoleBinding/orrery-runtime',
     'ServiceAccount/orrery-runtime',
+    'ValidatingAdmissionPolicy/orrery-runtime-host-account',
     'ValidatingAdmissionPolicy/orrery-runtime-node',
+    'ValidatingAdmissionPolicyBinding/orrery-runtime-host-account',
     'ValidatingAdmissionPolicyBinding/orrery-runtime-node',
   ]);
   const canI = async (...args: string[]) =>
@@ -130,6 +132,8 @@ test('deploy/rbac.yaml gives the runtimes exactly what the agent writes', async 
     ['update', 'leases', '-n', 'orrery-system'],
     ['create', 'events', '-n', 'default'],
     ['get', 'namespaces/orrery-system'],
+    // A token of its host's account (issue 19); the policy orrery-runtime-host-account names which.
+    ['create', 'serviceaccounts', '--subresource=token', '-n', 'orrery-system'],
   ];
   const denied = [
     // The issue's reproduction: before, yes.
@@ -148,6 +152,9 @@ test('deploy/rbac.yaml gives the runtimes exactly what the agent writes', async 
     ['create', 'namespaces'],
     ['get', 'namespaces/default'],
     ['get', 'secrets', '-n', 'orrery-system'],
+    ['get', 'secrets', '-n', 'default'],
+    ['get', 'configmaps', '-n', 'default'],
+    ['create', 'serviceaccounts', '--subresource=token', '-n', 'default'],
   ];
   for (const args of allowed) t.is(await canI(...args), 'yes', `can-i ${args.join(' ')}`);
   for (const args of denied) t.is(await canI(...args), 'no', `can-i ${args.join(' ')}`);
