@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import test from 'ava';
+import { stringify } from 'yaml';
 import { hostCredentialsPaths, writeAccountCredentials } from '../../cli/up-identity.ts';
 import { hostAccountName, SYSTEM_NAMESPACE } from '../../crds/labels.ts';
 import type { Instance, Replica } from '../../crds/types.ts';
@@ -19,14 +20,16 @@ import {
   resourceClient,
   SECRETS,
 } from '../../kube/index.ts';
+import { kubectl } from '../helpers/cluster.ts';
 import { type E2e, e2e } from '../helpers/e2e.ts';
 import { eventually } from '../helpers/wait.ts';
 
-/** The operator as deploy/ runs it: its own account, not the test's admin. */
-async function operatorAsItsAccount(env: E2e): Promise<void> {
+/** The operator as deploy/ runs it: its own account, not the test's admin; its kubeconfig. */
+async function operatorAsItsAccount(env: E2e): Promise<string> {
   const root = dirname(env.hosts[0]?.stateDir as string);
   const credentials = await writeAccountCredentials(env.api, env.api.kubeConfig.cluster, root, 'operator');
   await env.startOperator({ kubeConfig: loadKubeConfig({ kubeconfig: credentials.kubeconfig }) });
+  return credentials.kubeconfig;
 }
 
 function instance(name: string, process: Record<string, unknown>, slot?: number): Instance {
@@ -197,7 +200,7 @@ test("host A's account reads the Secrets its replicas reference and is refused h
     operator: 'none',
     agentArgs: (i) => ['--label', `orrery.dev/slot=${i}`],
   });
-  await operatorAsItsAccount(env);
+  const operatorKubeconfig = await operatorAsItsAccount(env);
   const [a, b] = env.hosts;
   if (!a || !b) return t.fail('two hosts');
   await put(env, 'Secret', 'secret-a', { v: 'a' });
@@ -313,4 +316,41 @@ test("host A's account reads the Secrets its replicas reference and is refused h
     ),
     'gone',
   );
+
+  // The operator's own account grants nothing else (orrery-operator-host-access).
+  const asOperator = (yaml: string) =>
+    kubectl(operatorKubeconfig, ['create', '--dry-run=server', '-n', env.ns, '-f', '-'], { input: yaml });
+  const role = (name: string, verbs: string[], resource = 'secrets') =>
+    stringify({
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'Role',
+      metadata: { name },
+      rules: [{ apiGroups: [''], resources: [resource], verbs, resourceNames: ['secret-b'] }],
+    });
+  t.regex((await asOperator(role('reader', ['get']))).stderr, /writes only objects named orrery-host-<host>/);
+  // RBAC's escalation check: it cannot grant what it does not hold (list).
+  t.regex(
+    (await asOperator(role(hostAccountName(a.name), ['get', 'list']))).stderr,
+    /attempting to grant RBAC permissions not currently held/,
+  );
+  // What it holds, but not for hosts: the admission policy.
+  t.regex(
+    (await asOperator(role(hostAccountName(a.name), ['create'], 'events'))).stderr,
+    /grants only get on named ConfigMaps and Secrets/,
+  );
+  t.regex(
+    (
+      await asOperator(
+        stringify({
+          apiVersion: 'rbac.authorization.k8s.io/v1',
+          kind: 'RoleBinding',
+          metadata: { name: hostAccountName(b.name) },
+          roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: hostAccountName(b.name) },
+          subjects: [{ kind: 'User', name: 'mallory' }],
+        }),
+      )
+    ).stderr,
+    /to the account orrery-system\/orrery-host-<host> alone/,
+  );
+  t.is((await asOperator(role(hostAccountName(a.name), ['get']))).code, 0, 'the one shape it makes');
 });
