@@ -22,17 +22,20 @@ interface ProxyFlags {
   runtimeTokenFile?: string;
 }
 
-/** `--runtime`, repeatable: the base URL of a runtime's HTTP API (http only, as the agent serves it). */
-function runtimeUrlFlag(value: string, previous: string[] = []): string[] {
+/**
+ * `--runtime`, repeatable: the base URL of a runtime's API, http:// on loopback or https:// off it
+ * (`orrery runtime --tls`), whose certificate the feed takes from the Host that publishes it.
+ */
+export function runtimeUrlFlag(value: string, previous: string[] = []): string[] {
   let url: URL;
   try {
     url = new URL(value);
   } catch {
     throw new InvalidArgumentError(`--runtime expects a URL such as http://127.0.0.1:7777, got '${value}'`);
   }
-  if (url.protocol !== 'http:' || url.search || url.hash) {
+  if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.search || url.hash) {
     throw new InvalidArgumentError(
-      `--runtime expects an http:// URL such as http://127.0.0.1:7777, got '${value}'`,
+      `--runtime expects an http:// or https:// URL such as http://127.0.0.1:7777 or https://10.0.0.5:7777, got '${value}'`,
     );
   }
   return [...previous, value.replace(/\/+$/, '')];

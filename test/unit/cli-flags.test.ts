@@ -10,6 +10,7 @@ import {
   quantityFlag,
   wholeNumberFlag,
 } from '../../cli/flags.ts';
+import { runtimeUrlFlag } from '../../cli/proxy.ts';
 
 test('whole numbers: bounds in the message, no sign, no fraction', (t) => {
   t.is(wholeNumberFlag('--workers', 1, 64)('4'), 4);
@@ -69,4 +70,21 @@ test('addresses, names and labels', (t) => {
   const label = labelFlag('--label');
   t.deepEqual(label('b=2', label('a=1')), { a: '1', b: '2' });
   t.throws(() => label('=1'), { message: "--label expects key=value, got '=1'" });
+});
+
+test("the proxy's --runtime takes http:// and https:// base URLs, repeatable", (t) => {
+  // deploy/proxy.yaml points it at its node's runtime over HTTPS (the API off loopback is TLS).
+  t.deepEqual(runtimeUrlFlag('https://10.200.0.2:7777/'), ['https://10.200.0.2:7777']);
+  t.deepEqual(runtimeUrlFlag('http://127.0.0.1:7777', ['https://10.0.0.5:7777']), [
+    'https://10.0.0.5:7777',
+    'http://127.0.0.1:7777',
+  ]);
+  t.throws(() => runtimeUrlFlag('ftp://127.0.0.1:7777'), {
+    instanceOf: InvalidArgumentError,
+    message: /^--runtime expects an http:\/\/ or https:\/\/ URL .*got 'ftp:\/\/127\.0\.0\.1:7777'$/,
+  });
+  t.throws(() => runtimeUrlFlag('127.0.0.1:7777'), {
+    message: /^--runtime expects /,
+    instanceOf: InvalidArgumentError,
+  });
 });
