@@ -7,6 +7,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"path/filepath"
 	"strconv"
 
@@ -24,15 +25,13 @@ type apiserverOptions struct {
 	pki        pki
 	certDir    string
 	verbosity  int
+	advertise  net.IP
 	extraFlags []string
 }
 
 func apiserverFlags(o apiserverOptions) []string {
 	flags := []string{
 		"--etcd-servers=" + o.etcdURL,
-		// Loopback only; there is no insecure port since 1.20.
-		"--bind-address=127.0.0.1",
-		"--advertise-address=127.0.0.1",
 		"--secure-port=" + strconv.Itoa(o.port),
 		"--cert-dir=" + o.certDir,
 		"--tls-cert-file=" + o.pki.servingCert,
@@ -47,22 +46,48 @@ func apiserverFlags(o apiserverOptions) []string {
 		"--service-cluster-ip-range=" + serviceCIDR,
 		"--authorization-mode=Node,RBAC",
 		"--allow-privileged=true",
-		// The ServiceAccount admission plugin rejects Pods until the
-		// controller-manager's serviceaccounts controller has created the
-		// "default" ServiceAccount; there is no controller-manager here.
-		// Every other default plugin works without one.
-		"--disable-admission-plugins=ServiceAccount",
-		// The "kubernetes" Service's Endpoints would point at the advertise
-		// address, and Endpoints validation rejects loopback addresses, so the
-		// lease reconciler would log an error every 10s. Nothing in-cluster
-		// needs to reach this apiserver through a Service.
-		"--endpoint-reconciler-type=none",
+		// Kubelets (of the real-node test) may write only their own Node and their pods' status.
+		"--enable-admission-plugins=NodeRestriction",
 		// No --tracing-config-file, so the spans go nowhere; with the gate on (its default since
 		// 1.27) every request still passes otelhttp's middleware and every etcd call otelgrpc's
 		// interceptors: ~4 % of the API server's CPU under a burst of writes.
 		"--feature-gates=APIServerTracing=false",
 		"--profiling=false",
 		"--v=" + strconv.Itoa(o.verbosity),
+	}
+	if o.advertise == nil {
+		flags = append(flags,
+			// Loopback only; there is no insecure port since 1.20.
+			"--bind-address=127.0.0.1",
+			"--advertise-address=127.0.0.1",
+			// The ServiceAccount admission plugin rejects Pods until the
+			// controller-manager's serviceaccounts controller has created the
+			// "default" ServiceAccount; there is no controller-manager here.
+			// Every other default plugin works without one.
+			"--disable-admission-plugins=ServiceAccount",
+			// The "kubernetes" Service's Endpoints would point at the advertise
+			// address, and Endpoints validation rejects loopback addresses, so the
+			// lease reconciler would log an error every 10s. Nothing in-cluster
+			// needs to reach this apiserver through a Service.
+			"--endpoint-reconciler-type=none",
+		)
+	} else {
+		// Serving nodes (the real-node test, in a network namespace of its own): every address of
+		// the namespace, the advertised one as the "kubernetes" Service's endpoint (kept by the
+		// lease reconciler), and pods get their ServiceAccount tokens from admission, whose
+		// "default" accounts kube-controller-manager creates.
+		flags = append(flags,
+			"--bind-address=0.0.0.0",
+			"--advertise-address="+o.advertise.String(),
+			"--endpoint-reconciler-type=lease",
+			// logs, exec, port-forward: by the node's address, not its host name, which no DNS
+			// here resolves.
+			"--kubelet-preferred-address-types=InternalIP",
+			// kubelets take no anonymous requests: the apiserver comes to them as the admin
+			// (system:masters), as kubeadm's apiserver-kubelet-client does.
+			"--kubelet-client-certificate="+o.pki.adminCert,
+			"--kubelet-client-key="+o.pki.adminKey,
+		)
 	}
 	return append(flags, o.extraFlags...)
 }

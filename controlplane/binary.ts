@@ -1,6 +1,7 @@
-// Builds controlplane once and caches the binary, keyed by what decides its content:
-// go.mod, go.sum, the Go sources of this directory and the Go toolchain's version. A second
-// call (another test file, another `npm test`) finds it and does not rebuild.
+// Builds a Go program once and caches the binary, keyed by what decides its content: go.mod,
+// go.sum, the Go sources of its directory and the Go toolchain's version. A second call (another
+// test file, another `npm test`) finds it and does not rebuild. The control plane is one such
+// program; the real-node test's Kubernetes node components (hack/realnode) are another.
 import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
@@ -15,9 +16,27 @@ import { privateDir } from '../platform/private-fs.ts';
 
 const execFileAsync = promisify(execFile);
 
+/** A Go main package to build and cache. */
+export interface GoProgram {
+  /** The module's directory. */
+  sourceDir: string;
+  binaryName: string;
+  /** Cache subdirectory: `<cache>/orrery/<cacheName>/<hash>/<binaryName>`. */
+  cacheName: string;
+  /** What it is, for progress lines (`kube-apiserver + etcd`). */
+  what: string;
+  /** -ldflags, e.g. the version variables. */
+  ldflags?: () => Promise<string>;
+}
+
 /** The Go module of the control plane (this file's directory). */
-const sourceDir = packagePath('controlplane');
-const binaryName = 'orrery-controlplane';
+const controlPlane: GoProgram = {
+  sourceDir: packagePath('controlplane'),
+  binaryName: 'orrery-controlplane',
+  cacheName: 'controlplane',
+  what: 'kube-apiserver + etcd',
+  ldflags: () => versionLdflags(packagePath('controlplane')),
+};
 
 export interface EnsureBinaryOptions {
   /** Receives progress lines while a build runs (it takes minutes when cold). */
@@ -32,11 +51,11 @@ export interface ControlPlaneBinary {
   buildMs: number;
 }
 
-/** `${XDG_CACHE_HOME:-$HOME/.cache}/orrery/controlplane`, as the XDG base directory spec says. */
-export function cacheRoot(env: NodeJS.ProcessEnv = process.env): string {
+/** `${XDG_CACHE_HOME:-$HOME/.cache}/orrery/<name>`, as the XDG base directory spec says. */
+export function cacheRoot(env: NodeJS.ProcessEnv = process.env, name = controlPlane.cacheName): string {
   const xdg = env.XDG_CACHE_HOME;
   const base = xdg?.startsWith('/') ? xdg : join(homedir(), '.cache');
-  return join(base, 'orrery', 'controlplane');
+  return join(base, 'orrery', name);
 }
 
 /** Environment for every `go` invocation: never download a toolchain (go.mod says 1.23, we have newer). */
@@ -44,8 +63,8 @@ function goEnv(): NodeJS.ProcessEnv {
   return { ...process.env, GOTOOLCHAIN: 'local' };
 }
 
-/** Hex sha256 over go.mod, go.sum, every *.go file here (sorted by name) and `go env GOVERSION`. */
-async function sourceHash(): Promise<string> {
+/** Hex sha256 over go.mod, go.sum, every *.go file of the module's directory (sorted by name) and `go env GOVERSION`. */
+async function sourceHash(sourceDir: string): Promise<string> {
   const hash = createHash('sha256');
   const goFiles = (await readdir(sourceDir)).filter((f) => f.endsWith('.go')).sort();
   for (const file of ['go.mod', 'go.sum', ...goFiles]) {
@@ -57,7 +76,7 @@ async function sourceHash(): Promise<string> {
   try {
     goVersion = (await execFileAsync('go', ['env', 'GOVERSION'], { env: goEnv() })).stdout.trim();
   } catch (err) {
-    throw new Error('the Go toolchain (`go` on PATH) is needed to build the local control plane', {
+    throw new Error(`the Go toolchain (\`go\` on PATH) is needed to build ${sourceDir}`, {
       cause: err,
     });
   }
@@ -107,9 +126,17 @@ async function acquireLock(lockPath: string, binPath: string): Promise<'locked' 
   }
 }
 
-export async function ensureControlPlaneBinary(opts: EnsureBinaryOptions = {}): Promise<ControlPlaneBinary> {
+export function ensureControlPlaneBinary(opts: EnsureBinaryOptions = {}): Promise<ControlPlaneBinary> {
+  return ensureGoBinary(controlPlane, opts);
+}
+
+export async function ensureGoBinary(
+  program: GoProgram,
+  opts: EnsureBinaryOptions = {},
+): Promise<ControlPlaneBinary> {
   const log = opts.log ?? (() => {});
-  const dir = join(cacheRoot(), await sourceHash());
+  const { binaryName } = program;
+  const dir = join(cacheRoot(process.env, program.cacheName), await sourceHash(program.sourceDir));
   const path = join(dir, binaryName);
   if (await exists(path)) return { path, built: false, buildMs: 0 };
 
@@ -122,12 +149,12 @@ export async function ensureControlPlaneBinary(opts: EnsureBinaryOptions = {}): 
   }
   try {
     if (await exists(path)) return { path, built: false, buildMs: Math.round(performance.now() - started) };
-    log(`building ${binaryName} (kube-apiserver + etcd) into ${dir}; a cold build takes several minutes`);
+    log(`building ${binaryName} (${program.what}) into ${dir}; a cold build takes several minutes`);
     const tmp = join(dir, `.${binaryName}.${process.pid}.tmp`);
     // Left by a build killed with this pid: go build must not write through whatever is there.
     await rm(tmp, { force: true });
     try {
-      await goBuild(tmp, log);
+      await goBuild(program, tmp, log);
       await rename(tmp, path);
     } catch (err) {
       await rm(tmp, { force: true });
@@ -142,8 +169,8 @@ export async function ensureControlPlaneBinary(opts: EnsureBinaryOptions = {}): 
   }
 }
 
-/** The k8s.io/kubernetes release go.mod requires, e.g. `v1.32.13`. */
-export async function kubernetesVersion(): Promise<string> {
+/** The k8s.io/kubernetes release a module's go.mod requires, e.g. `v1.32.13`. */
+export async function kubernetesVersion(sourceDir = controlPlane.sourceDir): Promise<string> {
   const goMod = await readFile(join(sourceDir, 'go.mod'), 'utf8');
   const match = /^\s*k8s\.io\/kubernetes (v1\.\d+\.\d+)\s*$/m.exec(goMod);
   if (!match?.[1]) throw new Error(`${join(sourceDir, 'go.mod')} does not require k8s.io/kubernetes v1.x.y`);
@@ -154,8 +181,8 @@ export async function kubernetesVersion(): Promise<string> {
  * The version the apiserver reports (`kubectl version`, /version) comes from variables that the
  * Kubernetes release build sets with -X (hack/lib/version.sh); without them it says v0.0.0-master.
  */
-async function versionLdflags(): Promise<string> {
-  const v = await kubernetesVersion();
+export async function versionLdflags(sourceDir: string): Promise<string> {
+  const v = await kubernetesVersion(sourceDir);
   const [major, minor] = v.slice(1).split('.');
   const pkg = 'k8s.io/component-base/version';
   return [
@@ -191,8 +218,9 @@ async function pruneOldBuilds(current: string, log: (msg: string) => void): Prom
 }
 
 /** `go build -trimpath -v`: -v lists each package as it is compiled, which is the progress we report. */
-async function goBuild(output: string, log: (msg: string) => void): Promise<void> {
-  const ldflags = await versionLdflags();
+async function goBuild(program: GoProgram, output: string, log: (msg: string) => void): Promise<void> {
+  const { sourceDir } = program;
+  const ldflags = (await program.ldflags?.()) ?? '';
   return new Promise((resolve, reject) => {
     const child = spawn('go', ['build', '-trimpath', '-v', '-ldflags', ldflags, '-o', output, '.'], {
       cwd: sourceDir,

@@ -41,6 +41,15 @@ export interface StartControlPlaneOptions {
   stopGraceMs?: number;
   /** Extra kube-apiserver flags, e.g. `['--profiling=true']` (later flags win). */
   apiserverFlags?: string[];
+  /**
+   * Serve nodes: listen on every address of the network namespace and advertise this one as the
+   * `kubernetes` Service's endpoint, with ServiceAccount admission on (`--advertise-address`).
+   */
+  advertiseAddress?: string;
+  /** Run the namespace controller and garbage collector in-process (default true). */
+  controllers?: boolean;
+  /** A network namespace (e.g. `/run/netns/NAME`) to run in, entered with nsenter(1). */
+  netns?: string;
 }
 
 interface ReadyLine {
@@ -107,6 +116,13 @@ export async function startControlPlane(opts: StartControlPlaneOptions): Promise
   const logFd = openPrivateAppend(logPath);
   const args = ['--data-dir', dataDir, '--port', String(opts.port ?? 0)];
   for (const flag of opts.apiserverFlags ?? []) args.push(`--apiserver-flag=${flag}`);
+  if (opts.advertiseAddress !== undefined) args.push(`--advertise-address=${opts.advertiseAddress}`);
+  if (opts.controllers === false) args.push('--controllers=false');
+  // nsenter joins the namespace and execs the binary (no fork for a network namespace), so the
+  // pid, the session and the parent-death signal are the control plane's own.
+  const [command, argv] = opts.netns
+    ? ['nsenter', [`--net=${opts.netns}`, '--', binary, ...args]]
+    : [binary, args];
   let child: ChildProcess;
   let spawnedAt: number;
   try {
@@ -115,7 +131,7 @@ export async function startControlPlane(opts: StartControlPlaneOptions): Promise
     // answers with an immediate exit(1) (genericapiserver.SetupSignalContext). The parent owns the
     // lifecycle; if it dies, the child's parent-death signal stops it.
     spawnedAt = performance.now();
-    child = spawn(binary, args, { stdio: ['ignore', 'pipe', logFd], detached: true });
+    child = spawn(command, argv, { stdio: ['ignore', 'pipe', logFd], detached: true });
   } finally {
     closeSync(logFd);
   }

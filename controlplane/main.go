@@ -31,6 +31,9 @@ type options struct {
 	exitWithParent bool
 	controllers    bool
 	apiserverFlags stringList
+	// advertiseAddress is the flag, advertise the parsed address (nil: loopback only).
+	advertiseAddress string
+	advertise        net.IP
 }
 
 type stringList []string
@@ -60,6 +63,7 @@ func parseOptions(args []string) (options, error) {
 	fs.IntVar(&o.verbosity, "v", 0, "klog verbosity of kube-apiserver (logs go to stderr)")
 	fs.BoolVar(&o.exitWithParent, "exit-with-parent", true, "shut down when the parent process dies")
 	fs.BoolVar(&o.controllers, "controllers", true, "run the namespace and garbage-collector controllers in-process (namespace deletion, ownerReference cascading)")
+	fs.StringVar(&o.advertiseAddress, "advertise-address", "", "serve nodes: listen on every address of this network namespace and advertise this one as the \"kubernetes\" Service's endpoint, with ServiceAccount admission on (kube-controller-manager is then expected to run)")
 	fs.Var(&o.apiserverFlags, "apiserver-flag", "extra kube-apiserver flag, e.g. --apiserver-flag=--audit-log-path=/tmp/a (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -72,6 +76,13 @@ func parseOptions(args []string) (options, error) {
 	}
 	if o.port < 0 || o.port > 65535 {
 		return o, fmt.Errorf("--port must be 0 (pick a free port) or 1-65535, got %d", o.port)
+	}
+	if o.advertiseAddress != "" {
+		ip := net.ParseIP(o.advertiseAddress)
+		if ip == nil || ip.IsLoopback() || ip.IsUnspecified() {
+			return o, fmt.Errorf("--advertise-address must be an IP address that is not loopback or unspecified (Endpoints refuse those), got %q", o.advertiseAddress)
+		}
+		o.advertise = ip
 	}
 	abs, err := filepath.Abs(o.dataDir)
 	if err != nil {
@@ -135,6 +146,7 @@ func run(args []string) int {
 		return fail("remove stale kubeconfig", err)
 	}
 	certs := newPKI(filepath.Join(o.dataDir, "pki"))
+	certs.advertise = o.advertise
 	if err := certs.ensure(); err != nil {
 		return fail("certificates", err)
 	}
@@ -178,6 +190,7 @@ func run(args []string) int {
 			pki:        certs,
 			certDir:    certDir(o.dataDir),
 			verbosity:  o.verbosity,
+			advertise:  o.advertise,
 			extraFlags: o.apiserverFlags,
 		})
 	}()

@@ -40,6 +40,8 @@ type pki struct {
 	saPublicKey  string
 	adminToken   string
 	tokenFile    string
+	// advertise is the --advertise-address, if any: the serving certificate covers it too.
+	advertise net.IP
 }
 
 func newPKI(dir string) pki {
@@ -113,7 +115,7 @@ func (p pki) ensure() error {
 		}
 	}
 	if missing == 0 {
-		return nil
+		return p.servingCovers(p.advertise)
 	}
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -152,7 +154,7 @@ func (p pki) ensure() error {
 			"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
 			"kubernetes.default.svc.cluster.local",
 		},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.IPv6loopback, net.ParseIP("10.0.0.1")},
+		IPAddresses: servingIPs(p.advertise),
 	})
 	if err != nil {
 		return fmt.Errorf("serving certificate: %w", err)
@@ -253,6 +255,40 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("rename into %s: %w", path, err)
+	}
+	return nil
+}
+
+// servingIPs: loopback, the "kubernetes" Service's 10.0.0.1 and the advertised address when there is
+// one (nodes and kube-proxy's endpoint for that Service reach the apiserver there).
+func servingIPs(advertise net.IP) []net.IP {
+	ips := []net.IP{net.ParseIP("127.0.0.1"), net.IPv6loopback, net.ParseIP("10.0.0.1")}
+	if advertise != nil {
+		ips = append(ips, advertise)
+	}
+	return ips
+}
+
+// servingCovers fails when a kept serving certificate was made without the advertised address,
+// which clients connecting there would refuse.
+func (p pki) servingCovers(ip net.IP) error {
+	if ip == nil {
+		return nil
+	}
+	raw, err := os.ReadFile(p.servingCert)
+	if err != nil {
+		return err
+	}
+	block, _ := pem.Decode(raw)
+	if block == nil {
+		return fmt.Errorf("%s holds no PEM certificate", p.servingCert)
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return fmt.Errorf("parse %s: %w", p.servingCert, err)
+	}
+	if cert.VerifyHostname(ip.String()) != nil {
+		return fmt.Errorf("%s was made without --advertise-address %s: use a new data dir (or remove its pki/)", p.servingCert, ip)
 	}
 	return nil
 }
