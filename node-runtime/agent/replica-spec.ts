@@ -103,6 +103,8 @@ function probe(
   p: TemplateProcess['readinessProbe'],
   ports: Record<string, number>,
   where: string,
+  /** Where http and tcp probes dial; absent: 127.0.0.1 (of the replica's own network, if it has one). */
+  host: string | undefined,
 ): ProbeSpec | undefined {
   if (!p) return undefined;
   const out: ProbeSpec = {
@@ -114,6 +116,10 @@ function probe(
   };
   if (p.http) out.http = { path: p.http.path, port: resolveProbePort(p.http.port, ports, `${where}.http`) };
   if (p.tcp) out.tcp = { port: resolveProbePort(p.tcp.port, ports, `${where}.tcp`) };
+  if (host !== undefined) {
+    if (out.http) out.http.host = host;
+    if (out.tcp) out.tcp.host = host;
+  }
   if (p.exec) out.exec = { command: [...p.exec.command] };
   return out;
 }
@@ -131,7 +137,8 @@ function quantity(parse: (q: string) => number, q: string, field: string): numbe
 export function buildReplicaSpec(
   replica: Replica,
   t: ReplicaTemplate,
-  hostName: string,
+  /** The host's name and the address its replicas' endpoints are published at (`--address`). */
+  host: { name: string; address: string },
   portOf: PortLookup,
   /** More variables for every process, before the ORRERY_* ones (the Services of its namespace). */
   env: readonly EnvVar[] = [],
@@ -140,6 +147,9 @@ export function buildReplicaSpec(
 ): WorkloadSpec {
   const ns = replica.metadata.namespace as string;
   const name = replica.metadata.name as string;
+  // On the host's network, probes dial the address that endpoints publish, as kubelet probes the
+  // pod's IP: a server that listens on 127.0.0.1 only is not ready, since no peer reaches it there.
+  const probeHost = (t.isolation.namespaces as readonly string[]).includes('net') ? undefined : host.address;
   const processes = t.processes.map((p, i): ProcessSpec => {
     const ports: Record<string, number> = {};
     for (const port of p.ports ?? []) ports[port.name] = port.port ?? portOf(p.name, port.name);
@@ -162,9 +172,9 @@ export function buildReplicaSpec(
         port: ports[port.name] as number,
       }));
     }
-    const readiness = probe(p.readinessProbe, ports, `${where}.readinessProbe`);
+    const readiness = probe(p.readinessProbe, ports, `${where}.readinessProbe`, probeHost);
     if (readiness) out.readinessProbe = readiness;
-    const liveness = probe(p.livenessProbe, ports, `${where}.livenessProbe`);
+    const liveness = probe(p.livenessProbe, ports, `${where}.livenessProbe`, probeHost);
     if (liveness) out.livenessProbe = liveness;
     return out;
   });
@@ -186,7 +196,10 @@ export function buildReplicaSpec(
     ...env,
     { name: 'ORRERY_INSTANCE', value: replica.spec.instance },
     { name: 'ORRERY_NAMESPACE', value: ns },
-    { name: 'ORRERY_HOST', value: hostName },
+    { name: 'ORRERY_HOST', value: host.name },
+    // Where to listen: the address the replica's endpoints are published at (Nomad's NOMAD_IP_*,
+    // a pod's status.podIP).
+    { name: 'ORRERY_ADDRESS', value: host.address },
   ];
   return {
     id: replicaId(ns, name),

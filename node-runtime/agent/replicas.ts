@@ -276,7 +276,7 @@ export class ReplicaReconciler {
       spec = buildReplicaSpec(
         replica,
         template,
-        hostName,
+        { name: hostName, address: this.#o.address },
         (proc, name) => allocated.get(`${proc}/${name}`) as number,
         serviceEnv(this.#o.servicesIn(namespace)),
         resolved.env,

@@ -106,7 +106,7 @@ test('a bound Replica runs with a real pid and allocated ports; deleting it stop
         command: [
           'sh',
           '-c',
-          'echo "port=$ORRERY_PORT_HTTP admin=$ORRERY_PORT_ADMIN_API ns=$ORRERY_NAMESPACE host=$ORRERY_HOST inst=$ORRERY_INSTANCE"; exec sleep 600',
+          'echo "port=$ORRERY_PORT_HTTP admin=$ORRERY_PORT_ADMIN_API ns=$ORRERY_NAMESPACE host=$ORRERY_HOST inst=$ORRERY_INSTANCE addr=$ORRERY_ADDRESS"; exec sleep 600',
         ],
         ports: [{ name: 'http', protocol: 'http' }, { name: 'admin-api' }, { name: 'fixed', port: 24555 }],
       },
@@ -146,7 +146,10 @@ test('a bound Replica runs with a real pid and allocated ports; deleting it stop
     const text = await res.text();
     return text.includes('port=') ? text : undefined;
   });
-  t.is(logs.trim(), `port=${http?.port} admin=${admin?.port} ns=${ns} host=${dirs.hostName} inst=demo`);
+  t.is(
+    logs.trim(),
+    `port=${http?.port} admin=${admin?.port} ns=${ns} host=${dirs.hostName} inst=demo addr=127.0.0.1`,
+  );
   t.true(cgroupExists(dirs.cgroupParent, id));
 
   const h = await waitFor('Host.status.replicas = 1', async () => {
