@@ -15,6 +15,8 @@ import type { CgroupLayout, V1Controller } from './detect.ts';
  *   where v2 cannot freeze) are joined by the child writing "0" to their `tasks` file before execve (see `joinFiles`). cpuset
  *   is never joined: a v1 cpuset refuses tasks until cpuset.cpus/mems are set, and we set no
  *   cpuset limit.
+ * - So are the other v1 hierarchies in which the runtime itself is below the root (its
+ *   container's or its unit's cgroup: `layout.v1Nested`), for membership alone.
  */
 export interface ReplicaCgroupPlan {
   /** Replica directory in the v2 tree. */
@@ -172,6 +174,16 @@ export function planReplicaCgroup(
     f.pidsCurrent = join(dir, 'pids.current');
   }
   if (freezer === 'v1') f.freeze = { file: join(joinV1('freezer'), 'freezer.state'), kind: 'v1' };
+  // Membership only, in the hierarchies where the runtime itself sits below the root: the replica
+  // must not stay in the runtime's own cgroup there (detect.ts, v1Nested).
+  for (const mount of layout.v1Nested) {
+    const dir = join(mount, parent, replicaId);
+    if (plan.dirs.includes(dir)) continue;
+    plan.dirs.push(dir);
+    plan.parentDirs.push(join(mount, parent));
+    plan.procsFiles.push(join(dir, 'cgroup.procs'));
+    plan.joinFiles.push(join(dir, 'tasks'));
+  }
   return plan;
 }
 

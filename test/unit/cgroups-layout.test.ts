@@ -51,6 +51,7 @@ test('a unified-only machine is v2 with the controllers of the root cgroup', (t)
     v1: {},
     cgroupKill: true,
     cgroupFreeze: true,
+    v1Nested: [],
   });
 });
 
@@ -203,6 +204,97 @@ test('hybrid: v2 for membership, kill, events and freezing; v1 for limits and st
     file: '/sys/fs/cgroup/unified/orrery/host-a/web-0/cgroup.freeze',
     kind: 'v2',
   });
+});
+
+/** /proc/self/cgroup of a runtime in a host-pid container (deploy/'s DaemonSet) on a hybrid node. */
+const IN_A_CONTAINER = `11:name=systemd:/kubepods/besteffort/pod1/c1
+10:pids:/kubepods/besteffort/pod1/c1
+9:blkio:/kubepods/besteffort/pod1/c1
+8:freezer:/kubepods/besteffort/pod1/c1
+7:devices:/kubepods/besteffort/pod1/c1
+6:memory:/kubepods/besteffort/pod1/c1
+5:cpuset:/kubepods/besteffort/pod1/c1
+4:cpuacct:/
+3:cpu:/
+0::/kubepods/besteffort/pod1/c1
+`;
+
+test('hybrid, runtime in a container: the replica leaves its cgroup in every hierarchy but cpuset', (t) => {
+  const layout = layoutFromFacts({
+    mountinfo: HYBRID,
+    v2ControllersText: '',
+    kernelRelease: '6.18',
+    ownCgroups: IN_A_CONTAINER,
+  });
+  // Those whose controller Orrery does not use too: runc kills a host-pid container's `devices`
+  // cgroup when it ends, systemd a unit's `name=systemd` cgroup.
+  t.deepEqual(layout.v1Nested, [
+    '/sys/fs/cgroup/memory',
+    '/sys/fs/cgroup/devices',
+    '/sys/fs/cgroup/freezer',
+    '/sys/fs/cgroup/blkio',
+    '/sys/fs/cgroup/pids',
+    '/sys/fs/cgroup/systemd',
+  ]);
+  const plan = planReplicaCgroup(layout, 'orrery/host-a', 'web-0');
+  t.deepEqual(plan.joinFiles, [
+    '/sys/fs/cgroup/cpu/orrery/host-a/web-0/tasks',
+    '/sys/fs/cgroup/cpuacct/orrery/host-a/web-0/tasks',
+    '/sys/fs/cgroup/memory/orrery/host-a/web-0/tasks',
+    '/sys/fs/cgroup/pids/orrery/host-a/web-0/tasks',
+    '/sys/fs/cgroup/devices/orrery/host-a/web-0/tasks',
+    '/sys/fs/cgroup/freezer/orrery/host-a/web-0/tasks',
+    '/sys/fs/cgroup/blkio/orrery/host-a/web-0/tasks',
+    '/sys/fs/cgroup/systemd/orrery/host-a/web-0/tasks',
+  ]);
+  t.is(plan.dirs.length, 9, 'v2 + 8 v1 hierarchies, each once');
+  t.false(plan.dirs.some((d) => d.includes('cpuset')));
+  // Freezing stays with v2: the v1 freezer directory is for membership only.
+  t.is(plan.files.freeze?.kind, 'v2');
+  // A runtime at the root of every hierarchy (orrery up on a host) joins only what it uses.
+  const atRoot = layoutFromFacts({
+    mountinfo: HYBRID,
+    v2ControllersText: '',
+    kernelRelease: '6.18',
+    ownCgroups: '0::/\n3:cpu:/\n',
+  });
+  t.deepEqual(atRoot.v1Nested, []);
+  t.is(planReplicaCgroup(atRoot, 'orrery/host-a', 'web-0').dirs.length, 5);
+});
+
+test("a hierarchy mounted twice (the node's / at /host in deploy/'s runtime) is one hierarchy", (t) => {
+  // The node's root, bind-mounted recursively at /host, brings its cgroup mounts along; the
+  // container's own /sys/fs/cgroup (a hostPath of the same hierarchies) comes later.
+  const doubled = `${HYBRID.split('\n')
+    .filter((l) => l.includes(' - cgroup'))
+    .map((l) =>
+      l
+        .replace(/^(\d+) (\d+)/, (_, id: string) => `${Number(id) + 100} 131`)
+        .replace(' /sys/fs/cgroup', ' /host/sys/fs/cgroup'),
+    )
+    .join('\n')}\n${HYBRID}`;
+  const layout = layoutFromFacts({
+    mountinfo: doubled,
+    v2ControllersText: '',
+    kernelRelease: '6.18',
+    ownCgroups: IN_A_CONTAINER,
+  });
+  t.is(layout.v2Root, '/sys/fs/cgroup/unified');
+  t.is(layout.v1.memory, '/sys/fs/cgroup/memory');
+  t.deepEqual(layout.v1Nested, [
+    '/sys/fs/cgroup/memory',
+    '/sys/fs/cgroup/devices',
+    '/sys/fs/cgroup/freezer',
+    '/sys/fs/cgroup/blkio',
+    '/sys/fs/cgroup/pids',
+    '/sys/fs/cgroup/systemd',
+  ]);
+  // A bind of a sub-directory of a hierarchy is not the hierarchy: the whole one wins.
+  const sub = '90 31 0:32 /kubepods /a rw - cgroup cgroup rw,memory\n';
+  t.is(
+    layoutFromFacts({ mountinfo: sub + HYBRID, kernelRelease: '6.18' }).v1.memory,
+    '/sys/fs/cgroup/memory',
+  );
 });
 
 test('hybrid on a kernel whose v2 cannot freeze (before 5.2): the v1 freezer is joined', (t) => {

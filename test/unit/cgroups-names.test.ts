@@ -10,6 +10,7 @@ const layout = {
   v1: {},
   cgroupKill: true,
   cgroupFreeze: true,
+  v1Nested: [],
 };
 
 test('replica ids that are not safe file names are refused with a TypeError naming the argument', (t) => {
