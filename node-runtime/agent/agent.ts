@@ -375,8 +375,11 @@ export async function joinCluster({ options: o, log, engine, readopted }: Readop
         // running, detached for re-adoption.
         api.close();
         await unwind();
-        if (stopOpts.stopWorkloads) {
-          await reconciler.stopAll();
+        if (stopOpts.stopWorkloads) await reconciler.stopAll();
+        // With nothing running (stopped now, or none was: a DaemonSet deleted after its
+        // workloads), nothing is left behind either: no BPF pins, no per-host cgroup. Replicas
+        // left running for re-adoption keep both.
+        if (engine.list().length === 0) {
           try {
             fastPath?.unload();
           } catch (err) {
