@@ -18,6 +18,7 @@ import { ensureControlPlaneBinary, startControlPlane } from '../controlplane/con
 import { installCrds } from '../crds/install.ts';
 import { loadKubeConfig } from '../kube/config.ts';
 import { packagePath } from '../platform/package.ts';
+import { nodeComponents, unavailable as realNodeUnavailable } from './realnode/node.ts';
 import { RUN_ENV, sweep } from './test-sweep.ts';
 
 const log = (message: string) => console.log(`[test] ${message}`);
@@ -85,6 +86,16 @@ try {
       ? `built the control plane in ${(binary.buildMs / 1000).toFixed(1)} s: ${binary.path}`
       : `control plane binary cached: ${binary.path}`,
   );
+  // The real-node test's kubelet and friends: a cold build takes minutes, which ava's per-test
+  // bounds should not have to cover.
+  if ((await realNodeUnavailable()) === undefined) {
+    const components = await nodeComponents(log);
+    log(
+      components.built
+        ? `built the node components in ${(components.buildMs / 1000).toFixed(1)} s: ${components.path}`
+        : `node components cached: ${components.path}`,
+    );
+  }
   controlPlane = await startControlPlane({ dataDir, log });
   log(`control plane up in ${controlPlane.bringUpMs} ms at ${controlPlane.server}`);
   const crds = await installCrds(loadKubeConfig({ kubeconfig: controlPlane.kubeconfig }));

@@ -1,83 +1,16 @@
 // Orrery on a real Kubernetes cluster (kind): hack/kind-e2e.sh builds the image, creates the
-// cluster, installs deploy/, runs examples/hello.yaml to Running, and requests examples/web.yaml
-// through its Service's virtual IP on the node. It needs a Docker engine and
-// the kind binary; where either is missing the test is skipped and says why.
-//
-// Everything here is spawned asynchronously: a synchronous spawn would block the worker's event
-// loop, and with it ava's timers, for as long as the script runs (up to 20 minutes). The test has
-// its own t.timeout() covering the script's bound, since ava's default (3 min) cannot.
-import { spawn } from 'node:child_process';
-import { join } from 'node:path';
+// cluster and runs hack/e2e-checks.sh, the checks the real-node test (realnode.test.ts) runs on
+// this machine. It needs a Docker engine and the kind binary; where either is missing the test is
+// skipped and says why. The test has its own t.timeout() covering the script's bound, since ava's
+// default (3 min) cannot.
 import test from 'ava';
+import { runScript as run, tail } from '../helpers/script.ts';
 import { runs } from '../helpers/skip.ts';
-
-const repoRoot = join(import.meta.dirname, '..', '..');
 
 /** The script's own bound; past it the process group gets SIGTERM (the script's trap deletes the cluster). */
 const KIND_TIMEOUT_MS = 20 * 60_000;
 /** After that SIGTERM, time for the script's cleanup (kind delete cluster) before SIGKILL. */
 const CLEANUP_GRACE_MS = 2 * 60_000;
-
-interface Run {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-  /** `error` of the spawn (ENOENT when the command is not installed). */
-  error?: Error;
-  timedOut: boolean;
-}
-
-/**
- * Runs a command in a process group of its own; past `timeoutMs` the group gets SIGTERM, and
- * SIGKILL `graceMs` later. `onStart` gets the kill for a teardown.
- */
-function run(
-  command: string,
-  args: string[],
-  opts: { timeoutMs: number; graceMs?: number; onStart?: (kill: () => void) => void },
-): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(command, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      stdout += chunk.toString();
-    });
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString();
-    });
-    let timedOut = false;
-    let killTimer: NodeJS.Timeout | undefined;
-    const signalGroup = (signal: NodeJS.Signals) => {
-      try {
-        if (child.pid !== undefined) process.kill(-child.pid, signal);
-      } catch {
-        // the group is gone already
-      }
-    };
-    const stop = () => {
-      signalGroup('SIGTERM');
-      killTimer ??= setTimeout(() => signalGroup('SIGKILL'), opts.graceMs ?? 5_000);
-    };
-    const timer = setTimeout(() => {
-      timedOut = true;
-      stop();
-    }, opts.timeoutMs);
-    opts.onStart?.(stop);
-    let error: Error | undefined;
-    child.once('error', (err) => {
-      error = err;
-    });
-    child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      clearTimeout(killTimer);
-      resolve({ code, signal, stdout, stderr, timedOut, ...(error ? { error } : {}) });
-    });
-  });
-}
-
-const tail = (text: string, lines: number) => text.trimEnd().split('\n').slice(-lines).join('\n');
 
 async function missing(): Promise<string | undefined> {
   const kind = await run('kind', ['version'], { timeoutMs: 10_000 });
@@ -92,7 +25,7 @@ async function missing(): Promise<string | undefined> {
 const reason = await missing();
 
 test.runIf(runs(reason, 'kind e2e'))(
-  'kubectl apply -k deploy/ on kind runs hello to Running and serves web through its Service',
+  'kind: deploy/ runs the examples, survives a runtime restart and leaves nothing (hack/e2e-checks.sh)',
   async (t) => {
     t.timeout(KIND_TIMEOUT_MS + CLEANUP_GRACE_MS + 60_000, 'hack/kind-e2e.sh and its cleanup');
     let stop: (() => void) | undefined;
@@ -112,6 +45,7 @@ test.runIf(runs(reason, 'kind e2e'))(
     t.log(tail(result.stdout, 20));
     t.false(result.timedOut, `hack/kind-e2e.sh still running after ${KIND_TIMEOUT_MS / 60_000} minutes`);
     t.is(result.code, 0, tail(result.stderr, 40));
-    t.regex(result.stdout, /^web answered: hello from /m);
+    t.regex(result.stdout, /^answered: hello from web-\d hello from web-\d hello from web-\d$/m);
+    t.regex(result.stdout, /^==> e2e checks passed$/m);
   },
 );
