@@ -17,6 +17,15 @@ export const replicaTemplateDefaults: DefaultsSchema = {
               }
             }
           },
+          "volumeMounts": {
+            "items": {
+              "properties": {
+                "readOnly": {
+                  "default": false
+                }
+              }
+            }
+          },
           "ports": {
             "items": {
               "properties": {
@@ -83,6 +92,33 @@ export const replicaTemplateDefaults: DefaultsSchema = {
           },
           "stopSignal": {
             "default": "SIGTERM"
+          }
+        }
+      }
+    },
+    "volumes": {
+      "items": {
+        "properties": {
+          "configMap": {
+            "properties": {
+              "defaultMode": {
+                "default": 420
+              }
+            }
+          },
+          "secret": {
+            "properties": {
+              "defaultMode": {
+                "default": 420
+              }
+            }
+          },
+          "emptyDir": {
+            "properties": {
+              "medium": {
+                "default": ""
+              }
+            }
           }
         }
       }

@@ -246,6 +246,102 @@ export interface ReplicaTemplate {
         ProcessSpec
       ];
   /**
+   * Volumes the processes can mount (processes[].volumeMounts), as a Pod's: configMap and secret put an object's keys as files on a tmpfs of the replica's own (never on disk), updated in place within a few seconds of a change of the object (an atomic swap, as the kubelet's); emptyDir is scratch space for the replica, kept across process restarts and runtime restarts and removed with the replica.
+   *
+   * @maxItems 32
+   */
+  volumes?: {
+    /**
+     * Volume name, unique in the template (a DNS label: lower-case letters, digits and '-', starting and ending with a letter or digit, at most 63 characters).
+     */
+    name: string;
+    /**
+     * The keys of a ConfigMap in the replica's namespace as files (data and binaryData), read by the host's runtime as the host's own account and re-read every few seconds: a change reaches the files in place, without a restart. Until a ConfigMap that is not optional exists, the replica stays Pending (condition ConfigResolved).
+     */
+    configMap?: {
+      /**
+       * Name of the object in the replica's namespace (a DNS subdomain: lower-case letters, digits, '-' and '.', at most 253 characters).
+       */
+      name: string;
+      /**
+       * Which keys become which files. Without items every key becomes a file of its own name. With items only these keys, at these paths; a listed key that the object lacks keeps the replica Pending unless the volume is optional.
+       *
+       * @maxItems 64
+       */
+      items?: {
+        /**
+         * The key to take (letters, digits, '-', '_' and '.', not '.', '..' or starting with '..').
+         */
+        key: string;
+        /**
+         * Relative path of the file in the volume: elements separated by '/', none empty, '.' or '..', the first not starting with '..'.
+         */
+        path: string;
+        /**
+         * Permission bits of this file (0 to 0777; in YAML write 0400 for octal); defaultMode when unset.
+         */
+        mode?: number;
+      }[];
+      /**
+       * Permission bits of the files (0 to 0777; in YAML write 0644 for octal), 0644 by default as the kubelet's. Files belong to the replica's root (uid 0 inside its user namespace); there is no fsGroup: a file of mode 0400 is readable by root in the replica only.
+       */
+      defaultMode: number;
+      /**
+       * true: a missing object gives an empty volume and the replica starts (files appear once it exists). false (the default): the replica waits, Pending, until it exists.
+       */
+      optional?: boolean;
+    };
+    /**
+     * The keys of a Secret in the replica's namespace as files, decoded, on a tmpfs (never written to disk), re-read every few seconds like configMap's. Until a Secret that is not optional exists, the replica stays Pending (condition ConfigResolved).
+     */
+    secret?: {
+      /**
+       * Name of the object in the replica's namespace (a DNS subdomain: lower-case letters, digits, '-' and '.', at most 253 characters).
+       */
+      secretName: string;
+      /**
+       * Which keys become which files. Without items every key becomes a file of its own name. With items only these keys, at these paths; a listed key that the object lacks keeps the replica Pending unless the volume is optional.
+       *
+       * @maxItems 64
+       */
+      items?: {
+        /**
+         * The key to take (letters, digits, '-', '_' and '.', not '.', '..' or starting with '..').
+         */
+        key: string;
+        /**
+         * Relative path of the file in the volume: elements separated by '/', none empty, '.' or '..', the first not starting with '..'.
+         */
+        path: string;
+        /**
+         * Permission bits of this file (0 to 0777; in YAML write 0400 for octal); defaultMode when unset.
+         */
+        mode?: number;
+      }[];
+      /**
+       * Permission bits of the files (0 to 0777; in YAML write 0644 for octal), 0644 by default as the kubelet's. Files belong to the replica's root (uid 0 inside its user namespace); there is no fsGroup: a file of mode 0400 is readable by root in the replica only.
+       */
+      defaultMode: number;
+      /**
+       * true: a missing Secret gives an empty volume and the replica starts. false (the default): the replica waits, Pending, until it exists.
+       */
+      optional?: boolean;
+    };
+    /**
+     * An empty directory for the replica, made when it starts and removed when it is deleted; kept across process restarts and runtime restarts.
+     */
+    emptyDir?: {
+      /**
+       * "" (the default): a directory on the host's disk, under the runtime's state dir; its sizeLimit is enforced by checking the usage every few seconds and stopping the replica (phase Failed, reason EmptyDirSizeLimitExceeded) once it is over, as the kubelet evicts. "Memory": a tmpfs of its own, of size sizeLimit (the kernel refuses writes past it: ENOSPC), its pages counted against the replica's memory limit.
+       */
+      medium: '' | 'Memory';
+      /**
+       * The most the directory may hold, as a quantity such as 64Mi. Without it a Memory emptyDir is sized at the replica's memory limit (or the host's default), and a disk one is not limited.
+       */
+      sizeLimit?: string;
+    };
+  }[];
+  /**
    * How the processes of a replica are restarted together (Erlang/OTP supervisor semantics).
    */
   supervision: {
@@ -465,6 +561,29 @@ export interface ProcessSpec {
        */
       optional?: boolean;
     };
+  }[];
+  /**
+   * Volumes of the template (volumes[].name) mounted into this process's own mount namespace: a process with volumeMounts always gets one, whatever isolation.namespaces says (as pid brings mount). Each volume is mounted at mountPath; configMap and secret volumes always read-only. A missing mountPath directory is created on the host (or under the runtime's --workload-root) as an empty directory and left there, as systemd's BindPaths= does.
+   *
+   * @maxItems 32
+   */
+  volumeMounts?: {
+    /**
+     * The name of a volume of this template (volumes[].name).
+     */
+    name: string;
+    /**
+     * Absolute path inside the process's mount namespace where the volume appears: '/' and elements that are not empty, '.' or '..', no trailing '/'; not / and not /proc, /sys or under them. Unique within the process.
+     */
+    mountPath: string;
+    /**
+     * Mount read-only. configMap and secret volumes are read-only whatever this says (as a Pod's are); an emptyDir is writable unless this is true.
+     */
+    readOnly: boolean;
+    /**
+     * Not supported (rejected); it is here to say so rather than be dropped silently.
+     */
+    subPath?: string;
   }[];
   /**
    * Absolute working directory of the process; the runtime's default is /.

@@ -117,6 +117,30 @@ test('kubectl explain teaches the API from the schema descriptions', async (t) =
   for (const field of ['prefix', 'configMapRef', 'secretRef'])
     t.regex(envFrom, new RegExp(`^\\s+${field}\\s`, 'm'), `explain envFrom lists ${field}`);
   t.regex(ok(['explain', 'instance.spec.template.processes.envFrom.secretRef.name']), /DNS subdomain/);
+  // Every field of volumes and volumeMounts, documented (issue 19, parts 2 and 3).
+  const vols = ok(['explain', 'instance.spec.template.volumes', '--recursive']);
+  for (const field of [
+    'name',
+    'configMap',
+    'secret',
+    'secretName',
+    'items',
+    'key',
+    'path',
+    'mode',
+    'defaultMode',
+    'optional',
+    'emptyDir',
+    'medium',
+    'sizeLimit',
+  ])
+    t.regex(vols, new RegExp(`^\\s+${field}\\s`, 'm'), `explain volumes --recursive lists ${field}`);
+  t.regex(ok(['explain', 'instance.spec.template.volumes.emptyDir.medium']), /EmptyDirSizeLimitExceeded/);
+  t.regex(ok(['explain', 'instance.spec.template.volumes.secret']), /never written to disk/);
+  const mounts = ok(['explain', 'instance.spec.template.processes.volumeMounts', '--recursive']);
+  for (const field of ['name', 'mountPath', 'readOnly', 'subPath'])
+    t.regex(mounts, new RegExp(`^\\s+${field}\\s`, 'm'), `explain volumeMounts --recursive lists ${field}`);
+  t.regex(ok(['explain', 'instance.spec.template.processes.volumeMounts']), /always gets one/);
 });
 
 test('kubectl scale changes spec.replicas through the scale subresource', async (t) => {
@@ -172,7 +196,22 @@ function instance(mutate: (spec: Manifest) => void): Manifest {
             { prefix: 'CFG_', configMapRef: { name: 'cfg' } },
             { secretRef: { name: 'db', optional: false } },
           ],
+          // Valid volume mounts (issue 19, part 2 and 3).
+          volumeMounts: [
+            { name: 'config', mountPath: '/etc/app' },
+            { name: 'creds', mountPath: '/run/creds', readOnly: true },
+            { name: 'scratch', mountPath: '/var/tmp/x' },
+          ],
         },
+      ],
+      volumes: [
+        {
+          name: 'config',
+          configMap: { name: 'cfg', items: [{ key: 'a.conf', path: 'conf/a.conf', mode: 0o600 }] },
+        },
+        { name: 'creds', secret: { secretName: 'db', defaultMode: 0o400, optional: true } },
+        { name: 'scratch', emptyDir: { medium: 'Memory', sizeLimit: '16Mi' } },
+        { name: 'disk', emptyDir: {} },
       ],
       resources: { cpu: '100m', memory: '32Mi', pids: 16 },
     },
@@ -192,6 +231,8 @@ function service(mutate: (spec: Manifest) => void): Manifest {
 
 const processes = (spec: Manifest) => spec.template.processes as Manifest[];
 const first = (spec: Manifest) => processes(spec)[0] as Manifest;
+const second = (spec: Manifest) => processes(spec)[1] as Manifest;
+const volumes = (spec: Manifest) => spec.template.volumes as Manifest[];
 
 const invalid: Array<{ what: string; manifest: Manifest; field: string; says?: RegExp }> = [
   {
@@ -427,6 +468,114 @@ const invalid: Array<{ what: string; manifest: Manifest; field: string; says?: R
     what: 'envFrom with a prefix that is no variable name',
     manifest: instance((s) => (first(s).envFrom = [{ prefix: '1X=', configMapRef: { name: 'cfg' } }])),
     field: 'spec.template.processes[0].envFrom[0].prefix',
+    says: /should match/,
+  },
+  {
+    what: 'two volumes with the same name',
+    manifest: instance((s) => volumes(s).push({ name: 'config', emptyDir: {} })),
+    field: 'spec.template.volumes[4]',
+    says: /Duplicate value/,
+  },
+  {
+    what: 'a volume of two kinds',
+    manifest: instance((s) => (volumes(s)[3].secret = { secretName: 'db' })),
+    field: 'spec.template.volumes[3]',
+    says: /exactly one of configMap, secret and emptyDir/,
+  },
+  {
+    what: 'a volume name that is not a DNS label',
+    manifest: instance((s) => (volumes(s)[3].name = 'Disk_1')),
+    field: 'spec.template.volumes[3].name',
+    says: /should match/,
+  },
+  {
+    what: 'a mount naming an unknown volume',
+    manifest: instance((s) => second(s).volumeMounts.push({ name: 'nope', mountPath: '/nope' })),
+    field: 'spec.template.processes',
+    says: /must name one of the template's volumes/,
+  },
+  {
+    what: 'a relative mountPath',
+    manifest: instance((s) => (second(s).volumeMounts[0].mountPath = 'etc/app')),
+    field: 'spec.template.processes[1].volumeMounts[0].mountPath',
+    says: /should match/,
+  },
+  {
+    what: 'a mountPath with a .. element',
+    manifest: instance((s) => (second(s).volumeMounts[0].mountPath = '/etc/../root')),
+    field: 'spec.template.processes[1].volumeMounts[0].mountPath',
+    says: /should match/,
+  },
+  {
+    what: 'a mountPath under /proc',
+    manifest: instance((s) => (second(s).volumeMounts[0].mountPath = '/proc/sys')),
+    field: 'spec.template.processes[1].volumeMounts[0].mountPath',
+    says: /must not be \/proc, \/sys or under them/,
+  },
+  {
+    what: 'a mountPath of /sys',
+    manifest: instance((s) => (second(s).volumeMounts[0].mountPath = '/sys')),
+    field: 'spec.template.processes[1].volumeMounts[0].mountPath',
+    says: /must not be \/proc, \/sys/,
+  },
+  {
+    what: 'two mounts at the same path',
+    manifest: instance((s) => (second(s).volumeMounts[2].mountPath = '/etc/app')),
+    field: 'spec.template.processes[1].volumeMounts[2]',
+    says: /Duplicate value/,
+  },
+  {
+    what: 'a subPath',
+    manifest: instance((s) => (second(s).volumeMounts[0].subPath = 'a.conf')),
+    field: 'spec.template.processes[1].volumeMounts[0].subPath',
+    says: /is not supported/,
+  },
+  {
+    what: 'an emptyDir sizeLimit that is no quantity',
+    manifest: instance((s) => (volumes(s)[2].emptyDir.sizeLimit = 'lots')),
+    field: 'spec.template.volumes[2].emptyDir.sizeLimit',
+    says: /must be a whole number of bytes/,
+  },
+  {
+    what: 'an emptyDir sizeLimit below a page',
+    manifest: instance((s) => (volumes(s)[2].emptyDir.sizeLimit = '100')),
+    field: 'spec.template.volumes[2].emptyDir.sizeLimit',
+    says: /at least 4096/,
+  },
+  {
+    what: 'an unknown emptyDir medium',
+    manifest: instance((s) => (volumes(s)[2].emptyDir.medium = 'HugePages')),
+    field: 'spec.template.volumes[2].emptyDir.medium',
+    says: /Unsupported value/,
+  },
+  {
+    what: 'an item path climbing out of the volume',
+    manifest: instance((s) => (volumes(s)[0].configMap.items[0].path = 'a/../../etc/passwd')),
+    field: 'spec.template.volumes[0].configMap.items[0].path',
+    says: /should match/,
+  },
+  {
+    what: 'an absolute item path',
+    manifest: instance((s) => (volumes(s)[0].configMap.items[0].path = '/etc/passwd')),
+    field: 'spec.template.volumes[0].configMap.items[0].path',
+    says: /should match/,
+  },
+  {
+    what: 'a file mode over 0777',
+    manifest: instance((s) => (volumes(s)[1].secret.defaultMode = 0o1777)),
+    field: 'spec.template.volumes[1].secret.defaultMode',
+    says: /less than or equal to 511/,
+  },
+  {
+    what: 'a secret volume without its secretName',
+    manifest: instance((s) => delete volumes(s)[1].secret.secretName),
+    field: 'spec.template.volumes[1].secret.secretName',
+    says: /Required value/,
+  },
+  {
+    what: 'a configMap volume naming an object that is no DNS subdomain',
+    manifest: instance((s) => (volumes(s)[0].configMap.name = 'Cfg')),
+    field: 'spec.template.volumes[0].configMap.name',
     says: /should match/,
   },
   {
