@@ -1,5 +1,5 @@
-import http from 'node:http';
-import https from 'node:https';
+import type { Agent, AgentOptions, ClientRequest } from 'node:http';
+import { http, https } from '../platform/http.ts';
 import { linkedAbort } from './backoff.ts';
 import { type Credentials, credentialsFor } from './credentials.ts';
 import { KubeApiError, type KubeStatus } from './errors.ts';
@@ -48,15 +48,15 @@ export class WatchIdleError extends Error {
 export class KubeApi {
   readonly server: URL;
   readonly kubeConfig: KubeConfig;
-  readonly #agent: http.Agent;
-  readonly #watchAgent: http.Agent;
+  readonly #agent: Agent;
+  readonly #watchAgent: Agent;
   readonly #isHttps: boolean;
   readonly #credentials: Credentials;
 
   private constructor(
     kc: KubeConfig,
     server: URL,
-    agents: { request: http.Agent; watch: http.Agent },
+    agents: { request: Agent; watch: Agent },
     credentials: Credentials,
   ) {
     this.kubeConfig = kc;
@@ -80,7 +80,7 @@ export class KubeApi {
     const server = new URL(kc.cluster.server);
     const credentials = await credentialsFor(kc);
     const tls = credentials.tls;
-    const make = (extra: http.AgentOptions) => {
+    const make = (extra: AgentOptions) => {
       const agentOptions = { keepAlive: true, keepAliveMsecs: 15_000, ...extra };
       return server.protocol === 'https:'
         ? new https.Agent({ ...agentOptions, ...tls })
@@ -113,8 +113,8 @@ export class KubeApi {
     url: URL,
     extraHeaders: Record<string, string>,
     signal: AbortSignal | undefined,
-    agent: http.Agent = this.#agent,
-  ): Promise<http.ClientRequest> {
+    agent: Agent = this.#agent,
+  ): Promise<ClientRequest> {
     const headers = { ...(await this.#credentials.headers()), Accept: 'application/json', ...extraHeaders };
     const mod = this.#isHttps ? https : http;
     return mod.request(url, { method, headers, agent, signal });
@@ -144,7 +144,7 @@ export class KubeApi {
       extra['Content-Type'] = opts.contentType ?? 'application/json';
       extra['Content-Length'] = String(Buffer.byteLength(payload));
     }
-    let req: http.ClientRequest;
+    let req: ClientRequest;
     try {
       req = await this.#open(opts.method, url, extra, signal);
     } catch (err) {

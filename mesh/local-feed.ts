@@ -22,10 +22,11 @@
  * proxy serves from the slices regardless. The stream's JSON is read by its shape, not through the
  * runtime's types: mesh/ does not import node-runtime/ (§2.2).
  */
+
 import { EventEmitter } from 'node:events';
-import http from 'node:http';
-import https from 'node:https';
+import type { ClientRequest } from 'node:http';
 import { Backoff, type Logger, silentLogger } from '../kube/index.ts';
+import { http, https } from '../platform/http.ts';
 
 /** How long a stopped replica, or one down on a runtime whose stream was lost, stays out at most. */
 export const DEFAULT_HOLD_MS = 10_000;
@@ -437,7 +438,7 @@ interface RuntimeStreamOptions {
 class RuntimeStream {
   readonly #o: RuntimeStreamOptions;
   readonly #backoff = new Backoff(BACKOFF_INITIAL_MS, BACKOFF_MAX_MS);
-  #request: http.ClientRequest | undefined;
+  #request: ClientRequest | undefined;
   #retry: NodeJS.Timeout | undefined;
   #connected = false;
   #host: string | undefined;
@@ -506,7 +507,7 @@ class RuntimeStream {
       }
       this.#failed(why);
     };
-    let req: http.ClientRequest;
+    let req: ClientRequest;
     try {
       const headers = { authorization: `Bearer ${token}`, accept: 'text/event-stream' };
       req = secure

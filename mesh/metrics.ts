@@ -4,9 +4,11 @@
  * in the stats objects below (no label hashing per chunk of bytes); the metrics read them when
  * scraped. A registry of its own, so that two proxies in one process (tests) do not collide.
  */
-import { createServer, type Server } from 'node:http';
+
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Counter, collectDefaultMetrics, Gauge, type Metric, Registry } from 'prom-client';
+import { http } from '../platform/http.ts';
 import type { Limit } from './limits.ts';
 
 /** Counts of one endpoint of one Service port; the proxy adds to them as connections go. */
@@ -461,7 +463,7 @@ export async function serveMetrics(
   listen: { host: string; port: number },
   health: () => { synced: boolean } & Record<string, unknown>,
 ): Promise<{ server: Server; url: string }> {
-  const server = createServer((req, res) => {
+  const server = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/healthz') {
       res.writeHead(200, { 'content-type': 'application/json' }).end(`${JSON.stringify(health())}\n`);

@@ -1,9 +1,11 @@
 // Prometheus metrics of the operator and its /metrics + /healthz endpoint.
+
 import { timingSafeEqual } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { ReconcileResult } from '../kube/index.ts';
+import { http } from '../platform/http.ts';
 
 export class OperatorMetrics {
   readonly registry = new Registry();
@@ -76,7 +78,7 @@ export async function serveMetrics(
   serving: MetricsServing = {},
 ): Promise<{ server: Server; url: string }> {
   const loopback = isLoopback(listen.host);
-  const server = createServer((req, res) => {
+  const server = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/healthz' || path === '/readyz') {
       const health = serving.health?.() ?? { ok: true };

@@ -8,11 +8,12 @@
  * and followed logs), each over its cap answered 503 with the reason; an event stream whose reader
  * falls `eventBufferBytes` behind is cut off; a log is sent block by block as the client reads it.
  */
-import { createServer as createHttpServer, type Server } from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
+
+import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Logger } from 'pino';
+import { http, https } from '../../platform/http.ts';
 import type { Engine } from '../engine.ts';
 import type { EngineEvent } from '../supervisor/spec.ts';
 import { type ApiLimits, DEFAULT_API_LIMITS } from './api-limits.ts';
@@ -369,8 +370,8 @@ export function listen(
   // An https.Server is an http.Server with TLS below (closeAllConnections and all). A client that
   // opens a connection and never finishes its handshake is dropped after 10 s.
   const server: Server = tls
-    ? (createHttpsServer({ ...tls, minVersion: 'TLSv1.3', handshakeTimeout: 10_000 }, app) as Server)
-    : createHttpServer(app);
+    ? (https.createServer({ ...tls, minVersion: 'TLSv1.3', handshakeTimeout: 10_000 }, app) as Server)
+    : http.createServer(app);
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => resolve(server));
