@@ -89,8 +89,21 @@ export interface StopOptions {
   graceSeconds?: number;
 }
 
+/** Where a replica lives, for whoever guards its ports (the kernel fast path's bind program). */
+export interface Placement {
+  replica: string;
+  /** Its cgroup v2 directory's id (inode number); undefined without a v2 tree. */
+  cgroupId: bigint | undefined;
+  /** Every port of its processes. */
+  ports: number[];
+}
+
 export interface RuntimeEvents {
   event: [EngineEvent];
+  /** A replica's cgroup exists and its processes are about to start (or be re-adopted). */
+  placed: [Placement];
+  /** A replica is gone: stopped, its cgroup removed. */
+  unplaced: [Placement];
 }
 
 export class Engine extends EventEmitter<RuntimeEvents> {
@@ -99,6 +112,7 @@ export class Engine extends EventEmitter<RuntimeEvents> {
   readonly #replicas = new Map<string, ReplicaSupervisor>();
   readonly #starting = new Map<string, { spec: WorkloadSpec; done: Promise<WorkloadStatus> }>();
   readonly #stopping = new Map<string, Promise<void>>();
+  readonly #placements = new Map<string, Placement>();
   readonly #store: StateStore;
   #exitDirMade = false;
   readonly logs: LogStore;
@@ -240,6 +254,7 @@ export class Engine extends EventEmitter<RuntimeEvents> {
       cgroups.open(id) ??
       (await cgroups.create(id, { ...this.options.defaultResources, ...record.spec.resources }));
     if (record.userRange) this.#keepUserRange(id, record.userRange);
+    this.#place(id, record.ports, cgroup);
     const sup = new ReplicaSupervisor(
       record.spec,
       record.ports,
@@ -304,6 +319,8 @@ export class Engine extends EventEmitter<RuntimeEvents> {
         this.#releaseUserRange(copy.id);
         throw err;
       }
+      // Before the first spawn: a guard on its ports is in place before any process could bind.
+      this.#place(copy.id, ports, cgroup);
       const sup = new ReplicaSupervisor(copy, ports, this.#deps(cgroup, userRange));
       this.#replicas.set(copy.id, sup);
       await sup.start();
@@ -337,9 +354,29 @@ export class Engine extends EventEmitter<RuntimeEvents> {
         if (this.#replicas.get(id) === sup) this.#replicas.delete(id);
       }
       this.#releaseUserRange(id);
+      const placement = this.#placements.get(id);
+      if (placement) {
+        this.#placements.delete(id);
+        this.emit('unplaced', placement);
+      }
     })().finally(() => this.#stopping.delete(id));
     this.#stopping.set(id, stopping);
     return stopping;
+  }
+
+  /** Every replica's placement (those re-adopted included). */
+  placements(): Placement[] {
+    return [...this.#placements.values()];
+  }
+
+  #place(id: string, ports: Record<string, ProcessPorts>, cgroup: { v2Id: bigint | undefined }): void {
+    const placement: Placement = {
+      replica: id,
+      cgroupId: cgroup.v2Id,
+      ports: Object.values(ports).flatMap((p) => Object.values(p)),
+    };
+    this.#placements.set(id, placement);
+    this.emit('placed', placement);
   }
 
   /** Stop every replica (in parallel). */

@@ -18,7 +18,7 @@ import { Informer, type KubeApi, objectKey, resourceClient } from '../../kube/in
 import { BPFFS, fastPathUnavailable, loadSocketLb, SocketLb, unpinSocketLb } from '../bpf/index.ts';
 import { KernelServiceTable } from '../bpf/service-table.ts';
 import type { CgroupLayout } from '../cgroups/detect.ts';
-import type { Engine } from '../engine.ts';
+import type { Engine, Placement } from '../engine.ts';
 import type { EngineEvent } from '../supervisor/spec.ts';
 import { keyOfReplicaId } from './replica-spec.ts';
 
@@ -142,6 +142,9 @@ export class KernelFastPath {
     const byService = (s: Service) => this.#sync(objectKey(s));
     this.#services.addHandlers({ add: byService, update: (_old, s) => byService(s), delete: byService });
     this.#engine.on('event', this.#onEvent);
+    this.#engine.on('placed', this.#onPlaced);
+    this.#engine.on('unplaced', this.#onUnplaced);
+    this.#guardPorts();
     this.#slices.start();
     void Promise.all([this.#services.waitForSync(), this.#slices.waitForSync()]).then(
       () => {
@@ -203,8 +206,53 @@ export class KernelFastPath {
     }
   };
 
-  /** The kernel's counts of rewritten and refused connects. */
-  counters(): { rewritten: number; refused: number } {
+  /**
+   * Each running replica's ports to its cgroup (the bind programs refuse other replicas' binds of
+   * them), and no entry for a port no replica has: what a previous agent left for replicas that
+   * were deleted while no agent ran.
+   */
+  #guardPorts(): void {
+    try {
+      const wanted = new Map<number, bigint>();
+      for (const p of this.#engine.placements()) {
+        if (p.cgroupId === undefined) continue;
+        for (const port of p.ports) if (!wanted.has(port)) wanted.set(port, p.cgroupId);
+      }
+      const have = this.#lb.portOwners();
+      for (const [port, owner] of wanted) if (have.get(port) !== owner) this.#lb.setPortOwner(port, owner);
+      for (const port of have.keys()) if (!wanted.has(port)) this.#lb.deletePortOwner(port);
+    } catch (error) {
+      this.#log.error({ err: (error as Error).message }, 'kernel fast path: port guard update failed');
+    }
+  }
+
+  readonly #onPlaced = (p: Placement): void => {
+    if (p.cgroupId === undefined) return;
+    try {
+      for (const port of p.ports) this.#lb.setPortOwner(port, p.cgroupId);
+    } catch (error) {
+      this.#log.error(
+        { replica: p.replica, err: (error as Error).message },
+        'kernel fast path: port guard update failed',
+      );
+    }
+  };
+
+  readonly #onUnplaced = (p: Placement): void => {
+    if (p.cgroupId === undefined) return;
+    try {
+      const owners = this.#lb.portOwners();
+      for (const port of p.ports) if (owners.get(port) === p.cgroupId) this.#lb.deletePortOwner(port);
+    } catch (error) {
+      this.#log.error(
+        { replica: p.replica, err: (error as Error).message },
+        'kernel fast path: port guard update failed',
+      );
+    }
+  };
+
+  /** The kernel's counts of rewritten and refused connects, and of refused binds. */
+  counters(): { rewritten: number; refused: number; bindRefused: number } {
     return this.#lb.counters();
   }
 
@@ -213,6 +261,8 @@ export class KernelFastPath {
     if (this.#stopped) return;
     this.#stopped = true;
     this.#engine.off('event', this.#onEvent);
+    this.#engine.off('placed', this.#onPlaced);
+    this.#engine.off('unplaced', this.#onUnplaced);
     this.#slices.stop();
   }
 

@@ -23,12 +23,18 @@ import {
 } from '../native/bpf.ts';
 import {
   COUNTERS,
+  decodeCgroupId,
+  decodePortKey,
   decodeServiceKey,
   decodeServiceValue,
+  encodeCgroupId,
   encodeIndex,
+  encodePortKey,
   encodeServiceKey,
   encodeServiceValue,
   type KernelEndpoint,
+  PORT_KEY_SIZE,
+  PORT_OWNER_SIZE,
   possibleCpus,
   SERVICE_KEY_SIZE,
   SERVICE_VALUE_SIZE,
@@ -51,8 +57,10 @@ const PROGRAMS: readonly { name: string; type: BpfAttachType }[] = [
   { name: 'orrery_getpeername4', type: 'getpeername4' },
   { name: 'orrery_connect6', type: 'connect6' },
   { name: 'orrery_getpeername6', type: 'getpeername6' },
+  { name: 'orrery_bind4', type: 'bind4' },
+  { name: 'orrery_bind6', type: 'bind6' },
 ];
-const MAPS = ['orrery_svc', 'orrery_revnat', 'orrery_counters'] as const;
+const MAPS = ['orrery_svc', 'orrery_revnat', 'orrery_counters', 'orrery_ports'] as const;
 
 /**
  * Why the fast path cannot run here for programs attached at `cgroupDir`, or undefined: not
@@ -197,14 +205,42 @@ export class SocketLb {
     return bpfMapKeys(fd, SERVICE_KEY_SIZE, bpfMapInfo(fd).maxEntries).map(decodeServiceKey);
   }
 
-  /** Connects rewritten and refused (no endpoint) since the load, over all CPUs. */
-  counters(): { rewritten: number; refused: number } {
+  /**
+   * Gives `port` to the processes of the cgroup whose id is `cgroupId` (a replica's cgroup v2
+   * directory's inode number): another replica's bind(2) of it is refused (EPERM).
+   */
+  setPortOwner(port: number, cgroupId: bigint): void {
+    bpfMapUpdate(this.#map('orrery_ports'), encodePortKey(port), encodeCgroupId(cgroupId));
+  }
+
+  /** Frees `port` for any bind again. */
+  deletePortOwner(port: number): boolean {
+    return bpfMapDelete(this.#map('orrery_ports'), encodePortKey(port));
+  }
+
+  /** Every port with an owner, and the owner's cgroup id. */
+  portOwners(): Map<number, bigint> {
+    const fd = this.#map('orrery_ports');
+    const owners = new Map<number, bigint>();
+    for (const key of bpfMapKeys(fd, PORT_KEY_SIZE, bpfMapInfo(fd).maxEntries)) {
+      const value = Buffer.alloc(PORT_OWNER_SIZE);
+      if (bpfMapLookup(fd, key, value)) owners.set(decodePortKey(key), decodeCgroupId(value));
+    }
+    return owners;
+  }
+
+  /** Connects rewritten and refused (no endpoint), and binds refused, since the load, over all CPUs. */
+  counters(): { rewritten: number; refused: number; bindRefused: number } {
     const read = (index: number): number => {
       const value = Buffer.alloc(8 * this.#cpus);
       bpfMapLookup(this.#map('orrery_counters'), encodeIndex(index), value);
       return sumPerCpu(value);
     };
-    return { rewritten: read(COUNTERS.rewritten), refused: read(COUNTERS.refused) };
+    return {
+      rewritten: read(COUNTERS.rewritten),
+      refused: read(COUNTERS.refused),
+      bindRefused: read(COUNTERS.bindRefused),
+    };
   }
 
   /** Per-program run count and time (counted while bpf stats are enabled). */

@@ -10,7 +10,9 @@ export const SERVICE_KEY_SIZE = 8;
 const ENDPOINT_SIZE = 12;
 export const SERVICE_VALUE_SIZE = 8 + MAX_KERNEL_ENDPOINTS * ENDPOINT_SIZE;
 /** Index of each counter in orrery_counters. */
-export const COUNTERS = { rewritten: 0, refused: 1 } as const;
+export const COUNTERS = { rewritten: 0, refused: 1, bindRefused: 2 } as const;
+export const PORT_KEY_SIZE = 4;
+export const PORT_OWNER_SIZE = 8;
 
 /** One endpoint of a VIP:port in the kernel map; weights are relative (the proxy's are all 1). */
 export interface KernelEndpoint {
@@ -106,6 +108,35 @@ export function decodeServiceValue(value: Buffer): KernelEndpoint[] {
     previous = cumulative;
   }
   return endpoints;
+}
+
+/**
+ * orrery_ports' key: a port as `bpf_sock_addr.user_port` holds it, read as a __u32: the port in
+ * network order in the first two bytes, zeros after.
+ */
+export function encodePortKey(port: number): Buffer {
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new TypeError(`port must be an integer from 1 to 65535, got ${port}`);
+  }
+  const key = Buffer.alloc(PORT_KEY_SIZE);
+  key.writeUInt16BE(port, 0);
+  return key;
+}
+
+export function decodePortKey(key: Buffer): number {
+  return key.readUInt16BE(0);
+}
+
+/** orrery_ports' value: a cgroup v2 id (its directory's inode number) as a __u64 in host order. */
+export function encodeCgroupId(id: bigint): Buffer {
+  const value = Buffer.alloc(PORT_OWNER_SIZE);
+  if (little) value.writeBigUInt64LE(id);
+  else value.writeBigUInt64BE(id);
+  return value;
+}
+
+export function decodeCgroupId(value: Buffer): bigint {
+  return little ? value.readBigUInt64LE(0) : value.readBigUInt64BE(0);
 }
 
 /** An array map's key: the index as a __u32 in host order. */

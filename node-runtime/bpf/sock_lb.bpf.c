@@ -63,10 +63,20 @@ struct {
   __type(value, struct revnat);
 } orrery_revnat SEC(".maps");
 
-/* Per-CPU counters, read by tests and the runtime: [0] rewritten, [1] refused (no endpoint). */
+/* A port the runtime allocated to a replica (network order, in a 32-bit key) -> the id of that
+ * replica's cgroup v2 directory (its inode number). Only processes of that cgroup may bind it. */
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 65536);
+  __type(key, __u32);
+  __type(value, __u64);
+} orrery_ports SEC(".maps");
+
+/* Per-CPU counters, read by tests and the runtime: [0] rewritten, [1] refused (no endpoint),
+ * [2] binds refused (another replica's port). */
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-  __uint(max_entries, 2);
+  __uint(max_entries, 3);
   __type(key, __u32);
   __type(value, __u64);
 } orrery_counters SEC(".maps");
@@ -171,5 +181,24 @@ int orrery_getpeername6(struct bpf_sock_addr *ctx) {
   ctx->user_port = rev->vport;
   return 1;
 }
+
+/* bind(2) of a port allocated to a replica, by a process of another cgroup below the host's
+ * Orrery parent (another replica): refused with EPERM, before the kernel looks at the port. The
+ * owner's binds, ephemeral ports (0) and ports no replica was given pass. Both protocols: the
+ * port is the replica's. Processes outside Orrery's cgroup are not seen here. */
+static __always_inline int guard_port(struct bpf_sock_addr *ctx) {
+  __u32 port = ctx->user_port;
+  if (port == 0) return 1;
+  __u64 *owner = bpf_map_lookup_elem(&orrery_ports, &port);
+  if (!owner || *owner == bpf_get_current_cgroup_id()) return 1;
+  count(2);
+  return 0;
+}
+
+SEC("cgroup/bind4")
+int orrery_bind4(struct bpf_sock_addr *ctx) { return guard_port(ctx); }
+
+SEC("cgroup/bind6")
+int orrery_bind6(struct bpf_sock_addr *ctx) { return guard_port(ctx); }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -1,4 +1,4 @@
-import { type Dirent, existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
+import { type Dirent, existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
@@ -97,6 +97,16 @@ export class ReplicaCgroup {
     const target: SpawnTarget = { procsFiles: [...this.plan.joinFiles] };
     if (this.plan.v2Dir !== undefined) target.v2Dir = this.plan.v2Dir;
     return target;
+  }
+
+  /** The cgroup v2 directory's id (its inode number, what bpf_get_current_cgroup_id() answers), if there is one. */
+  get v2Id(): bigint | undefined {
+    if (this.plan.v2Dir === undefined) return undefined;
+    try {
+      return statSync(this.plan.v2Dir, { bigint: true }).ino;
+    } catch {
+      return undefined;
+    }
   }
 
   /** Moves an already running process into the cgroup in every hierarchy (fallback when clone3 is refused; tests). */

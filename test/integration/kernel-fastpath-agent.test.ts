@@ -1,4 +1,13 @@
-import { existsSync, mkdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -7,6 +16,7 @@ import { BPFFS, fastPathUnavailable, SocketLb, unpinSocketLb } from '../../node-
 import { bpfProgQuery } from '../../node-runtime/native/bpf.ts';
 import {
   agentDirs,
+  authed,
   childAgent,
   inProcessAgent,
   kubeForTests,
@@ -294,5 +304,95 @@ test.serial.runIf(runs(reason, 'kernel-fastpath-agent'))(
       reason: 'off (orrery runtime --kernel-fastpath not given)',
     });
     t.false(existsSync(join(BPFFS, 'orrery', dirs.hostName)));
+  },
+);
+
+test.serial.runIf(runs(reason, 'kernel-fastpath-agent'))(
+  "a replica's port is bound by that replica alone: another replica's bind is refused (EPERM)",
+  async (t) => {
+    const ns = (await meshService(t, { name: 'bind', portName: 'web', protocol: 'tcp', endpoints: [] })).ns;
+    t.teardown(() => releaseReplicas(ns));
+    const dirs = await agentDirs(t);
+    const agent = await inProcessAgent(t, dirs, { kernelFastPath: true });
+    const lb = new SocketLb(join(BPFFS, 'orrery', dirs.hostName));
+    t.teardown(() => lb.close());
+    // The owner binds its port only once the test says so: until then the port is free, as it is
+    // between the runtime's allocation and a slow workload's own bind.
+    const gateDir = mkdtempSync(join(tmpdir(), 'orrery-bind-gate-'));
+    chmodSync(gateDir, 0o755);
+    t.teardown(() => rmSync(gateDir, { recursive: true, force: true }));
+    const gate = join(gateDir, 'go');
+    const python = (lines: string[]) => ['/usr/bin/python3', '-u', '-c', lines.join('\n')];
+    const { replicas } = await kubeForTests();
+    await replicas.create(
+      replicaObject(ns, 'owner-0', dirs.hostName, [
+        {
+          name: 'main',
+          command: python([
+            'import os, socket, time',
+            `while not os.path.exists(${JSON.stringify(gate)}): time.sleep(0.05)`,
+            's = socket.socket()',
+            "s.bind(('127.0.0.1', int(os.environ['ORRERY_PORT_WEB'])))",
+            's.listen(1)',
+            "print('owner bound', flush=True)",
+            'time.sleep(600)',
+          ]),
+          ports: [{ name: 'web', protocol: 'tcp' }],
+        },
+      ]),
+    );
+    const owner = await waitFor('the owner running with its port', () =>
+      agent.engine.list().find((r) => r.phase === 'Running' && r.ports.length > 0),
+    );
+    const port = owner.ports[0]?.port as number;
+    t.true(lb.portOwners().has(port), "the owner's port is guarded in the kernel");
+
+    // Another replica tries the owner's port (IPv4, the wildcard, IPv6), then a free one.
+    await replicas.create(
+      replicaObject(ns, 'thief-0', dirs.hostName, [
+        {
+          name: 'main',
+          command: python([
+            'import errno, socket',
+            `for family, addr in ((socket.AF_INET, '127.0.0.1'), (socket.AF_INET, '0.0.0.0'), (socket.AF_INET6, '::')):`,
+            '    s = socket.socket(family)',
+            '    try:',
+            `        s.bind((addr, ${port}))`,
+            "        print(addr, 'bound', flush=True)",
+            '    except OSError as e:',
+            '        print(addr, errno.errorcode[e.errno], flush=True)',
+            '    s.close()',
+            's = socket.socket()',
+            "s.bind(('127.0.0.1', 0))",
+            "print('ephemeral bound', flush=True)",
+          ]),
+          restart: 'temporary',
+        },
+      ]),
+    );
+    const logsOf = async (name: string) => {
+      const res = await fetch(`${agent.apiEndpoint}/v1/replicas/${ns}/${name}/logs`, authed(agent.token));
+      return res.ok ? res.text() : '';
+    };
+    const thief = await waitFor('the other replica tried', async () => {
+      const text = await logsOf('thief-0');
+      return text.includes('ephemeral bound') ? text : undefined;
+    });
+    t.log(thief.trim());
+    t.regex(thief, /^127\.0\.0\.1 EPERM$/m);
+    t.regex(thief, /^0\.0\.0\.0 EPERM$/m);
+    t.regex(thief, /^:: EPERM$/m);
+    t.true(lb.counters().bindRefused >= 3);
+
+    // The owner's own bind passes.
+    writeFileSync(gate, '');
+    await waitFor('the owner bound its port', async () =>
+      (await logsOf('owner-0')).includes('owner bound') ? true : undefined,
+    );
+
+    // Its replica gone, the port is free again.
+    await replicas.delete('owner-0', { namespace: ns });
+    await waitFor('the guard removed with the replica', () => (lb.portOwners().has(port) ? undefined : true));
+    t.pass();
   },
 );

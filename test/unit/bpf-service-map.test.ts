@@ -4,7 +4,11 @@
 import { endianness } from 'node:os';
 import test from 'ava';
 import {
+  decodeCgroupId,
+  decodePortKey,
   decodeServiceValue,
+  encodeCgroupId,
+  encodePortKey,
   encodeServiceKey,
   encodeServiceValue,
   MAX_KERNEL_ENDPOINTS,
@@ -71,4 +75,16 @@ test('per-CPU counters are summed; the possible CPUs come from their ranges', (t
   t.is(possibleCpus('0-1\n'), 2);
   t.is(possibleCpus('0,2-3'), 4);
   t.is(possibleCpus('0'), 1);
+});
+
+test("a guarded port's key is bpf_sock_addr.user_port as a __u32; the owner a __u64 cgroup id", (t) => {
+  // user_port holds the port in network order in its first two bytes.
+  t.deepEqual([...encodePortKey(8080)], [0x1f, 0x90, 0, 0]);
+  t.is(decodePortKey(encodePortKey(65535)), 65535);
+  t.throws(() => encodePortKey(0), { message: 'port must be an integer from 1 to 65535, got 0' });
+  const id = 0x1234_5678_9abc_def0n;
+  const value = encodeCgroupId(id);
+  t.is(value.length, 8);
+  t.is(endianness() === 'LE' ? value[0] : value[7], 0xf0, 'host order');
+  t.is(decodeCgroupId(value), id);
 });
