@@ -1,6 +1,7 @@
-// The ConfigMaps and Secrets a replica template reads (env valueFrom and envFrom, issue 19): the
-// operator grants a host's account exactly these (operator/hostaccess/), and the runtime reports
-// condition ConfigResolved only for templates that have any.
+// The ConfigMaps and Secrets a replica template reads (env valueFrom and envFrom, configMap and
+// secret volumes, issue 19): the operator grants a host's account exactly these
+// (operator/hostaccess/), and the runtime reports condition ConfigResolved only for templates
+// that have any.
 import type { ReplicaTemplate } from './types.ts';
 
 export interface ConfigReferences {
@@ -15,6 +16,12 @@ export interface ConfigReferences {
 export function configReferences(template: ReplicaTemplate | undefined): ConfigReferences {
   const refs: ConfigReferences = { configMaps: new Set(), secrets: new Set() };
   const processes = Array.isArray(template?.processes) ? template.processes : [];
+  for (const v of Array.isArray(template?.volumes) ? template.volumes : []) {
+    const cm = v?.configMap?.name;
+    const secret = v?.secret?.secretName;
+    if (typeof cm === 'string') refs.configMaps.add(cm);
+    if (typeof secret === 'string') refs.secrets.add(secret);
+  }
   for (const p of processes) {
     for (const e of Array.isArray(p?.env) ? p.env : []) {
       const cm = e?.valueFrom?.configMapKeyRef?.name;

@@ -15,6 +15,9 @@ import { type CgroupLayout, CgroupManager, type CgroupStats, detectCgroupLayout 
 import { claim, claimContent } from './claims.ts';
 import { LogStore } from './logs/index.ts';
 import { StateStore } from './state/store.ts';
+import { mountTmpfs, unmount } from './native/index.ts';
+import type { VolumeFile } from './volumes/atomic-writer.ts';
+import { type VolumeIds, VolumeManager } from './volumes/manager.ts';
 import type { ProcessPorts } from './supervisor/command.ts';
 import { loadProcessApi, type ProcessApi } from './supervisor/process-api.ts';
 import { type ReplicaRecord, ReplicaSupervisor, type UserRange } from './supervisor/replica.ts';
@@ -78,6 +81,21 @@ export interface EngineOptions {
    * it. Default: the runtime's own root.
    */
   workloadRoot?: string;
+  /**
+   * Where replicas' volumes live (node-runtime/volumes/): a disk emptyDir is a directory here,
+   * configMap and secret volumes and Memory emptyDirs tmpfs mounts under it. Default
+   * `<stateDir>/volumes`; the host agent passes its state dir's (disk, not the run dir's tmpfs).
+   */
+  volumeDir?: string;
+}
+
+/** The size of a Memory emptyDir without sizeLimit when the replica has no memory limit either. */
+const DEFAULT_MEMORY_VOLUME_BYTES = 64 * 1024 * 1024;
+
+/** Engine.run's second argument: what a replica's configMap and secret volumes hold at its start. */
+export interface RunOptions {
+  /** Per volume name (a `files` volume of the spec): its files. Absent: an empty volume. */
+  files?: ReadonlyMap<string, readonly VolumeFile[]>;
 }
 
 /** Default of EngineOptions.userNamespaces.firstHostId. */
@@ -128,6 +146,7 @@ export class Engine extends EventEmitter<RuntimeEvents> {
   readonly #claimedElsewhere = new Set<number>();
   readonly #firstHostId: number;
   readonly #userNamespaceSlots: number;
+  readonly volumes: VolumeManager;
 
   constructor(options: EngineOptions) {
     super();
@@ -165,6 +184,11 @@ export class Engine extends EventEmitter<RuntimeEvents> {
     this.options = options;
     this.log = options.log ?? newLogger('orrery-engine');
     this.#store = new StateStore(options.stateDir);
+    this.volumes = new VolumeManager(
+      options.volumeDir ?? path.join(options.stateDir, 'volumes'),
+      { mountTmpfs, unmount },
+      options.workloadRoot === undefined ? '/' : path.resolve(options.workloadRoot),
+    );
     this.logs = new LogStore({
       root: options.logDir,
       ...options.logRotation,
@@ -247,6 +271,7 @@ export class Engine extends EventEmitter<RuntimeEvents> {
       }
       await this.#store.remove(id);
       this.#removeExitStatusFiles(record.spec);
+      this.volumes.remove(id);
       this.#emit({ type: 'stopped', replica: id, at: new Date().toISOString() });
       return;
     }
@@ -254,6 +279,9 @@ export class Engine extends EventEmitter<RuntimeEvents> {
       cgroups.open(id) ??
       (await cgroups.create(id, { ...this.options.defaultResources, ...record.spec.resources }));
     if (record.userRange) this.#keepUserRange(id, record.userRange);
+    // Kept as they were (a tmpfs outlives the runtime in the host's mount namespace); made again
+    // only where missing, and the agent writes the files again at its first sync.
+    this.volumes.prepare(record.spec, this.#volumeIds(record.spec, record.userRange), this.#memoryBytes(record.spec));
     this.#place(id, record.ports, cgroup);
     const sup = new ReplicaSupervisor(
       record.spec,
@@ -289,7 +317,7 @@ export class Engine extends EventEmitter<RuntimeEvents> {
    * is still starting) returns its status; a different spec under a running id is refused (stop
    * it first). A run issued while the replica is being stopped starts it afresh after the stop.
    */
-  async run(spec: WorkloadSpec): Promise<WorkloadStatus> {
+  async run(spec: WorkloadSpec, options: RunOptions = {}): Promise<WorkloadStatus> {
     this.#assertStarted('run');
     validateWorkloadSpec(spec);
     for (let stopping = this.#stopping.get(spec.id); stopping; stopping = this.#stopping.get(spec.id)) {
@@ -316,6 +344,18 @@ export class Engine extends EventEmitter<RuntimeEvents> {
       try {
         cgroup = await cgroups.create(copy.id, { ...this.options.defaultResources, ...copy.resources });
       } catch (err) {
+        this.#releaseUserRange(copy.id);
+        throw err;
+      }
+      try {
+        const ids = this.#volumeIds(copy, userRange);
+        this.volumes.prepare(copy, ids, this.#memoryBytes(copy));
+        for (const v of copy.volumes ?? []) {
+          if ('files' in v) this.volumes.writeFiles(copy.id, v, options.files?.get(v.name) ?? [], ids.root);
+        }
+      } catch (err) {
+        this.volumes.remove(copy.id);
+        await cgroup.remove().catch(() => {});
         this.#releaseUserRange(copy.id);
         throw err;
       }
@@ -352,6 +392,11 @@ export class Engine extends EventEmitter<RuntimeEvents> {
         await sup.stop(options.graceSeconds);
       } finally {
         if (this.#replicas.get(id) === sup) this.#replicas.delete(id);
+      }
+      try {
+        this.volumes.remove(id);
+      } catch (err) {
+        this.log.error({ replica: id, err: (err as Error).message }, "removing the replica's volumes failed");
       }
       this.#releaseUserRange(id);
       const placement = this.#placements.get(id);
@@ -496,12 +541,45 @@ export class Engine extends EventEmitter<RuntimeEvents> {
     }
   }
 
+  /**
+   * Writes a new version of a running replica's configMap or secret volume (an atomic swap its
+   * processes see in place, node-runtime/volumes/atomic-writer.ts).
+   */
+  writeVolumeFiles(id: string, volume: string, files: readonly VolumeFile[]): void {
+    const sup = this.#replicas.get(id);
+    const v = sup?.spec.volumes?.find((x) => x.name === volume);
+    if (!sup || !v) throw new Error(`no volume ${volume} of a replica ${id} on this runtime`);
+    this.volumes.writeFiles(id, v, files, this.#volumeIds(sup.spec, this.#userRangeOf(id)).root);
+  }
+
+  #userRangeOf(id: string): UserRange | undefined {
+    for (const [slot, owner] of this.#userSlots) {
+      if (owner === id) return { hostId: this.#firstHostId + slot * USER_NAMESPACE_SIZE, size: USER_NAMESPACE_SIZE };
+    }
+    return undefined;
+  }
+
+  /** The host ids that own a replica's volumes: its processes' user, and its root. */
+  #volumeIds(spec: WorkloadSpec, range: UserRange | undefined): VolumeIds {
+    const base = range?.hostId ?? 0;
+    const user = spec.isolation.user;
+    return {
+      process: { uid: base + (user?.uid ?? 0), gid: base + (user?.gid ?? 0) },
+      root: { uid: base, gid: base },
+    };
+  }
+
+  #memoryBytes(spec: WorkloadSpec): number {
+    return spec.resources.memoryBytes ?? this.options.defaultResources?.memoryBytes ?? DEFAULT_MEMORY_VOLUME_BYTES;
+  }
+
   /** What a replica's mount namespace hides (EngineOptions.maskPaths). */
   get #maskPaths(): string[] {
     const paths = [
       this.options.stateDir,
       this.options.logDir,
       this.#claimDir,
+      this.volumes.root,
       ...(this.options.maskPaths ?? []),
     ];
     return [...new Set(paths.map((p) => path.resolve(p)))];
@@ -510,6 +588,11 @@ export class Engine extends EventEmitter<RuntimeEvents> {
   #deps(cgroup: import('./cgroups/index.ts').ReplicaCgroup, userRange?: UserRange) {
     return {
       userRange,
+      volumeSource: (spec: WorkloadSpec, volume: string) => {
+        const v = spec.volumes?.find((x) => x.name === volume);
+        if (!v) throw new Error(`no volume ${volume} in replica ${spec.id}`);
+        return this.volumes.source(spec.id, v);
+      },
       maskPaths: this.#maskPaths,
       ...(this.options.workloadRoot !== undefined ? { root: path.resolve(this.options.workloadRoot) } : {}),
       api: this.#api as ProcessApi,

@@ -40,7 +40,7 @@ import { AgentMetrics } from './metrics.ts';
 import type { NormalizedAgentOptions } from './options.ts';
 import { PortAllocator } from './ports.ts';
 import { HostRegistration } from './registration.ts';
-import { ReplicaReconciler } from './replicas.ts';
+import { ReplicaReconciler, VOLUME_SYNC_MS } from './replicas.ts';
 import { ensureToken, tokenPath } from './token.ts';
 
 export interface AgentStopOptions {
@@ -168,6 +168,7 @@ function assembleParts(a: {
   });
   const configObjects = new HostAccountReader(api, me, log);
   const reconciler = new ReplicaReconciler({
+    configFiles: configObjects,
     hostName: me,
     address: o.address,
     engine,
@@ -337,6 +338,14 @@ export async function joinCluster({ options: o, log, engine, readopted }: Readop
     });
     teardown.push(() => controller.stop());
     teardown.push(() => reconciler.statusWriter.close());
+    // configMap and secret volumes read again, disk emptyDirs measured (replicas.ts).
+    const volumeSync = setInterval(() => {
+      void reconciler
+        .syncVolumes()
+        .catch((err: Error) => log.warn({ err: err.message }, 'volume sync round failed'));
+    }, VOLUME_SYNC_MS);
+    volumeSync.unref();
+    teardown.push(() => clearInterval(volumeSync));
 
     // Once the cache is complete, every replica the engine re-adopted is checked against it:
     // those whose object is gone or bound elsewhere are stopped by their reconcile.

@@ -35,7 +35,7 @@ interface Token {
   renewAt: number;
 }
 
-type DataObject = KubeObject & { data?: Record<string, string> };
+type DataObject = KubeObject & { data?: Record<string, string>; binaryData?: Record<string, string> };
 
 export class HostAccountReader implements ConfigObjects {
   readonly #api: KubeApi;
@@ -55,6 +55,16 @@ export class HostAccountReader implements ConfigObjects {
   }
 
   async data(kind: ConfigKind, namespace: string, name: string): Promise<Record<string, string> | undefined> {
+    const object = await this.#get(kind, namespace, name);
+    if (!object) return undefined;
+    const data = object.data ?? {};
+    if (kind === 'ConfigMap') return { ...data };
+    return Object.fromEntries(
+      Object.entries(data).map(([k, v]) => [k, Buffer.from(v, 'base64').toString('utf8')]),
+    );
+  }
+
+  async #get(kind: ConfigKind, namespace: string, name: string): Promise<DataObject | undefined> {
     for (let attempt = 0; ; attempt++) {
       const { api } = await this.#current();
       const client = resourceClient<DataObject>(
@@ -63,12 +73,7 @@ export class HostAccountReader implements ConfigObjects {
         'orrery-runtime',
       );
       try {
-        const object = await client.get(name, { namespace });
-        const data = object.data ?? {};
-        if (kind === 'ConfigMap') return { ...data };
-        return Object.fromEntries(
-          Object.entries(data).map(([k, v]) => [k, Buffer.from(v, 'base64').toString('utf8')]),
-        );
+        return await client.get(name, { namespace });
       } catch (err) {
         if (isNotFound(err)) return undefined;
         if (isUnauthorized(err) && attempt === 0) {
@@ -85,6 +90,23 @@ export class HostAccountReader implements ConfigObjects {
         throw err;
       }
     }
+  }
+
+  /**
+   * An object's keys as file contents (a ConfigMap's data and binaryData, a Secret's data decoded),
+   * or undefined when it does not exist.
+   */
+  async files(kind: ConfigKind, namespace: string, name: string): Promise<Record<string, Buffer> | undefined> {
+    const object = await this.#get(kind, namespace, name);
+    if (!object) return undefined;
+    const out: Record<string, Buffer> = {};
+    if (kind === 'ConfigMap') {
+      for (const [k, v] of Object.entries(object.data ?? {})) out[k] = Buffer.from(v, 'utf8');
+      for (const [k, v] of Object.entries(object.binaryData ?? {})) out[k] = Buffer.from(v, 'base64');
+    } else {
+      for (const [k, v] of Object.entries(object.data ?? {})) out[k] = Buffer.from(v, 'base64');
+    }
+    return out;
   }
 
   close(): void {

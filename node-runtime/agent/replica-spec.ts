@@ -10,7 +10,7 @@ import { cpuMillis, memoryBytes } from '../../crds/quantity.ts';
 import type { Replica, ReplicaTemplate, ProcessSpec as TemplateProcess } from '../../crds/types.ts';
 import { InvalidSpecError } from '../invalid-spec.ts';
 import type { ProbeSpec } from '../probes/types.ts';
-import type { EnvVar, Namespace, ProcessSpec, WorkloadSpec } from '../supervisor/spec.ts';
+import type { EnvVar, Namespace, ProcessSpec, VolumeSpec, WorkloadSpec } from '../supervisor/spec.ts';
 
 /** `<namespace>.<name>`: unique on the host, a valid file and cgroup name; reversible because namespaces hold no dot. */
 export function replicaId(namespace: string, name: string): string {
@@ -176,6 +176,13 @@ export function buildReplicaSpec(
     if (readiness) out.readinessProbe = readiness;
     const liveness = probe(p.livenessProbe, ports, `${where}.livenessProbe`, probeHost);
     if (liveness) out.livenessProbe = liveness;
+    if (p.volumeMounts?.length) {
+      out.volumeMounts = p.volumeMounts.map((m) => ({
+        name: m.name,
+        mountPath: m.mountPath,
+        readOnly: m.readOnly ?? false,
+      }));
+    }
     return out;
   });
   const resources: WorkloadSpec['resources'] = {};
@@ -201,10 +208,23 @@ export function buildReplicaSpec(
     // a pod's status.podIP).
     { name: 'ORRERY_ADDRESS', value: host.address },
   ];
+  const volumes = (t.volumes ?? []).map((v, i): VolumeSpec => {
+    if (v.emptyDir) {
+      const emptyDir: { medium: 'disk' | 'memory'; sizeLimitBytes?: number } = {
+        medium: v.emptyDir.medium === 'Memory' ? 'memory' : 'disk',
+      };
+      if (v.emptyDir.sizeLimit !== undefined) {
+        emptyDir.sizeLimitBytes = quantity(memoryBytes, v.emptyDir.sizeLimit, `spec.template.volumes[${i}].emptyDir.sizeLimit`);
+      }
+      return { name: v.name, emptyDir };
+    }
+    return { name: v.name, files: { secret: v.secret !== undefined } };
+  });
   return {
     id: replicaId(ns, name),
     name: hostnameOf(name),
     processes,
+    ...(volumes.length > 0 ? { volumes } : {}),
     supervision: {
       strategy: t.supervision.strategy,
       maxRestarts: t.supervision.maxRestarts,

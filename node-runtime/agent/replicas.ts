@@ -23,6 +23,9 @@ import type { Engine } from '../engine.ts';
 import { InvalidSpecError } from '../invalid-spec.ts';
 import type { EngineEvent } from '../supervisor/spec.ts';
 import { type ConfigObjects, resolveEnv, type SkippedKeys, UnresolvedConfigError } from './config-env.ts';
+import { type ConfigFiles, hasFileVolumes, resolveVolumeFiles } from './config-volumes.ts';
+import { createHash } from 'node:crypto';
+import type { VolumeFile } from '../volumes/atomic-writer.ts';
 import type { FencePolicy } from './fence.ts';
 import type { AgentMetrics } from './metrics.ts';
 import type { PortAllocator } from './ports.ts';
@@ -62,7 +65,15 @@ export interface ReplicaReconcilerOptions {
   servicesIn: (namespace: string) => Service[];
   /** The ConfigMaps and Secrets its env refers to, read as this host's own account (host-account.ts). */
   configObjects: ConfigObjects;
+  /** The same reads as file contents, for configMap and secret volumes. */
+  configFiles: ConfigFiles;
 }
+
+/**
+ * How often the files of running replicas' configMap and secret volumes are read again (a change
+ * reaches them within this plus one read), and disk emptyDirs measured against their sizeLimit.
+ */
+export const VOLUME_SYNC_MS = 2000;
 
 /**
  * How soon a replica waiting for a ConfigMap or Secret (or for the host's access to it) looks
@@ -83,6 +94,11 @@ export class ReplicaReconciler {
    * replica adopted from an agent that did not annotate is remembered here until it is run again.
    */
   readonly #adopted = new Map<string, string>();
+  /** Per replica id and volume: a digest of the files last written, so a sync writes only changes. */
+  readonly #written = new Map<string, string>();
+  /** Replicas stopped for an emptyDir over its sizeLimit: the digest of the object they ran, not started again. */
+  readonly #evicted = new Map<string, string>();
+  #syncing: Promise<void> | undefined;
 
   constructor(options: ReplicaReconcilerOptions) {
     this.#o = options;
@@ -148,6 +164,11 @@ export class ReplicaReconciler {
       return undefined;
     }
 
+    if (!engine.has(id) && this.#evicted.get(id) === replicaDigest(replica, me)) {
+      // Evicted (EmptyDirSizeLimitExceeded): it stays Failed, as an evicted Pod does.
+      this.statusWriter.request(key);
+      return undefined;
+    }
     if (engine.has(id)) {
       const digest = replicaDigest(replica, me);
       const applied = engine.spec(id).annotations?.[DIGEST_ANNOTATION] ?? this.#adopted.get(id);
@@ -241,7 +262,93 @@ export class ReplicaReconciler {
     this.statusWriter.request(key);
   };
 
+  /**
+   * One round of the volume sync (every VOLUME_SYNC_MS): each running replica's configMap and
+   * secret volumes read again (each object once per round) and written where they changed, as an
+   * atomic swap; each disk emptyDir with a sizeLimit measured, and a replica over it stopped with
+   * reason EmptyDirSizeLimitExceeded, as the kubelet evicts. A round still running is not overlapped.
+   */
+  syncVolumes(): Promise<void> {
+    this.#syncing ??= this.#syncRound().finally(() => {
+      this.#syncing = undefined;
+    });
+    return this.#syncing;
+  }
+
+  async #syncRound(): Promise<void> {
+    const { engine, informer, log, hostName } = this.#o;
+    const reads = new Map<string, Promise<Record<string, Buffer> | undefined>>();
+    const shared: ConfigFiles = {
+      files: (kind, namespace, name) => {
+        const k = `${kind}/${namespace}/${name}`;
+        let r = reads.get(k);
+        if (!r) {
+          r = this.#o.configFiles.files(kind, namespace, name);
+          reads.set(k, r);
+        }
+        return r;
+      },
+    };
+    for (const status of engine.list()) {
+      const id = status.id;
+      if (!engine.has(id) || this.#o.stopping()) continue;
+      const spec = engine.spec(id);
+      const volumes = spec.volumes ?? [];
+      if (volumes.length === 0) continue;
+      const key = keyOfReplicaId(id);
+      const replica = key ? informer.get(key) : undefined;
+      if (!key || !replica || replica.spec.host !== hostName || replica.metadata.deletionTimestamp) continue;
+      for (const v of volumes) {
+        if (!('emptyDir' in v) || v.emptyDir.medium !== 'disk' || v.emptyDir.sizeLimitBytes === undefined) continue;
+        const limit = v.emptyDir.sizeLimitBytes;
+        const used = engine.volumes.usage(id, v, limit);
+        if (used > limit) {
+          const message = `Usage of EmptyDir volume "${v.name}" exceeds the limit ${limit} bytes (sizeLimit)`;
+          log.warn({ replica: key, volume: v.name, used, limit }, 'evicting: emptyDir over its sizeLimit');
+          this.#evicted.set(id, replicaDigest(replica, hostName));
+          this.#failures.set(id, { reason: 'EmptyDirSizeLimitExceeded', message });
+          void this.#o.recorder.warning(replica, 'Evicted', message);
+          await this.stopReplica(id).catch((err: Error) =>
+            log.error({ replica: key, err: err.message }, 'stopping an evicted replica failed'),
+          );
+          this.statusWriter.request(key);
+          break;
+        }
+      }
+      if (!engine.has(id)) continue;
+      let template: ReturnType<typeof templateOf>;
+      try {
+        template = templateOf(replica);
+      } catch {
+        continue;
+      }
+      if (!hasFileVolumes(template)) continue;
+      let files: Map<string, VolumeFile[]>;
+      try {
+        files = await resolveVolumeFiles(template, replica.metadata.namespace as string, shared);
+      } catch (err) {
+        // The files stay as they are, as the kubelet keeps a volume whose object went away.
+        log.debug({ replica: key, err: (err as Error).message }, 'volume sync: keeping the files as they are');
+        continue;
+      }
+      for (const [volume, f] of files) {
+        const digest = filesDigest(f);
+        const k = `${id}/${volume}`;
+        if (this.#written.get(k) === digest || !engine.has(id)) continue;
+        try {
+          engine.writeVolumeFiles(id, volume, f);
+          this.#written.set(k, digest);
+          log.info({ replica: key, volume, files: f.length }, 'volume files updated');
+        } catch (err) {
+          log.warn({ replica: key, volume, err: (err as Error).message }, 'writing volume files failed');
+        }
+      }
+    }
+  }
+
   #forget(key: string, id: string): void {
+    this.#evicted.delete(id);
+    for (const k of this.#written.keys()) if (k.startsWith(`${id}/`)) this.#written.delete(k);
     this.#failures.delete(id);
     this.statusWriter.forget(key);
   }
@@ -262,11 +369,15 @@ export class ReplicaReconciler {
     };
     let spec: ReturnType<typeof buildReplicaSpec>;
     let skipped: SkippedKeys[];
+    let files: Map<string, VolumeFile[]>;
     try {
       const template = templateOf(replica);
       // Before the ports: a replica waiting for its configuration holds none.
       const resolved = await resolveEnv(template, namespace, this.#o.configObjects);
       skipped = resolved.skipped;
+      files = hasFileVolumes(template)
+        ? await resolveVolumeFiles(template, namespace, this.#o.configFiles)
+        : new Map();
       for (const w of portsToAllocate(template)) {
         allocated.set(`${w.process}/${w.name}`, await ports.allocate());
       }
@@ -315,7 +426,8 @@ export class ReplicaReconciler {
     this.#starting.add(id);
     const t0 = performance.now();
     try {
-      await engine.run(spec);
+      await engine.run(spec, { files });
+      for (const [volume, f] of files) this.#written.set(`${id}/${volume}`, filesDigest(f));
       const ms = performance.now() - t0;
       metrics.spawnLatency.observe(ms / 1000);
       log.debug({ replica: key, ms: Math.round(ms * 100) / 100 }, 'replica started');
@@ -342,4 +454,14 @@ export class ReplicaReconciler {
     }
     return undefined;
   }
+}
+
+/** What decides whether a volume's files changed: paths, modes and bytes. */
+function filesDigest(files: readonly VolumeFile[]): string {
+  const h = createHash('sha256');
+  for (const f of files) {
+    h.update(`${f.path}\0${f.mode}\0${f.data.length}\0`);
+    h.update(f.data);
+  }
+  return h.digest('hex');
 }

@@ -1,3 +1,4 @@
+import path from 'node:path';
 /**
  * The host agent's start. Re-adoption comes first and alone: the engine reopens every process
  * recorded in its run dir (pidfd_open and a start-time check of each, its cgroup found again),
@@ -37,6 +38,8 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     // Its API token is in the state dir; in a pod, the service account's token is readable by any uid.
     maskPaths: [o.stateDir, '/var/run/secrets/kubernetes.io'],
     ...(o.workloadRoot !== undefined ? { workloadRoot: o.workloadRoot } : {}),
+    // Disk emptyDirs on the state dir's disk, not the run dir's tmpfs (volumes/manager.ts).
+    volumeDir: path.join(o.stateDir, 'volumes'),
   });
   const t0 = performance.now();
   await engine.start();

@@ -35,6 +35,10 @@ export interface SpawnRequest {
   // detached), before /proc and maskPaths, which are then paths inside it; `file` and `cwd` are
   // too. A runtime in a container runs workloads on the node's filesystem this way (/host).
   root?: string;
+  // With 'mount': volumes, each source directory (a runtime path) attached at target (a path inside
+  // the root), nosuid and nodev, read-only when asked; after /proc and before maskPaths. The
+  // parent makes each a detached mount (open_tree), so the child need not reach the source.
+  binds?: { source: string; target: string; readOnly: boolean }[];
   exitStatusFile?: string; // where orrery-init records the workload's real exit (README.md)
   // Join these namespaces of a running process instead of creating any (an exec probe entering
   // its replica, like `nsenter -t PID -i -u -n -p -m`). A process cannot enter a pid namespace
@@ -90,6 +94,8 @@ interface NativeBinding {
   sendSignal(pidfd: number, signo: number): number;
   pidfdOpen(pid: number): number;
   closeFd(fd: number): number;
+  mountTmpfs(target: string, options: string): number;
+  unmount(target: string): number;
   forceCloneFallback(level: number): void;
   spawnTrace(on: boolean): [string, number, number][];
   netnsConnect(
@@ -226,6 +232,15 @@ function normalize(req: SpawnRequest): Record<string, unknown> {
     throw new TypeError(
       "SpawnRequest.maskPaths needs 'mount' in namespaces (it would cover the host's paths otherwise)",
     );
+  const binds = req.binds ?? [];
+  if (!Array.isArray(binds) || binds.length > 32)
+    throw new TypeError(`SpawnRequest.binds must be an array of at most 32 volumes, got ${describe(binds)}`);
+  binds.forEach((b, i) => {
+    expectAbsolute(`binds[${i}].source`, b?.source);
+    expectAbsolute(`binds[${i}].target`, b?.target);
+  });
+  if (binds.length > 0 && !namespaces.includes('mount'))
+    throw new TypeError("SpawnRequest.binds needs 'mount' in namespaces (it would mount on the host otherwise)");
   if (req.root !== undefined) {
     expectAbsolute('root', req.root);
     if (!namespaces.includes('mount'))
@@ -253,6 +268,9 @@ function normalize(req: SpawnRequest): Record<string, unknown> {
     v2Dir: req.cgroup?.v2Dir === undefined ? undefined : expectAbsolute('cgroup.v2Dir', req.cgroup.v2Dir),
     procsFiles,
     maskPaths,
+    bindSources: binds.map((b) => b.source),
+    bindTargets: binds.map((b) => b.target),
+    bindModes: binds.map((b) => (b.readOnly ? 'ro' : 'rw')),
     root: req.root,
     logFile: expectAbsolute('logFile', req.logFile),
     uid: expectId('uid', req.uid),
@@ -436,6 +454,19 @@ export function closeFd(fd: number): void {
   statusFiles.delete(fd);
   const rc = native.closeFd(fd);
   if (rc < 0) throw new SpawnError(-rc, 'close');
+}
+
+/** Mounts a tmpfs (nosuid, nodev) at target with tmpfs's options, e.g. `size=1m,mode=0700,uid=5`. */
+export function mountTmpfs(target: string, options: string): void {
+  expectAbsolute('target', target);
+  const rc = native.mountTmpfs(target, options);
+  if (rc < 0) throw new SpawnError(-rc, 'mount-tmpfs', target);
+}
+
+/** Detaches the mount at target (umount2 MNT_DETACH); EINVAL (not a mount point) and ENOENT are not errors. */
+export function unmount(target: string): void {
+  const rc = native.unmount(target);
+  if (rc < 0 && -rc !== 22 && -rc !== 2) throw new SpawnError(-rc, 'umount', target);
 }
 
 /** /proc/<pid>/stat field 22 (starttime, clock ticks since boot); null when the pid does not exist. */

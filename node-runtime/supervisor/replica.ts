@@ -61,6 +61,8 @@ export interface ReplicaDeps {
    * gets a mount namespace, whatever its template asks for.
    */
   root?: string;
+  /** The directory a volume's mounts attach (VolumeManager.source). */
+  volumeSource?: (spec: WorkloadSpec, volume: string) => string;
 }
 
 /** Host uids and gids hostId..hostId+size-1: the replica's user namespace maps its ids 0.. there. */
@@ -415,10 +417,20 @@ export class ReplicaSupervisor {
         file,
         argv: [...p.command, ...(p.args ?? [])],
         env: slot.env,
-        namespaces: this.#namespaces(),
+        namespaces: this.#namespaces(p),
         cgroup: cgroup.spawnTarget,
         logFile,
       };
+      if (p.volumeMounts?.length && this.#deps.volumeSource) {
+        const source = this.#deps.volumeSource;
+        const secretish = new Set((this.spec.volumes ?? []).filter((v) => 'files' in v).map((v) => v.name));
+        // configMap and secret volumes are read-only whatever the mount says, as a Pod's are.
+        req.binds = p.volumeMounts.map((m) => ({
+          source: source(this.spec, m.name),
+          target: m.mountPath,
+          readOnly: m.readOnly || secretish.has(m.name),
+        }));
+      }
       if (root !== undefined) req.root = root;
       const range = this.#deps.userRange;
       if (range) req.userNamespace = { hostUid: range.hostId, hostGid: range.hostId, size: range.size };
@@ -465,10 +477,13 @@ export class ReplicaSupervisor {
     return true;
   }
 
-  /** The namespaces its processes get: the template's, with a mount namespace under a workload root. */
-  #namespaces(): Namespace[] {
+  /**
+   * The namespaces a process gets: the template's, with a mount namespace under a workload root
+   * and for a process that mounts volumes.
+   */
+  #namespaces(p?: ProcessSpec): Namespace[] {
     const namespaces = effectiveNamespaces(this.spec.isolation.namespaces);
-    return this.#deps.root !== undefined && !namespaces.includes('mount')
+    return (this.#deps.root !== undefined || (p?.volumeMounts?.length ?? 0) > 0) && !namespaces.includes('mount')
       ? [...namespaces, 'mount']
       : namespaces;
   }
@@ -684,7 +699,7 @@ export class ReplicaSupervisor {
       const target: ExecTarget = {
         pidfd: slot.pidfd,
         pid: slot.pid,
-        namespaces: this.#namespaces(),
+        namespaces: this.#namespaces(slot.spec),
         cgroup: this.#deps.cgroup.spawnTarget,
         env: slot.env,
         path: slot.envObject.PATH ?? this.#deps.defaultPath,

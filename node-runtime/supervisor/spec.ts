@@ -35,7 +35,26 @@ export interface ProcessSpec {
   readinessProbe?: ProbeSpec;
   livenessProbe?: ProbeSpec;
   ports?: PortSpec[];
+  /** Volumes of the replica attached in this process's mount namespace (it always gets one then). */
+  volumeMounts?: VolumeMount[];
 }
+
+export interface VolumeMount {
+  /** A name of WorkloadSpec.volumes. */
+  name: string;
+  /** Absolute path inside the process's root. */
+  mountPath: string;
+  readOnly: boolean;
+}
+
+/**
+ * A replica's volume (node-runtime/volumes/): `files`, a configMap or secret volume whose files the
+ * agent writes (Engine.run's `files`, Engine.writeVolumeFiles), on a tmpfs; or an emptyDir, on disk
+ * under the volume root or a tmpfs of its own (`memory`).
+ */
+export type VolumeSpec =
+  | { name: string; files: { secret: boolean } }
+  | { name: string; emptyDir: { medium: 'disk' | 'memory'; sizeLimitBytes?: number } };
 
 export interface WorkloadSpec {
   /** Unique on the host, e.g. `ns.web-0`; names the cgroup, the state file and the log directory. */
@@ -53,6 +72,7 @@ export interface WorkloadSpec {
    */
   isolation: { namespaces: Namespace[]; user?: { uid: number; gid: number }; hostUsers?: boolean };
   extraEnv?: EnvVar[];
+  volumes?: VolumeSpec[];
   /**
    * Opaque to the runtime, as OCI runtime annotations are: kept with the spec in the replica's
    * state record (so they are written with it, atomically, and survive a runtime restart) and read
@@ -249,4 +269,44 @@ export function validateWorkloadSpec(spec: WorkloadSpec): void {
   ) {
     fail('annotations', 'an object of string values', annotations);
   }
+  validateVolumes(spec);
+}
+
+const VOLUME_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+
+/** Volume names unique DNS labels; every mount names one, at an absolute clean path, once per process. */
+function validateVolumes(spec: WorkloadSpec): void {
+  const volumes = spec.volumes ?? [];
+  if (!Array.isArray(volumes)) fail('volumes', 'an array', volumes);
+  const names = new Set<string>();
+  volumes.forEach((v, i) => {
+    if (typeof v?.name !== 'string' || !VOLUME_NAME.test(v.name) || names.has(v.name))
+      fail(`volumes[${i}].name`, 'a DNS label, unique in the replica', v?.name);
+    names.add(v.name);
+    const kinds = ('files' in v ? 1 : 0) + ('emptyDir' in v ? 1 : 0);
+    if (kinds !== 1) fail(`volumes[${i}]`, 'exactly one of files and emptyDir', v);
+    if ('emptyDir' in v) {
+      const { medium, sizeLimitBytes } = v.emptyDir ?? {};
+      if (medium !== 'disk' && medium !== 'memory') fail(`volumes[${i}].emptyDir.medium`, 'disk or memory', medium);
+      if (sizeLimitBytes !== undefined && !(Number.isInteger(sizeLimitBytes) && sizeLimitBytes >= 4096))
+        fail(`volumes[${i}].emptyDir.sizeLimitBytes`, 'an integer of at least 4096', sizeLimitBytes);
+    }
+  });
+  spec.processes.forEach((p, i) => {
+    const paths = new Set<string>();
+    (p.volumeMounts ?? []).forEach((m, j) => {
+      const f = `processes[${i}].volumeMounts[${j}]`;
+      if (!names.has(m?.name)) fail(`${f}.name`, `one of the volumes (${[...names].join(', ') || 'none'})`, m?.name);
+      const mp = m.mountPath;
+      if (
+        typeof mp !== 'string' ||
+        !/^(\/[^/]+)+$/.test(mp) ||
+        mp.split('/').some((e) => e === '.' || e === '..') ||
+        /^\/(proc|sys)(\/|$)/.test(mp) ||
+        paths.has(mp)
+      )
+        fail(`${f}.mountPath`, 'an absolute clean path, not under /proc or /sys, unique in the process', mp);
+      paths.add(mp);
+    });
+  });
 }

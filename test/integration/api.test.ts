@@ -233,6 +233,7 @@ const processes = (spec: Manifest) => spec.template.processes as Manifest[];
 const first = (spec: Manifest) => processes(spec)[0] as Manifest;
 const second = (spec: Manifest) => processes(spec)[1] as Manifest;
 const volumes = (spec: Manifest) => spec.template.volumes as Manifest[];
+const vol = (spec: Manifest, i: number) => volumes(spec)[i] as Manifest;
 
 const invalid: Array<{ what: string; manifest: Manifest; field: string; says?: RegExp }> = [
   {
@@ -478,13 +479,13 @@ const invalid: Array<{ what: string; manifest: Manifest; field: string; says?: R
   },
   {
     what: 'a volume of two kinds',
-    manifest: instance((s) => (volumes(s)[3].secret = { secretName: 'db' })),
+    manifest: instance((s) => (vol(s, 3).secret = { secretName: 'db' })),
     field: 'spec.template.volumes[3]',
     says: /exactly one of configMap, secret and emptyDir/,
   },
   {
     what: 'a volume name that is not a DNS label',
-    manifest: instance((s) => (volumes(s)[3].name = 'Disk_1')),
+    manifest: instance((s) => (vol(s, 3).name = 'Disk_1')),
     field: 'spec.template.volumes[3].name',
     says: /should match/,
   },
@@ -532,49 +533,49 @@ const invalid: Array<{ what: string; manifest: Manifest; field: string; says?: R
   },
   {
     what: 'an emptyDir sizeLimit that is no quantity',
-    manifest: instance((s) => (volumes(s)[2].emptyDir.sizeLimit = 'lots')),
+    manifest: instance((s) => (vol(s, 2).emptyDir.sizeLimit = 'lots')),
     field: 'spec.template.volumes[2].emptyDir.sizeLimit',
     says: /must be a whole number of bytes/,
   },
   {
     what: 'an emptyDir sizeLimit below a page',
-    manifest: instance((s) => (volumes(s)[2].emptyDir.sizeLimit = '100')),
+    manifest: instance((s) => (vol(s, 2).emptyDir.sizeLimit = '100')),
     field: 'spec.template.volumes[2].emptyDir.sizeLimit',
     says: /at least 4096/,
   },
   {
     what: 'an unknown emptyDir medium',
-    manifest: instance((s) => (volumes(s)[2].emptyDir.medium = 'HugePages')),
+    manifest: instance((s) => (vol(s, 2).emptyDir.medium = 'HugePages')),
     field: 'spec.template.volumes[2].emptyDir.medium',
     says: /Unsupported value/,
   },
   {
     what: 'an item path climbing out of the volume',
-    manifest: instance((s) => (volumes(s)[0].configMap.items[0].path = 'a/../../etc/passwd')),
+    manifest: instance((s) => (vol(s, 0).configMap.items[0].path = 'a/../../etc/passwd')),
     field: 'spec.template.volumes[0].configMap.items[0].path',
     says: /should match/,
   },
   {
     what: 'an absolute item path',
-    manifest: instance((s) => (volumes(s)[0].configMap.items[0].path = '/etc/passwd')),
+    manifest: instance((s) => (vol(s, 0).configMap.items[0].path = '/etc/passwd')),
     field: 'spec.template.volumes[0].configMap.items[0].path',
     says: /should match/,
   },
   {
     what: 'a file mode over 0777',
-    manifest: instance((s) => (volumes(s)[1].secret.defaultMode = 0o1777)),
+    manifest: instance((s) => (vol(s, 1).secret.defaultMode = 0o1777)),
     field: 'spec.template.volumes[1].secret.defaultMode',
     says: /less than or equal to 511/,
   },
   {
     what: 'a secret volume without its secretName',
-    manifest: instance((s) => delete volumes(s)[1].secret.secretName),
+    manifest: instance((s) => delete vol(s, 1).secret.secretName),
     field: 'spec.template.volumes[1].secret.secretName',
     says: /Required value/,
   },
   {
     what: 'a configMap volume naming an object that is no DNS subdomain',
-    manifest: instance((s) => (volumes(s)[0].configMap.name = 'Cfg')),
+    manifest: instance((s) => (vol(s, 0).configMap.name = 'Cfg')),
     field: 'spec.template.volumes[0].configMap.name',
     says: /should match/,
   },

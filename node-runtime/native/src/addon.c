@@ -5,7 +5,9 @@
 #include "js_values.h"
 
 #include <stdbool.h>
+#include <errno.h>
 #include <stdlib.h>
+#include <sys/mount.h>
 #include <unistd.h>
 
 #include "addon.h"
@@ -95,6 +97,42 @@ static napi_value api_close_fd(napi_env env, napi_callback_info cbinfo) {
   CHECK(napi_get_value_int32(env, arg, &fd));
   /* close(2): on Linux the fd is released even on EINTR, so no retry. */
   return js_rc(env, close(fd));
+fail:
+  return NULL;
+}
+
+/* ---------- mountTmpfs(target, options) / unmount(target): volumes ---------- */
+
+/* A tmpfs for a replica's volumes, nosuid and nodev, in the runtime's mount namespace; options is
+ * tmpfs's data string (size=,mode=,uid=,gid=). Returns 0 or -errno. */
+static napi_value api_mount_tmpfs(napi_env env, napi_callback_info cbinfo) {
+  size_t argc = 2;
+  napi_value args[2];
+  CHECK(napi_get_cb_info(env, cbinfo, &argc, args, NULL, NULL));
+  char *target = js_string(env, args[0]);
+  char *options = target ? js_string(env, args[1]) : NULL;
+  int rc = -1;
+  if (target && options) rc = mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, options);
+  int err = errno;
+  free(target);
+  free(options);
+  errno = err;
+  return js_rc(env, rc);
+fail:
+  return NULL;
+}
+
+/* umount2(target, MNT_DETACH): 0 or -errno. */
+static napi_value api_unmount(napi_env env, napi_callback_info cbinfo) {
+  size_t argc = 1;
+  napi_value arg;
+  CHECK(napi_get_cb_info(env, cbinfo, &argc, &arg, NULL, NULL));
+  char *target = js_string(env, arg);
+  int rc = target ? umount2(target, MNT_DETACH) : -1;
+  int err = errno;
+  free(target);
+  errno = err;
+  return js_rc(env, rc);
 fail:
   return NULL;
 }
@@ -193,6 +231,8 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"sendSignal", NULL, api_send_signal, NULL, NULL, NULL, napi_default, NULL},
       {"pidfdOpen", NULL, api_pidfd_open, NULL, NULL, NULL, napi_default, NULL},
       {"closeFd", NULL, api_close_fd, NULL, NULL, NULL, napi_default, NULL},
+      {"mountTmpfs", NULL, api_mount_tmpfs, NULL, NULL, NULL, napi_default, NULL},
+      {"unmount", NULL, api_unmount, NULL, NULL, NULL, napi_default, NULL},
       {"forceCloneFallback", NULL, api_force_fallback, NULL, NULL, NULL, napi_default, NULL},
       {"kernelFeatures", NULL, api_kernel_features, NULL, NULL, NULL, napi_default, NULL},
       {"spawnTrace", NULL, api_spawn_trace, NULL, NULL, NULL, napi_default, NULL},

@@ -84,6 +84,13 @@ static void setup_mounts(const struct orrery_spawn_plan *plan) {
     if (umount2(".", MNT_DETACH) < 0) fail(plan, STEP_ROOT, errno, 3);
     if (chdir("/") < 0) fail(plan, STEP_ROOT, errno, 4);
   }
+  /* Volumes: the parent made each a detached mount (open_tree, already read-only where asked, so
+   * the child never resolves the runtime's 0700 directories); attach them at their targets. */
+  for (int i = 0; i < plan->n_binds; i++) {
+    if (syscall(SYS_move_mount, plan->bind_fds[i], "", AT_FDCWD, plan->bind_targets[i],
+                MOVE_MOUNT_F_EMPTY_PATH) < 0)
+      fail(plan, STEP_VOLUME, errno, i);
+  }
   /* The runtime's own directories (and a pod's service account token) under an empty read-only
    * tmpfs, as runc masks paths: its mode keeps them closed already, this keeps them unseen. A path
    * that does not exist, or that the workload's ids cannot reach (EACCES on a directory above it),

@@ -45,7 +45,8 @@ struct spawn_job {
   int rc;
   int own_join_pidfd; /* spawnAsync's dup of req.join_pidfd, or -1 */
   char *file, *cwd, *hostname, *log_path, *init_path, *v2_dir, *status_file, *root;
-  char **argv, **envv, **namespaces, **procs, **join_ns, **mask;
+  char **argv, **envv, **namespaces, **procs, **join_ns, **mask, **bind_src, **bind_dst, **bind_mode;
+  struct orrery_bind *binds;
 };
 
 static void free_job(struct spawn_job *job) {
@@ -65,6 +66,10 @@ static void free_job(struct spawn_job *job) {
   js_free_strv(job->procs);
   js_free_strv(job->mask);
   js_free_strv(job->join_ns);
+  js_free_strv(job->bind_src);
+  js_free_strv(job->bind_dst);
+  js_free_strv(job->bind_mode);
+  free(job->binds);
   free(job);
 }
 
@@ -77,7 +82,7 @@ static struct spawn_job *parse_job(napi_env env, napi_value obj) {
   }
   job->own_join_pidfd = -1;
   struct orrery_spawn_request *req = &job->req;
-  int n_ns = 0, n_procs = 0, n_join = 0;
+  int n_ns = 0, n_procs = 0, n_join = 0, n_binds = 0, n_dst = 0, n_modes = 0;
   if (js_opt_string_prop(env, obj, "file", &job->file) < 0 || js_opt_string_prop(env, obj, "cwd", &job->cwd) < 0 ||
       js_opt_string_prop(env, obj, "hostname", &job->hostname) < 0 ||
       js_opt_string_prop(env, obj, "logFile", &job->log_path) < 0 ||
@@ -89,8 +94,29 @@ static struct spawn_job *parse_job(napi_env env, napi_value obj) {
       js_string_array_prop(env, obj, "env", &job->envv, NULL) < 0 ||
       js_string_array_prop(env, obj, "namespaces", &job->namespaces, &n_ns) < 0 ||
       js_string_array_prop(env, obj, "procsFiles", &job->procs, &n_procs) < 0 ||
-      js_string_array_prop(env, obj, "maskPaths", &job->mask, NULL) < 0)
+      js_string_array_prop(env, obj, "maskPaths", &job->mask, NULL) < 0 ||
+      js_string_array_prop(env, obj, "bindSources", &job->bind_src, &n_binds) < 0 ||
+      js_string_array_prop(env, obj, "bindTargets", &job->bind_dst, &n_dst) < 0 ||
+      js_string_array_prop(env, obj, "bindModes", &job->bind_mode, &n_modes) < 0)
     goto fail;
+  if (n_binds != n_dst || n_binds != n_modes) {
+    napi_throw_type_error(env, NULL, "bindSources, bindTargets and bindModes must have one entry per volume");
+    goto fail;
+  }
+  if (n_binds > 0) {
+    job->binds = calloc((size_t)n_binds, sizeof *job->binds);
+    if (!job->binds) {
+      napi_throw_error(env, NULL, "out of memory");
+      goto fail;
+    }
+    for (int i = 0; i < n_binds; i++) {
+      job->binds[i].source = job->bind_src[i];
+      job->binds[i].target = job->bind_dst[i];
+      job->binds[i].read_only = strcmp(job->bind_mode[i], "ro") == 0;
+    }
+  }
+  req->binds = job->binds;
+  req->n_binds = n_binds;
   if (!job->file || !job->log_path) {
     napi_throw_type_error(env, NULL, "file and logFile are required");
     goto fail;

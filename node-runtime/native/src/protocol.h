@@ -36,6 +36,7 @@ enum orrery_step {
   STEP_RLIMIT,           /* setting the replica's resource limits */
   STEP_MASK,             /* covering a path the workload must not see (maskPaths) */
   STEP_ROOT,             /* pivoting into the workload root (root); index says which call */
+  STEP_VOLUME,           /* attaching a volume (binds[index]): open_tree/mount_setattr, move_mount */
   STEP__COUNT
 };
 

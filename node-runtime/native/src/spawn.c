@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -46,6 +47,7 @@ static const char *const step_names[STEP__COUNT] = {
     [STEP_RLIMIT] = "rlimit",
     [STEP_MASK] = "mask",
     [STEP_ROOT] = "root",
+    [STEP_VOLUME] = "volume",
 };
 
 static int fail(struct orrery_spawn_result *res, const char *step, int err, const char *path) {
@@ -211,6 +213,7 @@ static int await_exec(const struct orrery_spawn_request *req, struct orrery_spaw
   case STEP_CHDIR: path = req->cwd; break;
   case STEP_MASK: path = req->mask_paths ? req->mask_paths[rec.index] : NULL; break;
   case STEP_ROOT: path = req->root; break;
+  case STEP_VOLUME: path = rec.index >= 0 && rec.index < req->n_binds ? req->binds[rec.index].target : NULL; break;
   case STEP_CGROUP_PROCS:
     path = rec.index == child->v2_procs_index ? req->v2_dir
            : (rec.index >= 0 && rec.index < req->n_procs_files) ? req->procs_files[rec.index]
@@ -219,6 +222,24 @@ static int await_exec(const struct orrery_spawn_request *req, struct orrery_spaw
   default: break;
   }
   return fail(res, step_names[rec.step], rec.err, path);
+}
+
+/* A volume as a detached mount (open_tree(2) with OPEN_TREE_CLONE, Linux 5.2): made here, as root
+ * in the runtime's namespaces, the child only attaches it (move_mount) and never has to reach the
+ * source through the runtime's 0700 directories. nosuid and nodev always, read-only when asked
+ * (mount_setattr(2), 5.12). Closing the fd without attaching it unmounts it. */
+static int open_bind(const struct orrery_bind *b) {
+  int fd = (int)syscall(SYS_open_tree, AT_FDCWD, b->source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+  if (fd < 0) return -1;
+  struct mount_attr attr = {
+      .attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (b->read_only ? MOUNT_ATTR_RDONLY : 0)};
+  if (syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0) {
+    int err = errno;
+    close(fd);
+    errno = err;
+    return -1;
+  }
+  return fd;
 }
 
 /* Open what the child needs, clone, then close our copies of it (the child has its own: CLONE_VM
@@ -253,6 +274,7 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
   /* Nothing is open before the pipe. */
   if (req->n_procs_files > ORRERY_MAX_PROCS_FDS - 1)
     return fail(res, "cgroup.procs", E2BIG, NULL);
+  if (req->n_binds > ORRERY_MAX_BINDS) return fail(res, "volume", E2BIG, NULL);
   if (pipe2(pipe_fds, O_CLOEXEC) < 0) return fail(res, "pipe2", errno, NULL);
   /* The exit status file is orrery-init's: without init there is none. A fresh, empty file, so a
    * stale record from a previous run can never be mistaken for this one. Unlink + O_EXCL rather
@@ -306,6 +328,15 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
   if (req->join_ns_flags && open_join_namespaces(&plan, req) < 0) {
     rc = fail(res, "setns", errno, NULL);
     goto out_join;
+  }
+  for (int i = 0; i < req->n_binds; i++) {
+    int fd = open_bind(&req->binds[i]);
+    if (fd < 0) {
+      rc = fail(res, "volume", errno, req->binds[i].source);
+      goto out_join;
+    }
+    plan.bind_fds[plan.n_binds] = fd;
+    plan.bind_targets[plan.n_binds++] = req->binds[i].target;
   }
   if (req->v2_dir) {
     plan.cgroup_dir_fd = open(req->v2_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -363,6 +394,7 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
   pipe_fds[1] = -1;
   orrery_close_fd(plan.cgroup_dir_fd);
 out_join:
+  orrery_close_fds(plan.bind_fds, plan.n_binds);
   orrery_close_fds(plan.join_ns_fds, plan.n_join_ns);
 out_procs:
   /* With v2Dir/cgroup.procs, if orrery_clone opened it (add_v2_procs_fd). */

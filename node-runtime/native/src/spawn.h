@@ -9,6 +9,8 @@
 #include "protocol.h"
 
 #define ORRERY_MAX_PROCS_FDS 16
+/* Volumes one process may mount (the template's volumeMounts maxItems). */
+#define ORRERY_MAX_BINDS 32
 
 struct orrery_spawn_plan {
   /* What the child execs: the workload itself, or orrery-init with the workload after "--". */
@@ -23,6 +25,11 @@ struct orrery_spawn_plan {
   int mount_proc;    /* mount + pid namespace: fresh /proc for the new pid namespace */
   char *const *mask_paths; /* mount namespace: each covered by an empty read-only tmpfs */
   const char *root;        /* mount namespace: the root to pivot into (NULL: keep the runtime's) */
+  /* Volumes: detached mounts made by the parent (open_tree), attached at bind_targets by the child
+   * (move_mount), after the root and /proc and before the masks. */
+  int bind_fds[ORRERY_MAX_BINDS];
+  const char *bind_targets[ORRERY_MAX_BINDS];
+  int n_binds;
   int loopback;      /* net namespace: bring lo up */
 
   /* cgroup.procs files (v1, and v2 when CLONE_INTO_CGROUP is not used) opened by the parent; the

@@ -7,6 +7,12 @@
 
 #include "spawn.h"
 
+struct orrery_bind {
+  const char *source;
+  const char *target;
+  int read_only;
+};
+
 struct orrery_spawn_request {
   const char *file;
   char **argv; /* NULL-terminated */
@@ -22,6 +28,10 @@ struct orrery_spawn_request {
   int n_procs_files;
   char **mask_paths; /* NULL-terminated: hidden under an empty read-only tmpfs (mount namespace only) */
   const char *root;  /* NULL: the runtime's root; else pivot_root into it (mount namespace only) */
+  /* Volumes (mount namespace only): each source directory attached at its target (a path inside
+   * the root), read-only where asked. */
+  struct orrery_bind *binds;
+  int n_binds;
   int has_uid, has_gid;
   uid_t uid;
   gid_t gid;

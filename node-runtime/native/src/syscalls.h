@@ -22,6 +22,15 @@
 #ifndef SYS_pidfd_send_signal
 #define SYS_pidfd_send_signal 424 /* Linux 5.1 */
 #endif
+#ifndef SYS_open_tree
+#define SYS_open_tree 428 /* Linux 5.2 */
+#endif
+#ifndef SYS_move_mount
+#define SYS_move_mount 429 /* Linux 5.2 */
+#endif
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442 /* Linux 5.12 */
+#endif
 #ifndef SYS_close_range
 #define SYS_close_range 436 /* Linux 5.9 */
 #endif

@@ -1,0 +1,161 @@
+/**
+ * A replica's volumes on its host (docs/DESIGN.md §5.1 "Volumes"): made before its first spawn,
+ * kept across process restarts and runtime restarts, removed with the replica.
+ *
+ * ```
+ * <root>/<replica id>/            0700, the runtime's
+ *   files/                        tmpfs (configMap and secret volumes; never on disk), 0700, owned
+ *     <volume>/                   by the uid the replica's processes run as; one 0755 directory per
+ *                                 volume, written by atomic-writer.ts
+ *   empty/<volume>/               emptyDir: a directory (medium "") or a tmpfs of size sizeLimit
+ *                                 (Memory), 0777, owned by the replica's root
+ * ```
+ *
+ * Each process attaches its mounts itself at spawn (native binds: a detached mount made by the
+ * runtime, attached in the process's own mount namespace), so `<root>` may be closed to it.
+ */
+import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import path from 'node:path';
+import type { VolumeSpec, WorkloadSpec } from '../supervisor/spec.ts';
+import { type FileOwner, type VolumeFile, writeAtomic } from './atomic-writer.ts';
+
+export interface TmpfsApi {
+  mountTmpfs(target: string, options: string): void;
+  unmount(target: string): void;
+}
+
+/** What a configMap or secret volume's tmpfs may hold per volume: two versions of a 1 MiB object, and room. */
+const FILES_BYTES_PER_VOLUME = 4 * 1024 * 1024;
+
+export interface VolumeIds {
+  /** Host uid and gid the replica's processes run as: owner of the files tmpfs. */
+  process: FileOwner;
+  /** Host ids of the replica's root: owner of the files and of emptyDirs. */
+  root: FileOwner;
+}
+
+export class VolumeManager {
+  readonly #root: string;
+  readonly #api: TmpfsApi;
+  /** Where mount points are made: the workload root, or the runtime's own `/`. */
+  readonly #workloadRoot: string;
+
+  constructor(root: string, api: TmpfsApi, workloadRoot = '/') {
+    this.#root = path.resolve(root);
+    this.#api = api;
+    this.#workloadRoot = workloadRoot;
+  }
+
+  get root(): string {
+    return this.#root;
+  }
+
+  dir(id: string): string {
+    return path.join(this.#root, id);
+  }
+
+  /** The directory a volume's mounts attach (the bind source). */
+  source(id: string, volume: VolumeSpec): string {
+    return 'files' in volume
+      ? path.join(this.dir(id), 'files', volume.name)
+      : path.join(this.dir(id), 'empty', volume.name);
+  }
+
+  /**
+   * Makes what the spec's volumes need and is missing (idempotent: a re-adopted replica keeps
+   * its tmpfs and its emptyDir contents), and every mount point that does not exist yet.
+   * `memoryBytes`: the size of a Memory emptyDir without a sizeLimit.
+   */
+  prepare(spec: WorkloadSpec, ids: VolumeIds, memoryBytes: number): void {
+    const volumes = spec.volumes ?? [];
+    if (volumes.length === 0) return;
+    mkdirSync(this.#root, { recursive: true, mode: 0o700 });
+    const dir = this.dir(spec.id);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const files = volumes.filter((v) => 'files' in v);
+    if (files.length > 0) {
+      const filesDir = path.join(dir, 'files');
+      mkdirSync(filesDir, { recursive: true, mode: 0o700 });
+      if (!isMountPoint(filesDir)) {
+        const size = files.length * FILES_BYTES_PER_VOLUME;
+        this.#api.mountTmpfs(
+          filesDir,
+          `size=${size},nr_inodes=${files.length * 4096 + 16},mode=0700,uid=${ids.process.uid},gid=${ids.process.gid}`,
+        );
+      }
+      for (const v of files) mkdirSync(path.join(filesDir, v.name), { recursive: true, mode: 0o755 });
+    }
+    for (const v of volumes) {
+      if (!('emptyDir' in v)) continue;
+      const target = this.source(spec.id, v);
+      const existed = statSync(target, { throwIfNoEntry: false }) !== undefined;
+      mkdirSync(target, { recursive: true, mode: 0o777 });
+      if (v.emptyDir.medium === 'memory' && !isMountPoint(target)) {
+        const size = v.emptyDir.sizeLimitBytes ?? memoryBytes;
+        this.#api.mountTmpfs(target, `size=${size},mode=0777,uid=${ids.root.uid},gid=${ids.root.gid}`);
+      } else if (!existed) {
+        chownSync(target, ids.root.uid, ids.root.gid);
+        chmodSync(target, 0o777);
+      }
+    }
+    for (const p of spec.processes) {
+      for (const m of p.volumeMounts ?? []) {
+        const point = path.join(this.#workloadRoot, m.mountPath);
+        if (!statSync(point, { throwIfNoEntry: false })) mkdirSync(point, { recursive: true, mode: 0o755 });
+      }
+    }
+  }
+
+  /** Writes a new version of a configMap or secret volume's files (atomic-writer.ts). */
+  writeFiles(id: string, volume: VolumeSpec, files: readonly VolumeFile[], owner: FileOwner): void {
+    if (!('files' in volume)) throw new TypeError(`volume ${volume.name} of ${id} is not a configMap or secret volume`);
+    writeAtomic(this.source(id, volume), files, owner);
+  }
+
+  /** Bytes a disk emptyDir holds (allocated blocks, as du counts them), stopping once over `limit`. */
+  usage(id: string, volume: VolumeSpec, limit = Number.POSITIVE_INFINITY): number {
+    return diskUsage(this.source(id, volume), limit);
+  }
+
+  /** Unmounts and removes everything of the replica's volumes. */
+  remove(id: string): void {
+    const dir = this.dir(id);
+    if (!statSync(dir, { throwIfNoEntry: false })) return;
+    const empty = path.join(dir, 'empty');
+    for (const name of readdirOrEmpty(empty).filter((e) => e.isDirectory()))
+      this.#api.unmount(path.join(empty, name.name));
+    this.#api.unmount(path.join(dir, 'files'));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function readdirOrEmpty(dir: string) {
+  try {
+    return readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return [];
+  }
+}
+
+/** A directory on another filesystem than its parent: a mount point (our tmpfs). */
+function isMountPoint(dir: string): boolean {
+  const st = statSync(dir, { throwIfNoEntry: false });
+  const parent = statSync(path.dirname(dir), { throwIfNoEntry: false });
+  return st !== undefined && parent !== undefined && st.dev !== parent.dev;
+}
+
+function diskUsage(dir: string, limit: number): number {
+  let total = 0;
+  const stack = [dir];
+  while (stack.length > 0 && total <= limit) {
+    const d = stack.pop() as string;
+    for (const e of readdirOrEmpty(d)) {
+      const p = path.join(d, e.name);
+      const st = lstatSync(p, { throwIfNoEntry: false });
+      if (!st) continue;
+      total += st.blocks * 512;
+      if (st.isDirectory()) stack.push(p);
+    }
+  }
+  return total;
+}
