@@ -14,10 +14,8 @@ import { newLogger } from '../platform/log.ts';
 import { type CgroupLayout, CgroupManager, type CgroupStats, detectCgroupLayout } from './cgroups/index.ts';
 import { claim, claimContent } from './claims.ts';
 import { LogStore } from './logs/index.ts';
-import { StateStore } from './state/store.ts';
 import { mountTmpfs, unmount } from './native/index.ts';
-import type { VolumeFile } from './volumes/atomic-writer.ts';
-import { type VolumeIds, VolumeManager } from './volumes/manager.ts';
+import { StateStore } from './state/store.ts';
 import type { ProcessPorts } from './supervisor/command.ts';
 import { loadProcessApi, type ProcessApi } from './supervisor/process-api.ts';
 import { type ReplicaRecord, ReplicaSupervisor, type UserRange } from './supervisor/replica.ts';
@@ -28,6 +26,8 @@ import {
   type WorkloadSpec,
   type WorkloadStatus,
 } from './supervisor/spec.ts';
+import type { VolumeFile } from './volumes/atomic-writer.ts';
+import { type VolumeIds, VolumeManager } from './volumes/manager.ts';
 
 /** Default of EngineOptions.logRotateIntervalMs. */
 const LOG_ROTATE_INTERVAL_MS = 30_000;
@@ -281,7 +281,11 @@ export class Engine extends EventEmitter<RuntimeEvents> {
     if (record.userRange) this.#keepUserRange(id, record.userRange);
     // Kept as they were (a tmpfs outlives the runtime in the host's mount namespace); made again
     // only where missing, and the agent writes the files again at its first sync.
-    this.volumes.prepare(record.spec, this.#volumeIds(record.spec, record.userRange), this.#memoryBytes(record.spec));
+    this.volumes.prepare(
+      record.spec,
+      this.#volumeIds(record.spec, record.userRange),
+      this.#memoryBytes(record.spec),
+    );
     this.#place(id, record.ports, cgroup);
     const sup = new ReplicaSupervisor(
       record.spec,
@@ -554,7 +558,8 @@ export class Engine extends EventEmitter<RuntimeEvents> {
 
   #userRangeOf(id: string): UserRange | undefined {
     for (const [slot, owner] of this.#userSlots) {
-      if (owner === id) return { hostId: this.#firstHostId + slot * USER_NAMESPACE_SIZE, size: USER_NAMESPACE_SIZE };
+      if (owner === id)
+        return { hostId: this.#firstHostId + slot * USER_NAMESPACE_SIZE, size: USER_NAMESPACE_SIZE };
     }
     return undefined;
   }
@@ -570,7 +575,9 @@ export class Engine extends EventEmitter<RuntimeEvents> {
   }
 
   #memoryBytes(spec: WorkloadSpec): number {
-    return spec.resources.memoryBytes ?? this.options.defaultResources?.memoryBytes ?? DEFAULT_MEMORY_VOLUME_BYTES;
+    return (
+      spec.resources.memoryBytes ?? this.options.defaultResources?.memoryBytes ?? DEFAULT_MEMORY_VOLUME_BYTES
+    );
   }
 
   /** What a replica's mount namespace hides (EngineOptions.maskPaths). */

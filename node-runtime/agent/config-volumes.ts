@@ -46,7 +46,10 @@ export async function resolveVolumeFiles(
       unresolved.push({
         reason: err instanceof ConfigAccessError ? 'ConfigForbidden' : 'ConfigUnavailable',
         where,
-        message: err instanceof ConfigAccessError ? err.message : `${word} "${name}" could not be read: ${(err as Error).message}`,
+        message:
+          err instanceof ConfigAccessError
+            ? err.message
+            : `${word} "${name}" could not be read: ${(err as Error).message}`,
       });
       continue;
     }

@@ -96,7 +96,11 @@ export class HostAccountReader implements ConfigObjects {
    * An object's keys as file contents (a ConfigMap's data and binaryData, a Secret's data decoded),
    * or undefined when it does not exist.
    */
-  async files(kind: ConfigKind, namespace: string, name: string): Promise<Record<string, Buffer> | undefined> {
+  async files(
+    kind: ConfigKind,
+    namespace: string,
+    name: string,
+  ): Promise<Record<string, Buffer> | undefined> {
     const object = await this.#get(kind, namespace, name);
     if (!object) return undefined;
     const out: Record<string, Buffer> = {};

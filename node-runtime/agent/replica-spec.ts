@@ -214,7 +214,11 @@ export function buildReplicaSpec(
         medium: v.emptyDir.medium === 'Memory' ? 'memory' : 'disk',
       };
       if (v.emptyDir.sizeLimit !== undefined) {
-        emptyDir.sizeLimitBytes = quantity(memoryBytes, v.emptyDir.sizeLimit, `spec.template.volumes[${i}].emptyDir.sizeLimit`);
+        emptyDir.sizeLimitBytes = quantity(
+          memoryBytes,
+          v.emptyDir.sizeLimit,
+          `spec.template.volumes[${i}].emptyDir.sizeLimit`,
+        );
       }
       return { name: v.name, emptyDir };
     }

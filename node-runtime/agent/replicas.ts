@@ -6,6 +6,8 @@
  * failure, the starts in flight, and the digests of replicas adopted from an older agent; and it
  * turns engine events into coalesced status writes.
  */
+
+import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { RUNTIME_FINALIZER } from '../../crds/labels.ts';
 import { serviceEnv } from '../../crds/service-env.ts';
@@ -22,10 +24,9 @@ import {
 import type { Engine } from '../engine.ts';
 import { InvalidSpecError } from '../invalid-spec.ts';
 import type { EngineEvent } from '../supervisor/spec.ts';
+import type { VolumeFile } from '../volumes/atomic-writer.ts';
 import { type ConfigObjects, resolveEnv, type SkippedKeys, UnresolvedConfigError } from './config-env.ts';
 import { type ConfigFiles, hasFileVolumes, resolveVolumeFiles } from './config-volumes.ts';
-import { createHash } from 'node:crypto';
-import type { VolumeFile } from '../volumes/atomic-writer.ts';
 import type { FencePolicy } from './fence.ts';
 import type { AgentMetrics } from './metrics.ts';
 import type { PortAllocator } from './ports.ts';
@@ -299,7 +300,8 @@ export class ReplicaReconciler {
       const replica = key ? informer.get(key) : undefined;
       if (!key || !replica || replica.spec.host !== hostName || replica.metadata.deletionTimestamp) continue;
       for (const v of volumes) {
-        if (!('emptyDir' in v) || v.emptyDir.medium !== 'disk' || v.emptyDir.sizeLimitBytes === undefined) continue;
+        if (!('emptyDir' in v) || v.emptyDir.medium !== 'disk' || v.emptyDir.sizeLimitBytes === undefined)
+          continue;
         const limit = v.emptyDir.sizeLimitBytes;
         const used = engine.volumes.usage(id, v, limit);
         if (used > limit) {
@@ -328,7 +330,10 @@ export class ReplicaReconciler {
         files = await resolveVolumeFiles(template, replica.metadata.namespace as string, shared);
       } catch (err) {
         // The files stay as they are, as the kubelet keeps a volume whose object went away.
-        log.debug({ replica: key, err: (err as Error).message }, 'volume sync: keeping the files as they are');
+        log.debug(
+          { replica: key, err: (err as Error).message },
+          'volume sync: keeping the files as they are',
+        );
         continue;
       }
       for (const [volume, f] of files) {

@@ -240,7 +240,9 @@ function normalize(req: SpawnRequest): Record<string, unknown> {
     expectAbsolute(`binds[${i}].target`, b?.target);
   });
   if (binds.length > 0 && !namespaces.includes('mount'))
-    throw new TypeError("SpawnRequest.binds needs 'mount' in namespaces (it would mount on the host otherwise)");
+    throw new TypeError(
+      "SpawnRequest.binds needs 'mount' in namespaces (it would mount on the host otherwise)",
+    );
   if (req.root !== undefined) {
     expectAbsolute('root', req.root);
     if (!namespaces.includes('mount'))

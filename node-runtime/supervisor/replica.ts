@@ -483,7 +483,8 @@ export class ReplicaSupervisor {
    */
   #namespaces(p?: ProcessSpec): Namespace[] {
     const namespaces = effectiveNamespaces(this.spec.isolation.namespaces);
-    return (this.#deps.root !== undefined || (p?.volumeMounts?.length ?? 0) > 0) && !namespaces.includes('mount')
+    return (this.#deps.root !== undefined || (p?.volumeMounts?.length ?? 0) > 0) &&
+      !namespaces.includes('mount')
       ? [...namespaces, 'mount']
       : namespaces;
   }

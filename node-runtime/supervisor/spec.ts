@@ -287,7 +287,8 @@ function validateVolumes(spec: WorkloadSpec): void {
     if (kinds !== 1) fail(`volumes[${i}]`, 'exactly one of files and emptyDir', v);
     if ('emptyDir' in v) {
       const { medium, sizeLimitBytes } = v.emptyDir ?? {};
-      if (medium !== 'disk' && medium !== 'memory') fail(`volumes[${i}].emptyDir.medium`, 'disk or memory', medium);
+      if (medium !== 'disk' && medium !== 'memory')
+        fail(`volumes[${i}].emptyDir.medium`, 'disk or memory', medium);
       if (sizeLimitBytes !== undefined && !(Number.isInteger(sizeLimitBytes) && sizeLimitBytes >= 4096))
         fail(`volumes[${i}].emptyDir.sizeLimitBytes`, 'an integer of at least 4096', sizeLimitBytes);
     }
@@ -296,7 +297,8 @@ function validateVolumes(spec: WorkloadSpec): void {
     const paths = new Set<string>();
     (p.volumeMounts ?? []).forEach((m, j) => {
       const f = `processes[${i}].volumeMounts[${j}]`;
-      if (!names.has(m?.name)) fail(`${f}.name`, `one of the volumes (${[...names].join(', ') || 'none'})`, m?.name);
+      if (!names.has(m?.name))
+        fail(`${f}.name`, `one of the volumes (${[...names].join(', ') || 'none'})`, m?.name);
       const mp = m.mountPath;
       if (
         typeof mp !== 'string' ||

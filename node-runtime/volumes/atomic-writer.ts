@@ -57,12 +57,15 @@ export function planFiles(files: readonly VolumeFile[]): string[] {
       f.path.startsWith('..') ||
       parts.some((p) => p === '' || p === '.' || p === '..')
     ) {
-      throw new TypeError(`volume file path must be relative, without empty, '.' or '..' elements and not starting with '..', got "${f.path}"`);
+      throw new TypeError(
+        `volume file path must be relative, without empty, '.' or '..' elements and not starting with '..', got "${f.path}"`,
+      );
     }
     if (!Number.isInteger(f.mode) || f.mode < 0 || f.mode > 0o777) {
       throw new TypeError(`volume file ${f.path}: mode must be 0 to 0777, got ${f.mode}`);
     }
-    if (seen.has(f.path) || dirs.has(f.path)) throw new TypeError(`volume file path "${f.path}" is used twice`);
+    if (seen.has(f.path) || dirs.has(f.path))
+      throw new TypeError(`volume file path "${f.path}" is used twice`);
     seen.add(f.path);
     for (let i = 1; i < parts.length; i++) {
       const dir = parts.slice(0, i).join('/');
@@ -77,7 +80,12 @@ export function planFiles(files: readonly VolumeFile[]): string[] {
  * Writes a new version of the volume at `dir` (which exists) and makes it current atomically,
  * then removes the versions before it. Returns the new version's directory name.
  */
-export function writeAtomic(dir: string, files: readonly VolumeFile[], owner: FileOwner, now = new Date()): string {
+export function writeAtomic(
+  dir: string,
+  files: readonly VolumeFile[],
+  owner: FileOwner,
+  now = new Date(),
+): string {
   const names = planFiles(files);
   const stamp = now.toISOString().replace(/[-:]/g, '_').replace('T', '_').replace('Z', '');
   const version = `..${stamp}_${process.hrtime.bigint() % 1000000n}`;

@@ -108,7 +108,8 @@ export class VolumeManager {
 
   /** Writes a new version of a configMap or secret volume's files (atomic-writer.ts). */
   writeFiles(id: string, volume: VolumeSpec, files: readonly VolumeFile[], owner: FileOwner): void {
-    if (!('files' in volume)) throw new TypeError(`volume ${volume.name} of ${id} is not a configMap or secret volume`);
+    if (!('files' in volume))
+      throw new TypeError(`volume ${volume.name} of ${id} is not a configMap or secret volume`);
     writeAtomic(this.source(id, volume), files, owner);
   }
 
