@@ -196,7 +196,7 @@ export function runtimeCommand(): Command {
     )
     .option(
       '--kernel-fastpath',
-      "balance replicas' connects to tcp Service ports in the kernel (BPF on the host's Orrery cgroup; needs root, cgroup v2 and the fast path built). Experimental, off by default",
+      "balance replicas' connects to tcp Service ports in the kernel and keep each allocated port to its replica (BPF on the host's Orrery cgroup; needs root, cgroup v2 and the fast path built; without them the proxy serves and the Host says why). Off by default here; orrery up and deploy/ turn it on",
     )
     .option(
       '--stop-workloads-on-exit',

@@ -324,6 +324,8 @@ async function bringUp(
           portRangeFor(i, options.hosts),
           '--listen',
           `127.0.0.1:${apiPorts[i]}`,
+          // Where BPF and cgroup v2 are; otherwise the proxy serves and the Host says why.
+          '--kernel-fastpath',
           '--stop-workloads-on-exit',
         ],
         env,

@@ -49,6 +49,15 @@ step "installing Orrery (kubectl apply -k deploy/)"
 "${k[@]}" -n orrery-system rollout status deploy/orrery-operator --timeout=180s
 "${k[@]}" -n orrery-system rollout status ds/orrery-runtime --timeout=180s
 "${k[@]}" -n orrery-system rollout status ds/orrery-proxy --timeout=180s
+# Which data path the node's runtime took (Host.status.meshDataPath); with EXPECT_KERNEL_FASTPATH=1
+# (a node with BPF and cgroup v2) the kernel's, with its programs pinned on the node.
+"${k[@]}" wait --for=condition=Ready "host/$NODE_NAME" --timeout=120s
+datapath=$("${k[@]}" get host "$NODE_NAME" -o jsonpath='{.status.meshDataPath}')
+echo "mesh data path on $NODE_NAME: $datapath"
+if [ "${EXPECT_KERNEL_FASTPATH:-}" = 1 ]; then
+  case "$datapath" in *'"kernel":true'*) ;; *) fail "the kernel fast path is not in use: $datapath" ;; esac
+  node test -e "/sys/fs/bpf/orrery/$NODE_NAME/orrery_connect4" || fail "no pinned program in /sys/fs/bpf/orrery/$NODE_NAME"
+fi
 
 step "hello"
 "${k[@]}" apply -f examples/hello.yaml

@@ -12,9 +12,10 @@
 // other test run alive, every `orrery-test-*` cgroup is a leftover and is removed; while one is,
 // only cgroups named with this run's id (`orrery-test-<run>-...`, as test/helpers/engine-harness
 // names them) are removed, and the others are listed as kept.
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { BPFFS, unpinSocketLb } from '../node-runtime/bpf/index.ts';
 import { parseMountinfo } from '../node-runtime/cgroups/detect.ts';
 import { killCgroup } from '../node-runtime/cgroups/kill.ts';
 import { childCgroups, removeCgroupDir } from '../node-runtime/cgroups/manager.ts';
@@ -57,6 +58,8 @@ export interface SweptCgroup {
 export interface SweepResult {
   killed: SweptProcess[];
   removed: SweptCgroup[];
+  /** Fast-path pin directories removed from bpffs. */
+  unpinned: string[];
   kept: { name: string; why: string }[];
   errors: string[];
 }
@@ -186,6 +189,49 @@ async function removeCgroup(dirs: string[]): Promise<number[]> {
   return found;
 }
 
+/**
+ * Why test leftovers not named for this run must stay: another test run is active (looked for
+ * after this run's own processes are gone, so any test runner left is another run's).
+ */
+function otherRunActive(options: SweepOptions): string | undefined {
+  const others = allProcesses().filter(
+    (p) =>
+      p.pid !== process.pid && p.state !== 'Z' && isTestRunner(p.argv) && !marksRun(p.environ, options.runId),
+  );
+  if (others.length === 0) return undefined;
+  return `another test run is active (${others
+    .slice(0, 3)
+    .map((p) => `pid ${p.pid} ${commandOf(p).slice(0, 80)}`)
+    .join('; ')})`;
+}
+
+/**
+ * The kernel fast path's pins of test agents (`/sys/fs/bpf/<cgroup parent>`, the parent being an
+ * `orrery-test-*` name): an agent SIGKILLed by a test leaves its programs and maps pinned, as a
+ * restarted agent needs them.
+ */
+function removeTestPins(options: SweepOptions, result: SweepResult): void {
+  const names = (existsSync(BPFFS) ? readdirSync(BPFFS) : []).filter((n) => n.startsWith(TEST_CGROUP_PREFIX));
+  if (names.length === 0) return;
+  const busy = otherRunActive(options);
+  for (const name of names) {
+    if (busy !== undefined && !namedForRun(name, options.runId)) {
+      result.kept.push({ name: `${BPFFS}/${name}`, why: busy });
+      continue;
+    }
+    if (options.dryRun) {
+      result.unpinned.push(name);
+      continue;
+    }
+    try {
+      unpinSocketLb(join(BPFFS, name));
+      result.unpinned.push(name);
+    } catch (error) {
+      result.errors.push(`pins ${name}: ${(error as Error).message}`);
+    }
+  }
+}
+
 async function removeTestCgroups(options: SweepOptions, result: SweepResult): Promise<void> {
   const byName = new Map<string, string[]>();
   for (const mount of cgroupMounts()) {
@@ -202,18 +248,7 @@ async function removeTestCgroups(options: SweepOptions, result: SweepResult): Pr
     }
   }
   if (byName.size === 0) return;
-  // Looked for after this run's own processes are gone: any test runner left is another run's.
-  const others = allProcesses().filter(
-    (p) =>
-      p.pid !== process.pid && p.state !== 'Z' && isTestRunner(p.argv) && !marksRun(p.environ, options.runId),
-  );
-  const busy =
-    others.length === 0
-      ? undefined
-      : `another test run is active (${others
-          .slice(0, 3)
-          .map((p) => `pid ${p.pid} ${commandOf(p).slice(0, 80)}`)
-          .join('; ')})`;
+  const busy = otherRunActive(options);
   for (const [name, dirs] of byName) {
     if (busy !== undefined && !namedForRun(name, options.runId)) {
       result.kept.push({ name, why: busy });
@@ -235,7 +270,7 @@ async function removeTestCgroups(options: SweepOptions, result: SweepResult): Pr
 
 /** Kills this run's leftover processes, then removes leftover test cgroups; reports every step through `log`. */
 export async function sweep(options: SweepOptions): Promise<SweepResult> {
-  const result: SweepResult = { killed: [], removed: [], kept: [], errors: [] };
+  const result: SweepResult = { killed: [], removed: [], unpinned: [], kept: [], errors: [] };
   try {
     await killMarked(options, result);
   } catch (error) {
@@ -246,6 +281,7 @@ export async function sweep(options: SweepOptions): Promise<SweepResult> {
   } catch (error) {
     result.errors.push(`cgroups: ${(error as Error).message}`);
   }
+  removeTestPins(options, result);
   const { log } = options;
   const dry = options.dryRun ? ' (dry run)' : '';
   for (const p of result.killed) log(`sweep${dry}: killed pid ${p.pid} (${p.how}): ${p.command}`);
@@ -254,13 +290,15 @@ export async function sweep(options: SweepOptions): Promise<SweepResult> {
     const age = c.older ? ' (left by an earlier run)' : '';
     log(`sweep${dry}: removed cgroup ${c.name}${age} from ${c.dirs.length} hierarchies${killed}`);
   }
+  for (const name of result.unpinned) log(`sweep${dry}: removed the fast path's pins ${BPFFS}/${name}`);
   const keptByWhy = new Map<string, string[]>();
   for (const k of result.kept) keptByWhy.set(k.why, [...(keptByWhy.get(k.why) ?? []), k.name]);
   for (const [why, names] of keptByWhy) {
     log(`sweep${dry}: kept ${names.length} cgroup(s), ${why}: ${names.join(' ')}`);
   }
   for (const e of result.errors) log(`sweep${dry}: FAILED: ${e}`);
-  if (result.killed.length + result.removed.length + result.kept.length + result.errors.length === 0) {
+  const swept = result.killed.length + result.removed.length + result.unpinned.length;
+  if (swept + result.kept.length + result.errors.length === 0) {
     log('sweep: nothing left behind');
   }
   return result;

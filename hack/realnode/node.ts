@@ -21,6 +21,8 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { ensureGoBinary, versionLdflags } from '../../controlplane/binary.ts';
 import { type ControlPlane, startControlPlane } from '../../controlplane/controlplane.ts';
+import { fastPathUnavailable } from '../../node-runtime/bpf/index.ts';
+import { detectCgroupLayout } from '../../node-runtime/cgroups/index.ts';
 import { packagePath } from '../../platform/package.ts';
 import { buildOrreryImage, buildPauseImage, ORRERY_IMAGE, PAUSE_IMAGE } from './images.ts';
 
@@ -191,6 +193,7 @@ export async function startRealNode(opts: Options): Promise<RealNode> {
   let controlPlane: ControlPlane | undefined;
   let nodeNamespaces: string[] = [];
   const hierarchies = await cgroupHierarchies();
+  const { v2Root } = detectCgroupLayout();
   const runtimeDirs = new Map<string, Set<string>>();
   const existedBefore = new Set<string>();
   for (const dir of RUNTIME_HOST_PATHS) {
@@ -485,6 +488,10 @@ export async function startRealNode(opts: Options): Promise<RealNode> {
       CONTAINERD_NAMESPACE: 'k8s.io',
       ORRERY_E2E_NODE: name,
       ORRERY_E2E_IMAGE: ORRERY_IMAGE,
+      // This machine has BPF and a cgroup v2 tree: deploy/'s runtime must take the kernel path.
+      ...(v2Root !== undefined && fastPathUnavailable(v2Root) === undefined
+        ? { EXPECT_KERNEL_FASTPATH: '1' }
+        : {}),
     };
     log('waiting for the node to be Ready');
     await run(

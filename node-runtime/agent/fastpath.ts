@@ -94,7 +94,9 @@ export class KernelFastPath {
     };
     if (o.layout.v2Root === undefined) return off('no cgroup v2 tree');
     const cgroupDir = join(o.layout.v2Root, o.cgroupParent);
-    const pinDir = join(BPFFS, 'orrery', o.hostName);
+    // Named after the cgroup parent (`orrery/<host>` by default), which is one runtime's alone on a
+    // machine; several runtimes of one host name (tests, `orrery up` in two data dirs) never share pins.
+    const pinDir = join(BPFFS, o.cgroupParent);
     let lb: SocketLb | undefined;
     try {
       mkdirSync(cgroupDir, { recursive: true });

@@ -46,7 +46,7 @@ export { type KernelEndpoint, MAX_KERNEL_ENDPOINTS } from './service-map.ts';
 const buildDir = packagePath('node-runtime', 'bpf', 'build');
 export const BPF_OBJECT = join(buildDir, 'sock_lb.bpf.o');
 export const BPF_LOADER = join(buildDir, 'orrery-bpf-load');
-/** bpffs, where the runtime pins: `<BPFFS>/orrery/<host>`. */
+/** bpffs, where the runtime pins: `<BPFFS>/<cgroup parent>` (`orrery/<host>` by default). */
 export const BPFFS = '/sys/fs/bpf';
 
 const CGROUP2_SUPER_MAGIC = 0x63677270;

@@ -64,5 +64,12 @@ test.runIf(runs(reason, 'real-node e2e'))(
     t.regex(result.stdout, /^same processes after the restart: (\d+ ){3,}$/m);
     t.regex(result.stdout, /^no cgroup or BPF pin of realnode-0's runtime is left$/m);
     t.regex(result.stdout, /^==> e2e checks passed$/m);
+    // Where this machine has BPF and cgroup v2, deploy/'s runtime balanced in the kernel, and its
+    // uninstall (above) left no pin.
+    if (node.env.EXPECT_KERNEL_FASTPATH === '1') {
+      t.regex(result.stdout, /^mesh data path on realnode-0: \{"kernel":true\}$/m);
+    } else {
+      t.log(`the kernel fast path is not expected here: ${result.stdout.match(/^mesh data path.*$/m)?.[0]}`);
+    }
   },
 );

@@ -68,7 +68,7 @@ test.serial.runIf(runs(reason, 'kernel-fastpath-agent'))(
     const dirs = await agentDirs(t);
     const agent = await inProcessAgent(t, dirs, { kernelFastPath: true });
     const cgroupDir = join(v2Root as string, dirs.cgroupParent);
-    const pinDir = join(BPFFS, 'orrery', dirs.hostName);
+    const pinDir = join(BPFFS, dirs.cgroupParent);
     t.true(existsSync(pinDir), 'pinned');
     t.is(bpfProgQuery(cgroupDir, 'connect4').length, 1, 'attached to the agent cgroup parent');
     const lb = new SocketLb(pinDir);
@@ -212,7 +212,7 @@ test.serial.runIf(runs(reason, 'kernel-fastpath-agent'))(
     const { vip, port } = setup;
     const dirs = await agentDirs(t);
     const cgroupDir = join(v2Root as string, dirs.cgroupParent);
-    const pinDir = join(BPFFS, 'orrery', dirs.hostName);
+    const pinDir = join(BPFFS, dirs.cgroupParent);
     // Runs after the agents' own teardowns (SIGKILL leaves programs and pins by design).
     t.teardown(() => {
       if (!existsSync(pinDir)) return;
@@ -303,7 +303,7 @@ test.serial.runIf(runs(reason, 'kernel-fastpath-agent'))(
       kernel: false,
       reason: 'off (orrery runtime --kernel-fastpath not given)',
     });
-    t.false(existsSync(join(BPFFS, 'orrery', dirs.hostName)));
+    t.false(existsSync(join(BPFFS, dirs.cgroupParent)));
   },
 );
 
@@ -314,7 +314,7 @@ test.serial.runIf(runs(reason, 'kernel-fastpath-agent'))(
     t.teardown(() => releaseReplicas(ns));
     const dirs = await agentDirs(t);
     const agent = await inProcessAgent(t, dirs, { kernelFastPath: true });
-    const lb = new SocketLb(join(BPFFS, 'orrery', dirs.hostName));
+    const lb = new SocketLb(join(BPFFS, dirs.cgroupParent));
     t.teardown(() => lb.close());
     // The owner binds its port only once the test says so: until then the port is free, as it is
     // between the runtime's allocation and a slow workload's own bind.

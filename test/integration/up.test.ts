@@ -18,6 +18,7 @@ import {
   resourceClient,
   typed,
 } from '../../kube/index.ts';
+import { BPFFS, fastPathUnavailable } from '../../node-runtime/bpf/index.ts';
 import { CgroupManager, detectCgroupLayout } from '../../node-runtime/cgroups/index.ts';
 import { liveStartTime } from '../../platform/proc.ts';
 import { kubectl, whoAmI } from '../helpers/cluster.ts';
@@ -294,6 +295,15 @@ test.serial.runIf(runs(cgroupSkipReason({ manager: true }), 'up with 2 hosts'))(
       t.true(before.includes(c.pid), `${c.name} (pid ${c.pid}) is found by its command line`);
     }
     for (const parent of parents) t.true(cgroupsUnder(parent).length >= 1, `replica cgroups under ${parent}`);
+    // up passes --kernel-fastpath: where BPF and cgroup v2 are, each host pins its programs in
+    // bpffs under its cgroup parent's name, and the Host says so; elsewhere it says why not.
+    const kernel = fastPathUnavailable(host.cgroups?.v2Root ?? '/sys/fs/cgroup') === undefined;
+    for (const h of hosts) {
+      const path = (await api.hosts.get(h.metadata.name as string)).status?.meshDataPath;
+      if (kernel) t.deepEqual(path, { kernel: true }, `${h.metadata.name} balances in the kernel`);
+      else t.is(path?.kernel, false, `${h.metadata.name}: ${path?.reason}`);
+    }
+    for (const parent of parents) t.is(existsSync(join(BPFFS, parent)), kernel, `pins in ${BPFFS}/${parent}`);
     // With a tmpfs at /run, the hosts keep their process records in /run/orrery/up-<key>/<host>
     // (cli/up.ts), which a clean stop removes; otherwise they are in the data dir.
     const runRoots = [
@@ -317,6 +327,7 @@ test.serial.runIf(runs(cgroupSkipReason({ manager: true }), 'up with 2 hosts'))(
     }
     t.deepEqual(processesUnder(up.dataDir), [], `no process of the run is left`);
     for (const parent of parents) {
+      t.false(existsSync(join(BPFFS, parent)), `no pin left in ${BPFFS}/${parent}`);
       t.deepEqual(cgroupsUnder(parent), [], `no cgroup under ${parent}`);
       t.deepEqual(parentDirs(parent), [], `the agent removed its parent ${parent} too`);
     }
