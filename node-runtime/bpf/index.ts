@@ -87,7 +87,16 @@ export function fastPathUnavailable(cgroupDir: string): string | undefined {
  */
 export function loadSocketLb(pinDir: string): boolean {
   if ([...PROGRAMS.map((p) => p.name), ...MAPS].every((name) => existsSync(join(pinDir, name)))) return false;
-  if (existsSync(pinDir)) unpinSocketLb(pinDir); // a partial pin (a loader killed halfway)
+  if (existsSync(pinDir)) {
+    // A partial pin (a loader killed halfway): cleared first, or the load cannot pin there.
+    try {
+      unpinSocketLb(pinDir);
+    } catch (error) {
+      throw new Error(`${pinDir} holds a partial pin that cannot be cleared: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+  }
   try {
     execFileSync(BPF_LOADER, [BPF_OBJECT, pinDir], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
   } catch (error) {

@@ -308,6 +308,47 @@ test.serial.runIf(runs(reason, 'kernel-fastpath-agent'))(
 );
 
 test.serial.runIf(runs(reason, 'kernel-fastpath-agent'))(
+  'the flag on but the load refused: the Host says why, nothing is attached, replicas reach the proxy at VIP:port',
+  async (t) => {
+    // What listens at VIP:port (the proxy's place) and the Service's one endpoint elsewhere.
+    const atVip = createServer((s) => s.on('error', () => {}).end('proxy'));
+    const endpoint = createServer((s) => s.on('error', () => {}).end('endpoint'));
+    await new Promise<void>((resolve) => endpoint.listen(0, '127.0.0.1', resolve));
+    t.teardown(() => endpoint.close());
+    const setup = await meshService(t, {
+      name: 'fallback',
+      portName: 'web',
+      protocol: 'tcp',
+      endpoints: [endpointAt('fallback-0', (endpoint.address() as { port: number }).port, 'web')],
+    });
+    await new Promise<void>((resolve) => atVip.listen(setup.port, setup.vip, resolve));
+    t.teardown(() => atVip.close());
+    // A directory where the agent pins a map: the partial pin cannot be cleared and the load is
+    // refused, as with a foreign or damaged pin.
+    const dirs = await agentDirs(t);
+    const pinDir = join(BPFFS, dirs.cgroupParent);
+    mkdirSync(join(pinDir, 'orrery_svc'), { recursive: true });
+    t.teardown(() => rmSync(pinDir, { recursive: true, force: true }));
+    await inProcessAgent(t, dirs, { kernelFastPath: true });
+    const { hosts } = await kubeForTests();
+    const path = (await hosts.get(dirs.hostName)).status?.meshDataPath;
+    t.log(`meshDataPath: ${JSON.stringify(path)}`);
+    t.is(path?.kernel, false);
+    t.regex(path?.reason ?? '', /holds a partial pin that cannot be cleared: .*orrery_svc/);
+    const cgroupDir = join(v2Root as string, dirs.cgroupParent);
+    for (const type of ['connect4', 'getpeername4', 'bind4'] as const) {
+      t.deepEqual(bpfProgQuery(cgroupDir, type), [], `no ${type} program on the agent's parent`);
+    }
+    // A replica-like client under the agent's parent is not rewritten: the proxy's place answers.
+    const clientDir = join(cgroupDir, 'fallback-client');
+    mkdirSync(clientDir);
+    const client = new CgroupClient(clientDir, setup.vip, setup.port);
+    t.teardown(() => client.stop());
+    t.deepEqual((await client.connect(50)).servers, { proxy: 50 });
+  },
+);
+
+test.serial.runIf(runs(reason, 'kernel-fastpath-agent'))(
   "a replica's port is bound by that replica alone: another replica's bind is refused (EPERM)",
   async (t) => {
     const ns = (await meshService(t, { name: 'bind', portName: 'web', protocol: 'tcp', endpoints: [] })).ns;
