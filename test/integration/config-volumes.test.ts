@@ -252,3 +252,71 @@ test('emptyDir sizeLimit: a Memory one refuses to grow past it (ENOSPC), a disk 
   await eventually('scratch volumes removed', () => !existsSync(memDir), { timeoutMs: 30_000 });
   t.false(readFileSync('/proc/self/mountinfo', 'utf8').includes(memDir), 'no mount left');
 });
+
+test('a replica with volumes survives a runtime restart: same pid, mounts kept, updates still reach the files', async (t) => {
+  const env = await e2e(t, { hosts: 1 });
+  const base = mountPoints(t, env);
+  await put(env, 'ConfigMap', 'restart-config', { 'app.conf': 'version=1\n' });
+  await env.instances.create(
+    instance('keep', {
+      processes: [
+        {
+          name: 'main',
+          command: ['sh', '-c', `echo kept > ${base}/scratch/note; exec sleep infinity`],
+          volumeMounts: [
+            { name: 'config', mountPath: `${base}/config` },
+            { name: 'scratch', mountPath: `${base}/scratch` },
+          ],
+        },
+      ],
+      volumes: [
+        { name: 'config', configMap: { name: 'restart-config' } },
+        { name: 'scratch', emptyDir: {} },
+      ],
+    }),
+    { namespace: env.ns },
+  );
+  const { pid } = await running(env, 'keep');
+  const root = `/proc/${pid}/root`;
+  await eventually('the note in the emptyDir', async () =>
+    readFileSync(`${root}${base}/scratch/note`, 'utf8'),
+  );
+
+  const host = env.hosts[0] as (typeof env.hosts)[number];
+  host.child.kill('SIGKILL');
+  await host.exited;
+  t.true(existsSync(`/proc/${pid}`), 'the workload outlives its runtime');
+  const t0 = performance.now();
+  await host.restart();
+
+  // While the runtime was down and after it is back: the same process, its mounts as they were.
+  const configMaps = resourceClient(env.api, CONFIGMAPS, 'orrery-test');
+  await configMaps.mergePatch(
+    'restart-config',
+    { data: { 'app.conf': 'version=2\n' } },
+    { namespace: env.ns },
+  );
+  await eventually(
+    'the update after the restart in the replica',
+    async () => {
+      const now = readFileSync(`${root}${base}/config/app.conf`, 'utf8');
+      if (now !== 'version=2\n') throw new Error(`still ${JSON.stringify(now)}`);
+      return true;
+    },
+    { timeoutMs: 30_000 },
+  );
+  t.log(
+    `restart -> ConfigMap update visible in the re-adopted replica: ${Math.round(performance.now() - t0)} ms`,
+  );
+  const [after] = await env.replicasOf('keep');
+  t.is(after?.status?.phase, 'Running');
+  t.is(after?.status?.processes?.[0]?.pid, pid, 'same process');
+  t.is(after?.status?.processes?.[0]?.restarts ?? 0, 0);
+  t.is(mountOf(pid, `${base}/config`)?.fstype, 'tmpfs');
+  t.regex(mountOf(pid, `${base}/config`)?.options ?? '', /^ro,/);
+  t.truthy(mountOf(pid, `${base}/scratch`), 'the emptyDir is still mounted');
+  t.is(readFileSync(`${root}${base}/scratch/note`, 'utf8'), 'kept\n', 'the emptyDir kept its contents');
+  // The runtime's own copy is the one the process sees: a file written there appears inside.
+  const scratch = join(host.stateDir, 'volumes', `${env.ns}.keep-0`, 'empty', 'scratch');
+  t.is(readFileSync(join(scratch, 'note'), 'utf8'), 'kept\n');
+});
