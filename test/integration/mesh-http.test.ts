@@ -376,15 +376,25 @@ test('outlier detection: an endpoint answering 503 is ejected after the configur
   for (let i = 0; i < 10; i++)
     t.is((await fetch(`${s.url}/`)).status, 200, 'no request goes to it while out');
   await eventually('it comes back', () => !ejected(), { timeoutMs: 5000, intervalMs: 20 });
-  const firstOut = performance.now() - out1;
-  // Eject it again at once: its second ejection is twice as long (base × 2).
+  const back = performance.now();
+  const firstOut = back - out1;
+  // Eject it again at once: its second ejection is twice as long (base × 2), as long as no sweep
+  // found it in meanwhile (each sweep it stays in takes one off the multiplier, as Envoy does; on
+  // a loaded machine the requests below can outlast the 1 s interval).
   for (let i = 0; i < 30 && !ejected(); i++) await (await fetch(`${s.url}/`)).text();
   t.true(ejected(), 'ejected again');
   const out2 = performance.now();
+  const beforeNextSweep = out2 - back < 800; // it came back at a sweep; the next is 1 s later
   await eventually('it comes back again', () => !ejected(), { timeoutMs: 8000, intervalMs: 20 });
   const secondOut = performance.now() - out2;
   t.true(firstOut >= 900 && firstOut < 6000, `first ejection ${firstOut} ms (base 1 s, sweep every 1 s)`);
-  t.true(secondOut >= 1900, `second ejection ${secondOut} ms, at least 2 s`);
+  if (beforeNextSweep) t.true(secondOut >= 1900, `second ejection ${secondOut} ms, at least 2 s`);
+  else {
+    t.log(
+      `re-ejected ${Math.round(out2 - back)} ms after coming back: a sweep may have lowered the multiplier`,
+    );
+    t.true(secondOut >= 900, `second ejection ${secondOut} ms, at least 1 s`);
+  }
 });
 
 test('maxEjectionPercent holds: with two of three endpoints failing at 50 %, only one is ejected', async (t) => {
