@@ -74,3 +74,10 @@ export const PROXY_EJECTED_ANNOTATION = 'orrery.dev/proxy-ejected';
  * second per replica there.
  */
 export const PROXY_METRICS_ANNOTATION = 'orrery.dev/proxy-metrics';
+
+/**
+ * On a Replica being deleted: `Delete` asks its host's runtime to remove the replica's persistent
+ * volume data once its processes stopped (the Instance's persistentRetentionPolicy said so for
+ * this deletion). Set only by the operator; the template may not carry it (a CEL rule).
+ */
+export const PERSISTENT_DATA_ANNOTATION = 'orrery.dev/persistent-data';

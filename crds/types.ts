@@ -52,6 +52,19 @@ export interface InstanceSpec {
     maxSurge: number;
   };
   /**
+   * What happens to the template's persistent volumes' data when replicas go (a StatefulSet's persistentVolumeClaimRetentionPolicy). Retain keeps the directory on its host, used again when the ordinal comes back (on that host); Delete removes it once the replica's processes have stopped. A rollout or a re-creation of a Replica never removes it.
+   */
+  persistentRetentionPolicy: {
+    /**
+     * When the Instance is deleted: Retain (the default) keeps every replica's data (an Instance of the same name finds it again), Delete removes it.
+     */
+    whenDeleted: 'Retain' | 'Delete';
+    /**
+     * When replicas are scaled away (ordinals at or above spec.replicas): Retain (the default) keeps their data for a later scale-up, Delete removes it.
+     */
+    whenScaled: 'Retain' | 'Delete';
+  };
+  /**
    * Scale spec.replicas between minReplicas and maxReplicas to keep CPU utilisation (needs resources.cpu) and/or requests per second per replica (from the mesh proxies) near their targets; with both, the larger count wins, as with an HPA of two metrics. Without either, CPU at 70 %.
    */
   autoscale?: {
@@ -246,7 +259,7 @@ export interface ReplicaTemplate {
         ProcessSpec
       ];
   /**
-   * Volumes the processes can mount (processes[].volumeMounts), as a Pod's: configMap and secret put an object's keys as files on a tmpfs of the replica's own (never on disk), updated in place within a few seconds of a change of the object (an atomic swap, as the kubelet's); emptyDir is scratch space for the replica, kept across process restarts and runtime restarts and removed with the replica.
+   * Volumes the processes can mount (processes[].volumeMounts), as a Pod's: configMap and secret put an object's keys as files on a tmpfs of the replica's own (never on disk), updated in place within a few seconds of a change of the object (an atomic swap, as the kubelet's); emptyDir is scratch space for the replica, kept across process restarts and runtime restarts and removed with the replica; persistent is data of the replica's ordinal on its host, kept across re-creations too (a StatefulSet's volumeClaimTemplates).
    *
    * @maxItems 32
    */
@@ -340,6 +353,10 @@ export interface ReplicaTemplate {
        */
       sizeLimit?: string;
     };
+    /**
+     * A directory of the replica's ordinal on its host, as a StatefulSet's volumeClaimTemplates give db-0 its claim data-db-0: made empty the first time <instance>-<ordinal> starts on a host, on the host's disk under the runtime's state dir (persistent/<namespace>/<instance>/<ordinal>/<volume>, 0777, owned by the replica's root), and kept across process restarts, re-creations of the Replica (rollouts included) and runtime restarts. The host lists what it holds in its status.persistentData, and the scheduler places the ordinal back on that host while the Host exists; when it cannot (host not ready, cordoned, full), the replica stays Pending with condition Scheduled=False, reason PersistentDataHostUnavailable. The data lives on that one host only: if the host is lost, the data is lost with it (deleting its Host lets the ordinal start elsewhere, empty). On scale-down and Instance deletion it is kept or removed as spec.persistentRetentionPolicy says; kept data is used again when the ordinal comes back. No size limit. Write {}.
+     */
+    persistent?: {};
   }[];
   /**
    * How the processes of a replica are restarted together (Erlang/OTP supervisor semantics).
@@ -1224,6 +1241,31 @@ export interface HostStatus {
      */
     parent?: string;
   };
+  /**
+   * The replicas' persistent volume data this host holds (template volumes[].persistent), one entry per ordinal: the scheduler places that ordinal on this host only. Lost with the host.
+   *
+   * @maxItems 10000
+   */
+  persistentData?: {
+    /**
+     * Namespace of the Instance.
+     */
+    namespace: string;
+    /**
+     * Name of the Instance.
+     */
+    instance: string;
+    /**
+     * The replica's ordinal.
+     */
+    ordinal: number;
+    /**
+     * Names of the persistent volumes held for it.
+     *
+     * @maxItems 32
+     */
+    volumes?: string[];
+  }[];
   /**
    * How replicas' connects to Service ports go on this host: to the mesh proxy at VIP:port, or, with the runtime's --kernel-fastpath where BPF and cgroup v2 allow it, straight to an endpoint for tcp ports, chosen at connect() in the kernel (docs/DESIGN.md §6.1).
    */

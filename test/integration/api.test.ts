@@ -136,6 +136,16 @@ test('kubectl explain teaches the API from the schema descriptions', async (t) =
   ])
     t.regex(vols, new RegExp(`^\\s+${field}\\s`, 'm'), `explain volumes --recursive lists ${field}`);
   t.regex(ok(['explain', 'instance.spec.template.volumes.emptyDir.medium']), /EmptyDirSizeLimitExceeded/);
+  // Per-replica persistent data (issue 19, part 4).
+  t.regex(vols, /^\s+persistent\s/m, 'explain volumes --recursive lists persistent');
+  const persistent = ok(['explain', 'instance.spec.template.volumes.persistent']);
+  t.regex(persistent, /volumeClaimTemplates/);
+  t.regex(persistent, /lost with it/);
+  const retention = ok(['explain', 'instance.spec.persistentRetentionPolicy', '--recursive']);
+  for (const field of ['whenDeleted', 'whenScaled'])
+    t.regex(retention, new RegExp(`^\\s+${field}\\s`, 'm'), `explain lists ${field}`);
+  t.regex(ok(['explain', 'instance.spec.persistentRetentionPolicy.whenScaled']), /Retain/);
+  t.regex(ok(['explain', 'host.status.persistentData', '--recursive']), /^\s+ordinal\s/m);
   t.regex(ok(['explain', 'instance.spec.template.volumes.secret']), /never written to disk/);
   const mounts = ok(['explain', 'instance.spec.template.processes.volumeMounts', '--recursive']);
   for (const field of ['name', 'mountPath', 'readOnly', 'subPath'])
@@ -212,6 +222,7 @@ function instance(mutate: (spec: Manifest) => void): Manifest {
         { name: 'creds', secret: { secretName: 'db', defaultMode: 0o400, optional: true } },
         { name: 'scratch', emptyDir: { medium: 'Memory', sizeLimit: '16Mi' } },
         { name: 'disk', emptyDir: {} },
+        { name: 'data', persistent: {} },
       ],
       resources: { cpu: '100m', memory: '32Mi', pids: 16 },
     },
@@ -474,14 +485,40 @@ const invalid: Array<{ what: string; manifest: Manifest; field: string; says?: R
   {
     what: 'two volumes with the same name',
     manifest: instance((s) => volumes(s).push({ name: 'config', emptyDir: {} })),
-    field: 'spec.template.volumes[4]',
+    field: 'spec.template.volumes[5]',
     says: /Duplicate value/,
   },
   {
     what: 'a volume of two kinds',
     manifest: instance((s) => (vol(s, 3).secret = { secretName: 'db' })),
     field: 'spec.template.volumes[3]',
-    says: /exactly one of configMap, secret and emptyDir/,
+    says: /exactly one of configMap, secret, emptyDir and persistent/,
+  },
+  {
+    what: 'a persistent volume that is also an emptyDir',
+    manifest: instance((s) => (vol(s, 4).emptyDir = {})),
+    field: 'spec.template.volumes[4]',
+    says: /exactly one of configMap, secret, emptyDir and persistent/,
+  },
+  {
+    what: 'an unknown persistentRetentionPolicy',
+    manifest: instance((s) => (s.persistentRetentionPolicy = { whenScaled: 'Keep' })),
+    field: 'spec.persistentRetentionPolicy.whenScaled',
+    says: /Unsupported value: "Keep"/,
+  },
+  {
+    what: 'whenDeleted Delete with whenScaled Retain',
+    manifest: instance((s) => (s.persistentRetentionPolicy = { whenDeleted: 'Delete' })),
+    field: 'spec.persistentRetentionPolicy',
+    says: /set whenScaled to Delete too/,
+  },
+  {
+    what: "the operator's persistent-data annotation in the template",
+    manifest: instance(
+      (s) => (s.template.metadata = { annotations: { 'orrery.dev/persistent-data': 'Delete' } }),
+    ),
+    field: 'spec.template.metadata.annotations',
+    says: /is the operator's/,
   },
   {
     what: 'a volume name that is not a DNS label',

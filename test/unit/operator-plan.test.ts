@@ -11,6 +11,7 @@ function instance(replicas: number, maxUnavailable = 1, maxSurge = 0): Instance 
       replicas,
       template: { processes: [] } as unknown as Instance['spec']['template'],
       updateStrategy: { maxUnavailable, maxSurge },
+      persistentRetentionPolicy: { whenDeleted: 'Retain', whenScaled: 'Retain' },
     },
   };
 }
