@@ -4,7 +4,7 @@
 // directory and written as an image archive by ociimage (go-containerregistry), which
 // `ctr images import` reads.
 import { execFile } from 'node:child_process';
-import { chmod, copyFile, cp, mkdir, realpath, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readdir, realpath, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { ensureGoBinary } from '../../controlplane/binary.ts';
@@ -68,20 +68,22 @@ export async function buildPauseImage(workDir: string): Promise<string> {
   return out;
 }
 
+/** Where the image's package lives, as `npm install --global` puts it under /usr/local. */
+export const IMAGE_PACKAGE = '/usr/local/lib/node_modules/orrery';
+
 /**
  * The Orrery image, as deploy/Dockerfile builds it: the node binary that runs this process (the
- * pinned Node.js 24) with the libraries it loads, and /opt/orrery with the checkout's source tree,
- * the built native addon and BPF objects, and the production dependencies (`npm ci --omit=dev`,
- * from npm's cache). The Dockerfile's base image is bookworm, as this machine is, so its glibc is
- * the one copied here.
+ * pinned Node.js 24) with the libraries it loads, and the package a user installs — `npm pack` of
+ * the checkout, `npm install --global` into the image's /usr/local (its install script builds the
+ * native addon and the BPF objects; dependencies from npm's cache when it has them). The package
+ * runs its compiled dist/, so no daemon pays for type stripping at each start of a container,
+ * whose compile cache is always empty. The Dockerfile's base image is bookworm, as this machine
+ * is, so its glibc and libbpf are the ones copied here.
  */
 export async function buildOrreryImage(workDir: string, log: (msg: string) => void): Promise<string> {
-  const repo = packagePath('.');
   const rootfs = join(workDir, 'orrery-rootfs');
   await rm(rootfs, { recursive: true, force: true });
-  const app = join(rootfs, 'opt/orrery');
-  await mkdir(app, { recursive: true });
-
+  await mkdir(rootfs, { recursive: true });
   await copyWithLibraries(rootfs, process.execPath, '/usr/local/bin/node');
   for (const dir of ['tmp', 'etc']) await mkdir(join(rootfs, dir), { recursive: true });
   await chmod(join(rootfs, 'tmp'), 0o1777);
@@ -89,44 +91,37 @@ export async function buildOrreryImage(workDir: string, log: (msg: string) => vo
   await writeFile(join(rootfs, 'etc/group'), 'root:x:0:\n');
   await writeFile(join(rootfs, 'etc/nsswitch.conf'), 'passwd: files\ngroup: files\nhosts: files dns\n');
 
-  // The checkout as it is: tracked files and new ones, not what .gitignore names.
-  const { stdout } = await run('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], {
-    cwd: repo,
-    maxBuffer: 64 << 20,
+  log('npm pack and npm install --global into the image');
+  const packDir = join(workDir, 'pack');
+  await mkdir(packDir, { recursive: true });
+  await run('npm', ['pack', '--silent', '--pack-destination', packDir, packagePath('.')], {
+    maxBuffer: 16 << 20,
   });
-  const files = stdout.split('\0').filter((f) => f && !f.startsWith('test/') && !f.startsWith('bench/'));
-  for (const file of files) {
-    const from = join(repo, file);
-    const to = join(app, file);
-    await mkdir(dirname(to), { recursive: true });
-    await cp(from, to, { verbatimSymlinks: true }).catch((err: NodeJS.ErrnoException) => {
-      if (err.code !== 'ENOENT') throw err; // deleted in the working tree, not yet in git
-    });
-  }
-  // What `npm ci` built (the install script): the addon, orrery-init, the BPF objects and loader.
-  for (const built of ['node-runtime/native/build/Release', 'node-runtime/bpf/build']) {
-    await cp(join(repo, built), join(app, built), { recursive: true });
-  }
+  const tarball = (await readdir(packDir)).find((name) => name.endsWith('.tgz'));
+  if (tarball === undefined) throw new Error(`npm pack wrote no tarball into ${packDir}`);
+  await run(
+    'npm',
+    [
+      ...['install', '--global', '--prefix', join(rootfs, 'usr/local'), '--allow-scripts=orrery'],
+      ...['--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error', join(packDir, tarball)],
+    ],
+    { maxBuffer: 16 << 20 },
+  );
+  const installed = join(rootfs, IMAGE_PACKAGE);
   for (const binary of [
+    'node-runtime/native/build/Release/orrery_native.node',
     'node-runtime/native/build/Release/orrery-init',
     'node-runtime/bpf/build/orrery-bpf-load',
   ]) {
-    for (const lib of await sharedLibraries(join(repo, binary))) {
+    for (const lib of await sharedLibraries(join(installed, binary))) {
       await mkdir(dirname(join(rootfs, lib)), { recursive: true });
       await copyFile(await realpath(lib), join(rootfs, lib));
     }
   }
-  log('npm ci --omit=dev for the image (offline, from npm cache)');
-  await run('npm', ['ci', '--omit=dev', '--ignore-scripts', '--offline', '--no-audit', '--no-fund'], {
-    cwd: app,
-    maxBuffer: 16 << 20,
-  });
   const out = join(workDir, 'orrery.tar');
   await writeImage(rootfs, ORRERY_IMAGE, out, [
     '-entrypoint',
-    'node,/opt/orrery/bin/orrery.js',
-    '-workdir',
-    '/opt/orrery',
+    `node,${IMAGE_PACKAGE}/bin/orrery.js`,
     '-env',
     'PATH=/usr/local/bin:/usr/bin:/bin',
   ]);
