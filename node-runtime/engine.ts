@@ -87,6 +87,11 @@ export interface EngineOptions {
    * `<stateDir>/volumes`; the host agent passes its state dir's (disk, not the run dir's tmpfs).
    */
   volumeDir?: string;
+  /**
+   * Where persistent volumes live (their directories outlive the replicas: only removePersistent
+   * removes one). Default `<stateDir>/persistent`; on disk.
+   */
+  persistentDir?: string;
 }
 
 /** The size of a Memory emptyDir without sizeLimit when the replica has no memory limit either. */
@@ -188,6 +193,10 @@ export class Engine extends EventEmitter<RuntimeEvents> {
       options.volumeDir ?? path.join(options.stateDir, 'volumes'),
       { mountTmpfs, unmount },
       options.workloadRoot === undefined ? '/' : path.resolve(options.workloadRoot),
+      {
+        root: options.persistentDir ?? path.join(options.stateDir, 'persistent'),
+        firstHostId: options.userNamespaces?.firstHostId ?? USER_NAMESPACE_FIRST_HOST_ID,
+      },
     );
     this.logs = new LogStore({
       root: options.logDir,
@@ -556,6 +565,20 @@ export class Engine extends EventEmitter<RuntimeEvents> {
     this.volumes.writeFiles(id, v, files, this.#volumeIds(sup.spec, this.#userRangeOf(id)).root);
   }
 
+  /** The keys of the persistent volumes kept on this host (WorkloadSpec persistent volumes). */
+  persistentKeys(): string[] {
+    return this.volumes.persistentKeys();
+  }
+
+  /** Removes a persistent volume's data; refused while a replica that mounts it runs. */
+  removePersistent(key: string): void {
+    for (const sup of this.#replicas.values()) {
+      if (sup.spec.volumes?.some((v) => 'persistent' in v && v.persistent.key === key))
+        throw new Error(`persistent volume ${key} is in use by replica ${sup.spec.id}`);
+    }
+    this.volumes.removePersistent(key);
+  }
+
   #userRangeOf(id: string): UserRange | undefined {
     for (const [slot, owner] of this.#userSlots) {
       if (owner === id)
@@ -587,6 +610,7 @@ export class Engine extends EventEmitter<RuntimeEvents> {
       this.options.logDir,
       this.#claimDir,
       this.volumes.root,
+      this.volumes.persistentRoot,
       ...(this.options.maskPaths ?? []),
     ];
     return [...new Set(paths.map((p) => path.resolve(p)))];

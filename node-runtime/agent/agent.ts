@@ -38,6 +38,7 @@ import { HostAccountReader } from './host-account.ts';
 import { createHttpApi, listen } from './http.ts';
 import { AgentMetrics } from './metrics.ts';
 import type { NormalizedAgentOptions } from './options.ts';
+import { persistentDataOf } from './persistent.ts';
 import { PortAllocator } from './ports.ts';
 import { HostRegistration } from './registration.ts';
 import { ReplicaReconciler, VOLUME_SYNC_MS } from './replicas.ts';
@@ -182,6 +183,7 @@ function assembleParts(a: {
     stopping,
     servicesIn: (namespace) => services.byIndex(BY_NAMESPACE, namespace),
     configObjects,
+    persistentDataChanged: () => registration.writePersistentData(),
   });
   const registration: HostRegistration = new HostRegistration({
     api,
@@ -197,6 +199,7 @@ function assembleParts(a: {
         ? informer.list((r) => !r.metadata.deletionTimestamp).length
         : engine.list().length,
     paused: () => fence.fenced || stopping(),
+    persistentData: () => persistentDataOf(engine.persistentKeys()),
     onRenewFailure: fence.onRenewFailure,
     onLost: fence.onLost,
     onRecovered: fence.onRecovered,

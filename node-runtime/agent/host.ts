@@ -57,6 +57,8 @@ export interface HostStatusInput {
   readySince: string;
   /** Which data path replicas' connects to Service ports take here (agent/fastpath.ts). */
   meshDataPath?: { kernel: boolean; reason?: string };
+  /** The persistent volume data held here (agent/persistent.ts). */
+  persistentData?: NonNullable<HostStatus['persistentData']>;
 }
 
 export function hostStatus(i: HostStatusInput): HostStatus {
@@ -85,6 +87,7 @@ export function hostStatus(i: HostStatusInput): HostStatus {
     kernel: i.facts.kernel,
     cgroup: { mode: i.layout.mode, parent: i.cgroupParent },
     ...(i.meshDataPath ? { meshDataPath: i.meshDataPath } : {}),
+    persistentData: i.persistentData ?? [],
     conditions: [
       {
         type: 'Ready',

@@ -24,6 +24,7 @@ import type { CgroupLayout } from '../cgroups/index.ts';
 import { applyHostStatus, ensureHost, type HostFacts, hostStatus } from './host.ts';
 import type { AgentMetrics } from './metrics.ts';
 import { fenceAfterMs, type NormalizedAgentOptions } from './options.ts';
+import type { PersistentData } from './persistent.ts';
 
 /** Minimum time between two writes of Host.status.replicas. */
 const HOST_COUNT_INTERVAL_MS = 1000;
@@ -39,6 +40,8 @@ export interface HostRegistrationOptions {
   metrics: AgentMetrics;
   /** Replicas bound here and not being deleted. */
   replicaCount: () => number;
+  /** The persistent volume data on this host (Host.status.persistentData). */
+  persistentData: () => PersistentData[];
   /** True while the Host must not be written: fenced (the API is unreachable) or stopping. */
   paused: () => boolean;
   /** Lease events, for the fence policy. */
@@ -66,6 +69,9 @@ export class HostRegistration {
   #lastCount = -1;
   #lastCountWrite = 0;
   #meshDataPath: { kernel: boolean; reason?: string } | undefined;
+  /** Host.status.persistentData as last written (JSON), and the write in flight. */
+  #persistentWritten = '';
+  #persistentWrite: Promise<void> = Promise.resolve();
 
   constructor(options: HostRegistrationOptions) {
     this.#o = options;
@@ -146,7 +152,30 @@ export class HostRegistration {
     if (host.status?.conditions?.find((c) => c.type === 'Ready')?.status !== 'True') {
       this.#readySince = nowSeconds();
     }
-    await applyHostStatus(hosts, this.#me, this.#status());
+    const status = this.#status();
+    await applyHostStatus(hosts, this.#me, status);
+    this.#persistentWritten = JSON.stringify(status.persistentData ?? []);
+  }
+
+  /**
+   * Writes Host.status.persistentData when what is on disk changed, and resolves once the API
+   * has it: a replica's first start awaits it, so the scheduler knows where the data of that
+   * ordinal is before the Replica can be deleted and made again. Writes are chained, one at a time.
+   */
+  writePersistentData(): Promise<void> {
+    const next = this.#persistentWrite.then(async () => {
+      if (this.#o.paused() || this.#stopped.signal.aborted) return;
+      const data = this.#o.persistentData();
+      const json = JSON.stringify(data);
+      if (json === this.#persistentWritten) return;
+      await this.#o.hosts.patchStatus(this.#me, { persistentData: data });
+      this.#persistentWritten = json;
+      this.#o.log.info({ ordinals: data.length }, 'Host.status.persistentData updated');
+    });
+    this.#persistentWrite = next.catch((err: Error) =>
+      this.#o.log.warn({ err: err.message }, 'could not update Host.status.persistentData'),
+    );
+    return next;
   }
 
   /**
@@ -215,6 +244,7 @@ export class HostRegistration {
       ready: { status: 'True', reason: 'RuntimeReady', message: `runtime ${version} is renewing its lease` },
       readySince: this.#readySince,
       ...(this.#meshDataPath ? { meshDataPath: this.#meshDataPath } : {}),
+      persistentData: this.#o.persistentData(),
     });
   }
 

@@ -11,6 +11,7 @@ import type { Replica, ReplicaTemplate, ProcessSpec as TemplateProcess } from '.
 import { InvalidSpecError } from '../invalid-spec.ts';
 import type { ProbeSpec } from '../probes/types.ts';
 import type { EnvVar, Namespace, ProcessSpec, VolumeSpec, WorkloadSpec } from '../supervisor/spec.ts';
+import { persistentKey } from './persistent.ts';
 
 /** `<namespace>.<name>`: unique on the host, a valid file and cgroup name; reversible because namespaces hold no dot. */
 export function replicaId(namespace: string, name: string): string {
@@ -209,6 +210,12 @@ export function buildReplicaSpec(
     { name: 'ORRERY_ADDRESS', value: host.address },
   ];
   const volumes = (t.volumes ?? []).map((v, i): VolumeSpec => {
+    if (v.persistent) {
+      return {
+        name: v.name,
+        persistent: { key: persistentKey(ns, replica.spec.instance, replica.spec.ordinal, v.name) },
+      };
+    }
     if (v.emptyDir) {
       const emptyDir: { medium: 'disk' | 'memory'; sizeLimitBytes?: number } = {
         medium: v.emptyDir.medium === 'Memory' ? 'memory' : 'disk',

@@ -29,6 +29,7 @@ import { type ConfigObjects, resolveEnv, type SkippedKeys, UnresolvedConfigError
 import { type ConfigFiles, hasFileVolumes, resolveVolumeFiles } from './config-volumes.ts';
 import type { FencePolicy } from './fence.ts';
 import type { AgentMetrics } from './metrics.ts';
+import { deletesPersistentData, persistentKeysOf } from './persistent.ts';
 import type { PortAllocator } from './ports.ts';
 import {
   buildReplicaSpec,
@@ -68,6 +69,8 @@ export interface ReplicaReconcilerOptions {
   configObjects: ConfigObjects;
   /** The same reads as file contents, for configMap and secret volumes. */
   configFiles: ConfigFiles;
+  /** Persistent volume data was made or removed: Host.status.persistentData is written (awaited). */
+  persistentDataChanged: () => Promise<void>;
 }
 
 /**
@@ -160,6 +163,7 @@ export class ReplicaReconciler {
         this.statusWriter.request(key);
         await this.stopReplica(id, { removeLogs: true });
       }
+      if (deletesPersistentData(replica)) await this.#removePersistentData(key, replica);
       await removeFinalizer(replicas, replica, RUNTIME_FINALIZER, 8);
       this.#forget(key, id);
       return undefined;
@@ -188,6 +192,23 @@ export class ReplicaReconciler {
     this.statusWriter.request(key);
     return undefined;
   };
+
+  /**
+   * The operator asked for the data of a deleted replica's persistent volumes to go with it
+   * (persistentRetentionPolicy Delete): removed once its processes stopped, before its finalizer.
+   */
+  async #removePersistentData(key: string, replica: Replica): Promise<void> {
+    let keys: string[];
+    try {
+      keys = persistentKeysOf(replica, templateOf(replica));
+    } catch {
+      return; // a hand-written template that never ran: it has no data here
+    }
+    if (keys.length === 0) return;
+    for (const k of keys) this.#o.engine.removePersistent(k);
+    this.#o.log.info({ replica: key, volumes: keys }, 'persistent data removed (retention policy Delete)');
+    await this.#o.persistentDataChanged();
+  }
 
   /** Stops a replica and gives its ports back; `graceSeconds` 0 kills at once (the fence). */
   async stopReplica(id: string, opts: { removeLogs?: boolean; graceSeconds?: number } = {}): Promise<void> {
@@ -433,6 +454,8 @@ export class ReplicaReconciler {
     try {
       await engine.run(spec, { files });
       for (const [volume, f] of files) this.#written.set(`${id}/${volume}`, filesDigest(f));
+      // Its persistent data made here: in the Host's status before the replica counts as started.
+      if (spec.volumes?.some((v) => 'persistent' in v)) await this.#o.persistentDataChanged().catch(() => {});
       const ms = performance.now() - t0;
       metrics.spawnLatency.observe(ms / 1000);
       log.debug({ replica: key, ms: Math.round(ms * 100) / 100 }, 'replica started');

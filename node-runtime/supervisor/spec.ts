@@ -50,11 +50,14 @@ export interface VolumeMount {
 /**
  * A replica's volume (node-runtime/volumes/): `files`, a configMap or secret volume whose files the
  * agent writes (Engine.run's `files`, Engine.writeVolumeFiles), on a tmpfs; or an emptyDir, on disk
- * under the volume root or a tmpfs of its own (`memory`).
+ * under the volume root or a tmpfs of its own (`memory`); or `persistent`, a directory under the
+ * persistent root named by `key` (the agent's `<namespace>/<instance>/<ordinal>/<volume>`), which
+ * outlives the replica: only Engine.removePersistent removes it.
  */
 export type VolumeSpec =
   | { name: string; files: { secret: boolean } }
-  | { name: string; emptyDir: { medium: 'disk' | 'memory'; sizeLimitBytes?: number } };
+  | { name: string; emptyDir: { medium: 'disk' | 'memory'; sizeLimitBytes?: number } }
+  | { name: string; persistent: { key: string } };
 
 export interface WorkloadSpec {
   /** Unique on the host, e.g. `ns.web-0`; names the cgroup, the state file and the log directory. */
@@ -274,6 +277,15 @@ export function validateWorkloadSpec(spec: WorkloadSpec): void {
 
 const VOLUME_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
+/** A persistent volume's key: a relative path that stays below the persistent root. */
+export function isPersistentKey(key: unknown): key is string {
+  return (
+    typeof key === 'string' &&
+    key.length <= 1024 &&
+    key.split('/').every((e) => /^[A-Za-z0-9._-]+$/.test(e) && e !== '.' && e !== '..')
+  );
+}
+
 /** Volume names unique DNS labels; every mount names one, at an absolute clean path, once per process. */
 function validateVolumes(spec: WorkloadSpec): void {
   const volumes = spec.volumes ?? [];
@@ -283,8 +295,14 @@ function validateVolumes(spec: WorkloadSpec): void {
     if (typeof v?.name !== 'string' || !VOLUME_NAME.test(v.name) || names.has(v.name))
       fail(`volumes[${i}].name`, 'a DNS label, unique in the replica', v?.name);
     names.add(v.name);
-    const kinds = ('files' in v ? 1 : 0) + ('emptyDir' in v ? 1 : 0);
-    if (kinds !== 1) fail(`volumes[${i}]`, 'exactly one of files and emptyDir', v);
+    const kinds = ('files' in v ? 1 : 0) + ('emptyDir' in v ? 1 : 0) + ('persistent' in v ? 1 : 0);
+    if (kinds !== 1) fail(`volumes[${i}]`, 'exactly one of files, emptyDir and persistent', v);
+    if ('persistent' in v && !isPersistentKey(v.persistent?.key))
+      fail(
+        `volumes[${i}].persistent.key`,
+        'a relative path of names of [A-Za-z0-9._-], none "." or ".."',
+        v.persistent?.key,
+      );
     if ('emptyDir' in v) {
       const { medium, sizeLimitBytes } = v.emptyDir ?? {};
       if (medium !== 'disk' && medium !== 'memory')

@@ -9,12 +9,24 @@
  *                                 volume, written by atomic-writer.ts
  *   empty/<volume>/               emptyDir: a directory (medium "") or a tmpfs of size sizeLimit
  *                                 (Memory), 0777, owned by the replica's root
+ * <persistent root>/<key>/        persistent: a directory that outlives the replica (the agent's
+ *                                 key is <namespace>/<instance>/<ordinal>/<volume>), 0777, owned
+ *                                 by the replica's root; parents 0700, the runtime's
  * ```
  *
  * Each process attaches its mounts itself at spawn (native binds: a detached mount made by the
  * runtime, attached in the process's own mount namespace), so `<root>` may be closed to it.
  */
-import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  lchownSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import path from 'node:path';
 import type { VolumeSpec, WorkloadSpec } from '../supervisor/spec.ts';
 import { type FileOwner, type VolumeFile, writeAtomic } from './atomic-writer.ts';
@@ -34,20 +46,64 @@ export interface VolumeIds {
   root: FileOwner;
 }
 
+/** The size of a replica's user namespace: persistent data is shifted between such ranges. */
+const ID_RANGE = 65536;
+
+export interface PersistentOptions {
+  /** Where persistent volumes live (on disk). */
+  root: string;
+  /** The first host id of the user namespace ranges (EngineOptions.userNamespaces.firstHostId). */
+  firstHostId: number;
+}
+
 export class VolumeManager {
   readonly #root: string;
   readonly #api: TmpfsApi;
   /** Where mount points are made: the workload root, or the runtime's own `/`. */
   readonly #workloadRoot: string;
+  readonly #persistent: PersistentOptions;
 
-  constructor(root: string, api: TmpfsApi, workloadRoot = '/') {
+  constructor(root: string, api: TmpfsApi, workloadRoot = '/', persistent?: PersistentOptions) {
     this.#root = path.resolve(root);
     this.#api = api;
     this.#workloadRoot = workloadRoot;
+    this.#persistent = persistent
+      ? { ...persistent, root: path.resolve(persistent.root) }
+      : { root: path.join(this.#root, '..', 'persistent'), firstHostId: 2 ** 30 };
   }
 
   get root(): string {
     return this.#root;
+  }
+
+  get persistentRoot(): string {
+    return this.#persistent.root;
+  }
+
+  /** The keys of the persistent volumes on this host: directories `depth` levels below the root. */
+  persistentKeys(depth = 4): string[] {
+    const out: string[] = [];
+    const walk = (dir: string, rel: string[]) => {
+      for (const e of readdirOrEmpty(dir)) {
+        if (!e.isDirectory()) continue;
+        if (rel.length + 1 === depth) out.push([...rel, e.name].join('/'));
+        else walk(path.join(dir, e.name), [...rel, e.name]);
+      }
+    };
+    walk(this.#persistent.root, []);
+    return out.sort();
+  }
+
+  /** Removes a persistent volume's directory, and its parents left empty (not the root). */
+  removePersistent(key: string): void {
+    const dir = path.join(this.#persistent.root, key);
+    if (!dir.startsWith(`${this.#persistent.root}/`))
+      throw new TypeError(`persistent key ${key} leaves the root`);
+    rmSync(dir, { recursive: true, force: true });
+    for (let d = path.dirname(dir); d !== this.#persistent.root; d = path.dirname(d)) {
+      if (readdirOrEmpty(d).length > 0) break;
+      rmSync(d, { recursive: true, force: true });
+    }
   }
 
   dir(id: string): string {
@@ -56,6 +112,7 @@ export class VolumeManager {
 
   /** The directory a volume's mounts attach (the bind source). */
   source(id: string, volume: VolumeSpec): string {
+    if ('persistent' in volume) return path.join(this.#persistent.root, volume.persistent.key);
     return 'files' in volume
       ? path.join(this.dir(id), 'files', volume.name)
       : path.join(this.dir(id), 'empty', volume.name);
@@ -69,6 +126,12 @@ export class VolumeManager {
   prepare(spec: WorkloadSpec, ids: VolumeIds, memoryBytes: number): void {
     const volumes = spec.volumes ?? [];
     if (volumes.length === 0) return;
+    for (const v of volumes)
+      if ('persistent' in v) this.#preparePersistent(this.source(spec.id, v), ids.root);
+    if (volumes.every((v) => 'persistent' in v)) {
+      this.#makeMountPoints(spec);
+      return;
+    }
     mkdirSync(this.#root, { recursive: true, mode: 0o700 });
     const dir = this.dir(spec.id);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -98,12 +161,45 @@ export class VolumeManager {
         chmodSync(target, 0o777);
       }
     }
+    this.#makeMountPoints(spec);
+  }
+
+  #makeMountPoints(spec: WorkloadSpec): void {
     for (const p of spec.processes) {
       for (const m of p.volumeMounts ?? []) {
         const point = path.join(this.#workloadRoot, m.mountPath);
         if (!statSync(point, { throwIfNoEntry: false })) mkdirSync(point, { recursive: true, mode: 0o755 });
       }
     }
+  }
+
+  /**
+   * A persistent volume's directory: made (0777, the replica's root's, as an emptyDir) the first
+   * time, and otherwise handed to this run's ids. A replica gets the lowest free user namespace
+   * range at each start, so an ordinal created again may run under another range than the one
+   * that wrote its data: every entry owned by an id of the old range is shifted into the new one
+   * (as a chown -R of fsGroup or podman's :U would), once per change of range.
+   */
+  #preparePersistent(dir: string, owner: FileOwner): void {
+    const root = this.#persistent.root;
+    mkdirSync(root, { recursive: true, mode: 0o700 });
+    // Parents are the runtime's and closed (0700), as the volume root is.
+    mkdirSync(path.dirname(dir), { recursive: true, mode: 0o700 });
+    const st = statSync(dir, { throwIfNoEntry: false });
+    if (!st) {
+      mkdirSync(dir, { mode: 0o777 });
+      chownSync(dir, owner.uid, owner.gid);
+      chmodSync(dir, 0o777);
+      return;
+    }
+    const from = this.#rangeBase(st.uid);
+    if (from !== owner.uid) shiftIds(dir, from, owner.uid);
+  }
+
+  /** The first id of the user namespace range `uid` belongs to (0: a replica without one). */
+  #rangeBase(uid: number): number {
+    const first = this.#persistent.firstHostId;
+    return uid < first ? 0 : first + Math.floor((uid - first) / ID_RANGE) * ID_RANGE;
   }
 
   /** Writes a new version of a configMap or secret volume's files (atomic-writer.ts). */
@@ -127,6 +223,25 @@ export class VolumeManager {
       this.#api.unmount(path.join(empty, name.name));
     this.#api.unmount(path.join(dir, 'files'));
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Moves every uid and gid in [from, from + ID_RANGE) of the tree at `dir` to the same offset from `to`. */
+function shiftIds(dir: string, from: number, to: number): void {
+  const shift = (id: number) => (id >= from && id < from + ID_RANGE ? id - from + to : id);
+  const stack = [dir];
+  const own = (p: string) => {
+    const st = lstatSync(p, { throwIfNoEntry: false });
+    if (st) lchownSync(p, shift(st.uid), shift(st.gid));
+    return st;
+  };
+  own(dir);
+  while (stack.length > 0) {
+    const d = stack.pop() as string;
+    for (const e of readdirOrEmpty(d)) {
+      const p = path.join(d, e.name);
+      if (own(p)?.isDirectory()) stack.push(p);
+    }
   }
 }
 
