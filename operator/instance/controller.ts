@@ -8,6 +8,7 @@ import {
   INSTANCE_FINALIZER,
   INSTANCE_LABEL,
   ORDINAL_LABEL,
+  PERSISTENT_DATA_ANNOTATION,
   RUNTIME_FINALIZER,
   TEMPLATE_HASH_LABEL,
 } from '../../crds/labels.ts';
@@ -203,6 +204,13 @@ export async function reconcileInstance(
   await forEachLimited(plan.delete, API_CONCURRENCY, async (name) => {
     const replica = replicas.find((r) => r.metadata.name === name);
     try {
+      // Scaled away (not replaced in place by a rollout): its data goes if the policy says so.
+      if (
+        replica &&
+        replica.spec.ordinal >= instance.spec.replicas &&
+        instance.spec.persistentRetentionPolicy.whenScaled === 'Delete'
+      )
+        await markPersistentDataForDeletion(ctx, replica);
       await ctx.clients.replicas.delete(name, {
         namespace,
         preconditions: { uid: replica?.metadata.uid as string },
@@ -231,6 +239,16 @@ async function finalizeInstance(
   replicas: Replica[],
 ): Promise<ReconcileResult> {
   const namespace = instance.metadata.namespace;
+  if (instance.spec.persistentRetentionPolicy?.whenDeleted === 'Delete') {
+    // Those already terminating too (a scale-down just before): the Instance's deletion decides.
+    await forEachLimited(replicas, API_CONCURRENCY, async (replica) => {
+      try {
+        await markPersistentDataForDeletion(ctx, replica);
+      } catch (error) {
+        if (!isNotFound(error)) throw error;
+      }
+    });
+  }
   await forEachLimited(
     replicas.filter((r) => !r.metadata.deletionTimestamp),
     API_CONCURRENCY,
@@ -245,6 +263,20 @@ async function finalizeInstance(
   if (replicas.length > 0) return undefined; // their deletions requeue us
   await removeFinalizer(ctx.clients.instances, instance, INSTANCE_FINALIZER);
   return undefined;
+}
+
+/**
+ * Asks the runtime of a Replica with persistent volumes to remove their data when it finalizes
+ * the Replica's deletion (the annotation must be on the object before its deletion is seen).
+ */
+async function markPersistentDataForDeletion(ctx: OperatorContext, replica: Replica): Promise<void> {
+  if (!(replica.spec.template.volumes ?? []).some((v) => v.persistent)) return;
+  if (replica.metadata.annotations?.[PERSISTENT_DATA_ANNOTATION] === 'Delete') return;
+  await ctx.clients.replicas.mergePatch(
+    replica.metadata.name as string,
+    { metadata: { annotations: { [PERSISTENT_DATA_ANNOTATION]: 'Delete' } } },
+    { namespace: replica.metadata.namespace },
+  );
 }
 
 function conditionsFor(instance: Instance, replicas: Replica[], plan: InstancePlan): ConditionInput[] {

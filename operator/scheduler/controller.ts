@@ -205,7 +205,7 @@ export async function reconcileScheduling(
   const { namespace, name } = splitKey(key);
   const result = decide(ctx, cache, key, replica, isLive);
   if (result.host === undefined) {
-    await markUnschedulable(ctx, replica, result.message);
+    await markUnschedulable(ctx, replica, result.message, result.reason);
     return { requeueAfterMs: 5_000 };
   }
   try {
@@ -232,7 +232,12 @@ export async function reconcileScheduling(
   return undefined;
 }
 
-async function markUnschedulable(ctx: OperatorContext, replica: Replica, message: string): Promise<void> {
+async function markUnschedulable(
+  ctx: OperatorContext,
+  replica: Replica,
+  message: string,
+  reason: string,
+): Promise<void> {
   const previous = replica.status;
   if (previous?.reason === 'Unschedulable' && previous.message === message) return;
   void ctx.recorder.warning(replica, 'FailedScheduling', message);
@@ -246,7 +251,7 @@ async function markUnschedulable(ctx: OperatorContext, replica: Replica, message
         message,
         conditions: setConditions(
           previous?.conditions,
-          [{ type: 'Scheduled', status: 'False', reason: 'Unschedulable', message }],
+          [{ type: 'Scheduled', status: 'False', reason, message }],
           replica.metadata.generation,
         ),
       },

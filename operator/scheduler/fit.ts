@@ -116,7 +116,35 @@ function allocatableOf(host: Host): Allocatable {
   };
 }
 
-export type ScheduleResult = { host: string } | { host?: undefined; message: string };
+export type ScheduleResult =
+  | { host: string }
+  | {
+      host?: undefined;
+      message: string;
+      /** Condition reason: Unschedulable, or PersistentDataHostUnavailable. */
+      reason: 'Unschedulable' | 'PersistentDataHostUnavailable';
+    };
+
+/**
+ * The hosts that hold this replica's ordinal's persistent data (Host.status.persistentData,
+ * written by their runtimes), for a template with persistent volumes: the volume node affinity of
+ * a StatefulSet pod's local PersistentVolume. Empty when none does (a first start, or the host
+ * holding it was deleted: the data went with it).
+ */
+export function dataHostsOf(replica: Replica, hosts: readonly Host[]): string[] {
+  if (!(replica.spec.template.volumes ?? []).some((v) => v.persistent)) return [];
+  const ns = replica.metadata.namespace;
+  const { instance, ordinal } = replica.spec;
+  return hosts
+    .filter((h) =>
+      (h.status?.persistentData ?? []).some(
+        (d) => d.namespace === ns && d.instance === instance && d.ordinal === ordinal,
+      ),
+    )
+    .map((h) => h.metadata.name as string);
+}
+
+const NOT_DATA_HOST = "host(s) didn't hold the replica's persistent data";
 
 /** Why a host was filtered out, or undefined when it fits. */
 function unfitReason(
@@ -153,12 +181,18 @@ export function pickHost(
 ): ScheduleResult {
   const key = instanceKey(replica);
   const reasons = new Map<string, number>();
+  const dataHosts = dataHostsOf(replica, hosts);
+  const dataHostReasons: string[] = [];
   let best: { name: string; score: number[] } | undefined;
   for (const host of hosts) {
     const name = host.metadata.name as string;
     const usage = usageOf(name);
     const requests = requestsOf(replica, defaultsOf(host));
-    const reason = unfitReason(host, replica, requests, usage, isLive);
+    const reason =
+      dataHosts.length > 0 && !dataHosts.includes(name)
+        ? NOT_DATA_HOST
+        : unfitReason(host, replica, requests, usage, isLive);
+    if (reason && dataHosts.includes(name)) dataHostReasons.push(`${name}: ${reason}`);
     if (reason) {
       reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
       continue;
@@ -183,7 +217,17 @@ export function pickHost(
     .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))
     .map(([reason, count]) => `${count} ${reason}`)
     .join(', ');
-  return { message: `0/${hosts.length} hosts are available${detail ? `: ${detail}` : ''}` };
+  const message = `0/${hosts.length} hosts are available${detail ? `: ${detail}` : ''}`;
+  if (dataHosts.length === 0) return { message, reason: 'Unschedulable' };
+  const name = `${replica.spec.instance}-${replica.spec.ordinal}`;
+  const where = dataHosts.join(', ');
+  return {
+    reason: 'PersistentDataHostUnavailable',
+    message:
+      `${message}. The persistent data of ${name} is on host ${where} (${dataHostReasons.join('; ')}): ` +
+      `${name} waits for it there. The data exists on that host only: if the host is lost, the data ` +
+      `is lost with it; deleting Host ${where} lets ${name} start on another host with empty data.`,
+  };
 }
 
 function lexicographicLess(a: number[], b: number[]): boolean {
