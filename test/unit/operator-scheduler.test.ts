@@ -168,3 +168,59 @@ test("a replica without resources counts as the host's default limits", (t) => {
   t.is(usage.of('a').memoryBytes, 16 * 2 ** 20);
   t.is(usage.of('a').pids, 100);
 });
+
+/** db-<ordinal> with a persistent volume, and a host holding the data of the given ordinals of ns/db. */
+function dbReplica(ordinal: number): Replica {
+  const r = replica('db', ordinal);
+  r.spec.template.volumes = [{ name: 'data', persistent: {} }];
+  return r;
+}
+function holding(h: Host, ...ordinals: number[]): Host {
+  h.status = {
+    ...h.status,
+    persistentData: ordinals.map((ordinal) => ({
+      namespace: 'ns',
+      instance: 'db',
+      ordinal,
+      volumes: ['data'],
+    })),
+  };
+  return h;
+}
+
+test('an ordinal with persistent data goes to the host that holds it, whatever the other scores say', (t) => {
+  const usage = usageTable();
+  for (let i = 0; i < 5; i++) usage.bind(replica('other', i), 'b'); // b: the worse fit otherwise
+  const hosts = [host('a'), holding(host('b'), 0), holding(host('c'), 1)];
+  t.deepEqual(pickHost(dbReplica(0), hosts, usage.of), { host: 'b' });
+  t.deepEqual(pickHost(dbReplica(1), hosts, usage.of), { host: 'c' });
+  // An ordinal without data anywhere, or a template without persistent volumes: the usual choice.
+  t.deepEqual(pickHost(dbReplica(2), hosts, usage.of), { host: 'a' });
+  t.deepEqual(pickHost(replica('db', 0), hosts, usage.of), { host: 'a' });
+  // Another namespace's db-0 is another ordinal.
+  const elsewhere = dbReplica(0);
+  elsewhere.metadata.namespace = 'other';
+  t.deepEqual(pickHost(elsewhere, hosts, usage.of), { host: 'a' });
+});
+
+test('when the host of its data cannot take it, the replica waits, told that the data dies with the host', (t) => {
+  const usage = usageTable();
+  for (const [h, why] of [
+    [holding(host('b', { unschedulable: true }), 0), 'host(s) were unschedulable'],
+    [holding(host('b', { ready: false }), 0), 'host(s) were not ready'],
+    [holding(host('b', { replicas: 0 }), 0), 'Too many replicas'],
+  ] as const) {
+    const result = pickHost(dbReplica(0), [host('a'), h], usage.of);
+    t.is(result.host, undefined);
+    if (result.host !== undefined) continue;
+    t.is(result.reason, 'PersistentDataHostUnavailable');
+    t.regex(result.message, /^0\/2 hosts are available: /);
+    t.true(result.message.includes("1 host(s) didn't hold the replica's persistent data"), result.message);
+    t.true(result.message.includes(`The persistent data of db-0 is on host b (b: ${why})`), result.message);
+    t.regex(result.message, /if the host is lost, the data is lost with it; deleting Host b lets db-0 start/);
+  }
+  // The Host deleted (its record gone): db-0 starts elsewhere, empty.
+  t.deepEqual(pickHost(dbReplica(0), [host('a')], usage.of), { host: 'a' });
+  const none = pickHost(replica('x', 0), [host('a', { ready: false })], usage.of);
+  t.is(none.host === undefined ? none.reason : undefined, 'Unschedulable');
+});

@@ -1,17 +1,35 @@
 // The pure logic of issue 19's volumes: the atomic writer's layout (node-runtime/volumes/
 // atomic-writer.ts, on a temp dir), the projection of ConfigMap/Secret keys into files
 // (node-runtime/agent/config-volumes.ts) and the engine's checks of a spec's volumes
-// (node-runtime/supervisor/spec.ts). The kernel's part is in test/integration/config-volumes.test.ts.
-import { lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+// (node-runtime/supervisor/spec.ts); persistent volumes' directories (node-runtime/volumes/manager.ts)
+// and what a host lists of them (node-runtime/agent/persistent.ts). The kernel's part is in test/integration/config-volumes.test.ts.
+import {
+  chownSync,
+  existsSync,
+  lstatSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import type { ReplicaTemplate } from '../../crds/types.ts';
 import { ConfigAccessError, UnresolvedConfigError } from '../../node-runtime/agent/config-env.ts';
 import { type ConfigFiles, resolveVolumeFiles } from '../../node-runtime/agent/config-volumes.ts';
+import { persistentDataOf, persistentKey } from '../../node-runtime/agent/persistent.ts';
 import { InvalidSpecError } from '../../node-runtime/invalid-spec.ts';
-import { validateWorkloadSpec, type WorkloadSpec } from '../../node-runtime/supervisor/spec.ts';
+import {
+  isPersistentKey,
+  validateWorkloadSpec,
+  type WorkloadSpec,
+} from '../../node-runtime/supervisor/spec.ts';
 import { planFiles, type VolumeFile, writeAtomic } from '../../node-runtime/volumes/atomic-writer.ts';
+import { VolumeManager } from '../../node-runtime/volumes/manager.ts';
 
 const file = (p: string, data = p, mode = 0o644): VolumeFile => ({ path: p, data: Buffer.from(data), mode });
 
@@ -173,4 +191,71 @@ test("validateWorkloadSpec: a spec's volumes and mounts are checked, naming the 
     const err = t.throws(() => validateWorkloadSpec(spec(volumes, mounts)), { instanceOf: InvalidSpecError });
     t.regex(err?.message ?? '', field);
   }
+});
+
+test('persistentDataOf: one entry per ordinal, its volumes listed, malformed keys ignored', (t) => {
+  t.deepEqual(
+    persistentDataOf(['b/db/1/data', 'a/db/10/data', 'a/db/2/data', 'a/db/2/wal', 'a/db/x/data', 'a/db/1']),
+    [
+      { namespace: 'a', instance: 'db', ordinal: 2, volumes: ['data', 'wal'] },
+      { namespace: 'a', instance: 'db', ordinal: 10, volumes: ['data'] },
+      { namespace: 'b', instance: 'db', ordinal: 1, volumes: ['data'] },
+    ],
+  );
+  t.is(persistentKey('ns', 'db', 0, 'data'), 'ns/db/0/data');
+  t.true(isPersistentKey('ns/db/0/data'));
+  for (const bad of ['', '/abs', 'a/../b', 'a//b', './a', 'a/b c', 7])
+    t.false(isPersistentKey(bad), String(bad));
+});
+
+test('persistent volumes: made once, kept, ids moved to the range of the next run, removed on demand', (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'orrery-unit-persistent-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const first = 2 ** 30;
+  const noTmpfs = { mountTmpfs: () => t.fail('no tmpfs for persistent volumes'), unmount: () => {} };
+  const volumes = new VolumeManager(path.join(dir, 'volumes'), noTmpfs, path.join(dir, 'root'), {
+    root: path.join(dir, 'persistent'),
+    firstHostId: first,
+  });
+  const key = 'ns/db/0/data';
+  const spec = {
+    id: 'ns.db-0',
+    processes: [{ name: 'main', volumeMounts: [{ name: 'data', mountPath: '/data', readOnly: false }] }],
+    volumes: [{ name: 'data', persistent: { key } }],
+  } as unknown as WorkloadSpec;
+  const ids = (base: number) => ({ process: { uid: base, gid: base }, root: { uid: base, gid: base } });
+  const source = path.join(dir, 'persistent', key);
+  t.is(volumes.source(spec.id, spec.volumes?.[0] as never), source);
+
+  const rangeA = first + 3 * 65536;
+  volumes.prepare(spec, ids(rangeA), 0);
+  let st = statSync(source);
+  t.is(st.mode & 0o777, 0o777);
+  t.is(st.uid, rangeA);
+  t.is(statSync(path.join(dir, 'persistent', 'ns')).mode & 0o777, 0o700, 'parents closed');
+  t.true(existsSync(path.join(dir, 'root', 'data')), 'mount point made');
+  writeFileSync(path.join(source, 'f'), 'x');
+  chownSync(path.join(source, 'f'), rangeA + 1000, rangeA + 1000);
+  writeFileSync(path.join(source, 'foreign'), 'y');
+  chownSync(path.join(source, 'foreign'), 4242, 4242);
+  t.false(existsSync(path.join(dir, 'volumes', spec.id)), 'nothing per replica');
+
+  // The next run of the ordinal under another range: its files follow it.
+  const rangeB = first + 65536;
+  volumes.prepare(spec, ids(rangeB), 0);
+  st = statSync(source);
+  t.is(st.uid, rangeB);
+  t.is(statSync(path.join(source, 'f')).uid, rangeB + 1000);
+  t.is(statSync(path.join(source, 'f')).gid, rangeB + 1000);
+  t.is(statSync(path.join(source, 'foreign')).uid, 4242, 'ids of no replica range are left');
+  t.is(readFileSync(path.join(source, 'f'), 'utf8'), 'x');
+
+  // The replica's volumes removed (its stop): persistent data stays.
+  volumes.remove(spec.id);
+  t.true(existsSync(path.join(source, 'f')));
+  t.deepEqual(volumes.persistentKeys(), [key]);
+  volumes.removePersistent(key);
+  t.false(existsSync(path.join(dir, 'persistent', 'ns')), 'empty parents go too');
+  t.true(existsSync(path.join(dir, 'persistent')));
+  t.deepEqual(volumes.persistentKeys(), []);
 });
