@@ -36,7 +36,7 @@
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { cpus, homedir, loadavg, tmpdir } from 'node:os';
@@ -51,6 +51,14 @@ import { ENDPOINT_SLICES, SERVICES } from '../crds/resources.ts';
 import type { EndpointSlice, ServiceEndpoint } from '../crds/types.ts';
 import { ensureNamespace, KubeApi, type KubeConfig, loadKubeConfig, resourceClient } from '../kube/index.ts';
 import { type MeshProxy, startProxy } from '../mesh/proxy.ts';
+import {
+  BPFFS,
+  fastPathUnavailable,
+  loadSocketLb,
+  SocketLb,
+  unpinSocketLb,
+} from '../node-runtime/bpf/index.ts';
+import { detectCgroupLayout } from '../node-runtime/cgroups/index.ts';
 import { cpuTimes, rssKiB } from './proc.ts';
 import { quantile, summarize } from './stats.ts';
 
@@ -461,14 +469,21 @@ async function wrk(
   procs: Processes,
   url: string,
   seconds: number,
-  opts: { close?: boolean; watch?: number | undefined } = {},
+  opts: { close?: boolean; watch?: number | undefined; cgroupProcs?: string | undefined } = {},
 ): Promise<WrkResult> {
   const args = ['-t1', `-c${WRK_CONNS}`, `-d${seconds}s`, '--timeout', '2s'];
   if (opts.close) args.push('-H', 'Connection: close');
   args.push(url);
   const cpu0 = opts.watch ? cpuSecondsOf(opts.watch) : 0;
   const t0 = performance.now();
-  const r = await procs.run('wrk', args, (seconds + 30) * 1000);
+  // In a cgroup (the kernel path): the shell joins it, then becomes wrk, before any socket exists.
+  const r = opts.cgroupProcs
+    ? await procs.run(
+        '/bin/sh',
+        ['-c', 'echo $$ > "$1" && shift && exec "$@"', 'sh', opts.cgroupProcs, 'wrk', ...args],
+        (seconds + 30) * 1000,
+      )
+    : await procs.run('wrk', args, (seconds + 30) * 1000);
   const wallS = (performance.now() - t0) / 1000;
   const cpuS = opts.watch ? cpuSecondsOf(opts.watch) - cpu0 : undefined;
   const cpuPercent = cpuS === undefined ? undefined : (cpuS / wallS) * 100;
@@ -792,6 +807,49 @@ function gitState(): string {
 
 // --- the bench ---------------------------------------------------------------------------------
 
+type KernelPath = { cgroupProcs: string; parent: string; stop: () => void } | { reason: string };
+
+/**
+ * The kernel fast path as the host agent runs it (node-runtime/bpf/): the programs loaded and
+ * pinned, attached to a cgroup v2 directory of the bench's own, and `vip:port` sent to
+ * 127.0.0.1:`backendPort`; the load generator runs in a cgroup below it. Or why it cannot run.
+ */
+function startKernelPath(vip: string, port: number, backendPort: number): KernelPath {
+  const v2Root = detectCgroupLayout().v2Root;
+  if (v2Root === undefined) return { reason: 'no cgroup v2 tree' };
+  const name = `orrery-bench-mesh-${process.pid}`;
+  const parent = join(v2Root, name);
+  const client = join(parent, 'client');
+  const pinDir = join(BPFFS, name);
+  mkdirSync(client, { recursive: true });
+  const removeCgroups = () => {
+    for (const dir of [client, parent]) {
+      try {
+        rmdirSync(dir);
+      } catch {}
+    }
+  };
+  const reason = fastPathUnavailable(parent);
+  if (reason !== undefined) {
+    removeCgroups();
+    return { reason };
+  }
+  loadSocketLb(pinDir);
+  const lb = new SocketLb(pinDir);
+  lb.attach(parent);
+  lb.setService(vip, port, [{ address: '127.0.0.1', port: backendPort, weight: 1 }]);
+  return {
+    cgroupProcs: join(client, 'cgroup.procs'),
+    parent,
+    stop: () => {
+      lb.detach(parent);
+      lb.close();
+      unpinSocketLb(pinDir);
+      removeCgroups();
+    },
+  };
+}
+
 interface Target {
   name: string;
   host: string;
@@ -799,6 +857,8 @@ interface Target {
   /** The proxy's pid, for its CPU and RSS. */
   watch?: number | undefined;
   served: Served;
+  /** A cgroup's `cgroup.procs` the load generator joins before exec (the kernel path's client). */
+  cgroupProcs?: string;
 }
 
 export default async function meshBench(): Promise<{ title: string; markdown: string }> {
@@ -815,6 +875,7 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   let plane: ControlPlane | undefined;
+  let kernel: KernelPath | undefined;
   let proxyProc: Proc | undefined;
   let api: KubeApi | undefined;
   const inProcess: { proxy?: MeshProxy } = {};
@@ -987,16 +1048,35 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
       watch: proxy.pid,
       served: { served: true },
     };
+    // The kernel fast path (issue 13): wrk in a cgroup below one the BPF programs are attached to,
+    // connecting to the tcp Service's VIP:port, which connect4 rewrites to nginx: nothing between.
+    kernel = startKernelPath(services.tcp.vip, services.tcp.port, main.port);
+    const kernelTcp: Target = {
+      name: 'kernel path (BPF connect4), tcp port',
+      host: services.tcp.vip,
+      port: services.tcp.port,
+      served: 'reason' in kernel ? { served: false, reason: kernel.reason } : { served: true },
+      ...('reason' in kernel ? {} : { cgroupProcs: kernel.cgroupProcs }),
+    };
+    progress(
+      'reason' in kernel
+        ? `kernel path not measured: ${kernel.reason}`
+        : `kernel path: attached to ${kernel.parent}`,
+    );
     const urlOf = (t: Target) => `http://${t.host}:${t.port}/`;
 
     // 1 and 3: closed loop, interleaved rounds.
     const closedLoop = async (targets: Target[], close: boolean) => {
       const live = targets.filter((t) => t.served.served);
-      for (const t of live) await wrk(procs, urlOf(t), 1, { close }); // warm-up
+      for (const t of live) await wrk(procs, urlOf(t), 1, { close, cgroupProcs: t.cgroupProcs }); // warm-up
       const out = new Map<Target, WrkResult[]>(live.map((t) => [t, []]));
       for (let round = 0; round < ROUNDS; round++) {
         for (const t of live) {
-          const r = await wrk(procs, urlOf(t), WRK_SECONDS, { close, watch: t.watch });
+          const r = await wrk(procs, urlOf(t), WRK_SECONDS, {
+            close,
+            watch: t.watch,
+            cgroupProcs: t.cgroupProcs,
+          });
           progress(
             `wrk${close ? ' (Connection: close)' : ''} ${t.name}: ${r.rps.toFixed(0)} req/s${r.errors ? `, errors ${r.errorText}` : ''}`,
           );
@@ -1029,8 +1109,8 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
     );
 
     progress('TCP: keep-alive and new connections');
-    const tcpThroughput = await closedLoop([direct, haTcp, orTcp], false);
-    const tcpConnects = await closedLoop([direct, haTcp, orTcp], true);
+    const tcpThroughput = await closedLoop([direct, haTcp, orTcp, kernelTcp], false);
+    const tcpConnects = await closedLoop([direct, haTcp, orTcp, kernelTcp], true);
 
     progress(`one of three backends SIGKILLed under load, ${KILL_TRIALS} times`);
     const haThree: Target = {
@@ -1158,6 +1238,17 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
         : `| added latency at ${RATE.toLocaleString('en')} req/s, open loop (http port) | not served by this build | ${d ? `direct ${f3(d.latencyMs.p50)} / ${f3(d.latencyMs.p99)} ms` : ''} | p50 ≤ 0.15 ms, p99 ≤ 1 ms over direct | not measured |`,
       `| TCP throughput, keep-alive through the tcp port | ${kRps(orTcpRps)} req/s, ${f2(ratio(orTcpRps, haTcpRps))}× HAProxy | HAProxy \`mode tcp\` ${kRps(haTcpRps)}, direct ${kRps(tput(tcpThroughput, direct))} | ≥ 0.7× HAProxy | ${verdict(orTcpRps / haTcpRps >= 0.7)} |`,
       `| TCP new connections per second (Connection: close) | ${kRps(orConnRps)}/s, ${f2(ratio(orConnRps, haConnRps))}× HAProxy | HAProxy \`mode tcp\` ${kRps(haConnRps)}, direct ${kRps(tput(tcpConnects, direct))} | ≥ 0.7× HAProxy | ${verdict(orConnRps / haConnRps >= 0.7)} |`,
+      ...[
+        ['TCP throughput, keep-alive through the kernel path', tcpThroughput, 'req/s'],
+        ['TCP new connections per second through the kernel path (Connection: close)', tcpConnects, '/s'],
+      ].map(([what, m, unit]) => {
+        const map = m as Map<Target, WrkResult[]>;
+        if (!kernelTcp.served.served)
+          return `| ${what} | ${notServed(kernelTcp)} | | ≥ 0.97× direct | not measured |`;
+        const k = tput(map, kernelTcp);
+        const dd = tput(map, direct);
+        return `| ${what} | ${kRps(k)} ${unit}, ${f2(ratio(k, dd))}× direct | direct ${kRps(dd)} | ≥ 0.97× direct | ${verdict(k / dd >= 0.97)} |`;
+      }),
       orKill && orKill.results.length > 0
         ? `| one of three backends SIGKILLed at ${RATE.toLocaleString('en')} req/s (http port) | ${killText(orKill)} | HAProxy ${killText(haKill)} | 0 | ${verdict(killErrors(orKill) === 0)} |`
         : `| one of three backends SIGKILLed at ${RATE.toLocaleString('en')} req/s (http port) | not served by this build | HAProxy ${killText(haKill)} | 0 | not measured |`,
@@ -1210,11 +1301,11 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
       '',
       '| path | keep-alive req/s | rounds | proxy CPU | proxy CPU per request | vs HAProxy | errors |',
       '|---|---:|---:|---:|---:|---:|---|',
-      ...throughputRows(tcpThroughput, [direct, haTcp, orTcp], haTcp),
+      ...throughputRows(tcpThroughput, [direct, haTcp, orTcp, kernelTcp], haTcp),
       '',
       '| path | new connections/s | rounds | proxy CPU | proxy CPU per connection | vs HAProxy | errors |',
       '|---|---:|---:|---:|---:|---:|---|',
-      ...throughputRows(tcpConnects, [direct, haTcp, orTcp], haTcp),
+      ...throughputRows(tcpConnects, [direct, haTcp, orTcp, kernelTcp], haTcp),
       '',
       `One of three nginx backends SIGKILLed (its process group) ${KILL_AFTER_S} s into a ${KILL_RUN_SECONDS} s open-loop run at ${RATE.toLocaleString('en')} req/s, ${KILL_TRIALS} times: each kill in a run of its own, a different backend each time (started again after the run), and for the orrery proxy a Service of its own each time (a fresh pool and outlier detector), with the spec's defaults (retries: 2 on connect-failure and reset; outlier detection: 5 consecutive errors, 10 s sweep). Errors per kill in brackets; p99 / max of the worst run; error times from the start of the measured part:`,
       '',
@@ -1245,6 +1336,7 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
       await Promise.race([proxyProc.exited, sleep(10_000)]);
     }
     await procs.stopAll();
+    if (kernel && !('reason' in kernel)) kernel.stop();
     api?.close();
     await plane?.stop();
     rmSync(root, { recursive: true, force: true });
