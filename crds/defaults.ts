@@ -17,15 +17,6 @@ export const replicaTemplateDefaults: DefaultsSchema = {
               }
             }
           },
-          "volumeMounts": {
-            "items": {
-              "properties": {
-                "readOnly": {
-                  "default": false
-                }
-              }
-            }
-          },
           "ports": {
             "items": {
               "properties": {
@@ -116,6 +107,13 @@ export const replicaTemplateDefaults: DefaultsSchema = {
           "emptyDir": {
             "properties": {
               "medium": {
+                "default": ""
+              }
+            }
+          },
+          "hostPath": {
+            "properties": {
+              "type": {
                 "default": ""
               }
             }

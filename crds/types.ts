@@ -259,7 +259,7 @@ export interface ReplicaTemplate {
         ProcessSpec
       ];
   /**
-   * Volumes the processes can mount (processes[].volumeMounts), as a Pod's: configMap and secret put an object's keys as files on a tmpfs of the replica's own (never on disk), updated in place within a few seconds of a change of the object (an atomic swap, as the kubelet's); emptyDir is scratch space for the replica, kept across process restarts and runtime restarts and removed with the replica; persistent is data of the replica's ordinal on its host, kept across re-creations too (a StatefulSet's volumeClaimTemplates).
+   * Volumes the processes can mount (processes[].volumeMounts), as a Pod's: configMap and secret put an object's keys as files on a tmpfs of the replica's own (never on disk), updated in place within a few seconds of a change of the object (an atomic swap, as the kubelet's); emptyDir is scratch space for the replica, kept across process restarts and runtime restarts and removed with the replica; persistent is data of the replica's ordinal on its host, kept across re-creations too (a StatefulSet's volumeClaimTemplates); hostPath is a path of the host's own, only where the cluster's policy allows it.
    *
    * @maxItems 32
    */
@@ -357,6 +357,19 @@ export interface ReplicaTemplate {
      * A directory of the replica's ordinal on its host, as a StatefulSet's volumeClaimTemplates give db-0 its claim data-db-0: made empty the first time <instance>-<ordinal> starts on a host, on the host's disk under the runtime's state dir (persistent/<namespace>/<instance>/<ordinal>/<volume>, 0777, owned by the replica's root), and kept across process restarts, re-creations of the Replica (rollouts included) and runtime restarts. The host lists what it holds in its status.persistentData, and the scheduler places the ordinal back on that host while the Host exists; when it cannot (host not ready, cordoned, full), the replica stays Pending with condition Scheduled=False, reason PersistentDataHostUnavailable. The data lives on that one host only: if the host is lost, the data is lost with it (deleting its Host lets the ordinal start elsewhere, empty). On scale-down and Instance deletion it is kept or removed as spec.persistentRetentionPolicy says; kept data is used again when the ordinal comes back. No size limit. Write {}.
      */
     persistent?: {};
+    /**
+     * A file or directory of the host (the node's filesystem, under the runtime's --workload-root when it has one), bind-mounted at the mounts' mountPath: read-only, nosuid and nodev, unless a mount says readOnly false. Only the mount at that path, not the mounts below it (no recursive bind). Refused by the API server unless the Instance's namespace allows the path: a cluster admin lists allowed path prefixes in the namespace's annotations orrery.dev/host-paths (read-only) and orrery.dev/writable-host-paths (also writable), comma-separated (deploy/policy-workloads.yaml, installed by orrery up too). The processes reach it with their own ids: without hostUsers, root in the replica is an unprivileged host id, so host files read as owned by nobody and only world-writable ones can be written.
+     */
+    hostPath?: {
+      /**
+       * Absolute path on the host: '/' and elements that are not empty, '.' or '..', no trailing '/', not / itself. The runtime resolves it without following symbolic links (a path through one is refused, so the prefix the policy allowed is the path mounted).
+       */
+      path: string;
+      /**
+       * What the path must be, checked by the runtime before the replica starts (the replica stays un-started with reason HostPathUnavailable, retried, until it holds): "" (the default) anything that exists; Directory an existing directory; DirectoryOrCreate a directory, made (0755, host root's, with its parents) when missing; File an existing regular file (the mountPath is then a file, made empty when missing).
+       */
+      type: '' | 'Directory' | 'DirectoryOrCreate' | 'File';
+    };
   }[];
   /**
    * How the processes of a replica are restarted together (Erlang/OTP supervisor semantics).
@@ -594,9 +607,9 @@ export interface ProcessSpec {
      */
     mountPath: string;
     /**
-     * Mount read-only. configMap and secret volumes are read-only whatever this says (as a Pod's are); an emptyDir is writable unless this is true.
+     * Mount read-only. configMap and secret volumes are read-only whatever this says (as a Pod's are); emptyDir and persistent volumes are writable unless this is true; a hostPath volume is read-only unless this is false (written out), and a writable host path needs the namespace's orrery.dev/writable-host-paths allowance (deploy/policy-workloads.yaml).
      */
-    readOnly: boolean;
+    readOnly?: boolean;
     /**
      * Not supported (rejected); it is here to say so rather than be dropped silently.
      */

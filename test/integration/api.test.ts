@@ -146,6 +146,18 @@ test('kubectl explain teaches the API from the schema descriptions', async (t) =
     t.regex(retention, new RegExp(`^\\s+${field}\\s`, 'm'), `explain lists ${field}`);
   t.regex(ok(['explain', 'instance.spec.persistentRetentionPolicy.whenScaled']), /Retain/);
   t.regex(ok(['explain', 'host.status.persistentData', '--recursive']), /^\s+ordinal\s/m);
+  // hostPath (issue 19, part 5).
+  t.regex(vols, /^\s+hostPath\s/m, 'explain volumes --recursive lists hostPath');
+  const hostPath = ok(['explain', 'instance.spec.template.volumes.hostPath', '--recursive']);
+  for (const field of ['path', 'type'])
+    t.regex(hostPath, new RegExp(`^\\s+${field}\\s`, 'm'), `explain hostPath lists ${field}`);
+  t.regex(ok(['explain', 'instance.spec.template.volumes.hostPath']), /orrery\.dev\/host-paths/);
+  t.regex(ok(['explain', 'instance.spec.template.volumes.hostPath.path']), /symbolic\s+links/);
+  t.regex(ok(['explain', 'instance.spec.template.volumes.hostPath.type']), /DirectoryOrCreate/);
+  t.regex(
+    ok(['explain', 'instance.spec.template.processes.volumeMounts.readOnly']),
+    /hostPath\s+volume\s+is\s+read-only\s+unless\s+this\s+is\s+false/,
+  );
   t.regex(ok(['explain', 'instance.spec.template.volumes.secret']), /never written to disk/);
   const mounts = ok(['explain', 'instance.spec.template.processes.volumeMounts', '--recursive']);
   for (const field of ['name', 'mountPath', 'readOnly', 'subPath'])
@@ -492,13 +504,53 @@ const invalid: Array<{ what: string; manifest: Manifest; field: string; says?: R
     what: 'a volume of two kinds',
     manifest: instance((s) => (vol(s, 3).secret = { secretName: 'db' })),
     field: 'spec.template.volumes[3]',
-    says: /exactly one of configMap, secret, emptyDir and persistent/,
+    says: /exactly one of configMap, secret, emptyDir, persistent and hostPath/,
   },
   {
     what: 'a persistent volume that is also an emptyDir',
     manifest: instance((s) => (vol(s, 4).emptyDir = {})),
     field: 'spec.template.volumes[4]',
-    says: /exactly one of configMap, secret, emptyDir and persistent/,
+    says: /exactly one of configMap, secret, emptyDir, persistent and hostPath/,
+  },
+  {
+    what: 'a hostPath volume that is also an emptyDir',
+    manifest: instance((s) =>
+      volumes(s).push({ name: 'host', hostPath: { path: '/var/log' }, emptyDir: {} }),
+    ),
+    field: 'spec.template.volumes[5]',
+    says: /exactly one of configMap, secret, emptyDir, persistent and hostPath/,
+  },
+  {
+    what: 'a hostPath without a path',
+    manifest: instance((s) => volumes(s).push({ name: 'host', hostPath: {} })),
+    field: 'spec.template.volumes[5].hostPath.path',
+    says: /Required value/,
+  },
+  {
+    what: 'a relative hostPath path',
+    manifest: instance((s) => volumes(s).push({ name: 'host', hostPath: { path: 'var/log' } })),
+    field: 'spec.template.volumes[5].hostPath.path',
+    says: /should match/,
+  },
+  {
+    what: 'a hostPath path with a .. element',
+    manifest: instance((s) => volumes(s).push({ name: 'host', hostPath: { path: '/var/log/../../etc' } })),
+    field: 'spec.template.volumes[5].hostPath.path',
+    says: /should match/,
+  },
+  {
+    what: 'a hostPath path of /',
+    manifest: instance((s) => volumes(s).push({ name: 'host', hostPath: { path: '/' } })),
+    field: 'spec.template.volumes[5].hostPath.path',
+    says: /should be at least 2 chars long|should match/,
+  },
+  {
+    what: 'a hostPath type that is not checked (Socket)',
+    manifest: instance((s) =>
+      volumes(s).push({ name: 'host', hostPath: { path: '/run/x.sock', type: 'Socket' } }),
+    ),
+    field: 'spec.template.volumes[5].hostPath.type',
+    says: /Unsupported value: "Socket"/,
   },
   {
     what: 'an unknown persistentRetentionPolicy',
