@@ -4,7 +4,8 @@
 // it; here there are no pods, so each host has a Node object, which exists only to anchor its
 // token (TokenRequest bound to the Node: the API server puts the node's name and uid in the
 // token and stops accepting it once that Node is gone). The RBAC and the admission policy that
-// read it are deploy/rbac.yaml's own, installed as they are: a host's agent can write only its
+// read it are deploy/rbac.yaml's own, installed as they are (and deploy/policy-workloads.yaml's
+// policies on workloads, so `up` refuses by default what a cluster does): a host's agent can write only its
 // Host, its Lease and the status and finalizers of the Replicas bound to it. `up`'s mesh proxy
 // runs as deploy/'s orrery-proxy account too (a token that names no node: its Lease must be
 // proxy-*), which reads Services and EndpointSlices and writes nothing else; the operator as
@@ -88,18 +89,32 @@ export function runtimeAccessObjects(): KubeObject[] {
   return accessObjects(RUNTIME_ACCOUNT);
 }
 
-/** Applies the runtimes', the mesh proxy's and the operator's accounts, RBAC and admission policies (server-side apply, as admin). */
+/**
+ * deploy/policy-workloads.yaml's admission policies, all of them: what a cluster refuses to
+ * workloads by default (host users, host paths) is refused under `orrery up` too.
+ */
+export function workloadPolicyObjects(): KubeObject[] {
+  const text = readFileSync(packagePath('deploy', 'policy-workloads.yaml'), 'utf8');
+  return parseAllDocuments(text)
+    .map((d) => d.toJS() as KubeObject)
+    .filter((o) => o?.kind !== undefined);
+}
+
+/**
+ * Applies the runtimes', the mesh proxy's and the operator's accounts, RBAC and admission
+ * policies, and the workload policies (server-side apply, as admin).
+ */
 export async function installAccess(api: KubeApi): Promise<void> {
   await ensureNamespace(api, SYSTEM_NAMESPACE, FIELD_MANAGER);
   for (const object of [
     ...runtimeAccessObjects(),
     ...accessObjects(PROXY_ACCOUNT),
     ...accessObjects(OPERATOR_ACCOUNT),
+    ...workloadPolicyObjects(),
   ]) {
     const kind = object.kind ?? '';
     const descriptor = KINDS[kind];
-    if (!descriptor)
-      throw new Error(`deploy/rbac.yaml: ${kind} ${object.metadata?.name} is not a kind up installs`);
+    if (!descriptor) throw new Error(`deploy/: ${kind} ${object.metadata?.name} is not a kind up installs`);
     const namespace = descriptor.namespaced ? SYSTEM_NAMESPACE : undefined;
     await resourceClient(api, descriptor, FIELD_MANAGER).apply(
       { ...object, metadata: { ...object.metadata, ...(namespace ? { namespace } : {}) } },
