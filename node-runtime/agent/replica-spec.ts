@@ -178,10 +178,12 @@ export function buildReplicaSpec(
     const liveness = probe(p.livenessProbe, ports, `${where}.livenessProbe`, probeHost);
     if (liveness) out.livenessProbe = liveness;
     if (p.volumeMounts?.length) {
+      // Unset readOnly: writable, but for a host path (read-only unless the mount says false).
+      const hostPaths = new Set((t.volumes ?? []).filter((v) => v.hostPath).map((v) => v.name));
       out.volumeMounts = p.volumeMounts.map((m) => ({
         name: m.name,
         mountPath: m.mountPath,
-        readOnly: m.readOnly ?? false,
+        readOnly: m.readOnly ?? hostPaths.has(m.name),
       }));
     }
     return out;
@@ -210,6 +212,7 @@ export function buildReplicaSpec(
     { name: 'ORRERY_ADDRESS', value: host.address },
   ];
   const volumes = (t.volumes ?? []).map((v, i): VolumeSpec => {
+    if (v.hostPath) return { name: v.name, hostPath: { path: v.hostPath.path, type: v.hostPath.type ?? '' } };
     if (v.persistent) {
       return {
         name: v.name,

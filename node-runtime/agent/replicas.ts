@@ -25,6 +25,7 @@ import type { Engine } from '../engine.ts';
 import { InvalidSpecError } from '../invalid-spec.ts';
 import type { EngineEvent } from '../supervisor/spec.ts';
 import type { VolumeFile } from '../volumes/atomic-writer.ts';
+import { HostPathError } from '../volumes/host-path.ts';
 import { type ConfigObjects, resolveEnv, type SkippedKeys, UnresolvedConfigError } from './config-env.ts';
 import { type ConfigFiles, hasFileVolumes, resolveVolumeFiles } from './config-volumes.ts';
 import type { FencePolicy } from './fence.ts';
@@ -466,6 +467,16 @@ export class ReplicaReconciler {
       }
     } catch (err) {
       releaseAll();
+      if (err instanceof HostPathError) {
+        // As the kubelet retries a failed hostPath mount: Pending, the reason named, checked again.
+        if (this.#failures.get(id)?.message !== err.message)
+          log.info(
+            { replica: key, reason: err.reason, detail: err.message },
+            'replica waits for its host path',
+          );
+        this.#failures.set(id, { reason: err.reason, message: err.message, waiting: true });
+        return { requeueAfterMs: CONFIG_RECHECK_MS };
+      }
       const e = err as Error & { code?: string };
       const reason =
         e.code === 'ENOENT' || e.code === 'EACCES'

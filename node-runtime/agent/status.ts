@@ -94,7 +94,8 @@ function configCondition(
   rs: WorkloadStatus | undefined,
   failure: RunFailure | undefined,
 ): ConditionInput | undefined {
-  if (failure?.waiting) {
+  // A host path the replica waits for is no configuration of the API's: phase and reason say it.
+  if (failure?.waiting && failure.reason !== 'HostPathUnavailable') {
     return { type: 'ConfigResolved', status: 'False', reason: failure.reason, message: failure.message };
   }
   if (rs && hasConfigReferences(replica.spec.template)) {

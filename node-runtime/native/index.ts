@@ -38,7 +38,12 @@ export interface SpawnRequest {
   // With 'mount': volumes, each source directory (a runtime path) attached at target (a path inside
   // the root), nosuid and nodev, read-only when asked; after /proc and before maskPaths. The
   // parent makes each a detached mount (open_tree), so the child need not reach the source.
-  binds?: { source: string; target: string; readOnly: boolean }[];
+  /**
+   * Volumes: `source` attached at `target` (a path inside `root` of the request). With `root`,
+   * `source` is resolved below that directory (openat2 RESOLVE_IN_ROOT) and through no symbolic
+   * link (RESOLVE_NO_SYMLINKS: ELOOP), as a hostPath volume must be.
+   */
+  binds?: { source: string; target: string; readOnly: boolean; root?: string }[];
   exitStatusFile?: string; // where orrery-init records the workload's real exit (README.md)
   // Join these namespaces of a running process instead of creating any (an exec probe entering
   // its replica, like `nsenter -t PID -i -u -n -p -m`). A process cannot enter a pid namespace
@@ -238,6 +243,7 @@ function normalize(req: SpawnRequest): Record<string, unknown> {
   binds.forEach((b, i) => {
     expectAbsolute(`binds[${i}].source`, b?.source);
     expectAbsolute(`binds[${i}].target`, b?.target);
+    if (b.root !== undefined) expectAbsolute(`binds[${i}].root`, b.root);
   });
   if (binds.length > 0 && !namespaces.includes('mount'))
     throw new TypeError(
@@ -273,6 +279,7 @@ function normalize(req: SpawnRequest): Record<string, unknown> {
     bindSources: binds.map((b) => b.source),
     bindTargets: binds.map((b) => b.target),
     bindModes: binds.map((b) => (b.readOnly ? 'ro' : 'rw')),
+    bindRoots: binds.map((b) => b.root ?? ''),
     root: req.root,
     logFile: expectAbsolute('logFile', req.logFile),
     uid: expectId('uid', req.uid),

@@ -423,12 +423,16 @@ export class ReplicaSupervisor {
       };
       if (p.volumeMounts?.length && this.#deps.volumeSource) {
         const source = this.#deps.volumeSource;
-        const secretish = new Set((this.spec.volumes ?? []).filter((v) => 'files' in v).map((v) => v.name));
-        // configMap and secret volumes are read-only whatever the mount says, as a Pod's are.
+        const volumes = this.spec.volumes ?? [];
+        const secretish = new Set(volumes.filter((v) => 'files' in v).map((v) => v.name));
+        const hostPaths = new Set(volumes.filter((v) => 'hostPath' in v).map((v) => v.name));
+        // configMap and secret volumes are read-only whatever the mount says, as a Pod's are. A
+        // host path is resolved below the node's root, never through a symbolic link.
         req.binds = p.volumeMounts.map((m) => ({
           source: source(this.spec, m.name),
           target: m.mountPath,
           readOnly: m.readOnly || secretish.has(m.name),
+          ...(hostPaths.has(m.name) ? { root: this.#deps.root ?? '/' } : {}),
         }));
       }
       if (root !== undefined) req.root = root;

@@ -57,7 +57,21 @@ export interface VolumeMount {
 export type VolumeSpec =
   | { name: string; files: { secret: boolean } }
   | { name: string; emptyDir: { medium: 'disk' | 'memory'; sizeLimitBytes?: number } }
-  | { name: string; persistent: { key: string } };
+  | { name: string; persistent: { key: string } }
+  | { name: string; hostPath: HostPathSpec };
+
+/**
+ * A path of the host (below the engine's workload root when it has one), checked as `type` says
+ * and bind-mounted without following symbolic links (DESIGN §5.1 "Volumes").
+ */
+export interface HostPathSpec {
+  path: string;
+  type: HostPathType;
+}
+
+/** Kubernetes' names: "" anything that exists; DirectoryOrCreate makes a missing directory. */
+export type HostPathType = '' | 'Directory' | 'DirectoryOrCreate' | 'File';
+const HOST_PATH_TYPES: readonly string[] = ['', 'Directory', 'DirectoryOrCreate', 'File'];
 
 export interface WorkloadSpec {
   /** Unique on the host, e.g. `ns.web-0`; names the cgroup, the state file and the log directory. */
@@ -295,8 +309,28 @@ function validateVolumes(spec: WorkloadSpec): void {
     if (typeof v?.name !== 'string' || !VOLUME_NAME.test(v.name) || names.has(v.name))
       fail(`volumes[${i}].name`, 'a DNS label, unique in the replica', v?.name);
     names.add(v.name);
-    const kinds = ('files' in v ? 1 : 0) + ('emptyDir' in v ? 1 : 0) + ('persistent' in v ? 1 : 0);
-    if (kinds !== 1) fail(`volumes[${i}]`, 'exactly one of files, emptyDir and persistent', v);
+    const kinds =
+      ('files' in v ? 1 : 0) +
+      ('emptyDir' in v ? 1 : 0) +
+      ('persistent' in v ? 1 : 0) +
+      ('hostPath' in v ? 1 : 0);
+    if (kinds !== 1) fail(`volumes[${i}]`, 'exactly one of files, emptyDir, persistent and hostPath', v);
+    if ('hostPath' in v) {
+      const { path, type } = v.hostPath ?? {};
+      if (
+        typeof path !== 'string' ||
+        !/^(\/[^/]+)+$/.test(path) ||
+        path.length > 1024 ||
+        path.split('/').some((e) => e === '.' || e === '..')
+      )
+        fail(`volumes[${i}].hostPath.path`, "an absolute clean path other than '/'", path);
+      if (!HOST_PATH_TYPES.includes(type as string))
+        fail(
+          `volumes[${i}].hostPath.type`,
+          `one of ${HOST_PATH_TYPES.map((x) => JSON.stringify(x)).join(', ')}`,
+          type,
+        );
+    }
     if ('persistent' in v && !isPersistentKey(v.persistent?.key))
       fail(
         `volumes[${i}].persistent.key`,

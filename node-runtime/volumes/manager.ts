@@ -12,6 +12,7 @@
  * <persistent root>/<key>/        persistent: a directory that outlives the replica (the agent's
  *                                 key is <namespace>/<instance>/<ordinal>/<volume>), 0777, owned
  *                                 by the replica's root; parents 0700, the runtime's
+ * <workload root>/<path>          hostPath: the node's own, checked (host-path.ts), never removed
  * ```
  *
  * Each process attaches its mounts itself at spawn (native binds: a detached mount made by the
@@ -20,9 +21,11 @@
 import {
   chmodSync,
   chownSync,
+  closeSync,
   lchownSync,
   lstatSync,
   mkdirSync,
+  openSync,
   readdirSync,
   rmSync,
   statSync,
@@ -30,6 +33,7 @@ import {
 import path from 'node:path';
 import type { VolumeSpec, WorkloadSpec } from '../supervisor/spec.ts';
 import { type FileOwner, type VolumeFile, writeAtomic } from './atomic-writer.ts';
+import { prepareHostPath } from './host-path.ts';
 
 export interface TmpfsApi {
   mountTmpfs(target: string, options: string): void;
@@ -110,8 +114,12 @@ export class VolumeManager {
     return path.join(this.#root, id);
   }
 
-  /** The directory a volume's mounts attach (the bind source). */
+  /**
+   * The directory a volume's mounts attach (the bind source). A hostPath's is its path on the
+   * node, to be resolved below the workload root (SpawnRequest.binds[].root).
+   */
   source(id: string, volume: VolumeSpec): string {
+    if ('hostPath' in volume) return volume.hostPath.path;
     if ('persistent' in volume) return path.join(this.#persistent.root, volume.persistent.key);
     return 'files' in volume
       ? path.join(this.dir(id), 'files', volume.name)
@@ -126,27 +134,33 @@ export class VolumeManager {
   prepare(spec: WorkloadSpec, ids: VolumeIds, memoryBytes: number): void {
     const volumes = spec.volumes ?? [];
     if (volumes.length === 0) return;
+    // Volumes that are files (a hostPath to a regular file): their mount points are files too.
+    const files = new Set<string>();
+    for (const v of volumes) {
+      if ('hostPath' in v && prepareHostPath(this.#workloadRoot, v.hostPath, v.name) === 'file')
+        files.add(v.name);
+    }
     for (const v of volumes)
       if ('persistent' in v) this.#preparePersistent(this.source(spec.id, v), ids.root);
-    if (volumes.every((v) => 'persistent' in v)) {
-      this.#makeMountPoints(spec);
+    if (volumes.every((v) => 'persistent' in v || 'hostPath' in v)) {
+      this.#makeMountPoints(spec, files);
       return;
     }
     mkdirSync(this.#root, { recursive: true, mode: 0o700 });
     const dir = this.dir(spec.id);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const files = volumes.filter((v) => 'files' in v);
-    if (files.length > 0) {
+    const objects = volumes.filter((v) => 'files' in v);
+    if (objects.length > 0) {
       const filesDir = path.join(dir, 'files');
       mkdirSync(filesDir, { recursive: true, mode: 0o700 });
       if (!isMountPoint(filesDir)) {
-        const size = files.length * FILES_BYTES_PER_VOLUME;
+        const size = objects.length * FILES_BYTES_PER_VOLUME;
         this.#api.mountTmpfs(
           filesDir,
-          `size=${size},nr_inodes=${files.length * 4096 + 16},mode=0700,uid=${ids.process.uid},gid=${ids.process.gid}`,
+          `size=${size},nr_inodes=${objects.length * 4096 + 16},mode=0700,uid=${ids.process.uid},gid=${ids.process.gid}`,
         );
       }
-      for (const v of files) mkdirSync(path.join(filesDir, v.name), { recursive: true, mode: 0o755 });
+      for (const v of objects) mkdirSync(path.join(filesDir, v.name), { recursive: true, mode: 0o755 });
     }
     for (const v of volumes) {
       if (!('emptyDir' in v)) continue;
@@ -161,14 +175,19 @@ export class VolumeManager {
         chmodSync(target, 0o777);
       }
     }
-    this.#makeMountPoints(spec);
+    this.#makeMountPoints(spec, files);
   }
 
-  #makeMountPoints(spec: WorkloadSpec): void {
+  /** Missing mount points: directories, or empty files (0644) for the volumes in `files`. */
+  #makeMountPoints(spec: WorkloadSpec, files: ReadonlySet<string>): void {
     for (const p of spec.processes) {
       for (const m of p.volumeMounts ?? []) {
         const point = path.join(this.#workloadRoot, m.mountPath);
-        if (!statSync(point, { throwIfNoEntry: false })) mkdirSync(point, { recursive: true, mode: 0o755 });
+        if (statSync(point, { throwIfNoEntry: false })) continue;
+        if (files.has(m.name)) {
+          mkdirSync(path.dirname(point), { recursive: true, mode: 0o755 });
+          closeSync(openSync(point, 'wx', 0o644));
+        } else mkdirSync(point, { recursive: true, mode: 0o755 });
       }
     }
   }

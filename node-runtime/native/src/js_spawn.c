@@ -45,7 +45,7 @@ struct spawn_job {
   int rc;
   int own_join_pidfd; /* spawnAsync's dup of req.join_pidfd, or -1 */
   char *file, *cwd, *hostname, *log_path, *init_path, *v2_dir, *status_file, *root;
-  char **argv, **envv, **namespaces, **procs, **join_ns, **mask, **bind_src, **bind_dst, **bind_mode;
+  char **argv, **envv, **namespaces, **procs, **join_ns, **mask, **bind_src, **bind_dst, **bind_mode, **bind_root;
   struct orrery_bind *binds;
 };
 
@@ -69,6 +69,7 @@ static void free_job(struct spawn_job *job) {
   js_free_strv(job->bind_src);
   js_free_strv(job->bind_dst);
   js_free_strv(job->bind_mode);
+  js_free_strv(job->bind_root);
   free(job->binds);
   free(job);
 }
@@ -82,7 +83,7 @@ static struct spawn_job *parse_job(napi_env env, napi_value obj) {
   }
   job->own_join_pidfd = -1;
   struct orrery_spawn_request *req = &job->req;
-  int n_ns = 0, n_procs = 0, n_join = 0, n_binds = 0, n_dst = 0, n_modes = 0;
+  int n_ns = 0, n_procs = 0, n_join = 0, n_binds = 0, n_dst = 0, n_modes = 0, n_roots = 0;
   if (js_opt_string_prop(env, obj, "file", &job->file) < 0 || js_opt_string_prop(env, obj, "cwd", &job->cwd) < 0 ||
       js_opt_string_prop(env, obj, "hostname", &job->hostname) < 0 ||
       js_opt_string_prop(env, obj, "logFile", &job->log_path) < 0 ||
@@ -97,10 +98,12 @@ static struct spawn_job *parse_job(napi_env env, napi_value obj) {
       js_string_array_prop(env, obj, "maskPaths", &job->mask, NULL) < 0 ||
       js_string_array_prop(env, obj, "bindSources", &job->bind_src, &n_binds) < 0 ||
       js_string_array_prop(env, obj, "bindTargets", &job->bind_dst, &n_dst) < 0 ||
-      js_string_array_prop(env, obj, "bindModes", &job->bind_mode, &n_modes) < 0)
+      js_string_array_prop(env, obj, "bindModes", &job->bind_mode, &n_modes) < 0 ||
+      js_string_array_prop(env, obj, "bindRoots", &job->bind_root, &n_roots) < 0)
     goto fail;
-  if (n_binds != n_dst || n_binds != n_modes) {
-    napi_throw_type_error(env, NULL, "bindSources, bindTargets and bindModes must have one entry per volume");
+  if (n_binds != n_dst || n_binds != n_modes || n_binds != n_roots) {
+    napi_throw_type_error(env, NULL,
+                          "bindSources, bindTargets, bindModes and bindRoots must have one entry per volume");
     goto fail;
   }
   if (n_binds > 0) {
@@ -113,6 +116,7 @@ static struct spawn_job *parse_job(napi_env env, napi_value obj) {
       job->binds[i].source = job->bind_src[i];
       job->binds[i].target = job->bind_dst[i];
       job->binds[i].read_only = strcmp(job->bind_mode[i], "ro") == 0;
+      job->binds[i].root = job->bind_root[i][0] ? job->bind_root[i] : NULL;
     }
   }
   req->binds = job->binds;

@@ -224,12 +224,38 @@ static int await_exec(const struct orrery_spawn_request *req, struct orrery_spaw
   return fail(res, step_names[rec.step], rec.err, path);
 }
 
+/* A host path's detached mount: `path` looked up below `root` as if it were "/" (RESOLVE_IN_ROOT)
+ * and through no symbolic link at all (RESOLVE_NO_SYMLINKS, ELOOP: openat2(2), Linux 5.6), so the
+ * path the API server's policy allowed is the one mounted, whatever a workload that can write
+ * below it has put there; then cloned from that fd (AT_EMPTY_PATH), only the mount at the path,
+ * not those below it (no AT_RECURSIVE: a read-only bind would keep writable submounts). */
+static int open_tree_in_root(const char *root, const char *path) {
+  int root_fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (root_fd < 0) return -1;
+  struct orrery_open_how how = {.flags = O_PATH | O_CLOEXEC,
+                                .resolve = ORRERY_RESOLVE_IN_ROOT | ORRERY_RESOLVE_NO_SYMLINKS |
+                                           ORRERY_RESOLVE_NO_MAGICLINKS};
+  int path_fd = (int)syscall(SYS_openat2, root_fd, path, &how, sizeof how);
+  int err = errno;
+  close(root_fd);
+  if (path_fd < 0) {
+    errno = err;
+    return -1;
+  }
+  int fd = (int)syscall(SYS_open_tree, path_fd, "", AT_EMPTY_PATH | OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+  err = errno;
+  close(path_fd);
+  errno = err;
+  return fd;
+}
+
 /* A volume as a detached mount (open_tree(2) with OPEN_TREE_CLONE, Linux 5.2): made here, as root
  * in the runtime's namespaces, the child only attaches it (move_mount) and never has to reach the
  * source through the runtime's 0700 directories. nosuid and nodev always, read-only when asked
  * (mount_setattr(2), 5.12). Closing the fd without attaching it unmounts it. */
 static int open_bind(const struct orrery_bind *b) {
-  int fd = (int)syscall(SYS_open_tree, AT_FDCWD, b->source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+  int fd = b->root ? open_tree_in_root(b->root, b->source)
+                   : (int)syscall(SYS_open_tree, AT_FDCWD, b->source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
   if (fd < 0) return -1;
   struct mount_attr attr = {
       .attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (b->read_only ? MOUNT_ATTR_RDONLY : 0)};

@@ -11,6 +11,9 @@ struct orrery_bind {
   const char *source;
   const char *target;
   int read_only;
+  /* NULL: source is a path of the runtime's. Else source is resolved below this directory
+   * (RESOLVE_IN_ROOT) through no symbolic link (RESOLVE_NO_SYMLINKS): a hostPath volume. */
+  const char *root;
 };
 
 struct orrery_spawn_request {

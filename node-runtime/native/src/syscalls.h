@@ -31,6 +31,19 @@
 #ifndef SYS_mount_setattr
 #define SYS_mount_setattr 442 /* Linux 5.12 */
 #endif
+#ifndef SYS_openat2
+#define SYS_openat2 437 /* Linux 5.6 */
+#endif
+/* openat2(2)'s struct open_how and RESOLVE_* flags, under names of our own (linux/openat2.h is
+ * missing from older headers). */
+struct orrery_open_how {
+  uint64_t flags;
+  uint64_t mode;
+  uint64_t resolve;
+};
+#define ORRERY_RESOLVE_NO_MAGICLINKS 0x02
+#define ORRERY_RESOLVE_NO_SYMLINKS 0x04
+#define ORRERY_RESOLVE_IN_ROOT 0x10
 #ifndef SYS_close_range
 #define SYS_close_range 436 /* Linux 5.9 */
 #endif
