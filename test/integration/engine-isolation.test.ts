@@ -1,5 +1,5 @@
 import { chmodSync, existsSync, statSync } from 'node:fs';
-import { readFile, readlink, rm } from 'node:fs/promises';
+import { mkdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
@@ -388,4 +388,42 @@ test("a workload root: the replica is pivoted into it, with a mount namespace it
   const failed = await h.rt.run(missing);
   t.is(failed.phase, 'Failed');
   t.regex(failed.processes[0]?.lastExit?.message ?? '', /ENOENT python3 \(not in PATH/);
+});
+
+test("a workload root: a hostPath volume is the node's path, resolved in that root, never through a symbolic link", async (t) => {
+  const base = await harness(t); // only for its directories
+  const root = await minimalRoot(base.root);
+  const h = await harness(t, { workloadRoot: root });
+  // The same path in the runtime's own root and in the node's: only the node's may be mounted.
+  const dir = `/tmp/orrery-hostpath-root-${process.pid}-${Date.now()}`;
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  await mkdir(dir, { recursive: true });
+  await writeFile(`${dir}/f`, "the runtime's\n");
+  await mkdir(path.join(root, dir), { recursive: true });
+  await writeFile(path.join(root, dir, 'f'), "the node's\n");
+  await symlink(dir, path.join(root, dir, 'link'));
+  const spec = (volumePath: string) =>
+    replica(
+      [
+        {
+          restart: 'temporary',
+          command: ['sh', '-c', 'cat /mnt/h/f; echo x 2>&1 > /mnt/h/f'],
+          volumeMounts: [{ name: 'h', mountPath: '/mnt/h', readOnly: true }],
+        },
+      ],
+      { isolation: { namespaces: [] }, volumes: [{ name: 'h', hostPath: { path: volumePath, type: '' } }] },
+    );
+  const ok = spec(dir);
+  await h.rt.run(ok);
+  await waitFor(() => h.rt.status(ok.id).phase !== 'Running', 10_000, 'the script to finish');
+  t.regex(await readLog(h, ok.id, 'p0'), /^the node's\n.*Read-only file system/s);
+  t.is(await readFile(path.join(root, dir, 'f'), 'utf8'), "the node's\n");
+  t.true(existsSync(path.join(root, 'mnt', 'h')), 'the mount point is made in the node root');
+  // A path through a symbolic link of the node's (an absolute one, which outside the root would
+  // name the runtime's own directory) is refused before any spawn.
+  await t.throwsAsync(h.rt.run(spec(`${dir}/link`)), {
+    message: new RegExp(
+      `hostPath ${dir}/link \\(under the workload root ${root}\\) goes through ${dir}/link, a symbolic link`,
+    ),
+  });
 });
