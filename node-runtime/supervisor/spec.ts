@@ -62,7 +62,7 @@ export type VolumeSpec =
 
 /**
  * A path of the host (below the engine's workload root when it has one), checked as `type` says
- * and bind-mounted without following symbolic links (DESIGN §5.1 "Volumes").
+ * and bind-mounted without following symbolic links (docs/DESIGN.md §5.1 "Volumes").
  */
 export interface HostPathSpec {
   path: string;

@@ -1,5 +1,5 @@
 /**
- * hostPath volumes (DESIGN §5.1 "Volumes", §10): a path of the host, or of the node under the
+ * hostPath volumes (docs/DESIGN.md §5.1 "Volumes", §10): a path of the host, or of the node under the
  * engine's workload root. The API server's policy (deploy/policy-workloads.yaml) decides which
  * paths a namespace may mount; this check is for a clear reason when the path is not what the
  * volume says (kubelet's hostPath type checks), and for a path through a symbolic link, which the
