@@ -23,11 +23,14 @@ import { INSTANCE_LABEL } from '../../crds/labels.ts';
 import { HOSTS, INSTANCES, REPLICAS } from '../../crds/resources.ts';
 import type { Host, Instance, Replica } from '../../crds/types.ts';
 import {
+  CONFIGMAPS,
   isNotFound,
   KubeApi,
+  type KubeObject,
   loadKubeConfig,
   type ResourceClient,
   resourceClient,
+  SECRETS,
   typed,
 } from '../../kube/index.ts';
 import { type Operator, type OperatorOptions, startOperator } from '../../operator/operator.ts';
@@ -35,6 +38,7 @@ import { liveStartTime } from '../../platform/proc.ts';
 import { agentDirs, type ChildAgent, childAgent } from './agent-harness.ts';
 import { freshNamespace, kubectl } from './cluster.ts';
 import { orreryCluster } from './orrery.ts';
+import { eventually } from './wait.ts';
 
 const repoRoot = join(import.meta.dirname, '..', '..');
 const log = pino({ level: process.env.ORRERY_E2E_LOG ?? 'silent' });
@@ -350,4 +354,35 @@ export function instanceYaml(
       ...opts.spec,
     },
   });
+}
+
+/** A ConfigMap or Secret in the test's namespace (a Secret's values go in as stringData). */
+export async function putConfigObject(
+  env: E2e,
+  kind: 'ConfigMap' | 'Secret',
+  name: string,
+  data: Record<string, string>,
+): Promise<void> {
+  const client = resourceClient(env.api, kind === 'Secret' ? SECRETS : CONFIGMAPS, 'orrery-test');
+  await client.create({
+    apiVersion: 'v1',
+    kind,
+    metadata: { name, namespace: env.ns },
+    ...(kind === 'Secret' ? { stringData: data } : { data }),
+  } as KubeObject);
+}
+
+/** An Instance's first Replica once it is Running with a pid (60 s at most; the last state otherwise). */
+export function firstRunning(env: E2e, instance: string): Promise<Replica> {
+  return eventually(
+    `${instance}-0 Running`,
+    async () => {
+      const [r] = await env.replicasOf(instance);
+      if (r?.status?.phase !== 'Running' || !r.status.processes?.[0]?.pid) {
+        throw new Error(`phase ${r?.status?.phase} ${r?.status?.reason ?? ''} ${r?.status?.message ?? ''}`);
+      }
+      return r;
+    },
+    { timeoutMs: 60_000 },
+  );
 }

@@ -15,13 +15,12 @@ import {
   isForbidden,
   KubeApi,
   KubeConfig,
-  type KubeObject,
   loadKubeConfig,
   resourceClient,
   SECRETS,
 } from '../../kube/index.ts';
 import { kubectl } from '../helpers/cluster.ts';
-import { type E2e, e2e } from '../helpers/e2e.ts';
+import { type E2e, e2e, firstRunning, putConfigObject } from '../helpers/e2e.ts';
 import { eventually } from '../helpers/wait.ts';
 
 /** The operator as deploy/ runs it: its own account, not the test's admin; its kubeconfig. */
@@ -49,16 +48,6 @@ function instance(name: string, process: Record<string, unknown>, slot?: number)
   } as unknown as Instance;
 }
 
-async function put(env: E2e, kind: 'ConfigMap' | 'Secret', name: string, data: Record<string, string>) {
-  const client = resourceClient(env.api, kind === 'Secret' ? SECRETS : CONFIGMAPS, 'orrery-test');
-  await client.create({
-    apiVersion: 'v1',
-    kind,
-    metadata: { name, namespace: env.ns },
-    ...(kind === 'Secret' ? { stringData: data } : { data }),
-  } as KubeObject);
-}
-
 /** The replica's process environment, from /proc (no pid namespace: the status pid is the process). */
 function environOf(replica: Replica): Map<string, string> {
   const pid = replica.status?.processes?.[0]?.pid;
@@ -67,29 +56,17 @@ function environOf(replica: Replica): Map<string, string> {
   return new Map(pairs.map((p) => [p.slice(0, p.indexOf('=')), p.slice(p.indexOf('=') + 1)]));
 }
 
-async function running(env: E2e, name: string): Promise<Replica> {
-  return eventually(
-    `${name}-0 Running`,
-    async () => {
-      const [r] = await env.replicasOf(name);
-      if (r?.status?.phase !== 'Running' || !r.status.processes?.[0]?.pid) {
-        throw new Error(`phase ${r?.status?.phase} ${r?.status?.reason ?? ''} ${r?.status?.message ?? ''}`);
-      }
-      return r;
-    },
-    { timeoutMs: 60_000 },
-  );
-}
+const running = firstRunning;
 
 test('env from a Secret and a ConfigMap, envFrom with a prefix: the process gets them, env winning', async (t) => {
   const env = await e2e(t, { hosts: 1, operator: 'none' });
   await operatorAsItsAccount(env);
-  await put(env, 'ConfigMap', 'app-config', {
+  await putConfigObject(env, 'ConfigMap', 'app-config', {
     mode: 'fast',
     'log.level': 'debug',
     PORT_X: '1',
   });
-  await put(env, 'Secret', 'db', { password: 's3cr=t\nline2', user: 'app', '9lives': 'x' });
+  await putConfigObject(env, 'Secret', 'db', { password: 's3cr=t\nline2', user: 'app', '9lives': 'x' });
   await env.instances.create(
     instance('cfg', {
       envFrom: [
@@ -146,7 +123,7 @@ test('env from a Secret and a ConfigMap, envFrom with a prefix: the process gets
 test('a missing Secret keeps the replica Pending with ConfigResolved naming it; created, it starts', async (t) => {
   const env = await e2e(t, { hosts: 1, operator: 'none' });
   await operatorAsItsAccount(env);
-  await put(env, 'ConfigMap', 'settings', { other: 'x' });
+  await putConfigObject(env, 'ConfigMap', 'settings', { other: 'x' });
   await env.instances.create(
     instance('waits', {
       env: [
@@ -179,7 +156,7 @@ test('a missing Secret keeps the replica Pending with ConfigResolved naming it; 
   await new Promise((r) => setTimeout(r, 3000));
   t.is((await env.replicasOf('waits'))[0]?.status?.phase, 'Pending');
 
-  await put(env, 'Secret', 'api-token', { token: 'tok-1' });
+  await putConfigObject(env, 'Secret', 'api-token', { token: 'tok-1' });
   await resourceClient(env.api, CONFIGMAPS, 'orrery-test').mergePatch(
     'settings',
     { data: { region: 'eu-1' } },
@@ -203,9 +180,9 @@ test("host A's account reads the Secrets its replicas reference and is refused h
   const operatorKubeconfig = await operatorAsItsAccount(env);
   const [a, b] = env.hosts;
   if (!a || !b) return t.fail('two hosts');
-  await put(env, 'Secret', 'secret-a', { v: 'a' });
-  await put(env, 'Secret', 'secret-b', { v: 'b' });
-  await put(env, 'Secret', 'unreferenced', { v: 'n' });
+  await putConfigObject(env, 'Secret', 'secret-a', { v: 'a' });
+  await putConfigObject(env, 'Secret', 'secret-b', { v: 'b' });
+  await putConfigObject(env, 'Secret', 'unreferenced', { v: 'n' });
   for (const [name, slot, secret] of [
     ['on-a', 0, 'secret-a'],
     ['on-b', 1, 'secret-b'],

@@ -5,8 +5,8 @@ import { existsSync, readFileSync, readlinkSync, rmSync, statSync } from 'node:f
 import { join } from 'node:path';
 import test from 'ava';
 import type { Instance, Replica } from '../../crds/types.ts';
-import { CONFIGMAPS, type KubeObject, resourceClient, SECRETS } from '../../kube/index.ts';
-import { type E2e, e2e } from '../helpers/e2e.ts';
+import { CONFIGMAPS, resourceClient } from '../../kube/index.ts';
+import { type E2e, e2e, firstRunning, putConfigObject } from '../helpers/e2e.ts';
 import { eventually } from '../helpers/wait.ts';
 
 function instance(name: string, template: Record<string, unknown>): Instance {
@@ -21,28 +21,8 @@ function instance(name: string, template: Record<string, unknown>): Instance {
   } as unknown as Instance;
 }
 
-async function put(env: E2e, kind: 'ConfigMap' | 'Secret', name: string, data: Record<string, string>) {
-  const client = resourceClient(env.api, kind === 'Secret' ? SECRETS : CONFIGMAPS, 'orrery-test');
-  await client.create({
-    apiVersion: 'v1',
-    kind,
-    metadata: { name, namespace: env.ns },
-    ...(kind === 'Secret' ? { stringData: data } : { data }),
-  } as KubeObject);
-}
-
 async function running(env: E2e, name: string): Promise<{ replica: Replica; pid: number }> {
-  const replica = await eventually(
-    `${name}-0 Running`,
-    async () => {
-      const [r] = await env.replicasOf(name);
-      if (r?.status?.phase !== 'Running' || !r.status.processes?.[0]?.pid) {
-        throw new Error(`phase ${r?.status?.phase} ${r?.status?.reason ?? ''} ${r?.status?.message ?? ''}`);
-      }
-      return r;
-    },
-    { timeoutMs: 60_000 },
-  );
+  const replica = await firstRunning(env, name);
   return { replica, pid: replica.status?.processes?.[0]?.pid as number };
 }
 
@@ -66,8 +46,8 @@ function mountPoints(t: { teardown(fn: () => void): void }, env: E2e) {
 test('a mounted ConfigMap changes in place without a restart; Secret files sit on tmpfs, closed to other replicas', async (t) => {
   const env = await e2e(t, { hosts: 1 });
   const base = mountPoints(t, env);
-  await put(env, 'ConfigMap', 'app-config', { 'app.conf': 'version=1\n', other: 'x' });
-  await put(env, 'Secret', 'creds', { password: 's3cret' });
+  await putConfigObject(env, 'ConfigMap', 'app-config', { 'app.conf': 'version=1\n', other: 'x' });
+  await putConfigObject(env, 'Secret', 'creds', { password: 's3cret' });
   await env.instances.create(
     instance('vol', {
       processes: [
@@ -256,7 +236,7 @@ test('emptyDir sizeLimit: a Memory one refuses to grow past it (ENOSPC), a disk 
 test('a replica with volumes survives a runtime restart: same pid, mounts kept, updates still reach the files', async (t) => {
   const env = await e2e(t, { hosts: 1 });
   const base = mountPoints(t, env);
-  await put(env, 'ConfigMap', 'restart-config', { 'app.conf': 'version=1\n' });
+  await putConfigObject(env, 'ConfigMap', 'restart-config', { 'app.conf': 'version=1\n' });
   await env.instances.create(
     instance('keep', {
       processes: [

@@ -219,6 +219,16 @@ const IN_A_CONTAINER = `11:name=systemd:/kubepods/besteffort/pod1/c1
 0::/kubepods/besteffort/pod1/c1
 `;
 
+/** The hierarchies IN_A_CONTAINER is below the root of in HYBRID, cpuset aside, in mount order. */
+const NESTED_IN_A_CONTAINER = [
+  '/sys/fs/cgroup/memory',
+  '/sys/fs/cgroup/devices',
+  '/sys/fs/cgroup/freezer',
+  '/sys/fs/cgroup/blkio',
+  '/sys/fs/cgroup/pids',
+  '/sys/fs/cgroup/systemd',
+];
+
 test('hybrid, runtime in a container: the replica leaves its cgroup in every hierarchy but cpuset', (t) => {
   const layout = layoutFromFacts({
     mountinfo: HYBRID,
@@ -228,14 +238,7 @@ test('hybrid, runtime in a container: the replica leaves its cgroup in every hie
   });
   // Those whose controller Orrery does not use too: runc kills a host-pid container's `devices`
   // cgroup when it ends, systemd a unit's `name=systemd` cgroup.
-  t.deepEqual(layout.v1Nested, [
-    '/sys/fs/cgroup/memory',
-    '/sys/fs/cgroup/devices',
-    '/sys/fs/cgroup/freezer',
-    '/sys/fs/cgroup/blkio',
-    '/sys/fs/cgroup/pids',
-    '/sys/fs/cgroup/systemd',
-  ]);
+  t.deepEqual(layout.v1Nested, NESTED_IN_A_CONTAINER);
   const plan = planReplicaCgroup(layout, 'orrery/host-a', 'web-0');
   t.deepEqual(plan.joinFiles, [
     '/sys/fs/cgroup/cpu/orrery/host-a/web-0/tasks',
@@ -281,14 +284,7 @@ test("a hierarchy mounted twice (the node's / at /host in deploy/'s runtime) is 
   });
   t.is(layout.v2Root, '/sys/fs/cgroup/unified');
   t.is(layout.v1.memory, '/sys/fs/cgroup/memory');
-  t.deepEqual(layout.v1Nested, [
-    '/sys/fs/cgroup/memory',
-    '/sys/fs/cgroup/devices',
-    '/sys/fs/cgroup/freezer',
-    '/sys/fs/cgroup/blkio',
-    '/sys/fs/cgroup/pids',
-    '/sys/fs/cgroup/systemd',
-  ]);
+  t.deepEqual(layout.v1Nested, NESTED_IN_A_CONTAINER);
   // A bind of a sub-directory of a hierarchy is not the hierarchy: the whole one wins.
   const sub = '90 31 0:32 /kubepods /a rw - cgroup cgroup rw,memory\n';
   t.is(
