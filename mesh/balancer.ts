@@ -11,7 +11,7 @@
  * - ring-hash: consistent hashing (Envoy's ketama-style ring), adding one of N endpoints moves
  *   about 1/(N+1) of the keys.
  */
-import { hash53 } from './hash.ts';
+import { HashRing } from '../platform/ring-hash.ts';
 
 export type Policy = 'round-robin' | 'least-request' | 'p2c-ewma' | 'random' | 'ring-hash';
 
@@ -200,40 +200,15 @@ class PeakEwma<E extends Endpoint> extends TwoChoices<E> {
   }
 }
 
-/** Points on the ring per unit of weight (Envoy's minimum ring is 1,024 entries). */
-const POINTS_PER_ENDPOINT = 160;
-
 class RingHash<E extends Endpoint> implements Balancer<E> {
-  #ring: { hash: number; endpoint: E }[] = [];
+  readonly #ring = new HashRing<E>();
 
   update(endpoints: readonly E[]): void {
-    const ring: { hash: number; endpoint: E }[] = [];
-    for (const e of endpoints) {
-      const points = Math.max(1, Math.round(POINTS_PER_ENDPOINT * (e.weight ?? 1)));
-      for (let i = 0; i < points; i++) ring.push({ hash: hash53(`${e.id}_${i}`), endpoint: e });
-    }
-    ring.sort((a, b) => a.hash - b.hash);
-    this.#ring = ring;
+    this.#ring.update(endpoints);
   }
 
   pick(opts: { key?: string; exclude?: ReadonlySet<string> } = {}): E | undefined {
-    const ring = this.#ring;
-    if (ring.length === 0) return undefined;
-    const h = hash53(opts.key ?? '');
-    // First point at or after the key's hash, wrapping around.
-    let lo = 0;
-    let hi = ring.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if ((ring[mid] as { hash: number }).hash < h) lo = mid + 1;
-      else hi = mid;
-    }
-    // A retry walks on to the next endpoint not excluded (as Envoy's ring does for hosts it skips).
-    for (let step = 0; step < ring.length; step++) {
-      const e = (ring[(lo + step) % ring.length] as { endpoint: E }).endpoint;
-      if (!opts.exclude?.has(e.id)) return e;
-    }
-    return undefined;
+    return this.#ring.pick(opts.key ?? '', opts.exclude);
   }
 
   started(): void {}

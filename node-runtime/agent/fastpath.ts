@@ -15,8 +15,9 @@ import { ENDPOINT_SLICES } from '../../crds/resources.ts';
 import { serviceKeyOfSlice, upstreamsOf } from '../../crds/slice-endpoints.ts';
 import type { EndpointSlice, Service } from '../../crds/types.ts';
 import { Informer, type KubeApi, objectKey, resourceClient } from '../../kube/index.ts';
+import { HashRing } from '../../platform/ring-hash.ts';
 import { BPFFS, fastPathUnavailable, loadSocketLb, SocketLb, unpinSocketLb } from '../bpf/index.ts';
-import { KernelServiceTable } from '../bpf/service-table.ts';
+import { KernelServiceTable, type ReplicaEndpoint } from '../bpf/service-table.ts';
 import type { CgroupLayout } from '../cgroups/detect.ts';
 import type { Engine, Placement } from '../engine.ts';
 import type { EngineEvent } from '../supervisor/spec.ts';
@@ -28,19 +29,40 @@ const BY_SERVICE = 'service';
 
 /**
  * Whether a Service port is balanced in the kernel (the decision table of
- * node-runtime/bpf/README.md): `tcp` with a policy the kernel's weighted random stands for, and an
- * IPv4 virtual IP. Everything else stays with the proxy at VIP:port.
+ * node-runtime/bpf/README.md): `tcp` with a policy the kernel's weighted random stands for, or
+ * ring-hash (see `RING_HASH_KEY`), and an IPv4 virtual IP. Everything else stays with the proxy
+ * at VIP:port.
  */
 export function balancedInKernel(service: Service, port: ServicePort): boolean {
   const vip = service.status?.virtualIP;
   const policy = service.spec.loadBalancer?.policy ?? 'round-robin';
   return (
     port.protocol === 'tcp' &&
-    (policy === 'round-robin' || policy === 'random') &&
+    (policy === 'round-robin' || policy === 'random' || policy === 'ring-hash') &&
     vip !== undefined &&
     /^\d{1,3}(\.\d{1,3}){3}$/.test(vip)
   );
 }
+
+/**
+ * What ring-hash hashes for a tcp port is the client's address, and every replica on a host
+ * reaches a virtual IP (on loopback) from 127.0.0.1: the proxy's key for all of them. So the
+ * kernel gets the one endpoint the same ring gives that key, recomputed when the endpoints change
+ * or one goes down here (only that key moves, as on the proxy's ring): the connects go where the
+ * proxy would have sent them, without its hop. A per-connection key would need a table in the map
+ * (Maglev); the API's tcp ring-hash has none.
+ */
+export const RING_HASH_KEY = '127.0.0.1';
+
+/** The kernel's endpoint for a ring-hash port: the ring's choice for `RING_HASH_KEY` among those up. */
+export function ringHashSelection(up: readonly ReplicaEndpoint[]): readonly ReplicaEndpoint[] {
+  const chosen = new HashRing(up.map((e) => ({ ...e, id: endpointId(e) }))).pick(RING_HASH_KEY);
+  return chosen ? [chosen] : [];
+}
+
+/** The id the proxy's pools give an endpoint (crds/slice-endpoints.ts, Upstream.id). */
+const endpointId = (e: ReplicaEndpoint) =>
+  `${e.replica.slice(e.replica.indexOf('/') + 1)}@${e.address}:${e.port}`;
 
 /** What each engine event says of its replica, for the kernel map: out, back in, or nothing. */
 export function kernelEffectOf(event: EngineEvent): 'down' | 'up' | undefined {
@@ -178,7 +200,8 @@ export class KernelFastPath {
             port: u.port,
             weight: 1,
           }));
-        this.#table.setPort(vip, port.port, endpoints);
+        const ringHash = service.spec.loadBalancer?.policy === 'ring-hash';
+        this.#table.setPort(vip, port.port, endpoints, ringHash ? ringHashSelection : undefined);
         now.add(`${vip}:${port.port}`);
       }
       for (const key of this.#portsOf.get(serviceKey) ?? []) {

@@ -16,10 +16,17 @@ export interface ServiceMapWriter {
   deleteService(vip: string, port: number): boolean;
 }
 
+/**
+ * Which of an entry's endpoints the kernel gets, from those up (ring-hash: the one the ring
+ * gives). Absent: all of them.
+ */
+export type EndpointSelection = (up: readonly ReplicaEndpoint[]) => readonly ReplicaEndpoint[];
+
 interface Entry {
   vip: string;
   port: number;
   endpoints: readonly ReplicaEndpoint[];
+  select?: EndpointSelection | undefined;
   /** What was last written, as a fingerprint; undefined before the first write. */
   written?: string;
 }
@@ -51,11 +58,19 @@ export class KernelServiceTable {
     return n;
   }
 
-  /** Sets the endpoints of `vip:port` (all of them; those of replicas down here are left out). */
-  setPort(vip: string, port: number, endpoints: readonly ReplicaEndpoint[]): void {
+  /**
+   * Sets the endpoints of `vip:port` (all of them; those of replicas down here are left out, and
+   * `select` picks among the rest, again at each replica down or up).
+   */
+  setPort(
+    vip: string,
+    port: number,
+    endpoints: readonly ReplicaEndpoint[],
+    select?: EndpointSelection,
+  ): void {
     const key = `${vip}:${port}`;
     this.#stale.delete(key);
-    const entry: Entry = { ...(this.#entries.get(key) ?? { vip, port }), endpoints };
+    const entry: Entry = { ...(this.#entries.get(key) ?? { vip, port }), endpoints, select };
     this.#entries.set(key, entry);
     this.#write(entry);
   }
@@ -95,9 +110,12 @@ export class KernelServiceTable {
 
   /** Writes the entry when what it should hold changed; true when it wrote. */
   #write(entry: Entry): boolean {
-    const endpoints = entry.endpoints
-      .filter((e) => !this.#down.has(e.replica))
-      .map(({ address, port, weight }) => ({ address, port, weight }));
+    const up = entry.endpoints.filter((e) => !this.#down.has(e.replica));
+    const endpoints = (entry.select ? entry.select(up) : up).map(({ address, port, weight }) => ({
+      address,
+      port,
+      weight,
+    }));
     const next = fingerprint(endpoints);
     if (next === entry.written) return false;
     this.#writer.setService(entry.vip, entry.port, endpoints);

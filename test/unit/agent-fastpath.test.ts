@@ -2,9 +2,18 @@
 // ports the kernel balances (node-runtime/bpf/README.md's table) and what an engine event does.
 import test from 'ava';
 import type { Logger } from 'pino';
-import type { Service } from '../../crds/types.ts';
+import { upstreamsOf } from '../../crds/slice-endpoints.ts';
+import type { EndpointSlice, Service } from '../../crds/types.ts';
 import type { Informer, KubeApi } from '../../kube/index.ts';
-import { balancedInKernel, KernelFastPath, kernelEffectOf } from '../../node-runtime/agent/fastpath.ts';
+import { createBalancer } from '../../mesh/balancer.ts';
+import {
+  balancedInKernel,
+  KernelFastPath,
+  kernelEffectOf,
+  RING_HASH_KEY,
+  ringHashSelection,
+} from '../../node-runtime/agent/fastpath.ts';
+import { KernelServiceTable } from '../../node-runtime/bpf/service-table.ts';
 import type { CgroupLayout } from '../../node-runtime/cgroups/detect.ts';
 import type { Engine } from '../../node-runtime/engine.ts';
 import type { EngineEvent } from '../../node-runtime/supervisor/spec.ts';
@@ -26,8 +35,13 @@ function service(
 
 const portOf = (s: Service) => s.spec.ports[0] as Service['spec']['ports'][number];
 
-test('tcp with round-robin (the default) or random is balanced in the kernel', (t) => {
-  for (const s of [service('tcp'), service('tcp', 'round-robin'), service('tcp', 'random')]) {
+test('tcp with round-robin (the default), random or ring-hash is balanced in the kernel', (t) => {
+  for (const s of [
+    service('tcp'),
+    service('tcp', 'round-robin'),
+    service('tcp', 'random'),
+    service('tcp', 'ring-hash'),
+  ]) {
     t.true(balancedInKernel(s, portOf(s)));
   }
 });
@@ -37,7 +51,6 @@ test('http, the policies the kernel cannot follow, and no IPv4 virtual IP stay w
     service('http'),
     service('tcp', 'least-request'),
     service('tcp', 'p2c-ewma'),
-    service('tcp', 'ring-hash'),
     service('tcp', undefined, null as unknown as undefined),
     service('tcp', undefined, 'fd00::1'),
   ]) {
@@ -78,4 +91,48 @@ test('the fallback: without a cgroup v2 tree the fast path is off, with one warn
   t.deepEqual(warnings, [
     [{ reason: 'no cgroup v2 tree' }, 'kernel fast path off: the proxy serves every Service port'],
   ]);
+});
+
+test("ring-hash: the kernel gets the proxy's ring choice for a replica's address, moving only when it goes", (t) => {
+  // Ten endpoints as the operator's slice lists them; the proxy's pool and the kernel read them alike.
+  const slice = {
+    metadata: { name: 's-1', namespace: 'ns' },
+    service: 's',
+    endpoints: Array.from({ length: 10 }, (_, i) => ({
+      replica: `web-${i}`,
+      address: '10.0.0.5',
+      ready: true,
+      ports: [{ name: 'p', port: 20000 + i }],
+    })),
+  } as unknown as EndpointSlice;
+  const upstreams = upstreamsOf([slice], 'p');
+  const proxy = createBalancer<(typeof upstreams)[number]>('ring-hash');
+  proxy.update(upstreams);
+  const proxyChoice = proxy.pick({ key: RING_HASH_KEY });
+  const replicaEndpoints = upstreams.map((u) => ({
+    replica: `ns/${u.replica}`,
+    address: u.address,
+    port: u.port,
+    weight: 1,
+  }));
+  const written: number[][] = [];
+  const table = new KernelServiceTable({
+    setService: (_vip, _port, endpoints) => {
+      written.push(endpoints.map((e) => e.port));
+    },
+    deleteService: () => true,
+  });
+  table.setPort('10.96.0.9', 80, replicaEndpoints, ringHashSelection);
+  t.deepEqual(written, [[proxyChoice?.port as number]], 'one endpoint: the one the proxy would pick');
+  // The chosen one goes down here: the next on the ring, as the proxy's retry would walk to.
+  const chosenReplica = `ns/${proxyChoice?.replica}`;
+  table.replicaDown(chosenReplica);
+  const next = proxy.pick({ key: RING_HASH_KEY, exclude: new Set([proxyChoice?.id as string]) });
+  t.deepEqual(written.at(-1), [next?.port as number]);
+  // Another replica going down does not move the key.
+  const other = replicaEndpoints.find((e) => e.port !== next?.port && e.replica !== chosenReplica);
+  table.replicaDown(other?.replica as string);
+  t.is(written.length, 2, 'no write: the key stayed where it was');
+  table.replicaUp(chosenReplica);
+  t.deepEqual(written.at(-1), [proxyChoice?.port as number], 'back to its first endpoint');
 });
