@@ -12,6 +12,10 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import test from 'ava';
+import { type Upstream, upstreamsOf } from '../../crds/slice-endpoints.ts';
+import type { EndpointSlice } from '../../crds/types.ts';
+import { createBalancer } from '../../mesh/balancer.ts';
+import { RING_HASH_KEY } from '../../node-runtime/agent/fastpath.ts';
 import { BPFFS, fastPathUnavailable, SocketLb, unpinSocketLb } from '../../node-runtime/bpf/index.ts';
 import { bpfProgQuery } from '../../node-runtime/native/bpf.ts';
 import {
@@ -304,6 +308,60 @@ test.serial.runIf(runs(reason, 'kernel-fastpath-agent'))(
       reason: 'off (orrery runtime --kernel-fastpath not given)',
     });
     t.false(existsSync(join(BPFFS, dirs.cgroupParent)));
+  },
+);
+
+test.serial.runIf(runs(reason, 'kernel-fastpath-agent'))(
+  "a ring-hash tcp port in the kernel: every connect goes to the proxy's ring choice, the next one when it goes",
+  async (t) => {
+    const servers = await Promise.all(
+      ['a', 'b', 'c'].map(async (name) => {
+        const server = createServer((s) => s.on('error', () => {}).end(name));
+        await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+        t.teardown(() => server.close());
+        return { name, port: (server.address() as { port: number }).port };
+      }),
+    );
+    const endpoints = servers.map((s) => endpointAt(s.name, s.port, 'web'));
+    const setup = await meshService(t, {
+      name: 'ring',
+      portName: 'web',
+      protocol: 'tcp',
+      spec: { loadBalancer: { policy: 'ring-hash' } },
+      endpoints,
+    });
+    const dirs = await agentDirs(t);
+    await inProcessAgent(t, dirs, { kernelFastPath: true });
+    const lb = new SocketLb(join(BPFFS, dirs.cgroupParent));
+    t.teardown(() => lb.close());
+    // What the proxy's ring gives the replicas' address (the same upstreams, the same ring).
+    const ring = createBalancer<Upstream>('ring-hash');
+    ring.update(
+      upstreamsOf([{ metadata: { namespace: setup.ns }, endpoints } as unknown as EndpointSlice], 'web'),
+    );
+    const choice = ring.pick({ key: RING_HASH_KEY });
+    const inMap = await waitFor('the ring-hash port in the kernel map', () =>
+      lb.service(setup.vip, setup.port),
+    );
+    t.deepEqual(
+      inMap.map((e) => e.port),
+      [choice?.port],
+      "one endpoint: the proxy's choice",
+    );
+    const clientDir = join(v2Root as string, dirs.cgroupParent, 'ring-client');
+    mkdirSync(clientDir);
+    const client = new CgroupClient(clientDir, setup.vip, setup.port);
+    t.teardown(() => client.stop());
+    t.deepEqual((await client.connect(100)).servers, { [choice?.replica as string]: 100 });
+    // Its endpoint no longer ready: the next on the ring, for every connect.
+    await setup.setEndpoints(
+      endpoints.map((e) => (e.replica === choice?.replica ? { ...e, ready: false, serving: false } : e)),
+    );
+    const next = ring.pick({ key: RING_HASH_KEY, exclude: new Set([choice?.id as string]) });
+    await waitFor('the next endpoint in the map', () =>
+      lb.service(setup.vip, setup.port)?.[0]?.port === next?.port ? true : undefined,
+    );
+    t.deepEqual((await client.connect(100)).servers, { [next?.replica as string]: 100 });
   },
 );
 
