@@ -3,11 +3,30 @@
 // default Instance (its own user namespace) is accepted anywhere; host paths only under the
 // prefixes the namespace's annotations allow, writable ones only under the writable prefixes.
 // The policies stay installed: `orrery up` and the e2e fixture install them too (installAccess).
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { stringify } from 'yaml';
 import { freshNamespace, kubectl } from '../helpers/cluster.ts';
 import { orreryCluster } from '../helpers/orrery.ts';
 import { eventually } from '../helpers/wait.ts';
+
+/**
+ * The shipped policies applied, and two fresh namespaces: one as it is, one given `marks`
+ * (`kubectl label|annotate namespace NS marks...`), the admin's opt-in.
+ */
+async function plainAndAllowed(
+  t: ExecutionContext,
+  verb: 'label' | 'annotate',
+  marks: string[],
+): Promise<{ kubeconfig: string; plain: string; allowed: string }> {
+  const { kubeconfig } = await orreryCluster();
+  const applied = await kubectl(kubeconfig, ['apply', '-f', 'deploy/policy-workloads.yaml']);
+  t.is(applied.code, 0, applied.stderr);
+  const plain = await freshNamespace(t);
+  const allowed = await freshNamespace(t);
+  const marked = await kubectl(kubeconfig, [verb, 'namespace', allowed, ...marks]);
+  t.is(marked.code, 0, marked.stderr);
+  return { kubeconfig, plain, allowed };
+}
 
 function instance(name: string, hostUsers: boolean): string {
   return stringify({
@@ -22,18 +41,7 @@ function instance(name: string, hostUsers: boolean): string {
 }
 
 test('isolation.hostUsers is refused by the shipped policy unless the namespace allows it', async (t) => {
-  const { kubeconfig } = await orreryCluster();
-  const applied = await kubectl(kubeconfig, ['apply', '-f', 'deploy/policy-workloads.yaml']);
-  t.is(applied.code, 0, applied.stderr);
-  const plain = await freshNamespace(t);
-  const allowed = await freshNamespace(t);
-  const labelled = await kubectl(kubeconfig, [
-    'label',
-    'namespace',
-    allowed,
-    'orrery.dev/host-users=allowed',
-  ]);
-  t.is(labelled.code, 0, labelled.stderr);
+  const { kubeconfig, plain, allowed } = await plainAndAllowed(t, 'label', ['orrery.dev/host-users=allowed']);
   const create = (ns: string, name: string, hostUsers: boolean) =>
     kubectl(kubeconfig, ['create', '-n', ns, '-f', '-'], { input: instance(name, hostUsers) });
 
@@ -79,19 +87,10 @@ function hostPathInstance(name: string, path: string, readOnly?: boolean): strin
 }
 
 test('hostPath volumes are refused by the shipped policy but under the prefixes a namespace allows', async (t) => {
-  const { kubeconfig } = await orreryCluster();
-  const applied = await kubectl(kubeconfig, ['apply', '-f', 'deploy/policy-workloads.yaml']);
-  t.is(applied.code, 0, applied.stderr);
-  const plain = await freshNamespace(t);
-  const allowed = await freshNamespace(t);
-  const annotated = await kubectl(kubeconfig, [
-    'annotate',
-    'namespace',
-    allowed,
+  const { kubeconfig, plain, allowed } = await plainAndAllowed(t, 'annotate', [
     'orrery.dev/host-paths=/var/log, /etc/ssl/',
     'orrery.dev/writable-host-paths=/srv/data',
   ]);
-  t.is(annotated.code, 0, annotated.stderr);
   const create = (ns: string, name: string, path: string, readOnly?: boolean) =>
     kubectl(kubeconfig, ['create', '-n', ns, '-f', '-'], { input: hostPathInstance(name, path, readOnly) });
 
