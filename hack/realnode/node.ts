@@ -36,17 +36,17 @@ const CONTAINER_LOG_LINKS = '/var/log/containers';
 /**
  * Fixed paths of this machine that the node writes below: deploy/runtime.yaml's hostPath volumes
  * (state, run and log dirs), kubelet's container log links, libcni's cache. What appears in them
- * is removed by stop(), and each is removed itself when the node made it.
+ * is removed by stop() (in /run/orrery only what a runtime's run dir holds: other runtimes on this
+ * machine keep their claims and `orrery up`'s run dirs there), and each is removed itself when the
+ * node made it.
  */
-const RUNTIME_HOST_PATHS = [
-  '/var/lib/orrery',
-  '/run/orrery',
-  '/var/log/orrery',
-  CONTAINER_LOG_LINKS,
-  '/var/lib/cni',
-];
-/** Machine-wide claims of every runtime here (ports, user-namespace slots), never removed. */
-const SHARED_RUNTIME_ENTRIES = new Set(['ports', 'userns']);
+const RUNTIME_HOST_PATHS: ReadonlyMap<string, ReadonlySet<string> | undefined> = new Map([
+  ['/var/lib/orrery', undefined],
+  ['/run/orrery', new Set(['exit', 'replicas'])],
+  ['/var/log/orrery', undefined],
+  [CONTAINER_LOG_LINKS, undefined],
+  ['/var/lib/cni', undefined],
+]);
 
 /** Builds (or finds in the cache) orrery-node, the node components' binary (hack/realnode/main.go). */
 export const nodeComponents = (log?: (msg: string) => void) => {
@@ -196,7 +196,7 @@ export async function startRealNode(opts: Options): Promise<RealNode> {
   const { v2Root } = detectCgroupLayout();
   const runtimeDirs = new Map<string, Set<string>>();
   const existedBefore = new Set<string>();
-  for (const dir of RUNTIME_HOST_PATHS) {
+  for (const dir of RUNTIME_HOST_PATHS.keys()) {
     const entries = await readdir(dir).catch(() => undefined);
     if (entries) existedBefore.add(dir);
     runtimeDirs.set(dir, new Set(entries ?? []));
@@ -220,7 +220,8 @@ export async function startRealNode(opts: Options): Promise<RealNode> {
     await rm(join('/sys/fs/bpf/orrery', name), { recursive: true, force: true }).catch(() => {});
     for (const [dir, before] of runtimeDirs) {
       for (const entry of await readdir(dir).catch(() => [])) {
-        if (!before.has(entry) && !SHARED_RUNTIME_ENTRIES.has(entry)) {
+        const only = RUNTIME_HOST_PATHS.get(dir);
+        if (!before.has(entry) && (only === undefined || only.has(entry))) {
           await rm(join(dir, entry), { recursive: true, force: true });
         }
       }
@@ -251,7 +252,7 @@ export async function startRealNode(opts: Options): Promise<RealNode> {
     }
 
     log('building (or finding) the node components and images');
-    const [{ path: components }] = await Promise.all([nodeComponents()]);
+    const { path: components } = await nodeComponents();
     const [pauseImage, orreryImage] = await Promise.all([
       buildPauseImage(workDir),
       buildOrreryImage(workDir, log),
