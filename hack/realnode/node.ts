@@ -40,6 +40,8 @@ const CONTAINER_LOG_LINKS = '/var/log/containers';
  * machine keep their claims and `orrery up`'s run dirs there), and each is removed itself when the
  * node made it.
  */
+/** deploy/runtime.yaml's run and state dirs: what its runtime's claims name as their owner. */
+const DEPLOY_RUNTIME_DIRS = new Set(['/run/orrery', '/var/lib/orrery/state']);
 const RUNTIME_HOST_PATHS: ReadonlyMap<string, ReadonlySet<string> | undefined> = new Map([
   ['/var/lib/orrery', undefined],
   ['/run/orrery', new Set(['exit', 'replicas'])],
@@ -226,6 +228,19 @@ export async function startRealNode(opts: Options): Promise<RealNode> {
         }
       }
       if (!existedBefore.has(dir)) await rmdir(dir).catch(() => {});
+    }
+    // The machine-wide claims (ports, user-namespace slots) of deploy/'s runtime name its run or
+    // state dir, which a node keeps between installs (a runtime back re-adopts with them), so they
+    // never look stale here: released with the node.
+    for (const claims of ['/run/orrery/ports', '/run/orrery/userns']) {
+      for (const entry of await readdir(claims).catch(() => [])) {
+        const owner = await readFile(join(claims, entry), 'utf8').then(
+          (text) => (JSON.parse(text) as { stateDir?: string }).stateDir,
+          () => undefined,
+        );
+        if (owner !== undefined && DEPLOY_RUNTIME_DIRS.has(owner))
+          await rm(join(claims, entry), { force: true });
+      }
     }
     for (const pid of await shimPids(sock)) {
       try {
