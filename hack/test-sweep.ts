@@ -174,7 +174,7 @@ function exists(file: string): boolean {
 }
 
 /** Kills everything in the cgroup `dirs` (one name in several hierarchies) and removes them, deepest first. */
-async function removeCgroup(dirs: string[]): Promise<number[]> {
+export async function removeCgroup(dirs: string[]): Promise<number[]> {
   const pids = () => [...new Set(dirs.flatMap(subtree).flatMap(procsOf))];
   const found = pids();
   const files: ReplicaCgroupFiles = {};

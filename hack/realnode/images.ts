@@ -35,15 +35,20 @@ async function sharedLibraries(file: string): Promise<string[]> {
   return [...libs];
 }
 
-/** Copies `file` to the same path under `root`, and the libraries it loads. */
-async function copyWithLibraries(root: string, file: string, at = file): Promise<void> {
-  await mkdir(join(root, dirname(at)), { recursive: true });
-  await copyFile(file, join(root, at));
+/** Copies the libraries `file` loads to the same paths under `root`. */
+async function copyLibraries(root: string, file: string): Promise<void> {
   for (const lib of await sharedLibraries(file)) {
     const target = join(root, lib);
     await mkdir(dirname(target), { recursive: true });
     await copyFile(await realpath(lib), target);
   }
+}
+
+/** Copies `file` to `at` under `root`, and the libraries it loads. */
+async function copyWithLibraries(root: string, file: string, at = file): Promise<void> {
+  await mkdir(join(root, dirname(at)), { recursive: true });
+  await copyFile(file, join(root, at));
+  await copyLibraries(root, file);
 }
 
 async function writeImage(rootfs: string, tag: string, out: string, args: string[]): Promise<void> {
@@ -113,10 +118,7 @@ export async function buildOrreryImage(workDir: string, log: (msg: string) => vo
     'node-runtime/native/build/Release/orrery-init',
     'node-runtime/bpf/build/orrery-bpf-load',
   ]) {
-    for (const lib of await sharedLibraries(join(installed, binary))) {
-      await mkdir(dirname(join(rootfs, lib)), { recursive: true });
-      await copyFile(await realpath(lib), join(rootfs, lib));
-    }
+    await copyLibraries(rootfs, join(installed, binary));
   }
   const out = join(workDir, 'orrery.tar');
   await writeImage(rootfs, ORRERY_IMAGE, out, [

@@ -22,8 +22,10 @@ import { promisify } from 'node:util';
 import { ensureGoBinary, versionLdflags } from '../../controlplane/binary.ts';
 import { type ControlPlane, startControlPlane } from '../../controlplane/controlplane.ts';
 import { fastPathUnavailable } from '../../node-runtime/bpf/index.ts';
+import { parseMountinfo } from '../../node-runtime/cgroups/detect.ts';
 import { detectCgroupLayout } from '../../node-runtime/cgroups/index.ts';
 import { packagePath } from '../../platform/package.ts';
+import { cgroupMounts, removeCgroup } from '../test-sweep.ts';
 import { buildOrreryImage, buildPauseImage, ORRERY_IMAGE, PAUSE_IMAGE } from './images.ts';
 
 const run = promisify(execFile);
@@ -128,50 +130,10 @@ const KUBELET_SYSCTLS = [
   'kernel/keys/root_maxbytes',
 ];
 
-/** The cgroup hierarchies mounted here: v1 controllers' directories and the v2 tree, if any. */
-async function cgroupHierarchies(): Promise<string[]> {
-  const mounts = await readFile('/proc/self/mounts', 'utf8');
-  const dirs: string[] = [];
-  for (const line of mounts.split('\n')) {
-    const [, mountPoint, type] = line.split(' ');
-    if (mountPoint && (type === 'cgroup' || type === 'cgroup2')) dirs.push(mountPoint);
-  }
-  return dirs;
-}
-
-/** Kills every process in `dir` and its descendants, then removes them, deepest first. */
-async function removeCgroupTree(dir: string): Promise<void> {
-  if (!existsSync(dir)) return;
-  const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
-  for (const entry of entries) if (entry.isDirectory()) await removeCgroupTree(join(dir, entry.name));
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const procs = (await readFile(join(dir, 'cgroup.procs'), 'utf8').catch(() => ''))
-      .split('\n')
-      .filter(Boolean)
-      .map(Number);
-    for (const pid of procs) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {}
-    }
-    try {
-      await rmdir(dir);
-      return;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    }
-    await sleep(100);
-  }
-}
-
 /** Mounts at or below `dir`, deepest first. */
 async function mountsUnder(dir: string): Promise<string[]> {
-  const mounts = await readFile('/proc/self/mounts', 'utf8');
-  const decode = (p: string) =>
-    p.replace(/\\(\d{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
-  return mounts
-    .split('\n')
-    .map((line) => decode(line.split(' ')[1] ?? ''))
+  return parseMountinfo(await readFile('/proc/self/mountinfo', 'utf8'))
+    .map((m) => m.mountPoint)
     .filter((p) => p === dir || p.startsWith(`${dir}/`))
     .sort((a, b) => b.length - a.length);
 }
@@ -194,7 +156,7 @@ export async function startRealNode(opts: Options): Promise<RealNode> {
   const savedSysctls = new Map<string, string>();
   let controlPlane: ControlPlane | undefined;
   let nodeNamespaces: string[] = [];
-  const hierarchies = await cgroupHierarchies();
+  const hierarchies = cgroupMounts();
   const { v2Root } = detectCgroupLayout();
   const runtimeDirs = new Map<string, Set<string>>();
   const existedBefore = new Set<string>();
@@ -215,10 +177,10 @@ export async function startRealNode(opts: Options): Promise<RealNode> {
     }
     // Containers and their shims: every process of the node's cgroups, and the shims, which
     // name this containerd's socket on their command line.
-    for (const h of hierarchies) await removeCgroupTree(join(h, cgroupRoot));
+    await removeCgroup(hierarchies.map((h) => join(h, cgroupRoot)));
     // What deploy/'s runtime left when the test ended early: its replicas (cgroups orrery/<node>,
     // outside kubelet's) and BPF pins; and what the node added to this machine's fixed paths.
-    for (const h of hierarchies) await removeCgroupTree(join(h, 'orrery', name));
+    await removeCgroup(hierarchies.map((h) => join(h, 'orrery', name)));
     await rm(join('/sys/fs/bpf/orrery', name), { recursive: true, force: true }).catch(() => {});
     for (const [dir, before] of runtimeDirs) {
       for (const entry of await readdir(dir).catch(() => [])) {
