@@ -266,8 +266,7 @@ export class KernelFastPath {
   readonly #onUnplaced = (p: Placement): void => {
     if (p.cgroupId === undefined) return;
     try {
-      const owners = this.#lb.portOwners();
-      for (const port of p.ports) if (owners.get(port) === p.cgroupId) this.#lb.deletePortOwner(port);
+      for (const port of p.ports) if (this.#lb.portOwner(port) === p.cgroupId) this.#lb.deletePortOwner(port);
     } catch (error) {
       this.#log.error(
         { replica: p.replica, err: (error as Error).message },

@@ -227,13 +227,22 @@ export class SocketLb {
     return bpfMapDelete(this.#map('orrery_ports'), encodePortKey(port));
   }
 
+  /** The cgroup id that owns `port`, or undefined. */
+  portOwner(port: number): bigint | undefined {
+    const value = Buffer.alloc(PORT_OWNER_SIZE);
+    return bpfMapLookup(this.#map('orrery_ports'), encodePortKey(port), value)
+      ? decodeCgroupId(value)
+      : undefined;
+  }
+
   /** Every port with an owner, and the owner's cgroup id. */
   portOwners(): Map<number, bigint> {
     const fd = this.#map('orrery_ports');
     const owners = new Map<number, bigint>();
     for (const key of bpfMapKeys(fd, PORT_KEY_SIZE, bpfMapInfo(fd).maxEntries)) {
-      const value = Buffer.alloc(PORT_OWNER_SIZE);
-      if (bpfMapLookup(fd, key, value)) owners.set(decodePortKey(key), decodeCgroupId(value));
+      const port = decodePortKey(key);
+      const owner = this.portOwner(port);
+      if (owner !== undefined) owners.set(port, owner);
     }
     return owners;
   }
