@@ -81,3 +81,12 @@ export const PROXY_METRICS_ANNOTATION = 'orrery.dev/proxy-metrics';
  * this deletion). Set only by the operator; the template may not carry it (a CEL rule).
  */
 export const PERSISTENT_DATA_ANNOTATION = 'orrery.dev/persistent-data';
+
+/**
+ * On a Replica: a request to its host's runtime to restart its processes in place (`r` in
+ * `orrery tui`, or `kubectl annotate replica web-0 orrery.dev/restartedAt=$(date -Is)
+ * --overwrite`), as `kubectl rollout restart` sets `kubectl.kubernetes.io/restartedAt`. Any new
+ * value (an RFC 3339 time by convention) is acted on once; the runtime records the last one it
+ * handled in its state record of the replica. A Replica created with it simply starts.
+ */
+export const RESTARTED_AT_ANNOTATION = 'orrery.dev/restartedAt';

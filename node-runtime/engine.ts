@@ -101,6 +101,11 @@ const DEFAULT_MEMORY_VOLUME_BYTES = 64 * 1024 * 1024;
 export interface RunOptions {
   /** Per volume name (a `files` volume of the spec): its files. Absent: an empty volume. */
   files?: ReadonlyMap<string, readonly VolumeFile[]>;
+  /**
+   * The restart request the replica starts under (opaque; the host agent's
+   * `orrery.dev/restartedAt`): recorded as handled, so Engine.restart with it is not needed.
+   */
+  restartedAt?: string;
 }
 
 /** Default of EngineOptions.userNamespaces.firstHostId. */
@@ -375,6 +380,7 @@ export class Engine extends EventEmitter<RuntimeEvents> {
       // Before the first spawn: a guard on its ports is in place before any process could bind.
       this.#place(copy.id, ports, cgroup);
       const sup = new ReplicaSupervisor(copy, ports, this.#deps(cgroup, userRange));
+      sup.restartedAt = options.restartedAt;
       this.#replicas.set(copy.id, sup);
       await sup.start();
       return sup.status();
@@ -420,6 +426,27 @@ export class Engine extends EventEmitter<RuntimeEvents> {
     })().finally(() => this.#stopping.delete(id));
     this.#stopping.set(id, stopping);
     return stopping;
+  }
+
+  /**
+   * Restart a replica's processes in place (ReplicaSupervisor.restart): same cgroup, ports and
+   * state record, each process stopped within the grace period and started again, its restart
+   * counted. `restartedAt` (opaque) is recorded as the request handled, in status().restartedAt.
+   */
+  async restart(id: string, options: StopOptions & { restartedAt: string }): Promise<void> {
+    this.#assertStarted('restart');
+    if (typeof options?.restartedAt !== 'string' || options.restartedAt === '') {
+      throw new TypeError(
+        `options.restartedAt must be a non-empty string, got ${JSON.stringify(options?.restartedAt)}`,
+      );
+    }
+    if (options.graceSeconds !== undefined && !(options.graceSeconds >= 0)) {
+      throw new TypeError(`options.graceSeconds must be a non-negative number, got ${options.graceSeconds}`);
+    }
+    await this.#starting.get(id)?.done.catch(() => {});
+    const sup = this.#replicas.get(id);
+    if (!sup || this.#stopping.has(id)) throw new Error(`no replica ${id} on this runtime`);
+    await sup.restart(options.restartedAt, options.graceSeconds);
   }
 
   /** Every replica's placement (those re-adopted included). */

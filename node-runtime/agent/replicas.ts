@@ -9,7 +9,7 @@
 
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
-import { RUNTIME_FINALIZER } from '../../crds/labels.ts';
+import { RESTARTED_AT_ANNOTATION, RUNTIME_FINALIZER } from '../../crds/labels.ts';
 import { serviceEnv } from '../../crds/service-env.ts';
 import type { ReplicaStatus as ApiReplicaStatus, Replica, Service } from '../../crds/types.ts';
 import {
@@ -190,9 +190,40 @@ export class ReplicaReconciler {
       }
     }
     if (!engine.has(id)) return this.#start(key, replica, id);
+    const restartedAt = replica.metadata.annotations?.[RESTARTED_AT_ANNOTATION];
+    if (restartedAt && restartedAt !== engine.status(id).restartedAt) {
+      await this.#restart(key, replica, id, restartedAt);
+    }
     this.statusWriter.request(key);
     return undefined;
   };
+
+  /**
+   * A restart asked for by a new value of the Replica's `orrery.dev/restartedAt`: its processes
+   * stopped within its grace period and started again in place (Engine.restart, which records the
+   * value as handled in the replica's state record before it stops anything), and a `Restarted`
+   * Event. Acted on once per value: a resync, a new agent or a new value of nothing else does not
+   * act again, and a value first seen after a runtime restart is acted on then.
+   */
+  async #restart(key: string, replica: Replica, id: string, restartedAt: string): Promise<void> {
+    const { engine, log, recorder } = this.#o;
+    const before = engine.status(id).processes;
+    log.info({ replica: key, restartedAt }, `restarting the replica on request (${RESTARTED_AT_ANNOTATION})`);
+    await engine.restart(id, { restartedAt });
+    if (!engine.has(id)) return;
+    const pids = engine
+      .status(id)
+      .processes.map((p) => {
+        const old = before.find((b) => b.name === p.name)?.pid;
+        return `${p.name} ${old ?? '-'} → ${p.pid ?? '-'}`;
+      })
+      .join(', ');
+    void recorder.normal(
+      replica,
+      'Restarted',
+      `restarted on request (${RESTARTED_AT_ANNOTATION}: ${restartedAt}); pids ${pids}`,
+    );
+  }
 
   /**
    * The operator asked for the data of a deleted replica's persistent volumes to go with it
@@ -453,7 +484,9 @@ export class ReplicaReconciler {
     this.#starting.add(id);
     const t0 = performance.now();
     try {
-      await engine.run(spec, { files });
+      // A restart asked for before this start is done by it: recorded as handled.
+      const restartedAt = replica.metadata.annotations?.[RESTARTED_AT_ANNOTATION];
+      await engine.run(spec, restartedAt ? { files, restartedAt } : { files });
       for (const [volume, f] of files) this.#written.set(`${id}/${volume}`, filesDigest(f));
       // Its persistent data made here: in the Host's status before the replica counts as started.
       if (spec.volumes?.some((v) => 'persistent' in v)) await this.#o.persistentDataChanged().catch(() => {});

@@ -91,6 +91,8 @@ export interface ReplicaRecord extends StoredReplica<WorkloadSpec, StoredProcess
   crashLoops: number;
   /** Absent: no user namespace (isolation.hostUsers), or a record from before they existed. */
   userRange?: UserRange;
+  /** The last restart request acted on (ReplicaSupervisor.restartedAt). */
+  restartedAt?: string;
 }
 
 interface Slot {
@@ -139,6 +141,12 @@ export class ReplicaSupervisor {
   #spawning: Promise<unknown> | undefined;
   #oomSeen = 0;
   #replicaReady = false;
+  /**
+   * The last restart request (an opaque value: the host agent's `orrery.dev/restartedAt`) acted
+   * on, or the one the replica was started under; kept in its state record, so a new runtime
+   * knows which requests were handled.
+   */
+  restartedAt: string | undefined;
 
   constructor(
     spec: WorkloadSpec,
@@ -217,6 +225,7 @@ export class ReplicaSupervisor {
     // A runtime that died inside start() left 'Starting'; whatever was spawned is found below.
     this.#phase = record.phase === 'Starting' || record.phase === 'Pending' ? 'Running' : record.phase;
     this.#startedAt = record.startedAt;
+    this.restartedAt = record.restartedAt;
     this.#oomSeen = await this.#deps.cgroup.oomKills().catch(() => 0);
     this.#intensity = { ...initialIntensity(Date.now()), crashLoops: record.crashLoops };
     const lost: Slot[] = [];
@@ -843,6 +852,67 @@ export class ReplicaSupervisor {
     this.#deps.emit({ type: 'stopped', replica: this.spec.id, at: now() });
   }
 
+  /**
+   * Restart every process in place, on request (`kubectl rollout restart` for one replica): stop
+   * them as stop() does (stop signals in reverse start order within the grace period, then the
+   * cgroup killed, so no grandchild survives), and start them again in order in the same cgroup,
+   * each restart counted. A crash-loop back-off in progress is cut short and the restart
+   * intensity starts afresh, as a new Pod's would. `restartedAt` is recorded durably before
+   * anything is stopped, so a runtime that dies half-way does not act on it twice: its successor
+   * starts whatever was stopped (those processes are recorded as waiting, not finished).
+   */
+  async restart(restartedAt: string, graceSeconds = this.spec.terminationGracePeriodSeconds): Promise<void> {
+    if (this.#terminating || this.#detached) throw new Error(`replica ${this.spec.id} is stopping`);
+    await this.#enqueue(async () => {
+      if (this.#terminating || this.#detached) return;
+      this.restartedAt = restartedAt;
+      if (this.#backoffTimer) clearTimeout(this.#backoffTimer);
+      this.#backoffTimer = undefined;
+      this.#backoffUntil = undefined;
+      if (this.#phase !== 'Starting') this.#phase = 'Running';
+      for (const s of this.#slots) s.finished = false;
+      await this.#persistNow();
+      const at = now();
+      for (const s of this.#slots) {
+        this.#deps.emit({
+          type: 'restarting',
+          replica: this.spec.id,
+          process: s.spec.name,
+          cause: 'Requested',
+          at,
+        });
+      }
+      const deadline = Date.now() + graceSeconds * 1000;
+      const live = [...this.#slots].reverse().filter((s) => s.pid !== null);
+      for (const [k, slot] of live.entries()) {
+        slot.stopRequested = true;
+        slot.state = 'Stopping';
+        this.#stopProbes(slot);
+        const exited = new Promise<void>((resolve) => slot.exitWaiters.push(resolve));
+        this.#signal(slot, slot.spec.stopSignal ?? 'SIGTERM');
+        await settlesWithin(exited, Math.max(0, (deadline - Date.now()) / (live.length - k)));
+      }
+      // What ignored its stop signal, and whatever the processes left behind in the cgroup.
+      const left = this.#slots.filter((s) => s.pid !== null);
+      const exits = left.map((s) => new Promise<void>((resolve) => s.exitWaiters.push(resolve)));
+      await this.#deps.cgroup.kill();
+      await settlesWithin(
+        Promise.all(exits).then(() => {}),
+        KILL_WAIT_MS,
+      );
+      if (this.#terminating || this.#detached) return;
+      this.#intensity = initialIntensity(Date.now());
+      for (const slot of this.#slots) {
+        if (slot.pid !== null) continue; // in D state past SIGKILL: it keeps its run
+        slot.state = 'Waiting';
+        await this.#spawn(slot);
+      }
+      this.#updateFinished();
+      this.#updateReady(this.#slots[0]?.spec.name ?? '');
+      this.#persist();
+    });
+  }
+
   /** Stop watching (runtime shutdown for a later re-adoption); the workload keeps running. */
   async detach(): Promise<void> {
     await this.#spawning?.catch(() => {});
@@ -885,6 +955,7 @@ export class ReplicaSupervisor {
       ),
     };
     if (this.#backoffUntil !== undefined) status.backoffUntil = new Date(this.#backoffUntil).toISOString();
+    if (this.restartedAt !== undefined) status.restartedAt = this.restartedAt;
     return status;
   }
 
@@ -915,6 +986,7 @@ export class ReplicaSupervisor {
     };
     if (this.#backoffUntil !== undefined) record.backoffUntil = new Date(this.#backoffUntil).toISOString();
     if (this.#deps.userRange) record.userRange = this.#deps.userRange;
+    if (this.restartedAt !== undefined) record.restartedAt = this.restartedAt;
     return record;
   }
 

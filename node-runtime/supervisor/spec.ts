@@ -136,6 +136,8 @@ export interface WorkloadStatus {
   startedAt: string | null;
   /** Set in CrashLoopBackOff: when the replica will be started again. */
   backoffUntil?: string;
+  /** The last restart request acted on (Engine.restart), or the one it was run under (RunOptions). */
+  restartedAt?: string;
   processes: ProcessStatus[];
 }
 
@@ -159,7 +161,7 @@ export type EngineEvent =
   | (EventBase & {
       type: 'restarting';
       process: string;
-      cause: 'Exited' | 'LivenessProbeFailed' | 'Sibling' | 'BackoffEnded';
+      cause: 'Exited' | 'LivenessProbeFailed' | 'Sibling' | 'BackoffEnded' | 'Requested';
     })
   | (EventBase & { type: 'backoff'; delayMs: number; crashLoops: number })
   | (EventBase & { type: 'ready' | 'notReady'; process: string; replicaReady: boolean; message?: string })

@@ -247,6 +247,24 @@ test.serial(
     );
     t.notRegex(screen.join('\n'), new RegExp(`^ server +\\w+ +\\w+ +${pid} `, 'm'), 'a new pid');
 
+    // r in its processes, y: the runtime restarts it in place (orrery.dev/restartedAt); the
+    // operator leaves the annotated Replica as it is (same object).
+    const uid = (await env.replicasOf('loop'))[0]?.metadata.uid;
+    const pid2 = Number(/^ server +Running +true +(\d+) /m.exec(screen.join('\n'))?.[1]);
+    await term.type('r');
+    await term.waitFor(
+      'the question',
+      has(`Restart replica ${env.ns}/loop-0 (its processes, in place)? y restarts`),
+    );
+    await term.type('y');
+    screen = await term.waitFor('restarted on request', (s) =>
+      /^ server +Running +true +\d+ +2 /m.test(s.join('\n')),
+    );
+    t.notRegex(screen.join('\n'), new RegExp(`^ server +\\w+ +\\w+ +${pid2} `, 'm'), 'a new pid again');
+    const [after] = await env.replicasOf('loop');
+    t.is(after?.metadata.uid, uid, 'the same Replica');
+    t.truthy(after?.metadata.annotations?.['orrery.dev/restartedAt']);
+
     await term.press('Escape');
     await term.waitFor('the Replicas', has('Replicas(inst/loop)[1]'));
     await term.press('Escape');

@@ -126,6 +126,9 @@ class FakeCluster implements LiveCluster {
   async scale(key: string, replicas: number): Promise<void> {
     this.writes.push(`scale ${key} ${replicas}`);
   }
+  async restart(key: string): Promise<void> {
+    this.writes.push(`restart ${key}`);
+  }
 }
 
 const instance = (name: string, ready: number, replicas: number): Instance =>
@@ -306,6 +309,38 @@ test('ctrl-d then y deletes through the model; s scales; --readonly does neither
   t.notRegex(ro.stdout.lastFrame(), /<ctrl-d> delete/);
   ro.stdin.type('\u0004');
   await until('the refusal', ro.stdout, (f) => f.includes('read-only: deleting is off'));
+  t.deepEqual(ro.cluster.writes, []);
+});
+
+test('r then y restarts the Replica through the model; another key cancels; --readonly refuses', async (t) => {
+  const { stdout, stdin, cluster, app } = mount(100, 24);
+  t.teardown(() => app.unmount());
+  await until('the instances', stdout, (f) => f.includes('Instances(default)[2]'));
+  stdin.type(':rep\r');
+  await until('the replicas', stdout, (f) => f.includes('Replicas(default)[4]') && f.includes('<r> restart'));
+  stdin.type('r');
+  await until('the question', stdout, (f) =>
+    f.includes('Restart replica default/api-0 (its processes, in place)? y restarts'),
+  );
+  stdin.type('n');
+  await until('cancelled', stdout, (f) => f.includes('restart cancelled'));
+  t.deepEqual(cluster.writes, []);
+  stdin.type('j');
+  await sleep(20);
+  stdin.type('r');
+  await until('the question', stdout, (f) => f.includes('Restart replica default/web-0'));
+  stdin.type('y');
+  await until('the message', stdout, (f) => f.includes('restarting replica default/web-0'));
+  t.deepEqual(cluster.writes, ['restart default/web-0']);
+
+  const ro = mount(100, 24, { readonly: true });
+  t.teardown(() => ro.app.unmount());
+  await until('the instances', ro.stdout, (f) => f.includes('Instances(default)[2]'));
+  ro.stdin.type(':rep\r');
+  await until('the replicas', ro.stdout, (f) => f.includes('Replicas(default)[4]'));
+  t.notRegex(ro.stdout.lastFrame() ?? '', /<r> restart/);
+  ro.stdin.type('r');
+  await until('the refusal', ro.stdout, (f) => f.includes('read-only: restarting is off'));
   t.deepEqual(ro.cluster.writes, []);
 });
 

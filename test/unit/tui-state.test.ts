@@ -185,6 +185,35 @@ test('ctrl-d asks first; only y deletes', (t) => {
   t.deepEqual(press(start(), ['ctrl+d'], ctx([])).state.mode, { name: 'table' }, 'no row: nothing to delete');
 });
 
+test('r asks first, then restarts the Replica selected, or the one whose processes are shown; only y restarts', (t) => {
+  const c = ctx(rowsOf(3));
+  const onReplicas = press(start(), [':', 'rep', 'enter', 'j', 'r'], c);
+  const target = { view: 'rep', kind: 'replicas', key: 'default/web-1' };
+  t.deepEqual(onReplicas.state.mode, { name: 'confirm-restart', target });
+  t.deepEqual(onReplicas.effects, [], 'nothing before the answer');
+  t.deepEqual(press(onReplicas.state, ['y'], c).effects, [{ kind: 'restart', target }]);
+  t.deepEqual(press(onReplicas.state, ['Y'], c).effects, [{ kind: 'restart', target }]);
+  for (const no of ['n', 'enter', 'esc', 'r']) {
+    const cancelled = press(onReplicas.state, [no], c);
+    t.deepEqual(cancelled.effects, [], `${no} is not a yes`);
+    t.deepEqual(cancelled.state.mode, { name: 'table' });
+    t.is(cancelled.state.flash?.text, 'restart cancelled');
+  }
+  // In a Replica's processes, whichever process is selected: the Replica.
+  const procs = ctx(rowsOf(2), {
+    drill: (): Drill => ({ view: 'proc', scope: { by: 'replica', namespace: 'ns1', name: 'db-0' } }),
+  });
+  const inProcs = press(start(), [':', 'rep', 'enter', 'enter', 'j', 'r', 'y'], procs);
+  t.is(topFrame(inProcs.state).view, 'proc');
+  t.deepEqual(inProcs.effects, [
+    { kind: 'restart', target: { view: 'rep', kind: 'replicas', key: 'ns1/db-0' } },
+  ]);
+  // Nothing to restart elsewhere, or without a row.
+  t.deepEqual(press(start(), ['r'], c).state.mode, { name: 'table' }, 'Instances do not restart');
+  t.deepEqual(press(start(), [':', 'svc', 'enter', 'r'], c).state.mode, { name: 'table' });
+  t.deepEqual(press(start(), [':', 'rep', 'enter', 'r'], ctx([])).state.mode, { name: 'table' }, 'no row');
+});
+
 test('s asks for a number of replicas, digits only', (t) => {
   const c = ctx(rowsOf(3));
   const asked = press(start(), ['s'], c).state;
@@ -199,10 +228,10 @@ test('s asks for a number of replicas, digits only', (t) => {
   t.deepEqual(onReplicas.mode, { name: 'table' }, 'only Instances scale');
 });
 
-test('--readonly: no delete, no scale, and the reason is said', (t) => {
+test('--readonly: no delete, no scale, no restart, and the reason is said', (t) => {
   const c = ctx(rowsOf(3));
-  for (const key of ['ctrl+d', 's']) {
-    const r = press(start({ readonly: true }), [key], c);
+  for (const keys of [['ctrl+d'], ['s'], [':', 'rep', 'enter', 'r']]) {
+    const r = press(start({ readonly: true }), keys, c);
     t.deepEqual(r.state.mode, { name: 'table' });
     t.deepEqual(r.effects, []);
     t.regex(r.state.flash?.text ?? '', /^read-only: .* is off/);

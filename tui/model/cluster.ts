@@ -1,7 +1,8 @@
 // The TUI's live state: one informer per kind (Instances, Replicas, Services, Hosts, core
 // Events) in the namespace shown, or in all of them. Views read its caches through
 // ClusterReader and re-render when `version()` changes; nothing here knows of React. The writes
-// the keys ask for (delete, scale) go through the same clients.
+// the keys ask for (delete, scale, restart) go through the same clients.
+import { RESTARTED_AT_ANNOTATION } from '../../crds/labels.ts';
 import { ENDPOINT_SLICES, HOSTS, INSTANCES, REPLICAS, SERVICES } from '../../crds/resources.ts';
 import {
   type CoreEvent,
@@ -57,6 +58,7 @@ export interface LiveCluster extends ClusterReader {
   setNamespace(namespace: string | undefined): void;
   delete(kind: KindId, key: string): Promise<void>;
   scale(key: string, replicas: number): Promise<void>;
+  restart(key: string): Promise<void>;
 }
 
 /**
@@ -218,6 +220,20 @@ export class ClusterModel implements LiveCluster {
   async scale(key: string, replicas: number): Promise<void> {
     const { namespace, name } = splitKey(key);
     await this.#clients.instances.scale(name, replicas, { namespace });
+  }
+
+  /**
+   * Ask a Replica's runtime to restart its processes in place: a new `orrery.dev/restartedAt`
+   * (now, to the millisecond, so two restarts within a second are two), as `kubectl annotate
+   * replica NAME orrery.dev/restartedAt=... --overwrite` would set it.
+   */
+  async restart(key: string): Promise<void> {
+    const { namespace, name } = splitKey(key);
+    await this.#clients.replicas.mergePatch(
+      name,
+      { metadata: { annotations: { [RESTARTED_AT_ANNOTATION]: new Date().toISOString() } } },
+      { namespace },
+    );
   }
 
   #changed(): void {

@@ -111,6 +111,7 @@ export const BINDINGS: readonly BindingGroup[] = [
       { keys: 'l', does: "logs of a Replica's first process, or of the process selected" },
       { keys: 'd', does: 'describe: the object as YAML, its recent Events' },
       { keys: 's', does: 'scale an Instance (asks how many replicas)' },
+      { keys: 'r', does: 'restart a Replica in place (its processes), after a confirmation' },
       { keys: 'ctrl-d', does: 'delete, after a confirmation' },
     ],
   },

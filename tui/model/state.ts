@@ -1,6 +1,6 @@
 // What the user is doing, as a value: the stack of views opened with `enter`, the prompt or pane
 // that is open, the namespace. reduce() takes one key name (keys.ts) and returns the next state
-// and the effects for the app to carry out (quit, delete, scale, switch namespace). It is pure:
+// and the effects for the app to carry out (quit, delete, restart, scale, switch namespace). It is pure:
 // tests drive it with key names and rows, without a terminal or an API server.
 
 import type { LogTarget } from './logs.ts';
@@ -43,6 +43,8 @@ export type Mode =
   | { readonly name: 'help'; readonly offset: number }
   | { readonly name: 'describe'; readonly target: Target; readonly offset: number }
   | { readonly name: 'confirm-delete'; readonly target: Target }
+  /** `r`: restart a Replica (its `target.key`), after a question only `y` answers. */
+  | { readonly name: 'confirm-restart'; readonly target: Target }
   | { readonly name: 'scale'; readonly target: Target; readonly input: string }
   | {
       readonly name: 'logs';
@@ -74,6 +76,7 @@ export interface UiState {
 export type Effect =
   | { readonly kind: 'quit' }
   | { readonly kind: 'delete'; readonly target: Target }
+  | { readonly kind: 'restart'; readonly target: Target }
   | { readonly kind: 'scale'; readonly target: Target; readonly replicas: number }
   | { readonly kind: 'namespace'; readonly namespace: string | undefined }
   | { readonly kind: 'logs'; readonly target: LogTarget; readonly previous: boolean }
@@ -228,6 +231,11 @@ export function reduce(state: UiState, key: string, ctx: KeyContext): Reduced {
         return done({ ...s, mode: { name: 'table' } }, { kind: 'delete', target: s.mode.target });
       }
       return flash({ ...s, mode: { name: 'table' } }, 'delete cancelled');
+    case 'confirm-restart':
+      if (key === 'y' || key === 'Y') {
+        return done({ ...s, mode: { name: 'table' } }, { kind: 'restart', target: s.mode.target });
+      }
+      return flash({ ...s, mode: { name: 'table' } }, 'restart cancelled');
     case 'scale':
       return scaleKey(s, s.mode.target, s.mode.input, key);
     case 'logs':
@@ -335,6 +343,12 @@ function tableKey(state: UiState, key: string, ctx: KeyContext): Reduced {
         { kind: 'logs', target, previous: false },
       );
     }
+    case 'r': {
+      const target = restartTarget(frame.scope, view.id, row?.key);
+      if (!target) return done(state);
+      if (state.readonly) return flash(state, 'read-only: restarting is off (started with --readonly)', true);
+      return done({ ...state, mode: { name: 'confirm-restart', target } });
+    }
     case 'ctrl+d':
       if (!view.kind || !row) return done(state);
       if (state.readonly) return flash(state, 'read-only: deleting is off (started with --readonly)', true);
@@ -360,6 +374,15 @@ function logTarget(scope: Scope | undefined, view: ViewId, key: string | undefin
   }
   if (view === 'proc' && scope?.by === 'replica') {
     return { namespace: scope.namespace, replica: scope.name, process: key };
+  }
+  return undefined;
+}
+
+/** Which Replica `r` restarts: the one selected (Replicas), or the one whose processes are shown. */
+function restartTarget(scope: Scope | undefined, view: ViewId, key: string | undefined): Target | undefined {
+  if (view === 'rep' && key !== undefined) return { view: 'rep', kind: 'replicas', key };
+  if (view === 'proc' && scope?.by === 'replica') {
+    return { view: 'rep', kind: 'replicas', key: `${scope.namespace}/${scope.name}` };
   }
   return undefined;
 }

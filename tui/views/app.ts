@@ -123,6 +123,14 @@ export function App(props: AppProps) {
         );
         return;
       }
+      case 'restart': {
+        const what = `replica ${effect.target.key}`;
+        cluster.restart(effect.target.key).then(
+          () => say(`restarting ${what}`),
+          (err: Error) => say(`could not restart ${what}: ${err.message}`, true),
+        );
+        return;
+      }
       case 'scale': {
         const what = `${VIEWS[effect.target.view].noun} ${effect.target.key}`;
         cluster.scale(effect.target.key, effect.replicas).then(

@@ -54,6 +54,7 @@ export function keyHints(state: UiState): [string, string][] {
   if (view.id === 'rep' || view.id === 'proc') hints.push(['l', 'logs']);
   if (view.kind) hints.push(['d', 'describe']);
   if (view.scalable && !state.readonly) hints.push(['s', 'scale']);
+  if ((view.id === 'rep' || view.id === 'proc') && !state.readonly) hints.push(['r', 'restart']);
   if (view.kind && !state.readonly) hints.push(['ctrl-d', 'delete']);
   if (state.stack.length > 1) hints.push(['esc', 'back']);
   hints.push(['/', 'filter'], [':', 'view'], ['q', 'quit']);
@@ -122,6 +123,11 @@ function promptText(
     case 'confirm-delete':
       return {
         text: `Delete ${describeTarget(mode.target.key)}? y deletes, any other key cancels`,
+        color: 'red',
+      };
+    case 'confirm-restart':
+      return {
+        text: `Restart replica ${mode.target.key} (its processes, in place)? y restarts, any other key cancels`,
         color: 'red',
       };
     case 'scale':
