@@ -12,6 +12,7 @@ import { KubeApi, type KubeConfig, leaseClient } from '../kube/index.ts';
 import { version } from '../platform/package.ts';
 import { type RuntimeTokenSource, scrapeHost } from '../platform/runtime-api.ts';
 import { ClusterModel } from './model/cluster.ts';
+import { RuntimeEventsModel } from './model/live.ts';
 import { LogsModel } from './model/logs.ts';
 import { MeshModel } from './model/mesh.ts';
 import { RuntimeClients } from './model/runtime.ts';
@@ -57,11 +58,17 @@ export async function runTui(opts: TuiOptions): Promise<void> {
         ejected: l.metadata?.annotations?.[PROXY_EJECTED_ANNOTATION],
       })),
   });
-  const cluster = new ClusterModel({ api, namespace: opts.namespace, usage, mesh }).start();
+  // The runtimes' event streams: exits and restarts before the API has them.
+  const live = new RuntimeEventsModel({
+    hosts: () => clients?.hosts() ?? [],
+    token: (host) => (clients as RuntimeClients).token(host),
+  });
+  const cluster = new ClusterModel({ api, namespace: opts.namespace, usage, mesh, live }).start();
   clients = new RuntimeClients(cluster, opts.runtimeToken ?? {});
   const logs = new LogsModel({ access: clients });
   usage.start();
   mesh.start();
+  live.start();
   const app = render(
     h(App, {
       cluster,
@@ -97,6 +104,7 @@ export async function runTui(opts: TuiOptions): Promise<void> {
     for (const s of signals) process.off(s, stop);
     logs.close();
     usage.stop();
+    live.stop();
     mesh.stop();
     await cluster.stop();
   }

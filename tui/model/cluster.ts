@@ -4,6 +4,7 @@
 // the keys ask for (delete, scale, restart) go through the same clients.
 import { RESTARTED_AT_ANNOTATION } from '../../crds/labels.ts';
 import { ENDPOINT_SLICES, HOSTS, INSTANCES, REPLICAS, SERVICES } from '../../crds/resources.ts';
+import type { Replica } from '../../crds/types.ts';
 import {
   type CoreEvent,
   EVENTS,
@@ -15,6 +16,7 @@ import {
   splitKey,
   typed,
 } from '../../kube/index.ts';
+import type { LiveReader } from './live.ts';
 import type { MeshReader } from './mesh.ts';
 import type { UsageReader } from './usage.ts';
 import type { ClusterReader, KindId, KindObjects } from './views.ts';
@@ -48,6 +50,11 @@ export interface ClusterModelOptions {
   usage?: (UsageReader & { subscribe(listener: () => void): () => void }) | undefined;
   /** Requests per second and p99 per Service, from the mesh proxies. */
   mesh?: (MeshReader & { subscribe(listener: () => void): () => void }) | undefined;
+  /**
+   * The runtimes' event streams (live.ts): what a host's runtime says of its replicas overlays
+   * their status while its stream is up, and a host whose stream fails is marked as `usage` marks it.
+   */
+  live?: (LiveReader & { subscribe(listener: () => void): () => void }) | undefined;
 }
 
 /** What the views hold of the cluster: its caches, a change counter to re-render on, and the writes the keys make. */
@@ -76,8 +83,10 @@ const EVENT_UID_INDEX = 'involvedObject.uid';
 
 export class ClusterModel implements LiveCluster {
   readonly #api: KubeApi;
-  readonly #opts: Required<Omit<ClusterModelOptions, 'api' | 'namespace' | 'usage' | 'mesh'>>;
+  readonly #opts: Required<Omit<ClusterModelOptions, 'api' | 'namespace' | 'usage' | 'mesh' | 'live'>>;
   readonly usage: UsageReader | undefined;
+  readonly #live: LiveReader | undefined;
+  #offLive: (() => void) | undefined;
   readonly mesh: MeshReader | undefined;
   #offMesh: (() => void) | undefined;
   readonly #clients: { [K in KindId]: ResourceClient<KindObjects[K]> };
@@ -102,7 +111,17 @@ export class ClusterModel implements LiveCluster {
       healthPollMs: opts.healthPollMs ?? 250,
       backoffMaxMs: opts.backoffMaxMs ?? 5_000,
     };
-    this.usage = opts.usage;
+    const { usage, live } = opts;
+    this.#live = live;
+    // A host is marked when its stats cannot be read, or its event stream is down.
+    this.usage =
+      usage && live
+        ? {
+            series: (key) => usage.series(key),
+            hostError: (host) => usage.hostError(host) ?? live.hostError(host),
+          }
+        : (usage ?? (live && { series: () => undefined, hostError: (host) => live.hostError(host) }));
+    this.#offLive = live?.subscribe(() => this.#changed());
     this.mesh = opts.mesh;
     this.#offMesh = opts.mesh?.subscribe(() => this.#changed());
     const offUsage = opts.usage?.subscribe(() => this.#changed());
@@ -157,6 +176,7 @@ export class ClusterModel implements LiveCluster {
     for (const off of this.#unsubscribe.values()) off();
     this.#offUsage?.();
     this.#offMesh?.();
+    this.#offLive?.();
     await Promise.all(Object.values(this.#informers).map((i) => i.stop()));
     this.#api.close();
   }
@@ -184,11 +204,16 @@ export class ClusterModel implements LiveCluster {
   }
 
   list<K extends KindId>(kind: K): readonly KindObjects[K][] {
-    return this.#informers[kind].list();
+    const all = this.#informers[kind].list();
+    const live = this.#live;
+    if (kind !== 'replicas' || !live) return all;
+    return (all as Replica[]).map((r) => live.overlay(r)) as KindObjects[K][];
   }
 
   get<K extends KindId>(kind: K, key: string): KindObjects[K] | undefined {
-    return this.#informers[kind].get(key);
+    const obj = this.#informers[kind].get(key);
+    if (kind !== 'replicas' || !this.#live || !obj) return obj;
+    return this.#live.overlay(obj as Replica) as KindObjects[K];
   }
 
   eventsFor(obj: KubeObject): readonly CoreEvent[] {

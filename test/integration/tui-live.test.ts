@@ -1,0 +1,121 @@
+// The TUI's runtime event streams (tui/model/live.ts) against a real runtime and a real API
+// server: an exit and the restart that follows reach the Replica rows' model through the host's
+// stream while the API server is frozen (so not through the status round trip); a lost stream
+// marks the host and drops what it said; the stream comes back by itself with the runtime.
+import test from 'ava';
+import { pino } from 'pino';
+import { REPLICAS } from '../../crds/resources.ts';
+import type { Replica } from '../../crds/types.ts';
+import { KubeApi, loadKubeConfig, resourceClient, typed } from '../../kube/index.ts';
+import { type Agent, startAgent } from '../../node-runtime/agent/index.ts';
+import { ClusterModel } from '../../tui/model/cluster.ts';
+import { RuntimeEventsModel } from '../../tui/model/live.ts';
+import {
+  agentDirs,
+  installCrdsForAgent,
+  pidAlive,
+  removeCgroupTree,
+  replicaObject,
+  waitFor,
+} from '../helpers/agent-harness.ts';
+import { privateControlPlane } from '../helpers/cluster.ts';
+
+test('an exit and its restart reach the rows through the runtime’s stream while the API server is frozen; a lost stream marks the host, and it reconnects', async (t) => {
+  const plane = await privateControlPlane(t, 'orrery-live-cp-');
+  const kc = loadKubeConfig({ kubeconfig: plane.current.kubeconfig });
+  const api = await KubeApi.fromKubeConfig(kc);
+  t.teardown(() => api.close());
+  await installCrdsForAgent(kc, api);
+  const replicas = resourceClient(api, typed<Replica>(REPLICAS), 'orrery-test');
+  await api.request({ method: 'POST', path: '/api/v1/namespaces', body: { metadata: { name: 'live' } } });
+
+  const dirs = await agentDirs(t);
+  t.teardown(() => removeCgroupTree(dirs.cgroupParent));
+  const start = () =>
+    startAgent({
+      kubeconfig: plane.current.kubeconfig,
+      hostName: dirs.hostName,
+      stateDir: dirs.stateDir,
+      logDir: dirs.logDir,
+      cgroupParent: dirs.cgroupParent,
+      // Long enough that a frozen API server does not fence it during the test.
+      leaseDurationSeconds: 30,
+      registerUnschedulable: true,
+      log: pino({ level: process.env.ORRERY_TEST_LOG ?? 'silent' }),
+    });
+  let agent: Agent | undefined = await start();
+  t.teardown(() => agent?.stop({ stopWorkloads: true }));
+  await replicas.create(
+    replicaObject('live', 'w-0', dirs.hostName, [{ name: 'main', command: ['sleep', '600'] }]),
+  );
+  const running = await waitFor('w-0 Running', async () => {
+    const r = await replicas.get('w-0', { namespace: 'live' });
+    return r.status?.phase === 'Running' ? r : undefined;
+  });
+  const pid = running.status?.processes?.[0]?.pid as number;
+
+  let endpoint = agent.apiEndpoint;
+  const live = new RuntimeEventsModel({
+    hosts: () => [{ name: dirs.hostName, endpoint }],
+    token: async () => (agent as Agent).token,
+    hostsEveryMs: 100,
+    backoffMs: { initial: 50, max: 400 },
+  }).start();
+  t.teardown(() => live.stop());
+  const cluster = new ClusterModel({ api, namespace: 'live', live, coalesceMs: 5 }).start();
+  t.teardown(() => cluster.stop());
+  const shown = () => cluster.get('replicas', 'live/w-0')?.status?.processes?.[0];
+  await waitFor('the stream open, w-0 in it', () =>
+    live.connected(dirs.hostName) && live.status('live/w-0')?.processes[0]?.pid === pid ? true : undefined,
+  );
+  let changes = 0;
+  cluster.subscribe(() => changes++);
+
+  // The API server stops answering (SIGSTOP): whatever changes now comes from the runtime alone.
+  process.kill(plane.current.pid, 'SIGSTOP');
+  t.teardown(() => {
+    try {
+      process.kill(plane.current.pid, 'SIGCONT');
+    } catch {}
+  });
+  const killed = performance.now();
+  process.kill(pid, 'SIGKILL');
+  const restarted = await waitFor(
+    'the restart in the rows’ model',
+    () => {
+      const p = shown();
+      return p?.restarts === 1 && p.state === 'Running' && p.pid !== pid ? p : undefined;
+    },
+    5_000,
+  );
+  t.log(
+    `SIGKILL -> restart in the TUI's model, API server frozen: ${(performance.now() - killed).toFixed(0)} ms`,
+  );
+  t.is(restarted.lastExit?.signal, 'SIGKILL');
+  t.is(restarted.lastExit?.reason, 'Killed');
+  t.true(pidAlive(restarted.pid as number));
+  t.is(cluster.get('replicas', 'live/w-0')?.status?.restarts, 1);
+  t.true(changes > 0, 'the views were told');
+  t.is(cluster.usage?.hostError(dirs.hostName), undefined, 'the host is not marked');
+  process.kill(plane.current.pid, 'SIGCONT');
+
+  // The runtime goes away: the stream fails, the host is marked, and its word is dropped.
+  await agent.stop();
+  agent = undefined;
+  await waitFor('the host marked', () => live.hostError(dirs.hostName));
+  t.false(live.connected(dirs.hostName));
+  t.is(live.status('live/w-0'), undefined);
+  t.truthy(cluster.usage?.hostError(dirs.hostName), 'the Replica rows mark the host as usage does');
+  t.log(`while down: ${live.hostError(dirs.hostName)}`);
+
+  // Back (re-adopting, on a new port): the stream opens again by itself.
+  agent = await start();
+  endpoint = agent.apiEndpoint;
+  await waitFor('the stream open again', () =>
+    live.connected(dirs.hostName) && live.status('live/w-0')?.processes[0]?.pid === restarted.pid
+      ? true
+      : undefined,
+  );
+  t.is(live.hostError(dirs.hostName), undefined);
+  t.is(shown()?.restarts, 1);
+});
