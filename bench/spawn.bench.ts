@@ -226,7 +226,7 @@ export default async function spawnBench(): Promise<{ title: string; markdown: s
  * "Where the time goes"); prints, per step, the median and p90 time since the previous stamp and
  * the CPUs it ran on, plus the JS overhead (normalize, N-API, startTime) around the C part.
  */
-async function traceSteps(init: boolean, rounds: number): Promise<string> {
+async function traceSteps(init: boolean, rounds: number, withVolumes = false): Promise<string> {
   const name = `orrery-bench-spawn-trace-${process.pid}`;
   const v2Dir = join('/sys/fs/cgroup/unified', name);
   const v1Dir = join('/sys/fs/cgroup/memory', name);
@@ -238,11 +238,12 @@ async function traceSteps(init: boolean, rounds: number): Promise<string> {
   const cpus = new Map<string, number[]>();
   const sameCpu: boolean[] = [];
   const totals: number[] = [];
+  const binds = withVolumes ? twoVolumes(dir) : undefined;
   try {
     spawnTrace(true);
     for (let i = 0; i < rounds; i++) {
       const start = process.hrtime.bigint();
-      const child = spawn(isolatedTrue(v2Dir, join(v1Dir, 'tasks'), dir, init, runDir));
+      const child = spawn(isolatedTrue(v2Dir, join(v1Dir, 'tasks'), dir, init, runDir, binds));
       const total = Number(process.hrtime.bigint() - start);
       const end = Number(process.hrtime.bigint());
       // In time order: the child and the workload run side by side in init mode.
@@ -269,6 +270,7 @@ async function traceSteps(init: boolean, rounds: number): Promise<string> {
     }
   } finally {
     spawnTrace(false);
+    if (binds) unmount(join(dir, 'config'));
     rmSync(dir, { recursive: true, force: true });
     rmSync(runDir, { recursive: true, force: true });
     rmdirSync(v2Dir);
@@ -276,7 +278,7 @@ async function traceSteps(init: boolean, rounds: number): Promise<string> {
   }
   const us = (ns: number) => (ns / 1000).toFixed(1);
   const lines = [
-    `### addon spawn(), init: ${init} — ${totals.length} rounds, total p50 ${us(quantile(totals, 0.5))} µs, p90 ${us(quantile(totals, 0.9))} µs`,
+    `### addon spawn(), init: ${init}${withVolumes ? ', two volumes' : ''} — ${totals.length} rounds, total p50 ${us(quantile(totals, 0.5))} µs, p90 ${us(quantile(totals, 0.9))} µs`,
     `child started on the parent's CPU in ${sameCpu.filter(Boolean).length}/${sameCpu.length} rounds`,
     '',
     '| step (time since previous stamp; enter: since spawn() was called in JS) | p50 µs | p90 µs | CPUs |',
@@ -293,6 +295,8 @@ async function traceSteps(init: boolean, rounds: number): Promise<string> {
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   if (process.argv.includes('--trace')) {
     console.log(await traceSteps(true, 300));
+    console.log();
+    console.log(await traceSteps(true, 300, true));
     console.log();
     console.log(await traceSteps(false, 300));
   } else {

@@ -41,7 +41,9 @@ export interface SpawnRequest {
   /**
    * Volumes: `source` attached at `target` (a path inside `root` of the request). With `root`,
    * `source` is resolved below that directory (openat2 RESOLVE_IN_ROOT) and through no symbolic
-   * link (RESOLVE_NO_SYMLINKS: ELOOP), as a hostPath volume must be.
+   * link (RESOLVE_NO_SYMLINKS: ELOOP), as a hostPath volume must be. With `userNamespace` the
+   * volumes are locked (README.md "Locked volumes"): root of the replica cannot remount one
+   * read-write or unmount it.
    */
   binds?: { source: string; target: string; readOnly: boolean; root?: string }[];
   exitStatusFile?: string; // where orrery-init records the workload's real exit (README.md)

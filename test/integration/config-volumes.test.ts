@@ -53,14 +53,29 @@ test('a mounted ConfigMap changes in place without a restart; Secret files sit o
       processes: [
         {
           name: 'main',
-          command: ['sleep', 'infinity'],
+          // Root of its user namespace tries to make each read-only volume writable and to
+          // unmount it: both locked (attached before that namespace was made), EPERM / EINVAL.
+          command: [
+            'sh',
+            '-c',
+            ['config', 'creds']
+              .map(
+                (v) =>
+                  `mount -o remount,bind,rw ${base}/${v} >> ${base}/out/${v} 2>&1; echo "remount rc=$?" >> ${base}/out/${v}; ` +
+                  `umount ${base}/${v} >> ${base}/out/${v} 2>&1; echo "umount rc=$?" >> ${base}/out/${v}; ` +
+                  `touch ${base}/${v}/new >> ${base}/out/${v} 2>&1; echo "write rc=$?" >> ${base}/out/${v}; `,
+              )
+              .join('') + 'exec sleep infinity',
+          ],
           volumeMounts: [
             { name: 'config', mountPath: `${base}/config` },
             { name: 'creds', mountPath: `${base}/creds` },
+            { name: 'out', mountPath: `${base}/out` },
           ],
         },
       ],
       volumes: [
+        { name: 'out', emptyDir: {} },
         {
           name: 'config',
           configMap: { name: 'app-config', items: [{ key: 'app.conf', path: 'conf/app.conf' }] },
@@ -86,6 +101,18 @@ test('a mounted ConfigMap changes in place without a restart; Secret files sit o
     t.regex(m?.options ?? '', /^ro,nosuid,nodev/, `${point} is read-only`);
     t.is(mountOf(process.pid, point), undefined, `${point} is not mounted on the host`);
   }
+  // Locked: no remount read-write (EPERM), no unmount (EINVAL), no write (EROFS).
+  for (const v of ['config', 'creds']) {
+    const attempts = await eventually(`the attempts on ${v}`, async () => {
+      const out = readFileSync(`${root}${base}/out/${v}`, 'utf8');
+      if (!out.includes('write rc=')) throw new Error('not yet');
+      return out;
+    });
+    t.regex(attempts, /permission denied\.[\s\S]*remount rc=32/, `${v}: remount refused`);
+    t.regex(attempts, /umount rc=32/, `${v}: not unmounted`);
+    t.regex(attempts, /Read-only file system[\s\S]*write rc=1/, `${v}: not written`);
+  }
+
   // The tmpfs root is 0700 and belongs to the replica's host uid (its user namespace's root).
   const hostUid = Number(/^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
   const tmpfsRoot = join(env.hosts[0]?.stateDir as string, 'volumes', `${env.ns}.vol-0`, 'files');

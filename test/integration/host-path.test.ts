@@ -56,7 +56,10 @@ test('a host path: refused by default, read-only once the namespace allows it, w
         name: 'main',
         command: ['sh', '-c'],
         args: [
-          `cat ${mnt}/ro/greeting > ${mnt}/rw/seen; echo changed 2> ${mnt}/rw/err > ${mnt}/ro/greeting; exec sleep infinity`,
+          // Root of its user namespace first tries to make the read-only mount writable: the
+          // mount is locked (attached before that namespace was made), so EPERM.
+          `mount -o remount,bind,rw ${mnt}/ro > ${mnt}/rw/remount 2>&1; echo "rc=$?" >> ${mnt}/rw/remount; ` +
+            `cat ${mnt}/ro/greeting > ${mnt}/rw/seen; echo changed 2> ${mnt}/rw/err > ${mnt}/ro/greeting; exec sleep infinity`,
         ],
         volumeMounts: [
           { name: 'ro', mountPath: `${mnt}/ro` },
@@ -106,6 +109,7 @@ test('a host path: refused by default, read-only once the namespace allows it, w
   );
   t.is(seen, 'hello from the host\n');
   t.regex(readFileSync(`${base}/rw/err`, 'utf8'), /Read-only file system/);
+  t.regex(readFileSync(`${base}/rw/remount`, 'utf8'), /permission denied[\s\S]*rc=32/);
   t.is(readFileSync(`${base}/ro/greeting`, 'utf8'), 'hello from the host\n');
   t.throws(() => writeFileSync(`/proc/${pid}/root${mnt}/ro/greeting`, 'x'), { code: 'EROFS' });
   t.regex(mountOptions(pid, `${mnt}/ro`) ?? '', /^ro,nosuid,nodev/);

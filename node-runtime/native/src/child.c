@@ -67,8 +67,10 @@ static void join_cgroups(const struct orrery_spawn_plan *plan) {
  * fully visible already (proc(5), "mnt_already_visible"). */
 static void setup_mounts(const struct orrery_spawn_plan *plan) {
   /* mount --make-rprivate /: the new mount namespace starts with shared propagation on
-   * systemd hosts; without this our /proc would propagate back to the host (mount_namespaces(7)). */
-  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail(plan, STEP_MOUNT_PRIVATE, errno, 0);
+   * systemd hosts; without this our /proc would propagate back to the host (mount_namespaces(7)).
+   * With lock_binds it is a copy of the helper's, which is private already. */
+  if (!plan->lock_binds && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+    fail(plan, STEP_MOUNT_PRIVATE, errno, 0);
   ORRERY_TRACE(TR_MOUNT_PRIVATE);
   if (plan->root) {
     if (mount(plan->root, plan->root, NULL, MS_BIND | MS_REC, NULL) < 0) fail(plan, STEP_ROOT, errno, 0);
@@ -85,8 +87,10 @@ static void setup_mounts(const struct orrery_spawn_plan *plan) {
     if (chdir("/") < 0) fail(plan, STEP_ROOT, errno, 4);
   }
   /* Volumes: the parent made each a detached mount (open_tree, already read-only where asked, so
-   * the child never resolves the runtime's 0700 directories); attach them at their targets. */
-  for (int i = 0; i < plan->n_binds; i++) {
+   * the child never resolves the runtime's 0700 directories); attach them at their targets. With
+   * a user namespace the helper attached them already, before this namespace was copied from its
+   * own, so they are locked (clone.c, "Locked volumes"). */
+  for (int i = 0; i < plan->n_binds && !plan->lock_binds; i++) {
     if (syscall(SYS_move_mount, plan->bind_fds[i], "", AT_FDCWD, plan->bind_targets[i],
                 MOVE_MOUNT_F_EMPTY_PATH) < 0)
       fail(plan, STEP_VOLUME, errno, i);

@@ -20,6 +20,8 @@
 #include "spawn.h"
 #include "trace.h"
 
+#include <sys/mount.h>
+
 int orrery_clone3_unavailable = 0;
 int orrery_into_cgroup_unavailable = 0;
 static int clone_pidfd_unavailable = 0;
@@ -194,23 +196,144 @@ static pid_t clone_with_stack(struct orrery_spawn_plan *plan, void *stack_base, 
 static void *cached_stack;
 static int cached_stack_busy;
 
+/* Three stacks: the child's, the workload's (init mode) and the mount helper's (lock_binds). */
+#define STACKS_SIZE (3 * CHILD_STACK_SIZE)
+
 static void *take_stack(void) {
   if (!__atomic_exchange_n(&cached_stack_busy, 1, __ATOMIC_ACQUIRE)) {
     if (cached_stack) return cached_stack;
     /* MAP_POPULATE: fault the pages in now, once, rather than in the child on every spawn. */
-    void *s = mmap(NULL, 2 * CHILD_STACK_SIZE, PROT_READ | PROT_WRITE,
+    void *s = mmap(NULL, STACKS_SIZE, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_POPULATE, -1, 0);
     if (s != MAP_FAILED) return cached_stack = s;
     __atomic_store_n(&cached_stack_busy, 0, __ATOMIC_RELEASE);
   }
-  void *s = mmap(NULL, 2 * CHILD_STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  void *s = mmap(NULL, STACKS_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
   return s == MAP_FAILED ? NULL : s;
 }
 
 void orrery_clone_release_stack(void *stack) {
   if (!stack) return;
   if (stack == cached_stack) __atomic_store_n(&cached_stack_busy, 0, __ATOMIC_RELEASE);
-  else munmap(stack, 2 * CHILD_STACK_SIZE);
+  else munmap(stack, STACKS_SIZE);
+}
+
+/* Locked volumes (plan->lock_binds: volumes and a user namespace). The kernel locks a mount's
+ * flags (MNT_LOCK_READONLY, _NODEV, _NOSUID, _NOEXEC, _ATIME) and the mount itself (MNT_LOCKED:
+ * it cannot be unmounted to reveal what is below) only when it copies a mount namespace into one
+ * owned by a less privileged user namespace (mount_namespaces(7), "Restrictions on mount
+ * namespaces"; fs/namespace.c copy_mnt_ns -> lock_mnt_tree), or propagates a mount into one. A
+ * volume attached by the child, in the namespace its clone made, is not locked: root of the
+ * replica's user namespace could remount it read-write. So the volumes are attached first, by a
+ * helper task that is still host root in the runtime's user namespace, in a mount namespace of its
+ * own (unshare(CLONE_NEWNS): owned by the initial user namespace, made private so that nothing
+ * propagates back to the host); the helper then clones the child, whose new user and mount
+ * namespaces copy that one, locking every volume with the rest.
+ *
+ * The helper is a thread of ours (CLONE_VM|CLONE_THREAD|CLONE_SIGHAND) with CLONE_FILES (the
+ * child's pidfd lands in our table) and CLONE_VFORK (we resume once it has exited), but its own
+ * fs_struct, which unshare(CLONE_NEWNS) needs: a thread, so nobody has to reap it; the child,
+ * whose parent it is, is reparented to another of our threads when it exits (kernel/exit.c,
+ * find_new_reaper), and waitid() in any of our threads sees it. Like the child it shares our
+ * memory with the calling thread suspended, so it only makes raw syscalls (no malloc, no locks),
+ * and every signal is blocked (orrery_clone). */
+struct helper {
+  struct orrery_spawn_plan *plan;
+  void *stack;
+  int *pidfd;
+  const char *step;
+  pid_t pid;
+  int err;
+};
+
+static pid_t clone_with_stack(struct orrery_spawn_plan *plan, void *stack_base, int *pidfd, const char **step);
+
+/* Where the target of a volume is: below the workload root as if it were "/" (the child pivots
+ * into it later) or, without one, the runtime's path; never through a magic link of /proc. The
+ * helper is host root: the target is opened for the mount only (O_PATH), in its private copy. */
+static int attach_binds(struct orrery_spawn_plan *plan) {
+  int root_fd = AT_FDCWD;
+  if (plan->root && (root_fd = open(plan->root, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0) return -1;
+  int rc = 0;
+  for (int i = 0; i < plan->n_binds && rc == 0; i++) {
+    struct orrery_open_how how = {.flags = O_PATH | O_CLOEXEC,
+                                  .resolve = ORRERY_RESOLVE_NO_MAGICLINKS |
+                                             (plan->root ? ORRERY_RESOLVE_IN_ROOT : 0)};
+    int target = (int)syscall(SYS_openat2, root_fd, plan->bind_targets[i], &how, sizeof how);
+    if (target < 0 || syscall(SYS_move_mount, plan->bind_fds[i], "", target, "",
+                              MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0) {
+      plan->helper_bind_index = i;
+      rc = -1;
+    }
+    if (target >= 0) {
+      int err = errno;
+      close(target);
+      errno = err;
+    }
+  }
+  if (root_fd >= 0) {
+    int err = errno;
+    close(root_fd);
+    errno = err;
+  }
+  return rc;
+}
+
+static int helper_main(void *arg) {
+  struct helper *h = arg;
+  ORRERY_TRACE(TR_HELPER);
+  h->step = "mount-private";
+  if (syscall(SYS_unshare, CLONE_NEWNS) < 0 ||
+      syscall(SYS_mount, NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+    h->err = errno;
+    return 0;
+  }
+  h->step = "volume";
+  if (attach_binds(h->plan) < 0) {
+    h->err = errno;
+    return 0;
+  }
+  ORRERY_TRACE(TR_HELPER_MOUNTS);
+  h->pid = clone_with_stack(h->plan, h->stack, h->pidfd, &h->step);
+  h->err = errno;
+  return 0; /* the trampoline's exit(2) ends this thread only */
+}
+
+#define HELPER_FLAGS (CLONE_VM | CLONE_VFORK | CLONE_THREAD | CLONE_SIGHAND | CLONE_FILES | CLONE_SYSVSEM)
+
+static pid_t clone_via_helper(struct orrery_spawn_plan *plan, void *stack_base, int *pidfd, const char **step) {
+  struct helper h = {.plan = plan, .stack = stack_base, .pidfd = pidfd, .step = "clone", .pid = -1, .err = 0};
+  void *helper_stack = (char *)stack_base + 2 * CHILD_STACK_SIZE;
+  long tid = -1;
+#ifdef HAVE_CLONE3_TRAMPOLINE
+  if (!orrery_clone3_unavailable) {
+    struct orrery_clone_args args;
+    memset(&args, 0, sizeof args);
+    args.flags = HELPER_FLAGS;
+    args.stack = (uint64_t)(uintptr_t)helper_stack;
+    args.stack_size = CHILD_STACK_SIZE;
+    tid = orrery_clone3_run(&args, ORRERY_CLONE_ARGS_SIZE_VER0, helper_main, &h);
+    if (tid < 0) {
+      errno = (int)-tid;
+      if (errno != ENOSYS && errno != EPERM) {
+        *step = "clone3";
+        return -1;
+      }
+      orrery_clone3_unavailable = 1;
+    }
+  }
+#endif
+  if (tid < 0) {
+    tid = clone(helper_main, (char *)helper_stack + CHILD_STACK_SIZE, HELPER_FLAGS, &h);
+    if (tid < 0) {
+      *step = "clone";
+      return -1;
+    }
+  }
+  /* CLONE_VFORK: the helper has exited (or exec'd, which it does not); its results are final. */
+  *step = h.step;
+  errno = h.err;
+  return h.pid;
 }
 
 pid_t orrery_clone(struct orrery_spawn_plan *plan, int *pidfd, const char **step, void **stack_out) {
@@ -227,7 +350,7 @@ pid_t orrery_clone(struct orrery_spawn_plan *plan, int *pidfd, const char **step
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old);
   ORRERY_TRACE(TR_CLONE);
-  pid_t pid = clone_with_stack(plan, stack, pidfd, step);
+  pid_t pid = plan->lock_binds ? clone_via_helper(plan, stack, pidfd, step) : clone_with_stack(plan, stack, pidfd, step);
   int err = errno;
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (pid < 0) orrery_clone_release_stack(stack);

@@ -378,6 +378,7 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
   plan.ns_flags = req->ns_flags | (req->userns ? CLONE_NEWUSER : 0);
   plan.mount_proc = (req->ns_flags & CLONE_NEWNS) && (req->ns_flags & CLONE_NEWPID);
   plan.loopback = (req->ns_flags & CLONE_NEWNET) != 0;
+  plan.lock_binds = req->userns && plan.n_binds > 0;
   plan.mask_paths = req->mask_paths;
   plan.root = req->root;
   plan.has_uid = req->has_uid;
@@ -406,7 +407,8 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
   ORRERY_TRACE(TR_PREPARED);
   child.before_ns = boottime_ns();
   child.pid = orrery_clone(&plan, &child.pidfd, &step, &child.stack);
-  if (child.pid < 0) rc = fail(res, step, errno, NULL);
+  if (child.pid < 0)
+    rc = fail(res, step, errno, strcmp(step, "volume") == 0 ? req->binds[plan.helper_bind_index].target : NULL);
   child.after_ns = boottime_ns();
   ORRERY_TRACE(TR_CLONE_RETURNED);
   child.v2_procs_index = plan.v2_procs_index;

@@ -30,6 +30,11 @@ struct orrery_spawn_plan {
   int bind_fds[ORRERY_MAX_BINDS];
   const char *bind_targets[ORRERY_MAX_BINDS];
   int n_binds;
+  /* With a user namespace: a helper task attaches the volumes before the child's namespaces are
+   * made, so that the kernel locks them (clone.c, "Locked volumes"); the child then leaves them
+   * and `--make-rprivate /` (already done) alone. helper_bind_index: which one failed. */
+  int lock_binds;
+  int helper_bind_index;
   int loopback;      /* net namespace: bring lo up */
 
   /* cgroup.procs files (v1, and v2 when CLONE_INTO_CGROUP is not used) opened by the parent; the

@@ -17,6 +17,8 @@ enum orrery_trace_point {
                         after the workload clone */
   TR_PREPARED,       /* parent: status file, cgroup fds, pipe open */
   TR_CLONE,          /* parent: about to clone */
+  TR_HELPER,         /* lock_binds: the mount helper's first instruction */
+  TR_HELPER_MOUNTS,  /* lock_binds: the helper's private mount namespace with the volumes attached */
   TR_CHILD,          /* child: first instruction */
   TR_SIGNALS,        /* child: dispositions reset, mask cleared */
   TR_USERNS,         /* child: the parent's uid/gid maps seen, root of its user namespace */
