@@ -15,6 +15,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
+  bindReadOnly,
   type ExitStatus,
   mountTmpfs,
   type Namespace,
@@ -73,21 +74,30 @@ function isolatedTrue(
 
 /**
  * The two volumes of the volumes row, made once as the engine makes them (node-runtime/volumes/):
- * a tmpfs holding a file (a configMap volume) attached read-only, and a directory on the temp dir's
- * filesystem (a disk emptyDir) attached read-write, each at a mount point of its own.
+ * a tmpfs holding a file (a configMap volume) attached read-only from its read-only view (the
+ * manager's ro/<volume>, which the replica's namespace copies locked), and a directory on the temp
+ * dir's filesystem (a disk emptyDir) attached read-write, each at a mount point of its own.
  */
 function twoVolumes(dir: string): NonNullable<SpawnRequest['binds']> {
   const config = join(dir, 'config');
+  const view = join(dir, 'config-ro');
   const data = join(dir, 'data');
-  for (const d of [config, data, join(dir, 'mnt-config'), join(dir, 'mnt-data')]) mkdirSync(d);
+  for (const d of [config, view, data, join(dir, 'mnt-config'), join(dir, 'mnt-data')]) mkdirSync(d);
   // The mount points are reached by the replica's (unprivileged) host ids, as a workload's are.
   chmodSync(dir, 0o711);
   mountTmpfs(config, 'size=1m,mode=0755');
   writeFileSync(join(config, 'app.conf'), 'key=value\n');
+  bindReadOnly(config, view);
   return [
-    { source: config, target: join(dir, 'mnt-config'), readOnly: true },
+    { source: view, target: join(dir, 'mnt-config'), readOnly: true },
     { source: data, target: join(dir, 'mnt-data'), readOnly: false },
   ];
+}
+
+/** Undoes twoVolumes' mounts. */
+function unmountVolumes(dir: string): void {
+  unmount(join(dir, 'config-ro'));
+  unmount(join(dir, 'config'));
 }
 
 async function measureAddon(
@@ -213,7 +223,7 @@ export default async function spawnBench(): Promise<{ title: string; markdown: s
     ].join('\n');
     return { title: 'Spawn an isolated, cgroup-limited replica', markdown };
   } finally {
-    unmount(join(dir, 'config'));
+    unmountVolumes(dir);
     rmSync(dir, { recursive: true, force: true });
     rmSync(runDir, { recursive: true, force: true });
     rmdirSync(v2Dir);
@@ -270,7 +280,7 @@ async function traceSteps(init: boolean, rounds: number, withVolumes = false): P
     }
   } finally {
     spawnTrace(false);
-    if (binds) unmount(join(dir, 'config'));
+    if (binds) unmountVolumes(dir);
     rmSync(dir, { recursive: true, force: true });
     rmSync(runDir, { recursive: true, force: true });
     rmdirSync(v2Dir);

@@ -103,6 +103,7 @@ interface NativeBinding {
   closeFd(fd: number): number;
   mountTmpfs(target: string, options: string): number;
   unmount(target: string): number;
+  bindReadOnly(source: string, target: string): number;
   forceCloneFallback(level: number): void;
   spawnTrace(on: boolean): [string, number, number][];
   netnsConnect(
@@ -472,6 +473,20 @@ export function mountTmpfs(target: string, options: string): void {
   expectAbsolute('target', target);
   const rc = native.mountTmpfs(target, options);
   if (rc < 0) throw new SpawnError(-rc, 'mount-tmpfs', target);
+}
+
+/**
+ * A read-only (and nosuid, nodev) view of the directory `source` at `target`, in the runtime's
+ * mount namespace; only the mount at `source`, not those below it. A read-only volume bound from
+ * such a view in a user namespace is locked by the kernel's copy of the mount namespace, without
+ * the spawn's mount helper (README.md, "Locked volumes"): volumes/manager.ts makes one per
+ * configMap and secret volume. Undone with unmount(target).
+ */
+export function bindReadOnly(source: string, target: string): void {
+  expectAbsolute('source', source);
+  expectAbsolute('target', target);
+  const rc = native.bindReadOnly(source, target);
+  if (rc < 0) throw new SpawnError(-rc, 'bind-read-only', target);
 }
 
 /** Detaches the mount at target (umount2 MNT_DETACH); EINVAL (not a mount point) and ENOENT are not errors. */

@@ -7,6 +7,9 @@
  *   files/                        tmpfs (configMap and secret volumes; never on disk), 0700, owned
  *     <volume>/                   by the uid the replica's processes run as; one 0755 directory per
  *                                 volume, written by atomic-writer.ts
+ *   ro/<volume>/                  a read-only bind of files/<volume> (TmpfsApi.bindReadOnly), the
+ *                                 bind source: in a replica's user namespace the kernel locks
+ *                                 it, and a volume bound from it, read-only
  *   empty/<volume>/               emptyDir: a directory (medium "") or a tmpfs of size sizeLimit
  *                                 (Memory), 0777, owned by the replica's root
  * <persistent root>/<key>/        persistent: a directory that outlives the replica (the agent's
@@ -16,7 +19,10 @@
  * ```
  *
  * Each process attaches its mounts itself at spawn (native binds: a detached mount made by the
- * runtime, attached in the process's own mount namespace), so `<root>` may be closed to it.
+ * runtime, attached in the process's own mount namespace), so `<root>` may be closed to it. A
+ * read-only volume whose source is a read-only mount is cloned by the process from its own copy
+ * of that mount, which the kernel locked (node-runtime/native/README.md, "Locked volumes"): the
+ * `ro/` views make configMap and secret volumes so, once per replica rather than per spawn.
  */
 import {
   chmodSync,
@@ -38,6 +44,8 @@ import { prepareHostPath } from './host-path.ts';
 export interface TmpfsApi {
   mountTmpfs(target: string, options: string): void;
   unmount(target: string): void;
+  /** A read-only bind of source at target (native bindReadOnly); without it there are no ro/ views. */
+  bindReadOnly?(source: string, target: string): void;
 }
 
 /** What a configMap or secret volume's tmpfs may hold per volume: two versions of a 1 MiB object, and room. */
@@ -121,9 +129,16 @@ export class VolumeManager {
   source(id: string, volume: VolumeSpec): string {
     if ('hostPath' in volume) return volume.hostPath.path;
     if ('persistent' in volume) return path.join(this.#persistent.root, volume.persistent.key);
-    return 'files' in volume
-      ? path.join(this.dir(id), 'files', volume.name)
-      : path.join(this.dir(id), 'empty', volume.name);
+    if ('files' in volume)
+      return this.#api.bindReadOnly
+        ? path.join(this.dir(id), 'ro', volume.name)
+        : this.#files(id, volume.name);
+    return path.join(this.dir(id), 'empty', volume.name);
+  }
+
+  /** Where a configMap or secret volume's files are written (the tmpfs). */
+  #files(id: string, volume: string): string {
+    return path.join(this.dir(id), 'files', volume);
   }
 
   /**
@@ -161,6 +176,13 @@ export class VolumeManager {
         );
       }
       for (const v of objects) mkdirSync(path.join(filesDir, v.name), { recursive: true, mode: 0o755 });
+      if (this.#api.bindReadOnly) {
+        for (const v of objects) {
+          const view = path.join(dir, 'ro', v.name);
+          mkdirSync(view, { recursive: true, mode: 0o700 });
+          if (!isMountPoint(view)) this.#api.bindReadOnly(path.join(filesDir, v.name), view);
+        }
+      }
     }
     for (const v of volumes) {
       if (!('emptyDir' in v)) continue;
@@ -225,7 +247,7 @@ export class VolumeManager {
   writeFiles(id: string, volume: VolumeSpec, files: readonly VolumeFile[], owner: FileOwner): void {
     if (!('files' in volume))
       throw new TypeError(`volume ${volume.name} of ${id} is not a configMap or secret volume`);
-    writeAtomic(this.source(id, volume), files, owner);
+    writeAtomic(this.#files(id, volume.name), files, owner);
   }
 
   /** Bytes a disk emptyDir holds (allocated blocks, as du counts them), stopping once over `limit`. */
@@ -240,6 +262,9 @@ export class VolumeManager {
     const empty = path.join(dir, 'empty');
     for (const name of readdirOrEmpty(empty).filter((e) => e.isDirectory()))
       this.#api.unmount(path.join(empty, name.name));
+    const views = path.join(dir, 'ro');
+    for (const name of readdirOrEmpty(views).filter((e) => e.isDirectory()))
+      this.#api.unmount(path.join(views, name.name));
     this.#api.unmount(path.join(dir, 'files'));
     rmSync(dir, { recursive: true, force: true });
   }

@@ -8,10 +8,12 @@ import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import {
+  bindReadOnly,
   forceCloneFallback,
   mountTmpfs,
   SpawnError,
   type SpawnRequest,
+  spawnTrace,
   unmount,
 } from '../../node-runtime/native/index.ts';
 import { runNative, tempDir } from './fixtures/native-run.ts';
@@ -195,3 +197,75 @@ for (const fallback of ['no-into-cgroup', 'no-clone3', 'fork'] as const) {
     t.regex(log(), /mount_setattr EPERM\numount rc=32\nkey=value\n/);
   });
 }
+
+test.serial(
+  'a read-only volume bound from a read-only view is cloned by the child, locked, without the mount helper',
+  async (t) => {
+    const { dir, binds } = volumes(t);
+    // As volumes/manager.ts makes ro/<volume>: a read-only bind of the tmpfs in the runtime's namespace.
+    const view = join(dir, 'config-ro');
+    mkdirSync(view);
+    bindReadOnly(join(dir, 'config'), view);
+    t.teardown(() => unmount(view));
+    const p = join(dir, 'mnt-config');
+    spawnTrace(true);
+    t.teardown(() => spawnTrace(false));
+    const { exited, log } = runNative(
+      t,
+      {
+        file: '/bin/sh',
+        argv: [
+          'sh',
+          '-c',
+          [
+            `e=$(mount -o remount,bind,rw ${p} 2>&1); echo "remount rc=$? $e"`,
+            clearRdonly(p),
+            `e=$( (echo changed > ${p}/app.conf) 2>&1); echo "write rc=$? $e"`,
+            `grep " ${p} " /proc/self/mountinfo | cut -d" " -f6`,
+            `cat ${p}/app.conf`,
+            `echo written > ${join(dir, 'mnt-data', 'out')}; echo "rw rc=$?"`,
+          ].join('; '),
+        ],
+        env: [PATH],
+        namespaces: [...isolated],
+        userNamespace,
+        binds: [
+          { source: view, target: p, readOnly: true },
+          binds[2] as NonNullable<SpawnRequest['binds']>[number],
+        ],
+      },
+      { exitStatusFile: true, prefix: 'orrery-native-vol-log-' },
+    );
+    const steps = spawnTrace(false).map((x) => x.step);
+    t.true(steps.includes('volume-trees'), 'the child cloned the volume');
+    t.false(steps.includes('helper'), 'no mount helper');
+    t.deepEqual(await exited, { code: 0, signal: null });
+    const out = log();
+    t.log(out);
+    t.regex(out, /^remount rc=32 .*permission denied/m);
+    t.regex(out, /^mount_setattr EPERM$/m);
+    t.regex(out, /^write rc=[1-9] .*Read-only file system/m);
+    t.regex(out, /^ro,nosuid,nodev/m);
+    t.regex(out, /^key=value$/m);
+    t.regex(out, /^rw rc=0$/m);
+    t.is(readFileSync(join(dir, 'config', 'app.conf'), 'utf8'), 'key=value\n');
+    // The runtime's view is read-only for the runtime too, and its files are what the tmpfs holds.
+    t.throws(() => writeFileSync(join(view, 'app.conf'), 'x'), { code: 'EROFS' });
+  },
+);
+
+test.serial('a read-only volume from a writable source takes the mount helper, and is locked too', (t) => {
+  const { binds } = volumes(t);
+  spawnTrace(true);
+  t.teardown(() => spawnTrace(false));
+  runNative(t, {
+    file: '/bin/true',
+    argv: ['true'],
+    namespaces: [...isolated],
+    userNamespace,
+    binds: [binds[1] as NonNullable<SpawnRequest['binds']>[number]],
+  });
+  const steps = spawnTrace(false).map((x) => x.step);
+  t.true(steps.includes('helper-mounts'), `steps: ${steps.join(' ')}`);
+  t.false(steps.includes('volume-trees'));
+});

@@ -65,7 +65,7 @@ static void join_cgroups(const struct orrery_spawn_plan *plan) {
  * along): pivot_root(2) wants a mount point. A new /proc goes in before the pivot, while the
  * runtime's /proc is still visible: in a user namespace the kernel mounts proc only where one is
  * fully visible already (proc(5), "mnt_already_visible"). */
-static void setup_mounts(const struct orrery_spawn_plan *plan) {
+static void setup_mounts(const struct orrery_spawn_plan *plan, const int *bind_fds) {
   /* mount --make-rprivate /: the new mount namespace starts with shared propagation on
    * systemd hosts; without this our /proc would propagate back to the host (mount_namespaces(7)).
    * With lock_binds it is a copy of the helper's, which is private already. */
@@ -91,7 +91,7 @@ static void setup_mounts(const struct orrery_spawn_plan *plan) {
    * a user namespace the helper attached them already, before this namespace was copied from its
    * own, so they are locked (clone.c, "Locked volumes"). */
   for (int i = 0; i < plan->n_binds && !plan->lock_binds; i++) {
-    if (syscall(SYS_move_mount, plan->bind_fds[i], "", AT_FDCWD, plan->bind_targets[i],
+    if (syscall(SYS_move_mount, bind_fds[i], "", AT_FDCWD, plan->bind_targets[i],
                 MOVE_MOUNT_F_EMPTY_PATH) < 0)
       fail(plan, STEP_VOLUME, errno, i);
   }
@@ -104,6 +104,23 @@ static void setup_mounts(const struct orrery_spawn_plan *plan) {
               "size=4k,nr_inodes=1,mode=000") < 0 &&
         errno != ENOENT && errno != EACCES)
       fail(plan, STEP_MASK, errno, i);
+  }
+}
+
+/* The volumes' detached mounts: the parent's (plan->bind_fds), and for a read-only volume whose
+ * source is a read-only mount of the runtime's, a clone of this namespace's copy of that mount,
+ * which the kernel locked when it copied the namespace into our less privileged user namespace;
+ * the clone keeps MNT_LOCK_READONLY. Done first, while our host ids are still the runtime's (the
+ * owner of the 0700 directories above the source) and while the parent writes the id maps. Into
+ * fds (our own stack: the plan is the parent's memory, and these fds are only in our table). */
+static void clone_volume_sources(const struct orrery_spawn_plan *plan, int *fds) {
+  for (int i = 0; i < plan->n_binds; i++) {
+    fds[i] = plan->bind_fds[i];
+    if (!plan->bind_sources[i]) continue;
+    fds[i] = (int)syscall(SYS_open_tree, AT_FDCWD, plan->bind_sources[i], OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
+    if (fds[i] < 0 || syscall(SYS_mount_setattr, fds[i], "", AT_EMPTY_PATH, &attr, sizeof attr) < 0)
+      fail(plan, STEP_VOLUME, errno, i);
   }
 }
 
@@ -310,6 +327,11 @@ int orrery_child_main(void *arg) {
   /* In init mode the child keeps everything blocked and the workload resets its own copy. */
   if (!plan->workload_path) reset_signals(plan);
   ORRERY_TRACE(TR_SIGNALS);
+  int bind_fds[ORRERY_MAX_BINDS];
+  if (plan->n_binds > 0 && !plan->lock_binds) {
+    clone_volume_sources(plan, bind_fds);
+    ORRERY_TRACE(TR_VOLUME_TREES);
+  }
   if (plan->userns_sync[0] >= 0) enter_user_namespace(plan);
   ORRERY_TRACE(TR_USERNS);
   /* Own session and process group: a stop signal to -pgid reaches the whole replica, and the
@@ -322,7 +344,7 @@ int orrery_child_main(void *arg) {
   if (plan->hostname && sethostname(plan->hostname, strlen(plan->hostname)) < 0)
     fail(plan, STEP_SETHOSTNAME, errno, 0);
   ORRERY_TRACE(TR_HOSTNAME);
-  if (plan->ns_flags & CLONE_NEWNS) setup_mounts(plan);
+  if (plan->ns_flags & CLONE_NEWNS) setup_mounts(plan, bind_fds);
   if (plan->loopback) {
     int err = orrery_loopback_up();
     if (err) fail(plan, STEP_LOOPBACK, err, 0);

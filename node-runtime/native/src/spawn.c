@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -355,7 +356,24 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
     rc = fail(res, "setns", errno, NULL);
     goto out_join;
   }
+  /* With a user namespace a read-only volume must be locked (README.md, "Locked volumes"). One
+   * whose source is already a read-only mount of ours, not below a root, is locked by the clone
+   * itself: the child clones it from its copy (bind_sources). Any other needs the mount helper,
+   * which then attaches them all. */
+  int child_clones = req->userns && req->n_binds > 0;
+  for (int i = 0; i < req->n_binds && child_clones; i++) {
+    struct statvfs st;
+    if (req->binds[i].read_only && (req->binds[i].root || statvfs(req->binds[i].source, &st) < 0 ||
+                                    !(st.f_flag & ST_RDONLY)))
+      child_clones = 0;
+  }
   for (int i = 0; i < req->n_binds; i++) {
+    if (child_clones && req->binds[i].read_only) {
+      plan.bind_fds[plan.n_binds] = -1;
+      plan.bind_sources[plan.n_binds] = req->binds[i].source;
+      plan.bind_targets[plan.n_binds++] = req->binds[i].target;
+      continue;
+    }
     int fd = open_bind(&req->binds[i]);
     if (fd < 0) {
       rc = fail(res, "volume", errno, req->binds[i].source);
@@ -378,7 +396,7 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
   plan.ns_flags = req->ns_flags | (req->userns ? CLONE_NEWUSER : 0);
   plan.mount_proc = (req->ns_flags & CLONE_NEWNS) && (req->ns_flags & CLONE_NEWPID);
   plan.loopback = (req->ns_flags & CLONE_NEWNET) != 0;
-  plan.lock_binds = req->userns && plan.n_binds > 0;
+  plan.lock_binds = req->userns && plan.n_binds > 0 && !child_clones;
   plan.mask_paths = req->mask_paths;
   plan.root = req->root;
   plan.has_uid = req->has_uid;

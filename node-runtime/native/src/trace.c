@@ -19,6 +19,7 @@ static const char *const names[TR__COUNT] = {
     [TR_HELPER_MOUNTS] = "helper-mounts",
     [TR_CHILD] = "child",
     [TR_SIGNALS] = "signals",
+    [TR_VOLUME_TREES] = "volume-trees",
     [TR_USERNS] = "userns",
     [TR_SETSID] = "setsid",
     [TR_CGROUPS] = "cgroups",

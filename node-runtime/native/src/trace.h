@@ -21,6 +21,7 @@ enum orrery_trace_point {
   TR_HELPER_MOUNTS,  /* lock_binds: the helper's private mount namespace with the volumes attached */
   TR_CHILD,          /* child: first instruction */
   TR_SIGNALS,        /* child: dispositions reset, mask cleared */
+  TR_VOLUME_TREES,   /* child: read-only volumes cloned from locked mounts (bind_sources) */
   TR_USERNS,         /* child: the parent's uid/gid maps seen, root of its user namespace */
   TR_SETSID,
   TR_CGROUPS,        /* child: v1 (and fallback v2) cgroup.procs written */
