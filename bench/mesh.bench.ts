@@ -30,9 +30,10 @@
  * on a signal, and at exit (the proxy gets SIGTERM first). ORRERY_BENCH_CPUPROF=<dir>: the proxy
  * writes a V8 CPU profile there. Durations: ORRERY_BENCH_MESH_SECONDS (each wrk round, default 4),
  * ORRERY_BENCH_MESH_ROUNDS (3), ORRERY_BENCH_MESH_OPEN_SECONDS (each open-loop round, 2) and
- * ORRERY_BENCH_MESH_OPEN_ROUNDS (5). Rounds are interleaved over the paths, so that a burst of
- * other work on the machine does not land on one path only; open-loop rounds are merged sample by
- * sample.
+ * ORRERY_BENCH_MESH_OPEN_ROUNDS (5); ORRERY_BENCH_MESH_ONLY=tcp runs only the tcp closed-loop
+ * rows (keep-alive and new connections) and reports them alone. Rounds are interleaved over the
+ * paths, so that a burst of other work on the machine does not land on one path only; open-loop
+ * rounds are merged sample by sample.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -73,6 +74,8 @@ const ROUNDS = Number(process.env.ORRERY_BENCH_MESH_ROUNDS ?? 3);
 /** Each open-loop round, seconds (after OPEN_WARMUP_S not recorded). */
 const OPEN_SECONDS = Number(process.env.ORRERY_BENCH_MESH_OPEN_SECONDS ?? 2);
 const OPEN_ROUNDS = Number(process.env.ORRERY_BENCH_MESH_OPEN_ROUNDS ?? 5);
+/** ORRERY_BENCH_MESH_ONLY=tcp: only the tcp closed-loop rows (keep-alive, new connections). */
+const TCP_ONLY = process.env.ORRERY_BENCH_MESH_ONLY === 'tcp';
 /**
  * The generator's own lateness (due → sent, p99) above which a run was disturbed by other work on
  * the machine: its tail latencies say more about that work than about the path measured.
@@ -1086,12 +1089,14 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
       return out;
     };
     progress(`HTTP keep-alive throughput: wrk -t1 -c${WRK_CONNS}, ${ROUNDS} × ${WRK_SECONDS} s each`);
-    const httpThroughput = await closedLoop([direct, haHttp, orHttp], false);
+    const httpThroughput = TCP_ONLY
+      ? new Map<Target, WrkResult[]>()
+      : await closedLoop([direct, haHttp, orHttp], false);
 
     progress(`open loop at ${RATE} req/s, ${OPEN_ROUNDS} × ${OPEN_SECONDS} s each`);
     const openTargets = [direct, haHttp, orHttp, haTcp, orTcp].filter((t) => t.served.served);
     const openRuns = new Map<Target, LoadgenResult[]>(openTargets.map((t) => [t, []]));
-    for (let round = 0; round < OPEN_ROUNDS; round++) {
+    for (let round = 0; round < (TCP_ONLY ? 0 : OPEN_ROUNDS); round++) {
       for (const t of openTargets) {
         const r = await loadgen(procs, loadgenBinary, urlOf(t), {
           seconds: OPEN_SECONDS,
@@ -1108,9 +1113,53 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
       [...openRuns].map(([t, runs]) => [t, mergeRuns(runs)] as const),
     );
 
+    // --- report helpers ---
+    const tput = (m: Map<Target, WrkResult[]>, t: Target) => {
+      const rs = m.get(t);
+      return rs && rs.length > 0 ? mean(rs.map((r) => r.rps)) : Number.NaN;
+    };
+    const cpuOf = (m: Map<Target, WrkResult[]>, t: Target, f: (r: WrkResult) => number | undefined) => {
+      const rs = m.get(t);
+      return rs && rs.length > 0 && t.watch ? mean(rs.map((r) => f(r) ?? Number.NaN)) : undefined;
+    };
+    const errsOf = (m: Map<Target, WrkResult[]>, t: Target) =>
+      (m.get(t) ?? [])
+        .map((r) => r.errorText)
+        .filter(Boolean)
+        .join('; ') || '0';
+    const notServed = (t: Target) => (t.served.served ? '' : `not served by this build (${t.served.reason})`);
+    const ratio = (a: number, b: number) => a / b;
+
+    const throughputRows = (m: Map<Target, WrkResult[]>, targets: Target[], peer: Target) =>
+      targets.map((t) => {
+        if (!t.served.served) return `| ${t.name} | ${notServed(t)} | | | | | |`;
+        const rps = tput(m, t);
+        const rounds = (m.get(t) ?? []).map((r) => kRps(r.rps)).join(', ');
+        const vs = t === direct ? '' : `${f2(ratio(rps, tput(m, peer)))}×`;
+        const perRequest = cpuOf(m, t, (r) => r.cpuUsPerRequest);
+        const us = perRequest === undefined ? '' : `${perRequest.toFixed(1)} µs`;
+        return `| ${t.name} | ${kRps(rps)} | ${rounds} | ${pct(cpuOf(m, t, (r) => r.cpuPercent))} | ${us} | ${vs} | ${errsOf(m, t)} |`;
+      });
+
     progress('TCP: keep-alive and new connections');
     const tcpThroughput = await closedLoop([direct, haTcp, orTcp, kernelTcp], false);
     const tcpConnects = await closedLoop([direct, haTcp, orTcp, kernelTcp], true);
+    if (TCP_ONLY) {
+      // ORRERY_BENCH_MESH_ONLY=tcp: the tcp tables alone, for working on the tcp path.
+      const loadEnd = loadavg();
+      const markdown = [
+        `tcp only (ORRERY_BENCH_MESH_ONLY=tcp): the real \`orrery proxy\` (${gitState()}); load average before ${loadBefore.map((v) => v.toFixed(2)).join(', ')}, at the end ${loadEnd.map((v) => v.toFixed(2)).join(', ')}; wrk -t1 -c${WRK_CONNS}, ${ROUNDS} × ${WRK_SECONDS} s.`,
+        '',
+        '| path | keep-alive req/s | rounds | proxy CPU | proxy CPU per request | vs HAProxy | errors |',
+        '|---|---:|---:|---:|---:|---:|---|',
+        ...throughputRows(tcpThroughput, [direct, haTcp, orTcp, kernelTcp], haTcp),
+        '',
+        '| path | new connections/s | rounds | proxy CPU | proxy CPU per connection | vs HAProxy | errors |',
+        '|---|---:|---:|---:|---:|---:|---|',
+        ...throughputRows(tcpConnects, [direct, haTcp, orTcp, kernelTcp], haTcp),
+      ].join('\n');
+      return { title: 'Mesh proxy against HAProxy (tcp only)', markdown };
+    }
 
     progress(`one of three backends SIGKILLed under load, ${KILL_TRIALS} times`);
     const haThree: Target = {
@@ -1168,34 +1217,6 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
       inProcess,
     );
     const loadAfter = loadavg();
-
-    // --- report ---
-    const tput = (m: Map<Target, WrkResult[]>, t: Target) => {
-      const rs = m.get(t);
-      return rs && rs.length > 0 ? mean(rs.map((r) => r.rps)) : Number.NaN;
-    };
-    const cpuOf = (m: Map<Target, WrkResult[]>, t: Target, f: (r: WrkResult) => number | undefined) => {
-      const rs = m.get(t);
-      return rs && rs.length > 0 && t.watch ? mean(rs.map((r) => f(r) ?? Number.NaN)) : undefined;
-    };
-    const errsOf = (m: Map<Target, WrkResult[]>, t: Target) =>
-      (m.get(t) ?? [])
-        .map((r) => r.errorText)
-        .filter(Boolean)
-        .join('; ') || '0';
-    const notServed = (t: Target) => (t.served.served ? '' : `not served by this build (${t.served.reason})`);
-    const ratio = (a: number, b: number) => a / b;
-
-    const throughputRows = (m: Map<Target, WrkResult[]>, targets: Target[], peer: Target) =>
-      targets.map((t) => {
-        if (!t.served.served) return `| ${t.name} | ${notServed(t)} | | | | | |`;
-        const rps = tput(m, t);
-        const rounds = (m.get(t) ?? []).map((r) => kRps(r.rps)).join(', ');
-        const vs = t === direct ? '' : `${f2(ratio(rps, tput(m, peer)))}×`;
-        const perRequest = cpuOf(m, t, (r) => r.cpuUsPerRequest);
-        const us = perRequest === undefined ? '' : `${perRequest.toFixed(1)} µs`;
-        return `| ${t.name} | ${kRps(rps)} | ${rounds} | ${pct(cpuOf(m, t, (r) => r.cpuPercent))} | ${us} | ${vs} | ${errsOf(m, t)} |`;
-      });
 
     const d = latency.get(direct);
     const latencyRows = [direct, haHttp, orHttp, haTcp, orTcp].map((t) => {

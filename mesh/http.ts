@@ -1175,7 +1175,11 @@ class HttpSession implements ConnOwner {
 }
 
 /** Serves one accepted client connection (paused) of an `http` port. */
-export function serveHttp(client: Socket, route: () => HttpRoute | undefined, log: Logger): Served {
+export function serveHttp(
+  client: Socket,
+  route: () => HttpRoute | undefined,
+  log: Logger,
+): Served & { done: Promise<void> } {
   const session = new HttpSession(client, route, log);
   return { done: session.done, destroy: () => session.destroy(), drain: () => session.drain() };
 }

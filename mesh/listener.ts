@@ -14,8 +14,6 @@ export function reset(socket: Socket): void {
 
 /** One connection being served. */
 export interface Served {
-  /** Resolves when the connection is closed (never rejects). */
-  readonly done: Promise<void>;
   /** Ends it now: both sides, and whatever is in progress. */
   destroy(): void;
   /** The listener is closing: finish what is in flight and close (http: between requests). */
@@ -25,20 +23,26 @@ export interface Served {
 export interface PortListenerOptions {
   address: string;
   port: number;
-  /** Serves a connection accepted now; undefined resets it at once (no route any more). */
-  handle: (socket: Socket) => Served | undefined;
+  /**
+   * Serves a connection accepted now; undefined resets it at once (no route any more). The
+   * connection calls `listener.release(served)` once it is closed, never before this returns
+   * (a socket's 'close' comes in a later tick): no promise per connection.
+   */
+  handle: (socket: Socket, listener: PortListener) => Served | undefined;
   log: Logger;
 }
 
 export class PortListener {
   readonly address: string;
   readonly port: number;
-  readonly #handle: (socket: Socket) => Served | undefined;
+  readonly #handle: (socket: Socket, listener: PortListener) => Served | undefined;
   readonly #log: Logger;
   readonly #connections = new Set<Served>();
   readonly #backoff = new Backoff(250, 10_000);
   #server: Server | undefined;
   #retry: NodeJS.Timeout | undefined;
+  /** close() waits on this for the last connection to go. */
+  #emptied: (() => void) | undefined;
   #listening = false;
   #closed = false;
 
@@ -87,13 +91,17 @@ export class PortListener {
   }
 
   #accept(socket: Socket): void {
-    const served = this.#closed ? undefined : this.#handle(socket);
+    const served = this.#closed ? undefined : this.#handle(socket, this);
     if (!served) {
       reset(socket);
       return;
     }
     this.#connections.add(served);
-    void served.done.finally(() => this.#connections.delete(served));
+  }
+
+  /** `served` is closed (both of its sides): it leaves the listener's count. */
+  release(served: Served): void {
+    if (this.#connections.delete(served) && this.#connections.size === 0) this.#emptied?.();
   }
 
   /**
@@ -109,9 +117,16 @@ export class PortListener {
       for (const c of this.#connections) c.drain();
     }
     if (this.#connections.size === 0) return;
+    const emptied = new Promise<void>((resolve) => {
+      const previous = this.#emptied;
+      this.#emptied = () => {
+        previous?.();
+        resolve();
+      };
+    });
     let timer: NodeJS.Timeout | undefined;
     const timedOut = await Promise.race([
-      Promise.allSettled([...this.#connections].map((c) => c.done)).then(() => false),
+      emptied.then(() => false),
       new Promise<boolean>((resolve) => {
         timer = setTimeout(() => resolve(true), drainMs);
       }),
@@ -120,7 +135,7 @@ export class PortListener {
     if (timedOut && this.#connections.size > 0) {
       this.#log.info({ connections: this.#connections.size, drainMs }, 'drain timeout: closing connections');
       for (const c of this.#connections) c.destroy();
-      await Promise.allSettled([...this.#connections].map((c) => c.done));
+      await emptied;
     }
   }
 }

@@ -100,6 +100,11 @@ export class Pool {
     return this.#all.filter((u) => u.ready && this.#localDown.has(u.replica)).map((u) => u.id);
   }
 
+  /** Whether pick() uses its key (ring-hash): a caller may skip working one out otherwise. */
+  get hashes(): boolean {
+    return this.#policy === 'ring-hash';
+  }
+
   /** The balancer the next connection starts on: it reports its end to the same one. */
   get balancer(): Balancer<Upstream> {
     return this.#balancer;

@@ -140,11 +140,16 @@ export class ServedService {
       log,
       handle:
         protocol === 'tcp'
-          ? (socket) => {
+          ? (socket, listener) => {
               const r = route() as TcpRoute | undefined;
-              return r ? serveTcp(socket, r, log) : undefined;
+              return r ? serveTcp(socket, r, log, listener) : undefined;
             }
-          : (socket) => (route() ? serveHttp(socket, route as () => HttpRoute | undefined, log) : undefined),
+          : (socket, listener) => {
+              if (!route()) return undefined;
+              const served = serveHttp(socket, route as () => HttpRoute | undefined, log);
+              void served.done.then(() => listener.release(served));
+              return served;
+            },
     });
   }
 

@@ -1,22 +1,31 @@
 /**
  * The `tcp` side of the proxy (docs/DESIGN.md §6.1): a listener at `virtualIP:port` per Service
  * port, and per accepted connection an endpoint picked by the Service's policy, a connect with
- * retries on other endpoints, then bytes piped both ways until both sides are done.
+ * retries on other endpoints, then bytes passed both ways until both sides are done.
  *
- * - Backpressure: stream.pipe() both ways; a slow reader pauses the other side's reads.
+ * - Backpressure: a write the other socket cannot take at once (past its high-water mark) pauses
+ *   the reading side until that socket drains.
  * - Half-close: both sockets allow half-open; a FIN from one side ends the write side of the
  *   other, and the other direction keeps flowing until its own FIN.
  * - A reset (or error) on one side resets the other, so a truncated stream never looks complete.
- * - Idle timeout: no byte either way for that long closes both (Envoy tcp_proxy idle_timeout).
+ * - Idle timeout: no byte either way for that long closes both (Envoy tcp_proxy idle_timeout),
+ *   found by one coarse sweep per timeout value (IdleSweep), not a timer per socket.
  * - No endpoint, every try failed, or the Service's maxConnections reached: the client
  *   connection is reset at once and counted; nothing waits.
+ *
+ * The per-connection path is what a new connection costs, so it is kept lean: one object per
+ * connection (`TcpConnection`), event handlers shared by all of them (module functions reading
+ * the connection from the socket), no promise, no AbortController, no timer once connected, and
+ * the upstream read through `onread` into one shared buffer (copied only to hand to the client
+ * socket), so no read goes through the stream machinery on that side.
  */
 import { connect, type Socket } from 'node:net';
-import { type Logger, sleep } from '../kube/index.ts';
+import type { Logger } from '../kube/index.ts';
+import type { Balancer } from './balancer.ts';
 import type { Upstream } from './endpoints.ts';
 import type { CircuitBreaker } from './limits.ts';
 import { retryBackoffMs } from './limits.ts';
-import { reset, type Served } from './listener.ts';
+import { type PortListener, reset, type Served } from './listener.ts';
 import type { EndpointStats, PortStats } from './metrics.ts';
 import type { Pool } from './pool.ts';
 
@@ -35,22 +44,6 @@ export interface TcpRoute {
   endpointStats(u: Upstream): EndpointStats;
   /** A failed connect ejected `u` (for the log). */
   onEjected(u: Upstream): void;
-}
-
-/** One client connection and, once connected, its upstream. */
-class Connection {
-  readonly client: Socket;
-  upstream: Socket | undefined;
-  readonly abort = new AbortController();
-  constructor(client: Socket) {
-    this.client = client;
-  }
-  /** Ends it now (drain timeout, proxy stop): both sockets, and a connect in progress. */
-  destroy(): void {
-    this.abort.abort();
-    this.client.destroy();
-    this.upstream?.destroy();
-  }
 }
 
 export class ConnectError extends Error {
@@ -100,145 +93,374 @@ export function connectTo(
   });
 }
 
-/**
- * Forwards one accepted client connection (paused, as pauseOnConnect leaves it) through `route`;
- * resolves when both sides are closed.
- */
-async function forward(conn: Connection, route: TcpRoute, log: Logger): Promise<void> {
-  const { client } = conn;
-  const { pool, breaker, stats } = route;
-  stats.accepted++;
-  stats.active++;
-  const closed = new Promise<void>((resolve) => client.once('close', () => resolve()));
-  client.on('error', () => {}); // the 'close' that follows is what counts
-  if (!breaker.tryAcquire('connections')) {
-    stats.overflows.connections++;
-    stats.active--;
-    reset(client);
-    return closed;
-  }
-  void closed.then(() => {
-    stats.active--;
-    breaker.release('connections');
-  });
-  client.once('close', () => conn.abort.abort());
+/** The connection a socket of the tcp path belongs to (set on both of its sockets). */
+const kConn = Symbol('orrery.tcp.connection');
+type TcpSocket = Socket & { [kConn]: TcpConnection };
 
-  const key = client.remoteAddress ?? '';
-  const exclude = new Set<string>();
-  // Retries counted against route.retries; a refused connect with an endpoint not tried yet in
-  // the pool goes on to it at once and counts nothing (as the http side: the pool may hold
-  // endpoints whose processes are gone until the EndpointSlices say so). Bounded by the pool.
-  let attempt = 0;
-  let backoff = false;
-  for (;;) {
-    if (conn.abort.signal.aborted) return closed;
+/**
+ * What every upstream socket reads into (`onread`): one buffer for the whole process, since a
+ * read's bytes are copied out before the next read can happen. 64 KiB, as libuv reads by default.
+ */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+
+/**
+ * One client connection and, once connected, its upstream. Its fields are the whole state of the
+ * connection; the shared handlers below find it on the socket they were called for.
+ */
+class TcpConnection implements Served {
+  readonly client: Socket;
+  readonly route: TcpRoute;
+  readonly log: Logger;
+  readonly listener: PortListener;
+  /** The try in progress (connecting) or the connected upstream. */
+  upstream: Socket | undefined = undefined;
+  connecting = false;
+  /** The connect timeout or the back-off before a retry. */
+  timer: NodeJS.Timeout | undefined = undefined;
+  /** The endpoint of the current try and what it reports to. */
+  u: Upstream | undefined = undefined;
+  balancer: Balancer<Upstream> | undefined = undefined;
+  es: EndpointStats | undefined = undefined;
+  /** When the current try started, then its connect time (ms). */
+  rttMs = 0;
+  /** Endpoints tried and failed; undefined until the first failure. */
+  exclude: Set<string> | undefined = undefined;
+  attempt = 0;
+  backoff = false;
+  established = false;
+  clientClosed = false;
+  upstreamClosed = false;
+  released = false;
+  /** Chunks either way, and their count at the last idle sweep with how many sweeps saw it still. */
+  activity = 0;
+  seen = 0;
+  quiet = 0;
+
+  constructor(client: Socket, route: TcpRoute, log: Logger, listener: PortListener) {
+    this.client = client;
+    this.route = route;
+    this.log = log;
+    this.listener = listener;
+  }
+
+  /** Ends it now (drain timeout, proxy stop): both sockets, and a connect or back-off in progress. */
+  destroy(): void {
+    this.client.destroy();
+    this.upstream?.destroy();
+  }
+
+  drain(): void {}
+
+  /** Picks an endpoint (not one tried) and connects, after the back-off when one is due. */
+  next(): void {
+    const { pool, stats } = this.route;
     // The balancer it picks from hears of the start and the end (the Service may change its policy meanwhile).
     const balancer = pool.balancer;
-    const u = pool.pick(key, exclude);
-    if (!u) break;
-    if (exclude.size > 0) stats.retries++;
-    if (backoff) {
+    const key = pool.hashes ? (this.client.remoteAddress ?? '') : '';
+    const u = pool.pick(key, this.exclude);
+    if (!u) {
+      this.giveUp();
+      return;
+    }
+    if (this.exclude) stats.retries++;
+    if (this.backoff) {
       // Envoy's back-off before a retry, full jitter from 25 ms doubling to 250 ms.
-      await sleep(retryBackoffMs(attempt - 1), conn.abort.signal);
-      if (conn.abort.signal.aborted) return closed;
+      this.timer = setTimeout(connectAfterBackoff, retryBackoffMs(this.attempt - 1), this, u, balancer);
+      return;
     }
-    const es = route.endpointStats(u);
+    this.connect(u, balancer);
+  }
+
+  connect(u: Upstream, balancer: Balancer<Upstream>): void {
+    this.timer = undefined;
+    if (this.clientClosed) return;
+    this.u = u;
+    this.balancer = balancer;
+    this.es = this.route.endpointStats(u);
     balancer.started(u);
-    const t0 = performance.now();
-    let upstream: Socket;
-    try {
-      upstream = await connectTo(u.address, u.port, route.connectTimeoutMs, conn.abort.signal);
-    } catch (err) {
-      // A failed connect counts as the slowest answer there is, so p2c-ewma steers away from an
-      // endpoint that refuses fast instead of favouring it.
-      balancer.ended(u, route.connectTimeoutMs);
-      if ((err as ConnectError).code === 'ABORTED') return closed;
-      es.connectFailures++;
-      log.debug({ endpoint: u.id, err: (err as Error).message, attempt }, 'connect failed');
-      if (pool.failed(u)) {
-        es.ejections++;
-        route.onEjected(u);
-      }
-      exclude.add(u.id);
-      if (route.retries === 0) break;
-      backoff = !pool.hasUntried(exclude);
-      if (backoff && ++attempt > route.retries) break;
-      continue;
+    this.rttMs = performance.now();
+    const upstream = connect({
+      host: u.address,
+      port: u.port,
+      allowHalfOpen: true,
+      noDelay: true,
+      onread: { buffer: READ_BUFFER, callback: onUpstreamRead },
+    }) as TcpSocket;
+    upstream[kConn] = this;
+    this.upstream = upstream;
+    this.connecting = true;
+    upstream.on('error', onUpstreamError);
+    upstream.on('close', onUpstreamClose);
+    upstream.once('connect', onUpstreamConnect);
+    this.timer = setTimeout(onConnectTimeout, this.route.connectTimeoutMs, this);
+  }
+
+  /** The try in progress failed (refused, reset, timed out): another endpoint, or the client is reset. */
+  connectFailed(message: string): void {
+    const { route } = this;
+    const { pool } = route;
+    const u = this.u as Upstream;
+    const upstream = this.upstream as Socket;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.connecting = false;
+    this.upstream = undefined;
+    upstream.destroy();
+    // A failed connect counts as the slowest answer there is, so p2c-ewma steers away from an
+    // endpoint that refuses fast instead of favouring it.
+    this.balancer?.ended(u, route.connectTimeoutMs);
+    if (this.clientClosed) {
+      this.closed();
+      return;
     }
-    const rttMs = performance.now() - t0;
-    pool.succeeded(u);
+    (this.es as EndpointStats).connectFailures++;
+    this.log.debug({ endpoint: u.id, err: message, attempt: this.attempt }, 'connect failed');
+    if (pool.failed(u)) {
+      (this.es as EndpointStats).ejections++;
+      route.onEjected(u);
+    }
+    const exclude = this.exclude ?? new Set<string>();
+    this.exclude = exclude;
+    exclude.add(u.id);
+    // Retries counted against route.retries; a refused connect with an endpoint not tried yet in
+    // the pool goes on to it at once and counts nothing (as the http side: the pool may hold
+    // endpoints whose processes are gone until the EndpointSlices say so). Bounded by the pool.
+    this.backoff = route.retries > 0 && !pool.hasUntried(exclude);
+    if (route.retries === 0 || (this.backoff && ++this.attempt > route.retries)) this.giveUp();
+    else this.next();
+  }
+
+  /** No endpoint, or every try failed: the client is reset at once. */
+  giveUp(): void {
+    if (this.clientClosed) return;
+    const { stats } = this.route;
+    if (this.exclude === undefined) stats.noEndpoint++;
+    else stats.connectFailed++;
+    reset(this.client);
+  }
+
+  /** Connected: bytes go both ways from now on. */
+  connected(): void {
+    const upstream = this.upstream as Socket;
+    const client = this.client;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.connecting = false;
+    this.established = true;
+    this.rttMs = performance.now() - this.rttMs;
+    this.route.pool.succeeded(this.u as Upstream);
+    const es = this.es as EndpointStats;
     es.connections++;
     es.active++;
-    conn.upstream = upstream;
-    await splice(conn, upstream, route, es);
-    es.active--;
-    balancer.ended(u, rttMs);
-    return closed;
+    client.on('data', onClientData);
+    client.on('end', onClientEnd);
+    client.on('drain', onClientDrain);
+    upstream.on('end', onUpstreamEnd);
+    upstream.on('drain', onUpstreamDrain);
+    if (this.route.idleTimeoutMs > 0) idleSweep(this.route.idleTimeoutMs).add(this);
+    client.resume();
   }
-  if (!conn.abort.signal.aborted) {
-    if (exclude.size === 0) stats.noEndpoint++;
-    else stats.connectFailed++;
-    reset(client);
+
+  /** One side closed: the other follows, unless both of its directions are done already (it is flushing its last bytes and closes by itself). */
+  follow(other: Socket | undefined): void {
+    if (other && !other.destroyed && !(other.readableEnded && other.writableEnded)) other.destroy();
   }
-  return closed;
+
+  /** After each close: once nothing is left open, everything it held is given back. */
+  closed(): void {
+    if (this.released || !this.clientClosed || this.connecting || this.timer !== undefined) return;
+    if (this.established && !this.upstreamClosed) return;
+    this.released = true;
+    const { route } = this;
+    route.stats.active--;
+    route.breaker.release('connections');
+    if (this.established) {
+      (this.es as EndpointStats).active--;
+      this.balancer?.ended(this.u as Upstream, this.rttMs);
+      if (route.idleTimeoutMs > 0) idleSweep(route.idleTimeoutMs).delete(this);
+    }
+    this.listener.release(this);
+  }
+
+  /** Nothing went through either way for the idle timeout. */
+  idle(): void {
+    this.route.stats.idleTimeouts++;
+    this.client.destroy();
+    this.upstream?.destroy();
+  }
 }
 
-/** Pipes client ⇄ upstream until both are closed. */
-function splice(conn: Connection, upstream: Socket, route: TcpRoute, es: EndpointStats): Promise<void> {
-  const { client } = conn;
-  const done = Promise.all([
-    new Promise<void>((resolve) => (client.destroyed ? resolve() : client.once('close', () => resolve()))),
-    new Promise<void>((resolve) =>
-      upstream.destroyed ? resolve() : upstream.once('close', () => resolve()),
-    ),
-  ]).then(() => {});
-  if (client.destroyed || upstream.destroyed || conn.abort.signal.aborted) {
-    reset(client);
-    reset(upstream);
-    return done;
-  }
-  client.on('error', () => reset(upstream));
-  upstream.on('error', () => reset(client));
-  // One side closed: the other follows, unless both of its directions are done already (then it
-  // is flushing the last bytes and closes by itself).
-  const follow = (other: Socket) => () => {
-    if (!other.destroyed && !(other.readableEnded && other.writableEnded)) other.destroy();
-  };
-  client.once('close', follow(upstream));
-  upstream.once('close', follow(client));
-  if (route.idleTimeoutMs > 0) {
-    // Bytes either way touch both sockets (read on one, written on the other), so each one's
-    // inactivity timer is the connection's.
-    let counted = false;
-    const idle = () => {
-      if (!counted) route.stats.idleTimeouts++;
-      counted = true;
-      client.destroy();
-      upstream.destroy();
-    };
-    client.setTimeout(route.idleTimeoutMs, idle);
-    upstream.setTimeout(route.idleTimeoutMs, idle);
-  }
-  client.on('data', (chunk: Buffer) => {
-    es.bytesIn += chunk.length;
-  });
-  upstream.on('data', (chunk: Buffer) => {
-    es.bytesOut += chunk.length;
-  });
-  client.pipe(upstream);
-  upstream.pipe(client);
-  return done;
+// --- the shared handlers: `this` is the socket; its connection is socket[kConn] ---
+
+function connectAfterBackoff(conn: TcpConnection, u: Upstream, balancer: Balancer<Upstream>): void {
+  conn.connect(u, balancer);
 }
 
-/** Serves one accepted client connection (paused) of a `tcp` port through `route`. */
-export function serveTcp(client: Socket, route: TcpRoute, log: Logger): Served {
-  const conn = new Connection(client);
-  return {
-    done: forward(conn, route, log).catch((err: unknown) => {
-      log.error({ err }, 'forwarding failed');
-      conn.destroy();
-    }),
-    destroy: () => conn.destroy(),
-    drain: () => {},
-  };
+function onConnectTimeout(conn: TcpConnection): void {
+  conn.timer = undefined;
+  if (conn.connecting) conn.connectFailed(`no connect in ${conn.route.connectTimeoutMs} ms`);
+}
+
+function onUpstreamConnect(this: TcpSocket): void {
+  const conn = this[kConn];
+  if (conn.upstream === this && conn.connecting) conn.connected();
+}
+
+function onUpstreamError(this: TcpSocket, err: Error): void {
+  const conn = this[kConn];
+  if (conn.upstream !== this) return; // a failed try's socket
+  if (conn.connecting) conn.connectFailed(err.message);
+  else reset(conn.client);
+}
+
+function onUpstreamClose(this: TcpSocket): void {
+  const conn = this[kConn];
+  if (conn.upstream !== this) return; // a failed try's socket
+  if (conn.connecting) {
+    // Destroyed while connecting: the client went (its close aborts the try) or destroy().
+    conn.connectFailed('connection closed');
+    return;
+  }
+  conn.upstreamClosed = true;
+  conn.follow(conn.client);
+  conn.closed();
+}
+
+function onClientError(this: TcpSocket): void {
+  // The 'close' that follows is what counts; an established upstream is reset with it.
+  const conn = this[kConn];
+  if (conn.established && conn.upstream) reset(conn.upstream);
+}
+
+function onClientClose(this: TcpSocket): void {
+  const conn = this[kConn];
+  conn.clientClosed = true;
+  if (conn.timer !== undefined && !conn.connecting) {
+    // In the back-off before a retry: no try is made.
+    clearTimeout(conn.timer);
+    conn.timer = undefined;
+  }
+  if (conn.connecting) {
+    // The try in progress ends with the client; its close reports it (connectFailed).
+    conn.upstream?.destroy();
+    return;
+  }
+  if (conn.established) conn.follow(conn.upstream);
+  conn.closed();
+}
+
+function onClientData(this: TcpSocket, chunk: Buffer): void {
+  const conn = this[kConn];
+  conn.activity++;
+  (conn.es as EndpointStats).bytesIn += chunk.length;
+  if (!(conn.upstream as Socket).write(chunk)) this.pause();
+}
+
+function onUpstreamRead(this: TcpSocket, n: number, buf: Uint8Array): boolean {
+  const conn = this[kConn];
+  conn.activity++;
+  (conn.es as EndpointStats).bytesOut += n;
+  // The buffer is read into again by the next read of any upstream: the client socket gets a copy
+  // (from Node's buffer pool when small), as the stream path would have allocated one per read.
+  // False pauses this socket until the client drains.
+  return conn.client.write(Buffer.copyBytesFrom(buf, 0, n));
+}
+
+function onClientEnd(this: TcpSocket): void {
+  this[kConn].upstream?.end();
+}
+
+function onUpstreamEnd(this: TcpSocket): void {
+  this[kConn].client.end();
+}
+
+function onClientDrain(this: TcpSocket): void {
+  this[kConn].upstream?.resume();
+}
+
+function onUpstreamDrain(this: TcpSocket): void {
+  this[kConn].client.resume();
+}
+
+/**
+ * The idle timeout of every connection with one timeout value: one interval, an eighth of the
+ * timeout, that closes a connection after eight sweeps in a row saw no chunk go through it. A
+ * connection is closed between the timeout and an eighth more after its last byte; the interval
+ * runs only while connections are open, so an idle proxy does not wake up for it.
+ */
+const SWEEPS = 8;
+class IdleSweep {
+  readonly #connections = new Set<TcpConnection>();
+  readonly #everyMs: number;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(timeoutMs: number) {
+    this.#everyMs = Math.max(1, timeoutMs / SWEEPS);
+  }
+
+  add(conn: TcpConnection): void {
+    conn.seen = conn.activity;
+    conn.quiet = 0;
+    this.#connections.add(conn);
+    if (!this.#timer) {
+      this.#timer = setInterval(() => this.#sweep(), this.#everyMs);
+      this.#timer.unref();
+    }
+  }
+
+  delete(conn: TcpConnection): void {
+    this.#connections.delete(conn);
+    if (this.#connections.size === 0 && this.#timer) {
+      clearInterval(this.#timer);
+      this.#timer = undefined;
+    }
+  }
+
+  #sweep(): void {
+    for (const conn of this.#connections) {
+      if (conn.activity !== conn.seen) {
+        conn.seen = conn.activity;
+        conn.quiet = 0;
+      } else if (++conn.quiet >= SWEEPS) {
+        this.#connections.delete(conn);
+        conn.idle();
+      }
+    }
+  }
+}
+
+const sweeps = new Map<number, IdleSweep>();
+function idleSweep(timeoutMs: number): IdleSweep {
+  let sweep = sweeps.get(timeoutMs);
+  if (!sweep) {
+    sweep = new IdleSweep(timeoutMs);
+    sweeps.set(timeoutMs, sweep);
+  }
+  return sweep;
+}
+
+/**
+ * Serves one accepted client connection (paused, as pauseOnConnect leaves it) of a `tcp` port
+ * through `route`; it calls `listener.release()` when both sides are closed. Over the Service's
+ * maxConnections: undefined, and the listener resets the client.
+ */
+export function serveTcp(
+  client: Socket,
+  route: TcpRoute,
+  log: Logger,
+  listener: PortListener,
+): Served | undefined {
+  const { stats } = route;
+  stats.accepted++;
+  if (!route.breaker.tryAcquire('connections')) {
+    stats.overflows.connections++;
+    return undefined;
+  }
+  stats.active++;
+  const conn = new TcpConnection(client, route, log, listener);
+  (client as TcpSocket)[kConn] = conn;
+  client.on('error', onClientError);
+  client.on('close', onClientClose);
+  conn.next();
+  return conn;
 }

@@ -313,6 +313,38 @@ test('half-close: the client ends its side, the backend still answers, the clien
   t.is(peer.text(), `hello ${name}\necho ping\nbye ${name} 5\n`);
 });
 
+test('bulk both ways on three connections whose clients stop reading: every byte arrives in order, and is counted', async (t) => {
+  const s = await setup(t, { backends: 1 });
+  const proxy = await s.proxy();
+  // About 6 MB each way per connection, more than the socket buffers between the backend and a
+  // client hold: while the clients read nothing, the proxy must stop reading the backend, and what
+  // it holds back must come out intact and in order once they read again, though every upstream
+  // socket reads into one buffer (a copy that was not made would show here as another
+  // connection's bytes).
+  const run = async (n: number) => {
+    const peer = dial(t, s.vip, s.port);
+    const name = (await peer.line(0)).replace(/^hello /, '');
+    const lines = Array.from({ length: 100_000 }, (_, i) => `${n}.${i} ${randomBytes(24).toString('hex')}`);
+    const sent = `${lines.join('\n')}\n`;
+    peer.socket.pause();
+    peer.socket.end(sent);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    peer.socket.resume();
+    t.is(await within(peer.closed, 30_000), undefined, 'a clean close after the backend FIN');
+    const expected = `hello ${name}\n${lines.map((l) => `echo ${l}\n`).join('')}bye ${name} ${Buffer.byteLength(sent)}\n`;
+    const got = peer.text();
+    t.is(got.length, expected.length);
+    t.true(got === expected, `connection ${n}: the client reads what the backend wrote, in order`);
+    return { sent: Buffer.byteLength(sent), received: Buffer.byteLength(expected) };
+  };
+  const results = await Promise.all([run(0), run(1), run(2)]);
+  const text = await scrape(proxy);
+  const labels = labelsOf(s, s.backends[0]);
+  const sum = (k: 'sent' | 'received') => results.reduce((a, r) => a + r[k], 0);
+  t.is(sample(text, 'orrery_proxy_received_bytes_total', labels), sum('sent'));
+  t.is(sample(text, 'orrery_proxy_sent_bytes_total', labels), sum('received'));
+});
+
 test('no endpoint: the connection is closed at once, not left hanging', async (t) => {
   const s = await setup(t, { endpoints: () => [] });
   const proxy = await s.proxy({}, 0);
