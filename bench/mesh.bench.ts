@@ -1110,7 +1110,7 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
       }
     }
     const latency = new Map<Target, LoadgenResult & { quiet: number }>(
-      [...openRuns].map(([t, runs]) => [t, mergeRuns(runs)] as const),
+      [...openRuns].filter(([, runs]) => runs.length > 0).map(([t, runs]) => [t, mergeRuns(runs)] as const),
     );
 
     // --- report helpers ---
