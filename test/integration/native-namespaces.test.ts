@@ -1,6 +1,6 @@
 // Isolation: a pid namespace with orrery-init as PID 1 (signals forwarded, real exit reported),
 // a private /proc, a hostname of its own, and a network namespace with only a working loopback.
-import { closeSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import {
@@ -229,9 +229,17 @@ test('a workload that exits before orrery-init is ready is still reported (no lo
 
 test('a stale record in the exit status file is replaced by a fresh, empty file at spawn', async (t) => {
   const dir = tempDir(t, 'orrery-native-ns-');
-  const exitStatusFile = join(dir, 'status');
-  writeFileSync(exitStatusFile, 'exited 99\n');
-  for (const uid of [undefined, 65534]) {
+  // On the temp dir's filesystem (unlinked and made afresh) and on tmpfs (truncated), by the child
+  // (no uid) and by the parent (uid: made before the clone).
+  const shm = mkdtempSync(join('/dev/shm', 'orrery-native-ns-'));
+  t.teardown(() => rmSync(shm, { recursive: true, force: true }));
+  for (const [exitStatusFile, uid] of [
+    [join(dir, 'status'), undefined],
+    [join(dir, 'status'), 65534],
+    [join(shm, 'status'), undefined],
+    [join(shm, 'status'), 65534],
+  ] as const) {
+    writeFileSync(exitStatusFile, 'exited 99\n');
     const child = spawn({
       file: '/bin/sleep',
       argv: ['sleep', '30'],
@@ -246,7 +254,6 @@ test('a stale record in the exit status file is replaced by a fresh, empty file 
     sendSignal(child.pidfd, 'SIGTERM');
     t.deepEqual(await exited, { code: null, signal: 'SIGTERM' });
     t.is(readFileSync(exitStatusFile, 'utf8'), 'killed SIGTERM\n');
-    writeFileSync(exitStatusFile, 'exited 99\n');
   }
 });
 

@@ -16,6 +16,7 @@
 
 #include "net.h"
 #include "spawn.h"
+#include "status_file.h"
 #include "trace.h"
 
 static void fail(const struct orrery_spawn_plan *plan, int step, int err, int index) {
@@ -288,11 +289,10 @@ static void exec_workload_then_init(struct orrery_spawn_plan *plan) {
    * blocked signals are queued whatever their disposition (kernel/signal.c, sig_ignored). */
   int err = 0, step = STEP_EXECVE_INIT;
   if (plan->status_path) {
-    /* The exit status file, fresh (spawn.c says why unlink + O_EXCL), for init only: the workload
+    /* The exit status file, empty (status_file.h), for init only: the workload
      * is already cloned, so no O_CLOEXEC is needed, and this overlaps the workload's exec. */
     int fd = -1;
-    if (unlink(plan->status_path) < 0 && errno != ENOENT) err = errno;
-    else if ((fd = open(plan->status_path, O_WRONLY | O_CREAT | O_EXCL, 0640)) < 0) err = errno;
+    if ((fd = orrery_fresh_status_file(plan->status_path, 0)) < 0) err = errno;
     if (err) step = STEP_EXIT_STATUS_FILE;
     else format_pid(plan->status_fd_slot, fd);
     ORRERY_TRACE(TR_STATUS_FILE);

@@ -18,6 +18,7 @@
 #include "pidfd.h"
 #include "proc.h"
 #include "spawn_request.h"
+#include "status_file.h"
 #include "trace.h"
 
 static const char *const step_names[STEP__COUNT] = {
@@ -304,20 +305,16 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
   if (req->n_binds > ORRERY_MAX_BINDS) return fail(res, "volume", E2BIG, NULL);
   if (pipe2(pipe_fds, O_CLOEXEC) < 0) return fail(res, "pipe2", errno, NULL);
   /* The exit status file is orrery-init's: without init there is none. A fresh, empty file, so a
-   * stale record from a previous run can never be mistaken for this one. Unlink + O_EXCL rather
-   * than O_TRUNC: ext4 (auto_da_alloc) flushes a truncated file's data on close, and that on
-   * every spawn (README.md). The child creates it (spawn.h, status_path) unless it drops
+   * stale record from a previous run can never be mistaken for this one, made empty the way that
+   * is cheapest on its filesystem (status_file.h: truncated on tmpfs, unlinked and created afresh
+   * on ext4, whose auto_da_alloc flushes a truncated file on close). The child creates it (spawn.h, status_path) unless it drops
    * privileges before it could, has a user namespace (its host uid may not write there), masks
    * paths (the file's directory may be one) or pivots into a workload root (where the path names
    * another file): then it must exist, owned by us, before the clone. */
   int child_creates_status = req->init && req->exit_status_file && !req->has_uid && !req->has_gid &&
                              !req->userns && !(req->mask_paths && req->mask_paths[0]) && !req->root;
   if (req->init && req->exit_status_file && !child_creates_status) {
-    if (unlink(req->exit_status_file) < 0 && errno != ENOENT) {
-      rc = fail(res, "exit-status-file", errno, req->exit_status_file);
-      goto out_pipe;
-    }
-    status_fd = open(req->exit_status_file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+    status_fd = orrery_fresh_status_file(req->exit_status_file, 1);
     if (status_fd < 0) {
       rc = fail(res, "exit-status-file", errno, req->exit_status_file);
       goto out_pipe;
