@@ -181,6 +181,8 @@ export interface LogQuery {
   tail?: number | undefined;
   follow?: boolean | undefined;
   previous?: boolean | undefined;
+  /** While following: a line `--- restarted (pid N) ---` between two runs. */
+  markers?: boolean | undefined;
 }
 
 /** `/v1/replicas/:ns/:name/logs` with its query. */
@@ -190,6 +192,7 @@ export function logsPath(q: LogQuery): string {
   if (q.tail !== undefined) params.set('tail', String(q.tail));
   if (q.follow) params.set('follow', 'true');
   if (q.previous) params.set('previous', 'true');
+  if (q.markers) params.set('markers', 'true');
   const query = params.size > 0 ? `?${params}` : '';
   return `/v1/replicas/${encodeURIComponent(q.namespace)}/${encodeURIComponent(q.replica)}/logs${query}`;
 }

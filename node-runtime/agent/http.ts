@@ -218,6 +218,7 @@ function serveLogs(
     const tail = countParam(req, 'tail');
     const follow = boolParam(req, 'follow');
     const previous = boolParam(req, 'previous');
+    const markers = boolParam(req, 'markers');
     if (follow && previous) {
       throw new BadParameter(
         'previous',
@@ -251,8 +252,9 @@ function serveLogs(
     res.on('close', () => abort.abort());
     res.flushHeaders();
     try {
-      const opts: { lines?: number; signal: AbortSignal } = { signal: abort.signal };
+      const opts: Parameters<typeof engine.logs.follow>[2] = { signal: abort.signal };
       if (tail !== undefined) opts.lines = tail;
+      if (markers) opts.onNewRun = () => newRunMarker(engine, id, process, abort.signal);
       for await (const chunk of engine.logs.follow(id, process, opts)) {
         if (!res.write(chunk)) await drainedOrClosed(res);
         if (abort.signal.aborted) break;
@@ -265,6 +267,47 @@ function serveLogs(
       res.end();
     }
   };
+}
+
+/** How long a run marker waits for the new run's pid before it goes without one. */
+const MARKER_PID_WAIT_MS = 2_000;
+
+/**
+ * `--- restarted (pid N) ---`, the line `markers=true` puts between two runs of a followed
+ * process: the log's file is switched just before the spawn, so the pid is waited for (the
+ * process's `started` event) for MARKER_PID_WAIT_MS at most; an exec that failed says so.
+ */
+async function newRunMarker(
+  engine: Engine,
+  id: string,
+  process: string,
+  signal: AbortSignal,
+): Promise<string> {
+  const started = new Promise<EngineEvent | undefined>((resolve) => {
+    const done = (e: EngineEvent | undefined) => {
+      clearTimeout(timer);
+      engine.off('event', onEvent);
+      signal.removeEventListener('abort', onAbort);
+      resolve(e);
+    };
+    const onEvent = (e: EngineEvent) => {
+      if (e.replica !== id || !('process' in e) || e.process !== process) return;
+      if (e.type === 'started' || (e.type === 'exited' && e.reason === 'ExecFailed')) done(e);
+    };
+    const onAbort = () => done(undefined);
+    const timer = setTimeout(() => done(undefined), MARKER_PID_WAIT_MS);
+    engine.on('event', onEvent);
+    signal.addEventListener('abort', onAbort);
+  });
+  // Started already (the follower noticed the new file late): its pid is in the status.
+  const now = engine.has(id) ? engine.status(id).processes.find((p) => p.name === process) : undefined;
+  const e =
+    now?.pid != null && now.startedAt !== null && Date.now() - Date.parse(now.startedAt) < MARKER_PID_WAIT_MS
+      ? ({ type: 'started', pid: now.pid } as const)
+      : await started;
+  if (e?.type === 'started') return `--- restarted (pid ${e.pid}) ---`;
+  if (e?.type === 'exited') return `--- restarted: exec failed: ${e.message ?? 'unknown'} ---`;
+  return '--- restarted ---';
 }
 
 /**

@@ -16,6 +16,11 @@ export interface FollowOptions {
    * Not a busy poll; new data is normally delivered on the inotify event.
    */
   recheckMs?: number;
+  /**
+   * Called where one run ends and the next begins (the process restarted); what it returns is
+   * sent there, on a line of its own, between the two runs' output (the HTTP API's run markers).
+   */
+  onNewRun?: () => Promise<string | undefined>;
 }
 
 const READ_BLOCK = 64 * 1024;
@@ -47,6 +52,7 @@ export async function* followRun({
   lines,
   signal,
   recheckMs = 1_000,
+  onNewRun,
 }: FollowOptions): AsyncGenerator<string> {
   const [live, rotated] = files;
   if (live === undefined || signal.aborted) return;
@@ -91,10 +97,15 @@ export async function* followRun({
     if (handle === null) return;
     let offset = (await handle.stat()).size;
     let decoder = new StringDecoder('utf8');
+    /** Whether what was sent last ended a line (a marker goes on a line of its own). */
+    let endsLine = true;
     // The history streamed too, block by block: the consumer's pace, not the run's size, bounds memory.
     for await (const chunk of readRun(files, await tailStart(files, lines, offset), offset)) {
       const text = decoder.write(chunk);
-      if (text !== '') yield text;
+      if (text !== '') {
+        yield text;
+        endsLine = text.endsWith('\n');
+      }
       if (signal.aborted) return;
     }
 
@@ -124,13 +135,21 @@ export async function* followRun({
       for await (const chunk of readRange(handle, offset)) {
         offset += chunk.length;
         const text = decoder.write(chunk);
-        if (text !== '') yield text;
+        if (text !== '') {
+          yield text;
+          endsLine = text.endsWith('\n');
+        }
         if (signal.aborted) return;
       }
       // A new run (prepareRun renamed the file away): the old file is drained, switch over.
       const current = await stat(live).catch(() => null);
       if (current !== null && current.ino !== ino) {
         await handle.close();
+        const marker = await onNewRun?.();
+        if (marker !== undefined && !signal.aborted) {
+          yield `${endsLine ? '' : '\n'}${marker}\n`;
+          endsLine = true;
+        }
         handle = await openWhenPresent();
         if (handle === null) return;
         offset = 0;

@@ -45,6 +45,8 @@ export interface FollowLogOptions {
   /** Lines of history sent first; the whole current run when omitted. */
   lines?: number;
   signal: AbortSignal;
+  /** What to send between two runs (followRun's onNewRun). */
+  onNewRun?: () => Promise<string | undefined>;
 }
 
 function assertCount(value: unknown, name: string, min: number): void {
@@ -296,6 +298,7 @@ export class LogStore {
     const files = runFiles(this.#base(replicaId, processName), this.maxFiles);
     const follow: Parameters<typeof followRun>[0] = { files, signal: options.signal };
     if (options.lines !== undefined) follow.lines = options.lines;
+    if (options.onNewRun) follow.onNewRun = options.onNewRun;
     return followRun(follow);
   }
 

@@ -384,6 +384,13 @@ test.serial(
       'chatty-0 restarted',
       async () => ((await env.replicasOf('chatty'))[0]?.status?.restarts ?? 0) >= 1,
     );
+    // The pane goes on with the new run, after the runtime's marker with its pid.
+    const newPid = (await env.replicasOf('chatty'))[0]?.status?.processes?.[0]?.pid;
+    screen = await term.waitFor('the new run after a marker', (s) => {
+      const at = s.findIndex((l) => l.includes(`--- restarted (pid ${newPid}) ---`));
+      return at >= 0 && s.slice(at + 1).some((l) => /^ ?line 2$/.test(l.trim()) || / line 2\b/.test(l));
+    });
+    t.log(`after the SIGKILL: ${screen.find((l) => l.includes('--- restarted'))?.trim()}`);
     await term.type('p');
     screen = await term.waitFor(
       'the previous run',
@@ -463,6 +470,38 @@ test.serial(
     await term.waitFor('the Service: 1/1 endpoints, none ejected', (s) =>
       /^ chat +\S+ +80\/http +1\/1 +0 /m.test(s.join('\n')),
     );
+    // The runtime killed and started again under chatty-0's followed log: the pane says it is
+    // reconnecting, then goes on with the same run, no line twice.
+    await term.type(':rep');
+    await term.press('Enter');
+    await term.type('/chatty');
+    await term.press('Enter');
+    await term.waitFor('chatty-0 alone', (s) => has(`Replicas(${env.ns})[1] /chatty`)(s));
+    await term.type('l');
+    screen = await term.waitFor(
+      'its log',
+      (s) => has(`Logs ${env.ns}/chatty-0 (following`)(s) && lastLine(s) > 0,
+    );
+    host.child.kill('SIGKILL');
+    await host.exited;
+    const downAt = lastLine(await term.screen());
+    await term.waitFor('reconnecting', has(`Logs ${env.ns}/chatty-0 (reconnecting (`), 10_000);
+    await host.restart();
+    screen = await term.waitFor(
+      'the same run again',
+      (s) => has('--- reconnected ---')(s) && lastLine(s) >= downAt + 3 && has('(following')(s),
+      30_000,
+    );
+    const numbers = screen.flatMap((l) => [...l.matchAll(/\bline (\d+)\b/g)].map((m) => Number(m[1])));
+    t.deepEqual(
+      numbers,
+      numbers.map((_, i) => (numbers[0] as number) + i),
+      `consecutive lines across the runtime restart, none twice: ${numbers.join(' ')}`,
+    );
+    t.log(`runtime restarted at line ${downAt}; following again up to line ${lastLine(screen)}`);
+    await term.press('Escape');
+    await term.waitFor('back to the Replicas', has(`Replicas(${env.ns})[1] /chatty`));
+
     await term.type('q');
     await term.waitFor('the exit', (s) => s.some((l) => /\[exited with 0\]/.test(l)));
   },

@@ -2,8 +2,8 @@
 // (following, paused, wrapped), the log keys of the reducer, the stream's coalesced
 // notifications, sparklines with gaps, and the usage series a failed read leaves a gap in.
 import test from 'ava';
-import type { HostSample } from '../../platform/runtime-api.ts';
-import { LogsModel, logWindow, type RuntimeAccess } from '../../tui/model/logs.ts';
+import type { HostSample, LogQuery } from '../../platform/runtime-api.ts';
+import { LogsModel, logWindow, type RuntimeAccess, resumeAt } from '../../tui/model/logs.ts';
 import { LineRing, MAX_LINE_CHARS } from '../../tui/model/ring.ts';
 import { usageCells } from '../../tui/model/rows.ts';
 import { appendSample, SERIES_LENGTH, sparkline } from '../../tui/model/sparkline.ts';
@@ -139,12 +139,13 @@ test('a stream of 200,000 lines: the ring keeps 5,000, listeners hear of it once
         }
       })(),
   };
-  const logs = new LogsModel({ access, notifyMs: 50 });
+  // Not reopened during the test: the stream's end is where the count stops.
+  const logs = new LogsModel({ access, notifyMs: 50, reopenMs: { initial: 60_000, max: 60_000 } });
   let notified = 0;
   logs.subscribe(() => notified++);
   const t0 = performance.now();
   logs.open({ namespace: 'web', replica: 'api-0' }, false);
-  while (logs.status().phase !== 'ended') await new Promise((r) => setTimeout(r, 5));
+  while (logs.status().phase !== 'reconnecting') await new Promise((r) => setTimeout(r, 5));
   const ms = performance.now() - t0;
   t.is(logs.ring.length, 5_000);
   t.is(logs.ring.at(logs.ring.end - 1), 'line 199999');
@@ -209,22 +210,160 @@ test('paused, a log holds what it reads: the ring stays, and gets it all on rele
   logs.close();
 });
 
-test('a log that cannot be read says why', async (t) => {
+test('a log that cannot be read says why, and is tried again with back-off', async (t) => {
+  let tries = 0;
   const logs = new LogsModel({
+    reopenMs: { initial: 20, max: 40 },
     access: {
       locate: async () => {
+        tries++;
         throw new Error('replica web/api-0 is not bound to a host yet (Pending)');
       },
       readLogs: async () => (async function* () {})(),
     },
   });
+  t.teardown(() => logs.close());
   logs.open({ namespace: 'web', replica: 'api-0' }, false);
   while (logs.status().phase === 'connecting') await new Promise((r) => setTimeout(r, 1));
   t.deepEqual(logs.status(), {
-    phase: 'failed',
+    phase: 'reconnecting',
     host: undefined,
     error: 'replica web/api-0 is not bound to a host yet (Pending)',
+    attempts: 1,
   });
+  while (tries < 4) await new Promise((r) => setTimeout(r, 5));
+  t.true((logs.status().attempts ?? 0) >= 3);
+  logs.close();
+  const after = tries;
+  await new Promise((r) => setTimeout(r, 100));
+  t.is(tries, after, 'closed: no more tries');
+  // The previous run is read once: a failure is final.
+  const previous = new LogsModel({
+    access: {
+      locate: async () => {
+        throw new Error('gone');
+      },
+      readLogs: async () => (async function* () {})(),
+    },
+  });
+  previous.open({ namespace: 'web', replica: 'api-0' }, true);
+  while (previous.status().phase === 'connecting') await new Promise((r) => setTimeout(r, 1));
+  t.deepEqual(previous.status(), { phase: 'failed', host: undefined, error: 'gone' });
+});
+
+/** A runtime whose log streams the test writes: each open() of a stream is one entry of `streams`. */
+function scriptedRuntime() {
+  const streams: { push(text: string): void; end(): void; query: LogQuery }[] = [];
+  let pid: number | null = 7;
+  let refuse: string | undefined;
+  const access: RuntimeAccess = {
+    locate: async () => {
+      if (refuse) throw new Error(refuse);
+      return { target: { name: 'a', endpoint: 'http://127.0.0.1:1' }, token: 't' };
+    },
+    processPid: async () => pid,
+    readLogs: async (_target, _token, query) => {
+      const queue: string[] = [];
+      let done = false;
+      let wake: (() => void) | undefined;
+      streams.push({
+        query,
+        push: (text) => {
+          queue.push(text);
+          wake?.();
+        },
+        end: () => {
+          done = true;
+          wake?.();
+        },
+      });
+      return (async function* () {
+        for (;;) {
+          const text = queue.shift();
+          if (text !== undefined) yield new TextEncoder().encode(text);
+          else if (done) return;
+          else await new Promise<void>((r) => (wake = r));
+        }
+      })();
+    },
+  };
+  return {
+    access,
+    streams,
+    setPid: (p: number | null) => {
+      pid = p;
+    },
+    refuse: (why: string | undefined) => {
+      refuse = why;
+    },
+  };
+}
+
+const until = async (what: string, ok: () => boolean, ms = 3000) => {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+};
+
+test('a followed log that ends is opened again: the same run resumed without repeats, a new run after a marker with its pid', async (t) => {
+  const rt = scriptedRuntime();
+  const logs = new LogsModel({ access: rt.access, notifyMs: 1, reopenMs: { initial: 10, max: 40 } });
+  t.teardown(() => logs.close());
+  const all = () => logs.ring.slice(0, 1000);
+  logs.open({ namespace: 'web', replica: 'api-0' }, false);
+  await until('the stream', () => rt.streams.length === 1);
+  t.like(rt.streams[0]?.query, { follow: true, markers: true, tail: 5000 });
+  rt.streams[0]?.push('one\ntwo\nthree\n');
+  await until('three lines', () => logs.ring.length === 3);
+
+  // The runtime restarts: the same process (pid 7) goes on; the reopened stream repeats its history.
+  rt.refuse('connect ECONNREFUSED 127.0.0.1:1');
+  rt.streams[0]?.end();
+  await until(
+    'reconnecting',
+    () => logs.status().phase === 'reconnecting' && (logs.status().attempts ?? 0) >= 2,
+  );
+  t.regex(logs.status().error ?? '', /ECONNREFUSED/);
+  rt.refuse(undefined);
+  await until('reopened', () => rt.streams.length === 2);
+  rt.streams[1]?.push('one\ntwo\nthree\nfour\n');
+  await until('resumed', () => all().includes('four'));
+  rt.streams[1]?.push('five\n');
+  await until('five', () => all().includes('five'));
+  t.deepEqual(all(), ['one', 'two', 'three', '--- reconnected ---', 'four', 'five']);
+  t.is(logs.status().phase, 'streaming');
+
+  // The replica stopped and runs again (pid 9): the stream ends, the new run follows a marker.
+  rt.setPid(9);
+  rt.streams[1]?.end();
+  await until('reopened again', () => rt.streams.length === 3);
+  rt.streams[2]?.push('fresh start\n');
+  await until('the new run', () => all().includes('fresh start'));
+  t.deepEqual(all().slice(-2), ['--- restarted (pid 9) ---', 'fresh start']);
+
+  // A restart while the stream is up: the runtime's own marker; then a reopening knows the new pid.
+  rt.streams[2]?.push('--- restarted (pid 11) ---\nsecond run\n');
+  await until('second run', () => all().includes('second run'));
+  rt.setPid(11);
+  rt.streams[2]?.end();
+  await until('reopened a third time', () => rt.streams.length === 4);
+  rt.streams[3]?.push('unrelated\n');
+  await until('lines', () => all().includes('unrelated'));
+  t.deepEqual(
+    all().slice(-2),
+    ['--- reconnected (the lines written meanwhile may be missing) ---', 'unrelated'],
+    'same pid, history not found: said so',
+  );
+});
+
+test('resumeAt: just after the last place the anchor is found', (t) => {
+  t.is(resumeAt(['a', 'b', 'c', 'd'], ['b', 'c']), 3);
+  t.is(resumeAt(['x', 'y', 'x', 'y', 'z'], ['x', 'y']), 4, 'the last occurrence');
+  t.is(resumeAt(['a', 'b'], ['b', 'c']), undefined);
+  t.is(resumeAt(['a'], []), undefined);
+  t.is(resumeAt([], ['a']), undefined);
 });
 
 test('sparklines: scaled to the largest sample, a gap as a space, never as the lowest block', (t) => {

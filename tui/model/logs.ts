@@ -3,6 +3,15 @@
 // LineRing. The stream is read as fast as it comes, but listeners hear of it at most once per
 // `notifyMs`: a process printing ten thousand lines a second makes ten frames a second, each
 // drawing only the lines that fit, so keys are never queued behind log output.
+//
+// A followed log that ends (the replica stopped, the runtime restarted or cannot be reached) is
+// opened again by itself, with back-off (REOPEN_MS), from wherever the replica runs now: a new run
+// after a line `--- restarted (pid N) ---`, the same run (its pid unchanged) after
+// `--- reconnected ---`, without the lines already shown (the reopened stream's history is matched
+// against the last lines shown). A restart while the stream is up needs no reopening: the runtime
+// goes on with the new run and puts its own `--- restarted (pid N) ---` between the two
+// (`markers=true`).
+import { Backoff } from '../../kube/index.ts';
 import type { HostTarget, LogQuery } from '../../platform/runtime-api.ts';
 import { LineRing, LOG_LINES } from './ring.ts';
 
@@ -24,16 +33,33 @@ export interface RuntimeAccess {
     q: LogQuery,
     signal: AbortSignal,
   ): Promise<AsyncIterable<Uint8Array>>;
+  /** The pid of the process's current run, as its runtime says (null: not running); for the reopen's marker. */
+  processPid?(
+    target: HostTarget,
+    token: string,
+    q: { namespace: string; replica: string; process?: string | undefined },
+    signal: AbortSignal,
+  ): Promise<number | null>;
 }
 
-export type LogPhase = 'connecting' | 'streaming' | 'ended' | 'failed';
+/** `reconnecting`: a followed log that ended or could not be read, opened again after a back-off. */
+export type LogPhase = 'connecting' | 'streaming' | 'reconnecting' | 'ended' | 'failed';
 
 export interface LogStatus {
   readonly phase: LogPhase;
   readonly error?: string | undefined;
   /** The host read from, once known. */
   readonly host?: string | undefined;
+  /** Reopenings tried in a row (reconnecting). */
+  readonly attempts?: number | undefined;
 }
+
+/** Reopening a followed log: the first retry after `initial` ms, doubling to `max`. */
+export const REOPEN_MS = { initial: 250, max: 5_000 };
+/** The last lines shown that a reopened stream's history must hold to be the same run, resumed. */
+const ANCHOR_LINES = 3;
+/** A reopened stream's history is taken as sent once nothing came for this long. */
+const HISTORY_QUIET_MS = 100;
 
 export interface LogsOptions {
   access: RuntimeAccess;
@@ -43,6 +69,8 @@ export interface LogsOptions {
   holdChars?: number;
   /** Listeners are told at most once per this many ms (default 100). */
   notifyMs?: number;
+  /** Back-off of a followed log's reopening (default REOPEN_MS). */
+  reopenMs?: { initial: number; max: number };
 }
 
 /** The open log, if any; what the views subscribe to. */
@@ -61,7 +89,7 @@ export class LogsModel {
   #timer: NodeJS.Timeout | undefined;
 
   constructor(opts: LogsOptions) {
-    this.#opts = { capacity: LOG_LINES, notifyMs: 100, holdChars: 1 << 20, ...opts };
+    this.#opts = { capacity: LOG_LINES, notifyMs: 100, holdChars: 1 << 20, reopenMs: REOPEN_MS, ...opts };
     this.#ring = new LineRing(this.#opts.capacity);
   }
 
@@ -151,6 +179,128 @@ export class LogsModel {
   }
 
   async #read(target: LogTarget, previous: boolean, signal: AbortSignal): Promise<void> {
+    if (previous) return this.#readPrevious(target, signal);
+    const { initial, max } = this.#opts.reopenMs;
+    const backoff = new Backoff(initial, max);
+    /** The pid of the run followed, as its runtime said at the last (re)open. */
+    let pid: number | null | undefined;
+    let opened = false;
+    let attempts = 0;
+    while (!signal.aborted) {
+      let host: string | undefined;
+      let why: string;
+      try {
+        const { target: runtime, token } = await this.#opts.access.locate(target.namespace, target.replica);
+        host = runtime.name;
+        if (signal.aborted) return;
+        const q = { namespace: target.namespace, replica: target.replica, process: target.process };
+        const nowPid = await this.#opts.access.processPid?.(runtime, token, q, signal).catch(() => undefined);
+        const body = await this.#opts.access.readLogs(
+          runtime,
+          token,
+          { ...q, tail: this.#opts.capacity, follow: true, markers: true },
+          signal,
+        );
+        if (signal.aborted) return;
+        this.#setStatus({ phase: 'streaming', host });
+        backoff.reset();
+        attempts = 0;
+        const resume = opened
+          ? { anchor: this.#lastLines(ANCHOR_LINES), samePid: nowPid != null && nowPid === pid, pid: nowPid }
+          : undefined;
+        opened = true;
+        if (nowPid != null) pid = nowPid;
+        pid = (await this.#stream(body, signal, resume)) ?? pid;
+        why = 'the log ended (the replica stopped, or was moved)';
+      } catch (err) {
+        why = (err as Error).message;
+      }
+      if (signal.aborted) return;
+      if (!this.#held) this.#ring.flush();
+      attempts++;
+      this.#setStatus({ phase: 'reconnecting', host, error: why, attempts });
+      await sleep(backoff.next(), signal);
+    }
+  }
+
+  /**
+   * Reads one stream into the ring. `resume`: it reopens a log already shown, so its history is
+   * held back until it was sent (HISTORY_QUIET_MS without a byte, or a ring's worth of lines), then
+   * what repeats the last lines shown is skipped, after a marker saying what the reopening found.
+   * Returns the pid of the last run marker the runtime sent, if any.
+   */
+  async #stream(
+    body: AsyncIterable<Uint8Array>,
+    signal: AbortSignal,
+    resume: { anchor: string[]; samePid: boolean; pid: number | null | undefined } | undefined,
+  ): Promise<number | undefined> {
+    let pid: number | undefined;
+    let pending: string[] | undefined = resume ? [] : undefined;
+    let pendingLines = 0;
+    let quiet: NodeJS.Timeout | undefined;
+    const decide = () => {
+      clearTimeout(quiet);
+      if (!pending || !resume) return;
+      const text = pending.join('');
+      pending = undefined;
+      const lines = text.split('\n');
+      const partial = lines.pop() as string;
+      const from = resumeAt(lines, resume.anchor);
+      const marker =
+        from !== undefined
+          ? '--- reconnected ---'
+          : resume.samePid
+            ? '--- reconnected (the lines written meanwhile may be missing) ---'
+            : `--- restarted${resume.pid != null ? ` (pid ${resume.pid})` : ''} ---`;
+      this.#take(`${marker}\n`);
+      this.#take(
+        lines
+          .slice(from ?? 0)
+          .map((l) => `${l}\n`)
+          .join('') + partial,
+      );
+      this.#changed();
+    };
+    try {
+      const decoder = new TextDecoder();
+      for await (const chunk of body) {
+        if (signal.aborted) return pid;
+        const text = decoder.decode(chunk, { stream: true });
+        if (text.includes('--- restarted (pid ')) {
+          const m = [...text.matchAll(/^--- restarted \(pid (\d+)\) ---$/gm)].at(-1);
+          if (m) pid = Number(m[1]);
+        }
+        if (pending) {
+          pending.push(text);
+          pendingLines += countLines(text);
+          if (pendingLines > this.#opts.capacity + ANCHOR_LINES) decide();
+          else {
+            clearTimeout(quiet);
+            quiet = setTimeout(decide, HISTORY_QUIET_MS);
+          }
+          continue;
+        }
+        this.#take(text);
+        this.#changed();
+      }
+      const rest = decoder.decode();
+      if (pending) pending.push(rest);
+      else this.#take(rest);
+    } finally {
+      decide();
+    }
+    return pid;
+  }
+
+  /** The last `n` complete lines shown or held, oldest first. */
+  #lastLines(n: number): string[] {
+    const held = this.#held ? this.#held.join('').split('\n').slice(0, -1) : [];
+    const fromRing = Math.max(0, n - held.length);
+    return [...this.#ring.slice(this.#ring.end - fromRing, this.#ring.end), ...held].slice(-n);
+  }
+
+  /** The previous run, read once. */
+  async #readPrevious(target: LogTarget, signal: AbortSignal): Promise<void> {
     let host: string | undefined;
     try {
       const { target: runtime, token } = await this.#opts.access.locate(target.namespace, target.replica);
@@ -164,8 +314,7 @@ export class LogsModel {
           replica: target.replica,
           process: target.process,
           tail: this.#opts.capacity,
-          follow: !previous,
-          previous,
+          previous: true,
         },
         signal,
       );
@@ -207,6 +356,35 @@ export class LogsModel {
     this.#version++;
     for (const listener of this.#listeners) listener();
   }
+}
+
+/**
+ * Where a reopened stream's lines go on from what was shown: the index just after the last place
+ * they hold `anchor` (the last lines shown), or undefined when they do not hold it (another run,
+ * or more was written meanwhile than the history sent).
+ */
+export function resumeAt(lines: readonly string[], anchor: readonly string[]): number | undefined {
+  if (anchor.length === 0) return undefined;
+  for (let i = lines.length - anchor.length; i >= 0; i--) {
+    let k = 0;
+    while (k < anchor.length && lines[i + k] === anchor[k]) k++;
+    if (k === anchor.length) return i + anchor.length;
+  }
+  return undefined;
+}
+
+/** setTimeout as a promise, resolved early when `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    timer.unref();
+    signal.addEventListener('abort', done, { once: true });
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+  });
 }
 
 function countLines(text: string): number {

@@ -8,6 +8,7 @@ import {
   type RuntimeTokenSource,
   readLogs,
   readRuntimeToken,
+  runtimeGet,
 } from '../../platform/runtime-api.ts';
 import type { RuntimeAccess } from './logs.ts';
 import type { ClusterReader } from './views.ts';
@@ -50,4 +51,20 @@ export class RuntimeClients implements RuntimeAccess {
   }
 
   readLogs = readLogs;
+
+  /** The pid of a process's current run, from its runtime (`GET /v1/replicas/:ns/:name`). */
+  async processPid(
+    target: HostTarget,
+    token: string,
+    q: { namespace: string; replica: string; process?: string | undefined },
+    signal: AbortSignal,
+  ): Promise<number | null> {
+    const path = `/v1/replicas/${encodeURIComponent(q.namespace)}/${encodeURIComponent(q.replica)}`;
+    const body = (await (await runtimeGet(target, token, path, signal)).json()) as {
+      status?: { processes?: { name?: string; pid?: number | null }[] };
+    };
+    const processes = body.status?.processes ?? [];
+    const p = q.process === undefined ? processes[0] : processes.find((x) => x.name === q.process);
+    return typeof p?.pid === 'number' ? p.pid : null;
+  }
 }

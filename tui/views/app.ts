@@ -41,6 +41,8 @@ function logsTitle(
   if (!logs) state = 'no runtime access';
   else if (status?.phase === 'connecting') state = 'connecting…';
   else if (status?.phase === 'failed') state = `failed: ${status.error}`;
+  else if (status?.phase === 'reconnecting')
+    state = `reconnecting (${status.attempts ?? 1})…: ${status.error}`;
   else if (mode.previous) state = 'previous run';
   else if (status?.phase === 'ended') state = 'ended';
   else if (mode.follow) state = 'following';
