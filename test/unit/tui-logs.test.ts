@@ -431,3 +431,27 @@ test('usage series: CPU as a rate between reads, a failed read a gap and the hos
   );
   t.deepEqual(usage.series('web/api-0')?.memory, [10 << 20, 12 << 20, undefined, 12 << 20]);
 });
+
+test('usage: a read that changes nothing (no host, no series) tells no one; a host read does', async (t) => {
+  let hosts: { name: string; endpoint: string }[] = [];
+  const usage = new UsageModel({
+    hosts: () => hosts,
+    token: async () => 't',
+    scrape: async () => ({
+      host: 'a',
+      at: 1_000,
+      replicas: [{ namespace: 'web', name: 'api-0', cpuUsageNanos: 1, memoryCurrentBytes: 1, pids: 1 }],
+    }),
+  });
+  let notified = 0;
+  usage.subscribe(() => notified++);
+  await usage.poll();
+  await usage.poll();
+  t.is(notified, 0, 'nothing to read: no redraw');
+  hosts = [{ name: 'a', endpoint: 'http://127.0.0.1:1' }];
+  await usage.poll();
+  t.is(notified, 1);
+  hosts = [];
+  await usage.poll();
+  t.is(notified, 2, 'the host gone: its series get a gap');
+});

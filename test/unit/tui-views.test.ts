@@ -407,3 +407,20 @@ test("the mesh model reads which endpoints the proxies' Leases say are ejected",
   t.false(mesh.ejected('shop', 'web', 'web-1'));
   t.false(mesh.ejected('other', 'web', 'web-0'));
 });
+
+test('the mesh model tells no one after a read of no proxy, as before it; a proxy there does', async (t) => {
+  let proxies: { metricsUrl: string | undefined; ejected: string | undefined }[] = [];
+  const mesh = new MeshModel({ proxies: async () => proxies, read: async () => '' });
+  let notified = 0;
+  mesh.subscribe(() => notified++);
+  await mesh.poll();
+  t.is(notified, 0);
+  proxies = [{ metricsUrl: undefined, ejected: 'shop/web/http=web-0' }];
+  await mesh.poll();
+  t.is(notified, 1);
+  proxies = [];
+  await mesh.poll();
+  t.is(notified, 2, 'the ejected endpoint gone is a change');
+  await mesh.poll();
+  t.is(notified, 2);
+});

@@ -127,8 +127,8 @@ export class MeshModel extends PolledModel implements MeshReader {
     return this.#ejected.has(`${namespace}/${service}/${replica}`);
   }
 
-  /** One read of every proxy. */
-  protected async read(): Promise<void> {
+  /** One read of every proxy; with no proxy now and none before, nothing changed. */
+  protected async read(): Promise<boolean> {
     const read = this.#opts.read ?? ((url, signal) => readMetrics(url, signal));
     const proxies = await this.#opts.proxies().catch(() => [] as readonly ProxyInfo[]);
     const ejected = new Set<string>();
@@ -136,6 +136,8 @@ export class MeshModel extends PolledModel implements MeshReader {
       for (const port of decodeEjected(p.ejected).ports)
         for (const replica of port.replicas) ejected.add(`${port.namespace}/${port.service}/${replica}`);
     }
+    const changed =
+      proxies.length > 0 || this.#last.size > 0 || this.#traffic.size > 0 || this.#ejected.size > 0;
     this.#ejected = ejected;
     const urls = proxies.map((p) => p.metricsUrl).filter((u): u is string => Boolean(u));
     const now = new Map<string, Counts>();
@@ -149,5 +151,6 @@ export class MeshModel extends PolledModel implements MeshReader {
     });
     this.#traffic = trafficBetween(this.#last, now);
     this.#last = now;
+    return changed;
   }
 }

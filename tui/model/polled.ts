@@ -1,6 +1,7 @@
 // What the TUI's polled models share (usage.ts reads the runtimes, mesh.ts the proxies): a read
 // every `intervalMs` from start() to stop(), a read still running when the next is due not
-// doubled, and listeners told after each read.
+// doubled, and listeners told after a read that changed what the model holds (a read of nothing,
+// no host and no proxy, tells no one: each notification redraws the whole screen).
 export abstract class PolledModel {
   readonly #intervalMs: number;
   readonly #listeners = new Set<() => void>();
@@ -30,18 +31,19 @@ export abstract class PolledModel {
     return () => this.#listeners.delete(listener);
   }
 
-  /** One read; the listeners hear of it unless it was stopped meanwhile. */
+  /** One read; the listeners hear of it if it changed something, unless it was stopped meanwhile. */
   async poll(): Promise<void> {
     if (this.#polling || this.abort.signal.aborted) return;
     this.#polling = true;
     try {
-      await this.read();
-      if (this.abort.signal.aborted) return;
+      const changed = await this.read();
+      if (this.abort.signal.aborted || !changed) return;
       for (const listener of this.#listeners) listener();
     } finally {
       this.#polling = false;
     }
   }
 
-  protected abstract read(): Promise<void>;
+  /** One read; whether what the model holds changed (a new sample, a gap, an error, numbers gone). */
+  protected abstract read(): Promise<boolean>;
 }

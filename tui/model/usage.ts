@@ -55,8 +55,8 @@ export class UsageModel extends PolledModel implements UsageReader {
     return this.#hostErrors.get(host);
   }
 
-  /** One read of every host. */
-  protected async read(): Promise<void> {
+  /** One read of every host; a read of no host, with no series left to end and no error to clear, changes nothing. */
+  protected async read(): Promise<boolean> {
     const hosts = this.#opts.hosts();
     const results = await Promise.all(
       hosts.map(async (h) => {
@@ -68,7 +68,8 @@ export class UsageModel extends PolledModel implements UsageReader {
         }
       }),
     );
-    if (this.abort.signal.aborted) return;
+    if (this.abort.signal.aborted) return false;
+    const changed = results.length > 0 || this.#series.size > 0 || this.#hostErrors.size > 0;
     this.#hostErrors.clear();
     const seen = new Set<string>();
     for (const r of results) {
@@ -88,6 +89,7 @@ export class UsageModel extends PolledModel implements UsageReader {
         this.#counters.delete(key);
       } else this.#series.set(key, next);
     }
+    return changed;
   }
 
   /** Adds one host's answer; returns the keys it had. */
