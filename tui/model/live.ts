@@ -4,7 +4,8 @@
 //
 // Per host: the stream opens with a snapshot of every replica the runtime runs (its own status of
 // each); every event about a replica after it has its status read again from that runtime
-// (`GET /v1/replicas/:ns/:name`, one read in flight per replica, four per host), so what is kept
+// (`GET /v1/replicas/:ns/:name`, after 20 ms of gathering its events, one read in flight per
+// replica, four per host), so what is kept
 // is exactly the runtime's word, never a guess from an event. While a host's stream is up, that
 // word is what the Replica rows show of phase, readiness, restarts and processes (overlay());
 // when it fails, the host's entries go (the API's status applies again), the host is marked as
@@ -65,6 +66,11 @@ export interface RuntimeEventsOptions {
 
 /** Reads of replicas' statuses in flight per host at most. */
 const READS_PER_HOST = 4;
+/**
+ * A replica's events are read after this many ms of gathering: an exit and the restart that
+ * follows it (exited, restarting, started, within a few ms) cost one read, which shows both.
+ */
+const GATHER_MS = 20;
 
 /** `namespace/name` of a runtime replica id `<namespace>.<name>` (namespaces hold no dot). */
 export function keyOfRuntimeId(id: string): string | undefined {
@@ -137,6 +143,8 @@ interface HostStream {
   /** Replicas whose status is to be read again, and those being read. */
   dirty: Set<string>;
   reading: Set<string>;
+  /** The next read of the dirty ones, once scheduled. */
+  gather: NodeJS.Timeout | undefined;
 }
 
 export class RuntimeEventsModel implements LiveReader {
@@ -164,7 +172,10 @@ export class RuntimeEventsModel implements LiveReader {
   stop(): void {
     this.#stopped = true;
     clearInterval(this.#timer);
-    for (const s of this.#streams.values()) s.abort.abort();
+    for (const s of this.#streams.values()) {
+      s.abort.abort();
+      clearTimeout(s.gather);
+    }
     this.#streams.clear();
   }
 
@@ -219,6 +230,7 @@ export class RuntimeEventsModel implements LiveReader {
       const t = want.get(name);
       if (t && t.endpoint === s.target.endpoint && t.certificate === s.target.certificate) continue;
       s.abort.abort();
+      clearTimeout(s.gather);
       this.#streams.delete(name);
       this.#dropHost(name);
     }
@@ -233,6 +245,7 @@ export class RuntimeEventsModel implements LiveReader {
         error: undefined,
         dirty: new Set(),
         reading: new Set(),
+        gather: undefined,
       };
       this.#streams.set(name, s);
       void this.#run(s);
@@ -357,7 +370,17 @@ export class RuntimeEventsModel implements LiveReader {
       return;
     }
     s.dirty.add(key);
-    this.#readDirty(s, token);
+    this.#gather(s, token);
+  }
+
+  /** The dirty replicas read after GATHER_MS (the events of one restart come together). */
+  #gather(s: HostStream, token: string): void {
+    if (s.gather || s.abort.signal.aborted) return;
+    s.gather = setTimeout(() => {
+      s.gather = undefined;
+      this.#readDirty(s, token);
+    }, GATHER_MS);
+    s.gather.unref();
   }
 
   /** Reads the dirty replicas' statuses, one read per replica and READS_PER_HOST per host at most. */
@@ -389,7 +412,7 @@ export class RuntimeEventsModel implements LiveReader {
         )
         .finally(() => {
           s.reading.delete(key);
-          if (s.dirty.size > 0 && !s.abort.signal.aborted) this.#readDirty(s, token);
+          if (s.dirty.size > 0) this.#gather(s, token);
         });
     }
   }
