@@ -148,9 +148,11 @@ test('the snapshot, then each event read again from the runtime, overlays the Re
   t.is(live.status('ns/web-0'), undefined, 'its word dropped');
   t.is(live.overlay(base), base);
   const before = rt.opened();
+  const toldBefore = told;
   await new Promise((r) => setTimeout(r, 60));
   t.is(rt.opened(), before, 'no stream while the runtime refuses');
   t.truthy(live.hostError('h'), 'still marked');
+  t.is(told, toldBefore, 'retries that fail alike tell nobody (no redraw per retry)');
   rt.heal();
   await until('opened again', () => rt.opened() > before);
   rt.send('snapshot', { host: 'h', replicas: [status(101, 1)] });

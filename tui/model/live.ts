@@ -272,11 +272,13 @@ export class RuntimeEventsModel implements LiveReader {
       } catch (err) {
         if (signal.aborted || this.#stopped) return;
         const was = s.connected;
+        const before = s.error;
         s.connected = false;
         s.error = (err as Error).message;
         s.dirty.clear();
-        this.#dropHost(host);
-        if (was || s.error !== undefined) this.#notify();
+        const dropped = this.#dropHost(host);
+        // A host that stays unreachable redraws nothing per retry: only a change is told.
+        if (was || dropped || s.error !== before) this.#notify();
       }
       const delay = s.backoff.next();
       await new Promise<void>((resolve) => {
