@@ -2,7 +2,8 @@
 // runtime (`orrery runtime` as a child process) against the real API server restarts the
 // replica's processes in place, once per value, also across its own restart.
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import test from 'ava';
@@ -12,6 +13,7 @@ import { type CoreEvent, EVENTS, resourceClient, typed } from '../../kube/index.
 import {
   agentDirs,
   childAgent,
+  inProcessAgent,
   kubeForTests,
   pidAlive,
   removeCgroupTree,
@@ -145,4 +147,60 @@ test('a new orrery.dev/restartedAt restarts the processes in place once, gracefu
 
   agent.child.kill('SIGTERM');
   t.is(await agent.exited, 0);
+});
+
+test('a restart on request cuts a crash-loop back-off short and starts a finished process again', async (t) => {
+  const k = await kubeForTests();
+  const ns = await testNamespace(t);
+  const dirs = await agentDirs(t);
+  t.teardown(() => removeCgroupTree(dirs.cgroupParent));
+  await inProcessAgent(t, dirs);
+  // `main` fails until the flag file exists; `once` runs once and is done (temporary).
+  const flagDir = mkdtempSync(path.join(os.tmpdir(), 'orrery-restart-flag-'));
+  t.teardown(() => rmSync(flagDir, { recursive: true, force: true }));
+  chmodSync(flagDir, 0o755);
+  const flag = path.join(flagDir, 'ready');
+  await k.replicas.create(
+    replicaObject(
+      ns,
+      'loop-0',
+      dirs.hostName,
+      [
+        { name: 'main', command: ['sh', '-c', `test -f ${flag} && exec sleep 600; echo not yet; exit 1`] },
+        { name: 'once', command: ['true'], restart: 'temporary' },
+      ],
+      // The first crash backs off for a minute: far longer than this test waits.
+      { supervision: { maxRestarts: 0, periodSeconds: 10, backoff: { initialSeconds: 60, maxSeconds: 60 } } },
+    ),
+  );
+  const looping = await waitFor('loop-0 in CrashLoopBackOff', async () => {
+    const r = await k.replicas.get('loop-0', { namespace: ns });
+    return r.status?.phase === 'CrashLoopBackOff' ? r : undefined;
+  });
+  const onceBefore = looping.status?.processes?.find((p) => p.name === 'once');
+  writeFileSync(flag, '');
+  chmodSync(flag, 0o644);
+  const t0 = Date.now();
+  await k.replicas.mergePatch(
+    'loop-0',
+    { metadata: { annotations: { [RESTARTED_AT_ANNOTATION]: new Date().toISOString() } } },
+    { namespace: ns },
+  );
+  const running = await waitFor(
+    'loop-0 Running after the restart',
+    async () => {
+      const r = await k.replicas.get('loop-0', { namespace: ns });
+      const main = r.status?.processes?.find((p) => p.name === 'main');
+      const once = r.status?.processes?.find((p) => p.name === 'once');
+      const ranAgain = (once?.restarts ?? 0) > (onceBefore?.restarts ?? 0) && once?.state === 'Exited';
+      return r.status?.phase === 'Running' && main?.state === 'Running' && ranAgain ? r : undefined;
+    },
+    20_000,
+  );
+  const ms = Date.now() - t0;
+  t.log(`CrashLoopBackOff (60 s back-off) -> Running after the restart request: ${ms} ms`);
+  t.true(ms < 30_000, 'the back-off was cut short');
+  const once = running.status?.processes?.find((p) => p.name === 'once');
+  t.is(once?.restarts, (onceBefore?.restarts ?? 0) + 1, 'the finished process ran again');
+  t.is(once?.lastExit?.reason, 'Completed');
 });
