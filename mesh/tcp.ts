@@ -367,11 +367,22 @@ function onUpstreamRead(this: TcpSocket, n: number, buf: Uint8Array): boolean {
 }
 
 function onClientEnd(this: TcpSocket): void {
-  this[kConn].upstream?.end();
+  passFin(this[kConn].upstream);
 }
 
 function onUpstreamEnd(this: TcpSocket): void {
-  this[kConn].client.end();
+  passFin(this[kConn].client);
+}
+
+/**
+ * The FIN of one side goes on to `other`. When `other` has sent its own FIN already and holds no
+ * write, this is the last step of the connection: closing its socket sends that FIN (nothing is
+ * left unread, so the close is an orderly one, not a reset) without a shutdown() before it.
+ */
+function passFin(other: Socket | undefined): void {
+  if (!other) return;
+  if (other.readableEnded && other.writableLength === 0) other.destroy();
+  else other.end();
 }
 
 function onClientDrain(this: TcpSocket): void {
