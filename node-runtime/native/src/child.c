@@ -332,8 +332,12 @@ int orrery_child_main(void *arg) {
     clone_volume_sources(plan, bind_fds);
     ORRERY_TRACE(TR_VOLUME_TREES);
   }
-  if (plan->userns_sync[0] >= 0) enter_user_namespace(plan);
-  ORRERY_TRACE(TR_USERNS);
+  /* With a user namespace, everything up to the resource limits is done before the parent's id
+   * maps are awaited (enter_user_namespace), while it writes them: our capabilities over the new
+   * namespaces are whole from the clone on, and our ids are still the runtime's (host root, the
+   * owner of its 0700 directories), so none of it needs the maps, and the wait mostly vanishes
+   * behind it. Paths are still resolved only in our own mount namespace, where a mount can hide
+   * but never reveal what is below it. */
   /* Own session and process group: a stop signal to -pgid reaches the whole replica, and the
    * runtime's terminal (if any) never sends it SIGINT/SIGHUP. */
   if (setsid() < 0) fail(plan, STEP_SETSID, errno, 0);
@@ -352,6 +356,8 @@ int orrery_child_main(void *arg) {
   setup_stdio(plan);
   ORRERY_TRACE(TR_STDIO);
   set_rlimits(plan);
+  if (plan->userns_sync[0] >= 0) enter_user_namespace(plan);
+  ORRERY_TRACE(TR_USERNS);
   drop_privileges(plan);
   if (plan->cwd && chdir(plan->cwd) < 0) fail(plan, STEP_CHDIR, errno, 0);
   ORRERY_TRACE(TR_IDENTITY);
