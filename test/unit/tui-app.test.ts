@@ -409,3 +409,28 @@ test('l at 80×24: the log pane below the terminal height, lines cut or wrapped 
   for (const frame of stdout.frames)
     t.true(lines(frame).length <= 23, 'no frame ever reached the bottom line');
 });
+
+test('the clock redraws when an age on the page changes: each second for young objects, not for old ones', async (t) => {
+  const { stdout, cluster, app } = mount(100, 24);
+  t.teardown(() => app.unmount());
+  const born = (name: string, msAgo: number): Instance => {
+    const inst = instance(name, 1, 1);
+    (inst.metadata as { creationTimestamp: string }).creationTimestamp = new Date(
+      Date.now() - msAgo,
+    ).toISOString();
+    return inst;
+  };
+  cluster.set('instances', [born('young', 0)]);
+  await until('1s', stdout, (f) => / young .* 1s$/m.test(f));
+  await until('2s', stdout, (f) => / young .* 2s$/m.test(f));
+  // An hour old reads `60m` for a minute: nothing on the page changes second to second.
+  cluster.set('instances', [born('old', 3_600_000 + 5_000)]);
+  await until('the old one', stdout, (f) => / old .* 60m$/m.test(f));
+  const drawn = stdout.frames.length;
+  await sleep(2_300);
+  t.is(stdout.frames.length, drawn, 'no frame while the page reads the same');
+  // Another change draws at once, and the ages it shows are those of now.
+  cluster.set('instances', [born('old', 3_600_000 + 5_000), born('new', 119_000)]);
+  await until('the new one', stdout, (f) => / new .* 11[89]s$/m.test(f));
+  await until('the new one ticking', stdout, (f) => / new .* 2m$/m.test(f));
+});

@@ -2,6 +2,7 @@
 // and the visible window, as pure functions.
 import test from 'ava';
 import { humanDuration, truncate } from '../../tui/model/format.ts';
+import { pageChanged } from '../../tui/model/frame.ts';
 import {
   type Column,
   compileFilter,
@@ -195,4 +196,21 @@ test('truncation cuts with an ellipsis and keeps one row on one line', (t) => {
   t.is(truncate('instance', 5), 'inst…');
   t.is(truncate('line one\nline two', 40), 'line one line two');
   t.is(truncate('abc', 0), '');
+});
+
+test('pageChanged: only the rows of the page count, a cell or a row changed', (t) => {
+  const columns = [
+    { header: 'NAME', sortKey: 'N' },
+    { header: 'AGE', sortKey: 'A' },
+  ];
+  const rows = (ages: string[]) => ({
+    // The views make their columns anew each time: the same headers are the same columns.
+    columns: [...columns],
+    rows: ages.map((age, i) => ({ key: `r${i}`, cells: [`r${i}`, age], sortValues: [`r${i}`, i] })),
+  });
+  const shown = rows(['5s', '5m', '1h']);
+  t.false(pageChanged(shown, rows(['5s', '5m', '1h']), 0, 3));
+  t.true(pageChanged(shown, rows(['6s', '5m', '1h']), 0, 3), 'an age ticked on the page');
+  t.false(pageChanged(shown, rows(['6s', '5m', '1h']), 1, 2), 'off the page');
+  t.true(pageChanged(shown, rows(['5s', '5m']), 1, 2), 'a row less');
 });

@@ -25,6 +25,25 @@ export function frameRows(cluster: ClusterReader, state: UiState, now: number): 
   return { columns, rows: sortRows(rows, columns, frame.sort) };
 }
 
+/**
+ * Whether the page of rows `offset` to `offset + height` reads differently in `next` than in
+ * `shown`: another row, or a cell changed (an age that ticked). The clock asks it every second so
+ * that a page whose ages did not change is not drawn again.
+ */
+export function pageChanged(shown: FrameRows, next: FrameRows, offset: number, height: number): boolean {
+  if (shown.rows.length !== next.rows.length || shown.columns.length !== next.columns.length) return true;
+  for (let c = 0; c < next.columns.length; c++)
+    if (shown.columns[c]?.header !== next.columns[c]?.header) return true;
+  const end = Math.min(next.rows.length, offset + height);
+  for (let i = offset; i < end; i++) {
+    const a = shown.rows[i] as Row;
+    const b = next.rows[i] as Row;
+    if (a.key !== b.key || a.tone !== b.tone || a.cells.length !== b.cells.length) return true;
+    for (let c = 0; c < a.cells.length; c++) if (a.cells[c] !== b.cells[c]) return true;
+  }
+  return false;
+}
+
 /** The help pane: the bindings, then the sort letters of the view it was opened from. */
 export function helpLines(columns: readonly Column[]): string[] {
   const lines: string[] = [];

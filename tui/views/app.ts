@@ -5,7 +5,7 @@ import { Box, Text, useApp, useInput } from 'ink';
 import { createElement as h, useEffect, useMemo, useRef, useState } from 'react';
 import type { LiveCluster } from '../model/cluster.ts';
 import { truncate } from '../model/format.ts';
-import { frameRows, keyContext, paneLines } from '../model/frame.ts';
+import { type FrameRows, frameRows, keyContext, pageChanged, paneLines } from '../model/frame.ts';
 import { keyNames } from '../model/keys.ts';
 import { type LogsModel, logWindow } from '../model/logs.ts';
 import { screenLayout } from '../model/screen.ts';
@@ -13,7 +13,7 @@ import { type Effect, reduce, topFrame, type UiState } from '../model/state.ts';
 import { layoutColumns, scrollOffset, selectedIndex } from '../model/table.ts';
 import { VIEWS } from '../model/views.ts';
 import { type ClusterInfo, InfoLine, KeyBar, PromptLine, TitleLine } from './bars.ts';
-import { type SizedStream, useClusterVersion, useLogsVersion, useNow, useTerminalSize } from './hooks.ts';
+import { type SizedStream, useClock, useClusterVersion, useLogsVersion, useTerminalSize } from './hooks.ts';
 import { Pane, Table } from './table.ts';
 
 export interface AppProps {
@@ -59,6 +59,17 @@ function hostsSummary(cluster: LiveCluster): string {
   return `hosts ${ready}/${hosts.length} ready`;
 }
 
+/** Whether two states show the same rows: the same view, scope, filter, sort and namespace. */
+function sameRows(a: ReturnType<typeof topFrame>, b: ReturnType<typeof topFrame>, sa: UiState, sb: UiState) {
+  return (
+    a.view === b.view &&
+    a.scope === b.scope &&
+    a.filter === b.filter &&
+    a.sort === b.sort &&
+    sa.namespace === sb.namespace
+  );
+}
+
 export function App(props: AppProps) {
   const { cluster } = props;
   const { exit } = useApp();
@@ -66,10 +77,24 @@ export function App(props: AppProps) {
   // The log pane is drawn from the ring as it is at each render; this re-renders as it grows.
   useLogsVersion(props.logs);
   const size = useTerminalSize(props.stdout, props.resizeDebounceMs ?? 100);
-  const now = useNow(1000);
   const [state, setState] = useState(props.initial);
   // Keys can arrive faster than renders (a paste, key repeat): each one reduces the latest state.
   const stateRef = useRef(state);
+  // The page last drawn, and the rows the clock worked out when it found that page changed.
+  const drawn = useRef<{ shown: FrameRows; offset: number; height: number } | undefined>(undefined);
+  const ahead = useRef<{ now: number; version: number; state: UiState; shown: FrameRows } | undefined>(
+    undefined,
+  );
+  const now = useClock(1000, (t) => {
+    const s = stateRef.current;
+    // Describe lists its Events with their ages; help and the log pane do not follow the time.
+    if (s.mode.name === 'describe') return true;
+    if (s.mode.name === 'help' || s.mode.name === 'logs' || !drawn.current) return false;
+    const next = frameRows(cluster, s, t);
+    if (!pageChanged(drawn.current.shown, next, drawn.current.offset, drawn.current.height)) return false;
+    ahead.current = { now: t, version: cluster.version(), state: s, shown: next };
+    return true;
+  });
   const update = (change: (s: UiState) => UiState) => {
     stateRef.current = change(stateRef.current);
     setState(stateRef.current);
@@ -79,10 +104,16 @@ export function App(props: AppProps) {
   const frame = topFrame(state);
   const view = VIEWS[frame.view];
   // biome-ignore lint/correctness/useExhaustiveDependencies: the rows follow the cache (`version`), the clock, the top frame and the namespace, not a prompt or a message
-  const shown = useMemo(
-    () => frameRows(cluster, state, now),
-    [cluster, version, now, frame.view, frame.scope, frame.filter, frame.sort, state.namespace],
-  );
+  const shown = useMemo(() => {
+    // The clock moved because it found the page changed, from these very rows: not worked out twice.
+    const a = ahead.current;
+    ahead.current = undefined;
+    if (a && a.now === now && a.version === version && sameRows(topFrame(a.state), frame, a.state, state))
+      return a.shown;
+    // Anything else (a change in the cache, a key) reads the ages at the time it happens: the
+    // clock moves only when the page it last saw changed.
+    return frameRows(cluster, state, Math.max(now, Date.now()));
+  }, [cluster, version, now, frame.view, frame.scope, frame.filter, frame.sort, state.namespace]);
   const { columns, rows } = shown;
   const layout = useMemo(
     () => layoutColumns(columns, rows, Math.max(1, screen.width - 1)),
@@ -90,9 +121,13 @@ export function App(props: AppProps) {
   );
   const index = selectedIndex(rows, frame.selectedKey, frame.selectedIndex);
   const offset = scrollOffset(frame.offset, index, screen.bodyRows, rows.length);
+  drawn.current = { shown, offset, height: screen.bodyRows };
   const mode = state.mode;
   // biome-ignore lint/correctness/useExhaustiveDependencies: the text follows the cache (`version`), the clock and the mode
-  const pane = useMemo(() => paneLines(cluster, state, columns, now), [cluster, version, now, mode, columns]);
+  const pane = useMemo(
+    () => paneLines(cluster, state, columns, Math.max(now, Date.now())),
+    [cluster, version, now, mode, columns],
+  );
   // A paused log holds what it reads, so the lines on screen stay (model/logs.ts).
   const paused = mode.name === 'logs' && !mode.follow;
   useEffect(() => props.logs?.hold(paused), [props.logs, paused]);

@@ -1,6 +1,6 @@
 // Hooks own the subscriptions (k9s's split: models watch, views render): the cluster's change
-// counter, the terminal's size (debounced), and a clock for the ages.
-import { useEffect, useState, useSyncExternalStore } from 'react';
+// counter, the terminal's size (debounced), and a clock for the ages that moves when they do.
+import { useEffect, useRef, useState, useSyncExternalStore } from 'react';
 import type { LiveCluster } from '../model/cluster.ts';
 import type { LogsModel } from '../model/logs.ts';
 
@@ -53,11 +53,21 @@ export function useTerminalSize(stream: SizedStream, debounceMs: number): Termin
   return size;
 }
 
-/** The time, moving every `everyMs`: ages tick without any change to the objects. */
-export function useNow(everyMs: number): number {
+/**
+ * The time, moved when the screen would read differently: every `everyMs` `due(now)` is asked
+ * whether what is shown depends on the time and has changed (an age ticking from `59s` to `1m`);
+ * only then does the clock move and the screen redraw. A page of objects minutes old is drawn
+ * once a minute, not every second.
+ */
+export function useClock(everyMs: number, due: (now: number) => boolean): number {
   const [now, setNow] = useState(() => Date.now());
+  const dueRef = useRef(due);
+  dueRef.current = due;
   useEffect(() => {
-    const timer = setInterval(() => setNow(Date.now()), everyMs);
+    const timer = setInterval(() => {
+      const t = Date.now();
+      if (dueRef.current(t)) setNow(t);
+    }, everyMs);
     return () => clearInterval(timer);
   }, [everyMs]);
   return now;
