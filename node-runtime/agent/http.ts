@@ -9,11 +9,11 @@
  * falls `eventBufferBytes` behind is cut off; a log is sent block by block as the client reads it.
  */
 
-import type { Server } from 'node:http';
+import type { Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Logger } from 'pino';
 import { http, https } from '../../platform/http.ts';
+import { HttpError, type RouteRequest, Router, sendJson } from '../../platform/http-router.ts';
 import type { Engine } from '../engine.ts';
 import type { EngineEvent } from '../supervisor/spec.ts';
 import { type ApiLimits, DEFAULT_API_LIMITS } from './api-limits.ts';
@@ -36,38 +36,28 @@ export interface HttpApiDeps {
 const OVER_CONNECTION_CAP = Symbol('overConnectionCap');
 type CountedSocket = Socket & { [OVER_CONNECTION_CAP]?: number };
 
-/** A 503 naming what is full and its cap. */
-class Overloaded extends Error {
-  readonly status = 503;
-}
-
 /** A 400 naming the parameter, the expected form and what was given. */
-class BadParameter extends Error {
-  readonly status = 400;
+class BadParameter extends HttpError {
   constructor(parameter: string, expected: string, got: unknown) {
-    super(`query parameter "${parameter}" must be ${expected}, got ${JSON.stringify(got)}`);
+    super(400, `query parameter "${parameter}" must be ${expected}, got ${JSON.stringify(got)}`);
   }
 }
 
-class NotFound extends Error {
-  readonly status = 404;
+function single(req: RouteRequest, name: string): string | undefined {
+  const all = req.query.getAll(name);
+  if (all.length === 0) return undefined;
+  if (all.length > 1) throw new BadParameter(name, 'given once, as a plain value', all);
+  return all[0];
 }
 
-function single(req: Request, name: string): string | undefined {
-  const v = req.query[name];
-  if (v === undefined) return undefined;
-  if (typeof v !== 'string') throw new BadParameter(name, 'given once, as a plain value', v);
-  return v;
-}
-
-function boolParam(req: Request, name: string): boolean {
+function boolParam(req: RouteRequest, name: string): boolean {
   const v = single(req, name);
   if (v === undefined || v === 'false' || v === '0') return false;
   if (v === '' || v === 'true' || v === '1') return true;
   throw new BadParameter(name, 'true, false, 1 or 0', v);
 }
 
-function countParam(req: Request, name: string): number | undefined {
+function countParam(req: RouteRequest, name: string): number | undefined {
   const v = single(req, name);
   if (v === undefined) return undefined;
   if (!/^\d{1,9}$/.test(v)) throw new BadParameter(name, 'a non-negative integer (number of lines)', v);
@@ -82,50 +72,67 @@ function withNames(e: EngineEvent): EngineEvent & { namespace?: string; name?: s
   return { ...e, namespace: key.slice(0, slash), name: key.slice(slash + 1) };
 }
 
-export function createHttpApi(deps: HttpApiDeps): express.Express {
+/** The API's request handler and the limits `listen` applies to its connections. */
+export interface HttpApi {
+  handler: Router['listener'];
+  limits: ApiLimits;
+}
+
+export function createHttpApi(deps: HttpApiDeps): HttpApi {
   const { engine, metrics } = deps;
   const limits = { ...DEFAULT_API_LIMITS, ...deps.limits };
-  const app = express();
-  app.disable('x-powered-by');
-  app.set('orrery.limits', limits);
+  const router = new Router({
+    notFound: (_req, res) =>
+      sendJson(res, { error: 'no such endpoint; see /v1/replicas, /v1/events, /metrics, /healthz' }, 404),
+    onServerError: (err, req) => deps.log.error({ err, path: req.path }, 'HTTP API request failed'),
+  });
 
-  app.use((req: Request, res: Response, next: NextFunction) => {
+  router.use((req, res) => {
     const open = (req.socket as CountedSocket)[OVER_CONNECTION_CAP];
-    if (open === undefined) return next();
+    if (open === undefined) return false;
     metrics.apiRejected.inc({ reason: 'connections' });
-    res.set('Connection', 'close');
-    res.set('Retry-After', '1');
-    res.status(503).json({
-      error: `too many connections to the runtime API: ${open} open, the limit is ${limits.maxConnections}; close idle ones and retry`,
+    sendJson(
+      res,
+      {
+        error: `too many connections to the runtime API: ${open} open, the limit is ${limits.maxConnections}; close idle ones and retry`,
+      },
+      503,
+      { Connection: 'close', 'Retry-After': '1' },
+    );
+    return true;
+  });
+
+  router.use((req, res) => {
+    if (req.path !== '/healthz') return false;
+    sendJson(res, { ok: true, host: deps.hostName, ...deps.health() });
+    return true;
+  });
+
+  router.use((req, res) => {
+    if (bearerMatches(req.header('authorization'), deps.token)) return false;
+    sendJson(res, { error: 'missing or wrong bearer token: send "Authorization: Bearer <token>"' }, 401, {
+      'WWW-Authenticate': 'Bearer realm="orrery-runtime"',
     });
+    return true;
   });
 
-  app.get('/healthz', (_req, res) => {
-    res.json({ ok: true, host: deps.hostName, ...deps.health() });
+  router.get('/metrics', async (_req, res) => {
+    const text = await metrics.registry.metrics();
+    res.writeHead(200, { 'Content-Type': metrics.registry.contentType });
+    res.end(text);
   });
 
-  app.use((req: Request, res: Response, next: NextFunction) => {
-    if (bearerMatches(req.get('authorization'), deps.token)) return next();
-    res.set('WWW-Authenticate', 'Bearer realm="orrery-runtime"');
-    res.status(401).json({ error: 'missing or wrong bearer token: send "Authorization: Bearer <token>"' });
-  });
-
-  app.get('/metrics', async (_req, res) => {
-    res.set('Content-Type', metrics.registry.contentType);
-    res.send(await metrics.registry.metrics());
-  });
-
-  const replicaIdOf = (req: Request): string => {
+  const replicaIdOf = (req: RouteRequest): string => {
     const { namespace, name } = req.params as { namespace: string; name: string };
     const id = replicaId(namespace, name);
     if (!engine.has(id))
-      throw new NotFound(`replica ${namespace}/${name} does not run on host ${deps.hostName}`);
+      throw new HttpError(404, `replica ${namespace}/${name} does not run on host ${deps.hostName}`);
     return id;
   };
 
   // `?stats=true` adds each replica's cgroup stats: one request for all of them instead of one
   // per replica.
-  app.get('/v1/replicas', async (req, res) => {
+  router.get('/v1/replicas', async (req, res) => {
     const withStats = boolParam(req, 'stats');
     const items = await Promise.all(
       engine.list().map(async (s) => {
@@ -141,14 +148,14 @@ export function createHttpApi(deps: HttpApiDeps): express.Express {
         return item;
       }),
     );
-    res.json({ host: deps.hostName, items });
+    sendJson(res, { host: deps.hostName, items });
   });
 
-  app.get('/v1/replicas/:namespace/:name', async (req, res) => {
+  router.get('/v1/replicas/:namespace/:name', async (req, res) => {
     const id = replicaIdOf(req);
     const status = engine.status(id);
     const stats = await engine.stats(id).catch(() => undefined);
-    res.json({
+    sendJson(res, {
       namespace: req.params.namespace,
       name: req.params.name,
       id,
@@ -157,44 +164,30 @@ export function createHttpApi(deps: HttpApiDeps): express.Express {
     });
   });
 
-  app.get('/v1/replicas/:namespace/:name/stats', async (req, res) => {
+  router.get('/v1/replicas/:namespace/:name/stats', async (req, res) => {
     const id = replicaIdOf(req);
-    res.json(statsJson(await engine.stats(id)));
+    sendJson(res, statsJson(await engine.stats(id)));
   });
 
   let streams = 0;
   /** Counts a stream until its response closes; a 503 when the cap is reached. */
-  const openStream = (res: Response, what: string): void => {
+  const openStream = (res: ServerResponse, what: string): void => {
     if (streams >= limits.maxStreams) {
       metrics.apiRejected.inc({ reason: 'streams' });
-      res.set('Retry-After', '1');
-      throw new Overloaded(
+      throw new HttpError(
+        503,
         `too many streams on the runtime API: ${streams} event streams and log follows open, the limit is ${limits.maxStreams}; ${what} refused`,
+        { 'Retry-After': '1' },
       );
     }
     streams++;
     res.once('close', () => streams--);
   };
 
-  app.get('/v1/replicas/:namespace/:name/logs', serveLogs(deps, replicaIdOf, openStream));
-  app.get('/v1/events', serveEvents(deps, limits, openStream));
+  router.get('/v1/replicas/:namespace/:name/logs', serveLogs(deps, replicaIdOf, openStream));
+  router.get('/v1/events', serveEvents(deps, limits, openStream));
 
-  app.use((_req: Request, res: Response) => {
-    res.status(404).json({ error: 'no such endpoint; see /v1/replicas, /v1/events, /metrics, /healthz' });
-  });
-
-  // Express 5 routes rejected promises here too.
-  app.use((err: Error & { status?: number }, req: Request, res: Response, _next: NextFunction) => {
-    const status = err.status ?? 500;
-    if (status >= 500) deps.log.error({ err, path: req.path }, 'HTTP API request failed');
-    if (res.headersSent) {
-      res.end();
-      return;
-    }
-    res.status(status).json({ error: err.message });
-  });
-
-  return app;
+  return { handler: router.listener, limits };
 }
 
 /**
@@ -204,11 +197,11 @@ export function createHttpApi(deps: HttpApiDeps): express.Express {
  */
 function serveLogs(
   deps: HttpApiDeps,
-  replicaIdOf: (req: Request) => string,
-  openStream: (res: Response, what: string) => void,
+  replicaIdOf: (req: RouteRequest) => string,
+  openStream: (res: ServerResponse, what: string) => void,
 ) {
   const { engine } = deps;
-  return async (req: Request, res: Response): Promise<void> => {
+  return async (req: RouteRequest, res: ServerResponse): Promise<void> => {
     const id = replicaIdOf(req);
     const processes = engine.status(id).processes.map((p) => p.name);
     const process = single(req, 'process') ?? processes[0];
@@ -227,8 +220,8 @@ function serveLogs(
       );
     }
     if (follow) openStream(res, 'this log follow');
-    res.set('Content-Type', 'text/plain; charset=utf-8');
-    res.set('Cache-Control', 'no-store');
+    res.setHeader('Content-Type', 'text/plain; charset=utf-8');
+    res.setHeader('Cache-Control', 'no-store');
     if (!follow) {
       const opts: { lines?: number; previous?: boolean } = { previous };
       if (tail !== undefined) opts.lines = tail;
@@ -317,10 +310,10 @@ async function newRunMarker(
 function serveEvents(
   deps: HttpApiDeps,
   limits: ApiLimits,
-  openStream: (res: Response, what: string) => void,
+  openStream: (res: ServerResponse, what: string) => void,
 ) {
   const { engine } = deps;
-  return (req: Request, res: Response): void => {
+  return (req: RouteRequest, res: ServerResponse): void => {
     const only = single(req, 'replica');
     let filterId: string | undefined;
     if (only !== undefined) {
@@ -386,7 +379,7 @@ function statsJson(s: Awaited<ReturnType<Engine['stats']>>) {
 }
 
 /** Resolves once `res` can take more, or is gone. */
-function drainedOrClosed(res: Response): Promise<void> {
+function drainedOrClosed(res: ServerResponse): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
       res.off('drain', done);
@@ -404,17 +397,17 @@ function drainedOrClosed(res: Response): Promise<void> {
  * and their requests answered 503 (createHttpApi).
  */
 export function listen(
-  app: express.Express,
+  api: HttpApi,
   host: string,
   port: number,
   tls?: { cert: string; key: string },
 ): Promise<Server> {
-  const { maxConnections } = (app.get('orrery.limits') as ApiLimits | undefined) ?? DEFAULT_API_LIMITS;
+  const { maxConnections } = api.limits;
   // An https.Server is an http.Server with TLS below (closeAllConnections and all). A client that
   // opens a connection and never finishes its handshake is dropped after 10 s.
   const server: Server = tls
-    ? (https.createServer({ ...tls, minVersion: 'TLSv1.3', handshakeTimeout: 10_000 }, app) as Server)
-    : http.createServer(app);
+    ? (https.createServer({ ...tls, minVersion: 'TLSv1.3', handshakeTimeout: 10_000 }, api.handler) as Server)
+    : http.createServer(api.handler);
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => resolve(server));
