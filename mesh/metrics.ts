@@ -7,8 +7,8 @@
 
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Counter, collectDefaultMetrics, Gauge, type Metric, Registry } from 'prom-client';
 import { http } from '../platform/http.ts';
+import { Counter, type CustomMetric, collectDefaultMetrics, Gauge, Registry } from '../platform/metrics.ts';
 import type { Limit } from './limits.ts';
 
 /** Counts of one endpoint of one Service port; the proxy adds to them as connections go. */
@@ -256,7 +256,7 @@ export class ProxyMetrics {
       ports,
       (s) => s.upgrades,
     );
-    this.registry.registerMetric(latencyMetric(ports) as unknown as Metric);
+    this.registry.registerMetric(latencyMetric(ports) as CustomMetric);
     counter(
       'orrery_proxy_upstream_requests_total',
       'HTTP requests sent to an endpoint (each try)',
@@ -428,7 +428,7 @@ export class ProxyMetrics {
 
 /**
  * `orrery_proxy_request_duration_seconds`, a histogram per Service port, made from the
- * LatencyHistogram of each port's stats when scraped (prom-client takes any object with get()).
+ * LatencyHistogram of each port's stats when scraped (the registry takes any object with get(), as prom-client does).
  */
 function latencyMetric(ports: () => Iterable<PortStats>) {
   const name = 'orrery_proxy_request_duration_seconds';

@@ -3,9 +3,9 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { ReconcileResult } from '../kube/index.ts';
 import { http } from '../platform/http.ts';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from '../platform/metrics.ts';
 
 export class OperatorMetrics {
   readonly registry = new Registry();

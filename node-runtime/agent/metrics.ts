@@ -3,7 +3,7 @@
  * tests, do not collide). Names follow the Prometheus naming guide: `orrery_runtime_` prefix,
  * `_total` for counters, base units (seconds).
  */
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from '../../platform/metrics.ts';
 import type { WorkloadPhase } from '../supervisor/spec.ts';
 
 const PHASES: WorkloadPhase[] = [
