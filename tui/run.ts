@@ -93,6 +93,11 @@ export async function runTui(opts: TuiOptions): Promise<void> {
       // Rewrite only the lines that changed (the ages tick every second), not the whole frame:
       // less to write, and nothing to flicker on a terminal without synchronized output.
       incrementalRendering: true,
+      // Ink draws at most this often (its default, 30, holds a key that comes within 33 ms of the
+      // last frame until that window ends: half the key → frame time at 200×50). The models
+      // already bound how often they ask (the cache's changes per 30 ms, the log per 100 ms, the
+      // runtimes' reads per second), so this only lets a key through sooner.
+      maxFps: 60,
     },
   );
   const stop = () => app.unmount();
