@@ -45,12 +45,13 @@ function formatValue(v: number): string {
   return String(v);
 }
 
-/** `{a="1",b="x"}` of the series' labels after the defaults (the series' own win), or ''. */
+/** `{a="1",b="x"}` of the series' labels and the defaults (the series' own win), or ''. */
 function labelText(labels: Labels, defaults: Labels, extra?: [string, string]): string {
+  // The series' own labels first, then the defaults, as prom-client writes them.
   const parts: string[] = [];
+  for (const [k, v] of Object.entries(labels)) if (v !== undefined) parts.push(`${k}="${escapeLabel(v)}"`);
   for (const [k, v] of Object.entries(defaults))
     if (!(k in labels) && v !== undefined) parts.push(`${k}="${escapeLabel(v)}"`);
-  for (const [k, v] of Object.entries(labels)) if (v !== undefined) parts.push(`${k}="${escapeLabel(v)}"`);
   if (extra) parts.push(`${extra[0]}="${extra[1]}"`);
   return parts.length === 0 ? '' : `{${parts.join(',')}}`;
 }
