@@ -13,7 +13,7 @@
 // CRDs and these objects, and to issue the tokens).
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { parseAllDocuments, stringify } from 'yaml';
+import { parseAllDocuments } from 'yaml';
 import { SYSTEM_NAMESPACE } from '../crds/labels.ts';
 import { HOSTS as HOSTS_RESOURCE } from '../crds/resources.ts';
 import {
@@ -234,26 +234,32 @@ function writeCredentials(
     privateDir(dir);
   }
   writePrivateFile(paths.tokenFile, `${token}\n`);
+  // JSON (a kubeconfig may be JSON, as kubectl reads it): the daemon reading it then never loads
+  // a YAML parser (kube/kubeconfig.ts).
   writePrivateFile(
     paths.kubeconfig,
-    stringify({
-      apiVersion: 'v1',
-      kind: 'Config',
-      clusters: [
-        {
-          name: 'orrery-local',
-          cluster: {
-            server: cluster.server,
-            ...(cluster.certificateAuthorityData
-              ? { 'certificate-authority-data': cluster.certificateAuthorityData }
-              : {}),
+    `${JSON.stringify(
+      {
+        apiVersion: 'v1',
+        kind: 'Config',
+        clusters: [
+          {
+            name: 'orrery-local',
+            cluster: {
+              server: cluster.server,
+              ...(cluster.certificateAuthorityData
+                ? { 'certificate-authority-data': cluster.certificateAuthorityData }
+                : {}),
+            },
           },
-        },
-      ],
-      users: [{ name: user, user: { tokenFile: paths.tokenFile } }],
-      contexts: [{ name: user, context: { cluster: 'orrery-local', user } }],
-      'current-context': user,
-    }),
+        ],
+        users: [{ name: user, user: { tokenFile: paths.tokenFile } }],
+        contexts: [{ name: user, context: { cluster: 'orrery-local', user } }],
+        'current-context': user,
+      },
+      null,
+      2,
+    )}\n`,
   );
 }
 

@@ -1,5 +1,6 @@
+import { createRequire } from 'node:module';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { parse } from 'yaml';
+import type * as Yaml from 'yaml';
 
 /**
  * Orrery's kubeconfig model: the subset of client-go's clientcmd `Config` that Orrery can use,
@@ -232,6 +233,23 @@ function checkUser(u: KubeUser): void {
   }
 }
 
+/**
+ * A kubeconfig's document. JSON (what `orrery up` writes for its daemons) is read by JSON.parse;
+ * anything else by the yaml package, loaded only then: it costs a process ~7 MiB of resident
+ * memory for good, and in a cluster or under `orrery up` no daemon needs it.
+ */
+function parseDocument(text: string): unknown {
+  if (text.trimStart().startsWith('{')) {
+    try {
+      return JSON.parse(text);
+    } catch {
+      // not JSON after all: YAML's errors say more
+    }
+  }
+  const yaml = createRequire(import.meta.url)('yaml') as typeof Yaml;
+  return yaml.parse(text);
+}
+
 /** Read as YAML (JSON is YAML too); `baseDir` resolves relative paths, by default the file's own directory. */
 export function parseKubeConfig(
   text: string,
@@ -240,7 +258,7 @@ export function parseKubeConfig(
 ): KubeConfigFile {
   let doc: unknown;
   try {
-    doc = parse(text);
+    doc = parseDocument(text);
   } catch (err) {
     throw new KubeConfigError(`kubeconfig ${source}: not valid YAML: ${(err as Error).message}`, {
       cause: err,
