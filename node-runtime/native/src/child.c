@@ -177,7 +177,36 @@ static const struct {
     {RLIMIT_AS, RLIM_INFINITY, RLIM_INFINITY},
 };
 
+/* Parent side, with a user namespace, while the child sets itself up: inside the namespace no
+ * hard limit can be raised (that needs CAP_SYS_RESOURCE in the initial one), so each limit the
+ * child will end with is the table's clamped to ours, which the child inherited; only those that
+ * differ from ours need a call (here usually NOFILE alone, instead of 15 calls and an EPERM
+ * retry). Read after the clone: the child's copy is ours as of then. */
+void orrery_plan_rlimits(struct orrery_spawn_plan *plan) {
+  int n = 0;
+  for (size_t i = 0; i < sizeof rlimits / sizeof *rlimits; i++) {
+    struct rlimit now;
+    if (syscall(SYS_prlimit64, 0, rlimits[i].resource, NULL, &now) < 0) return; /* child: full table */
+    struct rlimit want = {.rlim_cur = rlimits[i].soft, .rlim_max = rlimits[i].hard};
+    if (want.rlim_max > now.rlim_max) want.rlim_max = now.rlim_max;
+    if (want.rlim_cur > want.rlim_max) want.rlim_cur = want.rlim_max;
+    if (want.rlim_cur == now.rlim_cur && want.rlim_max == now.rlim_max) continue;
+    plan->rlimit_resources[n] = rlimits[i].resource;
+    plan->rlimit_values[n][0] = want.rlim_cur;
+    plan->rlimit_values[n++][1] = want.rlim_max;
+  }
+  plan->n_rlimits = n;
+}
+
 static void set_rlimits(const struct orrery_spawn_plan *plan) {
+  if (plan->n_rlimits >= 0) {
+    for (int i = 0; i < plan->n_rlimits; i++) {
+      struct rlimit want = {.rlim_cur = plan->rlimit_values[i][0], .rlim_max = plan->rlimit_values[i][1]};
+      if (syscall(SYS_prlimit64, 0, plan->rlimit_resources[i], &want, NULL) < 0)
+        fail(plan, STEP_RLIMIT, errno, plan->rlimit_resources[i]);
+    }
+    return;
+  }
   for (size_t i = 0; i < sizeof rlimits / sizeof *rlimits; i++) {
     struct rlimit want = {.rlim_cur = rlimits[i].soft, .rlim_max = rlimits[i].hard};
     if (syscall(SYS_prlimit64, 0, rlimits[i].resource, &want, NULL) == 0) continue;
@@ -355,9 +384,10 @@ int orrery_child_main(void *arg) {
   }
   setup_stdio(plan);
   ORRERY_TRACE(TR_STDIO);
-  set_rlimits(plan);
+  /* With a user namespace the limits come after the wait: the parent plans them meanwhile. */
   if (plan->userns_sync[0] >= 0) enter_user_namespace(plan);
   ORRERY_TRACE(TR_USERNS);
+  set_rlimits(plan);
   drop_privileges(plan);
   if (plan->cwd && chdir(plan->cwd) < 0) fail(plan, STEP_CHDIR, errno, 0);
   ORRERY_TRACE(TR_IDENTITY);

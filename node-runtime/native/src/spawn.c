@@ -163,6 +163,8 @@ static int map_user_namespace(const struct orrery_spawn_request *req, struct orr
     ok = write_id_map(pid, "gid_map", req->host_gid, req->id_count) == 0;
   }
   int err = errno;
+  /* Before the go: the child reads the plan only after it has the byte. */
+  if (ok) orrery_plan_rlimits(plan);
   if (ok && TEMP_FAILURE_RETRY(write(plan->userns_sync[1], "1", 1)) != 1) {
     ok = 0;
     err = errno;
@@ -285,6 +287,7 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
   plan.log_fd = -1;
   plan.exec_fd = -1;
   plan.userns_sync[0] = plan.userns_sync[1] = -1;
+  plan.n_rlimits = -1;
   int pipe_fds[2] = {-1, -1};
   int status_fd = -1;
   char *argv_init[8];

@@ -64,6 +64,12 @@ struct orrery_spawn_plan {
    * user_namespaces(7)), so the clone is not CLONE_VFORK then. -1 without a user namespace. */
   int userns_sync[2];
 
+  /* The resource limits the child sets: -1, the whole table (child.c); else these n_rlimits,
+   * planned by the parent while the child waits for the id maps (orrery_plan_rlimits). */
+  int n_rlimits;
+  int rlimit_resources[16];
+  uint64_t rlimit_values[16][2];
+
   int err_fd;         /* write end of the exec-error pipe (protocol.h) */
   int keep_fds[2];    /* fds the exec'd program needs (-1 = unused); in init mode: init's only */
 
@@ -83,6 +89,8 @@ struct orrery_spawn_plan {
 
 /* child.c: runs in the clone child; never returns. */
 int orrery_child_main(void *plan);
+/* child.c, parent side: plan->n_rlimits and the limits that differ from ours (user namespace). */
+void orrery_plan_rlimits(struct orrery_spawn_plan *plan);
 
 /* clone.c: start the child; on success *pidfd is set and the child pid returned.
  * On failure returns -1 with errno set and *step naming the call that failed.
