@@ -304,6 +304,13 @@ test.serial.runIf(runs(cgroupSkipReason({ manager: true }), 'up with 2 hosts'))(
       else t.is(path?.kernel, false, `${h.metadata.name}: ${path?.reason}`);
     }
     for (const parent of parents) t.is(existsSync(join(BPFFS, parent)), kernel, `pins in ${BPFFS}/${parent}`);
+    // Every daemon runs as deploy/'s account for it: none was refused what it reads or writes (the
+    // host agents' fast path once could not list EndpointSlices, and retried forever).
+    t.deepEqual(
+      up.lines.filter((l) => /HTTP 403|forbidden/i.test(l)),
+      [],
+      'no request of a daemon refused by RBAC or admission',
+    );
     // With a tmpfs at /run, the hosts keep their process records in /run/orrery/up-<key>/<host>
     // (cli/up.ts), which a clean stop removes; otherwise they are in the data dir.
     const runRoots = [
