@@ -37,6 +37,33 @@ program
     await up(options);
   });
 
+// What `up` asks of the API server, in a child process of its own (up-setup.ts); not for users.
+program
+  .command('up-setup', { hidden: true })
+  .requiredOption('--mode <mode>', 'crds, start or renew')
+  .requiredOption('--kubeconfig <file>', "the control plane's admin kubeconfig")
+  .requiredOption('--data-dir <dir>', "up's data dir")
+  .option(
+    '--host <name>',
+    'a host agent to write credentials for (repeatable)',
+    (v: string, all: string[]) => [...all, v],
+    [],
+  )
+  .action(async (options: { mode: string; kubeconfig: string; dataDir: string; host: string[] }) => {
+    const { setup } = await import('./up-setup.ts');
+    if (!['crds', 'start', 'renew'].includes(options.mode)) {
+      console.error(`orrery up-setup: --mode must be crds, start or renew, got "${options.mode}"`);
+      process.exitCode = 2;
+      return;
+    }
+    try {
+      await setup({ ...options, mode: options.mode as 'crds' | 'start' | 'renew', hosts: options.host });
+    } catch (err) {
+      console.error((err as Error).message);
+      process.exitCode = 1;
+    }
+  });
+
 program.addCommand(operatorCommand());
 program.addCommand(runtimeCommand());
 program.addCommand(proxyCommand());

@@ -38,7 +38,6 @@ export const OPERATOR_ACCOUNT = 'orrery-operator';
 
 /** A host's token lives a day and is renewed well before: agents re-read the file each minute. */
 const TOKEN_SECONDS = 24 * 3600;
-export const TOKEN_RENEW_MS = 6 * 3600 * 1000;
 
 const FIELD_MANAGER = 'orrery-up';
 

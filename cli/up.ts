@@ -19,21 +19,13 @@ import { createServer } from 'node:net';
 import { homedir, hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { type ControlPlane, startControlPlane } from '../controlplane/controlplane.ts';
-import { installCrds } from '../crds/install.ts';
-import { KubeApi, loadKubeConfig } from '../kube/index.ts';
 import { isTmpfs } from '../platform/fs.ts';
 import { privateDir, writePrivateFile } from '../platform/private-fs.ts';
 import { parseReadyLine } from './runtime.ts';
 import { type StopCause, untilSignal } from './signals.ts';
 import { type ChildExit, SupervisedChild } from './up-children.ts';
-import {
-  installAccess,
-  TOKEN_RENEW_MS,
-  untilNodePolicyEnforced,
-  writeAccountCredentials,
-  writeHostCredentials,
-} from './up-identity.ts';
 import { DataDirInUse, type DataDirLock, lockDataDir } from './up-lock.ts';
+import { runSetup, TOKEN_RENEW_MS } from './up-setup.ts';
 
 export interface UpOptions {
   dataDir?: string;
@@ -221,40 +213,16 @@ async function bringUp(
   parts.controlPlane = controlPlane;
   lock.recordChild('control plane', controlPlane.pid);
   if (interrupted()) return;
-  const adminConfig = loadKubeConfig({ kubeconfig: controlPlane.kubeconfig });
-  const crds = await installCrds(adminConfig);
-  log(`installed CRDs: ${crds.join(', ')}`);
-  if (interrupted() || options.apiOnly) return;
   const hostNames = Array.from({ length: options.hosts }, (_, i) =>
     options.hosts === 1 ? hostname() : `${hostname()}-${i}`,
   );
-  // Each host agent runs as the runtimes' account with a token bound to its own node, held by
-  // deploy/'s RBAC and admission policy to its own Host, Lease and Replicas; the mesh proxy as
-  // deploy/'s read-only proxy account, the operator as deploy/'s operator account (up-identity.ts).
-  const credentials = async () => {
-    const api = await KubeApi.fromKubeConfig(adminConfig);
-    try {
-      const [proxy, operator, ...hosts] = await Promise.all([
-        writeAccountCredentials(api, adminConfig.cluster, dataDir, 'proxy'),
-        writeAccountCredentials(api, adminConfig.cluster, dataDir, 'operator'),
-        ...hostNames.map((name) => writeHostCredentials(api, adminConfig.cluster, dataDir, name)),
-      ]);
-      return { proxy, operator, hosts };
-    } finally {
-      api.close();
-    }
-  };
-  const admin = await KubeApi.fromKubeConfig(adminConfig);
-  try {
-    await installAccess(admin);
-  } finally {
-    admin.close();
-  }
-  const identities = await credentials();
-  // Not one agent before the API server holds them to their own node.
-  if (identities.hosts[0]) await untilNodePolicyEnforced(identities.hosts[0]);
+  // The CRDs, deploy/'s RBAC and policies and every daemon's credentials, by a child process
+  // (up-setup.ts says why), again every TOKEN_RENEW_MS for fresh tokens.
+  const setup = { kubeconfig: controlPlane.kubeconfig, dataDir, hosts: hostNames };
+  const identities = await runSetup({ ...setup, mode: options.apiOnly ? 'crds' : 'start' });
+  if (interrupted() || options.apiOnly || identities === undefined) return;
   parts.tokenRenewal = setInterval(() => {
-    credentials().catch((err: unknown) =>
+    runSetup({ ...setup, mode: 'renew' }).catch((err: unknown) =>
       log(`could not renew the hosts', proxy's and operator's tokens: ${describe(err)}`),
     );
   }, TOKEN_RENEW_MS);
