@@ -240,7 +240,8 @@ export default async function spawnBench(): Promise<{ title: string; markdown: s
         "namespace before the replica's namespaces are made (a thread, an unshare, and that " +
         "namespace's teardown). The default path does more than the raw baseline: " +
         'a second task (the child clones the workload, then execs orrery-init as PID 1 beside it), ' +
-        'the resource limits (15 prlimit calls), no_new_privs, ' +
+        "the resource limits (with a user namespace only those that differ from the runtime's: here one " +
+        'prlimit call), no_new_privs, ' +
         '`mount --make-rprivate /` and a fresh /proc, hostname, setsid, stdio to the log file, signal ' +
         'reset, an empty exit status file (truncated by the parent before the clone with a user namespace, ' +
         `in ${existsSync('/dev/shm') ? "/dev/shm, standing for the runtime's tmpfs run dir" : 'the temp dir'}), ` +
