@@ -43,6 +43,7 @@ import type { PortListener } from './listener.ts';
 import { LocalFeed, type LocalFeedOptions } from './local-feed.ts';
 import { type PortView, ProxyMetrics, serveMetrics } from './metrics.ts';
 import { ServedService } from './service.ts';
+import { available as uvAvailable } from './uv-tcp.ts';
 
 /** Envoy's tcp_proxy idle_timeout default: 1 h. */
 export const DEFAULT_IDLE_TIMEOUT_MS = 3_600_000;
@@ -277,7 +278,15 @@ export async function startProxy(opts: ProxyOptions): Promise<MeshProxy> {
   ]).then(async () => {
     synced = true;
     for (const key of services.keys()) sync(key);
-    log.info({ namespace: opts.namespace ?? '(all)', services: served.size }, 'synced: serving');
+    log.info(
+      {
+        namespace: opts.namespace ?? '(all)',
+        services: served.size,
+        // How tcp ports move bytes: libuv's handles (tcp-uv.ts), or net.Socket without them.
+        tcpPath: uvAvailable ? 'uv-handles' : 'net-socket',
+      },
+      'synced: serving',
+    );
     // Serving: say so where the operator looks (Service condition Proxied), and keep saying it;
     // in the background: serving does not wait for it.
     announcing = announce();

@@ -14,6 +14,8 @@ import { PortListener } from './listener.ts';
 import type { EndpointStats, PortLabels, PortView, ProxyMetrics } from './metrics.ts';
 import { Pool } from './pool.ts';
 import { serveTcp, type TcpRoute } from './tcp.ts';
+import { serveTcpUv } from './tcp-uv.ts';
+import { available as uvAvailable } from './uv-tcp.ts';
 
 export interface ServedServiceOptions {
   namespace: string;
@@ -134,6 +136,18 @@ export class ServedService {
   #listen(name: string, protocol: Protocol, address: string, port: number): PortListener {
     const log = this.#log.child({ port: name });
     const route = () => this.#ports.get(name)?.route;
+    if (protocol === 'tcp' && uvAvailable) {
+      // The tcp path on libuv's handles (tcp-uv.ts), when Node has them; else on net.Socket.
+      return new PortListener({
+        address,
+        port,
+        log,
+        handleUv: (handle, listener) => {
+          const r = route() as TcpRoute | undefined;
+          return r ? serveTcpUv(handle, r, log, listener) : undefined;
+        },
+      });
+    }
     return new PortListener({
       address,
       port,

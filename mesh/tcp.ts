@@ -107,7 +107,7 @@ const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
  * One client connection and, once connected, its upstream. Its fields are the whole state of the
  * connection; the shared handlers below find it on the socket they were called for.
  */
-class TcpConnection implements Served {
+class TcpConnection implements Served, Sweepable {
   readonly client: Socket;
   readonly route: TcpRoute;
   readonly log: Logger;
@@ -400,8 +400,20 @@ function onUpstreamDrain(this: TcpSocket): void {
  * runs only while connections are open, so an idle proxy does not wake up for it.
  */
 const SWEEPS = 8;
+
+/** What the idle sweep reads and calls on a connection. */
+export interface Sweepable {
+  /** Chunks either way so far. */
+  activity: number;
+  /** `activity` at the last sweep, and how many sweeps in a row saw it unchanged. */
+  seen: number;
+  quiet: number;
+  /** Nothing went through for the timeout: close it (and count it). */
+  idle(): void;
+}
+
 class IdleSweep {
-  readonly #connections = new Set<TcpConnection>();
+  readonly #connections = new Set<Sweepable>();
   readonly #everyMs: number;
   #timer: NodeJS.Timeout | undefined;
 
@@ -409,7 +421,7 @@ class IdleSweep {
     this.#everyMs = Math.max(1, timeoutMs / SWEEPS);
   }
 
-  add(conn: TcpConnection): void {
+  add(conn: Sweepable): void {
     conn.seen = conn.activity;
     conn.quiet = 0;
     this.#connections.add(conn);
@@ -419,7 +431,7 @@ class IdleSweep {
     }
   }
 
-  delete(conn: TcpConnection): void {
+  delete(conn: Sweepable): void {
     this.#connections.delete(conn);
     if (this.#connections.size === 0 && this.#timer) {
       clearInterval(this.#timer);
@@ -441,7 +453,7 @@ class IdleSweep {
 }
 
 const sweeps = new Map<number, IdleSweep>();
-function idleSweep(timeoutMs: number): IdleSweep {
+export function idleSweep(timeoutMs: number): IdleSweep {
   let sweep = sweeps.get(timeoutMs);
   if (!sweep) {
     sweep = new IdleSweep(timeoutMs);

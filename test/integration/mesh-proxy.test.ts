@@ -440,6 +440,63 @@ test('idle timeout: a connection with no byte either way is closed', async (t) =
   t.is(sample(text, 'orrery_proxy_idle_timeouts_total', labelsOf(s)), 1);
 });
 
+test('orrery proxy on net.Socket (ORRERY_PROXY_TCP_STREAMS=1, as without libuv handles): half-close and bulk both ways', async (t) => {
+  const s = await setup(t, { backends: 1 });
+  const child: ChildProcess = spawn(process.execPath, proxyArgs(s), {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, ORRERY_LOG_LEVEL: 'info', ORRERY_PROXY_TCP_STREAMS: '1' },
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  t.teardown(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+  });
+  const records: { msg?: string; tcpPath?: string }[] = [];
+  createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+    try {
+      records.push(JSON.parse(line));
+    } catch {
+      // not a log record
+    }
+  });
+  const synced = await eventually(
+    'the synced record',
+    () => records.find((r) => r.msg === 'synced: serving'),
+    {
+      timeoutMs: 30_000,
+    },
+  );
+  t.is(synced.tcpPath, 'net-socket');
+  const [only] = s.backends as [Backend];
+  await eventually(
+    'the Service port answering',
+    async () => (await whoAnswers(t, s.vip, s.port)) === only.name,
+    {
+      timeoutMs: 10_000,
+    },
+  );
+  // Half-close: our FIN goes through, the answer to it comes back, then the backend's FIN.
+  const peer = dial(t, s.vip, s.port);
+  await peer.line(0);
+  peer.socket.end('ping\n');
+  t.is(await peer.line(2), `bye ${only.name} 5`);
+  t.is(await peer.closed, undefined);
+  // Bulk to a client that stops reading: intact and in order.
+  const bulk = dial(t, s.vip, s.port);
+  await bulk.line(0);
+  const lines = Array.from({ length: 100_000 }, (_, i) => `${i} ${randomBytes(24).toString('hex')}`);
+  const sent = `${lines.join('\n')}\n`;
+  bulk.socket.pause();
+  bulk.socket.end(sent);
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  bulk.socket.resume();
+  t.is(await within(bulk.closed, 30_000), undefined);
+  const expected = `hello ${only.name}\n${lines.map((l) => `echo ${l}\n`).join('')}bye ${only.name} ${Buffer.byteLength(sent)}\n`;
+  t.true(bulk.text() === expected, 'the client reads what the backend wrote, in order');
+});
+
 test('orrery proxy as a process: serves the virtual IP, /healthz, and exits 0 on SIGTERM after draining', async (t) => {
   const s = await setup(t, { backends: 1 });
   const child: ChildProcess = spawn(process.execPath, proxyArgs(s, ['--drain-timeout', '500ms']), {
@@ -455,7 +512,7 @@ test('orrery proxy as a process: serves the virtual IP, /healthz, and exits 0 on
       await exited;
     }
   });
-  const records: { msg?: string; url?: string }[] = [];
+  const records: { msg?: string; url?: string; tcpPath?: string }[] = [];
   createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
     try {
       records.push(JSON.parse(line));
@@ -473,6 +530,11 @@ test('orrery proxy as a process: serves the virtual IP, /healthz, and exits 0 on
     return health.synced && health.listening === 1;
   });
   t.is((await fetch(`${url}/readyz`)).status, 200);
+  t.is(
+    records.find((r) => r.msg === 'synced: serving')?.tcpPath,
+    'uv-handles',
+    'tcp ports on libuv handles (tcp-uv.ts) by default',
+  );
   const [only] = s.backends as [Backend];
   t.is(await whoAnswers(t, s.vip, s.port), only.name);
   const held = dial(t, s.vip, s.port);
