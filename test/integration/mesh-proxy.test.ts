@@ -532,8 +532,8 @@ test('orrery proxy as a process: serves the virtual IP, /healthz, and exits 0 on
   t.is((await fetch(`${url}/readyz`)).status, 200);
   t.is(
     records.find((r) => r.msg === 'synced: serving')?.tcpPath,
-    'uv-handles',
-    'tcp ports on libuv handles (tcp-uv.ts) by default',
+    process.env.ORRERY_PROXY_TCP_STREAMS === '1' ? 'net-socket' : 'uv-handles',
+    'tcp ports on libuv handles (tcp-uv.ts) unless told otherwise',
   );
   const [only] = s.backends as [Backend];
   t.is(await whoAnswers(t, s.vip, s.port), only.name);
