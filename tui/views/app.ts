@@ -236,9 +236,11 @@ export function App(props: AppProps) {
             )
           : undefined;
   const where = view.namespaced && state.namespace ? ` in namespace ${state.namespace}` : '';
+  // No overflow clip (Ink would cut every line again, a second pass over each cell of the frame):
+  // the Output is exactly this Box's height, and every line is cut to the width by its Text.
   return h(
     Box,
-    { flexDirection: 'column', width: screen.width, height: screen.height, overflow: 'hidden' },
+    { flexDirection: 'column', width: screen.width, height: screen.height },
     h(InfoLine, {
       info: props.info,
       namespace: state.namespace,

@@ -63,7 +63,7 @@ export function Table(props: TableProps) {
       h(Text, { key: 'empty', dimColor: true, wrap: 'truncate-end' }, fitWidth(` ${props.empty}`, width)),
     );
   }
-  return h(Box, { flexDirection: 'column', height: height + 1, overflow: 'hidden' }, ...lines);
+  return h(Box, { flexDirection: 'column', height: height + 1 }, ...lines);
 }
 
 /** A pane of text lines (describe, help), scrolled to `offset`. */
@@ -78,7 +78,7 @@ export function Pane(props: {
   const offset = Math.min(props.offset, last);
   return h(
     Box,
-    { flexDirection: 'column', height: props.height, overflow: 'hidden' },
+    { flexDirection: 'column', height: props.height },
     ...props.lines
       .slice(offset, offset + props.height)
       .map((line, n) =>
