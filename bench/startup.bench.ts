@@ -127,9 +127,50 @@ function timeCommand(args: string[], env: NodeJS.ProcessEnv): { wallMs: number; 
   return { wallMs, cpuS: childrenCpuSeconds() - cpu0 };
 }
 
-async function cliStart(): Promise<{ bare: CliRow; warm: CliRow; cold: CliRow }> {
+/**
+ * The package as `npm install -g` gives it (compiled dist/, no type stripping), in a temporary
+ * prefix: `npm pack` of this checkout installed there. The native addon is not built
+ * (--ignore-scripts): `--version` does not load it. Returns its `orrery` command.
+ */
+function installedPackage(root: string): string {
+  progress('npm pack + npm install of this checkout into a temporary prefix (installed-package rows)');
+  const run = (args: string[]) => {
+    const r = spawnSync('npm', args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`npm ${args[0]} failed: ${r.stderr.trim().split('\n').at(-1)}`);
+  };
+  run(['pack', '--silent', '--pack-destination', root, repoRoot]);
+  const tarball = readdirSync(root).find((name) => name.endsWith('.tgz'));
+  if (!tarball) throw new Error('npm pack wrote no tarball');
+  const prefix = join(root, 'prefix');
+  run([
+    'install',
+    '--global',
+    '--prefix',
+    prefix,
+    '--ignore-scripts',
+    '--no-audit',
+    '--no-fund',
+    '--loglevel=error',
+    join(root, tarball),
+  ]);
+  return join(prefix, 'lib', 'node_modules', 'orrery', 'bin', 'orrery.js');
+}
+
+async function cliStart(): Promise<{
+  bare: CliRow;
+  warm: CliRow;
+  cold: CliRow;
+  installedCold?: CliRow | string;
+}> {
   const cacheRoot = mkdtempSync(join(tmpdir(), 'orrery-bench-startup-cache-'));
   try {
+    let installed: string | undefined;
+    let installedError: string | undefined;
+    try {
+      installed = installedPackage(mkdtempSync(join(cacheRoot, 'package-')));
+    } catch (err) {
+      installedError = `not measured: ${(err as Error).message}`;
+    }
     const { NODE_COMPILE_CACHE: _, ...env } = process.env;
     const warmEnv = { ...env, NODE_COMPILE_CACHE: join(cacheRoot, 'warm') };
     for (let i = 0; i < 3; i++) timeCommand([orrery, '--version'], warmEnv);
@@ -137,6 +178,7 @@ async function cliStart(): Promise<{ bare: CliRow; warm: CliRow; cold: CliRow }>
       bare: { wall: [] as number[], cpuTotal: 0 },
       warm: { wall: [] as number[], cpuTotal: 0 },
       cold: { wall: [] as number[], cpuTotal: 0 },
+      installedCold: { wall: [] as number[], cpuTotal: 0 },
     };
     const add = (row: CliRow, r: { wallMs: number; cpuS: number }) => {
       row.wall.push(r.wallMs);
@@ -149,8 +191,16 @@ async function cliStart(): Promise<{ bare: CliRow; warm: CliRow; cold: CliRow }>
         rows.cold,
         timeCommand([orrery, '--version'], { ...env, NODE_COMPILE_CACHE: join(cacheRoot, `cold-${i}`) }),
       );
+      if (installed)
+        add(
+          rows.installedCold,
+          timeCommand([installed, '--version'], {
+            ...env,
+            NODE_COMPILE_CACHE: join(cacheRoot, `installed-cold-${i}`),
+          }),
+        );
     }
-    return rows;
+    return { ...rows, installedCold: installed ? rows.installedCold : installedError };
   } finally {
     rmSync(cacheRoot, { recursive: true, force: true });
   }
@@ -549,6 +599,13 @@ export default async function bench(): Promise<{ title: string; markdown: string
     cliRow('`node -e 0`', cli.bare, true),
     cliRow('`orrery --version`, warm compile cache', cli.warm, false),
     cliRow('`orrery --version`, empty compile cache', cli.cold, false),
+    typeof cli.installedCold === 'string' || cli.installedCold === undefined
+      ? `| \`orrery --version\`, installed package, empty compile cache | ${cli.installedCold ?? 'not measured'} | | ≤ 3× | |`
+      : cliRow(
+          '`orrery --version`, installed package (`npm pack` + `npm install -g`), empty compile cache',
+          cli.installedCold,
+          false,
+        ),
     `| \`orrery runtime\` SIGKILLed, exec'd again → ${MANY} replicas re-adopted (${c.rounds.length} rounds) | ${ms(readopt)} (${c.rounds.map((r) => r.execToReadoptedMs.toFixed(0)).join(', ')}); CPU ${ms(median(c.rounds.map((r) => r.cpuS * 1000)))}; of it runtime.start ${ms(median(c.rounds.map((r) => r.runtimeStartMs)))} | | ≤ 500 ms | ${verdict(readopt <= 500 && allUnchanged)}${allUnchanged ? '' : ' (pids or restarts changed)'} |`,
     `| same, exec → registered and serving (API endpoint printed) | ${ms(median(c.rounds.map((r) => r.execToEndpointMs)))} | | | |`,
     `| idle RSS, host agent (started, nothing applied, after 10 s) | ${mib(c.idle.agent)} | ${floorNote} | ≤ 70 MiB | ${verdict(c.idle.agent <= 70 * MiB)} |`,
@@ -563,6 +620,9 @@ export default async function bench(): Promise<{ title: string; markdown: string
     'Each command-line start is a new process, from spawn() to its exit, median of',
     `${CLI_ROUNDS} interleaved rounds; CPU is user + system of the process (mean). "Empty compile`,
     'cache": NODE_COMPILE_CACHE at a fresh directory, as on the first run after an install or upgrade.',
+    'The checkout (`npm start`, `node bin/orrery.js`) runs the TypeScript sources, which Node strips of',
+    'their types when the compile cache does not have them yet; the installed package (`npm pack` of',
+    'this checkout, `npm install -g` into a temporary prefix) runs the compiled dist/.',
     '',
     `Re-adoption: an \`orrery runtime\` running ${MANY} replicas (default isolation, bound to it directly,`,
     "no operator) on a private control plane is SIGKILLed and exec'd again; the time runs from just before",
