@@ -1,7 +1,7 @@
 // The TUI's table operations (tui/model/table.ts, format.ts): filters, sorting, column layout
 // and the visible window, as pure functions.
 import test from 'ava';
-import { humanDuration, truncate } from '../../tui/model/format.ts';
+import { codePoints, fitWidth, humanDuration, truncate } from '../../tui/model/format.ts';
 import { pageChanged } from '../../tui/model/frame.ts';
 import {
   type Column,
@@ -196,6 +196,13 @@ test('truncation cuts with an ellipsis and keeps one row on one line', (t) => {
   t.is(truncate('instance', 5), 'inst…');
   t.is(truncate('line one\nline two', 40), 'line one line two');
   t.is(truncate('abc', 0), '');
+  // Widths count code points: an astral character is one, as the terminal draws it.
+  t.is(truncate('🚀rocket', 7), '🚀rocket');
+  t.is(truncate('🚀rocket', 4), '🚀ro…');
+  t.is(fitWidth('🚀ab', 5), '🚀ab  ');
+  t.is(fitWidth('7', 3, 'right'), '  7');
+  t.is(codePoints('🚀ab'), 3);
+  t.is(codePoints('a\ud800b'), 3, 'a lone surrogate is one');
 });
 
 test('pageChanged: only the rows of the page count, a cell or a row changed', (t) => {

@@ -45,13 +45,37 @@ export function age(timestamp: string | undefined, now: number): string {
 }
 
 /**
+ * How many code points `text` has: its width in cells as truncate() counts them. Without a
+ * surrogate pair (every name, number and age) that is its length, found without copying it.
+ */
+export function codePoints(text: string): number {
+  let n = text.length;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0xd800 || c > 0xdbff) continue;
+    const next = text.charCodeAt(i + 1);
+    // A pair is one code point; a lone surrogate counts as one, as spreading the string does.
+    if (next >= 0xdc00 && next <= 0xdfff) {
+      n--;
+      i++;
+    }
+  }
+  return n;
+}
+
+const CONTROL = /\p{Cc}+/gu;
+const HAS_CONTROL = /\p{Cc}/u;
+
+/**
  * Cut `text` to `width` terminal columns, the last one an ellipsis when something was cut.
  * Cells hold names, numbers and messages; control characters (a newline in an Event message)
  * become spaces so one row stays one line.
  */
 export function truncate(text: string, width: number): string {
-  const flat = text.replace(/\p{Cc}+/gu, ' ');
   if (width <= 0) return '';
+  const flat = HAS_CONTROL.test(text) ? text.replace(CONTROL, ' ') : text;
+  // Most cells fit: no copy of them, as every visible cell is fit at every frame.
+  if (flat.length <= width) return flat;
   const chars = [...flat];
   if (chars.length <= width) return flat;
   return `${chars.slice(0, width - 1).join('')}…`;
@@ -60,6 +84,6 @@ export function truncate(text: string, width: number): string {
 /** `text` cut and padded to exactly `width` columns. */
 export function fitWidth(text: string, width: number, align: 'left' | 'right' = 'left'): string {
   const cut = truncate(text, width);
-  const pad = ' '.repeat(Math.max(0, width - [...cut].length));
+  const pad = ' '.repeat(Math.max(0, width - codePoints(cut)));
   return align === 'right' ? pad + cut : cut + pad;
 }

@@ -1,7 +1,7 @@
 // The table every view is: columns, rows, and the pure operations on them that the keys drive
 // (filter, sort, the visible window) and that the terminal's width drives (column layout).
 // No React and no API here: tests drive these alone.
-import { fitWidth } from './format.ts';
+import { codePoints, fitWidth } from './format.ts';
 
 export type Tone = 'error' | 'warn' | 'muted' | undefined;
 
@@ -150,7 +150,7 @@ export const GAP = 2;
 export function layoutColumns(columns: readonly Column[], rows: readonly Row[], width: number): ColumnLayout {
   const natural = columns.map((c, i) => {
     let w = c.header.length + 1; // room for the sort arrow
-    for (const row of rows) w = Math.max(w, [...(row.cells[i] ?? '')].length);
+    for (const row of rows) w = Math.max(w, codePoints(row.cells[i] ?? ''));
     return Math.min(w, Math.max(c.maxWidth ?? 40, c.header.length + 1));
   });
   const min = columns.map((c, i) =>
