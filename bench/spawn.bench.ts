@@ -16,10 +16,10 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  bindReadOnly,
   type ExitStatus,
   mountTmpfs,
   type Namespace,
+  remountReadOnly,
   type SpawnRequest,
   type SpawnTracePoint,
   spawn,
@@ -75,22 +75,24 @@ function isolatedTrue(
 
 /**
  * The two volumes of the volumes row, made once as the engine makes them (node-runtime/volumes/):
- * a tmpfs holding a file (a configMap volume) attached read-only from its read-only view (the
- * manager's ro/<volume>, which the replica's namespace copies locked), and a directory on the temp
+ * a tmpfs holding a file (a configMap volume) attached read-only from the read-only mount the
+ * manager keeps (which the replica's namespace copies locked), and a directory on the temp
  * dir's filesystem (a disk emptyDir) attached read-write, each at a mount point of its own.
  */
 function twoVolumes(dir: string): NonNullable<SpawnRequest['binds']> {
   const config = join(dir, 'config');
-  const view = join(dir, 'config-ro');
   const data = join(dir, 'data');
-  for (const d of [config, view, data, join(dir, 'mnt-config'), join(dir, 'mnt-data')]) mkdirSync(d);
+  for (const d of [config, data, join(dir, 'mnt-config'), join(dir, 'mnt-data')]) mkdirSync(d);
   // The mount points are reached by the replica's (unprivileged) host ids, as a workload's are.
   chmodSync(dir, 0o711);
-  mountTmpfs(config, 'size=1m,mode=0755');
-  writeFileSync(join(config, 'app.conf'), 'key=value\n');
-  bindReadOnly(config, view);
+  // As volumes/manager.ts keeps a replica's files: a tmpfs of 0700 owned by the replica's root,
+  // a directory per volume, the mount read-only.
+  mountTmpfs(config, `size=1m,mode=0700,uid=${HOST_ID},gid=${HOST_ID}`);
+  mkdirSync(join(config, 'app'), { mode: 0o755 });
+  writeFileSync(join(config, 'app', 'app.conf'), 'key=value\n');
+  remountReadOnly(config);
   return [
-    { source: view, target: join(dir, 'mnt-config'), readOnly: true },
+    { source: join(config, 'app'), target: join(dir, 'mnt-config'), readOnly: true },
     { source: data, target: join(dir, 'mnt-data'), readOnly: false },
   ];
 }
@@ -108,7 +110,6 @@ function hostPathVolume(dir: string): NonNullable<SpawnRequest['binds']> {
 
 /** Undoes twoVolumes' mounts. */
 function unmountVolumes(dir: string): void {
-  unmount(join(dir, 'config-ro'));
   unmount(join(dir, 'config'));
 }
 
@@ -232,9 +233,9 @@ export default async function spawnBench(): Promise<{ title: string; markdown: s
         `Measured: ${ratio.toFixed(2)}× — ` +
         `${ratio <= TARGET_RATIO ? 'met' : 'NOT met'}; with two volumes ${volumesRatio.toFixed(2)}× — ` +
         `${volumesRatio <= TARGET_RATIO ? 'met' : 'NOT met'}. The read-only volume is locked against ` +
-        "root of the replica's user namespace: it is bound from the runtime's read-only view of the " +
-        'tmpfs (as volumes/manager.ts keeps one per configMap and secret volume), which the child ' +
-        "clones from its namespace's locked copy (open_tree + mount_setattr, then move_mount); the " +
+        "root of the replica's user namespace: its tmpfs is mounted read-only in the runtime's namespace " +
+        '(as volumes/manager.ts keeps configMap and secret volumes), and the child clones it from its ' +
+        "namespace's locked copy once the id maps are written (open_tree + mount_setattr, then move_mount); the " +
         'writable one is cloned by the parent (open_tree + mount_setattr) and attached by the child. A ' +
         'read-only hostPath has no such view: a mount helper task attaches it in a private mount ' +
         "namespace before the replica's namespaces are made (a thread, an unshare, and that " +

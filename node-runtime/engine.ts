@@ -14,7 +14,7 @@ import { newLogger } from '../platform/log.ts';
 import { type CgroupLayout, CgroupManager, type CgroupStats, detectCgroupLayout } from './cgroups/index.ts';
 import { claim, claimContent } from './claims.ts';
 import { LogStore } from './logs/index.ts';
-import { bindReadOnly, mountTmpfs, unmount } from './native/index.ts';
+import { closeFd, mountTmpfs, remountReadOnly, unmount, writableClone } from './native/index.ts';
 import { StateStore } from './state/store.ts';
 import type { ProcessPorts } from './supervisor/command.ts';
 import { loadProcessApi, type ProcessApi } from './supervisor/process-api.ts';
@@ -196,7 +196,7 @@ export class Engine extends EventEmitter<RuntimeEvents> {
     this.#store = new StateStore(options.stateDir);
     this.volumes = new VolumeManager(
       options.volumeDir ?? path.join(options.stateDir, 'volumes'),
-      { mountTmpfs, unmount, bindReadOnly },
+      { mountTmpfs, unmount, remountReadOnly, writableClone, closeFd },
       options.workloadRoot === undefined ? '/' : path.resolve(options.workloadRoot),
       {
         root: options.persistentDir ?? path.join(options.stateDir, 'persistent'),

@@ -103,7 +103,8 @@ interface NativeBinding {
   closeFd(fd: number): number;
   mountTmpfs(target: string, options: string): number;
   unmount(target: string): number;
-  bindReadOnly(source: string, target: string): number;
+  remountReadOnly(target: string): number;
+  writableClone(source: string): number;
   forceCloneFallback(level: number): void;
   spawnTrace(on: boolean): [string, number, number][];
   netnsConnect(
@@ -476,17 +477,27 @@ export function mountTmpfs(target: string, options: string): void {
 }
 
 /**
- * A read-only (and nosuid, nodev) view of the directory `source` at `target`, in the runtime's
- * mount namespace; only the mount at `source`, not those below it. A read-only volume bound from
- * such a view in a user namespace is locked by the kernel's copy of the mount namespace, without
- * the spawn's mount helper (README.md, "Locked volumes"): volumes/manager.ts makes one per
- * configMap and secret volume. Undone with unmount(target).
+ * Makes the mount at `target` (a volume's tmpfs, in the runtime's mount namespace) read-only,
+ * nosuid and nodev. A read-only volume bound from it in a user namespace is locked by the
+ * kernel's copy of the mount namespace, without the spawn's mount helper (README.md, "Locked
+ * volumes"): volumes/manager.ts keeps each replica's configMap and secret tmpfs so, and writes
+ * through writableClone.
  */
-export function bindReadOnly(source: string, target: string): void {
-  expectAbsolute('source', source);
+export function remountReadOnly(target: string): void {
   expectAbsolute('target', target);
-  const rc = native.bindReadOnly(source, target);
-  if (rc < 0) throw new SpawnError(-rc, 'bind-read-only', target);
+  const rc = native.remountReadOnly(target);
+  if (rc < 0) throw new SpawnError(-rc, 'remount-read-only', target);
+}
+
+/**
+ * A writable clone of the mount at `source`, attached nowhere: its files are reached through
+ * `/proc/self/fd/<fd>`, and closeFd(fd) unmounts it. How the runtime writes a read-only tmpfs.
+ */
+export function writableClone(source: string): number {
+  expectAbsolute('source', source);
+  const fd = native.writableClone(source);
+  if (fd < 0) throw new SpawnError(-fd, 'writable-clone', source);
+  return fd;
 }
 
 /** Detaches the mount at target (umount2 MNT_DETACH); EINVAL (not a mount point) and ENOENT are not errors. */

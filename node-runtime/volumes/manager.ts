@@ -6,10 +6,9 @@
  * <root>/<replica id>/            0700, the runtime's
  *   files/                        tmpfs (configMap and secret volumes; never on disk), 0700, owned
  *     <volume>/                   by the uid the replica's processes run as; one 0755 directory per
- *                                 volume, written by atomic-writer.ts
- *   ro/<volume>/                  a read-only bind of files/<volume> (TmpfsApi.bindReadOnly), the
- *                                 bind source: in a replica's user namespace the kernel locks
- *                                 it, and a volume bound from it, read-only
+ *                                 volume, written by atomic-writer.ts; the mount read-only (so a
+ *                                 replica's user namespace copies it locked), written through a
+ *                                 writable clone attached nowhere (TmpfsApi.writableClone)
  *   empty/<volume>/               emptyDir: a directory (medium "") or a tmpfs of size sizeLimit
  *                                 (Memory), 0777, owned by the replica's root
  * <persistent root>/<key>/        persistent: a directory that outlives the replica (the agent's
@@ -20,9 +19,10 @@
  *
  * Each process attaches its mounts itself at spawn (native binds: a detached mount made by the
  * runtime, attached in the process's own mount namespace), so `<root>` may be closed to it. A
- * read-only volume whose source is a read-only mount is cloned by the process from its own copy
- * of that mount, which the kernel locked (node-runtime/native/README.md, "Locked volumes"): the
- * `ro/` views make configMap and secret volumes so, once per replica rather than per spawn.
+ * read-only volume whose source is on a read-only mount is cloned by the process from its own
+ * copy of that mount, which the kernel locked (node-runtime/native/README.md, "Locked volumes"):
+ * the `files/` tmpfs is kept read-only for that, once per replica rather than per spawn, and
+ * adds no mount to the runtime's namespace (each one there is copied into every replica's).
  */
 import {
   chmodSync,
@@ -44,8 +44,11 @@ import { prepareHostPath } from './host-path.ts';
 export interface TmpfsApi {
   mountTmpfs(target: string, options: string): void;
   unmount(target: string): void;
-  /** A read-only bind of source at target (native bindReadOnly); without it there are no ro/ views. */
-  bindReadOnly?(source: string, target: string): void;
+  /** Makes the mount at target read-only (native remountReadOnly); without it files/ stays writable. */
+  remountReadOnly?(target: string): void;
+  /** A writable clone of the mount at source, attached nowhere, reached as /proc/self/fd/<fd>. */
+  writableClone?(source: string): number;
+  closeFd?(fd: number): void;
 }
 
 /** What a configMap or secret volume's tmpfs may hold per volume: two versions of a 1 MiB object, and room. */
@@ -129,16 +132,25 @@ export class VolumeManager {
   source(id: string, volume: VolumeSpec): string {
     if ('hostPath' in volume) return volume.hostPath.path;
     if ('persistent' in volume) return path.join(this.#persistent.root, volume.persistent.key);
-    if ('files' in volume)
-      return this.#api.bindReadOnly
-        ? path.join(this.dir(id), 'ro', volume.name)
-        : this.#files(id, volume.name);
-    return path.join(this.dir(id), 'empty', volume.name);
+    return 'files' in volume
+      ? path.join(this.dir(id), 'files', volume.name)
+      : path.join(this.dir(id), 'empty', volume.name);
   }
 
-  /** Where a configMap or secret volume's files are written (the tmpfs). */
-  #files(id: string, volume: string): string {
-    return path.join(this.dir(id), 'files', volume);
+  /**
+   * Runs `write` on a writable path to the replica's files tmpfs: a clone of the read-only mount
+   * attached nowhere (/proc/self/fd/<fd>), unmounted after; the mount itself without that API.
+   */
+  #writable<T>(id: string, write: (filesDir: string) => T): T {
+    const filesDir = path.join(this.dir(id), 'files');
+    const { writableClone, closeFd } = this.#api;
+    if (!writableClone || !closeFd) return write(filesDir);
+    const fd = writableClone(filesDir);
+    try {
+      return write(`/proc/self/fd/${fd}`);
+    } finally {
+      closeFd(fd);
+    }
   }
 
   /**
@@ -175,14 +187,10 @@ export class VolumeManager {
           `size=${size},nr_inodes=${objects.length * 4096 + 16},mode=0700,uid=${ids.process.uid},gid=${ids.process.gid}`,
         );
       }
-      for (const v of objects) mkdirSync(path.join(filesDir, v.name), { recursive: true, mode: 0o755 });
-      if (this.#api.bindReadOnly) {
-        for (const v of objects) {
-          const view = path.join(dir, 'ro', v.name);
-          mkdirSync(view, { recursive: true, mode: 0o700 });
-          if (!isMountPoint(view)) this.#api.bindReadOnly(path.join(filesDir, v.name), view);
-        }
-      }
+      this.#writable(spec.id, (w) => {
+        for (const v of objects) mkdirSync(path.join(w, v.name), { recursive: true, mode: 0o755 });
+      });
+      this.#api.remountReadOnly?.(filesDir);
     }
     for (const v of volumes) {
       if (!('emptyDir' in v)) continue;
@@ -247,7 +255,7 @@ export class VolumeManager {
   writeFiles(id: string, volume: VolumeSpec, files: readonly VolumeFile[], owner: FileOwner): void {
     if (!('files' in volume))
       throw new TypeError(`volume ${volume.name} of ${id} is not a configMap or secret volume`);
-    writeAtomic(this.#files(id, volume.name), files, owner);
+    this.#writable(id, (w) => writeAtomic(path.join(w, volume.name), files, owner));
   }
 
   /** Bytes a disk emptyDir holds (allocated blocks, as du counts them), stopping once over `limit`. */
@@ -262,9 +270,6 @@ export class VolumeManager {
     const empty = path.join(dir, 'empty');
     for (const name of readdirOrEmpty(empty).filter((e) => e.isDirectory()))
       this.#api.unmount(path.join(empty, name.name));
-    const views = path.join(dir, 'ro');
-    for (const name of readdirOrEmpty(views).filter((e) => e.isDirectory()))
-      this.#api.unmount(path.join(views, name.name));
     this.#api.unmount(path.join(dir, 'files'));
     rmSync(dir, { recursive: true, force: true });
   }

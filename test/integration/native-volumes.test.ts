@@ -8,13 +8,16 @@ import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import {
-  bindReadOnly,
+  closeFd,
   forceCloneFallback,
   mountTmpfs,
+  remountReadOnly,
   SpawnError,
   type SpawnRequest,
+  sendSignal,
   spawnTrace,
   unmount,
+  writableClone,
 } from '../../node-runtime/native/index.ts';
 import { runNative, tempDir } from './fixtures/native-run.ts';
 
@@ -199,18 +202,24 @@ for (const fallback of ['no-into-cgroup', 'no-clone3', 'fork'] as const) {
 }
 
 test.serial(
-  'a read-only volume bound from a read-only view is cloned by the child, locked, without the mount helper',
+  'a read-only volume on a read-only tmpfs is cloned by the child, locked, without the mount helper',
   async (t) => {
     const { dir, binds } = volumes(t);
-    // As volumes/manager.ts makes ro/<volume>: a read-only bind of the tmpfs in the runtime's namespace.
-    const view = join(dir, 'config-ro');
-    mkdirSync(view);
-    bindReadOnly(join(dir, 'config'), view);
-    t.teardown(() => unmount(view));
+    // As volumes/manager.ts keeps a replica's files: a tmpfs of 0700 owned by the replica's root
+    // (searchable by the child only once its id maps are written), a directory per volume, the
+    // mount read-only; written through a writable clone attached nowhere.
+    const files = join(dir, 'files');
+    mkdirSync(files);
+    mountTmpfs(files, `size=1m,mode=0700,uid=${userNamespace.hostUid},gid=${userNamespace.hostGid}`);
+    t.teardown(() => unmount(files));
+    mkdirSync(join(files, 'app'), { mode: 0o755 });
+    writeFileSync(join(files, 'app', 'app.conf'), 'key=value\n');
+    remountReadOnly(files);
+    t.throws(() => writeFileSync(join(files, 'app', 'app.conf'), 'x'), { code: 'EROFS' });
     const p = join(dir, 'mnt-config');
     spawnTrace(true);
     t.teardown(() => spawnTrace(false));
-    const { exited, log } = runNative(
+    const { child, exited, log } = runNative(
       t,
       {
         file: '/bin/sh',
@@ -224,13 +233,14 @@ test.serial(
             `grep " ${p} " /proc/self/mountinfo | cut -d" " -f6`,
             `cat ${p}/app.conf`,
             `echo written > ${join(dir, 'mnt-data', 'out')}; echo "rw rc=$?"`,
+            'exec sleep 30',
           ].join('; '),
         ],
         env: [PATH],
         namespaces: [...isolated],
         userNamespace,
         binds: [
-          { source: view, target: p, readOnly: true },
+          { source: join(files, 'app'), target: p, readOnly: true },
           binds[2] as NonNullable<SpawnRequest['binds']>[number],
         ],
       },
@@ -239,7 +249,8 @@ test.serial(
     const steps = spawnTrace(false).map((x) => x.step);
     t.true(steps.includes('volume-trees'), 'the child cloned the volume');
     t.false(steps.includes('helper'), 'no mount helper');
-    t.deepEqual(await exited, { code: 0, signal: null });
+    const deadline = Date.now() + 10_000;
+    while (!log().includes('rw rc=') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     const out = log();
     t.log(out);
     t.regex(out, /^remount rc=32 .*permission denied/m);
@@ -248,9 +259,17 @@ test.serial(
     t.regex(out, /^ro,nosuid,nodev/m);
     t.regex(out, /^key=value$/m);
     t.regex(out, /^rw rc=0$/m);
-    t.is(readFileSync(join(dir, 'config', 'app.conf'), 'utf8'), 'key=value\n');
-    // The runtime's view is read-only for the runtime too, and its files are what the tmpfs holds.
-    t.throws(() => writeFileSync(join(view, 'app.conf'), 'x'), { code: 'EROFS' });
+    // The runtime writes through a writable clone; the replica sees it at once.
+    const fd = writableClone(files);
+    try {
+      writeFileSync(`/proc/self/fd/${fd}/app/app.conf`, 'key=new\n');
+    } finally {
+      closeFd(fd);
+    }
+    t.is(readFileSync(`/proc/${child.pid}/root${p}/app.conf`, 'utf8'), 'key=new\n');
+    t.throws(() => writeFileSync(join(files, 'app', 'app.conf'), 'x'), { code: 'EROFS' });
+    sendSignal(child.pidfd, 'SIGKILL');
+    t.deepEqual(await exited, { code: null, signal: 'SIGKILL' });
   },
 );
 

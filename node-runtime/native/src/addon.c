@@ -124,32 +124,45 @@ fail:
   return NULL;
 }
 
-/* A read-only view of `source` at `target`, in the runtime's mount namespace: a bind made as a
- * detached mount (open_tree, only the mount at source, not those below it), read-only, nosuid and
- * nodev, then attached. A replica's mount namespace copies it locked (README.md, "Locked
- * volumes"), so a volume bound from it is locked without the spawn's mount helper. 0 or -errno. */
-static napi_value api_bind_read_only(napi_env env, napi_callback_info cbinfo) {
-  size_t argc = 2;
-  napi_value args[2];
-  CHECK(napi_get_cb_info(env, cbinfo, &argc, args, NULL, NULL));
-  char *source = js_string(env, args[0]);
-  char *target = source ? js_string(env, args[1]) : NULL;
-  int rc = -1;
-  if (source && target) {
-    int fd = (int)syscall(SYS_open_tree, AT_FDCWD, source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
-    struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
-    if (fd >= 0 && syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH, &attr, sizeof attr) == 0 &&
-        syscall(SYS_move_mount, fd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) == 0)
-      rc = 0;
-    int err = errno;
-    if (fd >= 0) close(fd);
-    errno = err;
-  }
+/* remountReadOnly(target): the mount at target (a volume's tmpfs, in the runtime's namespace)
+ * made read-only, nosuid and nodev; the mount only (AT_EMPTY_PATH-free: the path's mount), not
+ * the superblock. A replica's mount namespace copies it locked (README.md, "Locked volumes").
+ * 0 or -errno. */
+static napi_value api_remount_read_only(napi_env env, napi_callback_info cbinfo) {
+  size_t argc = 1;
+  napi_value arg;
+  CHECK(napi_get_cb_info(env, cbinfo, &argc, &arg, NULL, NULL));
+  char *target = js_string(env, arg);
+  struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
+  int rc = target ? (int)syscall(SYS_mount_setattr, AT_FDCWD, target, 0, &attr, sizeof attr) : -1;
   int err = errno;
-  free(source);
   free(target);
   errno = err;
   return js_rc(env, rc);
+fail:
+  return NULL;
+}
+
+/* writableClone(path): a writable detached clone of the mount at path (open_tree OPEN_TREE_CLONE,
+ * read-only cleared), attached nowhere: the runtime writes a read-only volume's files through
+ * /proc/self/fd/<fd>, and closing the fd unmounts the clone. The fd or -errno. */
+static napi_value api_writable_clone(napi_env env, napi_callback_info cbinfo) {
+  size_t argc = 1;
+  napi_value arg;
+  CHECK(napi_get_cb_info(env, cbinfo, &argc, &arg, NULL, NULL));
+  char *source = js_string(env, arg);
+  int fd = source ? (int)syscall(SYS_open_tree, AT_FDCWD, source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC) : -1;
+  struct mount_attr attr = {.attr_clr = MOUNT_ATTR_RDONLY};
+  if (fd >= 0 && syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0) {
+    int err = errno;
+    close(fd);
+    errno = err;
+    fd = -1;
+  }
+  int err = errno;
+  free(source);
+  errno = err;
+  return js_rc(env, fd);
 fail:
   return NULL;
 }
@@ -265,7 +278,8 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"closeFd", NULL, api_close_fd, NULL, NULL, NULL, napi_default, NULL},
       {"mountTmpfs", NULL, api_mount_tmpfs, NULL, NULL, NULL, napi_default, NULL},
       {"unmount", NULL, api_unmount, NULL, NULL, NULL, napi_default, NULL},
-      {"bindReadOnly", NULL, api_bind_read_only, NULL, NULL, NULL, napi_default, NULL},
+      {"remountReadOnly", NULL, api_remount_read_only, NULL, NULL, NULL, napi_default, NULL},
+      {"writableClone", NULL, api_writable_clone, NULL, NULL, NULL, napi_default, NULL},
       {"forceCloneFallback", NULL, api_force_fallback, NULL, NULL, NULL, napi_default, NULL},
       {"kernelFeatures", NULL, api_kernel_features, NULL, NULL, NULL, napi_default, NULL},
       {"spawnTrace", NULL, api_spawn_trace, NULL, NULL, NULL, napi_default, NULL},

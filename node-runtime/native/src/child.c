@@ -66,6 +66,8 @@ static void join_cgroups(const struct orrery_spawn_plan *plan) {
  * along): pivot_root(2) wants a mount point. A new /proc goes in before the pivot, while the
  * runtime's /proc is still visible: in a user namespace the kernel mounts proc only where one is
  * fully visible already (proc(5), "mnt_already_visible"). */
+static void attach_volumes(const struct orrery_spawn_plan *plan, const int *bind_fds);
+
 static void setup_mounts(const struct orrery_spawn_plan *plan, const int *bind_fds) {
   /* mount --make-rprivate /: the new mount namespace starts with shared propagation on
    * systemd hosts; without this our /proc would propagate back to the host (mount_namespaces(7)).
@@ -87,15 +89,8 @@ static void setup_mounts(const struct orrery_spawn_plan *plan, const int *bind_f
     if (umount2(".", MNT_DETACH) < 0) fail(plan, STEP_ROOT, errno, 3);
     if (chdir("/") < 0) fail(plan, STEP_ROOT, errno, 4);
   }
-  /* Volumes: the parent made each a detached mount (open_tree, already read-only where asked, so
-   * the child never resolves the runtime's 0700 directories); attach them at their targets. With
-   * a user namespace the helper attached them already, before this namespace was copied from its
-   * own, so they are locked (clone.c, "Locked volumes"). */
-  for (int i = 0; i < plan->n_binds && !plan->lock_binds; i++) {
-    if (syscall(SYS_move_mount, bind_fds[i], "", AT_FDCWD, plan->bind_targets[i],
-                MOVE_MOUNT_F_EMPTY_PATH) < 0)
-      fail(plan, STEP_VOLUME, errno, i);
-  }
+  /* Volumes (attach_volumes) here without a user namespace; with one, after the id maps. */
+  if (bind_fds && plan->userns_sync[0] < 0) attach_volumes(plan, bind_fds);
   /* The runtime's own directories (and a pod's service account token) under an empty read-only
    * tmpfs, as runc masks paths: its mode keeps them closed already, this keeps them unseen. A path
    * that does not exist, or that the workload's ids cannot reach (EACCES on a directory above it),
@@ -109,18 +104,44 @@ static void setup_mounts(const struct orrery_spawn_plan *plan, const int *bind_f
 }
 
 /* The volumes' detached mounts: the parent's (plan->bind_fds), and for a read-only volume whose
- * source is a read-only mount of the runtime's, a clone of this namespace's copy of that mount,
- * which the kernel locked when it copied the namespace into our less privileged user namespace;
- * the clone keeps MNT_LOCK_READONLY. Done first, while our host ids are still the runtime's (the
- * owner of the 0700 directories above the source) and while the parent writes the id maps. Into
- * fds (our own stack: the plan is the parent's memory, and these fds are only in our table). */
-static void clone_volume_sources(const struct orrery_spawn_plan *plan, int *fds) {
+ * source is a read-only mount of the runtime's (bind_sources), a clone of this namespace's copy of
+ * that mount, which the kernel locked when it copied the namespace into our less privileged user
+ * namespace; the clone keeps MNT_LOCK_READONLY (README.md, "Locked volumes"). In two steps, fds in
+ * our own stack (the plan is the parent's memory, and these fds are only in our table):
+ * open_volume_dirs, first, opens the directory above each source (bind_source_dirs) while our ids
+ * are still the runtime's, the owner of its 0700 directories, and before a pivot into a workload
+ * root hides them; clone_volume_sources, once the id maps are written, clones the source from
+ * there: a volume's tmpfs root is 0700 of the replica's own uid, which we may search only with
+ * CAP_DAC_READ_SEARCH over a mapped owner. */
+static void open_volume_dirs(const struct orrery_spawn_plan *plan, int *fds) {
   for (int i = 0; i < plan->n_binds; i++) {
     fds[i] = plan->bind_fds[i];
     if (!plan->bind_sources[i]) continue;
-    fds[i] = (int)syscall(SYS_open_tree, AT_FDCWD, plan->bind_sources[i], OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    fds[i] = open(plan->bind_source_dirs[i], O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fds[i] < 0) fail(plan, STEP_VOLUME, errno, i);
+  }
+}
+
+static void clone_volume_sources(const struct orrery_spawn_plan *plan, int *fds) {
+  for (int i = 0; i < plan->n_binds; i++) {
+    if (!plan->bind_sources[i]) continue;
+    int dir = fds[i];
+    fds[i] = (int)syscall(SYS_open_tree, dir, plan->bind_source_names[i], OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
     struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
     if (fds[i] < 0 || syscall(SYS_mount_setattr, fds[i], "", AT_EMPTY_PATH, &attr, sizeof attr) < 0)
+      fail(plan, STEP_VOLUME, errno, i);
+    close(dir);
+  }
+}
+
+/* Volumes: the parent made each a detached mount (open_tree, already read-only where asked, so
+ * the child never resolves the runtime's 0700 directories), or the child cloned it from a locked
+ * mount (above); attach them at their targets, paths inside the root. With a user namespace and
+ * no such clone, the helper attached them already, before this namespace was copied from its
+ * own, so they are locked (clone.c, "Locked volumes"). */
+static void attach_volumes(const struct orrery_spawn_plan *plan, const int *bind_fds) {
+  for (int i = 0; i < plan->n_binds; i++) {
+    if (syscall(SYS_move_mount, bind_fds[i], "", AT_FDCWD, plan->bind_targets[i], MOVE_MOUNT_F_EMPTY_PATH) < 0)
       fail(plan, STEP_VOLUME, errno, i);
   }
 }
@@ -141,17 +162,21 @@ static void setup_stdio(const struct orrery_spawn_plan *plan) {
     fail(plan, STEP_DUP2, errno, 0);
 }
 
-/* Become root of the new user namespace once the parent has mapped it. Until then the child's
+/* Become root of the new user namespace once the parent has mapped it (await_id_maps, then
+ * become_root). Until then the child's
  * ids are still the runtime's (host root, unmapped here): setresuid(0) inside moves them to the
  * first id of the replica's host range, keeping the capabilities the namespace gave, which only
  * count inside it (user_namespaces(7), "Capabilities"). The write end is closed first so that a
  * parent that gives up (and closes its own) is seen as EOF. */
-static void enter_user_namespace(const struct orrery_spawn_plan *plan) {
+static void await_id_maps(const struct orrery_spawn_plan *plan) {
   close(plan->userns_sync[1]);
   char ok = 0;
   ssize_t n = TEMP_FAILURE_RETRY(read(plan->userns_sync[0], &ok, 1));
   if (n != 1) fail(plan, STEP_USERNS, n < 0 ? errno : EPIPE, 0);
   close(plan->userns_sync[0]);
+}
+
+static void become_root(const struct orrery_spawn_plan *plan) {
   if (syscall(SYS_setresgid, 0, 0, 0) < 0 || syscall(SYS_setresuid, 0, 0, 0) < 0)
     fail(plan, STEP_USERNS, errno, 1);
   if (syscall(SYS_setgroups, 0, NULL) < 0) fail(plan, STEP_SETGROUPS, errno, 0);
@@ -357,10 +382,8 @@ int orrery_child_main(void *arg) {
   if (!plan->workload_path) reset_signals(plan);
   ORRERY_TRACE(TR_SIGNALS);
   int bind_fds[ORRERY_MAX_BINDS];
-  if (plan->n_binds > 0 && !plan->lock_binds) {
-    clone_volume_sources(plan, bind_fds);
-    ORRERY_TRACE(TR_VOLUME_TREES);
-  }
+  int volumes = plan->n_binds > 0 && !plan->lock_binds;
+  if (volumes) open_volume_dirs(plan, bind_fds);
   /* With a user namespace, everything up to the resource limits is done before the parent's id
    * maps are awaited (enter_user_namespace), while it writes them: our capabilities over the new
    * namespaces are whole from the clone on, and our ids are still the runtime's (host root, the
@@ -377,7 +400,7 @@ int orrery_child_main(void *arg) {
   if (plan->hostname && sethostname(plan->hostname, strlen(plan->hostname)) < 0)
     fail(plan, STEP_SETHOSTNAME, errno, 0);
   ORRERY_TRACE(TR_HOSTNAME);
-  if (plan->ns_flags & CLONE_NEWNS) setup_mounts(plan, bind_fds);
+  if (plan->ns_flags & CLONE_NEWNS) setup_mounts(plan, volumes ? bind_fds : NULL);
   if (plan->loopback) {
     int err = orrery_loopback_up();
     if (err) fail(plan, STEP_LOOPBACK, err, 0);
@@ -385,8 +408,16 @@ int orrery_child_main(void *arg) {
   setup_stdio(plan);
   ORRERY_TRACE(TR_STDIO);
   /* With a user namespace the limits come after the wait: the parent plans them meanwhile. */
-  if (plan->userns_sync[0] >= 0) enter_user_namespace(plan);
-  ORRERY_TRACE(TR_USERNS);
+  if (plan->userns_sync[0] >= 0) {
+    await_id_maps(plan);
+    ORRERY_TRACE(TR_USERNS);
+    if (volumes) {
+      clone_volume_sources(plan, bind_fds);
+      attach_volumes(plan, bind_fds);
+      ORRERY_TRACE(TR_VOLUME_TREES);
+    }
+    become_root(plan);
+  }
   set_rlimits(plan);
   drop_privileges(plan);
   if (plan->cwd && chdir(plan->cwd) < 0) fail(plan, STEP_CHDIR, errno, 0);

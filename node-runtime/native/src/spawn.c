@@ -297,6 +297,7 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
   const char *step = NULL;
   int rc = -1;
   int map_failed = 0;
+  char *source_dirs = NULL; /* the child's bind_source_dirs, freed once it has exec'd or died */
   struct orrery_spawn_result rc_res;
   memset(&rc_res, 0, sizeof rc_res);
 
@@ -367,11 +368,29 @@ int orrery_spawn(const struct orrery_spawn_request *req, struct orrery_spawn_res
                                     !(st.f_flag & ST_RDONLY)))
       child_clones = 0;
   }
+  if (child_clones) {
+    size_t total = 0;
+    for (int i = 0; i < req->n_binds; i++) total += strlen(req->binds[i].source) + 2;
+    source_dirs = malloc(total);
+    if (!source_dirs) {
+      rc = fail(res, "volume", ENOMEM, NULL);
+      goto out_join;
+    }
+  }
+  char *next_dir = source_dirs;
   for (int i = 0; i < req->n_binds; i++) {
     if (child_clones && req->binds[i].read_only) {
+      const char *src = req->binds[i].source;
+      const char *slash = strrchr(src, '/');
+      size_t dir_len = slash == src ? 1 : (size_t)(slash - src);
+      memcpy(next_dir, src, dir_len);
+      next_dir[dir_len] = 0;
       plan.bind_fds[plan.n_binds] = -1;
-      plan.bind_sources[plan.n_binds] = req->binds[i].source;
+      plan.bind_sources[plan.n_binds] = src;
+      plan.bind_source_dirs[plan.n_binds] = next_dir;
+      plan.bind_source_names[plan.n_binds] = slash[1] ? slash + 1 : ".";
       plan.bind_targets[plan.n_binds++] = req->binds[i].target;
+      next_dir += dir_len + 1;
       continue;
     }
     int fd = open_bind(&req->binds[i]);
@@ -453,6 +472,7 @@ out_pipe:
   orrery_close_fd(pipe_fds[1]);
   if (child.pid < 0) {
     close(pipe_fds[0]);
+    free(source_dirs);
     return rc;
   }
   if (map_failed) {
@@ -462,8 +482,11 @@ out_pipe:
     close(pipe_fds[0]);
     orrery_clone_release_stack(child.stack);
     reap(child.pidfd);
+    free(source_dirs);
     *res = rc_res;
     return -1;
   }
-  return await_exec(req, res, pipe_fds[0], &child);
+  rc = await_exec(req, res, pipe_fds[0], &child);
+  free(source_dirs);
+  return rc;
 }

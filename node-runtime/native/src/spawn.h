@@ -29,11 +29,14 @@ struct orrery_spawn_plan {
    * (move_mount), after the root and /proc and before the masks. */
   int bind_fds[ORRERY_MAX_BINDS];
   const char *bind_targets[ORRERY_MAX_BINDS];
-  /* A read-only volume whose source is a read-only mount of the runtime's (volumes/manager.ts
-   * makes one per configMap and secret volume; bindReadOnly): bind_fds[i] is -1 and the child
+  /* A read-only volume whose source is on a read-only mount of the runtime's (volumes/manager.ts
+   * keeps a replica's configMap and secret tmpfs so; remountReadOnly): bind_fds[i] is -1 and the child
    * clones bind_sources[i] itself, from its own namespace's copy of that mount, which the kernel
    * locked; the clone keeps the lock (README.md, "Locked volumes"). NULL otherwise. */
   const char *bind_sources[ORRERY_MAX_BINDS];
+  /* bind_sources[i] split for the child: the directory above it and the last element. */
+  const char *bind_source_dirs[ORRERY_MAX_BINDS];
+  const char *bind_source_names[ORRERY_MAX_BINDS];
   int n_binds;
   /* With a user namespace: a helper task attaches the volumes before the child's namespaces are
    * made, so that the kernel locks them (clone.c, "Locked volumes"); the child then leaves them
