@@ -19,6 +19,7 @@ import {
   unmount,
   writableClone,
 } from '../../node-runtime/native/index.ts';
+import { minimalRoot, ROOT_MARKER } from '../helpers/workload-root.ts';
 import { runNative, tempDir } from './fixtures/native-run.ts';
 
 const isolated = ['pid', 'mount', 'uts', 'ipc'] as const;
@@ -287,4 +288,41 @@ test.serial('a read-only volume from a writable source takes the mount helper, a
   const steps = spawnTrace(false).map((x) => x.step);
   t.true(steps.includes('helper-mounts'), `steps: ${steps.join(' ')}`);
   t.false(steps.includes('volume-trees'));
+});
+
+test("with a workload root the child still clones a read-only volume from the runtime's read-only tmpfs, before and after the pivot", async (t) => {
+  const dir = tempDir(t, 'orrery-native-vol-root-');
+  const root = await minimalRoot(dir);
+  mkdirSync(join(root, 'config'));
+  // The runtime's tmpfs lives outside the root (the runtime's own files, a container's), as the
+  // manager keeps it: 0700 of the replica's root, read-only.
+  const files = join(dir, 'files');
+  mkdirSync(files);
+  mountTmpfs(files, `size=1m,mode=0700,uid=${userNamespace.hostUid},gid=${userNamespace.hostGid}`);
+  t.teardown(() => unmount(files));
+  mkdirSync(join(files, 'app'), { mode: 0o755 });
+  writeFileSync(join(files, 'app', 'app.conf'), 'key=value\n');
+  remountReadOnly(files);
+  spawnTrace(true);
+  t.teardown(() => spawnTrace(false));
+  const { exited, log } = runNative(
+    t,
+    {
+      file: '/usr/bin/sh',
+      argv: [
+        'sh',
+        '-c',
+        'cat /config/app.conf; cat /root-marker; (echo x > /config/app.conf) 2>&1; echo "rc=$?"',
+      ],
+      namespaces: [...isolated],
+      userNamespace,
+      root,
+      binds: [{ source: join(files, 'app'), target: '/config', readOnly: true }],
+    },
+    { exitStatusFile: true, prefix: 'orrery-native-vol-log-' },
+  );
+  const steps = spawnTrace(false).map((x) => x.step);
+  t.true(steps.includes('volume-trees'), `steps: ${steps.join(' ')}`);
+  t.deepEqual(await exited, { code: 0, signal: null });
+  t.regex(log(), new RegExp(`^key=value\\n${ROOT_MARKER}\\n.*Read-only file system\\nrc=[1-9]\\n$`));
 });

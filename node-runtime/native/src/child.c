@@ -385,7 +385,7 @@ int orrery_child_main(void *arg) {
   int volumes = plan->n_binds > 0 && !plan->lock_binds;
   if (volumes) open_volume_dirs(plan, bind_fds);
   /* With a user namespace, everything up to the resource limits is done before the parent's id
-   * maps are awaited (enter_user_namespace), while it writes them: our capabilities over the new
+   * maps are awaited (await_id_maps), while it writes them: our capabilities over the new
    * namespaces are whole from the clone on, and our ids are still the runtime's (host root, the
    * owner of its 0700 directories), so none of it needs the maps, and the wait mostly vanishes
    * behind it. Paths are still resolved only in our own mount namespace, where a mount can hide
@@ -400,6 +400,16 @@ int orrery_child_main(void *arg) {
   if (plan->hostname && sethostname(plan->hostname, strlen(plan->hostname)) < 0)
     fail(plan, STEP_SETHOSTNAME, errno, 0);
   ORRERY_TRACE(TR_HOSTNAME);
+  /* The volumes' sources are cloned once the maps are written; with a workload root that must be
+   * before the pivot, which detaches the runtime's tree the sources are in (a clone from a
+   * detached mount is refused, EINVAL): then the wait comes here, before the mounts. */
+  int userns = plan->userns_sync[0] >= 0;
+  int early_maps = userns && volumes && plan->root;
+  if (early_maps) {
+    await_id_maps(plan);
+    ORRERY_TRACE(TR_USERNS);
+    clone_volume_sources(plan, bind_fds);
+  }
   if (plan->ns_flags & CLONE_NEWNS) setup_mounts(plan, volumes ? bind_fds : NULL);
   if (plan->loopback) {
     int err = orrery_loopback_up();
@@ -408,11 +418,13 @@ int orrery_child_main(void *arg) {
   setup_stdio(plan);
   ORRERY_TRACE(TR_STDIO);
   /* With a user namespace the limits come after the wait: the parent plans them meanwhile. */
-  if (plan->userns_sync[0] >= 0) {
-    await_id_maps(plan);
-    ORRERY_TRACE(TR_USERNS);
+  if (userns) {
+    if (!early_maps) {
+      await_id_maps(plan);
+      ORRERY_TRACE(TR_USERNS);
+    }
     if (volumes) {
-      clone_volume_sources(plan, bind_fds);
+      if (!early_maps) clone_volume_sources(plan, bind_fds);
       attach_volumes(plan, bind_fds);
       ORRERY_TRACE(TR_VOLUME_TREES);
     }
