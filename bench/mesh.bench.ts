@@ -1351,7 +1351,7 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
           ]
         : []),
       '',
-      `Endpoint change: the EndpointSlice of a tcp Service replaced (one of three endpoints alternately not ready and ready), timed from the write until the proxy's \`ports()\` shows the new ready count; the proxy in this process (\`startProxy\`), on a namespace of its own; ${changes.propagation.length} changes after ${CHANGES_WARMUP} not recorded (the p99 of 50 is their largest): p50 ${prop.p50.toFixed(1)} ms, p99 ${prop.p99.toFixed(1)} ms, mean ${prop.mean.toFixed(1)} ms; of it the PUT round trip p50 ${wr.p50.toFixed(1)} ms, p99 ${wr.p99.toFixed(1)} ms. The same-host fast path (process exit → out of the pool ≤ 5 ms) does not exist yet and is not measured.`,
+      `Endpoint change: the EndpointSlice of a tcp Service replaced (one of three endpoints alternately not ready and ready), timed from the write until the proxy's \`ports()\` shows the new ready count; the proxy in this process (\`startProxy\`), on a namespace of its own; ${changes.propagation.length} changes after ${CHANGES_WARMUP} not recorded (the p99 of 50 is their largest): p50 ${prop.p50.toFixed(1)} ms, p99 ${prop.p99.toFixed(1)} ms, mean ${prop.mean.toFixed(1)} ms; of it the PUT round trip p50 ${wr.p50.toFixed(1)} ms, p99 ${wr.p99.toFixed(1)} ms. The same-host fast path (process exit → out of the pool ≤ 5 ms) is measured by test/integration/mesh-fastpath.test.ts (mesh/README.md).`,
       '',
       proxyLog.size === 0
         ? 'The proxy logged no warning or error.'
