@@ -1200,7 +1200,7 @@ export interface HostStatus {
   capacity?: ResourceList;
   allocatable?: ResourceList;
   /**
-   * The limits the runtime gives a replica whose template sets none (orrery runtime --default-memory, --default-pids); the scheduler counts them as its requests on this host.
+   * The limits the runtime gives a replica whose template sets none (orrery runtime --default-memory, --default-pids). The scheduler does not count them: such a replica asks for nothing, as a Kubernetes pod without requests (BestEffort).
    */
   defaultResources?: {
     /**

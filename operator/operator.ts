@@ -32,7 +32,6 @@ import { hostController, LeaseObserver } from './hosts/controller.ts';
 import { instanceController } from './instance/controller.ts';
 import { OperatorMetrics } from './metrics.ts';
 import { placeAtCreation, SchedulerCache, schedulerController } from './scheduler/controller.ts';
-import { defaultsOf } from './scheduler/fit.ts';
 import { serviceController } from './service/controller.ts';
 import { parseCidr } from './service/vip.ts';
 
@@ -159,7 +158,7 @@ function startControllers(
   // the scheduler's view of what is bound where.
   const leases = new LeaseObserver();
   leases.watch(informers.leases);
-  const cache = new SchedulerCache((host) => defaultsOf(informers.hosts.get(host)));
+  const cache = new SchedulerCache();
   const controllers: Controller[] = [
     instanceController(ctx, {
       ...(opts.workers ? { workers: opts.workers } : {}),

@@ -9,7 +9,7 @@
 
 import { setConditions } from '../../crds/conditions.ts';
 import { HOST_LABEL, RUNTIME_FINALIZER } from '../../crds/labels.ts';
-import type { Host, Replica } from '../../crds/types.ts';
+import type { Replica } from '../../crds/types.ts';
 import {
   isConflict,
   isInvalid,
@@ -24,7 +24,6 @@ import type { LeaseObserver } from '../hosts/controller.ts';
 import {
   addUsage,
   emptyUsage,
-  type HostDefaults,
   type HostUsage,
   type Placer,
   pickHost,
@@ -36,17 +35,6 @@ import {
 export class SchedulerCache {
   readonly #boundTo = new Map<string, { host: string; replica: Replica }>();
   #usage: Map<string, HostUsage> | undefined;
-  readonly #defaults: (host: string) => HostDefaults;
-
-  /** `defaults`: what a host's runtime gives a replica without memory or pids limits (Host status). */
-  constructor(defaults: (host: string) => HostDefaults = () => ({})) {
-    this.#defaults = defaults;
-  }
-
-  /** A Host changed (its defaults may have): usage is counted afresh at the next decision. */
-  hostChanged(): void {
-    this.#usage = undefined;
-  }
 
   /** Record what the API says about a replica (undefined: it is gone). */
   observe(key: string, replica: Replica | undefined): void {
@@ -77,22 +65,14 @@ export class SchedulerCache {
   assume(key: string, replica: Replica, host: string): void {
     this.#boundTo.set(key, { host, replica });
     if (this.#usage) {
-      addUsage(usageIn(this.#usage, host), replica, this.#defaults(host));
+      addUsage(usageIn(this.#usage, host), replica);
     }
   }
 
   usageOf = (host: string): HostUsage => {
     if (!this.#usage) {
       this.#usage = new Map();
-      const defaults = new Map<string, HostDefaults>(); // parsed once per host, not per replica
-      for (const { host: h, replica } of this.#boundTo.values()) {
-        let d = defaults.get(h);
-        if (!d) {
-          d = this.#defaults(h);
-          defaults.set(h, d);
-        }
-        addUsage(usageIn(this.#usage, h), replica, d);
-      }
+      for (const { host: h, replica } of this.#boundTo.values()) addUsage(usageIn(this.#usage, h), replica);
     }
     return this.#usage.get(host) ?? emptyUsage();
   };
@@ -138,19 +118,9 @@ export function schedulerController(ctx: OperatorContext, { cache, leases }: Sch
           requeuePending(); // room was freed: pending replicas may fit now
         },
       });
-      // A Host's defaults count in its usage (fit.ts): recounted when they change, not at each
-      // status write (its replica count changes often).
-      const defaultsChanged = (a: Host | undefined, b: Host | undefined) =>
-        JSON.stringify(a?.status?.defaultResources) !== JSON.stringify(b?.status?.defaultResources);
       ctx.informers.hosts.addHandlers({
-        add: () => {
-          cache.hostChanged();
-          requeuePending();
-        },
-        update: (before, after) => {
-          if (defaultsChanged(before, after)) cache.hostChanged();
-          requeuePending();
-        },
+        add: requeuePending,
+        update: requeuePending,
         delete: requeuePending,
       });
       leases.onHostBack(requeuePending);

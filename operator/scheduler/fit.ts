@@ -35,34 +35,18 @@ export function usageIn(table: Map<string, HostUsage>, host: string): HostUsage 
   return usage;
 }
 
-/** What a host's runtime gives a replica without memory or pids limits (Host.status.defaultResources). */
-export interface HostDefaults {
-  memoryBytes?: number;
-  pids?: number;
-}
-
-export function defaultsOf(host: Host | undefined): HostDefaults {
-  const d = host?.status?.defaultResources;
-  const out: HostDefaults = {};
-  if (d?.memory !== undefined) {
-    try {
-      out.memoryBytes = memoryBytes(d.memory);
-    } catch {
-      // a Host written by hand: no default counted
-    }
-  }
-  if (typeof d?.pids === 'number') out.pids = d.pids;
-  return out;
-}
-
 /**
- * What a replica asks for on a host: its template's resources, and for memory and pids it does
- * not set, the host's defaults, which its runtime will enforce. The Replica's template is an
- * opaque copy of its Instance's validated one (crds/src/replica.yaml); in one written by hand, a
- * value that does not parse counts as no request, and the host's runtime reports the replica
- * Failed with the reason.
+ * What a replica asks for: its template's resources. A template that sets no memory or no pids
+ * asks for none of it, as a Kubernetes pod without requests (BestEffort): its host's runtime
+ * gives it that host's default limits (--default-memory, --default-pids, published in
+ * Host.status.defaultResources), which cap it, and the host's cgroup parent is capped at the
+ * host's allocatable, which caps all of them together; counting a 1 GiB default limit as a
+ * request would leave a 24 GiB host at 23 sleeping replicas. The Replica's template is an opaque
+ * copy of its Instance's validated one (crds/src/replica.yaml); in one written by hand, a value
+ * that does not parse counts as no request, and the host's runtime reports the replica Failed
+ * with the reason.
  */
-function requestsOf(replica: Replica, defaults: HostDefaults = {}): Requests {
+function requestsOf(replica: Replica): Requests {
   const resources = replica.spec.template.resources ?? {};
   const parsed = (parse: (q: string) => number, q: string | undefined) => {
     if (q === undefined) return 0;
@@ -74,9 +58,8 @@ function requestsOf(replica: Replica, defaults: HostDefaults = {}): Requests {
   };
   return {
     cpuMillis: parsed(cpuMillis, resources.cpu),
-    memoryBytes:
-      resources.memory === undefined ? (defaults.memoryBytes ?? 0) : parsed(memoryBytes, resources.memory),
-    pids: typeof resources.pids === 'number' ? resources.pids : (defaults.pids ?? 0),
+    memoryBytes: parsed(memoryBytes, resources.memory),
+    pids: typeof resources.pids === 'number' ? resources.pids : 0,
   };
 }
 
@@ -85,8 +68,8 @@ function instanceKey(replica: Replica): string {
 }
 
 /** Adds a bound replica to its host's usage (the scheduler's cache, also used after binding). */
-export function addUsage(usage: HostUsage, replica: Replica, defaults: HostDefaults = {}): void {
-  const requests = requestsOf(replica, defaults);
+export function addUsage(usage: HostUsage, replica: Replica): void {
+  const requests = requestsOf(replica);
   usage.cpuMillis += requests.cpuMillis;
   usage.memoryBytes += requests.memoryBytes;
   usage.pids += requests.pids;
@@ -187,7 +170,7 @@ export function pickHost(
   for (const host of hosts) {
     const name = host.metadata.name as string;
     const usage = usageOf(name);
-    const requests = requestsOf(replica, defaultsOf(host));
+    const requests = requestsOf(replica);
     const reason =
       dataHosts.length > 0 && !dataHosts.includes(name)
         ? NOT_DATA_HOST

@@ -1,7 +1,7 @@
 import test from 'ava';
 import type { Host, Replica } from '../../crds/types.ts';
 import { SchedulerCache } from '../../operator/scheduler/controller.ts';
-import { addUsage, defaultsOf, type HostUsage, pickHost, usageIn } from '../../operator/scheduler/fit.ts';
+import { addUsage, type HostUsage, pickHost, usageIn } from '../../operator/scheduler/fit.ts';
 
 function host(
   name: string,
@@ -28,7 +28,7 @@ function host(
 function replica(
   instance: string,
   ordinal: number,
-  resources: { cpu?: string; memory?: string } = {},
+  resources: { cpu?: string; memory?: string; pids?: number } = {},
   hostSelector?: Record<string, string>,
 ): Replica {
   return {
@@ -143,30 +143,27 @@ test('the scheduler cache counts an assumption at once, once, and forgets it whe
   t.is(cache.replicasOn('a'), 0);
 });
 
-test("a replica without resources counts as the host's default limits", (t) => {
-  // The runtime gives it --default-memory and --default-pids; the scheduler counts what it will enforce.
-  const withDefaults = (h: Host): Host => {
-    h.status = { ...h.status, defaultResources: { memory: '512Mi', pids: 100 } };
-    return h;
-  };
-  const a = withDefaults(host('a', { memory: '1Gi' }));
-  const cache = new SchedulerCache((name) => defaultsOf(name === 'a' ? a : undefined));
-  const r0 = replica('web', 0);
-  const r1 = replica('web', 1);
-  t.deepEqual(pickHost(r0, [a], cache.usageOf), { host: 'a' });
-  cache.assume('ns/web-0', r0, 'a');
-  t.is(cache.usageOf('a').memoryBytes, 512 * 2 ** 20);
-  t.is(cache.usageOf('a').pids, 100);
-  cache.assume('ns/web-1', r1, 'a');
-  const third = pickHost(replica('web', 2), [a], cache.usageOf);
-  t.is(third.host, undefined);
-  t.regex((third as { message: string }).message, /Insufficient memory/);
-  // One that sets its own memory is counted by it, the pids default still applies.
-  const small = replica('small', 0, { memory: '16Mi' });
+test('a replica without resources asks for none (BestEffort), whatever limits its host will give it', (t) => {
+  // Its runtime caps it at --default-memory / --default-pids (Host.status.defaultResources); the
+  // scheduler does not count those limits as requests, or a host would hold a few dozen replicas.
+  const a = host('a', { memory: '1Gi' });
+  a.status = { ...a.status, defaultResources: { memory: '512Mi', pids: 100 } };
+  const cache = new SchedulerCache();
+  for (let i = 0; i < 50; i++) {
+    const r = replica('web', i);
+    t.deepEqual(pickHost(r, [a], cache.usageOf), { host: 'a' }, `web-${i} fits`);
+    cache.assume(`ns/web-${i}`, r, 'a');
+  }
+  t.is(cache.usageOf('a').memoryBytes, 0);
+  t.is(cache.usageOf('a').pids, 0);
+  // One that sets its own memory and pids is counted by them, and refused when they do not fit.
   const usage = usageTable();
-  addUsage(usage.of('a'), small, defaultsOf(a));
+  addUsage(usage.of('a'), replica('small', 0, { memory: '16Mi', pids: 10 }));
   t.is(usage.of('a').memoryBytes, 16 * 2 ** 20);
-  t.is(usage.of('a').pids, 100);
+  t.is(usage.of('a').pids, 10);
+  const big = pickHost(replica('big', 0, { memory: '2Gi' }), [a], cache.usageOf);
+  t.is(big.host, undefined);
+  t.regex((big as { message: string }).message, /Insufficient memory/);
 });
 
 /** db-<ordinal> with a persistent volume, and a host holding the data of the given ordinals of ns/db. */
