@@ -237,7 +237,7 @@ export default async function spawnBench(): Promise<{ title: string; markdown: s
         '(as volumes/manager.ts keeps configMap and secret volumes), and the child clones it from its ' +
         "namespace's locked copy once the id maps are written (open_tree + mount_setattr, then move_mount); the " +
         'writable one is cloned by the parent (open_tree + mount_setattr) and attached by the child. A ' +
-        'read-only hostPath has no such view: a mount helper task attaches it in a private mount ' +
+        'read-only hostPath has no such read-only mount: a mount helper task attaches it in a private mount ' +
         "namespace before the replica's namespaces are made (a thread, an unshare, and that " +
         "namespace's teardown). The default path does more than the raw baseline: " +
         'a second task (the child clones the workload, then execs orrery-init as PID 1 beside it), ' +
