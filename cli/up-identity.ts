@@ -100,8 +100,19 @@ export function workloadPolicyObjects(): KubeObject[] {
 }
 
 /**
+ * deploy/rbac-users.yaml: the ClusterRoles `view`, `edit` and `admin` aggregate for Orrery's kinds,
+ * and the policy that holds a user's Replica write to the restart annotation.
+ */
+export function userAccessObjects(): KubeObject[] {
+  const text = readFileSync(packagePath('deploy', 'rbac-users.yaml'), 'utf8');
+  return parseAllDocuments(text)
+    .map((d) => d.toJS() as KubeObject)
+    .filter((o) => o?.kind !== undefined);
+}
+
+/**
  * Applies the runtimes', the mesh proxy's and the operator's accounts, RBAC and admission
- * policies, and the workload policies (server-side apply, as admin).
+ * policies, the workload policies and the users' roles (server-side apply, as admin).
  */
 export async function installAccess(api: KubeApi): Promise<void> {
   await ensureNamespace(api, SYSTEM_NAMESPACE, FIELD_MANAGER);
@@ -110,6 +121,7 @@ export async function installAccess(api: KubeApi): Promise<void> {
     ...accessObjects(PROXY_ACCOUNT),
     ...accessObjects(OPERATOR_ACCOUNT),
     ...workloadPolicyObjects(),
+    ...userAccessObjects(),
   ]) {
     const kind = object.kind ?? '';
     const descriptor = KINDS[kind];
