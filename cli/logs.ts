@@ -1,6 +1,8 @@
 // `orrery logs <replica>`: finds the Replica's host through the API (spec.host ->
 // Host.status.apiEndpoint) and streams the process's log from that runtime's HTTP API, like
-// `kubectl logs` does through the kubelet.
+// `kubectl logs` does through the kubelet. Following, it asks for the runtime's run markers
+// (`markers=true`): a restart shows as a line `--- restarted (pid N) ---`, as in `orrery tui`;
+// --no-markers leaves the process's output as it is.
 //
 // The runtime's bearer token comes from, in order: --token, $ORRERY_RUNTIME_TOKEN, --token-file
 // (a file holding it: unlike --token, not visible in /proc/<pid>/cmdline), --state-dir
@@ -15,6 +17,7 @@ interface LogsFlags {
   namespace: string;
   process?: string;
   follow?: boolean;
+  markers: boolean;
   tail?: number;
   previous?: boolean;
   kubeconfig?: string;
@@ -54,6 +57,7 @@ async function streamLogs(replicaName: string, flags: LogsFlags, out: NodeJS.Wri
       process: flags.process,
       tail: flags.tail,
       follow: flags.follow,
+      markers: flags.follow && flags.markers,
       previous: flags.previous,
     });
     for await (const chunk of body) {
@@ -71,6 +75,10 @@ export function logsCommand(): Command {
     .option('-n, --namespace <namespace>', 'namespace of the replica', 'default')
     .option('-p, --process <name>', 'process of the replica (default: its first process)')
     .option('-f, --follow', 'keep streaming as the process writes')
+    .option(
+      '--no-markers',
+      'with --follow, no line `--- restarted (pid N) ---` between two runs of the process (raw output)',
+    )
     .option('--tail <lines>', 'only the last N lines', wholeNumberFlag('--tail', 0))
     .option('--previous', 'the run before the current one (after a restart)')
     .option('--kubeconfig <path>', 'kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)')

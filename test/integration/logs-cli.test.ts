@@ -117,8 +117,10 @@ test('orrery logs -f follows new lines across a restart, --previous shows the ru
   const common = ['-n', ns, '--kubeconfig', k.kubeconfig];
 
   const follower = startLogs(t, ['ticker-0', '-f', ...common], env);
+  const raw = startLogs(t, ['ticker-0', '-f', '--no-markers', ...common], env);
   const shows = (what: string, line: string) => showsLine(follower, what, line);
   await shows('the start line, from the history', `run ${first} started`);
+  await showsLine(raw, 'the start line, from the history (--no-markers)', `run ${first} started`);
   // Printed only now, after the follower has shown the history: it can only come by following.
   process.kill(first, 'SIGUSR1');
   await shows('the poke line, while following', `run ${first} poke 1`);
@@ -129,11 +131,19 @@ test('orrery logs -f follows new lines across a restart, --previous shows the ru
   await shows("the new run's start line", `run ${second} started`);
   process.kill(second, 'SIGUSR1');
   await shows("the new run's poke line", `run ${second} poke 1`);
+  await showsLine(raw, "the new run's poke line (--no-markers)", `run ${second} poke 1`);
+  // The runtime's run marker between the two runs (markers=true), as the TUI shows it.
   t.is(
     follower.stdout(),
-    `run ${first} started\nrun ${first} poke 1\nrun ${second} started\nrun ${second} poke 1\n`,
-    'each line once, in order',
+    `run ${first} started\nrun ${first} poke 1\n--- restarted (pid ${second}) ---\nrun ${second} started\nrun ${second} poke 1\n`,
+    'each line once, in order, the restart marked',
   );
+  t.is(
+    raw.stdout(),
+    `run ${first} started\nrun ${first} poke 1\nrun ${second} started\nrun ${second} poke 1\n`,
+    '--no-markers: the output as the process wrote it',
+  );
+  raw.child.kill('SIGINT');
 
   const previous = await runLogs(['ticker-0', '--previous', ...common], env);
   t.deepEqual(previous, {
