@@ -1,6 +1,6 @@
 package main
 
-// The two kube-controller-manager controllers without which the API behaves
+// The kube-controller-manager controllers without which the API behaves
 // differently from a real cluster even when nothing runs Pods:
 //   - namespace: `kubectl delete namespace` empties the namespace and removes
 //     the "kubernetes" finalizer; without it the namespace stays Terminating
@@ -8,6 +8,9 @@ package main
 //   - garbagecollector: objects whose ownerReferences point at a deleted owner
 //     are deleted (background and foreground cascading deletion); Orrery's
 //     Replicas are owned by their Instance.
+//   - clusterrole-aggregation: the rules of ClusterRoles labelled
+//     aggregate-to-view/edit/admin are gathered into view, edit and admin
+//     (deploy/rbac-users.yaml gives Orrery's kinds to those roles this way).
 // They are started the way cmd/kube-controller-manager/app/core.go starts
 // them, on the same client libraries, in this process.
 
@@ -25,6 +28,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/controller-manager/pkg/informerfactory"
+	"k8s.io/kubernetes/pkg/controller/clusterroleaggregation"
 	"k8s.io/kubernetes/pkg/controller/garbagecollector"
 	namespacecontroller "k8s.io/kubernetes/pkg/controller/namespace"
 )
@@ -106,7 +110,16 @@ func startControllers(ctx context.Context, cfg *rest.Config) error {
 		return fmt.Errorf("garbage collector: %w", err)
 	}
 
+	aggregationClient, err := kubernetes.NewForConfig(withAgent("clusterrole-aggregation-controller"))
+	if err != nil {
+		return fmt.Errorf("clusterrole aggregation client: %w", err)
+	}
+	aggregation := clusterroleaggregation.NewClusterRoleAggregation(
+		sharedInformers.Rbac().V1().ClusterRoles(), aggregationClient.RbacV1(),
+	)
+
 	go nsController.Run(ctx, 10)       // ConcurrentNamespaceSyncs default
+	go aggregation.Run(ctx, 5)         // as core.go starts it
 	go gc.Run(ctx, 20, 30*time.Second) // ConcurrentGCSyncs default; initial cache-sync timeout as in core.go
 	go gc.Sync(ctx, discovery, gcSyncPeriod)
 	sharedInformers.Start(ctx.Done())

@@ -3,8 +3,9 @@
 // its annotation orrery.dev/restartedAt, and is refused a change of the Replica's spec or labels
 // (the policy orrery-replica-restart) and any Instance in another namespace; one bound to
 // orrery-users-view lists but does not patch. Writes impersonate the account (`kubectl --as`), so
-// RBAC and admission see it, not the admin. They are installed as `orrery up` installs them. The local control plane runs no
-// clusterrole-aggregation controller, so the roles are bound by their own names here.
+// RBAC and admission see it, not the admin. They are installed as `orrery up` installs them. The
+// last test binds the built-in view and edit instead: the control plane's clusterrole-aggregation
+// controller gathers Orrery's rules into them, as kube-controller-manager does on a cluster.
 import test, { type ExecutionContext } from 'ava';
 import { stringify } from 'yaml';
 import { installAccess } from '../../cli/up-identity.ts';
@@ -213,4 +214,49 @@ test('view: list and get, no patch, no restart', async (t) => {
   // Hosts are cluster-scoped: a namespace's binding does not reach them.
   const hosts = await kubectl(kubeconfig, ['auth', 'can-i', 'list', 'hosts.orrery.dev', ...as]);
   t.is(hosts.stdout.trim(), 'no');
+});
+
+test("the built-in view and edit roles carry Orrery's kinds: the control plane aggregates them", async (t) => {
+  const kubeconfig = await applyShipped(t);
+  const ns = await freshNamespace(t);
+  for (const role of ['view', 'edit']) {
+    const sa = await kubectl(kubeconfig, ['create', 'serviceaccount', '-n', ns, role]);
+    t.is(sa.code, 0, sa.stderr);
+    const b = await kubectl(kubeconfig, [
+      'create',
+      'rolebinding',
+      '-n',
+      ns,
+      `builtin-${role}`,
+      `--clusterrole=${role}`,
+      `--serviceaccount=${ns}:${role}`,
+    ]);
+    t.is(b.code, 0, b.stderr);
+  }
+  const can = async (who: string, verb: string, resource: string) =>
+    (
+      await kubectl(kubeconfig, [
+        'auth',
+        'can-i',
+        verb,
+        resource,
+        '-n',
+        ns,
+        `--as=system:serviceaccount:${ns}:${who}`,
+      ])
+    ).stdout.trim();
+  await eventually(
+    'edit aggregated: create instances.orrery.dev',
+    async () => (await can('edit', 'create', 'instances.orrery.dev')) === 'yes',
+    { timeoutMs: 20_000 },
+  );
+  t.is(await can('edit', 'patch', 'replicas.orrery.dev'), 'yes', 'edit restarts Replicas');
+  t.is(await can('edit', 'create', 'replicas.orrery.dev'), 'no', 'edit does not create Replicas');
+  await eventually(
+    'view aggregated: list replicas.orrery.dev',
+    async () => (await can('view', 'list', 'replicas.orrery.dev')) === 'yes',
+    { timeoutMs: 20_000 },
+  );
+  t.is(await can('view', 'patch', 'replicas.orrery.dev'), 'no', 'view does not restart');
+  t.is(await can('view', 'create', 'instances.orrery.dev'), 'no', 'view does not create');
 });
