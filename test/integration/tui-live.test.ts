@@ -69,8 +69,14 @@ test('an exit and its restart reach the rows through the runtime’s stream whil
   const cluster = new ClusterModel({ api, namespace: 'live', live, coalesceMs: 5 }).start();
   t.teardown(() => cluster.stop());
   const shown = () => cluster.get('replicas', 'live/w-0')?.status?.processes?.[0];
-  await waitFor('the stream open, w-0 in it', () =>
-    live.connected(dirs.hostName) && live.status('live/w-0')?.processes[0]?.pid === pid ? true : undefined,
+  // The cluster's informer must hold the Replica before the API server is frozen: the rows are
+  // its objects, overlaid (a loaded machine once froze it before the first list had returned).
+  await waitFor('the stream open, w-0 in it and in the informer', () =>
+    live.connected(dirs.hostName) &&
+    live.status('live/w-0')?.processes[0]?.pid === pid &&
+    cluster.get('replicas', 'live/w-0') !== undefined
+      ? true
+      : undefined,
   );
   let changes = 0;
   cluster.subscribe(() => changes++);
@@ -95,7 +101,7 @@ test('an exit and its restart reach the rows through the runtime’s stream whil
     15_000,
   ).catch((err: Error) => {
     throw new Error(
-      `${err.message}; the model has ${JSON.stringify(live.status('live/w-0'))}, connected ${live.connected(dirs.hostName)}, error ${live.hostError(dirs.hostName)}`,
+      `${err.message}; the rows show ${JSON.stringify(shown())}; the runtime's word ${JSON.stringify(live.status('live/w-0'))}, connected ${live.connected(dirs.hostName)}, error ${live.hostError(dirs.hostName)}`,
     );
   });
   t.log(
