@@ -10,6 +10,8 @@
  * run at each scrape), so code that knew one reads the other.
  */
 
+import { readProcStatFields } from './proc.ts';
+
 export type Labels<L extends string = string> = Partial<Record<L, string | number>>;
 
 interface Series {
@@ -167,19 +169,12 @@ abstract class Metric<L extends string, S> implements Collector {
   }
 }
 
-/** A value that only goes up (or is set from a counter kept elsewhere, in `collect()`). */
-export class Counter<L extends string = string> extends Metric<L, Series> {
-  protected readonly type = 'counter';
-
-  constructor(options: MetricOptions<L, Counter<L>>) {
-    super(options, options.collect && (() => options.collect?.call(this)));
-    this.reset();
-  }
-
-  inc(labels?: Labels<L> | number, value?: number): void {
+/** A metric of one number per series: what counters and gauges share. */
+abstract class SingleValue<L extends string> extends Metric<L, Series> {
+  /** `labels, value` or `value` alone (no labels), 1 when no value is given; `sign` -1 subtracts. */
+  protected add(labels: Labels<L> | number | undefined, value: number | undefined, sign: 1 | -1): void {
     const [l, v] = typeof labels === 'number' ? [{}, labels] : [labels ?? {}, value ?? 1];
-    if (!(v >= 0)) throw new Error(`metric ${this.name}: a counter goes up, not by ${v}`);
-    this.at(l).value += v;
+    this.at(l).value += sign * v;
   }
 
   protected fresh(labels: Labels): Series {
@@ -191,8 +186,24 @@ export class Counter<L extends string = string> extends Metric<L, Series> {
   }
 }
 
+/** A value that only goes up (or is set from a counter kept elsewhere, in `collect()`). */
+export class Counter<L extends string = string> extends SingleValue<L> {
+  protected readonly type = 'counter';
+
+  constructor(options: MetricOptions<L, Counter<L>>) {
+    super(options, options.collect && (() => options.collect?.call(this)));
+    this.reset();
+  }
+
+  inc(labels?: Labels<L> | number, value?: number): void {
+    const v = typeof labels === 'number' ? labels : (value ?? 1);
+    if (!(v >= 0)) throw new Error(`metric ${this.name}: a counter goes up, not by ${v}`);
+    this.add(labels, value, 1);
+  }
+}
+
 /** A value that goes up and down. */
-export class Gauge<L extends string = string> extends Metric<L, Series> {
+export class Gauge<L extends string = string> extends SingleValue<L> {
   protected readonly type = 'gauge';
 
   constructor(options: MetricOptions<L, Gauge<L>>) {
@@ -206,21 +217,11 @@ export class Gauge<L extends string = string> extends Metric<L, Series> {
   }
 
   inc(labels?: Labels<L> | number, value?: number): void {
-    const [l, v] = typeof labels === 'number' ? [{}, labels] : [labels ?? {}, value ?? 1];
-    this.at(l).value += v;
+    this.add(labels, value, 1);
   }
 
   dec(labels?: Labels<L> | number, value?: number): void {
-    const [l, v] = typeof labels === 'number' ? [{}, labels] : [labels ?? {}, value ?? 1];
-    this.at(l).value -= v;
-  }
-
-  protected fresh(labels: Labels): Series {
-    return { labels, value: 0 };
-  }
-
-  protected lines(s: Series, defaults: Labels): string {
-    return `${this.name}${labelText(s.labels, defaults)} ${formatValue(s.value)}\n`;
+    this.add(labels, value, -1);
   }
 }
 
@@ -317,8 +318,7 @@ export function collectDefaultMetrics(options: { register: Registry; prefix?: st
     help: 'Virtual memory size in bytes',
     registers,
     collect() {
-      const kib = /^VmSize:\s+(\d+) kB/m.exec(fs.readFileSync('/proc/self/status', 'utf8'))?.[1];
-      this.set(Number(kib ?? 0) * 1024);
+      this.set(Number(readProcStatFields('self')?.[23 - 3] ?? 0)); // field 23, vsize, in bytes
     },
   });
   new Gauge({
