@@ -7,6 +7,7 @@
 // The child prints one JSON line on stdout, the paths of the credentials it wrote; its log lines
 // go to stderr as `up`'s do.
 import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { packagePath } from '../platform/package.ts';
 import type { Credentials } from './up-identity.ts';
 
@@ -51,28 +52,21 @@ export function runSetup(request: SetupRequest): Promise<SetupResult | undefined
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
-    let partial = '';
     /** Its last lines that were not progress: a failure's explanation. */
     const lastWords: string[] = [];
-    const take = (line: string) => {
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+    });
+    createInterface({ input: child.stderr }).on('line', (line) => {
       // Its progress lines are up's own.
       if (line.startsWith('[up] ')) console.error(line);
       else if (line.trim() !== '') {
         lastWords.push(line);
         if (lastWords.length > 20) lastWords.shift();
       }
-    };
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-    });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      const lines = (partial + d).split('\n');
-      partial = lines.pop() ?? '';
-      for (const line of lines) take(line);
     });
     child.once('error', reject);
     child.once('close', (code, signal) => {
-      take(partial);
       if (code === 0) {
         const line = out.trim().split('\n').at(-1) ?? '';
         resolve(line === '' ? undefined : (JSON.parse(line) as SetupResult));
