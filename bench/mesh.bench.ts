@@ -1142,21 +1142,26 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
       });
 
     progress('TCP: keep-alive and new connections');
-    const tcpThroughput = await closedLoop([direct, haTcp, orTcp, kernelTcp], false);
-    const tcpConnects = await closedLoop([direct, haTcp, orTcp, kernelTcp], true);
+    const tcpPaths = [direct, haTcp, orTcp, kernelTcp];
+    const tcpThroughput = await closedLoop(tcpPaths, false);
+    const tcpConnects = await closedLoop(tcpPaths, true);
+    // The two tcp tables: keep-alive, then a connection per request.
+    const tcpTables = [
+      '| path | keep-alive req/s | rounds | proxy CPU | proxy CPU per request | vs HAProxy | errors |',
+      '|---|---:|---:|---:|---:|---:|---|',
+      ...throughputRows(tcpThroughput, tcpPaths, haTcp),
+      '',
+      '| path | new connections/s | rounds | proxy CPU | proxy CPU per connection | vs HAProxy | errors |',
+      '|---|---:|---:|---:|---:|---:|---|',
+      ...throughputRows(tcpConnects, tcpPaths, haTcp),
+    ];
     if (TCP_ONLY) {
       // ORRERY_BENCH_MESH_ONLY=tcp: the tcp tables alone, for working on the tcp path.
       const loadEnd = loadavg();
       const markdown = [
         `tcp only (ORRERY_BENCH_MESH_ONLY=tcp): the real \`orrery proxy\` (${gitState()}); load average before ${loadBefore.map((v) => v.toFixed(2)).join(', ')}, at the end ${loadEnd.map((v) => v.toFixed(2)).join(', ')}; wrk -t1 -c${WRK_CONNS}, ${ROUNDS} × ${WRK_SECONDS} s.`,
         '',
-        '| path | keep-alive req/s | rounds | proxy CPU | proxy CPU per request | vs HAProxy | errors |',
-        '|---|---:|---:|---:|---:|---:|---|',
-        ...throughputRows(tcpThroughput, [direct, haTcp, orTcp, kernelTcp], haTcp),
-        '',
-        '| path | new connections/s | rounds | proxy CPU | proxy CPU per connection | vs HAProxy | errors |',
-        '|---|---:|---:|---:|---:|---:|---|',
-        ...throughputRows(tcpConnects, [direct, haTcp, orTcp, kernelTcp], haTcp),
+        ...tcpTables,
       ].join('\n');
       return { title: 'Mesh proxy against HAProxy (tcp only)', markdown };
     }
@@ -1329,13 +1334,7 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
       '',
       `TCP, wrk -t1 -c${WRK_CONNS} speaking HTTP/1.1 through the tcp proxies to the same nginx, ${ROUNDS} × ${WRK_SECONDS} s: keep-alive, then \`Connection: close\` (one connection per request: new connections per second):`,
       '',
-      '| path | keep-alive req/s | rounds | proxy CPU | proxy CPU per request | vs HAProxy | errors |',
-      '|---|---:|---:|---:|---:|---:|---|',
-      ...throughputRows(tcpThroughput, [direct, haTcp, orTcp, kernelTcp], haTcp),
-      '',
-      '| path | new connections/s | rounds | proxy CPU | proxy CPU per connection | vs HAProxy | errors |',
-      '|---|---:|---:|---:|---:|---:|---|',
-      ...throughputRows(tcpConnects, [direct, haTcp, orTcp, kernelTcp], haTcp),
+      ...tcpTables,
       '',
       `One of three nginx backends SIGKILLed (its process group) ${KILL_AFTER_S} s into a ${KILL_RUN_SECONDS} s open-loop run at ${RATE.toLocaleString('en')} req/s, ${KILL_TRIALS} times: each kill in a run of its own, a different backend each time (started again after the run), and for the orrery proxy a Service of its own each time (a fresh pool and outlier detector), with the spec's defaults (retries: 2 on connect-failure and reset; outlier detection: 5 consecutive errors, 10 s sweep). Errors per kill in brackets; p99 / max of the worst run; error times from the start of the measured part:`,
       '',
