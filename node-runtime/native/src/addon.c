@@ -124,34 +124,40 @@ fail:
   return NULL;
 }
 
-/* remountReadOnly(target): the mount at target (a volume's tmpfs, in the runtime's namespace)
- * made read-only, nosuid and nodev; the mount only (AT_EMPTY_PATH-free: the path's mount), not
- * the superblock. A replica's mount namespace copies it locked (README.md, "Locked volumes").
- * 0 or -errno. */
-static napi_value api_remount_read_only(napi_env env, napi_callback_info cbinfo) {
+/* The calls below take one path: `op` gives a result (0, an fd) or -1 with errno. The result
+ * or -errno. */
+static napi_value path_call(napi_env env, napi_callback_info cbinfo, int (*op)(const char *path)) {
   size_t argc = 1;
   napi_value arg;
   CHECK(napi_get_cb_info(env, cbinfo, &argc, &arg, NULL, NULL));
-  char *target = js_string(env, arg);
-  struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
-  int rc = target ? (int)syscall(SYS_mount_setattr, AT_FDCWD, target, 0, &attr, sizeof attr) : -1;
+  char *path = js_string(env, arg);
+  int rc = path ? op(path) : -1;
   int err = errno;
-  free(target);
+  free(path);
   errno = err;
   return js_rc(env, rc);
 fail:
   return NULL;
 }
 
+/* remountReadOnly(target): the mount at target (a volume's tmpfs, in the runtime's namespace)
+ * made read-only, nosuid and nodev; the mount only (AT_EMPTY_PATH-free: the path's mount), not
+ * the superblock. A replica's mount namespace copies it locked (README.md, "Locked volumes").
+ * 0 or -errno. */
+static int remount_read_only(const char *target) {
+  struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
+  return (int)syscall(SYS_mount_setattr, AT_FDCWD, target, 0, &attr, sizeof attr);
+}
+
+static napi_value api_remount_read_only(napi_env env, napi_callback_info cbinfo) {
+  return path_call(env, cbinfo, remount_read_only);
+}
+
 /* writableClone(path): a writable detached clone of the mount at path (open_tree OPEN_TREE_CLONE,
  * read-only cleared), attached nowhere: the runtime writes a read-only volume's files through
  * /proc/self/fd/<fd>, and closing the fd unmounts the clone. The fd or -errno. */
-static napi_value api_writable_clone(napi_env env, napi_callback_info cbinfo) {
-  size_t argc = 1;
-  napi_value arg;
-  CHECK(napi_get_cb_info(env, cbinfo, &argc, &arg, NULL, NULL));
-  char *source = js_string(env, arg);
-  int fd = source ? (int)syscall(SYS_open_tree, AT_FDCWD, source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC) : -1;
+static int writable_clone(const char *source) {
+  int fd = (int)syscall(SYS_open_tree, AT_FDCWD, source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
   struct mount_attr attr = {.attr_clr = MOUNT_ATTR_RDONLY};
   if (fd >= 0 && syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0) {
     int err = errno;
@@ -159,27 +165,20 @@ static napi_value api_writable_clone(napi_env env, napi_callback_info cbinfo) {
     errno = err;
     fd = -1;
   }
-  int err = errno;
-  free(source);
-  errno = err;
-  return js_rc(env, fd);
-fail:
-  return NULL;
+  return fd;
+}
+
+static napi_value api_writable_clone(napi_env env, napi_callback_info cbinfo) {
+  return path_call(env, cbinfo, writable_clone);
 }
 
 /* umount2(target, MNT_DETACH): 0 or -errno. */
+static int unmount_detached(const char *target) {
+  return umount2(target, MNT_DETACH);
+}
+
 static napi_value api_unmount(napi_env env, napi_callback_info cbinfo) {
-  size_t argc = 1;
-  napi_value arg;
-  CHECK(napi_get_cb_info(env, cbinfo, &argc, &arg, NULL, NULL));
-  char *target = js_string(env, arg);
-  int rc = target ? umount2(target, MNT_DETACH) : -1;
-  int err = errno;
-  free(target);
-  errno = err;
-  return js_rc(env, rc);
-fail:
-  return NULL;
+  return path_call(env, cbinfo, unmount_detached);
 }
 
 /* ---------- netnsConnect(pidfd, pid, host, port, timeoutMs): Promise<{fd} | {errno, step}> ---------- */
