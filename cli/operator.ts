@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { OPERATOR_LEASE_NAME } from '../crds/labels.ts';
 import { parseListen } from '../node-runtime/agent/options.ts';
+import { loadOperator } from './daemons.ts';
 import { durationFlag, listenFlag, wholeNumberFlag } from './flags.ts';
 import { untilSignal } from './signals.ts';
 
@@ -117,12 +118,7 @@ export function operatorCommand(): Command {
     )
     .action(async (flags: OperatorFlags, command: Command) => {
       const [{ newLogger }, { loadKubeConfig }, { OperatorMetrics, serveMetrics }, { startOperator }] =
-        await Promise.all([
-          import('../platform/log.ts'),
-          import('../kube/index.ts'),
-          import('../operator/metrics.ts'),
-          import('../operator/operator.ts'),
-        ]);
+        await loadOperator();
       const log = newLogger('orrery-operator');
       let metricsToken: string | undefined;
       try {

@@ -7,6 +7,7 @@
 import { readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { parseListen } from '../node-runtime/agent/options.ts';
+import { loadProxy } from './daemons.ts';
 import { dnsSubdomainFlag, durationFlag, listenFlag } from './flags.ts';
 import { untilSignal } from './signals.ts';
 
@@ -105,11 +106,7 @@ export function proxyCommand(): Command {
         command.error('error: --runtime needs the token: --runtime-token-file or $ORRERY_RUNTIME_TOKEN');
       }
       const metricsListen = parseListen(flags.metricsListen, '--metrics-listen');
-      const [{ newLogger }, { loadKubeConfig }, { startProxy }] = await Promise.all([
-        import('../platform/log.ts'),
-        import('../kube/index.ts'),
-        import('../mesh/proxy.ts'),
-      ]);
+      const [{ newLogger }, { loadKubeConfig }, { startProxy }] = await loadProxy();
       const log = newLogger('orrery-proxy');
       // Listening before the metrics line is logged: whoever reads it may signal at once.
       const stopRequested = untilSignal();

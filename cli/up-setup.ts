@@ -3,12 +3,14 @@
 // `up` itself stays alive as long as everything it started, and a process keeps every module it
 // ever loaded; the API client, the YAML parser and TLS would cost `up` ~40 MiB of resident memory
 // for hours to use them for a second at the start and once every six hours (token renewal).
+// At the start it also has the daemons' code compiled into Node's compile cache (daemons.ts).
 //
 // The child prints one JSON line on stdout, the paths of the credentials it wrote; its log lines
 // go to stderr as `up`'s do.
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { packagePath } from '../platform/package.ts';
+import { compileDaemons } from './daemons.ts';
 import type { Credentials } from './up-identity.ts';
 
 /** How often `up` renews its daemons' tokens (they are valid for 24 h, up-identity.ts). */
@@ -80,6 +82,9 @@ export function runSetup(request: SetupRequest): Promise<SetupResult | undefined
 /** `orrery up-setup`: see the module's comment. */
 export async function setup(request: SetupRequest): Promise<void> {
   const log = (message: string) => console.error(`[up] ${message}`);
+  // The daemons start right after this process ends: they find their code compiled (daemons.ts).
+  const compiled = request.mode === 'start' ? compileDaemons() : Promise.resolve();
+  compiled.catch(() => {}); // awaited below; a failure before that is the one to report
   const [{ installCrds }, { KubeApi, loadKubeConfig }, identity] = await Promise.all([
     import('../crds/install.ts'),
     import('../kube/index.ts'),
@@ -107,6 +112,7 @@ export async function setup(request: SetupRequest): Promise<void> {
     // Not one agent before the API server holds them to their own node.
     if (request.mode === 'start' && hosts[0]) await identity.untilNodePolicyEnforced(hosts[0]);
     const result: SetupResult = { proxy, operator, hosts };
+    await compiled;
     console.log(JSON.stringify(result));
   } finally {
     api.close();

@@ -51,6 +51,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
   };
   log.info(readopted, READOPTED_MESSAGE);
   try {
+    // `orrery up` has it compiled ahead with the rest (cli/daemons.ts).
     const { joinCluster } = await import('./agent.ts');
     return await joinCluster({ options: o, log, engine, readopted });
   } catch (err) {
