@@ -44,8 +44,30 @@ export function rssKiB(pid: number): number {
   return Number(match?.[1] ?? Number.NaN);
 }
 
-/** Proportional set size (shared pages divided among their users, /proc/<pid>/smaps_rollup), KiB. */
-export function pssKiB(pid: number): number {
-  const match = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
-  return Number(match?.[1] ?? Number.NaN);
+/** A process's resident memory by kind, bytes (/proc/<pid>/smaps_rollup, proc(5)). */
+export interface Memory {
+  /** Resident set: every page mapped, shared ones counted in full. */
+  rss: number;
+  /** Proportional set: shared pages divided among the processes that map them. */
+  pss: number;
+  /** Pages only this process maps: its heaps, stacks, written data. */
+  private: number;
+  /** Pages other processes map too: mostly files (the node binary, libraries), clean. */
+  shared: number;
+  /** Of the file pages, those mapped whole 2 MiB at a time (FilePmdMapped: a huge folio). */
+  hugeFile: number;
+}
+
+/** The resident memory of a process; throws when there is no such process. */
+export function memoryOf(pid: number): Memory {
+  const text = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+  const kib = (field: string) =>
+    Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0) * 1024;
+  return {
+    rss: kib('Rss'),
+    pss: kib('Pss'),
+    private: kib('Private_Clean') + kib('Private_Dirty'),
+    shared: kib('Shared_Clean') + kib('Shared_Dirty'),
+    hugeFile: kib('FilePmdMapped'),
+  };
 }
