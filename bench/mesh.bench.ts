@@ -31,7 +31,7 @@
  * writes a V8 CPU profile there. Durations: ORRERY_BENCH_MESH_SECONDS (each wrk round, default 4),
  * ORRERY_BENCH_MESH_ROUNDS (3), ORRERY_BENCH_MESH_OPEN_SECONDS (each open-loop round, 2) and
  * ORRERY_BENCH_MESH_OPEN_ROUNDS (5); ORRERY_BENCH_MESH_ONLY=tcp runs only the tcp closed-loop
- * rows (keep-alive and new connections) and reports them alone. Rounds are interleaved over the
+ * rows (keep-alive and new connections) and reports them alone, =http only the HTTP keep-alive rows. Rounds are interleaved over the
  * paths, so that a burst of other work on the machine does not land on one path only; open-loop
  * rounds are merged sample by sample.
  */
@@ -76,6 +76,8 @@ const OPEN_SECONDS = Number(process.env.ORRERY_BENCH_MESH_OPEN_SECONDS ?? 2);
 const OPEN_ROUNDS = Number(process.env.ORRERY_BENCH_MESH_OPEN_ROUNDS ?? 5);
 /** ORRERY_BENCH_MESH_ONLY=tcp: only the tcp closed-loop rows (keep-alive, new connections). */
 const TCP_ONLY = process.env.ORRERY_BENCH_MESH_ONLY === 'tcp';
+/** ORRERY_BENCH_MESH_ONLY=http: only the HTTP keep-alive closed-loop rows. */
+const HTTP_ONLY = process.env.ORRERY_BENCH_MESH_ONLY === 'http';
 /**
  * The generator's own lateness (due → sent, p99) above which a run was disturbed by other work on
  * the machine: its tail latencies say more about that work than about the path measured.
@@ -1092,6 +1094,33 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
     const httpThroughput = TCP_ONLY
       ? new Map<Target, WrkResult[]>()
       : await closedLoop([direct, haHttp, orHttp], false);
+
+    if (HTTP_ONLY) {
+      // ORRERY_BENCH_MESH_ONLY=http: the HTTP keep-alive table alone, for working on the http path.
+      const loadEnd = loadavg();
+      const rows = [direct, haHttp, orHttp].map((t) => {
+        const rs = httpThroughput.get(t) ?? [];
+        const rps = rs.length > 0 ? mean(rs.map((r) => r.rps)) : Number.NaN;
+        const ha = httpThroughput.get(haHttp) ?? [];
+        const haRps = ha.length > 0 ? mean(ha.map((r) => r.rps)) : Number.NaN;
+        const us = t.watch ? mean(rs.map((r) => r.cpuUsPerRequest ?? Number.NaN)) : undefined;
+        const cpu = t.watch ? mean(rs.map((r) => r.cpuPercent ?? Number.NaN)) : undefined;
+        return `| ${t.name} | ${kRps(rps)} | ${rs.map((r) => kRps(r.rps)).join(', ')} | ${pct(cpu)} | ${us === undefined ? '' : `${us.toFixed(1)} µs`} | ${t === direct ? '' : `${f2(rps / haRps)}×`} | ${
+          rs
+            .map((r) => r.errorText)
+            .filter(Boolean)
+            .join('; ') || '0'
+        } |`;
+      });
+      const markdown = [
+        `http only (ORRERY_BENCH_MESH_ONLY=http): the real \`orrery proxy\` (${gitState()}); load average before ${loadBefore.map((v) => v.toFixed(2)).join(', ')}, at the end ${loadEnd.map((v) => v.toFixed(2)).join(', ')}; wrk -t1 -c${WRK_CONNS}, ${ROUNDS} × ${WRK_SECONDS} s.`,
+        '',
+        '| path | req/s | rounds | proxy CPU | proxy CPU per request | vs HAProxy | errors |',
+        '|---|---:|---:|---:|---:|---:|---|',
+        ...rows,
+      ].join('\n');
+      return { title: 'Mesh proxy against HAProxy (http only)', markdown };
+    }
 
     progress(`open loop at ${RATE} req/s, ${OPEN_ROUNDS} × ${OPEN_SECONDS} s each`);
     const openTargets = [direct, haHttp, orHttp, haTcp, orTcp].filter((t) => t.served.served);

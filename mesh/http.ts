@@ -23,10 +23,10 @@
  * the head is sent; never retried. Requests are served one at a time per client connection
  * (pipelined ones wait in the buffer, as RFC 9112 §9.3.2 allows).
  */
-import type { Socket } from 'node:net';
 import type { Logger } from '../kube/index.ts';
 import type { Balancer } from './balancer.ts';
 import type { Upstream } from './endpoints.ts';
+import { type Conn, type ConnSink, connectSocket, connectUv, tunnel } from './http-conn.ts';
 import {
   type BodyEnd,
   bodyEnd,
@@ -43,10 +43,11 @@ import {
   type ResponseHead,
 } from './http1.ts';
 import { type CircuitBreaker, type Limit, OVERFLOW_HEADER, retryAllowed, retryBackoffMs } from './limits.ts';
-import { reset, type Served } from './listener.ts';
+import type { Served } from './listener.ts';
 import { countResponse, type EndpointStats, type LocalReason, type PortStats } from './metrics.ts';
 import type { Pool } from './pool.ts';
-import { ConnectError, connectTo } from './tcp.ts';
+import { ConnectError } from './tcp.ts';
+import { available as uvAvailable } from './uv-tcp.ts';
 
 /** The failures `retries.retryOn` names. */
 export type RetryOn = 'connect-failure' | 'reset' | '5xx' | 'gateway-error';
@@ -90,11 +91,15 @@ export const UPSTREAM_IDLE_MS = 4_000;
 /** What an upstream connection reports to the exchange using it. */
 interface ConnOwner {
   upstreamData(chunk: Buffer): void;
+  upstreamDrain(): void;
   upstreamClosed(): void;
 }
 
-export class UpstreamConn {
-  readonly socket: Socket;
+/** New upstream connections: on libuv's handles when Node has them (http-conn.ts), else net.Socket. */
+const connectConn = uvAvailable ? connectUv : connectSocket;
+
+export class UpstreamConn implements ConnSink {
+  readonly conn: Conn;
   readonly upstream: Upstream;
   readonly #breaker: CircuitBreaker;
   readonly #onGone: (c: UpstreamConn) => void;
@@ -105,23 +110,30 @@ export class UpstreamConn {
   uses = 0;
   #closed = false;
 
-  constructor(
-    socket: Socket,
-    upstream: Upstream,
-    breaker: CircuitBreaker,
-    onGone: (c: UpstreamConn) => void,
-  ) {
-    this.socket = socket;
+  constructor(conn: Conn, upstream: Upstream, breaker: CircuitBreaker, onGone: (c: UpstreamConn) => void) {
+    this.conn = conn;
     this.upstream = upstream;
     this.#breaker = breaker;
     this.#onGone = onGone;
-    socket.on('data', (chunk: Buffer) => {
-      if (this.owner) this.owner.upstreamData(chunk);
-      else this.destroy(); // bytes on an idle connection: nothing to give them to
-    });
-    socket.on('end', () => this.destroy());
-    socket.on('error', () => this.destroy());
-    socket.on('close', () => this.destroy());
+    conn.sink = this;
+    conn.resume();
+  }
+
+  connData(chunk: Buffer): void {
+    if (this.owner) this.owner.upstreamData(chunk);
+    else this.destroy(); // bytes on an idle connection: nothing to give them to
+  }
+
+  connEnd(): void {
+    this.destroy();
+  }
+
+  connDrain(): void {
+    this.owner?.upstreamDrain();
+  }
+
+  connClosed(): void {
+    this.destroy();
   }
 
   get closed(): boolean {
@@ -132,7 +144,7 @@ export class UpstreamConn {
   destroy(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.socket.destroy();
+    this.conn.destroy();
     this.#breaker.release('connections');
     const owner = this.owner;
     this.owner = undefined;
@@ -140,12 +152,20 @@ export class UpstreamConn {
     owner?.upstreamClosed();
   }
 
-  /** Hands the socket over as a tunnel: no more parsing; it still counts until it closes. */
-  detach(): Socket {
-    this.socket.removeAllListeners('data');
-    this.socket.removeAllListeners('end');
+  /**
+   * Hands the connection over as a tunnel: no more parsing; it still counts (maxConnections)
+   * until it closes, and the tunnel's sink must call `tunnelClosed()` then.
+   */
+  detach(): Conn {
     this.owner = undefined;
-    return this.socket;
+    this.conn.sink = undefined;
+    return this.conn;
+  }
+
+  /** The tunnel this connection was handed to closed it. */
+  tunnelClosed(): void {
+    this.conn.sink = this;
+    this.destroy();
   }
 }
 
@@ -226,15 +246,15 @@ export class UpstreamConnections {
         if (this.#closeOneIdle()) continue;
         await this.#waitForRoom(signal);
       }
-      let socket: Socket;
+      let conn: Conn;
       try {
-        socket = await connectTo(u.address, u.port, timeoutMs, signal);
+        conn = await connectConn(u.address, u.port, timeoutMs, signal);
       } catch (err) {
         breaker.release('connections');
         this.#wake();
         throw err;
       }
-      return new UpstreamConn(socket, u, breaker, (c) => this.#gone(c));
+      return new UpstreamConn(conn, u, breaker, this.#goneFn);
     } finally {
       breaker.release('pending-requests');
     }
@@ -255,6 +275,8 @@ export class UpstreamConnections {
     this.#idle.clear();
     for (const wake of this.#waiting) wake();
   }
+
+  readonly #goneFn = (c: UpstreamConn) => this.#gone(c);
 
   #gone(c: UpstreamConn): void {
     const list = this.#idle.get(c.upstream.id);
@@ -396,8 +418,8 @@ interface Exchange {
   lastFailure: Failure | undefined;
 }
 
-class HttpSession implements ConnOwner {
-  readonly #client: Socket;
+class HttpSession implements ConnOwner, ConnSink, Served {
+  readonly #client: Conn;
   readonly #route: () => HttpRoute | undefined;
   readonly #log: Logger;
   readonly #clientAddress: string;
@@ -409,38 +431,61 @@ class HttpSession implements ConnOwner {
   /** No more requests on this connection (it is closing). */
   #closed = false;
   #tunnel = false;
+  /** The client sent its FIN. */
+  #clientEof = false;
   /** The response's connection is paused until the client drains. */
   #upstreamPaused = false;
   #clientPaused = false;
   /** The overall timeout's timer (#armDeadline) and its duration. */
   #timer: NodeJS.Timeout | undefined;
   #timerMs = 0;
-  readonly done: Promise<void>;
+  readonly #onClosed: (s: HttpSession) => void;
 
-  constructor(client: Socket, route: () => HttpRoute | undefined, log: Logger) {
+  constructor(
+    client: Conn,
+    route: () => HttpRoute | undefined,
+    log: Logger,
+    onClosed: (s: HttpSession) => void,
+  ) {
     this.#client = client;
     this.#route = route;
     this.#log = log;
-    this.#clientAddress = client.remoteAddress ?? '';
-    this.done = new Promise((resolve) => client.once('close', () => resolve()));
-    client.on('error', () => {});
-    client.on('close', () => this.#clientClosed());
-    client.on('end', () => {
-      // The client is done sending: after the response in flight, if any, the connection ends.
-      if (this.#tunnel) return;
-      if (this.#x) this.#x.closeAfter = true;
-      else this.#close();
-    });
-    client.on('data', (chunk: Buffer) => this.#clientData(chunk));
-    client.on('drain', () => {
-      if (this.#upstreamPaused) {
-        this.#upstreamPaused = false;
-        this.#x?.conn?.socket.resume();
-      }
-    });
+    this.#onClosed = onClosed;
+    this.#clientAddress = client.remoteAddress;
+    client.sink = this;
     const idle = route()?.idleTimeoutMs ?? 0;
-    if (idle > 0) client.setTimeout(idle, () => client.destroy());
+    if (idle > 0) client.setIdleTimeout(idle);
     client.resume();
+  }
+
+  // ConnSink: the client connection.
+  connData(chunk: Buffer): void {
+    this.#clientData(chunk);
+  }
+
+  connEnd(): void {
+    this.#clientEof = true;
+    if (this.#tunnel) return; // passed on once the tunnel is up
+    // The client is done sending: after the response in flight, if any, the connection ends.
+    if (this.#x) this.#x.closeAfter = true;
+    else this.#close();
+  }
+
+  connDrain(): void {
+    if (this.#upstreamPaused) {
+      this.#upstreamPaused = false;
+      this.#x?.conn?.conn.resume();
+    }
+  }
+
+  connClosed(): void {
+    this.#clientClosed();
+    this.#onClosed(this);
+  }
+
+  /** The current try's connection took all that was written to it. */
+  upstreamDrain(): void {
+    this.#resumeClient();
   }
 
   destroy(): void {
@@ -458,6 +503,9 @@ class HttpSession implements ConnOwner {
     this.#closed = true;
     this.#in = undefined;
     this.#client.end();
+    // Read on (dropping what comes) until the client's FIN, so that the connection closes in order.
+    this.#clientPaused = false;
+    this.#client.resume();
   }
 
   // --- client side ---
@@ -520,7 +568,9 @@ class HttpSession implements ConnOwner {
           }
           this.#log.debug({ client: this.#clientAddress, err: r.reason, status: r.status }, 'bad request');
           this.#client.write(
-            localResponse(r.status, STATUS_TEXT[r.status] ?? '', `${r.reason}\n`, { close: true }),
+            Buffer.from(
+              localResponse(r.status, STATUS_TEXT[r.status] ?? '', `${r.reason}\n`, { close: true }),
+            ),
           );
           this.#close();
           return;
@@ -538,7 +588,11 @@ class HttpSession implements ConnOwner {
     const route = this.#route();
     if (!route) {
       this.#client.write(
-        localResponse(503, 'Service Unavailable', 'the Service port is no longer served\n', { close: true }),
+        Buffer.from(
+          localResponse(503, 'Service Unavailable', 'the Service port is no longer served\n', {
+            close: true,
+          }),
+        ),
       );
       this.#close();
       return;
@@ -601,10 +655,7 @@ class HttpSession implements ConnOwner {
     }
     if (x.conn) {
       if (!x.replayable) x.kept = undefined;
-      if (!x.conn.socket.write(chunk)) {
-        this.#pauseClient();
-        x.conn.socket.once('drain', () => this.#resumeClient());
-      }
+      if (!x.conn.conn.write(chunk)) this.#pauseClient(); // upstreamDrain resumes it
     }
   }
 
@@ -683,16 +734,12 @@ class HttpSession implements ConnOwner {
     conn.owner = this;
     conn.uses++;
     x.reused = conn.uses > 1;
-    const socket = conn.socket;
     const head = encodeRequestHead(x.head, this.#clientAddress, x.route.authority);
-    if (x.kept) {
-      socket.cork();
-      socket.write(head);
-      for (const b of x.kept) socket.write(b);
-      socket.uncork();
-    } else socket.write(head);
+    // The head and the body bytes kept so far in one write.
+    const drained = conn.conn.write(x.kept ? Buffer.concat([head, ...x.kept]) : head);
     if (!x.replayable) x.kept = undefined;
-    this.#resumeClient();
+    if (drained) this.#resumeClient();
+    else this.#pauseClient(); // upstreamDrain resumes it
   }
 
   /** Response bytes from the current try's connection. */
@@ -823,7 +870,7 @@ class HttpSession implements ConnOwner {
   #sendBody(x: Exchange, bytes: Buffer, end: number): void {
     if (!this.#client.write(bytes) && end < 0 && x.conn) {
       this.#upstreamPaused = true;
-      x.conn.socket.pause();
+      x.conn.conn.pause();
     }
   }
 
@@ -860,7 +907,7 @@ class HttpSession implements ConnOwner {
     const conn = x.conn;
     x.conn = undefined;
     if (conn && !conn.closed) {
-      if (this.#upstreamPaused) conn.socket.resume();
+      if (this.#upstreamPaused) conn.conn.resume();
       if (x.res?.keepAlive) route.connections.release(conn);
       else conn.destroy();
     }
@@ -1055,7 +1102,7 @@ class HttpSession implements ConnOwner {
     if (x.body !== undefined) x.closeAfter = true;
     countResponse(x.route.stats, status);
     this.#client.write(
-      localResponse(status, STATUS_TEXT[status] ?? '', body, { close: x.closeAfter, headers }),
+      Buffer.from(localResponse(status, STATUS_TEXT[status] ?? '', body, { close: x.closeAfter, headers })),
     );
     this.#dropConn(x);
     this.#endTry(x);
@@ -1070,7 +1117,7 @@ class HttpSession implements ConnOwner {
     this.#endTry(x);
     this.#endExchange(x);
     this.#closed = true;
-    reset(this.#client);
+    this.#client.reset();
   }
 
   #endExchange(x: Exchange): void {
@@ -1118,7 +1165,7 @@ class HttpSession implements ConnOwner {
     x.abort = abort;
     route.connections.open(u, route.breaker, route.connectTimeoutMs, abort.signal).then(
       (conn) => {
-        if (this.#client.destroyed || this.#x !== x) {
+        if (this.#client.closed || this.#x !== x) {
           balancer.ended(u, performance.now() - t0);
           conn.destroy();
           return;
@@ -1130,27 +1177,27 @@ class HttpSession implements ConnOwner {
         es.active++;
         const client = this.#client;
         const upstream = conn.detach();
-        upstream.cork();
-        upstream.write(encodeRequestHead(x.head, this.#clientAddress, route.authority));
-        if (rest) upstream.write(rest);
-        if (this.#in) upstream.write(this.#in);
-        upstream.uncork();
+        const head = encodeRequestHead(x.head, this.#clientAddress, route.authority);
+        const parts = [head];
+        if (rest) parts.push(rest);
+        if (this.#in) parts.push(this.#in);
         this.#in = undefined;
-        client.removeAllListeners('data');
-        client.removeAllListeners('end');
-        client.on('error', () => reset(upstream));
-        upstream.on('error', () => reset(client));
-        client.once('close', () => upstream.destroy());
-        upstream.once('close', () => {
-          es.active--;
-          balancer.ended(u, performance.now() - t0);
-          client.destroy();
-        });
-        client.pipe(upstream);
-        upstream.pipe(client);
+        const drained = upstream.write(parts.length === 1 ? head : Buffer.concat(parts));
         this.#endExchange(x);
         this.#clientPaused = false;
-        client.resume();
+        // Both ways from here (the client's reads wait for that first write when it is in flight).
+        tunnel(client, upstream, (side) => {
+          if (side === upstream) {
+            es.active--;
+            balancer.ended(u, performance.now() - t0);
+            conn.tunnelClosed();
+          } else {
+            this.#clientClosed();
+            this.#onClosed(this);
+          }
+        });
+        if (!drained) client.pause();
+        if (this.#clientEof) upstream.end();
       },
       (err: unknown) => {
         balancer.ended(u, route.connectTimeoutMs);
@@ -1174,12 +1221,15 @@ class HttpSession implements ConnOwner {
   }
 }
 
-/** Serves one accepted client connection (paused) of an `http` port. */
+/**
+ * Serves one accepted client connection (not reading yet) of an `http` port; `onClosed` is called
+ * once the client connection closed (no promise per connection).
+ */
 export function serveHttp(
-  client: Socket,
+  client: Conn,
   route: () => HttpRoute | undefined,
   log: Logger,
-): Served & { done: Promise<void> } {
-  const session = new HttpSession(client, route, log);
-  return { done: session.done, destroy: () => session.destroy(), drain: () => session.drain() };
+  onClosed: (served: Served) => void,
+): Served {
+  return new HttpSession(client, route, log, onClosed);
 }

@@ -282,8 +282,10 @@ export async function startProxy(opts: ProxyOptions): Promise<MeshProxy> {
       {
         namespace: opts.namespace ?? '(all)',
         services: served.size,
-        // How tcp ports move bytes: libuv's handles (tcp-uv.ts), or net.Socket without them.
+        // How tcp and http ports move bytes: libuv's handles (tcp-uv.ts, http-conn.ts), or
+        // net.Socket without them.
         tcpPath: uvAvailable ? 'uv-handles' : 'net-socket',
+        httpPath: uvAvailable ? 'uv-handles' : 'net-socket',
       },
       'synced: serving',
     );

@@ -9,8 +9,9 @@ import type { EndpointSlice, Service } from '../crds/types.ts';
 import type { Logger } from '../kube/index.ts';
 import { listenAddressOf, type ServicePort, type Upstream, upstreamsOf } from './endpoints.ts';
 import { type HttpRoute, type RetryOn, serveHttp, UpstreamConnections } from './http.ts';
+import { SocketConn, UvConn } from './http-conn.ts';
 import { CircuitBreaker } from './limits.ts';
-import { PortListener } from './listener.ts';
+import { PortListener, type Served } from './listener.ts';
 import type { EndpointStats, PortLabels, PortView, ProxyMetrics } from './metrics.ts';
 import { Pool } from './pool.ts';
 import { serveTcp, type TcpRoute } from './tcp.ts';
@@ -136,16 +137,23 @@ export class ServedService {
   #listen(name: string, protocol: Protocol, address: string, port: number): PortListener {
     const log = this.#log.child({ port: name });
     const route = () => this.#ports.get(name)?.route;
-    if (protocol === 'tcp' && uvAvailable) {
-      // The tcp path on libuv's handles (tcp-uv.ts), when Node has them; else on net.Socket.
+    if (uvAvailable) {
+      // Both paths on libuv's handles (tcp-uv.ts, http-conn.ts), when Node has them; else on net.Socket.
       return new PortListener({
         address,
         port,
         log,
-        handleUv: (handle, listener) => {
-          const r = route() as TcpRoute | undefined;
-          return r ? serveTcpUv(handle, r, log, listener) : undefined;
-        },
+        handleUv:
+          protocol === 'tcp'
+            ? (handle, listener) => {
+                const r = route() as TcpRoute | undefined;
+                return r ? serveTcpUv(handle, r, log, listener) : undefined;
+              }
+            : (handle, listener) => {
+                if (!route()) return undefined;
+                const release = (served: Served) => listener.release(served);
+                return serveHttp(UvConn.accepted(handle), route as () => HttpRoute | undefined, log, release);
+              },
       });
     }
     return new PortListener({
@@ -160,9 +168,8 @@ export class ServedService {
             }
           : (socket, listener) => {
               if (!route()) return undefined;
-              const served = serveHttp(socket, route as () => HttpRoute | undefined, log);
-              void served.done.then(() => listener.release(served));
-              return served;
+              const release = (served: Served) => listener.release(served);
+              return serveHttp(new SocketConn(socket), route as () => HttpRoute | undefined, log, release);
             },
     });
   }

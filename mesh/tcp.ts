@@ -54,45 +54,6 @@ export class ConnectError extends Error {
   }
 }
 
-/** A connected socket to address:port (half-open allowed, no Nagle), or a rejection within timeoutMs. */
-export function connectTo(
-  address: string,
-  port: number,
-  timeoutMs: number,
-  signal: AbortSignal,
-): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(new ConnectError('ABORTED', 'connection closed'));
-    const socket = connect({ host: address, port, allowHalfOpen: true, noDelay: true });
-    const timer = setTimeout(
-      () => fail(new ConnectError('ETIMEDOUT', `no connect in ${timeoutMs} ms`)),
-      timeoutMs,
-    );
-    const onAbort = () => fail(new ConnectError('ABORTED', 'connection closed'));
-    function settle() {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', onAbort);
-      socket.off('error', fail);
-      socket.off('connect', onConnect);
-    }
-    function fail(err: Error) {
-      settle();
-      socket.destroy();
-      reject(err);
-    }
-    function onConnect() {
-      settle();
-      // Until the pipe's own handlers are on: an error in between destroys the socket, which
-      // the pipe then sees.
-      socket.on('error', () => {});
-      resolve(socket);
-    }
-    socket.once('connect', onConnect);
-    socket.once('error', fail);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-}
-
 /** The connection a socket of the tcp path belongs to (set on both of its sockets). */
 const kConn = Symbol('orrery.tcp.connection');
 type TcpSocket = Socket & { [kConn]: TcpConnection };

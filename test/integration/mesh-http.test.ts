@@ -340,6 +340,7 @@ test('no endpoint: 503 at once with a body naming the Service', async (t) => {
   const res = await fetch(`${s.url}/`);
   t.is(res.status, 503);
   t.regex(await res.text(), new RegExp(`no ready endpoint for Service ${s.ns}/echo port web`));
+  t.log(`answered in ${(performance.now() - t0).toFixed(1)} ms`);
   t.true(performance.now() - t0 < 1000);
 });
 
@@ -765,4 +766,200 @@ test('orrery proxy killed with SIGKILL and started again: the Service answers ag
   const took = performance.now() - restarted;
   // The 1 s target is the mesh benchmark's row (bench/mesh.bench.ts), measured on a quiet machine.
   t.log(`answering again ${took.toFixed(0)} ms after the new proxy was started`);
+});
+
+// --- the two ways the http path moves bytes ---------------------------------------------------
+
+/** A raw client connection kept for a conversation: what it received so far, and waits on it. */
+function rawConversation(address: string, port: number) {
+  const socket = net.connect({ host: address, port });
+  let text = '';
+  let closed = false;
+  socket.setEncoding('latin1');
+  socket.on('data', (c: string) => {
+    text += c;
+  });
+  socket.on('error', () => {});
+  socket.on('close', () => {
+    closed = true;
+  });
+  const wait = (what: string, probe: () => boolean) =>
+    eventually(`${what}; got ${JSON.stringify(text.slice(-200))}`, probe, {
+      timeoutMs: 10_000,
+      intervalMs: 2,
+    });
+  return {
+    send: (b: string | Buffer) => socket.write(b),
+    end: () => socket.end(),
+    until: (re: RegExp) => wait(`the answer to match ${re}`, () => re.test(text)),
+    closed: () => wait('the proxy to close the connection', () => closed),
+    get text() {
+      return text;
+    },
+    destroy: () => socket.destroy(),
+  };
+}
+
+/**
+ * The same conversations through `orrery proxy` on one path; what the clients received, in order.
+ * Each conversation waits for its answers before the next step, so the bytes are deterministic.
+ */
+async function transcripts(t: ExecutionContext, s: Setup, streams: '0' | '1'): Promise<string[]> {
+  const child = spawn(process.execPath, proxyArgs(s), {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, ORRERY_LOG_LEVEL: 'info', ORRERY_PROXY_TCP_STREAMS: streams },
+  });
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  t.teardown(async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await exited;
+  });
+  let log = '';
+  child.stdout?.on('data', (d: Buffer) => {
+    log += d.toString();
+  });
+  await eventually(
+    'the proxy answering',
+    async () => {
+      try {
+        const res = await fetch(`${s.url}/ready`, { signal: AbortSignal.timeout(500) });
+        await res.text();
+        return res.status === 200;
+      } catch {
+        return false;
+      }
+    },
+    { timeoutMs: 30_000 },
+  );
+  const path = /"httpPath":"([a-z-]+)"/.exec(log)?.[1];
+  t.is(path, streams === '1' ? 'net-socket' : 'uv-handles', 'the proxy runs the path asked for');
+  const out: string[] = [];
+
+  // Keep-alive: hop-by-hop fields, X-Forwarded-For, a chunked body sent in parts and answered in
+  // parts, a body of 256 KiB (more than one read and write), then an HTTP/1.0 request that ends it.
+  const a = rawConversation(s.vip, s.port);
+  t.teardown(() => a.destroy());
+  a.send(
+    'GET /a?x=1 HTTP/1.1\r\nHost: web\r\nConnection: keep-alive, X-Secret\r\nX-Secret: s\r\nTE: trailers\r\nX-Forwarded-For: 10.1.2.3\r\n\r\n',
+  );
+  await a.until(/END\n$/);
+  a.send('POST /b HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n');
+  await new Promise((r) => setTimeout(r, 20));
+  a.send('6\r\n world\r\n0\r\n\r\n');
+  await a.until(/END\n\r\n0\r\n\r\n$/);
+  a.send('GET /big HTTP/1.1\r\nHost: web\r\n\r\n');
+  await a.until(/BIG-END\n$/);
+  a.send('GET /c HTTP/1.0\r\n\r\n');
+  await a.closed();
+  out.push(a.text);
+
+  // Malformed: 400, closed, nothing forwarded.
+  const b = rawConversation(s.vip, s.port);
+  t.teardown(() => b.destroy());
+  b.send('GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n');
+  await b.closed();
+  out.push(b.text);
+
+  // Upgrade: 101, bytes both ways, and the client's FIN passed on (the backend answers it and ends).
+  const c = rawConversation(s.vip, s.port);
+  t.teardown(() => c.destroy());
+  c.send('GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n');
+  await c.until(/\r\n\r\n$/);
+  c.send('ping\n');
+  await c.until(/ping\n$/);
+  c.end();
+  await c.until(/bye\n$/);
+  await c.closed();
+  out.push(c.text);
+
+  // A request followed at once by the client's FIN: answered, then closed.
+  const d = rawConversation(s.vip, s.port);
+  t.teardown(() => d.destroy());
+  d.send('GET /d HTTP/1.1\r\nHost: x\r\n\r\n');
+  d.end();
+  await d.closed();
+  out.push(d.text);
+
+  child.kill('SIGTERM');
+  await exited;
+  return out;
+}
+
+test('the http path on libuv handles answers byte for byte as on net.Socket (ORRERY_PROXY_TCP_STREAMS=1)', async (t) => {
+  const s = await setup(t, { handlers: [hello] });
+  const big = Buffer.alloc(256 * 1024, 'abcdefghijklmnopqrstuvwxyz0123456789\n');
+  const server = http.createServer((req, res) => {
+    res.sendDate = false;
+    const parts: Buffer[] = [];
+    req.on('data', (c: Buffer) => parts.push(c));
+    req.on('end', () => {
+      if (req.url === '/big') {
+        res.setHeader('content-length', big.length + 8);
+        res.write(big);
+        res.end('BIG-END\n');
+        return;
+      }
+      const seen = `${req.method} ${req.url} HTTP/${req.httpVersion}\n${req.rawHeaders.join('|')}\nbody ${Buffer.concat(parts).toString()}\n`;
+      if (req.url === '/b') {
+        res.writeHead(200, { 'content-type': 'text/plain', connection: 'keep-alive, x-hop', 'x-hop': '1' });
+        res.write(seen);
+        setTimeout(() => res.end('END\n'), 10);
+        return;
+      }
+      res.setHeader('x-end', 'kept');
+      res.end(`${seen}END\n`);
+    });
+  });
+  server.on('upgrade', (_req, socket: net.Socket) => {
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n');
+    socket.on('data', (c: Buffer) => socket.write(c));
+    socket.on('end', () => socket.end('bye\n'));
+  });
+  const { port } = await listenOnLoopback(t, server);
+  await s.setEndpoints([endpointAt('raw', port, 'web')]);
+  const onHandles = await transcripts(t, s, '0');
+  const onSockets = await transcripts(t, s, '1');
+  t.is(onHandles.length, 4);
+  t.deepEqual(onHandles, onSockets);
+  // And what they are, so that the same wrong answer on both would not pass.
+  const [a, b, c, d] = onHandles as [string, string, string, string];
+  t.regex(a, /^HTTP\/1\.1 200 OK\r\n/);
+  t.regex(
+    a,
+    /GET \/a\?x=1 HTTP\/1\.1\nHost\|web\|X-Forwarded-For\|10\.1\.2\.3, 127\.0\.0\.1\|X-Forwarded-Proto\|http/i,
+  );
+  t.notRegex(a, /X-Secret\|s|TE\|trailers/i);
+  t.regex(a, /POST \/b HTTP\/1\.1\n.*\nbody hello world\n/);
+  t.regex(a, /transfer-encoding: chunked\r\n/i);
+  t.notRegex(a, /x-hop/i);
+  t.true(a.includes(big.toString()), 'the 256 KiB body whole');
+  t.regex(a, /GET \/c HTTP\/1\.1\nHost\|[0-9.]+:\d+\|/i);
+  t.regex(a, /connection: close\r\n\r\nGET \/c/i);
+  t.regex(b, /^HTTP\/1\.1 400 Bad Request\r\n[\s\S]*connection: close/);
+  t.regex(c, /^HTTP\/1\.1 101 Switching Protocols\r\n[\s\S]*\r\n\r\nping\nbye\n$/);
+  t.regex(d, /^HTTP\/1\.1 200 OK\r\n[\s\S]*connection: close\r\n\r\nGET \/d HTTP\/1\.1\n[\s\S]*END\n$/);
+});
+
+test('idle timeout: a keep-alive client connection with no byte either way is closed; one in use is not', async (t) => {
+  const s = await setup(t, { handlers: [hello] });
+  await s.proxy({ idleTimeoutMs: 300 });
+  const busy = rawConversation(s.vip, s.port);
+  t.teardown(() => busy.destroy());
+  const idle = rawConversation(s.vip, s.port);
+  t.teardown(() => idle.destroy());
+  idle.send('GET /idle HTTP/1.1\r\nHost: x\r\n\r\n');
+  await idle.until(/GET \/idle\n$/);
+  const answered = performance.now();
+  // A request every 100 ms for 800 ms keeps the other one open.
+  for (let i = 0; i < 8; i++) {
+    busy.send(`GET /busy${i} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    await busy.until(new RegExp(`GET /busy${i}\\n$`));
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await idle.closed();
+  const ms = performance.now() - answered;
+  t.true(ms < 5000, `idle connection closed after ${Math.round(ms)} ms (idle timeout 300 ms)`);
+  busy.send('GET /last HTTP/1.1\r\nHost: x\r\n\r\n');
+  await busy.until(/GET \/last\n$/);
+  t.regex(busy.text, /GET \/busy7\n/);
 });
