@@ -15,14 +15,15 @@ import {
 import type { Instance, InstanceStatus, Replica } from '../../crds/types.ts';
 import {
   enqueueFromInformer,
-  enqueueOwner,
   isAlreadyExists,
   isConflict,
   isNotFound,
   objectKey,
+  ownerKeyMapper,
   type ReconcileResult,
   removeFinalizer,
   splitKey,
+  type WorkQueue,
 } from '../../kube/index.ts';
 import { forEachLimited } from '../../platform/concurrency.ts';
 import { type Controller, type OperatorContext, replicasLabelledFor } from '../context.ts';
@@ -34,10 +35,19 @@ import { type InstancePlan, planInstance, replicaName } from './plan.ts';
 const API_CONCURRENCY = 16;
 /** Instance status writes that change only replica counts: at most one per Instance per interval. */
 const STATUS_COUNT_INTERVAL_MS = 500;
+/**
+ * Reconciles of one Instance started by Replica status changes alone: at most one per interval.
+ * Each reads every Replica of the Instance, so while 1,000 start, one per status write (~2,000)
+ * would cost the operator more than the rest of the burst; a status change (Running, ready) waits
+ * at most this long, and any other Replica change (created, deleted, spec, labels) reconciles at once.
+ */
+export const STATUS_RECONCILE_SPACING_MS = 50;
 
 export interface InstanceControllerOptions {
   /** Default 4. */
   workers?: number;
+  /** Spacing of reconciles started by Replica status changes alone; default STATUS_RECONCILE_SPACING_MS. */
+  statusReconcileSpacingMs?: number;
   /** Binds Replicas at creation (the scheduler's placeAtCreation); without it they are created unbound. */
   place?: Placer;
 }
@@ -46,24 +56,85 @@ export interface InstanceControllerOptions {
 export function instanceController(ctx: OperatorContext, opts: InstanceControllerOptions = {}): Controller {
   const expectations = new CreateExpectations();
   const statusSpacing = { intervalMs: STATUS_COUNT_INTERVAL_MS, written: new Map<string, number>() };
+  /** When each Instance's last reconcile started (performance.now()). */
+  const lastReconcile = new Map<string, number>();
   return {
     name: 'instances',
     workers: opts.workers ?? 4,
     watch(queue) {
       enqueueFromInformer(ctx.informers.instances, queue);
-      enqueueOwner(ctx.informers.replicas, queue, 'Instance', 'orrery.dev');
+      enqueueReplicaOwners(ctx, queue, lastReconcile, opts.statusReconcileSpacingMs);
       ctx.informers.replicas.addHandlers({
         add: (r) => expectations.observed(objectKey(r)),
         delete: (r) => expectations.observed(objectKey(r)),
       });
     },
-    reconcile: (key) =>
-      reconcileInstance(ctx, key, {
+    reconcile: (key) => {
+      lastReconcile.set(key, performance.now());
+      if (!ctx.informers.instances.get(key)) lastReconcile.delete(key);
+      return reconcileInstance(ctx, key, {
         expectations,
         statusSpacing,
         ...(opts.place ? { place: opts.place } : {}),
-      }),
+      });
+    },
   };
+}
+
+const instanceOf = ownerKeyMapper<Replica>('Instance', 'orrery.dev');
+
+/**
+ * A Replica event enqueues its Instance (as enqueueOwner does); an update that changes only the
+ * Replica's status (same generation, labels, owner and deletion) is spaced: at most one such
+ * reconcile per `spacingMs` per Instance, counted from the start of the last reconcile.
+ */
+function enqueueReplicaOwners(
+  ctx: OperatorContext,
+  queue: WorkQueue<string>,
+  lastReconcile: Map<string, number>,
+  spacingMs = STATUS_RECONCILE_SPACING_MS,
+): void {
+  const now = (r: Replica) => {
+    const key = instanceOf(r);
+    if (typeof key === 'string') queue.add(key);
+  };
+  ctx.informers.replicas.addHandlers({
+    add: now,
+    delete: now,
+    update: (old, r) => {
+      const key = instanceOf(r);
+      if (typeof key !== 'string' || !onlyStatusChanged(old, r) || instanceOf(old) !== key) {
+        if (old !== r) now(old);
+        now(r);
+        return;
+      }
+      const wait = (lastReconcile.get(key) ?? Number.NEGATIVE_INFINITY) + spacingMs - performance.now();
+      if (wait > 0) queue.addAfter(key, wait);
+      else queue.add(key);
+    },
+  });
+}
+
+/** Whether an update of a Replica changed nothing but its status (and resourceVersion, managedFields). */
+export function onlyStatusChanged(old: Replica, r: Replica): boolean {
+  const a = old.metadata;
+  const b = r.metadata;
+  return (
+    a.generation !== undefined &&
+    a.generation === b.generation &&
+    a.uid === b.uid &&
+    a.deletionTimestamp === b.deletionTimestamp &&
+    sameStrings(a.labels, b.labels) &&
+    sameStrings(a.annotations, b.annotations) &&
+    (a.finalizers ?? []).join('\n') === (b.finalizers ?? []).join('\n')
+  );
+}
+
+function sameStrings(a: Record<string, string> | undefined, b: Record<string, string> | undefined): boolean {
+  if (a === b) return true;
+  const ka = Object.keys(a ?? {});
+  if (ka.length !== Object.keys(b ?? {}).length) return false;
+  return ka.every((k) => a?.[k] === b?.[k]);
 }
 
 /** Replicas owned by the Instance (by label, then confirmed by ownerReference uid). */
