@@ -110,6 +110,8 @@ function assembleParts(a: {
   log: Logger;
   engine: Engine;
   api: KubeApi;
+  /** For the Lease heartbeat alone. */
+  leaseApi: KubeApi;
   fieldManager: string;
   facts: HostFacts;
   layout: CgroupLayout;
@@ -187,6 +189,7 @@ function assembleParts(a: {
   });
   const registration: HostRegistration = new HostRegistration({
     api,
+    leaseApi: a.leaseApi,
     hosts,
     fieldManager,
     options: o,
@@ -225,9 +228,14 @@ function assembleParts(a: {
 export async function joinCluster({ options: o, log, engine, readopted }: ReadoptedEngine): Promise<Agent> {
   const me = o.hostName;
   const fieldManager = `orrery-runtime/${me}`;
-  const api = await KubeApi.fromKubeConfig(kubeConfigOf(o.kubeconfig));
+  const kubeConfig = kubeConfigOf(o.kubeconfig);
+  const api = await KubeApi.fromKubeConfig(kubeConfig);
+  // The Lease heartbeat on connections of its own, as the kubelet's heartbeat client: behind a
+  // backlog of status writes (a burst of starts on a slow API server) a renewal queued in the
+  // shared pool waited for them all, past the fence point, and the host fenced itself.
+  const leaseApi = await KubeApi.fromKubeConfig(kubeConfig, { maxSockets: 2 });
   // Run in reverse on stop, or when the start fails half-way.
-  const teardown: (() => unknown)[] = [() => api.close()];
+  const teardown: (() => unknown)[] = [() => api.close(), () => leaseApi.close()];
   const unwind = async () => {
     for (const step of teardown.reverse())
       await Promise.resolve()
@@ -247,6 +255,7 @@ export async function joinCluster({ options: o, log, engine, readopted }: Readop
       log,
       engine,
       api,
+      leaseApi,
       fieldManager,
       facts,
       layout,

@@ -31,6 +31,11 @@ const HOST_COUNT_INTERVAL_MS = 1000;
 
 export interface HostRegistrationOptions {
   api: KubeApi;
+  /**
+   * The Lease's renewals go through this one (default `api`): a pool of their own, so no backlog
+   * of other writes delays a renewal past the fence point.
+   */
+  leaseApi?: KubeApi;
   hosts: ResourceClient<Host>;
   fieldManager: string;
   options: NormalizedAgentOptions;
@@ -117,13 +122,13 @@ export class HostRegistration {
     // The namespace of the Leases. RBAC may forbid a runtime to create it (a cluster admin
     // or the operator did); the Lease writes below then say whether it exists.
     try {
-      await ensureNamespace(api, SYSTEM_NAMESPACE, fieldManager);
+      await ensureNamespace(this.#o.leaseApi ?? api, SYSTEM_NAMESPACE, fieldManager);
     } catch (err) {
       if (!isForbidden(err)) throw err;
     }
     await this.register();
     const heartbeat = new LeaseHeartbeat({
-      client: countingLeaseClient(leaseClient(api, fieldManager), this.#o.onRenewFailure),
+      client: countingLeaseClient(leaseClient(this.#o.leaseApi ?? api, fieldManager), this.#o.onRenewFailure),
       namespace: SYSTEM_NAMESPACE,
       name: hostLeaseName(this.#me),
       holderIdentity: this.#me,
