@@ -39,8 +39,8 @@ const repoRoot = join(import.meta.dirname, '..');
 // Overridable for a quick look at one phase: ORRERY_BENCH_MANY=10 node bench/e2e.bench.ts
 const SINGLE_ROUNDS = Number(process.env.ORRERY_BENCH_ROUNDS ?? 40);
 const MANY = Number(process.env.ORRERY_BENCH_MANY ?? 1000);
-/** How long after the 1,000 the daemons' steady-state RSS is read. */
-const IDLE_MS = 30_000;
+/** How long after the 1,000 the daemons' steady-state RSS is read (ORRERY_BENCH_IDLE_MS for quick looks). */
+const IDLE_MS = Number(process.env.ORRERY_BENCH_IDLE_MS ?? 30_000);
 
 /** CPU of a process and of its reaped children, seconds; `system`: kernel time only. */
 function cpuSeconds(pid: number, which: 'system' | 'both' = 'both'): number {
@@ -392,6 +392,7 @@ async function manyAtOnce(run: Run, operator: Daemon, host: Daemon): Promise<Man
     `CPU during the ${MANY}: ${manyCpu}; of which ${used(cpuDetailBefore, cpuDetailOf())}; control plane RSS ${(rssKiB(plane.pid) / 1024).toFixed(0)} MiB`,
   );
   await sleep(2000); // let status writes settle
+  debugWrites(`${MANY} at once, 2 s later`, manyBefore, writeCounts(plane.kubeconfig).by, MANY);
   const rssLoaded = rssOfDaemons();
   // Steady state: V8 gives back the young generation grown during the burst once it is idle.
   await sleep(IDLE_MS);
