@@ -15,6 +15,8 @@ import { VIEWS } from '../model/views.ts';
 import { type ClusterInfo, InfoLine, KeyBar, PromptLine, TitleLine } from './bars.ts';
 import { type SizedStream, useClock, useClusterVersion, useLogsVersion, useTerminalSize } from './hooks.ts';
 import { Pane, Table } from './table.ts';
+// Ink's frames joined as lines, not cell by cell: every line of this screen is one Text at column 0.
+import './line-output.ts';
 
 export interface AppProps {
   readonly cluster: LiveCluster;
