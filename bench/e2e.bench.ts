@@ -11,6 +11,7 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -344,10 +345,37 @@ interface ManyResult {
   rss: Record<'before' | 'loaded' | 'idle', { agent: number; operator: number }>;
 }
 
+let operatorMetricsPort: number | undefined;
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** The operator's reconciles so far, by controller (ORRERY_BENCH_DEBUG only). */
+async function operatorReconciles(): Promise<Map<string, number>> {
+  const by = new Map<string, number>();
+  if (!operatorMetricsPort) return by;
+  const text = await fetch(`http://127.0.0.1:${operatorMetricsPort}/metrics`).then((r) => r.text());
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('orrery_operator_reconcile_total{')) continue;
+    const controller = /controller="([^"]*)"/.exec(line)?.[1] ?? '?';
+    by.set(controller, (by.get(controller) ?? 0) + Number(line.slice(line.lastIndexOf(' ') + 1)));
+  }
+  return by;
+}
+
 /** MANY replicas in one Instance: until all are Running, the CPU that took, and the daemons' RSS. */
 async function manyAtOnce(run: Run, operator: Daemon, host: Daemon): Promise<ManyResult> {
   const { instances, replicas, waitFor, stages, plane } = run;
   const manyBefore = writeCounts(plane.kubeconfig).by;
+  const reconcilesBefore = await operatorReconciles();
   const cpuOf = () => ({
     'control plane': cpuSeconds(plane.pid),
     operator: cpuSeconds(operator.child.pid as number),
@@ -373,6 +401,11 @@ async function manyAtOnce(run: Run, operator: Daemon, host: Daemon): Promise<Man
   await waitFor(`${MANY} replicas Running`, () => replicas.runningOf('many') >= MANY, 300_000);
   const manyMs = performance.now() - t0;
   debugWrites(`${MANY} at once`, manyBefore, writeCounts(plane.kubeconfig).by, MANY);
+  if (process.env.ORRERY_BENCH_DEBUG) {
+    const after = await operatorReconciles();
+    const lines = [...after].map(([k, v]) => `  ${k}: ${v - (reconcilesBefore.get(k) ?? 0)}`);
+    console.error(`operator reconciles during the ${MANY}:\n${lines.join('\n')}`);
+  }
   if (stages) {
     const stage = (what: string, at: Map<string, number>) => {
       const times = [...at].filter(([k]) => k.startsWith('many-')).map(([, v]) => v - t0);
@@ -507,7 +540,17 @@ export default async function bench(): Promise<{ title: string; markdown: string
       return d;
     };
     const hostA = await startHost('bench-a');
-    const operator = await daemon(['operator', '--kubeconfig', cp.kubeconfig], false);
+    // With ORRERY_BENCH_DEBUG the operator's /metrics on a known port: reconciles per controller.
+    operatorMetricsPort = process.env.ORRERY_BENCH_DEBUG ? await freePort() : undefined;
+    const operator = await daemon(
+      [
+        'operator',
+        '--kubeconfig',
+        cp.kubeconfig,
+        ...(operatorMetricsPort ? ['--metrics-listen', `127.0.0.1:${operatorMetricsPort}`] : []),
+      ],
+      false,
+    );
     daemons.push(operator);
 
     const waits = eventWaits();
