@@ -189,10 +189,9 @@ export class UpstreamConnections {
   #closed = false;
 
   /** An idle connection to `u`, now taken by the caller, or undefined. */
-  takeIdle(u: Upstream): UpstreamConn | undefined {
+  takeIdle(u: Upstream, now = performance.now()): UpstreamConn | undefined {
     const list = this.#idle.get(u.id);
     if (!list) return undefined;
-    const now = performance.now();
     while (list.length > 0) {
       const c = list.pop() as UpstreamConn;
       if (c.closed) continue;
@@ -207,14 +206,14 @@ export class UpstreamConnections {
   }
 
   /** A connection is done with its request and may carry another. */
-  release(c: UpstreamConn): void {
+  release(c: UpstreamConn, now = performance.now()): void {
     if (c.closed) return;
     if (this.#closed) {
       c.destroy();
       return;
     }
     c.owner = undefined;
-    c.idleSince = performance.now();
+    c.idleSince = now;
     let list = this.#idle.get(c.upstream.id);
     if (!list) {
       list = [];
@@ -391,7 +390,8 @@ interface Exchange {
   /** What ring-hash hashes for this request (the same for its retries). */
   key: string;
   attempt: number;
-  exclude: Set<string>;
+  /** Endpoints that failed this request; undefined until one did. */
+  exclude: Set<string> | undefined;
   /** Holds a unit of maxRequests. */
   holdsRequest: boolean;
   /** Holds a unit of maxRetries (from its first retry to its end). */
@@ -438,7 +438,8 @@ class HttpSession implements ConnOwner, ConnSink, Served {
   #clientPaused = false;
   /** The overall timeout's timer (#armDeadline) and its duration. */
   #timer: NodeJS.Timeout | undefined;
-  #timerMs = 0;
+  /** performance.now() when #timer is due. */
+  #timerDue = 0;
   readonly #onClosed: (s: HttpSession) => void;
 
   constructor(
@@ -607,7 +608,7 @@ class HttpSession implements ConnOwner, ConnSink, Served {
       replayable: isIdempotent(head.method),
       key: hashKey(route, head, this.#clientAddress),
       attempt: 0,
-      exclude: new Set(),
+      exclude: undefined,
       holdsRequest: false,
       holdsRetry: false,
       abort: undefined,
@@ -637,7 +638,7 @@ class HttpSession implements ConnOwner, ConnSink, Served {
       return;
     }
     x.holdsRequest = true;
-    this.#armDeadline(route.timeoutMs);
+    this.#armDeadline(x.t0, route.timeoutMs);
     if (rest) this.#clientData(rest);
     if (this.#x === x && !x.conn) this.#try(x);
   }
@@ -676,7 +677,7 @@ class HttpSession implements ConnOwner, ConnSink, Served {
     const { route, key } = x;
     let u = route.pool.pick(key, x.exclude);
     // Every endpoint failed this request once: a retry may go back to one.
-    if (!u && x.exclude.size > 0) u = route.pool.pick(key);
+    if (!u && x.exclude) u = route.pool.pick(key);
     if (!u) {
       if (x.lastFailure) {
         this.#failed(x, x.lastFailure);
@@ -693,10 +694,11 @@ class HttpSession implements ConnOwner, ConnSink, Served {
     x.balancer = route.pool.balancer;
     x.balancer.started(u);
     es.requests++;
-    x.tryStart = performance.now();
+    // The first try starts with the request (the same tick); a retry when it is made.
+    x.tryStart = x.attempt === 0 && x.exclude === undefined ? x.t0 : performance.now();
     if (route.perTryTimeoutMs !== undefined)
       x.tryTimer = setTimeout(() => this.#tryFailed(x, 'timeout'), route.perTryTimeoutMs);
-    const idle = route.connections.takeIdle(u);
+    const idle = route.connections.takeIdle(u, x.tryStart);
     if (idle) {
       this.#attach(x, idle);
       return;
@@ -805,7 +807,7 @@ class HttpSession implements ConnOwner, ConnSink, Served {
           (res.status === 502 || res.status === 503 || res.status === 504));
       if (retriable && this.#mayRetry(x, true)) {
         // The answer is dropped with its connection; the retry avoids this endpoint.
-        x.exclude.add(u.id);
+        excludeFrom(x, u);
         this.#dropConn(x);
         this.#endTry(x);
         this.#scheduleRetry(x);
@@ -906,14 +908,15 @@ class HttpSession implements ConnOwner, ConnSink, Served {
     }
     const conn = x.conn;
     x.conn = undefined;
+    const now = performance.now();
     if (conn && !conn.closed) {
       if (this.#upstreamPaused) conn.conn.resume();
-      if (x.res?.keepAlive) route.connections.release(conn);
+      if (x.res?.keepAlive) route.connections.release(conn, now);
       else conn.destroy();
     }
     this.#upstreamPaused = false;
-    this.#endTry(x);
-    route.stats.latency.observe(performance.now() - x.t0);
+    this.#endTry(x, now);
+    route.stats.latency.observe(now - x.t0);
     this.#endExchange(x);
     this.#afterExchange(x);
   }
@@ -938,10 +941,12 @@ class HttpSession implements ConnOwner, ConnSink, Served {
   }
 
   /** The current try is over: its timer, and the balancer hears how long it took. */
-  #endTry(x: Exchange): void {
-    clearTimeout(x.tryTimer);
-    x.tryTimer = undefined;
-    if (x.u) x.balancer?.ended(x.u, performance.now() - x.tryStart);
+  #endTry(x: Exchange, now = performance.now()): void {
+    if (x.tryTimer !== undefined) {
+      clearTimeout(x.tryTimer);
+      x.tryTimer = undefined;
+    }
+    if (x.u) x.balancer?.ended(x.u, now - x.tryStart);
     x.u = undefined;
     x.es = undefined;
   }
@@ -1000,7 +1005,7 @@ class HttpSession implements ConnOwner, ConnSink, Served {
         x.es.ejections++;
         route.onEjected(u, failure);
       }
-      x.exclude.add(u.id);
+      excludeFrom(x, u);
     }
     x.abort?.abort();
     x.abort = undefined;
@@ -1025,7 +1030,12 @@ class HttpSession implements ConnOwner, ConnSink, Served {
     // endpoints whose processes are gone until the EndpointSlices say so (a rollout replacing
     // them faster than the watch), and Linkerd's balancer likewise skips an endpoint that refuses
     // rather than failing the request. Bounded by the endpoints in the pool.
-    if (retriable && failure === 'connect-failure' && !x.answered && route.pool.hasUntried(x.exclude)) {
+    if (
+      retriable &&
+      failure === 'connect-failure' &&
+      !x.answered &&
+      route.pool.hasUntried(x.exclude ?? new Set())
+    ) {
       route.stats.retries++;
       this.#try(x);
       return;
@@ -1053,25 +1063,29 @@ class HttpSession implements ConnOwner, ConnSink, Served {
   }
 
   /**
-   * The overall timeout of the request starting now. One timer per connection, refreshed per
-   * request rather than made anew: a request that ended leaves it to fire once for nothing.
+   * The overall timeout of the request that started at `t0`. One timer per connection, left
+   * running across requests: when it fires it looks at the request in flight then and, before
+   * that request's deadline, waits again for the rest of it. So a request whose deadline is no
+   * sooner than the timer's (the common case: the same timeoutMs, a later start) touches no timer.
    */
-  #armDeadline(ms: number): void {
-    if (this.#timer && this.#timerMs === ms) {
-      this.#timer.refresh();
-      return;
-    }
+  #armDeadline(t0: number, ms: number): void {
+    const due = t0 + ms;
+    if (this.#timer !== undefined && this.#timerDue <= due) return;
     clearTimeout(this.#timer);
-    this.#timerMs = ms;
-    this.#timer = setTimeout(() => this.#onTimer(), ms);
+    this.#timerDue = due;
+    this.#timer = setTimeout(onSessionTimer, ms, this);
   }
 
-  #onTimer(): void {
+  /** The connection's timer fired (onSessionTimer). */
+  timer(): void {
+    this.#timer = undefined;
     const x = this.#x;
     if (!x || x.head.upgrade) return;
-    const left = x.t0 + x.route.timeoutMs - performance.now();
+    const now = performance.now();
+    const left = x.t0 + x.route.timeoutMs - now;
     if (left > 1) {
-      this.#timer = setTimeout(() => this.#onTimer(), left);
+      this.#timerDue = now + left;
+      this.#timer = setTimeout(onSessionTimer, left, this);
       return;
     }
     this.#deadline(x);
@@ -1135,6 +1149,7 @@ class HttpSession implements ConnOwner, ConnSink, Served {
   #clientClosed(): void {
     this.#closed = true;
     clearTimeout(this.#timer);
+    this.#timer = undefined;
     const x = this.#x;
     if (!x || this.#tunnel) return;
     this.#dropConn(x);
@@ -1219,6 +1234,16 @@ class HttpSession implements ConnOwner, ConnSink, Served {
       },
     );
   }
+}
+
+/** `u` failed the request: its retries avoid it. */
+function excludeFrom(x: Exchange, u: Upstream): void {
+  if (x.exclude) x.exclude.add(u.id);
+  else x.exclude = new Set([u.id]);
+}
+
+function onSessionTimer(session: HttpSession): void {
+  session.timer();
 }
 
 /**

@@ -57,7 +57,11 @@ export interface RequestHead extends Head {
 
 export interface ResponseHead extends Head {
   status: number;
-  reason: string;
+}
+
+/** The reason phrase of a response's status line (made only when asked for: HTTP/1.0 answers). */
+export function reasonPhrase(res: ResponseHead): string {
+  return res.lineEnd - res.start > 13 ? latin1(res.buf, res.start + 13, res.lineEnd) : '';
 }
 
 export type Parsed<H> =
@@ -127,6 +131,17 @@ function nameIs(h: Head, k: number, lower: string): boolean {
   const o = h.offsets;
   const from = o[k] as number;
   if ((o[k + 1] as number) - from !== lower.length) return false;
+  const buf = h.buf;
+  for (let i = 0; i < lower.length; i++)
+    if (((buf[from + i] as number) | 0x20) !== lower.charCodeAt(i)) return false;
+  return true;
+}
+
+/** Whether field line k's value is `lower` (lower-case ASCII, any case in the message). */
+function valueIs(h: Head, k: number, lower: string): boolean {
+  const o = h.offsets;
+  const from = o[k + 2] as number;
+  if ((o[k + 3] as number) - from !== lower.length) return false;
   const buf = h.buf;
   for (let i = 0; i < lower.length; i++)
     if (((buf[from + i] as number) | 0x20) !== lower.charCodeAt(i)) return false;
@@ -239,10 +254,14 @@ function classify(h: Head): Fields | string {
         break;
       case 10:
         if (nameIs(h, k, 'connection')) {
-          for (const option of valueAt(h, k).split(',')) {
-            const v = option.trim().toLowerCase();
-            if (v) out.connection.push(v);
-          }
+          // The usual values without a string made: one option, keep-alive or close.
+          if (valueIs(h, k, 'keep-alive')) out.connection.push('keep-alive');
+          else if (valueIs(h, k, 'close')) out.connection.push('close');
+          else
+            for (const option of valueAt(h, k).split(',')) {
+              const v = option.trim().toLowerCase();
+              if (v) out.connection.push(v);
+            }
         }
         break;
       case 14:
@@ -426,7 +445,6 @@ export function parseResponseHead(buf: Buffer, start: number, method: string): P
     connectionOptions: [],
     connectionUpgrade: false,
     status,
-    reason: lineEnd - start > 13 ? latin1(buf, start + 13, lineEnd) : '',
   };
   const f = classify(head);
   if (typeof f === 'string') return fail(400, f);
@@ -564,7 +582,7 @@ export function encodeResponseHead(
   connection: 'close' | 'keep-alive' | undefined,
   room = 0,
 ): { buf: Buffer; size: number } {
-  const startLine = res.minor === 1 ? undefined : `HTTP/1.1 ${res.status} ${res.reason}\r\n`;
+  const startLine = res.minor === 1 ? undefined : `HTTP/1.1 ${res.status} ${reasonPhrase(res)}\r\n`;
   return rebuild(
     res,
     startLine,

@@ -963,3 +963,38 @@ test('idle timeout: a keep-alive client connection with no byte either way is cl
   await busy.until(/GET \/last\n$/);
   t.regex(busy.text, /GET \/busy7\n/);
 });
+
+test('the overall timeout runs from each request on a keep-alive connection, not from the first', async (t) => {
+  // Answers /fast at once, never answers /hang.
+  const s = await setup(t, {
+    handlers: [
+      (req, res, b) => {
+        if (req.url === '/hang') {
+          req.resume();
+          return;
+        }
+        hello(req, res, b);
+      },
+    ],
+    spec: { timeoutMs: 600 },
+  });
+  await s.proxy();
+  const c = rawConversation(s.vip, s.port);
+  t.teardown(() => c.destroy());
+  // Requests answered at once for 900 ms (past the first request's deadline), then one that hangs.
+  const until = performance.now() + 900;
+  let n = 0;
+  while (performance.now() < until) {
+    c.send(`GET /fast${n} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    await c.until(new RegExp(`GET /fast${n}\\n$`));
+    n++;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  t.notRegex(c.text, / 504 /, 'no request answered at once timed out');
+  const sent = performance.now();
+  c.send('GET /hang HTTP/1.1\r\nHost: x\r\n\r\n');
+  await c.until(/no complete answer within 600 ms[^\n]*\n$/);
+  const waited = performance.now() - sent;
+  t.regex(c.text, /HTTP\/1\.1 504 Gateway Timeout\r\n[^]*$/);
+  t.true(waited >= 590 && waited < 5000, `504 after ${Math.round(waited)} ms (timeoutMs 600)`);
+});
