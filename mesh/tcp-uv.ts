@@ -13,12 +13,10 @@
  * - Idle timeout: the shared sweep of tcp.ts; destroy() (drain timeout, stop) closes both.
  */
 import type { Logger } from '../kube/index.ts';
-import type { Balancer } from './balancer.ts';
 import type { Upstream } from './endpoints.ts';
-import { retryBackoffMs } from './limits.ts';
 import type { PortListener, Served } from './listener.ts';
 import type { EndpointStats } from './metrics.ts';
-import { idleSweep, type Sweepable, type TcpRoute } from './tcp.ts';
+import { idleSweep, type TcpRoute, TcpTries } from './tcp.ts';
 import {
   errorName,
   newConnectReq,
@@ -40,22 +38,9 @@ const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 const CLIENT = 0;
 const UPSTREAM = 1;
 
-class UvConnection implements Served, Sweepable {
+class UvConnection extends TcpTries {
   readonly client: UvTcp;
-  readonly route: TcpRoute;
-  readonly log: Logger;
-  readonly listener: PortListener;
   upstream: UvTcp | undefined = undefined;
-  connecting = false;
-  timer: NodeJS.Timeout | undefined = undefined;
-  u: Upstream | undefined = undefined;
-  balancer: Balancer<Upstream> | undefined = undefined;
-  es: EndpointStats | undefined = undefined;
-  rttMs = 0;
-  exclude: Set<string> | undefined = undefined;
-  attempt = 0;
-  backoff = false;
-  established = false;
   /** Both handles closed (or reset): nothing more happens. */
   ended = false;
   /** Per side (CLIENT, UPSTREAM): its bytes ended (a FIN read), writes to it in flight. */
@@ -66,15 +51,20 @@ class UvConnection implements Served, Sweepable {
   /** Per side: a shutdown (our FIN) in flight; libuv cannot reset a socket then, only close it. */
   shutting0 = false;
   shutting1 = false;
-  activity = 0;
-  seen = 0;
-  quiet = 0;
 
   constructor(client: UvTcp, route: TcpRoute, log: Logger, listener: PortListener) {
+    super(route, log, listener);
     this.client = client;
-    this.route = route;
-    this.log = log;
-    this.listener = listener;
+  }
+
+  get gone(): boolean {
+    return this.ended;
+  }
+
+  clientAddress(): string {
+    const peer: { address?: string } = {};
+    this.client.getpeername(peer);
+    return peer.address ?? '';
   }
 
   destroy(): void {
@@ -89,75 +79,24 @@ class UvConnection implements Served, Sweepable {
     this.close(false);
   }
 
-  next(): void {
-    const { pool, stats } = this.route;
-    const balancer = pool.balancer;
-    let key = '';
-    if (pool.hashes) {
-      const peer: { address?: string } = {};
-      this.client.getpeername(peer);
-      key = peer.address ?? '';
-    }
-    const u = pool.pick(key, this.exclude);
-    if (!u) {
-      this.giveUp();
-      return;
-    }
-    if (this.exclude) stats.retries++;
-    if (this.backoff) {
-      this.timer = setTimeout(connectAfterBackoff, retryBackoffMs(this.attempt - 1), this, u, balancer);
-      return;
-    }
-    this.connect(u, balancer);
-  }
-
-  connect(u: Upstream, balancer: Balancer<Upstream>): void {
-    this.timer = undefined;
-    if (this.ended) return;
-    this.u = u;
-    this.balancer = balancer;
-    this.es = this.route.endpointStats(u);
-    balancer.started(u);
-    this.rttMs = performance.now();
+  dial(u: Upstream): string | undefined {
     const upstream = newSocket();
     upstream.owner = this;
     upstream.setNoDelay(true);
     this.upstream = upstream;
-    this.connecting = true;
     const req = newConnectReq();
     req.oncomplete = onConnected;
     req.owner = this;
     const err = upstream.connect(req, u.address, u.port);
-    if (err !== 0) {
-      this.connectFailed(errorName(err));
-      return;
-    }
-    this.timer = setTimeout(onConnectTimeout, this.route.connectTimeoutMs, this);
+    return err === 0 ? undefined : errorName(err);
   }
 
-  connectFailed(message: string): void {
-    const { route } = this;
-    const { pool } = route;
-    const u = this.u as Upstream;
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    this.connecting = false;
+  dropTry(): void {
     this.upstream?.close();
     this.upstream = undefined;
-    this.balancer?.ended(u, route.connectTimeoutMs);
-    if (this.ended) return;
-    (this.es as EndpointStats).connectFailures++;
-    this.log.debug({ endpoint: u.id, err: message, attempt: this.attempt }, 'connect failed');
-    if (pool.failed(u)) {
-      (this.es as EndpointStats).ejections++;
-      route.onEjected(u);
-    }
-    const exclude = this.exclude ?? new Set<string>();
-    this.exclude = exclude;
-    this.backoff = route.retries > 0 && !pool.hasUntried(exclude);
-    if (route.retries === 0 || (this.backoff && ++this.attempt > route.retries)) this.giveUp();
-    else this.next();
   }
+
+  afterGone(): void {}
 
   giveUp(): void {
     if (this.ended) return;
@@ -303,15 +242,6 @@ class UvConnection implements Served, Sweepable {
 }
 
 // --- shared callbacks: `this` is the handle or the request; the connection is its owner ---
-
-function connectAfterBackoff(conn: UvConnection, u: Upstream, balancer: Balancer<Upstream>): void {
-  conn.connect(u, balancer);
-}
-
-function onConnectTimeout(conn: UvConnection): void {
-  conn.timer = undefined;
-  if (conn.connecting) conn.connectFailed(`no connect in ${conn.route.connectTimeoutMs} ms`);
-}
 
 function onConnected(this: UvConnectReq, status: number, handle: UvTcp): void {
   const conn = this.owner as UvConnection;

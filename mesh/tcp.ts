@@ -54,27 +54,17 @@ export class ConnectError extends Error {
   }
 }
 
-/** The connection a socket of the tcp path belongs to (set on both of its sockets). */
-const kConn = Symbol('orrery.tcp.connection');
-type TcpSocket = Socket & { [kConn]: TcpConnection };
-
 /**
- * What every upstream socket reads into (`onread`): one buffer for the whole process, since a
- * read's bytes are copied out before the next read can happen. 64 KiB, as libuv reads by default.
+ * The part of a tcp connection that does not depend on its sockets, the same on net.Socket
+ * (TcpConnection here) and on libuv's handles (tcp-uv.ts): pick an endpoint, connect within the
+ * connect timeout, and on a failure record it and try again (an endpoint not tried yet at once,
+ * else after the back-off on any of them, within `route.retries`), or give up. Subclasses say how
+ * a try's socket is made and dropped, and what giving up does to the client.
  */
-const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
-
-/**
- * One client connection and, once connected, its upstream. Its fields are the whole state of the
- * connection; the shared handlers below find it on the socket they were called for.
- */
-class TcpConnection implements Served, Sweepable {
-  readonly client: Socket;
+export abstract class TcpTries implements Served, Sweepable {
   readonly route: TcpRoute;
   readonly log: Logger;
   readonly listener: PortListener;
-  /** The try in progress (connecting) or the connected upstream. */
-  upstream: Socket | undefined = undefined;
   connecting = false;
   /** The connect timeout or the back-off before a retry. */
   timer: NodeJS.Timeout | undefined = undefined;
@@ -89,36 +79,42 @@ class TcpConnection implements Served, Sweepable {
   attempt = 0;
   backoff = false;
   established = false;
-  clientClosed = false;
-  upstreamClosed = false;
-  released = false;
   /** Chunks either way, and their count at the last idle sweep with how many sweeps saw it still. */
   activity = 0;
   seen = 0;
   quiet = 0;
 
-  constructor(client: Socket, route: TcpRoute, log: Logger, listener: PortListener) {
-    this.client = client;
+  constructor(route: TcpRoute, log: Logger, listener: PortListener) {
     this.route = route;
     this.log = log;
     this.listener = listener;
   }
 
-  /** Ends it now (drain timeout, proxy stop): both sockets, and a connect or back-off in progress. */
-  destroy(): void {
-    this.client.destroy();
-    this.upstream?.destroy();
-  }
+  /** The client connection is gone: no try is started, a failed one is not followed by another. */
+  abstract get gone(): boolean;
+  /** The client's address (the ring-hash key). */
+  abstract clientAddress(): string;
+  /** Starts connecting a socket to `u`; an error that is known at once is returned (its text). */
+  abstract dial(u: Upstream): string | undefined;
+  /** Closes the socket of the try that failed. */
+  abstract dropTry(): void;
+  /** A try failed after the client went. */
+  abstract afterGone(): void;
+  /** No endpoint, or every try failed: the client is reset. */
+  abstract giveUp(): void;
+  abstract destroy(): void;
+  abstract drain(): void;
+  abstract idle(): void;
 
-  drain(): void {}
-
-  /** Picks an endpoint (not one tried) and connects, after the back-off when one is due. */
+  /** Picks an endpoint (not one tried, while there is one) and connects, after the back-off when one is due. */
   next(): void {
     const { pool, stats } = this.route;
     // The balancer it picks from hears of the start and the end (the Service may change its policy meanwhile).
     const balancer = pool.balancer;
-    const key = pool.hashes ? (this.client.remoteAddress ?? '') : '';
-    const u = pool.pick(key, this.exclude);
+    const key = pool.hashes ? this.clientAddress() : '';
+    let u = pool.pick(key, this.exclude);
+    // Every endpoint failed this connection once: a retry (after the back-off) goes back to one.
+    if (!u && this.exclude) u = pool.pick(key);
     if (!u) {
       this.giveUp();
       return;
@@ -134,25 +130,18 @@ class TcpConnection implements Served, Sweepable {
 
   connect(u: Upstream, balancer: Balancer<Upstream>): void {
     this.timer = undefined;
-    if (this.clientClosed) return;
+    if (this.gone) return;
     this.u = u;
     this.balancer = balancer;
     this.es = this.route.endpointStats(u);
     balancer.started(u);
     this.rttMs = performance.now();
-    const upstream = connect({
-      host: u.address,
-      port: u.port,
-      allowHalfOpen: true,
-      noDelay: true,
-      onread: { buffer: READ_BUFFER, callback: onUpstreamRead },
-    }) as TcpSocket;
-    upstream[kConn] = this;
-    this.upstream = upstream;
     this.connecting = true;
-    upstream.on('error', onUpstreamError);
-    upstream.on('close', onUpstreamClose);
-    upstream.once('connect', onUpstreamConnect);
+    const err = this.dial(u);
+    if (err !== undefined) {
+      this.connectFailed(err);
+      return;
+    }
     this.timer = setTimeout(onConnectTimeout, this.route.connectTimeoutMs, this);
   }
 
@@ -161,17 +150,15 @@ class TcpConnection implements Served, Sweepable {
     const { route } = this;
     const { pool } = route;
     const u = this.u as Upstream;
-    const upstream = this.upstream as Socket;
     clearTimeout(this.timer);
     this.timer = undefined;
     this.connecting = false;
-    this.upstream = undefined;
-    upstream.destroy();
+    this.dropTry();
     // A failed connect counts as the slowest answer there is, so p2c-ewma steers away from an
     // endpoint that refuses fast instead of favouring it.
     this.balancer?.ended(u, route.connectTimeoutMs);
-    if (this.clientClosed) {
-      this.closed();
+    if (this.gone) {
+      this.afterGone();
       return;
     }
     (this.es as EndpointStats).connectFailures++;
@@ -189,6 +176,85 @@ class TcpConnection implements Served, Sweepable {
     this.backoff = route.retries > 0 && !pool.hasUntried(exclude);
     if (route.retries === 0 || (this.backoff && ++this.attempt > route.retries)) this.giveUp();
     else this.next();
+  }
+}
+
+function connectAfterBackoff(conn: TcpTries, u: Upstream, balancer: Balancer<Upstream>): void {
+  conn.connect(u, balancer);
+}
+
+function onConnectTimeout(conn: TcpTries): void {
+  conn.timer = undefined;
+  if (conn.connecting) conn.connectFailed(`no connect in ${conn.route.connectTimeoutMs} ms`);
+}
+
+/** The connection a socket of the tcp path belongs to (set on both of its sockets). */
+const kConn = Symbol('orrery.tcp.connection');
+type TcpSocket = Socket & { [kConn]: TcpConnection };
+
+/**
+ * What every upstream socket reads into (`onread`): one buffer for the whole process, since a
+ * read's bytes are copied out before the next read can happen. 64 KiB, as libuv reads by default.
+ */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+
+/**
+ * One client connection and, once connected, its upstream. Its fields are the whole state of the
+ * connection; the shared handlers below find it on the socket they were called for.
+ */
+class TcpConnection extends TcpTries {
+  readonly client: Socket;
+  /** The try in progress (connecting) or the connected upstream. */
+  upstream: Socket | undefined = undefined;
+  clientClosed = false;
+  upstreamClosed = false;
+  released = false;
+
+  constructor(client: Socket, route: TcpRoute, log: Logger, listener: PortListener) {
+    super(route, log, listener);
+    this.client = client;
+  }
+
+  get gone(): boolean {
+    return this.clientClosed;
+  }
+
+  clientAddress(): string {
+    return this.client.remoteAddress ?? '';
+  }
+
+  /** Ends it now (drain timeout, proxy stop): both sockets, and a connect or back-off in progress. */
+  destroy(): void {
+    this.client.destroy();
+    this.upstream?.destroy();
+  }
+
+  drain(): void {}
+
+  dial(u: Upstream): undefined {
+    const upstream = connect({
+      host: u.address,
+      port: u.port,
+      allowHalfOpen: true,
+      noDelay: true,
+      onread: { buffer: READ_BUFFER, callback: onUpstreamRead },
+    }) as TcpSocket;
+    upstream[kConn] = this;
+    this.upstream = upstream;
+    upstream.on('error', onUpstreamError);
+    upstream.on('close', onUpstreamClose);
+    upstream.once('connect', onUpstreamConnect);
+    return undefined;
+  }
+
+  dropTry(): void {
+    const upstream = this.upstream;
+    this.upstream = undefined;
+    upstream?.destroy();
+  }
+
+  afterGone(): void {
+    this.closed();
   }
 
   /** No endpoint, or every try failed: the client is reset at once. */
@@ -252,15 +318,6 @@ class TcpConnection implements Served, Sweepable {
 }
 
 // --- the shared handlers: `this` is the socket; its connection is socket[kConn] ---
-
-function connectAfterBackoff(conn: TcpConnection, u: Upstream, balancer: Balancer<Upstream>): void {
-  conn.connect(u, balancer);
-}
-
-function onConnectTimeout(conn: TcpConnection): void {
-  conn.timer = undefined;
-  if (conn.connecting) conn.connectFailed(`no connect in ${conn.route.connectTimeoutMs} ms`);
-}
 
 function onUpstreamConnect(this: TcpSocket): void {
   const conn = this[kConn];

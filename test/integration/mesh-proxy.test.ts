@@ -278,6 +278,33 @@ test('two of three endpoints gone while the slice still lists them: every connec
   t.deepEqual(new Set(names), new Set([c.name]));
 });
 
+test('the only endpoint refuses: attempts tries, then the client is reset (a failed endpoint is not tried again at once)', async (t) => {
+  const s = await setup(t, {
+    backends: 1,
+    spec: {
+      retries: { attempts: 2, retryOn: ['connect-failure'] },
+      outlierDetection: { consecutiveErrors: 1000 },
+    },
+  });
+  const proxy = await s.proxy();
+  const [a] = s.backends as [Backend];
+  await a.kill();
+  const peer = dial(t, s.vip, s.port);
+  const code = await Promise.race([
+    peer.closed,
+    new Promise<string>((r) => setTimeout(() => r('still open after 5 s'), 5000)),
+  ]);
+  t.is(code, 'ECONNRESET');
+  const text = await scrape(proxy);
+  // The first try and two retries after the back-off, each a refused connect; nothing more.
+  t.is(sample(text, 'orrery_proxy_upstream_connect_failures_total', labelsOf(s, a)), 3);
+  t.is(sample(text, 'orrery_proxy_retries_total', labelsOf(s)), 2);
+  t.is(
+    sample(text, 'orrery_proxy_no_endpoint_closes_total', { ...labelsOf(s), reason: 'connect-failed' }),
+    1,
+  );
+});
+
 test('an endpoint marked not ready gets no new connections; its open one goes on', async (t) => {
   const s = await setup(t);
   const proxy = await s.proxy();
