@@ -119,7 +119,15 @@ export function hostController(
     watch(queue) {
       enqueueFromInformer(ctx.informers.hosts, queue);
       enqueueFromInformer(ctx.informers.leases, queue, hostOfLease);
-      enqueueFromInformer(ctx.informers.replicas, queue, (r) => r.spec.host || undefined);
+      // A Replica's events matter here only when its host is gone or silent (its finalizer is
+      // removed on the host's behalf): for a live host the reconcile would do nothing, and while
+      // 1,000 start that was ~2,500 reconciles. Its Lease's events bring a silent host back anyway.
+      enqueueFromInformer(ctx.informers.replicas, queue, (r) => {
+        const host = r.spec.host;
+        if (!host) return undefined;
+        if (ctx.informers.hosts.get(host) && opts.leases.isLive(ctx, host)) return undefined;
+        return host;
+      });
     },
     reconcile: (key) => reconcileHost(ctx, opts, opts.leases, key),
   };

@@ -1,11 +1,12 @@
 // Which Replica events cost the operator a reconcile: the Instance controller spaces the ones that
-// change only a Replica's status, and host access ignores Replicas that reference no ConfigMap
-// or Secret. Real work queues; the informers are stand-ins that only collect handlers.
+// change only a Replica's status, host access ignores Replicas that reference no ConfigMap or
+// Secret, and host lifecycle ignores those of a live host. Real work queues; the informers are stand-ins that only collect handlers.
 import test from 'ava';
 import type { Replica } from '../../crds/types.ts';
 import { type InformerHandlers, WorkQueue } from '../../kube/index.ts';
 import type { OperatorContext } from '../../operator/context.ts';
 import { hostAccessController } from '../../operator/hostaccess/controller.ts';
+import { hostController, LeaseObserver } from '../../operator/hosts/controller.ts';
 import { instanceController, onlyStatusChanged } from '../../operator/instance/controller.ts';
 
 class Handlers<T> {
@@ -60,14 +61,27 @@ function withStatus(r: Replica, phase: 'Pending' | 'Running', rv: string): Repli
   };
 }
 
-function fakeContext() {
+function fakeContext(hosts: Record<string, { renewedMsAgo: number }> = {}) {
   const replicas = new Handlers<Replica>();
   const other = () => new Handlers<never>();
+  const leases = new Map(
+    Object.entries(hosts).map(([host, h]) => [
+      `orrery-system/host-${host}`,
+      {
+        metadata: { name: `host-${host}` },
+        spec: { renewTime: new Date(Date.now() - h.renewedMsAgo).toISOString(), leaseDurationSeconds: 1 },
+      },
+    ]),
+  );
+  const lease = (key: string) => leases.get(key);
   const ctx = {
     informers: {
       instances: Object.assign(other(), { get: () => ({ metadata: { name: 'web' } }) }),
       replicas,
-      hosts: other(),
+      hosts: Object.assign(other(), {
+        get: (name: string) => (hosts[name] ? { metadata: { name } } : undefined),
+      }),
+      leases: Object.assign(other(), { get: lease }),
       roles: other(),
       roleBindings: other(),
       serviceAccounts: other(),
@@ -177,4 +191,26 @@ test('host access: Replicas that reference no ConfigMap or Secret cost no reconc
   t.is(q2.len(), 1, 'its deletion does');
   second.replicas.delete(reading);
   q2.shutdown();
+});
+
+test('host lifecycle: events of Replicas on a live host cost no reconcile; on a gone or silent host they do', (t) => {
+  const observer = new LeaseObserver();
+  // Host a renews; host b's renewal was first seen 2 s ago (a 1 s Lease): silent.
+  const { ctx, replicas } = fakeContext({ a: { renewedMsAgo: 0 }, b: { renewedMsAgo: 2000 } });
+  observer.observe(ctx.informers.leases.get('orrery-system/host-b') as never, Date.now() - 2000);
+  const queue = new WorkQueue<string>();
+  hostController(ctx, { graceMs: 1000, leases: observer }).watch(queue);
+
+  const onA = replica('web-0');
+  replicas.add(onA);
+  replicas.update(onA, withStatus(onA, 'Running', '2'));
+  t.is(queue.len(), 0, 'a live host: nothing to do for its replicas');
+
+  const onB = { ...replica('web-1'), spec: { ...replica('web-1').spec, host: 'b' } };
+  replicas.add(onB);
+  t.is(queue.len(), 1, 'a silent host: its replica brings it to the queue');
+  const onGone = { ...replica('web-2'), spec: { ...replica('web-2').spec, host: 'c' } };
+  replicas.add(onGone);
+  t.is(queue.len(), 2, 'a host that is gone: likewise');
+  queue.shutdown();
 });
