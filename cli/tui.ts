@@ -35,6 +35,9 @@ export function tuiCommand(): Command {
       // records every element (bench/tui.bench.ts profiled: 2.2× the CPU over the same run). Set
       // before React loads, and left alone when the user set it.
       process.env.NODE_ENV ??= 'production';
+      // The young generation held at 16 MiB once there (tui/heap.ts): frames' garbage would grow
+      // it, and its pages stay resident.
+      (await import('../tui/heap.ts')).capYoungGeneration();
       const [{ loadKubeConfig }, { runTui }] = await Promise.all([
         import('../kube/index.ts'),
         import('../tui/run.ts'),
