@@ -7,6 +7,7 @@ import {
   type Column,
   compileFilter,
   layoutColumns,
+  naturalCompare,
   nextSortOrder,
   parseLabelSelector,
   type Row,
@@ -111,6 +112,28 @@ test('sorting: names naturally, numbers as numbers, empty cells last either way,
     keys(rows),
     'no column: as given',
   );
+});
+
+test('natural order: digit runs by value, letters case-folded, total', (t) => {
+  const sorted = (names: string[]) => [...names].sort(naturalCompare);
+  t.deepEqual(sorted(['web-10', 'web-2', 'web', 'web-1', 'db']), ['db', 'web', 'web-1', 'web-2', 'web-10']);
+  t.deepEqual(sorted(['app-100', 'app-099', 'app-1000', 'app-0']), [
+    'app-0',
+    'app-099',
+    'app-100',
+    'app-1000',
+  ]);
+  t.deepEqual(sorted(['Web-2', 'api', 'web-1', 'API-3']), ['api', 'API-3', 'web-1', 'Web-2']);
+  t.deepEqual(sorted(['10.0.0.12', '10.0.0.9', '9.1.1.1']), ['9.1.1.1', '10.0.0.9', '10.0.0.12']);
+  t.deepEqual(sorted(['CrashLoopBackOff', 'Completed', 'ContainerCreating']), [
+    'Completed',
+    'ContainerCreating',
+    'CrashLoopBackOff',
+  ]);
+  t.true(naturalCompare('web', 'web-0') < 0, 'a prefix first');
+  t.true(naturalCompare('7', '07') !== 0 && naturalCompare('a', 'A') !== 0, 'equal values still ordered');
+  t.is(Math.sign(naturalCompare('7', '07')), -Math.sign(naturalCompare('07', '7')));
+  t.is(naturalCompare('web-2', 'web-2'), 0);
 });
 
 test('sorting by the same column again reverses it; another column starts ascending', (t) => {
