@@ -159,3 +159,29 @@ function groupOf(apiVersion: string): string {
   const i = apiVersion.indexOf('/');
   return i < 0 ? '' : apiVersion.slice(0, i);
 }
+
+/**
+ * Whether an update changed nothing but the object's status (and resourceVersion, managedFields):
+ * the same generation (spec), uid, labels, annotations, finalizers and deletion. A status write's
+ * echo, which most controllers need not reconcile at once. False for an object without a generation.
+ */
+export function onlyStatusChanged(old: KubeObject, obj: KubeObject): boolean {
+  const a = old.metadata ?? {};
+  const b = obj.metadata ?? {};
+  return (
+    a.generation !== undefined &&
+    a.generation === b.generation &&
+    a.uid === b.uid &&
+    a.deletionTimestamp === b.deletionTimestamp &&
+    sameStrings(a.labels, b.labels) &&
+    sameStrings(a.annotations, b.annotations) &&
+    (a.finalizers ?? []).join('\n') === (b.finalizers ?? []).join('\n')
+  );
+}
+
+function sameStrings(a: Record<string, string> | undefined, b: Record<string, string> | undefined): boolean {
+  if (a === b) return true;
+  const ka = Object.keys(a ?? {});
+  if (ka.length !== Object.keys(b ?? {}).length) return false;
+  return ka.every((k) => a?.[k] === b?.[k]);
+}

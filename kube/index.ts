@@ -6,6 +6,7 @@ export {
   enqueueFromInformer,
   enqueueOwner,
   type KeyMapper,
+  onlyStatusChanged,
   ownerKeyMapper,
   type ReconcileResult,
   type RunningController,

@@ -21,6 +21,7 @@ import {
   KubeApi,
   KubeConfig,
   loadKubeConfig,
+  onlyStatusChanged,
   type ResourceClient,
   resourceClient,
   runController,
@@ -322,7 +323,16 @@ export async function joinCluster({ options: o, log, engine, readopted }: Readop
     await registration.start(apiEndpoint, serving?.cert);
 
     const enqueue = (r: Replica) => queue.add(`${r.metadata.namespace}/${r.metadata.name}`);
-    informer.addHandlers({ add: enqueue, update: (_old, r) => enqueue(r), delete: enqueue });
+    informer.addHandlers({
+      add: enqueue,
+      // The echo of a status write (ours: this host owns the status once bound) asks nothing of
+      // the runtime: one reconcile fewer per write. A resync (the same object) still reconciles.
+      update: (old, r) => {
+        if (old !== r && onlyStatusChanged(old, r)) return;
+        enqueue(r);
+      },
+      delete: enqueue,
+    });
     informer.addHandlers({
       add: registration.requestWrite,
       delete: registration.requestWrite,

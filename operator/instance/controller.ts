@@ -19,6 +19,7 @@ import {
   isConflict,
   isNotFound,
   objectKey,
+  onlyStatusChanged,
   ownerKeyMapper,
   type ReconcileResult,
   removeFinalizer,
@@ -113,28 +114,6 @@ function enqueueReplicaOwners(
       else queue.add(key);
     },
   });
-}
-
-/** Whether an update of a Replica changed nothing but its status (and resourceVersion, managedFields). */
-export function onlyStatusChanged(old: Replica, r: Replica): boolean {
-  const a = old.metadata;
-  const b = r.metadata;
-  return (
-    a.generation !== undefined &&
-    a.generation === b.generation &&
-    a.uid === b.uid &&
-    a.deletionTimestamp === b.deletionTimestamp &&
-    sameStrings(a.labels, b.labels) &&
-    sameStrings(a.annotations, b.annotations) &&
-    (a.finalizers ?? []).join('\n') === (b.finalizers ?? []).join('\n')
-  );
-}
-
-function sameStrings(a: Record<string, string> | undefined, b: Record<string, string> | undefined): boolean {
-  if (a === b) return true;
-  const ka = Object.keys(a ?? {});
-  if (ka.length !== Object.keys(b ?? {}).length) return false;
-  return ka.every((k) => a?.[k] === b?.[k]);
 }
 
 /** Replicas owned by the Instance (by label, then confirmed by ownerReference uid). */

@@ -3,11 +3,11 @@
 // Secret, and host lifecycle ignores those of a live host. Real work queues; the informers are stand-ins that only collect handlers.
 import test from 'ava';
 import type { Replica } from '../../crds/types.ts';
-import { type InformerHandlers, WorkQueue } from '../../kube/index.ts';
+import { type InformerHandlers, onlyStatusChanged, WorkQueue } from '../../kube/index.ts';
 import type { OperatorContext } from '../../operator/context.ts';
 import { hostAccessController } from '../../operator/hostaccess/controller.ts';
 import { hostController, LeaseObserver } from '../../operator/hosts/controller.ts';
-import { instanceController, onlyStatusChanged } from '../../operator/instance/controller.ts';
+import { instanceController } from '../../operator/instance/controller.ts';
 
 class Handlers<T> {
   readonly all: InformerHandlers<T>[] = [];
