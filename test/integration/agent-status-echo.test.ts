@@ -61,3 +61,38 @@ test('a status write of the agent costs no reconcile when it comes back; an anno
   });
   t.true((await reconciles(agent)) > before, 'the annotation was reconciled');
 });
+
+async function statusWrites(agent: Agent): Promise<number> {
+  const text = await agent.metrics.statusWrites.render({});
+  const line = text
+    .split('\n')
+    .find((l) => l.startsWith('orrery_runtime_status_writes_total{') && l.includes('outcome="written"'));
+  return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
+}
+
+test('a start is one status write, and it already says Running (the events of the start are held back)', async (t) => {
+  const k = await kubeForTests();
+  const ns = await testNamespace(t);
+  const dirs = await agentDirs(t);
+  const agent = await inProcessAgent(t, dirs);
+  const before = await statusWrites(agent);
+  const names = ['one-0', 'one-1', 'one-2'];
+  for (const name of names) {
+    await k.replicas.create(
+      replicaObject(ns, name, dirs.hostName, [{ name: 'main', command: ['sleep', '600'] }]),
+    );
+  }
+  for (const name of names) {
+    await waitFor(`${name} Running`, async () => {
+      const r = await k.replicas.get(name, { namespace: ns });
+      return r.status?.phase === 'Running' ? r : undefined;
+    });
+  }
+  await new Promise((resolve) => setTimeout(resolve, 500)); // anything that would follow has come
+  t.is((await statusWrites(agent)) - before, names.length, 'one status write per replica started');
+  for (const name of names) {
+    const r = await k.replicas.get(name, { namespace: ns });
+    t.is(r.status?.phase, 'Running');
+    t.true(r.status?.ready, `${name} ready`);
+  }
+});
