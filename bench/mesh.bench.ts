@@ -60,7 +60,7 @@ import {
   unpinSocketLb,
 } from '../node-runtime/bpf/index.ts';
 import { detectCgroupLayout } from '../node-runtime/cgroups/index.ts';
-import { cpuTimes, rssKiB } from './proc.ts';
+import { cpuTimes, memoryOf, rssKiB } from './proc.ts';
 import { quantile, summarize } from './stats.ts';
 
 const repoRoot = join(import.meta.dirname, '..');
@@ -1091,6 +1091,7 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
       return out;
     };
     progress(`HTTP keep-alive throughput: wrk -t1 -c${WRK_CONNS}, ${ROUNDS} × ${WRK_SECONDS} s each`);
+    const memBefore = memoryOf(proxy.pid);
     const httpThroughput = TCP_ONLY
       ? new Map<Target, WrkResult[]>()
       : await closedLoop([direct, haHttp, orHttp], false);
@@ -1112,8 +1113,11 @@ export default async function meshBench(): Promise<{ title: string; markdown: st
             .join('; ') || '0'
         } |`;
       });
+      const memAfter = memoryOf(proxy.pid);
+      const mib = (m: { rss: number; private: number }) =>
+        `RSS ${(m.rss / 2 ** 20).toFixed(0)} MiB (private ${(m.private / 2 ** 20).toFixed(0)} MiB)`;
       const markdown = [
-        `http only (ORRERY_BENCH_MESH_ONLY=http): the real \`orrery proxy\` (${gitState()}); load average before ${loadBefore.map((v) => v.toFixed(2)).join(', ')}, at the end ${loadEnd.map((v) => v.toFixed(2)).join(', ')}; wrk -t1 -c${WRK_CONNS}, ${ROUNDS} × ${WRK_SECONDS} s.`,
+        `http only (ORRERY_BENCH_MESH_ONLY=http): the real \`orrery proxy\` (${gitState()}); load average before ${loadBefore.map((v) => v.toFixed(2)).join(', ')}, at the end ${loadEnd.map((v) => v.toFixed(2)).join(', ')}; wrk -t1 -c${WRK_CONNS}, ${ROUNDS} × ${WRK_SECONDS} s. The proxy before the rounds: ${mib(memBefore)}; after: ${mib(memAfter)}.`,
         '',
         '| path | req/s | rounds | proxy CPU | proxy CPU per request | vs HAProxy | errors |',
         '|---|---:|---:|---:|---:|---:|---|',
