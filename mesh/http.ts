@@ -404,7 +404,10 @@ interface Exchange {
   balancer: Balancer<Upstream> | undefined;
   conn: UpstreamConn | undefined;
   tryStart: number;
-  tryTimer: NodeJS.Timeout | undefined;
+  /** performance.now() when the current try's perTryTimeoutMs runs out (Infinity: none, or its head came). */
+  tryDue: number;
+  /** The back-off before a retry. */
+  retryTimer: NodeJS.Timeout | undefined;
   /** The current try went on a connection that had carried requests before. */
   reused: boolean;
   /** Response bytes not yet parsed (a head in parts). */
@@ -617,7 +620,8 @@ class HttpSession implements ConnOwner, ConnSink, Served {
       balancer: undefined,
       conn: undefined,
       tryStart: 0,
-      tryTimer: undefined,
+      tryDue: Number.POSITIVE_INFINITY,
+      retryTimer: undefined,
       reused: false,
       resBuf: undefined,
       res: undefined,
@@ -638,7 +642,7 @@ class HttpSession implements ConnOwner, ConnSink, Served {
       return;
     }
     x.holdsRequest = true;
-    this.#armDeadline(x.t0, route.timeoutMs);
+    this.#armTimer(x.t0 + route.timeoutMs);
     if (rest) this.#clientData(rest);
     if (this.#x === x && !x.conn) this.#try(x);
   }
@@ -696,8 +700,10 @@ class HttpSession implements ConnOwner, ConnSink, Served {
     es.requests++;
     // The first try starts with the request (the same tick); a retry when it is made.
     x.tryStart = x.attempt === 0 && x.exclude === undefined ? x.t0 : performance.now();
-    if (route.perTryTimeoutMs !== undefined)
-      x.tryTimer = setTimeout(() => this.#tryFailed(x, 'timeout'), route.perTryTimeoutMs);
+    if (route.perTryTimeoutMs !== undefined) {
+      x.tryDue = x.tryStart + route.perTryTimeoutMs;
+      this.#armTimer(x.tryDue);
+    }
     const idle = route.connections.takeIdle(u, x.tryStart);
     if (idle) {
       this.#attach(x, idle);
@@ -793,8 +799,7 @@ class HttpSession implements ConnOwner, ConnSink, Served {
       this.#tryFailed(x, 'bad-response');
       return;
     }
-    clearTimeout(x.tryTimer);
-    x.tryTimer = undefined;
+    x.tryDue = Number.POSITIVE_INFINITY;
     if (res.status >= 500) {
       es.requestErrors++;
       if (route.pool.failed(u)) {
@@ -942,9 +947,10 @@ class HttpSession implements ConnOwner, ConnSink, Served {
 
   /** The current try is over: its timer, and the balancer hears how long it took. */
   #endTry(x: Exchange, now = performance.now()): void {
-    if (x.tryTimer !== undefined) {
-      clearTimeout(x.tryTimer);
-      x.tryTimer = undefined;
+    x.tryDue = Number.POSITIVE_INFINITY;
+    if (x.retryTimer !== undefined) {
+      clearTimeout(x.retryTimer);
+      x.retryTimer = undefined;
     }
     if (x.u) x.balancer?.ended(x.u, now - x.tryStart);
     x.u = undefined;
@@ -981,9 +987,9 @@ class HttpSession implements ConnOwner, ConnSink, Served {
     x.resBuf = undefined;
     x.res = undefined;
     x.resBody = undefined;
-    x.tryTimer = setTimeout(
+    x.retryTimer = setTimeout(
       () => {
-        x.tryTimer = undefined;
+        x.retryTimer = undefined;
         if (this.#x === x) this.#try(x);
       },
       retryBackoffMs(x.attempt - 1),
@@ -1063,17 +1069,18 @@ class HttpSession implements ConnOwner, ConnSink, Served {
   }
 
   /**
-   * The overall timeout of the request that started at `t0`. One timer per connection, left
-   * running across requests: when it fires it looks at the request in flight then and, before
-   * that request's deadline, waits again for the rest of it. So a request whose deadline is no
-   * sooner than the timer's (the common case: the same timeoutMs, a later start) touches no timer.
+   * The request in flight needs the connection's timer by `due` (performance.now()): its overall
+   * timeout, or its try's perTryTimeoutMs. One timer per connection, left running across requests
+   * and tries: when it fires it looks at the request in flight then, acts on what ran out and
+   * waits again for the earliest of what is left. So a request or try whose time runs out no
+   * sooner than the timer is due (the common case: the same timeouts, a later start) touches no
+   * timer.
    */
-  #armDeadline(t0: number, ms: number): void {
-    const due = t0 + ms;
+  #armTimer(due: number): void {
     if (this.#timer !== undefined && this.#timerDue <= due) return;
     clearTimeout(this.#timer);
     this.#timerDue = due;
-    this.#timer = setTimeout(onSessionTimer, ms, this);
+    this.#timer = setTimeout(onSessionTimer, Math.max(1, due - performance.now()), this);
   }
 
   /** The connection's timer fired (onSessionTimer). */
@@ -1082,13 +1089,17 @@ class HttpSession implements ConnOwner, ConnSink, Served {
     const x = this.#x;
     if (!x || x.head.upgrade) return;
     const now = performance.now();
-    const left = x.t0 + x.route.timeoutMs - now;
-    if (left > 1) {
-      this.#timerDue = now + left;
-      this.#timer = setTimeout(onSessionTimer, left, this);
-      return;
+    const deadline = x.t0 + x.route.timeoutMs;
+    if (deadline - now <= 1) {
+      this.#deadline(x);
+    } else if (x.tryDue - now <= 1) {
+      x.tryDue = Number.POSITIVE_INFINITY;
+      this.#tryFailed(x, 'timeout');
     }
-    this.#deadline(x);
+    // What is left of the request in flight now (this one, or the next one).
+    const next = this.#x;
+    if (next && !next.head.upgrade && this.#timer === undefined)
+      this.#armTimer(Math.min(next.t0 + next.route.timeoutMs, next.tryDue));
   }
 
   /** The overall timeout. */
@@ -1137,7 +1148,7 @@ class HttpSession implements ConnOwner, ConnSink, Served {
   #endExchange(x: Exchange): void {
     if (this.#x !== x) return;
     this.#x = undefined;
-    clearTimeout(x.tryTimer);
+    clearTimeout(x.retryTimer);
     x.abort?.abort();
     x.abort = undefined;
     x.route.stats.activeRequests--;

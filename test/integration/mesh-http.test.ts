@@ -942,7 +942,8 @@ test('the http path on libuv handles answers byte for byte as on net.Socket (ORR
 
 test('idle timeout: a keep-alive client connection with no byte either way is closed; one in use is not', async (t) => {
   const s = await setup(t, { handlers: [hello] });
-  await s.proxy({ idleTimeoutMs: 300 });
+  // 1 s: a busy connection's gaps stay far below it even on a loaded machine.
+  await s.proxy({ idleTimeoutMs: 1000 });
   const busy = rawConversation(s.vip, s.port);
   t.teardown(() => busy.destroy());
   const idle = rawConversation(s.vip, s.port);
@@ -950,18 +951,18 @@ test('idle timeout: a keep-alive client connection with no byte either way is cl
   idle.send('GET /idle HTTP/1.1\r\nHost: x\r\n\r\n');
   await idle.until(/GET \/idle\n$/);
   const answered = performance.now();
-  // A request every 100 ms for 800 ms keeps the other one open.
-  for (let i = 0; i < 8; i++) {
+  // A request every 100 ms for 2.5 s keeps the other one open.
+  for (let i = 0; i < 25; i++) {
     busy.send(`GET /busy${i} HTTP/1.1\r\nHost: x\r\n\r\n`);
     await busy.until(new RegExp(`GET /busy${i}\\n$`));
     await new Promise((r) => setTimeout(r, 100));
   }
   await idle.closed();
   const ms = performance.now() - answered;
-  t.true(ms < 5000, `idle connection closed after ${Math.round(ms)} ms (idle timeout 300 ms)`);
+  t.true(ms < 6000, `idle connection closed after ${Math.round(ms)} ms (idle timeout 1 s)`);
   busy.send('GET /last HTTP/1.1\r\nHost: x\r\n\r\n');
   await busy.until(/GET \/last\n$/);
-  t.regex(busy.text, /GET \/busy7\n/);
+  t.regex(busy.text, /GET \/busy24\n/);
 });
 
 test('the overall timeout runs from each request on a keep-alive connection, not from the first', async (t) => {
@@ -997,4 +998,54 @@ test('the overall timeout runs from each request on a keep-alive connection, not
   const waited = performance.now() - sent;
   t.regex(c.text, /HTTP\/1\.1 504 Gateway Timeout\r\n[\s\S]*$/);
   t.true(waited >= 590 && waited < 5000, `504 after ${Math.round(waited)} ms (timeoutMs 600)`);
+});
+
+test('perTryTimeoutMs on a keep-alive connection that has carried requests before: the slow try is retried on the other endpoint', async (t) => {
+  const hangs: Handler = (req, res, b) => {
+    if (req.url === '/hang') {
+      req.resume();
+      return;
+    }
+    hello(req, res, b);
+  };
+  const s = await setup(t, {
+    handlers: [hangs, hello],
+    spec: {
+      loadBalancer: { policy: 'round-robin' },
+      timeoutMs: 20_000,
+      retries: { attempts: 1, retryOn: ['5xx'], perTryTimeoutMs: 300 },
+    },
+  });
+  await s.proxy();
+  const c = rawConversation(s.vip, s.port);
+  t.teardown(() => c.destroy());
+  // Answered at once for 700 ms (past several per-try timeouts of earlier requests).
+  const until = performance.now() + 700;
+  let n = 0;
+  while (performance.now() < until) {
+    c.send(`GET /fast${n} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    await c.until(new RegExp(`GET /fast${n}\\n$`));
+    n++;
+    await new Promise((r) => setTimeout(r, 30));
+  }
+  // Round-robin: of two requests in a row one goes to the endpoint that hangs first.
+  const took: number[] = [];
+  for (const i of [0, 1]) {
+    const sent = performance.now();
+    c.send(`GET /hang HTTP/1.1\r\nHost: x\r\nX-Try: ${i}\r\n\r\n`);
+    const before = c.text.length;
+    await eventually('an answer to /hang', () => /GET \/hang\n$/.test(c.text.slice(before)), {
+      timeoutMs: 10_000,
+      intervalMs: 2,
+    });
+    took.push(performance.now() - sent);
+    t.regex(c.text.slice(before), /^HTTP\/1\.1 200 OK\r\n[\s\S]*x-backend: b-/i);
+  }
+  const slow = took.filter((ms) => ms >= 290);
+  t.is(
+    slow.length,
+    1,
+    `one of the two waited for the per-try timeout: ${took.map(Math.round).join(', ')} ms`,
+  );
+  t.true((slow[0] as number) < 5000, `${slow[0]} ms: the per-try timeout, not the overall 20 s`);
 });
