@@ -1049,3 +1049,61 @@ test('perTryTimeoutMs on a keep-alive connection that has carried requests befor
   );
   t.true((slow[0] as number) < 5000, `${slow[0]} ms: the per-try timeout, not the overall 20 s`);
 });
+
+test('backpressure both ways: 8 MiB up to a backend that reads late and 8 MiB down to a client that reads late arrive whole and in order', async (t) => {
+  const size = 8 * 1024 * 1024;
+  const up = randomBytes(size);
+  const down = randomBytes(size);
+  const s = await setup(t, {
+    handlers: [
+      (req, res) => {
+        // Reads nothing for 300 ms: the proxy's writes to it back up, and the client is paused.
+        req.pause();
+        setTimeout(() => {
+          const hash = createHash('sha256');
+          let n = 0;
+          req.on('data', (c: Buffer) => {
+            n += c.length;
+            hash.update(c);
+          });
+          req.on('end', () => {
+            res.writeHead(200, {
+              'content-length': String(down.length),
+              'x-got': `${n} ${hash.digest('hex')}`,
+            });
+            res.end(down);
+          });
+          req.resume();
+        }, 300);
+      },
+    ],
+  });
+  await s.proxy();
+  const socket = net.connect({ host: s.vip, port: s.port });
+  t.teardown(() => socket.destroy());
+  socket.pause(); // reads nothing until the upload is written and 300 ms more have passed
+  socket.write(`POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: ${up.length}\r\n\r\n`);
+  await new Promise<void>((resolve) => socket.write(up, () => resolve()));
+  await new Promise((r) => setTimeout(r, 300));
+  const chunks: Buffer[] = [];
+  let total = 0;
+  let headEnd = -1;
+  const done = new Promise<void>((resolve, reject) => {
+    socket.on('data', (c: Buffer) => {
+      chunks.push(c);
+      total += c.length;
+      if (headEnd < 0) headEnd = Buffer.concat(chunks).indexOf('\r\n\r\n');
+      if (headEnd >= 0 && total >= headEnd + 4 + size) resolve();
+    });
+    socket.on('close', () => reject(new Error(`closed after ${total} bytes`)));
+  });
+  socket.resume();
+  await done;
+  const all = Buffer.concat(chunks);
+  const head = all.subarray(0, headEnd).toString('latin1');
+  t.regex(head, /^HTTP\/1\.1 200 OK\r\n/);
+  t.regex(head, new RegExp(`x-got: ${size} ${createHash('sha256').update(up).digest('hex')}`, 'i'));
+  const body = all.subarray(headEnd + 4);
+  t.is(body.length, size);
+  t.true(body.equals(down), 'the 8 MiB answer whole and in order');
+});
