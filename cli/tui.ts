@@ -38,10 +38,11 @@ export function tuiCommand(): Command {
       // The young generation held at 16 MiB once there (tui/heap.ts): frames' garbage would grow
       // it, and its pages stay resident.
       (await import('../tui/heap.ts')).capYoungGeneration();
-      const [{ loadKubeConfig }, { runTui }] = await Promise.all([
-        import('../kube/index.ts'),
-        import('../tui/run.ts'),
-      ]);
+      // Without fetch in sight, Yoga does not load Node's fetch to read its own WebAssembly (tui/modules.ts).
+      const { withoutFetch } = await import('../tui/modules.ts');
+      const [{ loadKubeConfig }, { runTui }] = await withoutFetch(() =>
+        Promise.all([import('../kube/index.ts'), import('../tui/run.ts')]),
+      );
       try {
         const kubeConfig = loadKubeConfig({ kubeconfig: flags.kubeconfig, context: flags.context });
         const namespace = flags.allNamespaces
