@@ -72,6 +72,8 @@ export interface ReplicaReconcilerOptions {
   configFiles: ConfigFiles;
   /** Persistent volume data was made or removed: Host.status.persistentData is written (awaited). */
   persistentDataChanged: () => Promise<void>;
+  /** Default SLOW_START_MS. */
+  slowStartMs?: number;
 }
 
 /**
@@ -85,6 +87,12 @@ export const VOLUME_SYNC_MS = 2000;
  * again: "within a few seconds" of the object's creation, at one GET per object per replica.
  */
 export const CONFIG_RECHECK_MS = 2000;
+
+/**
+ * A start's events are held back so its one status write already says Running; a start still
+ * under way after this long is written as it is (phase Starting), then again once it is done.
+ */
+export const SLOW_START_MS = 1000;
 
 export class ReplicaReconciler {
   readonly #o: ReplicaReconcilerOptions;
@@ -483,6 +491,9 @@ export class ReplicaReconciler {
     spec.annotations = { [DIGEST_ANNOTATION]: replicaDigest(replica, hostName) };
     this.#starting.add(id);
     const t0 = performance.now();
+    // A start that takes long (a slow exec, a loaded host) shows as Starting meanwhile.
+    const slow = setTimeout(() => this.statusWriter.request(key), this.#o.slowStartMs ?? SLOW_START_MS);
+    slow.unref();
     try {
       // A restart asked for before this start is done by it: recorded as handled.
       const restartedAt = replica.metadata.annotations?.[RESTARTED_AT_ANNOTATION];
@@ -521,6 +532,7 @@ export class ReplicaReconciler {
       if (engine.has(id)) await engine.stop(id, { graceSeconds: 0 }).catch(() => {});
       if (reason !== 'InvalidSpec') throw err;
     } finally {
+      clearTimeout(slow);
       this.#starting.delete(id);
       this.statusWriter.request(key);
     }
