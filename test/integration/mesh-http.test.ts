@@ -341,7 +341,9 @@ test('no endpoint: 503 at once with a body naming the Service', async (t) => {
   t.is(res.status, 503);
   t.regex(await res.text(), new RegExp(`no ready endpoint for Service ${s.ns}/echo port web`));
   t.log(`answered in ${(performance.now() - t0).toFixed(1)} ms`);
-  t.true(performance.now() - t0 < 1000);
+  // Without an endpoint to wait for, a hang would last the request timeout (15 s by default);
+  // the bound leaves room for a machine busy with other tests (1 s failed once under load).
+  t.true(performance.now() - t0 < 5000);
 });
 
 test('outlier detection: an endpoint answering 503 is ejected after the configured count, comes back, and stays out longer the second time', async (t) => {
