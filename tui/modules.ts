@@ -2,7 +2,7 @@
 //
 // Yoga, Ink's layout engine, is an Emscripten build with its WebAssembly inline as base64. Its
 // loader, written for browsers too, reads that data: URL with fetch() when there is a fetch, and
-// Node's fetch is undici, loaded on first use: for one data: URL, 75-115 ms more to load Ink and
+// Node's fetch is undici, loaded on first use: for one data: URL, 72-116 ms more to load Ink and
 // 5.5 MiB more RSS (measured loading Ink alone, warm compile cache, with and without). Without a
 // fetch, the same loader decodes the same bytes itself. So fetch is hidden while the modules load
 // (nothing else runs in the TUI's process then) and put back at once after.
