@@ -268,6 +268,11 @@ test('frames Ink must compose itself are left to it', (t) => {
   t.is(lineFrame([{ type: 'clip' }, write(0, 0, 'a'), { type: 'unclip' }], 2), undefined, 'a clip');
   t.is(lineFrame([write(0, 0, 'a\u200b')], 1), undefined, 'a character Ink drops');
   t.is(lineFrame([write(0, 5, 'a'), write(0, 0, 'b  ')], 2), 'b\n', 'outside the frame, trailing blanks');
+  t.is(
+    lineFrame([write(0, 0, `${ESC}[31mred`), write(0, 1, 'plain')], 2),
+    `${ESC}[31mred${ESC}[0m\nplain`,
+    'a style the text left open is closed at the end of its line, as Ink does',
+  );
   const upper = (line: string) => line.toUpperCase();
   t.is(
     lineFrame([{ type: 'write', x: 0, y: 0, text: 'ab', transformers: [upper, (l: string) => `[${l}]`] }], 1),

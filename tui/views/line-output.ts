@@ -42,6 +42,8 @@ interface OutputClass {
 
 // Ink drops a standalone run of these (output.js); a line holding one goes the original way.
 const INVISIBLE = /\p{Default_Ignorable_Code_Point}/u;
+const ESC = String.fromCharCode(27);
+const RESET = `${ESC}[0m`;
 
 /**
  * The frame as lines when every write is one whole line at column 0 (see above); undefined when
@@ -63,7 +65,11 @@ export function lineFrame(operations: OutputLike['operations'], height: number):
     if (INVISIBLE.test(line)) return undefined;
     // Ink's cells end in blanks it trims; the trailing blanks of a styled line are inside its
     // closing code, and stay, as Ink keeps them.
-    lines[y] = line.trimEnd();
+    line = line.trimEnd();
+    // Ink closes every style at the end of each line. The Texts' own codes are closed already
+    // (chalk's); a code that came with the text itself may not be, and must not run on into the
+    // lines below.
+    lines[y] = line.includes(ESC) ? line + RESET : line;
   }
   return lines.join('\n');
 }
