@@ -2,7 +2,7 @@
 // this only draws them: the selection inverse, a row's tone as its colour, everything dimmed
 // while the rows may be stale.
 import { Box, Text } from 'ink';
-import { createElement as h } from 'react';
+import { createElement as h, memo, type ReactNode } from 'react';
 import { fitWidth } from '../model/format.ts';
 import {
   type Column,
@@ -31,9 +31,38 @@ export interface TableProps {
   readonly empty: string;
 }
 
+/** A row's line as last drawn, for the layout and width it was drawn with. */
+const drawnLines = new WeakMap<Row, { layout: ColumnLayout; width: number; line: string }>();
+
+/**
+ * The line of a row: made again only when the row, the layout or the width changed. A key moves
+ * the selection over the same rows: their lines are the strings of the frame before.
+ */
+function rowLine(row: Row, columns: readonly Column[], layout: ColumnLayout, width: number): string {
+  const drawn = drawnLines.get(row);
+  if (drawn && drawn.layout === layout && drawn.width === width) return drawn.line;
+  const line = fitWidth(` ${renderLine(row.cells, columns, layout)}`, width);
+  drawnLines.set(row, { layout, width, line });
+  return line;
+}
+
+/** One table row; React leaves it alone while its line and looks are the same (a key moving the selection redraws two). */
+const TableRow = memo(function TableRow(props: {
+  line: string;
+  selected: boolean;
+  color: string | undefined;
+  stale: boolean;
+}) {
+  return h(
+    Text,
+    { wrap: 'truncate-end', inverse: props.selected, color: props.color, dimColor: props.stale },
+    props.line,
+  );
+});
+
 export function Table(props: TableProps) {
   const { columns, layout, rows, height, width } = props;
-  const lines = [
+  const lines: ReactNode[] = [
     h(
       Text,
       { key: 'header', bold: true, wrap: 'truncate-end' },
@@ -42,20 +71,14 @@ export function Table(props: TableProps) {
   ];
   const page = rows.slice(props.offset, props.offset + height);
   page.forEach((row, n) => {
-    const index = props.offset + n;
-    const selected = index === props.selected;
     lines.push(
-      h(
-        Text,
-        {
-          key: `row-${n}`,
-          wrap: 'truncate-end',
-          inverse: selected,
-          color: row.tone ? TONE_COLOR[row.tone] : undefined,
-          dimColor: props.stale,
-        },
-        fitWidth(` ${renderLine(row.cells, columns, layout)}`, width),
-      ),
+      h(TableRow, {
+        key: `row-${n}`,
+        line: rowLine(row, columns, layout, width),
+        selected: props.offset + n === props.selected,
+        color: row.tone ? TONE_COLOR[row.tone] : undefined,
+        stale: props.stale,
+      }),
     );
   });
   if (rows.length === 0 && height > 0) {
