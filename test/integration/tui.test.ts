@@ -380,12 +380,17 @@ test.serial(
     const pid = (await env.replicasOf('chatty'))[0]?.status?.processes?.[0]?.pid;
     if (!pid) return t.fail('no pid for chatty-0');
     process.kill(pid, 'SIGKILL');
-    await eventually(
-      'chatty-0 restarted',
-      async () => ((await env.replicasOf('chatty'))[0]?.status?.restarts ?? 0) >= 1,
-    );
+    // The new run's pid: a status may count the restart before the new process is up (no pid
+    // yet, the exit written first), so wait for a pid other than the killed one.
+    let newPid: number | undefined;
+    await eventually('chatty-0 restarted', async () => {
+      const status = (await env.replicasOf('chatty'))[0]?.status;
+      const now = status?.processes?.[0]?.pid;
+      if ((status?.restarts ?? 0) < 1 || now === undefined || now === pid) return false;
+      newPid = now;
+      return true;
+    });
     // The pane goes on with the new run, after the runtime's marker with its pid.
-    const newPid = (await env.replicasOf('chatty'))[0]?.status?.processes?.[0]?.pid;
     screen = await term.waitFor('the new run after a marker', (s) => {
       const at = s.findIndex((l) => l.includes(`--- restarted (pid ${newPid}) ---`));
       return at >= 0 && s.slice(at + 1).some((l) => /^ ?line 2$/.test(l.trim()) || / line 2\b/.test(l));
