@@ -153,7 +153,10 @@ export interface LeaseHeartbeatOptions extends Omit<RenewLeaseOptions, 'annotati
    * 1000 ms): however often it is called, it adds at most one write per this interval.
    */
   minRenewGapMs?: number;
-  /** How often to renew; default a quarter of the duration (the kubelet renews at 1/4 of 40 s). */
+  /**
+   * How often to renew, from the start of one renewal to the start of the next (back to back when
+   * one takes longer); default a quarter of the duration (the kubelet renews at 1/4 of 40 s).
+   */
   renewIntervalMs?: number;
   /**
    * Called once when renewals have failed for a whole lease duration: others now consider us
@@ -287,7 +290,10 @@ export class LeaseHeartbeat {
       try {
         await this.#renewOnce();
         retry.reset();
-        delay = interval;
+        // The next one an interval after this one *started*: counted from its answer, two slow
+        // renewals in a row (an API server busy with a burst answered in 220-530 ms) plus the
+        // interval passed the fence point though each answered well inside it.
+        delay = Math.max(0, interval - (performance.now() - this.#lastStart));
       } catch (err) {
         // Conflict: someone else wrote the lease between our get and put; just retry soon.
         const level = isConflict(err) || isAlreadyExists(err) ? 'debug' : 'warn';

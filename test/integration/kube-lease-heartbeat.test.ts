@@ -77,3 +77,46 @@ test('annotations read at each renewal; renewSoon renews early, at most once per
   await new Promise((resolve) => setTimeout(resolve, 700));
   t.is(writes.length, settled);
 });
+
+test('renewals start an interval after the previous one started: two slow answers in a row stay inside the fence point', async (t) => {
+  const { kubeconfig } = await testCluster();
+  const ns = await freshNamespace(t);
+  const api = await KubeApi.fromKubeConfig(loadKubeConfig({ kubeconfig }));
+  t.teardown(() => api.close());
+  const client = leaseClient(api, 'orrery-test');
+  // Every write answered 280 ms late, as a busy API server answers: counted from each answer,
+  // the next renewal would start 250 ms later and answer 810 ms after the previous one started,
+  // past the 750 ms fence point (the agent's 3/4 of a 1 s lease).
+  const slowMs = 280;
+  const slow = new Proxy(client, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop, target);
+      if (prop !== 'replace' || typeof value !== 'function') {
+        return typeof value === 'function' ? value.bind(target) : value;
+      }
+      return async (...args: unknown[]) => {
+        const written = await (value as (...a: unknown[]) => Promise<Lease>).apply(target, args);
+        await new Promise((resolve) => setTimeout(resolve, slowMs));
+        return written;
+      };
+    },
+  });
+  let lost = 0;
+  const hb = new LeaseHeartbeat({
+    client: slow,
+    namespace: ns,
+    name: 'slow-api',
+    holderIdentity: 'slow-api',
+    leaseDurationSeconds: 1,
+    renewIntervalMs: 250,
+    lostAfterMs: 750,
+    onLost: () => lost++,
+  });
+  await hb.start();
+  t.teardown(() => hb.stop());
+  await new Promise((resolve) => setTimeout(resolve, 3000));
+  t.log(`${hb.renewals()} renewals in 3 s`);
+  t.is(lost, 0, 'not lost: each renewal answered within 750 ms of the start of the one before');
+  t.false(hb.isLost());
+  t.true(hb.renewals() >= 8, `${hb.renewals()} renewals`);
+});
