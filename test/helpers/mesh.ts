@@ -3,7 +3,8 @@
 // consecutive), and one EndpointSlice labelled as the operator labels them, pointing at servers
 // the test runs on 127.0.0.1. Everything is removed in teardown, pass or fail.
 import { randomInt } from 'node:crypto';
-import type { AddressInfo, Server, Socket } from 'node:net';
+import { readFileSync } from 'node:fs';
+import { type AddressInfo, connect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { pino } from 'pino';
@@ -64,6 +65,30 @@ export interface MeshSetup {
    * port with `ready` endpoints (default: the ready ones given).
    */
   proxy(extra?: Partial<ProxyOptions>, ready?: number): Promise<MeshProxy>;
+}
+
+/**
+ * `n` ports on 127.0.0.1 that refuse connections for the rest of the test, as an endpoint whose
+ * process is gone does: above the kernel's ephemeral range (ip_local_port_range), which a
+ * listen() on port 0 never hands out. A closed backend's own port would not do: a server of a test
+ * running beside may be given it at once (a proxy's metrics server answered 404 there, once).
+ */
+export async function refusingPorts(n: number): Promise<number[]> {
+  const upper = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[1]);
+  const ports: number[] = [];
+  for (let port = upper + 1 + randomInt(64); port <= 65535 && ports.length < n; port++) {
+    const refused = await new Promise<boolean>((resolve) => {
+      const probe = connect({ host: '127.0.0.1', port });
+      probe.once('connect', () => {
+        probe.destroy();
+        resolve(false);
+      });
+      probe.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED'));
+    });
+    if (refused) ports.push(port);
+  }
+  if (ports.length < n) throw new Error(`no ${n} refusing ports above the ephemeral range (${upper})`);
+  return ports;
 }
 
 /**

@@ -19,6 +19,7 @@ import {
   type MeshSetup,
   meshService,
   proxyArgs,
+  refusingPorts,
   sample,
   scrape,
 } from '../helpers/mesh.ts';
@@ -161,10 +162,15 @@ test('two of three endpoints gone while the slice still lists them: every reques
       outlierDetection: { consecutiveErrors: 1000 },
     },
   });
-  await s.proxy();
   const [a, b, c] = s.backends as [Backend, Backend, Backend];
-  await a.close();
-  await b.close();
+  // a and b gone: their endpoints at ports nothing listens on (refusingPorts says why not theirs).
+  const [gone1, gone2] = (await refusingPorts(2)) as [number, number];
+  await s.setEndpoints([
+    endpointAt(a.name, gone1, 'web'),
+    endpointAt(b.name, gone2, 'web'),
+    endpointAt(c.name, c.port, 'web'),
+  ]);
+  await s.proxy();
   const answers: string[] = [];
   for (let i = 0; i < 12; i++) {
     // A new connection each time: the proxy's pool has no kept-alive connection to the dead ones.

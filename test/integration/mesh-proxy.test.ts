@@ -20,6 +20,7 @@ import {
   meshService,
   nextVip,
   proxyArgs,
+  refusingPorts,
   sample,
   scrape,
 } from '../helpers/mesh.ts';
@@ -269,10 +270,15 @@ test('two of three endpoints gone while the slice still lists them: every connec
       outlierDetection: { consecutiveErrors: 1000 },
     },
   });
-  await s.proxy();
   const [a, b, c] = s.backends as [Backend, Backend, Backend];
-  await a.kill();
-  await b.kill();
+  // a and b gone: their endpoints at ports nothing listens on (refusingPorts says why not theirs).
+  const [gone1, gone2] = (await refusingPorts(2)) as [number, number];
+  await s.setEndpoints([
+    endpointAt(a.name, gone1, 'main'),
+    endpointAt(b.name, gone2, 'main'),
+    endpointAt(c.name, c.port, 'main'),
+  ]);
+  await s.proxy();
   const names: string[] = [];
   for (let i = 0; i < 12; i++) names.push(await whoAnswers(t, s.vip, s.port));
   t.deepEqual(new Set(names), new Set([c.name]));
@@ -286,9 +292,11 @@ test('the only endpoint refuses: attempts tries, then the client is reset (a fai
       outlierDetection: { consecutiveErrors: 1000 },
     },
   });
-  const proxy = await s.proxy();
   const [a] = s.backends as [Backend];
-  await a.kill();
+  // a gone: its endpoint at a port nothing listens on (refusingPorts says why not its own).
+  const [gone] = (await refusingPorts(1)) as [number];
+  await s.setEndpoints([endpointAt(a.name, gone, 'main')]);
+  const proxy = await s.proxy();
   const peer = dial(t, s.vip, s.port);
   const code = await Promise.race([
     peer.closed,
