@@ -11,7 +11,6 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { type AddressInfo, createServer } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -33,6 +32,7 @@ import {
 } from '../kube/index.ts';
 import { CgroupManager, detectCgroupLayout } from '../node-runtime/cgroups/index.ts';
 import { isTmpfs } from '../platform/fs.ts';
+import { freePort } from '../platform/net.ts';
 import { cpuTimes, machineCpuSeconds, rssKiB } from './proc.ts';
 import { quantile } from './stats.ts';
 
@@ -346,17 +346,6 @@ interface ManyResult {
 }
 
 let operatorMetricsPort: number | undefined;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /** The operator's reconciles so far, by controller (ORRERY_BENCH_DEBUG only). */
 async function operatorReconciles(): Promise<Map<string, number>> {

@@ -60,6 +60,7 @@ import {
   unpinSocketLb,
 } from '../node-runtime/bpf/index.ts';
 import { detectCgroupLayout } from '../node-runtime/cgroups/index.ts';
+import { freePort } from '../platform/net.ts';
 import { cpuTimes, memoryOf, rssKiB } from './proc.ts';
 import { quantile, summarize } from './stats.ts';
 
@@ -236,18 +237,6 @@ function signalGroup(pid: number, signal: NodeJS.Signals): void {
 }
 
 // --- network helpers ---------------------------------------------------------------------------
-
-/** A port free on `host` now (bound to 0, read, closed). */
-function freePort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, host, () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 function canConnect(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {

@@ -6,11 +6,11 @@
  */
 import { EventEmitter } from 'node:events';
 import { chmodSync, mkdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
 import { newLogger } from '../platform/log.ts';
+import { freePort } from '../platform/net.ts';
 import { type CgroupLayout, CgroupManager, type CgroupStats, detectCgroupLayout } from './cgroups/index.ts';
 import { claim, claimContent } from './claims.ts';
 import { LogStore } from './logs/index.ts';
@@ -726,16 +726,4 @@ async function allocatePorts(spec: WorkloadSpec): Promise<Record<string, Process
     out[p.name] = ports;
   }
   return out;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
 }

@@ -4,7 +4,6 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApiException, CoreV1Api, KubeConfig, type V1ConfigMap, Watch } from '@kubernetes/client-node';
@@ -15,6 +14,7 @@ import {
   ensureControlPlaneBinary,
   startControlPlane,
 } from '../../controlplane/controlplane.ts';
+import { freePort } from '../../platform/net.ts';
 import { freshNamespace, kubectl, testCluster } from '../helpers/cluster.ts';
 
 function coreApi(kubeconfig: string): CoreV1Api {
@@ -36,17 +36,6 @@ function alive(pid: number): boolean {
   } catch {
     return false;
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 async function eventually(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 30_000) {

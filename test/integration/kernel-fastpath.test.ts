@@ -9,6 +9,7 @@ import { KernelServiceTable } from '../../node-runtime/bpf/service-table.ts';
 import { removeCgroupDir } from '../../node-runtime/cgroups/index.ts';
 import { bpfProgExists, bpfProgQuery } from '../../node-runtime/native/bpf.ts';
 import { sendSignal, spawn as spawnNative, watchExit } from '../../node-runtime/native/index.ts';
+import { freePort } from '../../platform/net.ts';
 import { CgroupClient } from '../helpers/cgroup-client.ts';
 import { cgroupSkipReason, host, runs } from '../helpers/features.ts';
 
@@ -63,15 +64,6 @@ while True:
     c.sendall(b'k')
     c.close()
 `;
-
-/** A port free now on 127.0.0.1 (the kernel's pick, released for the backend to bind). */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** Until 127.0.0.1:port accepts, from this process (outside the cgroup); 5 s at most. */
 async function waitForListener(port: number): Promise<void> {
