@@ -1,7 +1,6 @@
 // The TUI's components (tui/views/) rendered by Ink into a terminal of a given size that emits
 // `resize`, over an in-memory cluster: what the frame shows, that it always stays below the
 // terminal's height, that resizes are debounced, and that keys reach the model.
-import { EventEmitter } from 'node:events';
 import test from 'ava';
 import { render } from 'ink';
 import { createElement as h } from 'react';
@@ -12,63 +11,7 @@ import { LogsModel } from '../../tui/model/logs.ts';
 import { initialState } from '../../tui/model/state.ts';
 import { type KindId, type KindObjects, keyOf } from '../../tui/model/views.ts';
 import { App } from '../../tui/views/app.ts';
-
-/** A terminal's output: its size, its resize events, and every frame Ink wrote (debug mode writes whole frames). */
-class FakeStdout extends EventEmitter {
-  readonly isTTY = true;
-  frames: string[] = [];
-  columns: number;
-  rows: number;
-  constructor(columns: number, rows: number) {
-    super();
-    this.columns = columns;
-    this.rows = rows;
-  }
-  write(frame: string, callback?: () => void): boolean {
-    this.frames.push(frame);
-    callback?.();
-    return true;
-  }
-  lastFrame(): string {
-    return this.frames[this.frames.length - 1] ?? '';
-  }
-  resize(columns: number, rows: number): void {
-    this.columns = columns;
-    this.rows = rows;
-    this.emit('resize');
-  }
-}
-
-/** A terminal's input in raw mode: what is written is read by Ink as typed keys. */
-class FakeStdin extends EventEmitter {
-  readonly isTTY = true;
-  #chunks: string[] = [];
-  setRawMode(): this {
-    return this;
-  }
-  setEncoding(): this {
-    return this;
-  }
-  ref(): this {
-    return this;
-  }
-  unref(): this {
-    return this;
-  }
-  resume(): this {
-    return this;
-  }
-  pause(): this {
-    return this;
-  }
-  read(): string | null {
-    return this.#chunks.shift() ?? null;
-  }
-  type(text: string): void {
-    this.#chunks.push(text);
-    this.emit('readable');
-  }
-}
+import { FakeStdin, FakeStdout } from '../helpers/terminal.ts';
 
 /** The model's surface over plain arrays; writes are recorded. */
 class FakeCluster implements LiveCluster {

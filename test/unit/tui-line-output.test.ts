@@ -2,7 +2,6 @@
 // composition: the same screens, cell for cell and style for style, over the UI's frames (views,
 // selection, colours, the banner, a pane, wide and invisible characters), and the cases it must
 // leave to Ink.
-import { EventEmitter } from 'node:events';
 import test from 'ava';
 
 // Colours on (Ink's chalk reads this when it loads), so the styles are compared too.
@@ -18,39 +17,7 @@ const { lineFrame, lineOutputCounts, lineOutputState, setLineOutput } = await im
 
 import type { Instance, Replica } from '../../crds/types.ts';
 import type { ClusterHealth, LiveCluster } from '../../tui/model/cluster.ts';
-
-class FakeStdout extends EventEmitter {
-  readonly isTTY = true;
-  frames: string[] = [];
-  readonly columns: number;
-  readonly rows: number;
-  constructor(columns: number, rows: number) {
-    super();
-    this.columns = columns;
-    this.rows = rows;
-  }
-  write(frame: string, callback?: () => void): boolean {
-    this.frames.push(frame);
-    callback?.();
-    return true;
-  }
-}
-
-class FakeStdin extends EventEmitter {
-  readonly isTTY = true;
-  #chunks: string[] = [];
-  setRawMode = () => this;
-  setEncoding = () => this;
-  ref = () => this;
-  unref = () => this;
-  resume = () => this;
-  pause = () => this;
-  read = () => this.#chunks.shift() ?? null;
-  type(text: string): void {
-    this.#chunks.push(text);
-    this.emit('readable');
-  }
-}
+import { FakeStdin, FakeStdout } from '../helpers/terminal.ts';
 
 // Two hours old: the ages read `120m` for a minute, the same in both renders.
 const created = new Date(Date.now() - 2 * 3600_000).toISOString();
