@@ -60,6 +60,23 @@ function volumes(t: ExecutionContext) {
   return { dir, binds };
 }
 
+/**
+ * The runtime's files of a configMap volume as volumes/manager.ts keeps them: `dir`/files, a tmpfs
+ * of 0700 owned by the replica's root (searchable by the child only once its id maps are written),
+ * a directory per volume (app/app.conf), mounted read-only (the manager writes through a writable
+ * clone attached nowhere).
+ */
+function runtimeFiles(t: ExecutionContext, dir: string): string {
+  const files = join(dir, 'files');
+  mkdirSync(files);
+  mountTmpfs(files, `size=1m,mode=0700,uid=${userNamespace.hostUid},gid=${userNamespace.hostGid}`);
+  t.teardown(() => unmount(files));
+  mkdirSync(join(files, 'app'), { mode: 0o755 });
+  writeFileSync(join(files, 'app', 'app.conf'), 'key=value\n');
+  remountReadOnly(files);
+  return files;
+}
+
 /** Per read-only mount: try to make it writable three ways, write to it, unmount it; one line each. */
 function attempts(dir: string): string {
   return ['mnt-host', 'mnt-config']
@@ -206,16 +223,7 @@ test.serial(
   'a read-only volume on a read-only tmpfs is cloned by the child, locked, without the mount helper',
   async (t) => {
     const { dir, binds } = volumes(t);
-    // As volumes/manager.ts keeps a replica's files: a tmpfs of 0700 owned by the replica's root
-    // (searchable by the child only once its id maps are written), a directory per volume, the
-    // mount read-only; written through a writable clone attached nowhere.
-    const files = join(dir, 'files');
-    mkdirSync(files);
-    mountTmpfs(files, `size=1m,mode=0700,uid=${userNamespace.hostUid},gid=${userNamespace.hostGid}`);
-    t.teardown(() => unmount(files));
-    mkdirSync(join(files, 'app'), { mode: 0o755 });
-    writeFileSync(join(files, 'app', 'app.conf'), 'key=value\n');
-    remountReadOnly(files);
+    const files = runtimeFiles(t, dir);
     t.throws(() => writeFileSync(join(files, 'app', 'app.conf'), 'x'), { code: 'EROFS' });
     const p = join(dir, 'mnt-config');
     spawnTrace(true);
@@ -294,15 +302,8 @@ test("with a workload root the child still clones a read-only volume from the ru
   const dir = tempDir(t, 'orrery-native-vol-root-');
   const root = await minimalRoot(dir);
   mkdirSync(join(root, 'config'));
-  // The runtime's tmpfs lives outside the root (the runtime's own files, a container's), as the
-  // manager keeps it: 0700 of the replica's root, read-only.
-  const files = join(dir, 'files');
-  mkdirSync(files);
-  mountTmpfs(files, `size=1m,mode=0700,uid=${userNamespace.hostUid},gid=${userNamespace.hostGid}`);
-  t.teardown(() => unmount(files));
-  mkdirSync(join(files, 'app'), { mode: 0o755 });
-  writeFileSync(join(files, 'app', 'app.conf'), 'key=value\n');
-  remountReadOnly(files);
+  // The runtime's tmpfs lives outside the root (the runtime's own files, a container's).
+  const files = runtimeFiles(t, dir);
   spawnTrace(true);
   t.teardown(() => spawnTrace(false));
   const { exited, log } = runNative(
