@@ -15,6 +15,7 @@ import { LeaderElector } from '../../kube/leader.ts';
 import { type Lease, LeaseHeartbeat, leaseClient, leaseExpired } from '../../kube/lease.ts';
 import type { ResourceClient } from '../../kube/resources.ts';
 import { freshNamespace, privateControlPlane, testCluster } from '../helpers/cluster.ts';
+import { aroundLeaseCalls } from '../helpers/lease-client.ts';
 
 let api: KubeApi;
 
@@ -67,21 +68,9 @@ function recorded(client: ResourceClient<Lease>, calls: LeaseCall[]): ResourceCl
       },
     );
   };
-  return new Proxy(client, {
-    get(target, prop) {
-      if (prop === 'get')
-        return (...args: Parameters<typeof target.get>) => timed('get', () => target.get(...args));
-      if (prop === 'create')
-        return (...args: Parameters<typeof target.create>) =>
-          timed('create', () => target.create(...args), args[0] as Lease);
-      if (prop === 'replace')
-        return (...args: Parameters<typeof target.replace>) =>
-          timed('replace', () => target.replace(...args), args[0]);
-      // The class keeps private fields: its own methods run on it, not on the proxy.
-      const value = Reflect.get(target, prop, target);
-      return typeof value === 'function' ? value.bind(target) : value;
-    },
-  });
+  return aroundLeaseCalls(client, (method, args, call) =>
+    timed(method, call, method === 'get' ? undefined : (args[0] as Lease)),
+  );
 }
 
 const isWrite = (c: LeaseCall) => c.method === 'create' || c.method === 'replace';
