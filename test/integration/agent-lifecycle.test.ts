@@ -25,7 +25,11 @@ test.before(async () => {
 test('the agent registers its Host with capacity and Ready, and keeps renewing its Lease', async (t) => {
   const k = await kubeForTests();
   const dirs = await agentDirs(t);
-  const agent = await inProcessAgent(t, dirs, { labels: { zone: 'test-a' }, registerUnschedulable: false });
+  const agent = await inProcessAgent(t, dirs, {
+    labels: { zone: 'test-a' },
+    registerUnschedulable: false,
+    leaseDurationSeconds: 1,
+  });
 
   const host = await k.hosts.get(dirs.hostName);
   t.is(host.metadata.labels?.zone, 'test-a');

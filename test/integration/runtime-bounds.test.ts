@@ -130,7 +130,16 @@ test('a 200 MB burst of output leaves at most the log cap on disk (10 MiB x 5), 
     `200 MB in ${seconds.toFixed(1)} s: ${(onDisk / MiB).toFixed(1)} MiB left on disk, ` +
       `at most ${(peak / MiB).toFixed(1)} MiB seen during the burst; agent CPU ${cpu.toFixed(2)} s`,
   );
-  t.true(files.length <= 5 && files.every((f) => /^writer\.log(\.[1-4])?$/.test(f)), files.join(' '));
+  // One run: a self-fence (the agent too slow to renew its Lease) would have killed and restarted it.
+  const metrics = await metricsText(agent.apiEndpoint, agent.token);
+  const fences = metricValue(metrics, 'orrery_runtime_self_fences_total', `host="${dirs.hostName}"`);
+  t.is(fences, 0, 'the agent fenced itself during the burst');
+  // The process's status says how a second run came about (an exit restarted in place, or a fresh start).
+  const processes = (await k.replicas.get('burst-0', { namespace: ns })).status?.processes;
+  t.true(
+    files.length <= 5 && files.every((f) => /^writer\.log(\.[1-4])?$/.test(f)),
+    `${files.join(' ')}; status.processes ${JSON.stringify(processes)}`,
+  );
   for (const f of files) {
     const size = (await stat(path.join(dirs.logDir, id, f))).size;
     t.true(size <= 10 * MiB + 100, `${f}: ${size} bytes, the size cap is 10 MiB`);
