@@ -56,6 +56,11 @@ export interface Memory {
   shared: number;
   /** Of the file pages, those mapped whole 2 MiB at a time (FilePmdMapped: a huge folio). */
   hugeFile: number;
+  /**
+   * Anonymous pages: the process's own memory (heaps, stacks), whatever the page cache holds. The
+   * other fields move with how the kernel keeps the node binary cached (docs/BENCHMARKS.md).
+   */
+  anonymous: number;
 }
 
 /** The resident memory of a process; throws when there is no such process. */
@@ -69,5 +74,6 @@ export function memoryOf(pid: number): Memory {
     private: kib('Private_Clean') + kib('Private_Dirty'),
     shared: kib('Shared_Clean') + kib('Shared_Dirty'),
     hugeFile: kib('FilePmdMapped'),
+    anonymous: kib('Anonymous'),
   };
 }

@@ -229,7 +229,7 @@ export default async function tuiBench(): Promise<{ title: string; markdown: str
       `| CPU over ${IDLE_SECONDS} s left alone | ${idlePercent.toFixed(2)} % of a core | | ≤ 2 % (${(idlePercent / 2).toFixed(2)}×) |`,
       `| RSS | ${(rss / 1048576).toFixed(1)} MiB | | ≤ 150 MiB (${(rss / 1048576 / 150).toFixed(2)}×) |`,
       '',
-      `Of the RSS (/proc/PID/smaps_rollup): ${mib(mem.private)} MiB private (pages only this process maps: V8's heap, Yoga's WebAssembly memory, malloc), ${mib(mem.shared)} MiB shared with other processes (the node binary's pages, libraries); PSS ${mib(mem.pss)} MiB.`,
+      `Of the RSS (/proc/PID/smaps_rollup): ${mib(mem.private)} MiB private (pages only this process maps), ${mib(mem.shared)} MiB shared with other processes (the node binary's pages, libraries), ${mib(mem.hugeFile)} MiB of file pages mapped 2 MiB at a time; PSS ${mib(mem.pss)} MiB. Its own memory (anonymous pages: V8's heap, Yoga's WebAssembly memory, malloc), which does not move with the page cache: ${mib(mem.anonymous)} MiB.`,
       '',
       `Load average (1, 5, 15 min) at the measured start: ${load.map((l) => l.toFixed(2)).join(', ')}; at the end: ${loadEnd.map((l) => l.toFixed(2)).join(', ')} (2 cores).`,
     ].join('\n');

@@ -38,6 +38,8 @@ export function tuiCommand(): Command {
       // The young generation held at 16 MiB once there (tui/heap.ts): frames' garbage would grow
       // it, and its pages stay resident.
       (await import('../tui/heap.ts')).capYoungGeneration();
+      // What the start allocated and freed, given back to the kernel (platform/memory.ts).
+      (await import('../platform/memory.ts')).keepMallocTrimmed();
       // Without fetch in sight, Yoga does not load Node's fetch to read its own WebAssembly (tui/modules.ts).
       const { withoutFetch } = await import('../tui/modules.ts');
       const [{ loadKubeConfig }, { runTui }] = await withoutFetch(() =>

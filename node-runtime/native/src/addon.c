@@ -10,6 +10,9 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/mount.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <unistd.h>
 
 #include "addon.h"
@@ -230,6 +233,19 @@ fail:
   return NULL;
 }
 
+/* mallocTrim(): glibc's malloc_trim(0), which gives back to the kernel the free pages inside the
+ * malloc arenas (not only at their top), and true when it released any. A long-running Node.js
+ * process keeps several MiB of them resident after its start (V8's compiler zones, module
+ * loading); platform/memory.ts calls this now and then. False where the C library has none. */
+static napi_value api_malloc_trim(napi_env env, napi_callback_info cbinfo) {
+  (void)cbinfo;
+#ifdef __GLIBC__
+  return js_bool(env, malloc_trim(0));
+#else
+  return js_bool(env, 0);
+#endif
+}
+
 /* spawnTrace(on): enable/disable tracing; returns the last spawn's stamps as
  * [[name, ns, cpu], ...] (points that were not reached are left out), ns on CLOCK_MONOTONIC (the
  * clock of process.hrtime) as a double: exact below 2^53 ns, about 104 days of uptime. */
@@ -283,6 +299,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"kernelFeatures", NULL, api_kernel_features, NULL, NULL, NULL, napi_default, NULL},
       {"spawnTrace", NULL, api_spawn_trace, NULL, NULL, NULL, napi_default, NULL},
       {"netnsConnect", NULL, api_netns_connect, NULL, NULL, NULL, napi_default, NULL},
+      {"mallocTrim", NULL, api_malloc_trim, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof *props, props) != napi_ok) return NULL;
   if (js_bpf_define(env, exports) != napi_ok) return NULL;
