@@ -21,6 +21,9 @@ export const loadOperator = () =>
     import('../operator/operator.ts'),
   ]);
 
+/** What every daemon loads beside its own code: its malloc arenas kept trimmed (platform/memory.ts). */
+export const loadDaemonMemory = () => import('../platform/memory.ts');
+
 export const loadProxy = () =>
   Promise.all([import('../platform/log.ts'), import('../kube/index.ts'), import('../mesh/proxy.ts')]);
 
@@ -30,6 +33,6 @@ export const loadProxy = () =>
  * off (NODE_DISABLE_COMPILE_CACHE) or already holds them (~70 ms then).
  */
 export async function compileDaemons(): Promise<void> {
-  await Promise.all([loadAgent(), agentAfterReadoption(), loadOperator(), loadProxy()]);
+  await Promise.all([loadAgent(), agentAfterReadoption(), loadOperator(), loadProxy(), loadDaemonMemory()]);
   module.flushCompileCache?.();
 }

@@ -33,6 +33,8 @@ program
   .option('--hosts <n>', 'number of host runtimes to start', wholeNumberFlag('--hosts', 1, 16), 1)
   .option('--api-only', 'start only the control plane and the CRDs')
   .action(async (options: { dataDir?: string; port: number; hosts: number; apiOnly?: boolean }) => {
+    // What its start allocated and freed, given back to the kernel (platform/memory.ts).
+    (await import('../platform/memory.ts')).keepMallocTrimmed();
     const { up } = await import('./up.ts');
     await up(options);
   });

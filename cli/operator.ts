@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { OPERATOR_LEASE_NAME } from '../crds/labels.ts';
 import { parseListen } from '../node-runtime/agent/options.ts';
-import { loadOperator } from './daemons.ts';
+import { loadDaemonMemory, loadOperator } from './daemons.ts';
 import { durationFlag, listenFlag, wholeNumberFlag } from './flags.ts';
 import { untilSignal } from './signals.ts';
 
@@ -117,6 +117,8 @@ export function operatorCommand(): Command {
         .default(15_000, '15s'),
     )
     .action(async (flags: OperatorFlags, command: Command) => {
+      // What its start allocated and freed, given back to the kernel (platform/memory.ts).
+      (await loadDaemonMemory()).keepMallocTrimmed();
       const [{ newLogger }, { loadKubeConfig }, { OperatorMetrics, serveMetrics }, { startOperator }] =
         await loadOperator();
       const log = newLogger('orrery-operator');

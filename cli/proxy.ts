@@ -7,7 +7,7 @@
 import { readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { parseListen } from '../node-runtime/agent/options.ts';
-import { loadProxy } from './daemons.ts';
+import { loadDaemonMemory, loadProxy } from './daemons.ts';
 import { dnsSubdomainFlag, durationFlag, listenFlag } from './flags.ts';
 import { untilSignal } from './signals.ts';
 
@@ -106,6 +106,8 @@ export function proxyCommand(): Command {
         command.error('error: --runtime needs the token: --runtime-token-file or $ORRERY_RUNTIME_TOKEN');
       }
       const metricsListen = parseListen(flags.metricsListen, '--metrics-listen');
+      // What its start allocated and freed, given back to the kernel (platform/memory.ts).
+      (await loadDaemonMemory()).keepMallocTrimmed();
       const [{ newLogger }, { loadKubeConfig }, { startProxy }] = await loadProxy();
       const log = newLogger('orrery-proxy');
       // Listening before the metrics line is logged: whoever reads it may signal at once.

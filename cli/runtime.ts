@@ -10,7 +10,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { memoryBytes } from '../crds/quantity.ts';
 import type { AgentOptions } from '../node-runtime/agent/index.ts';
 import { defaultHostName, fenceAfterMs } from '../node-runtime/agent/options.ts';
-import { loadAgent } from './daemons.ts';
+import { loadAgent, loadDaemonMemory } from './daemons.ts';
 import {
   addressFlag,
   dnsSubdomainFlag,
@@ -215,6 +215,8 @@ export function runtimeCommand(): Command {
           'orrery runtime: warning: --token is readable by every local user in /proc/<pid>/cmdline; use --token-file or $ORRERY_RUNTIME_TOKEN',
         );
       }
+      // What its start allocated and freed, given back to the kernel (platform/memory.ts).
+      (await loadDaemonMemory()).keepMallocTrimmed();
       const { startAgent } = await loadAgent();
       const agent = await startAgent(options);
       // Listening before the line below: whoever reads it may signal at once.

@@ -35,6 +35,7 @@ const startDaemons = `
       'operator/metrics.ts',
       'mesh/proxy.ts',
       'platform/log.ts',
+      'platform/memory.ts',
       'kube/index.ts',
     ].map((m) => packagePath(m)),
   )}.map((m) => import(m)));
