@@ -127,7 +127,7 @@ function treeMemory(root: number): {
 const mib = (bytes: number) => `${(bytes / MiB).toFixed(0)} MiB`;
 /** RSS, and what it is made of. */
 const memoryNote = (m: Memory) =>
-  `${mib(m.rss)} (${mib(m.shared)} shared, ${mib(m.hugeFile)} of it in 2 MiB file pages; ${mib(m.private)} private)`;
+  `${mib(m.rss)} (${mib(m.shared)} shared, ${mib(m.hugeFile)} of it in 2 MiB file pages; ${mib(m.private)} private; ${mib(m.anonymous)} anonymous)`;
 const ms = (v: number) => `${v.toFixed(0)} ms`;
 
 // ---------------------------------------------------------------------------------------------
@@ -639,7 +639,7 @@ export default async function bench(): Promise<{ title: string; markdown: string
     `| idle RSS, host agent (started, nothing applied, after 10 s) | ${memoryNote(c.idle.agent)} | ${floorNote} | ≤ 70 MiB | ${verdict(c.idle.agent.rss <= 70 * MiB)} |`,
     `| idle RSS, operator | ${memoryNote(c.idle.operator)} | | ≤ 70 MiB | ${verdict(c.idle.operator.rss <= 70 * MiB)} |`,
     `| idle RSS, control plane (kube-apiserver + etcd) | ${mib(c.idle.controlPlane)} | | ≤ 300 MiB | ${verdict(c.idle.controlPlane <= 300 * MiB)} |`,
-    `| idle RSS, whole \`orrery up\` (sum of its ${up.parts.length} processes) | ${mib(up.rss)} (PSS ${mib(up.pss)}, private ${mib(privateSum)}): ${up.parts.map((p) => `${p.command} ${mib(p.memory.rss)} (private ${mib(p.memory.private)})`).join(', ')} | | ≤ 450 MiB | ${verdict(up.rss <= 450 * MiB)} |`,
+    `| idle RSS, whole \`orrery up\` (sum of its ${up.parts.length} processes) | ${mib(up.rss)} (PSS ${mib(up.pss)}, private ${mib(privateSum)}): ${up.parts.map((p) => `${p.command} ${mib(p.memory.rss)} (private ${mib(p.memory.private)}, anonymous ${mib(p.memory.anonymous)})`).join(', ')} | | ≤ 450 MiB | ${verdict(up.rss <= 450 * MiB)} |`,
     e2e
       ? `| 1000 replicas applied → all Running | ${e2e.seconds.toFixed(2)} s (e2e bench, docs/BENCHMARKS.md of ${e2e.run}; not run here) | | ≤ 5 s | ${verdict(e2e.seconds <= 5)} |`
       : '| 1000 replicas applied → all Running | no e2e result in docs/BENCHMARKS.md | | ≤ 5 s | |',
@@ -673,13 +673,16 @@ export default async function bench(): Promise<{ title: string; markdown: string
     'a process counts depends on the page cache, not on the process: this kernel (6.18) keeps a file it',
     'read ahead in large folios and maps a whole 2 MiB folio at the first touch (FilePmdMapped), so the',
     'same bare `node` waiting on a timer measured 71.5 MiB RSS (63 MiB shared, 41 MiB of it in 2 MiB',
-    'pages, 8 MiB private) with the binary read from the page cache, and 43 MiB (3 MiB shared, 8 MiB',
-    'private) run from a fresh copy of the binary. With the floor at 43-72 MiB by that alone, a',
-    'target of 70 MiB RSS per daemon measures the page cache; what a daemon holds itself is its private',
-    "memory: 23-29 MiB idle (V8's heap ~17 MiB: code, bytecode, module sources; malloc ~6 MiB), against",
-    "8 MiB for a bare `node`. From a checkout, a daemon that strips TypeScript itself keeps Node's",
-    'transformer (swc as WebAssembly): +12-20 MiB private for its life, which `orrery up` avoids by having',
-    "the daemons' code compiled ahead (cli/daemons.ts; this bench does the same before the idle rows).",
+    'pages, 8 MiB private) at one time and 42-43 MiB (no 2 MiB pages) at another, the same day, the',
+    "binary's page cache having been dropped and read again in between (or run from a fresh copy of it).",
+    'With the floor at 42-72 MiB by that alone, a target of 70 MiB RSS per daemon measures the page',
+    "cache; what a daemon holds itself is its anonymous memory (the rows' last figure): idle on",
+    "2026-12-06, up 16 MiB, proxy 22, operator 26, runtime 30 (V8's heap 12-19 MiB committed of it:",
+    'code, bytecode, module sources), against 8 MiB for a bare `node`. Each keeps its malloc arenas',
+    'trimmed (platform/memory.ts): 1-2 MiB less for a daemon. From a checkout, a daemon that strips',
+    "TypeScript itself keeps Node's transformer (swc as WebAssembly): +12-20 MiB for its life, which",
+    "`orrery up` avoids by having the daemons' code compiled ahead (cli/daemons.ts; this bench does the",
+    'same before the idle rows).',
     'V8 flags bring the agent down further (`--max-semi-space-size=1` `--max-opt=2`: a smaller young',
     'generation, no optimising compiler) at a CPU cost under load, so they are not the default.',
   ].join('\n');
