@@ -6,11 +6,12 @@
  * runtime runs, so nothing changes under the view but the ages). `orrery tui` runs in a tmux pane
  * of 200×50 (bin/orrery.js, as a user starts it), read with capture-pane and typed into with
  * send-keys. First frame: from the spawn until every watch has synced and the Instances view
- * shows all 250. Keypress → frame: `j` moves the selection in the Replicas view (1,000 rows);
- * timed from send-keys until a capture shows the selection on the next row. Both include tmux's
- * own round trips, so the baseline in the same run is the same measurement of a shell loop that
- * redraws a counter on each key: what tmux and the polling cost by themselves. Then the TUI's CPU
- * (utime + stime from /proc) over 30 s left alone, and its RSS.
+ * shows all 250; the median of five starts, since one start's moves by hundreds of ms. Keypress
+ * → frame: `j` moves the selection in the Replicas view (1,000 rows); timed from send-keys until
+ * a capture shows the selection on the next row. Both include tmux's own round trips, so the
+ * baseline in the same run is the same measurement of a shell loop that redraws a counter on each
+ * key: what tmux and the polling cost by themselves. Then the TUI's CPU (utime + stime from
+ * /proc) over 30 s left alone, and its RSS.
  *
  * What runs is the checkout's bin/orrery.js, which has Node strip the types of the .ts sources;
  * Node's compile cache keeps the result, so only a first start after a change pays for the
@@ -31,12 +32,14 @@ import type { Instance, Replica } from '../crds/types.ts';
 import { type Applied, ensureNamespace, KubeApi, loadKubeConfig, resourceClient } from '../kube/index.ts';
 import { forEachLimited } from '../platform/concurrency.ts';
 import { cpuTimes, memoryOf, rssKiB } from './proc.ts';
-import { quantile, summarize } from './stats.ts';
+import { median, quantile, summarize } from './stats.ts';
 
 const INSTANCE_COUNT = 250;
 const PER_INSTANCE = 4;
 const KEYS = 60;
 const IDLE_SECONDS = 30;
+/** Measured starts of the TUI, for the first frame. */
+const STARTS = 5;
 const NS = 'bench-tui';
 const orrery = fileURLToPath(new URL('../bin/orrery.js', import.meta.url));
 
@@ -184,9 +187,25 @@ export default async function tuiBench(): Promise<{ title: string; markdown: str
       warm.close();
     }
     const load = loadavg();
+    // The first frame moves by hundreds of ms from one start to the next (the API server's lists,
+    // the machine): several starts, each quit once drawn, and the median of them with the last.
+    const firstFrames: number[] = [];
+    for (let i = 1; i < STARTS; i++) {
+      const once = new Pane();
+      try {
+        const t0 = performance.now();
+        await once.start(command);
+        firstFrames.push(await once.until(shown, t0));
+        await once.tmux('send-keys', '-t', 'b', 'q');
+        await sleep(500);
+      } finally {
+        once.close();
+      }
+    }
     const t0 = performance.now();
     await pane.start(command);
-    const firstFrame = await pane.until(shown, t0);
+    firstFrames.push(await pane.until(shown, t0));
+    const firstFrame = median(firstFrames);
     const pid = await pane.pid();
     await pane.tmux('send-keys', '-t', 'b', '-l', ':rep');
     await pane.tmux('send-keys', '-t', 'b', 'Enter');
@@ -225,7 +244,7 @@ export default async function tuiBench(): Promise<{ title: string; markdown: str
       `| keypress → frame, p50 | ${ms(k.p50)} | ${ms(b.p50)} | |`,
       `| keypress → frame, p95 | ${ms(p95)} | ${ms(b95)} | ≤ 50 ms (${(p95 / 50).toFixed(2)}×) |`,
       `| keypress → frame, max | ${ms(k.max)} | ${ms(b.max)} | |`,
-      `| first frame (every watch synced, ${INSTANCE_COUNT} Instances shown) | ${ms(firstFrame)} | | ≤ 1 s (${(firstFrame / 1000).toFixed(2)}×) |`,
+      `| first frame (every watch synced, ${INSTANCE_COUNT} Instances shown), median of ${STARTS} starts | ${ms(firstFrame)} (${firstFrames.map((f) => f.toFixed(0)).join(', ')}) | | ≤ 1 s (${(firstFrame / 1000).toFixed(2)}×) |`,
       `| CPU over ${IDLE_SECONDS} s left alone | ${idlePercent.toFixed(2)} % of a core | | ≤ 2 % (${(idlePercent / 2).toFixed(2)}×) |`,
       `| RSS | ${(rss / 1048576).toFixed(1)} MiB | | ≤ 150 MiB (${(rss / 1048576 / 150).toFixed(2)}×) |`,
       '',

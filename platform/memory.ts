@@ -41,12 +41,14 @@ export function trimMalloc(): boolean {
 
 /**
  * Trim once `firstMs` after now (a process's start has settled by then) and every `everyMs`
- * after that, on an unref'd timer that never keeps the process alive. Returns a stop function.
+ * after that, on an unref'd timer that never keeps the process alive; where it cannot, it stops
+ * after the first. Returns a stop function.
  */
 export function keepMallocTrimmed(opts: { firstMs?: number; everyMs?: number } = {}): () => void {
-  if (!canTrimMalloc()) return () => {};
   const { firstMs = 5_000, everyMs = 30_000 } = opts;
+  // The addon is loaded by the first tick, not here: nothing more for the start to do.
   let timer = setTimeout(function tick() {
+    if (!canTrimMalloc()) return;
     trimMalloc();
     timer = setTimeout(tick, everyMs).unref();
   }, firstMs).unref();
