@@ -35,10 +35,10 @@ function sourceModules(): string[] {
 }
 
 /**
- * Loads every source module but cli/main.ts (it parses the command line as it loads: hack/prepare.mjs
- * runs `orrery --version` for it) and writes the compile cache. Loading runs no command: the
- * modules only define things. A module that cannot load here (the native addon not built) is
- * counted, not fatal: it is compiled at its first use instead.
+ * Loads every source module but cli/main.ts (it parses the command line as it loads:
+ * hack/prepare.mjs runs `orrery --version` for it) and writes the compile cache. Loading runs no
+ * command: the modules only define things. A module that cannot load here (the native addon not
+ * built) is counted, not fatal: it is compiled at its first use instead.
  */
 export async function compileModules(): Promise<{ compiled: number; failed: string[] }> {
   const main = packagePath('cli', 'main.ts');

@@ -19,13 +19,8 @@ module.enableCompileCache();
 const { compileModules } = await import('../cli/compile.ts');
 const { compiled, failed } = await compileModules();
 // cli/main.ts runs the command line as it loads: compiled by running the cheapest command.
-const version = spawnSync(
-  process.execPath,
-  [fileURLToPath(new URL('../bin/orrery.js', import.meta.url)), '--version'],
-  {
-    stdio: 'ignore',
-  },
-);
+const bin = fileURLToPath(new URL('../bin/orrery.js', import.meta.url));
+const version = spawnSync(process.execPath, [bin, '--version'], { stdio: 'ignore' });
 const dir = module.getCompileCacheDir?.() ?? 'nowhere';
 console.log(
   `prepare: ${compiled + (version.status === 0 ? 1 : 0)} modules compiled into ${dir} in ${Math.round(performance.now() - started)} ms` +
