@@ -32,3 +32,13 @@ export function claim(file: string, content: string): boolean {
   }
   return false;
 }
+
+/** Whether the claim `file` exists and holds exactly `content`. */
+export function holdsClaim(file: string, content: string): boolean {
+  try {
+    return readFileSync(file, 'utf8') === content;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}

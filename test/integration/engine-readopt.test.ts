@@ -1,9 +1,11 @@
 import { spawn } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
+import { USER_NAMESPACE_FIRST_HOST_ID } from '../../node-runtime/engine.ts';
+import { USER_NAMESPACE_SIZE } from '../../node-runtime/supervisor/spec.ts';
 import {
   isAlive,
   newRuntime,
@@ -15,6 +17,9 @@ import {
   waitFor,
 } from '../helpers/engine-harness.ts';
 import { host as machine } from '../helpers/features.ts';
+
+/** Where runtimes on this machine claim their user namespace ranges (the engine's default). */
+const CLAIM_DIR = '/run/orrery/userns';
 
 const hostScript = fileURLToPath(new URL('./fixtures/engine-host.ts', import.meta.url));
 
@@ -258,12 +263,32 @@ test('user namespace ranges survive a runtime killed with SIGKILL: adopted repli
   host.kill('SIGKILL');
   await gone;
 
+  // The claims of the adopted ranges: one lost while no runtime watched, the others kept.
+  const claimOf = (id: string) =>
+    path.join(
+      CLAIM_DIR,
+      String(((ranges.get(id) as number) - USER_NAMESPACE_FIRST_HOST_ID) / USER_NAMESPACE_SIZE),
+    );
+  const [lostId, ...keptIds] = Object.keys(first.pids) as [string, ...string[]];
+  await rm(claimOf(lostId));
+  const keptBefore = await Promise.all(keptIds.map(async (id) => (await stat(claimOf(id))).mtimeMs));
+
   const rt = newRuntime(dirs);
   t.teardown(async () => {
     await rt.stopAll({ graceSeconds: 0 }).catch(() => {});
     await rt.close();
   });
   await rt.start();
+  // Re-adoption claims the lost one again, and leaves the ones that still name their replica alone.
+  t.like(JSON.parse(await readFile(claimOf(lostId), 'utf8')), {
+    stateDir: path.resolve(dirs.stateDir),
+    id: lostId,
+  });
+  t.deepEqual(
+    await Promise.all(keptIds.map(async (id) => (await stat(claimOf(id))).mtimeMs)),
+    keptBefore,
+    'claims already held are not written again',
+  );
   // A new replica must not get the ids of one that kept running while no runtime watched.
   const fresh = replica([{ command: ['sleep', '1000'] }], { isolation: { namespaces: ['pid'] } });
   const freshPid = (await rt.run(fresh)).processes[0]?.pid as number;
