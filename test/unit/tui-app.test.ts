@@ -41,7 +41,10 @@ class FakeCluster implements LiveCluster {
     this.#version++;
     for (const l of this.#listeners) l();
   }
+  /** How many times each kind's whole list was read. */
+  readonly listed: Partial<Record<KindId, number>> = {};
   list<K extends KindId>(kind: K): readonly KindObjects[K][] {
+    this.listed[kind] = (this.listed[kind] ?? 0) + 1;
     return this.#objects[kind];
   }
   get<K extends KindId>(kind: K, key: string): KindObjects[K] | undefined {
@@ -380,4 +383,35 @@ test('the clock redraws when an age on the page changes: each second for young o
   cluster.set('instances', [born('old', 3_600_000 + 5_000), born('new', 119_000)]);
   await until('the new one', stdout, (f) => / new .* 11[89]s$/m.test(f));
   await until('the new one ticking', stdout, (f) => / new .* 2m$/m.test(f));
+});
+
+test('idle, the clock works out the rows of the page only; G shows the last rows at their current age', async (t) => {
+  const { stdout, stdin, cluster, app } = mount(80, 24, { view: 'rep' });
+  t.teardown(() => app.unmount());
+  const created = new Date(Date.now() - 30_000).toISOString();
+  cluster.set(
+    'replicas',
+    Array.from({ length: 100 }, (_, i) => {
+      const r = replica('web', i);
+      r.metadata.creationTimestamp = created;
+      return r;
+    }),
+  );
+  await until('the 100 replicas', stdout, (f) => f.includes('Replicas(default)[100]'));
+  const ageOn = (frame: string, name: string) =>
+    Number(new RegExp(`^ ${name} .* (\\d+)s *$`, 'm').exec(frame)?.[1] ?? Number.NaN);
+  const listed = cluster.listed.replicas ?? 0;
+  const first = ageOn(stdout.lastFrame(), 'web-0');
+  // Two ticks of the clock, each moving the ages on the page.
+  const later = await until('the ages two seconds on', stdout, (f) => ageOn(f, 'web-0') >= first + 2);
+  t.is(cluster.listed.replicas ?? 0, listed, 'no tick read the whole list');
+  t.regex(later, / web-1 /);
+  t.notRegex(later, / web-99 /, 'web-99 is off the page');
+  stdin.type('G');
+  const bottom = await until('the last page', stdout, (f) => / web-99 /.test(f));
+  t.true(
+    ageOn(bottom, 'web-99') >= first + 2,
+    `web-99 at its current age, not the first frame's (${first}s)`,
+  );
+  t.true(ageOn(bottom, 'web-99') >= ageOn(later, 'web-0'));
 });

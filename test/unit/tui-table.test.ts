@@ -1,8 +1,10 @@
 // The TUI's table operations (tui/model/table.ts, format.ts): filters, sorting, column layout
 // and the visible window, as pure functions.
 import test from 'ava';
+import type { KubeObject } from '../../kube/index.ts';
 import { codePoints, fitWidth, humanDuration, truncate } from '../../tui/model/format.ts';
-import { pageChanged } from '../../tui/model/frame.ts';
+import { type FrameRows, frameRows, freshPage, pageChanged, pageRows } from '../../tui/model/frame.ts';
+import { initialState, type UiState } from '../../tui/model/state.ts';
 import {
   type Column,
   compileFilter,
@@ -16,6 +18,7 @@ import {
   selectedIndex,
   sortRows,
 } from '../../tui/model/table.ts';
+import { type ClusterReader, type KindId, keyOf, VIEWS, type ViewId } from '../../tui/model/views.ts';
 
 const row = (
   key: string,
@@ -243,4 +246,152 @@ test('pageChanged: only the rows of the page count, a cell or a row changed', (t
   t.true(pageChanged(shown, rows(['6s', '5m', '1h']), 0, 3), 'an age ticked on the page');
   t.false(pageChanged(shown, rows(['6s', '5m', '1h']), 1, 2), 'off the page');
   t.true(pageChanged(shown, rows(['5s', '5m']), 1, 2), 'a row less');
+});
+
+// The clock's rows (tui/model/frame.ts): when only the time moved, the page's rows alone are
+// worked out again; rows kept from before are worked out when a key brings them on the page.
+
+const T0 = Date.parse('2026-01-01T12:00:00Z');
+const at = (secondsBefore: number) => new Date(T0 - secondsBefore * 1000).toISOString();
+
+/** A cache over arrays that counts the objects the rows were built from (each build reads `status` once). */
+function countingCluster(objects: Partial<Record<KindId, KubeObject[]>>) {
+  const counted = { builds: 0 };
+  const wrap = (o: KubeObject) =>
+    new Proxy(o, {
+      get(target, prop, receiver) {
+        if (prop === 'status') counted.builds++;
+        return Reflect.get(target, prop, receiver);
+      },
+    });
+  const all = Object.fromEntries(
+    Object.entries(objects).map(([kind, list]) => [kind, (list ?? []).map(wrap)]),
+  ) as Partial<Record<KindId, KubeObject[]>>;
+  const cluster: ClusterReader = {
+    list: (kind) => (all[kind] ?? []) as never,
+    get: (kind, key) => (all[kind] ?? []).find((o) => keyOf(o) === key) as never,
+    eventsFor: () => [],
+  };
+  return { cluster, counted };
+}
+
+/** 300 Replicas, one a second younger than the one before: replica `r-i` is 100 + i seconds old at T0. */
+function replicas(count = 300): KubeObject[] {
+  return Array.from({ length: count }, (_, i) => ({
+    metadata: { name: `r-${i}`, namespace: 'default', creationTimestamp: at(100 + i) },
+    spec: { instance: 'r', ordinal: i, host: 'a' },
+    status: { phase: 'Running', ready: true, processes: [{ name: 'p', ready: true }] },
+  }));
+}
+
+/** The age `r-i` shows `later` ms after T0. */
+const ageAt = (key: string, later: number) => humanDuration((100 + Number(key.split('-')[1])) * 1000 + later);
+
+const ageOf = (shown: FrameRows, key: string) => {
+  const i = shown.columns.findIndex((c) => c.header === 'AGE');
+  return shown.rows.find((r) => r.key === key)?.cells[i];
+};
+
+test('pageRows: a tick works out the rows of the page only, at the new time, in the same order', (t) => {
+  const { cluster, counted } = countingCluster({ replicas: replicas() });
+  const state = initialState({ namespace: 'default', view: 'rep' });
+  const shown = frameRows(cluster, state, T0);
+  t.is(counted.builds, 300);
+  counted.builds = 0;
+  const next = pageRows(cluster, state, shown, T0 + 1000, 10, 20);
+  if (!next) return t.fail('worked out in place');
+  t.is(counted.builds, 20, 'the 20 rows of the page, not the 300');
+  t.deepEqual(
+    next.rows.map((r) => r.key),
+    shown.rows.map((r) => r.key),
+    'the same order',
+  );
+  t.deepEqual(next.fresh, { at: T0 + 1000, from: 10, to: 30 });
+  const key = (shown.rows[10] as Row).key;
+  t.is(ageOf(shown, key), ageAt(key, 0));
+  t.is(ageOf(next, key), ageAt(key, 1000), 'the page reads the new time');
+  for (const i of [0, 9, 30, 299])
+    t.is(next.rows[i], shown.rows[i], `row ${i}, off the page, kept as it was`);
+  t.false(pageChanged(shown, next, 40, 20), 'a page of kept rows did not change');
+  t.true(pageChanged(shown, next, 10, 20));
+});
+
+test('pageRows: by age too the order is the same; a filter, or an object gone, works out all the rows', (t) => {
+  const { cluster } = countingCluster({ replicas: replicas() });
+  const byAge: UiState = initialState({ namespace: 'default', view: 'rep' });
+  const frame = byAge.stack[0];
+  if (!frame) return t.fail();
+  const sorted: UiState = { ...byAge, stack: [{ ...frame, sort: { column: 'AGE', descending: true } }] };
+  const shown = frameRows(cluster, sorted, T0);
+  const next = pageRows(cluster, sorted, shown, T0 + 61_000, 0, 20);
+  t.deepEqual(
+    next?.rows.map((r) => r.key),
+    frameRows(cluster, sorted, T0 + 61_000).rows.map((r) => r.key),
+  );
+  t.is(next?.rows[0]?.key, 'default/r-299', 'the oldest first');
+  t.is(ageOf(next as FrameRows, 'default/r-299'), ageAt('default/r-299', 61_000), 'at the new time');
+  const filtered: UiState = { ...byAge, stack: [{ ...frame, filter: 'r-1' }] };
+  t.is(pageRows(cluster, filtered, frameRows(cluster, filtered, T0), T0 + 1000, 0, 20), undefined);
+  const gone = countingCluster({ replicas: replicas().slice(1) }).cluster;
+  t.is(pageRows(gone, byAge, frameRows(cluster, byAge, T0), T0 + 1000, 0, 20), undefined);
+});
+
+test('freshPage: rows kept from an earlier time are worked out when they come on the page', (t) => {
+  const { cluster, counted } = countingCluster({ replicas: replicas() });
+  const state = initialState({ namespace: 'default', view: 'rep' });
+  const shown = frameRows(cluster, state, T0);
+  const ticked = pageRows(cluster, state, shown, T0 + 5000, 0, 20) as FrameRows;
+  counted.builds = 0;
+  t.is(freshPage(cluster, state, ticked, T0 + 5000, 3, 17), ticked, 'within the page: as it is');
+  t.is(counted.builds, 0);
+  // `G`: the last page, whose rows were kept from T0.
+  const last = freshPage(cluster, state, ticked, T0 + 6000, 280, 20);
+  t.is(counted.builds, 20);
+  const key = (last.rows[299] as Row).key;
+  t.is(ageOf(ticked, key), ageAt(key, 0), 'kept from T0');
+  t.is(ageOf(last, key), ageAt(key, 6000), 'on the page: its current age');
+  t.deepEqual(last.fresh, { at: T0 + 6000, from: 280, to: 300 });
+});
+
+test('every column of the views of objects sorts the same at any time (the clock keeps the order)', (t) => {
+  // Objects of every age, some without a timestamp; the names against the ages' order.
+  const ages = [undefined, 0, 1, 59, 60, 119, 120, 599, 3599, 86_399, 86_400 * 400];
+  const meta = (i: number, s: number | undefined) => ({
+    name: `o-${ages.length - i}`,
+    namespace: 'default',
+    uid: `u${i}`,
+    creationTimestamp: s === undefined ? undefined : at(s),
+  });
+  const objects: Partial<Record<KindId, KubeObject[]>> = {
+    instances: ages.map((s, i) => ({ metadata: meta(i, s), spec: { replicas: i }, status: {} })),
+    replicas: ages.map((s, i) => ({
+      metadata: meta(i, s),
+      spec: { host: 'a' },
+      status: { restarts: i % 3 },
+    })),
+    services: ages.map((s, i) => ({ metadata: meta(i, s), spec: {}, status: {} })),
+    hosts: ages.map((s, i) => ({ metadata: { ...meta(i, s), namespace: undefined }, status: {} })),
+    events: ages.map((s, i) => ({
+      metadata: meta(i, s),
+      involvedObject: { kind: 'Replica', name: 'x' },
+      lastTimestamp: s === undefined ? undefined : at(s),
+      count: i % 4,
+    })),
+  };
+  const { cluster } = countingCluster(objects);
+  const views: ViewId[] = ['inst', 'rep', 'svc', 'host', 'ev'];
+  for (const id of views) {
+    for (const namespace of ['default', undefined]) {
+      const base = initialState({ namespace, view: id });
+      const frame = base.stack[0];
+      if (!frame) return t.fail();
+      for (const column of VIEWS[id].columns(namespace === undefined))
+        for (const descending of [false, true]) {
+          const state = { ...base, stack: [{ ...frame, sort: { column: column.header, descending } }] };
+          const order = (now: number) => frameRows(cluster, state, now).rows.map((r) => r.key);
+          for (const later of [1000, 61_000, 3_600_000, 86_400_000 * 3])
+            t.deepEqual(order(T0 + later), order(T0), `${id} by ${column.header}, ${later} ms later`);
+        }
+    }
+  }
 });

@@ -2,6 +2,8 @@
 // the time: the top view's columns and rows (filtered, sorted), the open pane's lines, and the
 // context the reducer needs to take a key. The views call them while rendering; the key path
 // calls them again for the second key of a chunk, whose screen was never drawn.
+
+import type { KubeObject } from '../../kube/index.ts';
 import { describeLines } from './describe.ts';
 import { BINDINGS } from './keys.ts';
 import type { ScreenLayout } from './screen.ts';
@@ -12,6 +14,12 @@ import { type ClusterReader, VIEWS } from './views.ts';
 export interface FrameRows {
   readonly columns: readonly Column[];
   readonly rows: Row[];
+  /**
+   * The rows `from` to `to` read the time `at`; the others read an earlier one (their cells kept
+   * from before, worked out again when they come on the page: `pageRows`). Absent: all read the
+   * time they were worked out at.
+   */
+  readonly fresh?: { readonly at: number; readonly from: number; readonly to: number } | undefined;
 }
 
 /** The top view's columns, and its rows as shown: filtered and sorted. */
@@ -22,7 +30,77 @@ export function frameRows(cluster: ClusterReader, state: UiState, now: number): 
   const columns = view.columns(allNamespaces);
   const filter = compileFilter(frame.filter);
   const rows = view.rows(cluster, frame.scope, { now, allNamespaces }).filter(filter.test);
-  return { columns, rows: sortRows(rows, columns, frame.sort) };
+  return { columns, rows: sortRows(rows, columns, frame.sort), fresh: { at: now, from: 0, to: rows.length } };
+}
+
+/**
+ * The page's rows (`offset` to `offset + height`) worked out again at `now`, every other row of
+ * `shown` kept as it is: for when only the time moved since `shown` was worked out for `state`
+ * (the same caches, the same view, scope, filter, sort and namespace; the caller knows). The order
+ * cannot change then: what depends on the time in a view of objects is its ages, whose sort
+ * values all move by the same amount (tui-table.test.ts checks every column of those views).
+ * Undefined when it cannot be done in place: with a filter (a cell's text decides which rows are
+ * in), in the views whose rows are not one object each (a replica's processes, whose LAST EXIT
+ * sorts by its text, and the endpoints), or when an object of the page is gone from the cache.
+ */
+export function pageRows(
+  cluster: ClusterReader,
+  state: UiState,
+  shown: FrameRows,
+  now: number,
+  offset: number,
+  height: number,
+): FrameRows | undefined {
+  const frame = topFrame(state);
+  const view = VIEWS[frame.view];
+  const kind = view.kind;
+  if (kind === undefined || frame.filter.trim() !== '') return undefined;
+  const end = Math.min(shown.rows.length, offset + Math.max(0, height));
+  const start = Math.max(0, Math.min(offset, end));
+  const objects: KubeObject[] = [];
+  for (let i = start; i < end; i++) {
+    const obj = cluster.get(kind, (shown.rows[i] as Row).key);
+    if (!obj) return undefined;
+    objects.push(obj);
+  }
+  // The view's own rows function, over a cache holding only the page's objects, in the page's order.
+  const page: ClusterReader = {
+    list: (k) => (k === kind ? (objects as never) : cluster.list(k)),
+    get: (k, key) => cluster.get(k, key),
+    eventsFor: (obj) => cluster.eventsFor(obj),
+    usage: cluster.usage,
+    mesh: cluster.mesh,
+  };
+  const built = view.rows(page, frame.scope, { now, allNamespaces: state.namespace === undefined });
+  if (built.length !== end - start) return undefined;
+  const rows = shown.rows.slice();
+  for (let j = 0; j < built.length; j++) {
+    const row = built[j] as Row;
+    if (row.key !== (rows[start + j] as Row).key) return undefined;
+    rows[start + j] = row;
+  }
+  return { columns: shown.columns, rows, fresh: { at: now, from: start, to: end } };
+}
+
+/**
+ * `shown` with the page of rows `offset` to `offset + height` reading a time: as it is when every
+ * row of the page was worked out at the last time (a key that moved within the page), else
+ * with the page's rows worked out at `now` (a key or a scroll that brought rows kept from an
+ * earlier time on the page), or all of them when that cannot be done in place (`pageRows`).
+ */
+export function freshPage(
+  cluster: ClusterReader,
+  state: UiState,
+  shown: FrameRows,
+  now: number,
+  offset: number,
+  height: number,
+): FrameRows {
+  const f = shown.fresh;
+  const end = Math.min(shown.rows.length, offset + Math.max(0, height));
+  const start = Math.max(0, Math.min(offset, end));
+  if (!f || (start >= f.from && end <= f.to)) return shown;
+  return pageRows(cluster, state, shown, now, offset, height) ?? frameRows(cluster, state, now);
 }
 
 /**

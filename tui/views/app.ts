@@ -5,7 +5,15 @@ import { Box, Text, useApp, useInput } from 'ink';
 import { createElement as h, useEffect, useMemo, useRef, useState } from 'react';
 import type { LiveCluster } from '../model/cluster.ts';
 import { truncate } from '../model/format.ts';
-import { type FrameRows, frameRows, keyContext, pageChanged, paneLines } from '../model/frame.ts';
+import {
+  type FrameRows,
+  frameRows,
+  freshPage,
+  keyContext,
+  pageChanged,
+  pageRows,
+  paneLines,
+} from '../model/frame.ts';
 import { keyNames } from '../model/keys.ts';
 import { type LogsModel, logWindow } from '../model/logs.ts';
 import { screenLayout } from '../model/screen.ts';
@@ -82,19 +90,28 @@ export function App(props: AppProps) {
   const [state, setState] = useState(props.initial);
   // Keys can arrive faster than renders (a paste, key repeat): each one reduces the latest state.
   const stateRef = useRef(state);
-  // The page last drawn, and the rows the clock worked out when it found that page changed.
-  const drawn = useRef<{ shown: FrameRows; offset: number; height: number } | undefined>(undefined);
+  // The page last drawn (the rows, the caches' version and the state they were worked out for),
+  // and the rows the clock worked out when it found that page changed.
+  const drawn = useRef<
+    { shown: FrameRows; offset: number; height: number; version: number; state: UiState } | undefined
+  >(undefined);
   const ahead = useRef<{ now: number; version: number; state: UiState; shown: FrameRows } | undefined>(
     undefined,
   );
   const now = useClock(1000, (t) => {
     const s = stateRef.current;
+    const d = drawn.current;
     // Describe lists its Events with their ages; help and the log pane do not follow the time.
     if (s.mode.name === 'describe') return true;
-    if (s.mode.name === 'help' || s.mode.name === 'logs' || !drawn.current) return false;
-    const next = frameRows(cluster, s, t);
-    if (!pageChanged(drawn.current.shown, next, drawn.current.offset, drawn.current.height)) return false;
-    ahead.current = { now: t, version: cluster.version(), state: s, shown: next };
+    if (s.mode.name === 'help' || s.mode.name === 'logs' || !d) return false;
+    const v = cluster.version();
+    // Only the time moved: the order stays, so only the page's rows are worked out again.
+    const next =
+      (v === d.version && sameRows(topFrame(d.state), topFrame(s), d.state, s)
+        ? pageRows(cluster, s, d.shown, t, d.offset, d.height)
+        : undefined) ?? frameRows(cluster, s, t);
+    if (!pageChanged(d.shown, next, d.offset, d.height)) return false;
+    ahead.current = { now: t, version: v, state: s, shown: next };
     return true;
   });
   const update = (change: (s: UiState) => UiState) => {
@@ -106,7 +123,7 @@ export function App(props: AppProps) {
   const frame = topFrame(state);
   const view = VIEWS[frame.view];
   // biome-ignore lint/correctness/useExhaustiveDependencies: the rows follow the cache (`version`), the clock, the top frame and the namespace, not a prompt or a message
-  const shown = useMemo(() => {
+  const worked = useMemo(() => {
     // The clock moved because it found the page changed, from these very rows: not worked out twice.
     const a = ahead.current;
     ahead.current = undefined;
@@ -116,14 +133,27 @@ export function App(props: AppProps) {
     // clock moves only when the page it last saw changed.
     return frameRows(cluster, state, Math.max(now, Date.now()));
   }, [cluster, version, now, frame.view, frame.scope, frame.filter, frame.sort, state.namespace]);
+  // The selection and the page, from the rows' order (which the time alone does not change).
+  const index = selectedIndex(worked.rows, frame.selectedKey, frame.selectedIndex);
+  const offset = scrollOffset(frame.offset, index, screen.bodyRows, worked.rows.length);
+  // Rows kept from an earlier time (the clock works out only the page's) that a key brought on
+  // the page are worked out now; kept for the renders after, as long as the rows are the same.
+  const paged = useRef<{ worked: FrameRows; shown: FrameRows } | undefined>(undefined);
+  const shown = freshPage(
+    cluster,
+    state,
+    paged.current?.worked === worked ? paged.current.shown : worked,
+    Math.max(now, Date.now()),
+    offset,
+    screen.bodyRows,
+  );
+  paged.current = { worked, shown };
   const { columns, rows } = shown;
   const layout = useMemo(
     () => layoutColumns(columns, rows, Math.max(1, screen.width - 1)),
     [columns, rows, screen.width],
   );
-  const index = selectedIndex(rows, frame.selectedKey, frame.selectedIndex);
-  const offset = scrollOffset(frame.offset, index, screen.bodyRows, rows.length);
-  drawn.current = { shown, offset, height: screen.bodyRows };
+  drawn.current = { shown, offset, height: screen.bodyRows, version, state };
   const mode = state.mode;
   // biome-ignore lint/correctness/useExhaustiveDependencies: the text follows the cache (`version`), the clock and the mode
   const pane = useMemo(
