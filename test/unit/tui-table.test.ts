@@ -17,6 +17,7 @@ import {
   scrollOffset,
   selectedIndex,
   sortRows,
+  widestCells,
 } from '../../tui/model/table.ts';
 import { type ClusterReader, type KindId, keyOf, VIEWS, type ViewId } from '../../tui/model/views.ts';
 
@@ -394,4 +395,40 @@ test('every column of the views of objects sorts the same at any time (the clock
         }
     }
   }
+});
+
+test('widestCells: after a tick only the page is measured again; a longer age on it widens its column', (t) => {
+  const columns: Column[] = [
+    { header: 'NAME', sortKey: 'N' },
+    { header: 'AGE', sortKey: 'A', align: 'right' },
+  ];
+  const make = (ages: string[]) => ages.map((age, i) => row(`r${i}`, [`r${i}`, age]));
+  const rows = make(['9s', '9s', '9s', '9s', '8m', '9s']);
+  const all = widestCells(columns, rows);
+  t.deepEqual(all.widest, [2, 2]);
+  // A tick: the rows 1-3 (the page) worked out again, the others the very same.
+  const tick = (before: Row[], ages: string[]) => {
+    const next = [...before];
+    ages.forEach((age, j) => {
+      next[1 + j] = row(`r${1 + j}`, [`r${1 + j}`, age]);
+    });
+    return next;
+  };
+  const first = widestCells(columns, tick(rows, ['10s', '10s', '10s']), 1, 4, all.measured);
+  t.deepEqual(first.widest, [2, 3], 'the page widened AGE');
+  t.deepEqual(first.measured.rest, [2, 2], 'the rows off the page, measured once');
+  // The next tick reuses what the rows off the page measured: a made-up width shows it.
+  const rigged = { ...first.measured, rest: [2, 7] };
+  const rows2 = tick(first.measured.rows as Row[], ['11s', '11s', '11s']);
+  t.deepEqual(widestCells(columns, rows2, 1, 4, rigged).widest, [2, 7], 'not measured again');
+  // Another row off the page (a change in the cache), or another page: measured again.
+  const changed = [...rows2];
+  changed[5] = row('r5', ['r5', '1h']);
+  t.deepEqual(widestCells(columns, changed, 1, 4, rigged).widest, [2, 3]);
+  t.deepEqual(widestCells(columns, rows2, 2, 5, rigged).widest, [2, 3]);
+  t.deepEqual(
+    layoutColumns(columns, rows2, 30, widestCells(columns, rows2, 1, 4, first.measured).widest),
+    layoutColumns(columns, rows2, 30),
+    'the same layout as measuring every row',
+  );
 });

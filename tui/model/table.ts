@@ -187,10 +187,14 @@ export const GAP = 2;
  * are dropped by dropOrder, then the flex column shrinks further, then columns are dropped from
  * the right; when there is room left the flex column takes it.
  */
-export function layoutColumns(columns: readonly Column[], rows: readonly Row[], width: number): ColumnLayout {
+export function layoutColumns(
+  columns: readonly Column[],
+  rows: readonly Row[],
+  width: number,
+  widest: readonly number[] = widestCells(columns, rows).widest,
+): ColumnLayout {
   const natural = columns.map((c, i) => {
-    let w = c.header.length + 1; // room for the sort arrow
-    for (const row of rows) w = Math.max(w, codePoints(row.cells[i] ?? ''));
+    const w = Math.max(c.header.length + 1, widest[i] ?? 0); // room for the sort arrow
     return Math.min(w, Math.max(c.maxWidth ?? 40, c.header.length + 1));
   });
   const min = columns.map((c, i) =>
@@ -220,6 +224,65 @@ export function layoutColumns(columns: readonly Column[], rows: readonly Row[], 
   if (total() < width && flex >= 0 && shown.includes(flex))
     widths[flex] = (widths[flex] ?? 0) + width - total();
   return { shown, widths: shown.map((i) => widths[i] ?? 0) };
+}
+
+/** What widestCells() measured: the widest cell per column of the rows off `from`-`to`. */
+export interface MeasuredRows {
+  readonly rows: readonly Row[];
+  readonly from: number;
+  readonly to: number;
+  readonly rest: readonly number[];
+}
+
+function measure(columns: readonly Column[], rows: readonly Row[], from: number, to: number, into: number[]) {
+  for (let i = from; i < to; i++) {
+    const cells = (rows[i] as Row).cells;
+    for (let c = 0; c < columns.length; c++) {
+      const w = codePoints(cells[c] ?? '');
+      if (w > (into[c] as number)) into[c] = w;
+    }
+  }
+}
+
+/**
+ * The widest cell (code points) of each column of `rows`. With `before`, what this measured for
+ * an earlier array of the same rows, only the rows `from` to `to` are measured again when every
+ * other row is the very row `before` measured: the clock's tick, which works out only the page's
+ * rows (frame.ts pageRows), measures the page, not the 1,000 rows, and an age on the page that
+ * gets longer still widens its column.
+ */
+export function widestCells(
+  columns: readonly Column[],
+  rows: readonly Row[],
+  from = 0,
+  to = rows.length,
+  before?: MeasuredRows,
+): { widest: number[]; measured: MeasuredRows } {
+  let rest: number[] | undefined;
+  if (
+    before &&
+    before.from === from &&
+    before.to === to &&
+    before.rows.length === rows.length &&
+    before.rest.length === columns.length
+  ) {
+    rest = [...before.rest];
+    for (let i = 0; i < rows.length; i++) {
+      if (i === from) i = to;
+      if (i < rows.length && before.rows[i] !== rows[i]) {
+        rest = undefined;
+        break;
+      }
+    }
+  }
+  if (!rest) {
+    rest = columns.map(() => 0);
+    measure(columns, rows, 0, Math.min(from, rows.length), rest);
+    measure(columns, rows, Math.min(to, rows.length), rows.length, rest);
+  }
+  const widest = [...rest];
+  measure(columns, rows, Math.min(from, rows.length), Math.min(to, rows.length), widest);
+  return { widest, measured: { rows, from, to, rest } };
 }
 
 /** One table line: the shown cells, each fit to its width, joined by the gap. */

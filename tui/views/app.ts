@@ -18,7 +18,13 @@ import { keyNames } from '../model/keys.ts';
 import { type LogsModel, logWindow } from '../model/logs.ts';
 import { screenLayout } from '../model/screen.ts';
 import { type Effect, reduce, topFrame, type UiState } from '../model/state.ts';
-import { layoutColumns, scrollOffset, selectedIndex } from '../model/table.ts';
+import {
+  layoutColumns,
+  type MeasuredRows,
+  scrollOffset,
+  selectedIndex,
+  widestCells,
+} from '../model/table.ts';
 import { VIEWS } from '../model/views.ts';
 import { type ClusterInfo, InfoLine, KeyBar, PromptLine, TitleLine } from './bars.ts';
 import { type SizedStream, useClock, useClusterVersion, useLogsVersion, useTerminalSize } from './hooks.ts';
@@ -149,10 +155,14 @@ export function App(props: AppProps) {
   );
   paged.current = { worked, shown };
   const { columns, rows } = shown;
-  const layout = useMemo(
-    () => layoutColumns(columns, rows, Math.max(1, screen.width - 1)),
-    [columns, rows, screen.width],
-  );
+  // The columns' widths: after a tick of the clock, only the page's cells are measured again.
+  const measured = useRef<MeasuredRows | undefined>(undefined);
+  // biome-ignore lint/correctness/useExhaustiveDependencies: `shown.fresh` comes with `rows`
+  const layout = useMemo(() => {
+    const w = widestCells(columns, rows, shown.fresh?.from, shown.fresh?.to, measured.current);
+    measured.current = w.measured;
+    return layoutColumns(columns, rows, Math.max(1, screen.width - 1), w.widest);
+  }, [columns, rows, screen.width]);
   drawn.current = { shown, offset, height: screen.bodyRows, version, state };
   const mode = state.mode;
   // biome-ignore lint/correctness/useExhaustiveDependencies: the text follows the cache (`version`), the clock and the mode
