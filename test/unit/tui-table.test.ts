@@ -352,6 +352,15 @@ test('freshPage: rows kept from an earlier time are worked out when they come on
   t.is(ageOf(ticked, key), ageAt(key, 0), 'kept from T0');
   t.is(ageOf(last, key), ageAt(key, 6000), 'on the page: its current age');
   t.deepEqual(last.fresh, { at: T0 + 6000, from: 280, to: 300 });
+  // `j` scrolling one row: only the row that came on the page, at the time the page reads.
+  counted.builds = 0;
+  const scrolled = freshPage(cluster, state, ticked, T0 + 5700, 1, 20);
+  t.is(counted.builds, 1);
+  const came = (scrolled.rows[20] as Row).key;
+  t.is(ageOf(scrolled, came), ageAt(came, 5000), 'the time of the rest of the page');
+  for (let i = 1; i < 20; i++) t.is(scrolled.rows[i], ticked.rows[i], `row ${i} stayed, the same row`);
+  t.deepEqual(scrolled.fresh, { at: T0 + 5000, from: 0, to: 21 });
+  t.is(freshPage(cluster, state, scrolled, T0 + 5800, 0, 20), scrolled, 'and back: nothing to work out');
 });
 
 test('every column of the views of objects sorts the same at any time (the clock keeps the order)', (t) => {

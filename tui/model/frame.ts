@@ -83,10 +83,13 @@ export function pageRows(
 }
 
 /**
- * `shown` with the page of rows `offset` to `offset + height` reading a time: as it is when every
- * row of the page was worked out at the last time (a key that moved within the page), else
- * with the page's rows worked out at `now` (a key or a scroll that brought rows kept from an
- * earlier time on the page), or all of them when that cannot be done in place (`pageRows`).
+ * `shown` with the page of rows `offset` to `offset + height` reading one time: as it is when
+ * every row of the page was worked out at the last time (a key that moved within the page);
+ * after a scroll that kept part of the page, with only the rows that came on it worked out, at
+ * the time the rest of the page reads (so the page reads one time, as the clock's next tick
+ * finds it, and the rows that stayed are the same rows: not drawn again); after a jump (`G`,
+ * PgDn) with the page's rows worked out at `now`. All the rows when that cannot be done in place
+ * (`pageRows`).
  */
 export function freshPage(
   cluster: ClusterReader,
@@ -100,6 +103,21 @@ export function freshPage(
   const end = Math.min(shown.rows.length, offset + Math.max(0, height));
   const start = Math.max(0, Math.min(offset, end));
   if (!f || (start >= f.from && end <= f.to)) return shown;
+  if (start < f.to && end > f.from) {
+    // Scrolled: the rows before the fresh ones, and those after, at the time of the fresh ones.
+    let rows = shown;
+    if (start < f.from) {
+      const before = pageRows(cluster, state, rows, f.at, start, f.from - start);
+      if (!before) return frameRows(cluster, state, now);
+      rows = before;
+    }
+    if (end > f.to) {
+      const after = pageRows(cluster, state, rows, f.at, f.to, end - f.to);
+      if (!after) return frameRows(cluster, state, now);
+      rows = after;
+    }
+    return { ...rows, fresh: { at: f.at, from: Math.min(start, f.from), to: Math.max(end, f.to) } };
+  }
   return pageRows(cluster, state, shown, now, offset, height) ?? frameRows(cluster, state, now);
 }
 
