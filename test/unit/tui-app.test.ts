@@ -415,3 +415,28 @@ test('idle, the clock works out the rows of the page only; G shows the last rows
   );
   t.true(ageOn(bottom, 'web-99') >= ageOn(later, 'web-0'));
 });
+
+test('describe open: its ages follow the clock, the table under it is not worked out each second', async (t) => {
+  const { stdout, stdin, cluster, app } = mount(80, 24, { view: 'rep' });
+  t.teardown(() => app.unmount());
+  const created = new Date(Date.now() - 30_000).toISOString();
+  cluster.set(
+    'replicas',
+    Array.from({ length: 100 }, (_, i) => {
+      const r = replica('web', i);
+      r.metadata.creationTimestamp = created;
+      return r;
+    }),
+  );
+  await until('the 100 replicas', stdout, (f) => f.includes('Replicas(default)[100]'));
+  stdin.type('d');
+  await until('describe', stdout, (f) => f.includes('Describe replica default/web-0'));
+  const listed = cluster.listed.replicas ?? 0;
+  const frames = stdout.frames.length;
+  await sleep(2300);
+  t.true(stdout.frames.length > frames, 'the pane was drawn again as the time moved');
+  t.is(cluster.listed.replicas ?? 0, listed, 'no tick read the whole list');
+  stdin.type('q');
+  const table = await until('the table', stdout, (f) => f.includes('Replicas(default)[100]'));
+  t.regex(table, / web-0 /);
+});

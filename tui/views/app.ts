@@ -107,15 +107,20 @@ export function App(props: AppProps) {
   const now = useClock(1000, (t) => {
     const s = stateRef.current;
     const d = drawn.current;
-    // Describe lists its Events with their ages; help and the log pane do not follow the time.
-    if (s.mode.name === 'describe') return true;
-    if (s.mode.name === 'help' || s.mode.name === 'logs' || !d) return false;
     const v = cluster.version();
+    const onlyTime = d && v === d.version && sameRows(topFrame(d.state), topFrame(s), d.state, s);
+    // Describe lists its Events with their ages; help and the log pane do not follow the time.
+    if (s.mode.name === 'describe') {
+      // The table under it is not drawn: its rows stay as they are (the clock's first tick after
+      // the pane closes works out the page), not worked out again each second.
+      if (d && onlyTime) ahead.current = { now: t, version: v, state: s, shown: d.shown };
+      return true;
+    }
+    if (s.mode.name === 'help' || s.mode.name === 'logs' || !d) return false;
     // Only the time moved: the order stays, so only the page's rows are worked out again.
     const next =
-      (v === d.version && sameRows(topFrame(d.state), topFrame(s), d.state, s)
-        ? pageRows(cluster, s, d.shown, t, d.offset, d.height)
-        : undefined) ?? frameRows(cluster, s, t);
+      (onlyTime ? pageRows(cluster, s, d.shown, t, d.offset, d.height) : undefined) ??
+      frameRows(cluster, s, t);
     if (!pageChanged(d.shown, next, d.offset, d.height)) return false;
     ahead.current = { now: t, version: v, state: s, shown: next };
     return true;
