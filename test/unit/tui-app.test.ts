@@ -385,9 +385,11 @@ test('the clock redraws when an age on the page changes: each second for young o
   await until('the new one ticking', stdout, (f) => / new .* 2m$/m.test(f));
 });
 
-test('idle, the clock works out the rows of the page only; G shows the last rows at their current age', async (t) => {
-  const { stdout, stdin, cluster, app } = mount(80, 24, { view: 'rep' });
-  t.teardown(() => app.unmount());
+/** 100 Replicas web-0..web-99, all created 30 s ago, on the screen. */
+async function hundredReplicas(
+  cluster: ReturnType<typeof mount>['cluster'],
+  stdout: ReturnType<typeof mount>['stdout'],
+) {
   const created = new Date(Date.now() - 30_000).toISOString();
   cluster.set(
     'replicas',
@@ -398,6 +400,12 @@ test('idle, the clock works out the rows of the page only; G shows the last rows
     }),
   );
   await until('the 100 replicas', stdout, (f) => f.includes('Replicas(default)[100]'));
+}
+
+test('idle, the clock works out the rows of the page only; G shows the last rows at their current age', async (t) => {
+  const { stdout, stdin, cluster, app } = mount(80, 24, { view: 'rep' });
+  t.teardown(() => app.unmount());
+  await hundredReplicas(cluster, stdout);
   const ageOn = (frame: string, name: string) =>
     Number(new RegExp(`^ ${name} .* (\\d+)s *$`, 'm').exec(frame)?.[1] ?? Number.NaN);
   const listed = cluster.listed.replicas ?? 0;
@@ -419,16 +427,7 @@ test('idle, the clock works out the rows of the page only; G shows the last rows
 test('describe open: its ages follow the clock, the table under it is not worked out each second', async (t) => {
   const { stdout, stdin, cluster, app } = mount(80, 24, { view: 'rep' });
   t.teardown(() => app.unmount());
-  const created = new Date(Date.now() - 30_000).toISOString();
-  cluster.set(
-    'replicas',
-    Array.from({ length: 100 }, (_, i) => {
-      const r = replica('web', i);
-      r.metadata.creationTimestamp = created;
-      return r;
-    }),
-  );
-  await until('the 100 replicas', stdout, (f) => f.includes('Replicas(default)[100]'));
+  await hundredReplicas(cluster, stdout);
   stdin.type('d');
   await until('describe', stdout, (f) => f.includes('Describe replica default/web-0'));
   const listed = cluster.listed.replicas ?? 0;
