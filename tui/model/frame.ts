@@ -33,6 +33,12 @@ export function frameRows(cluster: ClusterReader, state: UiState, now: number): 
   return { columns, rows: sortRows(rows, columns, frame.sort), fresh: { at: now, from: 0, to: rows.length } };
 }
 
+/** Rows `start` to `end` of `rows`: the page of `height` rows from `offset`, cut to the rows there are. */
+function pageBounds(rows: readonly Row[], offset: number, height: number): { start: number; end: number } {
+  const end = Math.min(rows.length, offset + Math.max(0, height));
+  return { start: Math.max(0, Math.min(offset, end)), end };
+}
+
 /**
  * The page's rows (`offset` to `offset + height`) worked out again at `now`, every other row of
  * `shown` kept as it is: for when only the time moved since `shown` was worked out for `state`
@@ -55,8 +61,7 @@ export function pageRows(
   const view = VIEWS[frame.view];
   const kind = view.kind;
   if (kind === undefined || frame.filter.trim() !== '') return undefined;
-  const end = Math.min(shown.rows.length, offset + Math.max(0, height));
-  const start = Math.max(0, Math.min(offset, end));
+  const { start, end } = pageBounds(shown.rows, offset, height);
   const objects: KubeObject[] = [];
   for (let i = start; i < end; i++) {
     const obj = cluster.get(kind, (shown.rows[i] as Row).key);
@@ -100,8 +105,7 @@ export function freshPage(
   height: number,
 ): FrameRows {
   const f = shown.fresh;
-  const end = Math.min(shown.rows.length, offset + Math.max(0, height));
-  const start = Math.max(0, Math.min(offset, end));
+  const { start, end } = pageBounds(shown.rows, offset, height);
   if (!f || (start >= f.from && end <= f.to)) return shown;
   if (start < f.to && end > f.from) {
     // Scrolled: the rows before the fresh ones, and those after, at the time of the fresh ones.
