@@ -92,6 +92,24 @@ export async function refusingPorts(n: number): Promise<number[]> {
 }
 
 /**
+ * The endpoints of three backends of which the first two are gone while the slice still lists
+ * them (as during a rollout faster than the watch): those two at refusingPorts(), the third at its
+ * own port.
+ */
+export async function twoOfThreeGone(
+  backends: readonly { name: string; port: number }[],
+  portName: string,
+): Promise<ServiceEndpoint[]> {
+  const [a, b, c] = backends as [{ name: string }, { name: string }, { name: string; port: number }];
+  const [gone1, gone2] = (await refusingPorts(2)) as [number, number];
+  return [
+    endpointAt(a.name, gone1, portName),
+    endpointAt(b.name, gone2, portName),
+    endpointAt(c.name, c.port, portName),
+  ];
+}
+
+/**
  * A Service `name` (default echo) with one port `portName` of `protocol` on a random port of a
  * fresh virtual IP, and the given endpoints.
  */

@@ -19,9 +19,9 @@ import {
   type MeshSetup,
   meshService,
   proxyArgs,
-  refusingPorts,
   sample,
   scrape,
+  twoOfThreeGone,
 } from '../helpers/mesh.ts';
 import { eventually } from '../helpers/wait.ts';
 
@@ -162,14 +162,8 @@ test('two of three endpoints gone while the slice still lists them: every reques
       outlierDetection: { consecutiveErrors: 1000 },
     },
   });
-  const [a, b, c] = s.backends as [Backend, Backend, Backend];
-  // a and b gone: their endpoints at ports nothing listens on (refusingPorts says why not theirs).
-  const [gone1, gone2] = (await refusingPorts(2)) as [number, number];
-  await s.setEndpoints([
-    endpointAt(a.name, gone1, 'web'),
-    endpointAt(b.name, gone2, 'web'),
-    endpointAt(c.name, c.port, 'web'),
-  ]);
+  const c = s.backends[2] as Backend;
+  await s.setEndpoints(await twoOfThreeGone(s.backends, 'web'));
   await s.proxy();
   const answers: string[] = [];
   for (let i = 0; i < 12; i++) {
@@ -808,6 +802,16 @@ function rawConversation(address: string, port: number) {
   };
 }
 
+/** GET /fast0, /fast1, … on `c`, each answered before the next, `pauseMs` apart, for `forMs`. */
+async function answeredAtOnce(c: ReturnType<typeof rawConversation>, forMs: number, pauseMs: number) {
+  const until = performance.now() + forMs;
+  for (let n = 0; performance.now() < until; n++) {
+    c.send(`GET /fast${n} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    await c.until(new RegExp(`GET /fast${n}\\n$`));
+    await new Promise((r) => setTimeout(r, pauseMs));
+  }
+}
+
 /**
  * The same conversations through `orrery proxy` on one path; what the clients received, in order.
  * Each conversation waits for its answers before the next step, so the bytes are deterministic.
@@ -991,14 +995,7 @@ test('the overall timeout runs from each request on a keep-alive connection, not
   const c = rawConversation(s.vip, s.port);
   t.teardown(() => c.destroy());
   // Requests answered at once for 900 ms (past the first request's deadline), then one that hangs.
-  const until = performance.now() + 900;
-  let n = 0;
-  while (performance.now() < until) {
-    c.send(`GET /fast${n} HTTP/1.1\r\nHost: x\r\n\r\n`);
-    await c.until(new RegExp(`GET /fast${n}\\n$`));
-    n++;
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  await answeredAtOnce(c, 900, 50);
   t.notRegex(c.text, / 504 /, 'no request answered at once timed out');
   const sent = performance.now();
   c.send('GET /hang HTTP/1.1\r\nHost: x\r\n\r\n');
@@ -1028,14 +1025,7 @@ test('perTryTimeoutMs on a keep-alive connection that has carried requests befor
   const c = rawConversation(s.vip, s.port);
   t.teardown(() => c.destroy());
   // Answered at once for 700 ms (past several per-try timeouts of earlier requests).
-  const until = performance.now() + 700;
-  let n = 0;
-  while (performance.now() < until) {
-    c.send(`GET /fast${n} HTTP/1.1\r\nHost: x\r\n\r\n`);
-    await c.until(new RegExp(`GET /fast${n}\\n$`));
-    n++;
-    await new Promise((r) => setTimeout(r, 30));
-  }
+  await answeredAtOnce(c, 700, 30);
   // Round-robin: of two requests in a row one goes to the endpoint that hangs first.
   const took: number[] = [];
   for (const i of [0, 1]) {

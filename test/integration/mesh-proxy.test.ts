@@ -23,6 +23,7 @@ import {
   refusingPorts,
   sample,
   scrape,
+  twoOfThreeGone,
 } from '../helpers/mesh.ts';
 import { eventually } from '../helpers/wait.ts';
 import { within } from './fixtures/up-process.ts';
@@ -270,14 +271,8 @@ test('two of three endpoints gone while the slice still lists them: every connec
       outlierDetection: { consecutiveErrors: 1000 },
     },
   });
-  const [a, b, c] = s.backends as [Backend, Backend, Backend];
-  // a and b gone: their endpoints at ports nothing listens on (refusingPorts says why not theirs).
-  const [gone1, gone2] = (await refusingPorts(2)) as [number, number];
-  await s.setEndpoints([
-    endpointAt(a.name, gone1, 'main'),
-    endpointAt(b.name, gone2, 'main'),
-    endpointAt(c.name, c.port, 'main'),
-  ]);
+  const c = s.backends[2] as Backend;
+  await s.setEndpoints(await twoOfThreeGone(s.backends, 'main'));
   await s.proxy();
   const names: string[] = [];
   for (let i = 0; i < 12; i++) names.push(await whoAnswers(t, s.vip, s.port));
